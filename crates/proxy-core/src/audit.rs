@@ -1,0 +1,191 @@
+//! Audit events (interface.md §7) and the sink they are written to.
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use crate::decision::{Decision, Rule, Source, Verdict};
+use crate::target::{Mode, Protocol, RequestMeta};
+
+/// The tracing target of audit events.
+pub const AUDIT_TARGET: &str = "netproxy::audit";
+/// The `event.name` of a policy decision.
+pub const EVENT_NAME: &str = "netproxy.policy_decision";
+
+/// What a decision was about: a destination host (`domain`), or something else such as the mode
+/// guard, the proxy's state or a unix socket (`non_domain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Host policy.
+    Domain,
+    /// Mode guard, proxy state, unix socket, interception guard.
+    NonDomain,
+}
+
+impl Scope {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scope::Domain => "domain",
+            Scope::NonDomain => "non_domain",
+        }
+    }
+}
+
+/// One policy decision, as recorded. It never holds a full URL, a query string or a credential:
+/// only the canonical host, the port, the method and the client's address.
+///
+/// ```
+/// use proxy_core::{AuditEvent, Decision, Mode, Protocol, Reason, RequestMeta, Target};
+/// let meta = RequestMeta::new(Protocol::HttpsConnect, Target::parse_authority("evil.example:443", 443).unwrap())
+///     .with_method("CONNECT");
+/// let ev = AuditEvent::new(&meta, &Decision::deny(Reason::Denied), Mode::Full);
+/// let fields = ev.fields();
+/// assert!(fields.contains(&("network.policy.reason", "denied".to_string())));
+/// assert!(fields.contains(&("server.address", "evil.example".to_string())));
+/// assert!(fields.contains(&("client.address", "unknown".to_string())));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// When the decision was made.
+    pub timestamp: SystemTime,
+    /// Domain or non-domain.
+    pub scope: Scope,
+    /// Allow, deny or ask.
+    pub decision: Verdict,
+    /// Who decided.
+    pub source: Source,
+    /// The reason's wire name (`allow` for a baseline allow).
+    pub reason: &'static str,
+    /// True when a decider overrode an allowlist miss.
+    pub policy_override: bool,
+    /// The transport.
+    pub protocol: Protocol,
+    /// The canonical host, or `unix-socket`.
+    pub server_address: String,
+    /// The port (0 for a unix socket).
+    pub server_port: u16,
+    /// The HTTP method, if any.
+    pub method: Option<String>,
+    /// The client's `ip:port`, if known.
+    pub client: Option<SocketAddr>,
+    /// The mode in force.
+    pub mode: Mode,
+    /// The rule that decided, if any.
+    pub rule: Option<Rule>,
+}
+
+impl AuditEvent {
+    /// The event for `decision` about `meta`, stamped now.
+    pub fn new(meta: &RequestMeta, decision: &Decision, mode: Mode) -> Self {
+        let scope = match decision.source {
+            Source::ModeGuard | Source::ProxyState => Scope::NonDomain,
+            _ if matches!(meta.target, crate::Target::Unix(_)) => Scope::NonDomain,
+            _ => Scope::Domain,
+        };
+        Self {
+            timestamp: SystemTime::now(),
+            scope,
+            decision: decision.verdict,
+            source: decision.source,
+            reason: decision.reason_str(),
+            policy_override: decision.policy_override,
+            protocol: meta.protocol,
+            server_address: meta.target.server_address(),
+            server_port: meta.target.port(),
+            method: meta.method.clone(),
+            client: meta.client,
+            mode,
+            rule: decision.rule.clone(),
+        }
+    }
+
+    /// The fields of interface.md §7 with their values, in a stable order (the timestamp is
+    /// left to the sink, which formats it).
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("network.policy.scope", self.scope.as_str().to_owned()),
+            ("network.policy.decision", self.decision.as_str().to_owned()),
+            ("network.policy.source", self.source.as_str().to_owned()),
+            ("network.policy.reason", self.reason.to_owned()),
+            ("network.policy.override", self.policy_override.to_string()),
+            ("network.transport.protocol", self.protocol.as_str().to_owned()),
+            ("server.address", self.server_address.clone()),
+            ("server.port", self.server_port.to_string()),
+            (
+                "http.request.method",
+                self.method.clone().unwrap_or_else(|| "none".to_owned()),
+            ),
+            (
+                "client.address",
+                self.client
+                    .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+            ),
+        ]
+    }
+}
+
+/// Where audit events go. `record` is called once per decision on the request path, so it
+/// must return quickly and never block: a sink that exports queues the event and drops (and
+/// counts) when its queue is full.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use proxy_core::{AuditEvent, AuditSink};
+/// #[derive(Debug, Default)]
+/// struct Memory(Mutex<Vec<AuditEvent>>);
+/// impl AuditSink for Memory {
+///     fn record(&self, event: &AuditEvent) {
+///         self.0.lock().unwrap().push(event.clone());
+///     }
+/// }
+/// ```
+pub trait AuditSink: Send + Sync {
+    /// Records one decision.
+    fn record(&self, event: &AuditEvent);
+}
+
+/// One refused request as kept in the blocked-request buffer and shown by `GET /blocked`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedRecord {
+    /// The canonical host, or `unix-socket`.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The reason's wire name.
+    pub reason: &'static str,
+    /// The transport.
+    pub protocol: Protocol,
+    /// The method, if any.
+    pub method: Option<String>,
+    /// The client's address, if known.
+    pub client: Option<SocketAddr>,
+    /// The mode in force.
+    pub mode: Mode,
+    /// Deny or ask.
+    pub decision: Verdict,
+    /// Who decided.
+    pub source: Source,
+    /// When, in seconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+impl BlockedRecord {
+    /// The record of a refusal, from its audit event.
+    pub fn from_event(ev: &AuditEvent) -> Self {
+        Self {
+            host: ev.server_address.clone(),
+            port: ev.server_port,
+            reason: ev.reason,
+            protocol: ev.protocol,
+            method: ev.method.clone(),
+            client: ev.client,
+            mode: ev.mode,
+            decision: ev.decision,
+            source: ev.source,
+            timestamp: ev
+                .timestamp
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}

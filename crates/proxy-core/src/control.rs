@@ -1,0 +1,96 @@
+//! [`Control`]: what the admin API may ask of the running proxy.
+
+use std::future::Future;
+
+use crate::audit::BlockedRecord;
+use crate::decision::Decision;
+use crate::gate::Failure;
+use crate::target::{Mode, RequestMeta};
+
+/// Why a control request failed; each kind has the admin API's status code.
+///
+/// ```
+/// use proxy_core::ControlError;
+/// assert_eq!(ControlError::Constraint("mode".into()).http_status(), 409);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The change would widen a managed constraint.
+    #[error("{0}")]
+    Constraint(String),
+    /// The change itself is invalid (bad pattern, bad config file).
+    #[error("{0}")]
+    Invalid(String),
+    /// The change needs a restart (a listener, `enable_*`, DNS, limits or otel key).
+    #[error("{0}")]
+    NeedsRestart(String),
+    /// The target could not be checked.
+    #[error(transparent)]
+    Failure(#[from] Failure),
+}
+
+impl ControlError {
+    /// The admin API's status code for this error.
+    pub const fn http_status(&self) -> u16 {
+        match self {
+            ControlError::Constraint(_) | ControlError::NeedsRestart(_) => 409,
+            ControlError::Invalid(_) => 400,
+            ControlError::Failure(f) => f.kind.http_status(),
+        }
+    }
+}
+
+/// The effective allow and deny patterns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatternLists {
+    /// Allow patterns, as written.
+    pub allowed: Vec<String>,
+    /// Deny patterns, as written.
+    pub denied: Vec<String>,
+}
+
+/// A change to the runtime layer's domains: entries are added, or replace the same key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainChange {
+    /// Patterns to allow.
+    pub allow: Vec<String>,
+    /// Patterns to deny.
+    pub deny: Vec<String>,
+}
+
+/// The blocked-request buffer's content.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockedView {
+    /// The buffered refusals, oldest first.
+    pub blocked: Vec<BlockedRecord>,
+    /// Every refusal since start.
+    pub total: u64,
+}
+
+/// What the admin API may ask of the running proxy. Implemented by the proxy's assembly;
+/// the admin API reaches the proxy through nothing else. A change is in force when its future
+/// completes.
+pub trait Control: Send + Sync {
+    /// The effective config as a JSON document, each value with its layer.
+    fn config_json(&self) -> String;
+    /// The effective patterns.
+    fn patterns(&self) -> PatternLists;
+    /// The blocked-request buffer; `drain` empties it.
+    fn blocked(&self, drain: bool) -> BlockedView;
+    /// Sets the mode in the runtime layer.
+    fn set_mode(&self, mode: Mode) -> impl Future<Output = Result<(), ControlError>> + Send;
+    /// Adds or replaces domain entries in the runtime layer.
+    fn update_domains(
+        &self,
+        change: DomainChange,
+    ) -> impl Future<Output = Result<(), ControlError>> + Send;
+    /// Re-reads the config files.
+    fn reload(&self) -> impl Future<Output = Result<(), ControlError>> + Send;
+    /// Explains the decision for one request without serving it.
+    fn check(
+        &self,
+        meta: RequestMeta,
+    ) -> impl Future<Output = Result<Decision, ControlError>> + Send;
+    /// The metrics in Prometheus text format.
+    fn metrics_text(&self) -> String;
+}

@@ -1,0 +1,345 @@
+//! Decisions and the reasons that explain them (interface.md §3).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Allow, deny, or deny-and-ask (the embedding UI may prompt the user; the request is still
+/// refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The request may proceed.
+    Allow,
+    /// The request is refused.
+    Deny,
+    /// The request is refused, and the user may be asked to allow it in future.
+    Ask,
+}
+
+impl Verdict {
+    /// The wire name: `allow`, `deny` or `ask`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Ask => "ask",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who decided: the baseline policy, the mode guard, the proxy's state, or a decider hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The allow/deny lists and local protection.
+    BaselinePolicy,
+    /// Limited mode.
+    ModeGuard,
+    /// The proxy itself (disabled).
+    ProxyState,
+    /// The embedding program's decider hook.
+    Decider,
+}
+
+impl Source {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Source::BaselinePolicy => "baseline_policy",
+            Source::ModeGuard => "mode_guard",
+            Source::ProxyState => "proxy_state",
+            Source::Decider => "decider",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a request was refused. Each reason has a wire name, a default source, an
+/// `x-proxy-error` header value, an HTTP status and a short human message.
+///
+/// ```
+/// use proxy_core::{Reason, Source};
+/// let r = Reason::NotAllowedLocal;
+/// assert_eq!(r.as_str(), "not_allowed_local");
+/// assert_eq!(r.source(), Source::BaselinePolicy);
+/// assert_eq!(r.x_proxy_error(), Some("blocked-by-allowlist"));
+/// assert_eq!(r.http_status(), 403);
+/// assert_eq!("denied".parse::<Reason>(), Ok(Reason::Denied));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A deny pattern matched.
+    Denied,
+    /// No allow pattern matched (or the allowlist is empty).
+    NotAllowed,
+    /// A local or private target (literal or resolved) that is not explicitly allowed.
+    NotAllowedLocal,
+    /// The host cannot be canonicalised.
+    InvalidHost,
+    /// Limited mode and a method other than GET, HEAD or OPTIONS.
+    MethodNotAllowed,
+    /// Limited mode (or a hooked host) needs interception, and interception is off.
+    MitmRequired,
+    /// A hooked host, and no hook matched.
+    MitmHookDenied,
+    /// The proxy is disabled (`enabled = false`).
+    ProxyDisabled,
+    /// A brokered dummy credential sent where its grant is not bound, or over plaintext.
+    CredentialNotBound,
+    /// `verify_sni` and the ClientHello names another host.
+    SniMismatch,
+    /// Any other refusal (a decider's).
+    PolicyDenied,
+}
+
+impl Reason {
+    /// Every reason, in the order of interface.md §3.
+    pub const ALL: [Reason; 11] = [
+        Reason::Denied,
+        Reason::NotAllowed,
+        Reason::NotAllowedLocal,
+        Reason::InvalidHost,
+        Reason::MethodNotAllowed,
+        Reason::MitmRequired,
+        Reason::MitmHookDenied,
+        Reason::ProxyDisabled,
+        Reason::CredentialNotBound,
+        Reason::SniMismatch,
+        Reason::PolicyDenied,
+    ];
+
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Denied => "denied",
+            Reason::NotAllowed => "not_allowed",
+            Reason::NotAllowedLocal => "not_allowed_local",
+            Reason::InvalidHost => "invalid_host",
+            Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::MitmRequired => "mitm_required",
+            Reason::MitmHookDenied => "mitm_hook_denied",
+            Reason::ProxyDisabled => "proxy_disabled",
+            Reason::CredentialNotBound => "credential_not_bound",
+            Reason::SniMismatch => "sni_mismatch",
+            Reason::PolicyDenied => "policy_denied",
+        }
+    }
+
+    /// The source a refusal for this reason has unless a decider gave it.
+    pub const fn source(self) -> Source {
+        match self {
+            Reason::MethodNotAllowed | Reason::MitmRequired => Source::ModeGuard,
+            Reason::ProxyDisabled => Source::ProxyState,
+            Reason::PolicyDenied => Source::Decider,
+            _ => Source::BaselinePolicy,
+        }
+    }
+
+    /// The `x-proxy-error` header value; `None` for `proxy_disabled`, which is a 503 without it.
+    pub const fn x_proxy_error(self) -> Option<&'static str> {
+        Some(match self {
+            Reason::Denied => "blocked-by-denylist",
+            Reason::NotAllowed | Reason::NotAllowedLocal => "blocked-by-allowlist",
+            Reason::InvalidHost | Reason::PolicyDenied => "blocked-by-policy",
+            Reason::MethodNotAllowed => "blocked-by-method-policy",
+            Reason::MitmRequired => "blocked-by-mitm-required",
+            Reason::MitmHookDenied => "blocked-by-mitm-hook",
+            Reason::CredentialNotBound => "blocked-by-credential-policy",
+            Reason::SniMismatch => "blocked-by-sni-policy",
+            Reason::ProxyDisabled => return None,
+        })
+    }
+
+    /// The HTTP status of a refusal for this reason.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            Reason::ProxyDisabled => 503,
+            _ => 403,
+        }
+    }
+
+    /// A short human message.
+    pub const fn message(self) -> &'static str {
+        match self {
+            Reason::Denied => "Domain denied by the proxy policy.",
+            Reason::NotAllowed => "Domain not in allowlist.",
+            Reason::NotAllowedLocal => "Policy blocks local/private network addresses.",
+            Reason::InvalidHost => "Invalid host.",
+            Reason::MethodNotAllowed => "Method not allowed in limited mode.",
+            Reason::MitmRequired => "MITM required for limited HTTPS.",
+            Reason::MitmHookDenied => "HTTPS request denied by MITM hook policy.",
+            Reason::ProxyDisabled => "network proxy is disabled",
+            Reason::CredentialNotBound => "Credential is not bound to this destination.",
+            Reason::SniMismatch => "TLS server name does not match the CONNECT host.",
+            Reason::PolicyDenied => "Request blocked by network policy.",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown reason name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown reason {0:?}")]
+pub struct UnknownReason(pub String);
+
+impl FromStr for Reason {
+    type Err = UnknownReason;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Reason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownReason(s.to_owned()))
+    }
+}
+
+/// The rule that decided: the pattern as written and an opaque label of where it came from
+/// (for netproxy, its config layer).
+///
+/// ```
+/// use proxy_core::Rule;
+/// let r = Rule::new("*.example.com", Some("/etc/netproxy/config.toml".into()));
+/// assert_eq!(r.to_string(), "*.example.com (from /etc/netproxy/config.toml)");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Rule {
+    /// The pattern, as written.
+    pub pattern: String,
+    /// Where it came from, if the embedder labelled it.
+    pub origin: Option<String>,
+}
+
+impl Rule {
+    /// A rule.
+    pub fn new(pattern: impl Into<String>, origin: Option<String>) -> Self {
+        Self {
+            pattern: pattern.into(),
+            origin,
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            Some(o) => write!(f, "{} (from {o})", self.pattern),
+            None => f.write_str(&self.pattern),
+        }
+    }
+}
+
+/// A decision that explains itself: verdict, reason (for refusals), source, and the rule that
+/// decided (or `None` when no rule matched, e.g. `not_allowed`).
+///
+/// ```
+/// use proxy_core::{Decision, Reason, Rule, Source, Verdict};
+/// let d = Decision::deny(Reason::Denied).with_rule(Rule::new("evil.example", None));
+/// assert_eq!(d.verdict, Verdict::Deny);
+/// assert_eq!(d.source, Source::BaselinePolicy);
+/// assert!(!d.is_allowed());
+/// assert_eq!(d.reason_str(), "denied");
+/// let a = Decision::allow();
+/// assert_eq!(a.reason_str(), "allow");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allow, deny or ask.
+    pub verdict: Verdict,
+    /// Why it was refused; `None` for an allow.
+    pub reason: Option<Reason>,
+    /// Who decided.
+    pub source: Source,
+    /// The rule that decided, if one did.
+    pub rule: Option<Rule>,
+    /// True when a decider turned an allowlist miss into an allow.
+    pub policy_override: bool,
+    /// A human detail, e.g. which resolved address was refused and why.
+    pub detail: Option<String>,
+}
+
+impl Decision {
+    /// An allow by the baseline policy.
+    pub fn allow() -> Self {
+        Self {
+            verdict: Verdict::Allow,
+            reason: None,
+            source: Source::BaselinePolicy,
+            rule: None,
+            policy_override: false,
+            detail: None,
+        }
+    }
+
+    /// A refusal for `reason`, with the reason's default source.
+    pub fn deny(reason: Reason) -> Self {
+        Self {
+            verdict: Verdict::Deny,
+            reason: Some(reason),
+            source: reason.source(),
+            rule: None,
+            policy_override: false,
+            detail: None,
+        }
+    }
+
+    /// An "ask" refusal (from a decider).
+    pub fn ask(reason: Reason) -> Self {
+        Self {
+            verdict: Verdict::Ask,
+            reason: Some(reason),
+            source: Source::Decider,
+            rule: None,
+            policy_override: false,
+            detail: None,
+        }
+    }
+
+    /// Sets the rule that decided.
+    #[must_use]
+    pub fn with_rule(mut self, rule: Rule) -> Self {
+        self.rule = Some(rule);
+        self
+    }
+
+    /// Sets the detail.
+    #[must_use]
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Sets the source.
+    #[must_use]
+    pub fn with_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Whether the request may proceed.
+    pub fn is_allowed(&self) -> bool {
+        self.verdict == Verdict::Allow
+    }
+
+    /// The reason's wire name, `allow` for a baseline allow, or `not_allowed` for a decider's
+    /// override (the audit field `network.policy.reason`).
+    pub fn reason_str(&self) -> &'static str {
+        match (self.reason, self.policy_override) {
+            (Some(r), _) => r.as_str(),
+            (None, true) => Reason::NotAllowed.as_str(),
+            (None, false) => "allow",
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The traits the transports meet through: [`Gate`] admits a request, [`Dialer`] connects an
+//! admitted route. Both are runtime-agnostic; the front-ends add the I/O bounds they need on
+//! [`Dialer::Conn`].
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::decision::Decision;
+use crate::target::RequestMeta;
+
+/// How an admitted request is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// Directly, to one of these checked addresses, tried in order.
+    Direct(Vec<SocketAddr>),
+    /// Through an upstream HTTP proxy at one of these addresses, asking it for `authority`.
+    UpstreamProxy {
+        /// The upstream proxy's addresses, tried in order.
+        proxy: Vec<SocketAddr>,
+        /// The `host:port` to ask the upstream for.
+        authority: String,
+    },
+    /// Over a unix socket.
+    Unix(PathBuf),
+}
+
+/// An admitted request's route: how to reach it, whether to intercept it, and the decision
+/// that admitted it.
+///
+/// ```
+/// use proxy_core::{Decision, Route, Via};
+/// let route = Route::direct(vec!["127.0.0.1:8080".parse().unwrap()], Decision::allow());
+/// assert!(!route.intercept);
+/// assert!(matches!(route.via, Via::Direct(ref a) if a.len() == 1));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// How to reach the target.
+    pub via: Via,
+    /// Whether to terminate TLS and inspect the inner requests.
+    pub intercept: bool,
+    /// The decision that admitted it.
+    pub decision: Decision,
+}
+
+impl Route {
+    /// A direct route to checked addresses, not intercepted.
+    pub fn direct(addrs: Vec<SocketAddr>, decision: Decision) -> Self {
+        Self {
+            via: Via::Direct(addrs),
+            intercept: false,
+            decision,
+        }
+    }
+}
+
+/// An upstream failure, by its wire reason (interface.md §4): a 502, or a 504 for a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpstreamFailure {
+    /// The name could not be resolved.
+    DnsFailed,
+    /// No checked address accepted a connection.
+    ConnectFailed,
+    /// The upstream's TLS handshake or certificate failed.
+    UpstreamTlsFailed,
+    /// No response head arrived in time.
+    UpstreamTimeout,
+    /// The upstream broke the protocol or closed early.
+    UpstreamError,
+}
+
+impl UpstreamFailure {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::DnsFailed => "dns_failed",
+            UpstreamFailure::ConnectFailed => "connect_failed",
+            UpstreamFailure::UpstreamTlsFailed => "upstream_tls_failed",
+            UpstreamFailure::UpstreamTimeout => "upstream_timeout",
+            UpstreamFailure::UpstreamError => "upstream_error",
+        }
+    }
+
+    /// The HTTP status: 504 for a timeout, 502 otherwise.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            UpstreamFailure::UpstreamTimeout => 504,
+            _ => 502,
+        }
+    }
+}
+
+impl fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure to admit or reach a target that is not a policy refusal.
+///
+/// ```
+/// use proxy_core::{Failure, UpstreamFailure};
+/// let f = Failure::new(UpstreamFailure::DnsFailed, "no answer for example.com");
+/// assert_eq!(f.kind.http_status(), 502);
+/// assert_eq!(f.to_string(), "dns_failed: no answer for example.com");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct Failure {
+    /// What failed.
+    pub kind: UpstreamFailure,
+    /// A human explanation (never a credential).
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure.
+    pub fn new(kind: UpstreamFailure, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The gate's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead, along this route.
+    Allow(Route),
+    /// Refused.
+    Deny(Decision),
+    /// The target could not be checked (e.g. its name did not resolve): fail closed.
+    Fail(Failure),
+}
+
+/// Admits or refuses one request. Implementations evaluate the policy, resolve an allowed name
+/// once, check every address, and emit exactly one audit event per call.
+///
+/// ```
+/// use proxy_core::{Admission, Decision, Gate, Reason, RequestMeta};
+/// #[derive(Debug)]
+/// struct DenyAll;
+/// impl Gate for DenyAll {
+///     async fn admit(&self, _meta: &RequestMeta) -> Admission {
+///         Admission::Deny(Decision::deny(Reason::NotAllowed))
+///     }
+/// }
+/// ```
+pub trait Gate: Send + Sync {
+    /// Decides one request.
+    fn admit(&self, meta: &RequestMeta) -> impl Future<Output = Admission> + Send;
+}
+
+/// Connects an admitted route. It never resolves a name: it dials only the addresses the gate
+/// checked.
+///
+/// ```
+/// use proxy_core::{Dialer, Failure, Route, UpstreamFailure};
+/// #[derive(Debug)]
+/// struct Refuse;
+/// impl Dialer for Refuse {
+///     type Conn = ();
+///     async fn dial(&self, _route: &Route) -> Result<(), Failure> {
+///         Err(Failure::new(UpstreamFailure::ConnectFailed, "refused"))
+///     }
+/// }
+/// ```
+pub trait Dialer: Send + Sync {
+    /// The connection type (a tokio `TcpStream` in netproxy).
+    type Conn: Send + 'static;
+    /// Connects the route.
+    fn dial(&self, route: &Route) -> impl Future<Output = Result<Self::Conn, Failure>> + Send;
+}

@@ -1,0 +1,38 @@
+//! `proxy-core` is the vocabulary every netproxy crate speaks: the canonical [`Host`], the
+//! [`Target`] of a request and the [`RequestMeta`] a front-end parses, the [`Decision`] and the
+//! [`Reason`] that explains it, the [`AuditEvent`] recorded for each decision, and the traits the
+//! transports meet through ([`Gate`], [`Dialer`], [`AuditSink`], [`Control`]).
+//!
+//! It is not an implementation: it performs no I/O, spawns nothing and depends on no async
+//! runtime. Its traits use `async fn` with `Send` futures and an associated connection type, so
+//! a front-end adds the `tokio::io` bounds it needs where it uses a connection, and the pure
+//! policy engine (`proxy-policy`) can speak this vocabulary without pulling in a runtime.
+//!
+//! Host canonicalisation lives here because every front-end must turn wire input into a
+//! [`Host`] before asking the gate, and front-ends never depend on the policy crate.
+//!
+//! ```
+//! use proxy_core::{Host, Protocol, RequestMeta, Target};
+//! let target = Target::parse_authority("API.Example.com.:443", 443)?;
+//! let meta = RequestMeta::new(Protocol::HttpsConnect, target).with_method("CONNECT");
+//! assert_eq!(meta.target.host(), Some(&Host::parse("api.example.com")?));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod audit;
+mod control;
+mod decision;
+mod gate;
+pub mod host;
+mod target;
+
+pub use audit::{AUDIT_TARGET, AuditEvent, AuditSink, BlockedRecord, EVENT_NAME, Scope};
+pub use control::{BlockedView, Control, ControlError, DomainChange, PatternLists};
+pub use decision::{Decision, Reason, Rule, Source, UnknownReason, Verdict};
+pub use gate::{Admission, Dialer, Failure, Gate, Route, UpstreamFailure, Via};
+pub use host::{Host, HostError};
+pub use target::{
+    AuthorityError, Mode, Protocol, RequestMeta, Target, UnknownMode, UnknownProtocol,
+    split_authority,
+};

@@ -1,0 +1,296 @@
+//! Where a request goes and how it arrived: [`Target`], [`Protocol`], [`Mode`], [`RequestMeta`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::host::{Host, HostError};
+
+/// The transport a request arrived on. Its wire name appears in responses and audit events.
+///
+/// ```
+/// use proxy_core::Protocol;
+/// assert_eq!(Protocol::HttpsConnect.as_str(), "https_connect");
+/// assert_eq!("socks5_udp".parse::<Protocol>(), Ok(Protocol::Socks5Udp));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// A plain absolute-form HTTP request (or a websocket upgrade).
+    Http,
+    /// An HTTP `CONNECT` tunnel.
+    HttpsConnect,
+    /// A SOCKS5 `CONNECT`.
+    Socks5Tcp,
+    /// A SOCKS5 `UDP ASSOCIATE` destination.
+    Socks5Udp,
+}
+
+impl Protocol {
+    /// Every protocol, in a stable order.
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Http,
+        Protocol::HttpsConnect,
+        Protocol::Socks5Tcp,
+        Protocol::Socks5Udp,
+    ];
+
+    /// The wire name (`http`, `https_connect`, `socks5_tcp`, `socks5_udp`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::HttpsConnect => "https_connect",
+            Protocol::Socks5Tcp => "socks5_tcp",
+            Protocol::Socks5Udp => "socks5_udp",
+        }
+    }
+
+    /// The port a target of this protocol has when none is given.
+    pub const fn default_port(self) -> u16 {
+        match self {
+            Protocol::Http => 80,
+            _ => 443,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown protocol name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown protocol {0:?} (expected http, https_connect, socks5_tcp or socks5_udp)")]
+pub struct UnknownProtocol(pub String);
+
+impl FromStr for Protocol {
+    type Err = UnknownProtocol;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| UnknownProtocol(s.to_owned()))
+    }
+}
+
+/// The proxy's mode: `full`, or `limited` (read-only HTTP: GET, HEAD and OPTIONS only).
+///
+/// ```
+/// use proxy_core::Mode;
+/// assert!(Mode::Limited.allows_method("HEAD"));
+/// assert!(!Mode::Limited.allows_method("POST"));
+/// assert!(!Mode::Limited.allows_method("get")); // method tokens are case-sensitive
+/// assert!(Mode::Full.allows_method("DELETE"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub enum Mode {
+    /// Read-only: GET, HEAD, OPTIONS.
+    Limited,
+    /// Every method.
+    #[default]
+    Full,
+}
+
+impl Mode {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Limited => "limited",
+        }
+    }
+
+    /// Whether a request with this method token may pass in this mode.
+    pub fn allows_method(self, method: &str) -> bool {
+        match self {
+            Mode::Full => true,
+            Mode::Limited => matches!(method, "GET" | "HEAD" | "OPTIONS"),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown mode name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown mode {0:?} (expected full or limited)")]
+pub struct UnknownMode(pub String);
+
+impl FromStr for Mode {
+    type Err = UnknownMode;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full" => Ok(Mode::Full),
+            "limited" => Ok(Mode::Limited),
+            _ => Err(UnknownMode(s.to_owned())),
+        }
+    }
+}
+
+/// A destination: a canonical host and a port, or a unix socket path.
+///
+/// ```
+/// use proxy_core::Target;
+/// let t = Target::parse_authority("[::1]:8443", 443).unwrap();
+/// assert_eq!(t.to_string(), "[::1]:8443");
+/// let t = Target::parse_authority("Example.com", 443).unwrap();
+/// assert_eq!(t.port(), 443);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A TCP or UDP destination.
+    Net {
+        /// The canonical host.
+        host: Host,
+        /// The port (0 is allowed only for SOCKS UDP wildcards and never dialled).
+        port: u16,
+    },
+    /// An absolute unix socket path (`x-unix-socket`).
+    Unix(PathBuf),
+}
+
+/// Why an authority (`host[:port]`) could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorityError {
+    /// The host part is invalid.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The port is not a number from 1 to 65535.
+    #[error("invalid port {0:?}")]
+    Port(String),
+}
+
+impl Target {
+    /// A network target.
+    pub fn net(host: Host, port: u16) -> Self {
+        Target::Net { host, port }
+    }
+
+    /// Parses `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal (which has no
+    /// port), using `default_port` when none is given.
+    pub fn parse_authority(authority: &str, default_port: u16) -> Result<Self, AuthorityError> {
+        let (host, port) = split_authority(authority)?;
+        Ok(Target::Net {
+            host: Host::parse(host)?,
+            port: port.unwrap_or(default_port),
+        })
+    }
+
+    /// The host, for a network target.
+    pub fn host(&self) -> Option<&Host> {
+        match self {
+            Target::Net { host, .. } => Some(host),
+            Target::Unix(_) => None,
+        }
+    }
+
+    /// The port (0 for a unix socket).
+    pub fn port(&self) -> u16 {
+        match self {
+            Target::Net { port, .. } => *port,
+            Target::Unix(_) => 0,
+        }
+    }
+
+    /// The `server.address` of audit events: the canonical host, or `unix-socket`.
+    pub fn server_address(&self) -> String {
+        match self {
+            Target::Net { host, .. } => host.to_string(),
+            Target::Unix(_) => "unix-socket".to_owned(),
+        }
+    }
+}
+
+/// Splits `host[:port]` into its parts without judging the host. A bare IPv6 literal (two or
+/// more colons, no brackets) has no port.
+pub fn split_authority(authority: &str) -> Result<(&str, Option<u16>), AuthorityError> {
+    let parse_port = |p: &str| -> Result<u16, AuthorityError> {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(AuthorityError::Port(p.to_owned())),
+        }
+    };
+    if authority.starts_with('[') {
+        if let Some(end) = authority.find(']') {
+            let (host, rest) = authority.split_at(end + 1);
+            return match rest {
+                "" => Ok((host, None)),
+                _ => match rest.strip_prefix(':') {
+                    Some(p) => Ok((host, Some(parse_port(p)?))),
+                    None => Err(AuthorityError::Host(HostError::Brackets)),
+                },
+            };
+        }
+        return Err(AuthorityError::Host(HostError::Brackets));
+    }
+    match authority.matches(':').count() {
+        0 => Ok((authority, None)),
+        1 => {
+            let (h, p) = authority.split_once(':').unwrap_or((authority, ""));
+            Ok((h, Some(parse_port(p)?)))
+        }
+        _ => Ok((authority, None)),
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Net { host, port } => write!(f, "{}:{port}", host.to_uri_host()),
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// One request as a front-end parsed it, ready for the [`Gate`](crate::Gate).
+///
+/// ```
+/// use proxy_core::{Protocol, RequestMeta, Target};
+/// let meta = RequestMeta::new(Protocol::Http, Target::parse_authority("example.com", 80).unwrap())
+///     .with_method("GET")
+///     .with_client("127.0.0.1:50000".parse().unwrap());
+/// assert_eq!(meta.method.as_deref(), Some("GET"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// The transport the request arrived on.
+    pub protocol: Protocol,
+    /// Where it wants to go.
+    pub target: Target,
+    /// The HTTP method, when there is one (`CONNECT` for tunnels).
+    pub method: Option<String>,
+    /// The client's address, when known.
+    pub client: Option<SocketAddr>,
+}
+
+impl RequestMeta {
+    /// A request with no method and no client.
+    pub fn new(protocol: Protocol, target: Target) -> Self {
+        Self {
+            protocol,
+            target,
+            method: None,
+            client: None,
+        }
+    }
+
+    /// Sets the method.
+    #[must_use]
+    pub fn with_method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+
+    /// Sets the client address.
+    #[must_use]
+    pub fn with_client(mut self, client: SocketAddr) -> Self {
+        self.client = Some(client);
+        self
+    }
+}

@@ -1,0 +1,281 @@
+//! Classification of addresses by value: which ones are local, private or special-use, and so
+//! blocked unless explicitly allowed.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Why an address counts as local (not public).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LocalRange {
+    /// 0.0.0.0/8 ("this network") or `::`.
+    Unspecified,
+    /// 127.0.0.0/8 or `::1`.
+    Loopback,
+    /// 10/8, 172.16/12, 192.168/16 (RFC 1918) or fc00::/7 (unique local).
+    Private,
+    /// 100.64.0.0/10 (RFC 6598 shared address space).
+    SharedCgnat,
+    /// 169.254/16 or fe80::/10.
+    LinkLocal,
+    /// fec0::/10 (deprecated site-local).
+    SiteLocal,
+    /// 192.0.0.0/24 (IETF protocol assignments).
+    ProtocolAssignments,
+    /// 192.0.2/24, 198.51.100/24, 203.0.113/24, 2001:db8::/32.
+    Documentation,
+    /// 198.18.0.0/15 (RFC 2544), also used by fake-IP DNS proxies.
+    Benchmarking,
+    /// 224/4 or ff00::/8.
+    Multicast,
+    /// 240/4, including 255.255.255.255.
+    Reserved,
+    /// 100::/64 (discard-only).
+    DiscardOnly,
+}
+
+impl LocalRange {
+    /// A short name, e.g. `loopback`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LocalRange::Unspecified => "unspecified",
+            LocalRange::Loopback => "loopback",
+            LocalRange::Private => "private",
+            LocalRange::SharedCgnat => "shared address space (CGNAT)",
+            LocalRange::LinkLocal => "link-local",
+            LocalRange::SiteLocal => "site-local",
+            LocalRange::ProtocolAssignments => "IETF protocol assignments",
+            LocalRange::Documentation => "documentation",
+            LocalRange::Benchmarking => "benchmarking",
+            LocalRange::Multicast => "multicast",
+            LocalRange::Reserved => "reserved",
+            LocalRange::DiscardOnly => "discard-only",
+        }
+    }
+}
+
+impl fmt::Display for LocalRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Classifies an address: `Some(range)` when it is local, private or special-use, `None` when
+/// it is public. IPv6 addresses that embed an IPv4 address (IPv4-mapped, IPv4-compatible,
+/// NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4 2002::/16, Teredo 2001::/32) are judged by the
+/// IPv4 address they carry.
+///
+/// ```
+/// use proxy_policy::{classify, LocalRange};
+/// assert_eq!(classify("127.0.0.2".parse().unwrap()), Some(LocalRange::Loopback));
+/// assert_eq!(classify("64:ff9b::10.0.0.1".parse().unwrap()), Some(LocalRange::Private));
+/// assert_eq!(classify("93.184.216.34".parse().unwrap()), None);
+/// ```
+pub fn classify(ip: IpAddr) -> Option<LocalRange> {
+    match ip {
+        IpAddr::V4(v4) => classify_v4(v4),
+        IpAddr::V6(v6) => classify_v6(v6),
+    }
+}
+
+fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    u32::from(ip) & mask == u32::from(Ipv4Addr::from(net)) & mask
+}
+
+fn classify_v4(ip: Ipv4Addr) -> Option<LocalRange> {
+    use LocalRange as R;
+    const TABLE: &[([u8; 4], u32, LocalRange)] = &[
+        ([0, 0, 0, 0], 8, R::Unspecified),
+        ([10, 0, 0, 0], 8, R::Private),
+        ([100, 64, 0, 0], 10, R::SharedCgnat),
+        ([127, 0, 0, 0], 8, R::Loopback),
+        ([169, 254, 0, 0], 16, R::LinkLocal),
+        ([172, 16, 0, 0], 12, R::Private),
+        ([192, 0, 0, 0], 24, R::ProtocolAssignments),
+        ([192, 0, 2, 0], 24, R::Documentation),
+        ([192, 168, 0, 0], 16, R::Private),
+        ([198, 18, 0, 0], 15, R::Benchmarking),
+        ([198, 51, 100, 0], 24, R::Documentation),
+        ([203, 0, 113, 0], 24, R::Documentation),
+        ([224, 0, 0, 0], 4, R::Multicast),
+        ([240, 0, 0, 0], 4, R::Reserved),
+    ];
+    TABLE
+        .iter()
+        .find(|(net, prefix, _)| in_v4(ip, *net, *prefix))
+        .map(|(_, _, r)| *r)
+}
+
+fn v4_from(hi: u16, lo: u16) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))
+}
+
+/// The IPv4 addresses an IPv6 address carries, by the transition mechanisms netproxy knows.
+fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let s = ip.segments();
+    let mut out = Vec::new();
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        out.push(v4);
+    }
+    if let Some(v4) = proxy_core::host::ipv4_compatible(ip) {
+        out.push(v4);
+    }
+    // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052).
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        out.push(v4_from(s[6], s[7]));
+    }
+    // NAT64 local-use prefix 64:ff9b:1::/48 (RFC 8215): a /48 prefix keeps the IPv4 address in
+    // bits 48..64 and 72..88, around the reserved u octet (RFC 6052 §2.2).
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+        let hi = s[3];
+        let lo = ((s[4] & 0x00ff) << 8) | (s[5] >> 8);
+        out.push(v4_from(hi, lo));
+    }
+    // 6to4 2002::/16: the IPv4 address follows the prefix.
+    if s[0] == 0x2002 {
+        out.push(v4_from(s[1], s[2]));
+    }
+    // Teredo 2001::/32: the server address, and the client address stored inverted.
+    if s[0] == 0x2001 && s[1] == 0 {
+        out.push(v4_from(s[2], s[3]));
+        out.push(v4_from(!s[6], !s[7]));
+    }
+    out
+}
+
+fn classify_v6(ip: Ipv6Addr) -> Option<LocalRange> {
+    use LocalRange as R;
+    if ip.is_unspecified() {
+        return Some(R::Unspecified);
+    }
+    if ip.is_loopback() {
+        return Some(R::Loopback);
+    }
+    if let Some(r) = embedded_v4(ip).into_iter().find_map(classify_v4) {
+        return Some(r);
+    }
+    let s = ip.segments();
+    let table: [(u16, u16, LocalRange); 5] = [
+        (0xfe00, 0xfc00, R::Private),     // fc00::/7
+        (0xffc0, 0xfe80, R::LinkLocal),   // fe80::/10
+        (0xffc0, 0xfec0, R::SiteLocal),   // fec0::/10
+        (0xff00, 0xff00, R::Multicast),   // ff00::/8
+        (0xffff, 0x2001, R::Documentation), // checked with the second segment below
+    ];
+    for (mask, value, range) in table {
+        if s[0] & mask == value {
+            if range == R::Documentation {
+                if s[1] == 0x0db8 {
+                    return Some(range);
+                }
+                continue;
+            }
+            return Some(range);
+        }
+    }
+    if s[..4] == [0x100, 0, 0, 0] {
+        return Some(R::DiscardOnly);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(ip: &str, expected: Option<LocalRange>) {
+        let addr: IpAddr = ip.parse().unwrap();
+        assert_eq!(classify(addr), expected, "{ip}");
+    }
+
+    #[test]
+    fn ipv4_ranges() {
+        use LocalRange as R;
+        let table: &[(&str, &str, Option<LocalRange>)] = &[
+            ("0.0.0.0", "0.255.255.255", Some(R::Unspecified)),
+            ("10.0.0.0", "10.255.255.255", Some(R::Private)),
+            ("100.64.0.0", "100.127.255.255", Some(R::SharedCgnat)),
+            ("127.0.0.0", "127.255.255.255", Some(R::Loopback)),
+            ("169.254.0.0", "169.254.255.255", Some(R::LinkLocal)),
+            ("172.16.0.0", "172.31.255.255", Some(R::Private)),
+            ("192.0.0.0", "192.0.0.255", Some(R::ProtocolAssignments)),
+            ("192.0.2.0", "192.0.2.255", Some(R::Documentation)),
+            ("192.168.0.0", "192.168.255.255", Some(R::Private)),
+            ("198.18.0.0", "198.19.255.255", Some(R::Benchmarking)),
+            ("198.51.100.0", "198.51.100.255", Some(R::Documentation)),
+            ("203.0.113.0", "203.0.113.255", Some(R::Documentation)),
+            ("224.0.0.0", "239.255.255.255", Some(R::Multicast)),
+            ("240.0.0.0", "255.255.255.255", Some(R::Reserved)),
+        ];
+        for (first, last, range) in table {
+            check(first, *range);
+            check(last, *range);
+            // The neighbours just outside each range are public unless another range starts.
+            let before = Ipv4Addr::from(u32::from(first.parse::<Ipv4Addr>().unwrap()).wrapping_sub(1));
+            let after = Ipv4Addr::from(u32::from(last.parse::<Ipv4Addr>().unwrap()).wrapping_add(1));
+            for n in [before, after] {
+                let inside_another = table.iter().any(|(f, l, _)| {
+                    let (f, l) = (f.parse::<Ipv4Addr>().unwrap(), l.parse::<Ipv4Addr>().unwrap());
+                    f <= n && n <= l
+                });
+                if !inside_another {
+                    check(&n.to_string(), None);
+                }
+            }
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "93.184.216.34", "172.32.0.1", "100.128.0.1", "192.0.1.1"] {
+            check(public, None);
+        }
+    }
+
+    #[test]
+    fn ipv6_ranges() {
+        use LocalRange as R;
+        check("::", Some(R::Unspecified));
+        check("::1", Some(R::Loopback));
+        check("fc00::1", Some(R::Private));
+        check("fdff:ffff::1", Some(R::Private));
+        check("fe80::1", Some(R::LinkLocal));
+        check("febf::1", Some(R::LinkLocal));
+        check("fec0::1", Some(R::SiteLocal));
+        check("feff::1", Some(R::SiteLocal));
+        check("ff02::1", Some(R::Multicast));
+        check("2001:db8::1", Some(R::Documentation));
+        check("2001:db8:ffff::1", Some(R::Documentation));
+        check("100::1", Some(R::DiscardOnly));
+        check("100::ffff:ffff:ffff:ffff", Some(R::DiscardOnly));
+        check("100:0:0:1::1", None);
+        check("2606:4700::1111", None);
+        check("2001:4860:4860::8888", None);
+        check("fbff::1", None);
+    }
+
+    #[test]
+    fn embedded_ipv4_is_judged_as_ipv4() {
+        use LocalRange as R;
+        check("::ffff:127.0.0.1", Some(R::Loopback));
+        check("::ffff:10.1.2.3", Some(R::Private));
+        check("::ffff:8.8.8.8", None);
+        check("::127.0.0.1", Some(R::Loopback));
+        check("::10.0.0.1", Some(R::Private));
+        check("::8.8.8.8", None);
+        check("64:ff9b::127.0.0.1", Some(R::Loopback));
+        check("64:ff9b::192.168.1.1", Some(R::Private));
+        check("64:ff9b::8.8.8.8", None);
+        // 64:ff9b:1::/48 with 10.0.0.1: 0x0a00 in bits 48..64, 0x0001 in bits 72..88.
+        check("64:ff9b:1:a00:0:100::", Some(R::Private));
+        check("64:ff9b:1:808:8:800::", None);
+        check("2002:7f00:1::1", Some(R::Loopback));
+        check("2002:c0a8:101::1", Some(R::Private));
+        check("2002:808:808::1", None);
+        // Teredo: server 65.54.227.120, client 127.0.0.1 inverted (0x80ff:0xfffe).
+        check("2001:0:4136:e378:8000:63bf:80ff:fffe", Some(R::Loopback));
+        check("2001:0:4136:e378:8000:63bf:f7f7:f7f7", None);
+        check("2001:0:a00:1::f7f7:f7f7", Some(R::Private));
+    }
+}

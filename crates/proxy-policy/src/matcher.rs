@@ -1,0 +1,164 @@
+//! A compiled set of patterns: exact names and IPs in hash maps, `*.` / `**.` suffixes in a
+//! map keyed by domain (walked label by label from the host), and globset only for the few
+//! patterns with a `*` inside a label.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use proxy_core::Host;
+
+use crate::error::Error;
+use crate::pattern::{Pattern, PatternKind};
+
+/// A pattern and the label of where it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) pattern: Pattern,
+    pub(crate) origin: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SuffixKind {
+    Strict,
+    WithApex,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Matcher {
+    entries: Vec<Entry>,
+    global: Vec<usize>,
+    exact: HashMap<Box<str>, Vec<usize>>,
+    suffix: HashMap<Box<str>, Vec<(usize, SuffixKind)>>,
+    ips: HashMap<(IpAddr, Option<Box<str>>), Vec<usize>>,
+    globs: GlobSet,
+    glob_index: Vec<usize>,
+}
+
+impl Matcher {
+    pub(crate) fn build(entries: Vec<Entry>) -> Result<Self, Error> {
+        let mut m = Matcher::default();
+        let mut globs = GlobSetBuilder::new();
+        for (i, e) in entries.iter().enumerate() {
+            match e.pattern.kind() {
+                PatternKind::Global => m.global.push(i),
+                PatternKind::Exact(h) => m.exact.entry(name_key(h)).or_default().push(i),
+                PatternKind::Subdomains(h) => m
+                    .suffix
+                    .entry(name_key(h))
+                    .or_default()
+                    .push((i, SuffixKind::Strict)),
+                PatternKind::ApexAndSubdomains(h) => m
+                    .suffix
+                    .entry(name_key(h))
+                    .or_default()
+                    .push((i, SuffixKind::WithApex)),
+                PatternKind::Ip { addr, zone } => m
+                    .ips
+                    .entry((*addr, zone.as_deref().map(Into::into)))
+                    .or_default()
+                    .push(i),
+                PatternKind::Glob {
+                    glob,
+                    subdomains,
+                    apex,
+                } => {
+                    // Labels become path components so that `*` never crosses a dot.
+                    let path = glob.replace('.', "/");
+                    let mut forms = Vec::new();
+                    if *apex {
+                        forms.push(path.clone());
+                    }
+                    if *subdomains {
+                        forms.push(format!("*/**/{path}"));
+                    }
+                    for form in forms {
+                        let g = GlobBuilder::new(&form)
+                            .literal_separator(true)
+                            .backslash_escape(false)
+                            .build()
+                            .map_err(|err| Error::Glob(format!("{}: {err}", e.pattern)))?;
+                        globs.add(g);
+                        m.glob_index.push(i);
+                    }
+                }
+            }
+        }
+        m.globs = globs.build().map_err(|err| Error::Glob(err.to_string()))?;
+        m.entries = entries;
+        Ok(m)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The first entry (in insertion order) that matches `host` and admits `port`.
+    pub(crate) fn find(&self, host: &Host, port: u16) -> Option<&Entry> {
+        self.find_where(host, port, |_| true)
+    }
+
+    /// The first matching entry that is an explicit literal (no wildcard).
+    pub(crate) fn find_explicit(&self, host: &Host, port: u16) -> Option<&Entry> {
+        self.find_where(host, port, |e| !e.pattern.is_wildcard())
+    }
+
+    fn find_where(&self, host: &Host, port: u16, keep: impl Fn(&Entry) -> bool) -> Option<&Entry> {
+        let mut best: Option<usize> = None;
+        let mut consider = |i: usize| {
+            let e = &self.entries[i];
+            if best.is_none_or(|b| i < b) && e.pattern.admits_port(port) && keep(e) {
+                best = Some(i);
+            }
+        };
+        for &i in &self.global {
+            consider(i);
+        }
+        if let Some(ip) = host.policy_ip() {
+            let zone = host.zone().map(Into::into);
+            let scoped = zone.is_some();
+            for &i in self.ips.get(&(ip, zone)).into_iter().flatten() {
+                consider(i);
+            }
+            if scoped {
+                for &i in self.ips.get(&(ip, None)).into_iter().flatten() {
+                    consider(i);
+                }
+            }
+            return best.map(|i| &self.entries[i]);
+        }
+        let Some(name) = host.as_name() else {
+            return best.map(|i| &self.entries[i]);
+        };
+        for &i in self.exact.get(name).into_iter().flatten() {
+            consider(i);
+        }
+        for &(i, kind) in self.suffix.get(name).into_iter().flatten() {
+            if kind == SuffixKind::WithApex {
+                consider(i);
+            }
+        }
+        let mut rest = name;
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot + 1..];
+            for &(i, _) in self.suffix.get(rest).into_iter().flatten() {
+                consider(i);
+            }
+        }
+        if !self.glob_index.is_empty() {
+            let path = name.replace('.', "/");
+            for g in self.globs.matches(&path) {
+                consider(self.glob_index[g]);
+            }
+        }
+        best.map(|i| &self.entries[i])
+    }
+}
+
+fn name_key(h: &Host) -> Box<str> {
+    h.to_string().into_boxed_str()
+}

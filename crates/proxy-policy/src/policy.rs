@@ -1,0 +1,406 @@
+//! The compiled [`Policy`] and its builder.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnet::IpNet;
+use proxy_core::{Decision, Host, Mode, Protocol, Reason, RequestMeta, Rule, Target};
+
+use crate::classify::{LocalRange, classify};
+use crate::error::Error;
+use crate::matcher::{Entry, Matcher};
+use crate::pattern::Pattern;
+
+/// Collects rules; [`PolicyBuilder::build`] compiles them into a [`Policy`].
+///
+/// ```
+/// use proxy_policy::Policy;
+/// let mut b = Policy::builder();
+/// b.allow("**.example.com", Some("user config"))?
+///     .deny("ads.example.com", None)?
+///     .mode(proxy_core::Mode::Limited);
+/// let policy = b.build()?;
+/// # Ok::<(), proxy_policy::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct PolicyBuilder {
+    enabled: bool,
+    allow: Vec<Entry>,
+    deny: Vec<Entry>,
+    mode: Mode,
+    allow_local_binding: bool,
+    treat_as_public: Vec<IpNet>,
+    interception: bool,
+    unix_sockets: Vec<(String, Option<String>)>,
+    allow_all_unix_sockets: bool,
+}
+
+impl Default for PolicyBuilder {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            mode: Mode::Full,
+            allow_local_binding: false,
+            treat_as_public: Vec::new(),
+            interception: false,
+            unix_sockets: Vec::new(),
+            allow_all_unix_sockets: false,
+        }
+    }
+}
+
+impl PolicyBuilder {
+    /// Adds an allow pattern; `origin` is an opaque label reported with decisions.
+    pub fn allow(&mut self, pattern: &str, origin: Option<&str>) -> Result<&mut Self, Error> {
+        let pattern = Pattern::parse(pattern)?;
+        self.allow.push(Entry {
+            pattern,
+            origin: origin.map(str::to_owned),
+        });
+        Ok(self)
+    }
+
+    /// Adds a deny pattern. The global wildcard `*` is refused in a deny list.
+    pub fn deny(&mut self, pattern: &str, origin: Option<&str>) -> Result<&mut Self, Error> {
+        let pattern = Pattern::parse(pattern)?;
+        if pattern.is_global() {
+            return Err(Error::GlobalDeny(pattern.as_str().to_owned()));
+        }
+        self.deny.push(Entry {
+            pattern,
+            origin: origin.map(str::to_owned),
+        });
+        Ok(self)
+    }
+
+    /// Sets the mode (default full).
+    pub fn mode(&mut self, mode: Mode) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Turns the proxy off: every request is refused with `proxy_disabled` (default on).
+    pub fn enabled(&mut self, enabled: bool) -> &mut Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Lets local and private targets through when the allowlist admits them (default off).
+    pub fn allow_local_binding(&mut self, allow: bool) -> &mut Self {
+        self.allow_local_binding = allow;
+        self
+    }
+
+    /// Exempts a range from local protection (e.g. a fake-IP DNS range).
+    pub fn treat_as_public(&mut self, net: IpNet) -> &mut Self {
+        self.treat_as_public.push(net);
+        self
+    }
+
+    /// Declares that HTTPS interception is available, so limited mode can admit `CONNECT` and
+    /// SOCKS to port 443 by intercepting them (default off: they are `mitm_required`).
+    pub fn interception(&mut self, available: bool) -> &mut Self {
+        self.interception = available;
+        self
+    }
+
+    /// Allows a unix socket path (absolute; compare after canonicalising symlinks).
+    pub fn allow_unix_socket(&mut self, path: &str, origin: Option<&str>) -> Result<&mut Self, Error> {
+        if !path.starts_with('/') || path.contains('\0') {
+            return Err(Error::UnixPath(path.to_owned()));
+        }
+        self.unix_sockets
+            .push((path.to_owned(), origin.map(str::to_owned)));
+        Ok(self)
+    }
+
+    /// Allows every absolute unix socket path.
+    pub fn allow_all_unix_sockets(&mut self, allow: bool) -> &mut Self {
+        self.allow_all_unix_sockets = allow;
+        self
+    }
+
+    /// Compiles the rules.
+    pub fn build(&self) -> Result<Policy, Error> {
+        Ok(Policy {
+            enabled: self.enabled,
+            allow: Matcher::build(self.allow.clone())?,
+            deny: Matcher::build(self.deny.clone())?,
+            mode: self.mode,
+            allow_local_binding: self.allow_local_binding,
+            treat_as_public: self.treat_as_public.clone(),
+            interception: self.interception,
+            unix_sockets: self.unix_sockets.clone(),
+            allow_all_unix_sockets: self.allow_all_unix_sockets,
+        })
+    }
+}
+
+/// The first phase's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Evaluation {
+    /// Final: allowed (an IP literal, an explicitly allowed local name, or a unix socket).
+    /// `intercept` is true when limited mode admits a tunnel only by intercepting it.
+    Allow {
+        /// The decision.
+        decision: Decision,
+        /// Whether the tunnel must be intercepted.
+        intercept: bool,
+    },
+    /// Allowed if the name's addresses pass: resolve it once, then call
+    /// [`Policy::check_addresses`].
+    AllowIfAddressesPass {
+        /// The decision, if the addresses pass.
+        decision: Decision,
+        /// Whether the tunnel must be intercepted.
+        intercept: bool,
+    },
+    /// Final: refused. A `not_allowed` refusal is an allowlist miss, which a caller may put to
+    /// its decider.
+    Deny(Decision),
+}
+
+impl Evaluation {
+    /// The decision carried, whatever the phase.
+    pub fn decision(&self) -> &Decision {
+        match self {
+            Evaluation::Allow { decision, .. }
+            | Evaluation::AllowIfAddressesPass { decision, .. }
+            | Evaluation::Deny(decision) => decision,
+        }
+    }
+}
+
+/// A compiled policy: immutable, `Send + Sync`, cheap to share behind an `Arc`.
+///
+/// ```
+/// use proxy_core::{Protocol, Reason, RequestMeta, Target};
+/// use proxy_policy::{Evaluation, Policy};
+///
+/// let mut b = Policy::builder();
+/// b.allow("*.example.com", None)?.deny("evil.example.com", None)?;
+/// let policy = b.build()?;
+///
+/// let req = |host: &str| RequestMeta::new(Protocol::HttpsConnect, Target::parse_authority(host, 443).unwrap());
+/// // A name the policy admits must still have its addresses checked.
+/// let Evaluation::AllowIfAddressesPass { decision, .. } = policy.evaluate(&req("api.example.com")) else { panic!() };
+/// let done = policy.check_addresses(decision, &["127.0.0.1".parse().unwrap()]);
+/// assert_eq!(done.reason, Some(Reason::NotAllowedLocal));
+/// // Deny wins, and a denied name is never resolved.
+/// assert_eq!(policy.evaluate(&req("evil.example.com")).decision().reason, Some(Reason::Denied));
+/// // Literals are judged at once.
+/// assert_eq!(policy.evaluate(&req("0x7f.1")).decision().reason, Some(Reason::NotAllowedLocal));
+/// # Ok::<(), proxy_policy::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Policy {
+    enabled: bool,
+    allow: Matcher,
+    deny: Matcher,
+    mode: Mode,
+    allow_local_binding: bool,
+    treat_as_public: Vec<IpNet>,
+    interception: bool,
+    unix_sockets: Vec<(String, Option<String>)>,
+    allow_all_unix_sockets: bool,
+}
+
+fn rule_of(e: &Entry) -> Rule {
+    Rule::new(e.pattern.as_str(), e.origin.clone())
+}
+
+impl Policy {
+    /// A builder with the defaults: enabled, full mode, empty lists (which deny everything),
+    /// local protection on.
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder::default()
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The allow patterns, as written.
+    pub fn allowed_patterns(&self) -> impl Iterator<Item = &str> {
+        self.allow.entries().iter().map(|e| e.pattern.as_str())
+    }
+
+    /// The deny patterns, as written.
+    pub fn denied_patterns(&self) -> impl Iterator<Item = &str> {
+        self.deny.entries().iter().map(|e| e.pattern.as_str())
+    }
+
+    /// Whether an address is exempt from local protection (`allow_local_binding`, or inside a
+    /// `treat_as_public` range), or public.
+    pub fn address_local_range(&self, ip: IpAddr) -> Option<LocalRange> {
+        if self.allow_local_binding {
+            return None;
+        }
+        let canonical = ip.to_canonical();
+        if self
+            .treat_as_public
+            .iter()
+            .any(|n| n.contains(&ip) || n.contains(&canonical))
+        {
+            return None;
+        }
+        classify(canonical)
+    }
+
+    /// Whether a host is a local literal: `localhost`, a `*.localhost` name, or a local IP.
+    fn local_literal(&self, host: &Host) -> Option<String> {
+        if let Some(name) = host.as_name() {
+            if self.allow_local_binding {
+                return None;
+            }
+            return (name == "localhost" || name.ends_with(".localhost"))
+                .then(|| format!("{name} is a local name"));
+        }
+        let ip = host.policy_ip()?;
+        self.address_local_range(ip)
+            .map(|r| format!("{host} is a {r} address"))
+    }
+
+    /// The first phase: deny list → local literal → allowlist → mode. Never resolves anything.
+    pub fn evaluate(&self, req: &RequestMeta) -> Evaluation {
+        if !self.enabled {
+            return Evaluation::Deny(Decision::deny(Reason::ProxyDisabled));
+        }
+        let (host, port) = match &req.target {
+            Target::Net { host, port } => (host, *port),
+            Target::Unix(path) => return self.evaluate_unix(req, path),
+        };
+        if let Some(e) = self.deny.find(host, port) {
+            return Evaluation::Deny(Decision::deny(Reason::Denied).with_rule(rule_of(e)));
+        }
+        let local = self.local_literal(host);
+        let allowed = match &local {
+            Some(why) => match self.allow.find_explicit(host, port) {
+                Some(e) => e,
+                None => {
+                    let mut d = Decision::deny(Reason::NotAllowedLocal).with_detail(format!(
+                        "{why}; only an explicit literal allow entry admits it"
+                    ));
+                    if let Some(e) = self.allow.find(host, port) {
+                        d = d.with_detail(format!(
+                            "{why}; the wildcard {} never admits a local target",
+                            e.pattern
+                        ));
+                    }
+                    return Evaluation::Deny(d);
+                }
+            },
+            None => match self.allow.find(host, port) {
+                Some(e) => e,
+                None => {
+                    let detail = if self.allow.is_empty() {
+                        "the allowlist is empty"
+                    } else {
+                        "no allow pattern matched"
+                    };
+                    return Evaluation::Deny(Decision::deny(Reason::NotAllowed).with_detail(detail));
+                }
+            },
+        };
+        let decision = Decision::allow().with_rule(rule_of(allowed));
+        let intercept = match self.mode_guard(req.protocol, req.method.as_deref(), port) {
+            Ok(intercept) => intercept,
+            Err(reason) => {
+                return Evaluation::Deny(
+                    Decision::deny(reason).with_rule(rule_of(allowed)).with_detail(format!(
+                        "limited mode; {}",
+                        reason.message()
+                    )),
+                );
+            }
+        };
+        // A literal, or an explicitly allowed local name, needs no address check; a name
+        // does, unless local protection is off.
+        if host.is_name() && local.is_none() && !self.allow_local_binding {
+            Evaluation::AllowIfAddressesPass {
+                decision,
+                intercept,
+            }
+        } else {
+            Evaluation::Allow {
+                decision,
+                intercept,
+            }
+        }
+    }
+
+    /// The limited-mode guard, after deny, local and allowlist: `Ok(intercept)` or the refusal.
+    fn mode_guard(&self, protocol: Protocol, method: Option<&str>, port: u16) -> Result<bool, Reason> {
+        if self.mode == Mode::Full {
+            return Ok(false);
+        }
+        match protocol {
+            Protocol::Http => match method {
+                Some(m) if self.mode.allows_method(m) => Ok(false),
+                _ => Err(Reason::MethodNotAllowed),
+            },
+            Protocol::HttpsConnect => {
+                if self.interception {
+                    Ok(true)
+                } else {
+                    Err(Reason::MitmRequired)
+                }
+            }
+            Protocol::Socks5Tcp if port == 443 => {
+                if self.interception {
+                    Ok(true)
+                } else {
+                    Err(Reason::MitmRequired)
+                }
+            }
+            Protocol::Socks5Tcp | Protocol::Socks5Udp => Err(Reason::MethodNotAllowed),
+        }
+    }
+
+    fn evaluate_unix(&self, req: &RequestMeta, path: &Path) -> Evaluation {
+        let text = path.to_string_lossy();
+        if !path.is_absolute() {
+            return Evaluation::Deny(
+                Decision::deny(Reason::NotAllowed).with_detail("unix socket paths must be absolute"),
+            );
+        }
+        let rule = if self.allow_all_unix_sockets {
+            Rule::new("dangerously_allow_all_unix_sockets", None)
+        } else {
+            match self.unix_sockets.iter().find(|(p, _)| *p == text) {
+                Some((p, origin)) => Rule::new(p.clone(), origin.clone()),
+                None => {
+                    return Evaluation::Deny(
+                        Decision::deny(Reason::NotAllowed)
+                            .with_detail("unix socket path not in the allowlist"),
+                    );
+                }
+            }
+        };
+        if self.mode == Mode::Limited && !req.method.as_deref().is_some_and(|m| self.mode.allows_method(m)) {
+            return Evaluation::Deny(Decision::deny(Reason::MethodNotAllowed).with_rule(rule));
+        }
+        Evaluation::Allow {
+            decision: Decision::allow().with_rule(rule),
+            intercept: false,
+        }
+    }
+
+    /// The second phase: every resolved address must pass local protection, or the name is
+    /// refused as `not_allowed_local`. An empty list is refused too (fail closed).
+    pub fn check_addresses(&self, pending: Decision, addrs: &[IpAddr]) -> Decision {
+        if addrs.is_empty() {
+            return Decision::deny(Reason::NotAllowedLocal).with_detail("the name has no addresses");
+        }
+        for &ip in addrs {
+            if let Some(range) = self.address_local_range(ip) {
+                return Decision::deny(Reason::NotAllowedLocal)
+                    .with_detail(format!("resolved to {ip}, a {range} address"));
+            }
+        }
+        pending
+    }
+}

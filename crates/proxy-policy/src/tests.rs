@@ -1,0 +1,419 @@
+//! Policy semantics, table-driven through one `check(rules, request, expected)` helper.
+//!
+//! Rules: space-separated `allow=P,P`, `deny=P,P`, `mode=limited`, `local` (allow_local_binding),
+//! `public=CIDR,CIDR`, `mitm` (interception available), `disabled`, `sock=/path`, `allsocks`.
+//! Request: `PROTOCOL METHOD AUTHORITY [ADDR,ADDR]` (`-` for no method; the addresses are what
+//! the name resolved to). Expected: `allow`, `resolve` (allowed if its addresses pass, no
+//! addresses given), `intercept`, or a reason's wire name, optionally `@pattern` for the rule
+//! that decided.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+use proxy_core::{Mode, Protocol, Reason, RequestMeta, Target, Verdict};
+
+use crate::{Evaluation, Policy};
+
+fn policy(rules: &str) -> Policy {
+    let mut b = Policy::builder();
+    for word in rules.split_whitespace() {
+        let (key, value) = word.split_once('=').unwrap_or((word, ""));
+        let list = || value.split(',').filter(|s| !s.is_empty());
+        match key {
+            "allow" => list().for_each(|p| {
+                b.allow(p, Some("test")).unwrap();
+            }),
+            "deny" => list().for_each(|p| {
+                b.deny(p, Some("test")).unwrap();
+            }),
+            "mode" => {
+                b.mode(value.parse().unwrap());
+            }
+            "local" => {
+                b.allow_local_binding(true);
+            }
+            "public" => list().for_each(|n| {
+                b.treat_as_public(n.parse().unwrap());
+            }),
+            "mitm" => {
+                b.interception(true);
+            }
+            "disabled" => {
+                b.enabled(false);
+            }
+            "sock" => {
+                b.allow_unix_socket(value, None).unwrap();
+            }
+            "allsocks" => {
+                b.allow_all_unix_sockets(true);
+            }
+            other => panic!("unknown rule word {other}"),
+        }
+    }
+    b.build().unwrap()
+}
+
+fn request(text: &str) -> (RequestMeta, Option<Vec<IpAddr>>) {
+    let mut parts = text.split_whitespace();
+    let protocol: Protocol = parts.next().unwrap().parse().unwrap();
+    let method = parts.next().unwrap();
+    let authority = parts.next().unwrap();
+    let target = match authority.strip_prefix("unix:") {
+        Some(path) => Target::Unix(PathBuf::from(path)),
+        None => Target::parse_authority(authority, protocol.default_port()).unwrap(),
+    };
+    let mut meta = RequestMeta::new(protocol, target);
+    if method != "-" {
+        meta = meta.with_method(method);
+    }
+    let addrs = parts
+        .next()
+        .map(|a| a.split(',').map(|s| s.parse().unwrap()).collect());
+    (meta, addrs)
+}
+
+#[track_caller]
+fn check(rules: &str, req: &str, expected: &str) {
+    let policy = policy(rules);
+    let (meta, addrs) = request(req);
+    let (want, want_rule) = match expected.split_once('@') {
+        Some((w, r)) => (w, Some(r)),
+        None => (expected, None),
+    };
+    let eval = policy.evaluate(&meta);
+    let (got, decision) = match (&eval, addrs) {
+        (Evaluation::AllowIfAddressesPass { decision, .. }, Some(addrs)) => {
+            let d = policy.check_addresses(decision.clone(), &addrs);
+            let name = d.reason.map_or("allow", Reason::as_str);
+            (name.to_owned(), d)
+        }
+        (Evaluation::AllowIfAddressesPass { decision, .. }, None) => {
+            ("resolve".to_owned(), decision.clone())
+        }
+        (Evaluation::Allow { decision, intercept }, _) => (
+            if *intercept { "intercept" } else { "allow" }.to_owned(),
+            decision.clone(),
+        ),
+        (Evaluation::Deny(d), _) => (d.reason.map_or("?", Reason::as_str).to_owned(), d.clone()),
+    };
+    assert_eq!(got, want, "rules [{rules}] request [{req}]: {decision:?}");
+    if let Some(r) = want_rule {
+        assert_eq!(
+            decision.rule.as_ref().map(|r| r.pattern.as_str()),
+            Some(r),
+            "rules [{rules}] request [{req}]"
+        );
+    }
+    // Every refusal carries the reason's own source, every allow none.
+    match decision.verdict {
+        Verdict::Allow => assert!(decision.reason.is_none()),
+        _ => assert_eq!(decision.source, decision.reason.unwrap().source()),
+    }
+}
+
+#[test]
+fn empty_allowlist_denies_everything() {
+    check("", "http GET example.com", "not_allowed");
+    check("", "https_connect CONNECT example.com:443", "not_allowed");
+    check("", "http GET 127.0.0.1", "not_allowed_local");
+    check("", "http GET 8.8.8.8", "not_allowed");
+}
+
+#[test]
+fn deny_wins() {
+    check("allow=example.com deny=example.com", "http GET example.com", "denied@example.com");
+    check("allow=* deny=evil.com", "http GET evil.com", "denied@evil.com");
+    check("allow=* deny=evil.com", "http GET good.com", "resolve@*");
+    check("allow=127.0.0.1 deny=127.0.0.1", "http GET 127.0.0.1", "denied");
+    check("allow=**.example.com deny=*.example.com", "http GET a.example.com", "denied@*.example.com");
+    check("allow=**.example.com deny=*.example.com", "http GET example.com", "resolve@**.example.com");
+    check("local allow=10.0.0.1 deny=10.0.0.1", "http GET 10.0.0.1", "denied");
+    check("mode=limited allow=x.com deny=x.com", "http POST x.com", "denied");
+    // A deny pattern for an IPv4 address matches every spelling of it.
+    for spelling in ["8.8.8.8", "0x8.8.8.8", "134744072", "[::ffff:8.8.8.8]", "[::8.8.8.8]", "010.010.010.010"] {
+        check("allow=* deny=8.8.8.8", &format!("http GET {spelling}"), "denied@8.8.8.8");
+    }
+}
+
+#[test]
+fn wildcard_patterns() {
+    check("allow=*.openai.com", "http GET api.openai.com", "resolve");
+    check("allow=*.openai.com", "http GET a.b.openai.com", "resolve");
+    check("allow=*.openai.com", "http GET openai.com", "not_allowed");
+    check("allow=*.openai.com", "http GET evilopenai.com", "not_allowed");
+    check("allow=**.openai.com", "http GET openai.com", "resolve");
+    check("allow=**.openai.com", "http GET api.openai.com", "resolve");
+    check("allow=**.openai.com", "http GET evilopenai.com", "not_allowed");
+    check("allow=*.Example.COM.", "http GET API.example.com.", "resolve");
+    check("allow=Example.COM.", "http GET example.com", "resolve");
+    check("allow=Example.COM.", "http GET api.example.com", "not_allowed");
+    check("allow=region*.v2.argotunnel.com", "http GET region1.v2.argotunnel.com", "resolve");
+    check("allow=region*.v2.argotunnel.com", "http GET region.v2.argotunnel.com", "resolve");
+    check("allow=region*.v2.argotunnel.com", "http GET xregion1.v2.argotunnel.com", "not_allowed");
+    check("allow=region*.v2.argotunnel.com", "http GET foo.region1.v2.argotunnel.com", "not_allowed");
+    check("allow=region*.v2.argotunnel.com", "http GET region1.x.v2.argotunnel.com", "not_allowed");
+    check("allow=*.region*.example.com", "http GET a.region1.example.com", "resolve");
+    check("allow=*.region*.example.com", "http GET region1.example.com", "not_allowed");
+    check("allow=**.region*.example.com", "http GET region1.example.com", "resolve");
+    check("allow=a*b.example.com", "http GET A1B.example.com", "resolve");
+    check("allow=bücher.example", "http GET xn--bcher-kva.example", "resolve");
+    check("allow=*", "http GET anything.example", "resolve@*");
+    check("allow=[*]", "http GET anything.example", "resolve");
+}
+
+#[test]
+fn port_scopes() {
+    check("allow=example.com:8443", "https_connect CONNECT example.com:8443", "resolve");
+    check("allow=example.com:8443", "https_connect CONNECT example.com:443", "not_allowed");
+    check("allow=localhost:3000-3999", "http GET localhost:3000", "allow");
+    check("allow=localhost:3000-3999", "http GET localhost:3999", "allow");
+    check("allow=localhost:3000-3999", "http GET localhost:4000", "not_allowed_local");
+    check("allow=[::1]:8080", "http GET [::1]:8080", "allow");
+    check("allow=[::1]:8080", "http GET [::1]:8081", "not_allowed_local");
+    check("allow=* deny=example.com:25", "http GET example.com:25", "denied");
+    check("allow=* deny=example.com:25", "http GET example.com:80", "resolve");
+    check("allow=*.example.com:443", "https_connect CONNECT a.example.com:443", "resolve");
+    check("allow=*.example.com:443", "https_connect CONNECT a.example.com:22", "not_allowed");
+}
+
+#[test]
+fn local_literals_need_an_explicit_literal() {
+    for host in [
+        "127.0.0.1", "127.1", "0x7f.0.0.1", "0177.0.0.1", "2130706433", "0x7f000001", "127.0.0.1.",
+        "[::1]", "::1", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::127.0.0.1]", "localhost",
+        "LOCALHOST.", "foo.localhost", "0.0.0.0", "0", "10.0.0.1", "10.1", "192.168.1.1",
+        "172.16.0.1", "169.254.169.254", "100.64.0.1", "[fe80::1%25lo0]", "[fc00::1]",
+        "[64:ff9b::127.0.0.1]", "[2002:7f00:1::1]", "198.18.0.1", "224.0.0.1", "255.255.255.255",
+    ] {
+        check("allow=*", &format!("http GET {host}"), "not_allowed_local");
+        check("allow=*.com,**.localhost", &format!("http GET {host}"), "not_allowed_local");
+        check("", &format!("https_connect CONNECT {host}"), "not_allowed_local");
+        check("allow=* local", &format!("http GET {host}"), "allow");
+    }
+    check("allow=localhost", "http GET localhost", "allow@localhost");
+    check("allow=localhost", "http GET LOCALHOST.", "allow");
+    check("allow=localhost", "http GET 127.0.0.1", "not_allowed_local");
+    check("allow=127.0.0.1", "http GET 127.1", "allow@127.0.0.1");
+    check("allow=127.0.0.1", "http GET [::ffff:127.0.0.1]", "allow");
+    check("allow=127.0.0.1", "http GET [::127.0.0.1]", "allow");
+    check("allow=127.0.0.1", "http GET 127.0.0.2", "not_allowed_local");
+    check("allow=::ffff:127.0.0.1", "http GET 127.0.0.1", "allow");
+    check("allow=10.0.0.1", "http GET 10.0.0.1", "allow");
+    check("allow=fe80::1", "http GET [fe80::1%25lo0]", "allow");
+    check("allow=fe80::1%eth0", "http GET [fe80::1%25eth0]", "allow");
+    check("allow=fe80::1%eth0", "http GET [fe80::1%25eth1]", "not_allowed_local");
+    check("local allow=fe80::1%eth0", "http GET [fe80::1%25eth1]", "not_allowed");
+    check("allow=fe80::1", "http GET fe80::2", "not_allowed_local");
+}
+
+#[test]
+fn scoped_ipv6_deny_entries() {
+    for host in ["fd00::1", "[fd00::1]", "fd00::1%eth0", "[fd00::1%25eth0]", "[fd00::1%eth0]"] {
+        check("local allow=* deny=fd00::1", &format!("http GET {host}"), "denied");
+    }
+    check("local allow=* deny=fd00::1%eth0", "http GET [fd00::1%25eth0]", "denied");
+    check("local allow=* deny=fd00::1%eth0", "http GET [fd00::1%25eth1]", "allow");
+}
+
+#[test]
+fn treat_as_public_exempts_ranges() {
+    check("allow=* public=198.18.0.0/15", "http GET 198.18.0.5", "allow");
+    check("allow=* public=198.18.0.0/15", "http GET 198.20.0.5", "allow");
+    check("allow=* public=198.18.0.0/15", "http GET 10.0.0.1", "not_allowed_local");
+    check("allow=*.test public=127.0.0.0/8", "http GET a.test 127.0.0.1", "allow");
+    check("allow=*.test public=127.0.0.0/8", "http GET a.test 127.0.0.1,::1", "not_allowed_local");
+    check("allow=* public=::1/128", "http GET [::1]", "allow");
+}
+
+#[test]
+fn resolved_addresses_must_all_pass() {
+    check("allow=example.com", "http GET example.com 93.184.216.34", "allow");
+    check("allow=example.com", "http GET example.com 93.184.216.34,10.0.0.1", "not_allowed_local");
+    check("allow=example.com", "http GET example.com 127.0.0.1", "not_allowed_local");
+    check("allow=example.com", "http GET example.com ::ffff:127.0.0.1", "not_allowed_local");
+    check("allow=example.com", "http GET example.com 64:ff9b::a00:1", "not_allowed_local");
+    check("allow=example.com", "http GET example.com 2606:4700::1", "allow");
+    check("allow=example.com local", "http GET example.com", "allow");
+    // An explicitly allowlisted name that resolves locally is still refused.
+    check("allow=internal.example", "http GET internal.example 192.168.0.10", "not_allowed_local");
+    let p = policy("allow=example.com");
+    let d = p.check_addresses(proxy_core::Decision::allow(), &[]);
+    assert_eq!(d.reason, Some(Reason::NotAllowedLocal));
+}
+
+#[test]
+fn limited_mode() {
+    check("mode=limited allow=x.com", "http GET x.com", "resolve");
+    check("mode=limited allow=x.com", "http HEAD x.com", "resolve");
+    check("mode=limited allow=x.com", "http OPTIONS x.com", "resolve");
+    check("mode=limited allow=x.com", "http POST x.com", "method_not_allowed");
+    check("mode=limited allow=x.com", "http get x.com", "method_not_allowed");
+    check("mode=limited allow=x.com", "http - x.com", "method_not_allowed");
+    check("mode=limited allow=x.com", "http CONNECT x.com", "method_not_allowed");
+    check("mode=limited allow=x.com", "https_connect CONNECT x.com:443", "mitm_required");
+    check("mode=limited allow=x.com", "https_connect CONNECT x.com:8443", "mitm_required");
+    check("mode=limited allow=x.com", "socks5_tcp - x.com:443", "mitm_required");
+    check("mode=limited allow=x.com", "socks5_tcp - x.com:22", "method_not_allowed");
+    check("mode=limited allow=x.com", "socks5_udp - x.com:53", "method_not_allowed");
+    check("mode=limited allow=x.com mitm", "https_connect CONNECT x.com:443", "resolve");
+    check("mode=limited allow=1.2.3.4 mitm", "https_connect CONNECT 1.2.3.4:443", "intercept");
+    // Limited mode comes after deny, local and allowlist.
+    check("mode=limited", "http POST x.com", "not_allowed");
+    check("mode=limited allow=x.com deny=x.com", "https_connect CONNECT x.com:443", "denied");
+    check("mode=limited allow=*", "http POST 127.0.0.1", "not_allowed_local");
+    check("mode=full allow=x.com", "http DELETE x.com", "resolve");
+}
+
+#[test]
+fn disabled_proxy_refuses_everything() {
+    check("disabled allow=*", "http GET x.com", "proxy_disabled");
+    check("disabled allow=*", "socks5_udp - 1.2.3.4:53", "proxy_disabled");
+}
+
+#[test]
+fn unix_sockets() {
+    check("sock=/run/docker.sock", "http GET unix:/run/docker.sock", "allow@/run/docker.sock");
+    check("sock=/run/docker.sock", "http GET unix:/run/other.sock", "not_allowed");
+    check("allsocks", "http GET unix:/any/path.sock", "allow");
+    check("allsocks", "http GET unix:relative.sock", "not_allowed");
+    check("allsocks mode=limited", "http POST unix:/a.sock", "method_not_allowed");
+    assert!(Policy::builder().allow_unix_socket("relative", None).is_err());
+}
+
+#[test]
+fn invalid_patterns_are_errors_that_name_them() {
+    for (pattern, why) in [
+        ("", "empty"),
+        ("exa mple.com", "forbidden character"),
+        ("example.com:0", "invalid port"),
+        ("example.com:99999", "invalid port"),
+        ("example.com:20-10", "empty port range"),
+        ("*:80", "no port scope"),
+        ("*.1.2.3.4", "needs a domain name"),
+        ("[::1", "unclosed"),
+        ("[::1]x", "after `]`"),
+        ("a..b", "empty label"),
+        ("ex?mple.com", "forbidden character"),
+        ("region*", "fixed label"),
+        ("a.b*", "last label"),
+        ("a**b.example.com", "`**`"),
+        ("foo.bar.256", "IPv4"),
+        ("[example.com]", "IPv6"),
+    ] {
+        let err = crate::Pattern::parse(pattern).unwrap_err();
+        assert_eq!(err.pattern(), pattern.trim());
+        assert!(err.to_string().contains(why), "{pattern:?}: {err}");
+    }
+    let err = Policy::builder().deny("*", None).unwrap_err();
+    assert!(err.to_string().contains("global wildcard"), "{err}");
+    assert!(Policy::builder().deny("[*]", None).is_err());
+    assert!(Policy::builder().deny("**.[*]", None).is_err());
+}
+
+#[test]
+fn decisions_explain_themselves() {
+    let mut b = Policy::builder();
+    b.allow("*.example.com", Some("/etc/netproxy/config.toml")).unwrap();
+    let p = b.build().unwrap();
+    let (meta, _) = request("https_connect CONNECT api.example.com:443");
+    let d = p.evaluate(&meta).decision().clone();
+    let rule = d.rule.unwrap();
+    assert_eq!(rule.pattern, "*.example.com");
+    assert_eq!(rule.origin.as_deref(), Some("/etc/netproxy/config.toml"));
+    let (meta, _) = request("http GET 127.0.0.1");
+    let d = p.evaluate(&meta).decision().clone();
+    assert!(d.detail.unwrap().contains("loopback"));
+}
+
+fn any_local_spelling() -> impl Strategy<Value = String> {
+    let local_v4 = prop_oneof![
+        (any::<u8>(), any::<u8>(), any::<u8>()).prop_map(|(b, c, d)| [127, b, c, d]),
+        (any::<u8>(), any::<u8>(), any::<u8>()).prop_map(|(b, c, d)| [10, b, c, d]),
+        (any::<u8>(), any::<u8>()).prop_map(|(c, d)| [192, 168, c, d]),
+        (any::<u8>(), any::<u8>()).prop_map(|(c, d)| [169, 254, c, d]),
+        (16u8..32, any::<u8>(), any::<u8>()).prop_map(|(b, c, d)| [172, b, c, d]),
+        (64u8..128, any::<u8>(), any::<u8>()).prop_map(|(b, c, d)| [100, b, c, d]),
+        (any::<u8>(), any::<u8>(), any::<u8>()).prop_map(|(b, c, d)| [0, b, c, d]),
+    ];
+    (local_v4, 0u8..9).prop_map(|([a, b, c, d], style)| {
+        let bits = u32::from_be_bytes([a, b, c, d]);
+        match style {
+            0 => format!("{a}.{b}.{c}.{d}"),
+            1 => format!("{bits}"),
+            2 => format!("0x{bits:x}"),
+            3 => format!("0{bits:o}"),
+            4 => format!("{a}.{}", bits & 0xff_ffff),
+            5 => format!("0x{a:x}.{b}.0{c:o}.{d}."),
+            6 => format!("[::ffff:{a}.{b}.{c}.{d}]"),
+            7 => format!("[::ffff:{:x}:{:x}]", bits >> 16, bits & 0xffff),
+            _ => format!("[64:ff9b::{a}.{b}.{c}.{d}]"),
+        }
+    })
+}
+
+proptest! {
+    #[test]
+    fn deny_wins_whatever_else_the_policy_holds(
+        host in "[a-z]{1,8}(\\.[a-z]{1,8}){0,2}",
+        extra in proptest::collection::vec("(\\*\\.|\\*\\*\\.)?[a-z]{1,8}(\\.[a-z]{1,8}){0,2}", 0..6),
+        limited: bool, local: bool, star: bool,
+    ) {
+        let mut b = Policy::builder();
+        for p in &extra { b.allow(p, None).unwrap(); }
+        if star { b.allow("*", None).unwrap(); }
+        b.allow(&host, None).unwrap();
+        b.allow(&format!("**.{host}"), None).unwrap();
+        b.deny(&host, None).unwrap();
+        b.mode(if limited { Mode::Limited } else { Mode::Full }).allow_local_binding(local);
+        let p = b.build().unwrap();
+        for protocol in Protocol::ALL {
+            let meta = RequestMeta::new(protocol, Target::parse_authority(&host, 443).unwrap()).with_method("GET");
+            let eval = p.evaluate(&meta);
+            prop_assert_eq!(eval.decision().reason, Some(Reason::Denied));
+        }
+    }
+
+    #[test]
+    fn no_spelling_of_a_local_address_is_allowed_without_an_explicit_literal(
+        spelling in any_local_spelling(),
+        wildcards in proptest::collection::vec(prop_oneof![
+            Just("*".to_owned()),
+            Just("*.example.com".to_owned()),
+            Just("**.localhost".to_owned()),
+            Just("region*.example.com".to_owned()),
+            Just("8.8.8.8".to_owned()),
+            Just("localhost".to_owned()),
+        ], 0..4),
+        port in 1u16..,
+    ) {
+        let mut b = Policy::builder();
+        for w in &wildcards { b.allow(w, None).unwrap(); }
+        let p = b.build().unwrap();
+        for protocol in Protocol::ALL {
+            let meta = RequestMeta::new(protocol, Target::parse_authority(&spelling, port).unwrap())
+                .with_method("GET");
+            let eval = p.evaluate(&meta);
+            prop_assert_eq!(eval.decision().reason, Some(Reason::NotAllowedLocal), "{}", spelling);
+        }
+    }
+
+    #[test]
+    fn an_allowed_name_never_passes_with_a_local_address(
+        addrs in proptest::collection::vec(any_local_spelling(), 1..3),
+        public in proptest::collection::vec(any::<[u8; 4]>().prop_map(|o| IpAddr::from([8, o[1], o[2], o[3]])), 0..3),
+    ) {
+        let mut b = Policy::builder();
+        b.allow("*", None).unwrap();
+        let p = b.build().unwrap();
+        let meta = RequestMeta::new(Protocol::Http, Target::parse_authority("example.com", 80).unwrap()).with_method("GET");
+        let Evaluation::AllowIfAddressesPass { decision, .. } = p.evaluate(&meta) else { panic!("expected a pending allow") };
+        let mut all: Vec<IpAddr> = public.clone();
+        for a in &addrs {
+            let host = proxy_core::Host::parse(a).unwrap();
+            all.push(host.ip().unwrap());
+        }
+        let d = p.check_addresses(decision, &all);
+        prop_assert_eq!(d.reason, Some(Reason::NotAllowedLocal));
+    }
+}
