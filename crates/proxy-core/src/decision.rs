@@ -1,7 +1,9 @@
 //! Decisions and the reasons that explain them (interface.md §3).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Allow, deny, or deny-and-ask (the embedding UI may prompt the user; the request is still
 /// refused).
@@ -217,14 +219,14 @@ impl FromStr for Reason {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rule {
     /// The pattern, as written.
-    pub pattern: String,
+    pub pattern: Arc<str>,
     /// Where it came from, if the embedder labelled it.
-    pub origin: Option<String>,
+    pub origin: Option<Arc<str>>,
 }
 
 impl Rule {
-    /// A rule.
-    pub fn new(pattern: impl Into<String>, origin: Option<String>) -> Self {
+    /// A rule. Cloning a rule is cheap (its text is shared).
+    pub fn new(pattern: impl Into<Arc<str>>, origin: Option<Arc<str>>) -> Self {
         Self {
             pattern: pattern.into(),
             origin,
@@ -267,7 +269,7 @@ pub struct Decision {
     /// True when a decider turned an allowlist miss into an allow.
     pub policy_override: bool,
     /// A human detail, e.g. which resolved address was refused and why.
-    pub detail: Option<String>,
+    pub detail: Option<Cow<'static, str>>,
 }
 
 impl Decision {
@@ -316,7 +318,7 @@ impl Decision {
 
     /// Sets the detail.
     #[must_use]
-    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+    pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
         self.detail = Some(detail.into());
         self
     }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use proxy_core::Host;
@@ -15,7 +16,9 @@ use crate::pattern::{Pattern, PatternKind};
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) pattern: Pattern,
-    pub(crate) origin: Option<String>,
+    /// The pattern's text, shared with every decision it makes.
+    pub(crate) text: Arc<str>,
+    pub(crate) origin: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +27,17 @@ enum SuffixKind {
     WithApex,
 }
 
+/// Hash maps with a fast, per-process seeded hasher: keys come from config, lookups from the
+/// network, and a lookup never inserts.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 pub(crate) struct Matcher {
     entries: Vec<Entry>,
     global: Vec<usize>,
-    exact: HashMap<Box<str>, Vec<usize>>,
-    suffix: HashMap<Box<str>, Vec<(usize, SuffixKind)>>,
-    ips: HashMap<(IpAddr, Option<Box<str>>), Vec<usize>>,
+    exact: Map<Box<str>, Vec<usize>>,
+    suffix: Map<Box<str>, Vec<(usize, SuffixKind)>>,
+    ips: Map<(IpAddr, Option<Box<str>>), Vec<usize>>,
     globs: GlobSet,
     glob_index: Vec<usize>,
 }
@@ -161,4 +168,14 @@ impl Matcher {
 
 fn name_key(h: &Host) -> Box<str> {
     h.to_string().into_boxed_str()
+}
+
+impl Entry {
+    pub(crate) fn new(pattern: Pattern, origin: Option<&str>) -> Self {
+        Self {
+            text: pattern.as_str().into(),
+            pattern,
+            origin: origin.map(Into::into),
+        }
+    }
 }

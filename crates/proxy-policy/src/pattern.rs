@@ -123,6 +123,42 @@ impl Pattern {
         !matches!(self.kind, PatternKind::Exact(_) | PatternKind::Ip { .. })
     }
 
+    /// A canonical spelling: two patterns with the same key match the same hosts and ports
+    /// (`Example.COM.` and `example.com` share the key `example.com`). Config layers overlay
+    /// domain entries by this key.
+    ///
+    /// ```
+    /// use proxy_policy::Pattern;
+    /// assert_eq!(Pattern::parse("*.Example.COM.:443").unwrap().key(), "*.example.com:443");
+    /// assert_eq!(Pattern::parse("[::ffff:127.0.0.1]").unwrap().key(), "127.0.0.1");
+    /// ```
+    pub fn key(&self) -> String {
+        let host = match &self.kind {
+            PatternKind::Global => "*".to_owned(),
+            PatternKind::Exact(h) => h.to_string(),
+            PatternKind::Subdomains(h) => format!("*.{h}"),
+            PatternKind::ApexAndSubdomains(h) => format!("**.{h}"),
+            PatternKind::Glob {
+                glob,
+                subdomains,
+                apex,
+            } => match (subdomains, apex) {
+                (true, true) => format!("**.{glob}"),
+                (true, false) => format!("*.{glob}"),
+                _ => glob.clone(),
+            },
+            PatternKind::Ip { addr, zone } => match (addr, zone) {
+                (IpAddr::V6(a), Some(z)) => format!("[{a}%{z}]"),
+                (IpAddr::V6(a), None) => format!("[{a}]"),
+                (a, _) => a.to_string(),
+            },
+        };
+        match self.ports {
+            Some(r) => format!("{host}:{r}"),
+            None => host,
+        }
+    }
+
     /// Whether this is the global wildcard `*`.
     pub fn is_global(&self) -> bool {
         self.kind == PatternKind::Global

@@ -55,10 +55,7 @@ impl PolicyBuilder {
     /// Adds an allow pattern; `origin` is an opaque label reported with decisions.
     pub fn allow(&mut self, pattern: &str, origin: Option<&str>) -> Result<&mut Self, Error> {
         let pattern = Pattern::parse(pattern)?;
-        self.allow.push(Entry {
-            pattern,
-            origin: origin.map(str::to_owned),
-        });
+        self.allow.push(Entry::new(pattern, origin));
         Ok(self)
     }
 
@@ -68,10 +65,7 @@ impl PolicyBuilder {
         if pattern.is_global() {
             return Err(Error::GlobalDeny(pattern.as_str().to_owned()));
         }
-        self.deny.push(Entry {
-            pattern,
-            origin: origin.map(str::to_owned),
-        });
+        self.deny.push(Entry::new(pattern, origin));
         Ok(self)
     }
 
@@ -208,7 +202,7 @@ pub struct Policy {
 }
 
 fn rule_of(e: &Entry) -> Rule {
-    Rule::new(e.pattern.as_str(), e.origin.clone())
+    Rule::new(e.text.clone(), e.origin.clone())
 }
 
 impl Policy {
@@ -371,7 +365,7 @@ impl Policy {
             Rule::new("dangerously_allow_all_unix_sockets", None)
         } else {
             match self.unix_sockets.iter().find(|(p, _)| *p == text) {
-                Some((p, origin)) => Rule::new(p.clone(), origin.clone()),
+                Some((p, origin)) => Rule::new(p.as_str(), origin.as_deref().map(Into::into)),
                 None => {
                     return Evaluation::Deny(
                         Decision::deny(Reason::NotAllowed)

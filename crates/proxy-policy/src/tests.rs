@@ -100,7 +100,7 @@ fn check(rules: &str, req: &str, expected: &str) {
     assert_eq!(got, want, "rules [{rules}] request [{req}]: {decision:?}");
     if let Some(r) = want_rule {
         assert_eq!(
-            decision.rule.as_ref().map(|r| r.pattern.as_str()),
+            decision.rule.as_ref().map(|r| &*r.pattern),
             Some(r),
             "rules [{rules}] request [{req}]"
         );
@@ -319,7 +319,7 @@ fn decisions_explain_themselves() {
     let (meta, _) = request("https_connect CONNECT api.example.com:443");
     let d = p.evaluate(&meta).decision().clone();
     let rule = d.rule.unwrap();
-    assert_eq!(rule.pattern, "*.example.com");
+    assert_eq!(&*rule.pattern, "*.example.com");
     assert_eq!(rule.origin.as_deref(), Some("/etc/netproxy/config.toml"));
     let (meta, _) = request("http GET 127.0.0.1");
     let d = p.evaluate(&meta).decision().clone();

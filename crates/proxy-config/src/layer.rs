@@ -1,0 +1,680 @@
+//! Config layers: where a value came from, and the parsing of one TOML document into a layer,
+//! with a diagnostic for every problem (file, key path, why, and the nearest known key).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use proxy_core::{Host, Mode};
+use proxy_policy::Pattern;
+use toml::{Table, Value};
+
+use crate::error::{Diagnostic, DiagnosticKind};
+
+/// Where a value came from. Displayed as `default`, the file's path, `command-line` or
+/// `runtime`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Layer {
+    /// Built-in defaults.
+    Default,
+    /// A config file (system, user, or `--config`).
+    File(PathBuf),
+    /// Command-line options (`-c`, `--allow`, `--deny`, `--mode`, ...).
+    CommandLine,
+    /// Changes made through the admin API (kept across file reloads, lost at exit).
+    Runtime,
+    /// A managed requirements file.
+    Managed(PathBuf),
+}
+
+impl Layer {
+    /// Whether a user controls this layer (everything but defaults and managed files).
+    pub fn is_user(&self) -> bool {
+        matches!(self, Layer::File(_) | Layer::CommandLine | Layer::Runtime)
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Layer::Default => f.write_str("default"),
+            Layer::File(p) | Layer::Managed(p) => write!(f, "{}", p.display()),
+            Layer::CommandLine => f.write_str("command-line"),
+            Layer::Runtime => f.write_str("runtime"),
+        }
+    }
+}
+
+/// `allow` or `deny`, for a domain or a unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// Allowed.
+    Allow,
+    /// Denied (beats allow for the same key within a layer).
+    Deny,
+}
+
+impl Action {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// The type of a scalar key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Bool,
+    Mode,
+    ListenUrl,
+    Text,
+    Int { min: i64, max: i64 },
+    Cidrs,
+    Nameservers,
+    Exporter,
+    Headers,
+    Mitm,
+}
+
+/// Every scalar key (full path), its type and its default (`None`: unset).
+pub(crate) const SCALARS: &[(&str, Kind, Option<&str>)] = &[
+    ("network.enabled", Kind::Bool, Some("true")),
+    ("network.mode", Kind::Mode, Some("\"full\"")),
+    ("network.proxy_url", Kind::ListenUrl, Some("\"http://127.0.0.1:3128\"")),
+    ("network.enable_socks5", Kind::Bool, Some("true")),
+    ("network.socks_url", Kind::ListenUrl, Some("\"http://127.0.0.1:8081\"")),
+    ("network.enable_socks5_udp", Kind::Bool, Some("true")),
+    ("network.admin_url", Kind::ListenUrl, Some("\"http://127.0.0.1:8080\"")),
+    ("network.enable_admin", Kind::Bool, Some("true")),
+    ("network.admin_token", Kind::Text, None),
+    ("network.allow_upstream_proxy", Kind::Bool, Some("true")),
+    ("network.dangerously_allow_non_loopback_proxy", Kind::Bool, Some("false")),
+    ("network.dangerously_allow_non_loopback_admin", Kind::Bool, Some("false")),
+    ("network.allow_local_binding", Kind::Bool, Some("false")),
+    ("network.dangerously_allow_all_unix_sockets", Kind::Bool, Some("false")),
+    ("network.treat_as_public", Kind::Cidrs, Some("[]")),
+    ("network.mitm", Kind::Mitm, Some("false")),
+    ("network.credential_broker", Kind::Bool, Some("false")),
+    ("network.dangerously_allow_plaintext_credential_injection", Kind::Bool, Some("false")),
+    ("network.verify_sni", Kind::Bool, Some("false")),
+    ("network.audit_log", Kind::Text, None),
+    ("network.dns.nameservers", Kind::Nameservers, None),
+    ("network.dns.timeout_ms", Kind::Int { min: 1, max: 600_000 }, Some("2000")),
+    ("network.limits.max_connections", Kind::Int { min: 1, max: 1_000_000 }, Some("4096")),
+    ("network.limits.connect_timeout_ms", Kind::Int { min: 1, max: 3_600_000 }, Some("10000")),
+    ("network.limits.header_timeout_ms", Kind::Int { min: 1, max: 3_600_000 }, Some("10000")),
+    ("network.limits.idle_timeout_s", Kind::Int { min: 1, max: 604_800 }, Some("300")),
+    ("network.limits.max_header_bytes", Kind::Int { min: 1024, max: 16_777_216 }, Some("65536")),
+    ("otel.exporter", Kind::Exporter, Some("\"none\"")),
+    ("otel.endpoint", Kind::Text, None),
+    ("otel.headers", Kind::Headers, None),
+];
+
+/// Map-valued keys, overlaid entry by entry across layers.
+pub(crate) const MAPS: &[&str] = &["network.domains", "network.unix_sockets", "network.dns.hosts"];
+/// Legacy list shapes, accepted beside or instead of the maps.
+pub(crate) const LISTS: &[&str] = &[
+    "network.allowed_domains",
+    "network.denied_domains",
+    "network.allow_unix_sockets",
+];
+const TABLES: &[&str] = &["network", "network.dns", "network.limits", "otel"];
+const TOP: &[&str] = &["network", "otel", "default_permissions", "permissions"];
+
+pub(crate) fn kind_of(path: &str) -> Option<Kind> {
+    SCALARS.iter().find(|(p, _, _)| *p == path).map(|(_, k, _)| *k)
+}
+
+/// Every key a user can write, for suggestions.
+fn known_paths() -> impl Iterator<Item = &'static str> {
+    SCALARS
+        .iter()
+        .map(|(p, _, _)| *p)
+        .chain(MAPS.iter().copied())
+        .chain(LISTS.iter().copied())
+        .chain(TABLES.iter().copied())
+}
+
+/// The nearest known key to an unknown one: the same name in another table, or a close spelling
+/// in the same table.
+pub(crate) fn suggest(table: &str, key: &str) -> Option<String> {
+    let prefix = if table.is_empty() {
+        String::new()
+    } else {
+        format!("{table}.")
+    };
+    let siblings: Vec<&str> = if table.is_empty() {
+        TOP.to_vec()
+    } else {
+        known_paths()
+            .filter_map(|p| p.strip_prefix(prefix.as_str()))
+            .filter(|rest| !rest.contains('.'))
+            .collect()
+    };
+    let best = siblings
+        .iter()
+        .map(|s| (strsim::damerau_levenshtein(key, s), *s))
+        .min();
+    if let Some((dist, s)) = best {
+        if dist <= (key.len() / 3).max(2) {
+            return Some(format!("{prefix}{s}"));
+        }
+    }
+    known_paths()
+        .find(|p| p.rsplit('.').next() == Some(key))
+        .map(str::to_owned)
+}
+
+/// One parsed layer.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerData {
+    pub(crate) layer: Layer,
+    pub(crate) scalars: BTreeMap<String, Value>,
+    /// Domain entries by pattern key, in the order written; deny beats allow for one key.
+    pub(crate) domains: Vec<(String, Pattern, Action)>,
+    pub(crate) unix_sockets: Vec<(String, Action)>,
+    pub(crate) dns_hosts: Vec<(String, Vec<IpAddr>)>,
+}
+
+impl LayerData {
+    pub(crate) fn new(layer: Layer) -> Self {
+        Self {
+            layer,
+            scalars: BTreeMap::new(),
+            domains: Vec::new(),
+            unix_sockets: Vec::new(),
+            dns_hosts: Vec::new(),
+        }
+    }
+
+    pub(crate) fn add_domain(&mut self, pattern: Pattern, action: Action) {
+        let key = pattern.key();
+        match self.domains.iter_mut().find(|(k, _, _)| *k == key) {
+            Some(entry) => {
+                if action == Action::Deny {
+                    *entry = (key, pattern, action);
+                }
+            }
+            None => self.domains.push((key, pattern, action)),
+        }
+    }
+
+    fn add_socket(&mut self, path: String, action: Action) {
+        match self.unix_sockets.iter_mut().find(|(p, _)| *p == path) {
+            Some(entry) => {
+                if action == Action::Deny {
+                    entry.1 = action;
+                }
+            }
+            None => self.unix_sockets.push((path, action)),
+        }
+    }
+}
+
+/// Collects the diagnostics of one document.
+pub(crate) struct Parser<'a> {
+    pub(crate) origin: String,
+    pub(crate) data: &'a mut LayerData,
+    pub(crate) diags: &'a mut Vec<Diagnostic>,
+}
+
+fn type_name(v: &Value) -> &'static str {
+    v.type_str()
+}
+
+impl Parser<'_> {
+    fn diag(&mut self, kind: DiagnosticKind, key: &str, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::new(kind, self.origin.clone(), key, message));
+    }
+
+    fn unknown(&mut self, table: &str, key: &str) {
+        let path = if table.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{table}.{key}")
+        };
+        let msg = match suggest(table, key) {
+            Some(s) => format!("unknown key (did you mean `{s}`?)"),
+            None => "unknown key".to_owned(),
+        };
+        self.diag(DiagnosticKind::UnknownKey, &path, msg);
+    }
+
+    /// A whole document: `[network]`, or `default_permissions` plus `[permissions.NAME.network]`,
+    /// and `[otel]`.
+    pub(crate) fn document(&mut self, doc: &Table) {
+        let mut network_seen = false;
+        for (key, value) in doc {
+            match key.as_str() {
+                "network" => match value.as_table() {
+                    Some(t) => {
+                        network_seen = true;
+                        self.table("network", t);
+                    }
+                    None => self.diag(
+                        DiagnosticKind::InvalidValue,
+                        "network",
+                        format!("expected a table, found {}", type_name(value)),
+                    ),
+                },
+                "otel" => match value.as_table() {
+                    Some(t) => self.table("otel", t),
+                    None => self.diag(
+                        DiagnosticKind::InvalidValue,
+                        "otel",
+                        format!("expected a table, found {}", type_name(value)),
+                    ),
+                },
+                "default_permissions" | "permissions" => {}
+                other => self.unknown("", other),
+            }
+        }
+        self.profiles(doc, network_seen);
+    }
+
+    fn profiles(&mut self, doc: &Table, network_seen: bool) {
+        let selected = match doc.get("default_permissions") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(v) => {
+                let msg = format!("expected a profile name (string), found {}", type_name(v));
+                self.diag(DiagnosticKind::InvalidValue, "default_permissions", msg);
+                return;
+            }
+        };
+        let profiles = match doc.get("permissions") {
+            None => None,
+            Some(Value::Table(t)) => Some(t),
+            Some(v) => {
+                let msg = format!("expected a table of profiles, found {}", type_name(v));
+                self.diag(DiagnosticKind::InvalidValue, "permissions", msg);
+                return;
+            }
+        };
+        let Some(name) = selected else {
+            if profiles.is_some() {
+                self.diag(
+                    DiagnosticKind::InvalidValue,
+                    "permissions",
+                    "profiles are defined but `default_permissions` does not select one",
+                );
+            }
+            return;
+        };
+        let Some(profile) = profiles.and_then(|p| p.get(&name)) else {
+            self.diag(
+                DiagnosticKind::InvalidValue,
+                "default_permissions",
+                format!("no profile `[permissions.{name}]` in this file"),
+            );
+            return;
+        };
+        if network_seen {
+            self.diag(
+                DiagnosticKind::InvalidValue,
+                "default_permissions",
+                "both `[network]` and a selected profile are set; use one shape per file",
+            );
+            return;
+        }
+        let base = format!("permissions.{name}");
+        let Some(profile) = profile.as_table() else {
+            self.diag(DiagnosticKind::InvalidValue, &base, "expected a table");
+            return;
+        };
+        for (key, value) in profile {
+            if key != "network" {
+                self.diag(
+                    DiagnosticKind::UnknownKey,
+                    &format!("{base}.{key}"),
+                    "unknown key (a profile holds only `network`)",
+                );
+                continue;
+            }
+            match value.as_table() {
+                Some(t) => self.table_as("network", &format!("{base}.network"), t),
+                None => self.diag(
+                    DiagnosticKind::InvalidValue,
+                    &format!("{base}.network"),
+                    "expected a table",
+                ),
+            }
+        }
+    }
+
+    fn table(&mut self, path: &str, t: &Table) {
+        self.table_as(path, path, t);
+    }
+
+    /// Walks a table whose schema path is `schema` and whose written path is `shown`.
+    fn table_as(&mut self, schema: &str, shown: &str, t: &Table) {
+        for (key, value) in t {
+            let spath = format!("{schema}.{key}");
+            let wpath = format!("{shown}.{key}");
+            if TABLES.contains(&spath.as_str()) {
+                match value.as_table() {
+                    Some(inner) => self.table_as(&spath, &wpath, inner),
+                    None => self.diag(
+                        DiagnosticKind::InvalidValue,
+                        &wpath,
+                        format!("expected a table, found {}", type_name(value)),
+                    ),
+                }
+            } else if let Some(kind) = kind_of(&spath) {
+                self.scalar(&spath, &wpath, kind, value);
+            } else if MAPS.contains(&spath.as_str()) {
+                self.map(&spath, &wpath, value);
+            } else if LISTS.contains(&spath.as_str()) {
+                self.list(&spath, &wpath, value);
+            } else {
+                // Suggest against the schema table, but report the written path.
+                let before = self.diags.len();
+                self.unknown(schema, key);
+                if let Some(d) = self.diags.get_mut(before) {
+                    d.key = wpath;
+                }
+            }
+        }
+    }
+
+    fn scalar(&mut self, spath: &str, wpath: &str, kind: Kind, value: &Value) {
+        let bad = |expected: &str| format!("expected {expected}, found {}", describe(value));
+        let invalid = match (kind, value) {
+            (Kind::Bool, Value::Boolean(_)) => None,
+            (Kind::Bool, _) => Some(bad("true or false")),
+            (Kind::Mode, Value::String(s)) if s.parse::<Mode>().is_ok() => None,
+            (Kind::Mode, _) => Some(bad("\"full\" or \"limited\"")),
+            (Kind::ListenUrl, Value::String(s)) => crate::listen::parse_listen_url(s, 1).err(),
+            (Kind::ListenUrl, _) => Some(bad("a listener URL such as \"http://127.0.0.1:3128\"")),
+            (Kind::Text, Value::String(s)) if !s.trim().is_empty() => None,
+            (Kind::Text, _) => Some(bad("a non-empty string")),
+            (Kind::Int { min, max }, Value::Integer(n)) if (min..=max).contains(n) => None,
+            (Kind::Int { min, max }, _) => Some(bad(&format!("an integer from {min} to {max}"))),
+            (Kind::Cidrs, Value::Array(items)) => items.iter().find_map(|i| match i {
+                Value::String(s) => parse_cidr(s).err(),
+                other => Some(format!("expected CIDR strings, found {}", describe(other))),
+            }),
+            (Kind::Cidrs, _) => Some(bad("a list of CIDRs such as [\"198.18.0.0/15\"]")),
+            (Kind::Nameservers, Value::Array(items)) => items.iter().find_map(|i| match i {
+                Value::String(s) => parse_nameserver(s).err(),
+                other => Some(format!(
+                    "expected \"IP\" or \"IP:PORT\" strings, found {}",
+                    describe(other)
+                )),
+            }),
+            (Kind::Nameservers, _) => Some(bad("a list such as [\"127.0.0.53\", \"[::1]:5353\"]")),
+            (Kind::Exporter, Value::String(s)) if s == "none" => None,
+            (Kind::Exporter, Value::String(s)) if s == "otlp-http" || s == "otlp-grpc" => {
+                self.not_supported(wpath, "OpenTelemetry export");
+                return self.store(spath, value);
+            }
+            (Kind::Exporter, _) => Some(bad("\"none\", \"otlp-http\" or \"otlp-grpc\"")),
+            (Kind::Headers, Value::Table(t)) => t
+                .iter()
+                .find(|(_, v)| !v.is_str())
+                .map(|(k, v)| format!("header {k:?}: expected a string, found {}", describe(v))),
+            (Kind::Headers, _) => Some(bad("a table of header names to strings")),
+            (Kind::Mitm, Value::Boolean(_)) => None,
+            (Kind::Mitm, Value::Table(t)) => {
+                self.mitm_table(wpath, t);
+                None
+            }
+            (Kind::Mitm, _) => Some(bad("true, false, or a table")),
+        };
+        if let Some(msg) = invalid {
+            self.diag(DiagnosticKind::InvalidValue, wpath, msg);
+            return;
+        }
+        self.check_supported(spath, wpath, value);
+        self.store(spath, value);
+    }
+
+    fn store(&mut self, spath: &str, value: &Value) {
+        self.data.scalars.insert(spath.to_owned(), value.clone());
+    }
+
+    fn not_supported(&mut self, wpath: &str, feature: &str) {
+        self.diag(
+            DiagnosticKind::NotSupported,
+            wpath,
+            format!("not supported yet: {feature} has not been built, so this setting would have no effect"),
+        );
+    }
+
+    /// Settings whose feature has not been built yet are refused rather than silently inert.
+    fn check_supported(&mut self, spath: &str, wpath: &str, value: &Value) {
+        let on = value.as_bool() == Some(true);
+        match spath {
+            "network.mitm" if on => self.not_supported(wpath, "HTTPS interception (MITM)"),
+            "network.credential_broker" if on => self.not_supported(wpath, "the credential broker"),
+            "network.dangerously_allow_plaintext_credential_injection" if on => {
+                self.not_supported(wpath, "the credential broker");
+            }
+            "network.verify_sni" if on => self.not_supported(wpath, "SNI verification"),
+            "network.audit_log" => self.not_supported(wpath, "the JSON-lines audit log"),
+            _ => {}
+        }
+    }
+
+    fn mitm_table(&mut self, wpath: &str, t: &Table) {
+        for (key, value) in t {
+            let path = format!("{wpath}.{key}");
+            match key.as_str() {
+                "enabled" => match value {
+                    Value::Boolean(true) => self.not_supported(&path, "HTTPS interception (MITM)"),
+                    Value::Boolean(false) => {}
+                    other => self.diag(
+                        DiagnosticKind::InvalidValue,
+                        &path,
+                        format!("expected true or false, found {}", describe(other)),
+                    ),
+                },
+                "hooks" | "actions" => match value.as_table() {
+                    Some(t) if t.is_empty() => {}
+                    Some(_) => self.not_supported(&path, "MITM hooks"),
+                    None => self.diag(DiagnosticKind::InvalidValue, &path, "expected a table"),
+                },
+                other => {
+                    let near = ["enabled", "hooks", "actions"]
+                        .iter()
+                        .min_by_key(|k| strsim::damerau_levenshtein(other, k))
+                        .map(|k| format!(" (did you mean `{wpath}.{k}`?)"))
+                        .unwrap_or_default();
+                    self.diag(DiagnosticKind::UnknownKey, &path, format!("unknown key{near}"));
+                }
+            }
+        }
+    }
+
+    fn action(&mut self, path: &str, value: &Value) -> Option<Action> {
+        match value.as_str() {
+            Some("allow") => Some(Action::Allow),
+            Some("deny") => Some(Action::Deny),
+            _ => {
+                self.diag(
+                    DiagnosticKind::InvalidValue,
+                    path,
+                    format!("expected \"allow\" or \"deny\", found {}", describe(value)),
+                );
+                None
+            }
+        }
+    }
+
+    fn map(&mut self, spath: &str, wpath: &str, value: &Value) {
+        let Some(t) = value.as_table() else {
+            self.diag(
+                DiagnosticKind::InvalidValue,
+                wpath,
+                format!("expected a table, found {}", type_name(value)),
+            );
+            return;
+        };
+        for (key, v) in t {
+            let path = format!("{wpath}.{}", quote_key(key));
+            match spath {
+                "network.domains" => {
+                    let Some(action) = self.action(&path, v) else {
+                        continue;
+                    };
+                    self.domain(&path, key, action);
+                }
+                "network.unix_sockets" => {
+                    let Some(action) = self.action(&path, v) else {
+                        continue;
+                    };
+                    self.socket(&path, key, action);
+                }
+                _ => self.dns_host(&path, key, v),
+            }
+        }
+    }
+
+    fn domain(&mut self, path: &str, pattern: &str, action: Action) {
+        match Pattern::parse(pattern) {
+            Ok(p) if p.is_global() && action == Action::Deny => self.diag(
+                DiagnosticKind::InvalidValue,
+                path,
+                "the global wildcard `*` cannot be denied; use exact hosts or scoped wildcards like *.example.com or **.example.com",
+            ),
+            Ok(p) => self.data.add_domain(p, action),
+            Err(e) => self.diag(DiagnosticKind::InvalidValue, path, e.to_string()),
+        }
+    }
+
+    fn socket(&mut self, path: &str, socket: &str, action: Action) {
+        if action == Action::Allow && (!socket.starts_with('/') || socket.contains('\0')) {
+            self.diag(
+                DiagnosticKind::InvalidValue,
+                path,
+                format!("expected a NUL-free absolute path, got {socket:?}"),
+            );
+            return;
+        }
+        self.data.add_socket(socket.to_owned(), action);
+    }
+
+    fn dns_host(&mut self, path: &str, name: &str, v: &Value) {
+        let host = match Host::parse(name) {
+            Ok(h) if h.is_name() => h,
+            Ok(_) => {
+                self.diag(DiagnosticKind::InvalidValue, path, "expected a host name, not an address");
+                return;
+            }
+            Err(e) => {
+                self.diag(DiagnosticKind::InvalidValue, path, format!("invalid host name: {e}"));
+                return;
+            }
+        };
+        let Some(items) = v.as_array().filter(|a| !a.is_empty()) else {
+            self.diag(
+                DiagnosticKind::InvalidValue,
+                path,
+                format!("expected a non-empty list of IP addresses, found {}", describe(v)),
+            );
+            return;
+        };
+        let mut ips = Vec::new();
+        for item in items {
+            match item.as_str().map(|s| Host::parse(s).ok().and_then(|h| h.ip())) {
+                Some(Some(ip)) => ips.push(ip),
+                _ => {
+                    self.diag(
+                        DiagnosticKind::InvalidValue,
+                        path,
+                        format!("expected IP address strings, found {}", describe(item)),
+                    );
+                    return;
+                }
+            }
+        }
+        self.data.dns_hosts.push((host.to_string(), ips));
+    }
+
+    fn list(&mut self, spath: &str, wpath: &str, value: &Value) {
+        let Some(items) = value.as_array() else {
+            self.diag(
+                DiagnosticKind::InvalidValue,
+                wpath,
+                format!("expected a list of strings, found {}", type_name(value)),
+            );
+            return;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("{wpath}[{i}]");
+            let Some(s) = item.as_str() else {
+                self.diag(
+                    DiagnosticKind::InvalidValue,
+                    &path,
+                    format!("expected a string, found {}", describe(item)),
+                );
+                continue;
+            };
+            match spath {
+                "network.allowed_domains" => self.domain(&path, s, Action::Allow),
+                "network.denied_domains" => self.domain(&path, s, Action::Deny),
+                _ => self.socket(&path, s, Action::Allow),
+            }
+        }
+    }
+}
+
+fn quote_key(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// A value for a message: its type and, for short scalars, the value itself.
+pub(crate) fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("string {s:?}"),
+        Value::Integer(n) => format!("integer {n}"),
+        Value::Float(f) => format!("float {f}"),
+        Value::Boolean(b) => format!("boolean {b}"),
+        other => other.type_str().to_owned(),
+    }
+}
+
+/// Parses a CIDR, or a bare address as a single-address range.
+pub(crate) fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<IpNet>() {
+        return Ok(n);
+    }
+    t.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("invalid CIDR {s:?} (expected e.g. \"198.18.0.0/15\")"))
+}
+
+/// Parses a nameserver: `IP` or `IP:PORT` (IPv6 with a port in brackets); port 53 by default.
+pub(crate) fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if let Ok(sa) = t.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let bare = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(t);
+    bare.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("invalid nameserver {s:?} (expected \"IP\" or \"IP:PORT\")"))
+}
+
+/// The default of a scalar key, parsed.
+pub(crate) fn default_value(path: &str) -> Option<Value> {
+    let (_, _, d) = SCALARS.iter().find(|(p, _, _)| *p == path)?;
+    let d = (*d)?;
+    let doc: Table = toml::from_str(&format!("v = {d}")).ok()?;
+    doc.get("v").cloned()
+}

@@ -1,0 +1,284 @@
+//! Reading the layers from files and the command line.
+
+use std::path::{Path, PathBuf};
+
+use proxy_core::Mode;
+use toml::{Table, Value};
+
+use crate::config::Config;
+use crate::error::{Diagnostic, DiagnosticKind, Error};
+use crate::layer::{Layer, LayerData, Parser};
+use crate::managed::Requirements;
+
+/// The requirements file that is always enforced when it exists, whatever
+/// `$NETPROXY_SYSTEM_DIR` says.
+pub const SYSTEM_REQUIREMENTS: &str = "/etc/netproxy/requirements.toml";
+
+/// The command-line layer: POLICY OPTIONS of interface.md §1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CliOverrides {
+    /// `-c key=value` (key is a dotted path under `network`, value is TOML).
+    pub set: Vec<String>,
+    /// `--allow PATTERN`.
+    pub allow: Vec<String>,
+    /// `--deny PATTERN`.
+    pub deny: Vec<String>,
+    /// `--mode`.
+    pub mode: Option<Mode>,
+    /// `--allow-local-binding`.
+    pub allow_local_binding: bool,
+    /// `--mitm`.
+    pub mitm: bool,
+}
+
+/// Where the layers come from. The caller (the binary) fills it from the environment and the
+/// command line; this crate reads no environment variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    /// `$NETPROXY_SYSTEM_DIR` (default `/etc/netproxy`): `config.toml` and `requirements.toml`.
+    pub system_dir: Option<PathBuf>,
+    /// `$NETPROXY_HOME` (default `~/.netproxy`): `config.toml`.
+    pub home_dir: Option<PathBuf>,
+    /// `--config FILE`, in order (later wins). Each must exist.
+    pub config_files: Vec<PathBuf>,
+    /// `--requirements FILE`. Each must exist.
+    pub requirement_files: Vec<PathBuf>,
+    /// The always-enforced requirements file; [`SYSTEM_REQUIREMENTS`] unless a test overrides it.
+    pub system_requirements: Option<PathBuf>,
+    /// The command-line layer.
+    pub cli: CliOverrides,
+}
+
+impl Sources {
+    /// The config files to read, lowest first, with whether each must exist.
+    pub fn config_paths(&self) -> Vec<(PathBuf, bool)> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.system_dir {
+            out.push((d.join("config.toml"), false));
+        }
+        if let Some(d) = &self.home_dir {
+            out.push((d.join("config.toml"), false));
+        }
+        out.extend(self.config_files.iter().map(|p| (p.clone(), true)));
+        out
+    }
+
+    /// The requirements files to enforce, with whether each must exist.
+    pub fn requirement_paths(&self) -> Vec<(PathBuf, bool)> {
+        let mut out: Vec<(PathBuf, bool)> = Vec::new();
+        let system = self
+            .system_requirements
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_REQUIREMENTS));
+        out.push((system, false));
+        if let Some(d) = &self.system_dir {
+            out.push((d.join("requirements.toml"), false));
+        }
+        out.extend(self.requirement_files.iter().map(|p| (p.clone(), true)));
+        let mut seen = Vec::new();
+        out.retain(|(p, _)| {
+            let key = p.canonicalize().unwrap_or_else(|_| p.clone());
+            if seen.contains(&key) {
+                false
+            } else {
+                seen.push(key);
+                true
+            }
+        });
+        out
+    }
+}
+
+/// Reads a TOML file; `Ok(None)` when it is optional and missing.
+fn read_toml(path: &Path, required: bool) -> Result<Option<Table>, Diagnostic> {
+    let origin = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+        Err(e) => {
+            return Err(Diagnostic::new(DiagnosticKind::Syntax, origin, "", format!("cannot read file: {e}")));
+        }
+    };
+    toml::from_str::<Table>(&text)
+        .map(Some)
+        .map_err(|e| Diagnostic::new(DiagnosticKind::Syntax, origin, "", format!("invalid TOML: {}", e.to_string().trim_end())))
+}
+
+/// Parses one config document into a layer.
+pub(crate) fn parse_layer(layer: Layer, origin: &str, doc: &Table, diags: &mut Vec<Diagnostic>) -> LayerData {
+    let mut data = LayerData::new(layer);
+    Parser {
+        origin: origin.to_owned(),
+        data: &mut data,
+        diags,
+    }
+    .document(doc);
+    data
+}
+
+/// Deep-merges `src` into `dst`.
+fn merge_table(dst: &mut Table, src: Table) {
+    for (k, v) in src {
+        match (dst.get_mut(&k), v) {
+            (Some(Value::Table(d)), Value::Table(s)) => merge_table(d, s),
+            (_, v) => {
+                dst.insert(k, v);
+            }
+        }
+    }
+}
+
+/// The command-line layer as a document, parsed like a file.
+fn cli_layer(cli: &CliOverrides, diags: &mut Vec<Diagnostic>) -> LayerData {
+    let origin = "command-line";
+    let mut doc = Table::new();
+    for kv in &cli.set {
+        let Some((key, value)) = kv.split_once('=') else {
+            diags.push(Diagnostic::new(
+                DiagnosticKind::Syntax,
+                origin,
+                kv.trim(),
+                "expected -c key=value (e.g. -c mode='\"limited\"')",
+            ));
+            continue;
+        };
+        let key = key.trim();
+        let key = key.strip_prefix("network.").unwrap_or(key);
+        match toml::from_str::<Table>(&format!("[network]\n{key} = {value}")) {
+            Ok(t) => merge_table(&mut doc, t),
+            Err(e) => diags.push(Diagnostic::new(
+                DiagnosticKind::Syntax,
+                origin,
+                format!("network.{key}"),
+                format!(
+                    "the value must be TOML (strings quoted, e.g. -c mode='\"limited\"'): {}",
+                    e.message()
+                ),
+            )),
+        }
+    }
+    let network = doc
+        .entry("network")
+        .or_insert_with(|| Value::Table(Table::new()));
+    if let Value::Table(net) = network {
+        if let Some(m) = cli.mode {
+            net.insert("mode".into(), Value::String(m.as_str().into()));
+        }
+        if cli.allow_local_binding {
+            net.insert("allow_local_binding".into(), Value::Boolean(true));
+        }
+        if cli.mitm {
+            net.insert("mitm".into(), Value::Boolean(true));
+        }
+    }
+    let mut data = parse_layer(Layer::CommandLine, origin, &doc, diags);
+    for p in &cli.allow {
+        add_cli_domain(&mut data, p, "allow", diags);
+    }
+    for p in &cli.deny {
+        add_cli_domain(&mut data, p, "deny", diags);
+    }
+    data
+}
+
+fn add_cli_domain(data: &mut LayerData, pattern: &str, action: &str, diags: &mut Vec<Diagnostic>) {
+    let mut doc = Table::new();
+    let mut domains = Table::new();
+    domains.insert(pattern.to_owned(), Value::String(action.to_owned()));
+    let mut net = Table::new();
+    net.insert("domains".into(), Value::Table(domains));
+    doc.insert("network".into(), Value::Table(net));
+    let before = diags.len();
+    let parsed = parse_layer(Layer::CommandLine, "command-line", &doc, diags);
+    for d in &mut diags[before..] {
+        d.key = format!("--{action} {pattern}");
+    }
+    for (_, p, a) in parsed.domains {
+        data.add_domain(p, a);
+    }
+}
+
+/// Loads the effective config from `sources`, and `runtime` (the admin API's layer) on top.
+/// Every diagnostic is reported at once.
+pub fn load(sources: &Sources) -> Result<Config, Error> {
+    load_with(sources, &[])
+}
+
+/// Like [`load`], with extra layers above the command line (e.g. the runtime layer).
+pub fn load_with(sources: &Sources, extra: &[(Layer, Table)]) -> Result<Config, Error> {
+    let mut diags = Vec::new();
+    let mut layers = Vec::new();
+    for (path, required) in sources.config_paths() {
+        match read_toml(&path, required) {
+            Ok(Some(doc)) => {
+                let origin = path.display().to_string();
+                layers.push(parse_layer(Layer::File(path), &origin, &doc, &mut diags));
+            }
+            Ok(None) => {}
+            Err(d) => diags.push(d),
+        }
+    }
+    layers.push(cli_layer(&sources.cli, &mut diags));
+    for (layer, doc) in extra {
+        let origin = layer.to_string();
+        layers.push(parse_layer(layer.clone(), &origin, doc, &mut diags));
+    }
+    let mut requirements = Vec::new();
+    for (path, required) in sources.requirement_paths() {
+        match read_toml(&path, required) {
+            Ok(Some(doc)) => requirements.push(Requirements::parse(&path, &doc, &mut diags)),
+            Ok(None) => {}
+            Err(d) => diags.push(d),
+        }
+    }
+    if !diags.is_empty() {
+        return Err(Error { diagnostics: diags });
+    }
+    let config = Config::from_layers(layers, requirements)?;
+    config.policy()?;
+    Ok(config)
+}
+
+/// Validates config files on their own (`netproxy config validate FILE...`): every diagnostic
+/// of every file, including the compiled policy's.
+pub fn validate_files(files: &[PathBuf]) -> Result<(), Error> {
+    let mut diags = Vec::new();
+    for path in files {
+        match read_toml(path, true) {
+            Ok(Some(doc)) => {
+                let origin = path.display().to_string();
+                let before = diags.len();
+                let layer = parse_layer(Layer::File(path.clone()), &origin, &doc, &mut diags);
+                if diags.len() == before {
+                    match Config::from_layers(vec![layer], Vec::new()) {
+                        Ok(c) => {
+                            if let Err(e) = c.policy() {
+                                diags.extend(e.diagnostics);
+                            }
+                        }
+                        Err(e) => diags.extend(e.diagnostics),
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(d) => diags.push(d),
+        }
+    }
+    if diags.is_empty() {
+        Ok(())
+    } else {
+        Err(Error { diagnostics: diags })
+    }
+}
+
+/// Parses a requirements file on its own.
+pub fn read_requirements(path: &Path) -> Result<Requirements, Error> {
+    let mut diags = Vec::new();
+    let doc = read_toml(path, true).map_err(Error::one)?.unwrap_or_default();
+    let r = Requirements::parse(path, &doc, &mut diags);
+    if diags.is_empty() {
+        Ok(r)
+    } else {
+        Err(Error { diagnostics: diags })
+    }
+}
