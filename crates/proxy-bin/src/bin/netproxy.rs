@@ -1,0 +1,272 @@
+//! The `netproxy` command: a thin clap CLI over the `netproxy` library (interface.md §1).
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use netproxy::check::{CheckRequest, explain};
+use proxy_config::{CliOverrides, Sources};
+use proxy_core::{Mode, Protocol};
+
+/// Exit code for a usage error.
+const EXIT_USAGE: u8 = 2;
+/// Exit code for an invalid config or one that violates managed constraints.
+const EXIT_CONFIG: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netproxy",
+    version,
+    about = "A local network-policy egress proxy: lets through what the policy allows, refuses the rest with a clear reason, records every decision",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy until SIGINT/SIGTERM (not built yet)
+    Serve(NotBuilt),
+    /// Run CMD with its traffic pointed at a proxy on ephemeral loopback ports (not built yet)
+    Run(NotBuilt),
+    /// Explain one decision without serving; exit 0 allowed, 1 denied
+    Check(CheckArgs),
+    /// The effective config
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// The MITM certificate authority (not built yet)
+    Ca(NotBuilt),
+    /// Print the environment a child should get (not built yet)
+    Env(NotBuilt),
+}
+
+#[derive(Debug, Args)]
+struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+/// POLICY OPTIONS (interface.md §1).
+#[derive(Debug, Args, Default)]
+struct PolicyOptions {
+    /// A config file (repeatable; later wins)
+    #[arg(long = "config", value_name = "FILE")]
+    config: Vec<PathBuf>,
+    /// A managed requirements file (repeatable)
+    #[arg(long = "requirements", value_name = "FILE")]
+    requirements: Vec<PathBuf>,
+    /// Set a key under `network` to a TOML value, e.g. -c mode='"limited"' (repeatable)
+    #[arg(short = 'c', value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Allow a domain pattern (repeatable)
+    #[arg(long = "allow", value_name = "PATTERN")]
+    allow: Vec<String>,
+    /// Deny a domain pattern (repeatable)
+    #[arg(long = "deny", value_name = "PATTERN")]
+    deny: Vec<String>,
+    /// full or limited (GET, HEAD, OPTIONS only)
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    mode: Option<Mode>,
+    /// Let local and private targets through when the allowlist admits them
+    #[arg(long)]
+    allow_local_binding: bool,
+    /// Intercept HTTPS (not built yet)
+    #[arg(long)]
+    mitm: bool,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse().map_err(|e: proxy_core::UnknownMode| e.to_string())
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    s.parse().map_err(|e: proxy_core::UnknownProtocol| e.to_string())
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    policy: PolicyOptions,
+    /// The request method (default GET for http, CONNECT for https_connect)
+    #[arg(long, value_name = "M")]
+    method: Option<String>,
+    /// http, https_connect, socks5_tcp or socks5_udp (default from the URL scheme, else https_connect)
+    #[arg(long, value_name = "P", value_parser = parse_protocol)]
+    protocol: Option<Protocol>,
+    /// Print the decision as JSON
+    #[arg(long)]
+    json: bool,
+    /// Do not resolve an allowed name (resolution is not built yet: names are never resolved)
+    #[arg(long)]
+    no_resolve: bool,
+    /// Show the brokered credentials that would apply (not built yet)
+    #[arg(long)]
+    credentials: bool,
+    /// A URL, host, host:port or [v6]:port
+    target: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// The effective config after all layers, and which layer set each value
+    Show {
+        #[command(flatten)]
+        policy: PolicyOptions,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check config files (or, with none, the effective config); every diagnostic at once
+    Validate {
+        #[command(flatten)]
+        policy: PolicyOptions,
+        /// Files to check on their own
+        files: Vec<PathBuf>,
+    },
+}
+
+fn sources(p: &PolicyOptions) -> Sources {
+    let system_dir = std::env::var_os("NETPROXY_SYSTEM_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/etc/netproxy"), PathBuf::from);
+    let home_dir = std::env::var_os("NETPROXY_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".netproxy")));
+    Sources {
+        system_dir: Some(system_dir),
+        home_dir,
+        config_files: p.config.clone(),
+        requirement_files: p.requirements.clone(),
+        system_requirements: None,
+        cli: CliOverrides {
+            set: p.set.clone(),
+            allow: p.allow.clone(),
+            deny: p.deny.clone(),
+            mode: p.mode,
+            allow_local_binding: p.allow_local_binding,
+            mitm: p.mitm,
+        },
+    }
+}
+
+/// Loads the config, printing every diagnostic; `Err(exit code)` when it is invalid.
+fn load(p: &PolicyOptions) -> Result<proxy_config::Config, ExitCode> {
+    match proxy_config::load(&sources(p)) {
+        Ok(c) => {
+            for w in c.warnings() {
+                eprintln!("netproxy: warning: {w}");
+            }
+            Ok(c)
+        }
+        Err(e) => {
+            for d in &e.diagnostics {
+                eprintln!("netproxy: config error: {d}");
+            }
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn not_built(command: &str, issue: &str) -> ExitCode {
+    eprintln!("netproxy {command}: not built yet ({issue}); see `netproxy --help` for what works today");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    if args.credentials {
+        eprintln!("netproxy check: --credentials is not built yet (the credential broker comes with its issue)");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let req = match CheckRequest::parse(&args.target, args.protocol, args.method.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("netproxy check: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let config = match load(&args.policy) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let policy = match config.policy() {
+        Ok(p) => p,
+        Err(e) => {
+            for d in &e.diagnostics {
+                eprintln!("netproxy: config error: {d}");
+            }
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let report = explain(&policy, &req);
+    if args.json {
+        let text = serde_json::to_string_pretty(&report.to_json()).context("rendering JSON")?;
+        println!("{text}");
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(1)))
+}
+
+fn config_command(cmd: &ConfigCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ConfigCommand::Show { policy, json } => {
+            let config = match load(policy) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if *json {
+                let text = serde_json::to_string_pretty(&netproxy::show::config_json(&config))
+                    .context("rendering JSON")?;
+                println!("{text}");
+            } else {
+                print!("{}", netproxy::show::config_text(&config));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ConfigCommand::Validate { policy, files } => {
+            let result = if files.is_empty() {
+                proxy_config::load(&sources(policy)).map(|_| ())
+            } else {
+                proxy_config::validate_files(files)
+            };
+            match result {
+                Ok(()) => {
+                    println!("ok");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    for d in &e.diagnostics {
+                        eprintln!("{d}");
+                    }
+                    eprintln!("netproxy: {} problem(s) found", e.diagnostics.len());
+                    Ok(ExitCode::from(EXIT_CONFIG))
+                }
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Serve(_) => Ok(not_built("serve", "the HTTP proxy issue")),
+        Command::Run(_) => Ok(not_built("run", "the `netproxy run` issue")),
+        Command::Ca(_) => Ok(not_built("ca", "the HTTPS interception issue")),
+        Command::Env(_) => Ok(not_built("env", "the `netproxy run` issue")),
+        Command::Check(args) => check(args),
+        Command::Config(cmd) => config_command(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netproxy: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! `netproxy check`: explain one decision without serving.
+
+use proxy_core::{Decision, Host, Protocol, Reason, RequestMeta, Target, Verdict, split_authority};
+use proxy_policy::{Evaluation, Policy};
+use serde_json::{Value, json};
+
+/// A target that could not be read (a usage error, exit 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// An empty target.
+    #[error("empty target")]
+    Empty,
+    /// A URL scheme netproxy does not proxy.
+    #[error("unsupported URL scheme {0:?} (expected http, https, ws or wss)")]
+    Scheme(String),
+    /// A bad port.
+    #[error("invalid port in {0:?}")]
+    Port(String),
+}
+
+/// The request `check` explains: protocol, host (or why it is invalid), port and method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRequest {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The host as given.
+    pub raw_host: String,
+    /// The canonical host, or why it is invalid.
+    pub host: Result<Host, proxy_core::HostError>,
+    /// The port.
+    pub port: u16,
+    /// The method, if any.
+    pub method: Option<String>,
+}
+
+impl CheckRequest {
+    /// Reads `TARGET` (a URL, `host`, `host:port` or `[v6]:port`). A URL's scheme sets the
+    /// protocol (`http`/`ws` → http, `https`/`wss` → https_connect) unless `protocol` is given;
+    /// otherwise the protocol is `https_connect`. The method defaults to `GET` for http and
+    /// `CONNECT` for https_connect.
+    pub fn parse(target: &str, protocol: Option<Protocol>, method: Option<&str>) -> Result<Self, TargetError> {
+        let t = target.trim();
+        if t.is_empty() {
+            return Err(TargetError::Empty);
+        }
+        let (scheme_protocol, authority) = match t.split_once("://") {
+            Some((scheme, rest)) => {
+                let p = match scheme.to_ascii_lowercase().as_str() {
+                    "http" | "ws" => Protocol::Http,
+                    "https" | "wss" => Protocol::HttpsConnect,
+                    other => return Err(TargetError::Scheme(other.to_owned())),
+                };
+                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                let authority = &rest[..end];
+                // Drop userinfo: it is not part of the destination.
+                let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+                (Some(p), authority)
+            }
+            None => (None, t),
+        };
+        let protocol = protocol.or(scheme_protocol).unwrap_or(Protocol::HttpsConnect);
+        let default_port = match scheme_protocol {
+            Some(Protocol::Http) => 80,
+            Some(_) => 443,
+            None => protocol.default_port(),
+        };
+        let (host, port) = split_authority(authority).map_err(|_| TargetError::Port(target.to_owned()))?;
+        let method = method.map(str::to_owned).or(match protocol {
+            Protocol::Http => Some("GET".to_owned()),
+            Protocol::HttpsConnect => Some("CONNECT".to_owned()),
+            _ => None,
+        });
+        Ok(Self {
+            protocol,
+            raw_host: host.to_owned(),
+            host: Host::parse(host),
+            port: port.unwrap_or(default_port),
+            method,
+        })
+    }
+}
+
+/// The explanation of one decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The request, as checked.
+    pub request: CheckRequest,
+    /// The decision so far.
+    pub decision: Decision,
+    /// True when the host is an allowed name whose addresses are checked when connecting.
+    pub addresses_checked_at_connect: bool,
+    /// True when the tunnel would be intercepted.
+    pub intercept: bool,
+}
+
+/// Explains the decision for `req` under `policy`. No DNS: an allowed name is reported as
+/// allowed if its addresses pass.
+pub fn explain(policy: &Policy, req: &CheckRequest) -> CheckReport {
+    let host = match &req.host {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            return CheckReport {
+                request: req.clone(),
+                decision: Decision::deny(Reason::InvalidHost).with_detail(e.to_string()),
+                addresses_checked_at_connect: false,
+                intercept: false,
+            };
+        }
+    };
+    let mut meta = RequestMeta::new(req.protocol, Target::net(host, req.port));
+    meta.method = req.method.clone();
+    let (decision, pending, intercept) = match policy.evaluate(&meta) {
+        Evaluation::Allow { decision, intercept } => (decision, false, intercept),
+        Evaluation::AllowIfAddressesPass { decision, intercept } => (decision, true, intercept),
+        Evaluation::Deny(d) => (d, false, false),
+    };
+    CheckReport {
+        request: req.clone(),
+        decision,
+        addresses_checked_at_connect: pending,
+        intercept,
+    }
+}
+
+impl CheckReport {
+    /// The process exit code: 0 allowed, 1 refused.
+    pub fn exit_code(&self) -> i32 {
+        if self.decision.is_allowed() { 0 } else { 1 }
+    }
+
+    fn host_text(&self) -> String {
+        match &self.request.host {
+            Ok(h) => h.to_string(),
+            Err(_) => self.request.raw_host.clone(),
+        }
+    }
+
+    /// The human explanation.
+    pub fn to_text(&self) -> String {
+        let d = &self.decision;
+        let host = match &self.request.host {
+            Ok(h) => h.to_uri_host(),
+            Err(_) => format!("{:?}", self.request.raw_host),
+        };
+        let mut out = format!(
+            "{}: {}:{} ({}{})\n",
+            d.verdict,
+            host,
+            self.request.port,
+            self.request.protocol,
+            self.request.method.as_deref().map(|m| format!(", {m}")).unwrap_or_default()
+        );
+        match d.reason {
+            Some(r) => out.push_str(&format!("reason: {r} (source {}): {}\n", d.source, r.message())),
+            None => out.push_str(&format!("reason: allow (source {})\n", d.source)),
+        }
+        match &d.rule {
+            Some(rule) => out.push_str(&format!(
+                "rule: {} (layer {})\n",
+                rule.pattern,
+                rule.origin.as_deref().unwrap_or("unknown")
+            )),
+            None => out.push_str("rule: none matched\n"),
+        }
+        if let Some(detail) = &d.detail {
+            out.push_str(&format!("detail: {detail}\n"));
+        }
+        if self.addresses_checked_at_connect {
+            out.push_str(&format!(
+                "note: {} is a name; its addresses are checked when connecting, and every one must be public (or inside treat_as_public)\n",
+                self.host_text()
+            ));
+        }
+        if self.intercept {
+            out.push_str("note: the tunnel is intercepted so that limited mode can be enforced inside TLS\n");
+        }
+        out
+    }
+
+    /// The JSON explanation (`--json`).
+    pub fn to_json(&self) -> Value {
+        let d = &self.decision;
+        json!({
+            "decision": d.verdict.as_str(),
+            "reason": d.reason_str(),
+            "source": d.source.as_str(),
+            "protocol": self.request.protocol.as_str(),
+            "host": self.host_text(),
+            "port": self.request.port,
+            "method": self.request.method,
+            "rule": d.rule.as_ref().map(|r| json!({"pattern": &*r.pattern, "layer": r.origin.as_deref()})),
+            "detail": d.detail.as_deref(),
+            "message": d.reason.map_or("Allowed by policy.", Reason::message),
+            "x_proxy_error": d.reason.and_then(Reason::x_proxy_error),
+            "addresses_checked_at_connect": self.addresses_checked_at_connect,
+            "intercept": self.intercept,
+            "allowed": d.verdict == Verdict::Allow,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let r = CheckRequest::parse("http://Example.com/a?b", None, None).unwrap();
+        assert_eq!((r.protocol, r.port, r.method.as_deref()), (Protocol::Http, 80, Some("GET")));
+        let r = CheckRequest::parse("https://user:pw@example.com:8443/", None, None).unwrap();
+        assert_eq!((r.protocol, r.port, r.raw_host.as_str()), (Protocol::HttpsConnect, 8443, "example.com"));
+        let r = CheckRequest::parse("[::1]:8080", None, None).unwrap();
+        assert_eq!(r.host.unwrap().to_string(), "::1");
+        assert_eq!(r.port, 8080);
+        let r = CheckRequest::parse("example.com", Some(Protocol::Http), Some("POST")).unwrap();
+        assert_eq!((r.port, r.method.as_deref()), (80, Some("POST")));
+        let r = CheckRequest::parse("example.com", Some(Protocol::Socks5Udp), None).unwrap();
+        assert_eq!((r.port, r.method), (443, None));
+        let r = CheckRequest::parse("wss://x.test", None, None).unwrap();
+        assert_eq!(r.protocol, Protocol::HttpsConnect);
+        assert!(CheckRequest::parse("ftp://x", None, None).is_err());
+        assert!(CheckRequest::parse("x:99999", None, None).is_err());
+        assert!(CheckRequest::parse("", None, None).is_err());
+        assert!(CheckRequest::parse("bad host", None, None).unwrap().host.is_err());
+    }
+}

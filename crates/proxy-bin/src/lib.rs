@@ -1,0 +1,23 @@
+//! `netproxy` is the embeddable proxy: today, the `check` explanation of one decision and the
+//! rendering of the effective config; the serving parts (gate, dialer, listeners, child
+//! environment) join it as they are built. The `netproxy` binary is a thin clap CLI over it.
+//!
+//! It is where the pieces are assembled: it reads `proxy-config`, compiles `proxy-policy`, and
+//! speaks `proxy-core`'s vocabulary to the transports. It never panics on user input and uses
+//! `thiserror`, not `anyhow` (only the binary does).
+//!
+//! ```
+//! use netproxy::check::{CheckRequest, explain};
+//! let mut b = proxy_policy::Policy::builder();
+//! b.allow("*.example.com", Some("test"))?;
+//! let policy = b.build()?;
+//! let req = CheckRequest::parse("https://api.example.com/v1", None, None)?;
+//! let report = explain(&policy, &req);
+//! assert_eq!(report.decision.verdict, proxy_core::Verdict::Allow);
+//! assert!(report.addresses_checked_at_connect);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod show;
