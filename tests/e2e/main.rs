@@ -1,0 +1,3 @@
+//! The end-to-end suite: one test target, one module per scenario.
+
+mod config_fixtures;

@@ -1,0 +1,116 @@
+//! `cargo xtask`: netproxy's single entry point for CI (`ci`), the architecture checks
+//! (`tidy`) and the benchmarks (`bench`).
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Runs one CI step; on failure, says what to do.
+fn step(name: &str, fix: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    println!("==> {name}: {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("step `{name}` failed ({status}): {fix}");
+    }
+    Ok(())
+}
+
+fn have(cargo_subcommand: &str) -> bool {
+    Command::new("cargo")
+        .args([cargo_subcommand, "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn ci() -> anyhow::Result<()> {
+    step("fmt", "run `cargo fmt --all` and commit the result", "cargo", &["fmt", "--all", "--check"])?;
+    println!("==> tidy");
+    tidy::run(&root()).context("tidy failed: fix the problems listed above (see docs/ARCHITECTURE.md for the layer rules)")?;
+    step(
+        "clippy",
+        "fix the warnings above (CI denies every warning)",
+        "cargo",
+        &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"],
+    )?;
+    step("test", "fix the failing tests above", "cargo", &["test", "--workspace", "--locked"])?;
+    println!("==> doc: cargo doc --workspace --no-deps (warnings denied)");
+    let status = Command::new("cargo")
+        .args(["doc", "--workspace", "--no-deps", "--locked"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(root())
+        .status()
+        .context("cannot run cargo doc")?;
+    if !status.success() {
+        bail!("step `doc` failed ({status}): fix the rustdoc warnings above (broken links, missing docs)");
+    }
+    if !have("deny") {
+        bail!("cargo-deny is not installed: run `cargo install --locked cargo-deny` (or `bash .ci/run`, which installs it)");
+    }
+    step(
+        "deny",
+        "a dependency has a licence, source or ban problem: see deny.toml",
+        "cargo",
+        &["deny", "--offline", "check", "licenses", "bans", "sources"],
+    )?;
+    let db = root().join("../shared/advisory-db");
+    if db.is_dir() {
+        if !have("audit") {
+            bail!("cargo-audit is not installed: run `cargo install --locked cargo-audit` (or `bash .ci/run`)");
+        }
+        let db = db.to_string_lossy().into_owned();
+        step(
+            "audit",
+            "a dependency has a security advisory: upgrade it or document why it does not apply",
+            "cargo",
+            &["audit", "--no-fetch", "--db", &db],
+        )?;
+    } else {
+        println!("==> audit: skipped, no advisory database at ../shared/advisory-db");
+    }
+    println!("ci: all steps passed");
+    Ok(())
+}
+
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    let mut cmd = vec!["bench", "-p", "proxy-policy", "--bench", "decide"];
+    if !args.is_empty() {
+        cmd.push("--");
+        cmd.extend(args.iter().map(String::as_str));
+    }
+    step("bench", "the benchmark failed to build or run", "cargo", &cmd)
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("tidy") => tidy::run(&root()),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci | tidy | bench [CRITERION ARGS]>");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
