@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 fn fixtures(dir: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(dir);
     let mut out: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .map(|e| e.unwrap().path())
@@ -18,12 +20,22 @@ fn fixtures(dir: &str) -> Vec<PathBuf> {
 
 fn expectation(text: &str) -> (bool, Vec<String>) {
     let first = text.lines().next().unwrap_or_default();
-    let rest = first.strip_prefix("# expect:").unwrap_or_else(|| panic!("first line must be `# expect: ...`: {first}")).trim();
+    let rest = first
+        .strip_prefix("# expect:")
+        .unwrap_or_else(|| panic!("first line must be `# expect: ...`: {first}"))
+        .trim();
     if rest == "ok" {
         return (true, Vec::new());
     }
     let wanted = rest.strip_prefix("error").expect("`ok` or `error ...`");
-    (false, wanted.split('|').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+    (
+        false,
+        wanted
+            .split('|')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    )
 }
 
 fn judge(name: &Path, result: Result<(), proxy_config::Error>, expect: &str) {
@@ -35,7 +47,11 @@ fn judge(name: &Path, result: Result<(), proxy_config::Error>, expect: &str) {
         (Err(e), false) => {
             let text = e.to_string();
             for w in wanted {
-                assert!(text.contains(&w), "{}: {w:?} not in:\n{text}", name.display());
+                assert!(
+                    text.contains(&w),
+                    "{}: {w:?} not in:\n{text}",
+                    name.display()
+                );
             }
         }
     }
@@ -45,7 +61,11 @@ fn judge(name: &Path, result: Result<(), proxy_config::Error>, expect: &str) {
 fn config_files() {
     for path in fixtures("config") {
         let text = std::fs::read_to_string(&path).unwrap();
-        judge(&path, proxy_config::validate_files(std::slice::from_ref(&path)), &text);
+        judge(
+            &path,
+            proxy_config::validate_files(std::slice::from_ref(&path)),
+            &text,
+        );
     }
 }
 

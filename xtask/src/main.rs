@@ -38,16 +38,36 @@ fn have(cargo_subcommand: &str) -> bool {
 }
 
 fn ci() -> anyhow::Result<()> {
-    step("fmt", "run `cargo fmt --all` and commit the result", "cargo", &["fmt", "--all", "--check"])?;
+    step(
+        "fmt",
+        "run `cargo fmt --all` and commit the result",
+        "cargo",
+        &["fmt", "--all", "--check"],
+    )?;
     println!("==> tidy");
-    tidy::run(&root()).context("tidy failed: fix the problems listed above (see docs/ARCHITECTURE.md for the layer rules)")?;
+    tidy::run(&root()).context(
+        "tidy failed: fix the problems listed above (see docs/ARCHITECTURE.md for the layer rules)",
+    )?;
     step(
         "clippy",
         "fix the warnings above (CI denies every warning)",
         "cargo",
-        &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )?;
-    step("test", "fix the failing tests above", "cargo", &["test", "--workspace", "--locked"])?;
+    step(
+        "test",
+        "fix the failing tests above",
+        "cargo",
+        &["test", "--workspace", "--locked"],
+    )?;
     println!("==> doc: cargo doc --workspace --no-deps (warnings denied)");
     let status = Command::new("cargo")
         .args(["doc", "--workspace", "--no-deps", "--locked"])
@@ -56,10 +76,14 @@ fn ci() -> anyhow::Result<()> {
         .status()
         .context("cannot run cargo doc")?;
     if !status.success() {
-        bail!("step `doc` failed ({status}): fix the rustdoc warnings above (broken links, missing docs)");
+        bail!(
+            "step `doc` failed ({status}): fix the rustdoc warnings above (broken links, missing docs)"
+        );
     }
     if !have("deny") {
-        bail!("cargo-deny is not installed: run `cargo install --locked cargo-deny` (or `bash .ci/run`, which installs it)");
+        bail!(
+            "cargo-deny is not installed: run `cargo install --locked cargo-deny` (or `bash .ci/run`, which installs it)"
+        );
     }
     step(
         "deny",
@@ -70,7 +94,9 @@ fn ci() -> anyhow::Result<()> {
     let db = root().join("../shared/advisory-db");
     if db.is_dir() {
         if !have("audit") {
-            bail!("cargo-audit is not installed: run `cargo install --locked cargo-audit` (or `bash .ci/run`)");
+            bail!(
+                "cargo-audit is not installed: run `cargo install --locked cargo-audit` (or `bash .ci/run`)"
+            );
         }
         let db = db.to_string_lossy().into_owned();
         step(
@@ -92,7 +118,12 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
         cmd.push("--");
         cmd.extend(args.iter().map(String::as_str));
     }
-    step("bench", "the benchmark failed to build or run", "cargo", &cmd)
+    step(
+        "bench",
+        "the benchmark failed to build or run",
+        "cargo",
+        &cmd,
+    )
 }
 
 fn main() -> std::process::ExitCode {

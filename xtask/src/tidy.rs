@@ -24,8 +24,15 @@ pub(crate) const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     (
         "proxy-bin",
         &[
-            "proxy-core", "proxy-policy", "proxy-config", "proxy-audit", "proxy-broker", "proxy-mitm",
-            "proxy-http", "proxy-socks", "proxy-admin",
+            "proxy-core",
+            "proxy-policy",
+            "proxy-config",
+            "proxy-audit",
+            "proxy-broker",
+            "proxy-mitm",
+            "proxy-http",
+            "proxy-socks",
+            "proxy-admin",
         ],
     ),
     ("proxy-test-support", &["proxy-core"]),
@@ -36,9 +43,29 @@ pub(crate) const ALLOWED_EDGES: &[(&str, &[&str])] = &[
 /// Crates that must never be among proxy-policy's (transitive) normal dependencies: runtimes,
 /// HTTP stacks, serde format crates and I/O crates.
 pub(crate) const POLICY_FORBIDDEN: &[&str] = &[
-    "tokio", "hyper", "hyper-util", "h2", "mio", "socket2", "async-std", "smol", "futures-io",
-    "serde_json", "toml", "serde_yaml", "ron", "bincode", "reqwest", "hickory-resolver",
-    "hickory-proto", "notify", "rustls", "tracing-subscriber", "libc", "nix", "rustix",
+    "tokio",
+    "hyper",
+    "hyper-util",
+    "h2",
+    "mio",
+    "socket2",
+    "async-std",
+    "smol",
+    "futures-io",
+    "serde_json",
+    "toml",
+    "serde_yaml",
+    "ron",
+    "bincode",
+    "reqwest",
+    "hickory-resolver",
+    "hickory-proto",
+    "notify",
+    "rustls",
+    "tracing-subscriber",
+    "libc",
+    "nix",
+    "rustix",
 ];
 
 /// A dependency edge between two packages, with the dependency kinds.
@@ -57,13 +84,18 @@ pub(crate) fn forbidden_edges(edges: &[Edge], workspace: &BTreeSet<String>) -> V
         if e.dev_only || !workspace.contains(&e.to) || !workspace.contains(&e.from) {
             continue;
         }
-        let ok = allowed.get(e.from.as_str()).is_some_and(|list| list.contains(&e.to.as_str()));
+        let ok = allowed
+            .get(e.from.as_str())
+            .is_some_and(|list| list.contains(&e.to.as_str()));
         if !ok {
             problems.push(format!(
                 "forbidden layer edge: {} depends on {} (allowed: {})",
                 e.from,
                 e.to,
-                allowed.get(e.from.as_str()).map_or("none: add the crate to the layer table".to_owned(), |l| l.join(", "))
+                allowed
+                    .get(e.from.as_str())
+                    .map_or("none: add the crate to the layer table".to_owned(), |l| l
+                        .join(", "))
             ));
         }
     }
@@ -77,7 +109,10 @@ fn metadata(root: &Path) -> anyhow::Result<Value> {
         .output()
         .context("cannot run cargo metadata")?;
     if !out.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     serde_json::from_slice(&out.stdout).context("cargo metadata printed invalid JSON")
 }
@@ -123,17 +158,27 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
                 .collect();
             let dev_only = !kinds.is_empty() && kinds.iter().all(|k| *k == "dev");
             if kinds.contains(&"normal") || kinds.is_empty() {
-                normal_graph.entry(from_id.to_owned()).or_default().push(to_id.to_owned());
+                normal_graph
+                    .entry(from_id.to_owned())
+                    .or_default()
+                    .push(to_id.to_owned());
             }
             if members.contains(from_id) {
-                edges.push(Edge { from: from.clone(), to, dev_only });
+                edges.push(Edge {
+                    from: from.clone(),
+                    to,
+                    dev_only,
+                });
             }
         }
     }
     let mut problems = forbidden_edges(&edges, &workspace);
 
     // proxy-policy's normal dependencies, transitively.
-    if let Some(policy_id) = members.iter().find(|id| name_of(&packages, id) == "proxy-policy") {
+    if let Some(policy_id) = members
+        .iter()
+        .find(|id| name_of(&packages, id) == "proxy-policy")
+    {
         let mut seen = BTreeSet::new();
         let mut stack = vec![policy_id.clone()];
         while let Some(id) = stack.pop() {
@@ -157,18 +202,32 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     for id in &members {
         let Some(p) = packages.get(id) else { continue };
         for target in p["targets"].as_array().into_iter().flatten() {
-            let kinds: Vec<&str> = target["kind"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-            if !kinds.iter().any(|k| matches!(*k, "lib" | "bin" | "proc-macro")) {
+            let kinds: Vec<&str> = target["kind"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if !kinds
+                .iter()
+                .any(|k| matches!(*k, "lib" | "bin" | "proc-macro"))
+            {
                 continue;
             }
-            let Some(path) = target["src_path"].as_str() else { continue };
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+            let Some(path) = target["src_path"].as_str() else {
+                continue;
+            };
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
             problems.extend(check_root(path, &text));
         }
     }
 
     if problems.is_empty() {
-        println!("tidy: {} crates, layer edges, policy purity and crate roots are fine", workspace.len());
+        println!(
+            "tidy: {} crates, layer edges, policy purity and crate roots are fine",
+            workspace.len()
+        );
         Ok(())
     } else {
         for p in &problems {
@@ -182,9 +241,15 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
 pub(crate) fn check_root(path: &str, text: &str) -> Vec<String> {
     let mut problems = Vec::new();
     if !text.lines().any(|l| l.trim() == "#![forbid(unsafe_code)]") {
-        problems.push(format!("{path}: add `#![forbid(unsafe_code)]` to the crate root"));
+        problems.push(format!(
+            "{path}: add `#![forbid(unsafe_code)]` to the crate root"
+        ));
     }
-    let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
     if !first.starts_with("//!") {
         problems.push(format!("{path}: start the crate root with a `//!` doc comment (what the crate is, what it is not, its entry type)"));
     }
@@ -196,7 +261,11 @@ mod tests {
     use super::*;
 
     fn edge(from: &str, to: &str, dev_only: bool) -> Edge {
-        Edge { from: from.into(), to: to.into(), dev_only }
+        Edge {
+            from: from.into(),
+            to: to.into(),
+            dev_only,
+        }
     }
 
     #[test]
@@ -206,7 +275,10 @@ mod tests {
 
     #[test]
     fn a_forbidden_edge_is_reported() {
-        let ws: BTreeSet<String> = ["proxy-core", "proxy-policy", "proxy-config", "proxy-http"].iter().map(|s| (*s).to_owned()).collect();
+        let ws: BTreeSet<String> = ["proxy-core", "proxy-policy", "proxy-config", "proxy-http"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         let edges = vec![
             edge("proxy-policy", "proxy-core", false),
             edge("proxy-http", "proxy-policy", false),

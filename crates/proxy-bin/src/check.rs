@@ -38,7 +38,11 @@ impl CheckRequest {
     /// protocol (`http`/`ws` → http, `https`/`wss` → https_connect) unless `protocol` is given;
     /// otherwise the protocol is `https_connect`. The method defaults to `GET` for http and
     /// `CONNECT` for https_connect.
-    pub fn parse(target: &str, protocol: Option<Protocol>, method: Option<&str>) -> Result<Self, TargetError> {
+    pub fn parse(
+        target: &str,
+        protocol: Option<Protocol>,
+        method: Option<&str>,
+    ) -> Result<Self, TargetError> {
         let t = target.trim();
         if t.is_empty() {
             return Err(TargetError::Empty);
@@ -58,13 +62,16 @@ impl CheckRequest {
             }
             None => (None, t),
         };
-        let protocol = protocol.or(scheme_protocol).unwrap_or(Protocol::HttpsConnect);
+        let protocol = protocol
+            .or(scheme_protocol)
+            .unwrap_or(Protocol::HttpsConnect);
         let default_port = match scheme_protocol {
             Some(Protocol::Http) => 80,
             Some(_) => 443,
             None => protocol.default_port(),
         };
-        let (host, port) = split_authority(authority).map_err(|_| TargetError::Port(target.to_owned()))?;
+        let (host, port) =
+            split_authority(authority).map_err(|_| TargetError::Port(target.to_owned()))?;
         let method = method.map(str::to_owned).or(match protocol {
             Protocol::Http => Some("GET".to_owned()),
             Protocol::HttpsConnect => Some("CONNECT".to_owned()),
@@ -110,8 +117,14 @@ pub fn explain(policy: &Policy, req: &CheckRequest) -> CheckReport {
     let mut meta = RequestMeta::new(req.protocol, Target::net(host, req.port));
     meta.method = req.method.clone();
     let (decision, pending, intercept) = match policy.evaluate(&meta) {
-        Evaluation::Allow { decision, intercept } => (decision, false, intercept),
-        Evaluation::AllowIfAddressesPass { decision, intercept } => (decision, true, intercept),
+        Evaluation::Allow {
+            decision,
+            intercept,
+        } => (decision, false, intercept),
+        Evaluation::AllowIfAddressesPass {
+            decision,
+            intercept,
+        } => (decision, true, intercept),
         Evaluation::Deny(d) => (d, false, false),
     };
     CheckReport {
@@ -148,10 +161,18 @@ impl CheckReport {
             host,
             self.request.port,
             self.request.protocol,
-            self.request.method.as_deref().map(|m| format!(", {m}")).unwrap_or_default()
+            self.request
+                .method
+                .as_deref()
+                .map(|m| format!(", {m}"))
+                .unwrap_or_default()
         );
         match d.reason {
-            Some(r) => out.push_str(&format!("reason: {r} (source {}): {}\n", d.source, r.message())),
+            Some(r) => out.push_str(&format!(
+                "reason: {r} (source {}): {}\n",
+                d.source,
+                r.message()
+            )),
             None => out.push_str(&format!("reason: allow (source {})\n", d.source)),
         }
         match &d.rule {
@@ -172,7 +193,9 @@ impl CheckReport {
             ));
         }
         if self.intercept {
-            out.push_str("note: the tunnel is intercepted so that limited mode can be enforced inside TLS\n");
+            out.push_str(
+                "note: the tunnel is intercepted so that limited mode can be enforced inside TLS\n",
+            );
         }
         out
     }
@@ -206,9 +229,15 @@ mod tests {
     #[test]
     fn targets() {
         let r = CheckRequest::parse("http://Example.com/a?b", None, None).unwrap();
-        assert_eq!((r.protocol, r.port, r.method.as_deref()), (Protocol::Http, 80, Some("GET")));
+        assert_eq!(
+            (r.protocol, r.port, r.method.as_deref()),
+            (Protocol::Http, 80, Some("GET"))
+        );
         let r = CheckRequest::parse("https://user:pw@example.com:8443/", None, None).unwrap();
-        assert_eq!((r.protocol, r.port, r.raw_host.as_str()), (Protocol::HttpsConnect, 8443, "example.com"));
+        assert_eq!(
+            (r.protocol, r.port, r.raw_host.as_str()),
+            (Protocol::HttpsConnect, 8443, "example.com")
+        );
         let r = CheckRequest::parse("[::1]:8080", None, None).unwrap();
         assert_eq!(r.host.unwrap().to_string(), "::1");
         assert_eq!(r.port, 8080);
@@ -221,6 +250,11 @@ mod tests {
         assert!(CheckRequest::parse("ftp://x", None, None).is_err());
         assert!(CheckRequest::parse("x:99999", None, None).is_err());
         assert!(CheckRequest::parse("", None, None).is_err());
-        assert!(CheckRequest::parse("bad host", None, None).unwrap().host.is_err());
+        assert!(
+            CheckRequest::parse("bad host", None, None)
+                .unwrap()
+                .host
+                .is_err()
+        );
     }
 }

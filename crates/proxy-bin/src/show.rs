@@ -11,7 +11,9 @@ fn to_json(v: &toml::Value) -> Value {
         toml::Value::Boolean(b) => json!(b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(a) => Value::Array(a.iter().map(to_json).collect()),
-        toml::Value::Table(t) => Value::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        toml::Value::Table(t) => {
+            Value::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
+        }
     }
 }
 
@@ -46,7 +48,10 @@ pub fn config_json(config: &Config) -> Value {
 pub fn config_text(config: &Config) -> String {
     let mut out = String::new();
     for s in config.show() {
-        let value = s.value.as_ref().map_or_else(|| "(unset)".to_owned(), |v| v.to_string());
+        let value = s
+            .value
+            .as_ref()
+            .map_or_else(|| "(unset)".to_owned(), ToString::to_string);
         out.push_str(&format!("{} = {value}    # {}\n", s.key, s.layer));
     }
     for e in config.ignored_allow_entries() {

@@ -31,7 +31,11 @@ fn help_lists_every_command_and_no_arguments_is_a_usage_error() {
     let r = netproxy(dir.path(), &["--help"]);
     assert_eq!(r.code, 0);
     for cmd in ["serve", "run", "check", "config", "ca", "env"] {
-        assert!(r.stdout.contains(&format!("  {cmd} ")), "{cmd} missing from:\n{}", r.stdout);
+        assert!(
+            r.stdout.contains(&format!("  {cmd} ")),
+            "{cmd} missing from:\n{}",
+            r.stdout
+        );
     }
     let r = netproxy(dir.path(), &[]);
     assert_eq!(r.code, 2);
@@ -41,7 +45,12 @@ fn help_lists_every_command_and_no_arguments_is_a_usage_error() {
 #[test]
 fn commands_not_built_yet_say_so_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    for cmd in [&["serve", "--http", "127.0.0.1:0"][..], &["run", "--", "true"], &["ca", "init"], &["env", "--http", "x"]] {
+    for cmd in [
+        &["serve", "--http", "127.0.0.1:0"][..],
+        &["run", "--", "true"],
+        &["ca", "init"],
+        &["env", "--http", "x"],
+    ] {
         let r = netproxy(dir.path(), cmd);
         assert_eq!(r.code, 2, "{cmd:?}");
         assert!(r.stderr.contains("not built yet"), "{cmd:?}: {}", r.stderr);
@@ -51,29 +60,94 @@ fn commands_not_built_yet_say_so_and_exit_2() {
 #[test]
 fn check_allowed_denied_and_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let r = netproxy(dir.path(), &["check", "--allow", "**.github.com", "https://api.github.com/repos"]);
+    let r = netproxy(
+        dir.path(),
+        &[
+            "check",
+            "--allow",
+            "**.github.com",
+            "https://api.github.com/repos",
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.starts_with("allow: api.github.com:443 (https_connect, CONNECT)"), "{}", r.stdout);
-    assert!(r.stdout.contains("rule: **.github.com (layer command-line)"), "{}", r.stdout);
-    assert!(r.stdout.contains("addresses are checked when connecting"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .starts_with("allow: api.github.com:443 (https_connect, CONNECT)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("rule: **.github.com (layer command-line)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("addresses are checked when connecting"),
+        "{}",
+        r.stdout
+    );
 
-    let r = netproxy(dir.path(), &["check", "--allow", "*", "--deny", "evil.example", "evil.example:443"]);
+    let r = netproxy(
+        dir.path(),
+        &[
+            "check",
+            "--allow",
+            "*",
+            "--deny",
+            "evil.example",
+            "evil.example:443",
+        ],
+    );
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("reason: denied (source baseline_policy)"), "{}", r.stdout);
-    assert!(r.stdout.contains("rule: evil.example (layer command-line)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("reason: denied (source baseline_policy)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("rule: evil.example (layer command-line)"),
+        "{}",
+        r.stdout
+    );
 
-    let r = netproxy(dir.path(), &["check", "--allow", "*", "http://0x7f.1:8080/"]);
+    let r = netproxy(
+        dir.path(),
+        &["check", "--allow", "*", "http://0x7f.1:8080/"],
+    );
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("deny: 127.0.0.1:8080 (http, GET)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("deny: 127.0.0.1:8080 (http, GET)"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("not_allowed_local"), "{}", r.stdout);
 
     let r = netproxy(dir.path(), &["check", "example.com"]);
     assert_eq!(r.code, 1);
     assert!(r.stdout.contains("reason: not_allowed"), "{}", r.stdout);
 
-    let r = netproxy(dir.path(), &["check", "--allow", "x.com", "--mode", "limited", "--protocol", "http", "--method", "POST", "x.com"]);
+    let r = netproxy(
+        dir.path(),
+        &[
+            "check",
+            "--allow",
+            "x.com",
+            "--mode",
+            "limited",
+            "--protocol",
+            "http",
+            "--method",
+            "POST",
+            "x.com",
+        ],
+    );
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("method_not_allowed (source mode_guard)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("method_not_allowed (source mode_guard)"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -81,7 +155,16 @@ fn check_json() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("team.toml");
     std::fs::write(&cfg, "[network.domains]\n\"*.corp.test\" = \"allow\"\n").unwrap();
-    let r = netproxy(dir.path(), &["check", "--config", cfg.to_str().unwrap(), "--json", "[::ffff:127.0.0.1]:22"]);
+    let r = netproxy(
+        dir.path(),
+        &[
+            "check",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--json",
+            "[::ffff:127.0.0.1]:22",
+        ],
+    );
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["decision"], "deny");
@@ -91,7 +174,16 @@ fn check_json() {
     assert_eq!(v["port"], 22);
     assert_eq!(v["x_proxy_error"], "blocked-by-allowlist");
 
-    let r = netproxy(dir.path(), &["check", "--config", cfg.to_str().unwrap(), "--json", "a.corp.test"]);
+    let r = netproxy(
+        dir.path(),
+        &[
+            "check",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--json",
+            "a.corp.test",
+        ],
+    );
     assert_eq!(r.code, 0);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["decision"], "allow");
@@ -99,7 +191,10 @@ fn check_json() {
     assert_eq!(v["rule"]["layer"], cfg.to_str().unwrap());
     assert_eq!(v["addresses_checked_at_connect"], true);
 
-    let r = netproxy(dir.path(), &["check", "--json", "--allow", "*", "evil\u{7f}.com"]);
+    let r = netproxy(
+        dir.path(),
+        &["check", "--json", "--allow", "*", "evil\u{7f}.com"],
+    );
     assert_eq!(r.code, 1);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["reason"], "invalid_host");
@@ -116,13 +211,25 @@ fn check_usage_and_config_errors() {
     assert_eq!(r.code, 2);
     let r = netproxy(dir.path(), &["check", "-c", "mdoe=\"full\"", "x.com"]);
     assert_eq!(r.code, 3);
-    assert!(r.stderr.contains("did you mean `network.mode`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("did you mean `network.mode`"),
+        "{}",
+        r.stderr
+    );
     let r = netproxy(dir.path(), &["check", "--mitm", "x.com"]);
     assert_eq!(r.code, 3);
     assert!(r.stderr.contains("not supported yet"), "{}", r.stderr);
-    let r = netproxy(dir.path(), &["check", "--config", "/nonexistent/netproxy.toml", "x.com"]);
+    let r = netproxy(
+        dir.path(),
+        &["check", "--config", "/nonexistent/netproxy.toml", "x.com"],
+    );
     assert_eq!(r.code, 3);
-    assert!(r.stderr.contains("/nonexistent/netproxy.toml: cannot read file"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("/nonexistent/netproxy.toml: cannot read file"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -130,17 +237,46 @@ fn layers_from_the_environment_and_managed_requirements() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("system")).unwrap();
     std::fs::create_dir_all(dir.path().join("home")).unwrap();
-    std::fs::write(dir.path().join("home/config.toml"), "[network]\nmode = \"full\"\nallowed_domains = [\"evil.com\", \"api.corp.test\"]\n").unwrap();
-    std::fs::write(dir.path().join("system/requirements.toml"), "[network]\nallowed_domains = [\"*.corp.test\"]\n").unwrap();
+    std::fs::write(
+        dir.path().join("home/config.toml"),
+        "[network]\nmode = \"full\"\nallowed_domains = [\"evil.com\", \"api.corp.test\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("system/requirements.toml"),
+        "[network]\nallowed_domains = [\"*.corp.test\"]\n",
+    )
+    .unwrap();
     let r = netproxy(dir.path(), &["check", "api.corp.test"]);
     assert_eq!(r.code, 3);
-    assert!(r.stderr.contains("network.domains.\"evil.com\": not covered by the managed allowed_domains"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("network.domains.\"evil.com\": not covered by the managed allowed_domains"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("requirements.toml"), "{}", r.stderr);
 
     let req = dir.path().join("extra.toml");
     std::fs::write(&req, "[network]\nmode = \"limited\"\n").unwrap();
-    std::fs::write(dir.path().join("home/config.toml"), "[network]\nallowed_domains = [\"api.corp.test\"]\n").unwrap();
-    let r = netproxy(dir.path(), &["check", "--requirements", req.to_str().unwrap(), "--protocol", "http", "--method", "POST", "api.corp.test"]);
+    std::fs::write(
+        dir.path().join("home/config.toml"),
+        "[network]\nallowed_domains = [\"api.corp.test\"]\n",
+    )
+    .unwrap();
+    let r = netproxy(
+        dir.path(),
+        &[
+            "check",
+            "--requirements",
+            req.to_str().unwrap(),
+            "--protocol",
+            "http",
+            "--method",
+            "POST",
+            "api.corp.test",
+        ],
+    );
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stdout.contains("method_not_allowed"), "{}", r.stdout);
 }
@@ -149,25 +285,77 @@ fn layers_from_the_environment_and_managed_requirements() {
 fn config_show_names_layers() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "[network]\nmode = \"limited\"\nadmin_token = \"hunter2\"\n").unwrap();
-    let r = netproxy(dir.path(), &["config", "show", "--config", cfg.to_str().unwrap(), "--allow", "a.com"]);
+    std::fs::write(
+        &cfg,
+        "[network]\nmode = \"limited\"\nadmin_token = \"hunter2\"\n",
+    )
+    .unwrap();
+    let r = netproxy(
+        dir.path(),
+        &[
+            "config",
+            "show",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--allow",
+            "a.com",
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains(&format!("network.mode = \"limited\"    # {}", cfg.display())), "{}", r.stdout);
-    assert!(r.stdout.contains("network.enabled = true    # default"), "{}", r.stdout);
-    assert!(r.stdout.contains("network.domains.\"a.com\" = \"allow\"    # command-line"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!(
+            "network.mode = \"limited\"    # {}",
+            cfg.display()
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("network.enabled = true    # default"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("network.domains.\"a.com\" = \"allow\"    # command-line"),
+        "{}",
+        r.stdout
+    );
     assert!(!r.stdout.contains("hunter2"));
 
-    let r = netproxy(dir.path(), &["config", "show", "--json", "-c", "proxy_url=\"0.0.0.0:3128\""]);
+    let r = netproxy(
+        dir.path(),
+        &[
+            "config",
+            "show",
+            "--json",
+            "-c",
+            "proxy_url=\"0.0.0.0:3128\"",
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let values = v["values"].as_array().unwrap();
     let mode = values.iter().find(|x| x["key"] == "network.mode").unwrap();
     assert_eq!(mode["value"], "full");
     assert_eq!(mode["layer"], "default");
-    let url = values.iter().find(|x| x["key"] == "network.proxy_url").unwrap();
+    let url = values
+        .iter()
+        .find(|x| x["key"] == "network.proxy_url")
+        .unwrap();
     assert_eq!(url["layer"], "command-line");
-    assert!(v["warnings"][0].as_str().unwrap().contains("clamping to 127.0.0.1:3128"));
-    assert!(r.stderr.contains("warning: HTTP proxy requested non-loopback bind"), "{}", r.stderr);
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("clamping to 127.0.0.1:3128")
+    );
+    assert!(
+        r.stderr
+            .contains("warning: HTTP proxy requested non-loopback bind"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -176,14 +364,37 @@ fn config_validate_reports_every_diagnostic() {
     let good = dir.path().join("good.toml");
     let bad = dir.path().join("bad.toml");
     std::fs::write(&good, "[network]\nmode = \"limited\"\n").unwrap();
-    std::fs::write(&bad, "[network]\nmdoe = \"full\"\nenabled = \"yes\"\n[network.domains]\n\"*\" = \"deny\"\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[network]\nmdoe = \"full\"\nenabled = \"yes\"\n[network.domains]\n\"*\" = \"deny\"\n",
+    )
+    .unwrap();
     let r = netproxy(dir.path(), &["config", "validate", good.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let r = netproxy(dir.path(), &["config", "validate", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    let r = netproxy(
+        dir.path(),
+        &[
+            "config",
+            "validate",
+            good.to_str().unwrap(),
+            bad.to_str().unwrap(),
+        ],
+    );
     assert_eq!(r.code, 3);
     let b = bad.display();
-    assert!(r.stderr.contains(&format!("{b}: network.mdoe: unknown key (did you mean `network.mode`?)")), "{}", r.stderr);
-    assert!(r.stderr.contains(&format!("{b}: network.enabled: expected true or false")), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{b}: network.mdoe: unknown key (did you mean `network.mode`?)"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("{b}: network.enabled: expected true or false")),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("global wildcard"), "{}", r.stderr);
     assert!(r.stderr.contains("3 problem(s) found"), "{}", r.stderr);
     let r = netproxy(dir.path(), &["config", "validate"]);

@@ -10,7 +10,9 @@ use proxy_policy::{Pattern, Policy};
 use toml::Value;
 
 use crate::error::{Diagnostic, DiagnosticKind, Error};
-use crate::layer::{Action, Layer, LayerData, SCALARS, default_value, parse_cidr, parse_nameserver};
+use crate::layer::{
+    Action, Layer, LayerData, SCALARS, default_value, parse_cidr, parse_nameserver,
+};
 use crate::listen::{clamp_bind, parse_listen_url};
 use crate::managed::Requirements;
 
@@ -58,7 +60,7 @@ pub struct Listeners {
     pub admin: Option<SocketAddr>,
 }
 
-/// The effective config. Built by [`crate::load`] or [`Config::from_layers`].
+/// The effective config, built by [`crate::load`]: layers merged, managed requirements applied.
 #[derive(Debug, Clone)]
 pub struct Config {
     scalars: BTreeMap<String, (Value, Layer)>,
@@ -73,7 +75,10 @@ pub struct Config {
 impl Config {
     /// Merges parsed layers (lowest first) over the defaults, then applies the managed
     /// requirements. Every violation is reported at once.
-    pub(crate) fn from_layers(layers: Vec<LayerData>, requirements: Vec<Requirements>) -> Result<Self, Error> {
+    pub(crate) fn from_layers(
+        layers: Vec<LayerData>,
+        requirements: Vec<Requirements>,
+    ) -> Result<Self, Error> {
         let mut scalars = BTreeMap::new();
         for (path, _, _) in SCALARS {
             if let Some(v) = default_value(path) {
@@ -137,7 +142,7 @@ impl Config {
         }
     }
 
-    fn violation(&self, diags: &mut Vec<Diagnostic>, key: &str, r: &Requirements, message: String) {
+    fn violation(&self, diags: &mut Vec<Diagnostic>, key: &str, r: &Requirements, message: &str) {
         let origin = self
             .scalars
             .get(key)
@@ -157,16 +162,22 @@ impl Config {
         let ceilings: [(&str, Option<bool>); 5] = [
             ("network.enabled", r.enabled),
             ("network.allow_upstream_proxy", r.allow_upstream_proxy),
-            ("network.dangerously_allow_non_loopback_proxy", r.dangerously_allow_non_loopback_proxy),
+            (
+                "network.dangerously_allow_non_loopback_proxy",
+                r.dangerously_allow_non_loopback_proxy,
+            ),
             ("network.allow_local_binding", r.allow_local_binding),
-            ("network.dangerously_allow_all_unix_sockets", self.all_sockets_ceiling(r)),
+            (
+                "network.dangerously_allow_all_unix_sockets",
+                self.all_sockets_ceiling(r),
+            ),
         ];
         for (key, ceiling) in ceilings {
             if ceiling != Some(false) || !self.bool(key) {
                 continue;
             }
             if self.layer_of(key).is_user() {
-                self.violation(diags, key, r, "true is not allowed: false is required".to_owned());
+                self.violation(diags, key, r, "true is not allowed: false is required");
             } else {
                 self.scalars
                     .insert(key.to_owned(), (Value::Boolean(false), managed.clone()));
@@ -175,22 +186,36 @@ impl Config {
         if r.mode == Some(Mode::Limited) && self.mode() == Mode::Full {
             let key = "network.mode";
             if self.layer_of(key).is_user() {
-                self.violation(diags, key, r, "\"full\" is not allowed: \"limited\" or more restrictive is required".to_owned());
+                self.violation(
+                    diags,
+                    key,
+                    r,
+                    "\"full\" is not allowed: \"limited\" or more restrictive is required",
+                );
             } else {
-                self.scalars
-                    .insert(key.to_owned(), (Value::String("limited".into()), managed.clone()));
+                self.scalars.insert(
+                    key.to_owned(),
+                    (Value::String("limited".into()), managed.clone()),
+                );
             }
         }
         self.apply_denylist(r, &managed, diags);
         self.apply_allowlist(r, &managed, diags);
         if let Some(allowed) = &r.allow_unix_sockets {
-            for e in self.unix_sockets.iter().filter(|e| e.action == Action::Allow && e.layer.is_user()) {
+            for e in self
+                .unix_sockets
+                .iter()
+                .filter(|e| e.action == Action::Allow && e.layer.is_user())
+            {
                 if !allowed.iter().any(|a| a == &e.path) {
                     diags.push(Diagnostic::new(
                         DiagnosticKind::Constraint,
                         e.layer.to_string(),
                         format!("network.unix_sockets.{:?}", e.path),
-                        format!("not in the managed allow_unix_sockets (constrained by {})", r.origin.display()),
+                        format!(
+                            "not in the managed allow_unix_sockets (constrained by {})",
+                            r.origin.display()
+                        ),
                     ));
                 }
             }
@@ -211,7 +236,11 @@ impl Config {
             return;
         };
         if r.denylist_expansion_enabled == Some(false) {
-            for e in self.domains.iter().filter(|e| e.action == Action::Deny && e.layer.is_user()) {
+            for e in self
+                .domains
+                .iter()
+                .filter(|e| e.action == Action::Deny && e.layer.is_user())
+            {
                 if !denied.iter().any(|d| d.key() == e.pattern.key()) {
                     diags.push(Diagnostic::new(
                         DiagnosticKind::Constraint,
@@ -236,7 +265,9 @@ impl Config {
                     if e.action == Action::Allow {
                         self.warnings.push(format!(
                             "{}: allow entry {} is overridden by the managed deny entry in {}",
-                            e.layer, e.pattern, r.origin.display()
+                            e.layer,
+                            e.pattern,
+                            r.origin.display()
                         ));
                     }
                     *e = entry;
@@ -254,7 +285,9 @@ impl Config {
         if r.managed_allowed_domains_only {
             let (keep, ignored): (Vec<_>, Vec<_>) = std::mem::take(&mut self.domains)
                 .into_iter()
-                .partition(|e| e.action == Action::Deny || !e.layer.is_user() || is_managed(&e.pattern));
+                .partition(|e| {
+                    e.action == Action::Deny || !e.layer.is_user() || is_managed(&e.pattern)
+                });
             for e in &ignored {
                 self.warnings.push(format!(
                     "{}: allow entry {} is not in force: managed_allowed_domains_only in {} pins the allowlist to the managed entries",
@@ -264,7 +297,11 @@ impl Config {
             self.domains = keep;
             self.ignored_allow.extend(ignored);
         } else {
-            for e in self.domains.iter().filter(|e| e.action == Action::Allow && e.layer.is_user()) {
+            for e in self
+                .domains
+                .iter()
+                .filter(|e| e.action == Action::Allow && e.layer.is_user())
+            {
                 let why = match r.allowlist_expansion_enabled {
                     Some(true) => None,
                     Some(false) => (!is_managed(&e.pattern)).then(|| "the managed allowed_domains are fixed: allow entries must match them".to_owned()),
@@ -295,7 +332,12 @@ impl Config {
         }
     }
 
-    fn apply_treat_as_public(&mut self, r: &Requirements, managed: &Layer, diags: &mut Vec<Diagnostic>) {
+    fn apply_treat_as_public(
+        &mut self,
+        r: &Requirements,
+        managed: &Layer,
+        diags: &mut Vec<Diagnostic>,
+    ) {
         let managed_nets = r.treat_as_public.clone().unwrap_or_default();
         if r.allow_local_binding == Some(false) {
             for net in self.treat_as_public() {
@@ -305,7 +347,7 @@ impl Config {
                     let msg = format!(
                         "range {net} is not inside a managed treat_as_public range, and managed allow_local_binding is false"
                     );
-                    self.violation(diags, "network.treat_as_public", r, msg);
+                    self.violation(diags, "network.treat_as_public", r, &msg);
                 }
             }
         }
@@ -322,8 +364,10 @@ impl Config {
                 managed.clone()
             };
             let list = nets.iter().map(|n| Value::String(n.to_string())).collect();
-            self.scalars
-                .insert("network.treat_as_public".into(), (Value::Array(list), layer));
+            self.scalars.insert(
+                "network.treat_as_public".into(),
+                (Value::Array(list), layer),
+            );
         }
     }
 
@@ -395,14 +439,22 @@ impl Config {
     pub fn treat_as_public(&self) -> Vec<IpNet> {
         self.value("network.treat_as_public")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().and_then(|s| parse_cidr(s).ok())).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().and_then(|s| parse_cidr(s).ok()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
     /// `[network.dns] nameservers` (`None`: the system's).
     pub fn dns_nameservers(&self) -> Option<Vec<SocketAddr>> {
         self.value("network.dns.nameservers")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().and_then(|s| parse_nameserver(s).ok())).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().and_then(|s| parse_nameserver(s).ok()))
+                    .collect()
+            })
     }
     /// `[network.dns] timeout_ms`.
     pub fn dns_timeout(&self) -> Duration {
@@ -487,30 +539,61 @@ impl Config {
             .unix_sockets_enabled()
             .then_some("unix socket proxying is enabled");
         let proxy_flag = "dangerously_allow_non_loopback_proxy";
-        let mut one = |key: &str, name: &str, port: u16, flag: &str, allow: bool, force: Option<&str>| {
-            let url = self.text(key).unwrap_or_default();
-            match parse_listen_url(url, port) {
-                Ok(addr) => {
-                    let (addr, w) = clamp_bind(name, addr, allow, flag, force);
-                    warnings.extend(w);
-                    Some(addr)
+        let mut one =
+            |key: &str, name: &str, port: u16, flag: &str, allow: bool, force: Option<&str>| {
+                let url = self.text(key).unwrap_or_default();
+                match parse_listen_url(url, port) {
+                    Ok(addr) => {
+                        let (addr, w) = clamp_bind(name, addr, allow, flag, force);
+                        warnings.extend(w);
+                        Some(addr)
+                    }
+                    Err(e) => {
+                        diags.push(Diagnostic::new(
+                            DiagnosticKind::InvalidValue,
+                            self.layer_of(key).to_string(),
+                            key,
+                            e,
+                        ));
+                        None
+                    }
                 }
-                Err(e) => {
-                    diags.push(Diagnostic::new(DiagnosticKind::InvalidValue, self.layer_of(key).to_string(), key, e));
-                    None
-                }
-            }
-        };
+            };
         let allow_proxy = self.bool("network.dangerously_allow_non_loopback_proxy");
         let allow_admin = self.bool("network.dangerously_allow_non_loopback_admin");
-        let http = one("network.proxy_url", "HTTP proxy", 3128, proxy_flag, allow_proxy, force);
+        let http = one(
+            "network.proxy_url",
+            "HTTP proxy",
+            3128,
+            proxy_flag,
+            allow_proxy,
+            force,
+        );
         let socks = self
             .enable_socks5()
-            .then(|| one("network.socks_url", "SOCKS5 proxy", 8081, proxy_flag, allow_proxy, force))
+            .then(|| {
+                one(
+                    "network.socks_url",
+                    "SOCKS5 proxy",
+                    8081,
+                    proxy_flag,
+                    allow_proxy,
+                    force,
+                )
+            })
             .flatten();
         let admin = self
             .enable_admin()
-            .then(|| one("network.admin_url", "admin API", 8080, "dangerously_allow_non_loopback_admin", allow_admin, None))
+            .then(|| {
+                one(
+                    "network.admin_url",
+                    "admin API",
+                    8080,
+                    "dangerously_allow_non_loopback_admin",
+                    allow_admin,
+                    None,
+                )
+            })
             .flatten();
         if !diags.is_empty() {
             return Err(Error { diagnostics: diags });
@@ -530,12 +613,26 @@ impl Config {
                 Action::Deny => b.deny(e.pattern.as_str(), Some(&origin)).map(|_| ()),
             };
             if let Err(err) = res {
-                diags.push(Diagnostic::new(DiagnosticKind::InvalidValue, origin, "network.domains", err.to_string()));
+                diags.push(Diagnostic::new(
+                    DiagnosticKind::InvalidValue,
+                    origin,
+                    "network.domains",
+                    err.to_string(),
+                ));
             }
         }
-        for s in self.unix_sockets.iter().filter(|s| s.action == Action::Allow) {
+        for s in self
+            .unix_sockets
+            .iter()
+            .filter(|s| s.action == Action::Allow)
+        {
             if let Err(err) = b.allow_unix_socket(&s.path, Some(&s.layer.to_string())) {
-                diags.push(Diagnostic::new(DiagnosticKind::InvalidValue, s.layer.to_string(), "network.unix_sockets", err.to_string()));
+                diags.push(Diagnostic::new(
+                    DiagnosticKind::InvalidValue,
+                    s.layer.to_string(),
+                    "network.unix_sockets",
+                    err.to_string(),
+                ));
             }
         }
         b.enabled(self.enabled())
@@ -549,7 +646,12 @@ impl Config {
             return Err(Error { diagnostics: diags });
         }
         b.build().map_err(|e| {
-            Error::one(Diagnostic::new(DiagnosticKind::InvalidValue, "effective config", "network.domains", e.to_string()))
+            Error::one(Diagnostic::new(
+                DiagnosticKind::InvalidValue,
+                "effective config",
+                "network.domains",
+                e.to_string(),
+            ))
         })
     }
 
@@ -589,7 +691,9 @@ impl Config {
         for (name, (ips, layer)) in &self.dns_hosts {
             out.push(ShownValue {
                 key: format!("network.dns.hosts.{name:?}"),
-                value: Some(Value::Array(ips.iter().map(|i| Value::String(i.to_string())).collect())),
+                value: Some(Value::Array(
+                    ips.iter().map(|i| Value::String(i.to_string())).collect(),
+                )),
                 layer: layer.clone(),
             });
         }
@@ -615,4 +719,3 @@ impl Config {
         changed
     }
 }
-

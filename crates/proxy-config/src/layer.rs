@@ -85,38 +85,112 @@ pub(crate) enum Kind {
 pub(crate) const SCALARS: &[(&str, Kind, Option<&str>)] = &[
     ("network.enabled", Kind::Bool, Some("true")),
     ("network.mode", Kind::Mode, Some("\"full\"")),
-    ("network.proxy_url", Kind::ListenUrl, Some("\"http://127.0.0.1:3128\"")),
+    (
+        "network.proxy_url",
+        Kind::ListenUrl,
+        Some("\"http://127.0.0.1:3128\""),
+    ),
     ("network.enable_socks5", Kind::Bool, Some("true")),
-    ("network.socks_url", Kind::ListenUrl, Some("\"http://127.0.0.1:8081\"")),
+    (
+        "network.socks_url",
+        Kind::ListenUrl,
+        Some("\"http://127.0.0.1:8081\""),
+    ),
     ("network.enable_socks5_udp", Kind::Bool, Some("true")),
-    ("network.admin_url", Kind::ListenUrl, Some("\"http://127.0.0.1:8080\"")),
+    (
+        "network.admin_url",
+        Kind::ListenUrl,
+        Some("\"http://127.0.0.1:8080\""),
+    ),
     ("network.enable_admin", Kind::Bool, Some("true")),
     ("network.admin_token", Kind::Text, None),
     ("network.allow_upstream_proxy", Kind::Bool, Some("true")),
-    ("network.dangerously_allow_non_loopback_proxy", Kind::Bool, Some("false")),
-    ("network.dangerously_allow_non_loopback_admin", Kind::Bool, Some("false")),
+    (
+        "network.dangerously_allow_non_loopback_proxy",
+        Kind::Bool,
+        Some("false"),
+    ),
+    (
+        "network.dangerously_allow_non_loopback_admin",
+        Kind::Bool,
+        Some("false"),
+    ),
     ("network.allow_local_binding", Kind::Bool, Some("false")),
-    ("network.dangerously_allow_all_unix_sockets", Kind::Bool, Some("false")),
+    (
+        "network.dangerously_allow_all_unix_sockets",
+        Kind::Bool,
+        Some("false"),
+    ),
     ("network.treat_as_public", Kind::Cidrs, Some("[]")),
     ("network.mitm", Kind::Mitm, Some("false")),
     ("network.credential_broker", Kind::Bool, Some("false")),
-    ("network.dangerously_allow_plaintext_credential_injection", Kind::Bool, Some("false")),
+    (
+        "network.dangerously_allow_plaintext_credential_injection",
+        Kind::Bool,
+        Some("false"),
+    ),
     ("network.verify_sni", Kind::Bool, Some("false")),
     ("network.audit_log", Kind::Text, None),
     ("network.dns.nameservers", Kind::Nameservers, None),
-    ("network.dns.timeout_ms", Kind::Int { min: 1, max: 600_000 }, Some("2000")),
-    ("network.limits.max_connections", Kind::Int { min: 1, max: 1_000_000 }, Some("4096")),
-    ("network.limits.connect_timeout_ms", Kind::Int { min: 1, max: 3_600_000 }, Some("10000")),
-    ("network.limits.header_timeout_ms", Kind::Int { min: 1, max: 3_600_000 }, Some("10000")),
-    ("network.limits.idle_timeout_s", Kind::Int { min: 1, max: 604_800 }, Some("300")),
-    ("network.limits.max_header_bytes", Kind::Int { min: 1024, max: 16_777_216 }, Some("65536")),
+    (
+        "network.dns.timeout_ms",
+        Kind::Int {
+            min: 1,
+            max: 600_000,
+        },
+        Some("2000"),
+    ),
+    (
+        "network.limits.max_connections",
+        Kind::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        Some("4096"),
+    ),
+    (
+        "network.limits.connect_timeout_ms",
+        Kind::Int {
+            min: 1,
+            max: 3_600_000,
+        },
+        Some("10000"),
+    ),
+    (
+        "network.limits.header_timeout_ms",
+        Kind::Int {
+            min: 1,
+            max: 3_600_000,
+        },
+        Some("10000"),
+    ),
+    (
+        "network.limits.idle_timeout_s",
+        Kind::Int {
+            min: 1,
+            max: 604_800,
+        },
+        Some("300"),
+    ),
+    (
+        "network.limits.max_header_bytes",
+        Kind::Int {
+            min: 1024,
+            max: 16_777_216,
+        },
+        Some("65536"),
+    ),
     ("otel.exporter", Kind::Exporter, Some("\"none\"")),
     ("otel.endpoint", Kind::Text, None),
     ("otel.headers", Kind::Headers, None),
 ];
 
 /// Map-valued keys, overlaid entry by entry across layers.
-pub(crate) const MAPS: &[&str] = &["network.domains", "network.unix_sockets", "network.dns.hosts"];
+pub(crate) const MAPS: &[&str] = &[
+    "network.domains",
+    "network.unix_sockets",
+    "network.dns.hosts",
+];
 /// Legacy list shapes, accepted beside or instead of the maps.
 pub(crate) const LISTS: &[&str] = &[
     "network.allowed_domains",
@@ -127,7 +201,10 @@ const TABLES: &[&str] = &["network", "network.dns", "network.limits", "otel"];
 const TOP: &[&str] = &["network", "otel", "default_permissions", "permissions"];
 
 pub(crate) fn kind_of(path: &str) -> Option<Kind> {
-    SCALARS.iter().find(|(p, _, _)| *p == path).map(|(_, k, _)| *k)
+    SCALARS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|(_, k, _)| *k)
 }
 
 /// Every key a user can write, for suggestions.
@@ -160,10 +237,10 @@ pub(crate) fn suggest(table: &str, key: &str) -> Option<String> {
         .iter()
         .map(|s| (strsim::damerau_levenshtein(key, s), *s))
         .min();
-    if let Some((dist, s)) = best {
-        if dist <= (key.len() / 3).max(2) {
-            return Some(format!("{prefix}{s}"));
-        }
+    if let Some((dist, s)) = best
+        && dist <= (key.len() / 3).max(2)
+    {
+        return Some(format!("{prefix}{s}"));
     }
     known_paths()
         .find(|p| p.rsplit('.').next() == Some(key))
@@ -486,7 +563,11 @@ impl Parser<'_> {
                         .min_by_key(|k| strsim::damerau_levenshtein(other, k))
                         .map(|k| format!(" (did you mean `{wpath}.{k}`?)"))
                         .unwrap_or_default();
-                    self.diag(DiagnosticKind::UnknownKey, &path, format!("unknown key{near}"));
+                    self.diag(
+                        DiagnosticKind::UnknownKey,
+                        &path,
+                        format!("unknown key{near}"),
+                    );
                 }
             }
         }
@@ -564,11 +645,19 @@ impl Parser<'_> {
         let host = match Host::parse(name) {
             Ok(h) if h.is_name() => h,
             Ok(_) => {
-                self.diag(DiagnosticKind::InvalidValue, path, "expected a host name, not an address");
+                self.diag(
+                    DiagnosticKind::InvalidValue,
+                    path,
+                    "expected a host name, not an address",
+                );
                 return;
             }
             Err(e) => {
-                self.diag(DiagnosticKind::InvalidValue, path, format!("invalid host name: {e}"));
+                self.diag(
+                    DiagnosticKind::InvalidValue,
+                    path,
+                    format!("invalid host name: {e}"),
+                );
                 return;
             }
         };
@@ -576,13 +665,19 @@ impl Parser<'_> {
             self.diag(
                 DiagnosticKind::InvalidValue,
                 path,
-                format!("expected a non-empty list of IP addresses, found {}", describe(v)),
+                format!(
+                    "expected a non-empty list of IP addresses, found {}",
+                    describe(v)
+                ),
             );
             return;
         };
         let mut ips = Vec::new();
         for item in items {
-            match item.as_str().map(|s| Host::parse(s).ok().and_then(|h| h.ip())) {
+            match item
+                .as_str()
+                .map(|s| Host::parse(s).ok().and_then(|h| h.ip()))
+            {
                 Some(Some(ip)) => ips.push(ip),
                 _ => {
                     self.diag(
@@ -665,7 +760,10 @@ pub(crate) fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
     if let Ok(sa) = t.parse::<SocketAddr>() {
         return Ok(sa);
     }
-    let bare = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(t);
+    let bare = t
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(t);
     bare.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, 53))
         .map_err(|_| format!("invalid nameserver {s:?} (expected \"IP\" or \"IP:PORT\")"))

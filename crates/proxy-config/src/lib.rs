@@ -45,7 +45,9 @@ pub use config::{Config, DomainEntry, Listeners, ShownValue, SocketEntry};
 pub use error::{Diagnostic, DiagnosticKind, Error};
 pub use layer::{Action, Layer};
 pub use listen::{clamp_bind, parse_listen_url};
-pub use load::{CliOverrides, SYSTEM_REQUIREMENTS, Sources, load, load_with, read_requirements, validate_files};
+pub use load::{
+    CliOverrides, SYSTEM_REQUIREMENTS, Sources, load, load_with, read_requirements, validate_files,
+};
 pub use managed::Requirements;
 
 #[cfg(test)]

@@ -23,8 +23,13 @@ pub fn parse_listen_url(url: &str, default_port: u16) -> Result<SocketAddr, Stri
     }
     let rest = match t.split_once("://") {
         Some((scheme, rest)) => {
-            if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "socks5" | "socks5h" | "socks") {
-                return Err(format!("unsupported scheme {scheme:?} in listener address {url:?}"));
+            if !matches!(
+                scheme.to_ascii_lowercase().as_str(),
+                "http" | "socks5" | "socks5h" | "socks"
+            ) {
+                return Err(format!(
+                    "unsupported scheme {scheme:?} in listener address {url:?}"
+                ));
             }
             rest
         }
@@ -32,7 +37,9 @@ pub fn parse_listen_url(url: &str, default_port: u16) -> Result<SocketAddr, Stri
     };
     let authority = rest.split('/').next().unwrap_or(rest);
     if authority.contains('@') {
-        return Err(format!("listener address {url:?} must not contain credentials"));
+        return Err(format!(
+            "listener address {url:?} must not contain credentials"
+        ));
     }
     if authority.is_empty() {
         return Err(format!("missing host in listener address {url:?}"));
@@ -77,13 +84,17 @@ pub fn clamp_bind(
     if let Some(why) = force_loopback {
         return (
             clamped,
-            Some(format!("{why}; ignoring {flag} and clamping {name} {addr} to {clamped}")),
+            Some(format!(
+                "{why}; ignoring {flag} and clamping {name} {addr} to {clamped}"
+            )),
         );
     }
     if allow_non_loopback {
         return (
             addr,
-            Some(format!("DANGEROUS: {name} listening on non-loopback address {addr}")),
+            Some(format!(
+                "DANGEROUS: {name} listening on non-loopback address {addr}"
+            )),
         );
     }
     (
@@ -129,13 +140,31 @@ mod tests {
     #[test]
     fn clamping() {
         let any: SocketAddr = "0.0.0.0:3128".parse().unwrap();
-        let (a, w) = clamp_bind("HTTP proxy", any, false, "dangerously_allow_non_loopback_proxy", None);
+        let (a, w) = clamp_bind(
+            "HTTP proxy",
+            any,
+            false,
+            "dangerously_allow_non_loopback_proxy",
+            None,
+        );
         assert_eq!(a.to_string(), "127.0.0.1:3128");
         assert!(w.unwrap().contains("clamping to 127.0.0.1:3128"));
-        let (a, w) = clamp_bind("HTTP proxy", any, true, "dangerously_allow_non_loopback_proxy", None);
+        let (a, w) = clamp_bind(
+            "HTTP proxy",
+            any,
+            true,
+            "dangerously_allow_non_loopback_proxy",
+            None,
+        );
         assert_eq!(a, any);
         assert!(w.unwrap().starts_with("DANGEROUS"));
-        let (a, _) = clamp_bind("HTTP proxy", any, true, "f", Some("unix socket proxying is enabled"));
+        let (a, _) = clamp_bind(
+            "HTTP proxy",
+            any,
+            true,
+            "f",
+            Some("unix socket proxying is enabled"),
+        );
         assert_eq!(a.to_string(), "127.0.0.1:3128");
         let v6: SocketAddr = "[::1]:1".parse().unwrap();
         assert_eq!(clamp_bind("x", v6, false, "f", None), (v6, None));

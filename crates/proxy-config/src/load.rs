@@ -96,16 +96,31 @@ fn read_toml(path: &Path, required: bool) -> Result<Option<Table>, Diagnostic> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
         Err(e) => {
-            return Err(Diagnostic::new(DiagnosticKind::Syntax, origin, "", format!("cannot read file: {e}")));
+            return Err(Diagnostic::new(
+                DiagnosticKind::Syntax,
+                origin,
+                "",
+                format!("cannot read file: {e}"),
+            ));
         }
     };
-    toml::from_str::<Table>(&text)
-        .map(Some)
-        .map_err(|e| Diagnostic::new(DiagnosticKind::Syntax, origin, "", format!("invalid TOML: {}", e.to_string().trim_end())))
+    toml::from_str::<Table>(&text).map(Some).map_err(|e| {
+        Diagnostic::new(
+            DiagnosticKind::Syntax,
+            origin,
+            "",
+            format!("invalid TOML: {}", e.to_string().trim_end()),
+        )
+    })
 }
 
 /// Parses one config document into a layer.
-pub(crate) fn parse_layer(layer: Layer, origin: &str, doc: &Table, diags: &mut Vec<Diagnostic>) -> LayerData {
+pub(crate) fn parse_layer(
+    layer: Layer,
+    origin: &str,
+    doc: &Table,
+    diags: &mut Vec<Diagnostic>,
+) -> LayerData {
     let mut data = LayerData::new(layer);
     Parser {
         origin: origin.to_owned(),
@@ -274,7 +289,9 @@ pub fn validate_files(files: &[PathBuf]) -> Result<(), Error> {
 /// Parses a requirements file on its own.
 pub fn read_requirements(path: &Path) -> Result<Requirements, Error> {
     let mut diags = Vec::new();
-    let doc = read_toml(path, true).map_err(Error::one)?.unwrap_or_default();
+    let doc = read_toml(path, true)
+        .map_err(Error::one)?
+        .unwrap_or_default();
     let r = Requirements::parse(path, &doc, &mut diags);
     if diags.is_empty() {
         Ok(r)

@@ -85,7 +85,11 @@ impl Requirements {
                         .find(|k| strsim::damerau_levenshtein(other, k) <= 3)
                         .map(|k| format!(" (did you mean `{k}`?)"))
                         .unwrap_or_default();
-                    diag(DiagnosticKind::UnknownKey, other, format!("unknown key{near}"));
+                    diag(
+                        DiagnosticKind::UnknownKey,
+                        other,
+                        format!("unknown key{near}"),
+                    );
                 }
             }
         }
@@ -168,7 +172,9 @@ impl Requirements {
                     }
                     "allow_unix_sockets" => {
                         match value.as_array().and_then(|a| {
-                            a.iter().map(|v| v.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>()
+                            a.iter()
+                                .map(|v| v.as_str().map(str::to_owned))
+                                .collect::<Option<Vec<_>>>()
                         }) {
                             Some(paths) => r.allow_unix_sockets = Some(paths),
                             None => bad("a list of absolute paths"),
@@ -177,7 +183,11 @@ impl Requirements {
                     "treat_as_public" => {
                         let parsed = value.as_array().map(|a| {
                             a.iter()
-                                .map(|v| v.as_str().ok_or_else(|| "expected CIDR strings".to_owned()).and_then(parse_cidr))
+                                .map(|v| {
+                                    v.as_str()
+                                        .ok_or_else(|| "expected CIDR strings".to_owned())
+                                        .and_then(parse_cidr)
+                                })
                                 .collect::<Result<Vec<_>, _>>()
                         });
                         match parsed {
@@ -194,7 +204,11 @@ impl Requirements {
                             .filter(|(d, _)| *d <= (other.len() / 3).max(2))
                             .map(|(_, k)| format!(" (did you mean `{table}.{k}`?)"))
                             .unwrap_or_default();
-                        diag(DiagnosticKind::UnknownKey, &path, format!("unknown key{near}"));
+                        diag(
+                            DiagnosticKind::UnknownKey,
+                            &path,
+                            format!("unknown key{near}"),
+                        );
                     }
                 }
             }

@@ -22,7 +22,12 @@ fn build(layers: &[&str], requirements: &[&str]) -> Result<Config, Error> {
     for (i, text) in layers.iter().enumerate() {
         let path = PathBuf::from(format!("/cfg/{}.toml", (b'a' + i as u8) as char));
         let origin = path.display().to_string();
-        data.push(parse_layer(Layer::File(path), &origin, &doc(text), &mut diags));
+        data.push(parse_layer(
+            Layer::File(path),
+            &origin,
+            &doc(text),
+            &mut diags,
+        ));
     }
     let mut reqs = Vec::new();
     for (i, text) in requirements.iter().enumerate() {
@@ -43,9 +48,13 @@ fn ok(layers: &[&str], requirements: &[&str]) -> Config {
 
 #[track_caller]
 fn err(layers: &[&str], requirements: &[&str], kind: DiagnosticKind, key: &str, contains: &str) {
-    let e = build(layers, requirements).err().unwrap_or_else(|| panic!("expected an error containing {contains:?}"));
+    let e = build(layers, requirements)
+        .err()
+        .unwrap_or_else(|| panic!("expected an error containing {contains:?}"));
     assert!(
-        e.diagnostics.iter().any(|d| d.kind == kind && d.key == key && d.to_string().contains(contains)),
+        e.diagnostics
+            .iter()
+            .any(|d| d.kind == kind && d.key == key && d.to_string().contains(contains)),
         "wanted {kind:?} at {key:?} containing {contains:?}, got:\n{e}"
     );
 }
@@ -62,7 +71,9 @@ fn defaults() {
     let c = ok(&[], &[]);
     assert!(c.enabled());
     assert_eq!(c.mode(), Mode::Full);
-    assert!(c.enable_socks5() && c.enable_socks5_udp() && c.enable_admin() && c.allow_upstream_proxy());
+    assert!(
+        c.enable_socks5() && c.enable_socks5_udp() && c.enable_admin() && c.allow_upstream_proxy()
+    );
     assert!(!c.allow_local_binding());
     let l = c.listeners();
     assert_eq!(l.http.to_string(), "127.0.0.1:3128");
@@ -81,11 +92,20 @@ fn defaults() {
 
 #[test]
 fn scalars_from_a_higher_layer_replace_lower_ones() {
-    let c = ok(&["[network]\nmode = \"limited\"\nenable_socks5 = false", "[network]\nmode = \"full\""], &[]);
+    let c = ok(
+        &[
+            "[network]\nmode = \"limited\"\nenable_socks5 = false",
+            "[network]\nmode = \"full\"",
+        ],
+        &[],
+    );
     assert_eq!(c.mode(), Mode::Full);
     assert_eq!(c.layer_of("network.mode").to_string(), "/cfg/b.toml");
     assert!(!c.enable_socks5());
-    assert_eq!(c.layer_of("network.enable_socks5").to_string(), "/cfg/a.toml");
+    assert_eq!(
+        c.layer_of("network.enable_socks5").to_string(),
+        "/cfg/a.toml"
+    );
     assert!(c.listeners().socks.is_none());
 }
 
@@ -112,7 +132,9 @@ fn domains_overlay_key_by_key() {
 #[test]
 fn deny_beats_allow_within_one_layer() {
     let c = ok(
-        &["[network]\nallowed_domains = [\"example.com\", \"x.com\"]\ndenied_domains = [\"Example.com.\"]"],
+        &[
+            "[network]\nallowed_domains = [\"example.com\", \"x.com\"]\ndenied_domains = [\"Example.com.\"]",
+        ],
         &[],
     );
     let d = domains(&c);
@@ -122,19 +144,48 @@ fn deny_beats_allow_within_one_layer() {
 
 #[test]
 fn the_three_shapes_are_equivalent() {
-    let canonical = ok(&["[network]\nmode = \"limited\"\ndomains = { \"a.com\" = \"allow\", \"b.com\" = \"deny\" }"], &[]);
-    let profile = ok(
-        &["default_permissions = \"dev\"\n[permissions.dev.network]\nmode = \"limited\"\ndomains = { \"a.com\" = \"allow\", \"b.com\" = \"deny\" }"],
+    let canonical = ok(
+        &[
+            "[network]\nmode = \"limited\"\ndomains = { \"a.com\" = \"allow\", \"b.com\" = \"deny\" }",
+        ],
         &[],
     );
-    let lists = ok(&["[network]\nmode = \"limited\"\nallowed_domains = [\"a.com\"]\ndenied_domains = [\"b.com\"]"], &[]);
+    let profile = ok(
+        &[
+            "default_permissions = \"dev\"\n[permissions.dev.network]\nmode = \"limited\"\ndomains = { \"a.com\" = \"allow\", \"b.com\" = \"deny\" }",
+        ],
+        &[],
+    );
+    let lists = ok(
+        &[
+            "[network]\nmode = \"limited\"\nallowed_domains = [\"a.com\"]\ndenied_domains = [\"b.com\"]",
+        ],
+        &[],
+    );
     for c in [&profile, &lists] {
         assert_eq!(c.mode(), canonical.mode());
-        let strip = |c: &Config| c.domains().iter().map(|e| (e.pattern.key(), e.action)).collect::<Vec<_>>();
+        let strip = |c: &Config| {
+            c.domains()
+                .iter()
+                .map(|e| (e.pattern.key(), e.action))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(strip(c), strip(&canonical));
     }
-    err(&["default_permissions = \"nope\"\n[permissions.dev.network]\nmode = \"full\""], &[], DiagnosticKind::InvalidValue, "default_permissions", "no profile");
-    err(&["default_permissions = \"dev\"\n[network]\n[permissions.dev.network]"], &[], DiagnosticKind::InvalidValue, "default_permissions", "one shape");
+    err(
+        &["default_permissions = \"nope\"\n[permissions.dev.network]\nmode = \"full\""],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "default_permissions",
+        "no profile",
+    );
+    err(
+        &["default_permissions = \"dev\"\n[network]\n[permissions.dev.network]"],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "default_permissions",
+        "one shape",
+    );
     err(
         &["default_permissions = \"dev\"\n[permissions.dev.network]\nmdoe = \"full\""],
         &[],
@@ -146,34 +197,143 @@ fn the_three_shapes_are_equivalent() {
 
 #[test]
 fn unknown_keys_name_the_nearest_known_key() {
-    err(&["[network]\nmdoe = \"full\""], &[], DiagnosticKind::UnknownKey, "network.mdoe", "did you mean `network.mode`");
-    err(&["[network]\ntimeout_ms = 5"], &[], DiagnosticKind::UnknownKey, "network.timeout_ms", "network.dns.timeout_ms");
-    err(&["[network.limits]\nidle_timeout = 5"], &[], DiagnosticKind::UnknownKey, "network.limits.idle_timeout", "network.limits.idle_timeout_s");
-    err(&["[netwrok]\nmode = \"full\""], &[], DiagnosticKind::UnknownKey, "netwrok", "did you mean `network`");
-    err(&["[network]\ncompletely_unrelated_thing = 1"], &[], DiagnosticKind::UnknownKey, "network.completely_unrelated_thing", "unknown key");
-    err(&["[network.mitm]\nenabeld = false"], &[], DiagnosticKind::UnknownKey, "network.mitm.enabeld", "network.mitm.enabled");
+    err(
+        &["[network]\nmdoe = \"full\""],
+        &[],
+        DiagnosticKind::UnknownKey,
+        "network.mdoe",
+        "did you mean `network.mode`",
+    );
+    err(
+        &["[network]\ntimeout_ms = 5"],
+        &[],
+        DiagnosticKind::UnknownKey,
+        "network.timeout_ms",
+        "network.dns.timeout_ms",
+    );
+    err(
+        &["[network.limits]\nidle_timeout = 5"],
+        &[],
+        DiagnosticKind::UnknownKey,
+        "network.limits.idle_timeout",
+        "network.limits.idle_timeout_s",
+    );
+    err(
+        &["[netwrok]\nmode = \"full\""],
+        &[],
+        DiagnosticKind::UnknownKey,
+        "netwrok",
+        "did you mean `network`",
+    );
+    err(
+        &["[network]\ncompletely_unrelated_thing = 1"],
+        &[],
+        DiagnosticKind::UnknownKey,
+        "network.completely_unrelated_thing",
+        "unknown key",
+    );
+    err(
+        &["[network.mitm]\nenabeld = false"],
+        &[],
+        DiagnosticKind::UnknownKey,
+        "network.mitm.enabeld",
+        "network.mitm.enabled",
+    );
 }
 
 #[test]
 fn wrong_types_are_errors() {
-    err(&["[network]\nenabled = \"yes\""], &[], DiagnosticKind::InvalidValue, "network.enabled", "expected true or false, found string \"yes\"");
-    err(&["[network]\nmode = \"readonly\""], &[], DiagnosticKind::InvalidValue, "network.mode", "\"full\" or \"limited\"");
-    err(&["[network.limits]\nmax_connections = 0"], &[], DiagnosticKind::InvalidValue, "network.limits.max_connections", "from 1 to");
-    err(&["[network.limits]\nidle_timeout_s = \"300\""], &[], DiagnosticKind::InvalidValue, "network.limits.idle_timeout_s", "integer");
-    err(&["[network]\ntreat_as_public = [\"not-a-cidr\"]"], &[], DiagnosticKind::InvalidValue, "network.treat_as_public", "invalid CIDR");
-    err(&["[network.dns]\nnameservers = [\"dns.example\"]"], &[], DiagnosticKind::InvalidValue, "network.dns.nameservers", "invalid nameserver");
-    err(&["[network.dns.hosts]\n\"a.test\" = [\"nope\"]"], &[], DiagnosticKind::InvalidValue, "network.dns.hosts.\"a.test\"", "IP address");
-    err(&["[network.domains]\n\"example.com\" = \"maybe\""], &[], DiagnosticKind::InvalidValue, "network.domains.\"example.com\"", "\"allow\" or \"deny\"");
-    err(&["[network.domains]\n\"exa mple.com\" = \"allow\""], &[], DiagnosticKind::InvalidValue, "network.domains.\"exa mple.com\"", "invalid pattern");
-    err(&["[network]\nunix_sockets = { \"relative.sock\" = \"allow\" }"], &[], DiagnosticKind::InvalidValue, "network.unix_sockets.\"relative.sock\"", "absolute");
-    err(&["network = 5"], &[], DiagnosticKind::InvalidValue, "network", "expected a table");
+    err(
+        &["[network]\nenabled = \"yes\""],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.enabled",
+        "expected true or false, found string \"yes\"",
+    );
+    err(
+        &["[network]\nmode = \"readonly\""],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.mode",
+        "\"full\" or \"limited\"",
+    );
+    err(
+        &["[network.limits]\nmax_connections = 0"],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.limits.max_connections",
+        "from 1 to",
+    );
+    err(
+        &["[network.limits]\nidle_timeout_s = \"300\""],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.limits.idle_timeout_s",
+        "integer",
+    );
+    err(
+        &["[network]\ntreat_as_public = [\"not-a-cidr\"]"],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.treat_as_public",
+        "invalid CIDR",
+    );
+    err(
+        &["[network.dns]\nnameservers = [\"dns.example\"]"],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.dns.nameservers",
+        "invalid nameserver",
+    );
+    err(
+        &["[network.dns.hosts]\n\"a.test\" = [\"nope\"]"],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.dns.hosts.\"a.test\"",
+        "IP address",
+    );
+    err(
+        &["[network.domains]\n\"example.com\" = \"maybe\""],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.domains.\"example.com\"",
+        "\"allow\" or \"deny\"",
+    );
+    err(
+        &["[network.domains]\n\"exa mple.com\" = \"allow\""],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.domains.\"exa mple.com\"",
+        "invalid pattern",
+    );
+    err(
+        &["[network]\nunix_sockets = { \"relative.sock\" = \"allow\" }"],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.unix_sockets.\"relative.sock\"",
+        "absolute",
+    );
+    err(
+        &["network = 5"],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network",
+        "expected a table",
+    );
     // A relative deny entry is never validated.
-    ok(&["[network]\nunix_sockets = { \"relative.sock\" = \"deny\" }"], &[]);
+    ok(
+        &["[network]\nunix_sockets = { \"relative.sock\" = \"deny\" }"],
+        &[],
+    );
 }
 
 #[test]
 fn every_diagnostic_is_reported_at_once() {
-    let e = build(&["[network]\nmdoe = 1\nenabled = 3\n[network.limits]\nmax_connections = -1"], &[]).unwrap_err();
+    let e = build(
+        &["[network]\nmdoe = 1\nenabled = 3\n[network.limits]\nmax_connections = -1"],
+        &[],
+    )
+    .unwrap_err();
     assert_eq!(e.diagnostics.len(), 3, "{e}");
     assert!(e.diagnostics.iter().all(|d| d.origin == "/cfg/a.toml"));
 }
@@ -183,45 +343,108 @@ fn features_not_built_yet_are_refused() {
     for (text, key) in [
         ("[network]\nmitm = true", "network.mitm"),
         ("[network.mitm]\nenabled = true", "network.mitm.enabled"),
-        ("[network.mitm.hooks.gh]\nhost = \"api.github.com\"", "network.mitm.hooks"),
-        ("[network]\ncredential_broker = true", "network.credential_broker"),
+        (
+            "[network.mitm.hooks.gh]\nhost = \"api.github.com\"",
+            "network.mitm.hooks",
+        ),
+        (
+            "[network]\ncredential_broker = true",
+            "network.credential_broker",
+        ),
         ("[network]\nverify_sni = true", "network.verify_sni"),
-        ("[network]\naudit_log = \"/tmp/audit.jsonl\"", "network.audit_log"),
+        (
+            "[network]\naudit_log = \"/tmp/audit.jsonl\"",
+            "network.audit_log",
+        ),
         ("[otel]\nexporter = \"otlp-http\"", "otel.exporter"),
-        ("[network]\ndangerously_allow_plaintext_credential_injection = true", "network.dangerously_allow_plaintext_credential_injection"),
+        (
+            "[network]\ndangerously_allow_plaintext_credential_injection = true",
+            "network.dangerously_allow_plaintext_credential_injection",
+        ),
     ] {
-        err(&[text], &[], DiagnosticKind::NotSupported, key, "not supported yet");
+        err(
+            &[text],
+            &[],
+            DiagnosticKind::NotSupported,
+            key,
+            "not supported yet",
+        );
     }
     // Off is fine.
-    ok(&["[network]\nmitm = false\nverify_sni = false\n[otel]\nexporter = \"none\""], &[]);
+    ok(
+        &["[network]\nmitm = false\nverify_sni = false\n[otel]\nexporter = \"none\""],
+        &[],
+    );
 }
 
 #[test]
 fn global_wildcard_is_refused_in_deny_lists() {
-    err(&["[network.domains]\n\"*\" = \"deny\""], &[], DiagnosticKind::InvalidValue, "network.domains.\"*\"", "global wildcard");
-    err(&["[network]\ndenied_domains = [\"[*]\"]"], &[], DiagnosticKind::InvalidValue, "network.denied_domains[0]", "global wildcard");
+    err(
+        &["[network.domains]\n\"*\" = \"deny\""],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.domains.\"*\"",
+        "global wildcard",
+    );
+    err(
+        &["[network]\ndenied_domains = [\"[*]\"]"],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.denied_domains[0]",
+        "global wildcard",
+    );
     let c = ok(&["[network]\nallowed_domains = [\"*\"]"], &[]);
     assert!(c.domains()[0].pattern.is_global());
 }
 
 #[test]
 fn listeners_are_validated_and_clamped() {
-    err(&["[network]\nproxy_url = \"http://proxy.example:3128\""], &[], DiagnosticKind::InvalidValue, "network.proxy_url", "never binds by name");
-    err(&["[network]\nsocks_url = \"\""], &[], DiagnosticKind::InvalidValue, "network.socks_url", "missing host");
-    let c = ok(&["[network]\nproxy_url = \"0.0.0.0:3128\"\nadmin_url = \"0.0.0.0:9000\""], &[]);
-    assert_eq!(c.listeners().http.to_string(), "127.0.0.1:3128");
-    assert_eq!(c.listeners().admin.unwrap().to_string(), "127.0.0.1:9000");
-    let w = c.warnings().join("\n");
-    assert!(w.contains("HTTP proxy requested non-loopback bind (0.0.0.0:3128); clamping to 127.0.0.1:3128"), "{w}");
-    assert!(w.contains("dangerously_allow_non_loopback_admin"), "{w}");
-    let c = ok(&["[network]\nproxy_url = \"0.0.0.0:3128\"\ndangerously_allow_non_loopback_proxy = true"], &[]);
-    assert_eq!(c.listeners().http.to_string(), "0.0.0.0:3128");
+    err(
+        &["[network]\nproxy_url = \"http://proxy.example:3128\""],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.proxy_url",
+        "never binds by name",
+    );
+    err(
+        &["[network]\nsocks_url = \"\""],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.socks_url",
+        "missing host",
+    );
     let c = ok(
-        &["[network]\nproxy_url = \"0.0.0.0:3128\"\ndangerously_allow_non_loopback_proxy = true\nunix_sockets = { \"/run/a.sock\" = \"allow\" }"],
+        &["[network]\nproxy_url = \"0.0.0.0:3128\"\nadmin_url = \"0.0.0.0:9000\""],
         &[],
     );
     assert_eq!(c.listeners().http.to_string(), "127.0.0.1:3128");
-    let c = ok(&["[network]\nproxy_url = \"0.0.0.0:1\"\ndangerously_allow_non_loopback_proxy = true\ndangerously_allow_all_unix_sockets = true"], &[]);
+    assert_eq!(c.listeners().admin.unwrap().to_string(), "127.0.0.1:9000");
+    let w = c.warnings().join("\n");
+    assert!(
+        w.contains(
+            "HTTP proxy requested non-loopback bind (0.0.0.0:3128); clamping to 127.0.0.1:3128"
+        ),
+        "{w}"
+    );
+    assert!(w.contains("dangerously_allow_non_loopback_admin"), "{w}");
+    let c = ok(
+        &["[network]\nproxy_url = \"0.0.0.0:3128\"\ndangerously_allow_non_loopback_proxy = true"],
+        &[],
+    );
+    assert_eq!(c.listeners().http.to_string(), "0.0.0.0:3128");
+    let c = ok(
+        &[
+            "[network]\nproxy_url = \"0.0.0.0:3128\"\ndangerously_allow_non_loopback_proxy = true\nunix_sockets = { \"/run/a.sock\" = \"allow\" }",
+        ],
+        &[],
+    );
+    assert_eq!(c.listeners().http.to_string(), "127.0.0.1:3128");
+    let c = ok(
+        &[
+            "[network]\nproxy_url = \"0.0.0.0:1\"\ndangerously_allow_non_loopback_proxy = true\ndangerously_allow_all_unix_sockets = true",
+        ],
+        &[],
+    );
     assert_eq!(c.listeners().http.to_string(), "127.0.0.1:1");
 }
 
@@ -231,22 +454,48 @@ fn listeners_are_validated_and_clamped() {
 fn managed_enabled_false() {
     let c = ok(&[], &["[network]\nenabled = false"]);
     assert!(!c.enabled());
-    assert_eq!(c.layer_of("network.enabled").to_string(), "/managed/r0.toml");
-    err(&["[network]\nenabled = true"], &["[network]\nenabled = false"], DiagnosticKind::Constraint, "network.enabled", "constrained by /managed/r0.toml");
+    assert_eq!(
+        c.layer_of("network.enabled").to_string(),
+        "/managed/r0.toml"
+    );
+    err(
+        &["[network]\nenabled = true"],
+        &["[network]\nenabled = false"],
+        DiagnosticKind::Constraint,
+        "network.enabled",
+        "constrained by /managed/r0.toml",
+    );
 }
 
 #[test]
 fn managed_mode_limited() {
     let c = ok(&[], &["[network]\nmode = \"limited\""]);
     assert_eq!(c.mode(), Mode::Limited);
-    err(&["[network]\nmode = \"full\""], &["[network]\nmode = \"limited\""], DiagnosticKind::Constraint, "network.mode", "\"limited\" or more restrictive");
-    ok(&["[network]\nmode = \"limited\""], &["[experimental_network]\nmode = \"limited\""]);
-    ok(&["[network]\nmode = \"limited\""], &["[network]\nmode = \"full\""]);
+    err(
+        &["[network]\nmode = \"full\""],
+        &["[network]\nmode = \"limited\""],
+        DiagnosticKind::Constraint,
+        "network.mode",
+        "\"limited\" or more restrictive",
+    );
+    ok(
+        &["[network]\nmode = \"limited\""],
+        &["[experimental_network]\nmode = \"limited\""],
+    );
+    ok(
+        &["[network]\nmode = \"limited\""],
+        &["[network]\nmode = \"full\""],
+    );
 }
 
 #[test]
 fn managed_booleans_forbid_widening() {
-    for key in ["allow_upstream_proxy", "dangerously_allow_non_loopback_proxy", "allow_local_binding", "dangerously_allow_all_unix_sockets"] {
+    for key in [
+        "allow_upstream_proxy",
+        "dangerously_allow_non_loopback_proxy",
+        "allow_local_binding",
+        "dangerously_allow_all_unix_sockets",
+    ] {
         err(
             &[&format!("[network]\n{key} = true")],
             &[&format!("[network]\n{key} = false")],
@@ -254,8 +503,14 @@ fn managed_booleans_forbid_widening() {
             &format!("network.{key}"),
             "false is required",
         );
-        ok(&[&format!("[network]\n{key} = true")], &[&format!("[network]\n{key} = true")]);
-        ok(&[&format!("[network]\n{key} = false")], &[&format!("[network]\n{key} = false")]);
+        ok(
+            &[&format!("[network]\n{key} = true")],
+            &[&format!("[network]\n{key} = true")],
+        );
+        ok(
+            &[&format!("[network]\n{key} = false")],
+            &[&format!("[network]\n{key} = false")],
+        );
     }
     // Unset (default true) is pinned, not refused.
     let c = ok(&[], &["[network]\nallow_upstream_proxy = false"]);
@@ -271,9 +526,20 @@ fn managed_socket_list_pins_allow_all() {
         "network.dangerously_allow_all_unix_sockets",
         "false is required",
     );
-    ok(&["[network]\ndangerously_allow_all_unix_sockets = true"], &["[network]\nallow_unix_sockets = [\"/run/a.sock\"]\ndangerously_allow_all_unix_sockets = true"]);
-    ok(&["[network]\ndangerously_allow_all_unix_sockets = true"], &[]);
-    ok(&["[network]\nunix_sockets = { \"/run/a.sock\" = \"allow\" }"], &["[network]\nallow_unix_sockets = [\"/run/a.sock\"]"]);
+    ok(
+        &["[network]\ndangerously_allow_all_unix_sockets = true"],
+        &[
+            "[network]\nallow_unix_sockets = [\"/run/a.sock\"]\ndangerously_allow_all_unix_sockets = true",
+        ],
+    );
+    ok(
+        &["[network]\ndangerously_allow_all_unix_sockets = true"],
+        &[],
+    );
+    ok(
+        &["[network]\nunix_sockets = { \"/run/a.sock\" = \"allow\" }"],
+        &["[network]\nallow_unix_sockets = [\"/run/a.sock\"]"],
+    );
     err(
         &["[network]\nunix_sockets = { \"/run/b.sock\" = \"allow\" }"],
         &["[network]\nallow_unix_sockets = [\"/run/a.sock\"]"],
@@ -286,24 +552,68 @@ fn managed_socket_list_pins_allow_all() {
 #[test]
 fn managed_allowlist_subset_semantics() {
     let managed = "[network]\nallowed_domains = [\"*.example.com\", \"localhost:3000-3999\"]";
-    ok(&["[network.domains]\n\"api.example.com\" = \"allow\""], &[managed]);
-    ok(&["[network.domains]\n\"*.api.example.com\" = \"allow\""], &[managed]);
-    ok(&["[network.domains]\n\"localhost:3001\" = \"allow\""], &[managed]);
-    err(&["[network.domains]\n\"evil.com\" = \"allow\""], &[managed], DiagnosticKind::Constraint, "network.domains.\"evil.com\"", "not covered");
-    err(&["[network.domains]\n\"**.example.com\" = \"allow\""], &[managed], DiagnosticKind::Constraint, "network.domains.\"**.example.com\"", "not covered");
-    err(&["[network.domains]\n\"localhost\" = \"allow\""], &[managed], DiagnosticKind::Constraint, "network.domains.\"localhost\"", "not covered");
-    err(&["[network.domains]\n\"localhost:4000\" = \"allow\""], &[managed], DiagnosticKind::Constraint, "network.domains.\"localhost:4000\"", "not covered");
+    ok(
+        &["[network.domains]\n\"api.example.com\" = \"allow\""],
+        &[managed],
+    );
+    ok(
+        &["[network.domains]\n\"*.api.example.com\" = \"allow\""],
+        &[managed],
+    );
+    ok(
+        &["[network.domains]\n\"localhost:3001\" = \"allow\""],
+        &[managed],
+    );
+    err(
+        &["[network.domains]\n\"evil.com\" = \"allow\""],
+        &[managed],
+        DiagnosticKind::Constraint,
+        "network.domains.\"evil.com\"",
+        "not covered",
+    );
+    err(
+        &["[network.domains]\n\"**.example.com\" = \"allow\""],
+        &[managed],
+        DiagnosticKind::Constraint,
+        "network.domains.\"**.example.com\"",
+        "not covered",
+    );
+    err(
+        &["[network.domains]\n\"localhost\" = \"allow\""],
+        &[managed],
+        DiagnosticKind::Constraint,
+        "network.domains.\"localhost\"",
+        "not covered",
+    );
+    err(
+        &["[network.domains]\n\"localhost:4000\" = \"allow\""],
+        &[managed],
+        DiagnosticKind::Constraint,
+        "network.domains.\"localhost:4000\"",
+        "not covered",
+    );
     // Managed entries are merged in: a user layer need not repeat them.
     let c = ok(&[], &[managed]);
     assert_eq!(
         domains(&c),
         vec![
-            ("*.example.com".into(), Action::Allow, "/managed/r0.toml".into()),
-            ("localhost:3000-3999".into(), Action::Allow, "/managed/r0.toml".into()),
+            (
+                "*.example.com".into(),
+                Action::Allow,
+                "/managed/r0.toml".into()
+            ),
+            (
+                "localhost:3000-3999".into(),
+                Action::Allow,
+                "/managed/r0.toml".into()
+            ),
         ]
     );
     // A user deny of a managed allow entry stays a deny.
-    let c = ok(&["[network.domains]\n\"*.example.com\" = \"deny\""], &[managed]);
+    let c = ok(
+        &["[network.domains]\n\"*.example.com\" = \"deny\""],
+        &[managed],
+    );
     assert_eq!(c.domains()[0].action, Action::Deny);
 }
 
@@ -312,7 +622,13 @@ fn managed_allowlist_expansion() {
     let fixed = "[network]\nallowed_domains = [\"a.com\"]\nallowlist_expansion_enabled = false";
     let open = "[network]\nallowed_domains = [\"a.com\"]\nallowlist_expansion_enabled = true";
     ok(&["[network.domains]\n\"a.com\" = \"allow\""], &[fixed]);
-    err(&["[network.domains]\n\"b.a.com\" = \"allow\""], &[fixed], DiagnosticKind::Constraint, "network.domains.\"b.a.com\"", "are fixed");
+    err(
+        &["[network.domains]\n\"b.a.com\" = \"allow\""],
+        &[fixed],
+        DiagnosticKind::Constraint,
+        "network.domains.\"b.a.com\"",
+        "are fixed",
+    );
     let c = ok(&["[network.domains]\n\"b.com\" = \"allow\""], &[open]);
     assert_eq!(c.domains().len(), 2);
 }
@@ -321,43 +637,88 @@ fn managed_allowlist_expansion() {
 fn managed_denylist() {
     let managed = "[network]\ndenied_domains = [\"evil.com\"]";
     let c = ok(&[], &[managed]);
-    assert_eq!(domains(&c), vec![("evil.com".into(), Action::Deny, "/managed/r0.toml".into())]);
+    assert_eq!(
+        domains(&c),
+        vec![("evil.com".into(), Action::Deny, "/managed/r0.toml".into())]
+    );
     // A user allow of a managed deny entry is overridden (and warned about).
     let c = ok(&["[network.domains]\n\"evil.com\" = \"allow\""], &[managed]);
     assert_eq!(c.domains()[0].action, Action::Deny);
-    assert!(c.warnings().iter().any(|w| w.contains("overridden by the managed deny entry")));
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("overridden by the managed deny entry"))
+    );
     let fixed = "[network]\ndenied_domains = [\"evil.com\"]\ndenylist_expansion_enabled = false";
-    err(&["[network.domains]\n\"other.com\" = \"deny\""], &[fixed], DiagnosticKind::Constraint, "network.domains.\"other.com\"", "are fixed");
+    err(
+        &["[network.domains]\n\"other.com\" = \"deny\""],
+        &[fixed],
+        DiagnosticKind::Constraint,
+        "network.domains.\"other.com\"",
+        "are fixed",
+    );
     ok(&["[network.domains]\n\"other.com\" = \"deny\""], &[managed]);
 }
 
 #[test]
 fn managed_allowed_domains_only() {
-    let managed = "[network]\nallowed_domains = [\"*.corp.example\"]\nmanaged_allowed_domains_only = true";
-    let c = ok(&["[network.domains]\n\"github.com\" = \"allow\"\n\"*.corp.example\" = \"allow\"\n\"x.com\" = \"deny\""], &[managed]);
+    let managed =
+        "[network]\nallowed_domains = [\"*.corp.example\"]\nmanaged_allowed_domains_only = true";
+    let c = ok(
+        &[
+            "[network.domains]\n\"github.com\" = \"allow\"\n\"*.corp.example\" = \"allow\"\n\"x.com\" = \"deny\"",
+        ],
+        &[managed],
+    );
     let d = domains(&c);
     assert!(d.iter().all(|(p, _, _)| p != "github.com"), "{d:?}");
     assert!(d.iter().any(|(p, a, _)| p == "x.com" && *a == Action::Deny));
     assert_eq!(c.ignored_allow_entries().len(), 1);
-    assert!(c.warnings().iter().any(|w| w.contains("github.com is not in force")));
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("github.com is not in force"))
+    );
     let policy = c.policy().unwrap();
     assert!(policy.allowed_patterns().all(|p| p != "github.com"));
 }
 
 #[test]
 fn managed_lists_refuse_the_global_wildcard() {
-    for text in ["[network]\nallowed_domains = [\"*\"]", "[network]\nallowed_domains = [\"[*]\"]", "[network]\ndenied_domains = [\"**.[*]\"]"] {
+    for text in [
+        "[network]\nallowed_domains = [\"*\"]",
+        "[network]\nallowed_domains = [\"[*]\"]",
+        "[network]\ndenied_domains = [\"**.[*]\"]",
+    ] {
         let e = build(&[], &[text]).unwrap_err();
-        assert!(e.to_string().contains("not allowed in managed lists"), "{e}");
+        assert!(
+            e.to_string().contains("not allowed in managed lists"),
+            "{e}"
+        );
     }
 }
 
 #[test]
 fn managed_treat_as_public() {
     let managed = "[network]\nallow_local_binding = false\ntreat_as_public = [\"198.18.0.0/15\"]";
-    ok(&["[network]\ntreat_as_public = [\"198.18.0.0/16\"]"], &[managed]);
-    err(&["[network]\ntreat_as_public = [\"10.0.0.0/8\"]"], &[managed], DiagnosticKind::Constraint, "network.treat_as_public", "not inside a managed treat_as_public range");
-    err(&["[network]\ntreat_as_public = [\"10.0.0.0/8\"]"], &["[network]\nallow_local_binding = false"], DiagnosticKind::Constraint, "network.treat_as_public", "10.0.0.0/8");
+    ok(
+        &["[network]\ntreat_as_public = [\"198.18.0.0/16\"]"],
+        &[managed],
+    );
+    err(
+        &["[network]\ntreat_as_public = [\"10.0.0.0/8\"]"],
+        &[managed],
+        DiagnosticKind::Constraint,
+        "network.treat_as_public",
+        "not inside a managed treat_as_public range",
+    );
+    err(
+        &["[network]\ntreat_as_public = [\"10.0.0.0/8\"]"],
+        &["[network]\nallow_local_binding = false"],
+        DiagnosticKind::Constraint,
+        "network.treat_as_public",
+        "10.0.0.0/8",
+    );
     ok(&["[network]\ntreat_as_public = [\"10.0.0.0/8\"]"], &[]);
     let c = ok(&[], &[managed]);
     assert_eq!(c.treat_as_public(), vec!["198.18.0.0/15".parse().unwrap()]);
@@ -366,8 +727,23 @@ fn managed_treat_as_public() {
 #[test]
 fn every_requirements_file_is_enforced() {
     // A second file can add constraints, never remove the first's.
-    err(&["[network]\nmode = \"full\""], &["[network]\nmode = \"limited\"", "[network]\nmode = \"full\""], DiagnosticKind::Constraint, "network.mode", "/managed/r0.toml");
-    let c = ok(&[], &["[network]\ndenied_domains = [\"a.com\"]", "[network]\ndenied_domains = [\"b.com\"]"]);
+    err(
+        &["[network]\nmode = \"full\""],
+        &[
+            "[network]\nmode = \"limited\"",
+            "[network]\nmode = \"full\"",
+        ],
+        DiagnosticKind::Constraint,
+        "network.mode",
+        "/managed/r0.toml",
+    );
+    let c = ok(
+        &[],
+        &[
+            "[network]\ndenied_domains = [\"a.com\"]",
+            "[network]\ndenied_domains = [\"b.com\"]",
+        ],
+    );
     assert_eq!(c.domains().len(), 2);
 }
 
@@ -375,7 +751,10 @@ fn every_requirements_file_is_enforced() {
 fn requirements_diagnostics() {
     let e = build(&[], &["[network]\nmdoe = \"limited\"\nenabled = 1"]).unwrap_err();
     let s = e.to_string();
-    assert!(s.contains("/managed/r0.toml: network.mdoe: unknown key (did you mean `network.mode`?)"), "{s}");
+    assert!(
+        s.contains("/managed/r0.toml: network.mdoe: unknown key (did you mean `network.mode`?)"),
+        "{s}"
+    );
     assert!(s.contains("network.enabled: expected true or false"), "{s}");
 }
 
@@ -383,12 +762,20 @@ fn requirements_diagnostics() {
 fn command_line_layer() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
-    std::fs::write(&file, "[network]\nmode = \"limited\"\n[network.domains]\n\"a.com\" = \"deny\"").unwrap();
+    std::fs::write(
+        &file,
+        "[network]\nmode = \"limited\"\n[network.domains]\n\"a.com\" = \"deny\"",
+    )
+    .unwrap();
     let sources = crate::Sources {
         config_files: vec![file.clone()],
         system_requirements: Some(dir.path().join("absent.toml")),
         cli: CliOverrides {
-            set: vec!["mode=\"full\"".into(), "limits.idle_timeout_s=60".into(), "network.domains.\"b.com\"=\"allow\"".into()],
+            set: vec![
+                "mode=\"full\"".into(),
+                "limits.idle_timeout_s=60".into(),
+                "network.domains.\"b.com\"=\"allow\"".into(),
+            ],
             allow: vec!["a.com".into(), "c.com:8443".into()],
             deny: vec!["d.com".into()],
             mode: None,
@@ -403,7 +790,10 @@ fn command_line_layer() {
     assert_eq!(c.idle_timeout().as_secs(), 60);
     assert!(c.allow_local_binding());
     let d = domains(&c);
-    assert!(d.contains(&("a.com".into(), Action::Allow, "command-line".into())), "{d:?}");
+    assert!(
+        d.contains(&("a.com".into(), Action::Allow, "command-line".into())),
+        "{d:?}"
+    );
     assert!(d.contains(&("c.com:8443".into(), Action::Allow, "command-line".into())));
     assert!(d.contains(&("d.com".into(), Action::Deny, "command-line".into())));
     assert!(d.contains(&("b.com".into(), Action::Allow, "command-line".into())));
@@ -411,7 +801,11 @@ fn command_line_layer() {
     let bad = crate::Sources {
         system_requirements: Some(dir.path().join("absent.toml")),
         cli: CliOverrides {
-            set: vec!["mode=limited".into(), "nokey".into(), "mdoe=\"full\"".into()],
+            set: vec![
+                "mode=limited".into(),
+                "nokey".into(),
+                "mdoe=\"full\"".into(),
+            ],
             allow: vec!["bad host".into()],
             mitm: true,
             ..Default::default()
@@ -420,9 +814,18 @@ fn command_line_layer() {
     };
     let e = crate::load(&bad).unwrap_err();
     let s = e.to_string();
-    assert!(s.contains("command-line: network.mode: the value must be TOML"), "{s}");
-    assert!(s.contains("command-line: nokey: expected -c key=value"), "{s}");
-    assert!(s.contains("network.mdoe: unknown key (did you mean `network.mode`?)"), "{s}");
+    assert!(
+        s.contains("command-line: network.mode: the value must be TOML"),
+        "{s}"
+    );
+    assert!(
+        s.contains("command-line: nokey: expected -c key=value"),
+        "{s}"
+    );
+    assert!(
+        s.contains("network.mdoe: unknown key (did you mean `network.mode`?)"),
+        "{s}"
+    );
     assert!(s.contains("--allow bad host"), "{s}");
     assert!(s.contains("network.mitm: not supported yet"), "{s}");
 }
@@ -434,9 +837,17 @@ fn files_are_read_in_order_and_missing_required_files_are_errors() {
     let home = dir.path().join("home");
     std::fs::create_dir_all(&sys).unwrap();
     std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(sys.join("config.toml"), "[network]\nmode = \"limited\"\nenable_admin = false").unwrap();
+    std::fs::write(
+        sys.join("config.toml"),
+        "[network]\nmode = \"limited\"\nenable_admin = false",
+    )
+    .unwrap();
     std::fs::write(home.join("config.toml"), "[network]\nmode = \"full\"").unwrap();
-    std::fs::write(sys.join("requirements.toml"), "[network]\ndenied_domains = [\"evil.com\"]").unwrap();
+    std::fs::write(
+        sys.join("requirements.toml"),
+        "[network]\ndenied_domains = [\"evil.com\"]",
+    )
+    .unwrap();
     let mut sources = crate::Sources {
         system_dir: Some(sys.clone()),
         home_dir: Some(home.clone()),
@@ -446,7 +857,10 @@ fn files_are_read_in_order_and_missing_required_files_are_errors() {
     let c = crate::load(&sources).unwrap();
     assert_eq!(c.mode(), Mode::Full);
     assert!(!c.enable_admin());
-    assert_eq!(c.domains()[0].layer, Layer::Managed(sys.join("requirements.toml")));
+    assert_eq!(
+        c.domains()[0].layer,
+        Layer::Managed(sys.join("requirements.toml"))
+    );
     // The always-enforced file applies whatever the system dir says.
     let always = dir.path().join("always.toml");
     std::fs::write(&always, "[network]\nmode = \"limited\"").unwrap();
@@ -456,7 +870,10 @@ fn files_are_read_in_order_and_missing_required_files_are_errors() {
     sources.system_requirements = Some(dir.path().join("absent.toml"));
     sources.config_files = vec![dir.path().join("missing.toml")];
     let e = crate::load(&sources).unwrap_err();
-    assert!(e.to_string().contains("missing.toml: cannot read file"), "{e}");
+    assert!(
+        e.to_string().contains("missing.toml: cannot read file"),
+        "{e}"
+    );
     sources.config_files = vec![];
     sources.requirement_files = vec![dir.path().join("missing-req.toml")];
     assert!(crate::load(&sources).is_err());
@@ -468,19 +885,45 @@ fn files_are_read_in_order_and_missing_required_files_are_errors() {
 
 #[test]
 fn show_names_each_layer_and_redacts_the_token() {
-    let c = ok(&["[network]\nadmin_token = \"s3cret\"\nmode = \"limited\"\n[network.domains]\n\"a.com\" = \"allow\""], &[]);
+    let c = ok(
+        &[
+            "[network]\nadmin_token = \"s3cret\"\nmode = \"limited\"\n[network.domains]\n\"a.com\" = \"allow\"",
+        ],
+        &[],
+    );
     let shown = c.show();
     let get = |k: &str| shown.iter().find(|s| s.key == k).unwrap();
     assert_eq!(get("network.mode").layer.to_string(), "/cfg/a.toml");
     assert_eq!(get("network.enabled").layer.to_string(), "default");
-    assert_eq!(get("network.admin_token").value.as_ref().unwrap().as_str(), Some("<redacted>"));
-    assert_eq!(get("network.domains.\"a.com\"").value.as_ref().unwrap().as_str(), Some("allow"));
+    assert_eq!(
+        get("network.admin_token").value.as_ref().unwrap().as_str(),
+        Some("<redacted>")
+    );
+    assert_eq!(
+        get("network.domains.\"a.com\"")
+            .value
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        Some("allow")
+    );
     assert!(!format!("{shown:?}").contains("s3cret"));
 }
 
 #[test]
 fn restart_keys() {
     let a = ok(&[], &[]);
-    let b = ok(&["[network]\nproxy_url = \"127.0.0.1:9\"\nmode = \"limited\"\n[network.dns]\ntimeout_ms = 5"], &[]);
-    assert_eq!(a.restart_keys_changed(&b), vec!["network.proxy_url".to_owned(), "network.dns.timeout_ms".to_owned()]);
+    let b = ok(
+        &[
+            "[network]\nproxy_url = \"127.0.0.1:9\"\nmode = \"limited\"\n[network.dns]\ntimeout_ms = 5",
+        ],
+        &[],
+    );
+    assert_eq!(
+        a.restart_keys_changed(&b),
+        vec![
+            "network.proxy_url".to_owned(),
+            "network.dns.timeout_ms".to_owned()
+        ]
+    );
 }

@@ -108,7 +108,10 @@ impl AuditEvent {
             ("network.policy.source", self.source.as_str().to_owned()),
             ("network.policy.reason", self.reason.to_owned()),
             ("network.policy.override", self.policy_override.to_string()),
-            ("network.transport.protocol", self.protocol.as_str().to_owned()),
+            (
+                "network.transport.protocol",
+                self.protocol.as_str().to_owned(),
+            ),
             ("server.address", self.server_address.clone()),
             ("server.port", self.server_port.to_string()),
             (

@@ -71,7 +71,10 @@ pub enum HostError {
 enum Repr {
     Name(Box<str>),
     V4(Ipv4Addr),
-    V6 { addr: Ipv6Addr, zone: Option<Box<str>> },
+    V6 {
+        addr: Ipv6Addr,
+        zone: Option<Box<str>>,
+    },
 }
 
 /// A canonical destination host: a lowercase ASCII name, an IPv4 address, or an IPv6 address
@@ -262,12 +265,7 @@ fn is_forbidden(c: char) -> bool {
 pub fn ipv4_compatible(addr: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = addr.segments();
     if s[..6].iter().all(|&x| x == 0) {
-        let v4 = Ipv4Addr::new(
-            (s[6] >> 8) as u8,
-            s[6] as u8,
-            (s[7] >> 8) as u8,
-            s[7] as u8,
-        );
+        let v4 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
         let bits = u32::from(v4);
         if bits > 1 {
             return Some(v4);
@@ -367,13 +365,14 @@ fn is_number_label(label: &str) -> bool {
 
 /// One part of an `inet_aton` address: `0x` hex, a leading `0` octal, otherwise decimal.
 fn parse_ipv4_part(part: &str) -> Option<u64> {
-    let (digits, radix) = if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
-        (hex, 16)
-    } else if part.len() > 1 && part.starts_with('0') {
-        (&part[1..], 8)
-    } else {
-        (part, 10)
-    };
+    let (digits, radix) =
+        if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            (hex, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (&part[1..], 8)
+        } else {
+            (part, 10)
+        };
     if digits.is_empty() {
         // "0x" alone is zero, as in glibc and the URL standard.
         return (radix == 16).then_some(0);

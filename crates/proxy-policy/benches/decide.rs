@@ -60,7 +60,9 @@ fn bench(c: &mut Criterion) {
     // Parsing included: from the pattern strings to a compiled policy.
     let mut g = c.benchmark_group("compile");
     g.sample_size(10);
-    g.bench_function("100k", |b| b.iter(|| black_box(builder(100_000).build().unwrap())));
+    g.bench_function("100k", |b| {
+        b.iter(|| black_box(builder(100_000).build().unwrap()));
+    });
     g.finish();
 }
 

@@ -160,10 +160,10 @@ fn classify_v6(ip: Ipv6Addr) -> Option<LocalRange> {
     }
     let s = ip.segments();
     let table: [(u16, u16, LocalRange); 5] = [
-        (0xfe00, 0xfc00, R::Private),     // fc00::/7
-        (0xffc0, 0xfe80, R::LinkLocal),   // fe80::/10
-        (0xffc0, 0xfec0, R::SiteLocal),   // fec0::/10
-        (0xff00, 0xff00, R::Multicast),   // ff00::/8
+        (0xfe00, 0xfc00, R::Private),       // fc00::/7
+        (0xffc0, 0xfe80, R::LinkLocal),     // fe80::/10
+        (0xffc0, 0xfec0, R::SiteLocal),     // fec0::/10
+        (0xff00, 0xff00, R::Multicast),     // ff00::/8
         (0xffff, 0x2001, R::Documentation), // checked with the second segment below
     ];
     for (mask, value, range) in table {
@@ -216,11 +216,16 @@ mod tests {
             check(first, *range);
             check(last, *range);
             // The neighbours just outside each range are public unless another range starts.
-            let before = Ipv4Addr::from(u32::from(first.parse::<Ipv4Addr>().unwrap()).wrapping_sub(1));
-            let after = Ipv4Addr::from(u32::from(last.parse::<Ipv4Addr>().unwrap()).wrapping_add(1));
+            let before =
+                Ipv4Addr::from(u32::from(first.parse::<Ipv4Addr>().unwrap()).wrapping_sub(1));
+            let after =
+                Ipv4Addr::from(u32::from(last.parse::<Ipv4Addr>().unwrap()).wrapping_add(1));
             for n in [before, after] {
                 let inside_another = table.iter().any(|(f, l, _)| {
-                    let (f, l) = (f.parse::<Ipv4Addr>().unwrap(), l.parse::<Ipv4Addr>().unwrap());
+                    let (f, l) = (
+                        f.parse::<Ipv4Addr>().unwrap(),
+                        l.parse::<Ipv4Addr>().unwrap(),
+                    );
                     f <= n && n <= l
                 });
                 if !inside_another {
@@ -228,7 +233,14 @@ mod tests {
                 }
             }
         }
-        for public in ["8.8.8.8", "1.1.1.1", "93.184.216.34", "172.32.0.1", "100.128.0.1", "192.0.1.1"] {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "93.184.216.34",
+            "172.32.0.1",
+            "100.128.0.1",
+            "192.0.1.1",
+        ] {
             check(public, None);
         }
     }

@@ -41,7 +41,9 @@ pub enum Error {
     #[error(transparent)]
     Pattern(#[from] PatternError),
     /// The global wildcard in a deny list.
-    #[error("unsupported global wildcard domain pattern {0:?} in a deny list; use exact hosts or scoped wildcards like *.example.com or **.example.com")]
+    #[error(
+        "unsupported global wildcard domain pattern {0:?} in a deny list; use exact hosts or scoped wildcards like *.example.com or **.example.com"
+    )]
     GlobalDeny(String),
     /// The glob set could not be built.
     #[error("cannot compile patterns: {0}")]

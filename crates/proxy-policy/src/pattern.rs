@@ -222,9 +222,7 @@ fn kind_covers(managed: &PatternKind, user: &PatternKind) -> bool {
         (K::Subdomains(d), K::Subdomains(x)) => under(x, d, true),
         (K::Subdomains(d), K::ApexAndSubdomains(x)) => under(x, d, false),
         (K::ApexAndSubdomains(d), K::Exact(x)) => under(x, d, true),
-        (K::ApexAndSubdomains(d), K::Subdomains(x) | K::ApexAndSubdomains(x)) => {
-            under(x, d, true)
-        }
+        (K::ApexAndSubdomains(d), K::Subdomains(x) | K::ApexAndSubdomains(x)) => under(x, d, true),
         (K::Subdomains(d) | K::ApexAndSubdomains(d), K::Glob { glob, .. }) => {
             // Every name a glob matches ends with its fixed labels (those after the last label
             // holding a `*`) and has at least one label in front of them, so the glob is

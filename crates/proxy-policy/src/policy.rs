@@ -101,7 +101,11 @@ impl PolicyBuilder {
     }
 
     /// Allows a unix socket path (absolute; compare after canonicalising symlinks).
-    pub fn allow_unix_socket(&mut self, path: &str, origin: Option<&str>) -> Result<&mut Self, Error> {
+    pub fn allow_unix_socket(
+        &mut self,
+        path: &str,
+        origin: Option<&str>,
+    ) -> Result<&mut Self, Error> {
         if !path.starts_with('/') || path.contains('\0') {
             return Err(Error::UnixPath(path.to_owned()));
         }
@@ -295,7 +299,9 @@ impl Policy {
                     } else {
                         "no allow pattern matched"
                     };
-                    return Evaluation::Deny(Decision::deny(Reason::NotAllowed).with_detail(detail));
+                    return Evaluation::Deny(
+                        Decision::deny(Reason::NotAllowed).with_detail(detail),
+                    );
                 }
             },
         };
@@ -304,10 +310,9 @@ impl Policy {
             Ok(intercept) => intercept,
             Err(reason) => {
                 return Evaluation::Deny(
-                    Decision::deny(reason).with_rule(rule_of(allowed)).with_detail(format!(
-                        "limited mode; {}",
-                        reason.message()
-                    )),
+                    Decision::deny(reason)
+                        .with_rule(rule_of(allowed))
+                        .with_detail(format!("limited mode; {}", reason.message())),
                 );
             }
         };
@@ -327,7 +332,12 @@ impl Policy {
     }
 
     /// The limited-mode guard, after deny, local and allowlist: `Ok(intercept)` or the refusal.
-    fn mode_guard(&self, protocol: Protocol, method: Option<&str>, port: u16) -> Result<bool, Reason> {
+    fn mode_guard(
+        &self,
+        protocol: Protocol,
+        method: Option<&str>,
+        port: u16,
+    ) -> Result<bool, Reason> {
         if self.mode == Mode::Full {
             return Ok(false);
         }
@@ -358,7 +368,8 @@ impl Policy {
         let text = path.to_string_lossy();
         if !path.is_absolute() {
             return Evaluation::Deny(
-                Decision::deny(Reason::NotAllowed).with_detail("unix socket paths must be absolute"),
+                Decision::deny(Reason::NotAllowed)
+                    .with_detail("unix socket paths must be absolute"),
             );
         }
         let rule = if self.allow_all_unix_sockets {
@@ -374,7 +385,12 @@ impl Policy {
                 }
             }
         };
-        if self.mode == Mode::Limited && !req.method.as_deref().is_some_and(|m| self.mode.allows_method(m)) {
+        if self.mode == Mode::Limited
+            && !req
+                .method
+                .as_deref()
+                .is_some_and(|m| self.mode.allows_method(m))
+        {
             return Evaluation::Deny(Decision::deny(Reason::MethodNotAllowed).with_rule(rule));
         }
         Evaluation::Allow {
@@ -387,7 +403,8 @@ impl Policy {
     /// refused as `not_allowed_local`. An empty list is refused too (fail closed).
     pub fn check_addresses(&self, pending: Decision, addrs: &[IpAddr]) -> Decision {
         if addrs.is_empty() {
-            return Decision::deny(Reason::NotAllowedLocal).with_detail("the name has no addresses");
+            return Decision::deny(Reason::NotAllowedLocal)
+                .with_detail("the name has no addresses");
         }
         for &ip in addrs {
             if let Some(range) = self.address_local_range(ip) {

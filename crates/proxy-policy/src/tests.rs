@@ -91,7 +91,13 @@ fn check(rules: &str, req: &str, expected: &str) {
         (Evaluation::AllowIfAddressesPass { decision, .. }, None) => {
             ("resolve".to_owned(), decision.clone())
         }
-        (Evaluation::Allow { decision, intercept }, _) => (
+        (
+            Evaluation::Allow {
+                decision,
+                intercept,
+            },
+            _,
+        ) => (
             if *intercept { "intercept" } else { "allow" }.to_owned(),
             decision.clone(),
         ),
@@ -122,17 +128,56 @@ fn empty_allowlist_denies_everything() {
 
 #[test]
 fn deny_wins() {
-    check("allow=example.com deny=example.com", "http GET example.com", "denied@example.com");
-    check("allow=* deny=evil.com", "http GET evil.com", "denied@evil.com");
+    check(
+        "allow=example.com deny=example.com",
+        "http GET example.com",
+        "denied@example.com",
+    );
+    check(
+        "allow=* deny=evil.com",
+        "http GET evil.com",
+        "denied@evil.com",
+    );
     check("allow=* deny=evil.com", "http GET good.com", "resolve@*");
-    check("allow=127.0.0.1 deny=127.0.0.1", "http GET 127.0.0.1", "denied");
-    check("allow=**.example.com deny=*.example.com", "http GET a.example.com", "denied@*.example.com");
-    check("allow=**.example.com deny=*.example.com", "http GET example.com", "resolve@**.example.com");
-    check("local allow=10.0.0.1 deny=10.0.0.1", "http GET 10.0.0.1", "denied");
-    check("mode=limited allow=x.com deny=x.com", "http POST x.com", "denied");
+    check(
+        "allow=127.0.0.1 deny=127.0.0.1",
+        "http GET 127.0.0.1",
+        "denied",
+    );
+    check(
+        "allow=**.example.com deny=*.example.com",
+        "http GET a.example.com",
+        "denied@*.example.com",
+    );
+    check(
+        "allow=**.example.com deny=*.example.com",
+        "http GET example.com",
+        "resolve@**.example.com",
+    );
+    check(
+        "local allow=10.0.0.1 deny=10.0.0.1",
+        "http GET 10.0.0.1",
+        "denied",
+    );
+    check(
+        "mode=limited allow=x.com deny=x.com",
+        "http POST x.com",
+        "denied",
+    );
     // A deny pattern for an IPv4 address matches every spelling of it.
-    for spelling in ["8.8.8.8", "0x8.8.8.8", "134744072", "[::ffff:8.8.8.8]", "[::8.8.8.8]", "010.010.010.010"] {
-        check("allow=* deny=8.8.8.8", &format!("http GET {spelling}"), "denied@8.8.8.8");
+    for spelling in [
+        "8.8.8.8",
+        "0x8.8.8.8",
+        "134744072",
+        "[::ffff:8.8.8.8]",
+        "[::8.8.8.8]",
+        "010.010.010.010",
+    ] {
+        check(
+            "allow=* deny=8.8.8.8",
+            &format!("http GET {spelling}"),
+            "denied@8.8.8.8",
+        );
     }
 }
 
@@ -141,54 +186,183 @@ fn wildcard_patterns() {
     check("allow=*.openai.com", "http GET api.openai.com", "resolve");
     check("allow=*.openai.com", "http GET a.b.openai.com", "resolve");
     check("allow=*.openai.com", "http GET openai.com", "not_allowed");
-    check("allow=*.openai.com", "http GET evilopenai.com", "not_allowed");
+    check(
+        "allow=*.openai.com",
+        "http GET evilopenai.com",
+        "not_allowed",
+    );
     check("allow=**.openai.com", "http GET openai.com", "resolve");
     check("allow=**.openai.com", "http GET api.openai.com", "resolve");
-    check("allow=**.openai.com", "http GET evilopenai.com", "not_allowed");
-    check("allow=*.Example.COM.", "http GET API.example.com.", "resolve");
+    check(
+        "allow=**.openai.com",
+        "http GET evilopenai.com",
+        "not_allowed",
+    );
+    check(
+        "allow=*.Example.COM.",
+        "http GET API.example.com.",
+        "resolve",
+    );
     check("allow=Example.COM.", "http GET example.com", "resolve");
-    check("allow=Example.COM.", "http GET api.example.com", "not_allowed");
-    check("allow=region*.v2.argotunnel.com", "http GET region1.v2.argotunnel.com", "resolve");
-    check("allow=region*.v2.argotunnel.com", "http GET region.v2.argotunnel.com", "resolve");
-    check("allow=region*.v2.argotunnel.com", "http GET xregion1.v2.argotunnel.com", "not_allowed");
-    check("allow=region*.v2.argotunnel.com", "http GET foo.region1.v2.argotunnel.com", "not_allowed");
-    check("allow=region*.v2.argotunnel.com", "http GET region1.x.v2.argotunnel.com", "not_allowed");
-    check("allow=*.region*.example.com", "http GET a.region1.example.com", "resolve");
-    check("allow=*.region*.example.com", "http GET region1.example.com", "not_allowed");
-    check("allow=**.region*.example.com", "http GET region1.example.com", "resolve");
-    check("allow=a*b.example.com", "http GET A1B.example.com", "resolve");
-    check("allow=bücher.example", "http GET xn--bcher-kva.example", "resolve");
+    check(
+        "allow=Example.COM.",
+        "http GET api.example.com",
+        "not_allowed",
+    );
+    check(
+        "allow=region*.v2.argotunnel.com",
+        "http GET region1.v2.argotunnel.com",
+        "resolve",
+    );
+    check(
+        "allow=region*.v2.argotunnel.com",
+        "http GET region.v2.argotunnel.com",
+        "resolve",
+    );
+    check(
+        "allow=region*.v2.argotunnel.com",
+        "http GET xregion1.v2.argotunnel.com",
+        "not_allowed",
+    );
+    check(
+        "allow=region*.v2.argotunnel.com",
+        "http GET foo.region1.v2.argotunnel.com",
+        "not_allowed",
+    );
+    check(
+        "allow=region*.v2.argotunnel.com",
+        "http GET region1.x.v2.argotunnel.com",
+        "not_allowed",
+    );
+    check(
+        "allow=*.region*.example.com",
+        "http GET a.region1.example.com",
+        "resolve",
+    );
+    check(
+        "allow=*.region*.example.com",
+        "http GET region1.example.com",
+        "not_allowed",
+    );
+    check(
+        "allow=**.region*.example.com",
+        "http GET region1.example.com",
+        "resolve",
+    );
+    check(
+        "allow=a*b.example.com",
+        "http GET A1B.example.com",
+        "resolve",
+    );
+    check(
+        "allow=bücher.example",
+        "http GET xn--bcher-kva.example",
+        "resolve",
+    );
     check("allow=*", "http GET anything.example", "resolve@*");
     check("allow=[*]", "http GET anything.example", "resolve");
 }
 
 #[test]
 fn port_scopes() {
-    check("allow=example.com:8443", "https_connect CONNECT example.com:8443", "resolve");
-    check("allow=example.com:8443", "https_connect CONNECT example.com:443", "not_allowed");
-    check("allow=localhost:3000-3999", "http GET localhost:3000", "allow");
-    check("allow=localhost:3000-3999", "http GET localhost:3999", "allow");
-    check("allow=localhost:3000-3999", "http GET localhost:4000", "not_allowed_local");
+    check(
+        "allow=example.com:8443",
+        "https_connect CONNECT example.com:8443",
+        "resolve",
+    );
+    check(
+        "allow=example.com:8443",
+        "https_connect CONNECT example.com:443",
+        "not_allowed",
+    );
+    check(
+        "allow=localhost:3000-3999",
+        "http GET localhost:3000",
+        "allow",
+    );
+    check(
+        "allow=localhost:3000-3999",
+        "http GET localhost:3999",
+        "allow",
+    );
+    check(
+        "allow=localhost:3000-3999",
+        "http GET localhost:4000",
+        "not_allowed_local",
+    );
     check("allow=[::1]:8080", "http GET [::1]:8080", "allow");
-    check("allow=[::1]:8080", "http GET [::1]:8081", "not_allowed_local");
-    check("allow=* deny=example.com:25", "http GET example.com:25", "denied");
-    check("allow=* deny=example.com:25", "http GET example.com:80", "resolve");
-    check("allow=*.example.com:443", "https_connect CONNECT a.example.com:443", "resolve");
-    check("allow=*.example.com:443", "https_connect CONNECT a.example.com:22", "not_allowed");
+    check(
+        "allow=[::1]:8080",
+        "http GET [::1]:8081",
+        "not_allowed_local",
+    );
+    check(
+        "allow=* deny=example.com:25",
+        "http GET example.com:25",
+        "denied",
+    );
+    check(
+        "allow=* deny=example.com:25",
+        "http GET example.com:80",
+        "resolve",
+    );
+    check(
+        "allow=*.example.com:443",
+        "https_connect CONNECT a.example.com:443",
+        "resolve",
+    );
+    check(
+        "allow=*.example.com:443",
+        "https_connect CONNECT a.example.com:22",
+        "not_allowed",
+    );
 }
 
 #[test]
 fn local_literals_need_an_explicit_literal() {
     for host in [
-        "127.0.0.1", "127.1", "0x7f.0.0.1", "0177.0.0.1", "2130706433", "0x7f000001", "127.0.0.1.",
-        "[::1]", "::1", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::127.0.0.1]", "localhost",
-        "LOCALHOST.", "foo.localhost", "0.0.0.0", "0", "10.0.0.1", "10.1", "192.168.1.1",
-        "172.16.0.1", "169.254.169.254", "100.64.0.1", "[fe80::1%25lo0]", "[fc00::1]",
-        "[64:ff9b::127.0.0.1]", "[2002:7f00:1::1]", "198.18.0.1", "224.0.0.1", "255.255.255.255",
+        "127.0.0.1",
+        "127.1",
+        "0x7f.0.0.1",
+        "0177.0.0.1",
+        "2130706433",
+        "0x7f000001",
+        "127.0.0.1.",
+        "[::1]",
+        "::1",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "[::127.0.0.1]",
+        "localhost",
+        "LOCALHOST.",
+        "foo.localhost",
+        "0.0.0.0",
+        "0",
+        "10.0.0.1",
+        "10.1",
+        "192.168.1.1",
+        "172.16.0.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "[fe80::1%25lo0]",
+        "[fc00::1]",
+        "[64:ff9b::127.0.0.1]",
+        "[2002:7f00:1::1]",
+        "198.18.0.1",
+        "224.0.0.1",
+        "255.255.255.255",
     ] {
         check("allow=*", &format!("http GET {host}"), "not_allowed_local");
-        check("allow=*.com,**.localhost", &format!("http GET {host}"), "not_allowed_local");
-        check("", &format!("https_connect CONNECT {host}"), "not_allowed_local");
+        check(
+            "allow=*.com,**.localhost",
+            &format!("http GET {host}"),
+            "not_allowed_local",
+        );
+        check(
+            "",
+            &format!("https_connect CONNECT {host}"),
+            "not_allowed_local",
+        );
         check("allow=* local", &format!("http GET {host}"), "allow");
     }
     check("allow=localhost", "http GET localhost", "allow@localhost");
@@ -202,41 +376,115 @@ fn local_literals_need_an_explicit_literal() {
     check("allow=10.0.0.1", "http GET 10.0.0.1", "allow");
     check("allow=fe80::1", "http GET [fe80::1%25lo0]", "allow");
     check("allow=fe80::1%eth0", "http GET [fe80::1%25eth0]", "allow");
-    check("allow=fe80::1%eth0", "http GET [fe80::1%25eth1]", "not_allowed_local");
-    check("local allow=fe80::1%eth0", "http GET [fe80::1%25eth1]", "not_allowed");
+    check(
+        "allow=fe80::1%eth0",
+        "http GET [fe80::1%25eth1]",
+        "not_allowed_local",
+    );
+    check(
+        "local allow=fe80::1%eth0",
+        "http GET [fe80::1%25eth1]",
+        "not_allowed",
+    );
     check("allow=fe80::1", "http GET fe80::2", "not_allowed_local");
 }
 
 #[test]
 fn scoped_ipv6_deny_entries() {
-    for host in ["fd00::1", "[fd00::1]", "fd00::1%eth0", "[fd00::1%25eth0]", "[fd00::1%eth0]"] {
-        check("local allow=* deny=fd00::1", &format!("http GET {host}"), "denied");
+    for host in [
+        "fd00::1",
+        "[fd00::1]",
+        "fd00::1%eth0",
+        "[fd00::1%25eth0]",
+        "[fd00::1%eth0]",
+    ] {
+        check(
+            "local allow=* deny=fd00::1",
+            &format!("http GET {host}"),
+            "denied",
+        );
     }
-    check("local allow=* deny=fd00::1%eth0", "http GET [fd00::1%25eth0]", "denied");
-    check("local allow=* deny=fd00::1%eth0", "http GET [fd00::1%25eth1]", "allow");
+    check(
+        "local allow=* deny=fd00::1%eth0",
+        "http GET [fd00::1%25eth0]",
+        "denied",
+    );
+    check(
+        "local allow=* deny=fd00::1%eth0",
+        "http GET [fd00::1%25eth1]",
+        "allow",
+    );
 }
 
 #[test]
 fn treat_as_public_exempts_ranges() {
-    check("allow=* public=198.18.0.0/15", "http GET 198.18.0.5", "allow");
-    check("allow=* public=198.18.0.0/15", "http GET 198.20.0.5", "allow");
-    check("allow=* public=198.18.0.0/15", "http GET 10.0.0.1", "not_allowed_local");
-    check("allow=*.test public=127.0.0.0/8", "http GET a.test 127.0.0.1", "allow");
-    check("allow=*.test public=127.0.0.0/8", "http GET a.test 127.0.0.1,::1", "not_allowed_local");
+    check(
+        "allow=* public=198.18.0.0/15",
+        "http GET 198.18.0.5",
+        "allow",
+    );
+    check(
+        "allow=* public=198.18.0.0/15",
+        "http GET 198.20.0.5",
+        "allow",
+    );
+    check(
+        "allow=* public=198.18.0.0/15",
+        "http GET 10.0.0.1",
+        "not_allowed_local",
+    );
+    check(
+        "allow=*.test public=127.0.0.0/8",
+        "http GET a.test 127.0.0.1",
+        "allow",
+    );
+    check(
+        "allow=*.test public=127.0.0.0/8",
+        "http GET a.test 127.0.0.1,::1",
+        "not_allowed_local",
+    );
     check("allow=* public=::1/128", "http GET [::1]", "allow");
 }
 
 #[test]
 fn resolved_addresses_must_all_pass() {
-    check("allow=example.com", "http GET example.com 93.184.216.34", "allow");
-    check("allow=example.com", "http GET example.com 93.184.216.34,10.0.0.1", "not_allowed_local");
-    check("allow=example.com", "http GET example.com 127.0.0.1", "not_allowed_local");
-    check("allow=example.com", "http GET example.com ::ffff:127.0.0.1", "not_allowed_local");
-    check("allow=example.com", "http GET example.com 64:ff9b::a00:1", "not_allowed_local");
-    check("allow=example.com", "http GET example.com 2606:4700::1", "allow");
+    check(
+        "allow=example.com",
+        "http GET example.com 93.184.216.34",
+        "allow",
+    );
+    check(
+        "allow=example.com",
+        "http GET example.com 93.184.216.34,10.0.0.1",
+        "not_allowed_local",
+    );
+    check(
+        "allow=example.com",
+        "http GET example.com 127.0.0.1",
+        "not_allowed_local",
+    );
+    check(
+        "allow=example.com",
+        "http GET example.com ::ffff:127.0.0.1",
+        "not_allowed_local",
+    );
+    check(
+        "allow=example.com",
+        "http GET example.com 64:ff9b::a00:1",
+        "not_allowed_local",
+    );
+    check(
+        "allow=example.com",
+        "http GET example.com 2606:4700::1",
+        "allow",
+    );
     check("allow=example.com local", "http GET example.com", "allow");
     // An explicitly allowlisted name that resolves locally is still refused.
-    check("allow=internal.example", "http GET internal.example 192.168.0.10", "not_allowed_local");
+    check(
+        "allow=internal.example",
+        "http GET internal.example 192.168.0.10",
+        "not_allowed_local",
+    );
     let p = policy("allow=example.com");
     let d = p.check_addresses(proxy_core::Decision::allow(), &[]);
     assert_eq!(d.reason, Some(Reason::NotAllowedLocal));
@@ -247,38 +495,110 @@ fn limited_mode() {
     check("mode=limited allow=x.com", "http GET x.com", "resolve");
     check("mode=limited allow=x.com", "http HEAD x.com", "resolve");
     check("mode=limited allow=x.com", "http OPTIONS x.com", "resolve");
-    check("mode=limited allow=x.com", "http POST x.com", "method_not_allowed");
-    check("mode=limited allow=x.com", "http get x.com", "method_not_allowed");
-    check("mode=limited allow=x.com", "http - x.com", "method_not_allowed");
-    check("mode=limited allow=x.com", "http CONNECT x.com", "method_not_allowed");
-    check("mode=limited allow=x.com", "https_connect CONNECT x.com:443", "mitm_required");
-    check("mode=limited allow=x.com", "https_connect CONNECT x.com:8443", "mitm_required");
-    check("mode=limited allow=x.com", "socks5_tcp - x.com:443", "mitm_required");
-    check("mode=limited allow=x.com", "socks5_tcp - x.com:22", "method_not_allowed");
-    check("mode=limited allow=x.com", "socks5_udp - x.com:53", "method_not_allowed");
-    check("mode=limited allow=x.com mitm", "https_connect CONNECT x.com:443", "resolve");
-    check("mode=limited allow=1.2.3.4 mitm", "https_connect CONNECT 1.2.3.4:443", "intercept");
+    check(
+        "mode=limited allow=x.com",
+        "http POST x.com",
+        "method_not_allowed",
+    );
+    check(
+        "mode=limited allow=x.com",
+        "http get x.com",
+        "method_not_allowed",
+    );
+    check(
+        "mode=limited allow=x.com",
+        "http - x.com",
+        "method_not_allowed",
+    );
+    check(
+        "mode=limited allow=x.com",
+        "http CONNECT x.com",
+        "method_not_allowed",
+    );
+    check(
+        "mode=limited allow=x.com",
+        "https_connect CONNECT x.com:443",
+        "mitm_required",
+    );
+    check(
+        "mode=limited allow=x.com",
+        "https_connect CONNECT x.com:8443",
+        "mitm_required",
+    );
+    check(
+        "mode=limited allow=x.com",
+        "socks5_tcp - x.com:443",
+        "mitm_required",
+    );
+    check(
+        "mode=limited allow=x.com",
+        "socks5_tcp - x.com:22",
+        "method_not_allowed",
+    );
+    check(
+        "mode=limited allow=x.com",
+        "socks5_udp - x.com:53",
+        "method_not_allowed",
+    );
+    check(
+        "mode=limited allow=x.com mitm",
+        "https_connect CONNECT x.com:443",
+        "resolve",
+    );
+    check(
+        "mode=limited allow=1.2.3.4 mitm",
+        "https_connect CONNECT 1.2.3.4:443",
+        "intercept",
+    );
     // Limited mode comes after deny, local and allowlist.
     check("mode=limited", "http POST x.com", "not_allowed");
-    check("mode=limited allow=x.com deny=x.com", "https_connect CONNECT x.com:443", "denied");
-    check("mode=limited allow=*", "http POST 127.0.0.1", "not_allowed_local");
+    check(
+        "mode=limited allow=x.com deny=x.com",
+        "https_connect CONNECT x.com:443",
+        "denied",
+    );
+    check(
+        "mode=limited allow=*",
+        "http POST 127.0.0.1",
+        "not_allowed_local",
+    );
     check("mode=full allow=x.com", "http DELETE x.com", "resolve");
 }
 
 #[test]
 fn disabled_proxy_refuses_everything() {
     check("disabled allow=*", "http GET x.com", "proxy_disabled");
-    check("disabled allow=*", "socks5_udp - 1.2.3.4:53", "proxy_disabled");
+    check(
+        "disabled allow=*",
+        "socks5_udp - 1.2.3.4:53",
+        "proxy_disabled",
+    );
 }
 
 #[test]
 fn unix_sockets() {
-    check("sock=/run/docker.sock", "http GET unix:/run/docker.sock", "allow@/run/docker.sock");
-    check("sock=/run/docker.sock", "http GET unix:/run/other.sock", "not_allowed");
+    check(
+        "sock=/run/docker.sock",
+        "http GET unix:/run/docker.sock",
+        "allow@/run/docker.sock",
+    );
+    check(
+        "sock=/run/docker.sock",
+        "http GET unix:/run/other.sock",
+        "not_allowed",
+    );
     check("allsocks", "http GET unix:/any/path.sock", "allow");
     check("allsocks", "http GET unix:relative.sock", "not_allowed");
-    check("allsocks mode=limited", "http POST unix:/a.sock", "method_not_allowed");
-    assert!(Policy::builder().allow_unix_socket("relative", None).is_err());
+    check(
+        "allsocks mode=limited",
+        "http POST unix:/a.sock",
+        "method_not_allowed",
+    );
+    assert!(
+        Policy::builder()
+            .allow_unix_socket("relative", None)
+            .is_err()
+    );
 }
 
 #[test]
@@ -314,7 +634,8 @@ fn invalid_patterns_are_errors_that_name_them() {
 #[test]
 fn decisions_explain_themselves() {
     let mut b = Policy::builder();
-    b.allow("*.example.com", Some("/etc/netproxy/config.toml")).unwrap();
+    b.allow("*.example.com", Some("/etc/netproxy/config.toml"))
+        .unwrap();
     let p = b.build().unwrap();
     let (meta, _) = request("https_connect CONNECT api.example.com:443");
     let d = p.evaluate(&meta).decision().clone();

@@ -81,11 +81,13 @@ struct PolicyOptions {
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
-    s.parse().map_err(|e: proxy_core::UnknownMode| e.to_string())
+    s.parse()
+        .map_err(|e: proxy_core::UnknownMode| e.to_string())
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
-    s.parse().map_err(|e: proxy_core::UnknownProtocol| e.to_string())
+    s.parse()
+        .map_err(|e: proxy_core::UnknownProtocol| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -174,13 +176,17 @@ fn load(p: &PolicyOptions) -> Result<proxy_config::Config, ExitCode> {
 }
 
 fn not_built(command: &str, issue: &str) -> ExitCode {
-    eprintln!("netproxy {command}: not built yet ({issue}); see `netproxy --help` for what works today");
+    eprintln!(
+        "netproxy {command}: not built yet ({issue}); see `netproxy --help` for what works today"
+    );
     ExitCode::from(EXIT_USAGE)
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if args.credentials {
-        eprintln!("netproxy check: --credentials is not built yet (the credential broker comes with its issue)");
+        eprintln!(
+            "netproxy check: --credentials is not built yet (the credential broker comes with its issue)"
+        );
         return Ok(ExitCode::from(EXIT_USAGE));
     }
     let req = match CheckRequest::parse(&args.target, args.protocol, args.method.as_deref()) {
@@ -210,7 +216,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", report.to_text());
     }
-    Ok(ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(1)))
+    Ok(ExitCode::from(
+        u8::try_from(report.exit_code()).unwrap_or(1),
+    ))
 }
 
 fn config_command(cmd: &ConfigCommand) -> anyhow::Result<ExitCode> {

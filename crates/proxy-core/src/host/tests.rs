@@ -4,7 +4,11 @@ use proptest::prelude::*;
 /// One helper for every spelling: `check(input, Ok(canonical))` or `check(input, Err(error))`.
 fn check(input: &str, expected: Result<&str, HostError>) {
     let got = Host::parse(input).map(|h| h.to_string());
-    assert_eq!(got.as_deref().map_err(Clone::clone), expected, "input {input:?}");
+    assert_eq!(
+        got.as_deref().map_err(Clone::clone),
+        expected,
+        "input {input:?}"
+    );
 }
 
 #[test]
@@ -23,7 +27,10 @@ fn malformed_names_are_invalid() {
     check(".", Err(HostError::Empty));
     check(".example.com", Err(HostError::EmptyLabel));
     check("a..b", Err(HostError::EmptyLabel));
-    check("evil.com\0.example.com", Err(HostError::ForbiddenChar('\0')));
+    check(
+        "evil.com\0.example.com",
+        Err(HostError::ForbiddenChar('\0')),
+    );
     check("evil.com\r\nx", Err(HostError::ForbiddenChar('\r')));
     check("evil.com\n", Err(HostError::ForbiddenChar('\n')));
     check("exa mple.com", Err(HostError::ForbiddenChar(' ')));
@@ -33,8 +40,14 @@ fn malformed_names_are_invalid() {
     check("user@example.com", Err(HostError::ForbiddenChar('@')));
     check("example.com/path", Err(HostError::ForbiddenChar('/')));
     check("*.example.com", Err(HostError::ForbiddenChar('*')));
-    check(&format!("{}.com", "a".repeat(64)), Err(HostError::LabelTooLong));
-    check(&format!("{}.com", "a".repeat(63)), Ok(&format!("{}.com", "a".repeat(63))));
+    check(
+        &format!("{}.com", "a".repeat(64)),
+        Err(HostError::LabelTooLong),
+    );
+    check(
+        &format!("{}.com", "a".repeat(63)),
+        Ok(&format!("{}.com", "a".repeat(63))),
+    );
     let long = vec!["a".repeat(62); 4].join(".") + ".ab"; // 254 bytes
     assert_eq!(long.len(), 254);
     check(&long, Err(HostError::NameTooLong));
@@ -140,15 +153,27 @@ fn ipv4_compatible_literals_keep_their_literal_but_are_judged_as_ipv4() {
     let h = Host::parse("::7f00:1").unwrap();
     assert_eq!(h.policy_ip(), Some("127.0.0.1".parse().unwrap()));
     // :: and ::1 are themselves.
-    assert_eq!(Host::parse("::").unwrap().policy_ip(), Some("::".parse().unwrap()));
-    assert_eq!(Host::parse("::1").unwrap().policy_ip(), Some("::1".parse().unwrap()));
-    assert_eq!(Host::parse("::2").unwrap().policy_ip(), Some("0.0.0.2".parse().unwrap()));
+    assert_eq!(
+        Host::parse("::").unwrap().policy_ip(),
+        Some("::".parse().unwrap())
+    );
+    assert_eq!(
+        Host::parse("::1").unwrap().policy_ip(),
+        Some("::1".parse().unwrap())
+    );
+    assert_eq!(
+        Host::parse("::2").unwrap().policy_ip(),
+        Some("0.0.0.2".parse().unwrap())
+    );
 }
 
 #[test]
 fn uri_form_brackets_ipv6() {
     assert_eq!(Host::parse("::1").unwrap().to_uri_host(), "[::1]");
-    assert_eq!(Host::parse("fe80::1%lo0").unwrap().to_uri_host(), "[fe80::1%25lo0]");
+    assert_eq!(
+        Host::parse("fe80::1%lo0").unwrap().to_uri_host(),
+        "[fe80::1%25lo0]"
+    );
     assert_eq!(Host::parse("a.example").unwrap().to_uri_host(), "a.example");
 }
 
@@ -180,7 +205,7 @@ proptest! {
         let spelled = match style {
             0 => format!("{bits}"),
             1 => format!("0x{bits:x}"),
-            2 => format!("0{:o}.0{:o}.0x{:x}.{}", a, b, c, d),
+            2 => format!("0{a:o}.0{b:o}.0x{c:x}.{d}"),
             _ => format!("{a}.{}", bits & 0x00ff_ffff),
         };
         let h = Host::parse(&spelled).unwrap();
