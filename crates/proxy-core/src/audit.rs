@@ -13,6 +13,11 @@ pub const EVENT_NAME: &str = "netproxy.policy_decision";
 
 /// What a decision was about: a destination host (`domain`), or something else such as the mode
 /// guard, the proxy's state or a unix socket (`non_domain`).
+///
+/// ```
+/// use proxy_core::Scope;
+/// assert_eq!(Scope::NonDomain.as_str(), "non_domain");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Host policy.
@@ -148,6 +153,14 @@ pub trait AuditSink: Send + Sync {
 }
 
 /// One refused request as kept in the blocked-request buffer and shown by `GET /blocked`.
+///
+/// ```
+/// use proxy_core::{AuditEvent, BlockedRecord, Decision, Mode, Protocol, Reason, RequestMeta, Target};
+/// let meta = RequestMeta::new(Protocol::Socks5Tcp, Target::parse_authority("10.0.0.5:22", 22).unwrap());
+/// let ev = AuditEvent::new(&meta, &Decision::deny(Reason::NotAllowedLocal), Mode::Full);
+/// let rec = BlockedRecord::from_event(&ev);
+/// assert_eq!((rec.host.as_str(), rec.port, rec.reason), ("10.0.0.5", 22, "not_allowed_local"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockedRecord {
     /// The canonical host, or `unix-socket`.

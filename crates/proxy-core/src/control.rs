@@ -50,6 +50,12 @@ pub struct PatternLists {
 }
 
 /// A change to the runtime layer's domains: entries are added, or replace the same key.
+///
+/// ```
+/// use proxy_core::DomainChange;
+/// let c = DomainChange { allow: vec!["api.example.com".into()], ..Default::default() };
+/// assert!(c.deny.is_empty());
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DomainChange {
     /// Patterns to allow.

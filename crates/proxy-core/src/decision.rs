@@ -7,6 +7,11 @@ use std::sync::Arc;
 
 /// Allow, deny, or deny-and-ask (the embedding UI may prompt the user; the request is still
 /// refused).
+///
+/// ```
+/// use proxy_core::Verdict;
+/// assert_eq!(Verdict::Ask.as_str(), "ask");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
     /// The request may proceed.
@@ -35,6 +40,12 @@ impl fmt::Display for Verdict {
 }
 
 /// Who decided: the baseline policy, the mode guard, the proxy's state, or a decider hook.
+///
+/// ```
+/// use proxy_core::{Reason, Source};
+/// assert_eq!(Reason::MitmRequired.source(), Source::ModeGuard);
+/// assert_eq!(Source::ModeGuard.to_string(), "mode_guard");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
     /// The allow/deny lists and local protection.

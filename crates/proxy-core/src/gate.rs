@@ -11,6 +11,12 @@ use crate::decision::Decision;
 use crate::target::RequestMeta;
 
 /// How an admitted request is reached.
+///
+/// ```
+/// use proxy_core::Via;
+/// let via = Via::UpstreamProxy { proxy: vec!["127.0.0.1:3129".parse().unwrap()], authority: "example.com:443".into() };
+/// assert!(matches!(via, Via::UpstreamProxy { .. }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
     /// Directly, to one of these checked addresses, tried in order.
@@ -57,6 +63,12 @@ impl Route {
 }
 
 /// An upstream failure, by its wire reason (interface.md §4): a 502, or a 504 for a timeout.
+///
+/// ```
+/// use proxy_core::UpstreamFailure;
+/// assert_eq!(UpstreamFailure::UpstreamTimeout.http_status(), 504);
+/// assert_eq!(UpstreamFailure::ConnectFailed.as_str(), "connect_failed");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamFailure {
     /// The name could not be resolved.
@@ -126,6 +138,12 @@ impl Failure {
 }
 
 /// The gate's answer.
+///
+/// ```
+/// use proxy_core::{Admission, Failure, UpstreamFailure};
+/// let a = Admission::Fail(Failure::new(UpstreamFailure::DnsFailed, "SERVFAIL"));
+/// assert!(matches!(a, Admission::Fail(ref f) if f.kind.http_status() == 502));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// Go ahead, along this route.

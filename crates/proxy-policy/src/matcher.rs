@@ -21,10 +21,12 @@ pub(crate) struct Entry {
     pub(crate) origin: Option<Arc<str>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SuffixKind {
-    Strict,
-    WithApex,
+/// The name patterns keyed by one domain: `d`, `*.d` and `**.d`.
+#[derive(Debug, Default)]
+struct ByName {
+    exact: Vec<usize>,
+    strict: Vec<usize>,
+    with_apex: Vec<usize>,
 }
 
 /// Hash maps with a fast, per-process seeded hasher: keys come from config, lookups from the
@@ -35,8 +37,7 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) struct Matcher {
     entries: Vec<Entry>,
     global: Vec<usize>,
-    exact: Map<Box<str>, Vec<usize>>,
-    suffix: Map<Box<str>, Vec<(usize, SuffixKind)>>,
+    names: Map<Box<str>, ByName>,
     ips: Map<(IpAddr, Option<Box<str>>), Vec<usize>>,
     globs: GlobSet,
     glob_index: Vec<usize>,
@@ -49,17 +50,13 @@ impl Matcher {
         for (i, e) in entries.iter().enumerate() {
             match e.pattern.kind() {
                 PatternKind::Global => m.global.push(i),
-                PatternKind::Exact(h) => m.exact.entry(name_key(h)).or_default().push(i),
-                PatternKind::Subdomains(h) => m
-                    .suffix
-                    .entry(name_key(h))
-                    .or_default()
-                    .push((i, SuffixKind::Strict)),
-                PatternKind::ApexAndSubdomains(h) => m
-                    .suffix
-                    .entry(name_key(h))
-                    .or_default()
-                    .push((i, SuffixKind::WithApex)),
+                PatternKind::Exact(h) => m.names.entry(name_key(h)).or_default().exact.push(i),
+                PatternKind::Subdomains(h) => {
+                    m.names.entry(name_key(h)).or_default().strict.push(i);
+                }
+                PatternKind::ApexAndSubdomains(h) => {
+                    m.names.entry(name_key(h)).or_default().with_apex.push(i);
+                }
                 PatternKind::Ip { addr, zone } => m
                     .ips
                     .entry((*addr, zone.as_deref().map(Into::into)))
@@ -115,6 +112,9 @@ impl Matcher {
     }
 
     fn find_where(&self, host: &Host, port: u16, keep: impl Fn(&Entry) -> bool) -> Option<&Entry> {
+        if self.entries.is_empty() {
+            return None;
+        }
         let mut best: Option<usize> = None;
         let mut consider = |i: usize| {
             let e = &self.entries[i];
@@ -141,19 +141,22 @@ impl Matcher {
         let Some(name) = host.as_name() else {
             return best.map(|i| &self.entries[i]);
         };
-        for &i in self.exact.get(name).into_iter().flatten() {
-            consider(i);
-        }
-        for &(i, kind) in self.suffix.get(name).into_iter().flatten() {
-            if kind == SuffixKind::WithApex {
-                consider(i);
+        if !self.names.is_empty() {
+            if let Some(by) = self.names.get(name) {
+                by.exact
+                    .iter()
+                    .chain(&by.with_apex)
+                    .for_each(|&i| consider(i));
             }
-        }
-        let mut rest = name;
-        while let Some(dot) = rest.find('.') {
-            rest = &rest[dot + 1..];
-            for &(i, _) in self.suffix.get(rest).into_iter().flatten() {
-                consider(i);
+            let mut rest = name;
+            while let Some(dot) = rest.find('.') {
+                rest = &rest[dot + 1..];
+                if let Some(by) = self.names.get(rest) {
+                    by.strict
+                        .iter()
+                        .chain(&by.with_apex)
+                        .for_each(|&i| consider(i));
+                }
             }
         }
         if !self.glob_index.is_empty() {
