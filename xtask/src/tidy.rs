@@ -92,10 +92,14 @@ pub(crate) fn forbidden_edges(edges: &[Edge], workspace: &BTreeSet<String>) -> V
                 "forbidden layer edge: {} depends on {} (allowed: {})",
                 e.from,
                 e.to,
-                allowed
-                    .get(e.from.as_str())
-                    .map_or("none: add the crate to the layer table".to_owned(), |l| l
-                        .join(", "))
+                allowed.get(e.from.as_str()).map_or_else(
+                    || "none: add the crate to the layer table".to_owned(),
+                    |l| if l.is_empty() {
+                        "no workspace crate".to_owned()
+                    } else {
+                        l.join(", ")
+                    },
+                )
             ));
         }
     }
