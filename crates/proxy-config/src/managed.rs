@@ -62,6 +62,26 @@ const KEYS: &[&str] = &[
 ];
 
 impl Requirements {
+    /// Sets one of the boolean constraints by its key.
+    fn set_flag(&mut self, key: &str, value: bool) {
+        let slot = match key {
+            "enabled" => &mut self.enabled,
+            "allowlist_expansion_enabled" => &mut self.allowlist_expansion_enabled,
+            "denylist_expansion_enabled" => &mut self.denylist_expansion_enabled,
+            "allow_local_binding" => &mut self.allow_local_binding,
+            "allow_upstream_proxy" => &mut self.allow_upstream_proxy,
+            "dangerously_allow_non_loopback_proxy" => {
+                &mut self.dangerously_allow_non_loopback_proxy
+            }
+            "dangerously_allow_all_unix_sockets" => &mut self.dangerously_allow_all_unix_sockets,
+            _ => {
+                self.managed_allowed_domains_only = value;
+                return;
+            }
+        };
+        *slot = Some(value);
+    }
+
     /// Parses a requirements document; problems are appended to `diags`.
     pub(crate) fn parse(origin: &Path, doc: &Table, diags: &mut Vec<Diagnostic>) -> Self {
         let file = origin.display().to_string();
@@ -105,40 +125,19 @@ impl Requirements {
                     );
                 };
                 match key.as_str() {
-                    "enabled" => match as_bool(value) {
-                        Some(b) => r.enabled = Some(b),
-                        None => bad("true or false"),
-                    },
                     "mode" => match value.as_str().and_then(|s| s.parse().ok()) {
                         Some(m) => r.mode = Some(m),
                         None => bad("\"full\" or \"limited\""),
                     },
-                    "allowlist_expansion_enabled" => match as_bool(value) {
-                        Some(b) => r.allowlist_expansion_enabled = Some(b),
-                        None => bad("true or false"),
-                    },
-                    "denylist_expansion_enabled" => match as_bool(value) {
-                        Some(b) => r.denylist_expansion_enabled = Some(b),
-                        None => bad("true or false"),
-                    },
-                    "managed_allowed_domains_only" => match as_bool(value) {
-                        Some(b) => r.managed_allowed_domains_only = b,
-                        None => bad("true or false"),
-                    },
-                    "allow_local_binding" => match as_bool(value) {
-                        Some(b) => r.allow_local_binding = Some(b),
-                        None => bad("true or false"),
-                    },
-                    "allow_upstream_proxy" => match as_bool(value) {
-                        Some(b) => r.allow_upstream_proxy = Some(b),
-                        None => bad("true or false"),
-                    },
-                    "dangerously_allow_non_loopback_proxy" => match as_bool(value) {
-                        Some(b) => r.dangerously_allow_non_loopback_proxy = Some(b),
-                        None => bad("true or false"),
-                    },
-                    "dangerously_allow_all_unix_sockets" => match as_bool(value) {
-                        Some(b) => r.dangerously_allow_all_unix_sockets = Some(b),
+                    "enabled"
+                    | "allowlist_expansion_enabled"
+                    | "denylist_expansion_enabled"
+                    | "managed_allowed_domains_only"
+                    | "allow_local_binding"
+                    | "allow_upstream_proxy"
+                    | "dangerously_allow_non_loopback_proxy"
+                    | "dangerously_allow_all_unix_sockets" => match as_bool(value) {
+                        Some(b) => r.set_flag(key, b),
                         None => bad("true or false"),
                     },
                     "allowed_domains" | "denied_domains" => {
