@@ -435,26 +435,22 @@ impl Config {
     pub fn allow_all_unix_sockets(&self) -> bool {
         self.bool("network.dangerously_allow_all_unix_sockets")
     }
+    /// The items of a list-valued key, each parsed (the key was validated when loaded).
+    fn list<T>(&self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<Vec<T>> {
+        self.value(key).and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().and_then(|s| parse(s).ok()))
+                .collect()
+        })
+    }
     /// `treat_as_public`.
     pub fn treat_as_public(&self) -> Vec<IpNet> {
-        self.value("network.treat_as_public")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().and_then(|s| parse_cidr(s).ok()))
-                    .collect()
-            })
+        self.list("network.treat_as_public", parse_cidr)
             .unwrap_or_default()
     }
     /// `[network.dns] nameservers` (`None`: the system's).
     pub fn dns_nameservers(&self) -> Option<Vec<SocketAddr>> {
-        self.value("network.dns.nameservers")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().and_then(|s| parse_nameserver(s).ok()))
-                    .collect()
-            })
+        self.list("network.dns.nameservers", parse_nameserver)
     }
     /// `[network.dns] timeout_ms`.
     pub fn dns_timeout(&self) -> Duration {

@@ -40,7 +40,13 @@ impl ControlError {
     }
 }
 
-/// The effective allow and deny patterns.
+/// The effective allow and deny patterns (`GET /patterns`).
+///
+/// ```
+/// use proxy_core::PatternLists;
+/// let p = PatternLists { allowed: vec!["**.github.com".into()], denied: vec![] };
+/// assert_eq!(p.allowed.len(), 1);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PatternLists {
     /// Allow patterns, as written.
@@ -64,7 +70,13 @@ pub struct DomainChange {
     pub deny: Vec<String>,
 }
 
-/// The blocked-request buffer's content.
+/// The blocked-request buffer's content (`GET /blocked`).
+///
+/// ```
+/// use proxy_core::BlockedView;
+/// let v = BlockedView::default();
+/// assert_eq!((v.blocked.len(), v.total), (0, 0));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlockedView {
     /// The buffered refusals, oldest first.
@@ -76,6 +88,29 @@ pub struct BlockedView {
 /// What the admin API may ask of the running proxy. Implemented by the proxy's assembly;
 /// the admin API reaches the proxy through nothing else. A change is in force when its future
 /// completes.
+///
+/// ```
+/// use proxy_core::*;
+/// /// A proxy whose config cannot change.
+/// #[derive(Debug)]
+/// struct Frozen;
+/// impl Control for Frozen {
+///     fn config_json(&self) -> String { "{}".into() }
+///     fn patterns(&self) -> PatternLists { PatternLists::default() }
+///     fn blocked(&self, _drain: bool) -> BlockedView { BlockedView::default() }
+///     async fn set_mode(&self, _m: Mode) -> Result<(), ControlError> {
+///         Err(ControlError::Constraint("mode is fixed".into()))
+///     }
+///     async fn update_domains(&self, _c: DomainChange) -> Result<(), ControlError> {
+///         Err(ControlError::Constraint("domains are fixed".into()))
+///     }
+///     async fn reload(&self) -> Result<(), ControlError> { Ok(()) }
+///     async fn check(&self, _meta: RequestMeta) -> Result<Decision, ControlError> {
+///         Ok(Decision::deny(Reason::NotAllowed))
+///     }
+///     fn metrics_text(&self) -> String { String::new() }
+/// }
+/// ```
 pub trait Control: Send + Sync {
     /// The effective config as a JSON document, each value with its layer.
     fn config_json(&self) -> String;

@@ -205,6 +205,10 @@ impl fmt::Display for Reason {
 }
 
 /// An unknown reason name.
+///
+/// ```
+/// assert!("nope".parse::<proxy_core::Reason>().is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown reason {0:?}")]
 pub struct UnknownReason(pub String);

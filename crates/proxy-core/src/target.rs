@@ -61,6 +61,10 @@ impl fmt::Display for Protocol {
 }
 
 /// An unknown protocol name.
+///
+/// ```
+/// assert!("gopher".parse::<proxy_core::Protocol>().is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown protocol {0:?} (expected http, https_connect, socks5_tcp or socks5_udp)")]
 pub struct UnknownProtocol(pub String);
@@ -118,6 +122,11 @@ impl fmt::Display for Mode {
 }
 
 /// An unknown mode name.
+///
+/// ```
+/// let err = "readonly".parse::<proxy_core::Mode>().unwrap_err();
+/// assert!(err.to_string().contains("full or limited"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown mode {0:?} (expected full or limited)")]
 pub struct UnknownMode(pub String);
@@ -156,6 +165,12 @@ pub enum Target {
 }
 
 /// Why an authority (`host[:port]`) could not be parsed.
+///
+/// ```
+/// use proxy_core::{AuthorityError, Target};
+/// assert!(matches!(Target::parse_authority("example.com:0", 443), Err(AuthorityError::Port(_))));
+/// assert!(matches!(Target::parse_authority("a..b", 443), Err(AuthorityError::Host(_))));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthorityError {
     /// The host part is invalid.

@@ -5,6 +5,12 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Why an address counts as local (not public).
+///
+/// ```
+/// use proxy_policy::{classify, LocalRange};
+/// assert_eq!(classify("100.100.1.1".parse().unwrap()), Some(LocalRange::SharedCgnat));
+/// assert_eq!(LocalRange::Loopback.to_string(), "loopback");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LocalRange {
     /// 0.0.0.0/8 ("this network") or `::`.

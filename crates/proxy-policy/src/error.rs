@@ -35,6 +35,11 @@ impl PatternError {
 }
 
 /// The policy crate's error.
+///
+/// ```
+/// use proxy_policy::{Error, Policy};
+/// assert!(matches!(Policy::builder().deny("*", None), Err(Error::GlobalDeny(_))));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A pattern that does not parse.

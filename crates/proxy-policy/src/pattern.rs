@@ -9,6 +9,12 @@ use proxy_core::{Host, HostError};
 use crate::error::PatternError;
 
 /// What a pattern matches, before its port scope.
+///
+/// ```
+/// use proxy_policy::{Pattern, PatternKind};
+/// assert!(matches!(Pattern::parse("**.example.com").unwrap().kind(), PatternKind::ApexAndSubdomains(_)));
+/// assert!(matches!(Pattern::parse("::ffff:10.0.0.1").unwrap().kind(), PatternKind::Ip { .. }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PatternKind {
     /// `*`: every host (allow lists only).
@@ -41,6 +47,13 @@ pub enum PatternKind {
 }
 
 /// An inclusive port range.
+///
+/// ```
+/// use proxy_policy::PortRange;
+/// let r = PortRange { lo: 3000, hi: 3999 };
+/// assert!(r.contains(3500) && !r.contains(4000));
+/// assert_eq!(r.to_string(), "3000-3999");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PortRange {
     /// First port.

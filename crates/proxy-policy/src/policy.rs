@@ -81,7 +81,9 @@ impl PolicyBuilder {
         self
     }
 
-    /// Lets local and private targets through when the allowlist admits them (default off).
+    /// Stops judging the addresses an allowed name resolves to, so names that resolve to
+    /// local addresses pass (default off). Local *literals* still need an explicit literal
+    /// allow entry: a wildcard never admits one.
     pub fn allow_local_binding(&mut self, allow: bool) -> &mut Self {
         self.allow_local_binding = allow;
         self
@@ -137,6 +139,18 @@ impl PolicyBuilder {
 }
 
 /// The first phase's answer.
+///
+/// ```
+/// use proxy_core::{Protocol, RequestMeta, Target};
+/// use proxy_policy::{Evaluation, Policy};
+/// let mut b = Policy::builder();
+/// b.allow("1.1.1.1", None)?;
+/// let p = b.build()?;
+/// let meta = RequestMeta::new(Protocol::HttpsConnect, Target::parse_authority("1.1.1.1:443", 443).unwrap());
+/// // A public literal needs no resolution: the answer is final.
+/// assert!(matches!(p.evaluate(&meta), Evaluation::Allow { intercept: false, .. }));
+/// # Ok::<(), proxy_policy::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evaluation {
     /// Final: allowed (an IP literal, an explicitly allowed local name, or a unix socket).
@@ -231,12 +245,19 @@ impl Policy {
         self.deny.entries().iter().map(|e| e.pattern.as_str())
     }
 
-    /// Whether an address is exempt from local protection (`allow_local_binding`, or inside a
-    /// `treat_as_public` range), or public.
+    /// Why a *resolved* address is refused: `Some(range)` when it is local and neither
+    /// `allow_local_binding` nor a `treat_as_public` range exempts it.
     pub fn address_local_range(&self, ip: IpAddr) -> Option<LocalRange> {
         if self.allow_local_binding {
             return None;
         }
+        self.literal_local_range(ip)
+    }
+
+    /// Why a *literal* address is local: `Some(range)` unless it is public or inside a
+    /// `treat_as_public` range. `allow_local_binding` does not change this: a literal local
+    /// target is admitted only by an explicit literal allow entry, never by a wildcard.
+    fn literal_local_range(&self, ip: IpAddr) -> Option<LocalRange> {
         let canonical = ip.to_canonical();
         if self
             .treat_as_public
@@ -251,14 +272,11 @@ impl Policy {
     /// Whether a host is a local literal: `localhost`, a `*.localhost` name, or a local IP.
     fn local_literal(&self, host: &Host) -> Option<String> {
         if let Some(name) = host.as_name() {
-            if self.allow_local_binding {
-                return None;
-            }
             return (name == "localhost" || name.ends_with(".localhost"))
                 .then(|| format!("{name} is a local name"));
         }
         let ip = host.policy_ip()?;
-        self.address_local_range(ip)
+        self.literal_local_range(ip)
             .map(|r| format!("{host} is a {r} address"))
     }
 
@@ -279,15 +297,19 @@ impl Policy {
             Some(why) => match self.allow.find_explicit(host, port) {
                 Some(e) => e,
                 None => {
-                    let mut d = Decision::deny(Reason::NotAllowedLocal).with_detail(format!(
-                        "{why}; only an explicit literal allow entry admits it"
-                    ));
-                    if let Some(e) = self.allow.find(host, port) {
-                        d = d.with_detail(format!(
+                    let d = match self.allow.find(host, port) {
+                        Some(e) => Decision::deny(Reason::NotAllowedLocal).with_detail(format!(
                             "{why}; the wildcard {} never admits a local target",
                             e.pattern
-                        ));
-                    }
+                        )),
+                        // With local binding on, a local target is judged by the allowlist:
+                        // nothing matched it.
+                        None if self.allow_local_binding => Decision::deny(Reason::NotAllowed)
+                            .with_detail(format!("{why}; no allow pattern matched")),
+                        None => Decision::deny(Reason::NotAllowedLocal).with_detail(format!(
+                            "{why}; only an explicit literal allow entry admits it"
+                        )),
+                    };
                     return Evaluation::Deny(d);
                 }
             },
@@ -317,7 +339,7 @@ impl Policy {
             }
         };
         // A literal, or an explicitly allowed local name, needs no address check; a name
-        // does, unless local protection is off.
+        // does, unless local binding is on (then its resolved addresses are not judged).
         if host.is_name() && local.is_none() && !self.allow_local_binding {
             Evaluation::AllowIfAddressesPass {
                 decision,

@@ -363,7 +363,12 @@ fn local_literals_need_an_explicit_literal() {
             &format!("https_connect CONNECT {host}"),
             "not_allowed_local",
         );
-        check("allow=* local", &format!("http GET {host}"), "allow");
+        // Local binding does not let a wildcard admit a local literal (interface.md §2).
+        check(
+            "allow=* local",
+            &format!("http GET {host}"),
+            "not_allowed_local",
+        );
     }
     check("allow=localhost", "http GET localhost", "allow@localhost");
     check("allow=localhost", "http GET LOCALHOST.", "allow");
@@ -410,7 +415,7 @@ fn scoped_ipv6_deny_entries() {
         "denied",
     );
     check(
-        "local allow=* deny=fd00::1%eth0",
+        "local allow=fd00::1 deny=fd00::1%eth0",
         "http GET [fd00::1%25eth1]",
         "allow",
     );
@@ -478,7 +483,9 @@ fn resolved_addresses_must_all_pass() {
         "http GET example.com 2606:4700::1",
         "allow",
     );
+    // Local binding: a name's resolved addresses are not judged.
     check("allow=example.com local", "http GET example.com", "allow");
+    check("allow=*.test local", "http GET a.test", "allow");
     // An explicitly allowlisted name that resolves locally is still refused.
     check(
         "allow=internal.example",
@@ -737,4 +744,20 @@ proptest! {
         let d = p.check_addresses(decision, &all);
         prop_assert_eq!(d.reason, Some(Reason::NotAllowedLocal));
     }
+}
+
+#[test]
+fn local_binding_judges_local_targets_by_the_allowlist_but_never_by_a_wildcard() {
+    check("local allow=10.0.0.1", "http GET 10.0.0.1", "allow");
+    check("local allow=10.0.0.1", "http GET 10.0.0.2", "not_allowed");
+    check("local allow=*", "http GET 10.0.0.2", "not_allowed_local");
+    check("local allow=*", "http GET localhost", "not_allowed_local");
+    check("local allow=localhost", "http GET localhost", "allow");
+    // A name's resolved addresses are not judged under local binding.
+    check("local allow=*.test", "http GET a.test", "allow");
+    check(
+        "allow=*.test",
+        "http GET a.test 127.0.0.1",
+        "not_allowed_local",
+    );
 }
