@@ -1,0 +1,65 @@
+//! A [`Dialer`] for tests: it records every address it dials and fails the test at once if it
+//! is ever asked to dial anything but loopback.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use proxy_core::{Dialer, Failure, Route, UpstreamFailure, Via};
+use tokio::net::TcpStream;
+
+/// Records dials; panics on a non-loopback address (the network-safety guard of DEVELOPERS.md).
+#[derive(Debug, Clone, Default)]
+pub struct RecordingDialer {
+    dials: Arc<Mutex<Vec<SocketAddr>>>,
+}
+
+impl RecordingDialer {
+    /// A dialer with no dials yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every address dialled, in order.
+    pub fn dials(&self) -> Vec<SocketAddr> {
+        self.dials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Dialer for RecordingDialer {
+    type Conn = TcpStream;
+
+    async fn dial(&self, route: &Route) -> Result<TcpStream, Failure> {
+        let addrs = match &route.via {
+            Via::Direct(a) => a.clone(),
+            Via::UpstreamProxy { proxy, .. } => proxy.clone(),
+            Via::Unix(_) => {
+                return Err(Failure::new(
+                    UpstreamFailure::ConnectFailed,
+                    "the recording dialer does not dial unix sockets",
+                ));
+            }
+        };
+        let mut last = None;
+        for addr in addrs {
+            assert!(
+                addr.ip().is_loopback(),
+                "network safety: a test tried to dial {addr}, which is not loopback"
+            );
+            self.dials
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(addr);
+            match TcpStream::connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Failure::new(
+            UpstreamFailure::ConnectFailed,
+            last.map_or_else(|| "no address to dial".to_owned(), |e| e.to_string()),
+        ))
+    }
+}
