@@ -1,0 +1,223 @@
+//! `proxy-audit` records netproxy's decisions: exactly one [`AuditEvent`] per decision goes to
+//! the [`Audit`] sink, which emits it as a tracing event (target `netproxy::audit`, name
+//! `netproxy.policy_decision`, the fields of interface.md §7) and keeps the last 200 refusals in
+//! a [`BlockedBuffer`] for the admin API.
+//!
+//! It is not a logger setup: the binary installs the subscriber that decides where tracing
+//! events go. Recording never blocks: the buffer is a short critical section, and tracing
+//! subscribers must not block either.
+//!
+//! ```
+//! use proxy_audit::Audit;
+//! use proxy_core::{AuditEvent, AuditSink, Decision, Mode, Protocol, Reason, RequestMeta, Target};
+//! let audit = Audit::default();
+//! let meta = RequestMeta::new(Protocol::Http, Target::parse_authority("evil.example", 80).unwrap());
+//! audit.record(&AuditEvent::new(&meta, &Decision::deny(Reason::Denied), Mode::Full));
+//! let view = audit.blocked().snapshot();
+//! assert_eq!((view.blocked.len(), view.total), (1, 1));
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use proxy_core::{AuditEvent, AuditSink, BlockedRecord, BlockedView, Verdict};
+
+/// How many refusals the buffer keeps.
+pub const BLOCKED_CAPACITY: usize = 200;
+
+/// The last [`BLOCKED_CAPACITY`] refusals, oldest dropped first, and a count of every refusal.
+#[derive(Debug, Default)]
+pub struct BlockedBuffer {
+    inner: Mutex<(VecDeque<BlockedRecord>, u64)>,
+}
+
+impl BlockedBuffer {
+    /// Adds a refusal.
+    pub fn push(&self, record: BlockedRecord) {
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.0.len() == BLOCKED_CAPACITY {
+            g.0.pop_front();
+        }
+        g.0.push_back(record);
+        g.1 = g.1.saturating_add(1);
+    }
+
+    /// The buffered refusals without removing them.
+    pub fn snapshot(&self) -> BlockedView {
+        let g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        BlockedView {
+            blocked: g.0.iter().cloned().collect(),
+            total: g.1,
+        }
+    }
+
+    /// The buffered refusals, emptying the buffer (the total is kept).
+    pub fn drain(&self) -> BlockedView {
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        BlockedView {
+            blocked: g.0.drain(..).collect(),
+            total: g.1,
+        }
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-01-01T00:00:00.000Z`.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let t = UNIX_EPOCH + Duration::from_millis(1_767_225_600_123);
+/// assert_eq!(proxy_audit::rfc3339_millis(t), "2026-01-01T00:00:00.123Z");
+/// ```
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    dt.format(&format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+}
+
+/// The audit sink: a tracing event per decision, refusals into the buffer.
+#[derive(Debug, Default)]
+pub struct Audit {
+    blocked: BlockedBuffer,
+}
+
+impl Audit {
+    /// The blocked-request buffer.
+    pub fn blocked(&self) -> &BlockedBuffer {
+        &self.blocked
+    }
+}
+
+impl AuditSink for Audit {
+    fn record(&self, ev: &AuditEvent) {
+        let client = ev
+            .client
+            .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+        let method = ev.method.as_deref().unwrap_or("none");
+        let rule = ev.rule.as_ref().map(|r| &*r.pattern).unwrap_or("");
+        let timestamp = rfc3339_millis(ev.timestamp);
+        // Every decision at INFO, as the reference does; a refusal is not an error of netproxy's.
+        tracing::event!(
+                    target: "netproxy::audit",
+                    tracing::Level::INFO,
+                    network.policy.scope = ev.scope.as_str(),
+                    network.policy.decision = ev.decision.as_str(),
+                    network.policy.source = ev.source.as_str(),
+                    network.policy.reason = ev.reason,
+                    network.policy.override = ev.policy_override,
+                    network.policy.rule = rule,
+                    network.transport.protocol = ev.protocol.as_str(),
+                    server.address = %ev.server_address,
+                    server.port = ev.server_port,
+                    http.request.method = method,
+                    client.address = %client,
+                    "event.name" = proxy_core::EVENT_NAME,
+                    "event.timestamp" = %timestamp,
+                    "policy decision"
+        );
+        if ev.decision != Verdict::Allow {
+            self.blocked.push(BlockedRecord::from_event(ev));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use proxy_core::{Decision, Mode, Protocol, Reason, RequestMeta, Target};
+
+    use super::*;
+
+    fn event(host: &str, decision: &Decision) -> AuditEvent {
+        let meta = RequestMeta::new(
+            Protocol::HttpsConnect,
+            Target::parse_authority(host, 443).unwrap(),
+        )
+        .with_method("CONNECT")
+        .with_client("127.0.0.1:40000".parse().unwrap());
+        AuditEvent::new(&meta, decision, Mode::Full)
+    }
+
+    fn buffer_keeps_the_last_200_and_counts_all() {
+        let audit = Audit::default();
+        for i in 0..205 {
+            audit.record(&event(
+                &format!("example{i}.com"),
+                &Decision::deny(Reason::NotAllowed),
+            ));
+        }
+        audit.record(&event("allowed.com", &Decision::allow()));
+        let snap = audit.blocked().snapshot();
+        assert_eq!(snap.total, 205);
+        assert_eq!(snap.blocked.len(), 200);
+        assert_eq!(snap.blocked[0].host, "example5.com");
+        let drained = audit.blocked().drain();
+        assert_eq!(drained, snap);
+        let after = audit.blocked().snapshot();
+        assert_eq!((after.blocked.len(), after.total), (0, 205));
+    }
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// One test, so that the two parts never race on the callsite's cached interest (tracing
+    /// caches it per callsite across threads).
+    #[test]
+    fn audit_events_and_the_blocked_buffer() {
+        one_tracing_event_per_decision_with_the_interface_fields();
+        buffer_keeps_the_last_200_and_counts_all();
+    }
+
+    fn one_tracing_event_per_decision_with_the_interface_fields() {
+        let cap = Capture::default();
+        let c2 = cap.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || c2.clone())
+            .finish();
+        let audit = Audit::default();
+        tracing::subscriber::with_default(subscriber, || {
+            audit.record(&event("evil.example", &Decision::deny(Reason::Denied)));
+        });
+        let text = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        for needle in [
+            "\"target\":\"netproxy::audit\"",
+            "\"event.name\":\"netproxy.policy_decision\"",
+            "\"network.policy.decision\":\"deny\"",
+            "\"network.policy.reason\":\"denied\"",
+            "\"network.policy.source\":\"baseline_policy\"",
+            "\"network.transport.protocol\":\"https_connect\"",
+            "\"server.address\":\"evil.example\"",
+            "\"server.port\":443",
+            "\"http.request.method\":\"CONNECT\"",
+            "\"client.address\":\"127.0.0.1:40000\"",
+            "\"network.policy.override\":false",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+    }
+}
