@@ -20,4 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod dial;
+pub mod gate;
+pub mod resolve;
 pub mod show;

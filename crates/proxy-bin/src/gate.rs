@@ -1,0 +1,209 @@
+//! The gate: proxy-core's [`Gate`] from the compiled policy, the resolver and the audit sink.
+//!
+//! For each request it evaluates the policy (deny → local literal → allowlist → mode); for an
+//! allowlist miss it may ask the embedder's [`Decider`]; for an allowed name it resolves the name
+//! once and checks every address. The route carries exactly the addresses it checked, so the
+//! dialer never resolves again. It records exactly one audit event per call.
+
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use proxy_config::Config;
+use proxy_core::{
+    Admission, AuditEvent, AuditSink, Decision, Failure, Gate, Host, Reason, RequestMeta, Route,
+    Source, Target, UpstreamFailure, Verdict, Via,
+};
+use proxy_policy::{Evaluation, Policy};
+
+use crate::resolve::Resolver;
+
+/// One consistent view of the config and the policy compiled from it. Requests take a snapshot
+/// when they start and keep it, whatever reloads happen meanwhile.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The effective config.
+    pub config: Config,
+    /// The policy compiled from it.
+    pub policy: Policy,
+}
+
+/// The live snapshot, swapped atomically on reload.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+/// A future returned by a [`Decider`].
+pub type DeciderFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
+
+/// The embedder's hook for allowlist misses (`not_allowed` only; `denied` and
+/// `not_allowed_local` are final). Whatever it returns is labelled with source `decider`; an
+/// allow is a policy override, and an allowed name's addresses are still checked.
+pub trait Decider: Send + Sync + fmt::Debug {
+    /// Decides one allowlist miss.
+    fn decide<'a>(&'a self, meta: &'a RequestMeta) -> DeciderFuture<'a>;
+}
+
+/// The gate.
+#[derive(Clone)]
+pub struct PolicyGate {
+    state: SharedSnapshot,
+    resolver: Resolver,
+    audit: Arc<dyn AuditSink>,
+    decider: Option<Arc<dyn Decider>>,
+}
+
+impl fmt::Debug for PolicyGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyGate")
+            .field("resolver", &self.resolver)
+            .field("decider", &self.decider)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyGate {
+    /// A gate over the live snapshot.
+    pub fn new(state: SharedSnapshot, resolver: Resolver, audit: Arc<dyn AuditSink>) -> Self {
+        Self {
+            state,
+            resolver,
+            audit,
+            decider: None,
+        }
+    }
+
+    /// Adds a decider for allowlist misses.
+    #[must_use]
+    pub fn with_decider(mut self, decider: Arc<dyn Decider>) -> Self {
+        self.decider = Some(decider);
+        self
+    }
+
+    fn record(&self, meta: &RequestMeta, decision: &Decision, snap: &Snapshot) {
+        self.audit
+            .record(&AuditEvent::new(meta, decision, snap.policy.mode()));
+    }
+
+    fn fail(&self, meta: &RequestMeta, snap: &Snapshot, failure: Failure) -> Admission {
+        let mut ev = AuditEvent::new(
+            meta,
+            &Decision::deny(Reason::NotAllowedLocal),
+            snap.policy.mode(),
+        );
+        ev.reason = failure.kind.as_str();
+        self.audit.record(&ev);
+        Admission::Fail(failure)
+    }
+
+    /// Resolves and checks an allowed name; `check` is false when local protection is off or
+    /// the name is an explicitly allowed local name.
+    async fn addresses(
+        &self,
+        host: &Host,
+        port: u16,
+        check: bool,
+        decision: Decision,
+        snap: &Snapshot,
+    ) -> Result<(Vec<SocketAddr>, Decision), Result<Decision, Failure>> {
+        if let Some(ip) = host.ip() {
+            return Ok((vec![SocketAddr::new(ip, port)], decision));
+        }
+        let name = host.as_name().unwrap_or_default();
+        if !check && (name == "localhost" || name.ends_with(".localhost")) {
+            let loopback = [
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ];
+            return Ok((
+                loopback
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, port))
+                    .collect(),
+                decision,
+            ));
+        }
+        let ips = self
+            .resolver
+            .lookup(name)
+            .await
+            .map_err(|e| Err(Failure::new(UpstreamFailure::DnsFailed, e.to_string())))?;
+        let decision = if check {
+            snap.policy.check_addresses(decision, &ips)
+        } else {
+            decision
+        };
+        if !decision.is_allowed() {
+            return Err(Ok(decision));
+        }
+        Ok((
+            ips.into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
+            decision,
+        ))
+    }
+}
+
+impl Gate for PolicyGate {
+    async fn admit(&self, meta: &RequestMeta) -> Admission {
+        let snap = self.state.load_full();
+        let (decision, intercept, check) = match snap.policy.evaluate(meta) {
+            Evaluation::Allow {
+                decision,
+                intercept,
+            } => (decision, intercept, false),
+            Evaluation::AllowIfAddressesPass {
+                decision,
+                intercept,
+            } => (decision, intercept, true),
+            Evaluation::Deny(d) => match (&self.decider, d.reason) {
+                (Some(decider), Some(Reason::NotAllowed)) => {
+                    let mut dd = decider.decide(meta).await.with_source(Source::Decider);
+                    if dd.verdict == Verdict::Allow {
+                        dd.policy_override = true;
+                        let local_binding = snap.config.allow_local_binding();
+                        (dd, false, !local_binding)
+                    } else {
+                        if dd.reason.is_none() {
+                            dd.reason = Some(Reason::PolicyDenied);
+                        }
+                        self.record(meta, &dd, &snap);
+                        return Admission::Deny(dd);
+                    }
+                }
+                _ => {
+                    self.record(meta, &d, &snap);
+                    return Admission::Deny(d);
+                }
+            },
+        };
+        let (host, port) = match &meta.target {
+            Target::Net { host, port } => (host, *port),
+            Target::Unix(path) => {
+                self.record(meta, &decision, &snap);
+                return Admission::Allow(Route {
+                    via: Via::Unix(path.clone()),
+                    intercept: false,
+                    decision,
+                });
+            }
+        };
+        match self.addresses(host, port, check, decision, &snap).await {
+            Ok((addrs, decision)) => {
+                self.record(meta, &decision, &snap);
+                Admission::Allow(Route {
+                    via: Via::Direct(addrs),
+                    intercept,
+                    decision,
+                })
+            }
+            Err(Ok(denied)) => {
+                self.record(meta, &denied, &snap);
+                Admission::Deny(denied)
+            }
+            Err(Err(failure)) => self.fail(meta, &snap, failure),
+        }
+    }
+}

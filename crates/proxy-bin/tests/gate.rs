@@ -1,0 +1,292 @@
+//! The gate with a real resolver against the in-process DNS server. No dial happens here.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use netproxy::gate::{Decider, DeciderFuture, PolicyGate, Snapshot};
+use netproxy::resolve::Resolver;
+use proxy_config::{CliOverrides, Sources};
+use proxy_core::{
+    Admission, AuditEvent, AuditSink, Decision, Gate, Protocol, Reason, RequestMeta, Target,
+    UpstreamFailure, Via,
+};
+use proxy_test_support::{Answer, DnsServer};
+
+#[derive(Debug, Default)]
+struct Events(Mutex<Vec<AuditEvent>>);
+impl AuditSink for Events {
+    fn record(&self, e: &AuditEvent) {
+        self.0.lock().unwrap().push(e.clone());
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+struct Fixture {
+    dns: DnsServer,
+    gate: PolicyGate,
+    events: Arc<Events>,
+}
+
+async fn fixture(set: &[&str], allow: &[&str], deny: &[&str]) -> Fixture {
+    let dns = DnsServer::start().await.unwrap();
+    let mut set: Vec<String> = set.iter().map(|s| (*s).to_owned()).collect();
+    set.push(format!("dns.nameservers=[\"{}\"]", dns.addr()));
+    set.push("dns.timeout_ms=400".into());
+    let sources = Sources {
+        system_dir: None,
+        home_dir: None,
+        system_requirements: Some("/nonexistent/requirements.toml".into()),
+        cli: CliOverrides {
+            set,
+            allow: allow.iter().map(|s| (*s).to_owned()).collect(),
+            deny: deny.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let config = proxy_config::load(&sources).unwrap();
+    let policy = config.policy().unwrap();
+    let resolver = Resolver::new(
+        config.dns_nameservers().as_deref(),
+        config.dns_hosts(),
+        config.dns_timeout(),
+    )
+    .unwrap();
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot { config, policy }));
+    let events = Arc::new(Events::default());
+    let gate = PolicyGate::new(state, resolver, events.clone());
+    Fixture { dns, gate, events }
+}
+
+fn connect(host: &str, port: u16) -> RequestMeta {
+    RequestMeta::new(
+        Protocol::HttpsConnect,
+        Target::parse_authority(&format!("{host}:{port}"), port).unwrap(),
+    )
+    .with_method("CONNECT")
+    .with_client("127.0.0.1:50000".parse().unwrap())
+}
+
+fn addrs(a: &Admission) -> Vec<SocketAddr> {
+    match a {
+        Admission::Allow(r) => match &r.via {
+            Via::Direct(a) => a.clone(),
+            other => panic!("unexpected route {other:?}"),
+        },
+        other => panic!("expected an allow, got {other:?}"),
+    }
+}
+
+fn reason(a: &Admission) -> Option<Reason> {
+    match a {
+        Admission::Deny(d) => d.reason,
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_name_is_resolved_once_and_every_address_checked() {
+    let f = fixture(
+        &["treat_as_public=[\"127.0.0.2/32\", \"127.0.0.3/32\"]"],
+        &["*.test"],
+        &[],
+    )
+    .await;
+    f.dns.set(
+        "ok.test",
+        Answer::Addrs(vec![ip("127.0.0.2"), ip("127.0.0.3")]),
+    );
+    f.dns.set(
+        "mixed.test",
+        Answer::Addrs(vec![ip("127.0.0.2"), ip("127.0.0.1")]),
+    );
+    f.dns
+        .set("local.test", Answer::Addrs(vec![ip("127.0.0.1")]));
+    f.dns.set("alias.test", Answer::Cname("local.test".into()));
+
+    let a = f.gate.admit(&connect("ok.test", 443)).await;
+    let mut got = addrs(&a);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "127.0.0.2:443".parse().unwrap(),
+            "127.0.0.3:443".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        reason(&f.gate.admit(&connect("mixed.test", 443)).await),
+        Some(Reason::NotAllowedLocal)
+    );
+    assert_eq!(
+        reason(&f.gate.admit(&connect("local.test", 443)).await),
+        Some(Reason::NotAllowedLocal)
+    );
+    assert_eq!(
+        reason(&f.gate.admit(&connect("alias.test", 443)).await),
+        Some(Reason::NotAllowedLocal)
+    );
+    // One audit event per decision.
+    let events = f.events.0.lock().unwrap();
+    assert_eq!(events.len(), 4);
+    assert_eq!(events[0].reason, "allow");
+    assert_eq!(events[1].reason, "not_allowed_local");
+    assert_eq!(events[1].client, Some("127.0.0.1:50000".parse().unwrap()));
+}
+
+#[tokio::test]
+async fn a_refused_name_is_never_resolved() {
+    let f = fixture(&[], &["*.test"], &["evil.test"]).await;
+    f.dns.set("evil.test", Answer::Addrs(vec![ip("127.0.0.2")]));
+    f.dns
+        .set("other.example", Answer::Addrs(vec![ip("127.0.0.2")]));
+    assert_eq!(
+        reason(&f.gate.admit(&connect("evil.test", 443)).await),
+        Some(Reason::Denied)
+    );
+    assert_eq!(
+        reason(&f.gate.admit(&connect("other.example", 443)).await),
+        Some(Reason::NotAllowed)
+    );
+    assert_eq!(f.dns.queries_for("evil.test"), 0);
+    assert_eq!(f.dns.queries_for("other.example"), 0);
+}
+
+#[tokio::test]
+async fn dns_failures_fail_closed_within_the_timeout() {
+    let f = fixture(&[], &["*.test"], &[]).await;
+    f.dns.set("gone.test", Answer::NxDomain);
+    f.dns.set("broken.test", Answer::ServFail);
+    f.dns.set("silent.test", Answer::Drop);
+    for name in ["gone.test", "broken.test", "silent.test", "unknown.test"] {
+        let start = Instant::now();
+        let a = f.gate.admit(&connect(name, 443)).await;
+        // The configured timeout is 400 ms; allow 3x.
+        assert!(
+            start.elapsed() < Duration::from_millis(1200),
+            "{name} took {:?}",
+            start.elapsed()
+        );
+        match a {
+            Admission::Fail(failure) => {
+                assert_eq!(failure.kind, UpstreamFailure::DnsFailed, "{name}");
+            }
+            other => panic!("{name}: expected a DNS failure, got {other:?}"),
+        }
+    }
+    let events = f.events.0.lock().unwrap();
+    assert_eq!(events.len(), 4);
+    assert!(events.iter().all(|e| e.reason == "dns_failed"));
+}
+
+#[tokio::test]
+async fn literals_local_names_static_hosts_and_local_binding() {
+    let f = fixture(
+        &[
+            "dns.hosts={\"static.test\" = [\"127.0.0.2\"]}",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+        ],
+        &["localhost", "*.test", "127.0.0.5"],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        addrs(&f.gate.admit(&connect("127.0.0.5", 8080)).await),
+        vec!["127.0.0.5:8080".parse().unwrap()]
+    );
+    let loopback = addrs(&f.gate.admit(&connect("localhost", 3000)).await);
+    assert_eq!(
+        loopback,
+        vec![
+            "127.0.0.1:3000".parse().unwrap(),
+            "[::1]:3000".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        addrs(&f.gate.admit(&connect("static.test", 80)).await),
+        vec!["127.0.0.2:80".parse().unwrap()]
+    );
+    assert_eq!(f.dns.queries_for("static.test"), 0);
+    assert_eq!(f.dns.queries_for("localhost"), 0);
+
+    let f = fixture(&["allow_local_binding=true"], &["*.test"], &[]).await;
+    f.dns.set("dev.test", Answer::Addrs(vec![ip("127.0.0.1")]));
+    assert_eq!(
+        addrs(&f.gate.admit(&connect("dev.test", 80)).await),
+        vec!["127.0.0.1:80".parse().unwrap()]
+    );
+}
+
+#[tokio::test]
+async fn rebinding_answers_are_never_used_twice() {
+    let f = fixture(&["treat_as_public=[\"127.0.0.2/32\"]"], &["*.test"], &[]).await;
+    f.dns.set(
+        "rebind.test",
+        Answer::Sequence(vec![vec![ip("127.0.0.2")], vec![ip("127.0.0.1")]]),
+    );
+    let a = f.gate.admit(&connect("rebind.test", 443)).await;
+    assert_eq!(addrs(&a), vec!["127.0.0.2:443".parse().unwrap()]);
+    // The gate asked once for A (and once for AAAA); the route pins the checked answer.
+    assert!(
+        f.dns.queries_for("rebind.test") <= 2,
+        "{:?}",
+        f.dns.queries()
+    );
+    // A later request resolves again and its new, local answer is refused.
+    assert_eq!(
+        reason(&f.gate.admit(&connect("rebind.test", 443)).await),
+        Some(Reason::NotAllowedLocal)
+    );
+}
+
+#[derive(Debug)]
+struct AllowAll;
+impl Decider for AllowAll {
+    fn decide<'a>(&'a self, _meta: &'a RequestMeta) -> DeciderFuture<'a> {
+        Box::pin(async { Decision::allow() })
+    }
+}
+
+#[tokio::test]
+async fn a_decider_sees_misses_only_and_its_allow_is_still_address_checked() {
+    let f = fixture(
+        &["treat_as_public=[\"127.0.0.2/32\"]"],
+        &["*.test"],
+        &["evil.example"],
+    )
+    .await;
+    let gate = f.gate.clone().with_decider(Arc::new(AllowAll));
+    f.dns
+        .set("miss.example", Answer::Addrs(vec![ip("127.0.0.2")]));
+    f.dns
+        .set("localmiss.example", Answer::Addrs(vec![ip("127.0.0.1")]));
+    let a = gate.admit(&connect("miss.example", 443)).await;
+    match &a {
+        Admission::Allow(r) => {
+            assert!(r.decision.policy_override);
+            assert_eq!(r.decision.source, proxy_core::Source::Decider);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        reason(&gate.admit(&connect("localmiss.example", 443)).await),
+        Some(Reason::NotAllowedLocal)
+    );
+    assert_eq!(
+        reason(&gate.admit(&connect("evil.example", 443)).await),
+        Some(Reason::Denied)
+    );
+    assert_eq!(
+        reason(&gate.admit(&connect("127.0.0.1", 443)).await),
+        Some(Reason::NotAllowedLocal)
+    );
+    let events = f.events.0.lock().unwrap();
+    assert_eq!(events[0].reason, "not_allowed");
+    assert!(events[0].policy_override);
+}
