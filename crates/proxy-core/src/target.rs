@@ -282,6 +282,9 @@ pub struct RequestMeta {
     pub method: Option<String>,
     /// The client's address, when known.
     pub client: Option<SocketAddr>,
+    /// True for a protocol upgrade (a websocket `GET` with `Upgrade`): after the upgrade the
+    /// connection is an opaque tunnel, so limited mode refuses it.
+    pub upgrade: bool,
 }
 
 impl RequestMeta {
@@ -292,6 +295,7 @@ impl RequestMeta {
             target,
             method: None,
             client: None,
+            upgrade: false,
         }
     }
 
@@ -299,6 +303,13 @@ impl RequestMeta {
     #[must_use]
     pub fn with_method(mut self, method: impl Into<String>) -> Self {
         self.method = Some(method.into());
+        self
+    }
+
+    /// Marks the request as a protocol upgrade (websocket).
+    #[must_use]
+    pub fn with_upgrade(mut self) -> Self {
+        self.upgrade = true;
         self
     }
 

@@ -328,7 +328,7 @@ impl Policy {
             },
         };
         let decision = Decision::allow().with_rule(rule_of(allowed));
-        let intercept = match self.mode_guard(req.protocol, req.method.as_deref(), port) {
+        let intercept = match self.mode_guard(req, port) {
             Ok(intercept) => intercept,
             Err(reason) => {
                 return Evaluation::Deny(
@@ -354,17 +354,14 @@ impl Policy {
     }
 
     /// The limited-mode guard, after deny, local and allowlist: `Ok(intercept)` or the refusal.
-    fn mode_guard(
-        &self,
-        protocol: Protocol,
-        method: Option<&str>,
-        port: u16,
-    ) -> Result<bool, Reason> {
+    fn mode_guard(&self, req: &RequestMeta, port: u16) -> Result<bool, Reason> {
         if self.mode == Mode::Full {
             return Ok(false);
         }
-        match protocol {
-            Protocol::Http => match method {
+        match req.protocol {
+            // An upgrade becomes an opaque tunnel where methods cannot be enforced.
+            Protocol::Http if req.upgrade => Err(Reason::MethodNotAllowed),
+            Protocol::Http => match req.method.as_deref() {
                 Some(m) if self.mode.allows_method(m) => Ok(false),
                 _ => Err(Reason::MethodNotAllowed),
             },

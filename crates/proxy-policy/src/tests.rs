@@ -761,3 +761,20 @@ fn local_binding_judges_local_targets_by_the_allowlist_but_never_by_a_wildcard()
         "not_allowed_local",
     );
 }
+
+#[test]
+fn limited_mode_refuses_upgrades() {
+    let p = policy("mode=limited allow=1.1.1.1");
+    let meta = RequestMeta::new(
+        Protocol::Http,
+        Target::parse_authority("1.1.1.1", 80).unwrap(),
+    )
+    .with_method("GET")
+    .with_upgrade();
+    assert_eq!(
+        p.evaluate(&meta).decision().reason,
+        Some(Reason::MethodNotAllowed)
+    );
+    let p = policy("allow=1.1.1.1");
+    assert!(matches!(p.evaluate(&meta), Evaluation::Allow { .. }));
+}

@@ -1,0 +1,317 @@
+//! The two request paths: `CONNECT` tunnels and absolute-form forwarding.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use proxy_core::{
+    Admission, Decision, Dialer, Failure, Gate, Host, Protocol, Reason, RequestMeta, Route, Target,
+    UpstreamFailure, split_authority,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::respond::{self, Body};
+use crate::server::Shared;
+use crate::tunnel::tunnel;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own; never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Admits `meta`, or answers the refusal or failure.
+async fn admit<G: Gate>(gate: &G, meta: &RequestMeta) -> Result<Route, Response<Body>> {
+    match gate.admit(meta).await {
+        Admission::Allow(route) if route.intercept => {
+            // Interception is not built: a route that needs it must not become a plain tunnel.
+            let d = Decision::deny(Reason::MitmRequired);
+            Err(respond::blocked(&d, meta))
+        }
+        Admission::Allow(route) => Ok(route),
+        Admission::Deny(d) => Err(respond::blocked(&d, meta)),
+        Admission::Fail(f) => Err(respond::failure(&f)),
+    }
+}
+
+/// `CONNECT host:port`: admit, dial, answer 200 only once the upstream is connected, then
+/// tunnel.
+pub(crate) async fn connect<G, D>(
+    shared: Arc<Shared<G, D>>,
+    peer: SocketAddr,
+    permit: Arc<OwnedSemaphorePermit>,
+    req: Request<Incoming>,
+) -> Response<Body>
+where
+    G: Gate + 'static,
+    D: Dialer + 'static,
+    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(authority) = req.uri().authority().cloned() else {
+        return respond::bad_request("CONNECT needs an authority (host:port)");
+    };
+    let meta = match meta_for(Protocol::HttpsConnect, &authority, 443, "CONNECT", peer) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let route = match admit(&*shared.gate, &meta).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let upstream = match shared.dialer.dial(&route).await {
+        Ok(u) => u,
+        Err(f) => {
+            tracing::warn!(client = %peer, target = %meta.target, error = %f, "CONNECT upstream failed");
+            return respond::failure(&f);
+        }
+    };
+    let idle = shared.limits.idle_timeout;
+    let target = meta.target.to_string();
+    shared.spawn(async move {
+        let _permit = permit;
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let (up, down) = tunnel(TokioIo::new(upgraded), upstream, idle).await;
+                tracing::debug!(client = %peer, target = %target, up, down, "tunnel closed");
+            }
+            Err(e) => tracing::debug!(client = %peer, error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    Response::new(respond::empty())
+}
+
+/// Builds the request metadata from an authority, or the response that refuses it.
+fn meta_for(
+    protocol: Protocol,
+    authority: &Authority,
+    default_port: u16,
+    method: &str,
+    peer: SocketAddr,
+) -> Result<RequestMeta, Response<Body>> {
+    let (host, port) = split_authority(authority.as_str())
+        .map_err(|e| respond::bad_request(&format!("bad authority {authority}: {e}")))?;
+    let port = port.unwrap_or(default_port);
+    let Ok(host) = Host::parse(host) else {
+        return Err(respond::invalid_host(host, port, protocol));
+    };
+    Ok(RequestMeta::new(protocol, Target::net(host, port))
+        .with_method(method)
+        .with_client(peer))
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+/// Removes hop-by-hop headers and the headers named in `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// An absolute-form request: check it, admit it, forward it with its body streamed.
+pub(crate) async fn absolute<G, D>(
+    shared: Arc<Shared<G, D>>,
+    peer: SocketAddr,
+    permit: Arc<OwnedSemaphorePermit>,
+    mut req: Request<Incoming>,
+) -> Response<Body>
+where
+    G: Gate + 'static,
+    D: Dialer + 'static,
+    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let uri = req.uri().clone();
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority().cloned()) else {
+        return respond::bad_request(
+            "not a proxy request: send an absolute URI (http://host/path), or CONNECT for https",
+        );
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" | "ws" => 80,
+        "https" | "wss" => {
+            return respond::bad_request(
+                "https:// requests must use CONNECT (the proxy does not originate TLS)",
+            );
+        }
+        _ => return respond::bad_request(&format!("unsupported scheme {scheme}")),
+    };
+    if authority.as_str().contains('@') {
+        return respond::bad_request("credentials in the request URI are not forwarded");
+    }
+    let websocket = is_websocket_upgrade(req.headers());
+    let mut meta = match meta_for(
+        Protocol::Http,
+        &authority,
+        default_port,
+        req.method().as_str(),
+        peer,
+    ) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    if websocket {
+        meta = meta.with_upgrade();
+    }
+    if let Err(msg) = check_host_header(req.headers(), &meta, default_port) {
+        return respond::bad_request(msg);
+    }
+    let route = match admit(&*shared.gate, &meta).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let upstream = match shared.dialer.dial(&route).await {
+        Ok(u) => u,
+        Err(f) => return respond::failure(&f),
+    };
+
+    // The client's upgrade, taken before the request is forwarded.
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+
+    // Rewrite: origin-form target, hop-by-hop headers removed, Host kept (or set).
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if websocket {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    parts.uri = match path.parse::<Uri>() {
+        Ok(u) => u,
+        Err(_) => return respond::bad_request("bad request target"),
+    };
+    parts.extensions = http::Extensions::new();
+    let outgoing = Request::from_parts(parts, body);
+
+    let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(upstream))
+        .await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            return respond::failure(&Failure::new(UpstreamFailure::UpstreamError, e.to_string()));
+        }
+    };
+    let conn_permit = permit.clone();
+    shared.spawn(async move {
+        let _permit = conn_permit;
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    let idle = shared.limits.idle_timeout;
+    let mut response = match tokio::time::timeout(idle, sender.send_request(outgoing)).await {
+        Err(_) => {
+            return respond::failure(&Failure::new(
+                UpstreamFailure::UpstreamTimeout,
+                format!("no response head within {} s", idle.as_secs()),
+            ));
+        }
+        Ok(Err(e)) => {
+            return respond::failure(&Failure::new(UpstreamFailure::UpstreamError, e.to_string()));
+        }
+        Ok(Ok(r)) => r,
+    };
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return respond::failure(&Failure::new(
+                UpstreamFailure::UpstreamError,
+                "the upstream switched protocols without being asked",
+            ));
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        shared.spawn(async move {
+            let _permit = permit;
+            match tokio::join!(client_upgrade, upstream_upgrade) {
+                (Ok(c), Ok(u)) => {
+                    tunnel(TokioIo::new(c), TokioIo::new(u), idle).await;
+                }
+                (c, u) => tracing::debug!(
+                    client_ok = c.is_ok(),
+                    upstream_ok = u.is_ok(),
+                    "websocket upgrade failed"
+                ),
+            }
+        });
+        let (mut parts, _) = response.into_parts();
+        let keep = (
+            parts.headers.get(header::CONNECTION).cloned(),
+            parts.headers.get(header::UPGRADE).cloned(),
+        );
+        strip_hop_by_hop(&mut parts.headers);
+        if let (Some(c), Some(u)) = keep {
+            parts.headers.insert(header::CONNECTION, c);
+            parts.headers.insert(header::UPGRADE, u);
+        }
+        return Response::from_parts(parts, respond::empty());
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.boxed())
+}
+
+/// A `Host` header must name the same host and port as the absolute URI.
+fn check_host_header(
+    headers: &HeaderMap,
+    meta: &RequestMeta,
+    default_port: u16,
+) -> Result<(), &'static str> {
+    let mut values = headers.get_all(header::HOST).iter();
+    let Some(value) = values.next() else {
+        return Ok(());
+    };
+    if values.next().is_some() {
+        return Err("more than one Host header");
+    }
+    let text = value.to_str().map_err(|_| "invalid Host header")?;
+    let (h, p) = split_authority(text).map_err(|_| "invalid Host header")?;
+    let host = Host::parse(h).map_err(|_| "invalid Host header")?;
+    let port = p.unwrap_or(default_port);
+    if Some(&host) != meta.target.host() || port != meta.target.port() {
+        return Err("Host header does not match request target");
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! `proxy-http` is netproxy's HTTP/1.1 proxy front-end: absolute-form requests of any method
+//! (bodies streamed both ways, never buffered whole), `CONNECT` tunnels, and websocket upgrades.
+//!
+//! It decides nothing itself and never resolves a name: each request becomes a
+//! [`proxy_core::RequestMeta`] for the [`Gate`], and an admitted route is connected by the
+//! [`Dialer`], which dials only the addresses the gate checked. It never names the policy or the
+//! config crates. Its entry point is [`run`]: the caller binds the listener (tests bind port 0)
+//! and decides what shutdown means.
+//!
+//! Responses follow interface.md §4: a refusal is a `403` JSON body with `x-proxy-error`
+//! (`503` for a disabled proxy), a malformed request a `400`, an upstream failure a `502` JSON
+//! body, and an upstream that sends no response head within the idle timeout a `504`.
+#![forbid(unsafe_code)]
+// Handlers return `Err(response)` to answer early; a response is large but built once per
+// request, so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+mod forward;
+mod respond;
+mod server;
+mod tunnel;
+
+pub use server::{Limits, run};
+pub use tunnel::tunnel;

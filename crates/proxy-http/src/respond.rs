@@ -1,0 +1,91 @@
+//! The responses netproxy writes itself (interface.md §4).
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use proxy_core::{Decision, Failure, Reason, RequestMeta};
+use serde_json::json;
+
+/// The body type of every response the proxy sends.
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub(crate) fn empty() -> Body {
+    full(Bytes::new())
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(full(value.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A refusal: 403 JSON with `x-proxy-error` (503 without it for a disabled proxy).
+pub(crate) fn blocked(decision: &Decision, meta: &RequestMeta) -> Response<Body> {
+    let reason = decision.reason.unwrap_or(Reason::PolicyDenied);
+    let status = StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    let host = meta.target.server_address();
+    let body = json!({
+        "status": "blocked",
+        "reason": reason.as_str(),
+        "decision": decision.verdict.as_str(),
+        "source": decision.source.as_str(),
+        "protocol": meta.protocol.as_str(),
+        "host": host,
+        "port": meta.target.port(),
+        "message": reason.message(),
+    });
+    let mut r = json_response(status, &body);
+    if let Some(v) = reason.x_proxy_error() {
+        r.headers_mut()
+            .insert("x-proxy-error", HeaderValue::from_static(v));
+    }
+    r
+}
+
+/// A refusal for a host that cannot be canonicalised: 403 `invalid_host`.
+pub(crate) fn invalid_host(raw: &str, port: u16, protocol: proxy_core::Protocol) -> Response<Body> {
+    let reason = Reason::InvalidHost;
+    let body = json!({
+        "status": "blocked",
+        "reason": reason.as_str(),
+        "decision": "deny",
+        "source": reason.source().as_str(),
+        "protocol": protocol.as_str(),
+        "host": raw,
+        "port": port,
+        "message": reason.message(),
+    });
+    let mut r = json_response(StatusCode::FORBIDDEN, &body);
+    if let Some(v) = reason.x_proxy_error() {
+        r.headers_mut()
+            .insert("x-proxy-error", HeaderValue::from_static(v));
+    }
+    r
+}
+
+/// An upstream failure: 502 JSON (504 for a timeout).
+pub(crate) fn failure(f: &Failure) -> Response<Body> {
+    let status = StatusCode::from_u16(f.kind.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    json_response(
+        status,
+        &json!({"status": "error", "reason": f.kind.as_str(), "message": f.message}),
+    )
+}
+
+/// A malformed request: 400 JSON.
+pub(crate) fn bad_request(message: &str) -> Response<Body> {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"status": "error", "reason": "bad_request", "message": message}),
+    )
+}

@@ -1,0 +1,234 @@
+//! The accept loop and per-connection serving.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use proxy_core::{Dialer, Gate};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::forward;
+use crate::respond::Body;
+
+/// Limits of `[network.limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// From accept (or the end of the previous response) until the request head is complete.
+    pub header_timeout: Duration,
+    /// No response head within it → 504; a body or tunnel with no bytes either way for that
+    /// long is closed.
+    pub idle_timeout: Duration,
+    /// The largest request head (hyper's buffer cannot go below 8192 bytes).
+    pub max_header_bytes: usize,
+    /// Connections served at once; further ones wait in the accept backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_header_bytes: 65536,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// What every request handler shares.
+pub(crate) struct Shared<G, D> {
+    pub(crate) gate: Arc<G>,
+    pub(crate) dialer: Arc<D>,
+    pub(crate) limits: Limits,
+    /// Where tunnels and upstream connections are spawned, so shutdown can wait for them.
+    pub(crate) tasks: std::sync::Mutex<JoinSet<()>>,
+}
+
+impl<G, D> Shared<G, D> {
+    pub(crate) fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        let mut tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Reap finished tasks so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(fut);
+    }
+}
+
+/// Serves HTTP proxy connections from `listener` until `shutdown` completes, then stops
+/// accepting, asks open connections to finish their current exchange, and waits for them and
+/// their tunnels. The caller bounds that wait (netproxy: 10 s).
+///
+/// Past `limits.max_connections`, new connections are not accepted until one closes: they wait
+/// in the kernel's accept backlog (and are refused by the kernel when it is full).
+pub async fn run<G, D, S>(
+    listener: TcpListener,
+    gate: Arc<G>,
+    dialer: Arc<D>,
+    limits: Limits,
+    shutdown: S,
+) where
+    G: Gate + 'static,
+    D: Dialer + 'static,
+    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Future<Output = ()>,
+{
+    let shared = Arc::new(Shared {
+        gate,
+        dialer,
+        limits,
+        tasks: std::sync::Mutex::new(JoinSet::new()),
+    });
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        connections.spawn(serve_connection(
+            shared.clone(),
+            stream,
+            peer,
+            permit,
+            stop_rx.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    let mut tasks = std::mem::take(
+        &mut *shared
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn serve_connection<G, D>(
+    shared: Arc<Shared<G, D>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    mut stop: watch::Receiver<bool>,
+) where
+    G: Gate + 'static,
+    D: Dialer + 'static,
+    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let permit = Arc::new(permit);
+    let limits = shared.limits;
+    let svc_shared = shared.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let shared = svc_shared.clone();
+        let permit = permit.clone();
+        async move { Ok::<Response<Body>, Infallible>(handle(shared, peer, permit, req).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .half_close(false)
+        .keep_alive(true);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+            }
+        }
+        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+async fn handle<G, D>(
+    shared: Arc<Shared<G, D>>,
+    peer: SocketAddr,
+    permit: Arc<OwnedSemaphorePermit>,
+    req: Request<Incoming>,
+) -> Response<Body>
+where
+    G: Gate + 'static,
+    D: Dialer + 'static,
+    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if let Some(resp) = check_head_size(&req, shared.limits.max_header_bytes) {
+        return resp;
+    }
+    if req.method() == Method::CONNECT {
+        forward::connect(shared, peer, permit, req).await
+    } else {
+        forward::absolute(shared, peer, permit, req).await
+    }
+}
+
+/// Refuses a request head larger than `max` bytes (request line included): 414 when the
+/// target alone is too long, 431 otherwise. hyper's own buffer limit cannot go below 8192
+/// bytes and is not an exact bound, so the limit is enforced here on the parsed head.
+fn check_head_size(req: &Request<Incoming>, max: usize) -> Option<Response<Body>> {
+    let target = req.uri().to_string().len();
+    // "METHOD SP target SP HTTP/1.1 CRLF"
+    let line = req.method().as_str().len() + target + 12;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if line + headers + 2 <= max {
+        return None;
+    }
+    let (status, reason) = if line > max {
+        (hyper::StatusCode::URI_TOO_LONG, "uri_too_long")
+    } else {
+        (
+            hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header_too_large",
+        )
+    };
+    let body = format!(
+        "{{\"status\":\"error\",\"reason\":\"{reason}\",\"message\":\"the request head exceeds {max} bytes\"}}"
+    );
+    let mut r = Response::new(crate::respond::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Some(r)
+}

@@ -1,0 +1,391 @@
+//! The HTTP front-end over real loopback sockets, with a stub gate, the recording dialer,
+//! loopback origins and real curl.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proxy_core::{Admission, Decision, Failure, Gate, Reason, RequestMeta, Route, UpstreamFailure};
+use proxy_http::{Limits, run};
+use proxy_test_support::{EchoServer, HttpOrigin, RecordingDialer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Admits the hosts it knows (routing them to a loopback address), refuses the others.
+#[derive(Debug, Default)]
+struct StubGate {
+    routes: Mutex<HashMap<String, Admission>>,
+    seen: Mutex<Vec<RequestMeta>>,
+}
+
+impl StubGate {
+    fn route(&self, host: &str, to: SocketAddr) {
+        self.routes.lock().unwrap().insert(
+            host.into(),
+            Admission::Allow(Route::direct(vec![to], Decision::allow())),
+        );
+    }
+    fn answer(&self, host: &str, a: Admission) {
+        self.routes.lock().unwrap().insert(host.into(), a);
+    }
+}
+
+impl Gate for StubGate {
+    async fn admit(&self, meta: &RequestMeta) -> Admission {
+        self.seen.lock().unwrap().push(meta.clone());
+        let host = meta.target.server_address();
+        self.routes
+            .lock()
+            .unwrap()
+            .get(&host)
+            .cloned()
+            .unwrap_or_else(|| Admission::Deny(Decision::deny(Reason::NotAllowed)))
+    }
+}
+
+struct Proxy {
+    addr: SocketAddr,
+    gate: Arc<StubGate>,
+    dialer: RecordingDialer,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn proxy(limits: Limits) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gate = Arc::new(StubGate::default());
+    let dialer = RecordingDialer::new();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(
+        listener,
+        gate.clone(),
+        Arc::new(dialer.clone()),
+        limits,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    Proxy {
+        addr,
+        gate,
+        dialer,
+        stop: Some(tx),
+        task,
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        header_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(800),
+        ..Limits::default()
+    }
+}
+
+/// Runs curl in a blocking thread: (status code, headers + body).
+async fn curl(args: Vec<String>) -> (String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("curl")
+            .args(["-s", "-S", "-i", "--max-time", "20", "--noproxy", ""])
+            .args(&args)
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("ALL_PROXY")
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let status = text
+            .lines()
+            .rfind(|l| l.starts_with("HTTP/"))
+            .unwrap_or_default()
+            .split(' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        (status, text + &String::from_utf8_lossy(&out.stderr))
+    })
+    .await
+    .unwrap()
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| (*x).to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_post_are_forwarded_with_streamed_bodies() {
+    let origin = HttpOrigin::start("o1", "127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(limits()).await;
+    p.gate.route("origin.test", origin.addr());
+    let port = origin.addr().port();
+    let x = format!("http://{}", p.addr);
+
+    let (status, text) = curl(s(&[
+        "-x",
+        &x,
+        &format!("http://origin.test:{port}/hello?q=1"),
+        "-H",
+        "Proxy-Authorization: Basic c2VjcmV0",
+        "-H",
+        "Connection: keep-alive, X-Drop-Me",
+        "-H",
+        "X-Drop-Me: yes",
+        "-H",
+        "X-Keep: 1",
+    ]))
+    .await;
+    assert_eq!(status, "200", "{text}");
+    assert!(text.contains("GET /hello 0"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("x-origin: o1"), "{text}");
+    let seen = origin.seen();
+    assert_eq!(seen[0].target, "/hello?q=1");
+    assert_eq!(
+        seen[0].header("host"),
+        Some(format!("origin.test:{port}").as_str())
+    );
+    assert_eq!(seen[0].header("proxy-authorization"), None);
+    assert_eq!(seen[0].header("x-drop-me"), None);
+    assert_eq!(seen[0].header("x-keep"), Some("1"));
+
+    // A 5 MiB upload and a 5 MiB download, streamed.
+    let dir = std::env::temp_dir().join(format!("netproxy-upload-{}", std::process::id()));
+    std::fs::write(&dir, vec![b'a'; 5 * 1024 * 1024]).unwrap();
+    let (status, text) = curl(s(&[
+        "-x",
+        &x,
+        &format!("http://origin.test:{port}/upload"),
+        "--data-binary",
+        &format!("@{}", dir.display()),
+    ]))
+    .await;
+    let _ = std::fs::remove_file(&dir);
+    assert_eq!(status, "200", "{text}");
+    assert!(
+        text.contains(&format!("POST /upload {}", 5 * 1024 * 1024)),
+        "{}",
+        &text[..200.min(text.len())]
+    );
+    let (_, text) = curl(s(&[
+        "-x",
+        &x,
+        &format!("http://origin.test:{port}/bytes/5242880"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "\ncode=%{http_code} size=%{size_download}",
+    ]))
+    .await;
+    assert!(text.contains("code=200 size=5242880"), "{text}");
+    // The gate saw http requests with methods and the client address.
+    let seen = p.gate.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].method.as_deref(), Some("GET"));
+    assert!(seen[0].client.unwrap().ip().is_loopback());
+    assert!(p.dialer.dials().iter().all(|a| *a == origin.addr()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_failures_on_the_wire() {
+    let p = proxy(limits()).await;
+    let x = format!("http://{}", p.addr);
+    p.gate
+        .answer("evil.test", Admission::Deny(Decision::deny(Reason::Denied)));
+    p.gate.answer(
+        "off.test",
+        Admission::Deny(Decision::deny(Reason::ProxyDisabled)),
+    );
+    p.gate.answer(
+        "nxdomain.test",
+        Admission::Fail(Failure::new(UpstreamFailure::DnsFailed, "NXDOMAIN")),
+    );
+    // A port nobody listens on.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    p.gate.route("closed.test", closed);
+
+    let (status, text) = curl(s(&["-x", &x, "http://evil.test/"])).await;
+    assert_eq!(status, "403", "{text}");
+    assert!(
+        text.contains("x-proxy-error: blocked-by-denylist"),
+        "{text}"
+    );
+    assert!(text.contains("\"reason\":\"denied\""), "{text}");
+    assert!(text.contains("\"protocol\":\"http\""), "{text}");
+    assert!(text.contains("\"host\":\"evil.test\""), "{text}");
+    assert!(text.contains("\"port\":80"), "{text}");
+    let (status, text) = curl(s(&["-x", &x, "http://other.test/"])).await;
+    assert_eq!(status, "403");
+    assert!(
+        text.contains("x-proxy-error: blocked-by-allowlist"),
+        "{text}"
+    );
+    let (status, text) = curl(s(&["-x", &x, "http://off.test/"])).await;
+    assert_eq!(status, "503", "{text}");
+    assert!(!text.contains("x-proxy-error"), "{text}");
+    let (status, text) = curl(s(&["-x", &x, "http://nxdomain.test/"])).await;
+    assert_eq!(status, "502", "{text}");
+    assert!(text.contains("\"reason\":\"dns_failed\""), "{text}");
+    let (status, text) = curl(s(&["-x", &x, "http://closed.test/"])).await;
+    assert_eq!(status, "502", "{text}");
+    assert!(text.contains("\"reason\":\"connect_failed\""), "{text}");
+    // A refused CONNECT: curl reports the proxy's 403.
+    let (_, text) = curl(s(&["-x", &x, "-p", "http://evil.test:443/"])).await;
+    assert!(text.contains("403"), "{text}");
+    // A host that cannot be canonicalised.
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(b"GET http://a..b.test/ HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    assert!(out.contains("\"reason\":\"invalid_host\""), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_timeout_is_a_504_not_a_hang() {
+    let origin = HttpOrigin::start("slow", "127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(limits()).await;
+    p.gate.route("slow.test", origin.addr());
+    let start = Instant::now();
+    let (status, text) = curl(s(&[
+        "-x",
+        &format!("http://{}", p.addr),
+        &format!("http://slow.test:{}/sleep/5000", origin.addr().port()),
+    ]))
+    .await;
+    assert_eq!(status, "504", "{text}");
+    assert!(text.contains("upstream_timeout"), "{text}");
+    // idle_timeout is 800 ms; allow 3x.
+    assert!(
+        start.elapsed() < Duration::from_millis(2400),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tunnels_bytes_both_ways() {
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(limits()).await;
+    p.gate.route("echo.test", echo.addr());
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(b"CONNECT echo.test:7 HTTP/1.1\r\nHost: echo.test:7\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = c.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    c.write_all(b"ping through the tunnel").await.unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = c.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"ping through the tunnel");
+    // Half-close: the echo server sees EOF and closes its side.
+    c.shutdown().await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(echo.connections(), 1);
+    let seen = p.gate.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].protocol, proxy_core::Protocol::HttpsConnect);
+    assert_eq!(seen[0].target.port(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_400_and_the_proxy_keeps_serving() {
+    let origin = HttpOrigin::start("o", "127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(limits()).await;
+    p.gate.route("origin.test", origin.addr());
+    let port = origin.addr().port();
+    let raw = |req: String| async move {
+        let mut c = TcpStream::connect(p.addr).await.unwrap();
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // Origin-form to the proxy itself.
+    let r = raw("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into()).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // Host header that disagrees with the URI.
+    let r = raw(format!(
+        "GET http://origin.test:{port}/ HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n"
+    ))
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.contains("does not match"), "{r}");
+    // Smuggling shapes.
+    let r = raw(format!("POST http://origin.test:{port}/ HTTP/1.1\r\nHost: origin.test:{port}\r\nContent-Length: 5\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello")).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = raw(format!("POST http://origin.test:{port}/ HTTP/1.1\r\nHost: origin.test:{port}\r\nTransfer-Encoding: chunked, gzip\r\nConnection: close\r\n\r\n")).await;
+    assert!(
+        r.starts_with("HTTP/1.1 400") || r.starts_with("HTTP/1.1 501"),
+        "{r}"
+    );
+    // Headers over the limit.
+    let big = "a".repeat(70_000);
+    let r = raw(format!("GET http://origin.test:{port}/ HTTP/1.1\r\nHost: origin.test:{port}\r\nX-Big: {big}\r\n\r\n")).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{}", &r[..r.len().min(100)]);
+    // Garbage.
+    let r = raw("\x16\x03\x01\x00\x05hello\r\n\r\n".into()).await;
+    assert!(r.is_empty() || r.starts_with("HTTP/1.1 400"), "{r}");
+    // None of these reached the origin, and the proxy still serves.
+    assert!(origin.seen().is_empty(), "{:?}", origin.seen());
+    let (status, _) = curl(s(&[
+        "-x",
+        &format!("http://{}", p.addr),
+        &format!("http://origin.test:{port}/"),
+    ]))
+    .await;
+    assert_eq!(status, "200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_closed_after_the_header_timeout() {
+    let p = proxy(limits()).await;
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(b"GET http://origin.test/ HTTP/1.1\r\nHost: orig")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    // header_timeout is 500 ms; allow 3x.
+    let r = tokio::time::timeout(Duration::from_millis(1500), c.read_to_end(&mut buf)).await;
+    assert!(
+        r.is_ok(),
+        "the connection is still open after {:?}",
+        start.elapsed()
+    );
+    assert!(p.gate.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting_and_returns() {
+    let mut p = proxy(limits()).await;
+    let _ = p.stop.take().unwrap().send(());
+    tokio::time::timeout(Duration::from_secs(5), &mut p.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(TcpStream::connect(p.addr).await.is_err());
+}
