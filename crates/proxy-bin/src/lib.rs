@@ -1,6 +1,6 @@
-//! `netproxy` is the embeddable proxy: today, the `check` explanation of one decision and the
-//! rendering of the effective config; the serving parts (gate, dialer, listeners, child
-//! environment) join it as they are built. The `netproxy` binary is a thin clap CLI over it.
+//! `netproxy` is the embeddable proxy: the gate ([`gate::PolicyGate`]: policy, decider, one
+//! pinned resolution, audit), the dialer, the assembled [`service::Service`] with reload, and the
+//! `check` and `config show` renderings. The `netproxy` binary is a thin clap CLI over it.
 //!
 //! It is where the pieces are assembled: it reads `proxy-config`, compiles `proxy-policy`, and
 //! speaks `proxy-core`'s vocabulary to the transports. It never panics on user input and uses
@@ -23,4 +23,5 @@ pub mod check;
 pub mod dial;
 pub mod gate;
 pub mod resolve;
+pub mod service;
 pub mod show;

@@ -427,6 +427,10 @@ impl Config {
     pub fn allow_upstream_proxy(&self) -> bool {
         self.bool("network.allow_upstream_proxy")
     }
+    /// `dangerously_allow_non_loopback_proxy`.
+    pub fn allow_non_loopback_proxy(&self) -> bool {
+        self.bool("network.dangerously_allow_non_loopback_proxy")
+    }
     /// `allow_local_binding`.
     pub fn allow_local_binding(&self) -> bool {
         self.bool("network.allow_local_binding")

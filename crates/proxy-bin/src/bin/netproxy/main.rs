@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod serve;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,8 +32,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the proxy until SIGINT/SIGTERM (not built yet)
-    Serve(NotBuilt),
+    /// Run the proxy until SIGINT/SIGTERM
+    Serve(ServeArgs),
     /// Run CMD with its traffic pointed at a proxy on ephemeral loopback ports (not built yet)
     Run(NotBuilt),
     /// Explain one decision without serving; exit 0 allowed, 1 denied
@@ -43,6 +45,33 @@ enum Command {
     Ca(NotBuilt),
     /// Print the environment a child should get (not built yet)
     Env(NotBuilt),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    policy: PolicyOptions,
+    /// HTTP proxy listener (e.g. 127.0.0.1:3128; port 0 = ephemeral)
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// SOCKS5 listener (not built yet)
+    #[arg(long, value_name = "ADDR")]
+    socks: Option<String>,
+    /// Admin API listener (not built yet)
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// Do not start the SOCKS5 listener
+    #[arg(long)]
+    no_socks: bool,
+    /// Do not start the admin API
+    #[arg(long)]
+    no_admin: bool,
+    /// Write the bound addresses here (atomically) once every listener is bound
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Debug, Args)]
@@ -263,7 +292,7 @@ fn config_command(cmd: &ConfigCommand) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Serve(_) => Ok(not_built("serve", "the HTTP proxy issue")),
+        Command::Serve(args) => serve::serve(args),
         Command::Run(_) => Ok(not_built("run", "the `netproxy run` issue")),
         Command::Ca(_) => Ok(not_built("ca", "the HTTPS interception issue")),
         Command::Env(_) => Ok(not_built("env", "the `netproxy run` issue")),

@@ -1,0 +1,184 @@
+//! `netproxy serve`: listeners, ready file, signals, reload, drain.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use netproxy::service::{ReloadError, Service, StartError};
+use proxy_config::{clamp_bind, parse_listen_url};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use super::{EXIT_CONFIG, EXIT_USAGE, ServeArgs, sources};
+
+/// How long in-flight connections may take to finish after SIGINT/SIGTERM.
+const DRAIN: Duration = Duration::from_secs(10);
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(&args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let service = match Service::new(sources(&args.policy)) {
+        Ok(s) => Arc::new(s),
+        Err(StartError::Config(e)) => {
+            for d in &e.diagnostics {
+                eprintln!("netproxy: config error: {d}");
+            }
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(e) => {
+            eprintln!("netproxy: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let snap = service.config();
+    let config = &snap.config;
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    let http_addr = match &args.http {
+        Some(text) => {
+            let addr = match parse_listen_url(text, 3128) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("netproxy serve: --http: {e}");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+            };
+            let force = config
+                .unix_sockets_enabled()
+                .then_some("unix socket proxying is enabled");
+            let (addr, warning) = clamp_bind(
+                "HTTP proxy",
+                addr,
+                config.allow_non_loopback_proxy(),
+                "dangerously_allow_non_loopback_proxy",
+                force,
+            );
+            if let Some(w) = warning {
+                tracing::warn!("{w}");
+            }
+            addr
+        }
+        None => config.listeners().http,
+    };
+    let listener = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot bind the HTTP proxy listener on {http_addr}"))?;
+    let http_bound = listener.local_addr()?;
+    if !args.no_socks && (config.enable_socks5() || args.socks.is_some()) {
+        tracing::warn!(
+            "the SOCKS5 listener is not built yet; starting without it (--no-socks silences this)"
+        );
+    }
+    if !args.no_admin && (config.enable_admin() || args.admin.is_some()) {
+        tracing::warn!(
+            "the admin API is not built yet; starting without it (--no-admin silences this)"
+        );
+    }
+    if config.allow_upstream_proxy()
+        && ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+    {
+        tracing::warn!(
+            "an upstream proxy is set in netproxy's environment, but chaining is not built yet: netproxy connects directly"
+        );
+    }
+    if let Some(path) = &args.ready_file {
+        let body = serde_json::json!({
+            "http": http_bound.to_string(),
+            "socks": null,
+            "admin": null,
+            "pid": std::process::id(),
+        });
+        write_atomically(path, &body.to_string())
+            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
+    }
+    tracing::info!(http = %http_bound, "netproxy listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = tokio::spawn(handle_signals(service.clone(), stop_tx));
+    let mut waiting = stop_rx.clone();
+    let serve = service.serve_http(listener, async move {
+        let _ = waiting.wait_for(|s| *s).await;
+    });
+    tokio::pin!(serve);
+    let mut drain_rx = stop_rx;
+    tokio::select! {
+        () = &mut serve => {}
+        () = async {
+            let _ = drain_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN).await;
+        } => {
+            tracing::warn!("connections still open after {} s; exiting", DRAIN.as_secs());
+        }
+    }
+    signals.abort();
+    tracing::info!("netproxy stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn handle_signals(service: Arc<Service>, stop: watch::Sender<bool>) {
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => reload(&service),
+        }
+    }
+    tracing::info!("stopping: no new connections; draining the open ones");
+    let _ = stop.send(true);
+}
+
+fn reload(service: &Service) {
+    match service.reload() {
+        Ok(warnings) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::info!("config reloaded");
+        }
+        Err(ReloadError::Config(e)) => {
+            for d in &e.diagnostics {
+                tracing::error!("reload refused, the previous config stays in force: {d}");
+            }
+        }
+        Err(e) => tracing::error!("reload refused, the previous config stays in force: {e}"),
+    }
+}
+
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}

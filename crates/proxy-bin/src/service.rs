@@ -1,0 +1,123 @@
+//! The assembled proxy: config → snapshot, resolver, gate, dialer, audit; reload; serving.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use proxy_audit::Audit;
+use proxy_config::{Config, Sources};
+use proxy_http::Limits;
+use tokio::net::TcpListener;
+
+use crate::dial::TcpDialer;
+use crate::gate::{PolicyGate, SharedSnapshot, Snapshot};
+use crate::resolve::{ResolveError, Resolver};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is invalid or violates managed constraints (exit 3).
+    #[error("{0}")]
+    Config(#[from] proxy_config::Error),
+    /// The resolver could not be built.
+    #[error(transparent)]
+    Resolver(#[from] ResolveError),
+}
+
+/// Why a reload was refused; the previous config stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config is invalid or violates managed constraints.
+    #[error("{0}")]
+    Config(#[from] proxy_config::Error),
+    /// The new config changes keys that need a restart.
+    #[error("the new config changes {}, which need a restart; nothing was reloaded", .0.join(", "))]
+    NeedsRestart(Vec<String>),
+}
+
+/// The assembled proxy.
+#[derive(Debug)]
+pub struct Service {
+    sources: Sources,
+    state: SharedSnapshot,
+    audit: Arc<Audit>,
+    gate: Arc<PolicyGate>,
+    dialer: Arc<TcpDialer>,
+    limits: Limits,
+}
+
+fn limits_of(config: &Config) -> Limits {
+    Limits {
+        header_timeout: config.header_timeout(),
+        idle_timeout: config.idle_timeout(),
+        max_header_bytes: usize::try_from(config.max_header_bytes()).unwrap_or(usize::MAX),
+        max_connections: usize::try_from(config.max_connections()).unwrap_or(usize::MAX),
+    }
+}
+
+impl Service {
+    /// Loads the config from `sources` and assembles the proxy.
+    pub fn new(sources: Sources) -> Result<Self, StartError> {
+        let config = proxy_config::load(&sources)?;
+        let policy = config.policy()?;
+        let resolver = Resolver::new(
+            config.dns_nameservers().as_deref(),
+            config.dns_hosts(),
+            config.dns_timeout(),
+        )?;
+        let limits = limits_of(&config);
+        let dialer = Arc::new(TcpDialer::new(config.connect_timeout()));
+        let state: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot { config, policy }));
+        let audit = Arc::new(Audit::default());
+        let gate = Arc::new(PolicyGate::new(state.clone(), resolver, audit.clone()));
+        Ok(Self {
+            sources,
+            state,
+            audit,
+            gate,
+            dialer,
+            limits,
+        })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Snapshot> {
+        self.state.load_full()
+    }
+
+    /// The audit sink (and its blocked-request buffer).
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// Re-reads every layer; the new config is validated against the managed constraints and
+    /// swapped in atomically. A bad file, or a change to a key that needs a restart, leaves the
+    /// previous config in force. Returns the new config's warnings.
+    pub fn reload(&self) -> Result<Vec<String>, ReloadError> {
+        let config = proxy_config::load(&self.sources)?;
+        let policy = config.policy()?;
+        let current = self.state.load();
+        let changed = current.config.restart_keys_changed(&config);
+        if !changed.is_empty() {
+            return Err(ReloadError::NeedsRestart(changed));
+        }
+        let warnings = config.warnings();
+        self.state.store(Arc::new(Snapshot { config, policy }));
+        Ok(warnings)
+    }
+
+    /// Serves the HTTP proxy on `listener` until `shutdown` completes, then drains.
+    pub async fn serve_http(
+        &self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        proxy_http::run(
+            listener,
+            self.gate.clone(),
+            self.dialer.clone(),
+            self.limits,
+            shutdown,
+        )
+        .await;
+    }
+}

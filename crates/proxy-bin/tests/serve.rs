@@ -1,0 +1,301 @@
+//! `netproxy serve` as a real process: the in-process DNS server, loopback origins, real curl,
+//! ready file, SIGHUP reload, SIGTERM.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proxy_test_support::{Answer, DnsServer, HttpOrigin};
+
+struct Serve {
+    child: Child,
+    http: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dns: &DnsServer, extra: &[&str], config: Option<&str>) -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let cfg = dir.path().join("netproxy.toml");
+    std::fs::write(&cfg, config.unwrap_or("")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netproxy"));
+    cmd.args([
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--no-socks",
+        "--no-admin",
+        "--ready-file",
+    ])
+    .arg(&ready)
+    .arg("--config")
+    .arg(&cfg)
+    .args([
+        "-c",
+        &format!("dns.nameservers=[\"{}\"]", dns.addr()),
+        "-c",
+        "dns.timeout_ms=500",
+    ])
+    .args(extra)
+    .env_clear()
+    .env("NETPROXY_HOME", dir.path().join("home"))
+    .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "netproxy did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    assert!(v["socks"].is_null() && v["admin"].is_null());
+    assert_eq!(v["pid"], child.id());
+    Serve {
+        child,
+        http: v["http"].as_str().unwrap().to_owned(),
+        dir,
+    }
+}
+
+fn curl(proxy: &str, args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-S",
+            "--max-time",
+            "10",
+            "-x",
+            &format!("http://{proxy}"),
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .env_clear()
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        code.to_owned(),
+        body.to_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(start.elapsed() < within, "netproxy did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+fn config_path(s: &Serve) -> PathBuf {
+    s.dir.path().join("netproxy.toml")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_allowed_names_and_refuses_the_rest() {
+    let dns = DnsServer::start().await.unwrap();
+    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
+        .await
+        .unwrap();
+    let port = origin.addr().port();
+    dns.set(
+        "api.test",
+        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
+    );
+    dns.set(
+        "local.test",
+        Answer::Addrs(vec!["127.0.0.1".parse().unwrap()]),
+    );
+    dns.set("gone.test", Answer::NxDomain);
+    let s = start(
+        &dns,
+        &[
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "--allow",
+            "*.test",
+            "--deny",
+            "evil.test",
+        ],
+        None,
+    );
+    let http = s.http.clone();
+    let (code, body) =
+        tokio::task::spawn_blocking(move || curl(&http, &[&format!("http://api.test:{port}/hi")]))
+            .await
+            .unwrap();
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("GET /hi 0"), "{body}");
+    for (host, want, reason) in [
+        ("evil.test", "403", "denied"),
+        ("other.example", "403", "not_allowed"),
+        ("local.test", "403", "not_allowed_local"),
+        ("gone.test", "502", "dns_failed"),
+    ] {
+        let http = s.http.clone();
+        let url = format!("http://{host}:{port}/");
+        let (code, body) = tokio::task::spawn_blocking(move || curl(&http, &[&url]))
+            .await
+            .unwrap();
+        assert_eq!(code, want, "{host}: {body}");
+        assert!(
+            body.contains(&format!("\"reason\":\"{reason}\"")),
+            "{host}: {body}"
+        );
+    }
+    // CONNECT through curl -p to the same origin (plain HTTP inside the tunnel).
+    let http = s.http.clone();
+    let (code, body) = tokio::task::spawn_blocking(move || {
+        curl(&http, &["-p", &format!("http://api.test:{port}/tunnelled")])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(dns.queries_for("evil.test"), 0);
+    assert_eq!(origin.seen().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_good_files_and_keeps_the_last_good_policy() {
+    let dns = DnsServer::start().await.unwrap();
+    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
+        .await
+        .unwrap();
+    let port = origin.addr().port();
+    dns.set("a.test", Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]));
+    dns.set("b.test", Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]));
+    let req = std::env::temp_dir().join(format!("netproxy-req-{}.toml", std::process::id()));
+    write(&req, "[network]\nmode = \"limited\"\n");
+    let mut s = start(
+        &dns,
+        &[
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "--requirements",
+            req.to_str().unwrap(),
+        ],
+        Some("[network.domains]\n\"a.test\" = \"allow\"\n"),
+    );
+    let get = |host: &str, s: &Serve| {
+        let (http, url) = (s.http.clone(), format!("http://{host}:{port}/"));
+        std::thread::spawn(move || curl(&http, &[&url]).0)
+            .join()
+            .unwrap()
+    };
+    assert_eq!(get("a.test", &s), "200");
+    assert_eq!(get("b.test", &s), "403");
+
+    let reload_and_wait = |s: &Serve, host: &str, want: &str| {
+        signal(&s.child, "-HUP");
+        let start = Instant::now();
+        while get(host, s) != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{host} never became {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // A good file: b.test becomes allowed.
+    write(
+        &config_path(&s),
+        "[network.domains]\n\"b.test\" = \"allow\"\n",
+    );
+    reload_and_wait(&s, "b.test", "200");
+    assert_eq!(get("a.test", &s), "403");
+    // A bad file: the last good policy stays.
+    write(
+        &config_path(&s),
+        "[network.domains]\n\"a.test\" = \"maybe\"\n",
+    );
+    signal(&s.child, "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get("b.test", &s), "200");
+    // A file that violates the managed constraints: refused too.
+    write(
+        &config_path(&s),
+        "[network]\nmode = \"full\"\n[network.domains]\n\"a.test\" = \"allow\"\n",
+    );
+    signal(&s.child, "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get("b.test", &s), "200");
+    // A key that needs a restart: refused as a whole.
+    write(
+        &config_path(&s),
+        "[network]\nproxy_url = \"127.0.0.1:1\"\n[network.domains]\n\"a.test\" = \"allow\"\n",
+    );
+    signal(&s.child, "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get("a.test", &s), "403");
+
+    signal(&s.child, "-TERM");
+    assert_eq!(wait_exit(&mut s.child, Duration::from_secs(12)), 0);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(s.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("reload refused"), "{stderr}");
+    assert!(stderr.contains("network.proxy_url"), "{stderr}");
+    assert!(stderr.contains("config reloaded"), "{stderr}");
+    let _ = std::fs::remove_file(&req);
+}
+
+#[test]
+fn a_bad_config_exits_3_and_a_busy_port_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_netproxy"))
+            .arg("serve")
+            .args(args)
+            .env_clear()
+            .env("NETPROXY_HOME", dir.path())
+            .env("NETPROXY_SYSTEM_DIR", dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--no-socks", "--no-admin", "-c", "mdoe=1"]);
+    assert_eq!(out.status.code(), Some(3));
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = run(&[
+        "--no-socks",
+        "--no-admin",
+        "--http",
+        &busy.local_addr().unwrap().to_string(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind"));
+}
