@@ -2,8 +2,8 @@
 //! (bodies streamed both ways, never buffered whole), `CONNECT` tunnels, and websocket upgrades.
 //!
 //! It decides nothing itself and never resolves a name: each request becomes a
-//! [`proxy_core::RequestMeta`] for the [`Gate`], and an admitted route is connected by the
-//! [`Dialer`], which dials only the addresses the gate checked. It never names the policy or the
+//! [`proxy_core::RequestMeta`] for the [`Gate`](proxy_core::Gate), and an admitted route is connected by the
+//! [`Dialer`](proxy_core::Dialer), which dials only the addresses the gate checked. It never names the policy or the
 //! config crates. Its entry point is [`run`]: the caller binds the listener (tests bind port 0)
 //! and decides what shutdown means.
 //!
