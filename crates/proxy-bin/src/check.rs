@@ -98,10 +98,14 @@ pub struct CheckReport {
     pub addresses_checked_at_connect: bool,
     /// True when the tunnel would be intercepted.
     pub intercept: bool,
+    /// The addresses the name resolved to, when it was resolved.
+    pub resolved: Option<Vec<std::net::IpAddr>>,
+    /// Why the name could not be checked (a DNS failure: the proxy would answer 502).
+    pub failure: Option<proxy_core::Failure>,
 }
 
-/// Explains the decision for `req` under `policy`. No DNS: an allowed name is reported as
-/// allowed if its addresses pass.
+/// Explains the decision for `req` under `policy`, without DNS: an allowed name is reported as
+/// allowed if its addresses pass ([`resolve`] finishes it).
 pub fn explain(policy: &Policy, req: &CheckRequest) -> CheckReport {
     let host = match &req.host {
         Ok(h) => h.clone(),
@@ -111,6 +115,8 @@ pub fn explain(policy: &Policy, req: &CheckRequest) -> CheckReport {
                 decision: Decision::deny(Reason::InvalidHost).with_detail(e.to_string()),
                 addresses_checked_at_connect: false,
                 intercept: false,
+                resolved: None,
+                failure: None,
             };
         }
     };
@@ -132,13 +138,50 @@ pub fn explain(policy: &Policy, req: &CheckRequest) -> CheckReport {
         decision,
         addresses_checked_at_connect: pending,
         intercept,
+        resolved: None,
+        failure: None,
+    }
+}
+
+/// Finishes a report like `serve` would: an allowed name is resolved once and every address
+/// checked. A lookup failure is reported as `dns_failed`.
+pub async fn resolve(
+    report: &mut CheckReport,
+    policy: &Policy,
+    resolver: &crate::resolve::Resolver,
+) {
+    if !report.addresses_checked_at_connect {
+        return;
+    }
+    let Ok(host) = &report.request.host else {
+        return;
+    };
+    let Some(name) = host.as_name() else {
+        return;
+    };
+    report.addresses_checked_at_connect = false;
+    match resolver.lookup(name).await {
+        Ok(ips) => {
+            report.decision = policy.check_addresses(report.decision.clone(), &ips);
+            report.resolved = Some(ips);
+        }
+        Err(e) => {
+            report.failure = Some(proxy_core::Failure::new(
+                proxy_core::UpstreamFailure::DnsFailed,
+                e.to_string(),
+            ));
+        }
     }
 }
 
 impl CheckReport {
     /// The process exit code: 0 allowed, 1 refused.
     pub fn exit_code(&self) -> i32 {
-        if self.decision.is_allowed() { 0 } else { 1 }
+        if self.decision.is_allowed() && self.failure.is_none() {
+            0
+        } else {
+            1
+        }
     }
 
     fn host_text(&self) -> String {
@@ -155,9 +198,14 @@ impl CheckReport {
             Ok(h) => h.to_uri_host(),
             Err(_) => format!("{:?}", self.request.raw_host),
         };
+        let verdict = if self.failure.is_some() {
+            "fail"
+        } else {
+            d.verdict.as_str()
+        };
         let mut out = format!(
             "{}: {}:{} ({}{})\n",
-            d.verdict,
+            verdict,
             host,
             self.request.port,
             self.request.protocol,
@@ -186,6 +234,16 @@ impl CheckReport {
         if let Some(detail) = &d.detail {
             out.push_str(&format!("detail: {detail}\n"));
         }
+        if let Some(ips) = &self.resolved {
+            let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
+            out.push_str(&format!("resolved: {}\n", list.join(", ")));
+        }
+        if let Some(f) = &self.failure {
+            out.push_str(&format!(
+                "failure: {f} (the proxy answers {})\n",
+                f.kind.http_status()
+            ));
+        }
         if self.addresses_checked_at_connect {
             out.push_str(&format!(
                 "note: {} is a name; its addresses are checked when connecting, and every one must be public (or inside treat_as_public)\n",
@@ -204,7 +262,9 @@ impl CheckReport {
     pub fn to_json(&self) -> Value {
         let d = &self.decision;
         json!({
-            "decision": d.verdict.as_str(),
+            "decision": if self.failure.is_some() { "fail" } else { d.verdict.as_str() },
+            "resolved": self.resolved.as_ref().map(|ips| ips.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            "failure": self.failure.as_ref().map(|f| json!({"reason": f.kind.as_str(), "message": f.message})),
             "reason": d.reason_str(),
             "source": d.source.as_str(),
             "protocol": self.request.protocol.as_str(),
@@ -217,7 +277,7 @@ impl CheckReport {
             "x_proxy_error": d.reason.and_then(Reason::x_proxy_error),
             "addresses_checked_at_connect": self.addresses_checked_at_connect,
             "intercept": self.intercept,
-            "allowed": d.verdict == Verdict::Allow,
+            "allowed": d.verdict == Verdict::Allow && self.failure.is_none(),
         })
     }
 }

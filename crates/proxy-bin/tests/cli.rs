@@ -63,6 +63,7 @@ fn check_allowed_denied_and_explained() {
         dir.path(),
         &[
             "check",
+            "--no-resolve",
             "--allow",
             "**.github.com",
             "https://api.github.com/repos",
@@ -177,6 +178,7 @@ fn check_json() {
         dir.path(),
         &[
             "check",
+            "--no-resolve",
             "--config",
             cfg.to_str().unwrap(),
             "--json",
@@ -398,4 +400,78 @@ fn config_validate_reports_every_diagnostic() {
     assert!(r.stderr.contains("3 problem(s) found"), "{}", r.stderr);
     let r = netproxy(dir.path(), &["config", "validate"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_resolves_an_allowed_name_like_serve() {
+    use proxy_test_support::{Answer, DnsServer};
+    let dns = DnsServer::start().await.unwrap();
+    dns.set(
+        "pub.test",
+        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
+    );
+    dns.set(
+        "loc.test",
+        Answer::Addrs(vec![
+            "127.0.0.2".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+        ]),
+    );
+    dns.set("gone.test", Answer::NxDomain);
+    let ns = format!("dns.nameservers=[\"{}\"]", dns.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let run = move |target: &str| {
+        netproxy(
+            &path,
+            &[
+                "check",
+                "-c",
+                &ns,
+                "-c",
+                "treat_as_public=[\"127.0.0.2/32\"]",
+                "--allow",
+                "*.test",
+                "--deny",
+                "evil.test",
+                target,
+            ],
+        )
+    };
+    let (r_pub, r_loc, r_gone, r_evil) = tokio::task::spawn_blocking(move || {
+        (
+            run("pub.test"),
+            run("loc.test"),
+            run("gone.test"),
+            run("evil.test"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(r_pub.code, 0, "{}", r_pub.stdout);
+    assert!(
+        r_pub.stdout.contains("resolved: 127.0.0.2"),
+        "{}",
+        r_pub.stdout
+    );
+    assert_eq!(r_loc.code, 1);
+    assert!(
+        r_loc.stdout.contains("not_allowed_local"),
+        "{}",
+        r_loc.stdout
+    );
+    assert!(
+        r_loc.stdout.contains("resolved to 127.0.0.1"),
+        "{}",
+        r_loc.stdout
+    );
+    assert_eq!(r_gone.code, 1);
+    assert!(
+        r_gone.stdout.contains("failure: dns_failed"),
+        "{}",
+        r_gone.stdout
+    );
+    assert_eq!(r_evil.code, 1);
+    // A refused name is never resolved.
+    assert_eq!(dns.queries_for("evil.test"), 0);
 }

@@ -132,7 +132,7 @@ struct CheckArgs {
     /// Print the decision as JSON
     #[arg(long)]
     json: bool,
-    /// Do not resolve an allowed name (resolution is not built yet: names are never resolved)
+    /// Do not resolve an allowed name (by default it is resolved and every address checked, as `serve` does)
     #[arg(long)]
     no_resolve: bool,
     /// Show the brokered credentials that would apply (not built yet)
@@ -238,7 +238,25 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let report = explain(&policy, &req);
+    let mut report = explain(&policy, &req);
+    if report.addresses_checked_at_connect && !args.no_resolve {
+        let resolver = match netproxy::resolve::Resolver::new(
+            config.dns_nameservers().as_deref(),
+            config.dns_hosts(),
+            config.dns_timeout(),
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("netproxy check: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(netproxy::check::resolve(&mut report, &policy, &resolver));
+    }
     if args.json {
         let text = serde_json::to_string_pretty(&report.to_json()).context("rendering JSON")?;
         println!("{text}");
