@@ -105,6 +105,16 @@ impl Service {
         Ok(warnings)
     }
 
+    /// Every config and requirements file whose change triggers a reload (existing or not).
+    pub fn watched_files(&self) -> Vec<std::path::PathBuf> {
+        self.sources
+            .config_paths()
+            .into_iter()
+            .chain(self.sources.requirement_paths())
+            .map(|(p, _)| p)
+            .collect()
+    }
+
     /// Serves the HTTP proxy on `listener` until `shutdown` completes, then drains.
     pub async fn serve_http(
         &self,

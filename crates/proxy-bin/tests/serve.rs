@@ -299,3 +299,37 @@ fn a_bad_config_exits_3_and_a_busy_port_exits_1() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_file_is_reloaded_without_a_signal() {
+    let dns = DnsServer::start().await.unwrap();
+    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
+        .await
+        .unwrap();
+    let port = origin.addr().port();
+    dns.set("a.test", Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]));
+    let s = start(
+        &dns,
+        &["-c", "treat_as_public=[\"127.0.0.2/32\"]"],
+        Some(""),
+    );
+    let get = |s: &Serve| {
+        let (http, url) = (s.http.clone(), format!("http://a.test:{port}/"));
+        std::thread::spawn(move || curl(&http, &[&url]).0)
+            .join()
+            .unwrap()
+    };
+    assert_eq!(get(&s), "403");
+    // Replace the file the way editors do: write a new file, rename it over the old one.
+    let tmp = s.dir.path().join("netproxy.toml.new");
+    write(&tmp, "[network.domains]\n\"a.test\" = \"allow\"\n");
+    std::fs::rename(&tmp, config_path(&s)).unwrap();
+    let start = Instant::now();
+    while get(&s) != "200" {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the change was not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

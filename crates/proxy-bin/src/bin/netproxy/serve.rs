@@ -120,6 +120,13 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = tokio::spawn(handle_signals(service.clone(), stop_tx));
+    let _watcher = match watch_files(service.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config files; reload with SIGHUP");
+            None
+        }
+    };
     let mut waiting = stop_rx.clone();
     let serve = service.serve_http(listener, async move {
         let _ = waiting.wait_for(|s| *s).await;
@@ -175,6 +182,46 @@ fn reload(service: &Service) {
         }
         Err(e) => tracing::error!("reload refused, the previous config stays in force: {e}"),
     }
+}
+
+/// Watches the directories of every config layer's file and reloads when one of those files
+/// changes (created, written, renamed over, removed). Events are debounced for 200 ms.
+fn watch_files(service: Arc<Service>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let files: Vec<std::path::PathBuf> = service
+        .watched_files()
+        .into_iter()
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
+        .collect();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let wanted = files.clone();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(event) = res
+            && !event.kind.is_access()
+            && event.paths.iter().any(|p| wanted.iter().any(|w| w == p))
+        {
+            let _ = tx.send(());
+        }
+    })?;
+    let mut dirs: Vec<std::path::PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(std::path::Path::to_path_buf))
+        .filter(|d| d.is_dir())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for d in &dirs {
+        watcher.watch(d, notify::RecursiveMode::NonRecursive)?;
+    }
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            while rx.try_recv().is_ok() {}
+            tracing::info!("a config file changed; reloading");
+            reload(&service);
+        }
+    });
+    Ok(watcher)
 }
 
 fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
