@@ -7,11 +7,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use proxy_core::{
     Admission, Decision, Dialer, Failure, Gate, Host, Protocol, Reason, RequestMeta, Route, Target,
-    UpstreamFailure, split_authority,
+    UpstreamFailure, Via, split_authority,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
@@ -84,7 +85,7 @@ where
         let _permit = permit;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                let (up, down) = tunnel(TokioIo::new(upgraded), upstream, idle).await;
+                let (up, down) = tunnel_upgraded(upgraded, upstream, idle).await;
                 tracing::debug!(client = %peer, target = %target, up, down, "tunnel closed");
             }
             Err(e) => tracing::debug!(client = %peer, error = %e, "CONNECT upgrade failed"),
@@ -144,6 +145,7 @@ pub(crate) async fn absolute<G, D>(
     shared: Arc<Shared<G, D>>,
     peer: SocketAddr,
     permit: Arc<OwnedSemaphorePermit>,
+    upstream: UpstreamSlot,
     mut req: Request<Incoming>,
 ) -> Response<Body>
 where
@@ -191,11 +193,6 @@ where
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let upstream = match shared.dialer.dial(&route).await {
-        Ok(u) => u,
-        Err(f) => return respond::failure(&f),
-    };
-
     // The client's upgrade, taken before the request is forwarded.
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
@@ -225,24 +222,42 @@ where
     parts.extensions = http::Extensions::new();
     let outgoing = Request::from_parts(parts, body);
 
-    let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(upstream))
-        .await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            return respond::failure(&Failure::new(UpstreamFailure::UpstreamError, e.to_string()));
-        }
-    };
-    let conn_permit = permit.clone();
-    shared.spawn(async move {
-        let _permit = conn_permit;
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
-        }
-    });
     let idle = shared.limits.idle_timeout;
-    let mut response = match tokio::time::timeout(idle, sender.send_request(outgoing)).await {
+    // Reuse this client connection's upstream connection when the gate routed this request to
+    // the same checked addresses; otherwise dial.
+    let cached = if websocket {
+        None
+    } else {
+        upstream
+            .lock()
+            .await
+            .take()
+            .filter(|c| c.via == route.via && !c.sender.is_closed())
+    };
+    let reused = cached.is_some();
+    let mut sender = match cached {
+        Some(c) => c.sender,
+        None => match open_upstream(&shared, &route, &permit).await {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        },
+    };
+    let first = tokio::time::timeout(idle, sender.try_send_request(outgoing)).await;
+    let result = match first {
+        // A reused connection the upstream had closed: the request was not sent; dial anew.
+        Ok(Err(mut e)) if reused && e.message().is_some() => match e.take_message() {
+            Some(req) => match open_upstream(&shared, &route, &permit).await {
+                Ok(s) => {
+                    sender = s;
+                    tokio::time::timeout(idle, sender.try_send_request(req)).await
+                }
+                Err(resp) => return resp,
+            },
+            None => Ok(Err(e)),
+        },
+        other => other,
+    };
+    let mut response = match result {
         Err(_) => {
             return respond::failure(&Failure::new(
                 UpstreamFailure::UpstreamTimeout,
@@ -250,10 +265,19 @@ where
             ));
         }
         Ok(Err(e)) => {
-            return respond::failure(&Failure::new(UpstreamFailure::UpstreamError, e.to_string()));
+            return respond::failure(&Failure::new(
+                UpstreamFailure::UpstreamError,
+                e.into_error().to_string(),
+            ));
         }
         Ok(Ok(r)) => r,
     };
+    if !websocket {
+        *upstream.lock().await = Some(Upstream {
+            via: route.via.clone(),
+            sender,
+        });
+    }
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
@@ -291,6 +315,74 @@ where
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body.boxed())
+}
+
+/// An upstream HTTP/1.1 connection kept for the next request of the same client connection.
+pub(crate) struct Upstream {
+    via: Via,
+    sender: SendRequest<Incoming>,
+}
+
+/// The upstream connection a client connection may reuse.
+pub(crate) type UpstreamSlot = Arc<tokio::sync::Mutex<Option<Upstream>>>;
+
+/// Dials the route and starts an HTTP/1.1 client connection on it.
+async fn open_upstream<G, D>(
+    shared: &Shared<G, D>,
+    route: &Route,
+    permit: &Arc<OwnedSemaphorePermit>,
+) -> Result<SendRequest<Incoming>, Response<Body>>
+where
+    G: Gate + 'static,
+    D: Dialer + 'static,
+    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = shared
+        .dialer
+        .dial(route)
+        .await
+        .map_err(|f| respond::failure(&f))?;
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(conn))
+        .await
+        .map_err(|e| {
+            respond::failure(&Failure::new(UpstreamFailure::UpstreamError, e.to_string()))
+        })?;
+    let conn_permit = permit.clone();
+    shared.spawn(async move {
+        let _permit = conn_permit;
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Tunnels an upgraded client connection to the upstream. When the client is a plain TCP
+/// stream (always, in netproxy), hyper's wrapper is taken off so bytes move between raw sockets;
+/// bytes hyper had already read are sent first.
+async fn tunnel_upgraded<U>(
+    upgraded: hyper::upgrade::Upgraded,
+    mut upstream: U,
+    idle: std::time::Duration,
+) -> (u64, u64)
+where
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => {
+            let client = parts.io.into_inner();
+            if !parts.read_buf.is_empty()
+                && tokio::io::AsyncWriteExt::write_all(&mut upstream, &parts.read_buf)
+                    .await
+                    .is_err()
+            {
+                return (0, 0);
+            }
+            tunnel(client, upstream, idle).await
+        }
+        Err(upgraded) => tunnel(TokioIo::new(upgraded), upstream, idle).await,
+    }
 }
 
 /// A `Host` header must name the same host and port as the absolute URI.

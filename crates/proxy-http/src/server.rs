@@ -148,10 +148,15 @@ async fn serve_connection<G, D>(
     let permit = Arc::new(permit);
     let limits = shared.limits;
     let svc_shared = shared.clone();
+    // This client connection's upstream connection, reused from one request to the next.
+    let upstream: forward::UpstreamSlot = Arc::default();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = svc_shared.clone();
         let permit = permit.clone();
-        async move { Ok::<Response<Body>, Infallible>(handle(shared, peer, permit, req).await) }
+        let upstream = upstream.clone();
+        async move {
+            Ok::<Response<Body>, Infallible>(handle(shared, peer, permit, upstream, req).await)
+        }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -181,6 +186,7 @@ async fn handle<G, D>(
     shared: Arc<Shared<G, D>>,
     peer: SocketAddr,
     permit: Arc<OwnedSemaphorePermit>,
+    upstream: forward::UpstreamSlot,
     req: Request<Incoming>,
 ) -> Response<Body>
 where
@@ -194,7 +200,7 @@ where
     if req.method() == Method::CONNECT {
         forward::connect(shared, peer, permit, req).await
     } else {
-        forward::absolute(shared, peer, permit, req).await
+        forward::absolute(shared, peer, permit, upstream, req).await
     }
 }
 

@@ -389,3 +389,34 @@ async fn shutdown_stops_accepting_and_returns() {
         .unwrap();
     assert!(TcpStream::connect(p.addr).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_reuses_one_upstream_connection_per_target() {
+    let origin = HttpOrigin::start("o", "127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let other = HttpOrigin::start("p", "127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(limits()).await;
+    p.gate.route("origin.test", origin.addr());
+    p.gate.route("other.test", other.addr());
+    let (a, b) = (origin.addr().port(), other.addr().port());
+    let x = format!("http://{}", p.addr);
+    // One curl, one client connection, four requests (two targets).
+    let (_, text) = curl(s(&[
+        "-x",
+        &x,
+        &format!("http://origin.test:{a}/1"),
+        &format!("http://origin.test:{a}/2"),
+        &format!("http://other.test:{b}/3"),
+        &format!("http://origin.test:{a}/4"),
+    ]))
+    .await;
+    for n in 1..=4 {
+        assert!(text.contains(&format!("GET /{n} 0")), "{text}");
+    }
+    // The gate judged every request; the dialer dialled once per change of target.
+    assert_eq!(p.gate.seen.lock().unwrap().len(), 4);
+    assert_eq!(p.dialer.dials().len(), 3, "{:?}", p.dialer.dials());
+}
