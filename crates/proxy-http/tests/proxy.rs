@@ -420,3 +420,50 @@ async fn keep_alive_reuses_one_upstream_connection_per_target() {
     assert_eq!(p.gate.seen.lock().unwrap().len(), 4);
     assert_eq!(p.dialer.dials().len(), 3, "{:?}", p.dialer.dials());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_become_tunnels() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let ws = proxy_test_support::WsEchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(limits()).await;
+    p.gate.route("ws.test", ws.addr());
+    let port = ws.addr().port();
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    let handshake = format!(
+        "GET http://ws.test:{port}/chat HTTP/1.1\r\nHost: ws.test:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    c.write_all(handshake.as_bytes()).await.unwrap();
+    // Read the response head byte by byte so no frame byte is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(
+            c.read(&mut b).await.unwrap(),
+            1,
+            "closed during the handshake: {head:?}"
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    let mut ws_client =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(c, Role::Client, None).await;
+    for text in ["hello", "through the proxy"] {
+        ws_client.send(Message::text(text)).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(3), ws_client.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo.into_text().unwrap().as_str(), text);
+    }
+    let seen = p.gate.seen.lock().unwrap().clone();
+    assert!(seen[0].upgrade, "the gate must know it is an upgrade");
+    assert_eq!(seen[0].method.as_deref(), Some("GET"));
+}

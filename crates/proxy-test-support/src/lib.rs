@@ -10,4 +10,4 @@ mod origin;
 
 pub use dialer::RecordingDialer;
 pub use dns::{Answer, DnsServer};
-pub use origin::{EchoServer, HttpOrigin, Seen};
+pub use origin::{EchoServer, HttpOrigin, Seen, WsEchoServer};

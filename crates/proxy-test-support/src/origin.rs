@@ -256,3 +256,49 @@ impl EchoServer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// A websocket echo server: every text or binary message comes back. Dropping it stops it.
+#[derive(Debug)]
+pub struct WsEchoServer {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for WsEchoServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl WsEchoServer {
+    /// Starts a websocket echo server on `ip` (a loopback address).
+    pub async fn start(ip: std::net::IpAddr) -> std::io::Result<Self> {
+        use futures_util::{SinkExt, StreamExt};
+        assert!(ip.is_loopback(), "test origins listen on loopback only");
+        let listener = TcpListener::bind((ip, 0)).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, task })
+    }
+
+    /// The address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
