@@ -467,3 +467,71 @@ async fn websocket_upgrades_become_tunnels() {
     assert!(seen[0].upgrade, "the gate must know it is an upgrade");
     assert_eq!(seen[0].method.as_deref(), Some("GET"));
 }
+
+/// The soft limit on open files, from /proc (each tunnel here takes four descriptors).
+fn open_file_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_tunnels() {
+    const N: usize = 1000;
+    assert!(
+        open_file_limit() >= 4 * N as u64 + 200,
+        "raise the open-file limit (ulimit -n 8192) to run this test; .ci/run does"
+    );
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(Limits {
+        idle_timeout: Duration::from_secs(30),
+        ..limits()
+    })
+    .await;
+    p.gate.route("echo.test", echo.addr());
+    let addr = p.addr;
+    // Open every tunnel and keep it; then check each one echoes.
+    let mut opened = Vec::with_capacity(N);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..N {
+        set.spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"CONNECT echo.test:7 HTTP/1.1\r\nHost: echo.test:7\r\n\r\n")
+                .await
+                .unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                assert_eq!(c.read(&mut b).await.unwrap(), 1);
+                head.push(b[0]);
+            }
+            assert!(
+                head.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&head)
+            );
+            (i, c)
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        opened.push(r.unwrap());
+    }
+    assert_eq!(opened.len(), N);
+    for (i, c) in &mut opened {
+        let msg = format!("tunnel {i}");
+        c.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+    assert_eq!(echo.connections(), N as u64);
+}
