@@ -20,6 +20,7 @@ use proxy_core::{
 use proxy_policy::{Evaluation, Policy};
 
 use crate::resolve::Resolver;
+use crate::upstream::UpstreamProxies;
 
 /// One consistent view of the config and the policy compiled from it. Requests take a snapshot
 /// when they start and keep it, whatever reloads happen meanwhile.
@@ -52,6 +53,9 @@ pub struct PolicyGate {
     resolver: Resolver,
     audit: Arc<dyn AuditSink>,
     decider: Option<Arc<dyn Decider>>,
+    upstream: Arc<UpstreamProxies>,
+    /// netproxy's own listener addresses: an upstream proxy at one of them is a loop.
+    listeners: Arc<std::sync::RwLock<Vec<SocketAddr>>>,
 }
 
 impl fmt::Debug for PolicyGate {
@@ -59,6 +63,7 @@ impl fmt::Debug for PolicyGate {
         f.debug_struct("PolicyGate")
             .field("resolver", &self.resolver)
             .field("decider", &self.decider)
+            .field("upstream", &self.upstream)
             .finish_non_exhaustive()
     }
 }
@@ -71,7 +76,84 @@ impl PolicyGate {
             resolver,
             audit,
             decider: None,
+            upstream: Arc::default(),
+            listeners: Arc::default(),
         }
+    }
+
+    /// Chains through these upstream proxies when `allow_upstream_proxy` is on.
+    #[must_use]
+    pub fn with_upstream(mut self, upstream: UpstreamProxies) -> Self {
+        self.upstream = Arc::new(upstream);
+        self
+    }
+
+    /// Records netproxy's own listener addresses, for the loop guard.
+    pub fn set_listeners(&self, addrs: Vec<SocketAddr>) {
+        *self
+            .listeners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = addrs;
+    }
+
+    /// Whether `addr` is one of netproxy's own listeners (an unspecified listener address
+    /// matches any local address on its port).
+    fn is_self(&self, addr: SocketAddr) -> bool {
+        let own = self
+            .listeners
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        own.iter().any(|l| {
+            l.port() == addr.port()
+                && (l.ip() == addr.ip()
+                    || l.ip().is_unspecified()
+                    || (l.ip().is_loopback() && addr.ip().is_loopback()))
+        })
+    }
+
+    /// The route through an upstream proxy, when one applies to this target; `Err` for the
+    /// loop guard or an upstream whose name does not resolve.
+    async fn via_upstream(
+        &self,
+        meta: &RequestMeta,
+        host: &Host,
+        port: u16,
+        snap: &Snapshot,
+    ) -> Result<Option<Via>, Failure> {
+        if !snap.config.allow_upstream_proxy() {
+            return Ok(None);
+        }
+        let Some(endpoint) = self.upstream.for_target(meta.protocol, host) else {
+            return Ok(None);
+        };
+        let ips = match endpoint.host.ip() {
+            Some(ip) => vec![ip],
+            None => self
+                .resolver
+                .lookup(endpoint.host.as_name().unwrap_or_default())
+                .await
+                .map_err(|e| {
+                    Failure::new(
+                        UpstreamFailure::DnsFailed,
+                        format!("upstream proxy {endpoint}: {e}"),
+                    )
+                })?,
+        };
+        let proxy: Vec<SocketAddr> = ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, endpoint.port))
+            .collect();
+        if proxy.iter().any(|a| self.is_self(*a)) {
+            return Err(Failure::new(
+                UpstreamFailure::ConnectFailed,
+                format!("the upstream proxy {endpoint} is netproxy itself (loop refused)"),
+            ));
+        }
+        Ok(Some(Via::UpstreamProxy {
+            proxy,
+            authority: format!("{}:{port}", host.to_uri_host()),
+            connect: meta.protocol != proxy_core::Protocol::Http,
+        }))
     }
 
     /// Adds a decider for allowlist misses.
@@ -192,9 +274,14 @@ impl Gate for PolicyGate {
         };
         match self.addresses(host, port, check, decision, &snap).await {
             Ok((addrs, decision)) => {
+                let via = match self.via_upstream(meta, host, port, &snap).await {
+                    Ok(Some(via)) => via,
+                    Ok(None) => Via::Direct(addrs),
+                    Err(failure) => return self.fail(meta, &snap, failure),
+                };
                 self.record(meta, &decision, &snap);
                 Admission::Allow(Route {
-                    via: Via::Direct(addrs),
+                    via,
                     intercept,
                     decision,
                 })

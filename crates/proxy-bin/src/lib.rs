@@ -25,3 +25,4 @@ pub mod gate;
 pub mod resolve;
 pub mod service;
 pub mod show;
+pub mod upstream;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::dial::TcpDialer;
 use crate::gate::{PolicyGate, SharedSnapshot, Snapshot};
 use crate::resolve::{ResolveError, Resolver};
+use crate::upstream::UpstreamProxies;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,7 @@ pub struct Service {
     gate: Arc<PolicyGate>,
     dialer: Arc<TcpDialer>,
     limits: Limits,
+    upstream_warnings: Vec<String>,
 }
 
 fn limits_of(config: &Config) -> Limits {
@@ -55,8 +57,10 @@ fn limits_of(config: &Config) -> Limits {
 }
 
 impl Service {
-    /// Loads the config from `sources` and assembles the proxy.
-    pub fn new(sources: Sources) -> Result<Self, StartError> {
+    /// Loads the config from `sources` and assembles the proxy. `env` looks up netproxy's own
+    /// environment (for the upstream proxy variables); problems with those variables are
+    /// returned as warnings by [`Service::upstream_warnings`].
+    pub fn new(sources: Sources, env: impl Fn(&str) -> Option<String>) -> Result<Self, StartError> {
         let config = proxy_config::load(&sources)?;
         let policy = config.policy()?;
         let resolver = Resolver::new(
@@ -68,7 +72,10 @@ impl Service {
         let dialer = Arc::new(TcpDialer::new(config.connect_timeout()));
         let state: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot { config, policy }));
         let audit = Arc::new(Audit::default());
-        let gate = Arc::new(PolicyGate::new(state.clone(), resolver, audit.clone()));
+        let (upstream, upstream_warnings) = UpstreamProxies::from_env(env);
+        let gate = Arc::new(
+            PolicyGate::new(state.clone(), resolver, audit.clone()).with_upstream(upstream),
+        );
         Ok(Self {
             sources,
             state,
@@ -76,7 +83,19 @@ impl Service {
             gate,
             dialer,
             limits,
+            upstream_warnings,
         })
+    }
+
+    /// Why an upstream proxy variable could not be used (each is ignored: netproxy then
+    /// connects directly for that protocol).
+    pub fn upstream_warnings(&self) -> &[String] {
+        &self.upstream_warnings
+    }
+
+    /// Tells the loop guard netproxy's own listener addresses.
+    pub fn set_listeners(&self, addrs: Vec<std::net::SocketAddr>) {
+        self.gate.set_listeners(addrs);
     }
 
     /// The config in force.

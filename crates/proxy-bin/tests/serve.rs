@@ -22,35 +22,43 @@ impl Drop for Serve {
 }
 
 fn start(dns: &DnsServer, extra: &[&str], config: Option<&str>) -> Serve {
+    start_with_env(dns, extra, config, &[])
+}
+
+fn start_with_env(
+    dns: &DnsServer,
+    extra: &[&str],
+    config: Option<&str>,
+    env: &[(&str, String)],
+) -> Serve {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready.json");
     let cfg = dir.path().join("netproxy.toml");
     std::fs::write(&cfg, config.unwrap_or("")).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_netproxy"));
-    cmd.args([
-        "serve",
-        "--http",
-        "127.0.0.1:0",
-        "--no-socks",
-        "--no-admin",
-        "--ready-file",
-    ])
-    .arg(&ready)
-    .arg("--config")
-    .arg(&cfg)
-    .args([
-        "-c",
-        &format!("dns.nameservers=[\"{}\"]", dns.addr()),
-        "-c",
-        "dns.timeout_ms=500",
-    ])
-    .args(extra)
-    .env_clear()
-    .env("NETPROXY_HOME", dir.path().join("home"))
-    .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
-    .env("RUST_LOG", "info")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    cmd.args(["serve", "--no-socks", "--no-admin", "--ready-file"])
+        .arg(&ready)
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "-c",
+            &format!("dns.nameservers=[\"{}\"]", dns.addr()),
+            "-c",
+            "dns.timeout_ms=500",
+        ])
+        .args(extra)
+        .args(if extra.contains(&"--http") {
+            &[][..]
+        } else {
+            &["--http", "127.0.0.1:0"][..]
+        })
+        .env_clear()
+        .env("NETPROXY_HOME", dir.path().join("home"))
+        .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
+        .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     let start = Instant::now();
     while !ready.exists() {
@@ -332,4 +340,121 @@ async fn a_changed_config_file_is_reloaded_without_a_signal() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// An upstream proxy for the chaining test: proxy-http with a gate that sends every request to
+/// one origin, recording what it was asked.
+#[derive(Debug, Default)]
+struct UpstreamGate {
+    to: std::sync::Mutex<Option<std::net::SocketAddr>>,
+    seen: std::sync::Mutex<Vec<proxy_core::RequestMeta>>,
+}
+
+impl proxy_core::Gate for UpstreamGate {
+    async fn admit(&self, meta: &proxy_core::RequestMeta) -> proxy_core::Admission {
+        self.seen.lock().unwrap().push(meta.clone());
+        let to = self.to.lock().unwrap().unwrap();
+        proxy_core::Admission::Allow(proxy_core::Route::direct(
+            vec![to],
+            proxy_core::Decision::allow(),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chains_through_the_upstream_proxy_after_judging_and_refuses_a_loop() {
+    let dns = DnsServer::start().await.unwrap();
+    let origin = HttpOrigin::start("behind-upstream", "127.0.0.2".parse().unwrap())
+        .await
+        .unwrap();
+    let port = origin.addr().port();
+    dns.set(
+        "api.test",
+        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
+    );
+    let gate = std::sync::Arc::new(UpstreamGate::default());
+    *gate.to.lock().unwrap() = Some(origin.addr());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(proxy_http::run(
+        listener,
+        gate.clone(),
+        std::sync::Arc::new(netproxy::dial::TcpDialer::new(Duration::from_secs(2))),
+        proxy_http::Limits::default(),
+        std::future::pending(),
+    ));
+    let env = [
+        ("HTTP_PROXY", format!("http://{upstream}")),
+        ("HTTPS_PROXY", format!("http://{upstream}")),
+        ("NO_PROXY", "bypass.test".to_owned()),
+    ];
+    let s = start_with_env(
+        &dns,
+        &[
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "--allow",
+            "*.test",
+            "--deny",
+            "evil.test",
+        ],
+        None,
+        &env,
+    );
+    let run = |args: Vec<String>| {
+        let http = s.http.clone();
+        std::thread::spawn(move || {
+            curl(&http, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .join()
+        .unwrap()
+    };
+    let (code, body) = run(vec![format!("http://api.test:{port}/plain")]);
+    assert_eq!(code, "200", "{body}");
+    let (code, body) = run(vec!["-p".into(), format!("http://api.test:{port}/tunnel")]);
+    assert_eq!(code, "200", "{body}");
+    let (code, _) = run(vec![format!("http://evil.test:{port}/")]);
+    assert_eq!(code, "403");
+    let seen = gate.seen.lock().unwrap().clone();
+    if seen.len() != 2 {
+        let mut s = s;
+        let _ = s.child.kill();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(s.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        panic!("the upstream saw {seen:?}; netproxy said:\n{stderr}");
+    }
+    assert_eq!(seen[0].protocol, proxy_core::Protocol::Http);
+    assert_eq!(seen[0].target.to_string(), format!("api.test:{port}"));
+    assert_eq!(seen[1].protocol, proxy_core::Protocol::HttpsConnect);
+    assert_eq!(origin.seen().len(), 2);
+    drop(s);
+
+    // An upstream proxy that is netproxy itself is refused.
+    let port_self = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = [("HTTP_PROXY", format!("http://127.0.0.1:{port_self}"))];
+    let own = format!("127.0.0.1:{port_self}");
+    let s = start_with_env(
+        &dns,
+        &[
+            "--http",
+            &own,
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "--allow",
+            "*.test",
+        ],
+        None,
+        &env,
+    );
+    let http = s.http.clone();
+    let (code, body) =
+        std::thread::spawn(move || curl(&http, &[&format!("http://api.test:{port}/")]))
+            .join()
+            .unwrap();
+    assert_eq!(code, "502", "{body}");
+    assert!(body.contains("loop refused"), "{body}");
 }

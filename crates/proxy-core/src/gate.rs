@@ -14,7 +14,11 @@ use crate::target::RequestMeta;
 ///
 /// ```
 /// use proxy_core::Via;
-/// let via = Via::UpstreamProxy { proxy: vec!["127.0.0.1:3129".parse().unwrap()], authority: "example.com:443".into() };
+/// let via = Via::UpstreamProxy {
+///     proxy: vec!["127.0.0.1:3129".parse().unwrap()],
+///     authority: "example.com:443".into(),
+///     connect: true,
+/// };
 /// assert!(matches!(via, Via::UpstreamProxy { .. }));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +31,9 @@ pub enum Via {
         proxy: Vec<SocketAddr>,
         /// The `host:port` to ask the upstream for.
         authority: String,
+        /// True when the dialer opens a `CONNECT` tunnel through the upstream (tunnels);
+        /// false when the front-end sends the request itself in absolute form (plain HTTP).
+        connect: bool,
     },
     /// Over a unix socket.
     Unix(PathBuf),

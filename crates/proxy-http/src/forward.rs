@@ -215,9 +215,16 @@ where
     {
         parts.headers.insert(header::HOST, v);
     }
-    parts.uri = match path.parse::<Uri>() {
-        Ok(u) => u,
-        Err(_) => return respond::bad_request("bad request target"),
+    // Through an upstream proxy a plain request stays in absolute form; otherwise it becomes
+    // origin-form.
+    let absolute_upstream = matches!(route.via, Via::UpstreamProxy { connect: false, .. });
+    parts.uri = if absolute_upstream {
+        uri.clone()
+    } else {
+        match path.parse::<Uri>() {
+            Ok(u) => u,
+            Err(_) => return respond::bad_request("bad request target"),
+        }
     };
     parts.extensions = http::Extensions::new();
     let outgoing = Request::from_parts(parts, body);

@@ -39,7 +39,7 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let service = match Service::new(sources(&args.policy)) {
+    let service = match Service::new(sources(&args.policy), |k| std::env::var(k).ok()) {
         Ok(s) => Arc::new(s),
         Err(StartError::Config(e)) => {
             for d in &e.diagnostics {
@@ -97,15 +97,12 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             "the admin API is not built yet; starting without it (--no-admin silences this)"
         );
     }
-    if config.allow_upstream_proxy()
-        && ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
-            .iter()
-            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
-    {
-        tracing::warn!(
-            "an upstream proxy is set in netproxy's environment, but chaining is not built yet: netproxy connects directly"
-        );
+    if config.allow_upstream_proxy() {
+        for w in service.upstream_warnings() {
+            tracing::warn!("{w}; connecting directly instead");
+        }
     }
+    service.set_listeners(vec![http_bound]);
     if let Some(path) = &args.ready_file {
         let body = serde_json::json!({
             "http": http_bound.to_string(),
