@@ -374,7 +374,7 @@ async fn tunnel_upgraded<U>(
     idle: std::time::Duration,
 ) -> (u64, u64)
 where
-    U: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => {
@@ -386,7 +386,13 @@ where
             {
                 return (0, 0);
             }
-            tunnel(client, upstream, idle).await
+            // hyper's read buffer would otherwise live as long as the tunnel.
+            drop(parts.read_buf);
+            match crate::tunnel::into_tcp(upstream) {
+                Ok(tcp) => crate::tunnel::tunnel_tcp(client, tcp, idle).await,
+                Err(Some(other)) => tunnel(client, other, idle).await,
+                Err(None) => (0, 0),
+            }
         }
         Err(upgraded) => tunnel(TokioIo::new(upgraded), upstream, idle).await,
     }

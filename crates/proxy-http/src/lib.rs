@@ -21,4 +21,4 @@ mod server;
 mod tunnel;
 
 pub use server::{Limits, run};
-pub use tunnel::tunnel;
+pub use tunnel::{tunnel, tunnel_tcp};

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// The buffer each direction reads into until bytes flow.
 const SMALL: usize = 512;
@@ -63,24 +64,34 @@ where
     let mut small = [0u8; SMALL];
     let mut large: Option<Box<[u8]>> = None;
     let mut total = 0u64;
+    // One timer per direction, re-armed only when it fires: bytes moving do not touch it.
+    let deadline = tokio::time::sleep(idle);
+    tokio::pin!(deadline);
     loop {
         let buf: &mut [u8] = match large.as_mut() {
             Some(b) => b,
             None => &mut small,
         };
         let cap = buf.len();
-        match tokio::time::timeout(idle, from.read(buf)).await {
-            Err(_) => {
+        let read = tokio::select! {
+            biased;
+            r = from.read(buf) => r,
+            () = &mut deadline => {
                 if let Some(b) = large.take() {
                     give_back(b);
                 }
-                // Quiet this way; the tunnel is idle only if the other way is quiet too.
-                if activity.idle_for() >= idle {
+                let quiet = activity.idle_for();
+                // Idle only if neither direction moved a byte for the whole period.
+                if quiet >= idle {
                     break;
                 }
+                deadline.as_mut().reset(tokio::time::Instant::now() + (idle - quiet));
+                continue;
             }
-            Ok(Ok(0) | Err(_)) => break,
-            Ok(Ok(n)) => {
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
                 activity.touch();
                 total += n as u64;
                 let buf: &[u8] = match large.as_ref() {
@@ -108,6 +119,13 @@ where
     total
 }
 
+fn activity() -> Arc<Activity> {
+    Arc::new(Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    })
+}
+
 /// Copies bytes both ways between `a` and `b` until both directions end or the tunnel is idle
 /// for `idle`. Returns the bytes copied (a → b, b → a).
 pub async fn tunnel<A, B>(a: A, b: B, idle: Duration) -> (u64, u64)
@@ -115,15 +133,31 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let activity = Arc::new(Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    });
+    let activity = activity();
     let (ar, aw) = tokio::io::split(a);
     let (br, bw) = tokio::io::split(b);
     let up = pump(ar, bw, idle, activity.clone());
     let down = pump(br, aw, idle, activity);
     tokio::join!(up, down)
+}
+
+/// [`tunnel`] between two TCP sockets, whose halves need no lock.
+pub async fn tunnel_tcp(a: TcpStream, b: TcpStream, idle: Duration) -> (u64, u64) {
+    let activity = activity();
+    let (ar, aw) = a.into_split();
+    let (br, bw) = b.into_split();
+    let up = pump(ar, bw, idle, activity.clone());
+    let down = pump(br, aw, idle, activity);
+    tokio::join!(up, down)
+}
+
+/// The connection as a `TcpStream`, when that is what it is; `Err(Some(conn))` otherwise.
+pub(crate) fn into_tcp<U: 'static>(conn: U) -> Result<TcpStream, Option<U>> {
+    let mut slot = Some(conn);
+    let tcp = (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<TcpStream>>()
+        .and_then(Option::take);
+    tcp.ok_or(slot)
 }
 
 #[cfg(test)]
@@ -170,5 +204,21 @@ mod tests {
             "the tunnel stayed open for {:?}",
             start.elapsed()
         );
+    }
+}
+
+#[cfg(test)]
+mod tcp_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn into_tcp_recognises_tcp_streams_only() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert!(into_tcp(s).is_ok());
+        let (d, _) = tokio::io::duplex(16);
+        assert!(matches!(into_tcp(d), Err(Some(_))));
     }
 }
