@@ -1,5 +1,6 @@
 //! `cargo xtask`: netproxy's single entry point for CI (`ci`), the architecture checks
-//! (`tidy`) and the benchmarks (`bench`).
+//! (`tidy`) and the benchmarks (`bench`: the policy's criterion benches; `bench proxy`: the
+//! side-by-side kit in `../shared/bench` against the release binary).
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -112,7 +113,38 @@ fn ci() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench proxy [COMPARE ARGS]`: builds the release binary and runs the shared
+/// side-by-side kit (`../shared/bench/compare.sh`) with it; `--quick` for a short run.
+fn bench_proxy(args: &[String]) -> anyhow::Result<()> {
+    let kit = root().join("../shared/bench/compare.sh");
+    if !kit.is_file() {
+        bail!("the benchmark kit is not at {}", kit.display());
+    }
+    step(
+        "build",
+        "the release build failed",
+        "cargo",
+        &["build", "--release", "--locked", "-p", "proxy-bin"],
+    )?;
+    let bin = root().join("target/release/netproxy");
+    println!("==> compare: {} {}", kit.display(), args.join(" "));
+    let status = Command::new("bash")
+        .arg(&kit)
+        .args(args)
+        .env("NETPROXY_BIN", &bin)
+        .current_dir(root())
+        .status()
+        .context("cannot run the benchmark kit")?;
+    if !status.success() {
+        bail!("the benchmark kit failed ({status})");
+    }
+    Ok(())
+}
+
 fn bench(args: &[String]) -> anyhow::Result<()> {
+    if args.first().map(String::as_str) == Some("proxy") {
+        return bench_proxy(&args[1..]);
+    }
     let mut cmd = vec!["bench", "-p", "proxy-policy", "--bench", "decide"];
     if !args.is_empty() {
         cmd.push("--");
@@ -133,7 +165,9 @@ fn main() -> std::process::ExitCode {
         Some("tidy") => tidy::run(&root()),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | tidy | bench [CRITERION ARGS]>");
+            eprintln!(
+                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS]>"
+            );
             return std::process::ExitCode::from(2);
         }
     };

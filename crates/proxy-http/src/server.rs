@@ -11,10 +11,11 @@ use hyper::server::conn::http1;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use proxy_core::{Dialer, Gate};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
 
 use crate::forward;
 use crate::respond::Body;
@@ -49,19 +50,56 @@ pub(crate) struct Shared<G, D> {
     pub(crate) gate: Arc<G>,
     pub(crate) dialer: Arc<D>,
     pub(crate) limits: Limits,
-    /// Where tunnels and upstream connections are spawned, so shutdown can wait for them.
-    pub(crate) tasks: std::sync::Mutex<JoinSet<()>>,
+    /// Counts the connections, tunnels and upstream connections in flight, so shutdown can wait
+    /// for them.
+    pub(crate) tracker: Arc<Tracker>,
 }
 
 impl<G, D> Shared<G, D> {
     pub(crate) fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
-        let mut tasks = self
-            .tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Reap finished tasks so the set does not grow.
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(fut);
+        self.tracker.spawn(fut);
+    }
+}
+
+/// Counts spawned tasks; `idle()` completes when none is left. Cheaper than a `JoinSet` on the
+/// per-tunnel path: one atomic increment and decrement, no lock.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    running: AtomicUsize,
+    done: Notify,
+}
+
+/// Decrements the count when the task ends, however it ends.
+struct Tracked(Arc<Tracker>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
+impl Tracker {
+    pub(crate) fn spawn(self: &Arc<Self>, fut: impl Future<Output = ()> + Send + 'static) {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let guard = Tracked(self.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            fut.await;
+        });
+    }
+
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -87,11 +125,10 @@ pub async fn run<G, D, S>(
         gate,
         dialer,
         limits,
-        tasks: std::sync::Mutex::new(JoinSet::new()),
+        tracker: Arc::default(),
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -112,8 +149,7 @@ pub async fn run<G, D, S>(
                 }
             },
         };
-        while connections.try_join_next().is_some() {}
-        connections.spawn(serve_connection(
+        shared.tracker.spawn(serve_connection(
             shared.clone(),
             stream,
             peer,
@@ -123,14 +159,7 @@ pub async fn run<G, D, S>(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    while connections.join_next().await.is_some() {}
-    let mut tasks = std::mem::take(
-        &mut *shared
-            .tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    while tasks.join_next().await.is_some() {}
+    shared.tracker.idle().await;
 }
 
 async fn serve_connection<G, D>(

@@ -11,27 +11,39 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use super::logging::{BatchedStderr, FlushGuard};
 use super::{EXIT_CONFIG, EXIT_USAGE, ServeArgs, sources};
 
 /// How long in-flight connections may take to finish after SIGINT/SIGTERM.
 const DRAIN: Duration = Duration::from_secs(10);
 
-fn init_logging(format: &str) {
+fn init_logging(format: &str) -> FlushGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = BatchedStderr::start();
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter);
     let _ = if format == "json" {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+    guard
 }
 
 pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging(&args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let _flush = init_logging(&args.log_format);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("NETPROXY_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

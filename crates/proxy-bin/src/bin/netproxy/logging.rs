@@ -1,0 +1,131 @@
+//! The stderr log: formatted by tracing-subscriber, written in batches by a background thread so
+//! that a request never waits on the terminal or the log file, and two workers never contend
+//! for the stderr lock. Lines are flushed every 20 ms, when 64 KiB are pending, and at exit.
+
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Flush when this many bytes are pending.
+const HIGH_WATER: usize = 64 * 1024;
+/// Flush at least this often.
+const INTERVAL: Duration = Duration::from_millis(20);
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<(Vec<u8>, bool)>,
+    wake: Condvar,
+}
+
+/// The writer handed to tracing-subscriber; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct BatchedStderr {
+    shared: Arc<Shared>,
+}
+
+/// Flushes what is pending and stops the background thread when dropped.
+pub(crate) struct FlushGuard {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        {
+            let mut g = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            g.1 = true;
+        }
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write_out(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(bytes);
+    let _ = err.flush();
+}
+
+impl BatchedStderr {
+    /// The writer and the guard that flushes it at exit.
+    pub(crate) fn start() -> (Self, FlushGuard) {
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("netproxy-log".into())
+            .spawn(move || {
+                let mut out = Vec::new();
+                loop {
+                    let stop = {
+                        let g = s
+                            .pending
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let (mut g, _) = s
+                            .wake
+                            .wait_timeout_while(g, INTERVAL, |(buf, stop)| {
+                                buf.len() < HIGH_WATER && !*stop
+                            })
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        std::mem::swap(&mut g.0, &mut out);
+                        g.1
+                    };
+                    if !out.is_empty() {
+                        write_out(&out);
+                        out.clear();
+                    }
+                    if stop {
+                        return;
+                    }
+                }
+            })
+            .ok();
+        (
+            Self {
+                shared: shared.clone(),
+            },
+            FlushGuard { shared, thread },
+        )
+    }
+}
+
+impl Write for BatchedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut g = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.1 {
+            // Stopped (exiting): write through.
+            drop(g);
+            write_out(buf);
+            return Ok(buf.len());
+        }
+        g.0.extend_from_slice(buf);
+        let full = g.0.len() >= HIGH_WATER;
+        drop(g);
+        if full {
+            self.shared.wake.notify_one();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedStderr {
+    type Writer = BatchedStderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
