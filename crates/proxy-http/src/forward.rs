@@ -80,13 +80,14 @@ where
         }
     };
     let idle = shared.limits.idle_timeout;
-    let target = meta.target.to_string();
+    // Take the upgrade out of the request now, so the tunnel task does not carry the request.
+    let on_upgrade = hyper::upgrade::on(req);
     shared.spawn(async move {
         let _permit = permit;
-        match hyper::upgrade::on(req).await {
+        match on_upgrade.await {
             Ok(upgraded) => {
                 let (up, down) = tunnel_upgraded(upgraded, upstream, idle).await;
-                tracing::debug!(client = %peer, target = %target, up, down, "tunnel closed");
+                tracing::debug!(client = %peer, up, down, "tunnel closed");
             }
             Err(e) => tracing::debug!(client = %peer, error = %e, "CONNECT upgrade failed"),
         }

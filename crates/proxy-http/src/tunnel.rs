@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The buffer each direction reads into until bytes flow.
-const SMALL: usize = 256;
+const SMALL: usize = 128;
 /// The pooled buffer used while bytes flow (64 KiB: the best CPU per byte measured here).
 const LARGE: usize = 64 * 1024;
 /// How many large buffers the pool keeps for reuse.
