@@ -458,3 +458,78 @@ async fn chains_through_the_upstream_proxy_after_judging_and_refuses_a_loop() {
     assert_eq!(code, "502", "{body}");
     assert!(body.contains("loop refused"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_mode_and_a_disabled_proxy_on_the_wire() {
+    let dns = DnsServer::start().await.unwrap();
+    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
+        .await
+        .unwrap();
+    let port = origin.addr().port();
+    dns.set(
+        "api.test",
+        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
+    );
+    let s = start(
+        &dns,
+        &[
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "--allow",
+            "*.test",
+            "--mode",
+            "limited",
+        ],
+        None,
+    );
+    let run = |args: Vec<String>| {
+        let http = s.http.clone();
+        std::thread::spawn(move || {
+            curl(&http, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .join()
+        .unwrap()
+    };
+    let (code, _) = run(vec![format!("http://api.test:{port}/read")]);
+    assert_eq!(code, "200");
+    let (code, body) = run(vec![
+        "-X".into(),
+        "POST".into(),
+        "-d".into(),
+        "x".into(),
+        format!("http://api.test:{port}/write"),
+    ]);
+    assert_eq!(code, "403", "{body}");
+    assert!(
+        body.contains("\"reason\":\"method_not_allowed\"")
+            && body.contains("\"source\":\"mode_guard\""),
+        "{body}"
+    );
+    let (_, body) = run(vec![
+        "-p".into(),
+        "-v".into(),
+        format!("http://api.test:{port}/"),
+    ]);
+    assert!(
+        body.contains("x-proxy-error: blocked-by-mitm-required"),
+        "{body}"
+    );
+    // Only the GET reached the origin.
+    assert_eq!(origin.seen().len(), 1);
+    drop(s);
+    let before = dns.queries_for("api.test");
+
+    let s = start(&dns, &["-c", "enabled=false", "--allow", "*.test"], None);
+    let http = s.http.clone();
+    let (code, body) =
+        std::thread::spawn(move || curl(&http, &[&format!("http://api.test:{port}/")]))
+            .join()
+            .unwrap();
+    assert_eq!(code, "503", "{body}");
+    assert!(body.contains("\"reason\":\"proxy_disabled\""), "{body}");
+    assert_eq!(
+        dns.queries_for("api.test"),
+        before,
+        "a disabled proxy resolves nothing"
+    );
+}
