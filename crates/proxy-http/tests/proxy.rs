@@ -535,3 +535,76 @@ async fn a_thousand_concurrent_tunnels() {
     }
     assert_eq!(echo.connections(), N as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_chunk_mid_body_aborts_both_sides() {
+    let origin = HttpOrigin::start("o", "127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(limits()).await;
+    p.gate.route("origin.test", origin.addr());
+    let port = origin.addr().port();
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    let head = format!(
+        "POST http://origin.test:{port}/up HTTP/1.1\r\nHost: origin.test:{port}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.write_all(b"zz\r\nnot a chunk\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "the client connection was not closed");
+    let out = String::from_utf8_lossy(&out);
+    assert!(!out.starts_with("HTTP/1.1 200"), "{out}");
+    // The origin never saw a complete body.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        origin.seen().iter().all(|s| s.body_bytes <= 5),
+        "{:?}",
+        origin.seen()
+    );
+    // And the proxy still serves.
+    let (status, _) = curl(s(&[
+        "-x",
+        &format!("http://{}", p.addr),
+        &format!("http://origin.test:{port}/"),
+    ]))
+    .await;
+    assert_eq!(status, "200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_connections_new_clients_wait_for_a_free_slot() {
+    let origin = HttpOrigin::start("o", "127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(Limits {
+        max_connections: 2,
+        header_timeout: Duration::from_secs(10),
+        ..limits()
+    })
+    .await;
+    p.gate.route("origin.test", origin.addr());
+    let port = origin.addr().port();
+    // Two connections take both slots and send nothing.
+    let first = TcpStream::connect(p.addr).await.unwrap();
+    let _second = TcpStream::connect(p.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A third connects (the kernel's backlog accepts it) but is not served...
+    let mut third = TcpStream::connect(p.addr).await.unwrap();
+    third
+        .write_all(format!("GET http://origin.test:{port}/ HTTP/1.1\r\nHost: origin.test:{port}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served while both slots were taken");
+    // ...until a slot frees.
+    drop(first);
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), third.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+}
