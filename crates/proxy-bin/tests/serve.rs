@@ -533,3 +533,58 @@ async fn limited_mode_and_a_disabled_proxy_on_the_wire() {
         "a disabled proxy resolves nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_through_a_connect_tunnel_with_real_tls() {
+    let dns = DnsServer::start().await.unwrap();
+    let ca = proxy_test_support::TestCa::new().unwrap();
+    let origin = proxy_test_support::TlsOrigin::start(
+        "tls",
+        "127.0.0.2".parse().unwrap(),
+        &ca,
+        &["secure.test"],
+    )
+    .await
+    .unwrap();
+    let port = origin.addr().port();
+    dns.set(
+        "secure.test",
+        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
+    );
+    let s = start(
+        &dns,
+        &[
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "--allow",
+            "secure.test",
+        ],
+        None,
+    );
+    let ca_file = s.dir.path().join("ca.pem");
+    write(&ca_file, ca.cert_pem());
+    let http = s.http.clone();
+    let url = format!("https://secure.test:{port}/over-tls");
+    let cacert = ca_file.to_str().unwrap().to_owned();
+    let (code, body) = std::thread::spawn(move || curl(&http, &["--cacert", &cacert, &url]))
+        .join()
+        .unwrap();
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("GET /over-tls 0"), "{body}");
+    assert_eq!(origin.seen().len(), 1);
+    // A name the policy refuses never gets a tunnel.
+    let http = s.http.clone();
+    let (code, _) = std::thread::spawn(move || {
+        curl(
+            &http,
+            &[
+                "--cacert",
+                &ca_file.to_string_lossy(),
+                "https://other.test:1/",
+            ],
+        )
+    })
+    .join()
+    .unwrap();
+    assert_ne!(code, "200");
+}

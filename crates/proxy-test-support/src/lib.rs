@@ -1,13 +1,15 @@
 //! `proxy-test-support` holds netproxy's test doubles, for dev-dependencies only: an in-process
 //! DNS server ([`DnsServer`]) over real UDP and TCP sockets, recording origin servers
-//! ([`HttpOrigin`], [`EchoServer`]) and a [`RecordingDialer`] that fails the test on any
+//! ([`HttpOrigin`], [`TlsOrigin`] with a [`TestCa`], [`EchoServer`], [`WsEchoServer`]) and a [`RecordingDialer`] that fails the test on any
 //! non-loopback dial. Everything listens on and dials loopback only.
 #![forbid(unsafe_code)]
 
 mod dialer;
 mod dns;
 mod origin;
+mod tls;
 
 pub use dialer::RecordingDialer;
 pub use dns::{Answer, DnsServer};
 pub use origin::{EchoServer, HttpOrigin, Seen, WsEchoServer};
+pub use tls::{TestCa, TlsOrigin};

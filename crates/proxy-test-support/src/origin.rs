@@ -58,13 +58,13 @@ impl Drop for HttpOrigin {
     }
 }
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
 fn full(text: String) -> Body {
     http_body_util::Full::new(Bytes::from(text)).boxed()
 }
 
-async fn handle(
+pub(crate) async fn handle(
     name: Arc<str>,
     seen: Arc<Mutex<Vec<Seen>>>,
     req: Request<Incoming>,
