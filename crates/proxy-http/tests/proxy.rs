@@ -608,3 +608,38 @@ async fn past_max_connections_new_clients_wait_for_a_free_slot() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_chunked_reaches_the_upstream_as_one_well_framed_request() {
+    let origin = HttpOrigin::start("o", "127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(limits()).await;
+    p.gate.route("origin.test", origin.addr());
+    let port = origin.addr().port();
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    // Content-Length says 4 bytes; chunked framing says "hello"; a smuggled request follows.
+    let raw = format!(
+        "POST http://origin.test:{port}/one HTTP/1.1\r\nHost: origin.test:{port}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n"
+    );
+    c.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("POST /one 5"), "{out}");
+    // The connection is closed after such a request (RFC 9112 §6.3), so the trailing bytes
+    // are never read as another request.
+    assert!(
+        out.to_ascii_lowercase().contains("connection: close"),
+        "{out}"
+    );
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].body_bytes, 5);
+    assert_eq!(seen[0].header("content-length"), None);
+}
