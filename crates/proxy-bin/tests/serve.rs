@@ -146,6 +146,7 @@ async fn serves_allowed_names_and_refuses_the_rest() {
         Answer::Addrs(vec!["127.0.0.1".parse().unwrap()]),
     );
     dns.set("gone.test", Answer::NxDomain);
+    dns.set("silent.test", Answer::Drop);
     let s = start(
         &dns,
         &[
@@ -170,6 +171,8 @@ async fn serves_allowed_names_and_refuses_the_rest() {
         ("other.example", "403", "not_allowed"),
         ("local.test", "403", "not_allowed_local"),
         ("gone.test", "502", "dns_failed"),
+        // No answer at all: dns.timeout_ms is 500, so 502 well within 3x, not a hang.
+        ("silent.test", "502", "dns_failed"),
     ] {
         let http = s.http.clone();
         let url = format!("http://{host}:{port}/");

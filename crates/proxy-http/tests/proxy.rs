@@ -173,6 +173,13 @@ async fn get_and_post_are_forwarded_with_streamed_bodies() {
         "{}",
         &text[..200.min(text.len())]
     );
+    // curl asked `Expect: 100-continue` for the large body; the exchange went through.
+    let upload = origin
+        .seen()
+        .into_iter()
+        .find(|s| s.target == "/upload")
+        .unwrap();
+    assert_eq!(upload.header("expect"), Some("100-continue"));
     let (_, text) = curl(s(&[
         "-x",
         &x,
