@@ -35,17 +35,15 @@ fn init_logging(format: &str) -> FlushGuard {
 
 pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let _flush = init_logging(&args.log_format);
-    // One core is left to the processes the proxy serves, which run beside it: on the 2-core
-    // machines measured here one worker used less CPU per request and per tunnel than two, at
-    // the same rate (docs/benchmarks.md). NETPROXY_WORKER_THREADS overrides.
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let workers = std::env::var("NETPROXY_WORKER_THREADS")
+    // One worker per core (tokio's default); NETPROXY_WORKER_THREADS overrides.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("NETPROXY_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0)
-        .unwrap_or_else(|| cores.saturating_sub(1).max(1));
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(workers);
+    {
+        builder.worker_threads(n);
+    }
     let runtime = builder
         .enable_all()
         .build()
