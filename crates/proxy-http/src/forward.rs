@@ -64,6 +64,9 @@ where
     let Some(authority) = req.uri().authority().cloned() else {
         return respond::bad_request("CONNECT needs an authority (host:port)");
     };
+    if authority.as_str().contains('@') {
+        return respond::bad_request("CONNECT needs an authority (host:port) without credentials");
+    }
     let meta = match meta_for(Protocol::HttpsConnect, &authority, 443, "CONNECT", peer) {
         Ok(m) => m,
         Err(r) => return r,

@@ -650,3 +650,128 @@ async fn content_length_with_chunked_reaches_the_upstream_as_one_well_framed_req
     assert_eq!(seen[0].body_bytes, 5);
     assert_eq!(seen[0].header("content-length"), None);
 }
+
+/// Sends raw bytes on a new connection and returns everything the proxy answers until it
+/// closes (or 3 s pass).
+async fn raw_exchange(proxy: SocketAddr, bytes: &[u8]) -> String {
+    let mut c = TcpStream::connect(proxy).await.unwrap();
+    c.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_heads_malformed_oversized_refused_and_pipelined() {
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(limits()).await;
+    p.gate.route("echo.test", echo.addr());
+    p.gate
+        .answer("evil.test", Admission::Deny(Decision::deny(Reason::Denied)));
+
+    let r = raw_exchange(p.addr, b"CONNECT  HTTP/1.1\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = raw_exchange(p.addr, b"CONNECT echo.test:0 HTTP/1.1\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = raw_exchange(p.addr, b"CONNECT user@echo.test:7 HTTP/1.1\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let big = format!(
+        "CONNECT echo.test:7 HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let r = raw_exchange(p.addr, big.as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{}", &r[..r.len().min(80)]);
+    let r = raw_exchange(
+        p.addr,
+        b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(r.contains("x-proxy-error: blocked-by-denylist"), "{r}");
+    assert!(r.contains("\"protocol\":\"https_connect\""), "{r}");
+    assert!(r.contains("\"reason\":\"denied\""), "{r}");
+    assert_eq!(echo.connections(), 0);
+
+    // Bytes sent right behind the head are the tunnel's first bytes.
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(b"CONNECT echo.test:7 HTTP/1.1\r\n\r\nearly bytes")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).ends_with("early bytes") {
+        let mut b = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&b[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_connect_head_is_closed_after_the_header_timeout() {
+    let p = proxy(limits()).await;
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(b"CONNECT echo.te").await.unwrap();
+    let mut buf = Vec::new();
+    // header_timeout is 500 ms; allow 3x.
+    let r = tokio::time::timeout(Duration::from_millis(1500), c.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "still open");
+    assert!(p.gate.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_after_a_plain_request_on_the_same_connection() {
+    let origin = HttpOrigin::start("o", "127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(limits()).await;
+    p.gate.route("origin.test", origin.addr());
+    p.gate.route("echo.test", echo.addr());
+    let port = origin.addr().port();
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(
+        format!("GET http://origin.test:{port}/first HTTP/1.1\r\nHost: origin.test:{port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("GET /first 0") {
+        let mut b = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&b[..n]);
+    }
+    c.write_all(b"CONNECT echo.test:7 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(c.read(&mut b).await.unwrap(), 1);
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    c.write_all(b"after upgrade").await.unwrap();
+    let mut buf = vec![0u8; 13];
+    tokio::time::timeout(Duration::from_secs(3), c.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"after upgrade");
+}
