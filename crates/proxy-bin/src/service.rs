@@ -134,6 +134,27 @@ impl Service {
             .collect()
     }
 
+    /// Serves SOCKS5 on `listener` until `shutdown` completes, then waits for the open tunnels.
+    pub async fn serve_socks(
+        &self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let limits = proxy_socks::Limits {
+            header_timeout: self.limits.header_timeout,
+            idle_timeout: self.limits.idle_timeout,
+            max_connections: self.limits.max_connections,
+        };
+        proxy_socks::run(
+            listener,
+            self.gate.clone(),
+            self.dialer.clone(),
+            limits,
+            shutdown,
+        )
+        .await;
+    }
+
     /// Serves the HTTP proxy on `listener` until `shutdown` completes, then drains.
     pub async fn serve_http(
         &self,

@@ -11,6 +11,7 @@ use proxy_test_support::{Answer, DnsServer, HttpOrigin};
 struct Serve {
     child: Child,
     http: String,
+    socks: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -36,7 +37,7 @@ fn start_with_env(
     let cfg = dir.path().join("netproxy.toml");
     std::fs::write(&cfg, config.unwrap_or("")).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_netproxy"));
-    cmd.args(["serve", "--no-socks", "--no-admin", "--ready-file"])
+    cmd.args(["serve", "--no-admin", "--ready-file"])
         .arg(&ready)
         .arg("--config")
         .arg(&cfg)
@@ -51,6 +52,11 @@ fn start_with_env(
             &[][..]
         } else {
             &["--http", "127.0.0.1:0"][..]
+        })
+        .args(if extra.contains(&"--socks") {
+            &[][..]
+        } else {
+            &["--no-socks"][..]
         })
         .env_clear()
         .env("NETPROXY_HOME", dir.path().join("home"))
@@ -70,11 +76,13 @@ fn start_with_env(
     }
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
-    assert!(v["socks"].is_null() && v["admin"].is_null());
+    assert!(v["admin"].is_null());
+    assert_eq!(v["socks"].is_null(), !extra.contains(&"--socks"));
     assert_eq!(v["pid"], child.id());
     Serve {
         child,
         http: v["http"].as_str().unwrap().to_owned(),
+        socks: v["socks"].as_str().map(str::to_owned),
         dir,
     }
 }
@@ -590,4 +598,72 @@ async fn https_through_a_connect_tunnel_with_real_tls() {
     .join()
     .unwrap();
     assert_ne!(code, "200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_with_curl_by_name_and_by_address() {
+    let dns = DnsServer::start().await.unwrap();
+    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
+        .await
+        .unwrap();
+    let port = origin.addr().port();
+    dns.set(
+        "api.test",
+        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
+    );
+    let s = start(
+        &dns,
+        &[
+            "--socks",
+            "127.0.0.1:0",
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "--allow",
+            "*.test",
+            "--allow",
+            "127.0.0.2",
+            "--deny",
+            "evil.test",
+        ],
+        None,
+    );
+    let socks = s.socks.clone().unwrap();
+    let get = move |proxy_flag: &str, url: String| {
+        let (flag, socks) = (proxy_flag.to_owned(), socks.clone());
+        std::thread::spawn(move || {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "-S",
+                    "--max-time",
+                    "10",
+                    &flag,
+                    &socks,
+                    "-w",
+                    "\n%{http_code}",
+                    &url,
+                ])
+                .env_clear()
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let code = text.rsplit('\n').next().unwrap_or_default().to_owned();
+            (code, text + &String::from_utf8_lossy(&out.stderr))
+        })
+        .join()
+        .unwrap()
+    };
+    // socks5h: the name goes to netproxy, which judges and resolves it.
+    let (code, body) = get(
+        "--socks5-hostname",
+        format!("http://api.test:{port}/by-name"),
+    );
+    assert_eq!(code, "200", "{body}");
+    // socks5 with an address: judged as that address.
+    let (code, body) = get("--socks5", format!("http://127.0.0.2:{port}/by-address"));
+    assert_eq!(code, "200", "{body}");
+    let (code, _) = get("--socks5-hostname", format!("http://evil.test:{port}/"));
+    assert_eq!(code, "000");
+    assert_eq!(origin.seen().len(), 2);
+    assert_eq!(dns.queries_for("evil.test"), 0);
 }

@@ -19,7 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::respond::{self, Body};
 use crate::server::Shared;
-use crate::tunnel::tunnel;
+use proxy_io::tunnel;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own; never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -392,8 +392,8 @@ where
             }
             // hyper's read buffer would otherwise live as long as the tunnel.
             drop(parts.read_buf);
-            match crate::tunnel::into_tcp(upstream) {
-                Ok(tcp) => crate::tunnel::tunnel_tcp(client, tcp, idle).await,
+            match proxy_io::into_tcp(upstream) {
+                Ok(tcp) => proxy_io::tunnel_tcp(client, tcp, idle).await,
                 Err(Some(other)) => tunnel(client, other, idle).await,
                 Err(None) => (0, 0),
             }

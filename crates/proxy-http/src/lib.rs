@@ -18,7 +18,6 @@
 mod forward;
 mod respond;
 mod server;
-mod tunnel;
 
+pub use proxy_io::{tunnel, tunnel_tcp};
 pub use server::{Limits, run};
-pub use tunnel::{tunnel, tunnel_tcp};

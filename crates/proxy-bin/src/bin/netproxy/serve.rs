@@ -100,11 +100,52 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot bind the HTTP proxy listener on {http_addr}"))?;
     let http_bound = listener.local_addr()?;
-    if !args.no_socks && (config.enable_socks5() || args.socks.is_some()) {
-        tracing::warn!(
-            "the SOCKS5 listener is not built yet; starting without it (--no-socks silences this)"
-        );
-    }
+    let socks_listener = if args.no_socks || (!config.enable_socks5() && args.socks.is_none()) {
+        None
+    } else {
+        let addr = match &args.socks {
+            Some(text) => {
+                let addr = match parse_listen_url(text, 8081) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        eprintln!("netproxy serve: --socks: {e}");
+                        return Ok(ExitCode::from(EXIT_USAGE));
+                    }
+                };
+                let force = config
+                    .unix_sockets_enabled()
+                    .then_some("unix socket proxying is enabled");
+                let (addr, warning) = clamp_bind(
+                    "SOCKS5 proxy",
+                    addr,
+                    config.allow_non_loopback_proxy(),
+                    "dangerously_allow_non_loopback_proxy",
+                    force,
+                );
+                if let Some(w) = warning {
+                    tracing::warn!("{w}");
+                }
+                addr
+            }
+            None => match config.listeners().socks {
+                Some(a) => a,
+                None => config.listeners().http,
+            },
+        };
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind the SOCKS5 listener on {addr}"))?;
+        if config.enable_socks5_udp() {
+            tracing::warn!(
+                "SOCKS5 UDP ASSOCIATE is not built yet: it is answered with REP 0x07 (command not supported)"
+            );
+        }
+        Some(l)
+    };
+    let socks_bound = match &socks_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     if !args.no_admin && (config.enable_admin() || args.admin.is_some()) {
         tracing::warn!(
             "the admin API is not built yet; starting without it (--no-admin silences this)"
@@ -115,18 +156,21 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!("{w}; connecting directly instead");
         }
     }
-    service.set_listeners(vec![http_bound]);
+    service.set_listeners(vec![http_bound].into_iter().chain(socks_bound).collect());
     if let Some(path) = &args.ready_file {
         let body = serde_json::json!({
             "http": http_bound.to_string(),
-            "socks": null,
+            "socks": socks_bound.map(|a| a.to_string()),
             "admin": null,
             "pid": std::process::id(),
         });
         write_atomically(path, &body.to_string())
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
-    tracing::info!(http = %http_bound, "netproxy listening");
+    match socks_bound {
+        Some(socks) => tracing::info!(http = %http_bound, socks = %socks, "netproxy listening"),
+        None => tracing::info!(http = %http_bound, "netproxy listening"),
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = tokio::spawn(handle_signals(service.clone(), stop_tx));
@@ -138,13 +182,24 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut waiting = stop_rx.clone();
-    let serve = service.serve_http(listener, async move {
+    let mut waiting_socks = stop_rx.clone();
+    let http = service.serve_http(listener, async move {
         let _ = waiting.wait_for(|s| *s).await;
     });
+    let socks = async {
+        if let Some(l) = socks_listener {
+            service
+                .serve_socks(l, async move {
+                    let _ = waiting_socks.wait_for(|s| *s).await;
+                })
+                .await;
+        }
+    };
+    let serve = async { tokio::join!(http, socks) };
     tokio::pin!(serve);
     let mut drain_rx = stop_rx;
     tokio::select! {
-        () = &mut serve => {}
+        _ = &mut serve => {}
         () = async {
             let _ = drain_rx.wait_for(|s| *s).await;
             tokio::time::sleep(DRAIN).await;

@@ -160,7 +160,7 @@ pub async fn tunnel_tcp(mut a: TcpStream, mut b: TcpStream, idle: Duration) -> (
 }
 
 /// The connection as a `TcpStream`, when that is what it is; `Err(Some(conn))` otherwise.
-pub(crate) fn into_tcp<U: 'static>(conn: U) -> Result<TcpStream, Option<U>> {
+pub fn into_tcp<U: 'static>(conn: U) -> Result<TcpStream, Option<U>> {
     let mut slot = Some(conn);
     let tcp = (&mut slot as &mut dyn std::any::Any)
         .downcast_mut::<Option<TcpStream>>()

@@ -1,0 +1,216 @@
+//! `proxy-socks` is netproxy's SOCKS5 front-end: the no-authentication method and `CONNECT`
+//! (IPv4, IPv6 and domain address types), each request judged by the same [`Gate`] as HTTP with
+//! protocol `socks5_tcp`, dialled by the same [`Dialer`], and tunnelled by `proxy-io`.
+//!
+//! It decides nothing itself and never resolves a name: a domain target goes to the gate as a
+//! name (that is why clients should use `socks5h://`). Protocol framing is fast-socks5's
+//! type-state server; its DNS and proxy helpers are never used, because they resolve with the
+//! system resolver and dial without the policy. Replies follow interface.md §4: `0x02` for a
+//! refusal, `0x04` unreachable (including a name that does not resolve), `0x05` refused,
+//! `0x07` for an unsupported command (BIND, and UDP ASSOCIATE until the UDP relay is built),
+//! `0x08` for a bad address type. A greeting or request that is malformed, truncated or slower
+//! than the header timeout gets its reply or a closed connection.
+//!
+//! The entry point is [`run`]: the caller binds the listener and decides what shutdown means.
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fast_socks5::server::Socks5ServerProtocol;
+use fast_socks5::util::target_addr::TargetAddr;
+use fast_socks5::{ReplyError, Socks5Command};
+use proxy_core::{Admission, Dialer, Gate, Host, Protocol, RequestMeta, Target, UpstreamFailure};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+
+/// The SOCKS front-end's limits (from `[network.limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// From accept until the greeting and the request are read.
+    pub header_timeout: Duration,
+    /// A tunnel with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; further ones wait in the accept backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tracker {
+    running: AtomicUsize,
+    done: Notify,
+}
+
+impl Tracker {
+    fn start(&self) {
+        self.running.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn end(&self) {
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_waiters();
+        }
+    }
+
+    async fn idle(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Serves SOCKS5 from `listener` until `shutdown` completes, then stops accepting and waits for
+/// the open tunnels (the caller bounds that wait).
+pub async fn run<G, D, S>(
+    listener: TcpListener,
+    gate: Arc<G>,
+    dialer: Arc<D>,
+    limits: Limits,
+    shutdown: S,
+) where
+    G: Gate + 'static,
+    D: Dialer + 'static,
+    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Future<Output = ()>,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let tracker = Arc::new(Tracker::default());
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SOCKS accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (gate, dialer, tracker) = (gate.clone(), dialer.clone(), tracker.clone());
+        tracker.start();
+        tokio::spawn(async move {
+            serve(&*gate, &*dialer, limits, stream, peer).await;
+            drop(permit);
+            tracker.end();
+        });
+    }
+    drop(listener);
+    tracker.idle().await;
+}
+
+/// The reply for an admission failure or a dial failure.
+fn failure_reply(kind: UpstreamFailure, message: &str) -> ReplyError {
+    match kind {
+        UpstreamFailure::DnsFailed => ReplyError::HostUnreachable,
+        UpstreamFailure::ConnectFailed if message.contains("refused") => {
+            ReplyError::ConnectionRefused
+        }
+        UpstreamFailure::ConnectFailed | UpstreamFailure::UpstreamTimeout => {
+            ReplyError::HostUnreachable
+        }
+        _ => ReplyError::GeneralFailure,
+    }
+}
+
+async fn serve<G, D>(gate: &G, dialer: &D, limits: Limits, stream: TcpStream, peer: SocketAddr)
+where
+    G: Gate,
+    D: Dialer,
+    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let handshake = tokio::time::timeout(limits.header_timeout, async move {
+        Socks5ServerProtocol::accept_no_auth(stream)
+            .await?
+            .read_command()
+            .await
+    })
+    .await;
+    let (proto, command, target) = match handshake {
+        Err(_) => {
+            tracing::debug!(client = %peer, "SOCKS handshake timed out");
+            return;
+        }
+        Ok(Err(e)) => {
+            // fast-socks5 has already replied where the protocol has a reply for it (bad
+            // address type, unknown command).
+            tracing::debug!(client = %peer, error = %e, "SOCKS handshake failed");
+            return;
+        }
+        Ok(Ok(x)) => x,
+    };
+    if command != Socks5Command::TCPConnect {
+        let _ = proto.reply_error(&ReplyError::CommandNotSupported).await;
+        return;
+    }
+    let target = match target {
+        TargetAddr::Ip(sa) => Target::net(Host::from_ip(sa.ip()), sa.port()),
+        TargetAddr::Domain(name, port) => match Host::parse(&name) {
+            Ok(h) => Target::net(h, port),
+            Err(e) => {
+                tracing::info!(client = %peer, error = %e, "SOCKS target is not a valid host");
+                let _ = proto.reply_error(&ReplyError::ConnectionNotAllowed).await;
+                return;
+            }
+        },
+    };
+    let meta = RequestMeta::new(Protocol::Socks5Tcp, target).with_client(peer);
+    let route = match gate.admit(&meta).await {
+        Admission::Allow(route) if !route.intercept => route,
+        Admission::Allow(_) | Admission::Deny(_) => {
+            let _ = proto.reply_error(&ReplyError::ConnectionNotAllowed).await;
+            return;
+        }
+        Admission::Fail(f) => {
+            let _ = proto.reply_error(&failure_reply(f.kind, &f.message)).await;
+            return;
+        }
+    };
+    let upstream = match dialer.dial(&route).await {
+        Ok(u) => u,
+        Err(f) => {
+            tracing::warn!(client = %peer, target = %meta.target, error = %f, "SOCKS upstream failed");
+            let _ = proto.reply_error(&failure_reply(f.kind, &f.message)).await;
+            return;
+        }
+    };
+    let bound = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    let Ok(client) = proto.reply_success(bound).await else {
+        return;
+    };
+    let (up, down) = match proxy_io::into_tcp(upstream) {
+        Ok(tcp) => proxy_io::tunnel_tcp(client, tcp, limits.idle_timeout).await,
+        Err(Some(other)) => proxy_io::tunnel(client, other, limits.idle_timeout).await,
+        Err(None) => return,
+    };
+    tracing::debug!(client = %peer, up, down, "SOCKS tunnel closed");
+}

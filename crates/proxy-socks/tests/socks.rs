@@ -1,0 +1,203 @@
+//! The SOCKS5 front-end over real loopback sockets, with a stub gate and the recording dialer.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proxy_core::{Admission, Decision, Failure, Gate, Reason, RequestMeta, Route, UpstreamFailure};
+use proxy_socks::{Limits, run};
+use proxy_test_support::{EchoServer, RecordingDialer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Default)]
+struct StubGate {
+    routes: Mutex<HashMap<String, Admission>>,
+    seen: Mutex<Vec<RequestMeta>>,
+}
+
+impl Gate for StubGate {
+    async fn admit(&self, meta: &RequestMeta) -> Admission {
+        self.seen.lock().unwrap().push(meta.clone());
+        self.routes
+            .lock()
+            .unwrap()
+            .get(&meta.target.server_address())
+            .cloned()
+            .unwrap_or_else(|| Admission::Deny(Decision::deny(Reason::NotAllowed)))
+    }
+}
+
+async fn proxy() -> (SocketAddr, Arc<StubGate>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gate = Arc::new(StubGate::default());
+    let limits = Limits {
+        header_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(5),
+        max_connections: 64,
+    };
+    tokio::spawn(run(
+        listener,
+        gate.clone(),
+        Arc::new(RecordingDialer::new()),
+        limits,
+        std::future::pending(),
+    ));
+    (addr, gate)
+}
+
+/// Greets with no-auth and sends one request; returns the connection and the reply code.
+async fn request(proxy: SocketAddr, cmd: u8, addr: &[u8]) -> (TcpStream, u8) {
+    let mut c = TcpStream::connect(proxy).await.unwrap();
+    c.write_all(&[5, 1, 0]).await.unwrap();
+    let mut method = [0u8; 2];
+    c.read_exact(&mut method).await.unwrap();
+    assert_eq!(method, [5, 0]);
+    let mut req = vec![5, cmd, 0];
+    req.extend_from_slice(addr);
+    c.write_all(&req).await.unwrap();
+    let mut head = [0u8; 4];
+    c.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], 5);
+    let rest = match head[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => {
+            let mut l = [0u8; 1];
+            c.read_exact(&mut l).await.unwrap();
+            usize::from(l[0]) + 2
+        }
+        other => panic!("bad reply address type {other}"),
+    };
+    let mut skip = vec![0u8; rest];
+    c.read_exact(&mut skip).await.unwrap();
+    (c, head[1])
+}
+
+fn domain(name: &str, port: u16) -> Vec<u8> {
+    let mut v = vec![3, u8::try_from(name.len()).unwrap()];
+    v.extend_from_slice(name.as_bytes());
+    v.extend_from_slice(&port.to_be_bytes());
+    v
+}
+
+fn ipv4(addr: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(a) = addr else { panic!() };
+    let mut v = vec![1];
+    v.extend_from_slice(&a.ip().octets());
+    v.extend_from_slice(&a.port().to_be_bytes());
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_by_name_ipv4_and_ipv6_and_every_refusal() {
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let (p, gate) = proxy().await;
+    let route = Admission::Allow(Route::direct(vec![echo.addr()], Decision::allow()));
+    gate.routes
+        .lock()
+        .unwrap()
+        .insert("echo.test".into(), route.clone());
+    gate.routes
+        .lock()
+        .unwrap()
+        .insert("127.0.0.1".into(), route.clone());
+    gate.routes.lock().unwrap().insert("::1".into(), route);
+    gate.routes.lock().unwrap().insert(
+        "gone.test".into(),
+        Admission::Fail(Failure::new(UpstreamFailure::DnsFailed, "NXDOMAIN")),
+    );
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    gate.routes.lock().unwrap().insert(
+        "closed.test".into(),
+        Admission::Allow(Route::direct(vec![closed], Decision::allow())),
+    );
+
+    for addr in [domain("echo.test", 7), ipv4(echo.addr()), {
+        let mut v = vec![4];
+        v.extend_from_slice(&"::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v.extend_from_slice(&7u16.to_be_bytes());
+        v
+    }] {
+        let (mut c, rep) = request(p, 1, &addr).await;
+        assert_eq!(rep, 0);
+        c.write_all(b"through socks").await.unwrap();
+        let mut buf = [0u8; 13];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"through socks");
+    }
+    let seen = gate.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].protocol, proxy_core::Protocol::Socks5Tcp);
+    assert_eq!(seen[0].target.to_string(), "echo.test:7");
+    assert_eq!(seen[2].target.server_address(), "::1");
+
+    assert_eq!(
+        request(p, 1, &domain("evil.test", 443)).await.1,
+        0x02,
+        "policy refusal"
+    );
+    assert_eq!(
+        request(p, 1, &domain("bad host", 443)).await.1,
+        0x02,
+        "invalid host"
+    );
+    assert_eq!(
+        request(p, 1, &domain("gone.test", 443)).await.1,
+        0x04,
+        "unreachable"
+    );
+    assert_eq!(
+        request(p, 1, &domain("closed.test", 1)).await.1,
+        0x05,
+        "refused"
+    );
+    assert_eq!(request(p, 2, &domain("echo.test", 7)).await.1, 0x07, "BIND");
+    assert_eq!(
+        request(p, 3, &domain("echo.test", 7)).await.1,
+        0x07,
+        "UDP ASSOCIATE"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_truncated_and_slow_clients() {
+    let (p, gate) = proxy().await;
+    // A bad address type: reply 0x08 (or a closed connection), never a hang.
+    let mut c = TcpStream::connect(p).await.unwrap();
+    c.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    c.read_exact(&mut m).await.unwrap();
+    c.write_all(&[5, 1, 0, 9, 1, 2, 3, 4, 0, 80]).await.unwrap();
+    let mut out = Vec::new();
+    // Closed (or reset, since the request was not read to its end) within the timeout.
+    let _ = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut out))
+        .await
+        .unwrap();
+    assert!(out.len() < 2 || out[1] == 0x08, "{out:?}");
+    // Not SOCKS5 at all.
+    let mut c = TcpStream::connect(p).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut out))
+        .await
+        .unwrap();
+    // Truncated and slow: closed within 3x the header timeout.
+    for bytes in [&[5u8][..], &[5, 1, 0, 5, 1][..]] {
+        let mut c = TcpStream::connect(p).await.unwrap();
+        c.write_all(bytes).await.unwrap();
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let r = tokio::time::timeout(Duration::from_millis(1500), c.read_to_end(&mut out)).await;
+        assert!(r.is_ok(), "open after {:?}", start.elapsed());
+    }
+    assert!(gate.seen.lock().unwrap().is_empty());
+}
