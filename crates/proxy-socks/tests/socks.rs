@@ -201,3 +201,51 @@ async fn malformed_truncated_and_slow_clients() {
     }
     assert!(gate.seen.lock().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_socks_tunnels() {
+    const N: usize = 500;
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let p = listener.local_addr().unwrap();
+    let gate = Arc::new(StubGate::default());
+    gate.routes.lock().unwrap().insert(
+        "echo.test".into(),
+        Admission::Allow(Route::direct(vec![echo.addr()], Decision::allow())),
+    );
+    let limits = Limits {
+        header_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(30),
+        max_connections: 4096,
+    };
+    tokio::spawn(run(
+        listener,
+        gate,
+        Arc::new(RecordingDialer::new()),
+        limits,
+        std::future::pending(),
+    ));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..N {
+        set.spawn(async move { request(p, 1, &domain("echo.test", 7)).await });
+    }
+    let mut open = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let (c, rep) = r.unwrap();
+        assert_eq!(rep, 0);
+        open.push(c);
+    }
+    for (i, c) in open.iter_mut().enumerate() {
+        let msg = format!("socks {i}");
+        c.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+    assert_eq!(echo.connections(), N as u64);
+}
