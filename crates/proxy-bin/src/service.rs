@@ -144,6 +144,7 @@ impl Service {
             header_timeout: self.limits.header_timeout,
             idle_timeout: self.limits.idle_timeout,
             max_connections: self.limits.max_connections,
+            udp: self.state.load().config.enable_socks5_udp(),
         };
         proxy_socks::run(
             listener,

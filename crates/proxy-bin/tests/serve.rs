@@ -667,3 +667,89 @@ async fn socks5_with_curl_by_name_and_by_address() {
     assert_eq!(origin.seen().len(), 2);
     assert_eq!(dns.queries_for("evil.test"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_udp_by_name_through_the_real_gate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dns = DnsServer::start().await.unwrap();
+    let echo_sock = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let echo = echo_sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = echo_sock.recv_from(&mut buf).await {
+            let _ = echo_sock.send_to(&buf[..n], from).await;
+        }
+    });
+    dns.set(
+        "udp.test",
+        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
+    );
+    dns.set(
+        "local.test",
+        Answer::Addrs(vec!["127.0.0.1".parse().unwrap()]),
+    );
+    let s = start(
+        &dns,
+        &[
+            "--socks",
+            "127.0.0.1:0",
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "--allow",
+            "*.test",
+        ],
+        None,
+    );
+    let socks: std::net::SocketAddr = s.socks.clone().unwrap().parse().unwrap();
+    let mut c = tokio::net::TcpStream::connect(socks).await.unwrap();
+    c.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    c.read_exact(&mut m).await.unwrap();
+    c.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut reply = [0u8; 10];
+    c.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[1], 0);
+    let relay = std::net::SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let send = |name: &str, payload: &[u8]| {
+        let mut d = vec![0, 0, 0, 3, u8::try_from(name.len()).unwrap()];
+        d.extend_from_slice(name.as_bytes());
+        d.extend_from_slice(&echo.port().to_be_bytes());
+        d.extend_from_slice(payload);
+        d
+    };
+    let mut buf = vec![0u8; 2048];
+    client
+        .send_to(&send("udp.test", b"hello udp"), relay)
+        .await
+        .unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].ends_with(b"hello udp"));
+    // A name that resolves locally is refused and dropped; the association stays up.
+    client
+        .send_to(&send("local.test", b"no"), relay)
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), client.recv_from(&mut buf))
+            .await
+            .is_err()
+    );
+    client
+        .send_to(&send("udp.test", b"again"), relay)
+        .await
+        .unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].ends_with(b"again"));
+    // Resolved once per association and destination.
+    assert!(dns.queries_for("udp.test") <= 2, "{:?}", dns.queries());
+}

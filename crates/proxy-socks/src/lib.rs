@@ -7,12 +7,14 @@
 //! type-state server; its DNS and proxy helpers are never used, because they resolve with the
 //! system resolver and dial without the policy. Replies follow interface.md §4: `0x02` for a
 //! refusal, `0x04` unreachable (including a name that does not resolve), `0x05` refused,
-//! `0x07` for an unsupported command (BIND, and UDP ASSOCIATE until the UDP relay is built),
+//! `0x07` for an unsupported command (BIND, and UDP ASSOCIATE when `enable_socks5_udp` is off),
 //! `0x08` for a bad address type. A greeting or request that is malformed, truncated or slower
 //! than the header timeout gets its reply or a closed connection.
 //!
 //! The entry point is [`run`]: the caller binds the listener and decides what shutdown means.
 #![forbid(unsafe_code)]
+
+mod udp;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -37,6 +39,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Connections served at once; further ones wait in the accept backlog.
     pub max_connections: usize,
+    /// Whether UDP ASSOCIATE is served (`enable_socks5_udp`); otherwise it is answered 0x07.
+    pub udp: bool,
 }
 
 impl Default for Limits {
@@ -45,6 +49,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_connections: 4096,
+            udp: true,
         }
     }
 }
@@ -148,6 +153,9 @@ where
     D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
     let handshake = tokio::time::timeout(limits.header_timeout, async move {
         Socks5ServerProtocol::accept_no_auth(stream)
             .await?
@@ -168,9 +176,28 @@ where
         }
         Ok(Ok(x)) => x,
     };
-    if command != Socks5Command::TCPConnect {
-        let _ = proto.reply_error(&ReplyError::CommandNotSupported).await;
-        return;
+    match command {
+        Socks5Command::TCPConnect => {}
+        Socks5Command::UDPAssociate if limits.udp => {
+            let ip = udp::relay_ip(local);
+            let idle = limits.idle_timeout;
+            let ended = fast_socks5::server::run_udp_proxy_custom(
+                proto,
+                &target,
+                Some(ip),
+                ip,
+                |inbound| udp::relay(gate, peer, inbound.into(), idle),
+            )
+            .await;
+            if let Err(e) = ended {
+                tracing::debug!(client = %peer, error = %e, "UDP association failed");
+            }
+            return;
+        }
+        Socks5Command::UDPAssociate | Socks5Command::TCPBind => {
+            let _ = proto.reply_error(&ReplyError::CommandNotSupported).await;
+            return;
+        }
     }
     let target = match target {
         TargetAddr::Ip(sa) => Target::net(Host::from_ip(sa.ip()), sa.port()),

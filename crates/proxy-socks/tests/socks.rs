@@ -38,6 +38,7 @@ async fn proxy() -> (SocketAddr, Arc<StubGate>) {
         header_timeout: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(5),
         max_connections: 64,
+        udp: false,
     };
     tokio::spawn(run(
         listener,
@@ -219,6 +220,7 @@ async fn five_hundred_concurrent_socks_tunnels() {
         header_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(30),
         max_connections: 4096,
+        udp: false,
     };
     tokio::spawn(run(
         listener,
@@ -248,4 +250,146 @@ async fn five_hundred_concurrent_socks_tunnels() {
         assert_eq!(buf, msg.as_bytes());
     }
     assert_eq!(echo.connections(), N as u64);
+}
+
+/// A UDP echo server on loopback.
+async fn udp_echo() -> SocketAddr {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
+fn udp_datagram(frag: u8, addr: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut d = vec![0, 0, frag];
+    d.extend_from_slice(addr);
+    d.extend_from_slice(payload);
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
+    let echo = udp_echo().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let p = listener.local_addr().unwrap();
+    let gate = Arc::new(StubGate::default());
+    gate.routes.lock().unwrap().insert(
+        "127.0.0.1".into(),
+        Admission::Allow(Route::direct(vec![echo], Decision::allow())),
+    );
+    gate.routes.lock().unwrap().insert(
+        "echo.test".into(),
+        Admission::Allow(Route::direct(vec![echo], Decision::allow())),
+    );
+    let limits = Limits {
+        header_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(5),
+        max_connections: 64,
+        udp: true,
+    };
+    tokio::spawn(run(
+        listener,
+        gate.clone(),
+        Arc::new(RecordingDialer::new()),
+        limits,
+        std::future::pending(),
+    ));
+
+    // UDP ASSOCIATE; the reply names the relay.
+    let mut c = TcpStream::connect(p).await.unwrap();
+    c.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    c.read_exact(&mut m).await.unwrap();
+    c.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut reply = [0u8; 10];
+    c.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[1], 0, "{reply:?}");
+    assert_eq!(reply[3], 1);
+    let relay = SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    assert!(relay.ip().is_loopback());
+
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let roundtrip = |datagram: Vec<u8>| {
+        let client = &client;
+        async move {
+            client.send_to(&datagram, relay).await.unwrap();
+            let mut buf = vec![0u8; 2048];
+            match tokio::time::timeout(Duration::from_millis(700), client.recv_from(&mut buf)).await
+            {
+                Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+                _ => None,
+            }
+        }
+    };
+    // Allowed, by address.
+    let got = roundtrip(udp_datagram(0, &ipv4(echo), b"by address"))
+        .await
+        .unwrap();
+    assert_eq!(&got[..3], &[0, 0, 0]);
+    assert!(got.ends_with(b"by address"));
+    // Refused: dropped, and the association stays up.
+    assert!(
+        roundtrip(udp_datagram(0, &domain("evil.test", 53), b"nope"))
+            .await
+            .is_none()
+    );
+    // Allowed, by name.
+    let got = roundtrip(udp_datagram(
+        0,
+        &domain("echo.test", echo.port()),
+        b"by name",
+    ))
+    .await
+    .unwrap();
+    assert!(got.ends_with(b"by name"));
+    // Fragments are dropped.
+    assert!(
+        roundtrip(udp_datagram(1, &ipv4(echo), b"fragment"))
+            .await
+            .is_none()
+    );
+    // Still up after all that.
+    assert!(
+        roundtrip(udp_datagram(0, &ipv4(echo), b"again"))
+            .await
+            .unwrap()
+            .ends_with(b"again")
+    );
+    // One gate decision per destination, not per datagram.
+    let seen = gate.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|m| m.protocol == proxy_core::Protocol::Socks5Udp)
+    );
+
+    // Another source is ignored.
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger
+        .send_to(&udp_datagram(0, &ipv4(echo), b"stranger"), relay)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 256];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), stranger.recv_from(&mut buf))
+            .await
+            .is_err()
+    );
+
+    // The association ends with its TCP connection.
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        roundtrip(udp_datagram(0, &ipv4(echo), b"after close"))
+            .await
+            .is_none()
+    );
 }

@@ -135,11 +135,6 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let l = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot bind the SOCKS5 listener on {addr}"))?;
-        if config.enable_socks5_udp() {
-            tracing::warn!(
-                "SOCKS5 UDP ASSOCIATE is not built yet: it is answered with REP 0x07 (command not supported)"
-            );
-        }
         Some(l)
     };
     let socks_bound = match &socks_listener {
