@@ -34,20 +34,26 @@ struct Relay<'a, G> {
     gate: &'a G,
     peer: SocketAddr,
     client: Option<SocketAddr>,
-    destinations: HashMap<String, Destination>,
+    destinations: HashMap<TargetAddr, Destination>,
+    /// The checked addresses replies may come from.
+    allowed: Vec<SocketAddr>,
     replies: u64,
 }
 
 impl<G: Gate> Relay<'_, G> {
     /// The checked address for a destination, asking the gate the first time.
     async fn route(&mut self, target: &TargetAddr) -> Option<SocketAddr> {
-        let key = target.to_string();
-        if let Some(d) = self.destinations.get(&key) {
+        if let Some(d) = self.destinations.get(target) {
             return d.to;
         }
         let to = self.judge(target).await;
+        if let Some(t) = to
+            && !self.allowed.contains(&t)
+        {
+            self.allowed.push(t);
+        }
         self.destinations.insert(
-            key,
+            target.clone(),
             Destination {
                 to,
                 ..Destination::default()
@@ -72,7 +78,7 @@ impl<G: Gate> Relay<'_, G> {
     }
 
     fn count(&mut self, target: &TargetAddr, sent: bool) {
-        if let Some(d) = self.destinations.get_mut(&target.to_string()) {
+        if let Some(d) = self.destinations.get_mut(target) {
             if sent {
                 d.sent += 1;
             } else {
@@ -105,28 +111,38 @@ pub(crate) async fn relay<G: Gate>(
         peer,
         client: None,
         destinations: HashMap::new(),
+        allowed: Vec::new(),
         replies: 0,
     };
+    let mut reply = Vec::with_capacity(MAX_DATAGRAM + 22);
+    // One timer for the association, re-armed only when it fires.
+    let deadline = tokio::time::sleep(idle);
+    tokio::pin!(deadline);
+    let mut last = tokio::time::Instant::now();
     let mut from_client = vec![0u8; MAX_DATAGRAM];
     let mut from_dest = vec![0u8; MAX_DATAGRAM];
     let mut from_dest6 = vec![0u8; MAX_DATAGRAM];
     loop {
-        let event = tokio::time::timeout(idle, async {
-            tokio::select! {
-                r = inbound.recv_from(&mut from_client) => Event::Client(r),
-                r = out4.recv_from(&mut from_dest) => Event::Dest(r, false),
-                r = async {
-                    match &out6 {
-                        Some(s) => s.recv_from(&mut from_dest6).await,
-                        None => std::future::pending().await,
-                    }
-                } => Event::Dest(r, true),
+        let event = tokio::select! {
+            r = inbound.recv_from(&mut from_client) => Event::Client(r),
+            r = out4.recv_from(&mut from_dest) => Event::Dest(r, false),
+            r = async {
+                match &out6 {
+                    Some(s) => s.recv_from(&mut from_dest6).await,
+                    None => std::future::pending().await,
+                }
+            } => Event::Dest(r, true),
+            () = &mut deadline => {
+                if last.elapsed() >= idle {
+                    break;
+                }
+                deadline.as_mut().reset(last + idle);
+                continue;
             }
-        })
-        .await;
+        };
+        last = tokio::time::Instant::now();
         match event {
-            Err(_) => break,
-            Ok(Event::Client(Ok((n, src)))) => {
+            Event::Client(Ok((n, src))) => {
                 // Only the TCP client's IP, and the first source port it used.
                 if src.ip().to_canonical() != peer.ip().to_canonical() {
                     continue;
@@ -161,26 +177,20 @@ pub(crate) async fn relay<G: Gate>(
                     None => relay.count(&target, false),
                 }
             }
-            Ok(Event::Dest(Ok((n, src)), v6)) => {
+            Event::Dest(Ok((n, src)), v6) => {
                 // Replies only from a destination this association sent to.
-                let known = relay
-                    .destinations
-                    .values()
-                    .any(|d| d.to.is_some_and(|t| same(t, src)));
                 let Some(client) = relay.client else { continue };
-                if !known {
+                if !relay.allowed.iter().any(|t| same(*t, src)) {
                     continue;
                 }
-                let Ok(mut datagram) = fast_socks5::new_udp_header(src) else {
-                    continue;
-                };
                 let buf = if v6 { &from_dest6 } else { &from_dest };
-                datagram.extend_from_slice(&buf[..n]);
-                if inbound.send_to(&datagram, client).await.is_ok() {
+                write_header(&mut reply, src);
+                reply.extend_from_slice(&buf[..n]);
+                if inbound.send_to(&reply, client).await.is_ok() {
                     relay.replies += 1;
                 }
             }
-            Ok(Event::Client(Err(_)) | Event::Dest(Err(_), _)) => {}
+            Event::Client(Err(_)) | Event::Dest(Err(_), _) => {}
         }
     }
     for (target, d) in &relay.destinations {
@@ -202,6 +212,23 @@ pub(crate) async fn relay<G: Gate>(
 enum Event {
     Client(std::io::Result<(usize, SocketAddr)>),
     Dest(std::io::Result<(usize, SocketAddr)>, bool),
+}
+
+/// The SOCKS5 UDP header for a reply from `from` (RSV, FRAG 0, the address), into `out`.
+fn write_header(out: &mut Vec<u8>, from: SocketAddr) {
+    out.clear();
+    out.extend_from_slice(&[0, 0, 0]);
+    match from.ip().to_canonical() {
+        IpAddr::V4(v4) => {
+            out.push(1);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(4);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+    out.extend_from_slice(&from.port().to_be_bytes());
 }
 
 fn same(a: SocketAddr, b: SocketAddr) -> bool {
