@@ -393,3 +393,39 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_udp_association_ends_and_closes_its_control_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let p = listener.local_addr().unwrap();
+    let limits = Limits {
+        header_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_millis(300),
+        max_connections: 64,
+        udp: true,
+    };
+    tokio::spawn(run(
+        listener,
+        Arc::new(StubGate::default()),
+        Arc::new(RecordingDialer::new()),
+        limits,
+        std::future::pending(),
+    ));
+    let mut c = TcpStream::connect(p).await.unwrap();
+    c.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    c.read_exact(&mut m).await.unwrap();
+    c.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut reply = [0u8; 10];
+    c.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[1], 0);
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    // idle_timeout is 300 ms; allow 3x.
+    let r = tokio::time::timeout(Duration::from_millis(900), c.read_to_end(&mut rest)).await;
+    assert!(
+        r.is_ok(),
+        "the association was still open after {:?}",
+        start.elapsed()
+    );
+}
