@@ -11,11 +11,9 @@ use hyper::server::conn::http1;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use proxy_core::{Dialer, Gate};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::forward;
 use crate::respond::Body;
@@ -52,54 +50,12 @@ pub(crate) struct Shared<G, D> {
     pub(crate) limits: Limits,
     /// Counts the connections, tunnels and upstream connections in flight, so shutdown can wait
     /// for them.
-    pub(crate) tracker: Arc<Tracker>,
+    pub(crate) tracker: Arc<proxy_io::Tracker>,
 }
 
 impl<G, D> Shared<G, D> {
     pub(crate) fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
         self.tracker.spawn(fut);
-    }
-}
-
-/// Counts spawned tasks; `idle()` completes when none is left. Cheaper than a `JoinSet` on the
-/// per-tunnel path: one atomic increment and decrement, no lock.
-#[derive(Debug, Default)]
-pub(crate) struct Tracker {
-    running: AtomicUsize,
-    done: Notify,
-}
-
-/// Decrements the count when the task ends, however it ends.
-struct Tracked(Arc<Tracker>);
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.done.notify_waiters();
-        }
-    }
-}
-
-impl Tracker {
-    pub(crate) fn spawn(self: &Arc<Self>, fut: impl Future<Output = ()> + Send + 'static) {
-        self.running.fetch_add(1, Ordering::AcqRel);
-        let guard = Tracked(self.clone());
-        tokio::spawn(async move {
-            let _guard = guard;
-            fut.await;
-        });
-    }
-
-    pub(crate) async fn idle(&self) {
-        loop {
-            let notified = self.done.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.running.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
     }
 }
 
@@ -127,37 +83,18 @@ pub async fn run<G, D, S>(
         limits,
         tracker: Arc::default(),
     });
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        shared.tracker.spawn(serve_connection(
-            shared.clone(),
-            stream,
-            peer,
-            permit,
-            stop_rx.clone(),
-        ));
-    }
-    drop(listener);
+    let tracker = shared.tracker.clone();
+    proxy_io::accept_loop(
+        listener,
+        limits.max_connections,
+        &tracker,
+        shutdown,
+        |stream, peer, permit| {
+            serve_connection(shared.clone(), stream, peer, permit, stop_rx.clone())
+        },
+    )
+    .await;
     let _ = stop_tx.send(true);
     shared.tracker.idle().await;
 }

@@ -2,9 +2,12 @@
 //! directions of a tunnel with half-close, close it after an idle timeout, and take large copy
 //! buffers from a shared pool only while bytes flow, so that an idle tunnel costs little memory.
 //!
-//! It knows nothing of HTTP, SOCKS or policy; the HTTP and SOCKS front-ends both use it.
+//! It also holds the accept loop both front-ends share ([`accept_loop`]: bounded connections,
+//! counted tasks for a draining shutdown). It knows nothing of HTTP, SOCKS or policy.
 #![forbid(unsafe_code)]
 
+mod accept;
 mod tunnel;
 
+pub use accept::{Tracker, accept_loop};
 pub use tunnel::{into_tcp, tunnel, tunnel_tcp};

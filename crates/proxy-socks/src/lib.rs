@@ -19,7 +19,6 @@ mod udp;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fast_socks5::server::Socks5ServerProtocol;
@@ -28,7 +27,6 @@ use fast_socks5::{ReplyError, Socks5Command};
 use proxy_core::{Admission, Dialer, Gate, Host, Protocol, RequestMeta, Target, UpstreamFailure};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
 
 /// The SOCKS front-end's limits (from `[network.limits]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,36 +52,6 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Default)]
-struct Tracker {
-    running: AtomicUsize,
-    done: Notify,
-}
-
-impl Tracker {
-    fn start(&self) {
-        self.running.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn end(&self) {
-        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.done.notify_waiters();
-        }
-    }
-
-    async fn idle(&self) {
-        loop {
-            let notified = self.done.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.running.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
 /// Serves SOCKS5 from `listener` until `shutdown` completes, then stops accepting and waits for
 /// the open tunnels (the caller bounds that wait).
 pub async fn run<G, D, S>(
@@ -98,37 +66,21 @@ pub async fn run<G, D, S>(
     D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Future<Output = ()>,
 {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let tracker = Arc::new(Tracker::default());
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "SOCKS accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let (gate, dialer, tracker) = (gate.clone(), dialer.clone(), tracker.clone());
-        tracker.start();
-        tokio::spawn(async move {
-            serve(&*gate, &*dialer, limits, stream, peer).await;
-            drop(permit);
-            tracker.end();
-        });
-    }
-    drop(listener);
+    let tracker = Arc::new(proxy_io::Tracker::default());
+    proxy_io::accept_loop(
+        listener,
+        limits.max_connections,
+        &tracker,
+        shutdown,
+        |stream, peer, permit| {
+            let (gate, dialer) = (gate.clone(), dialer.clone());
+            async move {
+                serve(&*gate, &*dialer, limits, stream, peer).await;
+                drop(permit);
+            }
+        },
+    )
+    .await;
     tracker.idle().await;
 }
 

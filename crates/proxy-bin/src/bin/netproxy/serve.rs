@@ -71,29 +71,13 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("{w}");
     }
     let http_addr = match &args.http {
-        Some(text) => {
-            let addr = match parse_listen_url(text, 3128) {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("netproxy serve: --http: {e}");
-                    return Ok(ExitCode::from(EXIT_USAGE));
-                }
-            };
-            let force = config
-                .unix_sockets_enabled()
-                .then_some("unix socket proxying is enabled");
-            let (addr, warning) = clamp_bind(
-                "HTTP proxy",
-                addr,
-                config.allow_non_loopback_proxy(),
-                "dangerously_allow_non_loopback_proxy",
-                force,
-            );
-            if let Some(w) = warning {
-                tracing::warn!("{w}");
+        Some(text) => match listen_addr(text, 3128, "HTTP proxy", config) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("netproxy serve: --http: {e}");
+                return Ok(ExitCode::from(EXIT_USAGE));
             }
-            addr
-        }
+        },
         None => config.listeners().http,
     };
     let listener = TcpListener::bind(http_addr)
@@ -104,33 +88,18 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         let addr = match &args.socks {
-            Some(text) => {
-                let addr = match parse_listen_url(text, 8081) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        eprintln!("netproxy serve: --socks: {e}");
-                        return Ok(ExitCode::from(EXIT_USAGE));
-                    }
-                };
-                let force = config
-                    .unix_sockets_enabled()
-                    .then_some("unix socket proxying is enabled");
-                let (addr, warning) = clamp_bind(
-                    "SOCKS5 proxy",
-                    addr,
-                    config.allow_non_loopback_proxy(),
-                    "dangerously_allow_non_loopback_proxy",
-                    force,
-                );
-                if let Some(w) = warning {
-                    tracing::warn!("{w}");
+            Some(text) => match listen_addr(text, 8081, "SOCKS5 proxy", config) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("netproxy serve: --socks: {e}");
+                    return Ok(ExitCode::from(EXIT_USAGE));
                 }
-                addr
-            }
-            None => match config.listeners().socks {
-                Some(a) => a,
-                None => config.listeners().http,
             },
+            // Reached only when SOCKS is enabled in the config, which then has an address.
+            None => config
+                .listeners()
+                .socks
+                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8081))),
         };
         let l = TcpListener::bind(addr)
             .await
@@ -205,6 +174,30 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     signals.abort();
     tracing::info!("netproxy stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A listener address from the command line, clamped to loopback like the config's.
+fn listen_addr(
+    text: &str,
+    default_port: u16,
+    name: &str,
+    config: &proxy_config::Config,
+) -> Result<std::net::SocketAddr, String> {
+    let addr = parse_listen_url(text, default_port)?;
+    let force = config
+        .unix_sockets_enabled()
+        .then_some("unix socket proxying is enabled");
+    let (addr, warning) = clamp_bind(
+        name,
+        addr,
+        config.allow_non_loopback_proxy(),
+        "dangerously_allow_non_loopback_proxy",
+        force,
+    );
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    Ok(addr)
 }
 
 async fn handle_signals(service: Arc<Service>, stop: watch::Sender<bool>) {
