@@ -73,10 +73,9 @@ pub async fn run<G, D, S>(
         &tracker,
         shutdown,
         |stream, peer, permit| {
-            let (gate, dialer) = (gate.clone(), dialer.clone());
+            let (gate, dialer, tracker) = (gate.clone(), dialer.clone(), tracker.clone());
             async move {
-                serve(&*gate, &*dialer, limits, stream, peer).await;
-                drop(permit);
+                serve(&*gate, &*dialer, limits, stream, peer, &tracker, permit).await;
             }
         },
     )
@@ -98,8 +97,15 @@ fn failure_reply(kind: UpstreamFailure, message: &str) -> ReplyError {
     }
 }
 
-async fn serve<G, D>(gate: &G, dialer: &D, limits: Limits, stream: TcpStream, peer: SocketAddr)
-where
+async fn serve<G, D>(
+    gate: &G,
+    dialer: &D,
+    limits: Limits,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tracker: &Arc<proxy_io::Tracker>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
     G: Gate,
     D: Dialer,
     D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -108,12 +114,14 @@ where
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let handshake = tokio::time::timeout(limits.header_timeout, async move {
+    // The handshake, the gate and the dial are boxed: this task lives on as the tunnel, and
+    // its state should not keep room for their (large) futures.
+    let handshake = Box::pin(tokio::time::timeout(limits.header_timeout, async move {
         Socks5ServerProtocol::accept_no_auth(stream)
             .await?
             .read_command()
             .await
-    })
+    }))
     .await;
     let (proto, command, target) = match handshake {
         Err(_) => {
@@ -163,7 +171,7 @@ where
         },
     };
     let meta = RequestMeta::new(Protocol::Socks5Tcp, target).with_client(peer);
-    let route = match gate.admit(&meta).await {
+    let route = match Box::pin(gate.admit(&meta)).await {
         Admission::Allow(route) if !route.intercept => route,
         Admission::Allow(_) | Admission::Deny(_) => {
             let _ = proto.reply_error(&ReplyError::ConnectionNotAllowed).await;
@@ -174,7 +182,7 @@ where
             return;
         }
     };
-    let upstream = match dialer.dial(&route).await {
+    let upstream = match Box::pin(dialer.dial(&route)).await {
         Ok(u) => u,
         Err(f) => {
             tracing::warn!(client = %peer, target = %meta.target, error = %f, "SOCKS upstream failed");
@@ -183,13 +191,19 @@ where
         }
     };
     let bound = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
-    let Ok(client) = proto.reply_success(bound).await else {
+    drop(route);
+    let Ok(client) = Box::pin(proto.reply_success(bound)).await else {
         return;
     };
-    let (up, down) = match proxy_io::into_tcp(upstream) {
-        Ok(tcp) => proxy_io::tunnel_tcp(client, tcp, limits.idle_timeout).await,
-        Err(Some(other)) => proxy_io::tunnel(client, other, limits.idle_timeout).await,
-        Err(None) => return,
-    };
-    tracing::debug!(client = %peer, up, down, "SOCKS tunnel closed");
+    // The tunnel gets a task of its own, whose state is only the tunnel; this one ends.
+    let idle = limits.idle_timeout;
+    tracker.spawn(async move {
+        let _permit = permit;
+        let (up, down) = match proxy_io::into_tcp(upstream) {
+            Ok(tcp) => proxy_io::tunnel_tcp(client, tcp, idle).await,
+            Err(Some(other)) => proxy_io::tunnel(client, other, idle).await,
+            Err(None) => return,
+        };
+        tracing::debug!(client = %peer, up, down, "SOCKS tunnel closed");
+    });
 }
