@@ -85,15 +85,38 @@ where
     let idle = shared.limits.idle_timeout;
     // Take the upgrade out of the request now, so the tunnel task does not carry the request.
     let on_upgrade = hyper::upgrade::on(req);
+    let tracker = shared.tracker.clone();
     shared.spawn(async move {
-        let _permit = permit;
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let (up, down) = tunnel_upgraded(upgraded, upstream, idle).await;
-                tracing::debug!(client = %peer, up, down, "tunnel closed");
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(client = %peer, error = %e, "CONNECT upgrade failed");
+                return;
             }
-            Err(e) => tracing::debug!(client = %peer, error = %e, "CONNECT upgrade failed"),
-        }
+        };
+        // Between two TCP sockets (always, in netproxy) the tunnel gets a task of its own, whose
+        // state is only the tunnel: an idle tunnel then keeps nothing of the upgrade.
+        let _permit = match ends(upgraded, upstream).await {
+            Ends::Tcp(client, upstream) => {
+                tracker.spawn(async move {
+                    let _permit = permit;
+                    let (up, down) = proxy_io::tunnel_tcp(client, upstream, idle).await;
+                    tracing::debug!(client = %peer, up, down, "tunnel closed");
+                });
+                return;
+            }
+            Ends::Client(client, upstream) => {
+                let (up, down) = tunnel(client, upstream, idle).await;
+                tracing::debug!(client = %peer, up, down, "tunnel closed");
+                permit
+            }
+            Ends::Upgraded(upgraded, upstream) => {
+                let (up, down) = tunnel(TokioIo::new(upgraded), upstream, idle).await;
+                tracing::debug!(client = %peer, up, down, "tunnel closed");
+                permit
+            }
+            Ends::Failed => permit,
+        };
     });
     Response::new(respond::empty())
 }
@@ -369,36 +392,40 @@ where
     Ok(sender)
 }
 
-/// Tunnels an upgraded client connection to the upstream. When the client is a plain TCP
-/// stream (always, in netproxy), hyper's wrapper is taken off so bytes move between raw sockets;
-/// bytes hyper had already read are sent first.
-async fn tunnel_upgraded<U>(
-    upgraded: hyper::upgrade::Upgraded,
-    mut upstream: U,
-    idle: std::time::Duration,
-) -> (u64, u64)
+/// What an upgraded `CONNECT` connects.
+enum Ends<U> {
+    /// Two TCP sockets (always, in netproxy).
+    Tcp(tokio::net::TcpStream, tokio::net::TcpStream),
+    /// A TCP client and another kind of upstream.
+    Client(tokio::net::TcpStream, U),
+    /// hyper's upgraded stream (not a plain TCP stream) and the upstream.
+    Upgraded(hyper::upgrade::Upgraded, U),
+    /// The bytes hyper had already read could not be sent upstream.
+    Failed,
+}
+
+/// Takes hyper's wrapper off an upgraded `CONNECT`, sending the bytes hyper had already read
+/// upstream first.
+async fn ends<U>(upgraded: hyper::upgrade::Upgraded, mut upstream: U) -> Ends<U>
 where
     U: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-        Ok(parts) => {
-            let client = parts.io.into_inner();
-            if !parts.read_buf.is_empty()
-                && tokio::io::AsyncWriteExt::write_all(&mut upstream, &parts.read_buf)
-                    .await
-                    .is_err()
-            {
-                return (0, 0);
-            }
-            // hyper's read buffer would otherwise live as long as the tunnel.
-            drop(parts.read_buf);
-            match proxy_io::into_tcp(upstream) {
-                Ok(tcp) => proxy_io::tunnel_tcp(client, tcp, idle).await,
-                Err(Some(other)) => tunnel(client, other, idle).await,
-                Err(None) => (0, 0),
-            }
-        }
-        Err(upgraded) => tunnel(TokioIo::new(upgraded), upstream, idle).await,
+    let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => parts,
+        Err(upgraded) => return Ends::Upgraded(upgraded, upstream),
+    };
+    if !parts.read_buf.is_empty()
+        && tokio::io::AsyncWriteExt::write_all(&mut upstream, &parts.read_buf)
+            .await
+            .is_err()
+    {
+        return Ends::Failed;
+    }
+    let client = parts.io.into_inner();
+    match proxy_io::into_tcp(upstream) {
+        Ok(tcp) => Ends::Tcp(client, tcp),
+        Err(Some(other)) => Ends::Client(client, other),
+        Err(None) => Ends::Failed,
     }
 }
 
