@@ -16,6 +16,8 @@
 
 mod udp;
 
+pub use udp::ASSOCIATION_EVENT;
+
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

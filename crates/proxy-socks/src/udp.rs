@@ -6,7 +6,9 @@
 //! name is resolved once and its addresses checked like any other. A refused destination's
 //! datagrams are dropped and counted, and the association stays up. Datagrams with FRAG ≠ 0 are
 //! dropped. Replies come back only from a checked destination address. The association ends
-//! with its TCP control connection, or after the idle timeout.
+//! with its TCP control connection, or after the idle timeout; then one event per destination
+//! ([`ASSOCIATION_EVENT`] on target `netproxy::audit`) gives its datagram counts: sent,
+//! dropped (refused) and received.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -16,6 +18,9 @@ use fast_socks5::server::SocksServerError;
 use fast_socks5::util::target_addr::TargetAddr;
 use proxy_core::{Admission, Gate, Host, Protocol, RequestMeta, Target, Via};
 use tokio::net::UdpSocket;
+
+/// The name of the event that sums up one destination of an association when it ends.
+pub const ASSOCIATION_EVENT: &str = "netproxy.udp_association";
 
 /// The largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_536;
@@ -27,6 +32,7 @@ struct Destination {
     to: Option<SocketAddr>,
     sent: u64,
     dropped: u64,
+    received: u64,
 }
 
 /// The relay's state, kept until the association ends.
@@ -35,9 +41,9 @@ struct Relay<'a, G> {
     peer: SocketAddr,
     client: Option<SocketAddr>,
     destinations: HashMap<TargetAddr, Destination>,
-    /// The checked addresses replies may come from.
-    allowed: Vec<SocketAddr>,
-    replies: u64,
+    /// The checked addresses replies may come from, each with the destination that last sent
+    /// to it (replies are counted for that one when two names share an address).
+    allowed: Vec<(SocketAddr, TargetAddr)>,
 }
 
 impl<G: Gate> Relay<'_, G> {
@@ -48,9 +54,9 @@ impl<G: Gate> Relay<'_, G> {
         }
         let to = self.judge(target).await;
         if let Some(t) = to
-            && !self.allowed.contains(&t)
+            && !self.allowed.iter().any(|(a, _)| *a == t)
         {
-            self.allowed.push(t);
+            self.allowed.push((t, target.clone()));
         }
         self.destinations.insert(
             target.clone(),
@@ -112,7 +118,6 @@ pub(crate) async fn relay<G: Gate>(
         client: None,
         destinations: HashMap::new(),
         allowed: Vec::new(),
-        replies: 0,
     };
     let mut reply = Vec::with_capacity(MAX_DATAGRAM + 22);
     // One timer for the association, re-armed only when it fires.
@@ -172,6 +177,11 @@ pub(crate) async fn relay<G: Gate>(
                             && sock.send_to(&payload, to).await.is_ok()
                         {
                             relay.count(&target, true);
+                            if let Some(a) = relay.allowed.iter_mut().find(|(a, _)| *a == to)
+                                && a.1 != target
+                            {
+                                a.1 = target;
+                            }
                         }
                     }
                     None => relay.count(&target, false),
@@ -180,33 +190,52 @@ pub(crate) async fn relay<G: Gate>(
             Event::Dest(Ok((n, src)), v6) => {
                 // Replies only from a destination this association sent to.
                 let Some(client) = relay.client else { continue };
-                if !relay.allowed.iter().any(|t| same(*t, src)) {
+                let Some(i) = relay.allowed.iter().position(|(t, _)| same(*t, src)) else {
                     continue;
-                }
+                };
                 let buf = if v6 { &from_dest6 } else { &from_dest };
                 write_header(&mut reply, src);
                 reply.extend_from_slice(&buf[..n]);
-                if inbound.send_to(&reply, client).await.is_ok() {
-                    relay.replies += 1;
+                if inbound.send_to(&reply, client).await.is_ok()
+                    && let Some(d) = relay.destinations.get_mut(&relay.allowed[i].1)
+                {
+                    d.received += 1;
                 }
             }
             Event::Client(Err(_)) | Event::Dest(Err(_), _) => {}
         }
     }
-    for (target, d) in &relay.destinations {
-        tracing::event!(
-            target: "netproxy::audit",
-            tracing::Level::INFO,
-            client.address = %peer,
-            server.address = %target,
-            network.transport.protocol = "socks5_udp",
-            datagrams.sent = d.sent,
-            datagrams.dropped = d.dropped,
-            allowed = d.to.is_some(),
-            "UDP association ended"
-        );
-    }
     Err(SocksServerError::EOF)
+}
+
+/// The association's end, however it comes (idle timeout, or fast-socks5 dropping the relay
+/// when the TCP control connection closes): one event per destination with its counts.
+impl<G> Drop for Relay<'_, G> {
+    fn drop(&mut self) {
+        for (target, d) in &self.destinations {
+            let (host, port) = match target {
+                TargetAddr::Ip(sa) => (sa.ip().to_canonical().to_string(), sa.port()),
+                TargetAddr::Domain(name, port) => (
+                    Host::parse(name).map_or_else(|_| "invalid_host".to_owned(), |h| h.to_string()),
+                    *port,
+                ),
+            };
+            tracing::event!(
+                target: "netproxy::audit",
+                tracing::Level::INFO,
+                "event.name" = ASSOCIATION_EVENT,
+                network.transport.protocol = "socks5_udp",
+                network.policy.decision = if d.to.is_some() { "allow" } else { "deny" },
+                server.address = %host,
+                server.port = port,
+                client.address = %self.peer,
+                udp.datagrams.sent = d.sent,
+                udp.datagrams.dropped = d.dropped,
+                udp.datagrams.received = d.received,
+                "UDP association ended"
+            );
+        }
+    }
 }
 
 enum Event {

@@ -11,6 +11,50 @@ use proxy_socks::{Limits, run};
 use proxy_test_support::{EchoServer, RecordingDialer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tracing_subscriber::layer::SubscriberExt;
+
+/// The audit events seen by this test binary, each as its fields.
+type Events = Arc<Mutex<Vec<HashMap<String, String>>>>;
+
+/// Installs (once) a global subscriber that keeps every event on `netproxy::audit`.
+fn audit_events() -> Events {
+    static EVENTS: std::sync::OnceLock<Events> = std::sync::OnceLock::new();
+    EVENTS
+        .get_or_init(|| {
+            let events = Events::default();
+            let subscriber = tracing_subscriber::registry().with(Capture(events.clone()));
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            events
+        })
+        .clone()
+}
+
+struct Capture(Events);
+
+struct Fields<'a>(&'a mut HashMap<String, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if event.metadata().target() == "netproxy::audit" {
+            let mut fields = HashMap::new();
+            event.record(&mut Fields(&mut fields));
+            self.0.lock().unwrap().push(fields);
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct StubGate {
@@ -277,6 +321,7 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
     let echo = udp_echo().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let p = listener.local_addr().unwrap();
+    let events = audit_events();
     let gate = Arc::new(StubGate::default());
     gate.routes.lock().unwrap().insert(
         "127.0.0.1".into(),
@@ -385,12 +430,52 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
     );
 
     // The association ends with its TCP connection.
+    let me = c.local_addr().unwrap().to_string();
     drop(c);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         roundtrip(udp_datagram(0, &ipv4(echo), b"after close"))
             .await
             .is_none()
+    );
+
+    // Then one event per destination sums it up.
+    let mut mine: Vec<_> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.get("client.address") == Some(&me))
+        .cloned()
+        .collect();
+    mine.sort_by(|a, b| a["server.address"].cmp(&b["server.address"]));
+    assert_eq!(mine.len(), 3, "{mine:?}");
+    let summary = |e: &HashMap<String, String>| {
+        assert_eq!(e["event.name"], proxy_socks::ASSOCIATION_EVENT);
+        assert_eq!(e["network.transport.protocol"], "socks5_udp");
+        (
+            e["server.address"].clone(),
+            e["server.port"].clone(),
+            e["network.policy.decision"].clone(),
+            e["udp.datagrams.sent"].clone(),
+            e["udp.datagrams.dropped"].clone(),
+            e["udp.datagrams.received"].clone(),
+        )
+    };
+    let port = echo.port().to_string();
+    let row = |h: &str, p: &str, d: &str, s: &str, x: &str, r: &str| {
+        (h.into(), p.into(), d.into(), s.into(), x.into(), r.into())
+    };
+    assert_eq!(
+        summary(&mine[0]),
+        row("127.0.0.1", &port, "allow", "2", "0", "2")
+    );
+    assert_eq!(
+        summary(&mine[1]),
+        row("echo.test", &port, "allow", "1", "0", "1")
+    );
+    assert_eq!(
+        summary(&mine[2]),
+        row("evil.test", "53", "deny", "0", "1", "0")
     );
 }
 
