@@ -88,16 +88,34 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
 }
 
-/// The audit sink: a tracing event per decision, refusals into the buffer.
-#[derive(Debug, Default)]
+/// The audit sink: a tracing event per decision, refusals into the buffer, and every event to
+/// the extra sinks added with [`Audit::with_sink`].
+#[derive(Default)]
 pub struct Audit {
     blocked: BlockedBuffer,
+    extra: Vec<std::sync::Arc<dyn AuditSink>>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("blocked", &self.blocked)
+            .field("extra_sinks", &self.extra.len())
+            .finish()
+    }
 }
 
 impl Audit {
     /// The blocked-request buffer.
     pub fn blocked(&self) -> &BlockedBuffer {
         &self.blocked
+    }
+
+    /// Also sends every event to `sink` (which must not block either).
+    #[must_use]
+    pub fn with_sink(mut self, sink: std::sync::Arc<dyn AuditSink>) -> Self {
+        self.extra.push(sink);
+        self
     }
 }
 
@@ -130,6 +148,9 @@ impl AuditSink for Audit {
         );
         if ev.decision != Verdict::Allow {
             self.blocked.push(BlockedRecord::from_event(ev));
+        }
+        for sink in &self.extra {
+            sink.record(ev);
         }
     }
 }

@@ -20,8 +20,10 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod child_env;
 pub mod dial;
 pub mod gate;
+pub mod report;
 pub mod resolve;
 pub mod service;
 pub mod show;

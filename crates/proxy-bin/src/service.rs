@@ -61,6 +61,15 @@ impl Service {
     /// environment (for the upstream proxy variables); problems with those variables are
     /// returned as warnings by [`Service::upstream_warnings`].
     pub fn new(sources: Sources, env: impl Fn(&str) -> Option<String>) -> Result<Self, StartError> {
+        Self::with_audit(sources, env, Audit::default())
+    }
+
+    /// Like [`Service::new`], recording decisions into `audit` (with its extra sinks).
+    pub fn with_audit(
+        sources: Sources,
+        env: impl Fn(&str) -> Option<String>,
+        audit: Audit,
+    ) -> Result<Self, StartError> {
         let config = proxy_config::load(&sources)?;
         let policy = config.policy()?;
         let resolver = Resolver::new(
@@ -71,7 +80,7 @@ impl Service {
         let limits = limits_of(&config);
         let dialer = Arc::new(TcpDialer::new(config.connect_timeout()));
         let state: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot { config, policy }));
-        let audit = Arc::new(Audit::default());
+        let audit = Arc::new(audit);
         let (upstream, upstream_warnings) = UpstreamProxies::from_env(env);
         let gate = Arc::new(
             PolicyGate::new(state.clone(), resolver, audit.clone()).with_upstream(upstream),

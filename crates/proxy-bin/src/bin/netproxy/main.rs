@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod logging;
+mod run;
 mod serve;
 
 use std::path::PathBuf;
@@ -35,8 +36,8 @@ struct Cli {
 enum Command {
     /// Run the proxy until SIGINT/SIGTERM
     Serve(ServeArgs),
-    /// Run CMD with its traffic pointed at a proxy on ephemeral loopback ports (not built yet)
-    Run(NotBuilt),
+    /// Run CMD with its traffic pointed at a proxy on ephemeral loopback ports; exits with CMD's code
+    Run(RunArgs),
     /// Explain one decision without serving; exit 0 allowed, 1 denied
     Check(CheckArgs),
     /// The effective config
@@ -44,8 +45,8 @@ enum Command {
     Config(ConfigCommand),
     /// The MITM certificate authority (not built yet)
     Ca(NotBuilt),
-    /// Print the environment a child should get (not built yet)
-    Env(NotBuilt),
+    /// Print the environment a child should get, for a proxy started with `serve`
+    Env(EnvArgs),
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +74,39 @@ struct ServeArgs {
     /// Log format on stderr
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    policy: PolicyOptions,
+    /// Also open the admin API on this address (not built yet)
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// Do not print the summary of blocked requests at exit
+    #[arg(long)]
+    quiet: bool,
+    /// Write every decision to FILE as JSON
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// The command and its arguments
+    #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
+    command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+struct EnvArgs {
+    #[command(flatten)]
+    policy: PolicyOptions,
+    /// sh (sourceable `export` lines) or json (one object)
+    #[arg(long, value_name = "FORMAT", default_value = "sh", value_parser = ["sh", "json"])]
+    format: String,
+    /// The HTTP proxy's address (as `serve` printed it)
+    #[arg(long, value_name = "ADDR")]
+    http: String,
+    /// The SOCKS5 proxy's address, if there is one
+    #[arg(long, value_name = "ADDR")]
+    socks: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +303,49 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     ))
 }
 
+fn env_command(args: &EnvArgs) -> anyhow::Result<ExitCode> {
+    let addr = |flag: &str, text: &str| -> Result<std::net::SocketAddr, String> {
+        let a = proxy_config::parse_listen_url(text, 0).map_err(|e| format!("--{flag}: {e}"))?;
+        if a.port() == 0 {
+            return Err(format!(
+                "--{flag}: {text}: give the port the proxy listens on"
+            ));
+        }
+        Ok(a)
+    };
+    let (http, socks) = match (
+        addr("http", &args.http),
+        args.socks.as_deref().map(|s| addr("socks", s)).transpose(),
+    ) {
+        (Ok(h), Ok(s)) => (h, s),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("netproxy env: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let config = match load(&args.policy) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let env = netproxy::child_env::ProxyEnv {
+        http,
+        socks,
+        allow_local_binding: config.allow_local_binding(),
+        credential: None,
+    };
+    let vars = env.vars();
+    if args.format == "json" {
+        let map: serde_json::Map<String, serde_json::Value> = vars
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        println!("{}", serde_json::Value::Object(map));
+    } else {
+        print!("{}", netproxy::child_env::to_sh(&vars));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn config_command(cmd: &ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Show { policy, json } => {
@@ -312,9 +389,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Serve(args) => serve::serve(args),
-        Command::Run(_) => Ok(not_built("run", "the `netproxy run` issue")),
+        Command::Run(args) => run::run(args),
         Command::Ca(_) => Ok(not_built("ca", "the HTTPS interception issue")),
-        Command::Env(_) => Ok(not_built("env", "the `netproxy run` issue")),
+        Command::Env(args) => env_command(args),
         Command::Check(args) => check(args),
         Command::Config(cmd) => config_command(cmd),
     };

@@ -239,7 +239,7 @@ fn reload(service: &Service) {
 
 /// Watches the directories of every config layer's file and reloads when one of those files
 /// changes (created, written, renamed over, removed). Events are debounced for 200 ms.
-fn watch_files(service: Arc<Service>) -> notify::Result<notify::RecommendedWatcher> {
+pub(crate) fn watch_files(service: Arc<Service>) -> notify::Result<notify::RecommendedWatcher> {
     use notify::Watcher;
     let files: Vec<std::path::PathBuf> = service
         .watched_files()

