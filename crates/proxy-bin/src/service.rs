@@ -53,6 +53,7 @@ fn limits_of(config: &Config) -> Limits {
         idle_timeout: config.idle_timeout(),
         max_header_bytes: usize::try_from(config.max_header_bytes()).unwrap_or(usize::MAX),
         max_connections: usize::try_from(config.max_connections()).unwrap_or(usize::MAX),
+        proxy_auth: None,
     }
 }
 
@@ -94,6 +95,14 @@ impl Service {
             limits,
             upstream_warnings,
         })
+    }
+
+    /// Requires `credential` from every client of the listeners served from now on (HTTP
+    /// `Proxy-Authorization: Basic`, SOCKS5 username/password).
+    #[must_use]
+    pub fn with_proxy_auth(mut self, credential: proxy_core::ProxyCredential) -> Self {
+        self.limits.proxy_auth = Some(Arc::new(credential));
+        self
     }
 
     /// Why an upstream proxy variable could not be used (each is ignored: netproxy then
@@ -154,6 +163,7 @@ impl Service {
             idle_timeout: self.limits.idle_timeout,
             max_connections: self.limits.max_connections,
             udp: self.state.load().config.enable_socks5_udp(),
+            proxy_auth: self.limits.proxy_auth.clone(),
         };
         proxy_socks::run(
             listener,
@@ -175,7 +185,7 @@ impl Service {
             listener,
             self.gate.clone(),
             self.dialer.clone(),
-            self.limits,
+            self.limits.clone(),
             shutdown,
         )
         .await;

@@ -45,11 +45,7 @@ fn help_lists_every_command_and_no_arguments_is_a_usage_error() {
 #[test]
 fn commands_not_built_yet_say_so_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    for cmd in [
-        &["run", "--", "true"][..],
-        &["ca", "init"],
-        &["env", "--http", "x"],
-    ] {
+    for cmd in [&["ca", "init"][..], &["ca", "path"]] {
         let r = netproxy(dir.path(), cmd);
         assert_eq!(r.code, 2, "{cmd:?}");
         assert!(r.stderr.contains("not built yet"), "{cmd:?}: {}", r.stderr);

@@ -530,3 +530,52 @@ fn env_prints_a_sourceable_environment_and_json() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_auth_admits_the_child_and_refuses_other_clients() {
+    let w = world().await;
+    let port = w.origin.addr().port();
+    // `${VAR#*@}` strips the credential: that is what another local process would know.
+    let script = format!(
+        "case \"$HTTP_PROXY\" in http://netproxy:*@127.0.0.1:*) ;; *) echo \"bad url $HTTP_PROXY\";; esac; \
+         case \"$ALL_PROXY\" in socks5h://netproxy:*@127.0.0.1:*) ;; *) echo \"bad url $ALL_PROXY\";; esac; \
+         curl -s -o /dev/null -w 'http %{{http_code}}\\n' http://api.test:{port}/a; \
+         curl -s -o /dev/null -w 'connect %{{http_code}}\\n' -p http://api.test:{port}/b; \
+         curl -s -o /dev/null -w 'socks %{{http_code}}\\n' -x \"$ALL_PROXY\" http://api.test:{port}/c; \
+         python3 -c \"import urllib.request; print('urllib', urllib.request.urlopen('http://api.test:{port}/d').status)\"; \
+         curl -s -o /dev/null -D - -w 'stranger %{{http_code}}\\n' -x \"http://${{HTTP_PROXY#*@}}\" http://api.test:{port}/x \
+           | tr -d '\\r' | grep -i -E '^stranger|^proxy-authenticate'; \
+         curl -s -o /dev/null -w 'stranger-connect %{{http_connect}}\\n' -p -x \"http://${{HTTP_PROXY#*@}}\" http://api.test:{port}/y; \
+         curl -s -o /dev/null -w 'stranger-socks %{{http_code}}\\n' -x \"socks5h://${{ALL_PROXY#*@}}\" http://api.test:{port}/z; \
+         curl -s -o /dev/null -w 'wrong %{{http_code}}\\n' -x \"http://netproxy:guess@${{HTTP_PROXY#*@}}\" http://api.test:{port}/w"
+    );
+    let cmd = w.run(&["--proxy-auth"], &script);
+    let out = tokio::task::spawn_blocking(move || output(cmd))
+        .await
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(!stdout.contains("bad url"), "{stdout}");
+    for line in [
+        "http 200",
+        "connect 200",
+        "socks 200",
+        "urllib 200",
+        "proxy-authenticate: Basic realm=\"netproxy\"",
+        "stranger 407",
+        "stranger-connect 407",
+        "stranger-socks 000",
+        "wrong 407",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line}: {stdout}");
+    }
+    let paths: Vec<String> = w.origin.seen().iter().map(|s| s.target.clone()).collect();
+    assert_eq!(paths, ["/a", "/b", "/c", "/d"]);
+    // The credential never reaches the origin.
+    assert!(
+        w.origin
+            .seen()
+            .iter()
+            .all(|s| s.header("proxy-authorization").is_none())
+    );
+}

@@ -83,6 +83,23 @@ pub(crate) fn failure(f: &Failure) -> Response<Body> {
 }
 
 /// A malformed request: 400 JSON.
+/// `407`: the listener needs the session's credential (`netproxy run --proxy-auth`).
+pub(crate) fn proxy_auth_required() -> Response<Body> {
+    let body = "{\"status\":\"error\",\"reason\":\"proxy_auth_required\",\"message\":\"this proxy needs the session's credential (Proxy-Authorization: Basic)\"}";
+    let mut r = Response::new(full(body));
+    *r.status_mut() = hyper::StatusCode::PROXY_AUTHENTICATION_REQUIRED;
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        hyper::header::PROXY_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Basic realm=\"netproxy\""),
+    );
+    r
+}
+
 pub(crate) fn bad_request(message: &str) -> Response<Body> {
     json_response(
         StatusCode::BAD_REQUEST,

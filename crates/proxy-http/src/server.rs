@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use proxy_core::{Dialer, Gate};
+use proxy_core::{Dialer, Gate, ProxyCredential};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, watch};
@@ -19,7 +19,7 @@ use crate::forward;
 use crate::respond::Body;
 
 /// Limits of `[network.limits]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// From accept (or the end of the previous response) until the request head is complete.
     pub header_timeout: Duration,
@@ -30,6 +30,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Connections served at once; further ones wait in the accept backlog.
     pub max_connections: usize,
+    /// When set, every request must carry this credential (`Proxy-Authorization: Basic`);
+    /// others get `407`.
+    pub proxy_auth: Option<Arc<ProxyCredential>>,
 }
 
 impl Default for Limits {
@@ -39,6 +42,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             max_header_bytes: 65536,
             max_connections: 4096,
+            proxy_auth: None,
         }
     }
 }
@@ -77,6 +81,7 @@ pub async fn run<G, D, S>(
     D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Future<Output = ()>,
 {
+    let max_connections = limits.max_connections;
     let shared = Arc::new(Shared {
         gate,
         dialer,
@@ -87,7 +92,7 @@ pub async fn run<G, D, S>(
     let tracker = shared.tracker.clone();
     proxy_io::accept_loop(
         listener,
-        limits.max_connections,
+        max_connections,
         &tracker,
         shutdown,
         |stream, peer, permit| {
@@ -112,7 +117,7 @@ async fn serve_connection<G, D>(
 {
     let _ = stream.set_nodelay(true);
     let permit = Arc::new(permit);
-    let limits = shared.limits;
+    let limits = &shared.limits;
     let svc_shared = shared.clone();
     // This client connection's upstream connection, reused from one request to the next.
     let upstream: forward::UpstreamSlot = Arc::default();
@@ -163,11 +168,42 @@ where
     if let Some(resp) = check_head_size(&req, shared.limits.max_header_bytes) {
         return resp;
     }
+    if let Some(cred) = &shared.limits.proxy_auth
+        && !authorized(req.headers(), cred)
+    {
+        tracing::debug!(client = %peer, "request without the proxy credential");
+        return crate::respond::proxy_auth_required();
+    }
     if req.method() == Method::CONNECT {
         forward::connect(shared, peer, permit, req).await
     } else {
         forward::absolute(shared, peer, permit, upstream, req).await
     }
+}
+
+/// Whether a `Proxy-Authorization: Basic` header carries `cred`.
+fn authorized(headers: &http::HeaderMap, cred: &ProxyCredential) -> bool {
+    use base64::Engine;
+    headers
+        .get_all(hyper::header::PROXY_AUTHORIZATION)
+        .iter()
+        .any(|v| {
+            let Some((scheme, token)) = v.as_bytes().split_at_checked(6) else {
+                return false;
+            };
+            if !scheme.eq_ignore_ascii_case(b"basic ") {
+                return false;
+            }
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(token.trim_ascii())
+            else {
+                return false;
+            };
+            let (user, pass) = match decoded.iter().position(|b| *b == b':') {
+                Some(i) => (&decoded[..i], &decoded[i + 1..]),
+                None => (&decoded[..], &[][..]),
+            };
+            cred.matches(user, pass)
+        })
 }
 
 /// Refuses a request head larger than `max` bytes (request line included): 414 when the

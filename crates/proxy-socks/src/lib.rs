@@ -26,12 +26,14 @@ use std::time::Duration;
 use fast_socks5::server::Socks5ServerProtocol;
 use fast_socks5::util::target_addr::TargetAddr;
 use fast_socks5::{ReplyError, Socks5Command};
-use proxy_core::{Admission, Dialer, Gate, Host, Protocol, RequestMeta, Target, UpstreamFailure};
+use proxy_core::{
+    Admission, Dialer, Gate, Host, Protocol, ProxyCredential, RequestMeta, Target, UpstreamFailure,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The SOCKS front-end's limits (from `[network.limits]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// From accept until the greeting and the request are read.
     pub header_timeout: Duration,
@@ -41,6 +43,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Whether UDP ASSOCIATE is served (`enable_socks5_udp`); otherwise it is answered 0x07.
     pub udp: bool,
+    /// When set, clients must authenticate with this username and password (RFC 1929) and
+    /// no-auth is not offered; otherwise only no-auth is.
+    pub proxy_auth: Option<Arc<ProxyCredential>>,
 }
 
 impl Default for Limits {
@@ -50,6 +55,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             max_connections: 4096,
             udp: true,
+            proxy_auth: None,
         }
     }
 }
@@ -69,15 +75,18 @@ pub async fn run<G, D, S>(
     S: Future<Output = ()>,
 {
     let tracker = Arc::new(proxy_io::Tracker::default());
+    let max_connections = limits.max_connections;
+    let limits = Arc::new(limits);
     proxy_io::accept_loop(
         listener,
-        limits.max_connections,
+        max_connections,
         &tracker,
         shutdown,
         |stream, peer, permit| {
             let (gate, dialer, tracker) = (gate.clone(), dialer.clone(), tracker.clone());
+            let limits = limits.clone();
             async move {
-                serve(&*gate, &*dialer, limits, stream, peer, &tracker, permit).await;
+                serve(&*gate, &*dialer, &limits, stream, peer, &tracker, permit).await;
             }
         },
     )
@@ -102,7 +111,7 @@ fn failure_reply(kind: UpstreamFailure, message: &str) -> ReplyError {
 async fn serve<G, D>(
     gate: &G,
     dialer: &D,
-    limits: Limits,
+    limits: &Limits,
     stream: TcpStream,
     peer: SocketAddr,
     tracker: &Arc<proxy_io::Tracker>,
@@ -119,10 +128,17 @@ async fn serve<G, D>(
     // The handshake, the gate and the dial are boxed: this task lives on as the tunnel, and
     // its state should not keep room for their (large) futures.
     let handshake = Box::pin(tokio::time::timeout(limits.header_timeout, async move {
-        Socks5ServerProtocol::accept_no_auth(stream)
-            .await?
-            .read_command()
-            .await
+        let proto = match &limits.proxy_auth {
+            Some(cred) => {
+                Socks5ServerProtocol::accept_password_auth(stream, |user, pass| {
+                    cred.matches(user.as_bytes(), pass.as_bytes())
+                })
+                .await?
+                .0
+            }
+            None => Socks5ServerProtocol::accept_no_auth(stream).await?,
+        };
+        proto.read_command().await
     }))
     .await;
     let (proto, command, target) = match handshake {

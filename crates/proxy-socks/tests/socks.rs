@@ -83,6 +83,7 @@ async fn proxy() -> (SocketAddr, Arc<StubGate>) {
         idle_timeout: Duration::from_secs(5),
         max_connections: 64,
         udp: false,
+        proxy_auth: None,
     };
     tokio::spawn(run(
         listener,
@@ -265,6 +266,7 @@ async fn five_hundred_concurrent_socks_tunnels() {
         idle_timeout: Duration::from_secs(30),
         max_connections: 4096,
         udp: false,
+        proxy_auth: None,
     };
     tokio::spawn(run(
         listener,
@@ -336,6 +338,7 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
         idle_timeout: Duration::from_secs(5),
         max_connections: 64,
         udp: true,
+        proxy_auth: None,
     };
     tokio::spawn(run(
         listener,
@@ -488,6 +491,7 @@ async fn an_idle_udp_association_ends_and_closes_its_control_connection() {
         idle_timeout: Duration::from_millis(300),
         max_connections: 64,
         udp: true,
+        proxy_auth: None,
     };
     tokio::spawn(run(
         listener,

@@ -80,6 +80,10 @@ struct ServeArgs {
 struct RunArgs {
     #[command(flatten)]
     policy: PolicyOptions,
+    /// Give the child a random per-session credential in its proxy URLs and refuse clients
+    /// without it (HTTP 407, SOCKS5 username/password)
+    #[arg(long)]
+    proxy_auth: bool,
     /// Also open the admin API on this address (not built yet)
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,

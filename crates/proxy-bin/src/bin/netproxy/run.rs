@@ -11,6 +11,7 @@ use netproxy::child_env::{ProxyEnv, is_managed};
 use netproxy::report::RunRecorder;
 use netproxy::service::{Service, StartError};
 use proxy_audit::Audit;
+use proxy_core::ProxyCredential;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -25,6 +26,11 @@ fn init_logging() -> FlushGuard {
     // The terminal is the child's: only netproxy's warnings and errors, unless RUST_LOG asks.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // fast-socks5 logs the RFC 1929 username and password at debug level: never let it.
+    let filter = match "fast_socks5=info".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     let (writer, guard) = BatchedStderr::start();
     let _ = tracing_subscriber::fmt()
         .with_writer(writer)
@@ -59,9 +65,17 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
         None => RunRecorder::new(),
     });
     let audit = Audit::default().with_sink(recorder.clone());
+    let credential = if args.proxy_auth {
+        Some(ProxyCredential::new("netproxy", session_token()?))
+    } else {
+        None
+    };
     let service = match Service::with_audit(sources(&args.policy), |k| std::env::var(k).ok(), audit)
     {
-        Ok(s) => Arc::new(s),
+        Ok(s) => Arc::new(match &credential {
+            Some(c) => s.with_proxy_auth(c.clone()),
+            None => s,
+        }),
         Err(StartError::Config(e)) => {
             for d in &e.diagnostics {
                 eprintln!("netproxy: config error: {d}");
@@ -111,7 +125,9 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
         http: http_addr,
         socks: socks_addr,
         allow_local_binding: config.allow_local_binding(),
-        credential: None,
+        credential: credential
+            .as_ref()
+            .map(|c| format!("{}:{}", c.user(), c.password())),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -169,6 +185,14 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("netproxy run: {e}");
     }
     Ok(ExitCode::from(code))
+}
+
+/// 128 random bits, hex: the `--proxy-auth` password (URL-safe as it is).
+fn session_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("no random bytes for --proxy-auth: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Waits for the child, passing SIGINT, SIGTERM and SIGHUP on to it.

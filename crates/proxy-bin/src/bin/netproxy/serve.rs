@@ -20,6 +20,11 @@ const DRAIN: Duration = Duration::from_secs(10);
 fn init_logging(format: &str) -> FlushGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // fast-socks5 logs the RFC 1929 username and password at debug level: never let it.
+    let filter = match "fast_socks5=info".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     let (writer, guard) = BatchedStderr::start();
     let builder = tracing_subscriber::fmt()
         .with_writer(writer)
