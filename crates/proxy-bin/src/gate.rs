@@ -8,6 +8,7 @@
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -228,9 +229,56 @@ impl PolicyGate {
     }
 }
 
+impl PolicyGate {
+    /// A unix socket request (`x-unix-socket`): the path must be allowed as written, or be the
+    /// same socket as an allowed path once symlinks are resolved on both sides; then the
+    /// connection goes to the path that was checked. Domain policy and the decider are not
+    /// consulted.
+    async fn admit_unix(&self, meta: &RequestMeta, path: &Path, snap: &Snapshot) -> Admission {
+        let policy = &snap.policy;
+        let mut judged = meta.clone();
+        let mut connect_to = path.to_path_buf();
+        let as_written = path.to_string_lossy();
+        if path.is_absolute()
+            && !policy.allows_all_unix_sockets()
+            && !policy.unix_socket_paths().any(|p| p == as_written)
+            && let Ok(real) = tokio::fs::canonicalize(path).await
+        {
+            for entry in policy.unix_socket_paths() {
+                if tokio::fs::canonicalize(entry)
+                    .await
+                    .is_ok_and(|e| e == real)
+                {
+                    judged.target = Target::Unix(PathBuf::from(entry));
+                    connect_to = real;
+                    break;
+                }
+            }
+        }
+        match policy.evaluate(&judged) {
+            Evaluation::Allow { decision, .. }
+            | Evaluation::AllowIfAddressesPass { decision, .. } => {
+                self.record(meta, &decision, snap);
+                Admission::Allow(Route {
+                    via: Via::Unix(connect_to),
+                    intercept: false,
+                    decision,
+                })
+            }
+            Evaluation::Deny(d) => {
+                self.record(meta, &d, snap);
+                Admission::Deny(d)
+            }
+        }
+    }
+}
+
 impl Gate for PolicyGate {
     async fn admit(&self, meta: &RequestMeta) -> Admission {
         let snap = self.state.load_full();
+        if let Target::Unix(path) = &meta.target {
+            return self.admit_unix(meta, path, &snap).await;
+        }
         let (decision, intercept, check) = match snap.policy.evaluate(meta) {
             Evaluation::Allow {
                 decision,

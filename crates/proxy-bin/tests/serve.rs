@@ -753,3 +753,114 @@ async fn socks5_udp_by_name_through_the_real_gate() {
     // Resolved once per association and destination.
     assert!(dns.queries_for("udp.test") <= 2, "{:?}", dns.queries());
 }
+
+/// A tiny HTTP/1.1 server on a unix socket: answers each request with its request line and
+/// whether an `x-unix-socket` header reached it; closes after one response.
+fn unix_origin(path: &Path) -> std::thread::JoinHandle<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut leaked = false;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                leaked |= h.to_ascii_lowercase().starts_with("x-unix-socket");
+            }
+            let body = format!("{} leaked={leaked}", line.trim_end());
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_unix_socket_requests_reach_allowed_sockets_only() {
+    let dns = DnsServer::start().await.unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    let real = sockets.path().join("api.sock");
+    let _origin = unix_origin(&real);
+    let other = sockets.path().join("other.sock");
+    let _other = unix_origin(&other);
+    // A symlink to the allowed socket, and an allowed symlink to the other one.
+    let link = sockets.path().join("link.sock");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let allowed_link = sockets.path().join("allowed-link.sock");
+    std::os::unix::fs::symlink(&other, &allowed_link).unwrap();
+    let missing = sockets.path().join("missing.sock");
+    let config = format!(
+        "[network.unix_sockets]\n{:?} = \"allow\"\n{:?} = \"allow\"\n{:?} = \"allow\"\n",
+        real.display().to_string(),
+        allowed_link.display().to_string(),
+        missing.display().to_string(),
+    );
+    let s = start(&dns, &[], Some(&config));
+    let ask = |socket: String, url: &str| {
+        let (http, url) = (s.http.clone(), url.to_owned());
+        std::thread::spawn(move || curl(&http, &["-H", &format!("x-unix-socket: {socket}"), &url]))
+            .join()
+            .unwrap()
+    };
+    let shown = |p: &Path| p.display().to_string();
+
+    // Allowed as written: origin-form, the header removed.
+    let (code, body) = ask(shown(&real), "http://localhost/v1.41/info?all=1");
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(body, "GET /v1.41/info?all=1 HTTP/1.1 leaked=false");
+    // Through a symlink to an allowed socket, and to the target of an allowed symlink.
+    let (code, body) = ask(shown(&link), "http://localhost/via-link");
+    assert_eq!(code, "200", "{body}");
+    assert!(body.starts_with("GET /via-link "), "{body}");
+    let (code, body) = ask(shown(&other), "http://localhost/real-of-allowed-link");
+    assert_eq!(code, "200", "{body}");
+    // Not allowed, relative, and allowed but missing.
+    let stranger = sockets.path().join("stranger.sock");
+    let _stranger = unix_origin(&stranger);
+    for (socket, want, reason) in [
+        (shown(&stranger), "403", "not_allowed"),
+        ("api.sock".to_owned(), "403", "not_allowed"),
+        (shown(&missing), "502", "connect_failed"),
+    ] {
+        let (code, body) = ask(socket.clone(), "http://localhost/");
+        assert_eq!(code, want, "{socket}: {body}");
+        assert!(
+            body.contains(&format!("\"reason\":\"{reason}\"")),
+            "{socket}: {body}"
+        );
+        if want == "403" {
+            assert!(body.contains("\"host\":\"unix-socket\""), "{body}");
+        }
+    }
+    // Limited mode judges the method first.
+    drop(s);
+    let s = start(&dns, &["--mode", "limited"], Some(&config));
+    let (http, socket) = (s.http.clone(), shown(&real));
+    let (code, body) = std::thread::spawn(move || {
+        curl(
+            &http,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &format!("x-unix-socket: {socket}"),
+                "http://localhost/",
+            ],
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("\"reason\":\"method_not_allowed\""), "{body}");
+}

@@ -35,7 +35,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Admits `meta`, or answers the refusal or failure.
-async fn admit<G: Gate>(gate: &G, meta: &RequestMeta) -> Result<Route, Response<Body>> {
+pub(crate) async fn admit<G: Gate>(gate: &G, meta: &RequestMeta) -> Result<Route, Response<Body>> {
     match gate.admit(meta).await {
         Admission::Allow(route) if route.intercept => {
             // Interception is not built: a route that needs it must not become a plain tunnel.
@@ -151,7 +151,7 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Removes hop-by-hop headers and the headers named in `Connection`.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -18,6 +18,7 @@
 mod forward;
 mod respond;
 mod server;
+mod unix;
 
 pub use proxy_io::{tunnel, tunnel_tcp};
 pub use server::{Limits, run};

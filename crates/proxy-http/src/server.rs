@@ -174,6 +174,9 @@ where
         tracing::debug!(client = %peer, "request without the proxy credential");
         return crate::respond::proxy_auth_required();
     }
+    if req.headers().contains_key(crate::unix::HEADER) {
+        return crate::unix::forward(shared, peer, permit, req).await;
+    }
     if req.method() == Method::CONNECT {
         forward::connect(shared, peer, permit, req).await
     } else {

@@ -235,6 +235,18 @@ impl Policy {
         self.mode
     }
 
+    /// The allowed unix socket paths, as written (the caller compares them after resolving
+    /// symlinks, which this crate never does: it does no I/O).
+    pub fn unix_socket_paths(&self) -> impl Iterator<Item = &str> {
+        self.unix_sockets.iter().map(|(p, _)| p.as_str())
+    }
+
+    /// Whether every absolute unix socket path is allowed
+    /// (`dangerously_allow_all_unix_sockets`).
+    pub fn allows_all_unix_sockets(&self) -> bool {
+        self.allow_all_unix_sockets
+    }
+
     /// The allow patterns, as written.
     pub fn allowed_patterns(&self) -> impl Iterator<Item = &str> {
         self.allow.entries().iter().map(|e| e.pattern.as_str())
