@@ -579,3 +579,66 @@ async fn proxy_auth_admits_the_child_and_refuses_other_clients() {
             .all(|s| s.header("proxy-authorization").is_none())
     );
 }
+
+/// The README's opening example, against loopback names: `api.test` stands for api.github.com
+/// (a TLS origin on 127.0.0.2 with a test CA) and `example.test` for example.com. The README
+/// shows this output with the real names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_run_example() {
+    let w = world().await;
+    let ca = proxy_test_support::TestCa::new().unwrap();
+    let origin = proxy_test_support::TlsOrigin::start(
+        "api",
+        "127.0.0.2".parse().unwrap(),
+        &ca,
+        &["api.test", "example.test"],
+    )
+    .await
+    .unwrap();
+    w.dns.set(
+        "example.test",
+        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
+    );
+    let port = origin.addr().port();
+    let ca_file = w.home.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let curl = |url: String, extra: &[&str]| {
+        let mut s = format!("curl --cacert {} ", ca_file.display());
+        for e in extra {
+            s.push_str(e);
+            s.push(' ');
+        }
+        s + &url
+    };
+
+    let cmd = w.run(
+        &[],
+        &curl(
+            format!("https://api.test:{port}/zen"),
+            &["-s", "-o", "/dev/null", "-w", "'%{http_code}\\n'"],
+        ),
+    );
+    let out = tokio::task::spawn_blocking(move || output(cmd))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "200\n");
+    assert_eq!(text(&out.stderr), "");
+
+    let cmd = w.run(
+        &[],
+        &curl(format!("https://example.test:{port}/"), &["-sS"]),
+    );
+    let out = tokio::task::spawn_blocking(move || output(cmd))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(56));
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "curl: (56) CONNECT tunnel failed, response 403\n\
+             netproxy: blocked 1 request: example.test:{port} (not_allowed)\n"
+        )
+    );
+}
