@@ -3,9 +3,8 @@
 use std::future::Future;
 
 use crate::audit::BlockedRecord;
-use crate::decision::Decision;
 use crate::gate::Failure;
-use crate::target::{Mode, RequestMeta};
+use crate::target::{Mode, Protocol};
 
 /// Why a control request failed; each kind has the admin API's status code.
 ///
@@ -85,6 +84,24 @@ pub struct BlockedView {
     pub total: u64,
 }
 
+/// One request to explain (`POST /check`): a URL, `host`, `host:port` or `[v6]:port`, with an
+/// optional protocol and method (the defaults of `netproxy check`).
+///
+/// ```
+/// use proxy_core::CheckQuery;
+/// let q = CheckQuery { target: "https://api.github.com/".into(), ..Default::default() };
+/// assert!(q.protocol.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckQuery {
+    /// What to check.
+    pub target: String,
+    /// The protocol, when not the target's default.
+    pub protocol: Option<Protocol>,
+    /// The method, when not the protocol's default.
+    pub method: Option<String>,
+}
+
 /// What the admin API may ask of the running proxy. Implemented by the proxy's assembly;
 /// the admin API reaches the proxy through nothing else. A change is in force when its future
 /// completes.
@@ -105,8 +122,8 @@ pub struct BlockedView {
 ///         Err(ControlError::Constraint("domains are fixed".into()))
 ///     }
 ///     async fn reload(&self) -> Result<(), ControlError> { Ok(()) }
-///     async fn check(&self, _meta: RequestMeta) -> Result<Decision, ControlError> {
-///         Ok(Decision::deny(Reason::NotAllowed))
+///     async fn check(&self, _q: CheckQuery) -> Result<String, ControlError> {
+///         Ok(r#"{"decision":"deny"}"#.into())
 ///     }
 ///     fn metrics_text(&self) -> String { String::new() }
 /// }
@@ -127,11 +144,11 @@ pub trait Control: Send + Sync {
     ) -> impl Future<Output = Result<(), ControlError>> + Send;
     /// Re-reads the config files.
     fn reload(&self) -> impl Future<Output = Result<(), ControlError>> + Send;
-    /// Explains the decision for one request without serving it.
-    fn check(
-        &self,
-        meta: RequestMeta,
-    ) -> impl Future<Output = Result<Decision, ControlError>> + Send;
+    /// Explains the decision for one request without serving it, as the JSON document of
+    /// `netproxy check --json` (the decision, reason, source, rule and layer). A target that
+    /// cannot be parsed is [`ControlError::Invalid`].
+    fn check(&self, query: CheckQuery)
+    -> impl Future<Output = Result<String, ControlError>> + Send;
     /// The metrics in Prometheus text format.
     fn metrics_text(&self) -> String;
 }

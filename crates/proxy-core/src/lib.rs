@@ -29,7 +29,7 @@ pub mod host;
 mod target;
 
 pub use audit::{AUDIT_TARGET, AuditEvent, AuditSink, BlockedRecord, EVENT_NAME, Scope};
-pub use control::{BlockedView, Control, ControlError, DomainChange, PatternLists};
+pub use control::{BlockedView, CheckQuery, Control, ControlError, DomainChange, PatternLists};
 pub use credential::{ProxyCredential, constant_time_eq};
 pub use decision::{Decision, Reason, Rule, Source, UnknownReason, Verdict};
 pub use gate::{Admission, Dialer, Failure, Gate, Route, UpstreamFailure, Via};
