@@ -103,6 +103,7 @@ fn control_error(e: &ControlError) -> Response {
         ControlError::Constraint(_) => "constraint",
         ControlError::Invalid(_) => "invalid",
         ControlError::NeedsRestart(_) => "needs_restart",
+        ControlError::InvalidConfig(_) => "invalid_config",
         ControlError::Failure(f) => f.kind.as_str(),
     };
     error(status, reason, e.to_string())

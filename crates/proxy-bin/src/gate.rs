@@ -57,6 +57,7 @@ pub struct PolicyGate {
     upstream: Arc<UpstreamProxies>,
     /// netproxy's own listener addresses: an upstream proxy at one of them is a loop.
     listeners: Arc<std::sync::RwLock<Vec<SocketAddr>>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl fmt::Debug for PolicyGate {
@@ -79,7 +80,20 @@ impl PolicyGate {
             decider: None,
             upstream: Arc::default(),
             listeners: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts DNS lookups and their latency in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The resolver (for `POST /check`, which resolves like a request would).
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
     }
 
     /// Chains through these upstream proxies when `allow_upstream_proxy` is on.
@@ -207,11 +221,13 @@ impl PolicyGate {
                 decision,
             ));
         }
-        let ips = self
-            .resolver
-            .lookup(name)
-            .await
-            .map_err(|e| Err(Failure::new(UpstreamFailure::DnsFailed, e.to_string())))?;
+        let started = std::time::Instant::now();
+        let looked_up = self.resolver.lookup(name).await;
+        if let Some(m) = &self.metrics {
+            m.dns_lookup(started.elapsed(), looked_up.is_ok());
+        }
+        let ips =
+            looked_up.map_err(|e| Err(Failure::new(UpstreamFailure::DnsFailed, e.to_string())))?;
         let decision = if check {
             snap.policy.check_addresses(decision, &ips)
         } else {

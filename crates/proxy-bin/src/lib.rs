@@ -19,10 +19,13 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod check;
 pub mod child_env;
+pub mod control;
 pub mod dial;
 pub mod gate;
+pub mod metrics;
 pub mod report;
 pub mod resolve;
 pub mod service;

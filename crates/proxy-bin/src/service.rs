@@ -8,8 +8,11 @@ use proxy_config::{Config, Sources};
 use proxy_http::Limits;
 use tokio::net::TcpListener;
 
+use proxy_core::DomainChange;
+
 use crate::dial::TcpDialer;
 use crate::gate::{PolicyGate, SharedSnapshot, Snapshot};
+use crate::metrics::Metrics;
 use crate::resolve::{ResolveError, Resolver};
 use crate::upstream::UpstreamProxies;
 
@@ -30,6 +33,9 @@ pub enum ReloadError {
     /// The new config is invalid or violates managed constraints.
     #[error("{0}")]
     Config(#[from] proxy_config::Error),
+    /// The change itself is invalid (a bad pattern).
+    #[error("{0}")]
+    Invalid(String),
     /// The new config changes keys that need a restart.
     #[error("the new config changes {}, which need a restart; nothing was reloaded", .0.join(", "))]
     NeedsRestart(Vec<String>),
@@ -40,10 +46,15 @@ pub enum ReloadError {
 pub struct Service {
     sources: Sources,
     state: SharedSnapshot,
+    /// The admin API's layer (interface.md §5), kept across file reloads. Its lock also
+    /// serialises every change of config, so two changes never interleave.
+    runtime: std::sync::Mutex<toml::Table>,
     audit: Arc<Audit>,
+    metrics: Arc<Metrics>,
     gate: Arc<PolicyGate>,
     dialer: Arc<TcpDialer>,
     limits: Limits,
+    socks_stats: Arc<proxy_io::Stats>,
     upstream_warnings: Vec<String>,
 }
 
@@ -54,6 +65,7 @@ fn limits_of(config: &Config) -> Limits {
         max_header_bytes: usize::try_from(config.max_header_bytes()).unwrap_or(usize::MAX),
         max_connections: usize::try_from(config.max_connections()).unwrap_or(usize::MAX),
         proxy_auth: None,
+        stats: Arc::default(),
     }
 }
 
@@ -81,18 +93,27 @@ impl Service {
         let limits = limits_of(&config);
         let dialer = Arc::new(TcpDialer::new(config.connect_timeout()));
         let state: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot { config, policy }));
-        let audit = Arc::new(audit);
+        let metrics = Arc::new(Metrics::new());
+        let audit = Arc::new(audit.with_sink(metrics.clone()));
         let (upstream, upstream_warnings) = UpstreamProxies::from_env(env);
         let gate = Arc::new(
-            PolicyGate::new(state.clone(), resolver, audit.clone()).with_upstream(upstream),
+            PolicyGate::new(state.clone(), resolver, audit.clone())
+                .with_upstream(upstream)
+                .with_metrics(metrics.clone()),
         );
+        let socks_stats = Arc::new(proxy_io::Stats::default());
+        metrics.add_front_end("http", limits.stats.clone());
+        metrics.add_front_end("socks5", socks_stats.clone());
         Ok(Self {
             sources,
             state,
+            runtime: std::sync::Mutex::default(),
             audit,
+            metrics,
             gate,
             dialer,
             limits,
+            socks_stats,
             upstream_warnings,
         })
     }
@@ -116,6 +137,14 @@ impl Service {
         self.gate.set_listeners(addrs);
     }
 
+    /// The config in force (with the runtime layer).
+    pub fn runtime_layer(&self) -> toml::Table {
+        self.runtime
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// The config in force.
     pub fn config(&self) -> Arc<Snapshot> {
         self.state.load_full()
@@ -130,16 +159,98 @@ impl Service {
     /// swapped in atomically. A bad file, or a change to a key that needs a restart, leaves the
     /// previous config in force. Returns the new config's warnings.
     pub fn reload(&self) -> Result<Vec<String>, ReloadError> {
-        let config = proxy_config::load(&self.sources)?;
-        let policy = config.policy()?;
-        let current = self.state.load();
-        let changed = current.config.restart_keys_changed(&config);
-        if !changed.is_empty() {
-            return Err(ReloadError::NeedsRestart(changed));
+        self.apply(|_| Ok(()))
+    }
+
+    /// Sets `mode` in the runtime layer (`POST /mode`), through the same validated, atomic
+    /// path as a reload.
+    pub fn set_mode(&self, mode: proxy_core::Mode) -> Result<Vec<String>, ReloadError> {
+        self.apply(|runtime| {
+            network(runtime).insert("mode".into(), toml::Value::String(mode.as_str().into()));
+            Ok(())
+        })
+    }
+
+    /// Adds or replaces domain entries in the runtime layer (`POST /domains`): an entry replaces
+    /// an earlier runtime entry with the same canonical pattern.
+    pub fn update_domains(&self, change: &DomainChange) -> Result<Vec<String>, ReloadError> {
+        let mut entries = Vec::new();
+        for (list, action) in [(&change.allow, "allow"), (&change.deny, "deny")] {
+            for p in list {
+                let key = proxy_policy::Pattern::parse(p)
+                    .map_err(|e| ReloadError::Invalid(format!("{p:?}: {e}")))?
+                    .key();
+                entries.push((p.clone(), key, action));
+            }
         }
-        let warnings = config.warnings();
-        self.state.store(Arc::new(Snapshot { config, policy }));
-        Ok(warnings)
+        self.apply(|runtime| {
+            let net = network(runtime);
+            let domains = net
+                .entry("domains")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(domains) = domains.as_table_mut() else {
+                return Err(ReloadError::Invalid(
+                    "runtime domains are not a table".into(),
+                ));
+            };
+            for (pattern, key, action) in &entries {
+                domains.retain(|existing, _| {
+                    proxy_policy::Pattern::parse(existing).map_or(true, |e| e.key() != *key)
+                });
+                domains.insert(pattern.clone(), toml::Value::String((*action).into()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Re-reads every layer with the runtime layer changed by `change`; the new config is
+    /// validated against the managed constraints and swapped in atomically, and only then is
+    /// the runtime layer kept. Counted in the metrics either way.
+    fn apply(
+        &self,
+        change: impl FnOnce(&mut toml::Table) -> Result<(), ReloadError>,
+    ) -> Result<Vec<String>, ReloadError> {
+        let mut runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut candidate = runtime.clone();
+        let result = change(&mut candidate).and_then(|()| {
+            let extra = if candidate.is_empty() {
+                Vec::new()
+            } else {
+                vec![(proxy_config::Layer::Runtime, candidate.clone())]
+            };
+            let config = proxy_config::load_with(&self.sources, &extra)?;
+            let policy = config.policy()?;
+            let changed = self.state.load().config.restart_keys_changed(&config);
+            if !changed.is_empty() {
+                return Err(ReloadError::NeedsRestart(changed));
+            }
+            let warnings = config.warnings();
+            self.state.store(Arc::new(Snapshot { config, policy }));
+            Ok(warnings)
+        });
+        self.metrics.reload(result.is_ok());
+        if result.is_ok() {
+            *runtime = candidate;
+        }
+        result
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The gate (its resolver answers `POST /check`).
+    pub fn gate(&self) -> &PolicyGate {
+        &self.gate
+    }
+
+    /// The sources the config is read from.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
     }
 
     /// Every config and requirements file whose change triggers a reload (existing or not).
@@ -164,6 +275,7 @@ impl Service {
             max_connections: self.limits.max_connections,
             udp: self.state.load().config.enable_socks5_udp(),
             proxy_auth: self.limits.proxy_auth.clone(),
+            stats: self.socks_stats.clone(),
         };
         proxy_socks::run(
             listener,
@@ -189,5 +301,19 @@ impl Service {
             shutdown,
         )
         .await;
+    }
+}
+
+/// The runtime layer's `[network]` table, created when missing.
+fn network(runtime: &mut toml::Table) -> &mut toml::Table {
+    let net = runtime
+        .entry("network")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !net.is_table() {
+        *net = toml::Value::Table(toml::Table::new());
+    }
+    match net {
+        toml::Value::Table(t) => t,
+        _ => unreachable!("replaced by a table above"),
     }
 }

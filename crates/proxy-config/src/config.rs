@@ -427,6 +427,10 @@ impl Config {
     pub fn allow_upstream_proxy(&self) -> bool {
         self.bool("network.allow_upstream_proxy")
     }
+    /// `dangerously_allow_non_loopback_admin`.
+    pub fn allow_non_loopback_admin(&self) -> bool {
+        self.bool("network.dangerously_allow_non_loopback_admin")
+    }
     /// `dangerously_allow_non_loopback_proxy`.
     pub fn allow_non_loopback_proxy(&self) -> bool {
         self.bool("network.dangerously_allow_non_loopback_proxy")
@@ -591,7 +595,7 @@ impl Config {
                     8080,
                     "dangerously_allow_non_loopback_admin",
                     allow_admin,
-                    None,
+                    force,
                 )
             })
             .flatten();

@@ -20,6 +20,9 @@ pub enum ControlError {
     /// The change itself is invalid (bad pattern, bad config file).
     #[error("{0}")]
     Invalid(String),
+    /// The config files are invalid (a reload that was refused; the previous config stays).
+    #[error("{0}")]
+    InvalidConfig(String),
     /// The change needs a restart (a listener, `enable_*`, DNS, limits or otel key).
     #[error("{0}")]
     NeedsRestart(String),
@@ -32,7 +35,9 @@ impl ControlError {
     /// The admin API's status code for this error.
     pub const fn http_status(&self) -> u16 {
         match self {
-            ControlError::Constraint(_) | ControlError::NeedsRestart(_) => 409,
+            ControlError::Constraint(_)
+            | ControlError::NeedsRestart(_)
+            | ControlError::InvalidConfig(_) => 409,
             ControlError::Invalid(_) => 400,
             ControlError::Failure(f) => f.kind.http_status(),
         }

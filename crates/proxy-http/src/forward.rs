@@ -86,6 +86,7 @@ where
     // Take the upgrade out of the request now, so the tunnel task does not carry the request.
     let on_upgrade = hyper::upgrade::on(req);
     let tracker = shared.tracker.clone();
+    let open = shared.limits.stats.tunnel();
     shared.spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -101,17 +102,20 @@ where
                 tracker.spawn(async move {
                     let _permit = permit;
                     let (up, down) = proxy_io::tunnel_tcp(client, upstream, idle).await;
+                    open.closed(up, down);
                     tracing::debug!(client = %peer, up, down, "tunnel closed");
                 });
                 return;
             }
             Ends::Client(client, upstream) => {
                 let (up, down) = tunnel(client, upstream, idle).await;
+                open.closed(up, down);
                 tracing::debug!(client = %peer, up, down, "tunnel closed");
                 permit
             }
             Ends::Upgraded(upgraded, upstream) => {
                 let (up, down) = tunnel(TokioIo::new(upgraded), upstream, idle).await;
+                open.closed(up, down);
                 tracing::debug!(client = %peer, up, down, "tunnel closed");
                 permit
             }
@@ -321,11 +325,13 @@ where
             ));
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let open = shared.limits.stats.tunnel();
         shared.spawn(async move {
             let _permit = permit;
             match tokio::join!(client_upgrade, upstream_upgrade) {
                 (Ok(c), Ok(u)) => {
-                    tunnel(TokioIo::new(c), TokioIo::new(u), idle).await;
+                    let (up, down) = tunnel(TokioIo::new(c), TokioIo::new(u), idle).await;
+                    open.closed(up, down);
                 }
                 (c, u) => tracing::debug!(
                     client_ok = c.is_ok(),

@@ -19,7 +19,7 @@ use crate::forward;
 use crate::respond::Body;
 
 /// Limits of `[network.limits]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// From accept (or the end of the previous response) until the request head is complete.
     pub header_timeout: Duration,
@@ -33,6 +33,8 @@ pub struct Limits {
     /// When set, every request must carry this credential (`Proxy-Authorization: Basic`);
     /// others get `407`.
     pub proxy_auth: Option<Arc<ProxyCredential>>,
+    /// Live counts (connections, tunnels, bytes) for the metrics.
+    pub stats: Arc<proxy_io::Stats>,
 }
 
 impl Default for Limits {
@@ -43,6 +45,7 @@ impl Default for Limits {
             max_header_bytes: 65536,
             max_connections: 4096,
             proxy_auth: None,
+            stats: Arc::default(),
         }
     }
 }
@@ -116,6 +119,7 @@ async fn serve_connection<G, D>(
     D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _ = stream.set_nodelay(true);
+    let _open = shared.limits.stats.connection();
     let permit = Arc::new(permit);
     let limits = &shared.limits;
     let svc_shared = shared.clone();

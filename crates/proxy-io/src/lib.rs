@@ -3,11 +3,14 @@
 //! buffers from a shared pool only while bytes flow, so that an idle tunnel costs little memory.
 //!
 //! It also holds the accept loop both front-ends share ([`accept_loop`]: bounded connections,
-//! counted tasks for a draining shutdown). It knows nothing of HTTP, SOCKS or policy.
+//! counted tasks for a draining shutdown), and the live counts the metrics read ([`Stats`]).
+//! It knows nothing of HTTP, SOCKS or policy.
 #![forbid(unsafe_code)]
 
 mod accept;
+mod stats;
 mod tunnel;
 
 pub use accept::{Tracker, accept_loop};
+pub use stats::{Open, Stats};
 pub use tunnel::{into_tcp, tunnel, tunnel_tcp};

@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The SOCKS front-end's limits (from `[network.limits]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// From accept until the greeting and the request are read.
     pub header_timeout: Duration,
@@ -46,6 +46,8 @@ pub struct Limits {
     /// When set, clients must authenticate with this username and password (RFC 1929) and
     /// no-auth is not offered; otherwise only no-auth is.
     pub proxy_auth: Option<Arc<ProxyCredential>>,
+    /// Live counts (connections, tunnels, bytes) for the metrics.
+    pub stats: Arc<proxy_io::Stats>,
 }
 
 impl Default for Limits {
@@ -56,6 +58,7 @@ impl Default for Limits {
             max_connections: 4096,
             udp: true,
             proxy_auth: None,
+            stats: Arc::default(),
         }
     }
 }
@@ -122,6 +125,7 @@ async fn serve<G, D>(
     D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _ = stream.set_nodelay(true);
+    let _open = limits.stats.connection();
     let Ok(local) = stream.local_addr() else {
         return;
     };
@@ -215,6 +219,7 @@ async fn serve<G, D>(
     };
     // The tunnel gets a task of its own, whose state is only the tunnel; this one ends.
     let idle = limits.idle_timeout;
+    let open = limits.stats.tunnel();
     tracker.spawn(async move {
         let _permit = permit;
         let (up, down) = match proxy_io::into_tcp(upstream) {
@@ -222,6 +227,7 @@ async fn serve<G, D>(
             Err(Some(other)) => proxy_io::tunnel(client, other, idle).await,
             Err(None) => return,
         };
+        open.closed(up, down);
         tracing::debug!(client = %peer, up, down, "SOCKS tunnel closed");
     });
 }

@@ -84,6 +84,7 @@ async fn proxy() -> (SocketAddr, Arc<StubGate>) {
         max_connections: 64,
         udp: false,
         proxy_auth: None,
+        stats: Arc::default(),
     };
     tokio::spawn(run(
         listener,
@@ -267,6 +268,7 @@ async fn five_hundred_concurrent_socks_tunnels() {
         max_connections: 4096,
         udp: false,
         proxy_auth: None,
+        stats: Arc::default(),
     };
     tokio::spawn(run(
         listener,
@@ -339,6 +341,7 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
         max_connections: 64,
         udp: true,
         proxy_auth: None,
+        stats: Arc::default(),
     };
     tokio::spawn(run(
         listener,
@@ -492,6 +495,7 @@ async fn an_idle_udp_association_ends_and_closes_its_control_connection() {
         max_connections: 64,
         udp: true,
         proxy_auth: None,
+        stats: Arc::default(),
     };
     tokio::spawn(run(
         listener,

@@ -56,10 +56,10 @@ struct ServeArgs {
     /// HTTP proxy listener (e.g. 127.0.0.1:3128; port 0 = ephemeral)
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
-    /// SOCKS5 listener (not built yet)
+    /// SOCKS5 listener (default from socks_url; port 0 = ephemeral)
     #[arg(long, value_name = "ADDR")]
     socks: Option<String>,
-    /// Admin API listener (not built yet)
+    /// Admin API listener (default from admin_url; port 0 = ephemeral)
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
     /// Do not start the SOCKS5 listener
@@ -84,7 +84,7 @@ struct RunArgs {
     /// without it (HTTP 407, SOCKS5 username/password)
     #[arg(long)]
     proxy_auth: bool,
-    /// Also open the admin API on this address (not built yet)
+    /// Also open the admin API on this address (e.g. 127.0.0.1:0)
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
     /// Do not print the summary of blocked requests at exit

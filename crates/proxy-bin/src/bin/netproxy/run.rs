@@ -92,9 +92,6 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
-    if args.admin.is_some() {
-        tracing::warn!("the admin API is not built yet; running without it");
-    }
     // Ephemeral loopback ports, bound now and served as they are: no port race, and two runs
     // side by side get their own.
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
@@ -147,6 +144,36 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 let _ = socks_stop.wait_for(|s| *s).await;
             })
             .await;
+        });
+    }
+    if let Some(text) = &args.admin {
+        let addr = match super::serve::listen_addr(text, 8080, "admin API", config, true) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("netproxy run: --admin: {e}");
+                return Ok(ExitCode::from(super::EXIT_USAGE));
+            }
+        };
+        let (listener, token, source) = match super::serve::bind_admin(&service, addr).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("netproxy run: {e:#}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        eprintln!(
+            "netproxy: admin API on http://{} (token: {source})",
+            listener.local_addr()?
+        );
+        let mut admin_stop = stop_rx.clone();
+        let svc = service.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = admin_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = netproxy::admin::serve(listener, svc, &token, stopped).await {
+                tracing::error!(error = %e, "the admin API stopped");
+            }
         });
     }
     let _watcher = match super::serve::watch_files(service.clone()) {

@@ -76,7 +76,7 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("{w}");
     }
     let http_addr = match &args.http {
-        Some(text) => match listen_addr(text, 3128, "HTTP proxy", config) {
+        Some(text) => match listen_addr(text, 3128, "HTTP proxy", config, false) {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("netproxy serve: --http: {e}");
@@ -93,7 +93,7 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         let addr = match &args.socks {
-            Some(text) => match listen_addr(text, 8081, "SOCKS5 proxy", config) {
+            Some(text) => match listen_addr(text, 8081, "SOCKS5 proxy", config, false) {
                 Ok(a) => a,
                 Err(e) => {
                     eprintln!("netproxy serve: --socks: {e}");
@@ -115,11 +115,34 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    if !args.no_admin && (config.enable_admin() || args.admin.is_some()) {
-        tracing::warn!(
-            "the admin API is not built yet; starting without it (--no-admin silences this)"
-        );
-    }
+    let admin = if !args.no_admin && (config.enable_admin() || args.admin.is_some()) {
+        let addr = match &args.admin {
+            Some(text) => match listen_addr(text, 8080, "admin API", config, true) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("netproxy serve: --admin: {e}");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+            },
+            None => config
+                .listeners()
+                .admin
+                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080))),
+        };
+        match bind_admin(&service, addr).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("netproxy serve: {e:#}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    } else {
+        None
+    };
+    let admin_bound = match &admin {
+        Some((l, _, _)) => Some(l.local_addr()?),
+        None => None,
+    };
     if config.allow_upstream_proxy() {
         for w in service.upstream_warnings() {
             tracing::warn!("{w}; connecting directly instead");
@@ -130,7 +153,7 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         let body = serde_json::json!({
             "http": http_bound.to_string(),
             "socks": socks_bound.map(|a| a.to_string()),
-            "admin": null,
+            "admin": admin_bound.map(|a| a.to_string()),
             "pid": std::process::id(),
         });
         write_atomically(path, &body.to_string())
@@ -150,6 +173,19 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    if let Some((listener, token, source)) = admin {
+        let mut admin_stop = stop_rx.clone();
+        let svc = service.clone();
+        tracing::info!(admin = %listener.local_addr()?, token = %source, "admin API listening");
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = admin_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = netproxy::admin::serve(listener, svc, &token, stopped).await {
+                tracing::error!(error = %e, "the admin API stopped");
+            }
+        });
+    }
     let mut waiting = stop_rx.clone();
     let mut waiting_socks = stop_rx.clone();
     let http = service.serve_http(listener, async move {
@@ -181,24 +217,47 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Binds the admin API's listener and finds its token.
+pub(crate) async fn bind_admin(
+    service: &Service,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(TcpListener, String, netproxy::admin::TokenSource)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the admin API listener on {addr}"))?;
+    let snap = service.config();
+    let (token, source) = netproxy::admin::token(
+        snap.config.admin_token(),
+        std::env::var("NETPROXY_ADMIN_TOKEN").ok(),
+        service.sources().home_dir.as_deref(),
+    )?;
+    Ok((listener, token, source))
+}
+
 /// A listener address from the command line, clamped to loopback like the config's.
-fn listen_addr(
+pub(crate) fn listen_addr(
     text: &str,
     default_port: u16,
     name: &str,
     config: &proxy_config::Config,
+    admin: bool,
 ) -> Result<std::net::SocketAddr, String> {
     let addr = parse_listen_url(text, default_port)?;
     let force = config
         .unix_sockets_enabled()
         .then_some("unix socket proxying is enabled");
-    let (addr, warning) = clamp_bind(
-        name,
-        addr,
-        config.allow_non_loopback_proxy(),
-        "dangerously_allow_non_loopback_proxy",
-        force,
-    );
+    let (allowed, flag) = if admin {
+        (
+            config.allow_non_loopback_admin(),
+            "dangerously_allow_non_loopback_admin",
+        )
+    } else {
+        (
+            config.allow_non_loopback_proxy(),
+            "dangerously_allow_non_loopback_proxy",
+        )
+    };
+    let (addr, warning) = clamp_bind(name, addr, allowed, flag, force);
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }

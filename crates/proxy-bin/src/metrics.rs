@@ -1,0 +1,281 @@
+//! The proxy's metrics (`GET /metrics`), in the OpenMetrics text format through
+//! `prometheus-client`.
+//!
+//! Decisions are counted by an audit sink ([`Metrics`] implements `AuditSink`), so every
+//! decision of every front-end is counted once, exactly where it is audited.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use proxy_core::{AuditEvent, AuditSink};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabel {
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    protocol: &'static str,
+    decision: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    protocol: &'static str,
+    direction: &'static str,
+}
+
+/// Every metric of the proxy.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<ProtocolLabel, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    dns_lookups: Counter,
+    dns_failures: Counter,
+    dns_seconds: Histogram,
+    reloads: Family<ResultLabel, Counter>,
+    audit_dropped: Counter,
+    connections: Family<ProtocolLabel, Gauge>,
+    tunnels: Family<ProtocolLabel, Gauge>,
+    bytes: Family<DirectionLabels, Counter>,
+    front_ends: std::sync::Mutex<Vec<(&'static str, Arc<proxy_io::Stats>)>>,
+    /// Byte totals already added to `bytes`, per front-end and direction.
+    seen_bytes: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("netproxy");
+        let requests = Family::<ProtocolLabel, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests decided, by protocol",
+            requests.clone(),
+        );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Decisions, by protocol, decision and reason",
+            decisions.clone(),
+        );
+        let dns_lookups = Counter::default();
+        registry.register("dns_lookups", "DNS lookups made", dns_lookups.clone());
+        let dns_failures = Counter::default();
+        registry.register(
+            "dns_failures",
+            "DNS lookups that failed or timed out",
+            dns_failures.clone(),
+        );
+        let dns_seconds = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]);
+        registry.register(
+            "dns_lookup_seconds",
+            "DNS lookup latency",
+            dns_seconds.clone(),
+        );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "reloads",
+            "Config reloads and admin changes, by result (ok, failed)",
+            reloads.clone(),
+        );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_export_dropped",
+            "Audit events dropped because an export queue was full",
+            audit_dropped.clone(),
+        );
+        let connections = Family::<ProtocolLabel, Gauge>::default();
+        registry.register(
+            "active_connections",
+            "Client connections open now, by listener protocol",
+            connections.clone(),
+        );
+        let tunnels = Family::<ProtocolLabel, Gauge>::default();
+        registry.register(
+            "active_tunnels",
+            "Tunnels open now, by listener protocol",
+            tunnels.clone(),
+        );
+        let bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "bytes",
+            "Bytes relayed through tunnels, by listener protocol and direction (up: client to upstream)",
+            bytes.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            decisions,
+            dns_lookups,
+            dns_failures,
+            dns_seconds,
+            reloads,
+            audit_dropped,
+            connections,
+            tunnels,
+            bytes,
+            front_ends: std::sync::Mutex::default(),
+            seen_bytes: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Counts one DNS lookup and its latency.
+    pub fn dns_lookup(&self, took: Duration, ok: bool) {
+        self.dns_lookups.inc();
+        if !ok {
+            self.dns_failures.inc();
+        }
+        self.dns_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Counts a reload or an admin change.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts audit events an exporter dropped.
+    pub fn audit_dropped(&self, n: u64) {
+        self.audit_dropped.inc_by(n);
+    }
+
+    /// Registers a front-end's live counts under `protocol` (`http`, `socks5`).
+    pub fn add_front_end(&self, protocol: &'static str, stats: Arc<proxy_io::Stats>) {
+        lock(&self.front_ends).push((protocol, stats));
+        lock(&self.seen_bytes).push((0, 0));
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        self.sync_front_ends();
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    fn sync_front_ends(&self) {
+        let fronts = lock(&self.front_ends);
+        let mut seen = lock(&self.seen_bytes);
+        for (i, (protocol, stats)) in fronts.iter().enumerate() {
+            let label = ProtocolLabel { protocol };
+            let gauge = |g: &Family<ProtocolLabel, Gauge>, v: u64| {
+                g.get_or_create(&label)
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
+            };
+            gauge(&self.connections, stats.connections());
+            gauge(&self.tunnels, stats.tunnels());
+            let up = stats.bytes_up();
+            let down = stats.bytes_down();
+            let (seen_up, seen_down) = seen[i];
+            let add = |direction: &'static str, by: u64| {
+                self.bytes
+                    .get_or_create(&DirectionLabels {
+                        protocol,
+                        direction,
+                    })
+                    .inc_by(by);
+            };
+            add("up", up.saturating_sub(seen_up));
+            add("down", down.saturating_sub(seen_down));
+            seen[i] = (up.max(seen_up), down.max(seen_down));
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl AuditSink for Metrics {
+    fn record(&self, ev: &AuditEvent) {
+        let protocol = ev.protocol.as_str();
+        self.requests
+            .get_or_create(&ProtocolLabel { protocol })
+            .inc();
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                protocol,
+                decision: ev.decision.as_str(),
+                reason: ev.reason,
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proxy_core::{Decision, Mode, Protocol, Reason, RequestMeta, Target};
+
+    use super::*;
+
+    #[test]
+    fn decisions_dns_reloads_and_front_ends_show_up() {
+        let m = Metrics::new();
+        let meta = RequestMeta::new(
+            Protocol::HttpsConnect,
+            Target::parse_authority("evil.example:443", 443).unwrap(),
+        );
+        m.record(&AuditEvent::new(
+            &meta,
+            &Decision::deny(Reason::Denied),
+            Mode::Full,
+        ));
+        m.record(&AuditEvent::new(&meta, &Decision::allow(), Mode::Full));
+        m.dns_lookup(Duration::from_millis(3), true);
+        m.dns_lookup(Duration::from_millis(30), false);
+        m.reload(true);
+        m.reload(false);
+        let stats = Arc::new(proxy_io::Stats::default());
+        m.add_front_end("http", stats.clone());
+        let (_c1, _c2) = (stats.connection(), stats.connection());
+        stats.tunnel().closed(100, 0);
+        let text = m.render();
+        for line in [
+            "netproxy_requests_total{protocol=\"https_connect\"} 2",
+            "netproxy_decisions_total{protocol=\"https_connect\",decision=\"deny\",reason=\"denied\"} 1",
+            "netproxy_decisions_total{protocol=\"https_connect\",decision=\"allow\",reason=\"allow\"} 1",
+            "netproxy_dns_lookups_total 2",
+            "netproxy_dns_failures_total 1",
+            "netproxy_dns_lookup_seconds_count 2",
+            "netproxy_reloads_total{result=\"ok\"} 1",
+            "netproxy_reloads_total{result=\"failed\"} 1",
+            "netproxy_active_connections{protocol=\"http\"} 2",
+            "netproxy_bytes_total{protocol=\"http\",direction=\"up\"} 100",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        // Counters only ever grow: a second scrape adds only what is new.
+        stats.tunnel().closed(50, 0);
+        let text = m.render();
+        assert!(
+            text.contains("netproxy_bytes_total{protocol=\"http\",direction=\"up\"} 150"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,440 @@
+//! The admin API of the real `netproxy serve` process: token, every route, changes in force
+//! when answered, managed constraints, reload, metrics, and no token in any log line.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proxy_test_support::{Answer, DnsServer, HttpOrigin};
+
+struct Serve {
+    child: Child,
+    http: String,
+    admin: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("netproxy.toml")
+    }
+
+    /// Stops the process and returns its stderr.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(start.elapsed() < Duration::from_secs(30), "no exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut err = String::new();
+        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        err
+    }
+}
+
+fn start(dns: &DnsServer, extra: &[&str], config: &str, env: &[(&str, &str)]) -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let cfg = dir.path().join("netproxy.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_netproxy"))
+        .args([
+            "serve",
+            "--no-socks",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .arg("--ready-file")
+        .arg(&ready)
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "-c",
+            &format!("dns.nameservers=[\"{}\"]", dns.addr()),
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+        ])
+        .args(extra)
+        .env_clear()
+        .env("NETPROXY_HOME", dir.path().join("home"))
+        .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
+        .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let begin = Instant::now();
+    while !ready.exists() {
+        assert!(begin.elapsed() < Duration::from_secs(10), "not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    Serve {
+        child,
+        http: v["http"].as_str().unwrap().to_owned(),
+        admin: v["admin"].as_str().unwrap().to_owned(),
+        dir,
+    }
+}
+
+/// curl against the admin API: (status, body).
+fn admin(
+    s: &Serve,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "20",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
+    }
+    let out = cmd
+        .arg(format!("http://{}{path}", s.admin))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_owned())
+}
+
+/// curl through the proxy: the status code.
+fn through(s: &Serve, args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "20",
+            "-w",
+            "%{http_code}",
+            "-x",
+        ])
+        .arg(format!("http://{}", s.http))
+        .args(args)
+        .env_clear()
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+async fn world() -> (DnsServer, HttpOrigin) {
+    let dns = DnsServer::start().await.unwrap();
+    let origin = HttpOrigin::start("origin", "127.0.0.2".parse().unwrap())
+        .await
+        .unwrap();
+    for name in ["api.test", "new.test", "other.test"] {
+        dns.set(name, Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]));
+    }
+    (dns, origin)
+}
+
+fn token_file(s: &Serve) -> String {
+    let path = s.dir.path().join("home/admin.token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    std::fs::read_to_string(path).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_change_the_running_proxy_and_never_show_the_token() {
+    let (dns, origin) = world().await;
+    let port = origin.addr().port();
+    let s = start(&dns, &["--allow", "api.test"], "", &[]);
+    let token = token_file(&s);
+    let t = Some(token.as_str());
+    let url = |host: &str| format!("http://{host}:{port}/x");
+
+    let (c, body) = admin(&s, None, "GET", "/health", None);
+    assert_eq!((c, json(&body)["status"].as_str()), (200, Some("ok")));
+    assert_eq!(admin(&s, None, "GET", "/config", None).0, 401);
+    assert_eq!(admin(&s, Some("nope"), "GET", "/patterns", None).0, 401);
+
+    assert_eq!(through(&s, &[&url("api.test")]), "200");
+    assert_eq!(through(&s, &[&url("new.test")]), "403");
+
+    // /domains: in force when answered.
+    let (c, body) = admin(&s, t, "POST", "/domains", Some(r#"{"allow":["new.test"]}"#));
+    assert_eq!(c, 200, "{body}");
+    assert_eq!(through(&s, &[&url("new.test")]), "200");
+    let (c, body) = admin(&s, t, "GET", "/patterns", None);
+    assert_eq!(c, 200);
+    let p = json(&body);
+    assert!(
+        p["allowed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "new.test"),
+        "{body}"
+    );
+    // Replaced key by key: the same pattern denied now.
+    let (c, _) = admin(&s, t, "POST", "/domains", Some(r#"{"deny":["NEW.test."]}"#));
+    assert_eq!(c, 200);
+    assert_eq!(through(&s, &[&url("new.test")]), "403");
+
+    // /mode.
+    let (c, body) = admin(&s, t, "POST", "/mode", Some(r#"{"mode":"limited"}"#));
+    assert_eq!(
+        (c, json(&body)["mode"].as_str()),
+        (200, Some("limited")),
+        "{body}"
+    );
+    assert_eq!(through(&s, &["-X", "POST", &url("api.test")]), "403");
+    assert_eq!(through(&s, &[&url("api.test")]), "200");
+
+    // /config shows the runtime layer.
+    let (c, body) = admin(&s, t, "GET", "/config", None);
+    assert_eq!(c, 200);
+    let cfg = json(&body);
+    let mode = cfg["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["key"] == "network.mode")
+        .unwrap();
+    assert_eq!(
+        (mode["value"].as_str(), mode["layer"].as_str()),
+        (Some("limited"), Some("runtime"))
+    );
+
+    // /reload keeps the runtime layer, takes the file's changes, refuses a bad file.
+    std::fs::write(
+        s.config(),
+        "[network.domains]\n\"other.test\" = \"allow\"\n",
+    )
+    .unwrap();
+    let (c, body) = admin(&s, t, "POST", "/reload", None);
+    assert_eq!(
+        (c, json(&body)["status"].as_str()),
+        (200, Some("reloaded")),
+        "{body}"
+    );
+    assert_eq!(through(&s, &[&url("other.test")]), "200");
+    assert_eq!(through(&s, &["-X", "POST", &url("other.test")]), "403");
+    std::fs::write(s.config(), "[network\n").unwrap();
+    let (c, body) = admin(&s, t, "POST", "/reload", None);
+    assert_eq!(c, 409, "{body}");
+    assert_eq!(json(&body)["reason"], "invalid_config");
+    assert_eq!(through(&s, &[&url("other.test")]), "200");
+    std::fs::write(
+        s.config(),
+        "[network]\nproxy_url = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let (c, body) = admin(&s, t, "POST", "/reload", None);
+    assert_eq!(c, 409, "{body}");
+    assert!(body.contains("network.proxy_url"), "{body}");
+    std::fs::write(s.config(), "").unwrap();
+
+    // Bad input.
+    assert_eq!(admin(&s, t, "POST", "/mode", Some("{")).0, 400);
+    assert_eq!(
+        admin(&s, t, "POST", "/mode", Some(r#"{"mode":"open"}"#)).0,
+        400
+    );
+    assert_eq!(
+        admin(&s, t, "POST", "/domains", Some(r#"{"allow":["a?.test"]}"#)).0,
+        400
+    );
+    let big = format!(r#"{{"allow":["{}"]}}"#, "a".repeat(70_000));
+    assert_eq!(admin(&s, t, "POST", "/domains", Some(&big)).0, 413);
+
+    // /blocked: drains unless peeking; total counts everything.
+    let (c, body) = admin(&s, t, "GET", "/blocked?peek=true", None);
+    assert_eq!(c, 200);
+    let b = json(&body);
+    let total = b["total"].as_u64().unwrap();
+    assert!(total >= 3, "{body}");
+    let first = &b["blocked"][0];
+    for key in [
+        "host",
+        "port",
+        "reason",
+        "protocol",
+        "method",
+        "client",
+        "mode",
+        "decision",
+        "source",
+        "timestamp",
+    ] {
+        assert!(first.get(key).is_some(), "{key}: {first}");
+    }
+    assert_eq!(first["host"], "new.test");
+    let (_, body) = admin(&s, t, "GET", "/blocked", None);
+    assert_eq!(
+        json(&body)["blocked"].as_array().unwrap().len() as u64,
+        total.min(200)
+    );
+    let (_, body) = admin(&s, t, "GET", "/blocked", None);
+    assert_eq!(json(&body)["blocked"].as_array().unwrap().len(), 0);
+    assert_eq!(json(&body)["total"].as_u64().unwrap(), total);
+
+    // /check answers like `netproxy check --json`, with the rule and layer.
+    let (c, body) = admin(
+        &s,
+        t,
+        "POST",
+        "/check",
+        Some(&format!(r#"{{"url":"http://new.test:{port}/"}}"#)),
+    );
+    assert_eq!(c, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(
+        (v["decision"].as_str(), v["reason"].as_str()),
+        (Some("deny"), Some("denied"))
+    );
+    assert_eq!(v["rule"]["layer"], "runtime");
+    let (c, body) = admin(
+        &s,
+        t,
+        "POST",
+        "/check",
+        Some(r#"{"host":"api.test","port":80,"protocol":"http","method":"GET"}"#),
+    );
+    assert_eq!(c, 200, "{body}");
+    assert_eq!(json(&body)["decision"], "allow");
+    assert_eq!(
+        admin(&s, t, "POST", "/check", Some(r#"{"url":"gopher://x"}"#)).0,
+        400
+    );
+
+    // /metrics moves when requests flow.
+    let count = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("netproxy_requests_total{protocol=\"http\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let (c, before) = admin(&s, t, "GET", "/metrics", None);
+    assert_eq!(c, 200);
+    assert_eq!(through(&s, &[&url("api.test")]), "200");
+    assert_eq!(through(&s, &[&url("evil.test")]), "403");
+    let (_, after) = admin(&s, t, "GET", "/metrics", None);
+    assert_eq!(count(&after), count(&before) + 2, "{after}");
+    assert!(
+        after.contains(
+            "netproxy_decisions_total{protocol=\"http\",decision=\"deny\",reason=\"not_allowed\"}"
+        ),
+        "{after}"
+    );
+    assert!(
+        after.contains("netproxy_reloads_total{result=\"failed\"} "),
+        "{after}"
+    );
+    assert!(after.contains("netproxy_dns_lookups_total "), "{after}");
+
+    // The token is in no response and no log line, even at debug level.
+    for (m, p) in [
+        ("GET", "/config"),
+        ("GET", "/metrics"),
+        ("GET", "/patterns"),
+    ] {
+        assert!(!admin(&s, t, m, p, None).1.contains(&token));
+    }
+    let log = s.stop();
+    assert!(log.contains("admin API listening"), "{log}");
+    assert!(!log.contains(&token), "the token leaked into the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_constraints_answer_409_and_tokens_come_from_config_or_env() {
+    let (dns, _origin) = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let req = dir.path().join("requirements.toml");
+    std::fs::write(
+        &req,
+        "[network]\nmode = \"limited\"\nallowed_domains = [\"api.test\"]\nmanaged_allowed_domains_only = true\n",
+    )
+    .unwrap();
+    let s = start(
+        &dns,
+        &["--requirements", req.to_str().unwrap()],
+        "",
+        &[("NETPROXY_ADMIN_TOKEN", "from-env-123")],
+    );
+    let t = Some("from-env-123");
+    assert!(!s.dir.path().join("home/admin.token").exists());
+    let (c, body) = admin(&s, t, "POST", "/mode", Some(r#"{"mode":"full"}"#));
+    assert_eq!(c, 409, "{body}");
+    assert_eq!(json(&body)["reason"], "constraint");
+    let (c, _) = admin(&s, t, "GET", "/patterns", None);
+    assert_eq!(c, 200);
+    drop(s);
+
+    let s = start(
+        &dns,
+        &[],
+        "[network]\nadmin_token = \"from-config-456\"\n",
+        &[("NETPROXY_ADMIN_TOKEN", "from-env-123")],
+    );
+    assert_eq!(
+        admin(&s, Some("from-env-123"), "GET", "/patterns", None).0,
+        401
+    );
+    assert_eq!(
+        admin(&s, Some("from-config-456"), "GET", "/patterns", None).0,
+        200
+    );
+    let (_, body) = admin(&s, Some("from-config-456"), "GET", "/config", None);
+    assert!(!body.contains("from-config-456"), "{body}");
+}
+
+#[test]
+fn no_admin_and_a_busy_admin_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_netproxy"))
+        .args(["serve", "--no-socks", "--http", "127.0.0.1:0", "--admin"])
+        .arg(busy.local_addr().unwrap().to_string())
+        .arg("--ready-file")
+        .arg(&ready)
+        .env_clear()
+        .env("NETPROXY_HOME", dir.path().join("home"))
+        .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind the admin API listener"));
+    assert!(!ready.exists());
+}
