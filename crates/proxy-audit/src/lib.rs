@@ -18,6 +18,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod file;
+mod queue;
+
+pub use file::JsonLinesFile;
+pub use queue::DropOldest;
+
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -86,6 +92,39 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     );
     dt.format(&format)
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+}
+
+/// One decision as the JSON object of an `audit_log` line (and of OTLP log attributes): the
+/// fields of interface.md §7 with `event.name` and `event.timestamp`, plus the rule and layer
+/// that decided.
+///
+/// ```
+/// use proxy_core::{AuditEvent, Decision, Mode, Protocol, Reason, RequestMeta, Target};
+/// let meta = RequestMeta::new(Protocol::Http, Target::parse_authority("evil.example", 80).unwrap())
+///     .with_method("GET");
+/// let v = proxy_audit::event_json(&AuditEvent::new(&meta, &Decision::deny(Reason::Denied), Mode::Full));
+/// assert_eq!(v["event.name"], "netproxy.policy_decision");
+/// assert_eq!(v["server.port"], 80);
+/// assert_eq!(v["network.policy.reason"], "denied");
+/// ```
+pub fn event_json(ev: &AuditEvent) -> serde_json::Value {
+    serde_json::json!({
+        "event.name": proxy_core::EVENT_NAME,
+        "event.timestamp": rfc3339_millis(ev.timestamp),
+        "network.policy.scope": ev.scope.as_str(),
+        "network.policy.decision": ev.decision.as_str(),
+        "network.policy.source": ev.source.as_str(),
+        "network.policy.reason": ev.reason,
+        "network.policy.override": ev.policy_override,
+        "network.policy.mode": ev.mode.as_str(),
+        "network.policy.rule": ev.rule.as_ref().map(|r| r.pattern.to_string()),
+        "network.policy.layer": ev.rule.as_ref().and_then(|r| r.origin.as_ref().map(ToString::to_string)),
+        "network.transport.protocol": ev.protocol.as_str(),
+        "server.address": ev.server_address,
+        "server.port": ev.server_port,
+        "http.request.method": ev.method.as_deref().unwrap_or("none"),
+        "client.address": ev.client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+    })
 }
 
 /// The audit sink: a tracing event per decision, refusals into the buffer, and every event to

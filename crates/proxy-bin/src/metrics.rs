@@ -55,6 +55,17 @@ pub struct Metrics {
     front_ends: std::sync::Mutex<Vec<(&'static str, Arc<proxy_io::Stats>)>>,
     /// Byte totals already added to `bytes`, per front-end and direction.
     seen_bytes: std::sync::Mutex<Vec<(u64, u64)>>,
+    /// Audit sinks' drop counters, and what was already added from each.
+    drop_sources: std::sync::Mutex<Vec<(DropSource, u64)>>,
+}
+
+/// Reads an audit sink's count of dropped events.
+pub struct DropSource(pub Box<dyn Fn() -> u64 + Send + Sync>);
+
+impl std::fmt::Debug for DropSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DropSource")
+    }
 }
 
 impl Default for Metrics {
@@ -139,6 +150,7 @@ impl Metrics {
             bytes,
             front_ends: std::sync::Mutex::default(),
             seen_bytes: std::sync::Mutex::default(),
+            drop_sources: std::sync::Mutex::default(),
         }
     }
 
@@ -162,6 +174,11 @@ impl Metrics {
         self.audit_dropped.inc_by(n);
     }
 
+    /// Registers an audit sink's dropped-event counter, read at scrape time.
+    pub fn add_drop_source(&self, source: DropSource) {
+        lock(&self.drop_sources).push((source, 0));
+    }
+
     /// Registers a front-end's live counts under `protocol` (`http`, `socks5`).
     pub fn add_front_end(&self, protocol: &'static str, stats: Arc<proxy_io::Stats>) {
         lock(&self.front_ends).push((protocol, stats));
@@ -179,6 +196,11 @@ impl Metrics {
     }
 
     fn sync_front_ends(&self) {
+        for (source, seen) in lock(&self.drop_sources).iter_mut() {
+            let now = (source.0)();
+            self.audit_dropped.inc_by(now.saturating_sub(*seen));
+            *seen = now.max(*seen);
+        }
         let fronts = lock(&self.front_ends);
         let mut seen = lock(&self.seen_bytes);
         for (i, (protocol, stats)) in fronts.iter().enumerate() {

@@ -25,6 +25,15 @@ pub enum StartError {
     /// The resolver could not be built.
     #[error(transparent)]
     Resolver(#[from] ResolveError),
+    /// The audit file could not be opened.
+    #[error("cannot open the audit log {path}: {source}")]
+    AuditLog {
+        /// The configured path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why a reload was refused; the previous config stays in force.
@@ -55,6 +64,7 @@ pub struct Service {
     dialer: Arc<TcpDialer>,
     limits: Limits,
     socks_stats: Arc<proxy_io::Stats>,
+    audit_file: Option<Arc<proxy_audit::JsonLinesFile>>,
     upstream_warnings: Vec<String>,
 }
 
@@ -94,7 +104,25 @@ impl Service {
         let dialer = Arc::new(TcpDialer::new(config.connect_timeout()));
         let state: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot { config, policy }));
         let metrics = Arc::new(Metrics::new());
-        let audit = Arc::new(audit.with_sink(metrics.clone()));
+        let mut audit = audit.with_sink(metrics.clone());
+        let audit_file = match state.load().config.audit_log() {
+            Some(path) => {
+                let file = Arc::new(
+                    proxy_audit::JsonLinesFile::open(std::path::Path::new(path)).map_err(
+                        |source| StartError::AuditLog {
+                            path: path.to_owned(),
+                            source,
+                        },
+                    )?,
+                );
+                audit = audit.with_sink(file.clone());
+                let f = file.clone();
+                metrics.add_drop_source(crate::metrics::DropSource(Box::new(move || f.dropped())));
+                Some(file)
+            }
+            None => None,
+        };
+        let audit = Arc::new(audit);
         let (upstream, upstream_warnings) = UpstreamProxies::from_env(env);
         let gate = Arc::new(
             PolicyGate::new(state.clone(), resolver, audit.clone())
@@ -114,6 +142,7 @@ impl Service {
             dialer,
             limits,
             socks_stats,
+            audit_file,
             upstream_warnings,
         })
     }
@@ -236,6 +265,20 @@ impl Service {
             *runtime = candidate;
         }
         result
+    }
+
+    /// Reopens the audit file (after log rotation; `serve` does it on SIGHUP).
+    pub fn reopen_audit_log(&self) {
+        if let Some(f) = &self.audit_file {
+            f.reopen();
+        }
+    }
+
+    /// Writes every queued audit event out and closes the audit sinks (at shutdown).
+    pub fn close_audit(&self) {
+        if let Some(f) = &self.audit_file {
+            f.close();
+        }
     }
 
     /// The metrics.

@@ -438,3 +438,163 @@ fn no_admin_and_a_busy_admin_port() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind the admin API listener"));
     assert!(!ready.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_has_one_line_per_decision_and_follows_rotation() {
+    let (dns, origin) = world().await;
+    let port = origin.addr().port();
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("audit.jsonl");
+    let s = start(
+        &dns,
+        &["--allow", "api.test", "--deny", "other.test"],
+        &format!("[network]\naudit_log = {:?}\n", path.display().to_string()),
+        &[],
+    );
+    assert_eq!(
+        through(&s, &[&format!("http://api.test:{port}/a?secret=1")]),
+        "200"
+    );
+    assert_eq!(
+        through(&s, &["-p", &format!("http://api.test:{port}/b")]),
+        "200"
+    );
+    assert_eq!(
+        through(&s, &[&format!("http://other.test:{port}/c")]),
+        "403"
+    );
+    assert_eq!(through(&s, &[&format!("http://10.1.2.3:{port}/d")]), "403");
+    let read = |p: &std::path::Path, n: usize| -> Vec<serde_json::Value> {
+        let begin = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(begin.elapsed() < Duration::from_secs(10), "{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let lines = read(&path, 4);
+    assert_eq!(lines.len(), 4);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let want = [
+        (
+            "http",
+            "GET",
+            "api.test",
+            "allow",
+            "allow",
+            "baseline_policy",
+        ),
+        (
+            "https_connect",
+            "CONNECT",
+            "api.test",
+            "allow",
+            "allow",
+            "baseline_policy",
+        ),
+        (
+            "http",
+            "GET",
+            "other.test",
+            "deny",
+            "denied",
+            "baseline_policy",
+        ),
+        (
+            "http",
+            "GET",
+            "10.1.2.3",
+            "deny",
+            "not_allowed_local",
+            "baseline_policy",
+        ),
+    ];
+    for (line, (proto, method, host, decision, reason, source)) in lines.iter().zip(want) {
+        assert_eq!(line["event.name"], "netproxy.policy_decision");
+        assert_eq!(line["network.transport.protocol"], proto, "{line}");
+        assert_eq!(line["http.request.method"], method, "{line}");
+        assert_eq!(line["server.address"], host, "{line}");
+        assert_eq!(line["server.port"], port, "{line}");
+        assert_eq!(line["network.policy.decision"], decision, "{line}");
+        assert_eq!(line["network.policy.reason"], reason, "{line}");
+        assert_eq!(line["network.policy.source"], source, "{line}");
+        assert_eq!(line["network.policy.scope"], "domain", "{line}");
+        assert_eq!(line["network.policy.override"], false, "{line}");
+        assert!(
+            line["client.address"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:"),
+            "{line}"
+        );
+        assert_eq!(line["event.timestamp"].as_str().unwrap().len(), 24);
+    }
+    assert_eq!(lines[0]["network.policy.rule"], "api.test");
+    assert_eq!(lines[0]["network.policy.layer"], "command-line");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("secret") && !text.contains("/a"), "{text}");
+
+    // Rotation: move the file away, SIGHUP, and the next decision goes to a new file.
+    let rotated = logs.path().join("audit.jsonl.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    let ok = Command::new("kill")
+        .args(["-HUP", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        through(&s, &[&format!("http://other.test:{port}/e")]),
+        "403"
+    );
+    let fresh = read(&path, 1);
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0]["server.address"], "other.test");
+    assert_eq!(read(&rotated, 4).len(), 4);
+    s.stop();
+}
+
+#[test]
+fn an_audit_log_that_cannot_be_opened_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_netproxy"))
+        .args([
+            "serve",
+            "--no-socks",
+            "--no-admin",
+            "--http",
+            "127.0.0.1:0",
+            "-c",
+        ])
+        .arg(format!(
+            "audit_log={:?}",
+            dir.path()
+                .join("no/such/dir/audit.jsonl")
+                .display()
+                .to_string()
+        ))
+        .arg("--ready-file")
+        .arg(&ready)
+        .env_clear()
+        .env("NETPROXY_HOME", dir.path().join("home"))
+        .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot open the audit log"), "{err}");
+    assert!(!ready.exists());
+}

@@ -427,6 +427,10 @@ impl Config {
     pub fn allow_upstream_proxy(&self) -> bool {
         self.bool("network.allow_upstream_proxy")
     }
+    /// `audit_log`: the JSON-lines audit file, if set.
+    pub fn audit_log(&self) -> Option<&str> {
+        self.text("network.audit_log")
+    }
     /// `dangerously_allow_non_loopback_admin`.
     pub fn allow_non_loopback_admin(&self) -> bool {
         self.bool("network.dangerously_allow_non_loopback_admin")
@@ -712,7 +716,8 @@ impl Config {
                 || path.starts_with("network.limits.")
                 || path.starts_with("otel.")
                 || path.ends_with("_url")
-                || path.starts_with("network.enable_");
+                || path.starts_with("network.enable_")
+                || *path == "network.audit_log";
             if restart && self.value(path) != next.value(path) {
                 changed.push((*path).to_owned());
             }

@@ -534,7 +534,11 @@ impl Parser<'_> {
                 self.not_supported(wpath, "the credential broker");
             }
             "network.verify_sni" if on => self.not_supported(wpath, "SNI verification"),
-            "network.audit_log" => self.not_supported(wpath, "the JSON-lines audit log"),
+            "network.audit_log" if value.as_str().is_some_and(str::is_empty) => self.diag(
+                DiagnosticKind::InvalidValue,
+                wpath,
+                "expected the path of the audit file, found an empty string",
+            ),
             _ => {}
         }
     }

@@ -202,6 +202,7 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let status = wait_forwarding_signals(&mut child).await?;
     let _ = stop_tx.send(true);
+    service.close_audit();
     let code = exit_code(status);
     if !args.quiet
         && let Some(summary) = recorder.summary()

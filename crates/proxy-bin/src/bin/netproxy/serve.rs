@@ -213,6 +213,7 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     signals.abort();
+    service.close_audit();
     tracing::info!("netproxy stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -277,7 +278,10 @@ async fn handle_signals(service: Arc<Service>, stop: watch::Sender<bool>) {
         tokio::select! {
             _ = int.recv() => break,
             _ = term.recv() => break,
-            _ = hup.recv() => reload(&service),
+            _ = hup.recv() => {
+                service.reopen_audit_log();
+                reload(&service);
+            }
         }
     }
     tracing::info!("stopping: no new connections; draining the open ones");

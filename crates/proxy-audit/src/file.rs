@@ -1,0 +1,131 @@
+//! `audit_log = PATH`: one JSON object a line, appended, written as soon as the writer thread
+//! sees it (no event waits in a buffer for others), reopened on request (SIGHUP, for log
+//! rotation), created with mode 0600. The request path only queues the event.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use proxy_core::{AuditEvent, AuditSink};
+
+use crate::queue::DropOldest;
+
+/// Events waiting for the writer; beyond this the oldest are dropped and counted.
+const QUEUE: usize = 65_536;
+
+/// The JSON-lines audit file.
+#[derive(Debug)]
+pub struct JsonLinesFile {
+    shared: Arc<Shared>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    queue: DropOldest<AuditEvent>,
+    reopen: AtomicBool,
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)
+}
+
+impl JsonLinesFile {
+    /// Opens (or creates, mode 0600) `path` for appending and starts the writer thread.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = open(path)?;
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            queue: DropOldest::new(QUEUE),
+            reopen: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("netproxy-audit-log".into())
+            .spawn(move || write_loop(&s, file))?;
+        Ok(Self {
+            shared,
+            writer: std::sync::Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Reopens the file before the next write (after a log rotation moved it away).
+    pub fn reopen(&self) {
+        self.shared.reopen.store(true, Ordering::Relaxed);
+    }
+
+    /// Events dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.shared.queue.dropped()
+    }
+
+    /// Writes what is queued and stops the writer (at shutdown).
+    pub fn close(&self) {
+        self.shared.queue.close();
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for JsonLinesFile {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn write_loop(shared: &Shared, mut file: File) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        let batch = shared.queue.wait(4096, Duration::from_millis(500));
+        if shared.reopen.swap(false, Ordering::Relaxed) {
+            match open(&shared.path) {
+                Ok(f) => file = f,
+                Err(e) => tracing::error!(
+                    path = %shared.path.display(),
+                    error = %e,
+                    "cannot reopen the audit log; writing to the old file"
+                ),
+            }
+        }
+        if batch.is_empty() {
+            if shared.queue.finished() {
+                return;
+            }
+            continue;
+        }
+        buf.clear();
+        for ev in &batch {
+            // serde_json writes into a Vec without failing.
+            let _ = serde_json::to_writer(&mut buf, &crate::event_json(ev));
+            buf.push(b'\n');
+        }
+        if let Err(e) = file.write_all(&buf) {
+            tracing::error!(
+                path = %shared.path.display(),
+                error = %e,
+                lost = batch.len(),
+                "cannot write the audit log"
+            );
+        }
+    }
+}
+
+impl AuditSink for JsonLinesFile {
+    fn record(&self, event: &AuditEvent) {
+        self.shared.queue.push(event.clone());
+    }
+}

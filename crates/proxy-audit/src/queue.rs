@@ -1,0 +1,98 @@
+//! A bounded queue between the request path and a slow consumer (a file, an exporter): pushing
+//! never blocks; when the queue is full the oldest event is dropped and counted.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+/// A bounded, drop-oldest queue.
+///
+/// ```
+/// use proxy_audit::DropOldest;
+/// let q = DropOldest::new(2);
+/// q.push(1);
+/// q.push(2);
+/// q.push(3);
+/// assert_eq!(q.dropped(), 1);
+/// assert_eq!(q.drain(10), vec![2, 3]);
+/// ```
+#[derive(Debug)]
+pub struct DropOldest<T> {
+    items: Mutex<Inner<T>>,
+    ready: Condvar,
+    capacity: usize,
+    dropped: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner<T> {
+    queue: VecDeque<T>,
+    closed: bool,
+}
+
+impl<T> DropOldest<T> {
+    /// A queue holding at most `capacity` items (at least one).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            items: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds an item; when full, drops the oldest first. Never blocks on the consumer.
+    pub fn push(&self, item: T) {
+        let mut g = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        if g.queue.len() >= self.capacity {
+            g.queue.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        g.queue.push_back(item);
+        drop(g);
+        self.ready.notify_one();
+    }
+
+    /// How many items were dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Takes up to `max` items now, oldest first.
+    pub fn drain(&self, max: usize) -> Vec<T> {
+        let mut g = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = g.queue.len().min(max);
+        g.queue.drain(..n).collect()
+    }
+
+    /// Waits up to `timeout` for items, then takes up to `max`; an empty result after `close`
+    /// with nothing left means the consumer should stop.
+    pub fn wait(&self, max: usize, timeout: Duration) -> Vec<T> {
+        let g = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut g, _) = self
+            .ready
+            .wait_timeout_while(g, timeout, |i| i.queue.is_empty() && !i.closed)
+            .unwrap_or_else(PoisonError::into_inner);
+        let n = g.queue.len().min(max);
+        g.queue.drain(..n).collect()
+    }
+
+    /// Marks the queue closed and wakes the consumer (items already queued stay).
+    pub fn close(&self) {
+        self.items
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.ready.notify_all();
+    }
+
+    /// Whether `close` was called and nothing is left.
+    pub fn finished(&self) -> bool {
+        let g = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        g.closed && g.queue.is_empty()
+    }
+}
