@@ -19,9 +19,11 @@
 #![forbid(unsafe_code)]
 
 mod file;
+mod otlp;
 mod queue;
 
 pub use file::JsonLinesFile;
+pub use otlp::{OtlpConfig, OtlpError, OtlpProtocol, OtlpSink};
 pub use queue::DropOldest;
 
 use std::collections::VecDeque;

@@ -25,6 +25,9 @@ pub enum StartError {
     /// The resolver could not be built.
     #[error(transparent)]
     Resolver(#[from] ResolveError),
+    /// OTLP export could not start.
+    #[error("[otel]: {0}")]
+    Otlp(#[from] proxy_audit::OtlpError),
     /// The audit file could not be opened.
     #[error("cannot open the audit log {path}: {source}")]
     AuditLog {
@@ -65,6 +68,7 @@ pub struct Service {
     limits: Limits,
     socks_stats: Arc<proxy_io::Stats>,
     audit_file: Option<Arc<proxy_audit::JsonLinesFile>>,
+    otlp: Option<Arc<proxy_audit::OtlpSink>>,
     upstream_warnings: Vec<String>,
 }
 
@@ -122,6 +126,31 @@ impl Service {
             }
             None => None,
         };
+        let otlp = match state.load().config.otel_exporter() {
+            Some(exporter) => {
+                let snap = state.load();
+                let protocol = if exporter == "otlp-grpc" {
+                    proxy_audit::OtlpProtocol::Grpc
+                } else {
+                    proxy_audit::OtlpProtocol::Http
+                };
+                let default = match protocol {
+                    proxy_audit::OtlpProtocol::Grpc => "http://127.0.0.1:4317",
+                    proxy_audit::OtlpProtocol::Http => "http://127.0.0.1:4318",
+                };
+                let sink = Arc::new(proxy_audit::OtlpSink::start(&proxy_audit::OtlpConfig {
+                    protocol,
+                    endpoint: snap.config.otel_endpoint().unwrap_or(default).to_owned(),
+                    headers: snap.config.otel_headers(),
+                    service_version: env!("CARGO_PKG_VERSION").to_owned(),
+                })?);
+                audit = audit.with_sink(sink.clone());
+                let s = sink.clone();
+                metrics.add_drop_source(crate::metrics::DropSource(Box::new(move || s.dropped())));
+                Some(sink)
+            }
+            None => None,
+        };
         let audit = Arc::new(audit);
         let (upstream, upstream_warnings) = UpstreamProxies::from_env(env);
         let gate = Arc::new(
@@ -143,6 +172,7 @@ impl Service {
             limits,
             socks_stats,
             audit_file,
+            otlp,
             upstream_warnings,
         })
     }
@@ -275,9 +305,13 @@ impl Service {
     }
 
     /// Writes every queued audit event out and closes the audit sinks (at shutdown).
+    /// Blocks for at most a few seconds when an OTLP collector is slow.
     pub fn close_audit(&self) {
         if let Some(f) = &self.audit_file {
             f.close();
+        }
+        if let Some(o) = &self.otlp {
+            o.close();
         }
     }
 

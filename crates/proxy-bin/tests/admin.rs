@@ -13,6 +13,8 @@ struct Serve {
     http: String,
     admin: String,
     dir: tempfile::TempDir,
+    /// stderr, read as it comes so that the pipe never fills.
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Drop for Serve {
@@ -37,9 +39,7 @@ impl Serve {
             assert!(start.elapsed() < Duration::from_secs(30), "no exit");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut err = String::new();
-        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
-        err
+        self.stderr.take().unwrap().join().unwrap()
     }
 }
 
@@ -48,7 +48,7 @@ fn start(dns: &DnsServer, extra: &[&str], config: &str, env: &[(&str, &str)]) ->
     let ready = dir.path().join("ready.json");
     let cfg = dir.path().join("netproxy.toml");
     std::fs::write(&cfg, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_netproxy"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netproxy"))
         .args([
             "serve",
             "--no-socks",
@@ -84,7 +84,14 @@ fn start(dns: &DnsServer, extra: &[&str], config: &str, env: &[(&str, &str)]) ->
     }
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    let mut pipe = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+        err
+    });
     Serve {
+        stderr: Some(stderr),
         child,
         http: v["http"].as_str().unwrap().to_owned(),
         admin: v["admin"].as_str().unwrap().to_owned(),
@@ -597,4 +604,98 @@ fn an_audit_log_that_cannot_be_opened_stops_the_start() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot open the audit log"), "{err}");
     assert!(!ready.exists());
+}
+
+/// An OTLP/HTTP collector on loopback that decodes each export and records the server
+/// address of every log record; with `hang`, it accepts and never answers.
+async fn collector(hang: bool) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/v1/logs",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let s = s.clone();
+            async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                let req = <ExportLogsServiceRequest as prost::Message>::decode(body).unwrap();
+                for r in &req.resource_logs {
+                    let service = r.resource.as_ref().unwrap().attributes.iter().any(|kv| {
+                        kv.key == "service.name"
+                            && matches!(kv.value.as_ref().and_then(|v| v.value.clone()),
+                                    Some(Value::StringValue(ref n)) if n == "netproxy")
+                    });
+                    assert!(service);
+                    for l in r.scope_logs.iter().flat_map(|sl| &sl.log_records) {
+                        let host = l.attributes.iter().find(|kv| kv.key == "server.address");
+                        if let Some(Value::StringValue(h)) =
+                            host.and_then(|kv| kv.value.as_ref().and_then(|v| v.value.clone()))
+                        {
+                            s.lock().unwrap().push(h);
+                        }
+                    }
+                }
+                Vec::<u8>::new()
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_exported_over_otlp_and_a_hung_collector_delays_nothing() {
+    let (dns, origin) = world().await;
+    let port = origin.addr().port();
+    let (endpoint, seen) = collector(false).await;
+    let config = format!("[otel]\nexporter = \"otlp-http\"\nendpoint = {endpoint:?}\n");
+    let s = start(&dns, &["--allow", "api.test"], &config, &[]);
+    for _ in 0..5 {
+        assert_eq!(through(&s, &[&format!("http://api.test:{port}/")]), "200");
+    }
+    assert_eq!(through(&s, &[&format!("http://other.test:{port}/")]), "403");
+    let begin = Instant::now();
+    while seen.lock().unwrap().len() < 6 {
+        assert!(
+            begin.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hosts = seen.lock().unwrap().clone();
+    assert_eq!(
+        hosts.iter().filter(|h| *h == "api.test").count(),
+        5,
+        "{hosts:?}"
+    );
+    assert_eq!(
+        hosts.iter().filter(|h| *h == "other.test").count(),
+        1,
+        "{hosts:?}"
+    );
+    s.stop();
+
+    // A collector that never answers: requests go through as usual, and the process still
+    // stops (its export is bounded).
+    let (endpoint, _) = collector(true).await;
+    let config = format!("[otel]\nexporter = \"otlp-http\"\nendpoint = {endpoint:?}\n");
+    let s = start(&dns, &["--allow", "api.test"], &config, &[]);
+    for _ in 0..50 {
+        assert_eq!(through(&s, &[&format!("http://api.test:{port}/")]), "200");
+    }
+    let token = token_file(&s);
+    let (_, metrics) = admin(&s, Some(&token), "GET", "/metrics", None);
+    assert!(
+        metrics.contains("netproxy_audit_export_dropped_total"),
+        "{metrics}"
+    );
+    s.stop();
 }

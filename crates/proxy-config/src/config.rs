@@ -427,6 +427,25 @@ impl Config {
     pub fn allow_upstream_proxy(&self) -> bool {
         self.bool("network.allow_upstream_proxy")
     }
+    /// `[otel] exporter`, unless `none`: `otlp-http` or `otlp-grpc`.
+    pub fn otel_exporter(&self) -> Option<&str> {
+        self.text("otel.exporter").filter(|e| *e != "none")
+    }
+    /// `[otel] endpoint`, if set.
+    pub fn otel_endpoint(&self) -> Option<&str> {
+        self.text("otel.endpoint")
+    }
+    /// `[otel] headers`.
+    pub fn otel_headers(&self) -> Vec<(String, String)> {
+        self.value("otel.headers")
+            .and_then(Value::as_table)
+            .map(|t| {
+                t.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
     /// `audit_log`: the JSON-lines audit file, if set.
     pub fn audit_log(&self) -> Option<&str> {
         self.text("network.audit_log")

@@ -487,10 +487,7 @@ impl Parser<'_> {
             }),
             (Kind::Nameservers, _) => Some(bad("a list such as [\"127.0.0.53\", \"[::1]:5353\"]")),
             (Kind::Exporter, Value::String(s)) if s == "none" => None,
-            (Kind::Exporter, Value::String(s)) if s == "otlp-http" || s == "otlp-grpc" => {
-                self.not_supported(wpath, "OpenTelemetry export");
-                return self.store(spath, value);
-            }
+            (Kind::Exporter, Value::String(s)) if s == "otlp-http" || s == "otlp-grpc" => None,
             (Kind::Exporter, _) => Some(bad("\"none\", \"otlp-http\" or \"otlp-grpc\"")),
             (Kind::Headers, Value::Table(t)) => t
                 .iter()
@@ -534,6 +531,17 @@ impl Parser<'_> {
                 self.not_supported(wpath, "the credential broker");
             }
             "network.verify_sni" if on => self.not_supported(wpath, "SNI verification"),
+            "otel.endpoint"
+                if value
+                    .as_str()
+                    .is_some_and(|s| !s.trim().to_ascii_lowercase().starts_with("http://")) =>
+            {
+                self.diag(
+                    DiagnosticKind::InvalidValue,
+                    wpath,
+                    "expected a plain http:// collector URL such as \"http://127.0.0.1:4318\" (TLS to the collector is not supported)",
+                );
+            }
             "network.audit_log" if value.as_str().is_some_and(str::is_empty) => self.diag(
                 DiagnosticKind::InvalidValue,
                 wpath,

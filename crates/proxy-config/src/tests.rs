@@ -352,7 +352,6 @@ fn features_not_built_yet_are_refused() {
             "network.credential_broker",
         ),
         ("[network]\nverify_sni = true", "network.verify_sni"),
-        ("[otel]\nexporter = \"otlp-http\"", "otel.exporter"),
         (
             "[network]\ndangerously_allow_plaintext_credential_injection = true",
             "network.dangerously_allow_plaintext_credential_injection",

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 /// Flush when this many bytes are pending.
 const HIGH_WATER: usize = 64 * 1024;
+/// Beyond this much pending output (stderr is a pipe nobody reads), lines are dropped rather
+/// than held: memory stays bounded and the proxy keeps serving.
+const MAX_PENDING: usize = 8 * 1024 * 1024;
 /// Flush at least this often.
 const INTERVAL: Duration = Duration::from_millis(20);
 
@@ -108,7 +111,9 @@ impl Write for BatchedStderr {
             write_out(buf);
             return Ok(buf.len());
         }
-        g.0.extend_from_slice(buf);
+        if g.0.len() + buf.len() <= MAX_PENDING {
+            g.0.extend_from_slice(buf);
+        }
         let full = g.0.len() >= HIGH_WATER;
         drop(g);
         if full {

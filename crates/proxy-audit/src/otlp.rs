@@ -1,0 +1,329 @@
+//! OTLP logs export of audit events (`[otel] exporter = "otlp-http" | "otlp-grpc"`).
+//!
+//! The request path only pushes the event into our bounded, drop-oldest queue ([`DropOldest`],
+//! drops counted). A pump thread takes up to 512 events at a time, emits them through the
+//! OpenTelemetry SDK logger (whose batch processor runs on the Tokio runtime: the thread-based
+//! default panics with async exporters) and flushes before taking more, so the SDK's own queue
+//! (which drops the newest and hides the count) never fills. A collector that is down or hangs
+//! only fills our queue; requests never wait for it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider, Severity};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use proxy_core::{AuditEvent, AuditSink};
+
+use crate::queue::DropOldest;
+
+/// Events waiting for export; beyond this the oldest are dropped and counted.
+const QUEUE: usize = 65_536;
+/// Events per export.
+const BATCH: usize = 512;
+/// How long one export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown keeps exporting what is queued.
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(3);
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (`otlp-http`).
+    Http,
+    /// OTLP/gRPC (`otlp-grpc`).
+    Grpc,
+}
+
+/// Where and how to export.
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// The transport.
+    pub protocol: OtlpProtocol,
+    /// The collector: for HTTP a base URL (`/v1/logs` is appended unless already there), for
+    /// gRPC the server URL. Plain `http://` only.
+    pub endpoint: String,
+    /// Extra headers (gRPC metadata).
+    pub headers: Vec<(String, String)>,
+    /// `service.version` of the resource.
+    pub service_version: String,
+}
+
+/// Why export could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    /// The endpoint or a header is not usable.
+    #[error("{0}")]
+    Config(String),
+    /// The exporter could not be built.
+    #[error("cannot build the OTLP exporter: {0}")]
+    Build(String),
+    /// The pump thread could not start.
+    #[error("cannot start the OTLP export thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// The audit sink that exports over OTLP.
+#[derive(Debug)]
+pub struct OtlpSink {
+    shared: Arc<Shared>,
+    pump: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Receives once the pump thread has finished.
+    done: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: DropOldest<AuditEvent>,
+    /// Set by `close`: after it, export stops at this instant and the rest is dropped.
+    deadline: std::sync::Mutex<Option<Instant>>,
+    expired: std::sync::atomic::AtomicU64,
+}
+
+fn logs_url(endpoint: &str) -> Result<String, OtlpError> {
+    let e = endpoint.trim().trim_end_matches('/');
+    if !e.to_ascii_lowercase().starts_with("http://") {
+        return Err(OtlpError::Config(format!(
+            "otel.endpoint {endpoint:?}: only plain http:// collectors are supported"
+        )));
+    }
+    Ok(if e.ends_with("/v1/logs") {
+        e.to_owned()
+    } else {
+        format!("{e}/v1/logs")
+    })
+}
+
+impl OtlpSink {
+    /// Builds the exporter and starts exporting. Call it inside a Tokio runtime (the SDK's
+    /// batch processor runs on it).
+    pub fn start(config: &OtlpConfig) -> Result<Self, OtlpError> {
+        let build = |e: opentelemetry_otlp::ExporterBuildError| OtlpError::Build(e.to_string());
+        let exporter = match config.protocol {
+            OtlpProtocol::Http => {
+                let headers: HashMap<String, String> = config.headers.iter().cloned().collect();
+                opentelemetry_otlp::LogExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(logs_url(&config.endpoint)?)
+                    .with_timeout(EXPORT_TIMEOUT)
+                    .with_retry_policy(
+                        opentelemetry_otlp::RetryPolicy::default().with_max_retries(1),
+                    )
+                    .with_headers(headers)
+                    .build()
+                    .map_err(build)?
+            }
+            OtlpProtocol::Grpc => {
+                if !config.endpoint.to_ascii_lowercase().starts_with("http://") {
+                    return Err(OtlpError::Config(format!(
+                        "otel.endpoint {:?}: only plain http:// collectors are supported",
+                        config.endpoint
+                    )));
+                }
+                let mut map = http::HeaderMap::new();
+                for (k, v) in &config.headers {
+                    let name = http::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|e| OtlpError::Config(format!("otel.headers.{k}: {e}")))?;
+                    let value = http::HeaderValue::from_str(v)
+                        .map_err(|e| OtlpError::Config(format!("otel.headers.{k}: {e}")))?;
+                    map.insert(name, value);
+                }
+                opentelemetry_otlp::LogExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(config.endpoint.clone())
+                    .with_timeout(EXPORT_TIMEOUT)
+                    .with_metadata(
+                        opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map),
+                    )
+                    .build()
+                    .map_err(build)?
+            }
+        };
+        let processor =
+            opentelemetry_sdk::logs::log_processor_with_async_runtime::BatchLogProcessor::builder(
+                exporter,
+                opentelemetry_sdk::runtime::Tokio,
+            )
+            .with_batch_config(
+                opentelemetry_sdk::logs::BatchConfigBuilder::default()
+                    // Exports happen only when the pump flushes (never on a timer or a full batch),
+                    // so each flush reports its own export's outcome.
+                    .with_max_queue_size(BATCH * 4)
+                    .with_max_export_batch_size(BATCH * 2)
+                    .with_scheduled_delay(Duration::from_secs(3600))
+                    .with_max_export_timeout(EXPORT_TIMEOUT)
+                    .build(),
+            )
+            .build();
+        let provider = SdkLoggerProvider::builder()
+            .with_resource(
+                Resource::builder()
+                    .with_service_name("netproxy")
+                    .with_attribute(KeyValue::new(
+                        "service.version",
+                        config.service_version.clone(),
+                    ))
+                    .build(),
+            )
+            .with_log_processor(processor)
+            .build();
+        let shared = Arc::new(Shared {
+            queue: DropOldest::new(QUEUE),
+            deadline: std::sync::Mutex::new(None),
+            expired: std::sync::atomic::AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let pump = std::thread::Builder::new()
+            .name("netproxy-otlp".into())
+            .spawn(move || {
+                pump(&s, &provider);
+                let _ = done_tx.send(());
+            })?;
+        Ok(Self {
+            shared,
+            pump: std::sync::Mutex::new(Some(pump)),
+            done: std::sync::Mutex::new(done_rx),
+        })
+    }
+
+    /// Events lost: dropped by a full queue, in a failed export, or left over when shutdown's
+    /// budget ran out.
+    pub fn dropped(&self) -> u64 {
+        self.shared.queue.dropped()
+            + self
+                .shared
+                .expired
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Exports what is queued (for at most a few seconds), then stops; events it could not
+    /// export in that time count as dropped. Blocks: call it off the async workers.
+    pub fn close(&self) {
+        *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Instant::now() + SHUTDOWN_BUDGET);
+        self.shared.queue.close();
+        let handle = self
+            .pump
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(handle) = handle else { return };
+        let finished = self
+            .done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recv_timeout(SHUTDOWN_BUDGET + EXPORT_TIMEOUT);
+        if finished.is_ok() {
+            let _ = handle.join();
+        } else {
+            // The pump is stuck in an export to a collector that does not answer: leave it,
+            // and count what it could not send.
+            let rest = self.shared.queue.drain(usize::MAX).len();
+            self.shared
+                .expired
+                .fetch_add(rest as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+fn pump(shared: &Shared, provider: &SdkLoggerProvider) {
+    let logger = provider.logger("netproxy.audit");
+    loop {
+        let batch = shared.queue.wait(BATCH, Duration::from_millis(500));
+        if batch.is_empty() {
+            if shared.queue.finished() {
+                break;
+            }
+            continue;
+        }
+        let late = shared
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|d| Instant::now() >= d);
+        if late {
+            let rest = batch.len() + shared.queue.drain(usize::MAX).len();
+            shared
+                .expired
+                .fetch_add(rest as u64, std::sync::atomic::Ordering::Relaxed);
+            break;
+        }
+        for ev in &batch {
+            let mut record = logger.create_log_record();
+            fill(&mut record, ev);
+            logger.emit(record);
+        }
+        // Wait for this batch to leave before taking more: the SDK's queue never overflows.
+        if let Err(e) = provider.force_flush() {
+            shared
+                .expired
+                .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(target: "netproxy::otlp", error = %e, lost = batch.len(), "OTLP export failed");
+        }
+    }
+    if let Err(e) = provider.shutdown() {
+        tracing::debug!(target: "netproxy::otlp", error = %e, "OTLP shutdown");
+    }
+}
+
+fn fill<R: LogRecord>(record: &mut R, ev: &AuditEvent) {
+    record.set_event_name(proxy_core::EVENT_NAME);
+    record.set_timestamp(ev.timestamp);
+    record.set_observed_timestamp(std::time::SystemTime::now());
+    record.set_severity_number(Severity::Info);
+    record.set_severity_text("INFO");
+    record.set_body(AnyValue::from("policy decision"));
+    let json = crate::event_json(ev);
+    if let serde_json::Value::Object(map) = json {
+        for (k, v) in map {
+            let value = match v {
+                serde_json::Value::Null => continue,
+                serde_json::Value::Bool(b) => AnyValue::Boolean(b),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => AnyValue::Int(i),
+                    None => AnyValue::String(n.to_string().into()),
+                },
+                serde_json::Value::String(s) => AnyValue::String(s.into()),
+                other => AnyValue::String(other.to_string().into()),
+            };
+            record.add_attribute(k, value);
+        }
+    }
+}
+
+impl AuditSink for OtlpSink {
+    fn record(&self, event: &AuditEvent) {
+        self.shared.queue.push(event.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            logs_url("http://127.0.0.1:4318").unwrap(),
+            "http://127.0.0.1:4318/v1/logs"
+        );
+        assert_eq!(
+            logs_url("http://127.0.0.1:4318/").unwrap(),
+            "http://127.0.0.1:4318/v1/logs"
+        );
+        assert_eq!(
+            logs_url("http://127.0.0.1:4318/v1/logs").unwrap(),
+            "http://127.0.0.1:4318/v1/logs"
+        );
+        assert!(logs_url("https://collector:4318").is_err());
+    }
+}
