@@ -90,7 +90,10 @@ impl Drop for JsonLinesFile {
 fn write_loop(shared: &Shared, mut file: File) {
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
-        let batch = shared.queue.wait(4096, Duration::from_millis(500));
+        // Each event is written within a few milliseconds, with the others of that moment.
+        let batch = shared
+            .queue
+            .wait(4096, Duration::from_millis(2), Duration::from_millis(500));
         if shared.reopen.swap(false, Ordering::Relaxed) {
             match open(&shared.path) {
                 Ok(f) => file = f,
@@ -110,7 +113,7 @@ fn write_loop(shared: &Shared, mut file: File) {
         buf.clear();
         for ev in &batch {
             // serde_json writes into a Vec without failing.
-            let _ = serde_json::to_writer(&mut buf, &crate::event_json(ev));
+            let _ = serde_json::to_writer(&mut buf, &crate::Line::of(ev));
             buf.push(b'\n');
         }
         if let Err(e) = file.write_all(&buf) {

@@ -110,23 +110,66 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
 /// assert_eq!(v["network.policy.reason"], "denied");
 /// ```
 pub fn event_json(ev: &AuditEvent) -> serde_json::Value {
-    serde_json::json!({
-        "event.name": proxy_core::EVENT_NAME,
-        "event.timestamp": rfc3339_millis(ev.timestamp),
-        "network.policy.scope": ev.scope.as_str(),
-        "network.policy.decision": ev.decision.as_str(),
-        "network.policy.source": ev.source.as_str(),
-        "network.policy.reason": ev.reason,
-        "network.policy.override": ev.policy_override,
-        "network.policy.mode": ev.mode.as_str(),
-        "network.policy.rule": ev.rule.as_ref().map(|r| r.pattern.to_string()),
-        "network.policy.layer": ev.rule.as_ref().and_then(|r| r.origin.as_ref().map(ToString::to_string)),
-        "network.transport.protocol": ev.protocol.as_str(),
-        "server.address": ev.server_address,
-        "server.port": ev.server_port,
-        "http.request.method": ev.method.as_deref().unwrap_or("none"),
-        "client.address": ev.client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
-    })
+    serde_json::to_value(Line::of(ev)).unwrap_or(serde_json::Value::Null)
+}
+
+/// One `audit_log` line, serialised without building a JSON tree.
+#[derive(serde::Serialize)]
+pub(crate) struct Line<'a> {
+    #[serde(rename = "event.name")]
+    name: &'static str,
+    #[serde(rename = "event.timestamp")]
+    timestamp: String,
+    #[serde(rename = "network.policy.scope")]
+    scope: &'static str,
+    #[serde(rename = "network.policy.decision")]
+    decision: &'static str,
+    #[serde(rename = "network.policy.source")]
+    source: &'static str,
+    #[serde(rename = "network.policy.reason")]
+    reason: &'static str,
+    #[serde(rename = "network.policy.override")]
+    policy_override: bool,
+    #[serde(rename = "network.policy.mode")]
+    mode: &'static str,
+    #[serde(rename = "network.policy.rule")]
+    rule: Option<&'a str>,
+    #[serde(rename = "network.policy.layer")]
+    layer: Option<&'a str>,
+    #[serde(rename = "network.transport.protocol")]
+    protocol: &'static str,
+    #[serde(rename = "server.address")]
+    server_address: &'a str,
+    #[serde(rename = "server.port")]
+    server_port: u16,
+    #[serde(rename = "http.request.method")]
+    method: &'a str,
+    #[serde(rename = "client.address")]
+    client: String,
+}
+
+impl<'a> Line<'a> {
+    pub(crate) fn of(ev: &'a AuditEvent) -> Self {
+        Self {
+            name: proxy_core::EVENT_NAME,
+            timestamp: rfc3339_millis(ev.timestamp),
+            scope: ev.scope.as_str(),
+            decision: ev.decision.as_str(),
+            source: ev.source.as_str(),
+            reason: ev.reason,
+            policy_override: ev.policy_override,
+            mode: ev.mode.as_str(),
+            rule: ev.rule.as_ref().map(|r| &*r.pattern),
+            layer: ev.rule.as_ref().and_then(|r| r.origin.as_deref()),
+            protocol: ev.protocol.as_str(),
+            server_address: &ev.server_address,
+            server_port: ev.server_port,
+            method: ev.method.as_deref().unwrap_or("none"),
+            client: ev
+                .client
+                .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+        }
+    }
 }
 
 /// The audit sink: a tracing event per decision, refusals into the buffer, and every event to

@@ -238,7 +238,9 @@ impl OtlpSink {
 fn pump(shared: &Shared, provider: &SdkLoggerProvider) {
     let logger = provider.logger("netproxy.audit");
     loop {
-        let batch = shared.queue.wait(BATCH, Duration::from_millis(500));
+        let batch = shared
+            .queue
+            .wait(BATCH, Duration::from_millis(100), Duration::from_millis(500));
         if batch.is_empty() {
             if shared.queue.finished() {
                 break;
@@ -282,22 +284,32 @@ fn fill<R: LogRecord>(record: &mut R, ev: &AuditEvent) {
     record.set_severity_number(Severity::Info);
     record.set_severity_text("INFO");
     record.set_body(AnyValue::from("policy decision"));
-    let json = crate::event_json(ev);
-    if let serde_json::Value::Object(map) = json {
-        for (k, v) in map {
-            let value = match v {
-                serde_json::Value::Null => continue,
-                serde_json::Value::Bool(b) => AnyValue::Boolean(b),
-                serde_json::Value::Number(n) => match n.as_i64() {
-                    Some(i) => AnyValue::Int(i),
-                    None => AnyValue::String(n.to_string().into()),
-                },
-                serde_json::Value::String(s) => AnyValue::String(s.into()),
-                other => AnyValue::String(other.to_string().into()),
-            };
-            record.add_attribute(k, value);
+    // Static keys and values where the value is one of a few names: no allocation for them.
+    // The event name and timestamp are the record's own fields.
+    record.add_attribute("network.policy.scope", ev.scope.as_str());
+    record.add_attribute("network.policy.decision", ev.decision.as_str());
+    record.add_attribute("network.policy.source", ev.source.as_str());
+    record.add_attribute("network.policy.reason", ev.reason);
+    record.add_attribute("network.policy.override", ev.policy_override);
+    record.add_attribute("network.policy.mode", ev.mode.as_str());
+    if let Some(rule) = &ev.rule {
+        record.add_attribute("network.policy.rule", rule.pattern.to_string());
+        if let Some(layer) = &rule.origin {
+            record.add_attribute("network.policy.layer", layer.to_string());
         }
     }
+    record.add_attribute("network.transport.protocol", ev.protocol.as_str());
+    record.add_attribute("server.address", ev.server_address.clone());
+    record.add_attribute("server.port", i64::from(ev.server_port));
+    record.add_attribute(
+        "http.request.method",
+        ev.method.clone().unwrap_or_else(|| "none".to_owned()),
+    );
+    record.add_attribute(
+        "client.address",
+        ev.client
+            .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+    );
 }
 
 impl AuditSink for OtlpSink {

@@ -29,6 +29,9 @@ pub struct DropOldest<T> {
 struct Inner<T> {
     queue: VecDeque<T>,
     closed: bool,
+    /// The consumer sleeps on the condvar: the next push wakes it (only that one does, so a
+    /// busy producer does not pay a wake-up per item).
+    waiting: bool,
 }
 
 impl<T> DropOldest<T> {
@@ -38,6 +41,7 @@ impl<T> DropOldest<T> {
             items: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 closed: false,
+                waiting: false,
             }),
             ready: Condvar::new(),
             capacity: capacity.max(1),
@@ -53,8 +57,11 @@ impl<T> DropOldest<T> {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         g.queue.push_back(item);
+        let wake = std::mem::take(&mut g.waiting);
         drop(g);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
     }
 
     /// How many items were dropped so far.
@@ -69,14 +76,25 @@ impl<T> DropOldest<T> {
         g.queue.drain(..n).collect()
     }
 
-    /// Waits up to `timeout` for items, then takes up to `max`; an empty result after `close`
-    /// with nothing left means the consumer should stop.
-    pub fn wait(&self, max: usize, timeout: Duration) -> Vec<T> {
-        let g = self.items.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mut g, _) = self
-            .ready
-            .wait_timeout_while(g, timeout, |i| i.queue.is_empty() && !i.closed)
-            .unwrap_or_else(PoisonError::into_inner);
+    /// Waits up to `timeout` for items; once there are some but fewer than `max`, lets more
+    /// gather for `linger` (so a busy queue is taken in batches); then takes up to `max`. An
+    /// empty result after `close` with nothing left means the consumer should stop.
+    pub fn wait(&self, max: usize, linger: Duration, timeout: Duration) -> Vec<T> {
+        let mut g = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        if g.queue.is_empty() && !g.closed {
+            g.waiting = true;
+            let (g2, _) = self
+                .ready
+                .wait_timeout_while(g, timeout, |i| i.queue.is_empty() && !i.closed)
+                .unwrap_or_else(PoisonError::into_inner);
+            g = g2;
+            g.waiting = false;
+        }
+        if !g.queue.is_empty() && g.queue.len() < max && !g.closed && !linger.is_zero() {
+            drop(g);
+            std::thread::sleep(linger);
+            g = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        }
         let n = g.queue.len().min(max);
         g.queue.drain(..n).collect()
     }

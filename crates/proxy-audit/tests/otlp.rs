@@ -144,7 +144,6 @@ async fn http_export_reaches_the_collector_with_resource_and_attributes() {
     let a = &attrs(first)[0];
     let get = |k: &str| a.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     assert_eq!(get("event_name"), Some("netproxy.policy_decision"));
-    assert_eq!(get("event.name"), Some("netproxy.policy_decision"));
     assert_eq!(get("network.policy.decision"), Some("deny"));
     assert_eq!(get("network.policy.reason"), Some("not_allowed"));
     assert_eq!(get("network.transport.protocol"), Some("https_connect"));

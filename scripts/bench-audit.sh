@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The audit export benchmark of issue 6 (docs/benchmarks.md): http-forward 1 KiB through
+# netproxy for SECS seconds, without audit sinks and with `audit_log` plus OTLP/HTTP export to a
+# loopback collector, interleaved REPS times; then every decision is counted in the file, at the
+# collector and in netproxy's own metrics. Everything listens on 127.0.0.1.
+#
+#   scripts/bench-audit.sh [SECS] [REPS]      (defaults 60 and 2)
+#
+# Needs: target/release/netproxy, target/release/examples/otlp_count
+# (cargo build --release -p proxy-bin && cargo build --release -p proxy-audit --example otlp_count)
+# and the bench kit's loadgen (../shared/bench/loadgen/target/release/loadgen).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-60}
+REPS=${2:-2}
+NETPROXY=target/release/netproxy
+COUNT=target/release/examples/otlp_count
+LOADGEN=${LOADGEN:-../shared/bench/loadgen/target/release/loadgen}
+for b in "$NETPROXY" "$COUNT" "$LOADGEN"; do
+  [ -x "$b" ] || { echo "missing $b (see the header of this script)" >&2; exit 2; }
+done
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+"$LOADGEN" serve --http 127.0.0.1:18180 --echo 127.0.0.1:18181 --sink 127.0.0.1:18182 \
+  --echo-close 127.0.0.1:18183 --udp-echo 127.0.0.1:18184 >/dev/null 2>&1 &
+PIDS+=($!)
+"$COUNT" 127.0.0.1:18190 "$WORK/collected" &
+COLLECTOR=$!
+PIDS+=($COLLECTOR)
+sleep 0.5
+
+run() { # run NAME EXTRA_TOML -> prints "rps decisions file_lines collected"
+  local name=$1 extra=$2 dir="$WORK/$1-$3"
+  mkdir -p "$dir/home"
+  printf '[network]\nallow_local_binding = true\nenable_socks5 = false\n%s\n[network.domains]\n"127.0.0.1" = "allow"\n' "$extra" >"$dir/netproxy.toml"
+  if [ "$name" = audited ] || [ "$name" = otlp ]; then
+    printf '[otel]\nexporter = "otlp-http"\nendpoint = "http://127.0.0.1:18190"\n' >>"$dir/netproxy.toml"
+  fi
+  NETPROXY_HOME="$dir/home" NETPROXY_SYSTEM_DIR="$dir/sys" NETPROXY_ADMIN_TOKEN=bench RUST_LOG=warn \
+    "$NETPROXY" serve --config "$dir/netproxy.toml" --http 127.0.0.1:0 --admin 127.0.0.1:0 \
+    --ready-file "$dir/ready.json" 2>"$dir/stderr" &
+  local np=$!
+  for _ in $(seq 100); do [ -s "$dir/ready.json" ] && break; sleep 0.1; done
+  local http admin
+  http=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['http'])" "$dir/ready.json")
+  admin=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['admin'])" "$dir/ready.json")
+  local before=0
+  [ -f "$WORK/collected" ] && before=$(cat "$WORK/collected")
+  "$LOADGEN" http-forward --proxy "$http" --url http://127.0.0.1:18180/1k --conns 32 --secs "$SECS" >"$dir/load.json"
+  local decisions
+  decisions=$(curl -s --noproxy '*' -H 'Authorization: Bearer bench' "http://$admin/metrics" |
+    awk '/^netproxy_requests_total/ {s+=$2} END {print s+0}')
+  # CPU seconds of netproxy's threads and of the collector (same machine) during the run.
+  local ticks cticks hz
+  hz=$(getconf CLK_TCK)
+  ticks=$(awk '{print $14+$15}' "/proc/$np/stat")
+  cticks=$(awk '{print $14+$15}' "/proc/$COLLECTOR/stat")
+  kill -TERM "$np"; wait "$np" || true
+  local lines=0 collected=0
+  [ -f "$dir/audit.jsonl" ] && lines=$(wc -l <"$dir/audit.jsonl")
+  if [ "$name" = audited ] || [ "$name" = otlp ]; then
+    sleep 1
+    collected=$(( $(cat "$WORK/collected") - before ))
+  fi
+  local rps
+  rps=$(python3 -c "import json,sys;print(round(json.load(open(sys.argv[1]))['rps']))" "$dir/load.json")
+  local cpu
+  cpu=$(python3 -c "import sys;t,d,hz=map(float,sys.argv[1:]);print(round(t/hz/d*1e6,1))" "$ticks" "$decisions" "$hz")
+  local collector_cpu=$(( cticks - ${LAST_CTICKS:-$cticks} ))
+  LAST_CTICKS=$cticks
+  echo "$name rps=$rps decisions=$decisions file_lines=$lines collected=$collected netproxy_cpu_us_per_decision=$cpu collector_cpu_ticks=$collector_cpu"
+}
+
+for rep in $(seq "$REPS"); do
+  run baseline "" "$rep"
+  [ -z "${ONLY_SEPARATE:-}" ] && run audited "audit_log = \"$WORK/audited-$rep/audit.jsonl\"" "$rep"
+  if [ -n "${SEPARATE:-}" ]; then
+    run file "audit_log = \"$WORK/file-$rep/audit.jsonl\"" "$rep"
+    run otlp "" "$rep"
+  fi
+done
