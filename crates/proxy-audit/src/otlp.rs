@@ -238,9 +238,11 @@ impl OtlpSink {
 fn pump(shared: &Shared, provider: &SdkLoggerProvider) {
     let logger = provider.logger("netproxy.audit");
     loop {
-        let batch = shared
-            .queue
-            .wait(BATCH, Duration::from_millis(100), Duration::from_millis(500));
+        let batch = shared.queue.wait(
+            BATCH,
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+        );
         if batch.is_empty() {
             if shared.queue.finished() {
                 break;

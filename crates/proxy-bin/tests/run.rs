@@ -642,3 +642,69 @@ async fn readme_run_example() {
         )
     );
 }
+
+#[test]
+fn run_opens_the_admin_api_only_when_asked() {
+    let home = tempfile::tempdir().unwrap();
+    // Without --admin: no admin line, no token file.
+    let out = output(netproxy(home.path(), &["run", "true"], &[]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!text(&out.stderr).contains("admin API"));
+    assert!(!home.path().join("netproxy/admin.token").exists());
+
+    let mut child = netproxy(
+        home.path(),
+        &[
+            "run",
+            "--admin",
+            "127.0.0.1:0",
+            "--",
+            "sh",
+            "-c",
+            "read line",
+        ],
+        &[],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    // "netproxy: admin API on http://127.0.0.1:PORT (token: FILE)"
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    let token_file = home.path().join("netproxy/admin.token");
+    assert!(line.contains(&token_file.display().to_string()), "{line}");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(!line.contains(token.trim()));
+    let curl = |auth: bool| {
+        let mut c = Command::new("curl");
+        c.args([
+            "-s",
+            "--noproxy",
+            "*",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ]);
+        if auth {
+            c.args(["-H", &format!("Authorization: Bearer {}", token.trim())]);
+        }
+        let o = c.arg(format!("http://{addr}/patterns")).output().unwrap();
+        text(&o.stdout)
+    };
+    assert_eq!(curl(false), "401");
+    assert_eq!(curl(true), "200");
+    // The child ends; so does the admin API.
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(curl(true), "000");
+}
