@@ -133,7 +133,7 @@ impl Metrics {
         let bytes = Family::<DirectionLabels, Counter>::default();
         registry.register(
             "bytes",
-            "Bytes relayed through tunnels, by listener protocol and direction (up: client to upstream)",
+            "Bytes relayed (forwarded bodies as they flow, tunnels when they close), by listener protocol and direction (up: client to upstream)",
             bytes.clone(),
         );
         Self {

@@ -699,3 +699,53 @@ async fn decisions_are_exported_over_otlp_and_a_hung_collector_delays_nothing() 
     );
     s.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_and_tunnel_metrics_follow_the_traffic() {
+    let (dns, origin) = world().await;
+    let port = origin.addr().port();
+    let s = start(&dns, &["--allow", "api.test"], "", &[]);
+    let token = token_file(&s);
+    let body = "x".repeat(1000);
+    assert_eq!(
+        through(&s, &["-d", &body, &format!("http://api.test:{port}/up")]),
+        "200"
+    );
+    assert_eq!(
+        through(&s, &[&format!("http://api.test:{port}/bytes/5000")]),
+        "200"
+    );
+    assert_eq!(
+        through(&s, &["-p", &format!("http://api.test:{port}/bytes/3000")]),
+        "200"
+    );
+    let value = |text: &str, series: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+    };
+    // The tunnel's bytes are added when it closes; give it a moment.
+    let begin = Instant::now();
+    loop {
+        let (_, m) = admin(&s, Some(&token), "GET", "/metrics", None);
+        let up = value(
+            &m,
+            "netproxy_bytes_total{protocol=\"http\",direction=\"up\"}",
+        );
+        let down = value(
+            &m,
+            "netproxy_bytes_total{protocol=\"http\",direction=\"down\"}",
+        );
+        if up >= 1000 && down >= 8000 {
+            assert_eq!(value(&m, "netproxy_active_tunnels{protocol=\"http\"}"), 0);
+            break;
+        }
+        assert!(
+            begin.elapsed() < Duration::from_secs(10),
+            "up {up} down {down}\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

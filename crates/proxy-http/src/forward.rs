@@ -17,6 +17,7 @@ use proxy_core::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::count::{Counted, Direction};
 use crate::respond::{self, Body};
 use crate::server::Shared;
 use proxy_io::tunnel;
@@ -258,7 +259,8 @@ where
         }
     };
     parts.extensions = http::Extensions::new();
-    let outgoing = Request::from_parts(parts, body);
+    let stats = shared.limits.stats.clone();
+    let outgoing = Request::from_parts(parts, Counted::new(body, stats.clone(), Direction::Up));
 
     let idle = shared.limits.idle_timeout;
     // Reuse this client connection's upstream connection when the gate routed this request to
@@ -354,13 +356,13 @@ where
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, Counted::new(body, stats, Direction::Down).boxed())
 }
 
 /// An upstream HTTP/1.1 connection kept for the next request of the same client connection.
 pub(crate) struct Upstream {
     via: Via,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<Counted<Incoming>>,
 }
 
 /// The upstream connection a client connection may reuse.
@@ -371,7 +373,7 @@ async fn open_upstream<G, D>(
     shared: &Shared<G, D>,
     route: &Route,
     permit: &Arc<OwnedSemaphorePermit>,
-) -> Result<SendRequest<Incoming>, Response<Body>>
+) -> Result<SendRequest<Counted<Incoming>>, Response<Body>>
 where
     G: Gate + 'static,
     D: Dialer + 'static,

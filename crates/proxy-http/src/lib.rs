@@ -15,6 +15,7 @@
 // request, so boxing it would only add an allocation.
 #![allow(clippy::result_large_err)]
 
+mod count;
 mod forward;
 mod respond;
 mod server;

@@ -98,7 +98,11 @@ async fn connect_and_send<G, D>(
         }
     }
     parts.extensions = http::Extensions::new();
-    let outgoing = Request::from_parts(parts, body);
+    let stats = shared.limits.stats.clone();
+    let outgoing = Request::from_parts(
+        parts,
+        crate::count::Counted::new(body, stats.clone(), crate::count::Direction::Up),
+    );
 
     let stream = match tokio::time::timeout(idle, tokio::net::UnixStream::connect(&socket)).await {
         Ok(Ok(s)) => s,
@@ -123,7 +127,10 @@ async fn connect_and_send<G, D>(
     };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(
+        parts,
+        crate::count::Counted::new(body, stats, crate::count::Direction::Down).boxed(),
+    )
 }
 
 #[cfg(not(unix))]

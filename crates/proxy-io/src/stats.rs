@@ -45,6 +45,16 @@ impl Stats {
         }
     }
 
+    /// Adds bytes relayed outside a tunnel (forwarded request and response bodies).
+    pub fn add_bytes(&self, up: u64, down: u64) {
+        if up > 0 {
+            self.bytes_up.fetch_add(up, Ordering::Relaxed);
+        }
+        if down > 0 {
+            self.bytes_down.fetch_add(down, Ordering::Relaxed);
+        }
+    }
+
     /// Client connections open now.
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
@@ -55,12 +65,12 @@ impl Stats {
         self.tunnels.load(Ordering::Relaxed)
     }
 
-    /// Bytes relayed from clients to upstreams by closed tunnels.
+    /// Bytes relayed from clients to upstreams (closed tunnels and forwarded bodies).
     pub fn bytes_up(&self) -> u64 {
         self.bytes_up.load(Ordering::Relaxed)
     }
 
-    /// Bytes relayed from upstreams to clients by closed tunnels.
+    /// Bytes relayed from upstreams to clients (closed tunnels and forwarded bodies).
     pub fn bytes_down(&self) -> u64 {
         self.bytes_down.load(Ordering::Relaxed)
     }
