@@ -693,6 +693,12 @@ impl Config {
             // Never show a secret.
             let value = match (*path, value) {
                 ("network.admin_token", Some(_)) => Some(Value::String("<redacted>".into())),
+                // Collector headers usually carry an API key: names only.
+                ("otel.headers", Some(Value::Table(t))) => Some(Value::Table(
+                    t.keys()
+                        .map(|k| (k.clone(), Value::String("<redacted>".into())))
+                        .collect(),
+                )),
                 (_, v) => v,
             };
             out.push(ShownValue {

@@ -882,11 +882,19 @@ fn files_are_read_in_order_and_missing_required_files_are_errors() {
 fn show_names_each_layer_and_redacts_the_token() {
     let c = ok(
         &[
-            "[network]\nadmin_token = \"s3cret\"\nmode = \"limited\"\n[network.domains]\n\"a.com\" = \"allow\"",
+            "[network]\nadmin_token = \"s3cret\"\nmode = \"limited\"\n[network.domains]\n\"a.com\" = \"allow\"\n[otel]\nheaders = { \"x-api-key\" = \"k3y\" }",
         ],
         &[],
     );
     let shown = c.show();
+    let headers = shown
+        .iter()
+        .find(|s| s.key == "otel.headers")
+        .and_then(|s| s.value.clone())
+        .unwrap();
+    assert_eq!(headers["x-api-key"].as_str(), Some("<redacted>"));
+    assert!(!format!("{shown:?}").contains("k3y"));
+    assert!(!format!("{shown:?}").contains("s3cret"));
     let get = |k: &str| shown.iter().find(|s| s.key == k).unwrap();
     assert_eq!(get("network.mode").layer.to_string(), "/cfg/a.toml");
     assert_eq!(get("network.enabled").layer.to_string(), "default");
