@@ -141,9 +141,46 @@ fn bench_proxy(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench audit [SECS] [REPS]`: builds the release binary and the counting
+/// collector, then runs `scripts/bench-audit.sh` (audit to a file and over OTLP under load).
+fn bench_audit(args: &[String]) -> anyhow::Result<()> {
+    step(
+        "build",
+        "the release build failed",
+        "cargo",
+        &["build", "--release", "--locked", "-p", "proxy-bin"],
+    )?;
+    step(
+        "build collector",
+        "the collector example failed to build",
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "proxy-audit",
+            "--example",
+            "otlp_count",
+        ],
+    )?;
+    let status = Command::new("bash")
+        .arg(root().join("scripts/bench-audit.sh"))
+        .args(args)
+        .current_dir(root())
+        .status()
+        .context("cannot run scripts/bench-audit.sh")?;
+    if !status.success() {
+        bail!("the audit benchmark failed ({status})");
+    }
+    Ok(())
+}
+
 fn bench(args: &[String]) -> anyhow::Result<()> {
-    if args.first().map(String::as_str) == Some("proxy") {
-        return bench_proxy(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("proxy") => return bench_proxy(&args[1..]),
+        Some("audit") => return bench_audit(&args[1..]),
+        _ => {}
     }
     let mut cmd = vec!["bench", "-p", "proxy-policy", "--bench", "decide"];
     if !args.is_empty() {
@@ -166,7 +203,7 @@ fn main() -> std::process::ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS]>"
+                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS] | bench audit [SECS] [REPS]>"
             );
             return std::process::ExitCode::from(2);
         }
