@@ -26,7 +26,7 @@ pub struct JsonLinesFile {
 #[derive(Debug)]
 struct Shared {
     path: PathBuf,
-    queue: DropOldest<AuditEvent>,
+    queue: DropOldest<Arc<AuditEvent>>,
     reopen: AtomicBool,
 }
 
@@ -89,6 +89,7 @@ impl Drop for JsonLinesFile {
 
 fn write_loop(shared: &Shared, mut file: File) {
     let mut buf = Vec::with_capacity(64 * 1024);
+    let mut clock = crate::TimestampCache::default();
     loop {
         // Each event is written within a few milliseconds, with the others of that moment.
         let batch = shared
@@ -113,7 +114,8 @@ fn write_loop(shared: &Shared, mut file: File) {
         buf.clear();
         for ev in &batch {
             // serde_json writes into a Vec without failing.
-            let _ = serde_json::to_writer(&mut buf, &crate::Line::of(ev));
+            let line = crate::Line::at(ev, clock.format(ev.timestamp).into());
+            let _ = serde_json::to_writer(&mut buf, &line);
             buf.push(b'\n');
         }
         if let Err(e) = file.write_all(&buf) {
@@ -129,6 +131,14 @@ fn write_loop(shared: &Shared, mut file: File) {
 
 impl AuditSink for JsonLinesFile {
     fn record(&self, event: &AuditEvent) {
+        self.shared.queue.push(Arc::new(event.clone()));
+    }
+
+    fn record_shared(&self, event: &Arc<AuditEvent>) {
         self.shared.queue.push(event.clone());
+    }
+
+    fn keeps_events(&self) -> bool {
+        true
     }
 }

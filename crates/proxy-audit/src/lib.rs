@@ -80,6 +80,31 @@ impl BlockedBuffer {
     }
 }
 
+/// Formats timestamps, reusing the date and time of day while the second stays the same.
+#[derive(Debug, Default)]
+pub(crate) struct TimestampCache {
+    second: Option<u64>,
+    text: String,
+}
+
+impl TimestampCache {
+    /// `t` as [`rfc3339_millis`] formats it.
+    pub(crate) fn format(&mut self, t: SystemTime) -> &str {
+        let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let (secs, millis) = (since.as_secs(), since.subsec_millis());
+        if self.second != Some(secs) || self.text.len() != 24 {
+            self.text = rfc3339_millis(t);
+            self.second = Some(secs);
+        } else {
+            // "YYYY-MM-DDTHH:MM:SS." is kept; the milliseconds and "Z" are rewritten.
+            self.text.truncate(20);
+            use std::fmt::Write as _;
+            let _ = write!(self.text, "{millis:03}Z");
+        }
+        &self.text
+    }
+}
+
 /// RFC 3339 UTC with milliseconds, e.g. `2026-01-01T00:00:00.000Z`.
 ///
 /// ```
@@ -119,7 +144,7 @@ pub(crate) struct Line<'a> {
     #[serde(rename = "event.name")]
     name: &'static str,
     #[serde(rename = "event.timestamp")]
-    timestamp: String,
+    timestamp: std::borrow::Cow<'a, str>,
     #[serde(rename = "network.policy.scope")]
     scope: &'static str,
     #[serde(rename = "network.policy.decision")]
@@ -145,14 +170,31 @@ pub(crate) struct Line<'a> {
     #[serde(rename = "http.request.method")]
     method: &'a str,
     #[serde(rename = "client.address")]
-    client: String,
+    client: Client,
+}
+
+/// A client address serialised straight into the output (`unknown` when not known).
+struct Client(Option<std::net::SocketAddr>);
+
+impl serde::Serialize for Client {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(a) => s.collect_str(&a),
+            None => s.serialize_str("unknown"),
+        }
+    }
 }
 
 impl<'a> Line<'a> {
     pub(crate) fn of(ev: &'a AuditEvent) -> Self {
+        Self::at(ev, std::borrow::Cow::Owned(rfc3339_millis(ev.timestamp)))
+    }
+
+    /// With the timestamp already formatted.
+    pub(crate) fn at(ev: &'a AuditEvent, timestamp: std::borrow::Cow<'a, str>) -> Self {
         Self {
             name: proxy_core::EVENT_NAME,
-            timestamp: rfc3339_millis(ev.timestamp),
+            timestamp,
             scope: ev.scope.as_str(),
             decision: ev.decision.as_str(),
             source: ev.source.as_str(),
@@ -165,9 +207,7 @@ impl<'a> Line<'a> {
             server_address: &ev.server_address,
             server_port: ev.server_port,
             method: ev.method.as_deref().unwrap_or("none"),
-            client: ev
-                .client
-                .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+            client: Client(ev.client),
         }
     }
 }
@@ -233,8 +273,14 @@ impl AuditSink for Audit {
         if ev.decision != Verdict::Allow {
             self.blocked.push(BlockedRecord::from_event(ev));
         }
+        let mut shared: Option<std::sync::Arc<AuditEvent>> = None;
         for sink in &self.extra {
-            sink.record(ev);
+            if sink.keeps_events() {
+                let ev = shared.get_or_insert_with(|| std::sync::Arc::new(ev.clone()));
+                sink.record_shared(ev);
+            } else {
+                sink.record(ev);
+            }
         }
     }
 }
@@ -246,6 +292,24 @@ mod tests {
     use proxy_core::{Decision, Mode, Protocol, Reason, RequestMeta, Target};
 
     use super::*;
+
+    #[test]
+    fn the_timestamp_cache_formats_like_rfc3339_millis() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let mut cache = TimestampCache::default();
+        for ms in [
+            1_767_225_600_000u64,
+            1_767_225_600_001,
+            1_767_225_600_999,
+            1_767_225_601_000,
+            1_767_225_601_500,
+            1_767_225_599_999,
+            1_767_225_601_007,
+        ] {
+            let t = UNIX_EPOCH + Duration::from_millis(ms);
+            assert_eq!(cache.format(t), rfc3339_millis(t), "{ms}");
+        }
+    }
 
     fn event(host: &str, decision: &Decision) -> AuditEvent {
         let meta = RequestMeta::new(

@@ -77,7 +77,7 @@ pub struct OtlpSink {
 
 #[derive(Debug)]
 struct Shared {
-    queue: DropOldest<AuditEvent>,
+    queue: DropOldest<Arc<AuditEvent>>,
     /// Set by `close`: after it, export stops at this instant and the rest is dropped.
     deadline: std::sync::Mutex<Option<Instant>>,
     expired: std::sync::atomic::AtomicU64,
@@ -316,7 +316,15 @@ fn fill<R: LogRecord>(record: &mut R, ev: &AuditEvent) {
 
 impl AuditSink for OtlpSink {
     fn record(&self, event: &AuditEvent) {
+        self.shared.queue.push(Arc::new(event.clone()));
+    }
+
+    fn record_shared(&self, event: &Arc<AuditEvent>) {
         self.shared.queue.push(event.clone());
+    }
+
+    fn keeps_events(&self) -> bool {
+        true
     }
 }
 

@@ -150,6 +150,18 @@ impl AuditEvent {
 pub trait AuditSink: Send + Sync {
     /// Records one decision.
     fn record(&self, event: &AuditEvent);
+
+    /// Records one decision shared with other sinks: a sink that keeps the event (a queue)
+    /// can keep this `Arc` instead of a copy. By default, [`AuditSink::record`].
+    fn record_shared(&self, event: &std::sync::Arc<AuditEvent>) {
+        self.record(event);
+    }
+
+    /// Whether this sink keeps events (and so prefers [`AuditSink::record_shared`]); a sink
+    /// that only looks at them says no, and is given a borrow.
+    fn keeps_events(&self) -> bool {
+        false
+    }
 }
 
 /// One refused request as kept in the blocked-request buffer and shown by `GET /blocked`.
