@@ -385,3 +385,53 @@ async fn serves_over_a_real_socket() {
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_closed_and_connections_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = Arc::new(Fake::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = proxy_admin::ServeLimits {
+        max_connections: 2,
+        header_timeout: std::time::Duration::from_millis(300),
+    };
+    tokio::spawn(proxy_admin::serve_with(
+        listener,
+        proxy_admin::router(fake, TOKEN),
+        limits,
+        std::future::pending(),
+    ));
+    // A client that never finishes its head is closed (bound: 3x the timeout, and more).
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(3), slow.read(&mut buf))
+        .await
+        .expect("the slow client was not closed");
+    assert!(matches!(closed, Ok(0) | Err(_)) || buf.starts_with(b"HTTP/1.1 408"));
+
+    // Two idle connections take both slots; a third is not served until one closes.
+    let a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 512];
+    let early = tokio::time::timeout(std::time::Duration::from_millis(150), c.read(&mut got)).await;
+    assert!(early.is_err(), "served beyond the connection limit");
+    drop((a, b));
+    let n = tokio::time::timeout(std::time::Duration::from_secs(3), c.read(&mut got))
+        .await
+        .expect("not served after a slot freed")
+        .unwrap();
+    assert!(
+        got[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got[..n])
+    );
+}
