@@ -749,3 +749,45 @@ async fn byte_and_tunnel_metrics_follow_the_traffic() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_admin_api_stays_on_loopback_unless_dangerously_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netproxy"))
+        .args([
+            "serve",
+            "--no-socks",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "0.0.0.0:0",
+        ])
+        .arg("--ready-file")
+        .arg(&ready)
+        .env_clear()
+        .env("NETPROXY_HOME", dir.path().join("home"))
+        .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let begin = Instant::now();
+    while !ready.exists() {
+        assert!(begin.elapsed() < Duration::from_secs(10), "not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    let admin = v["admin"].as_str().unwrap().to_owned();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    assert!(admin.starts_with("127.0.0.1:"), "{admin}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dangerously_allow_non_loopback_admin"),
+        "{err}"
+    );
+}
