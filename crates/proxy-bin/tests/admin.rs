@@ -754,7 +754,7 @@ async fn byte_and_tunnel_metrics_follow_the_traffic() {
 fn the_admin_api_stays_on_loopback_unless_dangerously_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netproxy"))
+    let child = Command::new(env!("CARGO_BIN_EXE_netproxy"))
         .args([
             "serve",
             "--no-socks",
