@@ -21,7 +21,7 @@ pub(crate) const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("proxy-io", &[]),
     ("proxy-http", &["proxy-core", "proxy-mitm", "proxy-io"]),
     ("proxy-socks", &["proxy-core", "proxy-mitm", "proxy-io"]),
-    ("proxy-admin", &["proxy-core", "proxy-audit"]),
+    ("proxy-admin", &["proxy-core", "proxy-audit", "proxy-io"]),
     (
         "proxy-bin",
         &[

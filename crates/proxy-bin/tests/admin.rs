@@ -44,6 +44,17 @@ impl Serve {
 }
 
 fn start(dns: &DnsServer, extra: &[&str], config: &str, env: &[(&str, &str)]) -> Serve {
+    start_at(dns, "127.0.0.1:0", extra, config, env)
+}
+
+/// `netproxy serve` with its admin API asked for on `admin`.
+fn start_at(
+    dns: &DnsServer,
+    admin: &str,
+    extra: &[&str],
+    config: &str,
+    env: &[(&str, &str)],
+) -> Serve {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready.json");
     let cfg = dir.path().join("netproxy.toml");
@@ -55,7 +66,7 @@ fn start(dns: &DnsServer, extra: &[&str], config: &str, env: &[(&str, &str)]) ->
             "--http",
             "127.0.0.1:0",
             "--admin",
-            "127.0.0.1:0",
+            admin,
         ])
         .arg("--ready-file")
         .arg(&ready)
@@ -426,14 +437,14 @@ async fn managed_constraints_answer_409_and_tokens_come_from_config_or_env() {
     assert!(!body.contains("from-config-456"), "{body}");
 }
 
-#[test]
-fn no_admin_and_a_busy_admin_port() {
+/// `netproxy serve ARGS` that is expected to fail at start: (exit code, stderr, whether the
+/// ready file was written).
+fn serve_failing(args: &[String]) -> (Option<i32>, String, bool) {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready.json");
-    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_netproxy"))
-        .args(["serve", "--no-socks", "--http", "127.0.0.1:0", "--admin"])
-        .arg(busy.local_addr().unwrap().to_string())
+        .args(["serve", "--no-socks", "--http", "127.0.0.1:0"])
+        .args(args)
         .arg("--ready-file")
         .arg(&ready)
         .env_clear()
@@ -441,9 +452,21 @@ fn no_admin_and_a_busy_admin_port() {
         .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind the admin API listener"));
-    assert!(!ready.exists());
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        ready.exists(),
+    )
+}
+
+#[test]
+fn a_busy_admin_port_stops_the_start() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (code, err, ready) =
+        serve_failing(&["--admin".into(), busy.local_addr().unwrap().to_string()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot bind the admin API listener"), "{err}");
+    assert!(!ready);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,34 +599,15 @@ async fn the_audit_log_has_one_line_per_decision_and_follows_rotation() {
 #[test]
 fn an_audit_log_that_cannot_be_opened_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_netproxy"))
-        .args([
-            "serve",
-            "--no-socks",
-            "--no-admin",
-            "--http",
-            "127.0.0.1:0",
-            "-c",
-        ])
-        .arg(format!(
-            "audit_log={:?}",
-            dir.path()
-                .join("no/such/dir/audit.jsonl")
-                .display()
-                .to_string()
-        ))
-        .arg("--ready-file")
-        .arg(&ready)
-        .env_clear()
-        .env("NETPROXY_HOME", dir.path().join("home"))
-        .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let path = dir.path().join("no/such/dir/audit.jsonl");
+    let (code, err, ready) = serve_failing(&[
+        "--no-admin".into(),
+        "-c".into(),
+        format!("audit_log={:?}", path.display().to_string()),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("cannot open the audit log"), "{err}");
-    assert!(!ready.exists());
+    assert!(!ready);
 }
 
 /// An OTLP/HTTP collector on loopback that decodes each export and records the server
@@ -750,42 +754,13 @@ async fn byte_and_tunnel_metrics_follow_the_traffic() {
     }
 }
 
-#[test]
-fn the_admin_api_stays_on_loopback_unless_dangerously_allowed() {
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_netproxy"))
-        .args([
-            "serve",
-            "--no-socks",
-            "--http",
-            "127.0.0.1:0",
-            "--admin",
-            "0.0.0.0:0",
-        ])
-        .arg("--ready-file")
-        .arg(&ready)
-        .env_clear()
-        .env("NETPROXY_HOME", dir.path().join("home"))
-        .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let begin = Instant::now();
-    while !ready.exists() {
-        assert!(begin.elapsed() < Duration::from_secs(10), "not ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
-    let admin = v["admin"].as_str().unwrap().to_owned();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let out = child.wait_with_output().unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_stays_on_loopback_unless_dangerously_allowed() {
+    let (dns, _origin) = world().await;
+    let s = start_at(&dns, "0.0.0.0:0", &[], "", &[]);
+    let admin = s.admin.clone();
+    let err = s.stop();
     assert!(admin.starts_with("127.0.0.1:"), "{admin}");
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("dangerously_allow_non_loopback_admin"),
         "{err}"

@@ -134,3 +134,26 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedStderr {
         self.clone()
     }
 }
+
+/// Installs the stderr log: `RUST_LOG` if set, else `default`; text or JSON lines. Returns the
+/// guard that flushes it at exit.
+pub(crate) fn init(default: &str, json: bool) -> FlushGuard {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // fast-socks5 logs the RFC 1929 username and password at debug level: never let it.
+    let filter = match "fast_socks5=info".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
+    let (writer, guard) = BatchedStderr::start();
+    let builder = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    guard
+}

@@ -9,39 +9,22 @@ use std::sync::Arc;
 use anyhow::Context;
 use netproxy::child_env::{ProxyEnv, is_managed};
 use netproxy::report::RunRecorder;
-use netproxy::service::{Service, StartError};
+use netproxy::service::Service;
 use proxy_audit::Audit;
 use proxy_core::ProxyCredential;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use super::logging::{BatchedStderr, FlushGuard};
-use super::{EXIT_CONFIG, RunArgs, sources};
+use super::serve::{spawn_admin, started, stopped};
+use super::{RunArgs, sources};
 
 /// Exit code when CMD cannot be started (as a shell does for a missing command).
 const EXIT_CANNOT_START: u8 = 127;
 
-fn init_logging() -> FlushGuard {
-    // The terminal is the child's: only netproxy's warnings and errors, unless RUST_LOG asks.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // fast-socks5 logs the RFC 1929 username and password at debug level: never let it.
-    let filter = match "fast_socks5=info".parse() {
-        Ok(d) => filter.add_directive(d),
-        Err(_) => filter,
-    };
-    let (writer, guard) = BatchedStderr::start();
-    let _ = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .try_init();
-    guard
-}
-
 pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let flush = init_logging();
+    // The terminal is the child's: only netproxy's warnings and errors, unless RUST_LOG asks.
+    let flush = super::logging::init("warn", false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,22 +53,16 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let service = match Service::with_audit(sources(&args.policy), |k| std::env::var(k).ok(), audit)
-    {
+    let service = match started(Service::with_audit(
+        sources(&args.policy),
+        |k| std::env::var(k).ok(),
+        audit,
+    )) {
         Ok(s) => Arc::new(match &credential {
             Some(c) => s.with_proxy_auth(c.clone()),
             None => s,
         }),
-        Err(StartError::Config(e)) => {
-            for d in &e.diagnostics {
-                eprintln!("netproxy: config error: {d}");
-            }
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
-        Err(e) => {
-            eprintln!("netproxy run: {e}");
-            return Ok(ExitCode::from(1));
-        }
+        Err(code) => return Ok(code),
     };
     let snap = service.config();
     let config = &snap.config;
@@ -128,23 +105,11 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut http_stop = stop_rx.clone();
-    let svc = service.clone();
-    tokio::spawn(async move {
-        svc.serve_http(http, async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        })
-        .await;
-    });
+    let (svc, stop) = (service.clone(), stopped(&stop_rx));
+    tokio::spawn(async move { svc.serve_http(http, stop).await });
     if let Some(l) = socks {
-        let mut socks_stop = stop_rx.clone();
-        let svc = service.clone();
-        tokio::spawn(async move {
-            svc.serve_socks(l, async move {
-                let _ = socks_stop.wait_for(|s| *s).await;
-            })
-            .await;
-        });
+        let (svc, stop) = (service.clone(), stopped(&stop_rx));
+        tokio::spawn(async move { svc.serve_socks(l, stop).await });
     }
     if let Some(text) = &args.admin {
         let addr = match super::serve::listen_addr(text, 8080, "admin API", config, true) {
@@ -165,16 +130,7 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
             "netproxy: admin API on http://{} (token: {source})",
             listener.local_addr()?
         );
-        let mut admin_stop = stop_rx.clone();
-        let svc = service.clone();
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = admin_stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = netproxy::admin::serve(listener, svc, &token, stopped).await {
-                tracing::error!(error = %e, "the admin API stopped");
-            }
-        });
+        spawn_admin(listener, service.clone(), token, &stop_rx);
     }
     let _watcher = match super::serve::watch_files(service.clone()) {
         Ok(w) => Some(w),

@@ -11,35 +11,13 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use super::logging::{BatchedStderr, FlushGuard};
 use super::{EXIT_CONFIG, EXIT_USAGE, ServeArgs, sources};
 
 /// How long in-flight connections may take to finish after SIGINT/SIGTERM.
 const DRAIN: Duration = Duration::from_secs(10);
 
-fn init_logging(format: &str) -> FlushGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // fast-socks5 logs the RFC 1929 username and password at debug level: never let it.
-    let filter = match "fast_socks5=info".parse() {
-        Ok(d) => filter.add_directive(d),
-        Err(_) => filter,
-    };
-    let (writer, guard) = BatchedStderr::start();
-    let builder = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    guard
-}
-
 pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let _flush = init_logging(&args.log_format);
+    let _flush = super::logging::init("info", args.log_format == "json");
     // One worker per core (tokio's default); NETPROXY_WORKER_THREADS overrides.
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = std::env::var("NETPROXY_WORKER_THREADS")
@@ -56,19 +34,55 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(run(args))
 }
 
-async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let service = match Service::new(sources(&args.policy), |k| std::env::var(k).ok()) {
-        Ok(s) => Arc::new(s),
+/// The service, or the exit code after printing why it could not start (3 for a config
+/// problem, every diagnostic on its own line; 1 otherwise).
+pub(crate) fn started(result: Result<Service, StartError>) -> Result<Service, ExitCode> {
+    match result {
+        Ok(s) => Ok(s),
         Err(StartError::Config(e)) => {
             for d in &e.diagnostics {
                 eprintln!("netproxy: config error: {d}");
             }
-            return Ok(ExitCode::from(EXIT_CONFIG));
+            Err(ExitCode::from(EXIT_CONFIG))
         }
         Err(e) => {
             eprintln!("netproxy: {e}");
-            return Ok(ExitCode::from(1));
+            Err(ExitCode::from(1))
         }
+    }
+}
+
+/// Completes when `stop` turns true.
+pub(crate) fn stopped(
+    stop: &watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let mut stop = stop.clone();
+    async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// Serves the admin API on `listener` until `stop` turns true.
+pub(crate) fn spawn_admin(
+    listener: TcpListener,
+    service: Arc<Service>,
+    token: String,
+    stop: &watch::Receiver<bool>,
+) {
+    let stopped = stopped(stop);
+    tokio::spawn(async move {
+        if let Err(e) = netproxy::admin::serve(listener, service, &token, stopped).await {
+            tracing::error!(error = %e, "the admin API stopped");
+        }
+    });
+}
+
+async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let service = match started(Service::new(sources(&args.policy), |k| {
+        std::env::var(k).ok()
+    })) {
+        Ok(s) => Arc::new(s),
+        Err(code) => return Ok(code),
     };
     let snap = service.config();
     let config = &snap.config;
@@ -174,39 +188,23 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some((listener, token, source)) = admin {
-        let mut admin_stop = stop_rx.clone();
-        let svc = service.clone();
         tracing::info!(admin = %listener.local_addr()?, token = %source, "admin API listening");
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = admin_stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = netproxy::admin::serve(listener, svc, &token, stopped).await {
-                tracing::error!(error = %e, "the admin API stopped");
-            }
-        });
+        spawn_admin(listener, service.clone(), token, &stop_rx);
     }
-    let mut waiting = stop_rx.clone();
-    let mut waiting_socks = stop_rx.clone();
-    let http = service.serve_http(listener, async move {
-        let _ = waiting.wait_for(|s| *s).await;
-    });
+    let http = service.serve_http(listener, stopped(&stop_rx));
+    let socks_stopped = stopped(&stop_rx);
     let socks = async {
         if let Some(l) = socks_listener {
-            service
-                .serve_socks(l, async move {
-                    let _ = waiting_socks.wait_for(|s| *s).await;
-                })
-                .await;
+            service.serve_socks(l, socks_stopped).await;
         }
     };
     let serve = async { tokio::join!(http, socks) };
     tokio::pin!(serve);
-    let mut drain_rx = stop_rx;
+    let drain_stopped = stopped(&stop_rx);
     tokio::select! {
         _ = &mut serve => {}
         () = async {
-            let _ = drain_rx.wait_for(|s| *s).await;
+            drain_stopped.await;
             tokio::time::sleep(DRAIN).await;
         } => {
             tracing::warn!("connections still open after {} s; exiting", DRAIN.as_secs());
