@@ -113,10 +113,7 @@ fn write_loop(shared: &Shared, mut file: File) {
         }
         buf.clear();
         for ev in &batch {
-            // serde_json writes into a Vec without failing.
-            let line = crate::Line::at(ev, clock.format(ev.timestamp).into());
-            let _ = serde_json::to_writer(&mut buf, &line);
-            buf.push(b'\n');
+            crate::write_line(&mut buf, ev, clock.format(ev.timestamp));
         }
         if let Err(e) = file.write_all(&buf) {
             tracing::error!(
@@ -126,6 +123,7 @@ fn write_loop(shared: &Shared, mut file: File) {
                 "cannot write the audit log"
             );
         }
+        crate::pool::EVENTS.give_back(batch);
     }
 }
 

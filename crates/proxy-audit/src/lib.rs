@@ -20,6 +20,7 @@
 
 mod file;
 mod otlp;
+mod pool;
 mod queue;
 
 pub use file::JsonLinesFile;
@@ -212,6 +213,79 @@ impl<'a> Line<'a> {
     }
 }
 
+/// Appends `ev` as one `audit_log` line (with its newline) to `out`: the same object as
+/// [`Line`] serialises, written field by field. Keys and enumerated values are known to need no
+/// escaping; the strings that come from requests or config go through serde_json's escaping.
+pub(crate) fn write_line(out: &mut Vec<u8>, ev: &AuditEvent, timestamp: &str) {
+    fn text(out: &mut Vec<u8>, key: &str, value: &str) {
+        out.extend_from_slice(key.as_bytes());
+        // Writing a `str` into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
+    fn known(out: &mut Vec<u8>, key: &str, value: &str) {
+        out.extend_from_slice(key.as_bytes());
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    }
+    known(out, "{\"event.name\":", proxy_core::EVENT_NAME);
+    known(out, ",\"event.timestamp\":", timestamp);
+    known(out, ",\"network.policy.scope\":", ev.scope.as_str());
+    known(out, ",\"network.policy.decision\":", ev.decision.as_str());
+    known(out, ",\"network.policy.source\":", ev.source.as_str());
+    known(out, ",\"network.policy.reason\":", ev.reason);
+    out.extend_from_slice(if ev.policy_override {
+        b",\"network.policy.override\":true"
+    } else {
+        b",\"network.policy.override\":false"
+    });
+    known(out, ",\"network.policy.mode\":", ev.mode.as_str());
+    match &ev.rule {
+        Some(rule) => {
+            text(out, ",\"network.policy.rule\":", &rule.pattern);
+            match &rule.origin {
+                Some(layer) => text(out, ",\"network.policy.layer\":", layer),
+                None => out.extend_from_slice(b",\"network.policy.layer\":null"),
+            }
+        }
+        None => {
+            out.extend_from_slice(b",\"network.policy.rule\":null,\"network.policy.layer\":null");
+        }
+    }
+    known(
+        out,
+        ",\"network.transport.protocol\":",
+        ev.protocol.as_str(),
+    );
+    text(out, ",\"server.address\":", &ev.server_address);
+    out.extend_from_slice(b",\"server.port\":");
+    let _ = serde_json::to_writer(&mut *out, &ev.server_port);
+    text(
+        out,
+        ",\"http.request.method\":",
+        ev.method.as_deref().unwrap_or("none"),
+    );
+    out.extend_from_slice(b",\"client.address\":\"");
+    match ev.client {
+        Some(std::net::SocketAddr::V4(a)) => {
+            for (i, octet) in a.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                let _ = serde_json::to_writer(&mut *out, octet);
+            }
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut *out, &a.port());
+        }
+        Some(a) => {
+            use std::io::Write as _;
+            let _ = write!(out, "{a}");
+        }
+        None => out.extend_from_slice(b"unknown"),
+    }
+    out.extend_from_slice(b"\"}\n");
+}
+
 /// The audit sink: a tracing event per decision, refusals into the buffer, and every event to
 /// the extra sinks added with [`Audit::with_sink`].
 #[derive(Default)]
@@ -245,44 +319,52 @@ impl Audit {
 
 impl AuditSink for Audit {
     fn record(&self, ev: &AuditEvent) {
-        let client = ev
-            .client
-            .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
-        let method = ev.method.as_deref().unwrap_or("none");
-        let rule = ev.rule.as_ref().map(|r| &*r.pattern).unwrap_or("");
-        let timestamp = rfc3339_millis(ev.timestamp);
-        // Every decision at INFO, as the reference does; a refusal is not an error of netproxy's.
-        tracing::event!(
-                    target: "netproxy::audit",
-                    tracing::Level::INFO,
-                    network.policy.scope = ev.scope.as_str(),
-                    network.policy.decision = ev.decision.as_str(),
-                    network.policy.source = ev.source.as_str(),
-                    network.policy.reason = ev.reason,
-                    network.policy.override = ev.policy_override,
-                    network.policy.rule = rule,
-                    network.transport.protocol = ev.protocol.as_str(),
-                    server.address = %ev.server_address,
-                    server.port = ev.server_port,
-                    http.request.method = method,
-                    client.address = %client,
-                    "event.name" = proxy_core::EVENT_NAME,
-                    "event.timestamp" = %timestamp,
-                    "policy decision"
-        );
+        // The log line's values are formatted only when the line is wanted.
+        if tracing::enabled!(target: "netproxy::audit", tracing::Level::INFO) {
+            log_event(ev);
+        }
         if ev.decision != Verdict::Allow {
             self.blocked.push(BlockedRecord::from_event(ev));
         }
         let mut shared: Option<std::sync::Arc<AuditEvent>> = None;
         for sink in &self.extra {
             if sink.keeps_events() {
-                let ev = shared.get_or_insert_with(|| std::sync::Arc::new(ev.clone()));
+                let ev = shared.get_or_insert_with(|| pool::EVENTS.filled(ev));
                 sink.record_shared(ev);
             } else {
                 sink.record(ev);
             }
         }
     }
+}
+
+/// The audit event as a tracing event (the stderr log).
+fn log_event(ev: &AuditEvent) {
+    let client = ev
+        .client
+        .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+    let method = ev.method.as_deref().unwrap_or("none");
+    let rule = ev.rule.as_ref().map(|r| &*r.pattern).unwrap_or("");
+    let timestamp = rfc3339_millis(ev.timestamp);
+    // Every decision at INFO, as the reference does; a refusal is not an error of netproxy's.
+    tracing::event!(
+                target: "netproxy::audit",
+                tracing::Level::INFO,
+                network.policy.scope = ev.scope.as_str(),
+                network.policy.decision = ev.decision.as_str(),
+                network.policy.source = ev.source.as_str(),
+                network.policy.reason = ev.reason,
+                network.policy.override = ev.policy_override,
+                network.policy.rule = rule,
+                network.transport.protocol = ev.protocol.as_str(),
+                server.address = %ev.server_address,
+                server.port = ev.server_port,
+                http.request.method = method,
+                client.address = %client,
+                "event.name" = proxy_core::EVENT_NAME,
+                "event.timestamp" = %timestamp,
+                "policy decision"
+    );
 }
 
 #[cfg(test)]
@@ -292,6 +374,51 @@ mod tests {
     use proxy_core::{Decision, Mode, Protocol, Reason, RequestMeta, Target};
 
     use super::*;
+
+    #[test]
+    fn a_written_line_is_the_serialised_line() {
+        let mut events = Vec::new();
+        let net = |a: &str, p: Protocol| {
+            RequestMeta::new(p, Target::parse_authority(a, 443).unwrap()).with_method("CONNECT")
+        };
+        events.push(AuditEvent::new(
+            &net("evil.example:443", Protocol::HttpsConnect),
+            &Decision::deny(Reason::Denied),
+            Mode::Full,
+        ));
+        events.push(AuditEvent::new(
+            &net("[::1]:8443", Protocol::HttpsConnect).with_client("[::1]:40000".parse().unwrap()),
+            &Decision::allow().with_rule(proxy_core::Rule::new(
+                "**.odd\"pattern\\",
+                Some("managed \u{1}".into()),
+            )),
+            Mode::Limited,
+        ));
+        let mut with_rule_only = AuditEvent::new(
+            &RequestMeta::new(
+                Protocol::Http,
+                Target::parse_authority("a.example", 80).unwrap(),
+            )
+            .with_client("192.168.10.200:65535".parse().unwrap()),
+            &Decision::allow().with_rule(proxy_core::Rule::new("a.example", None)),
+            Mode::Full,
+        );
+        with_rule_only.policy_override = true;
+        events.push(with_rule_only);
+        for ev in &events {
+            let mut written = Vec::new();
+            write_line(&mut written, ev, "2026-01-01T00:00:00.123Z");
+            let mut expected =
+                serde_json::to_vec(&Line::at(ev, "2026-01-01T00:00:00.123Z".into())).unwrap();
+            expected.push(b'\n');
+            assert_eq!(
+                String::from_utf8(written.clone()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+            let v: serde_json::Value = serde_json::from_slice(&written).unwrap();
+            assert_eq!(v["server.port"], ev.server_port);
+        }
+    }
 
     #[test]
     fn the_timestamp_cache_formats_like_rfc3339_millis() {

@@ -228,6 +228,7 @@ fn pump(
 ) {
     let logger = provider.logger("netproxy.audit");
     let scope = opentelemetry::InstrumentationScope::builder("netproxy.audit").build();
+    let mut records = Vec::with_capacity(BATCH);
     loop {
         let batch = shared.queue.wait(
             BATCH,
@@ -252,14 +253,15 @@ fn pump(
                 .fetch_add(rest as u64, std::sync::atomic::Ordering::Relaxed);
             break;
         }
-        let records: Vec<_> = batch
-            .iter()
-            .map(|ev| {
-                let mut record = logger.create_log_record();
-                fill(&mut record, ev);
-                record
-            })
-            .collect();
+        let observed = std::time::SystemTime::now();
+        // The records' buffer is kept from batch to batch (a large allocation each time costs
+        // glibc's allocator a consolidation of its small free chunks).
+        records.clear();
+        records.extend(batch.iter().map(|ev| {
+            let mut record = logger.create_log_record();
+            fill(&mut record, ev, observed);
+            record
+        }));
         let refs: Vec<_> = records.iter().map(|r| (r, &scope)).collect();
         let done = handle.block_on(opentelemetry_sdk::logs::LogExporter::export(
             exporter,
@@ -271,16 +273,18 @@ fn pump(
                 .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(target: "netproxy::otlp", error = %e, lost = batch.len(), "OTLP export failed");
         }
+        drop(refs);
+        crate::pool::EVENTS.give_back(batch);
     }
     if let Err(e) = opentelemetry_sdk::logs::LogExporter::shutdown(exporter) {
         tracing::debug!(target: "netproxy::otlp", error = %e, "OTLP shutdown");
     }
 }
 
-fn fill<R: LogRecord>(record: &mut R, ev: &AuditEvent) {
+fn fill<R: LogRecord>(record: &mut R, ev: &AuditEvent, observed: std::time::SystemTime) {
     record.set_event_name(proxy_core::EVENT_NAME);
     record.set_timestamp(ev.timestamp);
-    record.set_observed_timestamp(std::time::SystemTime::now());
+    record.set_observed_timestamp(observed);
     record.set_severity_number(Severity::Info);
     record.set_severity_text("INFO");
     record.set_body(AnyValue::from("policy decision"));
@@ -293,9 +297,15 @@ fn fill<R: LogRecord>(record: &mut R, ev: &AuditEvent) {
     record.add_attribute("network.policy.override", ev.policy_override);
     record.add_attribute("network.policy.mode", ev.mode.as_str());
     if let Some(rule) = &ev.rule {
-        record.add_attribute("network.policy.rule", rule.pattern.to_string());
+        record.add_attribute(
+            "network.policy.rule",
+            AnyValue::String(rule.pattern.clone().into()),
+        );
         if let Some(layer) = &rule.origin {
-            record.add_attribute("network.policy.layer", layer.to_string());
+            record.add_attribute(
+                "network.policy.layer",
+                AnyValue::String(layer.clone().into()),
+            );
         }
     }
     record.add_attribute("network.transport.protocol", ev.protocol.as_str());

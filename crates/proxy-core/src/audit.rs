@@ -49,7 +49,7 @@ impl Scope {
 /// assert!(fields.contains(&("server.address", "evil.example".to_string())));
 /// assert!(fields.contains(&("client.address", "unknown".to_string())));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct AuditEvent {
     /// When the decision was made.
     pub timestamp: SystemTime,
@@ -77,6 +77,43 @@ pub struct AuditEvent {
     pub mode: Mode,
     /// The rule that decided, if any.
     pub rule: Option<Rule>,
+}
+
+impl Clone for AuditEvent {
+    fn clone(&self) -> Self {
+        Self {
+            timestamp: self.timestamp,
+            scope: self.scope,
+            decision: self.decision,
+            source: self.source,
+            reason: self.reason,
+            policy_override: self.policy_override,
+            protocol: self.protocol,
+            server_address: self.server_address.clone(),
+            server_port: self.server_port,
+            method: self.method.clone(),
+            client: self.client,
+            mode: self.mode,
+            rule: self.rule.clone(),
+        }
+    }
+
+    /// Field by field, so that the strings keep their allocations (sinks recycle events).
+    fn clone_from(&mut self, source: &Self) {
+        self.timestamp = source.timestamp;
+        self.scope = source.scope;
+        self.decision = source.decision;
+        self.source = source.source;
+        self.reason = source.reason;
+        self.policy_override = source.policy_override;
+        self.protocol = source.protocol;
+        self.server_address.clone_from(&source.server_address);
+        self.server_port = source.server_port;
+        self.method.clone_from(&source.method);
+        self.client = source.client;
+        self.mode = source.mode;
+        self.rule.clone_from(&source.rule);
+    }
 }
 
 impl AuditEvent {
