@@ -6,6 +6,9 @@
 #
 #   scripts/bench-audit.sh [SECS] [REPS]      (defaults 60 and 2)
 #
+# WORKLOAD=connect-rate runs loadgen connect-rate instead (a CONNECT tunnel per decision, to
+# the origin's echo-close port; --close server) of http-forward.
+#
 # Needs: target/release/netproxy, target/release/examples/otlp_count
 # (cargo build --release -p proxy-bin && cargo build --release -p proxy-audit --example otlp_count)
 # and the bench kit's loadgen (../shared/bench/loadgen/target/release/loadgen).
@@ -49,7 +52,11 @@ run() { # run NAME EXTRA_TOML -> prints "rps decisions file_lines collected"
   admin=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['admin'])" "$dir/ready.json")
   local before=0
   [ -f "$WORK/collected" ] && before=$(cat "$WORK/collected")
-  "$LOADGEN" http-forward --proxy "$http" --url http://127.0.0.1:18180/1k --conns 32 --secs "$SECS" >"$dir/load.json"
+  if [ "${WORKLOAD:-http-forward}" = connect-rate ]; then
+    "$LOADGEN" connect-rate --proxy "$http" --target 127.0.0.1:18183 --close server --conns 16 --secs "$SECS" >"$dir/load.json"
+  else
+    "$LOADGEN" http-forward --proxy "$http" --url http://127.0.0.1:18180/1k --conns 32 --secs "$SECS" >"$dir/load.json"
+  fi
   local decisions
   decisions=$(curl -s --noproxy '*' -H 'Authorization: Bearer bench' "http://$admin/metrics" |
     awk '/^netproxy_requests_total/ {s+=$2} END {print s+0}')
@@ -66,7 +73,7 @@ run() { # run NAME EXTRA_TOML -> prints "rps decisions file_lines collected"
     collected=$(( $(cat "$WORK/collected") - before ))
   fi
   local rps
-  rps=$(python3 -c "import json,sys;print(round(json.load(open(sys.argv[1]))['rps']))" "$dir/load.json")
+  rps=$(python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print(round(d.get('rps', d.get('tunnels_per_s', 0))))" "$dir/load.json")
   local cpu
   cpu=$(python3 -c "import sys;t,d,hz=map(float,sys.argv[1:]);print(round(t/hz/d*1e6,1))" "$ticks" "$decisions" "$hz")
   local collector_cpu=$(( cticks - ${LAST_CTICKS:-$cticks} ))
