@@ -864,3 +864,82 @@ async fn x_unix_socket_requests_reach_allowed_sockets_only() {
     assert_eq!(code, "403", "{body}");
     assert!(body.contains("\"reason\":\"method_not_allowed\""), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decisions_reach_the_json_log_at_info_and_not_at_warn() {
+    let dns = DnsServer::start().await.unwrap();
+    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
+        .await
+        .unwrap();
+    let port = origin.addr().port();
+    dns.set(
+        "api.test",
+        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
+    );
+    for (level, logged) in [("info", true), ("warn", false)] {
+        let mut s = start_with_env(
+            &dns,
+            &[
+                "--log-format",
+                "json",
+                "-c",
+                "treat_as_public=[\"127.0.0.2/32\"]",
+                "--allow",
+                "api.test",
+            ],
+            None,
+            &[("RUST_LOG", level.to_owned())],
+        );
+        let http = s.http.clone();
+        let codes = tokio::task::spawn_blocking(move || {
+            [
+                curl(&http, &[&format!("http://api.test:{port}/hi?token=secret")]).0,
+                curl(&http, &[&format!("http://evil.test:{port}/")]).0,
+            ]
+        })
+        .await
+        .unwrap();
+        assert_eq!(codes, ["200".to_owned(), "403".to_owned()]);
+        signal(&s.child, "-TERM");
+        assert_eq!(wait_exit(&mut s.child, Duration::from_secs(10)), 0);
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut s.child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let decisions: Vec<serde_json::Value> = stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.to_string().contains("network.policy.decision"))
+            .collect();
+        if !logged {
+            assert!(decisions.is_empty(), "{stderr}");
+            continue;
+        }
+        let text: Vec<String> = decisions.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{stderr}");
+        assert!(
+            text[0].contains(r#""network.policy.decision":"allow""#),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[0].contains(r#""server.address":"api.test""#),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[0].contains(r#""client.address":"127.0.0.1:"#),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[1].contains(r#""network.policy.decision":"deny""#),
+            "{}",
+            text[1]
+        );
+        assert!(
+            text[1].contains(r#""network.policy.reason":"not_allowed""#),
+            "{}",
+            text[1]
+        );
+        assert!(!stderr.contains("secret"), "no query string in the log");
+    }
+}
