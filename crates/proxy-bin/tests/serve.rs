@@ -87,6 +87,20 @@ fn start_with_env(
     }
 }
 
+/// The in-process DNS server, and an HTTP origin on 127.0.0.2 (answering `public`) that each of
+/// `names` resolves to: a "public" host once 127.0.0.2 is `treat_as_public`.
+async fn public_origin(names: &[&str]) -> (DnsServer, HttpOrigin, u16) {
+    let dns = DnsServer::start().await.unwrap();
+    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
+        .await
+        .unwrap();
+    for name in names {
+        dns.set(name, Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]));
+    }
+    let port = origin.addr().port();
+    (dns, origin, port)
+}
+
 fn curl(proxy: &str, args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args([
@@ -140,15 +154,7 @@ fn config_path(s: &Serve) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_allowed_names_and_refuses_the_rest() {
-    let dns = DnsServer::start().await.unwrap();
-    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
-        .await
-        .unwrap();
-    let port = origin.addr().port();
-    dns.set(
-        "api.test",
-        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
-    );
+    let (dns, origin, port) = public_origin(&["api.test"]).await;
     dns.set(
         "local.test",
         Answer::Addrs(vec!["127.0.0.1".parse().unwrap()]),
@@ -207,13 +213,7 @@ async fn serves_allowed_names_and_refuses_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_good_files_and_keeps_the_last_good_policy() {
-    let dns = DnsServer::start().await.unwrap();
-    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
-        .await
-        .unwrap();
-    let port = origin.addr().port();
-    dns.set("a.test", Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]));
-    dns.set("b.test", Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]));
+    let (dns, _origin, port) = public_origin(&["a.test", "b.test"]).await;
     let req = std::env::temp_dir().join(format!("netproxy-req-{}.toml", std::process::id()));
     write(&req, "[network]\nmode = \"limited\"\n");
     let mut s = start(
@@ -321,12 +321,7 @@ fn a_bad_config_exits_3_and_a_busy_port_exits_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_config_file_is_reloaded_without_a_signal() {
-    let dns = DnsServer::start().await.unwrap();
-    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
-        .await
-        .unwrap();
-    let port = origin.addr().port();
-    dns.set("a.test", Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]));
+    let (dns, _origin, port) = public_origin(&["a.test"]).await;
     let s = start(
         &dns,
         &["-c", "treat_as_public=[\"127.0.0.2/32\"]"],
@@ -472,15 +467,7 @@ async fn chains_through_the_upstream_proxy_after_judging_and_refuses_a_loop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limited_mode_and_a_disabled_proxy_on_the_wire() {
-    let dns = DnsServer::start().await.unwrap();
-    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
-        .await
-        .unwrap();
-    let port = origin.addr().port();
-    dns.set(
-        "api.test",
-        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
-    );
+    let (dns, origin, port) = public_origin(&["api.test"]).await;
     let s = start(
         &dns,
         &[
@@ -602,15 +589,7 @@ async fn https_through_a_connect_tunnel_with_real_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks5_with_curl_by_name_and_by_address() {
-    let dns = DnsServer::start().await.unwrap();
-    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
-        .await
-        .unwrap();
-    let port = origin.addr().port();
-    dns.set(
-        "api.test",
-        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
-    );
+    let (dns, origin, port) = public_origin(&["api.test"]).await;
     let s = start(
         &dns,
         &[
@@ -867,15 +846,7 @@ async fn x_unix_socket_requests_reach_allowed_sockets_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn decisions_reach_the_json_log_at_info_and_not_at_warn() {
-    let dns = DnsServer::start().await.unwrap();
-    let origin = HttpOrigin::start("public", "127.0.0.2".parse().unwrap())
-        .await
-        .unwrap();
-    let port = origin.addr().port();
-    dns.set(
-        "api.test",
-        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
-    );
+    let (dns, _origin, port) = public_origin(&["api.test"]).await;
     for (level, logged) in [("info", true), ("warn", false)] {
         let mut s = start_with_env(
             &dns,
