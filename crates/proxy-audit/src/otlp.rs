@@ -1,23 +1,32 @@
 //! OTLP logs export of audit events (`[otel] exporter = "otlp-http" | "otlp-grpc"`).
 //!
 //! The request path only pushes the event into our bounded, drop-oldest queue ([`DropOldest`],
-//! drops counted). A pump thread takes up to 512 events at a time, makes them SDK log records,
-//! and hands them as one batch to opentelemetry-otlp's exporter, running the export on the
-//! Tokio runtime and waiting for it before taking more. Our queue is the only queue: there is no
-//! SDK batch processor in between (the thread-based default panics with async exporters; the
-//! async-runtime one drops the newest records silently when its queue is full, and copying each
-//! record into it cost 3.6 µs of CPU per event: docs/benchmarks.md). A collector that is down
-//! or hangs only fills our queue; requests never wait for it.
+//! drops counted). A pump thread takes up to 512 events at a time and writes them into an
+//! `ExportLogsServiceRequest` of opentelemetry-proto's generated types, which it keeps from
+//! batch to batch: each record's attribute keys are written once, and later events only
+//! overwrite the values in place, so a steady stream of events allocates almost nothing. prost
+//! encodes the request; hyper posts it to `/v1/logs` (OTLP/HTTP, protobuf), or the generated
+//! tonic client sends it (OTLP/gRPC). The pump waits for that export before taking more.
+//!
+//! There is no OpenTelemetry SDK in between: going through SDK log records and
+//! opentelemetry-otlp's exporter, which converts every record again and allocates a `String`
+//! for every attribute key and value, cost 3.6 µs of CPU per event, the largest part of the
+//! audit's cost (docs/benchmarks.md). A collector that is down or hangs only fills our queue;
+//! requests never wait for it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use opentelemetry::KeyValue;
-use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider, Severity};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::SdkLoggerProvider;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use proxy_core::{AuditEvent, AuditSink};
 
 use crate::queue::DropOldest;
@@ -26,10 +35,16 @@ use crate::queue::DropOldest;
 const QUEUE: usize = 65_536;
 /// Events per export.
 const BATCH: usize = 512;
-/// How long one export may take.
+/// How long one export may take, its retry included.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The pause before the one retry of an export that failed in a way worth retrying.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How long shutdown keeps exporting what is queued.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(3);
+/// The most of a collector's answer that is read.
+const RESPONSE_LIMIT: usize = 64 * 1024;
+/// The instrumentation scope of the records.
+const SCOPE: &str = "netproxy.audit";
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +75,6 @@ pub enum OtlpError {
     /// The endpoint or a header is not usable.
     #[error("{0}")]
     Config(String),
-    /// The exporter could not be built.
-    #[error("cannot build the OTLP exporter: {0}")]
-    Build(String),
     /// The pump thread could not start.
     #[error("cannot start the OTLP export thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -85,13 +97,21 @@ struct Shared {
     expired: std::sync::atomic::AtomicU64,
 }
 
-fn logs_url(endpoint: &str) -> Result<String, OtlpError> {
+fn plain_http(endpoint: &str) -> Result<&str, OtlpError> {
     let e = endpoint.trim().trim_end_matches('/');
-    if !e.to_ascii_lowercase().starts_with("http://") {
-        return Err(OtlpError::Config(format!(
+    if e.get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+    {
+        Ok(e)
+    } else {
+        Err(OtlpError::Config(format!(
             "otel.endpoint {endpoint:?}: only plain http:// collectors are supported"
-        )));
+        )))
     }
+}
+
+fn logs_url(endpoint: &str) -> Result<String, OtlpError> {
+    let e = plain_http(endpoint)?;
     Ok(if e.ends_with("/v1/logs") {
         e.to_owned()
     } else {
@@ -99,63 +119,374 @@ fn logs_url(endpoint: &str) -> Result<String, OtlpError> {
     })
 }
 
-impl OtlpSink {
-    /// Builds the exporter and starts exporting. Call it inside a Tokio runtime (the SDK's
-    /// batch processor runs on it).
-    pub fn start(config: &OtlpConfig) -> Result<Self, OtlpError> {
-        let build = |e: opentelemetry_otlp::ExporterBuildError| OtlpError::Build(e.to_string());
-        let exporter = match config.protocol {
+fn header_map(headers: &[(String, String)]) -> Result<http::HeaderMap, OtlpError> {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| OtlpError::Config(format!("otel.headers.{k}: {e}")))?;
+        let value = http::HeaderValue::from_str(v)
+            .map_err(|e| OtlpError::Config(format!("otel.headers.{k}: {e}")))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+/// How a batch reaches the collector.
+#[derive(Debug)]
+enum Transport {
+    Http {
+        client: HttpClient,
+        uri: http::Uri,
+        headers: http::HeaderMap,
+    },
+    Grpc {
+        client: LogsServiceClient<tonic::transport::Channel>,
+        metadata: tonic::metadata::MetadataMap,
+    },
+}
+
+/// An export that did not succeed.
+#[derive(Debug)]
+struct Failed {
+    reason: String,
+    /// Worth one more try (the collector was unreachable, busy or restarting).
+    transient: bool,
+}
+
+impl Transport {
+    fn new(config: &OtlpConfig) -> Result<Self, OtlpError> {
+        let headers = header_map(&config.headers)?;
+        match config.protocol {
             OtlpProtocol::Http => {
-                let headers: HashMap<String, String> = config.headers.iter().cloned().collect();
-                opentelemetry_otlp::LogExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(logs_url(&config.endpoint)?)
-                    .with_timeout(EXPORT_TIMEOUT)
-                    .with_retry_policy(
-                        opentelemetry_otlp::RetryPolicy::default().with_max_retries(1),
-                    )
-                    .with_headers(headers)
-                    .build()
-                    .map_err(build)?
+                let url = logs_url(&config.endpoint)?;
+                let uri: http::Uri = url.parse().map_err(|e| {
+                    OtlpError::Config(format!("otel.endpoint {:?}: {e}", config.endpoint))
+                })?;
+                let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(EXPORT_TIMEOUT));
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector);
+                Ok(Self::Http {
+                    client,
+                    uri,
+                    headers,
+                })
             }
             OtlpProtocol::Grpc => {
-                if !config.endpoint.to_ascii_lowercase().starts_with("http://") {
-                    return Err(OtlpError::Config(format!(
-                        "otel.endpoint {:?}: only plain http:// collectors are supported",
-                        config.endpoint
-                    )));
+                let endpoint = plain_http(&config.endpoint)?;
+                let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+                    .map_err(|e| {
+                        OtlpError::Config(format!("otel.endpoint {:?}: {e}", config.endpoint))
+                    })?
+                    .connect_timeout(EXPORT_TIMEOUT)
+                    .timeout(EXPORT_TIMEOUT)
+                    .connect_lazy();
+                Ok(Self::Grpc {
+                    client: LogsServiceClient::new(channel),
+                    metadata: tonic::metadata::MetadataMap::from_headers(headers),
+                })
+            }
+        }
+    }
+
+    /// Sends one request; on success, how many records the collector said it rejected.
+    async fn send(&mut self, request: &ExportLogsServiceRequest) -> Result<i64, Failed> {
+        match self {
+            Self::Http {
+                client,
+                uri,
+                headers,
+            } => {
+                let body = Bytes::from(prost::Message::encode_to_vec(request));
+                let mut req = http::Request::post(uri.clone())
+                    .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+                    .header(http::header::USER_AGENT, USER_AGENT)
+                    .body(Full::new(body))
+                    .map_err(|e| Failed {
+                        reason: e.to_string(),
+                        transient: false,
+                    })?;
+                req.headers_mut()
+                    .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let resp = client.request(req).await.map_err(|e| Failed {
+                    reason: format!("{e}"),
+                    transient: true,
+                })?;
+                let status = resp.status();
+                // The answer is small; a collector that sends more is cut off.
+                let body = http_body_util::Limited::new(resp.into_body(), RESPONSE_LIMIT)
+                    .collect()
+                    .await
+                    .map_err(|e| Failed {
+                        reason: format!("reading the response: {e}"),
+                        transient: true,
+                    })?
+                    .to_bytes();
+                if !status.is_success() {
+                    return Err(Failed {
+                        reason: format!("the collector answered {status}"),
+                        transient: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+                    });
                 }
-                let mut map = http::HeaderMap::new();
-                for (k, v) in &config.headers {
-                    let name = http::HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|e| OtlpError::Config(format!("otel.headers.{k}: {e}")))?;
-                    let value = http::HeaderValue::from_str(v)
-                        .map_err(|e| OtlpError::Config(format!("otel.headers.{k}: {e}")))?;
-                    map.insert(name, value);
+                // The body is an ExportLogsServiceResponse; a collector may leave it empty.
+                Ok(<ExportLogsServiceResponse as prost::Message>::decode(body)
+                    .ok()
+                    .and_then(|r| r.partial_success)
+                    .map_or(0, |p| p.rejected_log_records))
+            }
+            Self::Grpc { client, metadata } => {
+                // The generated client takes the request by value: a copy goes, and the
+                // records are kept for the next batch (and a retry).
+                let mut req = tonic::Request::new(request.clone());
+                *req.metadata_mut() = metadata.clone();
+                req.set_timeout(EXPORT_TIMEOUT);
+                let resp = client.export(req).await.map_err(|s| Failed {
+                    transient: matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                    ),
+                    reason: format!("{s}"),
+                })?;
+                Ok(resp
+                    .into_inner()
+                    .partial_success
+                    .map_or(0, |p| p.rejected_log_records))
+            }
+        }
+    }
+
+    /// Exports one batch, retrying once after a transient failure, within [`EXPORT_TIMEOUT`].
+    async fn export(&mut self, batch: &Batch) -> Result<i64, String> {
+        let attempt = async {
+            let mut retried = false;
+            loop {
+                match self.send(&batch.request).await {
+                    Ok(rejected) => return Ok(rejected),
+                    Err(f) if f.transient && !retried => {
+                        retried = true;
+                        tracing::debug!(target: "netproxy::otlp", error = %f.reason, "OTLP export failed; retrying once");
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                    Err(f) => return Err(f.reason),
                 }
-                opentelemetry_otlp::LogExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(config.endpoint.clone())
-                    .with_timeout(EXPORT_TIMEOUT)
-                    .with_metadata(
-                        opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map),
-                    )
-                    .build()
-                    .map_err(build)?
             }
         };
-        let resource = Resource::builder()
-            .with_service_name("netproxy")
-            .with_attribute(KeyValue::new(
-                "service.version",
-                config.service_version.clone(),
-            ))
-            .build();
-        let mut exporter = exporter;
-        opentelemetry_sdk::logs::LogExporter::set_resource(&mut exporter, &resource);
-        let provider = SdkLoggerProvider::builder().with_resource(resource).build();
+        match tokio::time::timeout(EXPORT_TIMEOUT, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no answer from the collector within {EXPORT_TIMEOUT:?}"
+            )),
+        }
+    }
+}
+
+const USER_AGENT: &str = concat!("netproxy/", env!("CARGO_PKG_VERSION"));
+
+/// The request the pump fills, kept between batches with its records.
+#[derive(Debug)]
+struct Batch {
+    /// The resource and scope, and the records of the batch being exported.
+    request: ExportLogsServiceRequest,
+    /// Records of earlier, larger batches, kept for their allocations.
+    spare: Vec<LogRecord>,
+}
+
+/// The attributes every record has, in this order, followed by the rule and the layer when
+/// they are known.
+const KEYS: [&str; 11] = [
+    "network.policy.scope",
+    "network.policy.decision",
+    "network.policy.source",
+    "network.policy.reason",
+    "network.policy.override",
+    "network.policy.mode",
+    "network.transport.protocol",
+    "server.address",
+    "server.port",
+    "http.request.method",
+    "client.address",
+];
+const RULE: usize = KEYS.len();
+const LAYER: usize = RULE + 1;
+const RULE_KEY: &str = "network.policy.rule";
+const LAYER_KEY: &str = "network.policy.layer";
+
+fn string(s: &str) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(Value::StringValue(s.to_owned())),
+    })
+}
+
+fn attribute(key: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: string(""),
+        ..KeyValue::default()
+    }
+}
+
+/// Overwrites a string value in place (its allocation is kept).
+fn set_str(kv: &mut KeyValue, v: &str) {
+    if let Some(AnyValue {
+        value: Some(Value::StringValue(s)),
+    }) = &mut kv.value
+    {
+        s.clear();
+        s.push_str(v);
+    } else {
+        kv.value = string(v);
+    }
+}
+
+fn set(kv: &mut KeyValue, v: Value) {
+    kv.value = Some(AnyValue { value: Some(v) });
+}
+
+/// The rule or the layer at `at`: overwritten in place, added, or removed with what follows.
+fn set_optional(attributes: &mut Vec<KeyValue>, at: usize, key: &str, v: Option<&str>) {
+    match v {
+        Some(v) if attributes.len() > at => set_str(&mut attributes[at], v),
+        Some(v) => {
+            let mut kv = attribute(key);
+            set_str(&mut kv, v);
+            attributes.push(kv);
+        }
+        None => attributes.truncate(at),
+    }
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn new_record() -> LogRecord {
+    LogRecord {
+        severity_number: SeverityNumber::Info as i32,
+        severity_text: "INFO".to_owned(),
+        event_name: proxy_core::EVENT_NAME.to_owned(),
+        body: string("policy decision"),
+        attributes: {
+            let mut a = Vec::with_capacity(KEYS.len() + 2);
+            a.extend(KEYS.iter().map(|k| attribute(k)));
+            a
+        },
+        ..LogRecord::default()
+    }
+}
+
+/// Writes `ev` into a record made by [`new_record`].
+fn fill(r: &mut LogRecord, ev: &AuditEvent, observed: u64) {
+    use std::fmt::Write as _;
+    r.time_unix_nano = nanos(ev.timestamp);
+    r.observed_time_unix_nano = observed;
+    let a = &mut r.attributes;
+    set_str(&mut a[0], ev.scope.as_str());
+    set_str(&mut a[1], ev.decision.as_str());
+    set_str(&mut a[2], ev.source.as_str());
+    set_str(&mut a[3], ev.reason);
+    set(&mut a[4], Value::BoolValue(ev.policy_override));
+    set_str(&mut a[5], ev.mode.as_str());
+    set_str(&mut a[6], ev.protocol.as_str());
+    set_str(&mut a[7], &ev.server_address);
+    set(&mut a[8], Value::IntValue(i64::from(ev.server_port)));
+    set_str(&mut a[9], ev.method.as_deref().unwrap_or("none"));
+    match ev.client {
+        Some(c) => {
+            if let Some(AnyValue {
+                value: Some(Value::StringValue(s)),
+            }) = &mut a[10].value
+            {
+                s.clear();
+                let _ = write!(s, "{c}");
+            } else {
+                a[10].value = string(&c.to_string());
+            }
+        }
+        None => set_str(&mut a[10], "unknown"),
+    }
+    let rule = ev.rule.as_ref();
+    set_optional(a, RULE, RULE_KEY, rule.map(|r| &*r.pattern));
+    if rule.is_some() {
+        set_optional(a, LAYER, LAYER_KEY, rule.and_then(|r| r.origin.as_deref()));
+    }
+}
+
+impl Batch {
+    fn new(service_version: &str) -> Self {
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.to_owned(),
+            value: string(v),
+            ..KeyValue::default()
+        };
+        let resource = Resource {
+            attributes: vec![
+                kv("service.name", "netproxy"),
+                kv("service.version", service_version),
+            ],
+            ..Resource::default()
+        };
+        let scope = InstrumentationScope {
+            name: SCOPE.to_owned(),
+            version: service_version.to_owned(),
+            ..InstrumentationScope::default()
+        };
+        Self {
+            request: ExportLogsServiceRequest {
+                resource_logs: vec![ResourceLogs {
+                    resource: Some(resource),
+                    scope_logs: vec![ScopeLogs {
+                        scope: Some(scope),
+                        log_records: Vec::with_capacity(BATCH),
+                        ..ScopeLogs::default()
+                    }],
+                    ..ResourceLogs::default()
+                }],
+            },
+            spare: Vec::new(),
+        }
+    }
+
+    /// Makes the request hold `events`.
+    fn fill(&mut self, events: &[Arc<AuditEvent>], observed: SystemTime) {
+        let observed = nanos(observed);
+        let mut spare = std::mem::take(&mut self.spare);
+        let records = &mut self.request.resource_logs[0].scope_logs[0].log_records;
+        while records.len() > events.len() {
+            if let Some(r) = records.pop() {
+                spare.push(r);
+            }
+        }
+        while records.len() < events.len() {
+            records.push(spare.pop().unwrap_or_else(new_record));
+        }
+        for (r, ev) in records.iter_mut().zip(events) {
+            fill(r, ev, observed);
+        }
+        self.spare = spare;
+    }
+}
+
+impl OtlpSink {
+    /// Checks the configuration and starts exporting. Call it inside a Tokio runtime: the
+    /// exports run on it.
+    pub fn start(config: &OtlpConfig) -> Result<Self, OtlpError> {
         let handle = tokio::runtime::Handle::current();
+        let transport = {
+            // The gRPC channel's background task is spawned on the runtime.
+            let _guard = handle.enter();
+            Transport::new(config)?
+        };
+        let batch = Batch::new(&config.service_version);
         let shared = Arc::new(Shared {
             queue: DropOldest::new(QUEUE),
             deadline: std::sync::Mutex::new(None),
@@ -166,7 +497,7 @@ impl OtlpSink {
         let pump = std::thread::Builder::new()
             .name("netproxy-otlp".into())
             .spawn(move || {
-                pump(&s, &provider, &exporter, &handle);
+                pump(&s, transport, batch, &handle);
                 let _ = done_tx.send(());
             })?;
         Ok(Self {
@@ -176,8 +507,8 @@ impl OtlpSink {
         })
     }
 
-    /// Events lost: dropped by a full queue, in a failed export, or left over when shutdown's
-    /// budget ran out.
+    /// Events lost: dropped by a full queue, in a failed export, rejected by the collector,
+    /// or left over when shutdown's budget ran out.
     pub fn dropped(&self) -> u64 {
         self.shared.queue.dropped()
             + self
@@ -222,20 +553,22 @@ impl OtlpSink {
 
 fn pump(
     shared: &Shared,
-    provider: &SdkLoggerProvider,
-    exporter: &opentelemetry_otlp::LogExporter,
+    mut transport: Transport,
+    mut batch: Batch,
     handle: &tokio::runtime::Handle,
 ) {
-    let logger = provider.logger("netproxy.audit");
-    let scope = opentelemetry::InstrumentationScope::builder("netproxy.audit").build();
-    let mut records = Vec::with_capacity(BATCH);
+    let lost = |n: u64| {
+        shared
+            .expired
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    };
     loop {
-        let batch = shared.queue.wait(
+        let events = shared.queue.wait(
             BATCH,
             Duration::from_millis(100),
             Duration::from_millis(500),
         );
-        if batch.is_empty() {
+        if events.is_empty() {
             if shared.queue.finished() {
                 break;
             }
@@ -247,79 +580,26 @@ fn pump(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_some_and(|d| Instant::now() >= d);
         if late {
-            let rest = batch.len() + shared.queue.drain(usize::MAX).len();
-            shared
-                .expired
-                .fetch_add(rest as u64, std::sync::atomic::Ordering::Relaxed);
+            lost((events.len() + shared.queue.drain(usize::MAX).len()) as u64);
             break;
         }
-        let observed = std::time::SystemTime::now();
-        // The records' buffer is kept from batch to batch (a large allocation each time costs
-        // glibc's allocator a consolidation of its small free chunks).
-        records.clear();
-        records.extend(batch.iter().map(|ev| {
-            let mut record = logger.create_log_record();
-            fill(&mut record, ev, observed);
-            record
-        }));
-        let refs: Vec<_> = records.iter().map(|r| (r, &scope)).collect();
-        let done = handle.block_on(opentelemetry_sdk::logs::LogExporter::export(
-            exporter,
-            opentelemetry_sdk::logs::LogBatch::new(&refs),
-        ));
-        if let Err(e) = done {
-            shared
-                .expired
-                .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(target: "netproxy::otlp", error = %e, lost = batch.len(), "OTLP export failed");
+        batch.fill(&events, SystemTime::now());
+        match handle.block_on(transport.export(&batch)) {
+            Ok(0) => {}
+            Ok(rejected) => {
+                let rejected = u64::try_from(rejected)
+                    .unwrap_or(0)
+                    .min(events.len() as u64);
+                lost(rejected);
+                tracing::debug!(target: "netproxy::otlp", rejected, "the collector rejected records");
+            }
+            Err(e) => {
+                lost(events.len() as u64);
+                tracing::debug!(target: "netproxy::otlp", error = %e, lost = events.len(), "OTLP export failed");
+            }
         }
-        drop(refs);
-        crate::pool::EVENTS.give_back(batch);
+        crate::pool::EVENTS.give_back(events);
     }
-    if let Err(e) = opentelemetry_sdk::logs::LogExporter::shutdown(exporter) {
-        tracing::debug!(target: "netproxy::otlp", error = %e, "OTLP shutdown");
-    }
-}
-
-fn fill<R: LogRecord>(record: &mut R, ev: &AuditEvent, observed: std::time::SystemTime) {
-    record.set_event_name(proxy_core::EVENT_NAME);
-    record.set_timestamp(ev.timestamp);
-    record.set_observed_timestamp(observed);
-    record.set_severity_number(Severity::Info);
-    record.set_severity_text("INFO");
-    record.set_body(AnyValue::from("policy decision"));
-    // Static keys and values where the value is one of a few names: no allocation for them.
-    // The event name and timestamp are the record's own fields.
-    record.add_attribute("network.policy.scope", ev.scope.as_str());
-    record.add_attribute("network.policy.decision", ev.decision.as_str());
-    record.add_attribute("network.policy.source", ev.source.as_str());
-    record.add_attribute("network.policy.reason", ev.reason);
-    record.add_attribute("network.policy.override", ev.policy_override);
-    record.add_attribute("network.policy.mode", ev.mode.as_str());
-    if let Some(rule) = &ev.rule {
-        record.add_attribute(
-            "network.policy.rule",
-            AnyValue::String(rule.pattern.clone().into()),
-        );
-        if let Some(layer) = &rule.origin {
-            record.add_attribute(
-                "network.policy.layer",
-                AnyValue::String(layer.clone().into()),
-            );
-        }
-    }
-    record.add_attribute("network.transport.protocol", ev.protocol.as_str());
-    record.add_attribute("server.address", ev.server_address.clone());
-    record.add_attribute("server.port", i64::from(ev.server_port));
-    record.add_attribute(
-        "http.request.method",
-        ev.method.clone().unwrap_or_else(|| "none".to_owned()),
-    );
-    record.add_attribute(
-        "client.address",
-        ev.client
-            .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
-    );
 }
 
 impl AuditSink for OtlpSink {
@@ -339,6 +619,7 @@ impl AuditSink for OtlpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proxy_core::{Decision, Mode, Protocol, Reason, RequestMeta, Target};
 
     #[test]
     fn endpoints() {
@@ -351,9 +632,109 @@ mod tests {
             "http://127.0.0.1:4318/v1/logs"
         );
         assert_eq!(
-            logs_url("http://127.0.0.1:4318/v1/logs").unwrap(),
-            "http://127.0.0.1:4318/v1/logs"
+            logs_url("HTTP://127.0.0.1:4318/v1/logs").unwrap(),
+            "HTTP://127.0.0.1:4318/v1/logs"
         );
         assert!(logs_url("https://collector:4318").is_err());
+        assert!(logs_url("collector:4318").is_err());
+        assert!(header_map(&[("bad name".into(), "v".into())]).is_err());
+        assert!(header_map(&[("x-key".into(), "line\nbreak".into())]).is_err());
+    }
+
+    fn attrs(r: &LogRecord) -> Vec<(String, String)> {
+        r.attributes
+            .iter()
+            .map(|kv| {
+                let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(Value::StringValue(s)) => s.clone(),
+                    Some(Value::IntValue(i)) => i.to_string(),
+                    Some(Value::BoolValue(b)) => b.to_string(),
+                    other => format!("{other:?}"),
+                };
+                (kv.key.clone(), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_are_overwritten_in_place_and_follow_each_event() {
+        let with_rule = {
+            let meta = RequestMeta::new(
+                Protocol::Http,
+                Target::parse_authority("a-rather-long-host-name.example", 8080).unwrap(),
+            )
+            .with_method("POST")
+            .with_client("[::1]:4000".parse().unwrap());
+            let mut ev = AuditEvent::new(&meta, &Decision::deny(Reason::Denied), Mode::Limited);
+            ev.rule = Some(proxy_core::Rule {
+                pattern: "**.example".into(),
+                origin: Some("user".into()),
+            });
+            ev
+        };
+        let bare = {
+            let meta = RequestMeta::new(
+                Protocol::Socks5Udp,
+                Target::parse_authority("b.example", 53).unwrap(),
+            );
+            AuditEvent::new(&meta, &Decision::deny(Reason::NotAllowed), Mode::Full)
+        };
+        let mut batch = Batch::new("1.2.3");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_123);
+        for round in 0..3 {
+            let events: Vec<Arc<AuditEvent>> = match round {
+                0 => vec![Arc::new(with_rule.clone()), Arc::new(bare.clone())],
+                1 => vec![Arc::new(bare.clone()), Arc::new(with_rule.clone())],
+                _ => vec![Arc::new(bare.clone())],
+            };
+            let mut events = events;
+            for e in &mut events {
+                Arc::get_mut(e).unwrap().timestamp = t;
+            }
+            batch.fill(&events, t + Duration::from_secs(1));
+            let bytes = prost::Message::encode_to_vec(&batch.request);
+            let req = <ExportLogsServiceRequest as prost::Message>::decode(&bytes[..]).unwrap();
+            let rl = &req.resource_logs[0];
+            assert_eq!(rl.scope_logs[0].scope.as_ref().unwrap().name, SCOPE);
+            let records = &rl.scope_logs[0].log_records;
+            assert_eq!(records.len(), events.len(), "round {round}");
+            for (r, ev) in records.iter().zip(&events) {
+                assert_eq!(r.event_name, proxy_core::EVENT_NAME);
+                assert_eq!(r.time_unix_nano, 1_767_225_600_123_000_000);
+                assert_eq!(r.observed_time_unix_nano, 1_767_225_601_123_000_000);
+                assert_eq!(r.severity_number, SeverityNumber::Info as i32);
+                let got = attrs(r);
+                let mut want: Vec<(String, String)> = vec![
+                    ("network.policy.scope".into(), "domain".into()),
+                    ("network.policy.decision".into(), "deny".into()),
+                    ("network.policy.source".into(), "baseline_policy".into()),
+                    ("network.policy.reason".into(), ev.reason.into()),
+                    ("network.policy.override".into(), "false".into()),
+                    ("network.policy.mode".into(), ev.mode.as_str().into()),
+                    (
+                        "network.transport.protocol".into(),
+                        ev.protocol.as_str().into(),
+                    ),
+                    ("server.address".into(), ev.server_address.clone()),
+                    ("server.port".into(), ev.server_port.to_string()),
+                    (
+                        "http.request.method".into(),
+                        ev.method.clone().unwrap_or_else(|| "none".into()),
+                    ),
+                    (
+                        "client.address".into(),
+                        ev.client
+                            .map_or_else(|| "unknown".into(), |c| c.to_string()),
+                    ),
+                ];
+                if ev.rule.is_some() {
+                    want.push(("network.policy.rule".into(), "**.example".into()));
+                    want.push(("network.policy.layer".into(), "user".into()));
+                }
+                assert_eq!(got, want, "round {round}");
+            }
+        }
+        // The record dropped from the last batch is kept for its allocations.
+        assert_eq!(batch.spare.len(), 1);
     }
 }

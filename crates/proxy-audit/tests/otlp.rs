@@ -272,3 +272,100 @@ async fn a_collector_that_is_down_or_hangs_costs_the_caller_nothing() {
         assert_eq!(sink.dropped(), 100_000, "{addr}");
     }
 }
+
+/// An OTLP/HTTP collector that answers the n-th request (from 0) with `answer(n)`: a status and
+/// the number of records it reports as rejected. Returns its endpoint, the requests it saw and
+/// the records it accepted.
+async fn scripted_collector(
+    answer: fn(usize) -> (u16, i64),
+) -> (String, Arc<Mutex<usize>>, Arc<Mutex<usize>>) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsPartialSuccess;
+    let requests = Arc::new(Mutex::new(0usize));
+    let accepted = Arc::new(Mutex::new(0usize));
+    let (rq, ac) = (requests.clone(), accepted.clone());
+    let app = axum::Router::new().route(
+        "/v1/logs",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let (rq, ac) = (rq.clone(), ac.clone());
+            async move {
+                let req = <ExportLogsServiceRequest as prost::Message>::decode(body).unwrap();
+                let n = {
+                    let mut g = rq.lock().unwrap();
+                    *g += 1;
+                    *g - 1
+                };
+                let (status, rejected) = answer(n);
+                let records = attrs(&req).len();
+                let status = axum::http::StatusCode::from_u16(status).unwrap();
+                if status.is_success() {
+                    *ac.lock().unwrap() += records - usize::try_from(rejected).unwrap();
+                }
+                let resp = ExportLogsServiceResponse {
+                    partial_success: (rejected > 0).then(|| ExportLogsPartialSuccess {
+                        rejected_log_records: rejected,
+                        error_message: "too old".into(),
+                    }),
+                };
+                (status, prost::Message::encode_to_vec(&resp))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), requests, accepted)
+}
+
+async fn export_to(endpoint: String, events: usize) -> OtlpSink {
+    let sink = OtlpSink::start(&OtlpConfig {
+        protocol: OtlpProtocol::Http,
+        endpoint,
+        headers: Vec::new(),
+        service_version: "0".into(),
+    })
+    .unwrap();
+    for i in 0..events {
+        sink.record(&event(i));
+    }
+    sink
+}
+
+async fn closed(sink: OtlpSink) -> u64 {
+    let sink = Arc::new(sink);
+    let s = sink.clone();
+    tokio::task::spawn_blocking(move || s.close())
+        .await
+        .unwrap();
+    sink.dropped()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_collector_gets_the_batch_again_once() {
+    // 503 for the first request, then success: the batch is retried and nothing is lost.
+    let (endpoint, requests, accepted) =
+        scripted_collector(|n| if n == 0 { (503, 0) } else { (200, 0) }).await;
+    let sink = export_to(endpoint, 20).await;
+    assert_eq!(closed(sink).await, 0);
+    assert_eq!(*accepted.lock().unwrap(), 20);
+    assert!(*requests.lock().unwrap() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_is_not_retried_and_counts_as_dropped() {
+    // 400 says the request itself is wrong: sending it again would not help.
+    let (endpoint, requests, accepted) = scripted_collector(|_| (400, 0)).await;
+    let sink = export_to(endpoint, 20).await;
+    assert_eq!(closed(sink).await, 20);
+    assert_eq!(*accepted.lock().unwrap(), 0);
+    assert_eq!(*requests.lock().unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_collector_rejects_count_as_dropped() {
+    let (endpoint, _, accepted) = scripted_collector(|_| (200, 3)).await;
+    let sink = export_to(endpoint, 20).await;
+    // Each export (the 20 events may come in one or several) had 3 of its records rejected.
+    let dropped = closed(sink).await;
+    assert!(dropped >= 3 && dropped % 3 == 0, "{dropped}");
+    assert_eq!(*accepted.lock().unwrap() as u64, 20 - dropped);
+}
