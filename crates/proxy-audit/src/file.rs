@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use proxy_core::{AuditEvent, AuditSink};
@@ -28,6 +28,8 @@ struct Shared {
     path: PathBuf,
     queue: DropOldest<Arc<AuditEvent>>,
     reopen: AtomicBool,
+    /// Events whose write failed.
+    unwritten: AtomicU64,
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
@@ -46,6 +48,7 @@ impl JsonLinesFile {
             path: path.to_path_buf(),
             queue: DropOldest::new(QUEUE),
             reopen: AtomicBool::new(false),
+            unwritten: AtomicU64::new(0),
         });
         let s = shared.clone();
         let writer = std::thread::Builder::new()
@@ -62,9 +65,10 @@ impl JsonLinesFile {
         self.shared.reopen.store(true, Ordering::Relaxed);
     }
 
-    /// Events dropped because the writer fell behind.
+    /// Events lost: dropped because the writer fell behind, or not written because the write
+    /// failed.
     pub fn dropped(&self) -> u64 {
-        self.shared.queue.dropped()
+        self.shared.queue.dropped() + self.shared.unwritten.load(Ordering::Relaxed)
     }
 
     /// Writes what is queued and stops the writer (at shutdown).
@@ -90,11 +94,15 @@ impl Drop for JsonLinesFile {
 fn write_loop(shared: &Shared, mut file: File) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut clock = crate::TimestampCache::default();
+    let mut batch = std::collections::VecDeque::new();
     loop {
         // Each event is written within a few milliseconds, with the others of that moment.
-        let batch = shared
-            .queue
-            .wait(4096, Duration::from_millis(2), Duration::from_millis(500));
+        shared.queue.wait_into(
+            &mut batch,
+            4096,
+            Duration::from_millis(2),
+            Duration::from_millis(500),
+        );
         if shared.reopen.swap(false, Ordering::Relaxed) {
             match open(&shared.path) {
                 Ok(f) => file = f,
@@ -116,6 +124,9 @@ fn write_loop(shared: &Shared, mut file: File) {
             crate::write_line(&mut buf, ev, clock.format(ev.timestamp));
         }
         if let Err(e) = file.write_all(&buf) {
+            shared
+                .unwritten
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
             tracing::error!(
                 path = %shared.path.display(),
                 error = %e,
@@ -123,7 +134,7 @@ fn write_loop(shared: &Shared, mut file: File) {
                 "cannot write the audit log"
             );
         }
-        crate::pool::EVENTS.give_back(batch);
+        crate::pool::EVENTS.give_back(&mut batch);
     }
 }
 

@@ -562,8 +562,10 @@ fn pump(
             .expired
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     };
+    let mut events = std::collections::VecDeque::new();
     loop {
-        let events = shared.queue.wait(
+        shared.queue.wait_into(
+            &mut events,
             BATCH,
             Duration::from_millis(100),
             Duration::from_millis(500),
@@ -583,7 +585,7 @@ fn pump(
             lost((events.len() + shared.queue.drain(usize::MAX).len()) as u64);
             break;
         }
-        batch.fill(&events, SystemTime::now());
+        batch.fill(events.make_contiguous(), SystemTime::now());
         match handle.block_on(transport.export(&batch)) {
             Ok(0) => {}
             Ok(rejected) => {
@@ -598,7 +600,7 @@ fn pump(
                 tracing::debug!(target: "netproxy::otlp", error = %e, lost = events.len(), "OTLP export failed");
             }
         }
-        crate::pool::EVENTS.give_back(events);
+        crate::pool::EVENTS.give_back(&mut events);
     }
 }
 

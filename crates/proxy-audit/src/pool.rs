@@ -7,6 +7,7 @@
 //! next decision overwrites it in place (its strings keep their capacity): in steady state an
 //! audited decision allocates nothing for the sinks.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use proxy_core::AuditEvent;
@@ -47,22 +48,18 @@ impl EventPool {
         Arc::new(ev.clone())
     }
 
-    /// Takes back events a sink is done with: those nobody else holds become spares (up to
-    /// the limit); the others are only released.
-    pub(crate) fn give_back(&self, events: Vec<Arc<AuditEvent>>) {
-        let mut rest = Vec::new();
+    /// Takes back events a sink is done with, emptying `events`: those nobody else holds
+    /// become spares (up to the limit); the others are only released. The pool's lock is held
+    /// only to move the spares in.
+    pub(crate) fn give_back(&self, events: &mut VecDeque<Arc<AuditEvent>>) {
+        events.retain_mut(|ev| Arc::get_mut(ev).is_some());
         {
             let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
-            for mut ev in events {
-                if spare.len() < MAX_SPARE && Arc::get_mut(&mut ev).is_some() {
-                    spare.push(ev);
-                } else {
-                    rest.push(ev);
-                }
-            }
+            let n = events.len().min(MAX_SPARE.saturating_sub(spare.len()));
+            spare.extend(events.drain(..n));
         }
-        // Released outside the lock.
-        drop(rest);
+        // The rest is freed outside the lock.
+        events.clear();
     }
 
     #[cfg(test)]
@@ -94,7 +91,7 @@ mod tests {
         let pool = EventPool::new();
         let first = pool.filled(&event("a.example", "GET"));
         let ptr = Arc::as_ptr(&first);
-        pool.give_back(vec![first]);
+        pool.give_back(&mut VecDeque::from([first]));
         assert_eq!(pool.spares(), 1);
         let second_src = event("b.example.org", "POST");
         let second = pool.filled(&second_src);
@@ -108,10 +105,10 @@ mod tests {
         let pool = EventPool::new();
         let ev = pool.filled(&event("a.example", "GET"));
         let other = ev.clone();
-        pool.give_back(vec![ev]);
+        pool.give_back(&mut VecDeque::from([ev]));
         assert_eq!(pool.spares(), 0);
         // The other holder is last: now it becomes a spare, contents untouched until reused.
-        pool.give_back(vec![other]);
+        pool.give_back(&mut VecDeque::from([other]));
         assert_eq!(pool.spares(), 1);
         let fresh = pool.filled(&event("c.example", "HEAD"));
         assert_eq!(fresh.server_address, "c.example");

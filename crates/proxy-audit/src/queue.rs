@@ -77,9 +77,30 @@ impl<T> DropOldest<T> {
     }
 
     /// Waits up to `timeout` for items; once there are some but fewer than `max`, lets more
-    /// gather for `linger` (so a busy queue is taken in batches); then takes up to `max`. An
-    /// empty result after `close` with nothing left means the consumer should stop.
-    pub fn wait(&self, max: usize, linger: Duration, timeout: Duration) -> Vec<T> {
+    /// gather for `linger` (so a busy queue is taken in batches); then moves up to `max` of
+    /// them, oldest first, into `batch`. When `batch` is empty and can take them all, the
+    /// queue's buffer and `batch` are swapped, so the producers wait for no copying: keep
+    /// handing the same (emptied) `batch` back. Nothing taken after `close` with nothing left
+    /// means the consumer should stop.
+    ///
+    /// ```
+    /// use std::collections::VecDeque;
+    /// use std::time::Duration;
+    /// use proxy_audit::DropOldest;
+    /// let q = DropOldest::new(8);
+    /// q.push(1);
+    /// q.push(2);
+    /// let mut batch = VecDeque::new();
+    /// q.wait_into(&mut batch, 10, Duration::ZERO, Duration::from_secs(1));
+    /// assert_eq!(batch, [1, 2]);
+    /// ```
+    pub fn wait_into(
+        &self,
+        batch: &mut VecDeque<T>,
+        max: usize,
+        linger: Duration,
+        timeout: Duration,
+    ) {
         let mut g = self.items.lock().unwrap_or_else(PoisonError::into_inner);
         if g.queue.is_empty() && !g.closed {
             g.waiting = true;
@@ -95,8 +116,12 @@ impl<T> DropOldest<T> {
             std::thread::sleep(linger);
             g = self.items.lock().unwrap_or_else(PoisonError::into_inner);
         }
-        let n = g.queue.len().min(max);
-        g.queue.drain(..n).collect()
+        if batch.is_empty() && g.queue.len() <= max {
+            std::mem::swap(&mut g.queue, batch);
+        } else {
+            let n = g.queue.len().min(max);
+            batch.extend(g.queue.drain(..n));
+        }
     }
 
     /// Marks the queue closed and wakes the consumer (items already queued stay).

@@ -99,3 +99,15 @@ fn a_file_that_cannot_be_opened_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     assert!(JsonLinesFile::open(&dir.path().join("missing/dir/audit.jsonl")).is_err());
 }
+
+/// A full disk (`/dev/full` fails every write with ENOSPC): the events are counted as lost.
+#[cfg(target_os = "linux")]
+#[test]
+fn events_a_failed_write_loses_are_counted() {
+    let sink = JsonLinesFile::open(std::path::Path::new("/dev/full")).unwrap();
+    for i in 0..5 {
+        sink.record(&event(&format!("h{i}.example.com"), true));
+    }
+    sink.close();
+    assert_eq!(sink.dropped(), 5);
+}

@@ -115,7 +115,7 @@ impl Metrics {
         let audit_dropped = Counter::default();
         registry.register(
             "audit_export_dropped",
-            "Audit events dropped because an export queue was full",
+            "Audit events a sink lost: its queue was full, a write or export failed, or the collector rejected them",
             audit_dropped.clone(),
         );
         let connections = Family::<ProtocolLabel, Gauge>::default();
