@@ -52,11 +52,15 @@ run() { # run NAME EXTRA_TOML -> prints "rps decisions file_lines collected"
   admin=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['admin'])" "$dir/ready.json")
   local before=0
   [ -f "$WORK/collected" ] && before=$(cat "$WORK/collected")
+  local stat0
+  stat0=$(head -1 /proc/stat)
   if [ "${WORKLOAD:-http-forward}" = connect-rate ]; then
     "$LOADGEN" connect-rate --proxy "$http" --target 127.0.0.1:18183 --close server --conns 16 --secs "$SECS" >"$dir/load.json"
   else
     "$LOADGEN" http-forward --proxy "$http" --url http://127.0.0.1:18180/1k --conns 32 --secs "$SECS" >"$dir/load.json"
   fi
+  local stat1
+  stat1=$(head -1 /proc/stat)
   local decisions
   decisions=$(curl -s --noproxy '*' -H 'Authorization: Bearer bench' "http://$admin/metrics" |
     awk '/^netproxy_requests_total/ {s+=$2} END {print s+0}')
@@ -68,6 +72,8 @@ run() { # run NAME EXTRA_TOML -> prints "rps decisions file_lines collected"
   kill -TERM "$np"; wait "$np" || true
   local lines=0 collected=0
   [ -f "$dir/audit.jsonl" ] && lines=$(wc -l <"$dir/audit.jsonl")
+  # Counted: delete it now, so that the kernel does not spend the next runs writing it back.
+  rm -f "$dir/audit.jsonl"
   if [ "$name" = audited ] || [ "$name" = otlp ]; then
     sleep 1
     collected=$(( $(cat "$WORK/collected") - before ))
@@ -78,7 +84,17 @@ run() { # run NAME EXTRA_TOML -> prints "rps decisions file_lines collected"
   cpu=$(python3 -c "import sys;t,d,hz=map(float,sys.argv[1:]);print(round(t/hz/d*1e6,1))" "$ticks" "$decisions" "$hz")
   local collector_cpu=$(( cticks - ${LAST_CTICKS:-$cticks} ))
   LAST_CTICKS=$cticks
-  echo "$name rps=$rps decisions=$decisions file_lines=$lines collected=$collected netproxy_cpu_us_per_decision=$cpu collector_cpu_ticks=$collector_cpu"
+  # The whole machine's CPU during the run, per decision: user, system (with softirq) and idle.
+  local machine
+  machine=$(python3 -c "
+import sys
+a, b = ([int(x) for x in s.split()[1:]] for s in sys.argv[1:3])
+d = [y - x for x, y in zip(a, b)]
+n, hz = float(sys.argv[3]), float(sys.argv[4])
+us = lambda t: round(t / hz / n * 1e6, 1)
+print(f'machine_us_per_decision=user:{us(d[0] + d[1])},system:{us(d[2] + d[5] + d[6])},idle:{us(d[3] + d[4])}')
+" "$stat0" "$stat1" "$decisions" "$hz")
+  echo "$name rps=$rps decisions=$decisions file_lines=$lines collected=$collected netproxy_cpu_us_per_decision=$cpu collector_cpu_ticks=$collector_cpu $machine"
 }
 
 for rep in $(seq "$REPS"); do

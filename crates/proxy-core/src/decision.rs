@@ -231,12 +231,33 @@ impl FromStr for Reason {
 /// let r = Rule::new("*.example.com", Some("/etc/netproxy/config.toml".into()));
 /// assert_eq!(r.to_string(), "*.example.com (from /etc/netproxy/config.toml)");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Rule {
     /// The pattern, as written.
     pub pattern: Arc<str>,
     /// Where it came from, if the embedder labelled it.
     pub origin: Option<Arc<str>>,
+}
+
+impl Clone for Rule {
+    fn clone(&self) -> Self {
+        Self {
+            pattern: self.pattern.clone(),
+            origin: self.origin.clone(),
+        }
+    }
+
+    /// Leaves the shared texts alone when they are already the same ones (most decisions are
+    /// made by the same few rules), so that their reference counts are not touched.
+    fn clone_from(&mut self, source: &Self) {
+        if !Arc::ptr_eq(&self.pattern, &source.pattern) {
+            self.pattern = source.pattern.clone();
+        }
+        match (&mut self.origin, &source.origin) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => {}
+            (origin, b) => *origin = b.clone(),
+        }
+    }
 }
 
 impl Rule {
@@ -358,5 +379,26 @@ impl Decision {
             (None, true) => Reason::NotAllowed.as_str(),
             (None, false) => "allow",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_from_takes_the_source_and_keeps_what_is_shared_already() {
+        let a = Rule::new("**.a.example", Some("user".into()));
+        let mut into = a.clone();
+        into.clone_from(&a);
+        assert!(Arc::ptr_eq(&into.pattern, &a.pattern));
+        assert_eq!(Arc::strong_count(&a.pattern), 2);
+        let b = Rule::new("*.b.example", None);
+        into.clone_from(&b);
+        assert_eq!(into, b);
+        assert_eq!(Arc::strong_count(&a.pattern), 1);
+        let c = Rule::new("c.example", Some("managed".into()));
+        into.clone_from(&c);
+        assert_eq!(into, c);
     }
 }
