@@ -120,12 +120,7 @@ fn bench_proxy(args: &[String]) -> anyhow::Result<()> {
     if !kit.is_file() {
         bail!("the benchmark kit is not at {}", kit.display());
     }
-    step(
-        "build",
-        "the release build failed",
-        "cargo",
-        &["build", "--release", "--locked", "-p", "proxy-bin"],
-    )?;
+    build_release()?;
     let bin = root().join("target/release/netproxy");
     println!("==> compare: {} {}", kit.display(), args.join(" "));
     let status = Command::new("bash")
@@ -141,15 +136,20 @@ fn bench_proxy(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench audit [SECS] [REPS]`: builds the release binary and the counting
-/// collector, then runs `scripts/bench-audit.sh` (audit to a file and over OTLP under load).
-fn bench_audit(args: &[String]) -> anyhow::Result<()> {
+/// The release binary the benchmarks run.
+fn build_release() -> anyhow::Result<()> {
     step(
         "build",
         "the release build failed",
         "cargo",
         &["build", "--release", "--locked", "-p", "proxy-bin"],
-    )?;
+    )
+}
+
+/// `cargo xtask bench audit [SECS] [REPS]`: builds the release binary and the counting
+/// collector, then runs `scripts/bench-audit.sh` (audit to a file and over OTLP under load).
+fn bench_audit(args: &[String]) -> anyhow::Result<()> {
+    build_release()?;
     step(
         "build collector",
         "the collector example failed to build",

@@ -326,25 +326,31 @@ fn string(s: &str) -> Option<AnyValue> {
     })
 }
 
-fn attribute(key: &str) -> KeyValue {
+fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
-        value: string(""),
+        value: string(value),
         ..KeyValue::default()
     }
 }
 
-/// Overwrites a string value in place (its allocation is kept).
+/// Rewrites the string value of `kv` with `write`, in the allocation it already has.
+fn set_text(kv: &mut KeyValue, write: impl FnOnce(&mut String)) {
+    let mut text = match kv.value.take() {
+        Some(AnyValue {
+            value: Some(Value::StringValue(s)),
+        }) => s,
+        _ => String::new(),
+    };
+    text.clear();
+    write(&mut text);
+    kv.value = Some(AnyValue {
+        value: Some(Value::StringValue(text)),
+    });
+}
+
 fn set_str(kv: &mut KeyValue, v: &str) {
-    if let Some(AnyValue {
-        value: Some(Value::StringValue(s)),
-    }) = &mut kv.value
-    {
-        s.clear();
-        s.push_str(v);
-    } else {
-        kv.value = string(v);
-    }
+    set_text(kv, |s| s.push_str(v));
 }
 
 fn set(kv: &mut KeyValue, v: Value) {
@@ -356,9 +362,7 @@ fn set_optional(attributes: &mut Vec<KeyValue>, at: usize, key: &str, v: Option<
     match v {
         Some(v) if attributes.len() > at => set_str(&mut attributes[at], v),
         Some(v) => {
-            let mut kv = attribute(key);
-            set_str(&mut kv, v);
-            attributes.push(kv);
+            attributes.push(kv(key, v));
         }
         None => attributes.truncate(at),
     }
@@ -377,7 +381,7 @@ fn new_record() -> LogRecord {
         body: string("policy decision"),
         attributes: {
             let mut a = Vec::with_capacity(KEYS.len() + 2);
-            a.extend(KEYS.iter().map(|k| attribute(k)));
+            a.extend(KEYS.iter().map(|k| kv(k, "")));
             a
         },
         ..LogRecord::default()
@@ -402,15 +406,9 @@ fn fill(r: &mut LogRecord, ev: &AuditEvent, observed: u64) {
     set_str(&mut a[9], ev.method.as_deref().unwrap_or("none"));
     match ev.client {
         Some(c) => {
-            if let Some(AnyValue {
-                value: Some(Value::StringValue(s)),
-            }) = &mut a[10].value
-            {
-                s.clear();
+            set_text(&mut a[10], |s| {
                 let _ = write!(s, "{c}");
-            } else {
-                a[10].value = string(&c.to_string());
-            }
+            });
         }
         None => set_str(&mut a[10], "unknown"),
     }
@@ -423,11 +421,6 @@ fn fill(r: &mut LogRecord, ev: &AuditEvent, observed: u64) {
 
 impl Batch {
     fn new(service_version: &str) -> Self {
-        let kv = |k: &str, v: &str| KeyValue {
-            key: k.to_owned(),
-            value: string(v),
-            ..KeyValue::default()
-        };
         let resource = Resource {
             attributes: vec![
                 kv("service.name", "netproxy"),

@@ -139,3 +139,35 @@ impl<T> DropOldest<T> {
         g.closed && g.queue.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_takes_at_most_max_oldest_first_and_keeps_what_it_held() {
+        let q = DropOldest::new(100);
+        for i in 0..10 {
+            q.push(i);
+        }
+        let mut batch = VecDeque::new();
+        q.wait_into(&mut batch, 4, Duration::ZERO, Duration::from_secs(1));
+        assert_eq!(batch, [0, 1, 2, 3]);
+        // A batch not handed back empty is added to, not swapped away.
+        q.wait_into(&mut batch, 3, Duration::ZERO, Duration::from_secs(1));
+        assert_eq!(batch, [0, 1, 2, 3, 4, 5, 6]);
+        batch.clear();
+        // The rest fits: the buffers are swapped, and the queue goes on with the empty one.
+        q.wait_into(&mut batch, 10, Duration::ZERO, Duration::from_secs(1));
+        assert_eq!(batch, [7, 8, 9]);
+        q.push(10);
+        batch.clear();
+        q.wait_into(&mut batch, 10, Duration::ZERO, Duration::from_secs(1));
+        assert_eq!(batch, [10]);
+        // Closed and empty: nothing, at once.
+        q.close();
+        batch.clear();
+        q.wait_into(&mut batch, 10, Duration::ZERO, Duration::from_secs(30));
+        assert!(batch.is_empty() && q.finished());
+    }
+}
