@@ -266,7 +266,13 @@ pub(crate) fn write_line(out: &mut Vec<u8>, ev: &AuditEvent, timestamp: &str) {
         ev.method.as_deref().unwrap_or("none"),
     );
     out.extend_from_slice(b",\"client.address\":\"");
-    match ev.client {
+    client_address(out, ev.client);
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// Appends the `client.address` text: `ip:port`, or `unknown` (no JSON escaping needed).
+pub(crate) fn client_address(out: &mut Vec<u8>, client: Option<std::net::SocketAddr>) {
+    match client {
         Some(std::net::SocketAddr::V4(a)) => {
             for (i, octet) in a.ip().octets().iter().enumerate() {
                 if i > 0 {
@@ -283,7 +289,6 @@ pub(crate) fn write_line(out: &mut Vec<u8>, ev: &AuditEvent, timestamp: &str) {
         }
         None => out.extend_from_slice(b"unknown"),
     }
-    out.extend_from_slice(b"\"}\n");
 }
 
 /// The audit sink: a tracing event per decision, refusals into the buffer, and every event to

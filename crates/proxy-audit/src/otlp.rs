@@ -1,12 +1,12 @@
 //! OTLP logs export of audit events (`[otel] exporter = "otlp-http" | "otlp-grpc"`).
 //!
 //! The request path only pushes the event into our bounded, drop-oldest queue ([`DropOldest`],
-//! drops counted). A pump thread takes up to 512 events at a time and writes them into an
-//! `ExportLogsServiceRequest` of opentelemetry-proto's generated types, which it keeps from
-//! batch to batch: each record's attribute keys are written once, and later events only
-//! overwrite the values in place, so a steady stream of events allocates almost nothing. prost
-//! encodes the request; hyper posts it to `/v1/logs` (OTLP/HTTP, protobuf), or the generated
-//! tonic client sends it (OTLP/gRPC). The pump waits for that export before taking more.
+//! drops counted). A pump thread takes up to 512 events at a time and encodes them as one
+//! `ExportLogsServiceRequest` (`wire`: the constant parts encoded once by prost from
+//! opentelemetry-proto's generated types, each event's record written straight from the
+//! event); hyper posts it to `/v1/logs` (OTLP/HTTP, protobuf), or tonic sends it to the
+//! generated service's `Export` method (OTLP/gRPC). The pump waits for that export before
+//! taking more.
 //!
 //! There is no OpenTelemetry SDK in between: going through SDK log records and
 //! opentelemetry-otlp's exporter, which converts every record again and allocates a `String`
@@ -14,19 +14,14 @@
 //! audit's cost (docs/benchmarks.md). A collector that is down or hangs only fills our queue;
 //! requests never wait for it.
 
+mod wire;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use proxy_core::{AuditEvent, AuditSink};
 
 use crate::queue::DropOldest;
@@ -43,8 +38,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(3);
 /// The most of a collector's answer that is read.
 const RESPONSE_LIMIT: usize = 64 * 1024;
-/// The instrumentation scope of the records.
-const SCOPE: &str = "netproxy.audit";
+/// The gRPC method of OTLP logs export.
+const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,9 +140,56 @@ enum Transport {
         headers: http::HeaderMap,
     },
     Grpc {
-        client: LogsServiceClient<tonic::transport::Channel>,
+        client: tonic::client::Grpc<tonic::transport::Channel>,
         metadata: tonic::metadata::MetadataMap,
     },
+}
+
+/// Sends an already encoded request as the gRPC message, and decodes the answer with prost.
+#[derive(Debug, Clone, Copy, Default)]
+struct EncodedCodec;
+
+impl tonic::codec::Codec for EncodedCodec {
+    type Encode = Bytes;
+    type Decode = ExportLogsServiceResponse;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self {
+        Self
+    }
+
+    fn decoder(&mut self) -> Self {
+        Self
+    }
+}
+
+impl tonic::codec::Encoder for EncodedCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for EncodedCodec {
+    type Item = ExportLogsServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<ExportLogsServiceResponse>, tonic::Status> {
+        <ExportLogsServiceResponse as prost::Message>::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("a bad answer from the collector: {e}")))
+    }
 }
 
 /// An export that did not succeed.
@@ -191,7 +233,7 @@ impl Transport {
                     .timeout(EXPORT_TIMEOUT)
                     .connect_lazy();
                 Ok(Self::Grpc {
-                    client: LogsServiceClient::new(channel),
+                    client: tonic::client::Grpc::new(channel),
                     metadata: tonic::metadata::MetadataMap::from_headers(headers),
                 })
             }
@@ -199,18 +241,17 @@ impl Transport {
     }
 
     /// Sends one request; on success, how many records the collector said it rejected.
-    async fn send(&mut self, request: &ExportLogsServiceRequest) -> Result<i64, Failed> {
+    async fn send(&mut self, body: &Bytes) -> Result<i64, Failed> {
         match self {
             Self::Http {
                 client,
                 uri,
                 headers,
             } => {
-                let body = Bytes::from(prost::Message::encode_to_vec(request));
                 let mut req = http::Request::post(uri.clone())
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf")
                     .header(http::header::USER_AGENT, USER_AGENT)
-                    .body(Full::new(body))
+                    .body(Full::new(body.clone()))
                     .map_err(|e| Failed {
                         reason: e.to_string(),
                         transient: false,
@@ -244,18 +285,24 @@ impl Transport {
                     .map_or(0, |p| p.rejected_log_records))
             }
             Self::Grpc { client, metadata } => {
-                // The generated client takes the request by value: a copy goes, and the
-                // records are kept for the next batch (and a retry).
-                let mut req = tonic::Request::new(request.clone());
+                client.ready().await.map_err(|e| Failed {
+                    reason: format!("{e}"),
+                    transient: true,
+                })?;
+                let mut req = tonic::Request::new(body.clone());
                 *req.metadata_mut() = metadata.clone();
                 req.set_timeout(EXPORT_TIMEOUT);
-                let resp = client.export(req).await.map_err(|s| Failed {
-                    transient: matches!(
-                        s.code(),
-                        tonic::Code::Unavailable | tonic::Code::ResourceExhausted
-                    ),
-                    reason: format!("{s}"),
-                })?;
+                let path = http::uri::PathAndQuery::from_static(GRPC_EXPORT);
+                let resp = client
+                    .unary::<_, ExportLogsServiceResponse, _>(req, path, EncodedCodec)
+                    .await
+                    .map_err(|s| Failed {
+                        transient: matches!(
+                            s.code(),
+                            tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                        ),
+                        reason: format!("{s}"),
+                    })?;
                 Ok(resp
                     .into_inner()
                     .partial_success
@@ -265,11 +312,11 @@ impl Transport {
     }
 
     /// Exports one batch, retrying once after a transient failure, within [`EXPORT_TIMEOUT`].
-    async fn export(&mut self, batch: &Batch) -> Result<i64, String> {
+    async fn export(&mut self, body: &Bytes) -> Result<i64, String> {
         let attempt = async {
             let mut retried = false;
             loop {
-                match self.send(&batch.request).await {
+                match self.send(body).await {
                     Ok(rejected) => return Ok(rejected),
                     Err(f) if f.transient && !retried => {
                         retried = true;
@@ -291,184 +338,6 @@ impl Transport {
 
 const USER_AGENT: &str = concat!("netproxy/", env!("CARGO_PKG_VERSION"));
 
-/// The request the pump fills, kept between batches with its records.
-#[derive(Debug)]
-struct Batch {
-    /// The resource and scope, and the records of the batch being exported.
-    request: ExportLogsServiceRequest,
-    /// Records of earlier, larger batches, kept for their allocations.
-    spare: Vec<LogRecord>,
-}
-
-/// The attributes every record has, in this order, followed by the rule and the layer when
-/// they are known.
-const KEYS: [&str; 11] = [
-    "network.policy.scope",
-    "network.policy.decision",
-    "network.policy.source",
-    "network.policy.reason",
-    "network.policy.override",
-    "network.policy.mode",
-    "network.transport.protocol",
-    "server.address",
-    "server.port",
-    "http.request.method",
-    "client.address",
-];
-const RULE: usize = KEYS.len();
-const LAYER: usize = RULE + 1;
-const RULE_KEY: &str = "network.policy.rule";
-const LAYER_KEY: &str = "network.policy.layer";
-
-fn string(s: &str) -> Option<AnyValue> {
-    Some(AnyValue {
-        value: Some(Value::StringValue(s.to_owned())),
-    })
-}
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: string(value),
-        ..KeyValue::default()
-    }
-}
-
-/// Rewrites the string value of `kv` with `write`, in the allocation it already has.
-fn set_text(kv: &mut KeyValue, write: impl FnOnce(&mut String)) {
-    let mut text = match kv.value.take() {
-        Some(AnyValue {
-            value: Some(Value::StringValue(s)),
-        }) => s,
-        _ => String::new(),
-    };
-    text.clear();
-    write(&mut text);
-    kv.value = Some(AnyValue {
-        value: Some(Value::StringValue(text)),
-    });
-}
-
-fn set_str(kv: &mut KeyValue, v: &str) {
-    set_text(kv, |s| s.push_str(v));
-}
-
-fn set(kv: &mut KeyValue, v: Value) {
-    kv.value = Some(AnyValue { value: Some(v) });
-}
-
-/// The rule or the layer at `at`: overwritten in place, added, or removed with what follows.
-fn set_optional(attributes: &mut Vec<KeyValue>, at: usize, key: &str, v: Option<&str>) {
-    match v {
-        Some(v) if attributes.len() > at => set_str(&mut attributes[at], v),
-        Some(v) => {
-            attributes.push(kv(key, v));
-        }
-        None => attributes.truncate(at),
-    }
-}
-
-fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn new_record() -> LogRecord {
-    LogRecord {
-        severity_number: SeverityNumber::Info as i32,
-        severity_text: "INFO".to_owned(),
-        event_name: proxy_core::EVENT_NAME.to_owned(),
-        body: string("policy decision"),
-        attributes: {
-            let mut a = Vec::with_capacity(KEYS.len() + 2);
-            a.extend(KEYS.iter().map(|k| kv(k, "")));
-            a
-        },
-        ..LogRecord::default()
-    }
-}
-
-/// Writes `ev` into a record made by [`new_record`].
-fn fill(r: &mut LogRecord, ev: &AuditEvent, observed: u64) {
-    use std::fmt::Write as _;
-    r.time_unix_nano = nanos(ev.timestamp);
-    r.observed_time_unix_nano = observed;
-    let a = &mut r.attributes;
-    set_str(&mut a[0], ev.scope.as_str());
-    set_str(&mut a[1], ev.decision.as_str());
-    set_str(&mut a[2], ev.source.as_str());
-    set_str(&mut a[3], ev.reason);
-    set(&mut a[4], Value::BoolValue(ev.policy_override));
-    set_str(&mut a[5], ev.mode.as_str());
-    set_str(&mut a[6], ev.protocol.as_str());
-    set_str(&mut a[7], &ev.server_address);
-    set(&mut a[8], Value::IntValue(i64::from(ev.server_port)));
-    set_str(&mut a[9], ev.method.as_deref().unwrap_or("none"));
-    match ev.client {
-        Some(c) => {
-            set_text(&mut a[10], |s| {
-                let _ = write!(s, "{c}");
-            });
-        }
-        None => set_str(&mut a[10], "unknown"),
-    }
-    let rule = ev.rule.as_ref();
-    set_optional(a, RULE, RULE_KEY, rule.map(|r| &*r.pattern));
-    if rule.is_some() {
-        set_optional(a, LAYER, LAYER_KEY, rule.and_then(|r| r.origin.as_deref()));
-    }
-}
-
-impl Batch {
-    fn new(service_version: &str) -> Self {
-        let resource = Resource {
-            attributes: vec![
-                kv("service.name", "netproxy"),
-                kv("service.version", service_version),
-            ],
-            ..Resource::default()
-        };
-        let scope = InstrumentationScope {
-            name: SCOPE.to_owned(),
-            version: service_version.to_owned(),
-            ..InstrumentationScope::default()
-        };
-        Self {
-            request: ExportLogsServiceRequest {
-                resource_logs: vec![ResourceLogs {
-                    resource: Some(resource),
-                    scope_logs: vec![ScopeLogs {
-                        scope: Some(scope),
-                        log_records: Vec::with_capacity(BATCH),
-                        ..ScopeLogs::default()
-                    }],
-                    ..ResourceLogs::default()
-                }],
-            },
-            spare: Vec::new(),
-        }
-    }
-
-    /// Makes the request hold `events`.
-    fn fill(&mut self, events: &[Arc<AuditEvent>], observed: SystemTime) {
-        let observed = nanos(observed);
-        let mut spare = std::mem::take(&mut self.spare);
-        let records = &mut self.request.resource_logs[0].scope_logs[0].log_records;
-        while records.len() > events.len() {
-            if let Some(r) = records.pop() {
-                spare.push(r);
-            }
-        }
-        while records.len() < events.len() {
-            records.push(spare.pop().unwrap_or_else(new_record));
-        }
-        for (r, ev) in records.iter_mut().zip(events) {
-            fill(r, ev, observed);
-        }
-        self.spare = spare;
-    }
-}
-
 impl OtlpSink {
     /// Checks the configuration and starts exporting. Call it inside a Tokio runtime: the
     /// exports run on it.
@@ -479,7 +348,7 @@ impl OtlpSink {
             let _guard = handle.enter();
             Transport::new(config)?
         };
-        let batch = Batch::new(&config.service_version);
+        let body = wire::Body::new(&config.service_version);
         let shared = Arc::new(Shared {
             queue: DropOldest::new(QUEUE),
             deadline: std::sync::Mutex::new(None),
@@ -490,7 +359,7 @@ impl OtlpSink {
         let pump = std::thread::Builder::new()
             .name("netproxy-otlp".into())
             .spawn(move || {
-                pump(&s, transport, batch, &handle);
+                pump(&s, transport, body, &handle);
                 let _ = done_tx.send(());
             })?;
         Ok(Self {
@@ -547,7 +416,7 @@ impl OtlpSink {
 fn pump(
     shared: &Shared,
     mut transport: Transport,
-    mut batch: Batch,
+    mut body: wire::Body,
     handle: &tokio::runtime::Handle,
 ) {
     let lost = |n: u64| {
@@ -578,22 +447,24 @@ fn pump(
             lost((events.len() + shared.queue.drain(usize::MAX).len()) as u64);
             break;
         }
-        batch.fill(events.make_contiguous(), SystemTime::now());
-        match handle.block_on(transport.export(&batch)) {
+        body.start(SystemTime::now());
+        for ev in &events {
+            body.push(ev);
+        }
+        let n = events.len();
+        crate::pool::EVENTS.give_back(&mut events);
+        match handle.block_on(transport.export(&body.finish())) {
             Ok(0) => {}
             Ok(rejected) => {
-                let rejected = u64::try_from(rejected)
-                    .unwrap_or(0)
-                    .min(events.len() as u64);
+                let rejected = u64::try_from(rejected).unwrap_or(0).min(n as u64);
                 lost(rejected);
                 tracing::debug!(target: "netproxy::otlp", rejected, "the collector rejected records");
             }
             Err(e) => {
-                lost(events.len() as u64);
-                tracing::debug!(target: "netproxy::otlp", error = %e, lost = events.len(), "OTLP export failed");
+                lost(n as u64);
+                tracing::debug!(target: "netproxy::otlp", error = %e, lost = n, "OTLP export failed");
             }
         }
-        crate::pool::EVENTS.give_back(&mut events);
     }
 }
 
@@ -614,7 +485,6 @@ impl AuditSink for OtlpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proxy_core::{Decision, Mode, Protocol, Reason, RequestMeta, Target};
 
     #[test]
     fn endpoints() {
@@ -634,102 +504,5 @@ mod tests {
         assert!(logs_url("collector:4318").is_err());
         assert!(header_map(&[("bad name".into(), "v".into())]).is_err());
         assert!(header_map(&[("x-key".into(), "line\nbreak".into())]).is_err());
-    }
-
-    fn attrs(r: &LogRecord) -> Vec<(String, String)> {
-        r.attributes
-            .iter()
-            .map(|kv| {
-                let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    Some(Value::StringValue(s)) => s.clone(),
-                    Some(Value::IntValue(i)) => i.to_string(),
-                    Some(Value::BoolValue(b)) => b.to_string(),
-                    other => format!("{other:?}"),
-                };
-                (kv.key.clone(), v)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn records_are_overwritten_in_place_and_follow_each_event() {
-        let with_rule = {
-            let meta = RequestMeta::new(
-                Protocol::Http,
-                Target::parse_authority("a-rather-long-host-name.example", 8080).unwrap(),
-            )
-            .with_method("POST")
-            .with_client("[::1]:4000".parse().unwrap());
-            let mut ev = AuditEvent::new(&meta, &Decision::deny(Reason::Denied), Mode::Limited);
-            ev.rule = Some(proxy_core::Rule {
-                pattern: "**.example".into(),
-                origin: Some("user".into()),
-            });
-            ev
-        };
-        let bare = {
-            let meta = RequestMeta::new(
-                Protocol::Socks5Udp,
-                Target::parse_authority("b.example", 53).unwrap(),
-            );
-            AuditEvent::new(&meta, &Decision::deny(Reason::NotAllowed), Mode::Full)
-        };
-        let mut batch = Batch::new("1.2.3");
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_123);
-        for round in 0..3 {
-            let events: Vec<Arc<AuditEvent>> = match round {
-                0 => vec![Arc::new(with_rule.clone()), Arc::new(bare.clone())],
-                1 => vec![Arc::new(bare.clone()), Arc::new(with_rule.clone())],
-                _ => vec![Arc::new(bare.clone())],
-            };
-            let mut events = events;
-            for e in &mut events {
-                Arc::get_mut(e).unwrap().timestamp = t;
-            }
-            batch.fill(&events, t + Duration::from_secs(1));
-            let bytes = prost::Message::encode_to_vec(&batch.request);
-            let req = <ExportLogsServiceRequest as prost::Message>::decode(&bytes[..]).unwrap();
-            let rl = &req.resource_logs[0];
-            assert_eq!(rl.scope_logs[0].scope.as_ref().unwrap().name, SCOPE);
-            let records = &rl.scope_logs[0].log_records;
-            assert_eq!(records.len(), events.len(), "round {round}");
-            for (r, ev) in records.iter().zip(&events) {
-                assert_eq!(r.event_name, proxy_core::EVENT_NAME);
-                assert_eq!(r.time_unix_nano, 1_767_225_600_123_000_000);
-                assert_eq!(r.observed_time_unix_nano, 1_767_225_601_123_000_000);
-                assert_eq!(r.severity_number, SeverityNumber::Info as i32);
-                let got = attrs(r);
-                let mut want: Vec<(String, String)> = vec![
-                    ("network.policy.scope".into(), "domain".into()),
-                    ("network.policy.decision".into(), "deny".into()),
-                    ("network.policy.source".into(), "baseline_policy".into()),
-                    ("network.policy.reason".into(), ev.reason.into()),
-                    ("network.policy.override".into(), "false".into()),
-                    ("network.policy.mode".into(), ev.mode.as_str().into()),
-                    (
-                        "network.transport.protocol".into(),
-                        ev.protocol.as_str().into(),
-                    ),
-                    ("server.address".into(), ev.server_address.clone()),
-                    ("server.port".into(), ev.server_port.to_string()),
-                    (
-                        "http.request.method".into(),
-                        ev.method.clone().unwrap_or_else(|| "none".into()),
-                    ),
-                    (
-                        "client.address".into(),
-                        ev.client
-                            .map_or_else(|| "unknown".into(), |c| c.to_string()),
-                    ),
-                ];
-                if ev.rule.is_some() {
-                    want.push(("network.policy.rule".into(), "**.example".into()));
-                    want.push(("network.policy.layer".into(), "user".into()));
-                }
-                assert_eq!(got, want, "round {round}");
-            }
-        }
-        // The record dropped from the last batch is kept for its allocations.
-        assert_eq!(batch.spare.len(), 1);
     }
 }
