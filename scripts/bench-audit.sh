@@ -6,6 +6,8 @@
 #
 #   scripts/bench-audit.sh [SECS] [REPS]      (defaults 60 and 2)
 #
+# SLICE=N alternates the load between two live instances in N-second turns (see alternate()).
+#
 # WORKLOAD=connect-rate runs loadgen connect-rate instead (a CONNECT tunnel per decision, to
 # the origin's echo-close port; --close server) of http-forward.
 #
@@ -96,6 +98,70 @@ print(f'machine_us_per_decision=user:{us(d[0] + d[1])},system:{us(d[2] + d[5] + 
 " "$stat0" "$stat1" "$decisions" "$hz")
   echo "$name rps=$rps decisions=$decisions file_lines=$lines collected=$collected netproxy_cpu_us_per_decision=$cpu collector_cpu_ticks=$collector_cpu $machine"
 }
+
+# SLICE=N: both netproxy instances run at once, and the load alternates between them in N-second
+# turns (no sinks, sinks, sinks, no sinks, ...) until each has had SECS seconds, with a
+# one-second pause after each turn. Drift of the machine's speed then hits both alike.
+start() { # start NAME EXTRA_TOML REP -> sets NP_PID NP_HTTP NP_ADMIN NP_DIR
+  local name=$1 extra=$2
+  NP_DIR="$WORK/$1-$3"
+  mkdir -p "$NP_DIR/home"
+  printf '[network]\nallow_local_binding = true\nenable_socks5 = false\n%s\n[network.domains]\n"127.0.0.1" = "allow"\n' "$extra" >"$NP_DIR/netproxy.toml"
+  if [ "$name" = audited ]; then
+    printf '[otel]\nexporter = "otlp-http"\nendpoint = "http://127.0.0.1:18190"\n' >>"$NP_DIR/netproxy.toml"
+  fi
+  NETPROXY_HOME="$NP_DIR/home" NETPROXY_SYSTEM_DIR="$NP_DIR/sys" NETPROXY_ADMIN_TOKEN=bench RUST_LOG=warn \
+    "$NETPROXY" serve --config "$NP_DIR/netproxy.toml" --http 127.0.0.1:0 --admin 127.0.0.1:0 \
+    --ready-file "$NP_DIR/ready.json" 2>"$NP_DIR/stderr" &
+  NP_PID=$!
+  for _ in $(seq 100); do [ -s "$NP_DIR/ready.json" ] && break; sleep 0.1; done
+  NP_HTTP=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['http'])" "$NP_DIR/ready.json")
+  NP_ADMIN=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['admin'])" "$NP_DIR/ready.json")
+}
+
+alternate() { # alternate SLICE REP
+  local slice=$1 rep=$2
+  local before=0
+  [ -f "$WORK/collected" ] && before=$(cat "$WORK/collected")
+  start baseline "" "$rep"
+  local b_pid=$NP_PID b_http=$NP_HTTP b_admin=$NP_ADMIN b_dir=$NP_DIR
+  start audited "audit_log = \"$WORK/audited-$rep/audit.jsonl\"" "$rep"
+  local a_pid=$NP_PID a_http=$NP_HTTP a_admin=$NP_ADMIN a_dir=$NP_DIR
+  local turns=$(( SECS / slice )) t order
+  for t in $(seq "$turns"); do
+    if [ $((t % 2)) = 1 ]; then order="b a"; else order="a b"; fi
+    for w in $order; do
+      if [ "$w" = b ]; then
+        "$LOADGEN" http-forward --proxy "$b_http" --url http://127.0.0.1:18180/1k --conns 32 --secs "$slice" >"$b_dir/load-$t.json"
+      else
+        "$LOADGEN" http-forward --proxy "$a_http" --url http://127.0.0.1:18180/1k --conns 32 --secs "$slice" >"$a_dir/load-$t.json"
+      fi
+      sleep 1
+    done
+  done
+  local name pid admin dir decisions ticks rps lines collected
+  for name in baseline audited; do
+    if [ "$name" = baseline ]; then pid=$b_pid admin=$b_admin dir=$b_dir; else pid=$a_pid admin=$a_admin dir=$a_dir; fi
+    decisions=$(curl -s --noproxy '*' -H 'Authorization: Bearer bench' "http://$admin/metrics" |
+      awk '/^netproxy_requests_total/ {s+=$2} END {print s+0}')
+    ticks=$(awk '{print $14+$15}' "/proc/$pid/stat")
+    kill -TERM "$pid"; wait "$pid" || true
+    rps=$(python3 -c "
+import json, sys
+r = [json.load(open(f))['rps'] for f in sys.argv[1:]]
+print(round(sum(r) / len(r)), ' '.join(str(round(x)) for x in r))" "$dir"/load-*.json)
+    lines=0 collected=0
+    [ -f "$dir/audit.jsonl" ] && lines=$(wc -l <"$dir/audit.jsonl")
+    rm -f "$dir/audit.jsonl"
+    if [ "$name" = audited ]; then sleep 1; collected=$(( $(cat "$WORK/collected") - before )); fi
+    echo "$name rps=${rps%% *} turns=[${rps#* }] decisions=$decisions file_lines=$lines collected=$collected netproxy_cpu_us_per_decision=$(python3 -c "import sys;t,d,hz=map(float,sys.argv[1:]);print(round(t/hz/d*1e6,1))" "$ticks" "$decisions" "$(getconf CLK_TCK)")"
+  done
+}
+
+if [ -n "${SLICE:-}" ]; then
+  for rep in $(seq "$REPS"); do alternate "$SLICE" "$rep"; done
+  exit 0
+fi
 
 for rep in $(seq "$REPS"); do
   run baseline "" "$rep"
