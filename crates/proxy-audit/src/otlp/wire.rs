@@ -350,38 +350,34 @@ mod tests {
 
     fn events() -> Vec<AuditEvent> {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_123);
-        let mut with_rule = AuditEvent::new(
-            &RequestMeta::new(
-                Protocol::Http,
-                Target::parse_authority("a-rather-long-host-name.example", 8080).unwrap(),
-            )
-            .with_method("POST")
-            .with_client("[::1]:4000".parse().unwrap()),
-            &Decision::deny(Reason::Denied)
+        let meta = |p: Protocol, host: &str, port: u16| {
+            RequestMeta::new(p, Target::parse_authority(host, port).unwrap())
+        };
+        let at = |meta: RequestMeta, decision: Decision, mode: Mode| {
+            let mut ev = AuditEvent::new(&meta, &decision, mode);
+            ev.timestamp = t;
+            ev
+        };
+        let with_rule = at(
+            meta(Protocol::Http, "a-rather-long-host-name.example", 8080)
+                .with_method("POST")
+                .with_client("[::1]:4000".parse().unwrap()),
+            Decision::deny(Reason::Denied)
                 .with_rule(proxy_core::Rule::new("**.example", Some("user".into()))),
             Mode::Limited,
         );
-        with_rule.timestamp = t;
-        let mut bare = AuditEvent::new(
-            &RequestMeta::new(
-                Protocol::Socks5Udp,
-                Target::parse_authority("b.example", 53).unwrap(),
-            ),
-            &Decision::deny(Reason::NotAllowed),
+        let bare = at(
+            meta(Protocol::Socks5Udp, "b.example", 53),
+            Decision::deny(Reason::NotAllowed),
             Mode::Full,
         );
-        bare.timestamp = t;
-        let mut rule_only = AuditEvent::new(
-            &RequestMeta::new(
-                Protocol::HttpsConnect,
-                Target::parse_authority("c.example", 443).unwrap(),
-            )
-            .with_method("CONNECT")
-            .with_client("192.168.10.200:65535".parse().unwrap()),
-            &Decision::allow().with_rule(proxy_core::Rule::new("c.\"odd\u{1}", None)),
+        let mut rule_only = at(
+            meta(Protocol::HttpsConnect, "c.example", 443)
+                .with_method("CONNECT")
+                .with_client("192.168.10.200:65535".parse().unwrap()),
+            Decision::allow().with_rule(proxy_core::Rule::new("c.\"odd\u{1}", None)),
             Mode::Full,
         );
-        rule_only.timestamp = t;
         rule_only.policy_override = true;
         // A decision from before 1970 (a broken clock) has no timestamp field at all.
         let mut long = bare.clone();
