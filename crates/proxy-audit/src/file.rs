@@ -1,7 +1,7 @@
 //! `audit_log = PATH`: one JSON object a line, appended, reopened on request (SIGHUP, for log
 //! rotation), created with mode 0600. The request path only queues the event; a writer thread
-//! writes it at once when the log is quiet, and within 20 ms when it is busy (no event waits
-//! in a buffer for others to fill it).
+//! writes it at once when the log is quiet, and within 20 ms under load (a thousand events a
+//! second or more); no event waits in a buffer for others to fill it.
 
 use std::fs::File;
 use std::io::Write;
@@ -18,9 +18,44 @@ use crate::queue::DropOldest;
 const QUEUE: usize = 65_536;
 /// The most events one write takes.
 const MAX_BATCH: usize = 4096;
-/// While events keep coming (the last batch was taken less than twice this long ago), the
-/// next batch gathers this long before it is written.
+/// Under load (at least [`BUSY_EVENTS`] events within the current or the previous
+/// [`PACE_WINDOW`]), each batch gathers this long before it is written.
 const BUSY_LINGER: Duration = Duration::from_millis(20);
+/// See [`BUSY_LINGER`]: a thousand events a second.
+const BUSY_EVENTS: usize = 100;
+/// See [`BUSY_LINGER`].
+const PACE_WINDOW: Duration = Duration::from_millis(100);
+
+/// How many events the writer took lately, in windows of [`PACE_WINDOW`].
+#[derive(Debug)]
+struct Pace {
+    start: Instant,
+    count: usize,
+    previous: usize,
+}
+
+impl Pace {
+    fn new(now: Instant) -> Self {
+        Self {
+            start: now,
+            count: 0,
+            previous: 0,
+        }
+    }
+
+    /// Counts `taken` events at `now`; whether events come fast enough for batches to gather.
+    fn busy(&mut self, now: Instant, taken: usize) -> bool {
+        let age = now.saturating_duration_since(self.start);
+        if age >= PACE_WINDOW {
+            // The window just ended counts only if it ended just now.
+            self.previous = if age < 2 * PACE_WINDOW { self.count } else { 0 };
+            self.count = 0;
+            self.start = now;
+        }
+        self.count = self.count.saturating_add(taken);
+        self.count >= BUSY_EVENTS || self.previous >= BUSY_EVENTS
+    }
+}
 
 /// The JSON-lines audit file.
 #[derive(Debug)]
@@ -102,22 +137,20 @@ fn write_loop(shared: &Shared, mut file: File) {
     let mut clock = crate::TimestampCache::default();
     let mut batch = std::collections::VecDeque::new();
     let mut linger = Duration::ZERO;
-    let mut last_take: Option<Instant> = None;
+    let mut pace = Pace::new(Instant::now());
     loop {
         shared
             .queue
             .wait_into(&mut batch, MAX_BATCH, linger, Duration::from_millis(500));
-        // A quiet log gets each event at once. While events keep coming, each batch gathers
-        // for a while: a write costs far more than the lines in it (measured in
-        // docs/benchmarks.md), and a busy proxy then makes about fifty writes a second.
+        // A quiet log gets each event at once. Under load each batch gathers for a while: a
+        // write costs far more than the lines in it (measured in docs/benchmarks.md), and a
+        // busy proxy then makes about fifty writes a second.
         if !batch.is_empty() {
-            let now = Instant::now();
-            linger = if last_take.is_some_and(|t| now.duration_since(t) < 2 * BUSY_LINGER) {
+            linger = if pace.busy(Instant::now(), batch.len()) {
                 BUSY_LINGER
             } else {
                 Duration::ZERO
             };
-            last_take = Some(now);
         }
         if shared.reopen.swap(false, Ordering::Relaxed) {
             match open(&shared.path) {
@@ -165,5 +198,33 @@ impl AuditSink for JsonLinesFile {
 
     fn keeps_events(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_gather_only_under_load() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut pace = Pace::new(t0);
+        // Requests one after the other, even a few at once: each event is written at once.
+        assert!(!pace.busy(ms(1), 1));
+        assert!(!pace.busy(ms(12), 3));
+        assert!(!pace.busy(ms(30), 1));
+        // A thousand events a second: batches gather...
+        assert!(!pace.busy(ms(101), 40));
+        assert!(pace.busy(ms(150), 60));
+        // ...also at the start of the next window...
+        assert!(pace.busy(ms(210), 1));
+        assert!(pace.busy(ms(330), 150));
+        // ...until the load stops: a window later, quiet again.
+        assert!(pace.busy(ms(430), 1));
+        assert!(!pace.busy(ms(560), 1));
+        // After a long pause the last busy window does not count.
+        assert!(pace.busy(ms(600), 200));
+        assert!(!pace.busy(ms(5000), 1));
     }
 }
