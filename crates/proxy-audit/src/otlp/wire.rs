@@ -163,11 +163,10 @@ impl Body {
             version: service_version.to_owned(),
             ..InstrumentationScope::default()
         };
-        let mut encoded_resource = Vec::new();
-        prost::encoding::message::encode(tag::FIRST, &resource, &mut encoded_resource);
-        let mut encoded_scope = Vec::new();
-        prost::encoding::message::encode(tag::FIRST, &scope, &mut encoded_scope);
-        let (resource, scope) = (encoded_resource, encoded_scope);
+        let mut resource_field = Vec::new();
+        prost::encoding::message::encode(tag::FIRST, &resource, &mut resource_field);
+        let mut scope_field = Vec::new();
+        prost::encoding::message::encode(tag::FIRST, &scope, &mut scope_field);
         let prelude = LogRecord {
             severity_number: SeverityNumber::Info as i32,
             severity_text: "INFO".to_owned(),
@@ -177,11 +176,11 @@ impl Body {
             ..LogRecord::default()
         }
         .encode_to_vec();
-        // Three keys and three length varints at most.
-        let headroom = resource.len() + scope.len() + 3 * (1 + 10);
+        // The constant parts, two one-byte keys and two length varints (ten bytes at most).
+        let headroom = resource_field.len() + scope_field.len() + 2 * (1 + 10);
         Self {
-            resource,
-            scope,
+            resource: resource_field,
+            scope: scope_field,
             prelude,
             epilogue: Vec::new(),
             headroom,
