@@ -369,3 +369,106 @@ async fn records_the_collector_rejects_count_as_dropped() {
     assert!(dropped >= 3 && dropped % 3 == 0, "{dropped}");
     assert_eq!(*accepted.lock().unwrap() as u64, 20 - dropped);
 }
+
+/// An OTLP/gRPC collector that answers the n-th export (from 0) with `answer(n)`: the number of
+/// records it reports as rejected, or an error status. Returns its endpoint, the exports it
+/// saw and the records it accepted.
+async fn scripted_grpc_collector(
+    answer: fn(usize) -> Result<i64, tonic::Code>,
+) -> (String, Arc<Mutex<usize>>, Arc<Mutex<usize>>) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsPartialSuccess;
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+        LogsService, LogsServiceServer,
+    };
+    struct Collector {
+        answer: fn(usize) -> Result<i64, tonic::Code>,
+        requests: Arc<Mutex<usize>>,
+        accepted: Arc<Mutex<usize>>,
+    }
+    #[tonic::async_trait]
+    impl LogsService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            let n = {
+                let mut g = self.requests.lock().unwrap();
+                *g += 1;
+                *g - 1
+            };
+            let records = attrs(request.get_ref()).len();
+            let rejected = (self.answer)(n).map_err(|code| tonic::Status::new(code, "scripted"))?;
+            *self.accepted.lock().unwrap() += records - usize::try_from(rejected).unwrap();
+            Ok(tonic::Response::new(ExportLogsServiceResponse {
+                partial_success: (rejected > 0).then(|| ExportLogsPartialSuccess {
+                    rejected_log_records: rejected,
+                    error_message: "too old".into(),
+                }),
+            }))
+        }
+    }
+    let requests = Arc::new(Mutex::new(0usize));
+    let accepted = Arc::new(Mutex::new(0usize));
+    let svc = LogsServiceServer::new(Collector {
+        answer,
+        requests: requests.clone(),
+        accepted: accepted.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        tonic::service::Routes::new(svc)
+            .into_axum_router()
+            .pipe_serve(listener)
+            .await;
+    });
+    (format!("http://{addr}"), requests, accepted)
+}
+
+async fn grpc_export_to(endpoint: String, events: usize) -> OtlpSink {
+    let sink = OtlpSink::start(&OtlpConfig {
+        protocol: OtlpProtocol::Grpc,
+        endpoint,
+        headers: Vec::new(),
+        service_version: "0".into(),
+    })
+    .unwrap();
+    for i in 0..events {
+        sink.record(&event(i));
+    }
+    sink
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_unavailable_is_retried_once_and_rejected_records_count_as_dropped() {
+    // UNAVAILABLE for the first export, then success with 2 records of each export rejected.
+    let (endpoint, requests, accepted) = scripted_grpc_collector(|n| {
+        if n == 0 {
+            Err(tonic::Code::Unavailable)
+        } else {
+            Ok(2)
+        }
+    })
+    .await;
+    let sink = grpc_export_to(endpoint, 20).await;
+    let dropped = closed(sink).await;
+    let requests = *requests.lock().unwrap() as u64;
+    // Every batch got through, the first one on its second try: only the rejected records
+    // are lost (without the retry, the whole first batch would be).
+    assert_eq!(
+        dropped,
+        2 * (requests - 1),
+        "{dropped} dropped, {requests} requests"
+    );
+    assert_eq!(*accepted.lock().unwrap() as u64, 20 - dropped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_export_refused_as_invalid_is_not_retried() {
+    let (endpoint, requests, accepted) =
+        scripted_grpc_collector(|_| Err(tonic::Code::InvalidArgument)).await;
+    let sink = grpc_export_to(endpoint, 20).await;
+    assert_eq!(closed(sink).await, 20);
+    assert_eq!(*accepted.lock().unwrap(), 0);
+    assert_eq!(*requests.lock().unwrap(), 1);
+}
