@@ -193,18 +193,10 @@ async fn grpc_export_reaches_the_collector() {
         }
     }
     let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let svc = LogsServiceServer::new(Collector(received.clone()));
-    tokio::spawn(async move {
-        tonic::service::Routes::new(svc)
-            .into_axum_router()
-            .pipe_serve(listener)
-            .await;
-    });
+    let endpoint = serve_grpc(LogsServiceServer::new(Collector(received.clone()))).await;
     let sink = OtlpSink::start(&OtlpConfig {
         protocol: OtlpProtocol::Grpc,
-        endpoint: format!("http://{addr}"),
+        endpoint,
         headers: vec![("x-collector-key".into(), "k2".into())],
         service_version: "1.0.0".into(),
     })
@@ -316,9 +308,9 @@ async fn scripted_collector(
     (format!("http://{addr}"), requests, accepted)
 }
 
-async fn export_to(endpoint: String, events: usize) -> OtlpSink {
+async fn export_to(protocol: OtlpProtocol, endpoint: String, events: usize) -> OtlpSink {
     let sink = OtlpSink::start(&OtlpConfig {
-        protocol: OtlpProtocol::Http,
+        protocol,
         endpoint,
         headers: Vec::new(),
         service_version: "0".into(),
@@ -344,7 +336,7 @@ async fn a_busy_collector_gets_the_batch_again_once() {
     // 503 for the first request, then success: the batch is retried and nothing is lost.
     let (endpoint, requests, accepted) =
         scripted_collector(|n| if n == 0 { (503, 0) } else { (200, 0) }).await;
-    let sink = export_to(endpoint, 20).await;
+    let sink = export_to(OtlpProtocol::Http, endpoint, 20).await;
     assert_eq!(closed(sink).await, 0);
     assert_eq!(*accepted.lock().unwrap(), 20);
     assert!(*requests.lock().unwrap() >= 2);
@@ -354,7 +346,7 @@ async fn a_busy_collector_gets_the_batch_again_once() {
 async fn a_refused_batch_is_not_retried_and_counts_as_dropped() {
     // 400 says the request itself is wrong: sending it again would not help.
     let (endpoint, requests, accepted) = scripted_collector(|_| (400, 0)).await;
-    let sink = export_to(endpoint, 20).await;
+    let sink = export_to(OtlpProtocol::Http, endpoint, 20).await;
     assert_eq!(closed(sink).await, 20);
     assert_eq!(*accepted.lock().unwrap(), 0);
     assert_eq!(*requests.lock().unwrap(), 1);
@@ -363,7 +355,7 @@ async fn a_refused_batch_is_not_retried_and_counts_as_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_the_collector_rejects_count_as_dropped() {
     let (endpoint, _, accepted) = scripted_collector(|_| (200, 3)).await;
-    let sink = export_to(endpoint, 20).await;
+    let sink = export_to(OtlpProtocol::Http, endpoint, 20).await;
     // Each export (the 20 events may come in one or several) had 3 of its records rejected.
     let dropped = closed(sink).await;
     assert!(dropped >= 3 && dropped % 3 == 0, "{dropped}");
@@ -414,6 +406,16 @@ async fn scripted_grpc_collector(
         requests: requests.clone(),
         accepted: accepted.clone(),
     });
+    (serve_grpc(svc).await, requests, accepted)
+}
+
+/// Serves a gRPC logs service on a loopback port; returns its endpoint.
+async fn serve_grpc<S>(
+    svc: opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer<S>,
+) -> String
+where
+    S: opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsService,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -422,21 +424,7 @@ async fn scripted_grpc_collector(
             .pipe_serve(listener)
             .await;
     });
-    (format!("http://{addr}"), requests, accepted)
-}
-
-async fn grpc_export_to(endpoint: String, events: usize) -> OtlpSink {
-    let sink = OtlpSink::start(&OtlpConfig {
-        protocol: OtlpProtocol::Grpc,
-        endpoint,
-        headers: Vec::new(),
-        service_version: "0".into(),
-    })
-    .unwrap();
-    for i in 0..events {
-        sink.record(&event(i));
-    }
-    sink
+    format!("http://{addr}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,7 +438,7 @@ async fn grpc_unavailable_is_retried_once_and_rejected_records_count_as_dropped(
         }
     })
     .await;
-    let sink = grpc_export_to(endpoint, 20).await;
+    let sink = export_to(OtlpProtocol::Grpc, endpoint, 20).await;
     let dropped = closed(sink).await;
     let requests = *requests.lock().unwrap() as u64;
     // Every batch got through, the first one on its second try: only the rejected records
@@ -467,7 +455,7 @@ async fn grpc_unavailable_is_retried_once_and_rejected_records_count_as_dropped(
 async fn a_grpc_export_refused_as_invalid_is_not_retried() {
     let (endpoint, requests, accepted) =
         scripted_grpc_collector(|_| Err(tonic::Code::InvalidArgument)).await;
-    let sink = grpc_export_to(endpoint, 20).await;
+    let sink = export_to(OtlpProtocol::Grpc, endpoint, 20).await;
     assert_eq!(closed(sink).await, 20);
     assert_eq!(*accepted.lock().unwrap(), 0);
     assert_eq!(*requests.lock().unwrap(), 1);
