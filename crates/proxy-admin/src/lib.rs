@@ -69,6 +69,9 @@ pub fn router<C: Control + 'static>(control: Arc<C>, token: &str) -> Router {
         .route("/reload", post(reload::<C>))
         .route("/check", post(check::<C>))
         .route("/metrics", get(metrics::<C>))
+        // Set before the token check is layered on, so that it runs first: without the
+        // token, a wrong method is 401 like everything else.
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             authorize::<C>,
@@ -77,6 +80,7 @@ pub fn router<C: Control + 'static>(control: Arc<C>, token: &str) -> Router {
         .route("/health", get(health))
         .merge(protected)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -214,6 +218,15 @@ async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
+/// A known route asked with another method (axum adds the `Allow` header).
+async fn method_not_allowed(method: axum::http::Method) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route does not take {method}"),
+    )
+}
+
 fn json_value(v: &Value) -> Response {
     json_text(v.to_string())
 }
@@ -284,8 +297,22 @@ async fn blocked<C: Control>(
     json_value(&json!({"blocked": entries, "total": view.total}))
 }
 
-/// Parses a JSON body, or answers 400 saying why.
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+/// A request body, or why it could not be read (413 when over [`MAX_BODY`]).
+type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
+
+/// Parses a JSON body, or answers 400 (413 for a body over [`MAX_BODY`]) saying why.
+fn parse<T: serde::de::DeserializeOwned>(body: &Body) -> Result<T, Response> {
+    let body = match body {
+        Ok(body) => body,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is over {} KiB", MAX_BODY / 1024),
+            ));
+        }
+        Err(e) => return Err(error(e.status(), "invalid_body", e.body_text())),
+    };
     if body.is_empty() {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -308,7 +335,7 @@ struct ModeBody {
     mode: String,
 }
 
-async fn mode<C: Control>(State(s): State<AppState<C>>, body: Bytes) -> Response {
+async fn mode<C: Control>(State(s): State<AppState<C>>, body: Body) -> Response {
     let b: ModeBody = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -332,7 +359,7 @@ struct DomainsBody {
     deny: Vec<String>,
 }
 
-async fn domains<C: Control>(State(s): State<AppState<C>>, body: Bytes) -> Response {
+async fn domains<C: Control>(State(s): State<AppState<C>>, body: Body) -> Response {
     let b: DomainsBody = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -371,7 +398,7 @@ struct CheckBody {
     protocol: Option<String>,
 }
 
-async fn check<C: Control>(State(s): State<AppState<C>>, body: Bytes) -> Response {
+async fn check<C: Control>(State(s): State<AppState<C>>, body: Body) -> Response {
     let b: CheckBody = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r,

@@ -222,8 +222,13 @@ async fn read_routes() {
     let (s, body, _) = call(&fake, "GET", "/nope", t, "").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(json(&body)["reason"], "not_found");
-    let (s, _, _) = call(&fake, "POST", "/config", t, "").await;
+    let (s, body, h) = call(&fake, "POST", "/config", t, "").await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(json(&body)["reason"], "method_not_allowed");
+    assert!(h["allow"].to_str().unwrap().contains("GET"));
+    // Without the token, a wrong method is still only 401.
+    let (s, _, _) = call(&fake, "POST", "/config", None, "").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -279,8 +284,9 @@ async fn changes_and_their_errors() {
 
     // Over 64 KiB: 413, and nothing changed.
     let big = format!(r#"{{"allow":["{}"]}}"#, "a".repeat(70_000));
-    let (s, _, _) = call(&fake, "POST", "/domains", t, &big).await;
+    let (s, body, _) = call(&fake, "POST", "/domains", t, &big).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json(&body)["reason"], "too_large");
     assert_eq!(fake.changes.lock().unwrap().len(), 1);
 
     let (s, body, _) = call(&fake, "POST", "/reload", t, "").await;
