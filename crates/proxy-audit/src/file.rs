@@ -132,12 +132,89 @@ impl Drop for JsonLinesFile {
     }
 }
 
+/// Writes batches of lines and keeps the file whole across failed writes (a full disk): a
+/// line cut short by a failure is ended before the next batch, so that the file stays one JSON
+/// object a line, and the failure is logged once, not per batch, until writes succeed again.
+#[derive(Debug)]
+struct Output {
+    path: String,
+    /// The last write ended inside a line.
+    cut: bool,
+    /// Events lost since writes began to fail (`None`: the last write succeeded).
+    failing: Option<u64>,
+}
+
+impl Output {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.display().to_string(),
+            cut: false,
+            failing: None,
+        }
+    }
+
+    /// Writes `lines` (`count` whole lines) to `w`; returns how many of them were lost, i.e.
+    /// not written whole.
+    fn write(&mut self, w: &mut impl Write, lines: &[u8], count: usize) -> u64 {
+        let mut done = 0;
+        let mut result = Ok(());
+        if self.cut {
+            result = w.write_all(b"\n");
+            if result.is_ok() {
+                self.cut = false;
+            }
+        }
+        if result.is_ok() {
+            result = write_some(w, lines, &mut done);
+        }
+        let Err(e) = result else {
+            if let Some(lost) = self.failing.take() {
+                tracing::warn!(path = %self.path, lost, "the audit log is writable again");
+            }
+            return 0;
+        };
+        let written = &lines[..done];
+        if !written.is_empty() && !written.ends_with(b"\n") {
+            self.cut = true;
+        }
+        let whole = written.iter().filter(|&&b| b == b'\n').count();
+        let lost = count.saturating_sub(whole) as u64;
+        match &mut self.failing {
+            Some(total) => *total = total.saturating_add(lost),
+            None => {
+                tracing::error!(
+                    path = %self.path,
+                    error = %e,
+                    lost,
+                    "cannot write the audit log; events are lost until writes succeed again"
+                );
+                self.failing = Some(lost);
+            }
+        }
+        lost
+    }
+}
+
+/// `write_all` that counts in `done` how much of `buf` was written before a failure.
+fn write_some(w: &mut impl Write, buf: &[u8], done: &mut usize) -> std::io::Result<()> {
+    while *done < buf.len() {
+        match w.write(&buf[*done..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => *done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn write_loop(shared: &Shared, mut file: File) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut clock = crate::TimestampCache::default();
     let mut batch = std::collections::VecDeque::new();
     let mut linger = Duration::ZERO;
     let mut pace = Pace::new(Instant::now());
+    let mut out = Output::new(&shared.path);
     loop {
         shared
             .queue
@@ -154,7 +231,11 @@ fn write_loop(shared: &Shared, mut file: File) {
         }
         if shared.reopen.swap(false, Ordering::Relaxed) {
             match open(&shared.path) {
-                Ok(f) => file = f,
+                Ok(f) => {
+                    file = f;
+                    // A new file starts with no broken line of the old one.
+                    out.cut = false;
+                }
                 Err(e) => tracing::error!(
                     path = %shared.path.display(),
                     error = %e,
@@ -172,17 +253,8 @@ fn write_loop(shared: &Shared, mut file: File) {
         for ev in &batch {
             crate::write_line(&mut buf, ev, clock.format(ev.timestamp));
         }
-        if let Err(e) = file.write_all(&buf) {
-            shared
-                .unwritten
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            tracing::error!(
-                path = %shared.path.display(),
-                error = %e,
-                lost = batch.len(),
-                "cannot write the audit log"
-            );
-        }
+        let lost = out.write(&mut file, &buf, batch.len());
+        shared.unwritten.fetch_add(lost, Ordering::Relaxed);
         crate::pool::EVENTS.give_back(&mut batch);
     }
 }
@@ -204,6 +276,58 @@ impl AuditSink for JsonLinesFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Takes `room` bytes, then fails like a full disk until given more room.
+    struct Disk {
+        data: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            let n = b.len().min(self.room).min(7);
+            self.data.extend_from_slice(&b[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_cut_by_a_full_disk_is_ended_and_only_unwritten_lines_count_as_lost() {
+        let mut out = Output::new(Path::new("audit.jsonl"));
+        let mut disk = Disk {
+            data: Vec::new(),
+            room: 20,
+        };
+        assert_eq!(out.write(&mut disk, b"{\"a\":1}\n", 1), 0);
+        // Room for the first line and part of the second: two of three lost.
+        assert_eq!(
+            out.write(&mut disk, b"{\"b\":2}\n{\"c\":3}\n{\"d\":4}\n", 3),
+            2
+        );
+        assert!(out.cut && out.failing == Some(2));
+        // Still full: nothing written, all lost.
+        assert_eq!(out.write(&mut disk, b"{\"e\":5}\n", 1), 1);
+        assert_eq!(out.failing, Some(3));
+        // Room again: the cut line is ended first, then the batch follows whole.
+        disk.room = 100;
+        assert_eq!(out.write(&mut disk, b"{\"f\":6}\n", 1), 0);
+        assert!(!out.cut && out.failing.is_none());
+        let text = String::from_utf8(disk.data).unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n{\"c\"\n{\"f\":6}\n");
+        // Every line but the cut one is a whole object.
+        let whole: Vec<_> = text
+            .lines()
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+            .collect();
+        assert_eq!(whole, ["{\"a\":1}", "{\"b\":2}", "{\"f\":6}"]);
+    }
 
     #[test]
     fn batches_gather_only_under_load() {
