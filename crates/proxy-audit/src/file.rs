@@ -134,22 +134,19 @@ impl Drop for JsonLinesFile {
 
 /// Writes batches of lines and keeps the file whole across failed writes (a full disk): a
 /// line cut short by a failure is ended before the next batch, so that the file stays one JSON
-/// object a line, and the failure is logged once, not per batch, until writes succeed again.
+/// object a line.
 #[derive(Debug)]
 struct Output {
-    path: String,
     /// The last write ended inside a line.
     cut: bool,
-    /// Events lost since writes began to fail (`None`: the last write succeeded).
-    failing: Option<u64>,
+    outage: crate::Outage,
 }
 
 impl Output {
     fn new(path: &Path) -> Self {
         Self {
-            path: path.display().to_string(),
             cut: false,
-            failing: None,
+            outage: crate::Outage::new(path.display().to_string()),
         }
     }
 
@@ -168,9 +165,7 @@ impl Output {
             result = write_some(w, lines, &mut done);
         }
         let Err(e) = result else {
-            if let Some(lost) = self.failing.take() {
-                tracing::warn!(path = %self.path, lost, "the audit log is writable again");
-            }
+            self.outage.recovered();
             return 0;
         };
         let written = &lines[..done];
@@ -179,18 +174,7 @@ impl Output {
         }
         let whole = written.iter().filter(|&&b| b == b'\n').count();
         let lost = count.saturating_sub(whole) as u64;
-        match &mut self.failing {
-            Some(total) => *total = total.saturating_add(lost),
-            None => {
-                tracing::error!(
-                    path = %self.path,
-                    error = %e,
-                    lost,
-                    "cannot write the audit log; events are lost until writes succeed again"
-                );
-                self.failing = Some(lost);
-            }
-        }
+        self.outage.failed(&e, lost);
         lost
     }
 }
@@ -245,6 +229,7 @@ fn write_loop(shared: &Shared, mut file: File) {
         }
         if batch.is_empty() {
             if shared.queue.finished() {
+                out.outage.finish();
                 return;
             }
             continue;
@@ -298,8 +283,46 @@ mod tests {
         }
     }
 
+    #[derive(Clone, Default)]
+    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The only test that reaches the outage's log lines (tracing caches a callsite's interest
+    /// across threads).
     #[test]
     fn a_line_cut_by_a_full_disk_is_ended_and_only_unwritten_lines_count_as_lost() {
+        let log = Capture::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, full_disk);
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        // Three failed writes and a recovery: one error, one warning with the total lost.
+        let lines: Vec<_> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert!(
+            lines[0].contains("ERROR") && lines[0].contains("lost=2"),
+            "{log}"
+        );
+        assert!(lines[0].contains("audit.jsonl"), "{log}");
+        assert!(
+            lines[1].contains("WARN") && lines[1].contains("lost=3"),
+            "{log}"
+        );
+    }
+
+    fn full_disk() {
         let mut out = Output::new(Path::new("audit.jsonl"));
         let mut disk = Disk {
             data: Vec::new(),
@@ -311,14 +334,14 @@ mod tests {
             out.write(&mut disk, b"{\"b\":2}\n{\"c\":3}\n{\"d\":4}\n", 3),
             2
         );
-        assert!(out.cut && out.failing == Some(2));
+        assert!(out.cut && out.outage.lost() == Some(2));
         // Still full: nothing written, all lost.
         assert_eq!(out.write(&mut disk, b"{\"e\":5}\n", 1), 1);
-        assert_eq!(out.failing, Some(3));
+        assert_eq!(out.outage.lost(), Some(3));
         // Room again: the cut line is ended first, then the batch follows whole.
         disk.room = 100;
         assert_eq!(out.write(&mut disk, b"{\"f\":6}\n", 1), 0);
-        assert!(!out.cut && out.failing.is_none());
+        assert!(!out.cut && out.outage.lost().is_none());
         let text = String::from_utf8(disk.data).unwrap();
         assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n{\"c\"\n{\"f\":6}\n");
         // Every line but the cut one is a whole object.

@@ -81,6 +81,57 @@ impl BlockedBuffer {
     }
 }
 
+/// Logs a sink's failures once per outage, not once per failed write or export: an error when
+/// the sink begins to lose events, and a warning with the number lost when it works again.
+#[derive(Debug)]
+pub(crate) struct Outage {
+    /// The sink, as the log lines name it (the file's path, the collector's URL).
+    sink: String,
+    /// Events lost since the outage began (`None`: no outage).
+    lost: Option<u64>,
+}
+
+impl Outage {
+    pub(crate) fn new(sink: String) -> Self {
+        Self { sink, lost: None }
+    }
+
+    /// `lost` more events were lost because of `error`.
+    pub(crate) fn failed(&mut self, error: &dyn std::fmt::Display, lost: u64) {
+        match &mut self.lost {
+            Some(total) => *total = total.saturating_add(lost),
+            None => {
+                tracing::error!(
+                    sink = %self.sink,
+                    %error,
+                    lost,
+                    "audit events are being lost until this sink works again"
+                );
+                self.lost = Some(lost);
+            }
+        }
+    }
+
+    /// The sink took events without loss.
+    pub(crate) fn recovered(&mut self) {
+        if let Some(lost) = self.lost.take() {
+            tracing::warn!(sink = %self.sink, lost, "the audit sink works again");
+        }
+    }
+
+    /// The sink stops: an outage still going on is logged with its total.
+    pub(crate) fn finish(&mut self) {
+        if let Some(lost) = self.lost.take() {
+            tracing::error!(sink = %self.sink, lost, "the audit sink stopped while losing events");
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn lost(&self) -> Option<u64> {
+        self.lost
+    }
+}
+
 /// Formats timestamps, reusing the date and time of day while the second stays the same.
 #[derive(Debug, Default)]
 pub(crate) struct TimestampCache {

@@ -259,7 +259,7 @@ impl Transport {
                 req.headers_mut()
                     .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
                 let resp = client.request(req).await.map_err(|e| Failed {
-                    reason: format!("{e}"),
+                    reason: with_sources(&e),
                     transient: true,
                 })?;
                 let status = resp.status();
@@ -336,6 +336,21 @@ impl Transport {
     }
 }
 
+/// An error with the errors it wraps (hyper's client says only "client error (Connect)").
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 const USER_AGENT: &str = concat!("netproxy/", env!("CARGO_PKG_VERSION"));
 
 impl OtlpSink {
@@ -349,6 +364,7 @@ impl OtlpSink {
             Transport::new(config)?
         };
         let body = wire::Body::new(&config.service_version);
+        let outage = crate::Outage::new(format!("OTLP export to {}", config.endpoint.trim()));
         let shared = Arc::new(Shared {
             queue: DropOldest::new(QUEUE),
             deadline: std::sync::Mutex::new(None),
@@ -359,7 +375,7 @@ impl OtlpSink {
         let pump = std::thread::Builder::new()
             .name("netproxy-otlp".into())
             .spawn(move || {
-                pump(&s, transport, body, &handle);
+                pump(&s, transport, body, outage, &handle);
                 let _ = done_tx.send(());
             })?;
         Ok(Self {
@@ -417,6 +433,7 @@ fn pump(
     shared: &Shared,
     mut transport: Transport,
     mut body: wire::Body,
+    mut outage: crate::Outage,
     handle: &tokio::runtime::Handle,
 ) {
     let lost = |n: u64| {
@@ -444,7 +461,9 @@ fn pump(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_some_and(|d| Instant::now() >= d);
         if late {
-            lost((events.len() + shared.queue.drain(usize::MAX).len()) as u64);
+            let n = (events.len() + shared.queue.drain(usize::MAX).len()) as u64;
+            lost(n);
+            outage.failed(&"shutdown's export budget ran out", n);
             break;
         }
         body.start(SystemTime::now());
@@ -454,18 +473,19 @@ fn pump(
         let n = events.len();
         crate::pool::EVENTS.give_back(&mut events);
         match handle.block_on(transport.export(&body.finish())) {
-            Ok(0) => {}
+            Ok(0) => outage.recovered(),
             Ok(rejected) => {
                 let rejected = u64::try_from(rejected).unwrap_or(0).min(n as u64);
                 lost(rejected);
-                tracing::debug!(target: "netproxy::otlp", rejected, "the collector rejected records");
+                outage.failed(&"the collector rejected records", rejected);
             }
             Err(e) => {
                 lost(n as u64);
-                tracing::debug!(target: "netproxy::otlp", error = %e, lost = n, "OTLP export failed");
+                outage.failed(&e, n as u64);
             }
         }
     }
+    outage.finish();
 }
 
 impl AuditSink for OtlpSink {
