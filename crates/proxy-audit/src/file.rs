@@ -151,8 +151,8 @@ impl Output {
     }
 
     /// Writes `lines` (`count` whole lines) to `w`; returns how many of them were lost, i.e.
-    /// not written whole.
-    fn write(&mut self, w: &mut impl Write, lines: &[u8], count: usize) -> u64 {
+    /// not written whole. `queue_drops` is the queue's drop count so far.
+    fn write(&mut self, w: &mut impl Write, lines: &[u8], count: usize, queue_drops: u64) -> u64 {
         let mut done = 0;
         let mut result = Ok(());
         if self.cut {
@@ -165,7 +165,7 @@ impl Output {
             result = write_some(w, lines, &mut done);
         }
         let Err(e) = result else {
-            self.outage.recovered();
+            self.outage.report(None, queue_drops);
             return 0;
         };
         let written = &lines[..done];
@@ -174,7 +174,7 @@ impl Output {
         }
         let whole = written.iter().filter(|&&b| b == b'\n').count();
         let lost = count.saturating_sub(whole) as u64;
-        self.outage.failed(&e, lost);
+        self.outage.report(Some((&e, lost)), queue_drops);
         lost
     }
 }
@@ -229,7 +229,7 @@ fn write_loop(shared: &Shared, mut file: File) {
         }
         if batch.is_empty() {
             if shared.queue.finished() {
-                out.outage.finish();
+                out.outage.finish(shared.queue.dropped());
                 return;
             }
             continue;
@@ -238,7 +238,7 @@ fn write_loop(shared: &Shared, mut file: File) {
         for ev in &batch {
             crate::write_line(&mut buf, ev, clock.format(ev.timestamp));
         }
-        let lost = out.write(&mut file, &buf, batch.len());
+        let lost = out.write(&mut file, &buf, batch.len(), shared.queue.dropped());
         shared.unwritten.fetch_add(lost, Ordering::Relaxed);
         crate::pool::EVENTS.give_back(&mut batch);
     }
@@ -308,9 +308,10 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(subscriber, full_disk);
         let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-        // Three failed writes and a recovery: one error, one warning with the total lost.
+        // Three failed writes and a recovery: one error, one warning with the total lost; then
+        // the same for a writer that fell behind, and one more at the end.
         let lines: Vec<_> = log.lines().collect();
-        assert_eq!(lines.len(), 2, "{log}");
+        assert_eq!(lines.len(), 5, "{log}");
         assert!(
             lines[0].contains("ERROR") && lines[0].contains("lost=2"),
             "{log}"
@@ -318,6 +319,20 @@ mod tests {
         assert!(lines[0].contains("audit.jsonl"), "{log}");
         assert!(
             lines[1].contains("WARN") && lines[1].contains("lost=3"),
+            "{log}"
+        );
+        assert!(
+            lines[2].contains("ERROR")
+                && lines[2].contains("fell behind")
+                && lines[2].contains("lost=5"),
+            "{log}"
+        );
+        assert!(
+            lines[3].contains("WARN") && lines[3].contains("lost=5"),
+            "{log}"
+        );
+        assert!(
+            lines[4].contains("stopped while losing events") && lines[4].contains("lost=2"),
             "{log}"
         );
     }
@@ -328,21 +343,21 @@ mod tests {
             data: Vec::new(),
             room: 20,
         };
-        assert_eq!(out.write(&mut disk, b"{\"a\":1}\n", 1), 0);
+        assert_eq!(out.write(&mut disk, b"{\"a\":1}\n", 1, 0), 0);
         // Room for the first line and part of the second: two of three lost.
         assert_eq!(
-            out.write(&mut disk, b"{\"b\":2}\n{\"c\":3}\n{\"d\":4}\n", 3),
+            out.write(&mut disk, b"{\"b\":2}\n{\"c\":3}\n{\"d\":4}\n", 3, 0),
             2
         );
         assert!(out.cut && out.outage.lost() == Some(2));
         // Still full: nothing written, all lost.
-        assert_eq!(out.write(&mut disk, b"{\"e\":5}\n", 1), 1);
+        assert_eq!(out.write(&mut disk, b"{\"e\":5}\n", 1, 0), 1);
         assert_eq!(out.outage.lost(), Some(3));
         // Room again: the cut line is ended first, then the batch follows whole.
         disk.room = 100;
-        assert_eq!(out.write(&mut disk, b"{\"f\":6}\n", 1), 0);
+        assert_eq!(out.write(&mut disk, b"{\"f\":6}\n", 1, 0), 0);
         assert!(!out.cut && out.outage.lost().is_none());
-        let text = String::from_utf8(disk.data).unwrap();
+        let text = String::from_utf8(disk.data.clone()).unwrap();
         assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n{\"c\"\n{\"f\":6}\n");
         // Every line but the cut one is a whole object.
         let whole: Vec<_> = text
@@ -350,6 +365,14 @@ mod tests {
             .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
             .collect();
         assert_eq!(whole, ["{\"a\":1}", "{\"b\":2}", "{\"f\":6}"]);
+        // The writes succeed but the queue dropped 5 events meanwhile: an outage too, until a
+        // round with no new drops.
+        assert_eq!(out.write(&mut disk, b"{\"g\":7}\n", 1, 5), 0);
+        assert_eq!(out.outage.lost(), Some(5));
+        assert_eq!(out.write(&mut disk, b"{\"h\":8}\n", 1, 5), 0);
+        assert!(out.outage.lost().is_none());
+        // Stopping with drops not yet reported.
+        out.outage.finish(7);
     }
 
     #[test]

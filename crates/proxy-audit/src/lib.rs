@@ -83,21 +83,46 @@ impl BlockedBuffer {
 
 /// Logs a sink's failures once per outage, not once per failed write or export: an error when
 /// the sink begins to lose events, and a warning with the number lost when it works again.
+/// Events its queue dropped because the sink fell behind count as lost too.
 #[derive(Debug)]
 pub(crate) struct Outage {
     /// The sink, as the log lines name it (the file's path, the collector's URL).
     sink: String,
     /// Events lost since the outage began (`None`: no outage).
     lost: Option<u64>,
+    /// The queue's drop count when last reported.
+    queue_drops: u64,
 }
 
 impl Outage {
     pub(crate) fn new(sink: String) -> Self {
-        Self { sink, lost: None }
+        Self {
+            sink,
+            lost: None,
+            queue_drops: 0,
+        }
     }
 
-    /// `lost` more events were lost because of `error`.
-    pub(crate) fn failed(&mut self, error: &dyn std::fmt::Display, lost: u64) {
+    /// The outcome of one write or export: `failure` (why, and how many events it lost) or
+    /// success, and the queue's total of dropped events so far.
+    pub(crate) fn report(
+        &mut self,
+        failure: Option<(&dyn std::fmt::Display, u64)>,
+        queue_drops: u64,
+    ) {
+        let behind = queue_drops.saturating_sub(self.queue_drops);
+        self.queue_drops = queue_drops;
+        match failure {
+            Some((error, lost)) => self.failed(error, lost.saturating_add(behind)),
+            None if behind > 0 => self.failed(
+                &"the sink fell behind: its full queue dropped the oldest events",
+                behind,
+            ),
+            None => self.recovered(),
+        }
+    }
+
+    fn failed(&mut self, error: &dyn std::fmt::Display, lost: u64) {
         match &mut self.lost {
             Some(total) => *total = total.saturating_add(lost),
             None => {
@@ -112,18 +137,22 @@ impl Outage {
         }
     }
 
-    /// The sink took events without loss.
-    pub(crate) fn recovered(&mut self) {
+    fn recovered(&mut self) {
         if let Some(lost) = self.lost.take() {
             tracing::warn!(sink = %self.sink, lost, "the audit sink works again");
         }
     }
 
     /// The sink stops: an outage still going on is logged with its total.
-    pub(crate) fn finish(&mut self) {
-        if let Some(lost) = self.lost.take() {
-            tracing::error!(sink = %self.sink, lost, "the audit sink stopped while losing events");
-        }
+    pub(crate) fn finish(&mut self, queue_drops: u64) {
+        let behind = queue_drops.saturating_sub(self.queue_drops);
+        self.queue_drops = queue_drops;
+        let lost = match self.lost.take() {
+            Some(lost) => lost.saturating_add(behind),
+            None if behind > 0 => behind,
+            None => return,
+        };
+        tracing::error!(sink = %self.sink, lost, "the audit sink stopped while losing events");
     }
 
     #[cfg(test)]

@@ -463,7 +463,10 @@ fn pump(
         if late {
             let n = (events.len() + shared.queue.drain(usize::MAX).len()) as u64;
             lost(n);
-            outage.failed(&"shutdown's export budget ran out", n);
+            outage.report(
+                Some((&"shutdown's export budget ran out", n)),
+                shared.queue.dropped(),
+            );
             break;
         }
         body.start(SystemTime::now());
@@ -473,19 +476,22 @@ fn pump(
         let n = events.len();
         crate::pool::EVENTS.give_back(&mut events);
         match handle.block_on(transport.export(&body.finish())) {
-            Ok(0) => outage.recovered(),
+            Ok(0) => outage.report(None, shared.queue.dropped()),
             Ok(rejected) => {
                 let rejected = u64::try_from(rejected).unwrap_or(0).min(n as u64);
                 lost(rejected);
-                outage.failed(&"the collector rejected records", rejected);
+                outage.report(
+                    Some((&"the collector rejected records", rejected)),
+                    shared.queue.dropped(),
+                );
             }
             Err(e) => {
                 lost(n as u64);
-                outage.failed(&e, n as u64);
+                outage.report(Some((&e, n as u64)), shared.queue.dropped());
             }
         }
     }
-    outage.finish();
+    outage.finish(shared.queue.dropped());
 }
 
 impl AuditSink for OtlpSink {
