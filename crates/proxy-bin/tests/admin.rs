@@ -596,6 +596,47 @@ async fn the_audit_log_has_one_line_per_decision_and_follows_rotation() {
     s.stop();
 }
 
+/// A full disk (`/dev/full` fails every write): requests still go through, the lost events
+/// are counted per sink in the metrics, and the outage is logged once, not per write.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_on_a_full_disk_counts_its_losses_and_says_so_once() {
+    let (dns, origin) = world().await;
+    let port = origin.addr().port();
+    let s = start(
+        &dns,
+        &["--allow", "api.test"],
+        "[network]\naudit_log = \"/dev/full\"\n",
+        &[],
+    );
+    for _ in 0..5 {
+        assert_eq!(through(&s, &[&format!("http://api.test:{port}/")]), "200");
+    }
+    let token = token_file(&s);
+    let begin = Instant::now();
+    loop {
+        let (_, metrics) = admin(&s, Some(&token), "GET", "/metrics", None);
+        if metrics.contains("netproxy_audit_export_dropped_total{sink=\"file\"} 5") {
+            break;
+        }
+        assert!(begin.elapsed() < Duration::from_secs(10), "{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let err = s.stop();
+    assert_eq!(
+        err.matches("audit events are being lost until this sink works again")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("sink=/dev/full"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains("the audit sink stopped while losing events"),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_audit_log_that_cannot_be_opened_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -698,7 +739,7 @@ async fn decisions_are_exported_over_otlp_and_a_hung_collector_delays_nothing() 
     let token = token_file(&s);
     let (_, metrics) = admin(&s, Some(&token), "GET", "/metrics", None);
     assert!(
-        metrics.contains("netproxy_audit_export_dropped_total"),
+        metrics.contains("netproxy_audit_export_dropped_total{sink=\"otlp\"} 0"),
         "{metrics}"
     );
     s.stop();
