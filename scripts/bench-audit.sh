@@ -11,6 +11,10 @@
 # WORKLOAD=connect-rate runs loadgen connect-rate instead (a CONNECT tunnel per decision, to
 # the origin's echo-close port; --close server) of http-forward.
 #
+# AA=1 runs a second instance without sinks in place of the audited one: the method's own noise.
+#
+# The last lines give each pair's cost and, over several pairs, their mean with its 95% interval.
+#
 # Needs: target/release/netproxy, target/release/examples/otlp_count
 # (cargo build --release -p proxy-bin && cargo build --release -p proxy-audit --example otlp_count)
 # and the bench kit's loadgen (../shared/bench/loadgen/target/release/loadgen).
@@ -96,7 +100,7 @@ n, hz = float(sys.argv[3]), float(sys.argv[4])
 us = lambda t: round(t / hz / n * 1e6, 1)
 print(f'machine_us_per_decision=user:{us(d[0] + d[1])},system:{us(d[2] + d[5] + d[6])},idle:{us(d[3] + d[4])}')
 " "$stat0" "$stat1" "$decisions" "$hz")
-  echo "$name rps=$rps decisions=$decisions file_lines=$lines collected=$collected netproxy_cpu_us_per_decision=$cpu collector_cpu_ticks=$collector_cpu $machine"
+  echo "$name rps=$rps decisions=$decisions file_lines=$lines collected=$collected netproxy_cpu_us_per_decision=$cpu collector_cpu_ticks=$collector_cpu $machine" | tee -a "$WORK/results"
 }
 
 # SLICE=N: both netproxy instances run at once, and the load alternates between them in N-second
@@ -165,9 +169,37 @@ fi
 
 for rep in $(seq "$REPS"); do
   run baseline "" "$rep"
-  [ -z "${ONLY_SEPARATE:-}" ] && run audited "audit_log = \"$WORK/audited-$rep/audit.jsonl\"" "$rep"
+  if [ -n "${AA:-}" ]; then
+    # The method's own noise: a second run without sinks where the audited one would be.
+    run control "" "$rep"
+  elif [ -z "${ONLY_SEPARATE:-}" ]; then
+    run audited "audit_log = \"$WORK/audited-$rep/audit.jsonl\"" "$rep"
+  fi
   if [ -n "${SEPARATE:-}" ]; then
     run file "audit_log = \"$WORK/file-$rep/audit.jsonl\"" "$rep"
     run otlp "" "$rep"
   fi
 done
+
+# Each pair's cost (the second run's req/s against the first's), and their mean with its 95%
+# interval (Student's t) when there are several.
+python3 - "$WORK/results" <<'PY'
+import math, re, statistics, sys
+runs = [l.split() for l in open(sys.argv[1]) if re.match(r"(baseline|audited|control) rps=", l)]
+costs = []
+base = None
+for fields in runs:
+    name, value = fields[0], float(fields[1].split("=")[1])
+    if name == "baseline":
+        base = value
+    elif base:
+        costs.append(100 * (1 - value / base))
+        base = None
+if costs:
+    print("cost per pair: " + " ".join(f"{c:.1f}%" for c in costs))
+if len(costs) >= 2:
+    t = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}
+    m, sd = statistics.mean(costs), statistics.stdev(costs)
+    half = t.get(len(costs), 2.0) * sd / math.sqrt(len(costs))
+    print(f"mean {m:.1f}% (95% interval {m - half:.1f}% to {m + half:.1f}%) over {len(costs)} pairs")
+PY
