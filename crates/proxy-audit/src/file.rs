@@ -202,7 +202,7 @@ fn write_loop(shared: &Shared, mut file: File) {
     loop {
         shared
             .queue
-            .wait_into(&mut batch, MAX_BATCH, linger, Duration::from_millis(500));
+            .wait_into(&mut batch, MAX_BATCH, linger, crate::IDLE_WAIT);
         // A quiet log gets each event at once. Under load each batch gathers for a while: a
         // write costs far more than the lines in it (measured in docs/benchmarks.md), and a
         // busy proxy then makes about fifty writes a second.

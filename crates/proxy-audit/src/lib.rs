@@ -33,6 +33,10 @@ use std::time::SystemTime;
 
 use proxy_core::{AuditEvent, AuditSink, BlockedRecord, BlockedView, Verdict};
 
+/// How long a sink's thread sleeps when there is nothing to do, unless woken by an event or by
+/// shutdown (which always wake it): an idle proxy wakes it about once a minute.
+pub(crate) const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How many refusals the buffer keeps.
 pub const BLOCKED_CAPACITY: usize = 200;
 

@@ -447,7 +447,7 @@ fn pump(
             &mut events,
             BATCH,
             Duration::from_millis(100),
-            Duration::from_millis(500),
+            crate::IDLE_WAIT,
         );
         if events.is_empty() {
             if shared.queue.finished() {

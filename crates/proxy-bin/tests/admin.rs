@@ -637,6 +637,56 @@ async fn an_audit_log_on_a_full_disk_counts_its_losses_and_says_so_once() {
     );
 }
 
+/// Voluntary context switches of each thread of `pid`, by thread name.
+#[cfg(target_os = "linux")]
+fn wakeups(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        let switches = std::fs::read_to_string(task.join("status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        *by_name.entry(name.trim().to_owned()).or_insert(0) += switches;
+    }
+    by_name
+}
+
+/// An idle proxy leaves its log and audit threads asleep (they used to wake every 20 ms and
+/// every 500 ms): a laptop running it all day should not pay for it.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_proxy_does_not_wake_its_log_and_audit_threads() {
+    let (dns, origin) = world().await;
+    let port = origin.addr().port();
+    let logs = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[network]\naudit_log = {:?}\n[otel]\nexporter = \"otlp-http\"\nendpoint = \"http://127.0.0.1:9\"\n",
+        logs.path().join("audit.jsonl").display().to_string()
+    );
+    let s = start(&dns, &["--allow", "api.test"], &config, &[]);
+    // Some work first, so that every thread has run; then quiet.
+    assert_eq!(through(&s, &[&format!("http://api.test:{port}/")]), "200");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = wakeups(s.child.id());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = wakeups(s.child.id());
+    for thread in ["netproxy-log", "netproxy-audit-log", "netproxy-otlp"] {
+        let name: String = thread.chars().take(15).collect();
+        let (b, a) = (before.get(&name), after.get(&name));
+        assert!(b.is_some(), "no thread {name}: {before:?}");
+        // At most one stray wake-up in two seconds (a 20 ms poll would make a hundred).
+        assert!(
+            a.unwrap() - b.unwrap() <= 1,
+            "{name}: {before:?} -> {after:?}"
+        );
+    }
+    s.stop();
+}
+
 #[test]
 fn an_audit_log_that_cannot_be_opened_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();

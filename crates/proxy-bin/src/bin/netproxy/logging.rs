@@ -1,6 +1,7 @@
 //! The stderr log: formatted by tracing-subscriber, written in batches by a background thread so
 //! that a request never waits on the terminal or the log file, and two workers never contend
-//! for the stderr lock. Lines are flushed every 20 ms, when 64 KiB are pending, and at exit.
+//! for the stderr lock. Lines are flushed within 20 ms, when 64 KiB are pending, and at exit; a
+//! quiet log does not wake the thread at all.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
@@ -11,12 +12,20 @@ const HIGH_WATER: usize = 64 * 1024;
 /// Beyond this much pending output (stderr is a pipe nobody reads), lines are dropped rather
 /// than held: memory stays bounded and the proxy keeps serving.
 const MAX_PENDING: usize = 8 * 1024 * 1024;
-/// Flush at least this often.
+/// Pending lines are written at most this long after the first of them.
 const INTERVAL: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    stop: bool,
+    /// The thread waits for a first line: the next write wakes it (only that one does).
+    idle: bool,
+}
+
+#[derive(Default)]
 struct Shared {
-    pending: Mutex<(Vec<u8>, bool)>,
+    pending: Mutex<Pending>,
     wake: Condvar,
 }
 
@@ -40,7 +49,7 @@ impl Drop for FlushGuard {
                 .pending
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            g.1 = true;
+            g.stop = true;
         }
         self.shared.wake.notify_one();
         if let Some(t) = self.thread.take() {
@@ -66,18 +75,27 @@ impl BatchedStderr {
                 let mut out = Vec::new();
                 loop {
                     let stop = {
-                        let g = s
+                        let mut g = s
                             .pending
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if g.buf.is_empty() && !g.stop {
+                            g.idle = true;
+                            g = s
+                                .wake
+                                .wait_while(g, |p| p.buf.is_empty() && !p.stop)
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            g.idle = false;
+                        }
+                        // Lines came: let more gather for a moment, unless there are plenty.
                         let (mut g, _) = s
                             .wake
-                            .wait_timeout_while(g, INTERVAL, |(buf, stop)| {
-                                buf.len() < HIGH_WATER && !*stop
+                            .wait_timeout_while(g, INTERVAL, |p| {
+                                p.buf.len() < HIGH_WATER && !p.stop
                             })
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        std::mem::swap(&mut g.0, &mut out);
-                        g.1
+                        std::mem::swap(&mut g.buf, &mut out);
+                        g.stop
                     };
                     if !out.is_empty() {
                         write_out(&out);
@@ -105,18 +123,18 @@ impl Write for BatchedStderr {
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if g.1 {
+        if g.stop {
             // Stopped (exiting): write through.
             drop(g);
             write_out(buf);
             return Ok(buf.len());
         }
-        if g.0.len() + buf.len() <= MAX_PENDING {
-            g.0.extend_from_slice(buf);
+        if g.buf.len() + buf.len() <= MAX_PENDING {
+            g.buf.extend_from_slice(buf);
         }
-        let full = g.0.len() >= HIGH_WATER;
+        let wake = std::mem::take(&mut g.idle) || g.buf.len() >= HIGH_WATER;
         drop(g);
-        if full {
+        if wake {
             self.shared.wake.notify_one();
         }
         Ok(buf.len())
