@@ -283,31 +283,18 @@ mod tests {
         }
     }
 
-    #[derive(Clone, Default)]
-    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl Write for Capture {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// The only test that reaches the outage's log lines (tracing caches a callsite's interest
     /// across threads).
     #[test]
     fn a_line_cut_by_a_full_disk_is_ended_and_only_unwritten_lines_count_as_lost() {
-        let log = Capture::default();
+        let log = crate::testing::Capture::default();
         let writer = log.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, full_disk);
-        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let log = log.text();
         // Three failed writes and a recovery: one error, one warning with the total lost; then
         // the same for a writer that fell behind, and one more at the end.
         let lines: Vec<_> = log.lines().collect();

@@ -456,9 +456,35 @@ fn log_event(ev: &AuditEvent) {
     );
 }
 
+/// What the unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::{Arc, Mutex};
+
+    /// A log writer that keeps what is written, for a test's tracing subscriber.
+    #[derive(Clone, Default)]
+    pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Capture {
+        /// Everything written so far.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
 
     use proxy_core::{Decision, Mode, Protocol, Reason, RequestMeta, Target};
 
@@ -556,18 +582,6 @@ mod tests {
         assert_eq!((after.blocked.len(), after.total), (0, 205));
     }
 
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Capture {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// One test, so that the two parts never race on the callsite's cached interest (tracing
     /// caches it per callsite across threads).
     #[test]
@@ -577,7 +591,7 @@ mod tests {
     }
 
     fn one_tracing_event_per_decision_with_the_interface_fields() {
-        let cap = Capture::default();
+        let cap = crate::testing::Capture::default();
         let c2 = cap.clone();
         let subscriber = tracing_subscriber::fmt()
             .json()
@@ -587,7 +601,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             audit.record(&event("evil.example", &Decision::deny(Reason::Denied)));
         });
-        let text = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+        let text = cap.text();
         assert_eq!(text.lines().count(), 1, "{text}");
         for needle in [
             "\"target\":\"netproxy::audit\"",
