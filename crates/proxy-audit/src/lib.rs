@@ -485,7 +485,6 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-
     use proxy_core::{Decision, Mode, Protocol, Reason, RequestMeta, Target};
 
     use super::*;
