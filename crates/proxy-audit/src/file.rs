@@ -101,9 +101,11 @@ impl JsonLinesFile {
         })
     }
 
-    /// Reopens the file before the next write (after a log rotation moved it away).
+    /// Reopens the file (after a log rotation moved it away): at once, so that the old file is
+    /// released and the new one created even while no event comes.
     pub fn reopen(&self) {
         self.shared.reopen.store(true, Ordering::Relaxed);
+        self.shared.queue.nudge();
     }
 
     /// Events lost: dropped because the writer fell behind, or not written because the write

@@ -32,6 +32,8 @@ struct Inner<T> {
     /// The consumer sleeps on the condvar: the next push wakes it (only that one does, so a
     /// busy producer does not pay a wake-up per item).
     waiting: bool,
+    /// [`DropOldest::nudge`] asked the consumer to look up now, items or not.
+    nudged: bool,
 }
 
 impl<T> DropOldest<T> {
@@ -42,6 +44,7 @@ impl<T> DropOldest<T> {
                 queue: VecDeque::new(),
                 closed: false,
                 waiting: false,
+                nudged: false,
             }),
             ready: Condvar::new(),
             capacity: capacity.max(1),
@@ -102,15 +105,16 @@ impl<T> DropOldest<T> {
         timeout: Duration,
     ) {
         let mut g = self.items.lock().unwrap_or_else(PoisonError::into_inner);
-        if g.queue.is_empty() && !g.closed {
+        if g.queue.is_empty() && !g.closed && !g.nudged {
             g.waiting = true;
             let (g2, _) = self
                 .ready
-                .wait_timeout_while(g, timeout, |i| i.queue.is_empty() && !i.closed)
+                .wait_timeout_while(g, timeout, |i| i.queue.is_empty() && !i.closed && !i.nudged)
                 .unwrap_or_else(PoisonError::into_inner);
             g = g2;
             g.waiting = false;
         }
+        g.nudged = false;
         if !g.queue.is_empty() && g.queue.len() < max && !g.closed && !linger.is_zero() {
             drop(g);
             std::thread::sleep(linger);
@@ -122,6 +126,16 @@ impl<T> DropOldest<T> {
             let n = g.queue.len().min(max);
             batch.extend(g.queue.drain(..n));
         }
+    }
+
+    /// Wakes the consumer now, even with nothing queued: its `wait_into` returns (with whatever
+    /// is there), so it can act on something else it was asked to do.
+    pub fn nudge(&self) {
+        self.items
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .nudged = true;
+        self.ready.notify_all();
     }
 
     /// Marks the queue closed and wakes the consumer (items already queued stay).
@@ -143,6 +157,26 @@ impl<T> DropOldest<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nudge_wakes_a_waiting_consumer_with_nothing_queued() {
+        let q = std::sync::Arc::new(DropOldest::<u32>::new(8));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let consumer = q.clone();
+        std::thread::spawn(move || {
+            let mut batch = VecDeque::new();
+            consumer.wait_into(&mut batch, 10, Duration::ZERO, Duration::from_secs(3600));
+            let _ = tx.send(batch.len());
+        });
+        // Whether the nudge comes before or during the wait, the consumer returns.
+        q.nudge();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(0));
+        // Then items are taken as usual.
+        q.push(7);
+        let mut batch = VecDeque::new();
+        q.wait_into(&mut batch, 10, Duration::ZERO, Duration::from_secs(3600));
+        assert_eq!(batch, [7]);
+    }
 
     #[test]
     fn a_batch_takes_at_most_max_oldest_first_and_keeps_what_it_held() {

@@ -576,7 +576,8 @@ async fn the_audit_log_has_one_line_per_decision_and_follows_rotation() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains("secret") && !text.contains("/a"), "{text}");
 
-    // Rotation: move the file away, SIGHUP, and the next decision goes to a new file.
+    // Rotation: move the file away, SIGHUP, and a new file is there at once (no event needed),
+    // private too; the next decision goes to it.
     let rotated = logs.path().join("audit.jsonl.1");
     std::fs::rename(&path, &rotated).unwrap();
     let ok = Command::new("kill")
@@ -584,7 +585,17 @@ async fn the_audit_log_has_one_line_per_decision_and_follows_rotation() {
         .status()
         .unwrap();
     assert!(ok.success());
-    std::thread::sleep(Duration::from_millis(300));
+    let begin = Instant::now();
+    while !path.exists() {
+        assert!(begin.elapsed() < Duration::from_secs(10), "not reopened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     assert_eq!(
         through(&s, &[&format!("http://other.test:{port}/e")]),
         "403"
