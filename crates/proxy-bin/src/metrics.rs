@@ -33,11 +33,6 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SinkLabel {
-    sink: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabels {
     protocol: &'static str,
     direction: &'static str,
@@ -53,7 +48,7 @@ pub struct Metrics {
     dns_failures: Counter,
     dns_seconds: Histogram,
     reloads: Family<ResultLabel, Counter>,
-    audit_dropped: Family<SinkLabel, Counter>,
+    audit_dropped: Counter,
     connections: Family<ProtocolLabel, Gauge>,
     tunnels: Family<ProtocolLabel, Gauge>,
     bytes: Family<DirectionLabels, Counter>,
@@ -65,12 +60,7 @@ pub struct Metrics {
 }
 
 /// Reads an audit sink's count of dropped events.
-pub struct DropSource {
-    /// The sink, as the metric's `sink` label names it (`file`, `otlp`).
-    pub sink: &'static str,
-    /// The sink's total of dropped events so far.
-    pub count: Box<dyn Fn() -> u64 + Send + Sync>,
-}
+pub struct DropSource(pub Box<dyn Fn() -> u64 + Send + Sync>);
 
 impl std::fmt::Debug for DropSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,10 +112,10 @@ impl Metrics {
             "Config reloads and admin changes, by result (ok, failed)",
             reloads.clone(),
         );
-        let audit_dropped = Family::<SinkLabel, Counter>::default();
+        let audit_dropped = Counter::default();
         registry.register(
             "audit_export_dropped",
-            "Audit events a sink lost, by sink (file, otlp): its queue was full, a write or export failed, or the collector rejected them",
+            "Audit events a sink lost: its queue was full, a write or export failed, or the collector rejected them",
             audit_dropped.clone(),
         );
         let connections = Family::<ProtocolLabel, Gauge>::default();
@@ -179,12 +169,8 @@ impl Metrics {
         self.reloads.get_or_create(&ResultLabel { result }).inc();
     }
 
-    /// Registers an audit sink's dropped-event counter, read at scrape time (shown from the
-    /// start, at zero).
+    /// Registers an audit sink's dropped-event counter, read at scrape time.
     pub fn add_drop_source(&self, source: DropSource) {
-        self.audit_dropped
-            .get_or_create(&SinkLabel { sink: source.sink })
-            .inc_by(0);
         lock(&self.drop_sources).push((source, 0));
     }
 
@@ -206,10 +192,8 @@ impl Metrics {
 
     fn sync_front_ends(&self) {
         for (source, seen) in lock(&self.drop_sources).iter_mut() {
-            let now = (source.count)();
-            self.audit_dropped
-                .get_or_create(&SinkLabel { sink: source.sink })
-                .inc_by(now.saturating_sub(*seen));
+            let now = (source.0)();
+            self.audit_dropped.inc_by(now.saturating_sub(*seen));
             *seen = now.max(*seen);
         }
         let fronts = lock(&self.front_ends);

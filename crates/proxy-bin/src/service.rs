@@ -121,10 +121,7 @@ impl Service {
                 );
                 audit = audit.with_sink(file.clone());
                 let f = file.clone();
-                metrics.add_drop_source(crate::metrics::DropSource {
-                    sink: "file",
-                    count: Box::new(move || f.dropped()),
-                });
+                metrics.add_drop_source(crate::metrics::DropSource(Box::new(move || f.dropped())));
                 Some(file)
             }
             None => None,
@@ -149,10 +146,7 @@ impl Service {
                 })?);
                 audit = audit.with_sink(sink.clone());
                 let s = sink.clone();
-                metrics.add_drop_source(crate::metrics::DropSource {
-                    sink: "otlp",
-                    count: Box::new(move || s.dropped()),
-                });
+                metrics.add_drop_source(crate::metrics::DropSource(Box::new(move || s.dropped())));
                 Some(sink)
             }
             None => None,
