@@ -100,7 +100,8 @@ fn plain_http(endpoint: &str) -> Result<&str, OtlpError> {
         Ok(e)
     } else {
         Err(OtlpError::Config(format!(
-            "otel.endpoint {endpoint:?}: only plain http:// collectors are supported"
+            "otel.endpoint {:?}: only plain http:// collectors are supported",
+            proxy_core::redact_userinfo(endpoint)
         )))
     }
 }
@@ -207,7 +208,10 @@ impl Transport {
             OtlpProtocol::Http => {
                 let url = logs_url(&config.endpoint)?;
                 let uri: http::Uri = url.parse().map_err(|e| {
-                    OtlpError::Config(format!("otel.endpoint {:?}: {e}", config.endpoint))
+                    OtlpError::Config(format!(
+                        "otel.endpoint {:?}: {e}",
+                        proxy_core::redact_userinfo(&config.endpoint)
+                    ))
                 })?;
                 let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
                 connector.set_nodelay(true);
@@ -227,7 +231,10 @@ impl Transport {
                 let endpoint = plain_http(&config.endpoint)?;
                 let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
                     .map_err(|e| {
-                        OtlpError::Config(format!("otel.endpoint {:?}: {e}", config.endpoint))
+                        OtlpError::Config(format!(
+                            "otel.endpoint {:?}: {e}",
+                            proxy_core::redact_userinfo(&config.endpoint)
+                        ))
                     })?
                     .connect_timeout(EXPORT_TIMEOUT)
                     .timeout(EXPORT_TIMEOUT)
@@ -364,7 +371,10 @@ impl OtlpSink {
             Transport::new(config)?
         };
         let body = wire::Body::new(&config.service_version);
-        let outage = crate::Outage::new(format!("OTLP export to {}", config.endpoint.trim()));
+        let outage = crate::Outage::new(format!(
+            "OTLP export to {}",
+            proxy_core::redact_userinfo(config.endpoint.trim())
+        ));
         let shared = Arc::new(Shared {
             queue: DropOldest::new(QUEUE),
             deadline: std::sync::Mutex::new(None),

@@ -699,6 +699,10 @@ impl Config {
                         .map(|k| (k.clone(), Value::String("<redacted>".into())))
                         .collect(),
                 )),
+                // A collector URL may carry a user and password.
+                ("otel.endpoint", Some(Value::String(url))) => {
+                    Some(Value::String(proxy_core::redact_userinfo(&url)))
+                }
                 (_, v) => v,
             };
             out.push(ShownValue {

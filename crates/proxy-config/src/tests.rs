@@ -882,7 +882,7 @@ fn files_are_read_in_order_and_missing_required_files_are_errors() {
 fn show_names_each_layer_and_redacts_the_token() {
     let c = ok(
         &[
-            "[network]\nadmin_token = \"s3cret\"\nmode = \"limited\"\n[network.domains]\n\"a.com\" = \"allow\"\n[otel]\nheaders = { \"x-api-key\" = \"k3y\" }",
+            "[network]\nadmin_token = \"s3cret\"\nmode = \"limited\"\n[network.domains]\n\"a.com\" = \"allow\"\n[otel]\nendpoint = \"http://collector:pa55@127.0.0.1:4318\"\nheaders = { \"x-api-key\" = \"k3y\" }",
         ],
         &[],
     );
@@ -894,6 +894,16 @@ fn show_names_each_layer_and_redacts_the_token() {
         .unwrap();
     assert_eq!(headers["x-api-key"].as_str(), Some("<redacted>"));
     assert!(!format!("{shown:?}").contains("k3y"));
+    assert!(!format!("{shown:?}").contains("pa55"));
+    assert_eq!(
+        shown
+            .iter()
+            .find(|s| s.key == "otel.endpoint")
+            .and_then(|s| s.value.clone())
+            .unwrap()
+            .as_str(),
+        Some("http://<redacted>@127.0.0.1:4318")
+    );
     assert!(!format!("{shown:?}").contains("s3cret"));
     let get = |k: &str| shown.iter().find(|s| s.key == k).unwrap();
     assert_eq!(get("network.mode").layer.to_string(), "/cfg/a.toml");

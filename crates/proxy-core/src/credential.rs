@@ -56,6 +56,26 @@ impl fmt::Debug for ProxyCredential {
     }
 }
 
+/// `url` for a log line or a config listing: a user and password in its authority are replaced
+/// by `<redacted>`; the rest is kept.
+///
+/// ```
+/// use proxy_core::redact_userinfo;
+/// assert_eq!(redact_userinfo("http://u:secret@127.0.0.1:4318/v1/logs"), "http://<redacted>@127.0.0.1:4318/v1/logs");
+/// assert_eq!(redact_userinfo("http://127.0.0.1:4318/a@b"), "http://127.0.0.1:4318/a@b");
+/// assert_eq!(redact_userinfo("u:p@host:1"), "<redacted>@host:1");
+/// ```
+pub fn redact_userinfo(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}<redacted>{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// Equality of two byte strings in time that depends only on their lengths.
 ///
 /// ```
