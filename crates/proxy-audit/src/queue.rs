@@ -131,19 +131,16 @@ impl<T> DropOldest<T> {
     /// Wakes the consumer now, even with nothing queued: its `wait_into` returns (with whatever
     /// is there), so it can act on something else it was asked to do.
     pub fn nudge(&self) {
-        self.items
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .nudged = true;
-        self.ready.notify_all();
+        self.set_and_wake(|i| i.nudged = true);
     }
 
     /// Marks the queue closed and wakes the consumer (items already queued stay).
     pub fn close(&self) {
-        self.items
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .closed = true;
+        self.set_and_wake(|i| i.closed = true);
+    }
+
+    fn set_and_wake(&self, set: impl FnOnce(&mut Inner<T>)) {
+        set(&mut self.items.lock().unwrap_or_else(PoisonError::into_inner));
         self.ready.notify_all();
     }
 
