@@ -14,6 +14,7 @@
 # AA=1 runs a second instance without sinks in place of the audited one: the method's own noise.
 #
 # The last lines give each pair's cost and, over several pairs, their mean with its 95% interval.
+# Each run also gives netproxy's CPU per decision by kind of thread (workers, file, otlp, other).
 #
 # Needs: target/release/netproxy, target/release/examples/otlp_count
 # (cargo build --release -p proxy-bin && cargo build --release -p proxy-audit --example otlp_count)
@@ -75,6 +76,11 @@ run() { # run NAME EXTRA_TOML -> prints "rps decisions file_lines collected"
   hz=$(getconf CLK_TCK)
   ticks=$(awk '{print $14+$15}' "/proc/$np/stat")
   cticks=$(awk '{print $14+$15}' "/proc/$COLLECTOR/stat")
+  # The same per thread kind (runtime workers, audit file writer, OTLP pump, the rest).
+  local threads
+  threads=$(for t in /proc/"$np"/task/*; do echo "$(tr ' ' _ <"$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done |
+    awk -v d="$decisions" -v hz="$hz" '{k = $1 ~ /rt-worker/ ? "workers" : $1 ~ /audit/ ? "file" : $1 ~ /otlp/ ? "otlp" : "other"; a[k] += $2}
+      END {s = ""; for (k in a) s = s sprintf("%s%s:%.2f", s ? "," : "", k, a[k] / hz / d * 1e6); print s}')
   kill -TERM "$np"; wait "$np" || true
   local lines=0 collected=0
   [ -f "$dir/audit.jsonl" ] && lines=$(wc -l <"$dir/audit.jsonl")
@@ -100,7 +106,7 @@ n, hz = float(sys.argv[3]), float(sys.argv[4])
 us = lambda t: round(t / hz / n * 1e6, 1)
 print(f'machine_us_per_decision=user:{us(d[0] + d[1])},system:{us(d[2] + d[5] + d[6])},idle:{us(d[3] + d[4])}')
 " "$stat0" "$stat1" "$decisions" "$hz")
-  echo "$name rps=$rps decisions=$decisions file_lines=$lines collected=$collected netproxy_cpu_us_per_decision=$cpu collector_cpu_ticks=$collector_cpu $machine" | tee -a "$WORK/results"
+  echo "$name rps=$rps decisions=$decisions file_lines=$lines collected=$collected netproxy_cpu_us_per_decision=$cpu threads_us_per_decision=$threads collector_cpu_ticks=$collector_cpu $machine" | tee -a "$WORK/results"
 }
 
 # SLICE=N: both netproxy instances run at once, and the load alternates between them in N-second
