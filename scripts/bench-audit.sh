@@ -14,7 +14,8 @@
 # AA=1 runs a second instance without sinks in place of the audited one: the method's own noise.
 #
 # The last lines give each pair's cost and, over several pairs, their mean with its 95% interval.
-# Each run also gives netproxy's CPU per decision by kind of thread (workers, file, otlp, other).
+# Each run also gives netproxy's CPU per decision by kind of thread (workers, of which user
+# space, file, otlp, other).
 #
 # Needs: target/release/netproxy, target/release/examples/otlp_count
 # (cargo build --release -p proxy-bin && cargo build --release -p proxy-audit --example otlp_count)
@@ -78,8 +79,8 @@ run() { # run NAME EXTRA_TOML -> prints "rps decisions file_lines collected"
   cticks=$(awk '{print $14+$15}' "/proc/$COLLECTOR/stat")
   # The same per thread kind (runtime workers, audit file writer, OTLP pump, the rest).
   local threads
-  threads=$(for t in /proc/"$np"/task/*; do echo "$(tr ' ' _ <"$t/comm") $(awk '{print $14+$15}' "$t/stat")"; done |
-    awk -v d="$decisions" -v hz="$hz" '{k = $1 ~ /rt-worker/ ? "workers" : $1 ~ /audit/ ? "file" : $1 ~ /otlp/ ? "otlp" : "other"; a[k] += $2}
+  threads=$(for t in /proc/"$np"/task/*; do echo "$(tr ' ' _ <"$t/comm") $(awk '{print $14+$15, $14}' "$t/stat")"; done |
+    awk -v d="$decisions" -v hz="$hz" '{k = $1 ~ /rt-worker/ ? "workers" : $1 ~ /audit/ ? "file" : $1 ~ /otlp/ ? "otlp" : "other"; a[k] += $2; if (k == "workers") a["workers_user"] += $3}
       END {s = ""; for (k in a) s = s sprintf("%s%s:%.2f", s ? "," : "", k, a[k] / hz / d * 1e6); print s}')
   kill -TERM "$np"; wait "$np" || true
   local lines=0 collected=0
