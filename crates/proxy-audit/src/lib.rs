@@ -256,6 +256,11 @@ pub(crate) struct Line<'a> {
     method: &'a str,
     #[serde(rename = "client.address")]
     client: Client,
+    #[serde(
+        rename = "network.policy.revoked",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    revoked: bool,
 }
 
 /// A client address serialised straight into the output (`unknown` when not known).
@@ -293,6 +298,7 @@ impl<'a> Line<'a> {
             server_port: ev.server_port,
             method: ev.method.as_deref().unwrap_or("none"),
             client: Client(ev.client),
+            revoked: ev.revoked,
         }
     }
 }
@@ -351,7 +357,11 @@ pub(crate) fn write_line(out: &mut Vec<u8>, ev: &AuditEvent, timestamp: &str) {
     );
     out.extend_from_slice(b",\"client.address\":\"");
     client_address(out, ev.client);
-    out.extend_from_slice(b"\"}\n");
+    out.extend_from_slice(if ev.revoked {
+        b"\",\"network.policy.revoked\":true}\n"
+    } else {
+        b"\"}\n"
+    });
 }
 
 /// Appends the `client.address` text: `ip:port`, or `unknown` (no JSON escaping needed).
@@ -436,7 +446,10 @@ fn log_event(ev: &AuditEvent) {
     let rule = ev.rule.as_ref().map(|r| &*r.pattern).unwrap_or("");
     let timestamp = rfc3339_millis(ev.timestamp);
     // Every decision at INFO, as the reference does; a refusal is not an error of netproxy's.
-    tracing::event!(
+    // A revocation carries one more field.
+    macro_rules! event {
+        ($($extra:tt)*) => {
+            tracing::event!(
                 target: "netproxy::audit",
                 tracing::Level::INFO,
                 network.policy.scope = ev.scope.as_str(),
@@ -450,10 +463,18 @@ fn log_event(ev: &AuditEvent) {
                 server.port = ev.server_port,
                 http.request.method = method,
                 client.address = %client,
+                $($extra)*
                 "event.name" = proxy_core::EVENT_NAME,
                 "event.timestamp" = %timestamp,
                 "policy decision"
-    );
+            )
+        };
+    }
+    if ev.revoked {
+        event!(network.policy.revoked = true,);
+    } else {
+        event!();
+    }
 }
 
 /// What the unit tests share.
@@ -519,6 +540,13 @@ mod tests {
         );
         with_rule_only.policy_override = true;
         events.push(with_rule_only);
+        let mut revoked = AuditEvent::revocation(
+            &net("evil.example:443", Protocol::Socks5Tcp),
+            &Decision::deny(Reason::Denied),
+            Mode::Full,
+        );
+        revoked.client = Some("127.0.0.1:1".parse().unwrap());
+        events.push(revoked);
         for ev in &events {
             let mut written = Vec::new();
             write_line(&mut written, ev, "2026-01-01T00:00:00.123Z");
@@ -531,6 +559,11 @@ mod tests {
             );
             let v: serde_json::Value = serde_json::from_slice(&written).unwrap();
             assert_eq!(v["server.port"], ev.server_port);
+            // Only a revocation carries the key.
+            assert_eq!(
+                v.get("network.policy.revoked").cloned(),
+                ev.revoked.then_some(serde_json::Value::Bool(true))
+            );
         }
     }
 

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use proxy_config::Config;
 use proxy_core::{
-    Admission, AuditEvent, AuditSink, Decision, Failure, Gate, Host, Reason, RequestMeta, Route,
-    Source, Target, UpstreamFailure, Verdict, Via,
+    Admission, AuditEvent, AuditSink, Decision, Failure, Gate, Host, Lease, Reason, RequestMeta,
+    Route, Source, Target, UpstreamFailure, Verdict, Via,
 };
 use proxy_policy::{Evaluation, Policy};
 
+use crate::leases::Leases;
 use crate::resolve::Resolver;
 use crate::upstream::UpstreamProxies;
 
@@ -58,6 +59,8 @@ pub struct PolicyGate {
     /// netproxy's own listener addresses: an upstream proxy at one of them is a loop.
     listeners: Arc<std::sync::RwLock<Vec<SocketAddr>>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The admitted connections that stay open, re-judged when the policy narrows.
+    leases: Arc<Leases>,
 }
 
 impl fmt::Debug for PolicyGate {
@@ -81,7 +84,31 @@ impl PolicyGate {
             upstream: Arc::default(),
             listeners: Arc::default(),
             metrics: None,
+            leases: Arc::default(),
         }
+    }
+
+    /// Judges every open connection again under `snap` (the new policy, with the addresses
+    /// already connected and no new lookup), closes those it refuses, and records each with
+    /// `revoked: true` and the new policy's reason. Returns how many were revoked.
+    pub fn revoke_disallowed(&self, snap: &Snapshot) -> usize {
+        let revoked = self.leases.rejudge(&snap.policy);
+        for (meta, decision) in &revoked {
+            tracing::info!(
+                target = %meta.target,
+                reason = decision.reason_str(),
+                "closing a connection the new policy refuses"
+            );
+            self.audit
+                .record(&AuditEvent::revocation(meta, decision, snap.policy.mode()));
+        }
+        revoked.len()
+    }
+
+    /// How many admitted connections are open and held (tunnels, kept-alive upstream
+    /// connections, UDP verdicts).
+    pub fn held(&self) -> usize {
+        self.leases.len()
     }
 
     /// Counts DNS lookups and their latency in `metrics`.
@@ -290,6 +317,16 @@ impl PolicyGate {
 }
 
 impl Gate for PolicyGate {
+    fn hold(&self, meta: &RequestMeta, route: &Route) -> Lease {
+        let addrs = match &route.via {
+            Via::Direct(addrs) => addrs.iter().map(SocketAddr::ip).collect(),
+            Via::UpstreamProxy { .. } => Vec::new(),
+            // A unix socket's permission is not re-judged here.
+            Via::Unix(..) => return Lease::none(),
+        };
+        self.leases.hold(meta, addrs, &route.decision)
+    }
+
     async fn admit(&self, meta: &RequestMeta) -> Admission {
         let snap = self.state.load_full();
         if let Target::Unix(path) = &meta.target {

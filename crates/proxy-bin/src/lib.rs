@@ -25,6 +25,7 @@ pub mod child_env;
 pub mod control;
 pub mod dial;
 pub mod gate;
+pub mod leases;
 pub mod metrics;
 pub mod report;
 pub mod resolve;

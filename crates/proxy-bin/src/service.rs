@@ -287,7 +287,10 @@ impl Service {
                 return Err(ReloadError::NeedsRestart(changed));
             }
             let warnings = config.warnings();
-            self.state.store(Arc::new(Snapshot { config, policy }));
+            let snap = Arc::new(Snapshot { config, policy });
+            self.state.store(snap.clone());
+            // Open connections the new policy refuses are closed now.
+            self.gate.revoke_disallowed(&snap);
             Ok(warnings)
         });
         self.metrics.reload(result.is_ok());

@@ -77,6 +77,9 @@ pub struct AuditEvent {
     pub mode: Mode,
     /// The rule that decided, if any.
     pub rule: Option<Rule>,
+    /// True when a connection admitted earlier was closed because a narrower policy no longer
+    /// allows it; the decision is then the new policy's refusal.
+    pub revoked: bool,
 }
 
 impl Clone for AuditEvent {
@@ -95,6 +98,7 @@ impl Clone for AuditEvent {
             client: self.client,
             mode: self.mode,
             rule: self.rule.clone(),
+            revoked: self.revoked,
         }
     }
 
@@ -113,6 +117,7 @@ impl Clone for AuditEvent {
         self.client = source.client;
         self.mode = source.mode;
         self.rule.clone_from(&source.rule);
+        self.revoked = source.revoked;
     }
 }
 
@@ -138,13 +143,22 @@ impl AuditEvent {
             client: meta.client,
             mode,
             rule: decision.rule.clone(),
+            revoked: false,
         }
     }
 
+    /// The event for a connection admitted as `meta` and closed because the new policy's
+    /// `decision` refuses it.
+    pub fn revocation(meta: &RequestMeta, decision: &Decision, mode: Mode) -> Self {
+        let mut ev = Self::new(meta, decision, mode);
+        ev.revoked = true;
+        ev
+    }
+
     /// The fields of interface.md §7 with their values, in a stable order (the timestamp is
-    /// left to the sink, which formats it).
+    /// left to the sink, which formats it); `network.policy.revoked` only on a revocation.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut fields = vec![
             ("network.policy.scope", self.scope.as_str().to_owned()),
             ("network.policy.decision", self.decision.as_str().to_owned()),
             ("network.policy.source", self.source.as_str().to_owned()),
@@ -165,7 +179,11 @@ impl AuditEvent {
                 self.client
                     .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
             ),
-        ]
+        ];
+        if self.revoked {
+            fields.push(("network.policy.revoked", "true".to_owned()));
+        }
+        fields
     }
 }
 

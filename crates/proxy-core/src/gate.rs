@@ -177,6 +177,14 @@ pub enum Admission {
 pub trait Gate: Send + Sync {
     /// Decides one request.
     fn admit(&self, meta: &RequestMeta) -> impl Future<Output = Admission> + Send;
+
+    /// A lease for a connection admitted as `meta` along `route` that stays open (a tunnel, a
+    /// kept-alive upstream connection, a UDP association's verdict): the gate revokes it when
+    /// a narrower policy no longer allows the target. By default, a lease nothing revokes.
+    fn hold(&self, meta: &RequestMeta, route: &Route) -> crate::Lease {
+        let _ = (meta, route);
+        crate::Lease::none()
+    }
 }
 
 /// Connects an admitted route. It never resolves a name: it dials only the addresses the gate

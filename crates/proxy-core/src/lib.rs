@@ -26,6 +26,7 @@ mod credential;
 mod decision;
 mod gate;
 pub mod host;
+mod lease;
 mod target;
 
 pub use audit::{AUDIT_TARGET, AuditEvent, AuditSink, BlockedRecord, EVENT_NAME, Scope};
@@ -34,6 +35,7 @@ pub use credential::{ProxyCredential, constant_time_eq, redact_userinfo};
 pub use decision::{Decision, Reason, Rule, Source, UnknownReason, Verdict};
 pub use gate::{Admission, Dialer, Failure, Gate, Route, UpstreamFailure, Via};
 pub use host::{Host, HostError};
+pub use lease::{Lease, LeaseHolder, Revoked, Revoker};
 pub use target::{
     AuthorityError, Mode, Protocol, RequestMeta, Target, UnknownMode, UnknownProtocol,
     split_authority,

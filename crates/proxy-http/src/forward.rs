@@ -20,7 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::count::{Counted, Direction};
 use crate::respond::{self, Body};
 use crate::server::Shared;
-use proxy_io::tunnel;
+use proxy_io::tunnel_until;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own; never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -84,6 +84,8 @@ where
         }
     };
     let idle = shared.limits.idle_timeout;
+    // Closed when a narrower policy no longer allows the target.
+    let lease = shared.gate.hold(&meta, &route);
     // Take the upgrade out of the request now, so the tunnel task does not carry the request.
     let on_upgrade = hyper::upgrade::on(req);
     let tracker = shared.tracker.clone();
@@ -102,20 +104,22 @@ where
             Ends::Tcp(client, upstream) => {
                 tracker.spawn(async move {
                     let _permit = permit;
-                    let (up, down) = proxy_io::tunnel_tcp(client, upstream, idle).await;
+                    let (up, down) =
+                        proxy_io::tunnel_tcp_until(client, upstream, idle, lease.revoked()).await;
                     open.closed(up, down);
                     tracing::debug!(client = %peer, up, down, "tunnel closed");
                 });
                 return;
             }
             Ends::Client(client, upstream) => {
-                let (up, down) = tunnel(client, upstream, idle).await;
+                let (up, down) = tunnel_until(client, upstream, idle, lease.revoked()).await;
                 open.closed(up, down);
                 tracing::debug!(client = %peer, up, down, "tunnel closed");
                 permit
             }
             Ends::Upgraded(upgraded, upstream) => {
-                let (up, down) = tunnel(TokioIo::new(upgraded), upstream, idle).await;
+                let (up, down) =
+                    tunnel_until(TokioIo::new(upgraded), upstream, idle, lease.revoked()).await;
                 open.closed(up, down);
                 tracing::debug!(client = %peer, up, down, "tunnel closed");
                 permit
@@ -277,7 +281,7 @@ where
     let reused = cached.is_some();
     let mut sender = match cached {
         Some(c) => c.sender,
-        None => match open_upstream(&shared, &route, &permit).await {
+        None => match open_upstream(&shared, &meta, &route, &permit).await {
             Ok(s) => s,
             Err(resp) => return resp,
         },
@@ -286,7 +290,7 @@ where
     let result = match first {
         // A reused connection the upstream had closed: the request was not sent; dial anew.
         Ok(Err(mut e)) if reused && e.message().is_some() => match e.take_message() {
-            Some(req) => match open_upstream(&shared, &route, &permit).await {
+            Some(req) => match open_upstream(&shared, &meta, &route, &permit).await {
                 Ok(s) => {
                     sender = s;
                     tokio::time::timeout(idle, sender.try_send_request(req)).await
@@ -328,11 +332,13 @@ where
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let open = shared.limits.stats.tunnel();
+        let lease = shared.gate.hold(&meta, &route);
         shared.spawn(async move {
             let _permit = permit;
             match tokio::join!(client_upgrade, upstream_upgrade) {
                 (Ok(c), Ok(u)) => {
-                    let (up, down) = tunnel(TokioIo::new(c), TokioIo::new(u), idle).await;
+                    let (up, down) =
+                        tunnel_until(TokioIo::new(c), TokioIo::new(u), idle, lease.revoked()).await;
                     open.closed(up, down);
                 }
                 (c, u) => tracing::debug!(
@@ -371,6 +377,7 @@ pub(crate) type UpstreamSlot = Arc<tokio::sync::Mutex<Option<Upstream>>>;
 /// Dials the route and starts an HTTP/1.1 client connection on it.
 async fn open_upstream<G, D>(
     shared: &Shared<G, D>,
+    meta: &RequestMeta,
     route: &Route,
     permit: &Arc<OwnedSemaphorePermit>,
 ) -> Result<SendRequest<Counted<Incoming>>, Response<Body>>
@@ -391,10 +398,20 @@ where
             respond::failure(&Failure::new(UpstreamFailure::UpstreamError, e.to_string()))
         })?;
     let conn_permit = permit.clone();
+    // A kept-alive connection is closed when a narrower policy no longer allows its target.
+    let lease = shared.gate.hold(meta, route);
     shared.spawn(async move {
         let _permit = conn_permit;
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
+        tokio::select! {
+            biased;
+            ended = connection.with_upgrades() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+            }
+            () = lease.revoked() => {
+                tracing::debug!("upstream connection closed: the policy no longer allows it");
+            }
         }
     });
     Ok(sender)

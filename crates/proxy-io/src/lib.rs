@@ -13,4 +13,4 @@ mod tunnel;
 
 pub use accept::{Tracker, accept_loop};
 pub use stats::{Open, Stats};
-pub use tunnel::{into_tcp, tunnel, tunnel_tcp};
+pub use tunnel::{into_tcp, tunnel, tunnel_tcp, tunnel_tcp_until, tunnel_until};

@@ -7,6 +7,7 @@
 //! buffer back as soon as a read comes back short or the direction goes quiet. An idle tunnel
 //! therefore holds no large buffer at all.
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +45,9 @@ struct Activity {
     last_ms: AtomicU64,
     /// Set by the first direction to end.
     one_ended: std::sync::atomic::AtomicBool,
+    /// Bytes copied a → b and b → a.
+    up: AtomicU64,
+    down: AtomicU64,
 }
 
 impl Activity {
@@ -58,14 +62,13 @@ impl Activity {
     }
 }
 
-async fn pump<R, W>(mut from: R, mut to: W, idle: Duration, activity: &Activity) -> u64
+async fn pump<R, W>(mut from: R, mut to: W, idle: Duration, activity: &Activity, total: &AtomicU64)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut small = [0u8; SMALL];
     let mut large: Option<Box<[u8]>> = None;
-    let mut total = 0u64;
     // One timer per direction, re-armed only when it fires: bytes moving do not touch it.
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
@@ -95,7 +98,7 @@ where
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 activity.touch();
-                total += n as u64;
+                total.fetch_add(n as u64, Ordering::Relaxed);
                 let buf: &[u8] = match large.as_ref() {
                     Some(b) => b,
                     None => &small,
@@ -122,7 +125,6 @@ where
     if !activity.one_ended.swap(true, Ordering::AcqRel) {
         let _ = to.shutdown().await;
     }
-    total
 }
 
 fn activity() -> Activity {
@@ -130,6 +132,8 @@ fn activity() -> Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
         one_ended: std::sync::atomic::AtomicBool::new(false),
+        up: AtomicU64::new(0),
+        down: AtomicU64::new(0),
     }
 }
 
@@ -140,23 +144,66 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    tunnel_until(a, b, idle, std::future::pending()).await
+}
+
+/// [`tunnel`], cut short when `stop` completes (the policy revoked it): both ends are then
+/// dropped, which closes them. Returns the bytes copied until then.
+pub async fn tunnel_until<A, B>(
+    a: A,
+    b: B,
+    idle: Duration,
+    stop: impl Future<Output = ()>,
+) -> (u64, u64)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let activity = activity();
     let (ar, aw) = tokio::io::split(a);
     let (br, bw) = tokio::io::split(b);
-    let up = pump(ar, bw, idle, &activity);
-    let down = pump(br, aw, idle, &activity);
-    tokio::join!(up, down)
+    let up = pump(ar, bw, idle, &activity, &activity.up);
+    let down = pump(br, aw, idle, &activity, &activity.down);
+    until(async { tokio::join!(up, down) }, stop, &activity).await
 }
 
 /// [`tunnel`] between two TCP sockets, whose borrowed halves need neither a lock nor an
 /// allocation.
-pub async fn tunnel_tcp(mut a: TcpStream, mut b: TcpStream, idle: Duration) -> (u64, u64) {
+pub async fn tunnel_tcp(a: TcpStream, b: TcpStream, idle: Duration) -> (u64, u64) {
+    tunnel_tcp_until(a, b, idle, std::future::pending()).await
+}
+
+/// [`tunnel_tcp`], cut short when `stop` completes (the policy revoked it): both sockets are
+/// then closed. Returns the bytes copied until then.
+pub async fn tunnel_tcp_until(
+    mut a: TcpStream,
+    mut b: TcpStream,
+    idle: Duration,
+    stop: impl Future<Output = ()>,
+) -> (u64, u64) {
     let activity = activity();
     let (ar, aw) = a.split();
     let (br, bw) = b.split();
-    let up = pump(ar, bw, idle, &activity);
-    let down = pump(br, aw, idle, &activity);
-    tokio::join!(up, down)
+    let up = pump(ar, bw, idle, &activity, &activity.up);
+    let down = pump(br, aw, idle, &activity, &activity.down);
+    until(async { tokio::join!(up, down) }, stop, &activity).await
+}
+
+/// The tunnel's result, or the bytes counted so far when `stop` completes first.
+async fn until(
+    tunnel: impl Future<Output = ((), ())>,
+    stop: impl Future<Output = ()>,
+    activity: &Activity,
+) -> (u64, u64) {
+    tokio::select! {
+        biased;
+        _ = tunnel => {}
+        () = stop => {}
+    }
+    (
+        activity.up.load(Ordering::Relaxed),
+        activity.down.load(Ordering::Relaxed),
+    )
 }
 
 /// The connection as a `TcpStream`, when that is what it is; `Err(Some(conn))` otherwise.
@@ -195,6 +242,35 @@ mod tests {
         ar.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"pong");
         assert_eq!(t.await.unwrap(), (3_000_000, 4));
+    }
+
+    #[tokio::test]
+    async fn a_stopped_tunnel_closes_both_ends_and_counts_what_moved() {
+        let (mut a_client, a_proxy) = tokio::io::duplex(1024);
+        let (b_proxy, mut b_server) = tokio::io::duplex(1024);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let t = tokio::spawn(tunnel_until(
+            a_proxy,
+            b_proxy,
+            Duration::from_secs(60),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        a_client.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        b_server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+        stop_tx.send(()).unwrap();
+        let counted = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("the stopped tunnel ended")
+            .unwrap();
+        assert_eq!(counted, (5, 0));
+        // Both ends see the close.
+        let mut rest = Vec::new();
+        assert_eq!(b_server.read_to_end(&mut rest).await.unwrap(), 0);
+        assert_eq!(a_client.read_to_end(&mut rest).await.unwrap(), 0);
     }
 
     #[tokio::test]

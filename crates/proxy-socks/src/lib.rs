@@ -213,6 +213,8 @@ async fn serve<G, D>(
         }
     };
     let bound = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    // Closed when a narrower policy no longer allows the target.
+    let lease = gate.hold(&meta, &route);
     drop(route);
     let Ok(client) = Box::pin(proto.reply_success(bound)).await else {
         return;
@@ -223,8 +225,8 @@ async fn serve<G, D>(
     tracker.spawn(async move {
         let _permit = permit;
         let (up, down) = match proxy_io::into_tcp(upstream) {
-            Ok(tcp) => proxy_io::tunnel_tcp(client, tcp, idle).await,
-            Err(Some(other)) => proxy_io::tunnel(client, other, idle).await,
+            Ok(tcp) => proxy_io::tunnel_tcp_until(client, tcp, idle, lease.revoked()).await,
+            Err(Some(other)) => proxy_io::tunnel_until(client, other, idle, lease.revoked()).await,
             Err(None) => return,
         };
         open.closed(up, down);

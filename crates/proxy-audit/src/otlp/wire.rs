@@ -85,11 +85,11 @@ fn kv_len(key: &str, v: Val<'_>) -> usize {
 }
 
 /// The attributes of an event, in the order they are written: those of every event, then the
-/// rule and the layer when known.
-fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<'a>); 13], usize) {
+/// rule and the layer when known, and `network.policy.revoked` on a revocation.
+fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<'a>); 14], usize) {
     let s = |v: &'a str| Val::Str(v.as_bytes());
     let rule = ev.rule.as_ref();
-    let all = [
+    let mut all = [
         ("network.policy.scope", s(ev.scope.as_str())),
         ("network.policy.decision", s(ev.decision.as_str())),
         ("network.policy.source", s(ev.source.as_str())),
@@ -109,12 +109,17 @@ fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<
             "network.policy.layer",
             s(rule.and_then(|r| r.origin.as_deref()).unwrap_or("")),
         ),
+        ("network.policy.revoked", Val::Bool(true)),
     ];
-    let n = match rule {
+    let mut n = match rule {
         None => 11,
         Some(r) if r.origin.is_none() => 12,
         Some(_) => 13,
     };
+    if ev.revoked {
+        all.swap(n, 13);
+        n += 1;
+    }
     (all, n)
 }
 
@@ -207,7 +212,7 @@ impl Body {
         crate::client_address(&mut self.client, ev.client);
         let (attrs, n) = attributes(ev, &self.client);
         let attrs = &attrs[..n];
-        let mut lens = [0usize; 13];
+        let mut lens = [0usize; 14];
         let time = nanos(ev.timestamp);
         let mut len = self.prelude.len() + self.epilogue.len();
         if time != 0 {
@@ -310,6 +315,9 @@ mod tests {
                         attributes.push(text("network.policy.layer", layer));
                     }
                 }
+                if ev.revoked {
+                    attributes.push(kv("network.policy.revoked", Value::BoolValue(true)));
+                }
                 LogRecord {
                     time_unix_nano: nanos(ev.timestamp),
                     observed_time_unix_nano: nanos(observed),
@@ -382,7 +390,11 @@ mod tests {
         let mut long = bare.clone();
         long.timestamp = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
         long.server_address = "x".repeat(300);
-        vec![with_rule, bare, rule_only, long]
+        let mut revoked = with_rule.clone();
+        revoked.revoked = true;
+        let mut revoked_bare = bare.clone();
+        revoked_bare.revoked = true;
+        vec![with_rule, bare, rule_only, long, revoked, revoked_bare]
     }
 
     #[test]

@@ -1,0 +1,213 @@
+//! The connections the gate admitted and that stay open, re-judged when the policy narrows.
+//!
+//! A front-end asks [`Gate::hold`](proxy_core::Gate::hold) for a lease when an admitted
+//! connection outlives its admission (a tunnel, a kept-alive upstream connection, a UDP
+//! association's verdict). [`Leases`] keeps what it needs to judge it again: the request, the
+//! addresses the gate checked, and whether a decider admitted it. After every change of policy
+//! the service calls [`Leases::rejudge`]: each connection is judged with the pure policy and the
+//! addresses already connected (no new lookup), and the ones the new policy refuses are revoked
+//! (their front-ends close them) and recorded with `revoked: true`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use proxy_core::{Decision, Lease, LeaseHolder, Protocol, Reason, RequestMeta, Revoker, Source};
+use proxy_policy::{Evaluation, Policy};
+
+/// One held connection.
+#[derive(Debug)]
+struct Held {
+    meta: RequestMeta,
+    /// The target's addresses the gate checked and the connection went to (empty through an
+    /// upstream proxy, whose own address is what was connected).
+    addrs: Vec<IpAddr>,
+    /// Admitted by the decider after an allowlist miss: a later allowlist miss keeps it.
+    by_decider: bool,
+    revoker: Revoker,
+}
+
+/// The open connections' leases.
+#[derive(Debug, Default)]
+pub struct Leases {
+    next: AtomicU64,
+    held: Mutex<HashMap<u64, Held>>,
+}
+
+impl LeaseHolder for Leases {
+    fn release(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+}
+
+impl Leases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A lease for a connection admitted as `meta` by `decision`, connected to `addrs`.
+    pub fn hold(
+        self: &Arc<Self>,
+        meta: &RequestMeta,
+        addrs: Vec<IpAddr>,
+        decision: &Decision,
+    ) -> Lease {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let holder: Arc<dyn LeaseHolder> = self.clone();
+        let (lease, revoker) = Lease::new(id, Arc::downgrade(&holder));
+        self.lock().insert(
+            id,
+            Held {
+                meta: meta.clone(),
+                addrs,
+                by_decider: decision.source == Source::Decider,
+                revoker,
+            },
+        );
+        lease
+    }
+
+    /// How many connections are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no connection is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Judges every held connection again under `policy`, revokes those it refuses, and returns
+    /// each revoked connection's request with the refusal (for the audit).
+    pub fn rejudge(&self, policy: &Policy) -> Vec<(RequestMeta, Decision)> {
+        let mut refused = Vec::new();
+        self.lock().retain(|_, h| {
+            if !h.revoker.is_held() {
+                return false;
+            }
+            match refusal(policy, h) {
+                Some(d) => {
+                    refused.push((h.meta.clone(), d, h.revoker.clone()));
+                    false
+                }
+                None => true,
+            }
+        });
+        // Revoked outside the lock: a lease whose last holder lets go meanwhile releases
+        // itself, which takes the lock.
+        refused
+            .into_iter()
+            .filter(|(_, _, revoker)| revoker.revoke())
+            .map(|(meta, d, _)| (meta, d))
+            .collect()
+    }
+}
+
+/// The new policy's refusal of a held connection, or `None` while it still allows it.
+fn refusal(policy: &Policy, h: &Held) -> Option<Decision> {
+    // A kept-alive upstream connection carries any method the mode allows: judge the target.
+    let reusable;
+    let meta = if h.meta.protocol == Protocol::Http && !h.meta.upgrade {
+        reusable = RequestMeta {
+            method: Some("GET".to_owned()),
+            ..h.meta.clone()
+        };
+        &reusable
+    } else {
+        &h.meta
+    };
+    match policy.evaluate(meta) {
+        Evaluation::Allow { .. } => None,
+        Evaluation::AllowIfAddressesPass { decision, .. } => {
+            if h.addrs.is_empty() {
+                return None;
+            }
+            let d = policy.check_addresses(decision, &h.addrs);
+            (!d.is_allowed()).then_some(d)
+        }
+        Evaluation::Deny(d) if h.by_decider && d.reason == Some(Reason::NotAllowed) => None,
+        Evaluation::Deny(d) => Some(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proxy_core::{Target, Verdict};
+
+    fn policy(allow: &[&str], deny: &[&str]) -> Policy {
+        let mut b = Policy::builder();
+        for p in allow {
+            b.allow(p, None).unwrap();
+        }
+        for p in deny {
+            b.deny(p, None).unwrap();
+        }
+        b.treat_as_public("127.0.0.2/32".parse().unwrap());
+        b.build().unwrap()
+    }
+
+    fn meta(authority: &str) -> RequestMeta {
+        RequestMeta::new(
+            Protocol::HttpsConnect,
+            Target::parse_authority(authority, 443).unwrap(),
+        )
+        .with_method("CONNECT")
+    }
+
+    fn decider_allow() -> Decision {
+        let mut d = Decision::allow().with_source(Source::Decider);
+        d.policy_override = true;
+        d
+    }
+
+    #[test]
+    fn what_the_decider_allowed_stays_allowed_across_unrelated_changes() {
+        let leases = Arc::new(Leases::default());
+        let ip = vec!["127.0.0.2".parse().unwrap()];
+        let by_decider = leases.hold(&meta("asked.test:443"), ip.clone(), &decider_allow());
+        let by_list = leases.hold(&meta("listed.test:443"), ip, &Decision::allow());
+        assert_eq!(leases.len(), 2);
+        // The allowlist no longer names listed.test: that one goes, the decider's stays.
+        let revoked = leases.rejudge(&policy(&["other.test"], &[]));
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].0.target.to_string(), "listed.test:443");
+        assert_eq!(revoked[0].1.reason, Some(Reason::NotAllowed));
+        assert!(by_list.is_revoked() && !by_decider.is_revoked());
+        assert_eq!(leases.len(), 1);
+        // A deny entry wins over the decider too.
+        let revoked = leases.rejudge(&policy(&[], &["asked.test"]));
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].1.reason, Some(Reason::Denied));
+        assert_eq!(revoked[0].1.verdict, Verdict::Deny);
+        assert!(by_decider.is_revoked());
+    }
+
+    #[test]
+    fn addresses_are_judged_as_connected_and_closed_leases_are_forgotten() {
+        let leases = Arc::new(Leases::default());
+        let lease = leases.hold(
+            &meta("public.test:443"),
+            vec!["127.0.0.2".parse().unwrap()],
+            &Decision::allow(),
+        );
+        assert!(leases.rejudge(&policy(&["public.test"], &[])).is_empty());
+        // Without treat_as_public, the address it connected to is local.
+        let mut b = Policy::builder();
+        b.allow("public.test", None).unwrap();
+        let revoked = leases.rejudge(&b.build().unwrap());
+        assert_eq!(revoked[0].1.reason, Some(Reason::NotAllowedLocal));
+        assert!(lease.is_revoked());
+        drop(lease);
+        assert!(leases.is_empty());
+        // A lease dropped before any change is forgotten at once.
+        let other = leases.hold(&meta("public.test:443"), Vec::new(), &Decision::allow());
+        assert_eq!(leases.len(), 1);
+        drop(other);
+        assert!(leases.is_empty());
+    }
+}

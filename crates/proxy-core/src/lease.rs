@@ -1,0 +1,231 @@
+//! Leases: what a front-end holds while an admitted connection stays open, so that a narrower
+//! policy can close it (interface.md §3: an audit event with `revoked: true`).
+//!
+//! The gate hands out a [`Lease`] for a connection that outlives its admission (a tunnel, a
+//! kept-alive upstream connection, a UDP association's cached verdict) and keeps a [`Revoker`]
+//! for it. When the policy changes, the gate re-judges what it holds and revokes what the new
+//! policy refuses; the front-end waits on [`Lease::revoked`] beside its I/O and closes the
+//! connection when it completes. Dropping the last clone of a lease tells its [`LeaseHolder`],
+//! so the gate forgets connections as they close.
+//!
+//! This is runtime-agnostic: the future is woken through `std::task::Waker`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+
+/// Told when a lease is dropped by every holder (the connection closed), to forget it.
+pub trait LeaseHolder: Send + Sync {
+    /// The lease `id` is gone.
+    fn release(&self, id: u64);
+}
+
+struct Shared {
+    id: u64,
+    revoked: AtomicBool,
+    wakers: Mutex<Vec<Waker>>,
+    holder: Weak<dyn LeaseHolder>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(h) = self.holder.upgrade() {
+            h.release(self.id);
+        }
+    }
+}
+
+/// What a front-end holds for an open connection: [`Lease::revoked`] completes when the gate
+/// revokes it. A lease from [`Lease::none`] is never revoked.
+///
+/// ```
+/// use proxy_core::Lease;
+/// let lease = Lease::none();
+/// assert!(!lease.is_revoked());
+/// ```
+#[derive(Clone, Default)]
+pub struct Lease(Option<Arc<Shared>>);
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &self.0.as_ref().map(|s| s.id))
+            .field("revoked", &self.is_revoked())
+            .finish()
+    }
+}
+
+/// The gate's side of a [`Lease`]: it revokes the lease, if the lease is still held.
+#[derive(Clone)]
+pub struct Revoker(Weak<Shared>);
+
+impl fmt::Debug for Revoker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Revoker").finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// A lease nothing can revoke.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// A new lease `id`, and its revoker; `holder` is told when the last clone of the lease is
+    /// dropped.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex, Weak};
+    /// use proxy_core::{Lease, LeaseHolder};
+    /// #[derive(Default)]
+    /// struct Released(Mutex<Vec<u64>>);
+    /// impl LeaseHolder for Released {
+    ///     fn release(&self, id: u64) { self.0.lock().unwrap().push(id); }
+    /// }
+    /// let holder = Arc::new(Released::default());
+    /// let weak: Weak<dyn LeaseHolder> = Arc::downgrade(&(holder.clone() as Arc<dyn LeaseHolder>));
+    /// let (lease, revoker) = Lease::new(7, weak);
+    /// assert!(revoker.revoke());
+    /// assert!(lease.is_revoked());
+    /// drop(lease);
+    /// assert_eq!(*holder.0.lock().unwrap(), vec![7]);
+    /// assert!(!revoker.revoke(), "nothing left to revoke");
+    /// ```
+    pub fn new(id: u64, holder: Weak<dyn LeaseHolder>) -> (Self, Revoker) {
+        let shared = Arc::new(Shared {
+            id,
+            revoked: AtomicBool::new(false),
+            wakers: Mutex::new(Vec::new()),
+            holder,
+        });
+        let revoker = Revoker(Arc::downgrade(&shared));
+        (Self(Some(shared)), revoker)
+    }
+
+    /// Whether the lease was revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|s| s.revoked.load(Ordering::Acquire))
+    }
+
+    /// Completes when the lease is revoked (never, for [`Lease::none`]).
+    pub fn revoked(&self) -> Revoked {
+        Revoked(self.0.clone())
+    }
+}
+
+impl Revoker {
+    /// Revokes the lease and wakes whoever waits on it; false when the lease is gone already
+    /// or was revoked before.
+    pub fn revoke(&self) -> bool {
+        let Some(shared) = self.0.upgrade() else {
+            return false;
+        };
+        if shared.revoked.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let wakers = std::mem::take(
+            &mut *shared
+                .wakers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for w in wakers {
+            w.wake();
+        }
+        true
+    }
+
+    /// Whether the lease is still held by a connection.
+    pub fn is_held(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
+/// The future of [`Lease::revoked`].
+#[must_use = "a future does nothing unless polled"]
+pub struct Revoked(Option<Arc<Shared>>);
+
+impl fmt::Debug for Revoked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Revoked").finish_non_exhaustive()
+    }
+}
+
+impl Future for Revoked {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(shared) = &self.0 else {
+            return Poll::Pending;
+        };
+        if shared.revoked.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        {
+            let mut wakers = shared
+                .wakers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+        }
+        // Revoked between the first look and the registration: the waker may have been missed.
+        if shared.revoked.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Nobody;
+    impl LeaseHolder for Nobody {
+        fn release(&self, _: u64) {}
+    }
+
+    #[test]
+    fn revoking_wakes_the_waiter_once_and_completes_the_future() {
+        let holder: Arc<dyn LeaseHolder> = Arc::new(Nobody);
+        let (lease, revoker) = Lease::new(1, Arc::downgrade(&holder));
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = lease.revoked();
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        assert!(revoker.is_held());
+        assert!(revoker.revoke());
+        assert!(!revoker.revoke());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_ready());
+        drop((fut, lease));
+        assert!(!revoker.is_held());
+    }
+
+    #[test]
+    fn a_none_lease_never_completes() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count);
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = Lease::none().revoked();
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+    }
+}
