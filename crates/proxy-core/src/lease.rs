@@ -26,8 +26,43 @@ pub trait LeaseHolder: Send + Sync {
 struct Shared {
     id: u64,
     revoked: AtomicBool,
-    wakers: Mutex<Vec<Waker>>,
+    wakers: Mutex<Wakers>,
     holder: Weak<dyn LeaseHolder>,
+}
+
+/// Who waits: almost always one task, kept without an allocation.
+#[derive(Default)]
+enum Wakers {
+    #[default]
+    None,
+    One(Waker),
+    Many(Vec<Waker>),
+}
+
+impl Wakers {
+    fn add(&mut self, waker: &Waker) {
+        match self {
+            Wakers::None => *self = Wakers::One(waker.clone()),
+            Wakers::One(w) if w.will_wake(waker) => {}
+            Wakers::One(w) => {
+                let first = w.clone();
+                *self = Wakers::Many(vec![first, waker.clone()]);
+            }
+            Wakers::Many(all) => {
+                if !all.iter().any(|w| w.will_wake(waker)) {
+                    all.push(waker.clone());
+                }
+            }
+        }
+    }
+
+    fn wake(self) {
+        match self {
+            Wakers::None => {}
+            Wakers::One(w) => w.wake(),
+            Wakers::Many(all) => all.into_iter().for_each(Waker::wake),
+        }
+    }
 }
 
 impl Drop for Shared {
@@ -98,7 +133,7 @@ impl Lease {
         let shared = Arc::new(Shared {
             id,
             revoked: AtomicBool::new(false),
-            wakers: Mutex::new(Vec::new()),
+            wakers: Mutex::new(Wakers::None),
             holder,
         });
         let revoker = Revoker(Arc::downgrade(&shared));
@@ -134,9 +169,7 @@ impl Revoker {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        for w in wakers {
-            w.wake();
-        }
+        wakers.wake();
         true
     }
 
@@ -166,15 +199,11 @@ impl Future for Revoked {
         if shared.revoked.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        {
-            let mut wakers = shared
-                .wakers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                wakers.push(cx.waker().clone());
-            }
-        }
+        shared
+            .wakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .add(cx.waker());
         // Revoked between the first look and the registration: the waker may have been missed.
         if shared.revoked.load(Ordering::Acquire) {
             return Poll::Ready(());
@@ -218,6 +247,31 @@ mod tests {
         assert!(Pin::new(&mut fut).poll(&mut cx).is_ready());
         drop((fut, lease));
         assert!(!revoker.is_held());
+    }
+
+    #[test]
+    fn two_waiters_are_both_woken() {
+        let holder: Arc<dyn LeaseHolder> = Arc::new(Nobody);
+        let (lease, revoker) = Lease::new(2, Arc::downgrade(&holder));
+        let (a, b) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let (mut fa, mut fb) = (lease.revoked(), lease.clone().revoked());
+        assert!(
+            Pin::new(&mut fa)
+                .poll(&mut Context::from_waker(&wa))
+                .is_pending()
+        );
+        assert!(
+            Pin::new(&mut fb)
+                .poll(&mut Context::from_waker(&wb))
+                .is_pending()
+        );
+        assert!(revoker.revoke());
+        assert_eq!(a.0.load(Ordering::SeqCst), 1);
+        assert_eq!(b.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]
