@@ -62,7 +62,7 @@ fn covers_name(pattern: &Pattern, name: &str) -> bool {
 
 /// Whether one label matches a label glob (`*` stands for any run of characters, none
 /// included).
-fn label_matches(glob: &str, label: &str) -> bool {
+pub(crate) fn label_matches(glob: &str, label: &str) -> bool {
     let (g, l) = (glob.as_bytes(), label.as_bytes());
     let (mut gi, mut li) = (0, 0);
     let mut back: Option<(usize, usize)> = None;
@@ -314,7 +314,8 @@ impl Config {
                 .is_some_and(|c| same_set(c.as_slice(), pinned.as_slice()));
             if let (Some(_), false) = (&current, same) {
                 let why = if layer.is_user() {
-                    "the managed nameservers are pinned: a user layer may not change them".to_owned()
+                    "the managed nameservers are pinned: a user layer may not change them"
+                        .to_owned()
                 } else {
                     format!("conflicts with the nameservers pinned by {layer}")
                 };

@@ -162,8 +162,8 @@ fn read_requirements_toml(
         )));
     }
     let real = std::fs::canonicalize(path).map_err(unreadable)?;
-    let same = std::fs::metadata(&real)
-        .is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+    let same =
+        std::fs::metadata(&real).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
     if !same {
         return Err(fail(
             DiagnosticKind::InsecureFile,
