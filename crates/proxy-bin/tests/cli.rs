@@ -471,3 +471,336 @@ async fn check_resolves_an_allowed_name_like_serve() {
     // A refused name is never resolved.
     assert_eq!(dns.queries_for("evil.test"), 0);
 }
+
+/// Sets `path`'s mode.
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn requirements_files_anyone_can_write_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("managed");
+    std::fs::create_dir(&folder).unwrap();
+    let req = folder.join("req.toml");
+    std::fs::write(&req, "[network]\ndenied_domains = [\"example.com\"]\n").unwrap();
+    chmod(&req, 0o644);
+    let args = [
+        "check",
+        "--no-resolve",
+        "--requirements",
+        req.to_str().unwrap(),
+        "--allow",
+        "**.example.com",
+        "example.com",
+    ];
+    let r = netproxy(dir.path(), &args);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stdout.contains("denied"), "{}", r.stdout);
+
+    chmod(&req, 0o666);
+    let r = netproxy(dir.path(), &args);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{}: refused: the file is writable by every user (mode 0666)",
+            req.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    chmod(&req, 0o644);
+
+    // A folder anyone can write without the sticky bit: the file can be replaced.
+    chmod(&folder, 0o777);
+    let r = netproxy(dir.path(), &args);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "it lies in {}, a folder writable by every user without the sticky bit",
+            folder.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    // With the sticky bit, only the owner of the file can replace it.
+    chmod(&folder, 0o1777);
+    assert_eq!(netproxy(dir.path(), &args).code, 1);
+
+    // $NETPROXY_SYSTEM_DIR/requirements.toml is held to the same rule.
+    std::fs::create_dir(dir.path().join("system")).unwrap();
+    let system = dir.path().join("system/requirements.toml");
+    std::fs::write(&system, "[network]\nmode = \"limited\"\n").unwrap();
+    chmod(&system, 0o666);
+    let r = netproxy(dir.path(), &["config", "show"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&system.display().to_string()),
+        "{}",
+        r.stderr
+    );
+    chmod(&system, 0o600);
+
+    // Not owned by root: in force, with a warning.
+    let r = netproxy(dir.path(), &args);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(!r.stderr.contains("does not hold"), "{}", r.stderr);
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&req).unwrap()) != 0 {
+        eprintln!("note: not running as root: the ownership warning is not tested");
+        return;
+    }
+    std::os::unix::fs::chown(&req, Some(65534), Some(65534)).unwrap();
+    let r = netproxy(dir.path(), &args);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "netproxy: warning: requirements file {} is owned by uid 65534, not root: it does not hold against processes of the same user",
+            req.display()
+        )),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_managed_allowlist_cannot_be_escaped_through_static_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = dir.path().join("req.toml");
+    std::fs::write(&req, "[network]\nallowed_domains = [\"*.corp.test\"]\n").unwrap();
+    let req = req.to_str().unwrap();
+    let r = netproxy(
+        dir.path(),
+        &[
+            "check",
+            "--requirements",
+            req,
+            "-c",
+            "dns.hosts={\"api.corp.test\"=[\"93.184.216.34\"]}",
+            "api.corp.test",
+        ],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "command-line: network.dns.hosts.\"api.corp.test\": a static host entry for a name the managed allowed_domains cover (*.corp.test) would point it at any address; only requirements may set it (constrained by {req})"
+        )),
+        "{}",
+        r.stderr
+    );
+    // Pinned nameservers cannot be swapped for a resolver of the user's choosing.
+    std::fs::write(
+        dir.path().join("req.toml"),
+        "[network]\nallowed_domains = [\"*.corp.test\"]\n[network.dns]\nnameservers = [\"127.0.0.53\"]\nhosts = { \"db.corp.test\" = [\"127.0.0.1\"] }\n",
+    )
+    .unwrap();
+    let r = netproxy(
+        dir.path(),
+        &[
+            "check",
+            "--requirements",
+            req,
+            "-c",
+            "dns.nameservers=[\"127.0.0.1:5353\"]",
+            "api.corp.test",
+        ],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("network.dns.nameservers: the managed nameservers are pinned"),
+        "{}",
+        r.stderr
+    );
+    // The managed values are in the effective config, set by the requirements file.
+    let r = netproxy(
+        dir.path(),
+        &["config", "show", "--json", "--requirements", req],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("127.0.0.53:53"), "{}", r.stdout);
+    assert!(r.stdout.contains("db.corp.test"), "{}", r.stdout);
+    // The managed static host answers without a lookup.
+    let r = netproxy(
+        dir.path(),
+        &["check", "--requirements", req, "http://db.corp.test/"],
+    );
+    assert!(
+        r.stdout.contains("resolved: 127.0.0.1"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+}
+
+/// An admin API request with curl: (status, body).
+fn admin(addr: &str, token: &str, method: &str, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "20",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("a status line");
+    (code.parse().expect("a status"), body.to_owned())
+}
+
+/// Kills the child it holds when dropped, also when a test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_reload_that_breaks_the_requirements_keeps_the_last_good_policy() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let req = dir.path().join("req.toml");
+    std::fs::write(
+        &req,
+        "[network]\nallowed_domains = [\"*.corp.test\"]\nallowlist_expansion_enabled = true\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("netproxy.toml");
+    std::fs::write(&cfg, "[network.domains]\n\"one.example\" = \"allow\"\n").unwrap();
+    let ready = dir.path().join("ready.json");
+    let token = "reload-test-token";
+    let mut command = Command::new(env!("CARGO_BIN_EXE_netproxy"));
+    command
+        .args([
+            "serve",
+            "--no-socks",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .arg("--ready-file")
+        .arg(&ready)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--requirements")
+        .arg(&req)
+        .env_clear()
+        .env("NETPROXY_HOME", dir.path().join("home"))
+        .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
+        .env("NETPROXY_ADMIN_TOKEN", token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = KillOnDrop(command.spawn().unwrap());
+    let begin = Instant::now();
+    while !ready.exists() {
+        assert!(begin.elapsed() < Duration::from_secs(30), "not ready");
+        assert!(child.0.try_wait().unwrap().is_none(), "netproxy exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    let addr = v["admin"].as_str().unwrap().to_owned();
+    let allowed = || {
+        let (code, body) = admin(&addr, token, "GET", "/patterns");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut list: Vec<String> = v["allowed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
+        list.sort();
+        list
+    };
+    assert_eq!(allowed(), ["*.corp.test", "one.example"]);
+
+    // A file now gives a managed name a static address: refused, the old policy stays.
+    std::fs::write(
+        &cfg,
+        "[network.domains]\n\"two.example\" = \"allow\"\n[network.dns.hosts]\n\"api.corp.test\" = [\"93.184.216.34\"]\n",
+    )
+    .unwrap();
+    let (code, body) = admin(&addr, token, "POST", "/reload");
+    assert_eq!(code, 409, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["reason"], "constraint", "{body}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("network.dns.hosts.\"api.corp.test\": a static host entry for a name the managed allowed_domains cover"),
+        "{body}"
+    );
+    assert_eq!(allowed(), ["*.corp.test", "one.example"]);
+
+    // The requirements file turns world-writable: refused too.
+    std::fs::write(&cfg, "[network.domains]\n\"two.example\" = \"allow\"\n").unwrap();
+    chmod(&req, 0o666);
+    let (code, body) = admin(&addr, token, "POST", "/reload");
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains("the file is writable by every user"),
+        "{body}"
+    );
+    assert_eq!(allowed(), ["*.corp.test", "one.example"]);
+
+    // Fixed, the reload goes through.
+    chmod(&req, 0o644);
+    let (code, body) = admin(&addr, token, "POST", "/reload");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(allowed(), ["*.corp.test", "two.example"]);
+}
+
+#[test]
+fn ip_shaped_globs_are_refused_and_star_with_local_binding_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    for p in ["10.0.0.*", "*.0.0.1", "10.*.0.1"] {
+        let r = netproxy(
+            dir.path(),
+            &["check", "--no-resolve", "--allow", p, "10.0.0.1"],
+        );
+        assert_eq!(r.code, 3, "{p}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("--allow {p}")),
+            "{p}: {}",
+            r.stderr
+        );
+    }
+    let r = netproxy(
+        dir.path(),
+        &[
+            "check",
+            "--no-resolve",
+            "--allow",
+            "*",
+            "--allow-local-binding",
+            "example.com",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("netproxy: warning: `*` is allowed (command-line) with allow_local_binding on (command-line): it admits every local address, cloud metadata at 169.254.169.254 included"),
+        "{}",
+        r.stderr
+    );
+    let r = netproxy(
+        dir.path(),
+        &["check", "--no-resolve", "--allow", "*", "example.com"],
+    );
+    assert!(!r.stderr.contains("169.254.169.254"), "{}", r.stderr);
+}

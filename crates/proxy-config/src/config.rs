@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use proxy_core::Mode;
-use proxy_policy::{Pattern, Policy};
+use proxy_policy::{Pattern, PatternKind, Policy};
 use toml::Value;
 
 use crate::error::{Diagnostic, DiagnosticKind, Error};
@@ -15,6 +15,74 @@ use crate::layer::{
 };
 use crate::listen::{clamp_bind, parse_listen_url};
 use crate::managed::Requirements;
+
+/// Whether two lists hold the same items, in any order.
+fn same_set<T: Ord + Clone>(a: &[T], b: &[T]) -> bool {
+    let sorted = |x: &[T]| {
+        let mut v = x.to_vec();
+        v.sort();
+        v.dedup();
+        v
+    };
+    sorted(a) == sorted(b)
+}
+
+/// Whether `pattern` matches the host name `name` (canonical) on some port.
+fn covers_name(pattern: &Pattern, name: &str) -> bool {
+    match pattern.kind() {
+        PatternKind::Global => true,
+        PatternKind::Ip { .. } => false,
+        PatternKind::Glob {
+            glob,
+            subdomains,
+            apex,
+        } => {
+            let globs: Vec<&str> = glob.split('.').collect();
+            let labels: Vec<&str> = name.split('.').collect();
+            let fits = |extra: usize| {
+                labels[extra..]
+                    .iter()
+                    .zip(&globs)
+                    .all(|(l, g)| label_matches(g, l))
+            };
+            (*apex && labels.len() == globs.len() && fits(0))
+                || (*subdomains && labels.len() > globs.len() && fits(labels.len() - globs.len()))
+        }
+        PatternKind::Exact(_) | PatternKind::Subdomains(_) | PatternKind::ApexAndSubdomains(_) => {
+            // The name with the pattern's own port scope: coverage then depends on the host
+            // part alone.
+            let scoped = match pattern.ports() {
+                Some(r) => format!("{name}:{r}"),
+                None => name.to_owned(),
+            };
+            Pattern::parse(&scoped).is_ok_and(|n| pattern.covers(&n))
+        }
+    }
+}
+
+/// Whether one label matches a label glob (`*` stands for any run of characters, none
+/// included).
+pub(crate) fn label_matches(glob: &str, label: &str) -> bool {
+    let (g, l) = (glob.as_bytes(), label.as_bytes());
+    let (mut gi, mut li) = (0, 0);
+    let mut back: Option<(usize, usize)> = None;
+    while li < l.len() {
+        if gi < g.len() && g[gi] == b'*' {
+            back = Some((gi, li));
+            gi += 1;
+        } else if gi < g.len() && g[gi] == l[li] {
+            gi += 1;
+            li += 1;
+        } else if let Some((bg, bl)) = back {
+            gi = bg + 1;
+            li = bl + 1;
+            back = Some((bg, bl + 1));
+        } else {
+            return false;
+        }
+    }
+    g[gi..].iter().all(|&c| c == b'*')
+}
 
 /// One effective domain entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +227,7 @@ impl Config {
     /// ceiling, explicit wider values are violations, managed lists are merged in.
     fn apply(&mut self, r: &Requirements, diags: &mut Vec<Diagnostic>) {
         let managed = Layer::Managed(r.origin.clone());
-        let ceilings: [(&str, Option<bool>); 5] = [
+        let ceilings: [(&str, Option<bool>); 7] = [
             ("network.enabled", r.enabled),
             ("network.allow_upstream_proxy", r.allow_upstream_proxy),
             (
@@ -170,6 +238,14 @@ impl Config {
             (
                 "network.dangerously_allow_all_unix_sockets",
                 self.all_sockets_ceiling(r),
+            ),
+            (
+                "network.dangerously_allow_non_loopback_admin",
+                r.dangerously_allow_non_loopback_admin,
+            ),
+            (
+                "network.dangerously_allow_plaintext_credential_injection",
+                r.dangerously_allow_plaintext_credential_injection,
             ),
         ];
         for (key, ceiling) in ceilings {
@@ -221,6 +297,82 @@ impl Config {
             }
         }
         self.apply_treat_as_public(r, &managed, diags);
+        self.apply_dns(r, &managed, diags);
+    }
+
+    /// Managed `[network.dns]`: pinned nameservers, fixed static hosts, and no user static
+    /// host for a name the managed allowlist covers (it would point an allowed name at any
+    /// address).
+    fn apply_dns(&mut self, r: &Requirements, managed: &Layer, diags: &mut Vec<Diagnostic>) {
+        let constrained = |what: String| format!("{what} (constrained by {})", r.origin.display());
+        if let Some(pinned) = &r.dns_nameservers {
+            let key = "network.dns.nameservers";
+            let layer = self.layer_of(key);
+            let current = self.dns_nameservers();
+            let same = current
+                .as_ref()
+                .is_some_and(|c| same_set(c.as_slice(), pinned.as_slice()));
+            if let (Some(_), false) = (&current, same) {
+                let why = if layer.is_user() {
+                    "the managed nameservers are pinned: a user layer may not change them"
+                        .to_owned()
+                } else {
+                    format!("conflicts with the nameservers pinned by {layer}")
+                };
+                diags.push(Diagnostic::new(
+                    DiagnosticKind::Constraint,
+                    layer.to_string(),
+                    key,
+                    constrained(why),
+                ));
+            } else {
+                let list = pinned
+                    .iter()
+                    .map(|a| Value::String(a.to_string()))
+                    .collect();
+                self.scalars
+                    .insert(key.to_owned(), (Value::Array(list), managed.clone()));
+            }
+        }
+        for (name, ips) in &r.dns_hosts {
+            match self.dns_hosts.get(name) {
+                Some((current, layer)) if !same_set(current, ips) => {
+                    let why = if layer.is_user() {
+                        "the managed static hosts are fixed: a user layer may not give this name other addresses".to_owned()
+                    } else {
+                        format!("conflicts with the static host entry of {layer}")
+                    };
+                    diags.push(Diagnostic::new(
+                        DiagnosticKind::Constraint,
+                        layer.to_string(),
+                        format!("network.dns.hosts.{name:?}"),
+                        constrained(why),
+                    ));
+                }
+                _ => {
+                    self.dns_hosts
+                        .insert(name.clone(), (ips.clone(), managed.clone()));
+                }
+            }
+        }
+        let Some(allowed) = &r.allowed_domains else {
+            return;
+        };
+        for (name, (_, layer)) in &self.dns_hosts {
+            if !layer.is_user() {
+                continue;
+            }
+            if let Some(p) = allowed.iter().find(|p| covers_name(p, name)) {
+                diags.push(Diagnostic::new(
+                    DiagnosticKind::Constraint,
+                    layer.to_string(),
+                    format!("network.dns.hosts.{name:?}"),
+                    constrained(format!(
+                        "a static host entry for a name the managed allowed_domains cover ({p}) would point it at any address; only requirements may set it"
+                    )),
+                ));
+            }
+        }
     }
 
     fn all_sockets_ceiling(&self, r: &Requirements) -> Option<bool> {
@@ -530,9 +682,27 @@ impl Config {
     pub fn requirements(&self) -> &[Requirements] {
         &self.requirements
     }
-    /// Warnings to print at start (clamped listeners, overridden or ignored entries).
+    /// Adds warnings found while reading the files (e.g. a requirements file not owned by root).
+    pub(crate) fn add_warnings(&mut self, warnings: impl IntoIterator<Item = String>) {
+        self.warnings.extend(warnings);
+    }
+
+    /// Warnings to print at start (clamped listeners, overridden or ignored entries,
+    /// requirements files a user could rewrite, `*` with local binding).
     pub fn warnings(&self) -> Vec<String> {
         let mut w = self.warnings.clone();
+        if self.allow_local_binding()
+            && let Some(e) = self
+                .domains
+                .iter()
+                .find(|e| e.action == Action::Allow && e.pattern.is_global())
+        {
+            w.push(format!(
+                "`*` is allowed ({}) with allow_local_binding on ({}): it admits every local address, cloud metadata at 169.254.169.254 included",
+                e.layer,
+                self.layer_of("network.allow_local_binding")
+            ));
+        }
         if let Ok((_, clamps)) = self.listeners_and_warnings() {
             w.extend(clamps);
         }

@@ -15,6 +15,9 @@ pub enum DiagnosticKind {
     NotSupported,
     /// A value that widens a managed constraint.
     Constraint,
+    /// A managed requirements file that every user could change (world-writable, or in a
+    /// world-writable folder without the sticky bit).
+    InsecureFile,
 }
 
 /// One problem in the config.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use proxy_core::{Host, Mode};
-use proxy_policy::Pattern;
+use proxy_policy::{Pattern, PatternKind};
 use toml::{Table, Value};
 
 use crate::error::{Diagnostic, DiagnosticKind};
@@ -430,7 +430,7 @@ impl Parser<'_> {
     }
 
     /// Walks a table whose schema path is `schema` and whose written path is `shown`.
-    fn table_as(&mut self, schema: &str, shown: &str, t: &Table) {
+    pub(crate) fn table_as(&mut self, schema: &str, shown: &str, t: &Table) {
         for (key, value) in t {
             let spath = format!("{schema}.{key}");
             let wpath = format!("{shown}.{key}");
@@ -636,6 +636,7 @@ impl Parser<'_> {
                 path,
                 "the global wildcard `*` cannot be denied; use exact hosts or scoped wildcards like *.example.com or **.example.com",
             ),
+            Ok(p) if is_ip_glob(&p) => self.diag(DiagnosticKind::InvalidValue, path, ip_glob_message(&p)),
             Ok(p) => self.data.add_domain(p, action),
             Err(e) => self.diag(DiagnosticKind::InvalidValue, path, e.to_string()),
         }
@@ -730,6 +731,26 @@ impl Parser<'_> {
             }
         }
     }
+}
+
+/// Whether a pattern is a glob shaped like an IP address (`10.*.0.1`): its last label is a
+/// number, so it names no host name, and wildcards never match addresses.
+pub(crate) fn is_ip_glob(p: &Pattern) -> bool {
+    match p.kind() {
+        PatternKind::Glob { glob, .. } => glob
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit())),
+        _ => false,
+    }
+}
+
+/// Why an IP-shaped glob is refused.
+pub(crate) fn ip_glob_message(p: &Pattern) -> String {
+    format!(
+        "invalid pattern {:?}: it looks like an IP address with a wildcard, and wildcards match host names only, never addresses; list each address as a literal",
+        p.as_str()
+    )
 }
 
 fn quote_key(key: &str) -> String {

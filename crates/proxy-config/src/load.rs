@@ -114,6 +114,122 @@ fn read_toml(path: &Path, required: bool) -> Result<Option<Table>, Diagnostic> {
     })
 }
 
+/// Reads a managed requirements file after checking that no other user can change it: the
+/// file actually read (a symlink is followed and its target judged) must not be writable by
+/// every user, nor may any folder above it, or above the path as written, be world-writable
+/// without the sticky bit. `Ok(None)` when it is optional and missing; the warnings say when
+/// the file or a folder above it belongs to a user other than root (the constraints then do
+/// not hold against that user's processes).
+fn read_requirements_toml(
+    path: &Path,
+    required: bool,
+) -> Result<Option<(Table, Vec<String>)>, Diagnostic> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+
+    let origin = path.display().to_string();
+    let fail = |kind, message: String| Diagnostic::new(kind, origin.clone(), "", message);
+    let unreadable = |e: std::io::Error| {
+        fail(
+            DiagnosticKind::Syntax,
+            format!("cannot read requirements file: {e}"),
+        )
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(fail(
+            DiagnosticKind::Syntax,
+            "cannot read requirements file: not a regular file".into(),
+        ));
+    }
+    let insecure = |why: String| {
+        fail(
+            DiagnosticKind::InsecureFile,
+            format!(
+                "refused: {why}, so any local user could change the managed constraints; make it writable by its owner only"
+            ),
+        )
+    };
+    if meta.mode() & 0o002 != 0 {
+        return Err(insecure(format!(
+            "the file is writable by every user (mode {:04o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    let real = std::fs::canonicalize(path).map_err(unreadable)?;
+    let same =
+        std::fs::metadata(&real).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+    if !same {
+        return Err(fail(
+            DiagnosticKind::InsecureFile,
+            "refused: the file was replaced while it was being read".into(),
+        ));
+    }
+    let mut warnings = Vec::new();
+    if meta.uid() != 0 {
+        warnings.push(format!(
+            "requirements file {origin} is owned by uid {}, not root: it does not hold against processes of the same user, which can rewrite it",
+            meta.uid()
+        ));
+    }
+    // Every folder above the file read, and above the path as written (its symlinks may be
+    // replaced there), judged as it resolves.
+    let written = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut folders: Vec<&Path> = Vec::new();
+    for dir in real.ancestors().skip(1).chain(written.ancestors().skip(1)) {
+        if !dir.as_os_str().is_empty() && !folders.contains(&dir) {
+            folders.push(dir);
+        }
+    }
+    let mut foreign_owner = None;
+    for dir in folders {
+        let Ok(m) = std::fs::metadata(dir) else {
+            continue;
+        };
+        if m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 {
+            return Err(insecure(format!(
+                "it lies in {}, a folder writable by every user without the sticky bit (mode {:04o}), where anyone can replace it",
+                dir.display(),
+                m.mode() & 0o7777
+            )));
+        }
+        if m.uid() != 0 && foreign_owner.is_none() {
+            foreign_owner = Some((dir.to_owned(), m.uid()));
+        }
+    }
+    // A symlink on the way belongs to whoever may replace it.
+    for link in written.ancestors() {
+        if let Ok(m) = std::fs::symlink_metadata(link)
+            && m.file_type().is_symlink()
+            && m.uid() != 0
+        {
+            foreign_owner = Some((link.to_owned(), m.uid()));
+            break;
+        }
+    }
+    if let (Some((dir, uid)), true) = (foreign_owner, meta.uid() == 0) {
+        warnings.push(format!(
+            "requirements file {origin} is reached through {}, owned by uid {uid}, not root: it does not hold against processes of the same user, which can replace it",
+            dir.display()
+        ));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(unreadable)?;
+    toml::from_str::<Table>(&text)
+        .map(|t| Some((t, warnings)))
+        .map_err(|e| {
+            fail(
+                DiagnosticKind::Syntax,
+                format!("invalid TOML: {}", e.to_string().trim_end()),
+            )
+        })
+}
+
 /// Parses one config document into a layer.
 pub(crate) fn parse_layer(
     layer: Layer,
@@ -239,9 +355,13 @@ pub fn load_with(sources: &Sources, extra: &[(Layer, Table)]) -> Result<Config, 
         layers.push(parse_layer(layer.clone(), &origin, doc, &mut diags));
     }
     let mut requirements = Vec::new();
+    let mut warnings = Vec::new();
     for (path, required) in sources.requirement_paths() {
-        match read_toml(&path, required) {
-            Ok(Some(doc)) => requirements.push(Requirements::parse(&path, &doc, &mut diags)),
+        match read_requirements_toml(&path, required) {
+            Ok(Some((doc, w))) => {
+                requirements.push(Requirements::parse(&path, &doc, &mut diags));
+                warnings.extend(w);
+            }
             Ok(None) => {}
             Err(d) => diags.push(d),
         }
@@ -249,7 +369,8 @@ pub fn load_with(sources: &Sources, extra: &[(Layer, Table)]) -> Result<Config, 
     if !diags.is_empty() {
         return Err(Error { diagnostics: diags });
     }
-    let config = Config::from_layers(layers, requirements)?;
+    let mut config = Config::from_layers(layers, requirements)?;
+    config.add_warnings(warnings);
     config.policy()?;
     Ok(config)
 }
@@ -286,10 +407,11 @@ pub fn validate_files(files: &[PathBuf]) -> Result<(), Error> {
     }
 }
 
-/// Parses a requirements file on its own.
+/// Parses a requirements file on its own (refused, like at load, when other users could
+/// write it).
 pub fn read_requirements(path: &Path) -> Result<Requirements, Error> {
     let mut diags = Vec::new();
-    let doc = read_toml(path, true)
+    let (doc, _) = read_requirements_toml(path, true)
         .map_err(Error::one)?
         .unwrap_or_default();
     let r = Requirements::parse(path, &doc, &mut diags);

@@ -1,5 +1,7 @@
 //! Managed constraints: `requirements.toml` files that no user layer can widen.
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -8,7 +10,9 @@ use proxy_policy::Pattern;
 use toml::{Table, Value};
 
 use crate::error::{Diagnostic, DiagnosticKind};
-use crate::layer::{describe, parse_cidr};
+use crate::layer::{
+    Layer, LayerData, Parser, describe, ip_glob_message, is_ip_glob, parse_cidr, parse_nameserver,
+};
 
 /// The constraints of one managed requirements file (table `[network]`, or
 /// `[experimental_network]`). Every field is optional; an unset field constrains nothing.
@@ -43,6 +47,15 @@ pub struct Requirements {
     pub allow_unix_sockets: Option<Vec<String>>,
     /// Ranges exempt from local protection (merged into the effective list).
     pub treat_as_public: Option<Vec<IpNet>>,
+    /// `false` forbids a non-loopback admin listener.
+    pub dangerously_allow_non_loopback_admin: Option<bool>,
+    /// `false` forbids injecting brokered credentials over plaintext.
+    pub dangerously_allow_plaintext_credential_injection: Option<bool>,
+    /// `[network.dns] nameservers`: pinned; a user layer may not set others.
+    pub dns_nameservers: Option<Vec<SocketAddr>>,
+    /// `[network.dns] hosts`: fixed entries (canonical name → addresses), merged into the
+    /// effective static hosts; a user entry for the same name may not differ.
+    pub dns_hosts: BTreeMap<String, Vec<IpAddr>>,
 }
 
 const KEYS: &[&str] = &[
@@ -59,7 +72,13 @@ const KEYS: &[&str] = &[
     "dangerously_allow_all_unix_sockets",
     "allow_unix_sockets",
     "treat_as_public",
+    "dangerously_allow_non_loopback_admin",
+    "dangerously_allow_plaintext_credential_injection",
+    "dns",
 ];
+
+/// The keys of a requirements file's `[network.dns]`.
+const DNS_KEYS: &[&str] = &["nameservers", "hosts"];
 
 impl Requirements {
     /// Sets one of the boolean constraints by its key.
@@ -74,6 +93,12 @@ impl Requirements {
                 &mut self.dangerously_allow_non_loopback_proxy
             }
             "dangerously_allow_all_unix_sockets" => &mut self.dangerously_allow_all_unix_sockets,
+            "dangerously_allow_non_loopback_admin" => {
+                &mut self.dangerously_allow_non_loopback_admin
+            }
+            "dangerously_allow_plaintext_credential_injection" => {
+                &mut self.dangerously_allow_plaintext_credential_injection
+            }
             _ => {
                 self.managed_allowed_domains_only = value;
                 return;
@@ -113,6 +138,7 @@ impl Requirements {
                 }
             }
         }
+        let mut dns = Vec::new();
         for (table, t) in tables {
             for (key, value) in t {
                 let path = format!("{table}.{key}");
@@ -136,7 +162,9 @@ impl Requirements {
                     | "allow_local_binding"
                     | "allow_upstream_proxy"
                     | "dangerously_allow_non_loopback_proxy"
-                    | "dangerously_allow_all_unix_sockets" => match as_bool(value) {
+                    | "dangerously_allow_all_unix_sockets"
+                    | "dangerously_allow_non_loopback_admin"
+                    | "dangerously_allow_plaintext_credential_injection" => match as_bool(value) {
                         Some(b) => r.set_flag(key, b),
                         None => bad("true or false"),
                     },
@@ -153,6 +181,11 @@ impl Requirements {
                                     DiagnosticKind::InvalidValue,
                                     &ipath,
                                     "the global wildcard `*` is not allowed in managed lists; use exact hosts or scoped wildcards like *.example.com or **.example.com".into(),
+                                ),
+                                Some(Ok(p)) if is_ip_glob(&p) => diag(
+                                    DiagnosticKind::InvalidValue,
+                                    &ipath,
+                                    ip_glob_message(&p),
                                 ),
                                 Some(Ok(p)) => patterns.push(p),
                                 Some(Err(e)) => diag(DiagnosticKind::InvalidValue, &ipath, e.to_string()),
@@ -195,6 +228,10 @@ impl Requirements {
                             None => bad("a list of CIDRs"),
                         }
                     }
+                    "dns" => match value.as_table() {
+                        Some(t) => dns.push((path, t)),
+                        None => bad("a table"),
+                    },
                     other => {
                         let near = KEYS
                             .iter()
@@ -212,6 +249,73 @@ impl Requirements {
                 }
             }
         }
+        for (path, t) in dns {
+            r.parse_dns(&file, &path, t, diags);
+        }
         r
+    }
+
+    /// Parses `[network.dns]` of a requirements file: `nameservers` and `hosts`, validated
+    /// as in a config file.
+    fn parse_dns(&mut self, file: &str, path: &str, t: &Table, diags: &mut Vec<Diagnostic>) {
+        let mut known = Table::new();
+        for (key, value) in t {
+            if DNS_KEYS.contains(&key.as_str()) {
+                known.insert(key.clone(), value.clone());
+            } else {
+                let near = DNS_KEYS
+                    .iter()
+                    .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+                    .min()
+                    .filter(|(d, _)| *d <= (key.len() / 3).max(2))
+                    .map(|(_, k)| format!(" (did you mean `{path}.{k}`?)"))
+                    .unwrap_or_default();
+                let why = if near.is_empty() {
+                    " (requirements accept only `nameservers` and `hosts` here)".to_owned()
+                } else {
+                    near
+                };
+                diags.push(Diagnostic::new(
+                    DiagnosticKind::UnknownKey,
+                    file,
+                    format!("{path}.{key}"),
+                    format!("unknown key{why}"),
+                ));
+            }
+        }
+        let mut data = LayerData::new(Layer::Managed(self.origin.clone()));
+        let before = diags.len();
+        Parser {
+            origin: file.to_owned(),
+            data: &mut data,
+            diags,
+        }
+        .table_as("network.dns", path, &known);
+        if diags.len() > before {
+            return;
+        }
+        if let Some(list) = data
+            .scalars
+            .get("network.dns.nameservers")
+            .and_then(Value::as_array)
+        {
+            if list.is_empty() {
+                diags.push(Diagnostic::new(
+                    DiagnosticKind::InvalidValue,
+                    file,
+                    format!("{path}.nameservers"),
+                    "expected at least one nameserver (leave the key out to use the system's)",
+                ));
+                return;
+            }
+            self.dns_nameservers = Some(
+                list.iter()
+                    .filter_map(|v| v.as_str().and_then(|s| parse_nameserver(s).ok()))
+                    .collect(),
+            );
+        }
+        for (name, ips) in data.dns_hosts {
+            self.dns_hosts.insert(name, ips);
+        }
     }
 }

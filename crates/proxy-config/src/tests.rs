@@ -940,3 +940,470 @@ fn restart_keys() {
         ]
     );
 }
+
+#[test]
+fn managed_booleans_pin_the_admin_and_plaintext_flags() {
+    let key = "dangerously_allow_non_loopback_admin";
+    err(
+        &[&format!("[network]\n{key} = true")],
+        &[&format!("[network]\n{key} = false")],
+        DiagnosticKind::Constraint,
+        &format!("network.{key}"),
+        "false is required",
+    );
+    ok(
+        &[&format!("[network]\n{key} = true")],
+        &[&format!("[network]\n{key} = true")],
+    );
+    let c = ok(&[], &[&format!("[network]\n{key} = false")]);
+    assert!(!c.allow_non_loopback_admin());
+    // The broker is not built, so a file cannot set the plaintext flag to true; a layer
+    // holding it anyway (as the broker's issue will allow) is refused by a managed false.
+    let key = "network.dangerously_allow_plaintext_credential_injection";
+    let mut layer = crate::layer::LayerData::new(Layer::CommandLine);
+    layer
+        .scalars
+        .insert(key.to_owned(), toml::Value::Boolean(true));
+    let mut diags = Vec::new();
+    let r = Requirements::parse(
+        &PathBuf::from("/managed/r0.toml"),
+        &doc("[network]\ndangerously_allow_plaintext_credential_injection = false"),
+        &mut diags,
+    );
+    assert!(diags.is_empty(), "{diags:?}");
+    let e = Config::from_layers(vec![layer.clone()], vec![r.clone()]).unwrap_err();
+    assert!(
+        e.diagnostics
+            .iter()
+            .any(|d| d.kind == DiagnosticKind::Constraint
+                && d.key == key
+                && d.origin == "command-line"),
+        "{e}"
+    );
+    let mut managed_true = r;
+    managed_true.dangerously_allow_plaintext_credential_injection = Some(true);
+    assert!(Config::from_layers(vec![layer], vec![managed_true]).is_ok());
+}
+
+#[test]
+fn user_static_hosts_cannot_redirect_a_managed_name() {
+    let user = |name: &str| format!("[network.dns.hosts]\n\"{name}\" = [\"93.184.216.34\"]");
+    for (managed, name) in [
+        ("api.corp.test", "api.corp.test"),
+        ("API.corp.test.", "api.corp.test"),
+        ("*.corp.test", "api.corp.test"),
+        ("**.corp.test", "corp.test"),
+        ("**.corp.test", "a.b.corp.test"),
+        ("api.corp.test:443", "api.corp.test"),
+        ("*.corp.test:8000-8999", "x.corp.test"),
+        ("region*.corp.test", "region1.corp.test"),
+        ("region*.corp.test", "region.corp.test"),
+        ("*.r*n.corp.test", "a.region.corp.test"),
+    ] {
+        err(
+            &[&user(name)],
+            &[&format!("[network]\nallowed_domains = [\"{managed}\"]")],
+            DiagnosticKind::Constraint,
+            &format!("network.dns.hosts.\"{name}\""),
+            "managed allowed_domains cover",
+        );
+    }
+    // Names the managed allowlist does not cover may be given static addresses.
+    for (managed, name) in [
+        ("api.corp.test", "other.corp.test"),
+        ("*.corp.test", "corp.test"),
+        ("region*.corp.test", "a.region1.corp.test"),
+        ("region*.corp.test", "eu.corp.test"),
+        ("*.r*n.corp.test", "region.corp.test"),
+        ("10.0.0.1", "api.corp.test"),
+    ] {
+        let c = ok(
+            &[&user(name)],
+            &[&format!(
+                "[network]\nallowed_domains = [\"{managed}\"]\nallowlist_expansion_enabled = true"
+            )],
+        );
+        assert_eq!(c.dns_hosts()[name].len(), 1, "{managed} {name}");
+    }
+    // Without a managed allowlist, static hosts are the user's business.
+    ok(
+        &[&user("api.corp.test")],
+        &["[network]\nmode = \"limited\""],
+    );
+    // Every user layer is held to it: the command line and the runtime layer too.
+    let dir = tempfile::tempdir().unwrap();
+    let req = dir.path().join("req.toml");
+    std::fs::write(&req, "[network]\nallowed_domains = [\"*.corp.test\"]").unwrap();
+    let mut sources = crate::Sources {
+        requirement_files: vec![req],
+        system_requirements: Some(dir.path().join("absent.toml")),
+        cli: CliOverrides {
+            set: vec!["dns.hosts={\"api.corp.test\"=[\"127.0.0.1\"]}".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let e = crate::load(&sources).unwrap_err();
+    assert!(
+        e.diagnostics
+            .iter()
+            .any(|d| d.kind == DiagnosticKind::Constraint
+                && d.origin == "command-line"
+                && d.key == "network.dns.hosts.\"api.corp.test\""),
+        "{e}"
+    );
+    sources.cli = CliOverrides::default();
+    crate::load(&sources).unwrap();
+    let runtime = doc("[network.dns.hosts]\n\"x.corp.test\" = [\"127.0.0.1\"]");
+    let e = crate::load_with(&sources, &[(Layer::Runtime, runtime)]).unwrap_err();
+    assert!(
+        e.diagnostics
+            .iter()
+            .any(|d| d.kind == DiagnosticKind::Constraint && d.origin == "runtime"),
+        "{e}"
+    );
+}
+
+#[test]
+fn managed_static_hosts_are_fixed_and_merged() {
+    let req = "[network]\nallowed_domains = [\"*.corp.test\"]\n[network.dns.hosts]\n\"API.corp.test.\" = [\"127.0.0.1\", \"::1\"]";
+    let c = ok(&[], &[req]);
+    let hosts = c.dns_hosts();
+    assert_eq!(
+        hosts["api.corp.test"],
+        vec![
+            "127.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+            "::1".parse().unwrap()
+        ]
+    );
+    let shown = c.show();
+    let entry = shown
+        .iter()
+        .find(|s| s.key == "network.dns.hosts.\"api.corp.test\"")
+        .unwrap();
+    assert_eq!(entry.layer.to_string(), "/managed/r0.toml");
+    // A user entry for the same name that differs is refused, the same one is harmless.
+    err(
+        &["[network.dns.hosts]\n\"api.corp.test\" = [\"127.0.0.2\"]"],
+        &[req],
+        DiagnosticKind::Constraint,
+        "network.dns.hosts.\"api.corp.test\"",
+        "managed static hosts are fixed",
+    );
+    let c = ok(
+        &["[network.dns.hosts]\n\"api.corp.test\" = [\"::1\", \"127.0.0.1\"]"],
+        &[req],
+    );
+    assert!(matches!(
+        c.show()
+            .iter()
+            .find(|s| s.key == "network.dns.hosts.\"api.corp.test\"")
+            .unwrap()
+            .layer,
+        Layer::Managed(_)
+    ));
+    // Managed hosts need no managed allowlist, and two managed files must agree.
+    let only_hosts = "[network.dns.hosts]\n\"db.corp.test\" = [\"127.0.0.1\"]";
+    err(
+        &["[network.dns.hosts]\n\"db.corp.test\" = [\"127.0.0.9\"]"],
+        &[only_hosts],
+        DiagnosticKind::Constraint,
+        "network.dns.hosts.\"db.corp.test\"",
+        "fixed",
+    );
+    err(
+        &[],
+        &[
+            only_hosts,
+            "[network.dns.hosts]\n\"db.corp.test\" = [\"127.0.0.3\"]",
+        ],
+        DiagnosticKind::Constraint,
+        "network.dns.hosts.\"db.corp.test\"",
+        "conflicts with the static host entry of /managed/r0.toml",
+    );
+}
+
+#[test]
+fn managed_nameservers_are_pinned() {
+    let req = "[experimental_network.dns]\nnameservers = [\"127.0.0.53\", \"[::1]:5353\"]";
+    let c = ok(&[], &[req]);
+    assert_eq!(
+        c.dns_nameservers().unwrap(),
+        vec![
+            "127.0.0.53:53".parse::<std::net::SocketAddr>().unwrap(),
+            "[::1]:5353".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        c.layer_of("network.dns.nameservers").to_string(),
+        "/managed/r0.toml"
+    );
+    err(
+        &["[network.dns]\nnameservers = [\"127.0.0.1:5300\"]"],
+        &[req],
+        DiagnosticKind::Constraint,
+        "network.dns.nameservers",
+        "managed nameservers are pinned",
+    );
+    // The same servers (any order, any spelling) change nothing.
+    let c = ok(
+        &["[network.dns]\nnameservers = [\"[::1]:5353\", \"127.0.0.53:53\"]"],
+        &[req],
+    );
+    assert!(matches!(
+        c.layer_of("network.dns.nameservers"),
+        Layer::Managed(_)
+    ));
+    err(
+        &[],
+        &[req, "[network.dns]\nnameservers = [\"127.0.0.1\"]"],
+        DiagnosticKind::Constraint,
+        "network.dns.nameservers",
+        "conflicts with the nameservers pinned by /managed/r0.toml",
+    );
+}
+
+#[test]
+fn requirements_dns_table_diagnostics() {
+    let e = build(
+        &[],
+        &["[network.dns]\ntimeout_ms = 5\nnameserver = [\"127.0.0.1\"]\nhosts = { \"a.test\" = [\"nope\"] }"],
+    )
+    .unwrap_err();
+    let s = e.to_string();
+    assert!(
+        s.contains("network.dns.timeout_ms: unknown key (requirements accept only `nameservers` and `hosts` here)"),
+        "{s}"
+    );
+    assert!(
+        s.contains("network.dns.nameserver: unknown key (did you mean `network.dns.nameservers`?)"),
+        "{s}"
+    );
+    assert!(
+        s.contains("network.dns.hosts.\"a.test\": expected IP address strings"),
+        "{s}"
+    );
+    err(
+        &[],
+        &["[network.dns]\nnameservers = []"],
+        DiagnosticKind::InvalidValue,
+        "network.dns.nameservers",
+        "at least one nameserver",
+    );
+    err(
+        &[],
+        &["[network]\ndns = 1"],
+        DiagnosticKind::InvalidValue,
+        "network.dns",
+        "expected a table",
+    );
+}
+
+#[test]
+fn star_with_local_binding_is_warned_about() {
+    let c = ok(
+        &["[network]\nallow_local_binding = true\nallowed_domains = [\"*\"]"],
+        &[],
+    );
+    let w = c.warnings().join("\n");
+    assert!(
+        w.contains("`*` is allowed (/cfg/a.toml) with allow_local_binding on (/cfg/a.toml)")
+            && w.contains("169.254.169.254"),
+        "{w}"
+    );
+    for layers in [
+        &["[network]\nallowed_domains = [\"*\"]"][..],
+        &["[network]\nallow_local_binding = true\nallowed_domains = [\"*.example.com\"]"],
+    ] {
+        let w = ok(layers, &[]).warnings().join("\n");
+        assert!(!w.contains("169.254.169.254"), "{layers:?}: {w}");
+    }
+}
+
+#[test]
+fn ip_shaped_globs_are_refused() {
+    for p in ["10.0.0.*", "10.*.0.1", "1*.0.0.1", "**.1*.0.0.1"] {
+        for action in ["allow", "deny"] {
+            err(
+                &[&format!("[network.domains]\n\"{p}\" = \"{action}\"")],
+                &[],
+                DiagnosticKind::InvalidValue,
+                &format!("network.domains.\"{p}\""),
+                p,
+            );
+        }
+        err(
+            &[],
+            &[&format!("[network]\nallowed_domains = [\"{p}\"]")],
+            DiagnosticKind::InvalidValue,
+            "network.allowed_domains[0]",
+            p,
+        );
+    }
+    err(
+        &["[network]\nallowed_domains = [\"*.0.0.1\"]"],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.allowed_domains[0]",
+        "*.0.0.1",
+    );
+    // A glob whose last label is a name stays a name glob.
+    ok(&["[network]\nallowed_domains = [\"10*.example.com\"]"], &[]);
+}
+
+/// Sets `path`'s mode.
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Loads with `req` as the `--requirements` file.
+fn load_req(req: &std::path::Path) -> Result<Config, Error> {
+    let absent = req.with_file_name("absent-system-requirements.toml");
+    crate::load(&crate::Sources {
+        requirement_files: vec![req.to_owned()],
+        system_requirements: Some(absent),
+        ..Default::default()
+    })
+}
+
+#[track_caller]
+fn refused(req: &std::path::Path, contains: &str) {
+    let e = load_req(req).expect_err("refused");
+    assert!(
+        e.diagnostics
+            .iter()
+            .any(|d| d.kind == DiagnosticKind::InsecureFile
+                && d.origin == req.display().to_string()
+                && d.message.contains(contains)),
+        "wanted {contains:?}, got:\n{e}"
+    );
+}
+
+#[test]
+fn requirements_files_others_can_write_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = dir.path().join("req.toml");
+    std::fs::write(&req, "[network]\nmode = \"limited\"").unwrap();
+    chmod(&req, 0o644);
+    let c = load_req(&req).unwrap();
+    assert_eq!(c.mode(), Mode::Limited);
+
+    // World-writable file.
+    chmod(&req, 0o666);
+    refused(&req, "the file is writable by every user (mode 0666)");
+    assert!(crate::read_requirements(&req).is_err());
+    chmod(&req, 0o644);
+
+    // World-writable folder without the sticky bit.
+    chmod(dir.path(), 0o777);
+    refused(
+        &req,
+        "a folder writable by every user without the sticky bit (mode 0777)",
+    );
+    // With the sticky bit the folder is fine, unless the file itself is writable.
+    chmod(dir.path(), 0o1777);
+    assert_eq!(load_req(&req).unwrap().mode(), Mode::Limited);
+    chmod(&req, 0o646);
+    refused(&req, "the file is writable by every user");
+    chmod(&req, 0o644);
+
+    // A folder higher up counts as well.
+    let nested = dir.path().join("a/b");
+    std::fs::create_dir_all(&nested).unwrap();
+    let deep = nested.join("req.toml");
+    std::fs::write(&deep, "[network]\nmode = \"limited\"").unwrap();
+    chmod(&dir.path().join("a"), 0o777);
+    refused(&deep, "a folder writable by every user");
+    chmod(&dir.path().join("a"), 0o755);
+    load_req(&deep).unwrap();
+
+    // A symlink is judged by the file it leads to and the folders of both.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    let target = open.join("target.toml");
+    std::fs::write(&target, "[network]\nmode = \"limited\"").unwrap();
+    let link = nested.join("link.toml");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    load_req(&link).unwrap();
+    chmod(&target, 0o666);
+    refused(&link, "the file is writable by every user");
+    chmod(&target, 0o644);
+    chmod(&open, 0o777);
+    refused(&link, &format!("it lies in {}", open.display()));
+    chmod(&open, 0o755);
+    chmod(&nested, 0o777);
+    refused(&link, &format!("it lies in {}", nested.display()));
+    chmod(&nested, 0o755);
+    chmod(dir.path(), 0o700);
+}
+
+#[test]
+fn requirements_files_not_owned_by_root_are_warned_about() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let req = dir.path().join("req.toml");
+    std::fs::write(&req, "[network]\nmode = \"limited\"").unwrap();
+    if std::fs::metadata(&req).unwrap().uid() != 0 {
+        eprintln!("note: not running as root: the ownership warnings are not tested");
+        return;
+    }
+    let warned = |c: &Config| {
+        c.warnings()
+            .into_iter()
+            .find(|w| w.contains("does not hold against processes of the same user"))
+    };
+    assert_eq!(warned(&load_req(&req).unwrap()), None);
+    std::os::unix::fs::chown(&req, Some(65534), Some(65534)).unwrap();
+    let w = warned(&load_req(&req).unwrap()).expect("a warning");
+    assert!(
+        w.contains(&format!(
+            "requirements file {} is owned by uid 65534, not root",
+            req.display()
+        )),
+        "{w}"
+    );
+    // A root-owned file in a folder another user owns can be replaced by that user.
+    std::os::unix::fs::chown(&req, Some(0), Some(0)).unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let inner = sub.join("req.toml");
+    std::fs::copy(&req, &inner).unwrap();
+    std::os::unix::fs::chown(&sub, Some(65534), Some(65534)).unwrap();
+    let w = warned(&load_req(&inner).unwrap()).expect("a warning");
+    assert!(
+        w.contains(&format!(
+            "reached through {}, owned by uid 65534",
+            sub.display()
+        )),
+        "{w}"
+    );
+    // So can a symlink that user owns.
+    std::os::unix::fs::chown(&sub, Some(0), Some(0)).unwrap();
+    let link = dir.path().join("link.toml");
+    std::os::unix::fs::symlink(&req, &link).unwrap();
+    assert_eq!(warned(&load_req(&link).unwrap()), None);
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    let w = warned(&load_req(&link).unwrap()).expect("a warning");
+    assert!(
+        w.contains(&format!("reached through {}", link.display())),
+        "{w}"
+    );
+}
+
+#[test]
+fn label_globs() {
+    use crate::config::label_matches;
+    for (g, l, m) in [
+        ("region*", "region1", true),
+        ("region*", "region", true),
+        ("region*", "eu", false),
+        ("*", "", true),
+        ("a*b*c", "axxbyyc", true),
+        ("a*b*c", "axxbyy", false),
+        ("*x", "xxx", true),
+        ("a*", "ba", false),
+    ] {
+        assert_eq!(label_matches(g, l), m, "{g} {l}");
+    }
+}
