@@ -234,7 +234,7 @@ impl Metrics {
             add("down", down.saturating_sub(seen_down));
             seen[i] = (up.max(seen_up), down.max(seen_down));
             let foreign = stats.foreign_datagrams();
-            if protocol == "socks5" || foreign > 0 {
+            if *protocol == "socks5" || foreign > 0 {
                 self.foreign_datagrams
                     .get_or_create(&label)
                     .inc_by(foreign.saturating_sub(seen_foreign[i]));

@@ -733,6 +733,98 @@ async fn socks5_udp_by_name_through_the_real_gate() {
     assert!(dns.queries_for("udp.test") <= 2, "{:?}", dns.queries());
 }
 
+/// netproxy's resident memory, from /proc.
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_association_flooded_with_refused_destinations_stays_small() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dns = DnsServer::start().await.unwrap();
+    let echo_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let echo = echo_sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = echo_sock.recv_from(&mut buf).await {
+            let _ = echo_sock.send_to(&buf[..n], from).await;
+        }
+    });
+    // Only the echo is allowed: every other loopback destination is refused by policy
+    // (not_allowed_local), so nothing is sent on.
+    let s = start(
+        &dns,
+        &["--socks", "127.0.0.1:0", "--allow", "127.0.0.1"],
+        None,
+    );
+    let socks: std::net::SocketAddr = s.socks.clone().unwrap().parse().unwrap();
+    let mut c = tokio::net::TcpStream::connect(socks).await.unwrap();
+    c.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    c.read_exact(&mut m).await.unwrap();
+    c.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut reply = [0u8; 10];
+    c.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[1], 0);
+    let relay = std::net::SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let datagram = |ip: [u8; 4], port: u16| {
+        let mut d = vec![0, 0, 0, 1];
+        d.extend_from_slice(&ip);
+        d.extend_from_slice(&port.to_be_bytes());
+        d.extend_from_slice(b"x");
+        d
+    };
+    // Distinct refused destinations: 127.0.0.3 on every port, then 127.x.y.z addresses.
+    let refused = |i: u32| {
+        if i < 65_000 {
+            datagram([127, 0, 0, 3], u16::try_from(i + 1).unwrap())
+        } else {
+            let [_, x, y, z] = (i - 65_000 + (1 << 16)).to_be_bytes();
+            datagram([127, x, y, z], 9)
+        }
+    };
+    // Batches small enough for the relay's receive buffer, each followed by an echo round
+    // trip: the relay handles datagrams in order, so the batch has been judged by then.
+    let mut buf = vec![0u8; 2048];
+    let mut flood = async |from: u32, to: u32| {
+        for start in (from..to).step_by(100) {
+            for i in start..(start + 100).min(to) {
+                client.send_to(&refused(i), relay).await.unwrap();
+            }
+            client
+                .send_to(&datagram([127, 0, 0, 1], echo.port()), relay)
+                .await
+                .unwrap();
+            let (n, _) = tokio::time::timeout(Duration::from_secs(10), client.recv_from(&mut buf))
+                .await
+                .expect("the relay stopped answering")
+                .unwrap();
+            assert!(buf[..n].ends_with(b"x"));
+        }
+    };
+    let pid = s.child.id();
+    // Warm-up: the verdict table full, the allocator and the log buffers in use.
+    flood(0, 20_000).await;
+    let before = vm_rss_kib(pid);
+    flood(20_000, 320_000).await;
+    let after = vm_rss_kib(pid);
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 32 * 1024,
+        "300,000 refused destinations grew netproxy by {grown} KiB ({before} -> {after} KiB)"
+    );
+    drop(c);
+}
+
 /// A tiny HTTP/1.1 server on a unix socket: answers each request with its request line and
 /// whether an `x-unix-socket` header reached it; closes after one response.
 fn unix_origin(path: &Path) -> std::thread::JoinHandle<()> {
