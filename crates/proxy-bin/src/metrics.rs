@@ -315,4 +315,24 @@ mod tests {
         );
         assert!(text.ends_with("# EOF\n"));
     }
+
+    #[test]
+    fn foreign_datagrams_are_counted_per_front_end() {
+        let m = Metrics::new();
+        let http = Arc::new(proxy_io::Stats::default());
+        let socks = Arc::new(proxy_io::Stats::default());
+        m.add_front_end("http", http);
+        m.add_front_end("socks5", socks.clone());
+        let line = |text: &str, n: u64| {
+            let want = format!("netproxy_udp_foreign_datagrams_total{{protocol=\"socks5\"}} {n}");
+            assert!(text.lines().any(|l| l == want), "{want}\n{text}");
+            assert!(!text.contains("udp_foreign_datagrams_total{protocol=\"http\"}"));
+        };
+        line(&m.render(), 0);
+        socks.add_foreign_datagram();
+        socks.add_foreign_datagram();
+        line(&m.render(), 2);
+        socks.add_foreign_datagram();
+        line(&m.render(), 3);
+    }
 }
