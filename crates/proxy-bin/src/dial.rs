@@ -69,10 +69,13 @@ impl Dialer for TcpDialer {
                 authority,
                 connect,
             } => (proxy, connect.then_some(authority.as_str())),
-            Via::Unix(path) => {
+            Via::Unix(socket) => {
                 return Err(Failure::new(
                     UpstreamFailure::ConnectFailed,
-                    format!("unix socket {} cannot be dialled as TCP", path.display()),
+                    format!(
+                        "unix socket {} cannot be dialled as TCP",
+                        socket.path().display()
+                    ),
                 ));
             }
         };

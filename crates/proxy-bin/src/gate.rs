@@ -32,6 +32,49 @@ pub struct Snapshot {
     pub config: Config,
     /// The policy compiled from it.
     pub policy: Policy,
+    /// Each allowed unix socket entry (as written) with its canonical path, resolved when the
+    /// snapshot was built ([`Snapshot::new`]): the socket a request may reach through that entry
+    /// is the one at the canonical path, which must still be a socket and not a symlink.
+    pub unix_sockets: Vec<(String, PathBuf)>,
+}
+
+impl Snapshot {
+    /// A snapshot of `config` and its `policy`, resolving each allowed unix socket entry to its
+    /// canonical path now (the policy itself never touches the filesystem). An entry that does
+    /// not exist yet keeps its folder's canonical path and its own name, or is kept as written.
+    pub fn new(config: Config, policy: Policy) -> Self {
+        let unix_sockets = policy
+            .unix_socket_paths()
+            .map(|entry| (entry.to_owned(), canonical_entry(Path::new(entry))))
+            .collect();
+        Self {
+            config,
+            policy,
+            unix_sockets,
+        }
+    }
+
+    /// The canonical path of an allowed unix socket entry.
+    fn canonical_unix_socket(&self, entry: &str) -> Option<&Path> {
+        self.unix_sockets
+            .iter()
+            .find(|(e, _)| e == entry)
+            .map(|(_, c)| c.as_path())
+    }
+}
+
+/// An allowed entry's canonical path: symlinks resolved when it exists; otherwise its folder's
+/// canonical path joined with its name; otherwise the entry as written.
+fn canonical_entry(entry: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(entry) {
+        return real;
+    }
+    match (entry.parent(), entry.file_name()) {
+        (Some(dir), Some(name)) => {
+            std::fs::canonicalize(dir).map_or_else(|_| entry.to_path_buf(), |d| d.join(name))
+        }
+        _ => entry.to_path_buf(),
+    }
 }
 
 /// The live snapshot, swapped atomically on reload.
@@ -273,47 +316,176 @@ impl PolicyGate {
 }
 
 impl PolicyGate {
-    /// A unix socket request (`x-unix-socket`): the path must be allowed as written, or be the
-    /// same socket as an allowed path once symlinks are resolved on both sides; then the
-    /// connection goes to the path that was checked. Domain policy and the decider are not
-    /// consulted.
+    /// A unix socket request (`x-unix-socket`). A request that may come from a web page is
+    /// refused (`unix_socket_cross_origin`). Otherwise the path must be allowed as written, or
+    /// be the same socket (device and inode) as an allowed entry's canonical path. The path is
+    /// opened once (`O_PATH`); the socket it reaches must be the socket now at the canonical path
+    /// of the entry that allowed it, and that path must be a socket, not a symlink (a daemon
+    /// that recreated its socket is fine, a path swapped for a symlink is not). The route
+    /// carries that descriptor, so the connection goes to the socket that was judged. Domain
+    /// policy and the decider are not consulted.
     async fn admit_unix(&self, meta: &RequestMeta, path: &Path, snap: &Snapshot) -> Admission {
         let policy = &snap.policy;
-        let mut judged = meta.clone();
-        let mut connect_to = path.to_path_buf();
-        let as_written = path.to_string_lossy();
-        if path.is_absolute()
-            && !policy.allows_all_unix_sockets()
-            && !policy.unix_socket_paths().any(|p| p == as_written)
-            && let Ok(real) = tokio::fs::canonicalize(path).await
+        let evaluation = policy.evaluate(meta);
+        if let Some(why) = &meta.cross_origin
+            && !matches!(&evaluation, Evaluation::Deny(d) if d.reason == Some(Reason::ProxyDisabled))
         {
-            for entry in policy.unix_socket_paths() {
-                if tokio::fs::canonicalize(entry)
-                    .await
-                    .is_ok_and(|e| e == real)
-                {
-                    judged.target = Target::Unix(PathBuf::from(entry));
-                    connect_to = real;
-                    break;
-                }
-            }
+            let d = Decision::deny(Reason::UnixSocketCrossOrigin).with_detail(why.clone());
+            self.record(meta, &d, snap);
+            return Admission::Deny(d);
         }
-        match policy.evaluate(&judged) {
+        let allow_all = policy.allows_all_unix_sockets();
+        // The entries an opened socket may be matched against: the entry the path is allowed as
+        // (`Some` of one), every entry when the path is not allowed as written (`Some` of all,
+        // then judged as the entry it matches), or none when every socket is allowed.
+        let (decision, entries) = match evaluation {
             Evaluation::Allow { decision, .. }
             | Evaluation::AllowIfAddressesPass { decision, .. } => {
+                let entries = if allow_all {
+                    None
+                } else {
+                    let written = path.to_string_lossy();
+                    match snap.canonical_unix_socket(&written) {
+                        Some(c) => Some(vec![(written.into_owned(), c.to_path_buf())]),
+                        None => {
+                            let d = Decision::deny(Reason::NotAllowed)
+                                .with_detail("unix socket path not in the allowlist");
+                            self.record(meta, &d, snap);
+                            return Admission::Deny(d);
+                        }
+                    }
+                };
+                (Ok(decision), entries)
+            }
+            Evaluation::Deny(d)
+                if d.reason == Some(Reason::NotAllowed)
+                    && path.is_absolute()
+                    && !allow_all
+                    && !snap.unix_sockets.is_empty() =>
+            {
+                (Err(d), Some(snap.unix_sockets.clone()))
+            }
+            Evaluation::Deny(d) => {
+                self.record(meta, &d, snap);
+                return Admission::Deny(d);
+            }
+        };
+        let requested = path.to_path_buf();
+        let check = tokio::task::spawn_blocking(move || open_checked(&requested, entries)).await;
+        let check = check.unwrap_or_else(|e| Checked::Failed(format!("the check failed: {e}")));
+        match (decision, check) {
+            (Ok(decision), Checked::Socket(socket, _)) => {
                 self.record(meta, &decision, snap);
                 Admission::Allow(Route {
-                    via: Via::Unix(connect_to),
+                    via: Via::Unix(socket),
                     intercept: false,
                     decision,
                 })
             }
-            Evaluation::Deny(d) => {
+            // Not allowed as written, but the same socket as an allowed entry: judged as that
+            // entry (limited mode still applies).
+            (Err(_), Checked::Socket(socket, Some(entry))) => {
+                let mut judged = meta.clone();
+                judged.target = Target::Unix(PathBuf::from(entry));
+                match policy.evaluate(&judged) {
+                    Evaluation::Allow { decision, .. }
+                    | Evaluation::AllowIfAddressesPass { decision, .. } => {
+                        self.record(meta, &decision, snap);
+                        Admission::Allow(Route {
+                            via: Via::Unix(socket),
+                            intercept: false,
+                            decision,
+                        })
+                    }
+                    Evaluation::Deny(d) => {
+                        self.record(meta, &d, snap);
+                        Admission::Deny(d)
+                    }
+                }
+            }
+            (Err(d), _) => {
                 self.record(meta, &d, snap);
                 Admission::Deny(d)
             }
+            (Ok(decision), Checked::Swapped(detail)) => {
+                let d = Decision::deny(Reason::NotAllowed).with_detail(detail);
+                let d = match decision.rule {
+                    Some(rule) => d.with_rule(rule),
+                    None => d,
+                };
+                self.record(meta, &d, snap);
+                Admission::Deny(d)
+            }
+            (Ok(_), Checked::Failed(message)) => self.fail(
+                meta,
+                snap,
+                Failure::new(
+                    UpstreamFailure::ConnectFailed,
+                    format!("{}: {message}", path.display()),
+                ),
+            ),
         }
     }
+}
+
+/// What opening a requested unix socket path found.
+enum Checked {
+    /// The socket, opened, and the allowed entry it matched (`None` when every socket is
+    /// allowed).
+    Socket(proxy_core::UnixSocket, Option<String>),
+    /// The path reaches something other than the allowed socket (a refusal, with its detail).
+    Swapped(String),
+    /// The path could not be opened or examined.
+    Failed(String),
+}
+
+/// Opens `path` once (`O_PATH`) and checks that it is a socket and, unless `entries` is `None`
+/// (every socket allowed), the same device and inode as the socket now at one entry's
+/// canonical path, which must be a socket and not a symlink.
+#[cfg(target_os = "linux")]
+fn open_checked(path: &Path, entries: Option<Vec<(String, PathBuf)>>) -> Checked {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let fd = match rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) => return Checked::Failed(std::io::Error::from(e).to_string()),
+    };
+    let st = match rustix::fs::fstat(&fd) {
+        Ok(st) => st,
+        Err(e) => return Checked::Failed(std::io::Error::from(e).to_string()),
+    };
+    let (dev, ino) = (st.st_dev, st.st_ino);
+    if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
+        return Checked::Swapped(format!("{} is not a socket", path.display()));
+    }
+    let socket = |entry| {
+        Checked::Socket(
+            proxy_core::UnixSocket::new(path.to_path_buf(), fd, dev, ino),
+            entry,
+        )
+    };
+    let Some(entries) = entries else {
+        return socket(None);
+    };
+    let matched = entries.into_iter().find(|(_, canonical)| {
+        rustix::fs::lstat(canonical).is_ok_and(|c| {
+            FileType::from_raw_mode(c.st_mode) == FileType::Socket
+                && c.st_dev == dev
+                && c.st_ino == ino
+        })
+    });
+    match matched {
+        Some((entry, _)) => socket(Some(entry)),
+        None => Checked::Swapped(format!(
+            "the socket at {} is no longer the allowed socket",
+            path.display()
+        )),
+    }
+}
+
+/// Unix sockets are reached through `/proc/self/fd`, which only Linux has.
+#[cfg(not(target_os = "linux"))]
+fn open_checked(_path: &Path, _entries: Option<Vec<(String, PathBuf)>>) -> Checked {
+    Checked::Failed("unix socket requests are supported on Linux only".to_owned())
 }
 
 impl Gate for PolicyGate {
@@ -364,13 +536,11 @@ impl Gate for PolicyGate {
         };
         let (host, port) = match &meta.target {
             Target::Net { host, port } => (host, *port),
-            Target::Unix(path) => {
-                self.record(meta, &decision, &snap);
-                return Admission::Allow(Route {
-                    via: Via::Unix(path.clone()),
-                    intercept: false,
-                    decision,
-                });
+            // Unix targets never get here (`admit_unix` above).
+            Target::Unix(_) => {
+                let d = Decision::deny(Reason::NotAllowed);
+                self.record(meta, &d, &snap);
+                return Admission::Deny(d);
             }
         };
         match self.addresses(host, port, check, decision, &snap).await {

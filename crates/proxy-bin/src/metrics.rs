@@ -52,9 +52,12 @@ pub struct Metrics {
     connections: Family<ProtocolLabel, Gauge>,
     tunnels: Family<ProtocolLabel, Gauge>,
     bytes: Family<DirectionLabels, Counter>,
+    foreign_datagrams: Family<ProtocolLabel, Counter>,
     front_ends: std::sync::Mutex<Vec<(&'static str, Arc<proxy_io::Stats>)>>,
     /// Byte totals already added to `bytes`, per front-end and direction.
     seen_bytes: std::sync::Mutex<Vec<(u64, u64)>>,
+    /// Foreign datagram totals already added to `foreign_datagrams`, per front-end.
+    seen_foreign: std::sync::Mutex<Vec<u64>>,
     /// Audit sinks' drop counters, and what was already added from each.
     drop_sources: std::sync::Mutex<Vec<(DropSource, u64)>>,
 }
@@ -136,6 +139,12 @@ impl Metrics {
             "Bytes relayed (forwarded bodies as they flow, tunnels when they close), by listener protocol and direction (up: client to upstream)",
             bytes.clone(),
         );
+        let foreign_datagrams = Family::<ProtocolLabel, Counter>::default();
+        registry.register(
+            "udp_foreign_datagrams",
+            "Datagrams sent to a UDP association's relay by another sender than its client, dropped",
+            foreign_datagrams.clone(),
+        );
         Self {
             registry,
             requests,
@@ -148,8 +157,10 @@ impl Metrics {
             connections,
             tunnels,
             bytes,
+            foreign_datagrams,
             front_ends: std::sync::Mutex::default(),
             seen_bytes: std::sync::Mutex::default(),
+            seen_foreign: std::sync::Mutex::default(),
             drop_sources: std::sync::Mutex::default(),
         }
     }
@@ -178,6 +189,7 @@ impl Metrics {
     pub fn add_front_end(&self, protocol: &'static str, stats: Arc<proxy_io::Stats>) {
         lock(&self.front_ends).push((protocol, stats));
         lock(&self.seen_bytes).push((0, 0));
+        lock(&self.seen_foreign).push(0);
     }
 
     /// The OpenMetrics text exposition.
@@ -198,6 +210,7 @@ impl Metrics {
         }
         let fronts = lock(&self.front_ends);
         let mut seen = lock(&self.seen_bytes);
+        let mut seen_foreign = lock(&self.seen_foreign);
         for (i, (protocol, stats)) in fronts.iter().enumerate() {
             let label = ProtocolLabel { protocol };
             let gauge = |g: &Family<ProtocolLabel, Gauge>, v: u64| {
@@ -220,6 +233,13 @@ impl Metrics {
             add("up", up.saturating_sub(seen_up));
             add("down", down.saturating_sub(seen_down));
             seen[i] = (up.max(seen_up), down.max(seen_down));
+            let foreign = stats.foreign_datagrams();
+            if *protocol == "socks5" || foreign > 0 {
+                self.foreign_datagrams
+                    .get_or_create(&label)
+                    .inc_by(foreign.saturating_sub(seen_foreign[i]));
+            }
+            seen_foreign[i] = foreign.max(seen_foreign[i]);
         }
     }
 }
@@ -294,5 +314,25 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn foreign_datagrams_are_counted_per_front_end() {
+        let m = Metrics::new();
+        let http = Arc::new(proxy_io::Stats::default());
+        let socks = Arc::new(proxy_io::Stats::default());
+        m.add_front_end("http", http);
+        m.add_front_end("socks5", socks.clone());
+        let line = |text: &str, n: u64| {
+            let want = format!("netproxy_udp_foreign_datagrams_total{{protocol=\"socks5\"}} {n}");
+            assert!(text.lines().any(|l| l == want), "{want}\n{text}");
+            assert!(!text.contains("udp_foreign_datagrams_total{protocol=\"http\"}"));
+        };
+        line(&m.render(), 0);
+        socks.add_foreign_datagram();
+        socks.add_foreign_datagram();
+        line(&m.render(), 2);
+        socks.add_foreign_datagram();
+        line(&m.render(), 3);
     }
 }

@@ -106,7 +106,7 @@ impl Service {
         )?;
         let limits = limits_of(&config);
         let dialer = Arc::new(TcpDialer::new(config.connect_timeout()));
-        let state: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot { config, policy }));
+        let state: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(config, policy)));
         let metrics = Arc::new(Metrics::new());
         let mut audit = audit.with_sink(metrics.clone());
         let audit_file = match state.load().config.audit_log() {
@@ -287,7 +287,7 @@ impl Service {
                 return Err(ReloadError::NeedsRestart(changed));
             }
             let warnings = config.warnings();
-            let snap = Arc::new(Snapshot { config, policy });
+            let snap = Arc::new(Snapshot::new(config, policy));
             self.state.store(snap.clone());
             // Open connections the new policy refuses are closed now.
             self.gate.revoke_disallowed(&snap);

@@ -58,7 +58,7 @@ async fn fixture(set: &[&str], allow: &[&str], deny: &[&str]) -> Fixture {
         config.dns_timeout(),
     )
     .unwrap();
-    let state = Arc::new(ArcSwap::from_pointee(Snapshot { config, policy }));
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot::new(config, policy)));
     let events = Arc::new(Events::default());
     let gate = PolicyGate::new(state, resolver, events.clone());
     Fixture { dns, gate, events }

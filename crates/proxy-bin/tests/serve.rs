@@ -733,6 +733,98 @@ async fn socks5_udp_by_name_through_the_real_gate() {
     assert!(dns.queries_for("udp.test") <= 2, "{:?}", dns.queries());
 }
 
+/// netproxy's resident memory, from /proc.
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_association_flooded_with_refused_destinations_stays_small() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dns = DnsServer::start().await.unwrap();
+    let echo_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let echo = echo_sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = echo_sock.recv_from(&mut buf).await {
+            let _ = echo_sock.send_to(&buf[..n], from).await;
+        }
+    });
+    // Only the echo is allowed: every other loopback destination is refused by policy
+    // (not_allowed_local), so nothing is sent on.
+    let s = start(
+        &dns,
+        &["--socks", "127.0.0.1:0", "--allow", "127.0.0.1"],
+        None,
+    );
+    let socks: std::net::SocketAddr = s.socks.clone().unwrap().parse().unwrap();
+    let mut c = tokio::net::TcpStream::connect(socks).await.unwrap();
+    c.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    c.read_exact(&mut m).await.unwrap();
+    c.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut reply = [0u8; 10];
+    c.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[1], 0);
+    let relay = std::net::SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let datagram = |ip: [u8; 4], port: u16| {
+        let mut d = vec![0, 0, 0, 1];
+        d.extend_from_slice(&ip);
+        d.extend_from_slice(&port.to_be_bytes());
+        d.extend_from_slice(b"x");
+        d
+    };
+    // Distinct refused destinations: 127.0.0.3 on every port, then 127.x.y.z addresses.
+    let refused = |i: u32| {
+        if i < 65_000 {
+            datagram([127, 0, 0, 3], u16::try_from(i + 1).unwrap())
+        } else {
+            let [_, x, y, z] = (i - 65_000 + (1 << 16)).to_be_bytes();
+            datagram([127, x, y, z], 9)
+        }
+    };
+    // Batches small enough for the relay's receive buffer, each followed by an echo round
+    // trip: the relay handles datagrams in order, so the batch has been judged by then.
+    let mut buf = vec![0u8; 2048];
+    let mut flood = async |from: u32, to: u32| {
+        for start in (from..to).step_by(100) {
+            for i in start..(start + 100).min(to) {
+                client.send_to(&refused(i), relay).await.unwrap();
+            }
+            client
+                .send_to(&datagram([127, 0, 0, 1], echo.port()), relay)
+                .await
+                .unwrap();
+            let (n, _) = tokio::time::timeout(Duration::from_secs(10), client.recv_from(&mut buf))
+                .await
+                .expect("the relay stopped answering")
+                .unwrap();
+            assert!(buf[..n].ends_with(b"x"));
+        }
+    };
+    let pid = s.child.id();
+    // Warm-up: the verdict table full, the allocator and the log buffers in use.
+    flood(0, 20_000).await;
+    let before = vm_rss_kib(pid);
+    flood(20_000, 320_000).await;
+    let after = vm_rss_kib(pid);
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 32 * 1024,
+        "300,000 refused destinations grew netproxy by {grown} KiB ({before} -> {after} KiB)"
+    );
+    drop(c);
+}
+
 /// A tiny HTTP/1.1 server on a unix socket: answers each request with its request line and
 /// whether an `x-unix-socket` header reached it; closes after one response.
 fn unix_origin(path: &Path) -> std::thread::JoinHandle<()> {
@@ -842,6 +934,242 @@ async fn x_unix_socket_requests_reach_allowed_sockets_only() {
     .unwrap();
     assert_eq!(code, "403", "{body}");
     assert!(body.contains("\"reason\":\"method_not_allowed\""), "{body}");
+}
+
+/// A unix socket HTTP server answering every request with `answer`; counts the requests it
+/// read. Stops (and removes nothing) when the returned flag is set and a connection arrives.
+struct UnixServer {
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl UnixServer {
+    fn start(path: &Path, answer: &'static str) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                        break;
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = write!(
+                    reader.into_inner(),
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        Self { requests }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// curl straight at the proxy's port (origin-form, no `-x`), the way a web page whose name was
+/// rebound to 127.0.0.1 reaches it; returns the status and the response head and body.
+fn curl_origin_form(proxy: &str, headers: &[String]) -> (String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-S", "-i", "--max-time", "10", "-w", "\n%{http_code}"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(format!("http://{proxy}/v1.41/containers/json"))
+        .env_clear()
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        code.to_owned(),
+        body.to_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Waits (bounded) until the audit file has a line for which `pred` holds.
+fn audit_line(path: &Path, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(v) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| pred(v))
+        {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no such audit line in {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_web_page_cannot_reach_an_allowed_unix_socket() {
+    let dns = DnsServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let server = UnixServer::start(&socket, "A");
+    let audit = dir.path().join("audit.jsonl");
+    let config = format!(
+        "[network]\naudit_log = {:?}\n[network.unix_sockets]\n{:?} = \"allow\"\n",
+        audit.display().to_string(),
+        socket.display().to_string(),
+    );
+    let s = start(&dns, &[], Some(&config));
+    let port = s.http.rsplit_once(':').unwrap().1.to_owned();
+    let unix = format!("x-unix-socket: {}", socket.display());
+    let ask = |headers: &[&str]| {
+        let mut all: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+        all.push(unix.clone());
+        let http = s.http.clone();
+        std::thread::spawn(move || curl_origin_form(&http, &all))
+            .join()
+            .unwrap()
+    };
+
+    // What a page on rebind.attacker.example, rebound to 127.0.0.1, sends: refused, and
+    // nothing reaches the socket.
+    let rebind_host = format!("Host: rebind.attacker.example:{port}");
+    let rebind_origin = format!("Origin: http://rebind.attacker.example:{port}");
+    for headers in [
+        vec![
+            rebind_host.as_str(),
+            rebind_origin.as_str(),
+            "Sec-Fetch-Mode: no-cors",
+        ],
+        vec![rebind_host.as_str()],
+        vec!["Host: localhost", rebind_origin.as_str()],
+        vec!["Host: localhost", "Sec-Fetch-Site: cross-site"],
+        vec!["Host: 10.1.2.3:2375"],
+    ] {
+        let (code, text) = ask(&headers);
+        assert_eq!(code, "403", "{headers:?}: {text}");
+        let lower = text.to_ascii_lowercase();
+        assert!(lower.contains("x-proxy-error: blocked-by-policy"), "{text}");
+        assert!(
+            text.contains("\"reason\":\"unix_socket_cross_origin\""),
+            "{text}"
+        );
+        assert!(text.contains("\"source\":\"baseline_policy\""), "{text}");
+        assert!(text.contains("\"host\":\"unix-socket\""), "{text}");
+    }
+    assert_eq!(server.requests(), 0, "a refused request reached the socket");
+    // Audited like any refusal.
+    let line = audit_line(&audit, |v| {
+        v["network.policy.reason"] == "unix_socket_cross_origin"
+    });
+    assert_eq!(line["network.policy.decision"], "deny");
+    assert_eq!(line["network.policy.source"], "baseline_policy");
+    assert_eq!(line["server.address"], "unix-socket");
+
+    // Local clients: Docker's `api.moby.localhost`, `localhost`, loopback literals.
+    let mut served = 0;
+    for headers in [
+        vec!["Host: api.moby.localhost"],
+        vec!["Host: localhost:2375"],
+        vec![],
+        vec!["Host: [::1]:2375"],
+        vec!["Host: 127.0.0.1"],
+    ] {
+        let (code, text) = ask(&headers);
+        assert_eq!(code, "200", "{headers:?}: {text}");
+        assert!(text.ends_with("\r\n\r\nA"), "{text}");
+        served += 1;
+        assert_eq!(server.requests(), served);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unix_socket_connected_is_the_socket_judged() {
+    let dns = DnsServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The allowed socket ("A"), a socket the child should never reach ("B"), and an allowed
+    // entry that is a symlink into a symlinked folder, like /var/run/docker.sock ->
+    // /run/docker.sock ("C").
+    let allowed = d.join("api.sock");
+    let a = UnixServer::start(&allowed, "A");
+    let b_path = d.join("b.sock");
+    let b = UnixServer::start(&b_path, "B");
+    std::fs::create_dir(d.join("run")).unwrap();
+    std::os::unix::fs::symlink(d.join("run"), d.join("var-run")).unwrap();
+    let c_path = d.join("run").join("docker.sock");
+    let c = UnixServer::start(&c_path, "C");
+    let c_entry = d.join("docker.sock");
+    std::os::unix::fs::symlink(d.join("var-run").join("docker.sock"), &c_entry).unwrap();
+    let config = format!(
+        "[network.unix_sockets]\n{:?} = \"allow\"\n{:?} = \"allow\"\n",
+        allowed.display().to_string(),
+        c_entry.display().to_string(),
+    );
+    let s = start(&dns, &[], Some(&config));
+    let ask = |socket: &Path| {
+        let (http, socket) = (s.http.clone(), socket.display().to_string());
+        std::thread::spawn(move || {
+            curl(
+                &http,
+                &[
+                    "-H",
+                    &format!("x-unix-socket: {socket}"),
+                    "http://localhost/",
+                ],
+            )
+        })
+        .join()
+        .unwrap()
+    };
+
+    assert_eq!(ask(&allowed), ("200".to_owned(), "A".to_owned()));
+    // The symlinked entry keeps working, as written and by its real path.
+    assert_eq!(ask(&c_entry), ("200".to_owned(), "C".to_owned()));
+    assert_eq!(ask(&c_path), ("200".to_owned(), "C".to_owned()));
+    // B is not allowed.
+    let (code, body) = ask(&b_path);
+    assert_eq!(code, "403", "{body}");
+
+    // The daemon restarts: its socket is recreated at the same path (a new inode).
+    std::fs::remove_file(&c_path).unwrap();
+    let c2 = UnixServer::start(&c_path, "C2");
+    assert_eq!(ask(&c_entry), ("200".to_owned(), "C2".to_owned()));
+    assert_eq!(c.requests() + c2.requests(), 3);
+
+    // The child swaps the allowed path for a symlink to B: refused, through the allowed path
+    // and directly, and nothing reaches B.
+    std::fs::remove_file(&allowed).unwrap();
+    std::os::unix::fs::symlink(&b_path, &allowed).unwrap();
+    for socket in [&allowed, &b_path] {
+        let (code, body) = ask(socket);
+        assert_eq!(code, "403", "{}: {body}", socket.display());
+        assert!(body.contains("\"reason\":\"not_allowed\""), "{body}");
+    }
+    // The same through the symlinked entry: pointed at B, it is no longer the allowed socket.
+    std::fs::remove_file(&c_entry).unwrap();
+    std::os::unix::fs::symlink(&b_path, &c_entry).unwrap();
+    let (code, body) = ask(&c_entry);
+    assert_eq!(code, "403", "{body}");
+    assert_eq!(
+        b.requests(),
+        0,
+        "a request reached the socket that is not allowed"
+    );
+    assert_eq!(a.requests(), 1);
+    // A regular file where the socket was is refused too.
+    std::fs::remove_file(&allowed).unwrap();
+    std::fs::write(&allowed, "not a socket").unwrap();
+    let (code, body) = ask(&allowed);
+    assert_eq!(code, "403", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -112,11 +112,15 @@ pub enum Reason {
     SniMismatch,
     /// Any other refusal (a decider's).
     PolicyDenied,
+    /// An `x-unix-socket` request that may come from a web page (DNS rebinding): its Host is
+    /// not `localhost`, `*.localhost` or a loopback literal, or it carries `Origin` or a
+    /// `Sec-Fetch-*` header.
+    UnixSocketCrossOrigin,
 }
 
 impl Reason {
     /// Every reason, in the order of interface.md §3.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Denied,
         Reason::NotAllowed,
         Reason::NotAllowedLocal,
@@ -128,6 +132,7 @@ impl Reason {
         Reason::CredentialNotBound,
         Reason::SniMismatch,
         Reason::PolicyDenied,
+        Reason::UnixSocketCrossOrigin,
     ];
 
     /// The wire name.
@@ -144,6 +149,7 @@ impl Reason {
             Reason::CredentialNotBound => "credential_not_bound",
             Reason::SniMismatch => "sni_mismatch",
             Reason::PolicyDenied => "policy_denied",
+            Reason::UnixSocketCrossOrigin => "unix_socket_cross_origin",
         }
     }
 
@@ -162,7 +168,9 @@ impl Reason {
         Some(match self {
             Reason::Denied => "blocked-by-denylist",
             Reason::NotAllowed | Reason::NotAllowedLocal => "blocked-by-allowlist",
-            Reason::InvalidHost | Reason::PolicyDenied => "blocked-by-policy",
+            Reason::InvalidHost | Reason::PolicyDenied | Reason::UnixSocketCrossOrigin => {
+                "blocked-by-policy"
+            }
             Reason::MethodNotAllowed => "blocked-by-method-policy",
             Reason::MitmRequired => "blocked-by-mitm-required",
             Reason::MitmHookDenied => "blocked-by-mitm-hook",
@@ -194,6 +202,9 @@ impl Reason {
             Reason::CredentialNotBound => "Credential is not bound to this destination.",
             Reason::SniMismatch => "TLS server name does not match the CONNECT host.",
             Reason::PolicyDenied => "Request blocked by network policy.",
+            Reason::UnixSocketCrossOrigin => {
+                "Unix socket requests are served only to local clients (Host localhost, *.localhost or a loopback address; no Origin or Sec-Fetch-* header)."
+            }
         }
     }
 }
@@ -385,6 +396,17 @@ impl Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_socket_cross_origin_is_a_baseline_policy_refusal() {
+        let r = Reason::UnixSocketCrossOrigin;
+        assert_eq!(r.as_str(), "unix_socket_cross_origin");
+        assert_eq!(r.source(), Source::BaselinePolicy);
+        assert_eq!(r.x_proxy_error(), Some("blocked-by-policy"));
+        assert_eq!(r.http_status(), 403);
+        assert_eq!("unix_socket_cross_origin".parse::<Reason>(), Ok(r));
+        assert!(r.message().contains("Origin"));
+    }
 
     #[test]
     fn clone_from_takes_the_source_and_keeps_what_is_shared_already() {

@@ -5,7 +5,11 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+#[cfg(unix)]
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::sync::Arc;
 
 use crate::decision::Decision;
 use crate::target::RequestMeta;
@@ -35,8 +39,90 @@ pub enum Via {
         /// false when the front-end sends the request itself in absolute form (plain HTTP).
         connect: bool,
     },
-    /// Over a unix socket.
-    Unix(PathBuf),
+    /// Over a unix socket: the very socket the gate opened and checked, never a path to open
+    /// again.
+    Unix(UnixSocket),
+}
+
+/// A unix socket the gate admitted, held by the descriptor it was checked through (an `O_PATH`
+/// descriptor on Linux) beside the path it was asked for. The front-end connects through that
+/// descriptor ([`UnixSocket::connect_path`]), so a path swapped after the check cannot send the
+/// connection elsewhere. Cloning shares the descriptor; two values are equal when they name the
+/// same path and the same socket (device and inode).
+///
+/// ```
+/// # #[cfg(unix)] {
+/// use proxy_core::UnixSocket;
+/// let fd = std::fs::File::open("/").unwrap().into();
+/// let s = UnixSocket::new("/run/docker.sock".into(), fd, 1, 2);
+/// assert_eq!(s.path(), std::path::Path::new("/run/docker.sock"));
+/// assert_eq!(s.identity(), (1, 2));
+/// assert_eq!(s.clone(), s);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct UnixSocket {
+    path: PathBuf,
+    #[cfg(unix)]
+    fd: Arc<OwnedFd>,
+    dev: u64,
+    ino: u64,
+}
+
+impl UnixSocket {
+    /// A checked socket: the path asked for, the descriptor it was opened as, and the device
+    /// and inode that descriptor refers to.
+    #[cfg(unix)]
+    pub fn new(path: PathBuf, fd: OwnedFd, dev: u64, ino: u64) -> Self {
+        Self {
+            path,
+            fd: Arc::new(fd),
+            dev,
+            ino,
+        }
+    }
+
+    /// The path the request named (for messages and logs; never opened again).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The socket's device and inode, as checked.
+    pub fn identity(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
+    /// The descriptor the socket was checked through.
+    #[cfg(unix)]
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The path to `connect(2)` to: `/proc/self/fd/N` of the checked descriptor, which reaches
+    /// that very socket whatever happened to [`UnixSocket::path`] since. Valid as long as this
+    /// value (or a clone) is alive.
+    #[cfg(target_os = "linux")]
+    pub fn connect_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+}
+
+impl PartialEq for UnixSocket {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.dev == other.dev && self.ino == other.ino
+    }
+}
+
+impl Eq for UnixSocket {}
+
+impl fmt::Debug for UnixSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("UnixSocket");
+        d.field("path", &self.path);
+        #[cfg(unix)]
+        d.field("fd", &self.fd.as_raw_fd());
+        d.field("dev", &self.dev).field("ino", &self.ino).finish()
+    }
 }
 
 /// An admitted request's route: how to reach it, whether to intercept it, and the decision

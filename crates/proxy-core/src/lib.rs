@@ -33,7 +33,7 @@ pub use audit::{AUDIT_TARGET, AuditEvent, AuditSink, BlockedRecord, EVENT_NAME, 
 pub use control::{BlockedView, CheckQuery, Control, ControlError, DomainChange, PatternLists};
 pub use credential::{ProxyCredential, constant_time_eq, redact_userinfo};
 pub use decision::{Decision, Reason, Rule, Source, UnknownReason, Verdict};
-pub use gate::{Admission, Dialer, Failure, Gate, Route, UpstreamFailure, Via};
+pub use gate::{Admission, Dialer, Failure, Gate, Route, UnixSocket, UpstreamFailure, Via};
 pub use host::{Host, HostError};
 pub use lease::{Lease, LeaseHolder, Revoked, Revoker};
 pub use target::{

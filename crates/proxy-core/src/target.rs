@@ -285,6 +285,10 @@ pub struct RequestMeta {
     /// True for a protocol upgrade (a websocket `GET` with `Upgrade`): after the upgrade the
     /// connection is an opaque tunnel, so limited mode refuses it.
     pub upgrade: bool,
+    /// For an `x-unix-socket` request, why it may come from a web page rather than a local
+    /// client (a Host that is not local, an `Origin` or `Sec-Fetch-*` header): the gate refuses
+    /// it as `unix_socket_cross_origin`. `None` when nothing points to a browser.
+    pub cross_origin: Option<String>,
 }
 
 impl RequestMeta {
@@ -296,6 +300,7 @@ impl RequestMeta {
             method: None,
             client: None,
             upgrade: false,
+            cross_origin: None,
         }
     }
 
@@ -310,6 +315,14 @@ impl RequestMeta {
     #[must_use]
     pub fn with_upgrade(mut self) -> Self {
         self.upgrade = true;
+        self
+    }
+
+    /// Marks the request as possibly sent by a web page, saying why (see
+    /// [`RequestMeta::cross_origin`]).
+    #[must_use]
+    pub fn with_cross_origin(mut self, why: impl Into<String>) -> Self {
+        self.cross_origin = Some(why.into());
         self
     }
 

@@ -1,6 +1,12 @@
 //! `x-unix-socket: /abs/path` requests (reference-behavior.md §4.7): the gate judges the path
 //! (never the domain policy), and an allowed request is rewritten to origin-form and sent over
-//! the socket.
+//! the socket the gate opened and checked (its descriptor, never the path again).
+//!
+//! A web page that an attacker's name rebinds to the proxy's address can send such a request
+//! (the browser sends no preflight for it). So the request is marked as possibly cross-origin
+//! unless its Host (and authority) is `localhost`, `*.localhost` or a loopback literal and it
+//! carries neither `Origin` nor a `Sec-Fetch-*` header; the gate refuses a marked request as
+//! `unix_socket_cross_origin`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +17,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use proxy_core::{Dialer, Gate, Protocol, RequestMeta, Target, Via};
+use proxy_core::{Dialer, Gate, Host, Protocol, RequestMeta, Target, UnixSocket, Via};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
@@ -56,9 +62,12 @@ where
     if req.method() == http::Method::CONNECT {
         return respond::bad_request("x-unix-socket is not supported with CONNECT");
     }
-    let meta = RequestMeta::new(Protocol::Http, Target::Unix(path))
+    let mut meta = RequestMeta::new(Protocol::Http, Target::Unix(path))
         .with_method(req.method().as_str())
         .with_client(peer);
+    if let Some(why) = cross_origin(&req) {
+        meta = meta.with_cross_origin(why);
+    }
     let route = match admit(&*shared.gate, &meta).await {
         Ok(r) => r,
         Err(resp) => return resp,
@@ -69,11 +78,61 @@ where
     connect_and_send(&shared, permit, socket, req).await
 }
 
-#[cfg(unix)]
+/// Why a request may come from a web page rather than a local client, or `None`: it carries
+/// `Origin` or a `Sec-Fetch-*` header (browsers send them, local clients do not), or its Host
+/// or authority is not `localhost`, `*.localhost` or a loopback literal (a rebound name is
+/// not). A request without either is sent on with `Host: localhost`.
+fn cross_origin<B>(req: &Request<B>) -> Option<String> {
+    let headers = req.headers();
+    if headers.contains_key(header::ORIGIN) {
+        return Some("the request carries an Origin header".to_owned());
+    }
+    if let Some(name) = headers
+        .keys()
+        .find(|n| n.as_str().starts_with("sec-fetch-"))
+    {
+        return Some(format!("the request carries a {name} header"));
+    }
+    let hosts = headers
+        .get_all(header::HOST)
+        .iter()
+        .map(|v| v.to_str().ok())
+        .chain(req.uri().authority().map(|a| Some(a.as_str())));
+    for host in hosts {
+        match host {
+            Some(h) if is_local_authority(h) => {}
+            Some(h) => {
+                return Some(format!(
+                    "the Host {h:?} is not localhost, *.localhost or a loopback address"
+                ));
+            }
+            None => return Some("the Host header is not valid text".to_owned()),
+        }
+    }
+    None
+}
+
+/// Whether `authority` (`host[:port]`) names `localhost`, a `*.localhost` name or a loopback
+/// address (127.0.0.0/8, `::1`), in any spelling `Host` canonicalises.
+fn is_local_authority(authority: &str) -> bool {
+    let Ok((host, _port)) = proxy_core::split_authority(authority) else {
+        return false;
+    };
+    match Host::parse(host) {
+        Ok(h) => match (h.as_name(), h.ip()) {
+            (Some(name), _) => name == "localhost" || name.ends_with(".localhost"),
+            (None, Some(ip)) => ip.is_loopback(),
+            (None, None) => false,
+        },
+        Err(_) => false,
+    }
+}
+
+#[cfg(target_os = "linux")]
 async fn connect_and_send<G, D>(
     shared: &Shared<G, D>,
     permit: Arc<OwnedSemaphorePermit>,
-    socket: PathBuf,
+    socket: UnixSocket,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let idle = shared.limits.idle_timeout;
@@ -104,11 +163,14 @@ async fn connect_and_send<G, D>(
         crate::count::Counted::new(body, stats.clone(), crate::count::Direction::Up),
     );
 
-    let stream = match tokio::time::timeout(idle, tokio::net::UnixStream::connect(&socket)).await {
+    // Through the descriptor the gate checked: the socket judged is the socket connected.
+    let connect = tokio::net::UnixStream::connect(socket.connect_path());
+    let stream = match tokio::time::timeout(idle, connect).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return failed(&format!("{}: {e}", socket.display())),
-        Err(_) => return failed(&format!("{}: connect timed out", socket.display())),
+        Ok(Err(e)) => return failed(&format!("{}: {e}", socket.path().display())),
+        Err(_) => return failed(&format!("{}: connect timed out", socket.path().display())),
     };
+    drop(socket);
     let (mut sender, connection) =
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(x) => x,
@@ -133,16 +195,101 @@ async fn connect_and_send<G, D>(
     )
 }
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 async fn connect_and_send<G, D>(
     _shared: &Shared<G, D>,
     _permit: Arc<OwnedSemaphorePermit>,
-    _socket: PathBuf,
+    _socket: UnixSocket,
     _req: Request<Incoming>,
 ) -> Response<Body> {
     respond::json_response(
         StatusCode::NOT_IMPLEMENTED,
         &json!({"status": "error", "reason": "unix_socket_unsupported",
-                "message": "unix sockets are not supported on this platform"}),
+                "message": "unix socket requests are supported on Linux only"}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap_or_default()
+    }
+
+    #[test]
+    fn local_hosts_pass_and_everything_else_is_cross_origin() {
+        for host in [
+            "localhost",
+            "LOCALHOST.:2375",
+            "api.moby.localhost",
+            "127.0.0.1",
+            "127.9.8.7:8080",
+            "127.1",
+            "[::1]",
+            "[::1]:2375",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert_eq!(
+                cross_origin(&request("/", &[("host", host)])),
+                None,
+                "{host}"
+            );
+        }
+        assert_eq!(cross_origin(&request("/", &[])), None);
+        assert_eq!(
+            cross_origin(&request("http://api.moby.localhost/v1.41/info", &[])),
+            None
+        );
+        for host in [
+            "rebind.attacker.example:8080",
+            "localhost.attacker.example",
+            "notlocalhost",
+            "10.0.0.1",
+            "0.0.0.0",
+            "[::]",
+            "[::2]",
+            "192.168.1.1:2375",
+            "local host",
+            "localhost:0",
+            "",
+        ] {
+            let why = cross_origin(&request("/", &[("host", host)]));
+            assert!(
+                why.is_some_and(|w| w.contains("is not localhost")),
+                "{host}"
+            );
+        }
+        // An absolute URI with a foreign authority, even under a local Host header.
+        assert!(cross_origin(&request("http://evil.example/", &[("host", "localhost")])).is_some());
+        assert!(
+            cross_origin(&request(
+                "/",
+                &[("host", "localhost"), ("host", "evil.example")]
+            ))
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn origin_and_sec_fetch_headers_are_cross_origin_whatever_the_host() {
+        for (name, value) in [
+            ("origin", "http://rebind.attacker.example:8080"),
+            ("origin", "null"),
+            ("sec-fetch-mode", "no-cors"),
+            ("sec-fetch-site", "same-origin"),
+            ("Sec-Fetch-Dest", "empty"),
+        ] {
+            let why = cross_origin(&request("/", &[("host", "localhost"), (name, value)]));
+            assert!(
+                why.as_deref()
+                    .is_some_and(|w| w.to_ascii_lowercase().contains(&name.to_ascii_lowercase())),
+                "{name}: {why:?}"
+            );
+        }
+    }
 }

@@ -24,6 +24,7 @@ pub struct Stats {
     tunnels: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
+    foreign_datagrams: AtomicU64,
 }
 
 impl Stats {
@@ -53,6 +54,17 @@ impl Stats {
         if down > 0 {
             self.bytes_down.fetch_add(down, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a datagram dropped because it came from another sender than the client that
+    /// owns the UDP association.
+    pub fn add_foreign_datagram(&self) {
+        self.foreign_datagrams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Datagrams dropped because they came from another sender than the association's client.
+    pub fn foreign_datagrams(&self) -> u64 {
+        self.foreign_datagrams.load(Ordering::Relaxed)
     }
 
     /// Client connections open now.

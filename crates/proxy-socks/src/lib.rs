@@ -14,9 +14,10 @@
 //! The entry point is [`run`]: the caller binds the listener and decides what shutdown means.
 #![forbid(unsafe_code)]
 
+mod lru;
 mod udp;
 
-pub use udp::ASSOCIATION_EVENT;
+pub use udp::{ASSOCIATION_EVENT, VERDICTS};
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -168,7 +169,7 @@ async fn serve<G, D>(
                 &target,
                 Some(ip),
                 ip,
-                |inbound| udp::relay(gate, peer, inbound.into(), idle),
+                |inbound| udp::relay(gate, peer, &target, &limits.stats, inbound.into(), idle),
             )
             .await;
             if let Err(e) = ended {

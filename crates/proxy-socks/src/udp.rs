@@ -1,18 +1,28 @@
 //! The UDP ASSOCIATE relay.
 //!
-//! The relay socket is bound on the address the client reached the TCP listener on; only
-//! datagrams from the TCP client's IP (and the first source port seen) are relayed. Each
-//! datagram's destination is put to the gate once per association (protocol `socks5_udp`); a
-//! name is resolved once and its addresses checked like any other. A refused destination's
-//! datagrams are dropped and counted, and the association stays up. Datagrams with FRAG ≠ 0 are
-//! dropped. Replies come back only from a checked destination address. The association ends
-//! with its TCP control connection, or after the idle timeout; then one event per destination
-//! ([`ASSOCIATION_EVENT`] on target `netproxy::audit`) gives its datagram counts: sent,
-//! dropped (refused) and received.
+//! The relay socket is bound on the address the client reached the TCP listener on. The
+//! association belongs to its client: only datagrams from the TCP client's IP are relayed, and
+//! when the client declared the address and port it sends from (DST.ADDR and DST.PORT of UDP
+//! ASSOCIATE), only datagrams from that address and port (an unspecified address or port 0
+//! leaves that part open). Within that, the first sender is the client for the rest of the
+//! association. Datagrams from anyone else are dropped and counted
+//! ([`proxy_io::Stats::foreign_datagrams`]), and never take the association over.
+//!
+//! Each datagram's destination is put to the gate once per association (protocol
+//! `socks5_udp`); a name is resolved once and its addresses checked like any other. The
+//! verdicts are kept for the [`VERDICTS`] destinations used last; one that fell out is judged
+//! again when it comes back. A refused destination's datagrams are dropped and counted, and the
+//! association stays up. Datagrams with FRAG ≠ 0 are dropped. Replies come back only from the
+//! checked address of a destination the association still remembers. When a destination falls
+//! out, and for every destination when the association ends (with its TCP control connection,
+//! or after the idle timeout), one event ([`ASSOCIATION_EVENT`] on target `netproxy::audit`)
+//! gives its datagram counts: sent, dropped (refused) and received.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
+
+use crate::lru::Lru;
 
 use fast_socks5::server::SocksServerError;
 use fast_socks5::util::target_addr::TargetAddr;
@@ -25,6 +35,9 @@ pub const ASSOCIATION_EVENT: &str = "netproxy.udp_association";
 /// The largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_536;
 
+/// How many destinations an association keeps its verdicts for.
+pub const VERDICTS: usize = 1024;
+
 /// What the association knows about one destination.
 #[derive(Debug, Default)]
 struct Destination {
@@ -35,37 +48,129 @@ struct Destination {
     received: u64,
 }
 
+/// Who owns an association: the TCP client's IP, narrowed by what the client declared in UDP
+/// ASSOCIATE, and then the first sender that fits.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    /// The IP datagrams must come from; `None` when the client declared another address than
+    /// its own (then nothing is relayed).
+    ip: Option<IpAddr>,
+    /// The declared source port, when one was given.
+    port: Option<u16>,
+    /// The sender that took the association.
+    sender: Option<SocketAddr>,
+}
+
+impl Owner {
+    /// The owner of an association whose TCP client is `peer` and which declared `declared`
+    /// (an unspecified address or port 0 leaves that part open; a name is never resolved, so
+    /// only its port counts).
+    fn new(peer: SocketAddr, declared: &TargetAddr) -> Self {
+        let peer_ip = peer.ip().to_canonical();
+        let (declared_ip, port) = match declared {
+            TargetAddr::Ip(sa) => (
+                Some(sa.ip().to_canonical()).filter(|ip| !ip.is_unspecified()),
+                sa.port(),
+            ),
+            TargetAddr::Domain(_, port) => (None, *port),
+        };
+        let ip = match declared_ip {
+            Some(ip) if ip != peer_ip => {
+                tracing::debug!(client = %peer, declared = %ip,
+                    "the UDP client declared another address than its own: nothing is relayed");
+                None
+            }
+            _ => Some(peer_ip),
+        };
+        Self {
+            ip,
+            port: (port != 0).then_some(port),
+            sender: None,
+        }
+    }
+
+    /// Whether a datagram from `src` belongs to the association; the first one that fits
+    /// takes it for good.
+    fn admits(&mut self, src: SocketAddr) -> bool {
+        let src = canonical(src);
+        if let Some(sender) = self.sender {
+            return src == sender;
+        }
+        if Some(src.ip()) != self.ip || self.port.is_some_and(|p| p != src.port()) {
+            return false;
+        }
+        self.sender = Some(src);
+        true
+    }
+}
+
 /// The relay's state, kept until the association ends.
 struct Relay<'a, G> {
     gate: &'a G,
     peer: SocketAddr,
-    client: Option<SocketAddr>,
-    destinations: HashMap<TargetAddr, Destination>,
-    /// The checked addresses replies may come from, each with the destination that last sent
-    /// to it (replies are counted for that one when two names share an address).
-    allowed: Vec<(SocketAddr, TargetAddr)>,
+    owner: Owner,
+    /// The verdicts of the destinations used last, with their counts.
+    destinations: Lru<TargetAddr, Destination>,
+    /// The checked addresses replies may come from (canonical), each with the remembered
+    /// destination that last sent to it (replies are counted for that one when two names share
+    /// an address).
+    replies: HashMap<SocketAddr, TargetAddr>,
 }
 
 impl<G: Gate> Relay<'_, G> {
-    /// The checked address for a destination, asking the gate the first time.
+    /// The checked address for a destination, asking the gate when the association does not
+    /// remember it.
     async fn route(&mut self, target: &TargetAddr) -> Option<SocketAddr> {
-        if let Some(d) = self.destinations.get(target) {
+        if let Some(d) = self.destinations.get_mut(target) {
             return d.to;
         }
         let to = self.judge(target).await;
-        if let Some(t) = to
-            && !self.allowed.iter().any(|(a, _)| *a == t)
-        {
-            self.allowed.push((t, target.clone()));
-        }
-        self.destinations.insert(
+        let evicted = self.destinations.insert(
             target.clone(),
             Destination {
                 to,
                 ..Destination::default()
             },
         );
+        if let Some((gone, d)) = evicted {
+            self.forget(&gone, &d);
+        }
+        if let Some(t) = to {
+            self.replies
+                .entry(canonical(t))
+                .or_insert_with(|| target.clone());
+        }
         to
+    }
+
+    /// A destination fell out: its counts are reported, and replies from its address are kept
+    /// only for another remembered destination with that address.
+    fn forget(&mut self, gone: &TargetAddr, d: &Destination) {
+        summarize(
+            self.peer,
+            gone,
+            d,
+            "UDP destination forgotten by its association",
+        );
+        let Some(to) = d.to.map(canonical) else {
+            return;
+        };
+        if self.replies.get(&to) != Some(gone) {
+            return;
+        }
+        let other = self
+            .destinations
+            .iter()
+            .find(|(_, o)| o.to.map(canonical) == Some(to))
+            .map(|(t, _)| t.clone());
+        match other {
+            Some(t) => {
+                self.replies.insert(to, t);
+            }
+            None => {
+                self.replies.remove(&to);
+            }
+        }
     }
 
     async fn judge(&self, target: &TargetAddr) -> Option<SocketAddr> {
@@ -83,13 +188,21 @@ impl<G: Gate> Relay<'_, G> {
         }
     }
 
-    fn count(&mut self, target: &TargetAddr, sent: bool) {
-        if let Some(d) = self.destinations.get_mut(target) {
-            if sent {
+    /// Counts a datagram for a destination; a sent one also makes it the destination replies
+    /// from its address are counted for.
+    fn count(&mut self, target: &TargetAddr, sent_to: Option<SocketAddr>) {
+        if let Some(d) = self.destinations.peek_mut(target) {
+            if sent_to.is_some() {
                 d.sent += 1;
             } else {
                 d.dropped += 1;
             }
+        }
+        if let Some(to) = sent_to
+            && let Some(t) = self.replies.get_mut(&canonical(to))
+            && t != target
+        {
+            t.clone_from(target);
         }
     }
 }
@@ -99,6 +212,8 @@ impl<G: Gate> Relay<'_, G> {
 pub(crate) async fn relay<G: Gate>(
     gate: &G,
     peer: SocketAddr,
+    declared: &TargetAddr,
+    stats: &proxy_io::Stats,
     inbound: std::net::UdpSocket,
     idle: Duration,
 ) -> Result<(), SocksServerError> {
@@ -115,9 +230,9 @@ pub(crate) async fn relay<G: Gate>(
     let mut relay = Relay {
         gate,
         peer,
-        client: None,
-        destinations: HashMap::new(),
-        allowed: Vec::new(),
+        owner: Owner::new(peer, declared),
+        destinations: Lru::new(VERDICTS),
+        replies: HashMap::new(),
     };
     let mut reply = Vec::with_capacity(MAX_DATAGRAM + 22);
     // One timer for the association, re-armed only when it fires.
@@ -148,14 +263,12 @@ pub(crate) async fn relay<G: Gate>(
         last = tokio::time::Instant::now();
         match event {
             Event::Client(Ok((n, src))) => {
-                // Only the TCP client's IP, and the first source port it used.
-                if src.ip().to_canonical() != peer.ip().to_canonical() {
+                // Only the association's client.
+                if !relay.owner.admits(src) {
+                    stats.add_foreign_datagram();
+                    tracing::debug!(client = %peer, from = %src,
+                        "UDP datagram from another sender than the association's client dropped");
                     continue;
-                }
-                match relay.client {
-                    None => relay.client = Some(src),
-                    Some(c) if c != src => continue,
-                    Some(_) => {}
                 }
                 let Ok((frag, target, payload)) =
                     fast_socks5::parse_udp_request(&from_client[..n]).await
@@ -176,30 +289,28 @@ pub(crate) async fn relay<G: Gate>(
                         if let Some(sock) = sock
                             && sock.send_to(&payload, to).await.is_ok()
                         {
-                            relay.count(&target, true);
-                            if let Some(a) = relay.allowed.iter_mut().find(|(a, _)| *a == to)
-                                && a.1 != target
-                            {
-                                a.1 = target;
-                            }
+                            relay.count(&target, Some(to));
                         }
                     }
-                    None => relay.count(&target, false),
+                    None => relay.count(&target, None),
                 }
             }
             Event::Dest(Ok((n, src)), v6) => {
                 // Replies only from a destination this association sent to.
-                let Some(client) = relay.client else { continue };
-                let Some(i) = relay.allowed.iter().position(|(t, _)| same(*t, src)) else {
+                let Some(client) = relay.owner.sender else {
+                    continue;
+                };
+                let Some(target) = relay.replies.get(&canonical(src)) else {
                     continue;
                 };
                 let buf = if v6 { &from_dest6 } else { &from_dest };
                 write_header(&mut reply, src);
                 reply.extend_from_slice(&buf[..n]);
-                if inbound.send_to(&reply, client).await.is_ok()
-                    && let Some(d) = relay.destinations.get_mut(&relay.allowed[i].1)
-                {
-                    d.received += 1;
+                if inbound.send_to(&reply, client).await.is_ok() {
+                    let target = target.clone();
+                    if let Some(d) = relay.destinations.peek_mut(&target) {
+                        d.received += 1;
+                    }
                 }
             }
             Event::Client(Err(_)) | Event::Dest(Err(_), _) => {}
@@ -209,33 +320,39 @@ pub(crate) async fn relay<G: Gate>(
 }
 
 /// The association's end, however it comes (idle timeout, or fast-socks5 dropping the relay
-/// when the TCP control connection closes): one event per destination with its counts.
+/// when the TCP control connection closes): one event per remembered destination with its
+/// counts.
 impl<G> Drop for Relay<'_, G> {
     fn drop(&mut self) {
-        for (target, d) in &self.destinations {
-            let (host, port) = match target {
-                TargetAddr::Ip(sa) => (sa.ip().to_canonical().to_string(), sa.port()),
-                TargetAddr::Domain(name, port) => (
-                    Host::parse(name).map_or_else(|_| "invalid_host".to_owned(), |h| h.to_string()),
-                    *port,
-                ),
-            };
-            tracing::event!(
-                target: "netproxy::audit",
-                tracing::Level::INFO,
-                "event.name" = ASSOCIATION_EVENT,
-                network.transport.protocol = "socks5_udp",
-                network.policy.decision = if d.to.is_some() { "allow" } else { "deny" },
-                server.address = %host,
-                server.port = port,
-                client.address = %self.peer,
-                udp.datagrams.sent = d.sent,
-                udp.datagrams.dropped = d.dropped,
-                udp.datagrams.received = d.received,
-                "UDP association ended"
-            );
+        for (target, d) in self.destinations.iter() {
+            summarize(self.peer, target, d, "UDP association ended");
         }
     }
+}
+
+/// The [`ASSOCIATION_EVENT`] for one destination of the association of `peer`.
+fn summarize(peer: SocketAddr, target: &TargetAddr, d: &Destination, why: &'static str) {
+    let (host, port) = match target {
+        TargetAddr::Ip(sa) => (sa.ip().to_canonical().to_string(), sa.port()),
+        TargetAddr::Domain(name, port) => (
+            Host::parse(name).map_or_else(|_| "invalid_host".to_owned(), |h| h.to_string()),
+            *port,
+        ),
+    };
+    tracing::event!(
+        target: "netproxy::audit",
+        tracing::Level::INFO,
+        "event.name" = ASSOCIATION_EVENT,
+        network.transport.protocol = "socks5_udp",
+        network.policy.decision = if d.to.is_some() { "allow" } else { "deny" },
+        server.address = %host,
+        server.port = port,
+        client.address = %peer,
+        udp.datagrams.sent = d.sent,
+        udp.datagrams.dropped = d.dropped,
+        udp.datagrams.received = d.received,
+        "{why}"
+    );
 }
 
 enum Event {
@@ -260,8 +377,9 @@ fn write_header(out: &mut Vec<u8>, from: SocketAddr) {
     out.extend_from_slice(&from.port().to_be_bytes());
 }
 
-fn same(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+/// An address with its IPv4-mapped form as IPv4, for comparing.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 /// The IP the client reached us on, for binding the relay and for the reply.

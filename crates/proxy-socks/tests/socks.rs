@@ -522,3 +522,212 @@ async fn an_idle_udp_association_ends_and_closes_its_control_connection() {
         start.elapsed()
     );
 }
+
+/// A UDP echo server on loopback that counts the datagrams it received.
+async fn counting_udp_echo() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    (addr, count)
+}
+
+/// A SOCKS front-end with UDP on, over `gate`; returns its address and its stats.
+async fn udp_proxy(gate: Arc<StubGate>) -> (SocketAddr, Arc<proxy_io::Stats>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let p = listener.local_addr().unwrap();
+    let stats = Arc::new(proxy_io::Stats::default());
+    let limits = Limits {
+        header_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(30),
+        max_connections: 64,
+        udp: true,
+        proxy_auth: None,
+        stats: stats.clone(),
+    };
+    tokio::spawn(run(
+        listener,
+        gate,
+        Arc::new(RecordingDialer::new()),
+        limits,
+        std::future::pending(),
+    ));
+    (p, stats)
+}
+
+/// UDP ASSOCIATE declaring `declared` (an IPv4 address and port); returns the control
+/// connection and the relay's address.
+async fn associate(proxy: SocketAddr, declared: SocketAddr) -> (TcpStream, SocketAddr) {
+    let mut c = TcpStream::connect(proxy).await.unwrap();
+    c.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    c.read_exact(&mut m).await.unwrap();
+    let mut req = vec![5, 3, 0];
+    req.extend_from_slice(&ipv4(declared));
+    c.write_all(&req).await.unwrap();
+    let mut reply = [0u8; 10];
+    c.read_exact(&mut reply).await.unwrap();
+    assert_eq!((reply[1], reply[3]), (0, 1), "{reply:?}");
+    let relay = SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    (c, relay)
+}
+
+/// Sends `datagram` from `sock` to `relay` and waits a little for an answer.
+async fn exchange(
+    sock: &tokio::net::UdpSocket,
+    relay: SocketAddr,
+    datagram: &[u8],
+    wait: Duration,
+) -> Option<Vec<u8>> {
+    sock.send_to(datagram, relay).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    match tokio::time::timeout(wait, sock.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_association_belongs_to_the_address_its_client_declared() {
+    let (echo, echoed) = counting_udp_echo().await;
+    let gate = Arc::new(StubGate::default());
+    gate.routes.lock().unwrap().insert(
+        "127.0.0.1".into(),
+        Admission::Allow(Route::direct(vec![echo], Decision::allow())),
+    );
+    let (p, stats) = udp_proxy(gate).await;
+    let quiet = Duration::from_millis(400);
+    let answer = Duration::from_secs(3);
+    let mut foreign = 0;
+    // The client declares its address and port, or only its port: another local socket,
+    // even one that sends first, is not relayed and does not take the association.
+    for full in [true, false] {
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let me = client.local_addr().unwrap();
+        let declared = if full {
+            me
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], me.port()))
+        };
+        let (_control, relay) = associate(p, declared).await;
+        let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let before = echoed.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..2 {
+            let got = exchange(
+                &stranger,
+                relay,
+                &udp_datagram(0, &ipv4(echo), b"stranger"),
+                quiet,
+            )
+            .await;
+            assert!(got.is_none(), "the stranger was relayed: {got:?}");
+            foreign += 1;
+            let got = exchange(
+                &client,
+                relay,
+                &udp_datagram(0, &ipv4(echo), b"mine"),
+                answer,
+            )
+            .await
+            .unwrap();
+            assert!(got.ends_with(b"mine"));
+        }
+        // Only the client's two datagrams reached the destination.
+        assert_eq!(echoed.load(std::sync::atomic::Ordering::SeqCst) - before, 2);
+        assert_eq!(stats.foreign_datagrams(), foreign);
+    }
+
+    // A declared address with port 0 narrows only the address: the first sender from it takes
+    // the association, and a second one is foreign.
+    let first = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let second = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (_control, relay) = associate(p, "127.0.0.1:0".parse().unwrap()).await;
+    let got = exchange(&first, relay, &udp_datagram(0, &ipv4(echo), b"1st"), answer).await;
+    assert!(got.unwrap().ends_with(b"1st"));
+    let got = exchange(&second, relay, &udp_datagram(0, &ipv4(echo), b"2nd"), quiet).await;
+    assert!(got.is_none());
+    assert_eq!(stats.foreign_datagrams(), foreign + 1);
+    // A declared address that is not the TCP client's: nothing is relayed.
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (_control, relay) = associate(p, "127.0.0.2:0".parse().unwrap()).await;
+    let got = exchange(&client, relay, &udp_datagram(0, &ipv4(echo), b"x"), quiet).await;
+    assert!(got.is_none());
+    assert_eq!(stats.foreign_datagrams(), foreign + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_association_keeps_a_bounded_set_of_verdicts_and_judges_again() {
+    let (echo, _) = counting_udp_echo().await;
+    let events = audit_events();
+    let gate = Arc::new(StubGate::default());
+    gate.routes.lock().unwrap().insert(
+        "127.0.0.1".into(),
+        Admission::Allow(Route::direct(vec![echo], Decision::allow())),
+    );
+    let (p, _) = udp_proxy(gate.clone()).await;
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (control, relay) = associate(p, client.local_addr().unwrap()).await;
+    let me = control.local_addr().unwrap().to_string();
+    let answer = Duration::from_secs(3);
+    // The echo answers after every batch: the relay handles datagrams in order, so every
+    // refused one before it has been judged by then.
+    let sync = || async {
+        let got = exchange(
+            &client,
+            relay,
+            &udp_datagram(0, &ipv4(echo), b"sync"),
+            answer,
+        )
+        .await;
+        assert!(got.unwrap().ends_with(b"sync"));
+    };
+    let refused = |i: u16| udp_datagram(0, &domain("refused.test", i + 1), b"x");
+    sync().await;
+    // One more distinct destination than the association remembers, in batches.
+    let n = u16::try_from(proxy_socks::VERDICTS).unwrap() + 1;
+    for start in (0..n).step_by(100) {
+        for i in start..(start + 100).min(n) {
+            client.send_to(&refused(i), relay).await.unwrap();
+        }
+        sync().await;
+    }
+    let judged = |port: u16| {
+        gate.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.target.server_address() == "refused.test" && m.target.port() == port)
+            .count()
+    };
+    assert_eq!(judged(1), 1);
+    // The first destination fell out (the echo's, used after each batch, did not): its counts
+    // were reported, and the gate is asked again when it comes back.
+    let forgotten = events.lock().unwrap().iter().any(|e| {
+        e.get("client.address") == Some(&me)
+            && e.get("server.address").map(String::as_str) == Some("refused.test")
+            && e.get("server.port").map(String::as_str) == Some("1")
+            && e.get("udp.datagrams.dropped").map(String::as_str) == Some("1")
+    });
+    assert!(forgotten, "no summary for the forgotten destination");
+    client.send_to(&refused(0), relay).await.unwrap();
+    sync().await;
+    assert_eq!(judged(1), 2);
+    let echo_judged = gate
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.target.server_address() == "127.0.0.1")
+        .count();
+    assert_eq!(echo_judged, 1, "the destination in use was judged again");
+}
