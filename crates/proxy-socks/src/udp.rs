@@ -26,7 +26,7 @@ use crate::lru::Lru;
 
 use fast_socks5::server::SocksServerError;
 use fast_socks5::util::target_addr::TargetAddr;
-use proxy_core::{Admission, Gate, Host, Protocol, RequestMeta, Target, Via};
+use proxy_core::{Admission, Gate, Host, Lease, Protocol, RequestMeta, Target, Via};
 use tokio::net::UdpSocket;
 
 /// The name of the event that sums up one destination of an association when it ends.
@@ -43,6 +43,9 @@ pub const VERDICTS: usize = 1024;
 struct Destination {
     /// The checked address datagrams go to; `None` when the gate refused it.
     to: Option<SocketAddr>,
+    /// Revoked when a narrower policy no longer allows the destination: then its datagrams
+    /// and replies are dropped.
+    lease: Lease,
     sent: u64,
     dropped: u64,
     received: u64,
@@ -122,13 +125,19 @@ impl<G: Gate> Relay<'_, G> {
     /// remember it.
     async fn route(&mut self, target: &TargetAddr) -> Option<SocketAddr> {
         if let Some(d) = self.destinations.get_mut(target) {
+            if d.lease.is_revoked() {
+                // The gate recorded the revocation; from now on the verdict is a refusal.
+                d.to = None;
+                d.lease = Lease::none();
+            }
             return d.to;
         }
-        let to = self.judge(target).await;
+        let (to, lease) = self.judge(target).await;
         let evicted = self.destinations.insert(
             target.clone(),
             Destination {
                 to,
+                lease,
                 ..Destination::default()
             },
         );
@@ -173,18 +182,26 @@ impl<G: Gate> Relay<'_, G> {
         }
     }
 
-    async fn judge(&self, target: &TargetAddr) -> Option<SocketAddr> {
+    /// The gate's verdict for a destination: the checked address to send to, and the lease
+    /// that a narrower policy revokes.
+    async fn judge(&self, target: &TargetAddr) -> (Option<SocketAddr>, Lease) {
         let target = match target {
             TargetAddr::Ip(sa) => Target::net(Host::from_ip(sa.ip()), sa.port()),
-            TargetAddr::Domain(name, port) => Target::net(Host::parse(name).ok()?, *port),
+            TargetAddr::Domain(name, port) => match Host::parse(name) {
+                Ok(host) => Target::net(host, *port),
+                Err(_) => return (None, Lease::none()),
+            },
         };
         let meta = RequestMeta::new(Protocol::Socks5Udp, target).with_client(self.peer);
         match self.gate.admit(&meta).await {
-            Admission::Allow(route) if !route.intercept => match route.via {
-                Via::Direct(addrs) => addrs.first().copied(),
-                _ => None,
+            Admission::Allow(route) if !route.intercept => match &route.via {
+                Via::Direct(addrs) => match addrs.first().copied() {
+                    Some(to) => (Some(to), self.gate.hold(&meta, &route)),
+                    None => (None, Lease::none()),
+                },
+                _ => (None, Lease::none()),
             },
-            _ => None,
+            _ => (None, Lease::none()),
         }
     }
 
@@ -303,6 +320,14 @@ pub(crate) async fn relay<G: Gate>(
                 let Some(target) = relay.replies.get(&canonical(src)) else {
                     continue;
                 };
+                // Nothing comes back from a destination the policy no longer allows.
+                if relay
+                    .destinations
+                    .peek_mut(target)
+                    .is_none_or(|d| d.to.is_none() || d.lease.is_revoked())
+                {
+                    continue;
+                }
                 let buf = if v6 { &from_dest6 } else { &from_dest };
                 write_header(&mut reply, src);
                 reply.extend_from_slice(&buf[..n]);
