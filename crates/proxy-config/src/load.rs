@@ -221,29 +221,64 @@ pub fn load(sources: &Sources) -> Result<Config, Error> {
 
 /// Like [`load`], with extra layers above the command line (e.g. the runtime layer).
 pub fn load_with(sources: &Sources, extra: &[(Layer, Table)]) -> Result<Config, Error> {
+    assemble(&read_files(sources), &sources.cli, extra)
+}
+
+/// A file of a layer as read: its document, `None` when optional and missing, or why it could
+/// not be read.
+type ReadFile = (PathBuf, Result<Option<Table>, Diagnostic>);
+
+/// The config files and the requirements files of `sources`, read now.
+fn read_files(sources: &Sources) -> (Vec<ReadFile>, Vec<ReadFile>) {
+    let read = |paths: Vec<(PathBuf, bool)>| -> Vec<ReadFile> {
+        paths
+            .into_iter()
+            .map(|(path, required)| {
+                let doc = read_toml(&path, required);
+                (path, doc)
+            })
+            .collect()
+    };
+    (
+        read(sources.config_paths()),
+        read(sources.requirement_paths()),
+    )
+}
+
+/// The effective config from files already read, the command line and `extra`.
+fn assemble(
+    (configs, requirement_files): &(Vec<ReadFile>, Vec<ReadFile>),
+    cli: &CliOverrides,
+    extra: &[(Layer, Table)],
+) -> Result<Config, Error> {
     let mut diags = Vec::new();
     let mut layers = Vec::new();
-    for (path, required) in sources.config_paths() {
-        match read_toml(&path, required) {
+    for (path, doc) in configs {
+        match doc {
             Ok(Some(doc)) => {
                 let origin = path.display().to_string();
-                layers.push(parse_layer(Layer::File(path), &origin, &doc, &mut diags));
+                layers.push(parse_layer(
+                    Layer::File(path.clone()),
+                    &origin,
+                    doc,
+                    &mut diags,
+                ));
             }
             Ok(None) => {}
-            Err(d) => diags.push(d),
+            Err(d) => diags.push(d.clone()),
         }
     }
-    layers.push(cli_layer(&sources.cli, &mut diags));
+    layers.push(cli_layer(cli, &mut diags));
     for (layer, doc) in extra {
         let origin = layer.to_string();
         layers.push(parse_layer(layer.clone(), &origin, doc, &mut diags));
     }
     let mut requirements = Vec::new();
-    for (path, required) in sources.requirement_paths() {
-        match read_toml(&path, required) {
-            Ok(Some(doc)) => requirements.push(Requirements::parse(&path, &doc, &mut diags)),
+    for (path, doc) in requirement_files {
+        match doc {
+            Ok(Some(doc)) => requirements.push(Requirements::parse(path, doc, &mut diags)),
             Ok(None) => {}
-            Err(d) => diags.push(d),
+            Err(d) => diags.push(d.clone()),
         }
     }
     if !diags.is_empty() {
@@ -252,6 +287,46 @@ pub fn load_with(sources: &Sources, extra: &[(Layer, Table)]) -> Result<Config, 
     let config = Config::from_layers(layers, requirements)?;
     config.policy()?;
     Ok(config)
+}
+
+/// Every file of a [`Sources`] read once, kept in memory: the layers of `netproxy run`, which
+/// never re-reads a file during a session (interface.md §1). Loading from it with a runtime
+/// layer on top (the admin API's changes) reads no file.
+///
+/// ```
+/// use proxy_config::{ReadOnce, Sources};
+/// let dir = tempfile::tempdir().unwrap();
+/// let file = dir.path().join("a.toml");
+/// std::fs::write(&file, "[network.domains]\n\"a.example\" = \"allow\"\n").unwrap();
+/// let sources = Sources { config_files: vec![file.clone()], ..Default::default() };
+/// let once = ReadOnce::read(sources);
+/// std::fs::write(&file, "[network.domains]\n\"b.example\" = \"allow\"\n").unwrap();
+/// let config = once.load_with(&[]).unwrap();
+/// assert_eq!(config.domains()[0].pattern.as_str(), "a.example");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ReadOnce {
+    sources: Sources,
+    files: (Vec<ReadFile>, Vec<ReadFile>),
+}
+
+impl ReadOnce {
+    /// Reads every config and requirements file of `sources` now (a file that cannot be read
+    /// is remembered as such: every load then reports it).
+    pub fn read(sources: Sources) -> Self {
+        let files = read_files(&sources);
+        Self { sources, files }
+    }
+
+    /// The sources the files were read from.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// Like [`load_with`], from the files as they were read.
+    pub fn load_with(&self, extra: &[(Layer, Table)]) -> Result<Config, Error> {
+        assemble(&self.files, &self.sources.cli, extra)
+    }
 }
 
 /// Validates config files on their own (`netproxy config validate FILE...`): every diagnostic
