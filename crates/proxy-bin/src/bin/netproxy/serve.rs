@@ -17,6 +17,7 @@ use super::{EXIT_CONFIG, EXIT_USAGE, ServeArgs, sources};
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    super::not_dumpable()?;
     let _flush = super::logging::init("info", args.log_format == "json");
     // One worker per core (tokio's default); NETPROXY_WORKER_THREADS overrides.
     let mut builder = tokio::runtime::Builder::new_multi_thread();
