@@ -168,6 +168,8 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         }
     }
     cmd.envs(env.vars());
+    // Signal handlers before CMD starts: a signal sent as soon as CMD is up is passed on.
+    let signals = Forwarded::install()?;
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -175,7 +177,7 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
             return Ok(ExitCode::from(EXIT_CANNOT_START));
         }
     };
-    let status = wait_forwarding_signals(&mut child).await?;
+    let status = signals.wait(&mut child).await?;
     let _ = stop_tx.send(true);
     service.close_audit();
     let code = exit_code(status);
@@ -257,28 +259,43 @@ fn session_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Waits for the child, passing SIGINT, SIGTERM and SIGHUP on to it.
-async fn wait_forwarding_signals(
-    child: &mut tokio::process::Child,
-) -> anyhow::Result<std::process::ExitStatus> {
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let pid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .and_then(rustix::process::Pid::from_raw);
-    loop {
-        let sig = tokio::select! {
-            status = child.wait() => return status.context("cannot wait for the command"),
-            _ = int.recv() => rustix::process::Signal::INT,
-            _ = term.recv() => rustix::process::Signal::TERM,
-            _ = hup.recv() => rustix::process::Signal::HUP,
-        };
-        if let Some(pid) = pid
-            && let Err(e) = rustix::process::kill_process(pid, sig)
-        {
-            tracing::debug!(error = %e, "cannot forward a signal to the command");
+/// SIGINT, SIGTERM and SIGHUP, caught to be passed on to the child.
+struct Forwarded {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Forwarded {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+
+    /// Waits for the child, passing SIGINT, SIGTERM and SIGHUP on to it.
+    async fn wait(
+        mut self,
+        child: &mut tokio::process::Child,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        loop {
+            let sig = tokio::select! {
+                status = child.wait() => return status.context("cannot wait for the command"),
+                _ = self.int.recv() => rustix::process::Signal::INT,
+                _ = self.term.recv() => rustix::process::Signal::TERM,
+                _ = self.hup.recv() => rustix::process::Signal::HUP,
+            };
+            if let Some(pid) = pid
+                && let Err(e) = rustix::process::kill_process(pid, sig)
+            {
+                tracing::debug!(error = %e, "cannot forward a signal to the command");
+            }
         }
     }
 }
