@@ -175,6 +175,7 @@ fn control_error(e: &ControlError) -> Response {
         ControlError::Constraint(_) => "constraint",
         ControlError::Invalid(_) => "invalid",
         ControlError::NeedsRestart(_) => "needs_restart",
+        ControlError::ReadOnce(_) => "read_once",
         ControlError::InvalidConfig(_) => "invalid_config",
         ControlError::Failure(f) => f.kind.as_str(),
     };

@@ -73,12 +73,43 @@ struct Shared {
     unwritten: AtomicU64,
 }
 
+/// Opens `path` for appending, creating it with mode 0600. A symlink at `path` is refused
+/// (`O_NOFOLLOW`: whoever can place one would choose the file netproxy writes); an existing
+/// file readable or writable by others is narrowed to 0600, with a warning.
 fn open(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut opts = std::fs::OpenOptions::new();
-    opts.append(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)
+    opts.append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed());
+    let file = opts.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            std::io::Error::new(
+                e.kind(),
+                "it is a symbolic link, which is refused (give the file's own path)",
+            )
+        } else {
+            e
+        }
+    })?;
+    let meta = file.metadata()?;
+    let mode = meta.permissions().mode() & 0o7777;
+    // Only a regular file: a device such as /dev/stderr keeps its mode.
+    if meta.is_file() && mode & !0o600 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("it has mode {mode:04o} and cannot be narrowed to 0600: {e}"),
+                )
+            })?;
+        tracing::warn!(
+            path = %path.display(),
+            "the audit log had mode {mode:04o}, open to other users; narrowed to 0600"
+        );
+    }
+    Ok(file)
 }
 
 impl JsonLinesFile {

@@ -94,6 +94,117 @@ fn one_object_a_line_appended_private_and_reopened() {
     assert_eq!(sink.dropped(), 0);
 }
 
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Log lines written through a `tracing` subscriber, for the warnings of the opening thread.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[test]
+fn a_symlink_at_the_path_is_refused_and_the_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("precious");
+    std::fs::write(&target, "precious\n").unwrap();
+    let path = dir.path().join("audit.jsonl");
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    let err = JsonLinesFile::open(&path).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    // A dangling one is refused too (nothing is created at its target).
+    let dangling = dir.path().join("dangling.jsonl");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    assert!(JsonLinesFile::open(&dangling).is_err());
+    assert!(!dir.path().join("nowhere").exists());
+}
+
+#[test]
+fn a_file_open_to_others_is_narrowed_to_0600_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    std::fs::write(&path, "").unwrap();
+    set_mode(&path, 0o644);
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let sink =
+        tracing::subscriber::with_default(subscriber, || JsonLinesFile::open(&path).unwrap());
+    assert_eq!(mode(&path), 0o600);
+    let text = log.text();
+    assert!(text.contains("WARN"), "{text}");
+    assert!(
+        text.contains("mode 0644") && text.contains("narrowed to 0600"),
+        "{text}"
+    );
+    assert!(text.contains(&path.display().to_string()), "{text}");
+
+    // A private file is left alone, without a warning.
+    let quiet = Captured::default();
+    let writer = quiet.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .finish();
+    let again =
+        tracing::subscriber::with_default(subscriber, || JsonLinesFile::open(&path).unwrap());
+    again.close();
+    assert_eq!(quiet.text(), "");
+
+    // Reopening (log rotation): a file someone put in place, open to others, is narrowed too.
+    let rotated = dir.path().join("audit.jsonl.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    std::fs::write(&path, "").unwrap();
+    set_mode(&path, 0o666);
+    sink.reopen();
+    sink.record(&event("after.example.com", true));
+    let start = std::time::Instant::now();
+    while lines(&path).is_empty() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(mode(&path), 0o600);
+
+    // A symlink put at the path before a reopen is refused: the events stay in the file
+    // already open.
+    let next = dir.path().join("audit.jsonl.2");
+    std::fs::rename(&path, &next).unwrap();
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, "").unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    sink.reopen();
+    sink.record(&event("later.example.com", true));
+    sink.close();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
+    let kept = lines(&next);
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[1]["server.address"], "later.example.com");
+}
+
 #[test]
 fn a_file_that_cannot_be_opened_is_an_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -75,15 +75,21 @@ pub fn token(
         };
     }
     let home = home.ok_or(AdminError::NoHome)?;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| AdminError::Random(e.to_string()))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = random_token()?;
     let path = home.join("admin.token");
     write_private(home, &path, &token).map_err(|source| AdminError::Write {
         path: path.clone(),
         source,
     })?;
     Ok((token, TokenSource::Generated(path)))
+}
+
+/// A new random token: 256 bits, hex. `run --admin` draws one per session and ignores
+/// `admin_token`, `NETPROXY_ADMIN_TOKEN` and the token file.
+pub fn random_token() -> Result<String, AdminError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| AdminError::Random(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Writes `text` to `path` with mode 0600, atomically (a private temporary file renamed over

@@ -121,21 +121,29 @@ fn url(scheme: &str, addr: SocketAddr, credential: Option<&str>) -> String {
     }
 }
 
-/// Whether `key` is one netproxy manages: every key it sets, in any letter case (an inherited
-/// `Http_Proxy` must not survive beside ours).
+/// Whether `key` is one netproxy manages, which the child never inherits: every key it sets, in
+/// any letter case (an inherited `Http_Proxy` must not survive beside ours), and every
+/// `NETPROXY_*` variable, which configures netproxy itself (`NETPROXY_ADMIN_TOKEN`,
+/// `NETPROXY_HOME`, ...; interface.md §6). Those netproxy sets (`NETPROXY_ACTIVE`, ...) are set
+/// anew by [`ProxyEnv::vars`].
 pub fn is_managed(key: &str) -> bool {
-    HTTP_KEYS
-        .iter()
-        .chain(ALL_KEYS)
-        .chain(NO_PROXY_KEYS)
-        .chain(&[
-            "ELECTRON_GET_USE_PROXY",
-            "NODE_USE_ENV_PROXY",
-            "NETPROXY_ACTIVE",
-            "NETPROXY_ALLOW_LOCAL_BINDING",
-        ])
-        .any(|k| k.eq_ignore_ascii_case(key))
+    key.get(..NETPROXY_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(NETPROXY_PREFIX))
+        || HTTP_KEYS
+            .iter()
+            .chain(ALL_KEYS)
+            .chain(NO_PROXY_KEYS)
+            .chain(&[
+                "ELECTRON_GET_USE_PROXY",
+                "NODE_USE_ENV_PROXY",
+                "NETPROXY_ACTIVE",
+                "NETPROXY_ALLOW_LOCAL_BINDING",
+            ])
+            .any(|k| k.eq_ignore_ascii_case(key))
 }
+
+/// The prefix of netproxy's own variables.
+const NETPROXY_PREFIX: &str = "NETPROXY_";
 
 /// `KEY='value'` lines a POSIX shell can source (`export` included).
 pub fn to_sh(vars: &[(String, String)]) -> String {
@@ -209,10 +217,23 @@ mod tests {
             "no_proxy",
             "YARN_NO_PROXY",
             "netproxy_active",
+            "NETPROXY_ADMIN_TOKEN",
+            "NETPROXY_HOME",
+            "NETPROXY_SYSTEM_DIR",
+            "NETPROXY_WORKER_THREADS",
+            "Netproxy_Anything_Later",
         ] {
             assert!(is_managed(k), "{k}");
         }
-        for k in ["HOME", "PATH", "PROXY", "SSL_CERT_FILE"] {
+        for k in [
+            "HOME",
+            "PATH",
+            "PROXY",
+            "SSL_CERT_FILE",
+            "NETPROXY",
+            "MY_NETPROXY_X",
+            "é",
+        ] {
             assert!(!is_managed(k), "{k}");
         }
     }

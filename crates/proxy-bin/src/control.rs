@@ -52,7 +52,7 @@ impl ServiceControl {
 }
 
 /// How a refused change is reported: managed constraints and restart keys are 409, a bad
-/// pattern is 400, bad files on a reload are 409.
+/// pattern is 400, bad files on a reload are 409, a reload under `run` (files read once) is 409.
 fn control_error(e: ReloadError) -> ControlError {
     match e {
         ReloadError::Config(e) => {
@@ -71,6 +71,7 @@ fn control_error(e: ReloadError) -> ControlError {
         }
         ReloadError::Invalid(m) => ControlError::Invalid(m),
         ReloadError::NeedsRestart(_) => ControlError::NeedsRestart(e.to_string()),
+        ReloadError::ReadOnce => ControlError::ReadOnce(e.to_string()),
     }
 }
 

@@ -2,9 +2,13 @@
 //! exit, and, with `--report FILE`, every decision written to that file as it happens.
 //!
 //! The report is one JSON object, streamed so that a long session does not hold its decisions
-//! in memory: `{"decisions":[{...},...],"blocked_total":N,"exit_code":N}`. Each decision has
-//! `timestamp`, `decision`, `reason`, `source`, `protocol`, `host`, `port`, `method`, `client`,
-//! `mode`, `rule` and `layer` (never a URL path, a query or a credential).
+//! in memory: `{"decisions":[{...},...],"blocked_total":N,"blocked_targets":[...],
+//! "blocked_targets_folded":N,"exit_code":N}`. Each decision has `timestamp`, `decision`,
+//! `reason`, `source`, `protocol`, `host`, `port`, `method`, `client`, `mode`, `rule` and
+//! `layer` (never a URL path, a query or a credential). `blocked_targets` counts the refused
+//! requests of each target and reason (`{"target","reason","count"}`, in the order first seen)
+//! for the first [`REPORT_TARGETS`] of them; `blocked_targets_folded` counts the refused
+//! requests to targets past that bound. Memory stays bounded whatever the number of targets.
 //!
 //! ```
 //! use netproxy::report::RunRecorder;
@@ -19,7 +23,7 @@
 //! );
 //! ```
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -27,18 +31,32 @@ use std::sync::Mutex;
 
 use proxy_core::{AuditEvent, AuditSink, Verdict};
 
+/// How many blocked targets the summary names; it counts the rest.
+pub const SUMMARY_TARGETS: usize = 20;
+
+/// How many distinct blocked targets (with their reason) are counted one by one; refusals of
+/// further targets are only counted together.
+pub const REPORT_TARGETS: usize = 10_000;
+
 /// Records a `run` session's decisions.
 #[derive(Debug, Default)]
 pub struct RunRecorder {
     inner: Mutex<Inner>,
 }
 
+/// A blocked target and the reason it was refused for.
+type TargetKey = (String, &'static str);
+
 #[derive(Debug, Default)]
 struct Inner {
     blocked_total: u64,
-    /// Blocked targets with their reason, in the order first seen.
-    targets: Vec<(String, &'static str)>,
-    seen: HashSet<(String, &'static str)>,
+    /// Blocked targets with their reason and count, in the order first seen; at most
+    /// [`REPORT_TARGETS`].
+    targets: Vec<(TargetKey, u64)>,
+    /// Index of each target in `targets`.
+    index: HashMap<TargetKey, usize>,
+    /// Refused requests to targets past [`REPORT_TARGETS`].
+    folded: u64,
     report: Option<Report>,
 }
 
@@ -111,7 +129,9 @@ impl RunRecorder {
     }
 
     /// The line printed at exit when anything was blocked (interface.md §1): the count, then
-    /// each blocked target once with its reason.
+    /// each blocked target once with its reason, the first [`SUMMARY_TARGETS`] by name and the
+    /// rest counted (`..., and 9980 more targets`; `and over N more targets` when some were
+    /// past [`REPORT_TARGETS`] and not told apart).
     pub fn summary(&self) -> Option<String> {
         let g = self.lock();
         if g.blocked_total == 0 {
@@ -122,15 +142,23 @@ impl RunRecorder {
         } else {
             "requests"
         };
-        let list: Vec<String> = g
+        let mut list = g
             .targets
             .iter()
-            .map(|(t, r)| format!("{t} ({r})"))
-            .collect();
+            .take(SUMMARY_TARGETS)
+            .map(|((t, r), _)| format!("{t} ({r})"))
+            .collect::<Vec<String>>()
+            .join(", ");
+        let rest = g.targets.len().saturating_sub(SUMMARY_TARGETS);
+        if g.folded > 0 {
+            list.push_str(&format!(", and over {rest} more targets"));
+        } else if rest > 0 {
+            let noun = if rest == 1 { "target" } else { "targets" };
+            list.push_str(&format!(", and {rest} more {noun}"));
+        }
         Some(format!(
-            "netproxy: blocked {} {noun}: {}",
-            g.blocked_total,
-            list.join(", ")
+            "netproxy: blocked {} {noun}: {list}",
+            g.blocked_total
         ))
     }
 
@@ -141,7 +169,19 @@ impl RunRecorder {
         let Some(mut r) = g.report.take() else {
             return Ok(());
         };
-        let tail = format!("],\"blocked_total\":{total},\"exit_code\":{exit_code}}}\n");
+        r.write(format!("],\"blocked_total\":{total},\"blocked_targets\":[").as_bytes());
+        for (i, ((target, reason), count)) in g.targets.iter().enumerate() {
+            if i > 0 {
+                r.write(b",");
+            }
+            r.write(b"\n");
+            let entry = serde_json::json!({"target": target, "reason": reason, "count": count});
+            r.write(entry.to_string().as_bytes());
+        }
+        let tail = format!(
+            "],\"blocked_targets_folded\":{},\"exit_code\":{exit_code}}}\n",
+            g.folded
+        );
         r.write(tail.as_bytes());
         if r.error.is_none()
             && let Err(e) = r.out.flush()
@@ -190,8 +230,14 @@ impl AuditSink for RunRecorder {
         if ev.decision != Verdict::Allow {
             g.blocked_total = g.blocked_total.saturating_add(1);
             let key = (target_of(ev), ev.reason);
-            if g.seen.insert(key.clone()) {
-                g.targets.push(key);
+            if let Some(&i) = g.index.get(&key) {
+                g.targets[i].1 += 1;
+            } else if g.targets.len() < REPORT_TARGETS {
+                let i = g.targets.len();
+                g.index.insert(key.clone(), i);
+                g.targets.push((key, 1));
+            } else {
+                g.folded = g.folded.saturating_add(1);
             }
         }
         if let Some(r) = g.report.as_mut() {
@@ -266,12 +312,96 @@ mod tests {
         assert_eq!(d[1]["method"], "GET");
         assert_eq!(v["blocked_total"], 1);
         assert_eq!(v["exit_code"], 3);
+        assert_eq!(
+            v["blocked_targets"],
+            serde_json::json!([{"target": "evil.example:80", "reason": "denied", "count": 1}])
+        );
+        assert_eq!(v["blocked_targets_folded"], 0);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn past_twenty_targets_the_summary_counts_the_rest() {
+        let rec = RunRecorder::new();
+        for i in 0..25 {
+            rec.record(&ev(
+                &format!("t{i}.example:1"),
+                &Decision::deny(Reason::Denied),
+            ));
+        }
+        rec.record(&ev("t0.example:1", &Decision::deny(Reason::Denied)));
+        let s = rec.summary().unwrap();
+        let named: Vec<String> = (0..20)
+            .map(|i| format!("t{i}.example:1 (denied)"))
+            .collect();
+        assert_eq!(
+            s,
+            format!(
+                "netproxy: blocked 26 requests: {}, and 5 more targets",
+                named.join(", ")
+            )
+        );
+        let rec = RunRecorder::new();
+        for i in 0..21 {
+            rec.record(&ev(
+                &format!("t{i}.example:1"),
+                &Decision::deny(Reason::Denied),
+            ));
+        }
+        assert!(rec.summary().unwrap().ends_with(", and 1 more target"));
+    }
+
+    #[test]
+    fn a_hundred_thousand_targets_stay_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        let rec = RunRecorder::with_report(&path).unwrap();
+        let n: u32 = 100_000;
+        for i in 0..n {
+            let [a, b, c, d] = (0x0a00_0000 + i).to_be_bytes();
+            rec.record(&ev(
+                &format!("{a}.{b}.{c}.{d}:9"),
+                &Decision::deny(Reason::NotAllowedLocal),
+            ));
+        }
+        // The first target again: still counted one by one.
+        rec.record(&ev("10.0.0.0:9", &Decision::deny(Reason::NotAllowedLocal)));
+        {
+            let g = rec.lock();
+            assert_eq!(g.targets.len(), REPORT_TARGETS);
+            assert_eq!(g.index.len(), REPORT_TARGETS);
+            assert_eq!(g.folded, u64::from(n) - REPORT_TARGETS as u64);
+        }
+        let s = rec.summary().unwrap();
+        assert!(
+            s.starts_with(
+                "netproxy: blocked 100001 requests: 10.0.0.0:9 (not_allowed_local), 10.0.0.1:9"
+            ),
+            "{s}"
+        );
+        assert!(s.ends_with(", and over 9980 more targets"), "{s}");
+        assert!(s.len() < 1000, "{}", s.len());
+        rec.finish(0).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["decisions"].as_array().unwrap().len(), 100_001);
+        assert_eq!(v["blocked_total"], 100_001);
+        let targets = v["blocked_targets"].as_array().unwrap();
+        assert_eq!(targets.len(), REPORT_TARGETS);
+        assert_eq!(
+            targets[0],
+            serde_json::json!({"target": "10.0.0.0:9", "reason": "not_allowed_local", "count": 2})
+        );
+        assert_eq!(targets[REPORT_TARGETS - 1]["count"], 1);
+        assert_eq!(
+            v["blocked_targets_folded"],
+            u64::from(n) - REPORT_TARGETS as u64
+        );
     }
 
     #[test]

@@ -51,12 +51,30 @@ pub enum ReloadError {
     /// The new config changes keys that need a restart.
     #[error("the new config changes {}, which need a restart; nothing was reloaded", .0.join(", "))]
     NeedsRestart(Vec<String>),
+    /// The layers were read once at start and are not re-read ([`Files::ReadOnce`]: `run`).
+    #[error(
+        "the config files were read once at start and are not re-read during a run; change the policy through the runtime layer (POST /domains, POST /mode)"
+    )]
+    ReadOnce,
+}
+
+/// Whether the config files are read again during the service's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    /// Re-read on reload (SIGHUP, `POST /reload`, the file watcher): `serve`.
+    Watched,
+    /// Read once at start and kept in memory; a reload is refused and runtime changes are
+    /// applied over the contents read at start: `run`, whose child could otherwise widen its
+    /// own policy by writing a config file.
+    ReadOnce,
 }
 
 /// The assembled proxy.
 #[derive(Debug)]
 pub struct Service {
     sources: Sources,
+    /// The files read at start, under [`Files::ReadOnce`].
+    read_once: Option<proxy_config::ReadOnce>,
     state: SharedSnapshot,
     /// The admin API's layer (interface.md §5), kept across file reloads. Its lock also
     /// serialises every change of config, so two changes never interleave.
@@ -88,16 +106,25 @@ impl Service {
     /// environment (for the upstream proxy variables); problems with those variables are
     /// returned as warnings by [`Service::upstream_warnings`].
     pub fn new(sources: Sources, env: impl Fn(&str) -> Option<String>) -> Result<Self, StartError> {
-        Self::with_audit(sources, env, Audit::default())
+        Self::with_audit(sources, env, Audit::default(), Files::Watched)
     }
 
-    /// Like [`Service::new`], recording decisions into `audit` (with its extra sinks).
+    /// Like [`Service::new`], recording decisions into `audit` (with its extra sinks); `files`
+    /// says whether the config files may be re-read later.
     pub fn with_audit(
         sources: Sources,
         env: impl Fn(&str) -> Option<String>,
         audit: Audit,
+        files: Files,
     ) -> Result<Self, StartError> {
-        let config = proxy_config::load(&sources)?;
+        let read_once = match files {
+            Files::Watched => None,
+            Files::ReadOnce => Some(proxy_config::ReadOnce::read(sources.clone())),
+        };
+        let config = match &read_once {
+            Some(r) => r.load_with(&[])?,
+            None => proxy_config::load(&sources)?,
+        };
         let policy = config.policy()?;
         let resolver = Resolver::new(
             config.dns_nameservers().as_deref(),
@@ -163,6 +190,7 @@ impl Service {
         metrics.add_front_end("socks5", socks_stats.clone());
         Ok(Self {
             sources,
+            read_once,
             state,
             runtime: std::sync::Mutex::default(),
             audit,
@@ -216,9 +244,22 @@ impl Service {
 
     /// Re-reads every layer; the new config is validated against the managed constraints and
     /// swapped in atomically. A bad file, or a change to a key that needs a restart, leaves the
-    /// previous config in force. Returns the new config's warnings.
+    /// previous config in force. Returns the new config's warnings. Under [`Files::ReadOnce`]
+    /// nothing is re-read: [`ReloadError::ReadOnce`].
     pub fn reload(&self) -> Result<Vec<String>, ReloadError> {
+        if self.read_once.is_some() {
+            return Err(ReloadError::ReadOnce);
+        }
         self.apply(|_| Ok(()))
+    }
+
+    /// Whether the config files are re-read on reload ([`Files::Watched`]).
+    pub fn files(&self) -> Files {
+        if self.read_once.is_some() {
+            Files::ReadOnce
+        } else {
+            Files::Watched
+        }
     }
 
     /// Sets `mode` in the runtime layer (`POST /mode`), through the same validated, atomic
@@ -280,7 +321,10 @@ impl Service {
             } else {
                 vec![(proxy_config::Layer::Runtime, candidate.clone())]
             };
-            let config = proxy_config::load_with(&self.sources, &extra)?;
+            let config = match &self.read_once {
+                Some(r) => r.load_with(&extra)?,
+                None => proxy_config::load_with(&self.sources, &extra)?,
+            };
             let policy = config.policy()?;
             let changed = self.state.load().config.restart_keys_changed(&config);
             if !changed.is_empty() {
@@ -333,8 +377,12 @@ impl Service {
         &self.sources
     }
 
-    /// Every config and requirements file whose change triggers a reload (existing or not).
+    /// Every config and requirements file whose change triggers a reload (existing or not);
+    /// none under [`Files::ReadOnce`].
     pub fn watched_files(&self) -> Vec<std::path::PathBuf> {
+        if self.read_once.is_some() {
+            return Vec::new();
+        }
         self.sources
             .config_paths()
             .into_iter()

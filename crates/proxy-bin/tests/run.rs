@@ -68,6 +68,9 @@ fn the_child_gets_the_proxy_environment_and_keeps_the_rest() {
             ("no_proxy", "*"),
             ("Http_Proxy", "http://corp.invalid:2"),
             ("KEEP_ME", "yes"),
+            ("NETPROXY_ADMIN_TOKEN", "secret"),
+            ("NETPROXY_WORKER_THREADS", "1"),
+            ("netproxy_active", "0"),
         ],
     ));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -100,6 +103,14 @@ fn the_child_gets_the_proxy_environment_and_keeps_the_rest() {
     assert_eq!(get(&env, "NETPROXY_ACTIVE"), Some("1"));
     assert_eq!(get(&env, "KEEP_ME"), Some("yes"));
     assert_eq!(get(&env, "Http_Proxy"), None);
+    // netproxy's own configuration never reaches the child; only what netproxy sets does.
+    let mut own: Vec<&str> = env
+        .iter()
+        .filter(|(k, _)| k.to_ascii_uppercase().starts_with("NETPROXY_"))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    own.sort_unstable();
+    assert_eq!(own, ["NETPROXY_ACTIVE", "NETPROXY_ALLOW_LOCAL_BINDING"]);
 
     // With local binding, local targets bypass the proxy; without SOCKS, ALL_PROXY is HTTP.
     let out = output(netproxy(
@@ -676,6 +687,75 @@ async fn readme_run_example() {
     );
 }
 
+/// `netproxy ARGS` started through `sh` with descriptor 3 open for appending to `token_file`
+/// (as a caller passes `--admin-token-fd 3`); `wrap` goes before the binary (e.g. `setpriv`).
+fn with_fd3(
+    home: &Path,
+    token_file: &Path,
+    wrap: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Command {
+    let inner = netproxy(home, args, env);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"f=$1; shift; exec "$@" 3>>"$f""#)
+        .arg("sh")
+        .arg(token_file)
+        .args(wrap)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear();
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd
+}
+
+/// An empty file of mode 0600 (root's, in the tests that run as root).
+fn private_file(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+}
+
+/// `curl` against the admin API at `addr`: the status code.
+fn admin_call(addr: &str, token: &str, method: &str, route: &str, body: Option<&str>) -> String {
+    let mut c = Command::new("curl");
+    c.args([
+        "-s",
+        "--noproxy",
+        "*",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        method,
+    ]);
+    c.args(["-H", &format!("Authorization: Bearer {token}")]);
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "-d", b]);
+    }
+    let o = c.arg(format!("http://{addr}{route}")).output().unwrap();
+    text(&o.stdout)
+}
+
+/// The admin address from netproxy's line `netproxy: admin API on http://ADDR (token: ...)`.
+fn admin_addr(line: &str) -> String {
+    line.split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned()
+}
+
 #[test]
 fn run_opens_the_admin_api_only_when_asked() {
     let home = tempfile::tempdir().unwrap();
@@ -685,18 +765,30 @@ fn run_opens_the_admin_api_only_when_asked() {
     assert!(!text(&out.stderr).contains("admin API"));
     assert!(!home.path().join("netproxy/admin.token").exists());
 
-    let mut child = netproxy(
+    // With --admin, a fresh token for the session, given only to --admin-token-fd: never
+    // NETPROXY_ADMIN_TOKEN, admin_token or the token file.
+    let token_file = home.path().join("token");
+    private_file(&token_file);
+    let cfg = home.path().join("cfg.toml");
+    std::fs::write(&cfg, "[network]\nadmin_token = \"configured\"\n").unwrap();
+    let mut child = with_fd3(
         home.path(),
+        &token_file,
+        &[],
         &[
             "run",
+            "--config",
+            cfg.to_str().unwrap(),
             "--admin",
             "127.0.0.1:0",
+            "--admin-token-fd",
+            "3",
             "--",
             "sh",
             "-c",
             "read line",
         ],
-        &[],
+        &[("NETPROXY_ADMIN_TOKEN", "secret")],
     )
     .stdin(Stdio::piped())
     .stdout(Stdio::null())
@@ -706,38 +798,342 @@ fn run_opens_the_admin_api_only_when_asked() {
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     err.read_line(&mut line).unwrap();
-    // "netproxy: admin API on http://127.0.0.1:PORT (token: FILE)"
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
-    let token_file = home.path().join("netproxy/admin.token");
-    assert!(line.contains(&token_file.display().to_string()), "{line}");
+    assert!(
+        line.contains("(token: written to --admin-token-fd 3)"),
+        "{line}"
+    );
+    let addr = admin_addr(&line);
     let token = std::fs::read_to_string(&token_file).unwrap();
-    assert!(!line.contains(token.trim()));
-    let curl = |auth: bool| {
-        let mut c = Command::new("curl");
-        c.args([
-            "-s",
-            "--noproxy",
-            "*",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ]);
-        if auth {
-            c.args(["-H", &format!("Authorization: Bearer {}", token.trim())]);
-        }
-        let o = c.arg(format!("http://{addr}/patterns")).output().unwrap();
-        text(&o.stdout)
-    };
-    assert_eq!(curl(false), "401");
-    assert_eq!(curl(true), "200");
+    assert_eq!(token.len(), 65, "{token:?}");
+    assert!(token.ends_with('\n'));
+    let token = token.trim();
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(!home.path().join("netproxy/admin.token").exists());
+    assert_eq!(admin_call(&addr, "wrong", "GET", "/patterns", None), "401");
+    assert_eq!(admin_call(&addr, "secret", "GET", "/patterns", None), "401");
+    assert_eq!(
+        admin_call(&addr, "configured", "GET", "/patterns", None),
+        "401"
+    );
+    assert_eq!(admin_call(&addr, token, "GET", "/patterns", None), "200");
     // The child ends; so does the admin API.
     child.stdin.take().unwrap().write_all(b"\n").unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    assert_eq!(curl(true), "000");
+    assert_eq!(admin_call(&addr, token, "GET", "/patterns", None), "000");
+
+    // Without --admin-token-fd, and stderr not a terminal, the token is nowhere.
+    let out = output(netproxy(
+        home.path(),
+        &["run", "--admin", "127.0.0.1:0", "--", "true"],
+        &[("NETPROXY_ADMIN_TOKEN", "secret")],
+    ));
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("(token: available only through --admin-token-fd, which was not given)"),
+        "{err}"
+    );
+    assert!(!home.path().join("netproxy/admin.token").exists());
+}
+
+#[test]
+fn a_bad_admin_token_fd_is_a_usage_error() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |fd: &str, redirect: &str| {
+        let inner = netproxy(
+            home.path(),
+            &[
+                "run",
+                "--admin",
+                "127.0.0.1:0",
+                "--admin-token-fd",
+                fd,
+                "--",
+                "sh",
+                "-c",
+                "echo started",
+            ],
+            &[],
+        );
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(r#"exec "$@" {redirect}"#))
+            .arg("sh")
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .env_clear()
+            .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+        output(cmd)
+    };
+    for (fd, redirect, why) in [
+        ("9", "", "descriptor 9 is not open"),
+        ("1", "", "give a descriptor of 3 or more"),
+        ("5", "5</dev/null", "descriptor 5 is not open for writing"),
+    ] {
+        let out = run(fd, redirect);
+        assert_eq!(out.status.code(), Some(2), "{fd}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("--admin-token-fd {fd}: {why}")),
+            "{err}"
+        );
+        assert_eq!(text(&out.stdout), "", "CMD must not start");
+    }
+    // --admin-token-fd without --admin: clap's usage error.
+    let out = output(netproxy(
+        home.path(),
+        &["run", "--admin-token-fd", "3", "--", "true"],
+        &[],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Item 1 of the containment issue: a child that writes its `--config` file and
+/// `$NETPROXY_HOME/config.toml` does not widen its policy; `POST /reload` answers 409; the
+/// runtime layer still changes the policy, over the files as they were read at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_child_cannot_widen_its_policy_through_config_files() {
+    let origin = HttpOrigin::start("local", "127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let port = origin.addr().port();
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("cfg.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let user_cfg = home.path().join("netproxy/config.toml");
+    let token_file = home.path().join("token");
+    private_file(&token_file);
+    let allow = format!(
+        "[network.domains]\n\"127.0.0.1:{port}\" = \"allow\"\n\"files.example\" = \"allow\"\n"
+    );
+    // Twenty times the old watcher's debounce (200 ms): a reload would have happened.
+    let script = format!(
+        r#"c() {{ curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 http://127.0.0.1:{port}/; }}
+echo "before $(c)"
+printf '%s' '{allow}' >> '{cfg}'
+mkdir -p '{home}' && printf '%s' '{allow}' > '{user}'
+sleep 4
+echo "after $(c)"
+read line
+echo "runtime $(c)"
+"#,
+        cfg = cfg.display(),
+        home = user_cfg.parent().unwrap().display(),
+        user = user_cfg.display(),
+    );
+    let mut child = with_fd3(
+        home.path(),
+        &token_file,
+        &[],
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--admin",
+            "127.0.0.1:0",
+            "--admin-token-fd",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &[],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = admin_addr(&line);
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut next = || {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        l
+    };
+    assert_eq!(next(), "before 403\n");
+    assert_eq!(next(), "after 403\n");
+    assert!(
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .contains("files.example")
+    );
+    assert!(user_cfg.exists());
+    // Nothing is re-read on request either.
+    assert_eq!(admin_call(&addr, &token, "POST", "/reload", None), "409");
+    let reload = Command::new("curl")
+        .args(["-s", "--noproxy", "*", "-X", "POST", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://{addr}/reload"))
+        .output()
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&reload.stdout).unwrap();
+    assert_eq!(body["reason"], "read_once", "{body}");
+    // The runtime layer changes the policy, over the files as read at start.
+    let change = format!(r#"{{"allow":["127.0.0.1:{port}"]}}"#);
+    assert_eq!(
+        admin_call(&addr, &token, "POST", "/domains", Some(&change)),
+        "200"
+    );
+    let patterns = Command::new("curl")
+        .args(["-s", "--noproxy", "*", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://{addr}/patterns"))
+        .output()
+        .unwrap();
+    let patterns: serde_json::Value = serde_json::from_slice(&patterns.stdout).unwrap();
+    assert_eq!(
+        patterns["allowed"],
+        serde_json::json!([format!("127.0.0.1:{port}")])
+    );
+    child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert_eq!(next(), "runtime 200\n");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    // The files the child wrote do allow the origin: a new run reads them.
+    let cmd = netproxy(
+        home.path(),
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &format!("curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/"),
+        ],
+        &[],
+    );
+    let out = tokio::task::spawn_blocking(move || output(cmd))
+        .await
+        .unwrap();
+    assert_eq!(text(&out.stdout), "200", "{}", text(&out.stderr));
+}
+
+/// Item 3 of the containment issue, with a real child of the same non-root user as netproxy:
+/// no NETPROXY_* configuration in its environment, `/proc/<netproxy>/environ` unreadable, the
+/// inherited NETPROXY_ADMIN_TOKEN refused by the admin API, and the session token (given to
+/// the caller's descriptor only) working while the child runs.
+#[test]
+fn a_same_user_child_cannot_reach_the_admin_token() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to run netproxy as another user (uid 65534)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let np_home = home.path().join("netproxy");
+    std::fs::create_dir(&np_home).unwrap();
+    std::os::unix::fs::chown(&np_home, Some(65534), Some(65534)).unwrap();
+    // The caller's file, root's and private: the child cannot read it.
+    let token_file = home.path().join("token");
+    private_file(&token_file);
+    let script = r#"env | grep -i '^netproxy_' | sort | tr '
+' ' '; echo
+if cat /proc/$PPID/environ >/dev/null 2>&1; then echo "environ readable"; else echo "environ refused"; fi
+if cat /proc/$PPID/cmdline >/dev/null 2>&1; then echo "cmdline readable"; else echo "cmdline refused"; fi
+read addr
+echo "old token $(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' -X POST -H 'Authorization: Bearer secret' -H 'Content-Type: application/json' -d '{"allow":["evil.example"]}' "http://$addr/domains")"
+echo "token file $(cat /work/does-not-matter 2>/dev/null; if cat "$TOKEN_FILE" 2>/dev/null; then echo readable; else echo refused; fi)"
+read done
+"#;
+    let mut child = with_fd3(
+        home.path(),
+        &token_file,
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        &[
+            "run",
+            "--admin",
+            "127.0.0.1:0",
+            "--admin-token-fd",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        &[
+            ("NETPROXY_ADMIN_TOKEN", "secret"),
+            ("NETPROXY_WORKER_THREADS", "1"),
+            ("TOKEN_FILE", token_file.to_str().unwrap()),
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = admin_addr(&line);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut next = || {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        l
+    };
+    assert_eq!(
+        next(),
+        "NETPROXY_ACTIVE=1 NETPROXY_ALLOW_LOCAL_BINDING=0 \n"
+    );
+    assert_eq!(next(), "environ refused\n");
+    // The same process's world-readable files stay readable: the refusal is non-dumpability.
+    assert_eq!(next(), "cmdline readable\n");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{addr}\n").as_bytes()).unwrap();
+    assert_eq!(next(), "old token 401\n");
+    assert_eq!(next(), "token file refused\n");
+    // While the child runs, the caller's token works.
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(token.len(), 65, "{token:?}");
+    let change = r#"{"allow":["good.example"]}"#;
+    assert_eq!(
+        admin_call(&addr, token.trim(), "POST", "/domains", Some(change)),
+        "200"
+    );
+    assert_eq!(admin_call(&addr, "secret", "GET", "/patterns", None), "401");
+    stdin.write_all(b"\n").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(!rest.contains(token.trim()) && !line.contains(token.trim()));
+}
+
+/// Past twenty refused targets, the summary names twenty and counts the rest.
+#[test]
+fn the_summary_names_twenty_targets_and_counts_the_rest() {
+    let home = tempfile::tempdir().unwrap();
+    let urls: Vec<String> = (1..=25).map(|p| format!("http://127.0.0.1:{p}/")).collect();
+    let script = format!("curl -s -o /dev/null {}; true", urls.join(" "));
+    let out = output(netproxy(
+        home.path(),
+        &["run", "--", "sh", "-c", &script],
+        &[],
+    ));
+    assert_eq!(out.status.code(), Some(0));
+    let named: Vec<String> = (1..=20)
+        .map(|p| format!("127.0.0.1:{p} (not_allowed_local)"))
+        .collect();
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "netproxy: blocked 25 requests: {}, and 5 more targets\n",
+            named.join(", ")
+        )
+    );
 }

@@ -1242,3 +1242,115 @@ async fn decisions_reach_the_json_log_at_info_and_not_at_warn() {
         assert!(!stderr.contains("secret"), "no query string in the log");
     }
 }
+
+/// The ready file: a symlink planted at its path is replaced, never followed, and no temporary
+/// file is left beside it.
+#[test]
+fn the_ready_file_replaces_a_planted_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let ready = dir.path().join("ready.json");
+    std::os::unix::fs::symlink(&victim, &ready).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netproxy"))
+        .args(["serve", "--no-admin", "--no-socks", "--http", "127.0.0.1:0"])
+        .arg("--ready-file")
+        .arg(&ready)
+        .env_clear()
+        .env("NETPROXY_HOME", dir.path().join("home"))
+        .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::fs::symlink_metadata(&ready)
+        .unwrap()
+        .file_type()
+        .is_symlink()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "netproxy did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    assert_eq!(v["pid"], child.id());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ready.json", "victim"]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&ready).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+    signal(&child, "-TERM");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), 0);
+}
+
+/// The audit log: a symlink at its path stops the start (exit 1, naming the path); a file open
+/// to others is narrowed to 0600 with a warning.
+#[test]
+fn the_audit_log_refuses_a_symlink_and_narrows_a_wide_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let log = dir.path().join("audit.jsonl");
+    std::os::unix::fs::symlink(&victim, &log).unwrap();
+    let serve = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netproxy"));
+        cmd.args(["serve", "--no-admin", "--no-socks", "--http", "127.0.0.1:0"])
+            .args(["-c", &format!("audit_log={:?}", log.display().to_string())])
+            .args(extra)
+            .env_clear()
+            .env("NETPROXY_HOME", dir.path().join("home"))
+            .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"));
+        cmd
+    };
+    let out = serve(&[]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot open the audit log {}", log.display()))
+            && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+    std::fs::remove_file(&log).unwrap();
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let ready = dir.path().join("ready.json");
+    let mut child = serve(&["--ready-file", ready.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "netproxy did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    signal(&child, "-TERM");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), 0);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("WARN")
+            && stderr.contains("mode 0644")
+            && stderr.contains("narrowed to 0600"),
+        "{stderr}"
+    );
+}

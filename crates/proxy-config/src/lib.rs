@@ -46,7 +46,8 @@ pub use error::{Diagnostic, DiagnosticKind, Error};
 pub use layer::{Action, Layer};
 pub use listen::{clamp_bind, parse_listen_url};
 pub use load::{
-    CliOverrides, SYSTEM_REQUIREMENTS, Sources, load, load_with, read_requirements, validate_files,
+    CliOverrides, ReadOnce, SYSTEM_REQUIREMENTS, Sources, load, load_with, read_requirements,
+    validate_files,
 };
 pub use managed::Requirements;
 

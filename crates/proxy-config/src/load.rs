@@ -337,33 +337,79 @@ pub fn load(sources: &Sources) -> Result<Config, Error> {
 
 /// Like [`load`], with extra layers above the command line (e.g. the runtime layer).
 pub fn load_with(sources: &Sources, extra: &[(Layer, Table)]) -> Result<Config, Error> {
+    assemble(&read_files(sources), &sources.cli, extra)
+}
+
+/// A file of a layer as read: its document, `None` when optional and missing, or why it could
+/// not be read.
+type ReadFile = (PathBuf, Result<Option<Table>, Diagnostic>);
+
+/// A requirements file as read: its document and the warnings about its ownership, `None`
+/// when optional and missing, or why it could not be read or is refused.
+type ReadRequirements = (PathBuf, Result<Option<(Table, Vec<String>)>, Diagnostic>);
+
+/// Every file a load reads: the config layers' and the requirements'.
+type ReadFiles = (Vec<ReadFile>, Vec<ReadRequirements>);
+
+/// The config files and the requirements files of `sources`, read now.
+fn read_files(sources: &Sources) -> ReadFiles {
+    let configs = sources
+        .config_paths()
+        .into_iter()
+        .map(|(path, required)| {
+            let doc = read_toml(&path, required);
+            (path, doc)
+        })
+        .collect();
+    let requirements = sources
+        .requirement_paths()
+        .into_iter()
+        .map(|(path, required)| {
+            let doc = read_requirements_toml(&path, required);
+            (path, doc)
+        })
+        .collect();
+    (configs, requirements)
+}
+
+/// The effective config from files already read, the command line and `extra`.
+fn assemble(
+    (configs, requirement_files): &ReadFiles,
+    cli: &CliOverrides,
+    extra: &[(Layer, Table)],
+) -> Result<Config, Error> {
     let mut diags = Vec::new();
     let mut layers = Vec::new();
-    for (path, required) in sources.config_paths() {
-        match read_toml(&path, required) {
+    for (path, doc) in configs {
+        match doc {
             Ok(Some(doc)) => {
                 let origin = path.display().to_string();
-                layers.push(parse_layer(Layer::File(path), &origin, &doc, &mut diags));
+                layers.push(parse_layer(
+                    Layer::File(path.clone()),
+                    &origin,
+                    doc,
+                    &mut diags,
+                ));
             }
             Ok(None) => {}
-            Err(d) => diags.push(d),
+            Err(d) => diags.push(d.clone()),
         }
     }
-    layers.push(cli_layer(&sources.cli, &mut diags));
+    layers.push(cli_layer(cli, &mut diags));
     for (layer, doc) in extra {
         let origin = layer.to_string();
         layers.push(parse_layer(layer.clone(), &origin, doc, &mut diags));
     }
     let mut requirements = Vec::new();
     let mut warnings = Vec::new();
-    for (path, required) in sources.requirement_paths() {
-        match read_requirements_toml(&path, required) {
+    for (path, doc) in requirement_files {
+        match doc {
             Ok(Some((doc, w))) => {
-                requirements.push(Requirements::parse(&path, &doc, &mut diags));
-                warnings.extend(w);
+                requirements.push(Requirements::parse(path, doc, &mut diags));
+                warnings.extend(w.iter().cloned());
             }
             Ok(None) => {}
-            Err(d) => diags.push(d),
+            Err(d) => diags.push(d.clone()),
         }
     }
     if !diags.is_empty() {
@@ -373,6 +419,46 @@ pub fn load_with(sources: &Sources, extra: &[(Layer, Table)]) -> Result<Config, 
     config.add_warnings(warnings);
     config.policy()?;
     Ok(config)
+}
+
+/// Every file of a [`Sources`] read once, kept in memory: the layers of `netproxy run`, which
+/// never re-reads a file during a session (interface.md §1). Loading from it with a runtime
+/// layer on top (the admin API's changes) reads no file.
+///
+/// ```
+/// use proxy_config::{ReadOnce, Sources};
+/// let dir = tempfile::tempdir().unwrap();
+/// let file = dir.path().join("a.toml");
+/// std::fs::write(&file, "[network.domains]\n\"a.example\" = \"allow\"\n").unwrap();
+/// let sources = Sources { config_files: vec![file.clone()], ..Default::default() };
+/// let once = ReadOnce::read(sources);
+/// std::fs::write(&file, "[network.domains]\n\"b.example\" = \"allow\"\n").unwrap();
+/// let config = once.load_with(&[]).unwrap();
+/// assert_eq!(config.domains()[0].pattern.as_str(), "a.example");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ReadOnce {
+    sources: Sources,
+    files: ReadFiles,
+}
+
+impl ReadOnce {
+    /// Reads every config and requirements file of `sources` now (a file that cannot be read
+    /// is remembered as such: every load then reports it).
+    pub fn read(sources: Sources) -> Self {
+        let files = read_files(&sources);
+        Self { sources, files }
+    }
+
+    /// The sources the files were read from.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// Like [`load_with`], from the files as they were read.
+    pub fn load_with(&self, extra: &[(Layer, Table)]) -> Result<Config, Error> {
+        assemble(&self.files, &self.sources.cli, extra)
+    }
 }
 
 /// Validates config files on their own (`netproxy config validate FILE...`): every diagnostic

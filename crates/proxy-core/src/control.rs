@@ -26,6 +26,10 @@ pub enum ControlError {
     /// The change needs a restart (a listener, `enable_*`, DNS, limits or otel key).
     #[error("{0}")]
     NeedsRestart(String),
+    /// A reload was asked of a proxy whose config files are read once (`netproxy run`): nothing
+    /// was re-read.
+    #[error("{0}")]
+    ReadOnce(String),
     /// The target could not be checked.
     #[error(transparent)]
     Failure(#[from] Failure),
@@ -37,6 +41,7 @@ impl ControlError {
         match self {
             ControlError::Constraint(_)
             | ControlError::NeedsRestart(_)
+            | ControlError::ReadOnce(_)
             | ControlError::InvalidConfig(_) => 409,
             ControlError::Invalid(_) => 400,
             ControlError::Failure(f) => f.kind.http_status(),

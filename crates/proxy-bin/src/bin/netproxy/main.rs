@@ -84,9 +84,14 @@ struct RunArgs {
     /// without it (HTTP 407, SOCKS5 username/password)
     #[arg(long)]
     proxy_auth: bool,
-    /// Also open the admin API on this address (e.g. 127.0.0.1:0)
+    /// Also open the admin API on this address (e.g. 127.0.0.1:0), with a fresh token for the
+    /// session
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
+    /// Write the admin API's token, and a newline, to descriptor N (inherited from the caller,
+    /// 3 or more), then close it before CMD starts
+    #[arg(long, value_name = "N", requires = "admin")]
+    admin_token_fd: Option<i32>,
     /// Do not print the summary of blocked requests at exit
     #[arg(long)]
     quiet: bool,
@@ -387,6 +392,14 @@ fn config_command(cmd: &ConfigCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// Makes netproxy non-dumpable (for `serve` and `run`): a process of the same user, such as
+/// `run`'s child, can then read neither `/proc/<netproxy>/environ` nor its memory, nor ptrace
+/// it. Root still can (perf and strace of netproxy need root).
+fn not_dumpable() -> anyhow::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .context("cannot make netproxy non-dumpable (prctl PR_SET_DUMPABLE)")
 }
 
 fn main() -> ExitCode {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use netproxy::child_env::{ProxyEnv, is_managed};
 use netproxy::report::RunRecorder;
-use netproxy::service::Service;
+use netproxy::service::{Files, Service};
 use proxy_audit::Audit;
 use proxy_core::ProxyCredential;
 use tokio::net::TcpListener;
@@ -23,20 +23,30 @@ use super::{RunArgs, sources};
 const EXIT_CANNOT_START: u8 = 127;
 
 pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    // First, before netproxy opens any descriptor of its own: the one the caller gave for the
+    // admin token (a number that netproxy already uses would not be the caller's).
+    let token_fd = match args.admin_token_fd.map(take_token_fd).transpose() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("netproxy run: {e}");
+            return Ok(ExitCode::from(super::EXIT_USAGE));
+        }
+    };
+    super::not_dumpable()?;
     // The terminal is the child's: only netproxy's warnings and errors, unless RUST_LOG asks.
     let flush = super::logging::init("warn", false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let code = runtime.block_on(session(args));
+    let code = runtime.block_on(session(args, token_fd));
     drop(flush);
     // The child is gone; whatever its own children still have open is cut here.
     runtime.shutdown_background();
     code
 }
 
-async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
+async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<ExitCode> {
     let recorder = Arc::new(match &args.report {
         Some(path) => match RunRecorder::with_report(path) {
             Ok(r) => r,
@@ -53,10 +63,13 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    // The layers are read once: the child must not widen its own policy by writing a config
+    // file (interface.md §1). The admin API's runtime layer is the way to change it.
     let service = match started(Service::with_audit(
         sources(&args.policy),
         |k| std::env::var(k).ok(),
         audit,
+        Files::ReadOnce,
     )) {
         Ok(s) => Arc::new(match &credential {
             Some(c) => s.with_proxy_auth(c.clone()),
@@ -119,26 +132,32 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(super::EXIT_USAGE));
             }
         };
-        let (listener, token, source) = match super::serve::bind_admin(&service, addr).await {
-            Ok(x) => x,
+        let listener = match TcpListener::bind(addr).await {
+            Ok(l) => l,
             Err(e) => {
-                eprintln!("netproxy run: {e:#}");
+                eprintln!("netproxy run: cannot bind the admin API listener on {addr}: {e}");
                 return Ok(ExitCode::from(1));
             }
         };
-        eprintln!(
-            "netproxy: admin API on http://{} (token: {source})",
-            listener.local_addr()?
-        );
+        // A fresh token for the session: never admin_token, NETPROXY_ADMIN_TOKEN or the token
+        // file, which the child may be able to read.
+        let token = netproxy::admin::random_token()?;
+        let admin_addr = listener.local_addr()?;
+        let given = match token_fd {
+            Some(fd) => {
+                let number = fd.number;
+                if let Err(e) = fd.give(&token) {
+                    eprintln!("netproxy run: {e}");
+                    return Ok(ExitCode::from(super::EXIT_USAGE));
+                }
+                format!("written to --admin-token-fd {number}")
+            }
+            None if std::io::IsTerminal::is_terminal(&std::io::stderr()) => token.clone(),
+            None => "available only through --admin-token-fd, which was not given".to_owned(),
+        };
+        eprintln!("netproxy: admin API on http://{admin_addr} (token: {given})");
         spawn_admin(listener, service.clone(), token, &stop_rx);
     }
-    let _watcher = match super::serve::watch_files(service.clone()) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the config files; they are not reloaded");
-            None
-        }
-    };
 
     let (program, rest) = args.command.split_first().context("no command given")?;
     let mut cmd = tokio::process::Command::new(program);
@@ -149,6 +168,8 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     cmd.envs(env.vars());
+    // Signal handlers before CMD starts: a signal sent as soon as CMD is up is passed on.
+    let signals = Forwarded::install()?;
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -156,7 +177,7 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CANNOT_START));
         }
     };
-    let status = wait_forwarding_signals(&mut child).await?;
+    let status = signals.wait(&mut child).await?;
     let _ = stop_tx.send(true);
     service.close_audit();
     let code = exit_code(status);
@@ -171,6 +192,65 @@ async fn session(args: &RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// The descriptor of `--admin-token-fd`: a duplicate netproxy owns (close-on-exec), the
+/// caller's number being closed as soon as it is taken.
+struct TokenFd {
+    number: i32,
+    fd: std::os::fd::OwnedFd,
+}
+
+/// Takes descriptor `n` from the caller: duplicates it (close-on-exec) and closes `n`, so that
+/// CMD never inherits it. Must run before netproxy opens any descriptor of its own.
+fn take_token_fd(n: i32) -> Result<TokenFd, String> {
+    let flag = format!("--admin-token-fd {n}");
+    if n < 3 {
+        return Err(format!(
+            "{flag}: give a descriptor of 3 or more (0, 1 and 2 are the command's standard streams)"
+        ));
+    }
+    let not_open = || format!("{flag}: descriptor {n} is not open (pass it, e.g. `3>FILE`)");
+    let me = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    );
+    let dup = me.and_then(|me| {
+        rustix::process::pidfd_getfd(&me, n, rustix::process::PidfdGetfdFlags::empty())
+    });
+    let fd = match dup {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::BADF) => return Err(not_open()),
+        // pidfd_getfd refused (an old kernel, seccomp): the same file opened again.
+        Err(_) => std::fs::OpenOptions::new()
+            .append(true)
+            .open(format!("/proc/self/fd/{n}"))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => not_open(),
+                _ => format!("{flag}: cannot use descriptor {n}: {e}"),
+            })?
+            .into(),
+    };
+    // The caller's number is closed now: nothing of netproxy's owns it.
+    nix::unistd::close(n).map_err(|e| format!("{flag}: cannot close descriptor {n}: {e}"))?;
+    // A zero-byte write fails on a descriptor not open for writing.
+    rustix::io::write(&fd, &[])
+        .map_err(|e| format!("{flag}: descriptor {n} is not open for writing ({e})"))?;
+    Ok(TokenFd { number: n, fd })
+}
+
+impl TokenFd {
+    /// Writes `token` and a newline, and closes the descriptor.
+    fn give(self, token: &str) -> Result<(), String> {
+        use std::io::Write;
+        let mut f = std::fs::File::from(self.fd);
+        f.write_all(format!("{token}\n").as_bytes()).map_err(|e| {
+            format!(
+                "--admin-token-fd {}: cannot write the token: {e}",
+                self.number
+            )
+        })
+    }
+}
+
 /// 128 random bits, hex: the `--proxy-auth` password (URL-safe as it is).
 fn session_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
@@ -179,28 +259,43 @@ fn session_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Waits for the child, passing SIGINT, SIGTERM and SIGHUP on to it.
-async fn wait_forwarding_signals(
-    child: &mut tokio::process::Child,
-) -> anyhow::Result<std::process::ExitStatus> {
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let pid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .and_then(rustix::process::Pid::from_raw);
-    loop {
-        let sig = tokio::select! {
-            status = child.wait() => return status.context("cannot wait for the command"),
-            _ = int.recv() => rustix::process::Signal::INT,
-            _ = term.recv() => rustix::process::Signal::TERM,
-            _ = hup.recv() => rustix::process::Signal::HUP,
-        };
-        if let Some(pid) = pid
-            && let Err(e) = rustix::process::kill_process(pid, sig)
-        {
-            tracing::debug!(error = %e, "cannot forward a signal to the command");
+/// SIGINT, SIGTERM and SIGHUP, caught to be passed on to the child.
+struct Forwarded {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Forwarded {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+
+    /// Waits for the child, passing SIGINT, SIGTERM and SIGHUP on to it.
+    async fn wait(
+        mut self,
+        child: &mut tokio::process::Child,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        loop {
+            let sig = tokio::select! {
+                status = child.wait() => return status.context("cannot wait for the command"),
+                _ = self.int.recv() => rustix::process::Signal::INT,
+                _ = self.term.recv() => rustix::process::Signal::TERM,
+                _ = self.hup.recv() => rustix::process::Signal::HUP,
+            };
+            if let Some(pid) = pid
+                && let Err(e) = rustix::process::kill_process(pid, sig)
+            {
+                tracing::debug!(error = %e, "cannot forward a signal to the command");
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use super::{EXIT_CONFIG, EXIT_USAGE, ServeArgs, sources};
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    super::not_dumpable()?;
     let _flush = super::logging::init("info", args.log_format == "json");
     // One worker per core (tokio's default); NETPROXY_WORKER_THREADS overrides.
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -343,8 +344,38 @@ pub(crate) fn watch_files(service: Arc<Service>) -> notify::Result<notify::Recom
     Ok(watcher)
 }
 
+/// Writes `text` to `path` atomically: into a new file of an unpredictable name in the same
+/// folder, created exclusively without following a symlink (mode 0644), then renamed over
+/// `path` (a symlink at `path` is replaced, never followed).
 fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(std::io::Error::other)?;
+    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{suffix}.tmp"));
+    let tmp = dir.join(tmp_name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
+        .open(&tmp)?;
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
