@@ -358,3 +358,97 @@ async fn limited_mode_closes_open_tunnels() {
     assert_eq!(revoked.len(), 1, "{revoked:?}");
     assert_eq!(revoked[0]["network.policy.reason"], "mitm_required");
 }
+
+/// A UDP echo server on 127.0.0.1, and the count of datagrams it received.
+async fn udp_echo() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    (addr, count)
+}
+
+/// One datagram to `to` through the relay; its echo's payload, if one comes back in time.
+async fn udp_round_trip(
+    client: &tokio::net::UdpSocket,
+    relay: SocketAddr,
+    to: SocketAddr,
+    payload: &[u8],
+    wait: Duration,
+) -> Option<Vec<u8>> {
+    let IpAddr::V4(ip) = to.ip() else {
+        panic!("IPv4 only")
+    };
+    let mut d = vec![0, 0, 0, 1];
+    d.extend_from_slice(&ip.octets());
+    d.extend_from_slice(&to.port().to_be_bytes());
+    d.extend_from_slice(payload);
+    client.send_to(&d, relay).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    match tokio::time::timeout(wait, client.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) if n >= 10 => Some(buf[10..n].to_vec()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrower_policy_drops_a_udp_associations_verdict() {
+    let dns = DnsServer::start().await.unwrap();
+    let (echo, received) = udp_echo().await;
+    let serve = start(&dns);
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut control = TcpStream::connect(serve.socks).await.unwrap();
+    control.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    control.read_exact(&mut m).await.unwrap();
+    let port = client.local_addr().unwrap().port().to_be_bytes();
+    control
+        .write_all(&[5, 3, 0, 1, 127, 0, 0, 1, port[0], port[1]])
+        .await
+        .unwrap();
+    let mut rep = [0u8; 10];
+    control.read_exact(&mut rep).await.unwrap();
+    assert_eq!(rep[1], 0, "UDP ASSOCIATE refused: {rep:?}");
+    let relay = SocketAddr::from((
+        Ipv4Addr::new(rep[4], rep[5], rep[6], rep[7]),
+        u16::from_be_bytes([rep[8], rep[9]]),
+    ));
+    let relay = if relay.ip().is_unspecified() {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, relay.port()))
+    } else {
+        relay
+    };
+    assert_eq!(
+        udp_round_trip(&client, relay, echo, b"one", CLOSED_WITHIN).await,
+        Some(b"one".to_vec())
+    );
+    let (status, body) = serve
+        .admin("POST", "/domains", r#"{"deny":["127.0.0.1"]}"#)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The association stays up, but nothing reaches the refused destination any more.
+    assert_eq!(
+        udp_round_trip(&client, relay, echo, b"two", Duration::from_secs(2)).await,
+        None
+    );
+    assert_eq!(
+        received.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a datagram reached the refused destination"
+    );
+    let revoked = serve.wait_revocations(1);
+    let udp: Vec<_> = revoked
+        .iter()
+        .filter(|v| v["network.transport.protocol"] == "socks5_udp")
+        .collect();
+    assert_eq!(udp.len(), 1, "{revoked:?}");
+    assert_eq!(udp[0]["network.policy.reason"], "denied");
+    drop(control);
+}
