@@ -18,8 +18,9 @@ use proxy_core::{
     Admission, AuditEvent, AuditSink, Decision, Failure, Gate, Host, Reason, RequestMeta, Route,
     Source, Target, UpstreamFailure, Verdict, Via,
 };
-use proxy_policy::{Evaluation, Policy};
+use proxy_policy::{Evaluation, OwnAddrs, Policy};
 
+use crate::own_addrs::SharedOwnAddrs;
 use crate::resolve::Resolver;
 use crate::upstream::UpstreamProxies;
 
@@ -58,6 +59,8 @@ pub struct PolicyGate {
     /// netproxy's own listener addresses: an upstream proxy at one of them is a loop.
     listeners: Arc<std::sync::RwLock<Vec<SocketAddr>>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The machine's own addresses, judged like loopback while local protection is on.
+    own: SharedOwnAddrs,
 }
 
 impl fmt::Debug for PolicyGate {
@@ -71,8 +74,14 @@ impl fmt::Debug for PolicyGate {
 }
 
 impl PolicyGate {
-    /// A gate over the live snapshot.
+    /// A gate over the live snapshot. It judges with the machine's own addresses as one
+    /// rtnetlink dump found them now; [`PolicyGate::with_own_addrs`] gives it a live set
+    /// (as `Service` does). When the dump fails, the gate starts with an empty set and says so.
     pub fn new(state: SharedSnapshot, resolver: Resolver, audit: Arc<dyn AuditSink>) -> Self {
+        let own = crate::own_addrs::dump().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list the machine's own addresses");
+            OwnAddrs::default()
+        });
         Self {
             state,
             resolver,
@@ -81,7 +90,21 @@ impl PolicyGate {
             upstream: Arc::default(),
             listeners: Arc::default(),
             metrics: None,
+            own: Arc::new(arc_swap::ArcSwap::from_pointee(own)),
         }
+    }
+
+    /// Judges with this live set of the machine's own addresses (kept current by
+    /// [`crate::own_addrs::OwnAddrsWatch`]).
+    #[must_use]
+    pub fn with_own_addrs(mut self, own: SharedOwnAddrs) -> Self {
+        self.own = own;
+        self
+    }
+
+    /// The machine's own addresses the gate judges with now.
+    pub fn own_addrs(&self) -> Arc<OwnAddrs> {
+        self.own.load_full()
     }
 
     /// Counts DNS lookups and their latency in `metrics`.
@@ -194,8 +217,8 @@ impl PolicyGate {
         Admission::Fail(failure)
     }
 
-    /// Resolves and checks an allowed name; `check` is false when local protection is off or
-    /// the name is an explicitly allowed local name.
+    /// Resolves and checks an allowed name; `check` is false when the policy's answer is
+    /// final (a literal, or a `localhost` name, which connects to loopback without a lookup).
     async fn addresses(
         &self,
         host: &Host,
@@ -203,33 +226,27 @@ impl PolicyGate {
         check: bool,
         decision: Decision,
         snap: &Snapshot,
+        own: &OwnAddrs,
     ) -> Result<(Vec<SocketAddr>, Decision), Result<Decision, Failure>> {
         if let Some(ip) = host.ip() {
             return Ok((vec![SocketAddr::new(ip, port)], decision));
         }
         let name = host.as_name().unwrap_or_default();
-        if !check && (name == "localhost" || name.ends_with(".localhost")) {
-            let loopback = [
+        let ips = if name == "localhost" || name.ends_with(".localhost") {
+            vec![
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
                 IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ];
-            return Ok((
-                loopback
-                    .iter()
-                    .map(|ip| SocketAddr::new(*ip, port))
-                    .collect(),
-                decision,
-            ));
-        }
-        let started = std::time::Instant::now();
-        let looked_up = self.resolver.lookup(name).await;
-        if let Some(m) = &self.metrics {
-            m.dns_lookup(started.elapsed(), looked_up.is_ok());
-        }
-        let ips =
-            looked_up.map_err(|e| Err(Failure::new(UpstreamFailure::DnsFailed, e.to_string())))?;
+            ]
+        } else {
+            let started = std::time::Instant::now();
+            let looked_up = self.resolver.lookup(name).await;
+            if let Some(m) = &self.metrics {
+                m.dns_lookup(started.elapsed(), looked_up.is_ok());
+            }
+            looked_up.map_err(|e| Err(Failure::new(UpstreamFailure::DnsFailed, e.to_string())))?
+        };
         let decision = if check {
-            snap.policy.check_addresses(decision, &ips)
+            snap.policy.check_addresses(decision, port, &ips, own)
         } else {
             decision
         };
@@ -295,7 +312,8 @@ impl Gate for PolicyGate {
         if let Target::Unix(path) = &meta.target {
             return self.admit_unix(meta, path, &snap).await;
         }
-        let (decision, intercept, check) = match snap.policy.evaluate(meta) {
+        let own = self.own.load_full();
+        let (decision, intercept, check) = match snap.policy.evaluate_with(meta, &own) {
             Evaluation::Allow {
                 decision,
                 intercept,
@@ -309,8 +327,9 @@ impl Gate for PolicyGate {
                     let mut dd = decider.decide(meta).await.with_source(Source::Decider);
                     if dd.verdict == Verdict::Allow {
                         dd.policy_override = true;
-                        let local_binding = snap.config.allow_local_binding();
-                        (dd, false, !local_binding)
+                        // The addresses of a name the decider allowed are checked like any
+                        // other: deny entries, and local protection while it is on.
+                        (dd, false, true)
                     } else {
                         if dd.reason.is_none() {
                             dd.reason = Some(Reason::PolicyDenied);
@@ -336,7 +355,10 @@ impl Gate for PolicyGate {
                 });
             }
         };
-        match self.addresses(host, port, check, decision, &snap).await {
+        match self
+            .addresses(host, port, check, decision, &snap, &own)
+            .await
+        {
             Ok((addrs, decision)) => {
                 let via = match self.via_upstream(meta, host, port, &snap).await {
                     Ok(Some(via)) => via,
