@@ -6,6 +6,8 @@
 //! on the namespace's `lo` and is never dialled: only refusals and `check` answers (which never
 //! dial) are asserted.
 #![allow(clippy::unwrap_used)]
+// A skipped test says why on stderr.
+#![allow(clippy::print_stderr)]
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
