@@ -1,7 +1,7 @@
 //! `netproxy check`: explain one decision without serving.
 
 use proxy_core::{Decision, Host, Protocol, Reason, RequestMeta, Target, Verdict, split_authority};
-use proxy_policy::{Evaluation, Policy};
+use proxy_policy::{Evaluation, OwnAddrs, Policy};
 use serde_json::{Value, json};
 
 /// A target that could not be read (a usage error, exit 2).
@@ -105,8 +105,9 @@ pub struct CheckReport {
 }
 
 /// Explains the decision for `req` under `policy`, without DNS: an allowed name is reported as
-/// allowed if its addresses pass ([`resolve`] finishes it).
-pub fn explain(policy: &Policy, req: &CheckRequest) -> CheckReport {
+/// allowed if its addresses pass ([`resolve`] finishes it). `own` holds the machine's own
+/// addresses, local like loopback while local protection is on (the gate uses the same set).
+pub fn explain(policy: &Policy, req: &CheckRequest, own: &OwnAddrs) -> CheckReport {
     let host = match &req.host {
         Ok(h) => h.clone(),
         Err(e) => {
@@ -122,7 +123,7 @@ pub fn explain(policy: &Policy, req: &CheckRequest) -> CheckReport {
     };
     let mut meta = RequestMeta::new(req.protocol, Target::net(host, req.port));
     meta.method = req.method.clone();
-    let (decision, pending, intercept) = match policy.evaluate(&meta) {
+    let (decision, pending, intercept) = match policy.evaluate_with(&meta, own) {
         Evaluation::Allow {
             decision,
             intercept,
@@ -144,11 +145,13 @@ pub fn explain(policy: &Policy, req: &CheckRequest) -> CheckReport {
 }
 
 /// Finishes a report like `serve` would: an allowed name is resolved once and every address
-/// checked. A lookup failure is reported as `dns_failed`.
+/// checked (deny entries, and local protection with the machine's own addresses `own`). A
+/// lookup failure is reported as `dns_failed`.
 pub async fn resolve(
     report: &mut CheckReport,
     policy: &Policy,
     resolver: &crate::resolve::Resolver,
+    own: &OwnAddrs,
 ) {
     if !report.addresses_checked_at_connect {
         return;
@@ -162,7 +165,8 @@ pub async fn resolve(
     report.addresses_checked_at_connect = false;
     match resolver.lookup(name).await {
         Ok(ips) => {
-            report.decision = policy.check_addresses(report.decision.clone(), &ips);
+            report.decision =
+                policy.check_addresses(report.decision.clone(), report.request.port, &ips, own);
             report.resolved = Some(ips);
         }
         Err(e) => {
@@ -246,7 +250,7 @@ impl CheckReport {
         }
         if self.addresses_checked_at_connect {
             out.push_str(&format!(
-                "note: {} is a name; its addresses are checked when connecting, and every one must be public (or inside treat_as_public)\n",
+                "note: {} is a name; its addresses are checked when connecting: none may match an IP deny entry and, while local protection is on, every one must be public (or inside treat_as_public) and none an address of this machine\n",
                 self.host_text()
             ));
         }

@@ -117,8 +117,15 @@ impl Control for ServiceControl {
         let req = CheckRequest::parse(&query.target, query.protocol, query.method.as_deref())
             .map_err(|e| ControlError::Invalid(e.to_string()))?;
         let snap = self.service.config();
-        let mut report = explain(&snap.policy, &req);
-        resolve(&mut report, &snap.policy, self.service.gate().resolver()).await;
+        let own = self.service.gate().own_addrs();
+        let mut report = explain(&snap.policy, &req, &own);
+        resolve(
+            &mut report,
+            &snap.policy,
+            self.service.gate().resolver(),
+            &own,
+        )
+        .await;
         Ok(report.to_json().to_string())
     }
 

@@ -18,9 +18,10 @@ use proxy_core::{
     Admission, AuditEvent, AuditSink, Decision, Failure, Gate, Host, Lease, Reason, RequestMeta,
     Route, Source, Target, UpstreamFailure, Verdict, Via,
 };
-use proxy_policy::{Evaluation, Policy};
+use proxy_policy::{Evaluation, OwnAddrs, Policy};
 
 use crate::leases::Leases;
+use crate::own_addrs::SharedOwnAddrs;
 use crate::resolve::Resolver;
 use crate::upstream::UpstreamProxies;
 
@@ -104,6 +105,8 @@ pub struct PolicyGate {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The admitted connections that stay open, re-judged when the policy narrows.
     leases: Arc<Leases>,
+    /// The machine's own addresses, judged like loopback while local protection is on.
+    own: SharedOwnAddrs,
 }
 
 impl fmt::Debug for PolicyGate {
@@ -117,8 +120,14 @@ impl fmt::Debug for PolicyGate {
 }
 
 impl PolicyGate {
-    /// A gate over the live snapshot.
+    /// A gate over the live snapshot. It judges with the machine's own addresses as one
+    /// rtnetlink dump found them now; [`PolicyGate::with_own_addrs`] gives it a live set
+    /// (as `Service` does). When the dump fails, the gate starts with an empty set and says so.
     pub fn new(state: SharedSnapshot, resolver: Resolver, audit: Arc<dyn AuditSink>) -> Self {
+        let own = crate::own_addrs::dump().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list the machine's own addresses");
+            OwnAddrs::default()
+        });
         Self {
             state,
             resolver,
@@ -128,6 +137,7 @@ impl PolicyGate {
             listeners: Arc::default(),
             metrics: None,
             leases: Arc::default(),
+            own: Arc::new(arc_swap::ArcSwap::from_pointee(own)),
         }
     }
 
@@ -135,7 +145,7 @@ impl PolicyGate {
     /// already connected and no new lookup), closes those it refuses, and records each with
     /// `revoked: true` and the new policy's reason. Returns how many were revoked.
     pub fn revoke_disallowed(&self, snap: &Snapshot) -> usize {
-        let revoked = self.leases.rejudge(&snap.policy);
+        let revoked = self.leases.rejudge(&snap.policy, &self.own_addrs());
         for (meta, decision) in &revoked {
             tracing::info!(
                 target = %meta.target,
@@ -152,6 +162,19 @@ impl PolicyGate {
     /// connections, UDP verdicts).
     pub fn held(&self) -> usize {
         self.leases.len()
+    }
+
+    /// Judges with this live set of the machine's own addresses (kept current by
+    /// [`crate::own_addrs::OwnAddrsWatch`]).
+    #[must_use]
+    pub fn with_own_addrs(mut self, own: SharedOwnAddrs) -> Self {
+        self.own = own;
+        self
+    }
+
+    /// The machine's own addresses the gate judges with now.
+    pub fn own_addrs(&self) -> Arc<OwnAddrs> {
+        self.own.load_full()
     }
 
     /// Counts DNS lookups and their latency in `metrics`.
@@ -264,8 +287,8 @@ impl PolicyGate {
         Admission::Fail(failure)
     }
 
-    /// Resolves and checks an allowed name; `check` is false when local protection is off or
-    /// the name is an explicitly allowed local name.
+    /// Resolves and checks an allowed name; `check` is false when the policy's answer is
+    /// final (a literal, or a `localhost` name, which connects to loopback without a lookup).
     async fn addresses(
         &self,
         host: &Host,
@@ -273,33 +296,27 @@ impl PolicyGate {
         check: bool,
         decision: Decision,
         snap: &Snapshot,
+        own: &OwnAddrs,
     ) -> Result<(Vec<SocketAddr>, Decision), Result<Decision, Failure>> {
         if let Some(ip) = host.ip() {
             return Ok((vec![SocketAddr::new(ip, port)], decision));
         }
         let name = host.as_name().unwrap_or_default();
-        if !check && (name == "localhost" || name.ends_with(".localhost")) {
-            let loopback = [
+        let ips = if name == "localhost" || name.ends_with(".localhost") {
+            vec![
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
                 IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ];
-            return Ok((
-                loopback
-                    .iter()
-                    .map(|ip| SocketAddr::new(*ip, port))
-                    .collect(),
-                decision,
-            ));
-        }
-        let started = std::time::Instant::now();
-        let looked_up = self.resolver.lookup(name).await;
-        if let Some(m) = &self.metrics {
-            m.dns_lookup(started.elapsed(), looked_up.is_ok());
-        }
-        let ips =
-            looked_up.map_err(|e| Err(Failure::new(UpstreamFailure::DnsFailed, e.to_string())))?;
+            ]
+        } else {
+            let started = std::time::Instant::now();
+            let looked_up = self.resolver.lookup(name).await;
+            if let Some(m) = &self.metrics {
+                m.dns_lookup(started.elapsed(), looked_up.is_ok());
+            }
+            looked_up.map_err(|e| Err(Failure::new(UpstreamFailure::DnsFailed, e.to_string())))?
+        };
         let decision = if check {
-            snap.policy.check_addresses(decision, &ips)
+            snap.policy.check_addresses(decision, port, &ips, own)
         } else {
             decision
         };
@@ -504,7 +521,8 @@ impl Gate for PolicyGate {
         if let Target::Unix(path) = &meta.target {
             return self.admit_unix(meta, path, &snap).await;
         }
-        let (decision, intercept, check) = match snap.policy.evaluate(meta) {
+        let own = self.own.load_full();
+        let (decision, intercept, check) = match snap.policy.evaluate_with(meta, &own) {
             Evaluation::Allow {
                 decision,
                 intercept,
@@ -518,8 +536,9 @@ impl Gate for PolicyGate {
                     let mut dd = decider.decide(meta).await.with_source(Source::Decider);
                     if dd.verdict == Verdict::Allow {
                         dd.policy_override = true;
-                        let local_binding = snap.config.allow_local_binding();
-                        (dd, false, !local_binding)
+                        // The addresses of a name the decider allowed are checked like any
+                        // other: deny entries, and local protection while it is on.
+                        (dd, false, true)
                     } else {
                         if dd.reason.is_none() {
                             dd.reason = Some(Reason::PolicyDenied);
@@ -543,7 +562,10 @@ impl Gate for PolicyGate {
                 return Admission::Deny(d);
             }
         };
-        match self.addresses(host, port, check, decision, &snap).await {
+        match self
+            .addresses(host, port, check, decision, &snap, &own)
+            .await
+        {
             Ok((addrs, decision)) => {
                 let via = match self.via_upstream(meta, host, port, &snap).await {
                     Ok(Some(via)) => via,

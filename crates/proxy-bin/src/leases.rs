@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use proxy_core::{Decision, Lease, LeaseHolder, Protocol, Reason, RequestMeta, Revoker, Source};
-use proxy_policy::{Evaluation, Policy};
+use proxy_policy::{Evaluation, OwnAddrs, Policy};
 
 /// One held connection.
 #[derive(Debug)]
@@ -80,15 +80,15 @@ impl Leases {
         self.len() == 0
     }
 
-    /// Judges every held connection again under `policy`, revokes those it refuses, and returns
+    /// Judges every held connection again under `policy` (with the machine's own addresses `own`), revokes those it refuses, and returns
     /// each revoked connection's request with the refusal (for the audit).
-    pub fn rejudge(&self, policy: &Policy) -> Vec<(RequestMeta, Decision)> {
+    pub fn rejudge(&self, policy: &Policy, own: &OwnAddrs) -> Vec<(RequestMeta, Decision)> {
         let mut refused = Vec::new();
         self.lock().retain(|_, h| {
             if !h.revoker.is_held() {
                 return false;
             }
-            match refusal(policy, h) {
+            match refusal(policy, own, h) {
                 Some(d) => {
                     refused.push((h.meta.clone(), d, h.revoker.clone()));
                     false
@@ -107,7 +107,7 @@ impl Leases {
 }
 
 /// The new policy's refusal of a held connection, or `None` while it still allows it.
-fn refusal(policy: &Policy, h: &Held) -> Option<Decision> {
+fn refusal(policy: &Policy, own: &OwnAddrs, h: &Held) -> Option<Decision> {
     // A kept-alive upstream connection carries any method the mode allows: judge the target.
     let reusable;
     let meta = if h.meta.protocol == Protocol::Http && !h.meta.upgrade {
@@ -119,13 +119,13 @@ fn refusal(policy: &Policy, h: &Held) -> Option<Decision> {
     } else {
         &h.meta
     };
-    match policy.evaluate(meta) {
+    match policy.evaluate_with(meta, own) {
         Evaluation::Allow { .. } => None,
         Evaluation::AllowIfAddressesPass { decision, .. } => {
             if h.addrs.is_empty() {
                 return None;
             }
-            let d = policy.check_addresses(decision, &h.addrs);
+            let d = policy.check_addresses(decision, meta.target.port(), &h.addrs, own);
             (!d.is_allowed()).then_some(d)
         }
         Evaluation::Deny(d) if h.by_decider && d.reason == Some(Reason::NotAllowed) => None,
@@ -173,14 +173,14 @@ mod tests {
         let by_list = leases.hold(&meta("listed.test:443"), ip, &Decision::allow());
         assert_eq!(leases.len(), 2);
         // The allowlist no longer names listed.test: that one goes, the decider's stays.
-        let revoked = leases.rejudge(&policy(&["other.test"], &[]));
+        let revoked = leases.rejudge(&policy(&["other.test"], &[]), OwnAddrs::none());
         assert_eq!(revoked.len(), 1);
         assert_eq!(revoked[0].0.target.to_string(), "listed.test:443");
         assert_eq!(revoked[0].1.reason, Some(Reason::NotAllowed));
         assert!(by_list.is_revoked() && !by_decider.is_revoked());
         assert_eq!(leases.len(), 1);
         // A deny entry wins over the decider too.
-        let revoked = leases.rejudge(&policy(&[], &["asked.test"]));
+        let revoked = leases.rejudge(&policy(&[], &["asked.test"]), OwnAddrs::none());
         assert_eq!(revoked.len(), 1);
         assert_eq!(revoked[0].1.reason, Some(Reason::Denied));
         assert_eq!(revoked[0].1.verdict, Verdict::Deny);
@@ -195,11 +195,11 @@ mod tests {
             vec!["127.0.0.2".parse().unwrap()],
             &Decision::allow(),
         );
-        assert!(leases.rejudge(&policy(&["public.test"], &[])).is_empty());
+        assert!(leases.rejudge(&policy(&["public.test"], &[]), OwnAddrs::none()).is_empty());
         // Without treat_as_public, the address it connected to is local.
         let mut b = Policy::builder();
         b.allow("public.test", None).unwrap();
-        let revoked = leases.rejudge(&b.build().unwrap());
+        let revoked = leases.rejudge(&b.build().unwrap(), OwnAddrs::none());
         assert_eq!(revoked[0].1.reason, Some(Reason::NotAllowedLocal));
         assert!(lease.is_revoked());
         drop(lease);

@@ -12,7 +12,7 @@
 //! b.allow("*.example.com", Some("test"))?;
 //! let policy = b.build()?;
 //! let req = CheckRequest::parse("https://api.example.com/v1", None, None)?;
-//! let report = explain(&policy, &req);
+//! let report = explain(&policy, &req, proxy_policy::OwnAddrs::none());
 //! assert_eq!(report.decision.verdict, proxy_core::Verdict::Allow);
 //! assert!(report.addresses_checked_at_connect);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -27,6 +27,7 @@ pub mod dial;
 pub mod gate;
 pub mod leases;
 pub mod metrics;
+pub mod own_addrs;
 pub mod report;
 pub mod resolve;
 pub mod service;

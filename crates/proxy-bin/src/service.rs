@@ -13,6 +13,7 @@ use proxy_core::DomainChange;
 use crate::dial::TcpDialer;
 use crate::gate::{PolicyGate, SharedSnapshot, Snapshot};
 use crate::metrics::Metrics;
+use crate::own_addrs::OwnAddrsWatch;
 use crate::resolve::{ResolveError, Resolver};
 use crate::upstream::UpstreamProxies;
 
@@ -28,6 +29,9 @@ pub enum StartError {
     /// OTLP export could not start.
     #[error("[otel]: {0}")]
     Otlp(#[from] proxy_audit::OtlpError),
+    /// The machine's own addresses could not be listed or watched (rtnetlink).
+    #[error("cannot watch the machine's own addresses: {0}")]
+    OwnAddrs(#[source] std::io::Error),
     /// The audit file could not be opened.
     #[error("cannot open the audit log {path}: {source}")]
     AuditLog {
@@ -88,6 +92,8 @@ pub struct Service {
     audit_file: Option<Arc<proxy_audit::JsonLinesFile>>,
     otlp: Option<Arc<proxy_audit::OtlpSink>>,
     upstream_warnings: Vec<String>,
+    /// Keeps the gate's own-address set current while the service lives.
+    _own_watch: Option<OwnAddrsWatch>,
 }
 
 fn limits_of(config: &Config) -> Limits {
@@ -180,10 +186,21 @@ impl Service {
         };
         let audit = Arc::new(audit);
         let (upstream, upstream_warnings) = UpstreamProxies::from_env(env);
+        // The machine's own addresses, kept current from the kernel's address events when a
+        // runtime is there to run the watch (serve, run), else as one dump found them.
+        let (own_watch, own) = if tokio::runtime::Handle::try_current().is_ok() {
+            let watch = OwnAddrsWatch::start().map_err(StartError::OwnAddrs)?;
+            let shared = watch.shared();
+            (Some(watch), shared)
+        } else {
+            let own = crate::own_addrs::dump().map_err(StartError::OwnAddrs)?;
+            (None, Arc::new(ArcSwap::from_pointee(own)))
+        };
         let gate = Arc::new(
             PolicyGate::new(state.clone(), resolver, audit.clone())
                 .with_upstream(upstream)
-                .with_metrics(metrics.clone()),
+                .with_metrics(metrics.clone())
+                .with_own_addrs(own),
         );
         let socks_stats = Arc::new(proxy_io::Stats::default());
         metrics.add_front_end("http", limits.stats.clone());
@@ -202,6 +219,7 @@ impl Service {
             audit_file,
             otlp,
             upstream_warnings,
+            _own_watch: own_watch,
         })
     }
 

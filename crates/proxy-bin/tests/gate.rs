@@ -290,3 +290,181 @@ async fn a_decider_sees_misses_only_and_its_allow_is_still_address_checked() {
     assert_eq!(events[0].reason, "not_allowed");
     assert!(events[0].policy_override);
 }
+
+/// Local binding turns local protection off as a whole: `*` admits loopback literals and
+/// names resolving to loopback, but an IP deny entry wins over the literal in every spelling,
+/// over `localhost`, and over every address a name resolves to (reason `denied`), also for a
+/// name the decider allowed.
+#[tokio::test]
+async fn under_local_binding_deny_wins_on_resolved_addresses() {
+    let f = fixture(&["allow_local_binding=true"], &["*"], &["127.0.0.1"]).await;
+    f.dns.set("ok.test", Answer::Addrs(vec![ip("127.0.0.2")]));
+    f.dns.set(
+        "denied.test",
+        Answer::Addrs(vec![ip("127.0.0.2"), ip("127.0.0.1")]),
+    );
+    f.dns
+        .set("mapped.test", Answer::Addrs(vec![ip("::ffff:127.0.0.1")]));
+    f.dns
+        .set("nat64.test", Answer::Addrs(vec![ip("64:ff9b::7f00:1")]));
+    f.dns.set("alias.test", Answer::Cname("denied.test".into()));
+    assert_eq!(
+        addrs(&f.gate.admit(&connect("ok.test", 8080)).await),
+        vec!["127.0.0.2:8080".parse().unwrap()]
+    );
+    assert_eq!(
+        addrs(&f.gate.admit(&connect("127.0.0.2", 8080)).await),
+        vec!["127.0.0.2:8080".parse().unwrap()]
+    );
+    for name in ["denied.test", "mapped.test", "nat64.test", "alias.test"] {
+        let a = f.gate.admit(&connect(name, 8080)).await;
+        assert_eq!(reason(&a), Some(Reason::Denied), "{name}: {a:?}");
+        let Admission::Deny(d) = a else {
+            unreachable!()
+        };
+        assert_eq!(d.rule.as_ref().map(|r| &*r.pattern), Some("127.0.0.1"));
+        assert!(
+            d.detail.as_deref().unwrap().contains("resolved to"),
+            "{d:?}"
+        );
+    }
+    for literal in [
+        "127.0.0.1",
+        "127.1",
+        "[::ffff:127.0.0.1]",
+        "[64:ff9b::127.0.0.1]",
+    ] {
+        assert_eq!(
+            reason(&f.gate.admit(&connect(literal, 8080)).await),
+            Some(Reason::Denied),
+            "{literal}"
+        );
+    }
+    assert_eq!(
+        reason(&f.gate.admit(&connect("localhost", 8080)).await),
+        Some(Reason::Denied)
+    );
+    assert_eq!(f.dns.queries_for("localhost"), 0);
+    {
+        let events = f.events.0.lock().unwrap();
+        let denied = events.iter().filter(|e| e.reason == "denied").count();
+        assert_eq!(denied, 9, "{events:?}");
+    }
+
+    // A name the decider allows is address-checked the same way.
+    let f = fixture(&["allow_local_binding=true"], &["*.test"], &["127.0.0.1"]).await;
+    let gate = f.gate.clone().with_decider(Arc::new(AllowAll));
+    f.dns
+        .set("miss.example", Answer::Addrs(vec![ip("127.0.0.1")]));
+    f.dns
+        .set("fine.example", Answer::Addrs(vec![ip("127.0.0.3")]));
+    assert_eq!(
+        reason(&gate.admit(&connect("miss.example", 443)).await),
+        Some(Reason::Denied)
+    );
+    assert_eq!(
+        addrs(&gate.admit(&connect("fine.example", 443)).await),
+        vec!["127.0.0.3:443".parse().unwrap()]
+    );
+}
+
+/// The machine's own addresses are local while local protection is on: neither `*`, nor
+/// `treat_as_public`, nor a name's resolution admits one; an explicit literal does. The set is
+/// read live. No dial happens: the gate only routes.
+#[tokio::test]
+async fn the_machines_own_addresses_are_local() {
+    let own: netproxy::own_addrs::SharedOwnAddrs =
+        Arc::new(ArcSwap::from_pointee(proxy_policy::OwnAddrs::new([
+            ip("203.0.113.7"),
+            ip("2001:db8::7"),
+        ])));
+    let f = fixture(
+        &["treat_as_public=[\"203.0.113.0/24\", \"2001:db8::/32\", \"127.0.0.2/32\"]"],
+        &["*"],
+        &[],
+    )
+    .await;
+    let gate = f.gate.clone().with_own_addrs(own.clone());
+    f.dns
+        .set("own.test", Answer::Addrs(vec![ip("203.0.113.7")]));
+    f.dns
+        .set("own6.test", Answer::Addrs(vec![ip("2001:db8::7")]));
+    f.dns.set(
+        "mixed.test",
+        Answer::Addrs(vec![ip("127.0.0.2"), ip("203.0.113.7")]),
+    );
+    f.dns
+        .set("other.test", Answer::Addrs(vec![ip("127.0.0.2")]));
+    for target in [
+        "203.0.113.7",
+        "[::ffff:203.0.113.7]",
+        "[64:ff9b::203.0.113.7]",
+        "[2001:db8::7]",
+        "own.test",
+        "own6.test",
+        "mixed.test",
+    ] {
+        let a = gate.admit(&connect(target, 8080)).await;
+        assert_eq!(reason(&a), Some(Reason::NotAllowedLocal), "{target}: {a:?}");
+    }
+    // Other addresses of the same ranges keep their treat_as_public exemption.
+    assert_eq!(
+        addrs(&gate.admit(&connect("203.0.113.8", 8080)).await),
+        vec!["203.0.113.8:8080".parse().unwrap()]
+    );
+    assert_eq!(
+        addrs(&gate.admit(&connect("other.test", 8080)).await),
+        vec!["127.0.0.2:8080".parse().unwrap()]
+    );
+    // The set is live: an address that leaves the machine is public again, one that arrives
+    // is local from the next request on.
+    own.store(Arc::new(proxy_policy::OwnAddrs::new([ip("127.0.0.2")])));
+    assert_eq!(
+        addrs(&gate.admit(&connect("own.test", 8080)).await),
+        vec!["203.0.113.7:8080".parse().unwrap()]
+    );
+    assert_eq!(
+        reason(&gate.admit(&connect("other.test", 8080)).await),
+        Some(Reason::NotAllowedLocal)
+    );
+
+    // Only an explicit literal admits an own address.
+    let f = fixture(&[], &["203.0.113.7", "own.test"], &[]).await;
+    let gate = f
+        .gate
+        .clone()
+        .with_own_addrs(Arc::new(ArcSwap::from_pointee(
+            proxy_policy::OwnAddrs::new([ip("203.0.113.7")]),
+        )));
+    f.dns
+        .set("own.test", Answer::Addrs(vec![ip("203.0.113.7")]));
+    assert_eq!(
+        addrs(&gate.admit(&connect("203.0.113.7", 8080)).await),
+        vec!["203.0.113.7:8080".parse().unwrap()]
+    );
+    assert_eq!(
+        reason(&gate.admit(&connect("own.test", 8080)).await),
+        Some(Reason::NotAllowedLocal)
+    );
+
+    // Under local binding they are judged by the lists like anything else.
+    let f = fixture(&["allow_local_binding=true"], &["*"], &[]).await;
+    let gate = f
+        .gate
+        .clone()
+        .with_own_addrs(Arc::new(ArcSwap::from_pointee(
+            proxy_policy::OwnAddrs::new([ip("203.0.113.7")]),
+        )));
+    assert_eq!(
+        addrs(&gate.admit(&connect("203.0.113.7", 8080)).await),
+        vec!["203.0.113.7:8080".parse().unwrap()]
+    );
+}
+
+/// The gate starts with the machine's addresses as the kernel lists them: loopback is there.
+#[tokio::test]
+async fn the_gate_knows_the_machines_addresses() {
+    let f = fixture(&[], &["*"], &[]).await;
+    let own = f.gate.own_addrs();
+    assert!(own.contains(ip("127.0.0.1")), "{own:?}");
+}

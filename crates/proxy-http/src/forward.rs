@@ -140,6 +140,13 @@ fn meta_for(
 ) -> Result<RequestMeta, Response<Body>> {
     let (host, port) = split_authority(authority.as_str())
         .map_err(|e| respond::bad_request(&format!("bad authority {authority}: {e}")))?;
+    // No host at all (`CONNECT :443`, `http://:8080/`) is a bad request like any other request
+    // without a host, not a host the policy refuses.
+    if host.is_empty() {
+        return Err(respond::bad_request(&format!(
+            "bad authority {authority}: no host"
+        )));
+    }
     let port = port.unwrap_or(default_port);
     let Ok(host) = Host::parse(host) else {
         return Err(respond::invalid_host(host, port, protocol));

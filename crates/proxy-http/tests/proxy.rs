@@ -661,6 +661,30 @@ async fn raw_exchange(proxy: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A request without a host is a bad request (400), whatever its form: `CONNECT :443` is no
+/// exception (not a 403 `invalid_host`), and the gate is never asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_a_host_is_400() {
+    let p = proxy(limits()).await;
+    for head in [
+        &b"CONNECT :443 HTTP/1.1\r\n\r\n"[..],
+        b"CONNECT :443 HTTP/1.1\r\nHost: :443\r\n\r\n",
+        b"CONNECT :8443 HTTP/1.1\r\nHost: example.test:8443\r\n\r\n",
+        b"GET http://:8080/ HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = raw_exchange(p.addr, head).await;
+        let shown = String::from_utf8_lossy(head);
+        assert!(r.starts_with("HTTP/1.1 400"), "{shown:?}: {r}");
+        assert!(!r.contains("invalid_host"), "{shown:?}: {r}");
+        assert!(!r.contains("x-proxy-error"), "{shown:?}: {r}");
+    }
+    assert!(p.gate.seen.lock().unwrap().is_empty());
+    // A host that is there but cannot be canonicalised stays a 403 invalid_host.
+    let r = raw_exchange(p.addr, b"CONNECT a..b.test:443 HTTP/1.1\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(r.contains("\"reason\":\"invalid_host\""), "{r}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_heads_malformed_oversized_refused_and_pipelined() {
     let echo = EchoServer::start("127.0.0.1".parse().unwrap())

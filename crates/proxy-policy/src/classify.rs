@@ -37,6 +37,9 @@ pub enum LocalRange {
     Reserved,
     /// 100::/64 (discard-only).
     DiscardOnly,
+    /// 64:ff9b:1::/48, the local-use NAT64 prefix (RFC 8215): it leads into a local
+    /// translator, whatever the layout of the IPv4 address it embeds.
+    LocalUseNat64,
 }
 
 impl LocalRange {
@@ -55,6 +58,7 @@ impl LocalRange {
             LocalRange::Multicast => "multicast",
             LocalRange::Reserved => "reserved",
             LocalRange::DiscardOnly => "discard-only",
+            LocalRange::LocalUseNat64 => "local-use NAT64",
         }
     }
 }
@@ -67,13 +71,14 @@ impl fmt::Display for LocalRange {
 
 /// Classifies an address: `Some(range)` when it is local, private or special-use, `None` when
 /// it is public. IPv6 addresses that embed an IPv4 address (IPv4-mapped, IPv4-compatible,
-/// NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4 2002::/16, Teredo 2001::/32) are judged by the
-/// IPv4 address they carry.
+/// NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32) are judged by the IPv4 address they
+/// carry; the whole local-use NAT64 prefix 64:ff9b:1::/48 is local.
 ///
 /// ```
 /// use proxy_policy::{classify, LocalRange};
 /// assert_eq!(classify("127.0.0.2".parse().unwrap()), Some(LocalRange::Loopback));
 /// assert_eq!(classify("64:ff9b::10.0.0.1".parse().unwrap()), Some(LocalRange::Private));
+/// assert_eq!(classify("64:ff9b:1::8.8.8.8".parse().unwrap()), Some(LocalRange::LocalUseNat64));
 /// assert_eq!(classify("93.184.216.34".parse().unwrap()), None);
 /// ```
 pub fn classify(ip: IpAddr) -> Option<LocalRange> {
@@ -134,13 +139,6 @@ fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         out.push(v4_from(s[6], s[7]));
     }
-    // NAT64 local-use prefix 64:ff9b:1::/48 (RFC 8215): a /48 prefix keeps the IPv4 address in
-    // bits 48..64 and 72..88, around the reserved u octet (RFC 6052 §2.2).
-    if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
-        let hi = s[3];
-        let lo = ((s[4] & 0x00ff) << 8) | (s[5] >> 8);
-        out.push(v4_from(hi, lo));
-    }
     // 6to4 2002::/16: the IPv4 address follows the prefix.
     if s[0] == 0x2002 {
         out.push(v4_from(s[1], s[2]));
@@ -153,6 +151,27 @@ fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
     out
 }
 
+/// The one spelling of an address that IP deny entries and the machine's own addresses are
+/// compared in: an IPv4 address carried IPv4-mapped, IPv4-compatible (`::a.b.c.d`, not `::` or
+/// `::1`) or in the NAT64 well-known prefix 64:ff9b::/96 becomes that IPv4 address; any other
+/// address is itself.
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip else {
+        return ip;
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    if let Some(v4) = proxy_core::host::ipv4_compatible(v6) {
+        return IpAddr::V4(v4);
+    }
+    let s = v6.segments();
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return IpAddr::V4(v4_from(s[6], s[7]));
+    }
+    ip
+}
+
 fn classify_v6(ip: Ipv6Addr) -> Option<LocalRange> {
     use LocalRange as R;
     if ip.is_unspecified() {
@@ -160,6 +179,11 @@ fn classify_v6(ip: Ipv6Addr) -> Option<LocalRange> {
     }
     if ip.is_loopback() {
         return Some(R::Loopback);
+    }
+    // The local-use NAT64 prefix (RFC 8215) as a whole: its translator is local, and the
+    // layout of the embedded address depends on the prefix length it was configured with.
+    if ip.segments()[..3] == [0x64, 0xff9b, 1] {
+        return Some(R::LocalUseNat64);
     }
     if let Some(r) = embedded_v4(ip).into_iter().find_map(classify_v4) {
         return Some(r);
@@ -285,9 +309,15 @@ mod tests {
         check("64:ff9b::127.0.0.1", Some(R::Loopback));
         check("64:ff9b::192.168.1.1", Some(R::Private));
         check("64:ff9b::8.8.8.8", None);
-        // 64:ff9b:1::/48 with 10.0.0.1: 0x0a00 in bits 48..64, 0x0001 in bits 72..88.
-        check("64:ff9b:1:a00:0:100::", Some(R::Private));
-        check("64:ff9b:1:808:8:800::", None);
+        // The local-use NAT64 prefix is local whatever it embeds and however: /48 layout
+        // (8.8.8.8 around the u octet), /96 layout, and anything else inside the /48.
+        check("64:ff9b:1:a00:0:100::", Some(R::LocalUseNat64));
+        check("64:ff9b:1:808:8:800::", Some(R::LocalUseNat64));
+        check("64:ff9b:1::8.8.8.8", Some(R::LocalUseNat64));
+        check("64:ff9b:1::", Some(R::LocalUseNat64));
+        check("64:ff9b:1:ffff:ffff:ffff:ffff:ffff", Some(R::LocalUseNat64));
+        check("64:ff9b:2::8.8.8.8", None);
+        check("64:ff9b:0:1::8.8.8.8", None);
         check("2002:7f00:1::1", Some(R::Loopback));
         check("2002:c0a8:101::1", Some(R::Private));
         check("2002:808:808::1", None);

@@ -12,8 +12,14 @@
 //! then connects only to the addresses it checked.
 //!
 //! Decision order: deny list → local/private literal → allowlist → (the caller's decider, for a
-//! miss) → address check. Deny always wins; an empty allowlist denies everything; a pattern with
-//! a wildcard never admits a local target; limited mode is checked last.
+//! miss) → address check. Deny always wins, on a name's resolved addresses too; an empty
+//! allowlist denies everything; while local protection is on, a pattern with a wildcard never
+//! admits a local target; limited mode is checked last. With `allow_local_binding`, local
+//! protection is off as a whole.
+//!
+//! The machine's own addresses are local too, but only the caller knows them: it passes an
+//! [`OwnAddrs`] set beside the policy ([`Policy::evaluate_with`], [`Policy::check_addresses`]),
+//! which never reads the system itself.
 //!
 //! ```
 //! use proxy_core::{Protocol, Reason, RequestMeta, Target};
@@ -36,11 +42,13 @@
 mod classify;
 mod error;
 mod matcher;
+mod own;
 mod pattern;
 mod policy;
 
 pub use classify::{LocalRange, classify};
 pub use error::{Error, PatternError};
+pub use own::OwnAddrs;
 pub use pattern::{Pattern, PatternKind, PortRange};
 pub use policy::{Evaluation, Policy, PolicyBuilder};
 pub use proxy_core;

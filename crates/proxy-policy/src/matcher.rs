@@ -9,6 +9,7 @@ use std::sync::Arc;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use proxy_core::Host;
 
+use crate::classify::canonical_ip;
 use crate::error::Error;
 use crate::pattern::{Pattern, PatternKind};
 
@@ -41,11 +42,29 @@ pub(crate) struct Matcher {
     ips: Map<(IpAddr, Option<Box<str>>), Vec<usize>>,
     globs: GlobSet,
     glob_index: Vec<usize>,
+    /// Whether IP patterns and hosts are compared in their canonical spelling, NAT64
+    /// well-known prefix included (deny lists: a deny entry matches every spelling).
+    every_spelling: bool,
 }
 
 impl Matcher {
+    /// A matcher for an allow list: IP patterns match the address and its IPv4-mapped and
+    /// IPv4-compatible spellings.
     pub(crate) fn build(entries: Vec<Entry>) -> Result<Self, Error> {
-        let mut m = Matcher::default();
+        Self::build_with(entries, false)
+    }
+
+    /// A matcher for a deny list: IP patterns also match the NAT64 well-known-prefix spelling
+    /// (64:ff9b::a.b.c.d), whichever spelling the pattern or the host uses.
+    pub(crate) fn build_deny(entries: Vec<Entry>) -> Result<Self, Error> {
+        Self::build_with(entries, true)
+    }
+
+    fn build_with(entries: Vec<Entry>, every_spelling: bool) -> Result<Self, Error> {
+        let mut m = Matcher {
+            every_spelling,
+            ..Matcher::default()
+        };
         let mut globs = GlobSetBuilder::new();
         for (i, e) in entries.iter().enumerate() {
             match e.pattern.kind() {
@@ -59,7 +78,7 @@ impl Matcher {
                 }
                 PatternKind::Ip { addr, zone } => m
                     .ips
-                    .entry((*addr, zone.as_deref().map(Into::into)))
+                    .entry((m.spelling(*addr), zone.as_deref().map(Into::into)))
                     .or_default()
                     .push(i),
                 PatternKind::Glob {
@@ -126,6 +145,7 @@ impl Matcher {
             consider(i);
         }
         if let Some(ip) = host.policy_ip() {
+            let ip = self.spelling(ip);
             let zone = host.zone().map(Into::into);
             let scoped = zone.is_some();
             for &i in self.ips.get(&(ip, zone)).into_iter().flatten() {
@@ -166,6 +186,16 @@ impl Matcher {
             }
         }
         best.map(|i| &self.entries[i])
+    }
+}
+
+impl Matcher {
+    fn spelling(&self, ip: IpAddr) -> IpAddr {
+        if self.every_spelling {
+            canonical_ip(ip)
+        } else {
+            ip
+        }
     }
 }
 

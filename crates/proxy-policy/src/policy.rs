@@ -1,14 +1,15 @@
 //! The compiled [`Policy`] and its builder.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use ipnet::IpNet;
 use proxy_core::{Decision, Host, Mode, Protocol, Reason, RequestMeta, Rule, Target};
 
-use crate::classify::{LocalRange, classify};
+use crate::classify::classify;
 use crate::error::Error;
 use crate::matcher::{Entry, Matcher};
+use crate::own::OwnAddrs;
 use crate::pattern::Pattern;
 
 /// Collects rules; [`PolicyBuilder::build`] compiles them into a [`Policy`].
@@ -81,9 +82,10 @@ impl PolicyBuilder {
         self
     }
 
-    /// Stops judging the addresses an allowed name resolves to, so names that resolve to
-    /// local addresses pass (default off). Local *literals* still need an explicit literal
-    /// allow entry: a wildcard never admits one.
+    /// Turns local protection off as a whole (default on): local literals, `localhost` and
+    /// names resolving to local addresses (the machine's own included) are judged by the allow
+    /// and deny lists like any other target, so `*` admits `127.0.0.1`. A deny entry still
+    /// wins, on a name's resolved addresses too.
     pub fn allow_local_binding(&mut self, allow: bool) -> &mut Self {
         self.allow_local_binding = allow;
         self
@@ -127,7 +129,7 @@ impl PolicyBuilder {
         Ok(Policy {
             enabled: self.enabled,
             allow: Matcher::build(self.allow.clone())?,
-            deny: Matcher::build(self.deny.clone())?,
+            deny: Matcher::build_deny(self.deny.clone())?,
             mode: self.mode,
             allow_local_binding: self.allow_local_binding,
             treat_as_public: self.treat_as_public.clone(),
@@ -189,7 +191,7 @@ impl Evaluation {
 ///
 /// ```
 /// use proxy_core::{Protocol, Reason, RequestMeta, Target};
-/// use proxy_policy::{Evaluation, Policy};
+/// use proxy_policy::{Evaluation, OwnAddrs, Policy};
 ///
 /// let mut b = Policy::builder();
 /// b.allow("*.example.com", None)?.deny("evil.example.com", None)?;
@@ -198,7 +200,7 @@ impl Evaluation {
 /// let req = |host: &str| RequestMeta::new(Protocol::HttpsConnect, Target::parse_authority(host, 443).unwrap());
 /// // A name the policy admits must still have its addresses checked.
 /// let Evaluation::AllowIfAddressesPass { decision, .. } = policy.evaluate(&req("api.example.com")) else { panic!() };
-/// let done = policy.check_addresses(decision, &["127.0.0.1".parse().unwrap()]);
+/// let done = policy.check_addresses(decision, 443, &["127.0.0.1".parse().unwrap()], OwnAddrs::none());
 /// assert_eq!(done.reason, Some(Reason::NotAllowedLocal));
 /// // Deny wins, and a denied name is never resolved.
 /// assert_eq!(policy.evaluate(&req("evil.example.com")).decision().reason, Some(Reason::Denied));
@@ -257,19 +259,12 @@ impl Policy {
         self.deny.entries().iter().map(|e| e.pattern.as_str())
     }
 
-    /// Why a *resolved* address is refused: `Some(range)` when it is local and neither
-    /// `allow_local_binding` nor a `treat_as_public` range exempts it.
-    pub fn address_local_range(&self, ip: IpAddr) -> Option<LocalRange> {
-        if self.allow_local_binding {
-            return None;
+    /// Why a literal address is local while local protection is on: one of the machine's own
+    /// addresses (whatever `treat_as_public` says), or a local range outside `treat_as_public`.
+    fn local_address(&self, ip: IpAddr, own: &OwnAddrs) -> Option<String> {
+        if own.contains(ip) {
+            return Some(format!("{ip} is an address of this machine"));
         }
-        self.literal_local_range(ip)
-    }
-
-    /// Why a *literal* address is local: `Some(range)` unless it is public or inside a
-    /// `treat_as_public` range. `allow_local_binding` does not change this: a literal local
-    /// target is admitted only by an explicit literal allow entry, never by a wildcard.
-    fn literal_local_range(&self, ip: IpAddr) -> Option<LocalRange> {
         let canonical = ip.to_canonical();
         if self
             .treat_as_public
@@ -278,22 +273,35 @@ impl Policy {
         {
             return None;
         }
-        classify(canonical)
+        classify(canonical).map(|r| format!("{ip} is a {r} address"))
     }
 
     /// Whether a host is a local literal: `localhost`, a `*.localhost` name, or a local IP.
-    fn local_literal(&self, host: &Host) -> Option<String> {
+    fn local_literal(&self, host: &Host, own: &OwnAddrs) -> Option<String> {
         if let Some(name) = host.as_name() {
-            return (name == "localhost" || name.ends_with(".localhost"))
-                .then(|| format!("{name} is a local name"));
+            return is_localhost(name).then(|| format!("{name} is a local name"));
         }
         let ip = host.policy_ip()?;
-        self.literal_local_range(ip)
-            .map(|r| format!("{host} is a {r} address"))
+        self.local_address(ip, own).map(|why| match host.ip() {
+            // Name the host as requested when the judged address is the IPv4 it carries.
+            Some(dialed) if dialed != ip => format!("{host}: {why}"),
+            _ => why,
+        })
+    }
+
+    /// The first phase without the machine's own addresses: the same as
+    /// [`Policy::evaluate_with`] given [`OwnAddrs::none`]. Use it to judge a request for
+    /// another host, or when the caller has no address set; a proxy uses `evaluate_with`.
+    pub fn evaluate(&self, req: &RequestMeta) -> Evaluation {
+        self.evaluate_with(req, OwnAddrs::none())
     }
 
     /// The first phase: deny list → local literal → allowlist → mode. Never resolves anything.
-    pub fn evaluate(&self, req: &RequestMeta) -> Evaluation {
+    /// `own` holds the machine's own addresses: while local protection is on, a literal among
+    /// them is local (only an explicit literal allow entry admits it). With
+    /// `allow_local_binding`, local protection is off as a whole: local literals are judged by
+    /// the allow and deny lists like any other target.
+    pub fn evaluate_with(&self, req: &RequestMeta, own: &OwnAddrs) -> Evaluation {
         if !self.enabled {
             return Evaluation::Deny(Decision::deny(Reason::ProxyDisabled));
         }
@@ -304,25 +312,42 @@ impl Policy {
         if let Some(e) = self.deny.find(host, port) {
             return Evaluation::Deny(Decision::deny(Reason::Denied).with_rule(rule_of(e)));
         }
-        let local = self.local_literal(host);
+        let localhost = host.as_name().is_some_and(is_localhost);
+        if localhost {
+            // `localhost` connects to the loopback addresses without a lookup: an IP deny
+            // entry for either of them denies it, as it would a name resolving to it.
+            for ip in [
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ] {
+                if let Some(e) = self.deny.find(&Host::from_ip(ip), port) {
+                    return Evaluation::Deny(
+                        Decision::deny(Reason::Denied)
+                            .with_rule(rule_of(e))
+                            .with_detail(format!("{host} connects to {ip}")),
+                    );
+                }
+            }
+        }
+        let local = if self.allow_local_binding {
+            None
+        } else {
+            self.local_literal(host, own)
+        };
         let allowed = match &local {
             Some(why) => match self.allow.find_explicit(host, port) {
                 Some(e) => e,
                 None => {
-                    let d = match self.allow.find(host, port) {
-                        Some(e) => Decision::deny(Reason::NotAllowedLocal).with_detail(format!(
+                    let detail = match self.allow.find(host, port) {
+                        Some(e) => format!(
                             "{why}; the wildcard {} never admits a local target",
                             e.pattern
-                        )),
-                        // With local binding on, a local target is judged by the allowlist:
-                        // nothing matched it.
-                        None if self.allow_local_binding => Decision::deny(Reason::NotAllowed)
-                            .with_detail(format!("{why}; no allow pattern matched")),
-                        None => Decision::deny(Reason::NotAllowedLocal).with_detail(format!(
-                            "{why}; only an explicit literal allow entry admits it"
-                        )),
+                        ),
+                        None => format!("{why}; only an explicit literal allow entry admits it"),
                     };
-                    return Evaluation::Deny(d);
+                    return Evaluation::Deny(
+                        Decision::deny(Reason::NotAllowedLocal).with_detail(detail),
+                    );
                 }
             },
             None => match self.allow.find(host, port) {
@@ -350,9 +375,10 @@ impl Policy {
                 );
             }
         };
-        // A literal, or an explicitly allowed local name, needs no address check; a name
-        // does, unless local binding is on (then its resolved addresses are not judged).
-        if host.is_name() && local.is_none() && !self.allow_local_binding {
+        // A literal, or a `localhost` name (which connects to loopback without a lookup),
+        // needs no address check; any other name does: for local protection, and for IP deny
+        // entries, which win over the addresses a name resolves to even under local binding.
+        if host.is_name() && !localhost {
             Evaluation::AllowIfAddressesPass {
                 decision,
                 intercept,
@@ -430,19 +456,60 @@ impl Policy {
         }
     }
 
-    /// The second phase: every resolved address must pass local protection, or the name is
-    /// refused as `not_allowed_local`. An empty list is refused too (fail closed).
-    pub fn check_addresses(&self, pending: Decision, addrs: &[IpAddr]) -> Decision {
+    /// The second phase, for a name [`Policy::evaluate_with`] answered
+    /// [`Evaluation::AllowIfAddressesPass`]: `addrs` are what the name resolved to, `port` the
+    /// port requested, `own` the machine's own addresses. Deny wins on addresses too: an
+    /// address an IP deny entry matches (in any spelling, at that port) refuses the name as
+    /// `denied`, whatever else holds. Then, while local protection is on, every address must be
+    /// public or inside `treat_as_public`, and none may be one of the machine's own addresses,
+    /// or the name is refused as `not_allowed_local`. An empty list is refused (fail closed).
+    ///
+    /// ```
+    /// use proxy_core::{Protocol, Reason, RequestMeta, Target};
+    /// use proxy_policy::{Evaluation, OwnAddrs, Policy};
+    /// let mut b = Policy::builder();
+    /// b.allow("*", None)?.deny("10.0.0.1", None)?.allow_local_binding(true);
+    /// let p = b.build()?;
+    /// let meta = RequestMeta::new(Protocol::Http, Target::parse_authority("intranet.test", 80).unwrap());
+    /// let Evaluation::AllowIfAddressesPass { decision, .. } = p.evaluate(&meta) else { panic!() };
+    /// let ips = ["10.0.0.2".parse().unwrap()];
+    /// assert!(p.check_addresses(decision.clone(), 80, &ips, OwnAddrs::none()).is_allowed());
+    /// let ips = ["10.0.0.2".parse().unwrap(), "::ffff:10.0.0.1".parse().unwrap()];
+    /// let d = p.check_addresses(decision, 80, &ips, OwnAddrs::none());
+    /// assert_eq!(d.reason, Some(Reason::Denied));
+    /// # Ok::<(), proxy_policy::Error>(())
+    /// ```
+    pub fn check_addresses(
+        &self,
+        pending: Decision,
+        port: u16,
+        addrs: &[IpAddr],
+        own: &OwnAddrs,
+    ) -> Decision {
         if addrs.is_empty() {
             return Decision::deny(Reason::NotAllowedLocal)
                 .with_detail("the name has no addresses");
         }
         for &ip in addrs {
-            if let Some(range) = self.address_local_range(ip) {
+            if let Some(e) = self.deny.find(&Host::from_ip(ip), port) {
+                return Decision::deny(Reason::Denied)
+                    .with_rule(rule_of(e))
+                    .with_detail(format!("resolved to {ip}"));
+            }
+        }
+        if self.allow_local_binding {
+            return pending;
+        }
+        for &ip in addrs {
+            if let Some(why) = self.local_address(ip, own) {
                 return Decision::deny(Reason::NotAllowedLocal)
-                    .with_detail(format!("resolved to {ip}, a {range} address"));
+                    .with_detail(format!("resolved to {ip}: {why}"));
             }
         }
         pending
     }
+}
+
+fn is_localhost(name: &str) -> bool {
+    name == "localhost" || name.ends_with(".localhost")
 }

@@ -1,7 +1,8 @@
 //! Policy semantics, table-driven through one `check(rules, request, expected)` helper.
 //!
 //! Rules: space-separated `allow=P,P`, `deny=P,P`, `mode=limited`, `local` (allow_local_binding),
-//! `public=CIDR,CIDR`, `mitm` (interception available), `disabled`, `sock=/path`, `allsocks`.
+//! `public=CIDR,CIDR`, `mitm` (interception available), `disabled`, `sock=/path`, `allsocks`,
+//! `own=IP,IP` (the machine's own addresses, passed beside the policy).
 //! Request: `PROTOCOL METHOD AUTHORITY [ADDR,ADDR]` (`-` for no method; the addresses are what
 //! the name resolved to). Expected: `allow`, `resolve` (allowed if its addresses pass, no
 //! addresses given), `intercept`, or a reason's wire name, optionally `@pattern` for the rule
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use proxy_core::{Mode, Protocol, Reason, RequestMeta, Target, Verdict};
 
-use crate::{Evaluation, Policy};
+use crate::{Evaluation, OwnAddrs, Policy};
 
 fn policy(rules: &str) -> Policy {
     let mut b = Policy::builder();
@@ -48,10 +49,27 @@ fn policy(rules: &str) -> Policy {
             "allsocks" => {
                 b.allow_all_unix_sockets(true);
             }
+            "own" => {}
             other => panic!("unknown rule word {other}"),
         }
     }
     b.build().unwrap()
+}
+
+fn own(rules: &str) -> OwnAddrs {
+    rules
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("own="))
+        .flat_map(|v| v.split(','))
+        .map(|ip| ip.parse::<IpAddr>().unwrap())
+        .collect()
+}
+
+fn port_of(meta: &RequestMeta) -> u16 {
+    match &meta.target {
+        Target::Net { port, .. } => *port,
+        Target::Unix(_) => 0,
+    }
 }
 
 fn request(text: &str) -> (RequestMeta, Option<Vec<IpAddr>>) {
@@ -76,15 +94,16 @@ fn request(text: &str) -> (RequestMeta, Option<Vec<IpAddr>>) {
 #[track_caller]
 fn check(rules: &str, req: &str, expected: &str) {
     let policy = policy(rules);
+    let own = own(rules);
     let (meta, addrs) = request(req);
     let (want, want_rule) = match expected.split_once('@') {
         Some((w, r)) => (w, Some(r)),
         None => (expected, None),
     };
-    let eval = policy.evaluate(&meta);
+    let eval = policy.evaluate_with(&meta, &own);
     let (got, decision) = match (&eval, addrs) {
         (Evaluation::AllowIfAddressesPass { decision, .. }, Some(addrs)) => {
-            let d = policy.check_addresses(decision.clone(), &addrs);
+            let d = policy.check_addresses(decision.clone(), port_of(&meta), &addrs, &own);
             let name = d.reason.map_or("allow", Reason::as_str);
             (name.to_owned(), d)
         }
@@ -363,11 +382,13 @@ fn local_literals_need_an_explicit_literal() {
             &format!("https_connect CONNECT {host}"),
             "not_allowed_local",
         );
-        // Local binding does not let a wildcard admit a local literal (interface.md §2).
+        // Local binding turns local protection off as a whole (interface.md §2): the
+        // allowlist judges a local literal like any other target, and deny still wins.
+        check("allow=* local", &format!("http GET {host}"), "allow@*");
         check(
-            "allow=* local",
+            "allow=*.com local",
             &format!("http GET {host}"),
-            "not_allowed_local",
+            "not_allowed",
         );
     }
     check("allow=localhost", "http GET localhost", "allow@localhost");
@@ -483,18 +504,29 @@ fn resolved_addresses_must_all_pass() {
         "http GET example.com 2606:4700::1",
         "allow",
     );
-    // Local binding: a name's resolved addresses are not judged.
-    check("allow=example.com local", "http GET example.com", "allow");
-    check("allow=*.test local", "http GET a.test", "allow");
+    // Local binding: a name's resolved addresses are judged by the deny list only.
+    check("allow=example.com local", "http GET example.com", "resolve");
+    check(
+        "allow=example.com local",
+        "http GET example.com 127.0.0.1,10.0.0.1",
+        "allow",
+    );
+    check(
+        "allow=*.test local",
+        "http GET a.test 169.254.169.254",
+        "allow",
+    );
     // An explicitly allowlisted name that resolves locally is still refused.
     check(
         "allow=internal.example",
         "http GET internal.example 192.168.0.10",
         "not_allowed_local",
     );
-    let p = policy("allow=example.com");
-    let d = p.check_addresses(proxy_core::Decision::allow(), &[]);
-    assert_eq!(d.reason, Some(Reason::NotAllowedLocal));
+    for rules in ["allow=example.com", "allow=example.com local"] {
+        let p = policy(rules);
+        let d = p.check_addresses(proxy_core::Decision::allow(), 80, &[], OwnAddrs::none());
+        assert_eq!(d.reason, Some(Reason::NotAllowedLocal), "{rules}");
+    }
 }
 
 #[test]
@@ -726,6 +758,109 @@ proptest! {
         }
     }
 
+    /// With `allow_local_binding`, local protection is off as a whole: every spelling of a
+    /// local address is judged by the allowlist (`*` admits it), and a deny entry for the
+    /// address still wins over every spelling.
+    #[test]
+    fn local_binding_judges_every_local_spelling_by_the_lists(
+        spelling in any_local_spelling(),
+        patterns in proptest::collection::vec(prop_oneof![
+            Just("*".to_owned()),
+            Just("*.example.com".to_owned()),
+            Just("**.localhost".to_owned()),
+            Just("8.8.8.8".to_owned()),
+            Just("localhost".to_owned()),
+        ], 0..4),
+        deny: bool,
+        port in 1u16..,
+    ) {
+        let ip = proxy_core::Host::parse(&spelling).unwrap().policy_ip().unwrap();
+        let mut b = Policy::builder();
+        for w in &patterns { b.allow(w, None).unwrap(); }
+        if deny { b.deny(&ip.to_string(), None).unwrap(); }
+        b.allow_local_binding(true);
+        let p = b.build().unwrap();
+        let meta = RequestMeta::new(Protocol::Http, Target::parse_authority(&spelling, port).unwrap())
+            .with_method("GET");
+        let want = if deny {
+            Some(Reason::Denied)
+        } else if patterns.iter().any(|w| w == "*") {
+            None
+        } else {
+            Some(Reason::NotAllowed)
+        };
+        prop_assert_eq!(p.evaluate(&meta).decision().reason, want, "{}", spelling);
+    }
+
+    /// An IP deny entry wins over every address a name resolves to, in any spelling, whether
+    /// local protection is on or off and whatever `treat_as_public` says.
+    #[test]
+    fn an_ip_deny_entry_wins_over_resolved_addresses(
+        octets in any::<[u8; 4]>(),
+        style in 0u8..4,
+        others in proptest::collection::vec(any::<[u8; 4]>().prop_map(|o| IpAddr::from([8, o[1], o[2], o[3]])), 0..3),
+        local: bool, public: bool,
+    ) {
+        let v4 = std::net::Ipv4Addr::from(octets);
+        let resolved: IpAddr = match style {
+            0 => v4.into(),
+            1 => v4.to_ipv6_mapped().into(),
+            2 => v4.to_ipv6_compatible().into(),
+            _ => std::net::Ipv6Addr::from((0x0064_ff9b_u128 << 96) | u128::from(u32::from(v4))).into(),
+        };
+        prop_assume!(u32::from(v4) > 1 || style != 2);
+        let mut b = Policy::builder();
+        b.allow("*", None).unwrap().deny(&v4.to_string(), None).unwrap();
+        b.allow_local_binding(local);
+        if public { b.treat_as_public("0.0.0.0/0".parse().unwrap()).treat_as_public("::/0".parse().unwrap()); }
+        let p = b.build().unwrap();
+        let meta = RequestMeta::new(Protocol::HttpsConnect, Target::parse_authority("example.com", 443).unwrap());
+        let Evaluation::AllowIfAddressesPass { decision, .. } = p.evaluate(&meta) else { panic!("expected a pending allow") };
+        let mut all = others.clone();
+        all.push(resolved);
+        let d = p.check_addresses(decision, 443, &all, OwnAddrs::none());
+        prop_assert_eq!(d.reason, Some(Reason::Denied), "{}", resolved);
+    }
+
+    /// While local protection is on, an address of the machine is never admitted by a
+    /// wildcard, by treat_as_public or through a name, in any spelling; an explicit literal
+    /// admits it.
+    #[test]
+    fn the_machines_own_addresses_need_an_explicit_literal(
+        octets in any::<[u8; 4]>(),
+        style in 0u8..4,
+        port in 1u16..,
+    ) {
+        let v4 = std::net::Ipv4Addr::from(octets);
+        prop_assume!(u32::from(v4) > 1);
+        let own = OwnAddrs::new([IpAddr::V4(v4)]);
+        let spelling = match style {
+            0 => v4.to_string(),
+            1 => format!("[::ffff:{v4}]"),
+            2 => format!("[::{v4}]"),
+            _ => format!("[64:ff9b::{v4}]"),
+        };
+        let mut b = Policy::builder();
+        b.allow("*", None).unwrap().allow("**.example.com", None).unwrap();
+        b.treat_as_public("0.0.0.0/0".parse().unwrap()).treat_as_public("::/0".parse().unwrap());
+        let p = b.build().unwrap();
+        let meta = RequestMeta::new(Protocol::Http, Target::parse_authority(&spelling, port).unwrap())
+            .with_method("GET");
+        prop_assert_eq!(p.evaluate_with(&meta, &own).decision().reason, Some(Reason::NotAllowedLocal), "{}", spelling);
+        let name = RequestMeta::new(Protocol::Http, Target::parse_authority("a.example.com", port).unwrap());
+        let Evaluation::AllowIfAddressesPass { decision, .. } = p.evaluate_with(&name, &own) else { panic!("expected a pending allow") };
+        let resolved = proxy_core::Host::parse(&spelling).unwrap().ip().unwrap();
+        let d = p.check_addresses(decision, port, &[resolved], &own);
+        prop_assert_eq!(d.reason, Some(Reason::NotAllowedLocal), "{}", spelling);
+        if style == 0 {
+            let mut b = Policy::builder();
+            b.allow(&v4.to_string(), None).unwrap();
+            let p = b.build().unwrap();
+            let admitted = matches!(p.evaluate_with(&meta, &own), Evaluation::Allow { .. });
+            prop_assert!(admitted, "{}", spelling);
+        }
+    }
+
     #[test]
     fn an_allowed_name_never_passes_with_a_local_address(
         addrs in proptest::collection::vec(any_local_spelling(), 1..3),
@@ -741,25 +876,257 @@ proptest! {
             let host = proxy_core::Host::parse(a).unwrap();
             all.push(host.ip().unwrap());
         }
-        let d = p.check_addresses(decision, &all);
+        let d = p.check_addresses(decision, 80, &all, OwnAddrs::none());
         prop_assert_eq!(d.reason, Some(Reason::NotAllowedLocal));
     }
 }
 
 #[test]
-fn local_binding_judges_local_targets_by_the_allowlist_but_never_by_a_wildcard() {
+fn local_binding_turns_local_protection_off_as_a_whole() {
     check("local allow=10.0.0.1", "http GET 10.0.0.1", "allow");
     check("local allow=10.0.0.1", "http GET 10.0.0.2", "not_allowed");
-    check("local allow=*", "http GET 10.0.0.2", "not_allowed_local");
-    check("local allow=*", "http GET localhost", "not_allowed_local");
+    check("local allow=*", "http GET 10.0.0.2", "allow@*");
+    check("local allow=*", "http GET 127.0.0.1:8080", "allow@*");
+    check("local allow=*", "http GET 169.254.169.254", "allow@*");
+    check("local allow=*", "http GET localhost", "allow@*");
+    check("local allow=**.localhost", "http GET a.localhost", "allow");
     check("local allow=localhost", "http GET localhost", "allow");
-    // A name's resolved addresses are not judged under local binding.
-    check("local allow=*.test", "http GET a.test", "allow");
+    check("local allow=*.test", "http GET 127.0.0.1", "not_allowed");
+    // A name's resolved addresses pass unless a deny entry matches one of them.
+    check("local allow=*.test", "http GET a.test 127.0.0.1", "allow");
     check(
         "allow=*.test",
         "http GET a.test 127.0.0.1",
         "not_allowed_local",
     );
+    // The machine's own addresses are not special either.
+    check(
+        "local allow=* own=203.0.113.7",
+        "http GET 203.0.113.7",
+        "allow",
+    );
+    check(
+        "local allow=* own=203.0.113.7",
+        "http GET a.test 203.0.113.7",
+        "allow",
+    );
+    // Deny still wins: on the literal, on `localhost` (which connects to loopback), and on
+    // every address a name resolves to.
+    for host in ["127.0.0.1", "127.1", "[::ffff:127.0.0.1]", "[::127.0.0.1]"] {
+        check(
+            "local allow=* deny=127.0.0.1",
+            &format!("http GET {host}"),
+            "denied@127.0.0.1",
+        );
+    }
+    check(
+        "local allow=* deny=127.0.0.1",
+        "http GET 127.0.0.2",
+        "allow",
+    );
+    check(
+        "local allow=* deny=127.0.0.1",
+        "http GET localhost",
+        "denied@127.0.0.1",
+    );
+    check(
+        "local allow=* deny=::1",
+        "http GET foo.localhost",
+        "denied@::1",
+    );
+    check(
+        "local allow=* deny=127.0.0.1",
+        "http GET a.test 93.184.216.34,127.0.0.1",
+        "denied@127.0.0.1",
+    );
+    check(
+        "local allow=* deny=127.0.0.1:8080",
+        "http GET a.test:8080 127.0.0.1",
+        "denied",
+    );
+    check(
+        "local allow=* deny=127.0.0.1:8080",
+        "http GET a.test:8081 127.0.0.1",
+        "allow",
+    );
+    check(
+        "local allow=* deny=169.254.169.254",
+        "http GET 169.254.169.254",
+        "denied",
+    );
+}
+
+#[test]
+fn deny_wins_on_resolved_addresses() {
+    // Whatever else holds: local protection on or off, treat_as_public, an explicit name.
+    for rules in [
+        "allow=* deny=93.184.216.34",
+        "allow=* local deny=93.184.216.34",
+        "allow=a.test deny=93.184.216.34",
+        "allow=* public=93.184.216.0/24 deny=93.184.216.34",
+        "allow=* deny=[::ffff:93.184.216.34]",
+        "allow=* deny=[64:ff9b::93.184.216.34]",
+    ] {
+        for addrs in [
+            "93.184.216.34",
+            "1.1.1.1,93.184.216.34",
+            "::ffff:93.184.216.34",
+            "::93.184.216.34",
+            "64:ff9b::5db8:d822",
+            "2606:4700::1,64:ff9b::93.184.216.34",
+        ] {
+            check(rules, &format!("http GET a.test {addrs}"), "denied");
+        }
+        check(rules, "http GET a.test 1.1.1.1", "allow");
+    }
+    // Deny beats a local refusal: the reason is `denied`.
+    check(
+        "allow=* deny=10.0.0.1",
+        "http GET a.test 10.0.0.1",
+        "denied@10.0.0.1",
+    );
+    check(
+        "allow=* deny=fd00::1",
+        "http GET a.test 10.0.0.5,fd00::1",
+        "denied@fd00::1",
+    );
+}
+
+#[test]
+fn ip_deny_entries_match_every_spelling() {
+    for deny in [
+        "8.8.8.8",
+        "::ffff:8.8.8.8",
+        "[::ffff:808:808]",
+        "::8.8.8.8",
+        "64:ff9b::8.8.8.8",
+        "[64:ff9b::808:808]",
+    ] {
+        for spelling in [
+            "8.8.8.8",
+            "0x8.8.8.8",
+            "134744072",
+            "[::ffff:8.8.8.8]",
+            "[::8.8.8.8]",
+            "[64:ff9b::8.8.8.8]",
+            "[64:ff9b::808:808]",
+        ] {
+            check(
+                &format!("allow=* deny={deny}"),
+                &format!("http GET {spelling}"),
+                "denied",
+            );
+        }
+        check(&format!("allow=* deny={deny}"), "http GET 8.8.4.4", "allow");
+    }
+    // The NAT64 spelling is a deny-side equivalence only: an allow entry for the IPv4 address
+    // does not admit the NAT64 literal.
+    check(
+        "allow=8.8.8.8",
+        "http GET [64:ff9b::8.8.8.8]",
+        "not_allowed",
+    );
+}
+
+#[test]
+fn local_use_nat64_is_never_public() {
+    for host in [
+        "[64:ff9b:1::8.8.8.8]",
+        "[64:ff9b:1:808:8:800::]",
+        "[64:ff9b:1:ffff::1]",
+    ] {
+        check("allow=*", &format!("http GET {host}"), "not_allowed_local");
+    }
+    check(
+        "allow=a.test",
+        "http GET a.test 64:ff9b:1:808:8:800::",
+        "not_allowed_local",
+    );
+    check(
+        "allow=64:ff9b:1::8.8.8.8",
+        "http GET [64:ff9b:1::8.8.8.8]",
+        "allow",
+    );
+}
+
+#[test]
+fn the_machines_own_addresses_are_local() {
+    let mine = "own=203.0.113.7,2001:db8:1::7,93.184.216.34";
+    for host in [
+        "203.0.113.7",
+        "[::ffff:203.0.113.7]",
+        "[::203.0.113.7]",
+        "[64:ff9b::203.0.113.7]",
+        "[2001:db8:1::7]",
+        "93.184.216.34",
+    ] {
+        // Not by a wildcard, not by treat_as_public.
+        check(
+            &format!("allow=* {mine}"),
+            &format!("http GET {host}"),
+            "not_allowed_local",
+        );
+        check(
+            &format!("allow=* public=0.0.0.0/0,::/0 {mine}"),
+            &format!("http GET {host}"),
+            "not_allowed_local",
+        );
+    }
+    // Not by a name's resolution, even an explicitly allowed name, even treat_as_public.
+    for addrs in [
+        "203.0.113.7",
+        "1.1.1.1,93.184.216.34",
+        "::ffff:93.184.216.34",
+        "2001:db8:1::7",
+    ] {
+        for rules in [
+            "allow=* public=203.0.113.0/24,2001:db8::/32",
+            "allow=a.test public=0.0.0.0/0,::/0",
+        ] {
+            check(
+                &format!("{rules} {mine}"),
+                &format!("http GET a.test {addrs}"),
+                "not_allowed_local",
+            );
+        }
+    }
+    // Only an explicit literal admits one.
+    check(
+        &format!("allow=203.0.113.7 {mine}"),
+        "http GET 203.0.113.7",
+        "allow@203.0.113.7",
+    );
+    check(
+        &format!("allow=[2001:db8:1::7]:8080 {mine}"),
+        "http GET [2001:db8:1::7]:8080",
+        "allow",
+    );
+    // Other addresses of the same ranges keep their usual treatment.
+    check(
+        &format!("allow=* public=203.0.113.0/24 {mine}"),
+        "http GET 203.0.113.8",
+        "allow",
+    );
+    check(
+        &format!("allow=* {mine}"),
+        "http GET a.test 93.184.216.35",
+        "allow",
+    );
+    let p = policy("allow=*");
+    let (meta, _) = request("http GET 93.184.216.34");
+    let d = p
+        .evaluate_with(&meta, &own("own=93.184.216.34"))
+        .decision()
+        .clone();
+    assert!(
+        d.detail
+            .as_deref()
+            .unwrap()
+            .contains("address of this machine"),
+        "{d:?}"
+    );
+    // Without the set, the same policy judges the address as public.
+    assert!(matches!(p.evaluate(&meta), Evaluation::Allow { .. }));
 }
 
 #[test]

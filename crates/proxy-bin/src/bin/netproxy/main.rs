@@ -282,7 +282,15 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let mut report = explain(&policy, &req);
+    // The machine's own addresses, as the gate of `serve` would judge them (one dump).
+    let own = match netproxy::own_addrs::dump() {
+        Ok(own) => own,
+        Err(e) => {
+            eprintln!("netproxy check: cannot list the machine's own addresses: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut report = explain(&policy, &req, &own);
     if report.addresses_checked_at_connect && !args.no_resolve {
         let resolver = match netproxy::resolve::Resolver::new(
             config.dns_nameservers().as_deref(),
@@ -299,7 +307,12 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        runtime.block_on(netproxy::check::resolve(&mut report, &policy, &resolver));
+        runtime.block_on(netproxy::check::resolve(
+            &mut report,
+            &policy,
+            &resolver,
+            &own,
+        ));
     }
     if args.json {
         let text = serde_json::to_string_pretty(&report.to_json()).context("rendering JSON")?;
