@@ -195,7 +195,11 @@ mod tests {
             vec!["127.0.0.2".parse().unwrap()],
             &Decision::allow(),
         );
-        assert!(leases.rejudge(&policy(&["public.test"], &[]), OwnAddrs::none()).is_empty());
+        assert!(
+            leases
+                .rejudge(&policy(&["public.test"], &[]), OwnAddrs::none())
+                .is_empty()
+        );
         // Without treat_as_public, the address it connected to is local.
         let mut b = Policy::builder();
         b.allow("public.test", None).unwrap();
