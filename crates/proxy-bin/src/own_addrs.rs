@@ -150,6 +150,7 @@ pub fn dump() -> io::Result<OwnAddrs> {
 #[derive(Debug)]
 pub struct OwnAddrsWatch {
     shared: SharedOwnAddrs,
+    changed: Arc<tokio::sync::Notify>,
     task: tokio::task::AbortHandle,
 }
 
@@ -166,13 +167,25 @@ impl OwnAddrsWatch {
             .bind(&SocketAddr::new(0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))?;
         let keys = dump_keys()?;
         let shared: SharedOwnAddrs = Arc::new(ArcSwap::from_pointee(publish(&keys)));
-        let task = tokio::spawn(watch(socket, keys, shared.clone())).abort_handle();
-        Ok(Self { shared, task })
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let task =
+            tokio::spawn(watch(socket, keys, shared.clone(), changed.clone())).abort_handle();
+        Ok(Self {
+            shared,
+            changed,
+            task,
+        })
     }
 
     /// The live set, for the gate.
     pub fn shared(&self) -> SharedOwnAddrs {
         self.shared.clone()
+    }
+
+    /// Notified (one stored permit) after each change of the set: open connections are then
+    /// judged again.
+    pub fn changed(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
     }
 }
 
@@ -182,7 +195,12 @@ impl Drop for OwnAddrsWatch {
     }
 }
 
-async fn watch(socket: TokioSocket, mut keys: HashSet<Key>, shared: SharedOwnAddrs) {
+async fn watch(
+    socket: TokioSocket,
+    mut keys: HashSet<Key>,
+    shared: SharedOwnAddrs,
+    notify: Arc<tokio::sync::Notify>,
+) {
     loop {
         let buf = match socket.recv_from_full().await {
             Ok((buf, _)) => buf,
@@ -192,6 +210,7 @@ async fn watch(socket: TokioSocket, mut keys: HashSet<Key>, shared: SharedOwnAdd
                     Ok(Ok(fresh)) => {
                         keys = fresh;
                         shared.store(Arc::new(publish(&keys)));
+                        notify.notify_one();
                     }
                     Ok(Err(e)) => tracing::error!(error = %e, "own addresses: the dump failed"),
                     Err(e) => tracing::error!(error = %e, "own addresses: the dump failed"),
@@ -218,6 +237,7 @@ async fn watch(socket: TokioSocket, mut keys: HashSet<Key>, shared: SharedOwnAdd
             let own = publish(&keys);
             tracing::debug!(addresses = own.len(), "own addresses changed");
             shared.store(Arc::new(own));
+            notify.notify_one();
         }
     }
 }

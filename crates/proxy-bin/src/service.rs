@@ -94,6 +94,8 @@ pub struct Service {
     upstream_warnings: Vec<String>,
     /// Keeps the gate's own-address set current while the service lives.
     _own_watch: Option<OwnAddrsWatch>,
+    /// The task that judges open connections again when the own-address set changes.
+    _rejudge_on_own_change: Option<AbortOnDrop>,
 }
 
 fn limits_of(config: &Config) -> Limits {
@@ -202,6 +204,17 @@ impl Service {
                 .with_metrics(metrics.clone())
                 .with_own_addrs(own),
         );
+        // A new own address makes open connections to it local: they are judged again.
+        let rejudge = own_watch.as_ref().map(|w| {
+            let (changed, gate, state) = (w.changed(), gate.clone(), state.clone());
+            tokio::spawn(async move {
+                loop {
+                    changed.notified().await;
+                    gate.revoke_disallowed(&state.load_full());
+                }
+            })
+            .abort_handle()
+        });
         let socks_stats = Arc::new(proxy_io::Stats::default());
         metrics.add_front_end("http", limits.stats.clone());
         metrics.add_front_end("socks5", socks_stats.clone());
@@ -220,6 +233,7 @@ impl Service {
             otlp,
             upstream_warnings,
             _own_watch: own_watch,
+            _rejudge_on_own_change: rejudge.map(AbortOnDrop),
         })
     }
 
@@ -461,5 +475,15 @@ fn network(runtime: &mut toml::Table) -> &mut toml::Table {
     match net {
         toml::Value::Table(t) => t,
         _ => unreachable!("replaced by a table above"),
+    }
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

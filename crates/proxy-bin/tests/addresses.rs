@@ -464,3 +464,91 @@ fn an_address_added_to_lo_while_running_is_local() {
     wait_for(literal, Some("allow"));
     assert_eq!(check(name)["decision"], "allow");
 }
+
+/// An open tunnel to an address that becomes one of the machine's own while it is open is
+/// closed (revoked, `not_allowed_local`): `treat_as_public` admitted 127.0.0.2 while it was not
+/// an address of an interface; adding it to `lo` makes it local.
+#[test]
+fn a_tunnel_to_an_address_that_becomes_the_machines_own_is_closed() {
+    let Some(ns) = Netns::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let s = serve(
+        &ns.enter(),
+        &[
+            "--allow",
+            "*",
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "-c",
+            &format!("audit_log={:?}", audit.to_string_lossy()),
+        ],
+        "",
+    );
+    // Inside the namespace: an echo server on 127.0.0.2, a CONNECT tunnel to it through the
+    // proxy; after a line on stdin, whether the proxy closes the tunnel.
+    let script = r#"
+import socket, sys, threading
+srv = socket.socket(); srv.bind(("127.0.0.2", 0)); srv.listen(4)
+port = srv.getsockname()[1]
+def echo():
+    while True:
+        c, _ = srv.accept()
+        def one(c=c):
+            while True:
+                d = c.recv(4096)
+                if not d: break
+                c.sendall(d)
+        threading.Thread(target=one, daemon=True).start()
+threading.Thread(target=echo, daemon=True).start()
+host, p = sys.argv[1].rsplit(":", 1)
+t = socket.create_connection((host, int(p)))
+t.sendall(f"CONNECT 127.0.0.2:{port} HTTP/1.1\r\nHost: 127.0.0.2:{port}\r\n\r\n".encode())
+head = b""
+while not head.endswith(b"\r\n\r\n"):
+    head += t.recv(1)
+assert head.startswith(b"HTTP/1.1 200"), head
+t.sendall(b"ping"); assert t.recv(4) == b"ping"
+print("ready", flush=True)
+sys.stdin.readline()
+t.settimeout(10)
+try:
+    print("closed" if t.recv(16) == b"" else "open", flush=True)
+except socket.timeout:
+    print("open", flush=True)
+except ConnectionError:
+    print("closed", flush=True)
+"#;
+    let mut py = ns
+        .command("python3")
+        .args(["-c", script, &s.http])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let added = ns.run(&["ip", "addr", "add", "127.0.0.2/32", "dev", "lo"]);
+    assert_eq!(added.0, 0, "ip addr add: {}", added.2);
+    std::io::Write::write_all(py.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = py.wait();
+    assert_eq!(line.trim(), "closed", "the tunnel stayed open");
+    let begin = Instant::now();
+    let revoked = loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("network.policy.revoked")) {
+            break json(l);
+        }
+        assert!(
+            begin.elapsed() < Duration::from_secs(30),
+            "no revocation: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(revoked["network.policy.reason"], "not_allowed_local");
+    assert_eq!(revoked["server.address"], "127.0.0.2");
+}
