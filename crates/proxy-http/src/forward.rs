@@ -105,21 +105,22 @@ where
                 tracker.spawn(async move {
                     let _permit = permit;
                     let (up, down) =
-                        proxy_io::tunnel_tcp_until(client, upstream, idle, lease.revoked()).await;
+                        proxy_io::tunnel_tcp_until(client, upstream, idle, || lease.revoked())
+                            .await;
                     open.closed(up, down);
                     tracing::debug!(client = %peer, up, down, "tunnel closed");
                 });
                 return;
             }
             Ends::Client(client, upstream) => {
-                let (up, down) = tunnel_until(client, upstream, idle, lease.revoked()).await;
+                let (up, down) = tunnel_until(client, upstream, idle, || lease.revoked()).await;
                 open.closed(up, down);
                 tracing::debug!(client = %peer, up, down, "tunnel closed");
                 permit
             }
             Ends::Upgraded(upgraded, upstream) => {
                 let (up, down) =
-                    tunnel_until(TokioIo::new(upgraded), upstream, idle, lease.revoked()).await;
+                    tunnel_until(TokioIo::new(upgraded), upstream, idle, || lease.revoked()).await;
                 open.closed(up, down);
                 tracing::debug!(client = %peer, up, down, "tunnel closed");
                 permit
@@ -345,7 +346,8 @@ where
             match tokio::join!(client_upgrade, upstream_upgrade) {
                 (Ok(c), Ok(u)) => {
                     let (up, down) =
-                        tunnel_until(TokioIo::new(c), TokioIo::new(u), idle, lease.revoked()).await;
+                        tunnel_until(TokioIo::new(c), TokioIo::new(u), idle, || lease.revoked())
+                            .await;
                     open.closed(up, down);
                 }
                 (c, u) => tracing::debug!(

@@ -8,6 +8,7 @@
 //! therefore holds no large buffer at all.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,9 +46,6 @@ struct Activity {
     last_ms: AtomicU64,
     /// Set by the first direction to end.
     one_ended: std::sync::atomic::AtomicBool,
-    /// Bytes copied a → b and b → a.
-    up: AtomicU64,
-    down: AtomicU64,
 }
 
 impl Activity {
@@ -62,13 +60,23 @@ impl Activity {
     }
 }
 
-async fn pump<R, W>(mut from: R, mut to: W, idle: Duration, activity: &Activity, total: &AtomicU64)
+/// Copies `from` to `to` until EOF, an error, the idle timeout, or `stop` (then without the
+/// half-close: the caller drops both ends).
+async fn pump<R, W, S>(
+    mut from: R,
+    mut to: W,
+    idle: Duration,
+    activity: &Activity,
+    mut stop: Pin<&mut S>,
+) -> u64
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    S: Future<Output = ()>,
 {
     let mut small = [0u8; SMALL];
     let mut large: Option<Box<[u8]>> = None;
+    let mut total = 0u64;
     // One timer per direction, re-armed only when it fires: bytes moving do not touch it.
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
@@ -93,12 +101,18 @@ where
                 deadline.as_mut().reset(tokio::time::Instant::now() + (idle - quiet));
                 continue;
             }
+            () = stop.as_mut() => {
+                if let Some(b) = large.take() {
+                    give_back(b);
+                }
+                return total;
+            }
         };
         match read {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 activity.touch();
-                total.fetch_add(n as u64, Ordering::Relaxed);
+                total += n as u64;
                 let buf: &[u8] = match large.as_ref() {
                     Some(b) => b,
                     None => &small,
@@ -125,6 +139,7 @@ where
     if !activity.one_ended.swap(true, Ordering::AcqRel) {
         let _ = to.shutdown().await;
     }
+    total
 }
 
 fn activity() -> Activity {
@@ -132,8 +147,6 @@ fn activity() -> Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
         one_ended: std::sync::atomic::AtomicBool::new(false),
-        up: AtomicU64::new(0),
-        down: AtomicU64::new(0),
     }
 }
 
@@ -144,66 +157,54 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    tunnel_until(a, b, idle, std::future::pending()).await
+    tunnel_until(a, b, idle, std::future::pending::<()>).await
 }
 
-/// [`tunnel`], cut short when `stop` completes (the policy revoked it): both ends are then
-/// dropped, which closes them. Returns the bytes copied until then.
-pub async fn tunnel_until<A, B>(
-    a: A,
-    b: B,
-    idle: Duration,
-    stop: impl Future<Output = ()>,
-) -> (u64, u64)
+/// [`tunnel`], cut short when a future made by `stop` completes (the policy revoked the
+/// tunnel): `stop` is called once per direction, and each direction ends when its future does;
+/// both ends are then dropped, which closes them. Returns the bytes copied until then.
+pub async fn tunnel_until<A, B, F, S>(a: A, b: B, idle: Duration, stop: F) -> (u64, u64)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
+    F: Fn() -> S,
+    S: Future<Output = ()>,
 {
     let activity = activity();
     let (ar, aw) = tokio::io::split(a);
     let (br, bw) = tokio::io::split(b);
-    let up = pump(ar, bw, idle, &activity, &activity.up);
-    let down = pump(br, aw, idle, &activity, &activity.down);
-    until(async { tokio::join!(up, down) }, stop, &activity).await
+    let (stop_up, stop_down) = (stop(), stop());
+    tokio::pin!(stop_up, stop_down);
+    let up = pump(ar, bw, idle, &activity, stop_up);
+    let down = pump(br, aw, idle, &activity, stop_down);
+    tokio::join!(up, down)
 }
 
 /// [`tunnel`] between two TCP sockets, whose borrowed halves need neither a lock nor an
 /// allocation.
 pub async fn tunnel_tcp(a: TcpStream, b: TcpStream, idle: Duration) -> (u64, u64) {
-    tunnel_tcp_until(a, b, idle, std::future::pending()).await
+    tunnel_tcp_until(a, b, idle, std::future::pending::<()>).await
 }
 
-/// [`tunnel_tcp`], cut short when `stop` completes (the policy revoked it): both sockets are
-/// then closed. Returns the bytes copied until then.
-pub async fn tunnel_tcp_until(
+/// [`tunnel_tcp`], cut short like [`tunnel_until`] when a future made by `stop` completes.
+pub async fn tunnel_tcp_until<F, S>(
     mut a: TcpStream,
     mut b: TcpStream,
     idle: Duration,
-    stop: impl Future<Output = ()>,
-) -> (u64, u64) {
+    stop: F,
+) -> (u64, u64)
+where
+    F: Fn() -> S,
+    S: Future<Output = ()>,
+{
     let activity = activity();
     let (ar, aw) = a.split();
     let (br, bw) = b.split();
-    let up = pump(ar, bw, idle, &activity, &activity.up);
-    let down = pump(br, aw, idle, &activity, &activity.down);
-    until(async { tokio::join!(up, down) }, stop, &activity).await
-}
-
-/// The tunnel's result, or the bytes counted so far when `stop` completes first.
-async fn until(
-    tunnel: impl Future<Output = ((), ())>,
-    stop: impl Future<Output = ()>,
-    activity: &Activity,
-) -> (u64, u64) {
-    tokio::select! {
-        biased;
-        _ = tunnel => {}
-        () = stop => {}
-    }
-    (
-        activity.up.load(Ordering::Relaxed),
-        activity.down.load(Ordering::Relaxed),
-    )
+    let (stop_up, stop_down) = (stop(), stop());
+    tokio::pin!(stop_up, stop_down);
+    let up = pump(ar, bw, idle, &activity, stop_up);
+    let down = pump(br, aw, idle, &activity, stop_down);
+    tokio::join!(up, down)
 }
 
 /// The connection as a `TcpStream`, when that is what it is; `Err(Some(conn))` otherwise.
@@ -248,20 +249,23 @@ mod tests {
     async fn a_stopped_tunnel_closes_both_ends_and_counts_what_moved() {
         let (mut a_client, a_proxy) = tokio::io::duplex(1024);
         let (b_proxy, mut b_server) = tokio::io::duplex(1024);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let t = tokio::spawn(tunnel_until(
             a_proxy,
             b_proxy,
             Duration::from_secs(60),
-            async move {
-                let _ = stop_rx.await;
+            move || {
+                let mut rx = stop_rx.clone();
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                }
             },
         ));
         a_client.write_all(b"hello").await.unwrap();
         let mut got = [0u8; 5];
         b_server.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"hello");
-        stop_tx.send(()).unwrap();
+        stop_tx.send(true).unwrap();
         let counted = tokio::time::timeout(Duration::from_secs(10), t)
             .await
             .expect("the stopped tunnel ended")

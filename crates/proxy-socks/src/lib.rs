@@ -226,8 +226,10 @@ async fn serve<G, D>(
     tracker.spawn(async move {
         let _permit = permit;
         let (up, down) = match proxy_io::into_tcp(upstream) {
-            Ok(tcp) => proxy_io::tunnel_tcp_until(client, tcp, idle, lease.revoked()).await,
-            Err(Some(other)) => proxy_io::tunnel_until(client, other, idle, lease.revoked()).await,
+            Ok(tcp) => proxy_io::tunnel_tcp_until(client, tcp, idle, || lease.revoked()).await,
+            Err(Some(other)) => {
+                proxy_io::tunnel_until(client, other, idle, || lease.revoked()).await
+            }
             Err(None) => return,
         };
         open.closed(up, down);
