@@ -68,6 +68,7 @@ impl Dialer for TcpDialer {
                 proxy,
                 authority,
                 connect,
+                ..
             } => (proxy, connect.then_some(authority.as_str())),
             Via::Unix(socket) => {
                 return Err(Failure::new(

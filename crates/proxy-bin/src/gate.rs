@@ -226,6 +226,7 @@ impl PolicyGate {
         meta: &RequestMeta,
         host: &Host,
         port: u16,
+        checked: &[SocketAddr],
         snap: &Snapshot,
     ) -> Result<Option<Via>, Failure> {
         if !snap.config.allow_upstream_proxy() {
@@ -261,6 +262,7 @@ impl PolicyGate {
             proxy,
             authority: format!("{}:{port}", host.to_uri_host()),
             connect: meta.protocol != proxy_core::Protocol::Http,
+            checked: checked.iter().map(SocketAddr::ip).collect(),
         }))
     }
 
@@ -509,7 +511,7 @@ impl Gate for PolicyGate {
     fn hold(&self, meta: &RequestMeta, route: &Route) -> Lease {
         let addrs = match &route.via {
             Via::Direct(addrs) => addrs.iter().map(SocketAddr::ip).collect(),
-            Via::UpstreamProxy { .. } => Vec::new(),
+            Via::UpstreamProxy { checked, .. } => checked.clone(),
             // A unix socket's permission is not re-judged here.
             Via::Unix(..) => return Lease::none(),
         };
@@ -567,7 +569,7 @@ impl Gate for PolicyGate {
             .await
         {
             Ok((addrs, decision)) => {
-                let via = match self.via_upstream(meta, host, port, &snap).await {
+                let via = match self.via_upstream(meta, host, port, &addrs, &snap).await {
                     Ok(Some(via)) => via,
                     Ok(None) => Via::Direct(addrs),
                     Err(failure) => return self.fail(meta, &snap, failure),

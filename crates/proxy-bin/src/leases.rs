@@ -20,8 +20,8 @@ use proxy_policy::{Evaluation, OwnAddrs, Policy};
 #[derive(Debug)]
 struct Held {
     meta: RequestMeta,
-    /// The target's addresses the gate checked and the connection went to (empty through an
-    /// upstream proxy, whose own address is what was connected).
+    /// The target's addresses the gate checked: the ones the connection went to, or, through
+    /// an upstream proxy, the ones it checked before chaining.
     addrs: Vec<IpAddr>,
     /// Admitted by the decider after an allowlist miss: a later allowlist miss keeps it.
     by_decider: bool,

@@ -100,10 +100,15 @@ fn config_text(dir: &Path, treat_as_public: bool) -> String {
 }
 
 fn start(dns: &DnsServer) -> Serve {
+    start_with(dns, |dir| config_text(dir, true), &[])
+}
+
+/// `netproxy serve` with the config `config(dir)` and `env` added to an empty environment.
+fn start_with(dns: &DnsServer, config: impl Fn(&Path) -> String, env: &[(&str, &str)]) -> Serve {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready.json");
     let cfg = dir.path().join("netproxy.toml");
-    std::fs::write(&cfg, config_text(dir.path(), true)).unwrap();
+    std::fs::write(&cfg, config(dir.path())).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_netproxy"))
         .args(["serve", "--http", "127.0.0.1:0", "--socks", "127.0.0.1:0"])
         .args(["--admin", "127.0.0.1:0", "--ready-file"])
@@ -114,6 +119,7 @@ fn start(dns: &DnsServer) -> Serve {
         .env_clear()
         .env("NETPROXY_HOME", dir.path().join("home"))
         .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -451,4 +457,60 @@ async fn a_narrower_policy_drops_a_udp_associations_verdict() {
     assert_eq!(udp.len(), 1, "{revoked:?}");
     assert_eq!(udp[0]["network.policy.reason"], "denied");
     drop(control);
+}
+
+/// A tunnel chained through an upstream proxy is judged by the target's addresses the gate
+/// checked, like a direct one: an IP deny entry for them closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_through_an_upstream_proxy_is_judged_by_the_targets_addresses() {
+    let dns = DnsServer::start().await.unwrap();
+    let echo = EchoServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .await
+        .unwrap();
+    dns.set(
+        "svc.test",
+        Answer::Addrs(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
+    );
+    let config = |dir: &Path| {
+        format!(
+            "[network]\nallow_local_binding = true\naudit_log = {:?}\n\
+             admin_token = \"revoke-test-token\"\n[network.domains]\n\"svc.test\" = \"allow\"\n",
+            dir.join("audit.jsonl").to_string_lossy()
+        )
+    };
+    let upstream = start_with(&dns, config, &[]);
+    let proxy_url = format!("http://{}", upstream.http);
+    let serve = start_with(
+        &dns,
+        config,
+        &[
+            ("HTTPS_PROXY", proxy_url.as_str()),
+            ("HTTP_PROXY", proxy_url.as_str()),
+        ],
+    );
+    let authority = format!("svc.test:{}", echo.addr().port());
+    let mut tunnel = connect_tunnel(serve.http, &authority).await;
+    assert!(echoes(&mut tunnel).await);
+    // It went through the upstream: the upstream recorded the CONNECT too.
+    let begin = Instant::now();
+    loop {
+        let upstream_saw = std::fs::read_to_string(upstream.audit()).unwrap_or_default();
+        if upstream_saw.contains("\"svc.test\"") {
+            break;
+        }
+        assert!(
+            begin.elapsed() < CLOSED_WITHIN,
+            "not through the upstream: {upstream_saw}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, body) = serve
+        .admin("POST", "/domains", r#"{"deny":["127.0.0.1"]}"#)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(closed(&mut tunnel).await, "the chained tunnel stayed open");
+    let revoked = serve.wait_revocations(1);
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(revoked[0]["network.policy.reason"], "denied");
+    assert_eq!(revoked[0]["server.address"], "svc.test");
 }

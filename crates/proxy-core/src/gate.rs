@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 #[cfg(unix)]
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -22,6 +22,7 @@ use crate::target::RequestMeta;
 ///     proxy: vec!["127.0.0.1:3129".parse().unwrap()],
 ///     authority: "example.com:443".into(),
 ///     connect: true,
+///     checked: vec!["127.0.0.2".parse().unwrap()],
 /// };
 /// assert!(matches!(via, Via::UpstreamProxy { .. }));
 /// ```
@@ -38,6 +39,9 @@ pub enum Via {
         /// True when the dialer opens a `CONNECT` tunnel through the upstream (tunnels);
         /// false when the front-end sends the request itself in absolute form (plain HTTP).
         connect: bool,
+        /// The target's addresses the gate resolved and checked (the upstream proxy resolves
+        /// the name again on its own): what a narrower policy judges the connection by.
+        checked: Vec<IpAddr>,
     },
     /// Over a unix socket: the very socket the gate opened and checked, never a path to open
     /// again.
