@@ -126,7 +126,7 @@ fn v4_from(hi: u16, lo: u16) -> Ipv4Addr {
 }
 
 /// The IPv4 addresses an IPv6 address carries, by the transition mechanisms netproxy knows.
-fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+pub(crate) fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
     let s = ip.segments();
     let mut out = Vec::new();
     if let Some(v4) = ip.to_ipv4_mapped() {

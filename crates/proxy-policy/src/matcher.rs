@@ -156,6 +156,17 @@ impl Matcher {
                     consider(i);
                 }
             }
+            // A deny entry for an IPv4 address also matches the IPv6 addresses that carry it
+            // (6to4, Teredo): they reach it through a relay.
+            if self.every_spelling
+                && let IpAddr::V6(v6) = ip
+            {
+                for v4 in crate::classify::embedded_v4(v6) {
+                    for &i in self.ips.get(&(IpAddr::V4(v4), None)).into_iter().flatten() {
+                        consider(i);
+                    }
+                }
+            }
             return best.map(|i| &self.entries[i]);
         }
         let Some(name) = host.as_name() else {

@@ -1010,6 +1010,9 @@ fn ip_deny_entries_match_every_spelling() {
             "[::8.8.8.8]",
             "[64:ff9b::8.8.8.8]",
             "[64:ff9b::808:808]",
+            // 6to4, and Teredo (client address stored inverted).
+            "[2002:808:808::1]",
+            "[2001:0:4136:e378:8000:63bf:f7f7:f7f7]",
         ] {
             check(
                 &format!("allow=* deny={deny}"),
