@@ -20,7 +20,9 @@ pub(crate) fn empty() -> Body {
 }
 
 pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(full(value.to_string()));
+    let mut text = value.to_string();
+    text.push('\n');
+    let mut r = Response::new(full(text));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -49,7 +51,17 @@ pub(crate) fn blocked(decision: &Decision, meta: &RequestMeta) -> Response<Body>
         r.headers_mut()
             .insert("x-proxy-error", HeaderValue::from_static(v));
     }
+    name_the_block(&mut r, reason);
     r
+}
+
+/// The status line of a refusal names netproxy and the reason (`403 Blocked by netproxy
+/// (not_allowed)`), which clients such as Python and wget print (interface.md §4).
+fn name_the_block(r: &mut Response<Body>, reason: Reason) {
+    let phrase = format!("Blocked by netproxy ({})", reason.as_str());
+    if let Ok(p) = hyper::ext::ReasonPhrase::try_from(phrase.into_bytes()) {
+        r.extensions_mut().insert(p);
+    }
 }
 
 /// A refusal for a host that cannot be canonicalised: 403 `invalid_host`.
@@ -70,6 +82,7 @@ pub(crate) fn invalid_host(raw: &str, port: u16, protocol: proxy_core::Protocol)
         r.headers_mut()
             .insert("x-proxy-error", HeaderValue::from_static(v));
     }
+    name_the_block(&mut r, reason);
     r
 }
 

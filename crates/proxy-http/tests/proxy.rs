@@ -256,8 +256,33 @@ async fn refusals_and_failures_on_the_wire() {
     let mut out = Vec::new();
     c.read_to_end(&mut out).await.unwrap();
     let out = String::from_utf8_lossy(&out);
-    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 403 Blocked by netproxy (invalid_host)\r\n"),
+        "{out}"
+    );
     assert!(out.contains("\"reason\":\"invalid_host\""), "{out}");
+    // The status line names netproxy and the reason, for a request and for a CONNECT; the
+    // JSON body ends with a newline.
+    for head in [
+        &b"GET http://evil.test/ HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n"[..],
+        b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n",
+    ] {
+        let r = raw_exchange(p.addr, head).await;
+        assert!(
+            r.starts_with("HTTP/1.1 403 Blocked by netproxy (denied)\r\n"),
+            "{r}"
+        );
+        assert!(r.ends_with("}\n"), "{r:?}");
+    }
+    let r = raw_exchange(
+        p.addr,
+        b"GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 403 Blocked by netproxy (not_allowed)\r\n"),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
