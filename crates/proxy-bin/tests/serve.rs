@@ -1324,7 +1324,7 @@ async fn an_unrelated_admin_change_does_not_re_resolve_an_allowed_socket() {
     assert_eq!(wait_exit(&mut s.child, Duration::from_secs(10)), 0);
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut s.child.stderr.take().unwrap(), &mut stderr).unwrap();
-    let kept = std::fs::canonicalize(&allowed.parent().unwrap().parent().unwrap())
+    let kept = std::fs::canonicalize(allowed.parent().unwrap().parent().unwrap())
         .unwrap()
         .join("d")
         .join("allowed.sock");
