@@ -33,16 +33,18 @@ pub struct Snapshot {
     pub config: Config,
     /// The policy compiled from it.
     pub policy: Policy,
-    /// Each allowed unix socket entry (as written) with its canonical path, resolved when the
-    /// snapshot was built ([`Snapshot::new`]): the socket a request may reach through that entry
-    /// is the one at the canonical path, which must still be a socket and not a symlink.
+    /// Each allowed unix socket entry (as written) with its canonical path, resolved once: when
+    /// the service started ([`Snapshot::new`]) or when the entry first appeared in the config
+    /// ([`Snapshot::renewed`]). The socket a request may reach through that entry is the one at
+    /// the canonical path, which must still resolve with no symlink in any component.
     pub unix_sockets: Vec<(String, PathBuf)>,
 }
 
 impl Snapshot {
     /// A snapshot of `config` and its `policy`, resolving each allowed unix socket entry to its
     /// canonical path now (the policy itself never touches the filesystem). An entry that does
-    /// not exist yet keeps its folder's canonical path and its own name, or is kept as written.
+    /// not exist yet keeps the canonical path of its nearest existing folder and the rest of
+    /// its path as written.
     pub fn new(config: Config, policy: Policy) -> Self {
         let unix_sockets = policy
             .unix_socket_paths()
@@ -55,6 +57,40 @@ impl Snapshot {
         }
     }
 
+    /// The snapshot that follows `previous` (a reload or an admin change): an allowed unix
+    /// socket entry that `previous` already had, written the same, keeps the canonical path it
+    /// was resolved to then; only an entry new to the config is resolved now. Re-resolving on
+    /// every change would let whoever can swap a folder of an allowed path for a symlink
+    /// re-point the entry at the next unrelated change. Returns a warning for each kept entry
+    /// that would now resolve elsewhere (to re-point an entry, restart the service).
+    pub fn renewed(config: Config, policy: Policy, previous: &Snapshot) -> (Self, Vec<String>) {
+        let mut warnings = Vec::new();
+        let unix_sockets = policy
+            .unix_socket_paths()
+            .map(|entry| {
+                let now = canonical_entry(Path::new(entry));
+                let Some(kept) = previous.canonical_unix_socket(entry) else {
+                    return (entry.to_owned(), now);
+                };
+                if kept != now {
+                    warnings.push(format!(
+                        "unix socket {entry:?} now resolves to {}; it stays resolved to {} \
+                         (restart netproxy to re-point it)",
+                        now.display(),
+                        kept.display()
+                    ));
+                }
+                (entry.to_owned(), kept.to_path_buf())
+            })
+            .collect();
+        let snap = Self {
+            config,
+            policy,
+            unix_sockets,
+        };
+        (snap, warnings)
+    }
+
     /// The canonical path of an allowed unix socket entry.
     fn canonical_unix_socket(&self, entry: &str) -> Option<&Path> {
         self.unix_sockets
@@ -64,18 +100,26 @@ impl Snapshot {
     }
 }
 
-/// An allowed entry's canonical path: symlinks resolved when it exists; otherwise its folder's
-/// canonical path joined with its name; otherwise the entry as written.
+/// An allowed entry's canonical path: symlinks resolved when it exists; otherwise the canonical
+/// path of its nearest existing folder joined with the rest of the entry (plain names only);
+/// otherwise the entry as written.
 fn canonical_entry(entry: &Path) -> PathBuf {
+    use std::path::Component;
     if let Ok(real) = std::fs::canonicalize(entry) {
         return real;
     }
-    match (entry.parent(), entry.file_name()) {
-        (Some(dir), Some(name)) => {
-            std::fs::canonicalize(dir).map_or_else(|_| entry.to_path_buf(), |d| d.join(name))
+    for dir in entry.ancestors().skip(1) {
+        if let Ok(real) = std::fs::canonicalize(dir) {
+            let Ok(rest) = entry.strip_prefix(dir) else {
+                break;
+            };
+            if rest.components().all(|c| matches!(c, Component::Normal(_))) {
+                return real.join(rest);
+            }
+            break;
         }
-        _ => entry.to_path_buf(),
     }
+    entry.to_path_buf()
 }
 
 /// The live snapshot, swapped atomically on reload.
@@ -339,8 +383,9 @@ impl PolicyGate {
     /// refused (`unix_socket_cross_origin`). Otherwise the path must be allowed as written, or
     /// be the same socket (device and inode) as an allowed entry's canonical path. The path is
     /// opened once (`O_PATH`); the socket it reaches must be the socket now at the canonical path
-    /// of the entry that allowed it, and that path must be a socket, not a symlink (a daemon
-    /// that recreated its socket is fine, a path swapped for a symlink is not). The route
+    /// of the entry that allowed it, and that path must still resolve with no symlink in any
+    /// component (a daemon that recreated its socket is fine, a path or one of its folders
+    /// swapped for a symlink is not). The route
     /// carries that descriptor, so the connection goes to the socket that was judged. Domain
     /// policy and the decider are not consulted.
     async fn admit_unix(&self, meta: &RequestMeta, path: &Path, snap: &Snapshot) -> Admission {
@@ -460,7 +505,8 @@ enum Checked {
 
 /// Opens `path` once (`O_PATH`) and checks that it is a socket and, unless `entries` is `None`
 /// (every socket allowed), the same device and inode as the socket now at one entry's
-/// canonical path, which must be a socket and not a symlink.
+/// canonical path, which must resolve with no symlink in any component
+/// ([`socket_without_symlinks`]).
 #[cfg(target_os = "linux")]
 fn open_checked(path: &Path, entries: Option<Vec<(String, PathBuf)>>) -> Checked {
     use rustix::fs::{FileType, Mode, OFlags};
@@ -485,19 +531,124 @@ fn open_checked(path: &Path, entries: Option<Vec<(String, PathBuf)>>) -> Checked
     let Some(entries) = entries else {
         return socket(None);
     };
-    let matched = entries.into_iter().find(|(_, canonical)| {
-        rustix::fs::lstat(canonical).is_ok_and(|c| {
-            FileType::from_raw_mode(c.st_mode) == FileType::Socket
-                && c.st_dev == dev
-                && c.st_ino == ino
-        })
-    });
+    let matched = entries
+        .into_iter()
+        .find(|(_, canonical)| socket_without_symlinks(canonical, dev, ino));
     match matched {
         Some((entry, _)) => socket(Some(entry)),
         None => Checked::Swapped(format!(
             "the socket at {} is no longer the allowed socket",
             path.display()
         )),
+    }
+}
+
+/// Whether `canonical` still resolves with no symlink in any component (a folder swapped for
+/// a symlink, or the socket itself, is refused) to a socket with device `dev` and inode `ino`.
+/// The path is opened with `openat2(RESOLVE_NO_SYMLINKS)`; where that system call is missing
+/// (Linux before 5.6, or filtered), [`socket_without_symlinks_fallback`] judges instead.
+#[cfg(target_os = "linux")]
+fn socket_without_symlinks(canonical: &Path, dev: u64, ino: u64) -> bool {
+    use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+    use rustix::io::Errno;
+    match rustix::fs::openat2(
+        CWD,
+        canonical,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    ) {
+        Ok(fd) => rustix::fs::fstat(&fd).is_ok_and(|st| is_socket(&st, dev, ino)),
+        Err(Errno::NOSYS | Errno::PERM) => socket_without_symlinks_fallback(canonical, dev, ino),
+        Err(_) => false,
+    }
+}
+
+/// [`socket_without_symlinks`] without `openat2`: `canonical` must be its own canonical path
+/// (no symlink in any component) and, not followed, the socket with device `dev` and inode
+/// `ino`.
+#[cfg(target_os = "linux")]
+fn socket_without_symlinks_fallback(canonical: &Path, dev: u64, ino: u64) -> bool {
+    std::fs::canonicalize(canonical).is_ok_and(|real| real == canonical)
+        && rustix::fs::lstat(canonical).is_ok_and(|st| is_socket(&st, dev, ino))
+}
+
+/// Whether `st` is a socket with device `dev` and inode `ino`.
+#[cfg(target_os = "linux")]
+fn is_socket(st: &rustix::fs::Stat, dev: u64, ino: u64) -> bool {
+    rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket
+        && st.st_dev == dev
+        && st.st_ino == ino
+}
+
+/// Both ways of judging a canonical path, on real sockets: the `openat2` one and the one used
+/// where `openat2` is missing refuse a folder swapped for a symlink, and the socket itself
+/// swapped for one.
+#[cfg(all(test, target_os = "linux"))]
+mod symlink_tests {
+    use std::os::unix::fs::{MetadataExt, symlink};
+    use std::os::unix::net::UnixListener;
+    use std::path::Path;
+
+    use super::{canonical_entry, socket_without_symlinks, socket_without_symlinks_fallback};
+
+    fn id(path: &Path) -> (u64, u64) {
+        let m = std::fs::metadata(path).expect("the socket is there");
+        (m.dev(), m.ino())
+    }
+
+    #[test]
+    fn a_symlink_in_any_component_is_refused_with_and_without_openat2() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(t.join("base/d")).unwrap();
+        std::fs::create_dir(t.join("secretdir")).unwrap();
+        let allowed = t.join("base/d/allowed.sock");
+        let _a = UnixListener::bind(&allowed).unwrap();
+        let _s = UnixListener::bind(t.join("secretdir/allowed.sock")).unwrap();
+        let canonical = canonical_entry(&allowed);
+        assert_eq!(canonical, allowed);
+        let (dev, ino) = id(&allowed);
+        for judge in [socket_without_symlinks, socket_without_symlinks_fallback] {
+            assert!(judge(&canonical, dev, ino));
+        }
+
+        // A folder swapped for a symlink: the path reaches SECRET, and is refused.
+        std::fs::rename(t.join("base/d"), t.join("base/d.real")).unwrap();
+        symlink(t.join("secretdir"), t.join("base/d")).unwrap();
+        let (sdev, sino) = id(&allowed);
+        assert_ne!((sdev, sino), (dev, ino));
+        for judge in [socket_without_symlinks, socket_without_symlinks_fallback] {
+            assert!(!judge(&canonical, sdev, sino));
+            assert!(!judge(&canonical, dev, ino));
+        }
+
+        // The socket itself swapped for a symlink to SECRET: refused too.
+        std::fs::remove_file(t.join("base/d")).unwrap();
+        std::fs::rename(t.join("base/d.real"), t.join("base/d")).unwrap();
+        std::fs::rename(&allowed, t.join("base/d/old.sock")).unwrap();
+        symlink(t.join("secretdir/allowed.sock"), &allowed).unwrap();
+        for judge in [socket_without_symlinks, socket_without_symlinks_fallback] {
+            assert!(!judge(&canonical, sdev, sino));
+        }
+    }
+
+    #[test]
+    fn a_missing_entry_keeps_its_nearest_existing_folder_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(t.join("run")).unwrap();
+        symlink(t.join("run"), t.join("var-run")).unwrap();
+        assert_eq!(
+            canonical_entry(&t.join("var-run/docker.sock")),
+            t.join("run/docker.sock")
+        );
+        assert_eq!(
+            canonical_entry(&t.join("var-run/user/1000/podman.sock")),
+            t.join("run/user/1000/podman.sock")
+        );
+        let odd = t.join("var-run/missing/../x.sock");
+        assert_eq!(canonical_entry(&odd), odd);
     }
 }
 

@@ -362,8 +362,11 @@ impl Service {
             if !changed.is_empty() {
                 return Err(ReloadError::NeedsRestart(changed));
             }
-            let warnings = config.warnings();
-            let snap = Arc::new(Snapshot::new(config, policy));
+            let mut warnings = config.warnings();
+            // Allowed unix sockets keep the resolution of the previous snapshot.
+            let (snap, moved) = Snapshot::renewed(config, policy, &self.state.load());
+            warnings.extend(moved);
+            let snap = Arc::new(snap);
             self.state.store(snap.clone());
             // Open connections the new policy refuses are closed now.
             self.gate.revoke_disallowed(&snap);

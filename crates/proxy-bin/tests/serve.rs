@@ -12,6 +12,8 @@ struct Serve {
     child: Child,
     http: String,
     socks: Option<String>,
+    /// The admin API's address, when `--admin` was asked for.
+    admin: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -37,7 +39,13 @@ fn start_with_env(
     let cfg = dir.path().join("netproxy.toml");
     std::fs::write(&cfg, config.unwrap_or("")).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_netproxy"));
-    cmd.args(["serve", "--no-admin", "--ready-file"])
+    cmd.arg("serve")
+        .args(if extra.contains(&"--admin") {
+            &[][..]
+        } else {
+            &["--no-admin"][..]
+        })
+        .arg("--ready-file")
         .arg(&ready)
         .arg("--config")
         .arg(&cfg)
@@ -76,13 +84,14 @@ fn start_with_env(
     }
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
-    assert!(v["admin"].is_null());
+    assert_eq!(v["admin"].is_null(), !extra.contains(&"--admin"));
     assert_eq!(v["socks"].is_null(), !extra.contains(&"--socks"));
     assert_eq!(v["pid"], child.id());
     Serve {
         child,
         http: v["http"].as_str().unwrap().to_owned(),
         socks: v["socks"].as_str().map(str::to_owned),
+        admin: v["admin"].as_str().map(str::to_owned),
         dir,
     }
 }
@@ -1170,6 +1179,163 @@ async fn the_unix_socket_connected_is_the_socket_judged() {
     std::fs::write(&allowed, "not a socket").unwrap();
     let (code, body) = ask(&allowed);
     assert_eq!(code, "403", "{body}");
+}
+
+/// An `x-unix-socket` request for `socket` through the proxy at `http`: status and body.
+fn ask_unix(http: &str, socket: &Path) -> (String, String) {
+    let (http, socket) = (http.to_owned(), socket.display().to_string());
+    std::thread::spawn(move || {
+        curl(
+            &http,
+            &[
+                "-H",
+                &format!("x-unix-socket: {socket}"),
+                "http://localhost/",
+            ],
+        )
+    })
+    .join()
+    .unwrap()
+}
+
+/// A folder `T/base/d` holding the allowed socket ("A", at `T/base/d/allowed.sock`) and a
+/// socket of the same name the child should never reach ("SECRET", at
+/// `T/secretdir/allowed.sock`). Returns the temporary folder, the allowed path and the servers.
+fn allowed_and_secret() -> (tempfile::TempDir, PathBuf, UnixServer, UnixServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path();
+    std::fs::create_dir_all(t.join("base").join("d")).unwrap();
+    std::fs::create_dir(t.join("secretdir")).unwrap();
+    let allowed = t.join("base").join("d").join("allowed.sock");
+    let a = UnixServer::start(&allowed, "A");
+    let secret = UnixServer::start(&t.join("secretdir").join("allowed.sock"), "SECRET");
+    (dir, allowed, a, secret)
+}
+
+/// What a child that can write `T/base` does: `mv base/d base/d.real; ln -s T/secretdir base/d`,
+/// so that the allowed path now leads, through its folder, to SECRET.
+fn swap_folder_for_symlink(t: &Path) {
+    let base = t.join("base");
+    std::fs::rename(base.join("d"), base.join("d.real")).unwrap();
+    std::os::unix::fs::symlink(t.join("secretdir"), base.join("d")).unwrap();
+}
+
+fn unix_socket_config(allowed: &Path) -> String {
+    format!(
+        "[network.unix_sockets]\n{:?} = \"allow\"\n",
+        allowed.display().to_string()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_of_an_allowed_socket_swapped_for_a_symlink_is_refused() {
+    let dns = DnsServer::start().await.unwrap();
+    let (dir, allowed, a, secret) = allowed_and_secret();
+    let t = dir.path();
+    let s = start(&dns, &[], Some(&unix_socket_config(&allowed)));
+    assert_eq!(
+        ask_unix(&s.http, &allowed),
+        ("200".to_owned(), "A".to_owned())
+    );
+
+    // The last component is still a socket, not a symlink; a folder above it now is.
+    swap_folder_for_symlink(t);
+    let direct = t.join("secretdir").join("allowed.sock");
+    for socket in [&allowed, &direct] {
+        let (code, body) = ask_unix(&s.http, socket);
+        assert_eq!(code, "403", "{}: {body}", socket.display());
+        assert!(body.contains("\"reason\":\"not_allowed\""), "{body}");
+    }
+    assert_eq!(
+        secret.requests(),
+        0,
+        "a request reached the socket that is not allowed"
+    );
+
+    // The folder put back: the allowed socket is reached again.
+    let base = t.join("base");
+    std::fs::remove_file(base.join("d")).unwrap();
+    std::fs::rename(base.join("d.real"), base.join("d")).unwrap();
+    assert_eq!(
+        ask_unix(&s.http, &allowed),
+        ("200".to_owned(), "A".to_owned())
+    );
+    assert_eq!(a.requests(), 2);
+    assert_eq!(secret.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unrelated_admin_change_does_not_re_resolve_an_allowed_socket() {
+    let dns = DnsServer::start().await.unwrap();
+    let (dir, allowed, a, secret) = allowed_and_secret();
+    let t = dir.path();
+    let mut s = start(
+        &dns,
+        &["--admin", "127.0.0.1:0"],
+        Some(&unix_socket_config(&allowed)),
+    );
+    assert_eq!(
+        ask_unix(&s.http, &allowed),
+        ("200".to_owned(), "A".to_owned())
+    );
+
+    swap_folder_for_symlink(t);
+    let (code, body) = ask_unix(&s.http, &allowed);
+    assert_eq!(code, "403", "{body}");
+
+    // The operator's next change has nothing to do with unix sockets; the files are re-read
+    // with it, and the entry now leads to SECRET. It stays resolved where it was.
+    let token = std::fs::read_to_string(s.dir.path().join("home").join("admin.token")).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {}", token.trim())])
+        .args(["-H", "content-type: application/json"])
+        .args(["--data-binary", r#"{"allow":["unrelated.test"]}"#])
+        .arg(format!("http://{}/domains", s.admin.as_deref().unwrap()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.ends_with("\n200"), "{text}");
+
+    let direct = t.join("secretdir").join("allowed.sock");
+    for socket in [&allowed, &direct] {
+        let (code, body) = ask_unix(&s.http, socket);
+        assert_eq!(code, "403", "{}: {body}", socket.display());
+        assert!(body.contains("\"reason\":\"not_allowed\""), "{body}");
+    }
+    assert_eq!(
+        secret.requests(),
+        0,
+        "a request reached the socket that is not allowed"
+    );
+    assert_eq!(a.requests(), 1);
+
+    // The operator is told, once the change is made, that the entry would now resolve
+    // elsewhere and was kept.
+    signal(&s.child, "-TERM");
+    assert_eq!(wait_exit(&mut s.child, Duration::from_secs(10)), 0);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut s.child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let kept = std::fs::canonicalize(allowed.parent().unwrap().parent().unwrap())
+        .unwrap()
+        .join("d")
+        .join("allowed.sock");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("now resolves to"))
+        .unwrap_or_else(|| panic!("no warning: {stderr}"));
+    assert!(
+        warning.contains("secretdir") && warning.contains(&kept.display().to_string()),
+        "{warning}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
