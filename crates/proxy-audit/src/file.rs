@@ -81,8 +81,8 @@ struct Shared {
 /// owner than netproxy's user. An existing file readable or writable by others is narrowed to
 /// 0600, with a warning.
 fn open(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
     use rustix::fs::OFlags;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
     let refused = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
     let mut opts = std::fs::OpenOptions::new();
     opts.append(true)

@@ -330,9 +330,8 @@ fn a_named_pipe_or_hard_link_at_a_reopen_keeps_the_old_file() {
     let path = dir.path().join("audit.jsonl");
     // Never dropped here: a writer stuck at the pipe would make the drop (which waits for
     // the writer) hang instead of the test failing.
-    let sink = std::mem::ManuallyDrop::new(std::sync::Arc::new(
-        JsonLinesFile::open(&path).unwrap(),
-    ));
+    let sink =
+        std::mem::ManuallyDrop::new(std::sync::Arc::new(JsonLinesFile::open(&path).unwrap()));
     sink.record(&event("first.example.com", true));
 
     let old = dir.path().join("audit.jsonl.1");

@@ -943,7 +943,10 @@ fn a_token_fd_that_is_a_readable_file_is_warned_about_and_a_pipe_is_not() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(!err.contains("warning"), "{err}");
-    assert!(err.contains("(token: written to --admin-token-fd 3)"), "{err}");
+    assert!(
+        err.contains("(token: written to --admin-token-fd 3)"),
+        "{err}"
+    );
     let token = text(&out.stdout);
     assert_eq!(token.len(), 65, "{token:?}");
     assert!(token.trim().bytes().all(|b| b.is_ascii_hexdigit()));

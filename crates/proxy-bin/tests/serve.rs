@@ -1340,10 +1340,7 @@ fn the_audit_log_refuses_a_named_pipe_and_a_hard_link() {
     .unwrap();
     let (code, err) = serve();
     assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains(&opened) && err.contains("named pipe"),
-        "{err}"
-    );
+    assert!(err.contains(&opened) && err.contains("named pipe"), "{err}");
     std::fs::remove_file(&log).unwrap();
 
     let victim = dir.path().join("victim");

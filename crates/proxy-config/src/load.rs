@@ -204,7 +204,10 @@ fn read_requirements_toml(
             }
         }
         if let Some(why) = others_can_write(&m, true) {
-            return Err(insecure(format!("it lies in {}, a folder {why}", dir.display())));
+            return Err(insecure(format!(
+                "it lies in {}, a folder {why}",
+                dir.display()
+            )));
         }
         if m.uid() != 0 && foreign_owner.is_none() {
             foreign_owner = Some((dir.to_owned(), m.uid()));
@@ -265,7 +268,11 @@ fn others_can_write(meta: &std::fs::Metadata, folder: bool) -> Option<String> {
     if folder && mode & 0o1000 != 0 {
         return None;
     }
-    let sticky = if folder { " without the sticky bit" } else { "" };
+    let sticky = if folder {
+        " without the sticky bit"
+    } else {
+        ""
+    };
     let (who, whom) = if mode & 0o002 != 0 {
         ("every user".to_owned(), "any local user")
     } else if mode & 0o020 != 0 && meta.gid() != 0 {
