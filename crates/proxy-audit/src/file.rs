@@ -73,30 +73,65 @@ struct Shared {
     unwritten: AtomicU64,
 }
 
-/// Opens `path` for appending, creating it with mode 0600. A symlink at `path` is refused
-/// (`O_NOFOLLOW`: whoever can place one would choose the file netproxy writes); an existing
-/// file readable or writable by others is narrowed to 0600, with a warning.
+/// Opens `path` for appending, creating it with mode 0600. Refused, so that whoever can write
+/// the folder cannot choose what netproxy writes to or make it hang: a symlink at `path`
+/// (`O_NOFOLLOW`), a named pipe or socket (`O_NONBLOCK`: opening a pipe nobody reads fails at
+/// once instead of waiting for a reader), anything but a regular file or a character device
+/// (such as `/dev/stderr`), and a regular file with another name (a hard link) or another
+/// owner than netproxy's user. An existing file readable or writable by others is narrowed to
+/// 0600, with a warning.
 fn open(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    let refused = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
     let mut opts = std::fs::OpenOptions::new();
     opts.append(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed());
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits().cast_signed());
     let file = opts.open(path).map_err(|e| {
         if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
-            std::io::Error::new(
-                e.kind(),
-                "it is a symbolic link, which is refused (give the file's own path)",
-            )
+            refused("it is a symbolic link, which is refused (give the file's own path)".into())
+        } else if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) {
+            // A pipe without a reader, or a socket.
+            match std::fs::symlink_metadata(path).map(|m| m.file_type()) {
+                Ok(t) if t.is_fifo() => refused(NAMED_PIPE.into()),
+                Ok(t) if t.is_socket() => refused(format!("it is a socket; {NOT_A_FILE}")),
+                _ => e,
+            }
         } else {
             e
         }
     })?;
     let meta = file.metadata()?;
+    let kind = meta.file_type();
+    if kind.is_fifo() {
+        return Err(refused(NAMED_PIPE.into()));
+    }
+    if !kind.is_file() && !kind.is_char_device() {
+        return Err(refused(format!("it is not a regular file; {NOT_A_FILE}")));
+    }
+    if kind.is_file() {
+        if meta.nlink() > 1 {
+            return Err(refused(format!(
+                "it has {} hard links: another name leads to the same file, which netproxy would write (give a file of its own)",
+                meta.nlink()
+            )));
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(refused(format!(
+                "it is owned by uid {}, not by netproxy's user (uid {me}); give a file netproxy creates or owns",
+                meta.uid()
+            )));
+        }
+    }
+    // Writes wait as usual (a terminal's would otherwise fail with EAGAIN).
+    let flags = rustix::fs::fcntl_getfl(&file)?;
+    rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK)?;
     let mode = meta.permissions().mode() & 0o7777;
     // Only a regular file: a device such as /dev/stderr keeps its mode.
-    if meta.is_file() && mode & !0o600 != 0 {
+    if kind.is_file() && mode & !0o600 != 0 {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(|e| {
                 std::io::Error::new(
@@ -111,6 +146,13 @@ fn open(path: &Path) -> std::io::Result<File> {
     }
     Ok(file)
 }
+
+/// Why a named pipe at the audit log's path is refused.
+const NAMED_PIPE: &str =
+    "it is a named pipe (FIFO), which is refused: give a regular file (or a character device)";
+
+/// What the audit log may be.
+const NOT_A_FILE: &str = "give a regular file (or a character device such as /dev/stderr)";
 
 impl JsonLinesFile {
     /// Opens (or creates, mode 0600) `path` for appending and starts the writer thread.

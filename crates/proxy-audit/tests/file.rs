@@ -1,4 +1,5 @@
-//! The JSON-lines audit file: every field, appending, mode 0600, reopening after rotation.
+//! The JSON-lines audit file: every field, appending, mode 0600, reopening after rotation, and
+//! what is refused at its path (symlinks, named pipes, hard links, another user's file).
 #![allow(clippy::unwrap_used)]
 
 use proxy_audit::JsonLinesFile;
@@ -221,4 +222,145 @@ fn events_a_failed_write_loses_are_counted() {
     }
     sink.close();
     assert_eq!(sink.dropped(), 5);
+}
+
+/// Runs `f` on a thread of its own and gives its result, failing the test when it has not come
+/// within a generous bound (what would hang is asserted not to).
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{what} hung"))
+}
+
+/// A named pipe at `path`.
+fn mkfifo(path: &std::path::Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_named_pipe_at_the_path_is_refused_without_waiting_for_a_reader() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    mkfifo(&path);
+    // Nobody reads it: the open does not wait for a reader.
+    let p = path.clone();
+    let err = within("opening a named pipe", move || {
+        JsonLinesFile::open(&p).map(|_| ())
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("named pipe (FIFO)"), "{err}");
+    // Someone reads it: refused all the same.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed())
+        .open(&path)
+        .unwrap();
+    let p = path.clone();
+    let err = within("opening a named pipe", move || {
+        JsonLinesFile::open(&p).map(|_| ())
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("named pipe (FIFO)"), "{err}");
+    // A socket is no file either.
+    let sock = dir.path().join("audit.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let err = JsonLinesFile::open(&sock).unwrap_err();
+    assert!(err.to_string().contains("it is a socket"), "{err}");
+}
+
+#[test]
+fn a_hard_link_at_the_path_is_refused_and_its_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("precious");
+    std::fs::write(&victim, "precious\n").unwrap();
+    set_mode(&victim, 0o644);
+    let path = dir.path().join("audit.jsonl");
+    std::fs::hard_link(&victim, &path).unwrap();
+    let err = JsonLinesFile::open(&path).unwrap_err();
+    assert!(err.to_string().contains("it has 2 hard links"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(mode(&victim), 0o644);
+    // Its only name left, the file is the log's own.
+    std::fs::remove_file(&victim).unwrap();
+    std::fs::write(&path, "").unwrap();
+    let sink = JsonLinesFile::open(&path).unwrap();
+    sink.record(&event("one.example.com", true));
+    sink.close();
+    assert_eq!(lines(&path).len(), 1);
+    assert_eq!(mode(&path), 0o600);
+}
+
+#[test]
+fn another_users_file_at_the_path_is_refused() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to give the file to another user (uid 65534)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    std::fs::write(&path, "theirs\n").unwrap();
+    set_mode(&path, 0o644);
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    let err = JsonLinesFile::open(&path).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("it is owned by uid 65534, not by netproxy's user (uid 0)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "theirs\n");
+    assert_eq!(mode(&path), 0o644);
+}
+
+/// At a reopen (log rotation), a named pipe or a hard link put at the path is refused with an
+/// error logged; the events go on to the file already open, and nothing hangs.
+#[test]
+fn a_named_pipe_or_hard_link_at_a_reopen_keeps_the_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    // Never dropped here: a writer stuck at the pipe would make the drop (which waits for
+    // the writer) hang instead of the test failing.
+    let sink =
+        std::mem::ManuallyDrop::new(std::sync::Arc::new(JsonLinesFile::open(&path).unwrap()));
+    sink.record(&event("first.example.com", true));
+
+    let old = dir.path().join("audit.jsonl.1");
+    std::fs::rename(&path, &old).unwrap();
+    mkfifo(&path);
+    sink.reopen();
+    sink.record(&event("second.example.com", true));
+    let start = std::time::Instant::now();
+    while lines(&old).len() < 2 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the writer hung at the named pipe"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    std::fs::remove_file(&path).unwrap();
+    let victim = dir.path().join("precious");
+    std::fs::write(&victim, "precious\n").unwrap();
+    set_mode(&victim, 0o644);
+    std::fs::hard_link(&victim, &path).unwrap();
+    sink.reopen();
+    sink.record(&event("third.example.com", true));
+    let s = std::sync::Arc::clone(&sink);
+    within("closing the audit log", move || s.close());
+    drop(std::mem::ManuallyDrop::into_inner(sink));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(mode(&victim), 0o644);
+    let kept = lines(&old);
+    assert_eq!(kept.len(), 3);
+    assert_eq!(kept[2]["server.address"], "third.example.com");
 }

@@ -794,7 +794,7 @@ fn ip_shaped_globs_are_refused_and_star_with_local_binding_is_warned_about() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stderr.contains("netproxy: warning: `*` is allowed (command-line) with allow_local_binding on (command-line): it admits every local address, cloud metadata at 169.254.169.254 included"),
+        r.stderr.contains("netproxy: warning: `*` is allowed (command-line) with allow_local_binding on (command-line): it admits every local address, cloud metadata included (169.254.169.254, and fd00:ec2::254 over IPv6 on AWS); add deny entries for them"),
         "{}",
         r.stderr
     );

@@ -747,6 +747,17 @@ fn admin_call(addr: &str, token: &str, method: &str, route: &str, body: Option<&
     text(&o.stdout)
 }
 
+/// netproxy's line `netproxy: admin API on ...` from its stderr (warnings may come first).
+fn admin_line(err: &mut impl BufRead) -> String {
+    loop {
+        let mut line = String::new();
+        assert_ne!(err.read_line(&mut line).unwrap(), 0, "no admin API line");
+        if line.contains("admin API on") {
+            return line;
+        }
+    }
+}
+
 /// The admin address from netproxy's line `netproxy: admin API on http://ADDR (token: ...)`.
 fn admin_addr(line: &str) -> String {
     line.split("http://")
@@ -796,8 +807,7 @@ fn run_opens_the_admin_api_only_when_asked() {
     .spawn()
     .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
+    let line = admin_line(&mut err);
     assert!(
         line.contains("(token: written to --admin-token-fd 3)"),
         "{line}"
@@ -888,6 +898,60 @@ fn a_bad_admin_token_fd_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// A file given as `--admin-token-fd` that CMD (the same user) can read gets a warning at start
+/// naming it; a pipe gets none, and the caller reads the token from it.
+#[test]
+fn a_token_fd_that_is_a_readable_file_is_warned_about_and_a_pipe_is_not() {
+    let home = tempfile::tempdir().unwrap();
+    let args = [
+        "run",
+        "--admin",
+        "127.0.0.1:0",
+        "--admin-token-fd",
+        "3",
+        "--",
+        "true",
+    ];
+    let warning = "netproxy: warning: --admin-token-fd 3 is the file ";
+    let token_file = home.path().join("session.token");
+    private_file(&token_file);
+    let out = output(with_fd3(home.path(), &token_file, &[], &args, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{warning}{}, which CMD, running as the same user, can read",
+            token_file.display()
+        )) && err.contains("pass a pipe that the caller reads instead"),
+        "{err}"
+    );
+    // The warning comes at start, before the admin line.
+    assert!(err.find(warning) < err.find("admin API on"), "{err}");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().len(), 65);
+
+    // Descriptor 3 the caller's pipe (here netproxy's stdout, read by this test).
+    let inner = netproxy(home.path(), &args, &[]);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"exec "$@" 3>&1"#)
+        .arg("sh")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear()
+        .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let out = output(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(!err.contains("warning"), "{err}");
+    assert!(
+        err.contains("(token: written to --admin-token-fd 3)"),
+        "{err}"
+    );
+    let token = text(&out.stdout);
+    assert_eq!(token.len(), 65, "{token:?}");
+    assert!(token.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+}
+
 /// Item 1 of the containment issue: a child that writes its `--config` file and
 /// `$NETPROXY_HOME/config.toml` does not widen its policy; `POST /reload` answers 409; the
 /// runtime layer still changes the policy, over the files as they were read at start.
@@ -946,8 +1010,7 @@ echo "runtime $(c)"
     .spawn()
     .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
+    let line = admin_line(&mut err);
     let addr = admin_addr(&line);
     let token = std::fs::read_to_string(&token_file)
         .unwrap()
@@ -1078,8 +1141,7 @@ read done
     .spawn()
     .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
+    let line = admin_line(&mut err);
     let addr = admin_addr(&line);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut next = || {

@@ -1460,6 +1460,67 @@ fn the_ready_file_replaces_a_planted_symlink() {
     assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), 0);
 }
 
+/// The audit log: a named pipe (nobody reading it) or a hard link to another file at its path
+/// stops the start at once (exit 1, naming the path); the linked file is left untouched.
+#[test]
+fn the_audit_log_refuses_a_named_pipe_and_a_hard_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let serve = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_netproxy"))
+            .args(["serve", "--no-admin", "--no-socks", "--http", "127.0.0.1:0"])
+            .args(["-c", &format!("audit_log={:?}", log.display().to_string())])
+            .env_clear()
+            .env("NETPROXY_HOME", dir.path().join("home"))
+            .env("NETPROXY_SYSTEM_DIR", dir.path().join("system"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("netproxy serve hung at the start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let opened = format!("cannot open the audit log {}", log.display());
+
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &log,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let (code, err) = serve();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&opened) && err.contains("named pipe"), "{err}");
+    std::fs::remove_file(&log).unwrap();
+
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::hard_link(&victim, &log).unwrap();
+    let (code, err) = serve();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&opened) && err.contains("hard links"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
+}
+
 /// The audit log: a symlink at its path stops the start (exit 1, naming the path); a file open
 /// to others is narrowed to 0600 with a warning.
 #[test]

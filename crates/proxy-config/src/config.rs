@@ -698,7 +698,7 @@ impl Config {
                 .find(|e| e.action == Action::Allow && e.pattern.is_global())
         {
             w.push(format!(
-                "`*` is allowed ({}) with allow_local_binding on ({}): it admits every local address, cloud metadata at 169.254.169.254 included",
+                "`*` is allowed ({}) with allow_local_binding on ({}): it admits every local address, cloud metadata included (169.254.169.254, and fd00:ec2::254 over IPv6 on AWS); add deny entries for them (`--deny 169.254.169.254 --deny fd00:ec2::254`, or `denied_domains`)",
                 e.layer,
                 self.layer_of("network.allow_local_binding")
             ));

@@ -116,8 +116,9 @@ fn read_toml(path: &Path, required: bool) -> Result<Option<Table>, Diagnostic> {
 
 /// Reads a managed requirements file after checking that no other user can change it: the
 /// file actually read (a symlink is followed and its target judged) must not be writable by
-/// every user, nor may any folder above it, or above the path as written, be world-writable
-/// without the sticky bit. `Ok(None)` when it is optional and missing; the warnings say when
+/// every user or by a group other than root's, nor may any folder above it, or above the path
+/// as written, be (without the sticky bit); neither may carry a POSIX access ACL, whose
+/// writers the mode bits do not show. `Ok(None)` when it is optional and missing; the warnings say when
 /// the file or a folder above it belongs to a user other than root (the constraints then do
 /// not hold against that user's processes).
 fn read_requirements_toml(
@@ -147,19 +148,15 @@ fn read_requirements_toml(
             "cannot read requirements file: not a regular file".into(),
         ));
     }
-    let insecure = |why: String| {
-        fail(
-            DiagnosticKind::InsecureFile,
-            format!(
-                "refused: {why}, so any local user could change the managed constraints; make it writable by its owner only"
-            ),
-        )
-    };
-    if meta.mode() & 0o002 != 0 {
-        return Err(insecure(format!(
-            "the file is writable by every user (mode {:04o})",
-            meta.mode() & 0o7777
-        )));
+    let insecure = |why: String| fail(DiagnosticKind::InsecureFile, format!("refused: {why}"));
+    // An ACL first: its mask then stands in the group bits.
+    match has_acl(rustix::fs::fgetxattr_query(&file, ACL_XATTR)) {
+        Ok(false) => {}
+        Ok(true) => return Err(insecure(format!("the file {ACL_REFUSED}"))),
+        Err(e) => return Err(insecure(format!("the file's ACL cannot be read ({e})"))),
+    }
+    if let Some(why) = others_can_write(&meta, false) {
+        return Err(insecure(format!("the file is {why}")));
     }
     let real = std::fs::canonicalize(path).map_err(unreadable)?;
     let same =
@@ -191,11 +188,25 @@ fn read_requirements_toml(
         let Ok(m) = std::fs::metadata(dir) else {
             continue;
         };
-        if m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 {
+        match has_acl(rustix::fs::getxattr_query(dir, ACL_XATTR)) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(insecure(format!(
+                    "it lies in {}, a folder that {ACL_REFUSED}",
+                    dir.display()
+                )));
+            }
+            Err(e) => {
+                return Err(insecure(format!(
+                    "the ACL of {}, a folder it lies in, cannot be read ({e})",
+                    dir.display()
+                )));
+            }
+        }
+        if let Some(why) = others_can_write(&m, true) {
             return Err(insecure(format!(
-                "it lies in {}, a folder writable by every user without the sticky bit (mode {:04o}), where anyone can replace it",
-                dir.display(),
-                m.mode() & 0o7777
+                "it lies in {}, a folder {why}",
+                dir.display()
             )));
         }
         if m.uid() != 0 && foreign_owner.is_none() {
@@ -228,6 +239,56 @@ fn read_requirements_toml(
                 format!("invalid TOML: {}", e.to_string().trim_end()),
             )
         })
+}
+
+/// The extended attribute that holds a file's POSIX access ACL.
+const ACL_XATTR: &str = "system.posix_acl_access";
+
+/// Why a requirements file or a folder with an access ACL is refused (after "the file" or "a
+/// folder that").
+const ACL_REFUSED: &str = "has a POSIX ACL (system.posix_acl_access), so its mode bits do not tell who can write it; remove the ACL (`setfacl -b`) and make it writable by its owner only";
+
+/// Whether the answer of a `getxattr` size query for [`ACL_XATTR`] says an ACL is there. A
+/// file system without extended attributes has none.
+fn has_acl(query: rustix::io::Result<usize>) -> Result<bool, rustix::io::Errno> {
+    match query {
+        Ok(_) => Ok(true),
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Who other than the owner (and root's group) can write a requirements file, or a folder on
+/// its way, when anyone can: "writable by every user (mode 0666)" or "writable by group 100
+/// (mode 0664)", followed by what that allows. A folder with the sticky bit is fine (only the
+/// owner of an entry can replace it there).
+fn others_can_write(meta: &std::fs::Metadata, folder: bool) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mode = meta.mode();
+    if folder && mode & 0o1000 != 0 {
+        return None;
+    }
+    let sticky = if folder {
+        " without the sticky bit"
+    } else {
+        ""
+    };
+    let (who, whom) = if mode & 0o002 != 0 {
+        ("every user".to_owned(), "any local user")
+    } else if mode & 0o020 != 0 && meta.gid() != 0 {
+        (format!("group {}", meta.gid()), "any member of that group")
+    } else {
+        return None;
+    };
+    let does = if folder {
+        format!("where {whom} can replace it")
+    } else {
+        format!("so {whom} could change the managed constraints")
+    };
+    Some(format!(
+        "writable by {who}{sticky} (mode {:04o}), {does}; make it writable by its owner only",
+        mode & 0o7777
+    ))
 }
 
 /// Parses one config document into a layer.

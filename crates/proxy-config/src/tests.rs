@@ -1208,7 +1208,9 @@ fn star_with_local_binding_is_warned_about() {
     let w = c.warnings().join("\n");
     assert!(
         w.contains("`*` is allowed (/cfg/a.toml) with allow_local_binding on (/cfg/a.toml)")
-            && w.contains("169.254.169.254"),
+            && w.contains("169.254.169.254")
+            && w.contains("fd00:ec2::254")
+            && w.contains("add deny entries for them"),
         "{w}"
     );
     for layers in [
@@ -1336,6 +1338,113 @@ fn requirements_files_others_can_write_are_refused() {
     refused(&link, &format!("it lies in {}", nested.display()));
     chmod(&nested, 0o755);
     chmod(dir.path(), 0o700);
+}
+
+#[test]
+fn requirements_files_a_group_can_write_are_refused() {
+    use std::os::unix::fs::chown;
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let req = sub.join("req.toml");
+    std::fs::write(&req, "[network]\nmode = \"limited\"").unwrap();
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("note: not running as root: the group cases are not tested");
+        return;
+    }
+    chown(&req, Some(0), Some(0)).unwrap();
+    chown(&sub, Some(0), Some(0)).unwrap();
+    // Root's group may write: fine.
+    chmod(&req, 0o664);
+    chmod(&sub, 0o775);
+    assert_eq!(load_req(&req).unwrap().mode(), Mode::Limited);
+    // Another group may write the file.
+    chown(&req, None, Some(65534)).unwrap();
+    refused(
+        &req,
+        "the file is writable by group 65534 (mode 0664), so any member of that group could change the managed constraints",
+    );
+    chmod(&req, 0o644);
+    assert_eq!(load_req(&req).unwrap().mode(), Mode::Limited);
+    // ... or a folder on its way, unless the folder has the sticky bit.
+    chown(&sub, None, Some(65534)).unwrap();
+    refused(
+        &req,
+        &format!(
+            "it lies in {}, a folder writable by group 65534 without the sticky bit (mode 0775), where any member of that group can replace it",
+            sub.display()
+        ),
+    );
+    chmod(&sub, 0o1775);
+    assert_eq!(load_req(&req).unwrap().mode(), Mode::Limited);
+    chmod(&sub, 0o755);
+    assert_eq!(load_req(&req).unwrap().mode(), Mode::Limited);
+}
+
+/// A POSIX access ACL as the kernel stores it in `system.posix_acl_access`: version 2, then
+/// (tag, permissions, id) entries in tag order: the owner rw, user 65534 rw, the group r, the
+/// mask rw, others r.
+fn acl_granting_nobody_write() -> Vec<u8> {
+    const UNDEFINED: u32 = u32::MAX;
+    let entries: [(u16, u16, u32); 5] = [
+        (0x01, 6, UNDEFINED), // USER_OBJ
+        (0x02, 6, 65534),     // USER
+        (0x04, 4, UNDEFINED), // GROUP_OBJ
+        (0x10, 6, UNDEFINED), // MASK
+        (0x20, 4, UNDEFINED), // OTHER
+    ];
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn requirements_files_with_an_acl_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let req = sub.join("req.toml");
+    std::fs::write(&req, "[network]\nmode = \"limited\"").unwrap();
+    chmod(&req, 0o644);
+    chmod(&sub, 0o755);
+    assert_eq!(load_req(&req).unwrap().mode(), Mode::Limited);
+    let acl = acl_granting_nobody_write();
+    let set = |path: &std::path::Path| {
+        rustix::fs::setxattr(
+            path,
+            "system.posix_acl_access",
+            &acl,
+            rustix::fs::XattrFlags::empty(),
+        )
+    };
+    if let Err(e) = set(&req) {
+        eprintln!("note: cannot set an ACL here ({e}): the ACL cases are not tested");
+        return;
+    }
+    assert!(rustix::fs::getxattr_query(&req, "system.posix_acl_access").is_ok());
+    refused(
+        &req,
+        "the file has a POSIX ACL (system.posix_acl_access), so its mode bits do not tell who can write it",
+    );
+    rustix::fs::removexattr(&req, "system.posix_acl_access").unwrap();
+    chmod(&req, 0o644);
+    assert_eq!(load_req(&req).unwrap().mode(), Mode::Limited);
+    // On a folder on its way.
+    set(&sub).unwrap();
+    refused(
+        &req,
+        &format!(
+            "it lies in {}, a folder that has a POSIX ACL (system.posix_acl_access)",
+            sub.display()
+        ),
+    );
+    rustix::fs::removexattr(&sub, "system.posix_acl_access").unwrap();
+    chmod(&sub, 0o755);
+    assert_eq!(load_req(&req).unwrap().mode(), Mode::Limited);
 }
 
 #[test]

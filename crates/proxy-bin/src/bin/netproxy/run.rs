@@ -32,6 +32,9 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(super::EXIT_USAGE));
         }
     };
+    if let Some(w) = token_fd.as_ref().and_then(|fd| fd.readable_file.as_deref()) {
+        eprintln!("netproxy: warning: {w}");
+    }
     super::not_dumpable()?;
     // The terminal is the child's: only netproxy's warnings and errors, unless RUST_LOG asks.
     let flush = super::logging::init("warn", false);
@@ -197,6 +200,9 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
 struct TokenFd {
     number: i32,
     fd: std::os::fd::OwnedFd,
+    /// The warning to print when the descriptor is a file with a name that netproxy's user
+    /// can read: CMD, the same user, can read the token there too.
+    readable_file: Option<String>,
 }
 
 /// Takes descriptor `n` from the caller: duplicates it (close-on-exec) and closes `n`, so that
@@ -234,7 +240,36 @@ fn take_token_fd(n: i32) -> Result<TokenFd, String> {
     // A zero-byte write fails on a descriptor not open for writing.
     rustix::io::write(&fd, &[])
         .map_err(|e| format!("{flag}: descriptor {n} is not open for writing ({e})"))?;
-    Ok(TokenFd { number: n, fd })
+    let readable_file = readable_file(&flag, &fd);
+    Ok(TokenFd {
+        number: n,
+        fd,
+        readable_file,
+    })
+}
+
+/// When `fd` is a regular file that still has a name and that netproxy's user can open for
+/// reading, the warning that says so: CMD runs as the same user and could read the token
+/// there. A pipe (or a file already unlinked) gets none.
+fn readable_file(flag: &str, fd: &std::os::fd::OwnedFd) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let st = rustix::fs::fstat(fd).ok()?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+        || st.st_nlink == 0
+    {
+        return None;
+    }
+    // Opened again, by its own descriptor, with netproxy's (and so CMD's) credentials: a
+    // regular file, so opening it has no effect of its own.
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    std::fs::File::open(&link).ok()?;
+    let name = std::fs::read_link(&link).map_or_else(
+        |_| "a file".to_owned(),
+        |p| format!("the file {}", p.display()),
+    );
+    Some(format!(
+        "{flag} is {name}, which CMD, running as the same user, can read: it would hold the admin token and could change its own policy; pass a pipe that the caller reads instead (docs/run.md)"
+    ))
 }
 
 impl TokenFd {
