@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use proxy_core::{Decision, Lease, LeaseHolder, Protocol, Reason, RequestMeta, Revoker, Source};
 use proxy_policy::{Evaluation, OwnAddrs, Policy};
 
-/// One held connection.
+/// What a lease keeps of its connection (in the lease's own allocation): enough to judge it
+/// again.
 #[derive(Debug)]
 struct Held {
     meta: RequestMeta,
@@ -25,14 +26,14 @@ struct Held {
     addrs: Vec<IpAddr>,
     /// Admitted by the decider after an allowlist miss: a later allowlist miss keeps it.
     by_decider: bool,
-    revoker: Revoker,
 }
 
-/// The open connections' leases.
+/// The open connections' leases: a revoker each, by lease id (the lease's data lives with the
+/// lease, so an idle tunnel costs this map only a small entry).
 #[derive(Debug, Default)]
 pub struct Leases {
     next: AtomicU64,
-    held: Mutex<HashMap<u64, Held>>,
+    held: Mutex<HashMap<u64, Revoker>>,
 }
 
 impl LeaseHolder for Leases {
@@ -42,7 +43,7 @@ impl LeaseHolder for Leases {
 }
 
 impl Leases {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Revoker>> {
         self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -57,16 +58,13 @@ impl Leases {
     ) -> Lease {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let holder: Arc<dyn LeaseHolder> = self.clone();
-        let (lease, revoker) = Lease::new(id, Arc::downgrade(&holder));
-        self.lock().insert(
-            id,
-            Held {
-                meta: meta.clone(),
-                addrs,
-                by_decider: decision.source == Source::Decider,
-                revoker,
-            },
-        );
+        let held = Held {
+            meta: meta.clone(),
+            addrs,
+            by_decider: decision.source == Source::Decider,
+        };
+        let (lease, revoker) = Lease::with_data(id, Arc::downgrade(&holder), held);
+        self.lock().insert(id, revoker);
         lease
     }
 
@@ -80,29 +78,39 @@ impl Leases {
         self.len() == 0
     }
 
-    /// Judges every held connection again under `policy` (with the machine's own addresses `own`), revokes those it refuses, and returns
-    /// each revoked connection's request with the refusal (for the audit).
+    /// Judges every held connection again under `policy` (with the machine's own addresses
+    /// `own`), revokes those it refuses, and returns each revoked connection's request with the
+    /// refusal (for the audit).
     pub fn rejudge(&self, policy: &Policy, own: &OwnAddrs) -> Vec<(RequestMeta, Decision)> {
-        let mut refused = Vec::new();
-        self.lock().retain(|_, h| {
-            if !h.revoker.is_held() {
-                return false;
+        // Taken under the lock, judged and dropped outside it: a lease whose connection lets go
+        // meanwhile is released when the last of these goes, which takes the lock.
+        let live: Vec<_> = {
+            let mut held = self.lock();
+            held.retain(|_, r| r.is_held());
+            held.values().filter_map(Revoker::upgrade).collect()
+        };
+        let mut revoked = Vec::new();
+        let mut gone = Vec::new();
+        for lease in &live {
+            let Some(h) = lease.data::<Held>() else {
+                continue;
+            };
+            if let Some(d) = refusal(policy, own, h)
+                && lease.revoke()
+            {
+                revoked.push((h.meta.clone(), d));
+                gone.push(lease.id());
             }
-            match refusal(policy, own, h) {
-                Some(d) => {
-                    refused.push((h.meta.clone(), d, h.revoker.clone()));
-                    false
-                }
-                None => true,
+        }
+        // A revoked lease is judged no more.
+        {
+            let mut held = self.lock();
+            for id in gone {
+                held.remove(&id);
             }
-        });
-        // Revoked outside the lock: a lease whose last holder lets go meanwhile releases
-        // itself, which takes the lock.
-        refused
-            .into_iter()
-            .filter(|(_, _, revoker)| revoker.revoke())
-            .map(|(meta, d, _)| (meta, d))
-            .collect()
+        }
+        drop(live);
+        revoked
     }
 }
 

@@ -10,6 +10,7 @@
 //!
 //! This is runtime-agnostic: the future is woken through `std::task::Waker`.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -23,12 +24,18 @@ pub trait LeaseHolder: Send + Sync {
     fn release(&self, id: u64);
 }
 
-struct Shared {
+/// A lease's state, shared by its clones, its futures and (weakly) its revoker; `data` is the
+/// holder's record of what the lease is for, kept in the same allocation.
+struct Shared<T: ?Sized> {
     id: u64,
     revoked: AtomicBool,
     wakers: Mutex<Wakers>,
     holder: Weak<dyn LeaseHolder>,
+    data: T,
 }
+
+/// A lease's state with its data's type erased.
+type Erased = Shared<dyn Any + Send + Sync>;
 
 /// Who waits: almost always one task, kept without an allocation.
 #[derive(Default)]
@@ -65,7 +72,7 @@ impl Wakers {
     }
 }
 
-impl Drop for Shared {
+impl<T: ?Sized> Drop for Shared<T> {
     fn drop(&mut self) {
         if let Some(h) = self.holder.upgrade() {
             h.release(self.id);
@@ -82,7 +89,7 @@ impl Drop for Shared {
 /// assert!(!lease.is_revoked());
 /// ```
 #[derive(Clone, Default)]
-pub struct Lease(Option<Arc<Shared>>);
+pub struct Lease(Option<Arc<Erased>>);
 
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -95,7 +102,7 @@ impl fmt::Debug for Lease {
 
 /// The gate's side of a [`Lease`]: it revokes the lease, if the lease is still held.
 #[derive(Clone)]
-pub struct Revoker(Weak<Shared>);
+pub struct Revoker(Weak<Erased>);
 
 impl fmt::Debug for Revoker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -130,11 +137,22 @@ impl Lease {
     /// assert!(!revoker.revoke(), "nothing left to revoke");
     /// ```
     pub fn new(id: u64, holder: Weak<dyn LeaseHolder>) -> (Self, Revoker) {
-        let shared = Arc::new(Shared {
+        Self::with_data(id, holder, ())
+    }
+
+    /// Like [`Lease::new`], keeping `data` (what the holder needs to judge the lease again)
+    /// in the lease's own allocation; [`Revoker::upgrade`] gives it back.
+    pub fn with_data<T: Any + Send + Sync>(
+        id: u64,
+        holder: Weak<dyn LeaseHolder>,
+        data: T,
+    ) -> (Self, Revoker) {
+        let shared: Arc<Erased> = Arc::new(Shared {
             id,
             revoked: AtomicBool::new(false),
             wakers: Mutex::new(Wakers::None),
             holder,
+            data,
         });
         let revoker = Revoker(Arc::downgrade(&shared));
         (Self(Some(shared)), revoker)
@@ -157,20 +175,14 @@ impl Revoker {
     /// Revokes the lease and wakes whoever waits on it; false when the lease is gone already
     /// or was revoked before.
     pub fn revoke(&self) -> bool {
-        let Some(shared) = self.0.upgrade() else {
-            return false;
-        };
-        if shared.revoked.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        let wakers = std::mem::take(
-            &mut *shared
-                .wakers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        wakers.wake();
-        true
+        self.upgrade().is_some_and(|held| held.revoke())
+    }
+
+    /// The lease, while a connection still holds it. Dropping the returned value may be what
+    /// releases the lease (when the connection let go meanwhile): do not drop it while holding
+    /// a lock that [`LeaseHolder::release`] takes.
+    pub fn upgrade(&self) -> Option<HeldLease> {
+        self.0.upgrade().map(HeldLease)
     }
 
     /// Whether the lease is still held by a connection.
@@ -179,9 +191,49 @@ impl Revoker {
     }
 }
 
+/// A lease seen from its revoker while a connection holds it: its data, and the revocation.
+pub struct HeldLease(Arc<Erased>);
+
+impl fmt::Debug for HeldLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeldLease")
+            .field("id", &self.0.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeldLease {
+    /// The lease's id.
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// The data the lease was made with, if it is a `T`.
+    pub fn data<T: Any>(&self) -> Option<&T> {
+        let data: &dyn Any = &self.0.data;
+        data.downcast_ref()
+    }
+
+    /// Revokes the lease and wakes whoever waits on it; false when it was revoked before.
+    pub fn revoke(&self) -> bool {
+        if self.0.revoked.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let wakers = std::mem::take(
+            &mut *self
+                .0
+                .wakers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        wakers.wake();
+        true
+    }
+}
+
 /// The future of [`Lease::revoked`].
 #[must_use = "a future does nothing unless polled"]
-pub struct Revoked(Option<Arc<Shared>>);
+pub struct Revoked(Option<Arc<Erased>>);
 
 impl fmt::Debug for Revoked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -35,7 +35,7 @@ pub use credential::{ProxyCredential, constant_time_eq, redact_userinfo};
 pub use decision::{Decision, Reason, Rule, Source, UnknownReason, Verdict};
 pub use gate::{Admission, Dialer, Failure, Gate, Route, UnixSocket, UpstreamFailure, Via};
 pub use host::{Host, HostError};
-pub use lease::{Lease, LeaseHolder, Revoked, Revoker};
+pub use lease::{HeldLease, Lease, LeaseHolder, Revoked, Revoker};
 pub use target::{
     AuthorityError, Mode, Protocol, RequestMeta, Target, UnknownMode, UnknownProtocol,
     split_authority,
