@@ -666,7 +666,21 @@ impl Gate for PolicyGate {
             // A unix socket's permission is not re-judged here.
             Via::Unix(..) => return Lease::none(),
         };
-        self.leases.hold(meta, addrs, &route.decision)
+        let lease = self.leases.hold(meta, addrs, &route.decision);
+        // A policy change between this connection's admission and now re-judged the held
+        // connections without it: judge it against the policy in force now. (A change after
+        // the lease was registered sees it.)
+        let snap = self.state.load();
+        if let Some(d) = self.leases.judge(&lease, &snap.policy, &self.own_addrs()) {
+            tracing::info!(
+                target = %meta.target,
+                reason = d.reason_str(),
+                "closing a connection the new policy refuses"
+            );
+            self.audit
+                .record(&AuditEvent::revocation(meta, &d, snap.policy.mode()));
+        }
+        lease
     }
 
     async fn admit(&self, meta: &RequestMeta) -> Admission {

@@ -68,6 +68,20 @@ impl Leases {
         lease
     }
 
+    /// Judges one lease under `policy` and revokes it when refused (the policy in force when
+    /// the lease is taken may be newer than the one that admitted the connection); the refusal
+    /// is returned for the audit.
+    pub fn judge(&self, lease: &Lease, policy: &Policy, own: &OwnAddrs) -> Option<Decision> {
+        let held = lease.held()?;
+        let h = held.data::<Held>()?;
+        let d = refusal(policy, own, h)?;
+        if !held.revoke() {
+            return None;
+        }
+        self.lock().remove(&held.id());
+        Some(d)
+    }
+
     /// How many connections are held.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -468,3 +468,68 @@ async fn the_gate_knows_the_machines_addresses() {
     let own = f.gate.own_addrs();
     assert!(own.contains(ip("127.0.0.1")), "{own:?}");
 }
+
+/// A policy change between a connection's admission and its lease (the dial in between) does
+/// not let it escape: the lease is judged against the policy in force when it is taken, revoked
+/// at once and audited as a revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_between_admission_and_hold_revokes_at_once() {
+    let dns = DnsServer::start().await.unwrap();
+    let config = |deny: &[&str]| {
+        let sources = Sources {
+            system_dir: None,
+            home_dir: None,
+            system_requirements: Some("/nonexistent/requirements.toml".into()),
+            cli: CliOverrides {
+                set: vec![format!("dns.nameservers=[\"{}\"]", dns.addr())],
+                allow: vec!["127.0.0.1".into()],
+                deny: deny.iter().map(|s| (*s).to_owned()).collect(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let config = proxy_config::load(&sources).unwrap();
+        let policy = config.policy().unwrap();
+        (config, policy)
+    };
+    let (c, p) = config(&[]);
+    let resolver = Resolver::new(
+        c.dns_nameservers().as_deref(),
+        c.dns_hosts(),
+        c.dns_timeout(),
+    )
+    .unwrap();
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot::new(c, p)));
+    let events = Arc::new(Events::default());
+    let gate = PolicyGate::new(state.clone(), resolver, events.clone());
+    let meta = connect("127.0.0.1", 9);
+    let Admission::Allow(route) = gate.admit(&meta).await else {
+        panic!("not admitted")
+    };
+    let kept = gate.hold(&meta, &route);
+    assert!(!kept.is_revoked());
+    // The policy changes before the second connection takes its lease.
+    let Admission::Allow(route2) = gate.admit(&meta).await else {
+        panic!("not admitted")
+    };
+    let (c, p) = config(&["127.0.0.1"]);
+    let snap = Arc::new(Snapshot::new(c, p));
+    state.store(snap.clone());
+    assert_eq!(gate.revoke_disallowed(&snap), 1, "the held one");
+    assert!(kept.is_revoked());
+    let late = gate.hold(&meta, &route2);
+    assert!(
+        late.is_revoked(),
+        "a lease taken after the change escaped it"
+    );
+    let revocations: Vec<_> = events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.revoked)
+        .map(|e| e.reason)
+        .collect();
+    assert_eq!(revocations, vec!["denied", "denied"]);
+    assert_eq!(gate.held(), 0);
+}

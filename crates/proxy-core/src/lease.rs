@@ -165,6 +165,12 @@ impl Lease {
             .is_some_and(|s| s.revoked.load(Ordering::Acquire))
     }
 
+    /// The lease as its revoker sees it (its data, its revocation); `None` for
+    /// [`Lease::none`].
+    pub fn held(&self) -> Option<HeldLease> {
+        self.0.clone().map(HeldLease)
+    }
+
     /// Completes when the lease is revoked (never, for [`Lease::none`]).
     pub fn revoked(&self) -> Revoked {
         Revoked(self.0.clone())
