@@ -84,11 +84,19 @@ fn open(path: &Path) -> std::io::Result<File> {
     use rustix::fs::OFlags;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
     let refused = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    // `/dev/stderr`, `/dev/stdout` and `/dev/fd/N` are links that only root can plant: they are
+    // followed, to netproxy's own standard streams (a pipe among them: opened without blocking,
+    // it has a reader).
+    let own_stream = path.parent() == Some(Path::new("/dev")) || path.starts_with("/dev/fd/");
+    let mut flags = OFlags::NONBLOCK;
+    if !own_stream {
+        flags |= OFlags::NOFOLLOW;
+    }
     let mut opts = std::fs::OpenOptions::new();
     opts.append(true)
         .create(true)
         .mode(0o600)
-        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits().cast_signed());
+        .custom_flags(flags.bits().cast_signed());
     let file = opts.open(path).map_err(|e| {
         if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
             refused("it is a symbolic link, which is refused (give the file's own path)".into())
@@ -105,10 +113,10 @@ fn open(path: &Path) -> std::io::Result<File> {
     })?;
     let meta = file.metadata()?;
     let kind = meta.file_type();
-    if kind.is_fifo() {
+    if kind.is_fifo() && !own_stream {
         return Err(refused(NAMED_PIPE.into()));
     }
-    if !kind.is_file() && !kind.is_char_device() {
+    if !kind.is_file() && !kind.is_char_device() && !(own_stream && kind.is_fifo()) {
         return Err(refused(format!("it is not a regular file; {NOT_A_FILE}")));
     }
     if kind.is_file() {
@@ -152,7 +160,7 @@ const NAMED_PIPE: &str =
     "it is a named pipe (FIFO), which is refused: give a regular file (or a character device)";
 
 /// What the audit log may be.
-const NOT_A_FILE: &str = "give a regular file (or a character device such as /dev/stderr)";
+const NOT_A_FILE: &str = "give a regular file, a character device, or /dev/stderr";
 
 impl JsonLinesFile {
     /// Opens (or creates, mode 0600) `path` for appending and starts the writer thread.

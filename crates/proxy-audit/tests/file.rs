@@ -364,3 +364,19 @@ fn a_named_pipe_or_hard_link_at_a_reopen_keeps_the_old_file() {
     assert_eq!(kept.len(), 3);
     assert_eq!(kept[2]["server.address"], "third.example.com");
 }
+
+/// `/dev/stderr` and `/dev/fd/N` are links only root can plant: they are followed to netproxy's
+/// own standard streams, whatever they are (a terminal, a pipe, a file).
+#[test]
+fn the_processs_own_standard_streams_are_accepted() {
+    for path in ["/dev/stderr", "/dev/fd/2", "/dev/null"] {
+        let file = JsonLinesFile::open(std::path::Path::new(path));
+        assert!(file.is_ok(), "{path}: {:?}", file.err());
+        file.unwrap().close();
+    }
+    // Another link under /dev's subfolders is not followed.
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("stderr");
+    std::os::unix::fs::symlink("/dev/stderr", &link).unwrap();
+    assert!(JsonLinesFile::open(&link).is_err());
+}
