@@ -116,7 +116,7 @@ fn open(path: &Path) -> std::io::Result<File> {
     if kind.is_fifo() && !own_stream {
         return Err(refused(NAMED_PIPE.into()));
     }
-    if !kind.is_file() && !kind.is_char_device() && !(own_stream && kind.is_fifo()) {
+    if !(kind.is_file() || kind.is_char_device() || (own_stream && kind.is_fifo())) {
         return Err(refused(format!("it is not a regular file; {NOT_A_FILE}")));
     }
     if kind.is_file() {
