@@ -1,7 +1,7 @@
 //! `netproxy check`: explain one decision without serving.
 
 use proxy_core::{Decision, Host, Protocol, Reason, RequestMeta, Target, Verdict, split_authority};
-use proxy_policy::{Evaluation, OwnAddrs, Policy};
+use proxy_gate::{Lookup, PolicyGate};
 use serde_json::{Value, json};
 
 /// A target that could not be read (a usage error, exit 2).
@@ -100,14 +100,16 @@ pub struct CheckReport {
     pub intercept: bool,
     /// The addresses the name resolved to, when it was resolved.
     pub resolved: Option<Vec<std::net::IpAddr>>,
-    /// Why the name could not be checked (a DNS failure: the proxy would answer 502).
+    /// Why the target could not be checked or routed (the proxy would answer 502).
     pub failure: Option<proxy_core::Failure>,
+    /// The upstream proxy the target would be reached through, if any.
+    pub upstream: Option<String>,
 }
 
-/// Explains the decision for `req` under `policy`, without DNS: an allowed name is reported as
-/// allowed if its addresses pass ([`resolve`] finishes it). `own` holds the machine's own
-/// addresses, local like loopback while local protection is on (the gate uses the same set).
-pub fn explain(policy: &Policy, req: &CheckRequest, own: &OwnAddrs) -> CheckReport {
+/// Explains the decision for `req` through `gate`'s dry run ([`PolicyGate::explain`]): the code
+/// that judges every request, the decider and the upstream route included, recording nothing.
+/// With [`Lookup::Skip`], an allowed name is reported as allowed if its addresses pass.
+pub async fn explain(gate: &PolicyGate, req: &CheckRequest, lookup: Lookup) -> CheckReport {
     let host = match &req.host {
         Ok(h) => h.clone(),
         Err(e) => {
@@ -118,63 +120,21 @@ pub fn explain(policy: &Policy, req: &CheckRequest, own: &OwnAddrs) -> CheckRepo
                 intercept: false,
                 resolved: None,
                 failure: None,
+                upstream: None,
             };
         }
     };
     let mut meta = RequestMeta::new(req.protocol, Target::net(host, req.port));
     meta.method = req.method.clone();
-    let (decision, pending, intercept) = match policy.evaluate_with(&meta, own) {
-        Evaluation::Allow {
-            decision,
-            intercept,
-        } => (decision, false, intercept),
-        Evaluation::AllowIfAddressesPass {
-            decision,
-            intercept,
-        } => (decision, true, intercept),
-        Evaluation::Deny(d) => (d, false, false),
-    };
+    let seen = gate.explain(&meta, lookup).await;
     CheckReport {
         request: req.clone(),
-        decision,
-        addresses_checked_at_connect: pending,
-        intercept,
-        resolved: None,
-        failure: None,
-    }
-}
-
-/// Finishes a report like `serve` would: an allowed name is resolved once and every address
-/// checked (deny entries, and local protection with the machine's own addresses `own`). A
-/// lookup failure is reported as `dns_failed`.
-pub async fn resolve(
-    report: &mut CheckReport,
-    policy: &Policy,
-    resolver: &crate::resolve::Resolver,
-    own: &OwnAddrs,
-) {
-    if !report.addresses_checked_at_connect {
-        return;
-    }
-    let Ok(host) = &report.request.host else {
-        return;
-    };
-    let Some(name) = host.as_name() else {
-        return;
-    };
-    report.addresses_checked_at_connect = false;
-    match resolver.lookup(name).await {
-        Ok(ips) => {
-            report.decision =
-                policy.check_addresses(report.decision.clone(), report.request.port, &ips, own);
-            report.resolved = Some(ips);
-        }
-        Err(e) => {
-            report.failure = Some(proxy_core::Failure::new(
-                proxy_core::UpstreamFailure::DnsFailed,
-                e.to_string(),
-            ));
-        }
+        decision: seen.decision,
+        addresses_checked_at_connect: seen.pending,
+        intercept: seen.intercept,
+        resolved: seen.resolved,
+        failure: seen.failure,
+        upstream: seen.upstream,
     }
 }
 
@@ -242,6 +202,9 @@ impl CheckReport {
             let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
             out.push_str(&format!("resolved: {}\n", list.join(", ")));
         }
+        if let Some(upstream) = &self.upstream {
+            out.push_str(&format!("upstream proxy: {upstream}\n"));
+        }
         if let Some(f) = &self.failure {
             out.push_str(&format!(
                 "failure: {f} (the proxy answers {})\n",
@@ -281,6 +244,7 @@ impl CheckReport {
             "x_proxy_error": d.reason.and_then(Reason::x_proxy_error),
             "addresses_checked_at_connect": self.addresses_checked_at_connect,
             "intercept": self.intercept,
+            "upstream_proxy": self.upstream,
             "allowed": d.verdict == Verdict::Allow && self.failure.is_none(),
         })
     }

@@ -8,7 +8,7 @@ use proxy_core::{
     BlockedView, CheckQuery, Control, ControlError, DomainChange, Mode, PatternLists,
 };
 
-use crate::check::{CheckRequest, explain, resolve};
+use crate::check::{CheckRequest, explain};
 use crate::service::{ReloadError, Service};
 
 /// The admin API's view of a running [`Service`].
@@ -77,11 +77,11 @@ fn control_error(e: ReloadError) -> ControlError {
 
 impl Control for ServiceControl {
     fn config_json(&self) -> String {
-        crate::show::config_json(&self.service.config().config).to_string()
+        crate::show::config_json(&self.service.config()).to_string()
     }
 
     fn patterns(&self) -> PatternLists {
-        let snap = self.service.config();
+        let snap = self.service.snapshot();
         PatternLists {
             allowed: snap.policy.allowed_patterns().map(str::to_owned).collect(),
             denied: snap.policy.denied_patterns().map(str::to_owned).collect(),
@@ -116,16 +116,7 @@ impl Control for ServiceControl {
     async fn check(&self, query: CheckQuery) -> Result<String, ControlError> {
         let req = CheckRequest::parse(&query.target, query.protocol, query.method.as_deref())
             .map_err(|e| ControlError::Invalid(e.to_string()))?;
-        let snap = self.service.config();
-        let own = self.service.gate().own_addrs();
-        let mut report = explain(&snap.policy, &req, &own);
-        resolve(
-            &mut report,
-            &snap.policy,
-            self.service.gate().resolver(),
-            &own,
-        )
-        .await;
+        let report = explain(self.service.gate(), &req, proxy_gate::Lookup::Resolve).await;
         Ok(report.to_json().to_string())
     }
 

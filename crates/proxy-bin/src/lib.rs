@@ -1,6 +1,5 @@
-//! `netproxy` is the embeddable proxy: the gate ([`gate::PolicyGate`]: policy, decider, one
-//! pinned resolution, audit), the dialer, the assembled [`service::Service`] with reload, and the
-//! `check` and `config show` renderings. The `netproxy` binary is a thin clap CLI over it.
+//! `netproxy` is the embeddable proxy: the assembled [`service::Service`] (config, the gate of
+//! `proxy-gate`, the dialer, audit) with reload, and the `check` and `config show` renderings. The `netproxy` binary is a thin clap CLI over it.
 //!
 //! It is where the pieces are assembled: it reads `proxy-config`, compiles `proxy-policy`, and
 //! speaks `proxy-core`'s vocabulary to the transports. It never panics on user input and uses
@@ -8,14 +7,26 @@
 //!
 //! ```
 //! use netproxy::check::{CheckRequest, explain};
+//! use proxy_gate::{Lookup, PolicyGate, Resolver, Settings, Snapshot};
+//! use std::sync::Arc;
+//! # #[derive(Debug)]
+//! # struct Discard;
+//! # impl proxy_core::AuditSink for Discard {
+//! #     fn record(&self, _event: &proxy_core::AuditEvent) {}
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut b = proxy_policy::Policy::builder();
 //! b.allow("*.example.com", Some("test"))?;
-//! let policy = b.build()?;
+//! let snap = Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::new(b.build()?, Settings::default())));
+//! let own = Arc::new(arc_swap::ArcSwap::from_pointee(proxy_policy::OwnAddrs::default()));
+//! let resolver = Resolver::new(Some(&[]), Default::default(), std::time::Duration::from_secs(1))?;
+//! let gate = PolicyGate::new(snap, resolver, Arc::new(Discard), own);
 //! let req = CheckRequest::parse("https://api.example.com/v1", None, None)?;
-//! let report = explain(&policy, &req, proxy_policy::OwnAddrs::none());
+//! let report = explain(&gate, &req, Lookup::Skip).await;
 //! assert_eq!(report.decision.verdict, proxy_core::Verdict::Allow);
 //! assert!(report.addresses_checked_at_connect);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 
@@ -23,13 +34,7 @@ pub mod admin;
 pub mod check;
 pub mod child_env;
 pub mod control;
-pub mod dial;
-pub mod gate;
-pub mod leases;
 pub mod metrics;
-pub mod own_addrs;
 pub mod report;
-pub mod resolve;
 pub mod service;
 pub mod show;
-pub mod upstream;

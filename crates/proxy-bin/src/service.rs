@@ -10,12 +10,12 @@ use tokio::net::TcpListener;
 
 use proxy_core::DomainChange;
 
-use crate::dial::TcpDialer;
-use crate::gate::{PolicyGate, SharedSnapshot, Snapshot};
+use proxy_gate::{
+    OwnAddrsWatch, PolicyGate, ResolveError, Resolver, SharedSnapshot, Snapshot, TcpDialer,
+    UpstreamProxies,
+};
+
 use crate::metrics::Metrics;
-use crate::own_addrs::OwnAddrsWatch;
-use crate::resolve::{ResolveError, Resolver};
-use crate::upstream::UpstreamProxies;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,8 @@ pub struct Service {
     sources: Sources,
     /// The files read at start, under [`Files::ReadOnce`].
     read_once: Option<proxy_config::ReadOnce>,
+    /// The effective config in force (the gate's snapshot is compiled from it).
+    config: ArcSwap<Config>,
     state: SharedSnapshot,
     /// The admin API's layer (interface.md §5), kept across file reloads. Its lock also
     /// serialises every change of config, so two changes never interleave.
@@ -96,6 +98,13 @@ pub struct Service {
     _own_watch: Option<OwnAddrsWatch>,
     /// The task that judges open connections again when the own-address set changes.
     _rejudge_on_own_change: Option<AbortOnDrop>,
+}
+
+/// The gate's settings in `config`.
+fn gate_settings(config: &Config) -> proxy_gate::Settings {
+    proxy_gate::Settings {
+        allow_upstream_proxy: config.allow_upstream_proxy(),
+    }
 }
 
 fn limits_of(config: &Config) -> Limits {
@@ -141,10 +150,13 @@ impl Service {
         )?;
         let limits = limits_of(&config);
         let dialer = Arc::new(TcpDialer::new(config.connect_timeout()));
-        let state: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(config, policy)));
+        let state: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(
+            policy,
+            gate_settings(&config),
+        )));
         let metrics = Arc::new(Metrics::new());
         let mut audit = audit.with_sink(metrics.clone());
-        let audit_file = match state.load().config.audit_log() {
+        let audit_file = match config.audit_log() {
             Some(path) => {
                 let file = Arc::new(
                     proxy_audit::JsonLinesFile::open(std::path::Path::new(path)).map_err(
@@ -161,9 +173,8 @@ impl Service {
             }
             None => None,
         };
-        let otlp = match state.load().config.otel_exporter() {
+        let otlp = match config.otel_exporter() {
             Some(exporter) => {
-                let snap = state.load();
                 let protocol = if exporter == "otlp-grpc" {
                     proxy_audit::OtlpProtocol::Grpc
                 } else {
@@ -175,8 +186,8 @@ impl Service {
                 };
                 let sink = Arc::new(proxy_audit::OtlpSink::start(&proxy_audit::OtlpConfig {
                     protocol,
-                    endpoint: snap.config.otel_endpoint().unwrap_or(default).to_owned(),
-                    headers: snap.config.otel_headers(),
+                    endpoint: config.otel_endpoint().unwrap_or(default).to_owned(),
+                    headers: config.otel_headers(),
                     service_version: env!("CARGO_PKG_VERSION").to_owned(),
                 })?);
                 audit = audit.with_sink(sink.clone());
@@ -195,14 +206,16 @@ impl Service {
             let shared = watch.shared();
             (Some(watch), shared)
         } else {
-            let own = crate::own_addrs::dump().map_err(StartError::OwnAddrs)?;
+            let own = proxy_gate::dump_own_addrs().map_err(StartError::OwnAddrs)?;
             (None, Arc::new(ArcSwap::from_pointee(own)))
         };
         let gate = Arc::new(
-            PolicyGate::new(state.clone(), resolver, audit.clone())
+            PolicyGate::new(state.clone(), resolver, audit.clone(), own)
                 .with_upstream(upstream)
-                .with_metrics(metrics.clone())
-                .with_own_addrs(own),
+                .with_lookup_observer({
+                    let metrics = metrics.clone();
+                    Arc::new(move |took, ok| metrics.dns_lookup(took, ok))
+                }),
         );
         // A new own address makes open connections to it local: they are judged again.
         let rejudge = own_watch.as_ref().map(|w| {
@@ -221,6 +234,7 @@ impl Service {
         Ok(Self {
             sources,
             read_once,
+            config: ArcSwap::from_pointee(config),
             state,
             runtime: std::sync::Mutex::default(),
             audit,
@@ -265,7 +279,12 @@ impl Service {
     }
 
     /// The config in force.
-    pub fn config(&self) -> Arc<Snapshot> {
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The gate's snapshot in force: the compiled policy and the gate's settings.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
         self.state.load_full()
     }
 
@@ -358,15 +377,17 @@ impl Service {
                 None => proxy_config::load_with(&self.sources, &extra)?,
             };
             let policy = config.policy()?;
-            let changed = self.state.load().config.restart_keys_changed(&config);
+            let changed = self.config.load().restart_keys_changed(&config);
             if !changed.is_empty() {
                 return Err(ReloadError::NeedsRestart(changed));
             }
             let mut warnings = config.warnings();
             // Allowed unix sockets keep the resolution of the previous snapshot.
-            let (snap, moved) = Snapshot::renewed(config, policy, &self.state.load());
+            let (snap, moved) =
+                Snapshot::renewed(policy, gate_settings(&config), &self.state.load());
             warnings.extend(moved);
             let snap = Arc::new(snap);
+            self.config.store(Arc::new(config));
             self.state.store(snap.clone());
             // Open connections the new policy refuses are closed now.
             self.gate.revoke_disallowed(&snap);
@@ -436,7 +457,7 @@ impl Service {
             header_timeout: self.limits.header_timeout,
             idle_timeout: self.limits.idle_timeout,
             max_connections: self.limits.max_connections,
-            udp: self.state.load().config.enable_socks5_udp(),
+            udp: self.config.load().enable_socks5_udp(),
             proxy_auth: self.limits.proxy_auth.clone(),
             stats: self.socks_stats.clone(),
         };

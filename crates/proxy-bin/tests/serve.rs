@@ -394,7 +394,7 @@ async fn chains_through_the_upstream_proxy_after_judging_and_refuses_a_loop() {
     tokio::spawn(proxy_http::run(
         listener,
         gate.clone(),
-        std::sync::Arc::new(netproxy::dial::TcpDialer::new(Duration::from_secs(2))),
+        std::sync::Arc::new(proxy_gate::TcpDialer::new(Duration::from_secs(2))),
         proxy_http::Limits::default(),
         std::future::pending(),
     ));

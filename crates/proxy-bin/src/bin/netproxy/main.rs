@@ -8,8 +8,10 @@ mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use netproxy::check::{CheckRequest, explain};
 use proxy_config::{CliOverrides, Sources};
@@ -283,16 +285,38 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         }
     };
     // The machine's own addresses, as the gate of `serve` would judge them (one dump).
-    let own = match netproxy::own_addrs::dump() {
-        Ok(own) => own,
+    let own = match proxy_gate::dump_own_addrs() {
+        Ok(own) => Arc::new(ArcSwap::from_pointee(own)),
         Err(e) => {
             eprintln!("netproxy check: cannot list the machine's own addresses: {e}");
             return Ok(ExitCode::from(1));
         }
     };
-    let mut report = explain(&policy, &req, &own);
-    if report.addresses_checked_at_connect && !args.no_resolve {
-        let resolver = match netproxy::resolve::Resolver::new(
+    let settings = proxy_gate::Settings {
+        allow_upstream_proxy: config.allow_upstream_proxy(),
+    };
+    let state = Arc::new(ArcSwap::from_pointee(proxy_gate::Snapshot::new(
+        policy, settings,
+    )));
+    // The gate `serve` would build, judging through the same code; it records nothing here.
+    let (upstream, _) = proxy_gate::UpstreamProxies::from_env(|k| std::env::var(k).ok());
+    let gate = |resolver| {
+        proxy_gate::PolicyGate::new(state.clone(), resolver, Arc::new(NoAudit), own.clone())
+            .with_upstream(upstream.clone())
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // First without any lookup (a resolver with no nameserver); then, when the answer depends
+    // on the name's addresses and resolving is wanted, with the resolver `serve` would use.
+    let offline = proxy_gate::Resolver::new(Some(&[]), Default::default(), config.dns_timeout())
+        .context("cannot build the DNS resolver")?;
+    let mut report = runtime.block_on(explain(&gate(offline), &req, proxy_gate::Lookup::Skip));
+    let needs_lookup = report.addresses_checked_at_connect
+        || (report.upstream.is_some() && report.failure.is_none() && report.resolved.is_none());
+    if needs_lookup && !args.no_resolve {
+        let resolver = match proxy_gate::Resolver::new(
             config.dns_nameservers().as_deref(),
             config.dns_hosts(),
             config.dns_timeout(),
@@ -303,16 +327,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        runtime.block_on(netproxy::check::resolve(
-            &mut report,
-            &policy,
-            &resolver,
-            &own,
-        ));
+        report = runtime.block_on(explain(&gate(resolver), &req, proxy_gate::Lookup::Resolve));
     }
     if args.json {
         let text = serde_json::to_string_pretty(&report.to_json()).context("rendering JSON")?;
@@ -432,4 +447,12 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `check` judges without recording: its gate's audit sink keeps nothing.
+#[derive(Debug)]
+struct NoAudit;
+
+impl proxy_core::AuditSink for NoAudit {
+    fn record(&self, _event: &proxy_core::AuditEvent) {}
 }

@@ -81,7 +81,7 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         Err(code) => return Ok(code),
     };
     let snap = service.config();
-    let config = &snap.config;
+    let config = &*snap;
     for w in config.warnings() {
         tracing::warn!("{w}");
     }

@@ -86,7 +86,7 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let snap = service.config();
-    let config = &snap.config;
+    let config = &*snap;
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
@@ -227,7 +227,7 @@ pub(crate) async fn bind_admin(
         .with_context(|| format!("cannot bind the admin API listener on {addr}"))?;
     let snap = service.config();
     let (token, source) = netproxy::admin::token(
-        snap.config.admin_token(),
+        snap.admin_token(),
         std::env::var("NETPROXY_ADMIN_TOKEN").ok(),
         service.sources().home_dir.as_deref(),
     )?;

@@ -4,46 +4,7 @@
 use std::time::Duration;
 
 use proxy_core::{Dialer, Failure, Route, UpstreamFailure, Via};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// The longest response head accepted from an upstream proxy's answer to `CONNECT`.
-const MAX_CONNECT_HEAD: usize = 16 * 1024;
-
-/// Asks an upstream proxy for a tunnel to `authority`; succeeds on a 2xx answer.
-async fn upstream_connect(stream: &mut TcpStream, authority: &str) -> Result<(), Failure> {
-    let fail = |m: String| Failure::new(UpstreamFailure::ConnectFailed, m);
-    let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| fail(format!("upstream proxy: {e}")))?;
-    // Read the head byte by byte so no tunnel byte is consumed.
-    let mut head = Vec::with_capacity(256);
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() >= MAX_CONNECT_HEAD {
-            return Err(fail("upstream proxy: response head too long".into()));
-        }
-        let mut b = [0u8; 1];
-        match stream.read(&mut b).await {
-            Ok(1) => head.push(b[0]),
-            Ok(_) => {
-                return Err(fail(
-                    "upstream proxy closed the connection during CONNECT".into(),
-                ));
-            }
-            Err(e) => return Err(fail(format!("upstream proxy: {e}"))),
-        }
-    }
-    let line = String::from_utf8_lossy(&head);
-    let status = line.split_whitespace().nth(1).unwrap_or_default();
-    if status.starts_with('2') && status.len() == 3 {
-        Ok(())
-    } else {
-        let first = line.lines().next().unwrap_or_default().to_owned();
-        Err(fail(format!("upstream proxy refused the tunnel: {first}")))
-    }
-}
 
 /// Dials TCP routes.
 #[derive(Debug, Clone)]
@@ -87,7 +48,7 @@ impl Dialer for TcpDialer {
                     Ok(mut s) => {
                         let _ = s.set_nodelay(true);
                         if let Some(authority) = tunnel_to {
-                            upstream_connect(&mut s, authority).await?;
+                            crate::upstream::connect_through(&mut s, authority).await?;
                         }
                         return Ok(s);
                     }

@@ -3,10 +3,14 @@
 //! `allow_upstream_proxy` is on. The gate still judges and resolves every target first; what the
 //! upstream does with the name afterwards is outside netproxy's control (docs/security.md).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::RwLock;
 
 use ipnet::IpNet;
-use proxy_core::{Host, Protocol, split_authority};
+use proxy_core::{Failure, Host, Protocol, UpstreamFailure, Via, split_authority};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::resolve::Resolver;
 
 /// One upstream proxy: `http://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +144,137 @@ impl UpstreamProxies {
             }),
         });
         (!bypassed).then_some(endpoint)
+    }
+}
+
+/// The upstream proxies with the loop guard: the part of the gate that picks the route through
+/// an upstream proxy. Both ways through one live side by side here: a tunnel (`CONNECT`, asked
+/// for by [`connect_through`] when the dialer connects) and a plain HTTP request, which the
+/// front-end sends to the upstream in absolute form ([`Via::UpstreamProxy`] with `connect:
+/// false`).
+#[derive(Debug, Default)]
+pub(crate) struct Upstream {
+    proxies: UpstreamProxies,
+    /// netproxy's own listener addresses: an upstream proxy at one of them is a loop.
+    listeners: RwLock<Vec<SocketAddr>>,
+}
+
+impl Upstream {
+    pub(crate) fn new(proxies: UpstreamProxies) -> Self {
+        Self {
+            proxies,
+            listeners: RwLock::default(),
+        }
+    }
+
+    /// Records netproxy's own listener addresses, for the loop guard.
+    pub(crate) fn set_listeners(&self, addrs: Vec<SocketAddr>) {
+        *self
+            .listeners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = addrs;
+    }
+
+    /// Whether `addr` is one of netproxy's own listeners (an unspecified listener address
+    /// matches any local address on its port).
+    fn is_self(&self, addr: SocketAddr) -> bool {
+        let own = self
+            .listeners
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        own.iter().any(|l| {
+            l.port() == addr.port()
+                && (l.ip() == addr.ip()
+                    || l.ip().is_unspecified()
+                    || (l.ip().is_loopback() && addr.ip().is_loopback()))
+        })
+    }
+
+    /// The upstream proxy that applies to this target, if any.
+    pub(crate) fn endpoint(&self, protocol: Protocol, host: &Host) -> Option<&Endpoint> {
+        self.proxies.for_target(protocol, host)
+    }
+
+    /// The route through `endpoint` to a target whose addresses the gate checked (`checked`);
+    /// `Err` for the loop guard or an upstream whose name does not resolve.
+    pub(crate) async fn via(
+        &self,
+        endpoint: &Endpoint,
+        protocol: Protocol,
+        host: &Host,
+        port: u16,
+        checked: &[SocketAddr],
+        resolver: &Resolver,
+    ) -> Result<Via, Failure> {
+        let ips = match endpoint.host.ip() {
+            Some(ip) => vec![ip],
+            None => resolver
+                .lookup(endpoint.host.as_name().unwrap_or_default())
+                .await
+                .map_err(|e| {
+                    Failure::new(
+                        UpstreamFailure::DnsFailed,
+                        format!("upstream proxy {endpoint}: {e}"),
+                    )
+                })?,
+        };
+        let proxy: Vec<SocketAddr> = ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, endpoint.port))
+            .collect();
+        if proxy.iter().any(|a| self.is_self(*a)) {
+            return Err(Failure::new(
+                UpstreamFailure::ConnectFailed,
+                format!("the upstream proxy {endpoint} is netproxy itself (loop refused)"),
+            ));
+        }
+        Ok(Via::UpstreamProxy {
+            proxy,
+            authority: format!("{}:{port}", host.to_uri_host()),
+            connect: protocol != Protocol::Http,
+            checked: checked.iter().map(SocketAddr::ip).collect(),
+        })
+    }
+}
+
+/// The longest response head accepted from an upstream proxy's answer to `CONNECT`.
+const MAX_CONNECT_HEAD: usize = 16 * 1024;
+
+/// Asks an upstream proxy for a tunnel to `authority` on `stream`; succeeds on a 2xx answer.
+/// The head is read byte by byte, so no tunnel byte is consumed.
+pub(crate) async fn connect_through<S>(stream: &mut S, authority: &str) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let fail = |m: String| Failure::new(UpstreamFailure::ConnectFailed, m);
+    let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| fail(format!("upstream proxy: {e}")))?;
+    let mut head = Vec::with_capacity(256);
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= MAX_CONNECT_HEAD {
+            return Err(fail("upstream proxy: response head too long".into()));
+        }
+        let mut b = [0u8; 1];
+        match stream.read(&mut b).await {
+            Ok(1) => head.push(b[0]),
+            Ok(_) => {
+                return Err(fail(
+                    "upstream proxy closed the connection during CONNECT".into(),
+                ));
+            }
+            Err(e) => return Err(fail(format!("upstream proxy: {e}"))),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let status = line.split_whitespace().nth(1).unwrap_or_default();
+    if status.starts_with('2') && status.len() == 3 {
+        Ok(())
+    } else {
+        let first = line.lines().next().unwrap_or_default().to_owned();
+        Err(fail(format!("upstream proxy refused the tunnel: {first}")))
     }
 }
 

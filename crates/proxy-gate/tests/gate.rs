@@ -6,13 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use netproxy::gate::{Decider, DeciderFuture, PolicyGate, Snapshot};
-use netproxy::resolve::Resolver;
 use proxy_config::{CliOverrides, Sources};
 use proxy_core::{
     Admission, AuditEvent, AuditSink, Decision, Gate, Protocol, Reason, RequestMeta, Target,
     UpstreamFailure, Via,
 };
+use proxy_gate::{Decider, DeciderFuture, PolicyGate, Resolver, SharedOwnAddrs, Snapshot};
 use proxy_test_support::{Answer, DnsServer};
 
 #[derive(Debug, Default)]
@@ -21,6 +20,18 @@ impl AuditSink for Events {
     fn record(&self, e: &AuditEvent) {
         self.0.lock().unwrap().push(e.clone());
     }
+}
+
+/// The gate's settings in a loaded config.
+fn settings(config: &proxy_config::Config) -> proxy_gate::Settings {
+    proxy_gate::Settings {
+        allow_upstream_proxy: config.allow_upstream_proxy(),
+    }
+}
+
+/// The machine's own addresses, as one dump finds them now.
+fn own_now() -> SharedOwnAddrs {
+    Arc::new(ArcSwap::from_pointee(proxy_gate::dump_own_addrs().unwrap()))
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -58,9 +69,12 @@ async fn fixture(set: &[&str], allow: &[&str], deny: &[&str]) -> Fixture {
         config.dns_timeout(),
     )
     .unwrap();
-    let state = Arc::new(ArcSwap::from_pointee(Snapshot::new(config, policy)));
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot::new(
+        policy,
+        settings(&config),
+    )));
     let events = Arc::new(Events::default());
-    let gate = PolicyGate::new(state, resolver, events.clone());
+    let gate = PolicyGate::new(state, resolver, events.clone(), own_now());
     Fixture { dns, gate, events }
 }
 
@@ -373,11 +387,10 @@ async fn under_local_binding_deny_wins_on_resolved_addresses() {
 /// read live. No dial happens: the gate only routes.
 #[tokio::test]
 async fn the_machines_own_addresses_are_local() {
-    let own: netproxy::own_addrs::SharedOwnAddrs =
-        Arc::new(ArcSwap::from_pointee(proxy_policy::OwnAddrs::new([
-            ip("203.0.113.7"),
-            ip("2001:db8::7"),
-        ])));
+    let own: SharedOwnAddrs = Arc::new(ArcSwap::from_pointee(proxy_policy::OwnAddrs::new([
+        ip("203.0.113.7"),
+        ip("2001:db8::7"),
+    ])));
     let f = fixture(
         &["treat_as_public=[\"203.0.113.0/24\", \"2001:db8::/32\", \"127.0.0.2/32\"]"],
         &["*"],
@@ -499,9 +512,9 @@ async fn a_policy_change_between_admission_and_hold_revokes_at_once() {
         c.dns_timeout(),
     )
     .unwrap();
-    let state = Arc::new(ArcSwap::from_pointee(Snapshot::new(c, p)));
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot::new(p, settings(&c))));
     let events = Arc::new(Events::default());
-    let gate = PolicyGate::new(state.clone(), resolver, events.clone());
+    let gate = PolicyGate::new(state.clone(), resolver, events.clone(), own_now());
     let meta = connect("127.0.0.1", 9);
     let Admission::Allow(route) = gate.admit(&meta).await else {
         panic!("not admitted")
@@ -513,7 +526,7 @@ async fn a_policy_change_between_admission_and_hold_revokes_at_once() {
         panic!("not admitted")
     };
     let (c, p) = config(&["127.0.0.1"]);
-    let snap = Arc::new(Snapshot::new(c, p));
+    let snap = Arc::new(Snapshot::new(p, settings(&c)));
     state.store(snap.clone());
     assert_eq!(gate.revoke_disallowed(&snap), 1, "the held one");
     assert!(kept.is_revoked());
@@ -532,4 +545,115 @@ async fn a_policy_change_between_admission_and_hold_revokes_at_once() {
         .collect();
     assert_eq!(revocations, vec!["denied", "denied"]);
     assert_eq!(gate.held(), 0);
+}
+
+#[derive(Debug)]
+struct DenyAll;
+impl Decider for DenyAll {
+    fn decide<'a>(&'a self, _meta: &'a RequestMeta) -> DeciderFuture<'a> {
+        Box::pin(async { Decision::deny(Reason::PolicyDenied) })
+    }
+}
+
+/// The dry run (`netproxy check`, `POST /check`) and a request are judged by the same code: for
+/// a table of requests (allowed, denied, local, failing names, the decider's allow and refusal,
+/// routes through an upstream proxy and its loop guard), `explain` gives the admission `admit`
+/// gives, and records nothing, while `admit` records exactly one event per request.
+#[tokio::test]
+async fn the_dry_run_and_admission_judge_alike() {
+    let f = fixture(
+        &[
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "allow_upstream_proxy=true",
+        ],
+        &["*.test", "**.up.example", "127.0.0.2"],
+        &["bad.test"],
+    )
+    .await;
+    f.dns.set("ok.test", Answer::Addrs(vec![ip("127.0.0.2")]));
+    f.dns
+        .set("local.test", Answer::Addrs(vec![ip("127.0.0.1")]));
+    f.dns.set("gone.test", Answer::NxDomain);
+    f.dns
+        .set("miss.example", Answer::Addrs(vec![ip("127.0.0.2")]));
+    f.dns
+        .set("a.up.example", Answer::Addrs(vec![ip("127.0.0.2")]));
+    f.dns
+        .set("loop.up.example", Answer::Addrs(vec![ip("127.0.0.2")]));
+    let env = |k: &str| match k {
+        "HTTPS_PROXY" => Some("http://127.0.0.9:3129".to_owned()),
+        "HTTP_PROXY" => Some("http://127.0.0.1:3128".to_owned()),
+        "NO_PROXY" => Some("ok.test,local.test".to_owned()),
+        _ => None,
+    };
+    let (upstream, problems) = proxy_gate::UpstreamProxies::from_env(env);
+    assert!(problems.is_empty(), "{problems:?}");
+    let base = f.gate.clone().with_upstream(upstream);
+    // netproxy's own listener: the plain-HTTP upstream proxy at 127.0.0.1:3128 is a loop.
+    base.set_listeners(vec!["127.0.0.1:3128".parse().unwrap()]);
+    let http = |host: &str, method: &str| {
+        RequestMeta::new(
+            Protocol::Http,
+            Target::parse_authority(&format!("{host}:80"), 80).unwrap(),
+        )
+        .with_method(method)
+    };
+    let table = [
+        connect("ok.test", 443),
+        connect("local.test", 443),
+        connect("gone.test", 443),
+        connect("bad.test", 443),
+        connect("miss.example", 443),
+        connect("127.0.0.2", 443),
+        connect("127.0.0.1", 443),
+        connect("a.up.example", 443),
+        http("ok.test", "GET"),
+        http("ok.test", "POST"),
+        http("a.up.example", "GET"),
+    ];
+    let deciders: [Option<Arc<dyn Decider>>; 3] =
+        [None, Some(Arc::new(AllowAll)), Some(Arc::new(DenyAll))];
+    let mut admitted = 0;
+    for decider in deciders {
+        let gate = match &decider {
+            Some(d) => base.clone().with_decider(d.clone()),
+            None => base.clone(),
+        };
+        for meta in &table {
+            let before = f.events.0.lock().unwrap().len();
+            let seen = gate
+                .explain(meta, proxy_gate::Lookup::Resolve)
+                .await
+                .admission();
+            assert_eq!(f.events.0.lock().unwrap().len(), before, "{meta:?}");
+            let admission = gate.admit(meta).await;
+            assert_eq!(f.events.0.lock().unwrap().len(), before + 1, "{meta:?}");
+            assert_eq!(seen, admission, "{meta:?} with decider {decider:?}");
+            if matches!(admission, Admission::Allow(_)) {
+                admitted += 1;
+            }
+        }
+    }
+    // The table covers each kind of answer.
+    assert!(admitted > 0);
+    let judged = |meta: RequestMeta| {
+        let gate = base.clone().with_decider(Arc::new(AllowAll));
+        async move { gate.admit(&meta).await }
+    };
+    assert!(matches!(
+        judged(connect("a.up.example", 443)).await,
+        Admission::Allow(r) if matches!(r.via, Via::UpstreamProxy { connect: true, .. })
+    ));
+    assert!(matches!(
+        judged(http("a.up.example", "GET")).await,
+        Admission::Fail(f) if f.message.contains("loop refused")
+    ));
+    assert!(matches!(
+        judged(connect("miss.example", 443)).await,
+        Admission::Allow(r) if r.decision.policy_override
+    ));
+    assert!(matches!(
+        judged(connect("gone.test", 443)).await,
+        Admission::Fail(f) if f.kind == UpstreamFailure::DnsFailed
+    ));
 }

@@ -31,7 +31,7 @@ struct Held {
 /// The open connections' leases: a revoker each, by lease id (the lease's data lives with the
 /// lease, so an idle tunnel costs this map only a small entry).
 #[derive(Debug, Default)]
-pub struct Leases {
+pub(crate) struct Leases {
     next: AtomicU64,
     held: Mutex<HashMap<u64, Revoker>>,
 }
@@ -50,7 +50,7 @@ impl Leases {
     }
 
     /// A lease for a connection admitted as `meta` by `decision`, connected to `addrs`.
-    pub fn hold(
+    pub(crate) fn hold(
         self: &Arc<Self>,
         meta: &RequestMeta,
         addrs: Vec<IpAddr>,
@@ -71,7 +71,7 @@ impl Leases {
     /// Judges one lease under `policy` and revokes it when refused (the policy in force when
     /// the lease is taken may be newer than the one that admitted the connection); the refusal
     /// is returned for the audit.
-    pub fn judge(&self, lease: &Lease, policy: &Policy, own: &OwnAddrs) -> Option<Decision> {
+    pub(crate) fn judge(&self, lease: &Lease, policy: &Policy, own: &OwnAddrs) -> Option<Decision> {
         let held = lease.held()?;
         let h = held.data::<Held>()?;
         let d = refusal(policy, own, h)?;
@@ -83,19 +83,14 @@ impl Leases {
     }
 
     /// How many connections are held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// Whether no connection is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Judges every held connection again under `policy` (with the machine's own addresses
     /// `own`), revokes those it refuses, and returns each revoked connection's request with the
     /// refusal (for the audit).
-    pub fn rejudge(&self, policy: &Policy, own: &OwnAddrs) -> Vec<(RequestMeta, Decision)> {
+    pub(crate) fn rejudge(&self, policy: &Policy, own: &OwnAddrs) -> Vec<(RequestMeta, Decision)> {
         // Taken under the lock, judged and dropped outside it: a lease whose connection lets go
         // meanwhile is released when the last of these goes, which takes the lock.
         let live: Vec<_> = {
@@ -229,11 +224,11 @@ mod tests {
         assert_eq!(revoked[0].1.reason, Some(Reason::NotAllowedLocal));
         assert!(lease.is_revoked());
         drop(lease);
-        assert!(leases.is_empty());
+        assert_eq!(leases.len(), 0);
         // A lease dropped before any change is forgotten at once.
         let other = leases.hold(&meta("public.test:443"), Vec::new(), &Decision::allow());
         assert_eq!(leases.len(), 1);
         drop(other);
-        assert!(leases.is_empty());
+        assert_eq!(leases.len(), 0);
     }
 }

@@ -1,0 +1,536 @@
+//! The gate: proxy-core's [`Gate`] from the compiled policy, the resolver and the audit sink.
+//!
+//! For each request it evaluates the policy (deny → local literal → allowlist → mode); for an
+//! allowlist miss it may ask the embedder's [`Decider`]; for an allowed name it resolves the name
+//! once and checks every address. The route carries exactly the addresses it checked, so the
+//! dialer never resolves again.
+//!
+//! One function judges ([`PolicyGate::judge`]); [`Gate::admit`] records its outcome as exactly
+//! one audit event, in one place, and [`PolicyGate::explain`] (the dry run `netproxy check` and
+//! the admin API's `POST /check` use) returns it without recording, so a check and a request
+//! cannot be judged differently.
+
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use proxy_core::{
+    Admission, AuditEvent, AuditSink, Decision, Failure, Gate, Host, Lease, Mode, Reason,
+    RequestMeta, Route, Source, Target, UpstreamFailure, Verdict, Via,
+};
+use proxy_policy::{Evaluation, OwnAddrs, Policy};
+
+use crate::leases::Leases;
+use crate::own_addrs::SharedOwnAddrs;
+use crate::resolve::Resolver;
+use crate::unix::canonical_entry;
+use crate::upstream::{Upstream, UpstreamProxies};
+
+/// The settings the gate reads besides the policy (typed; the caller builds them from its
+/// configuration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Chain through the upstream proxies given to [`PolicyGate::with_upstream`]
+    /// (`allow_upstream_proxy`).
+    pub allow_upstream_proxy: bool,
+}
+
+/// One consistent view of the compiled policy and the gate's settings. Requests take a snapshot
+/// when they start and keep it, whatever reloads happen meanwhile.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The compiled policy.
+    pub policy: Policy,
+    /// The gate's other settings.
+    pub settings: Settings,
+    /// Each allowed unix socket entry (as written) with its canonical path, resolved once: when
+    /// the service started ([`Snapshot::new`]) or when the entry first appeared in the config
+    /// ([`Snapshot::renewed`]). The socket a request may reach through that entry is the one at
+    /// the canonical path, which must still resolve with no symlink in any component.
+    pub unix_sockets: Vec<(String, PathBuf)>,
+}
+
+impl Snapshot {
+    /// A snapshot of `policy` and `settings`, resolving each allowed unix socket entry to its
+    /// canonical path now (the policy itself never touches the filesystem). An entry that does
+    /// not exist yet keeps the canonical path of its nearest existing folder and the rest of
+    /// its path as written.
+    pub fn new(policy: Policy, settings: Settings) -> Self {
+        let unix_sockets = policy
+            .unix_socket_paths()
+            .map(|entry| (entry.to_owned(), canonical_entry(Path::new(entry))))
+            .collect();
+        Self {
+            policy,
+            settings,
+            unix_sockets,
+        }
+    }
+
+    /// The snapshot that follows `previous` (a reload or an admin change): an allowed unix
+    /// socket entry that `previous` already had, written the same, keeps the canonical path it
+    /// was resolved to then; only an entry new to the config is resolved now. Re-resolving on
+    /// every change would let whoever can swap a folder of an allowed path for a symlink
+    /// re-point the entry at the next unrelated change. Returns a warning for each kept entry
+    /// that would now resolve elsewhere (to re-point an entry, restart the service).
+    pub fn renewed(policy: Policy, settings: Settings, previous: &Snapshot) -> (Self, Vec<String>) {
+        let mut warnings = Vec::new();
+        let unix_sockets = policy
+            .unix_socket_paths()
+            .map(|entry| {
+                let now = canonical_entry(Path::new(entry));
+                let Some(kept) = previous.canonical_unix_socket(entry) else {
+                    return (entry.to_owned(), now);
+                };
+                if kept != now {
+                    warnings.push(format!(
+                        "unix socket {entry:?} now resolves to {}; it stays resolved to {} \
+                         (restart netproxy to re-point it)",
+                        now.display(),
+                        kept.display()
+                    ));
+                }
+                (entry.to_owned(), kept.to_path_buf())
+            })
+            .collect();
+        let snap = Self {
+            policy,
+            settings,
+            unix_sockets,
+        };
+        (snap, warnings)
+    }
+
+    /// The canonical path of an allowed unix socket entry.
+    pub(crate) fn canonical_unix_socket(&self, entry: &str) -> Option<&Path> {
+        self.unix_sockets
+            .iter()
+            .find(|(e, _)| e == entry)
+            .map(|(_, c)| c.as_path())
+    }
+}
+
+/// The live snapshot, swapped atomically on reload.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+/// A future returned by a [`Decider`].
+pub type DeciderFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
+
+/// The embedder's hook for allowlist misses (`not_allowed` only; `denied` and
+/// `not_allowed_local` are final). Whatever it returns is labelled with source `decider`; an
+/// allow is a policy override, and an allowed name's addresses are still checked. The dry run
+/// ([`PolicyGate::explain`]) consults it too, like a request would.
+pub trait Decider: Send + Sync + fmt::Debug {
+    /// Decides one allowlist miss.
+    fn decide<'a>(&'a self, meta: &'a RequestMeta) -> DeciderFuture<'a>;
+}
+
+/// Told of every DNS lookup the gate makes: how long it took and whether it answered.
+pub type LookupObserver = Arc<dyn Fn(Duration, bool) + Send + Sync>;
+
+/// Whether judging may look a name up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Resolve an allowed name and check every address, as a request does.
+    Resolve,
+    /// Stop before the lookup: an allowed name is reported as allowed if its addresses pass
+    /// ([`Explanation::pending`]).
+    Skip,
+}
+
+/// What judging one request found: [`Gate::admit`] turns it into an [`Admission`] (and one
+/// audit event); [`PolicyGate::explain`] returns it whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The decision. For a failure, the policy's decision before the target failed.
+    pub decision: Decision,
+    /// True when judging stopped before looking an allowed name up ([`Lookup::Skip`]): the
+    /// decision stands if the name's addresses pass when connecting.
+    pub pending: bool,
+    /// Whether the tunnel would be intercepted.
+    pub intercept: bool,
+    /// The addresses the name resolved to, when it was looked up.
+    pub resolved: Option<Vec<IpAddr>>,
+    /// How an allowed target is reached (`None` when refused, failed or pending).
+    pub via: Option<Via>,
+    /// Why the target could not be checked or routed (the proxy answers 502).
+    pub failure: Option<Failure>,
+    /// The upstream proxy (`host:port`) an allowed target is reached through, if any.
+    pub upstream: Option<String>,
+}
+
+impl Explanation {
+    /// A refusal.
+    pub(crate) fn denied(decision: Decision) -> Self {
+        Self {
+            decision,
+            pending: false,
+            intercept: false,
+            resolved: None,
+            via: None,
+            failure: None,
+            upstream: None,
+        }
+    }
+
+    /// An admission along `via`.
+    pub(crate) fn allowed(decision: Decision, via: Via, intercept: bool) -> Self {
+        Self {
+            via: Some(via),
+            intercept,
+            ..Self::denied(decision)
+        }
+    }
+
+    /// A target that failed after the policy's `decision`.
+    pub(crate) fn failed(decision: Decision, failure: Failure) -> Self {
+        Self {
+            failure: Some(failure),
+            ..Self::denied(decision)
+        }
+    }
+
+    /// The gate's answer. A pending explanation (never produced with [`Lookup::Resolve`])
+    /// fails closed.
+    pub fn admission(self) -> Admission {
+        if let Some(failure) = self.failure {
+            return Admission::Fail(failure);
+        }
+        if !self.decision.is_allowed() {
+            return Admission::Deny(self.decision);
+        }
+        match self.via {
+            Some(via) => Admission::Allow(Route {
+                via,
+                intercept: self.intercept,
+                decision: self.decision,
+            }),
+            None => Admission::Fail(Failure::new(
+                UpstreamFailure::ConnectFailed,
+                "the target's addresses were not checked",
+            )),
+        }
+    }
+}
+
+/// The audit event of one admission.
+fn audit_event(meta: &RequestMeta, admission: &Admission, mode: Mode) -> AuditEvent {
+    match admission {
+        Admission::Allow(route) => AuditEvent::new(meta, &route.decision, mode),
+        Admission::Deny(decision) => AuditEvent::new(meta, decision, mode),
+        Admission::Fail(failure) => {
+            let mut ev = AuditEvent::new(meta, &Decision::deny(Reason::NotAllowedLocal), mode);
+            ev.reason = failure.kind.as_str();
+            ev
+        }
+    }
+}
+
+/// The gate.
+#[derive(Clone)]
+pub struct PolicyGate {
+    state: SharedSnapshot,
+    resolver: Resolver,
+    audit: Arc<dyn AuditSink>,
+    decider: Option<Arc<dyn Decider>>,
+    upstream: Arc<Upstream>,
+    lookups: Option<LookupObserver>,
+    /// The admitted connections that stay open, re-judged when the policy narrows.
+    leases: Arc<Leases>,
+    /// The machine's own addresses, judged like loopback while local protection is on.
+    own: SharedOwnAddrs,
+}
+
+impl fmt::Debug for PolicyGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyGate")
+            .field("resolver", &self.resolver)
+            .field("decider", &self.decider)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyGate {
+    /// A gate over the live snapshot, judging with `own`, the machine's own addresses (a live
+    /// set from [`crate::OwnAddrsWatch::shared`], or one dump from [`crate::dump_own_addrs`]).
+    pub fn new(
+        state: SharedSnapshot,
+        resolver: Resolver,
+        audit: Arc<dyn AuditSink>,
+        own: SharedOwnAddrs,
+    ) -> Self {
+        Self {
+            state,
+            resolver,
+            audit,
+            decider: None,
+            upstream: Arc::default(),
+            lookups: None,
+            leases: Arc::default(),
+            own,
+        }
+    }
+
+    /// Judges every open connection again under `snap` (the new policy, with the addresses
+    /// already connected and no new lookup), closes those it refuses, and records each with
+    /// `revoked: true` and the new policy's reason. Returns how many were revoked.
+    pub fn revoke_disallowed(&self, snap: &Snapshot) -> usize {
+        let revoked = self.leases.rejudge(&snap.policy, &self.own_addrs());
+        for (meta, decision) in &revoked {
+            self.record_revocation(meta, decision, snap.policy.mode());
+        }
+        revoked.len()
+    }
+
+    fn record_revocation(&self, meta: &RequestMeta, decision: &Decision, mode: Mode) {
+        tracing::info!(
+            target = %meta.target,
+            reason = decision.reason_str(),
+            "closing a connection the new policy refuses"
+        );
+        self.audit
+            .record(&AuditEvent::revocation(meta, decision, mode));
+    }
+
+    /// How many admitted connections are open and held (tunnels, kept-alive upstream
+    /// connections, UDP verdicts).
+    pub fn held(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Judges with this set of the machine's own addresses instead.
+    #[must_use]
+    pub fn with_own_addrs(mut self, own: SharedOwnAddrs) -> Self {
+        self.own = own;
+        self
+    }
+
+    /// The machine's own addresses the gate judges with now.
+    pub fn own_addrs(&self) -> Arc<OwnAddrs> {
+        self.own.load_full()
+    }
+
+    /// Tells `observer` of every DNS lookup (its latency and whether it answered).
+    #[must_use]
+    pub fn with_lookup_observer(mut self, observer: LookupObserver) -> Self {
+        self.lookups = Some(observer);
+        self
+    }
+
+    /// Chains through these upstream proxies when `allow_upstream_proxy` is on.
+    #[must_use]
+    pub fn with_upstream(mut self, upstream: UpstreamProxies) -> Self {
+        self.upstream = Arc::new(Upstream::new(upstream));
+        self
+    }
+
+    /// Records netproxy's own listener addresses, for the upstream loop guard.
+    pub fn set_listeners(&self, addrs: Vec<SocketAddr>) {
+        self.upstream.set_listeners(addrs);
+    }
+
+    /// Adds a decider for allowlist misses.
+    #[must_use]
+    pub fn with_decider(mut self, decider: Arc<dyn Decider>) -> Self {
+        self.decider = Some(decider);
+        self
+    }
+
+    /// The dry run: judges `meta` under the policy in force exactly as [`Gate::admit`] would
+    /// (the decider, the lookup and the check of every address, the upstream route), but
+    /// records nothing and holds nothing. With [`Lookup::Skip`] it stops before looking an
+    /// allowed name up.
+    pub async fn explain(&self, meta: &RequestMeta, lookup: Lookup) -> Explanation {
+        let snap = self.state.load_full();
+        let own = self.own.load_full();
+        self.judge(meta, &snap, &own, lookup).await
+    }
+
+    /// Judges one request: the one code path behind [`Gate::admit`] and
+    /// [`PolicyGate::explain`].
+    async fn judge(
+        &self,
+        meta: &RequestMeta,
+        snap: &Snapshot,
+        own: &OwnAddrs,
+        lookup: Lookup,
+    ) -> Explanation {
+        if let Target::Unix(path) = &meta.target {
+            return self.judge_unix(meta, path, snap).await;
+        }
+        let (decision, intercept, check) = match snap.policy.evaluate_with(meta, own) {
+            Evaluation::Allow {
+                decision,
+                intercept,
+            } => (decision, intercept, false),
+            Evaluation::AllowIfAddressesPass {
+                decision,
+                intercept,
+            } => (decision, intercept, true),
+            Evaluation::Deny(d) => match (&self.decider, d.reason) {
+                (Some(decider), Some(Reason::NotAllowed)) => {
+                    let mut dd = decider.decide(meta).await.with_source(Source::Decider);
+                    if dd.verdict != Verdict::Allow {
+                        if dd.reason.is_none() {
+                            dd.reason = Some(Reason::PolicyDenied);
+                        }
+                        return Explanation::denied(dd);
+                    }
+                    dd.policy_override = true;
+                    // The addresses of a name the decider allowed are checked like any
+                    // other: deny entries, and local protection while it is on.
+                    (dd, false, true)
+                }
+                _ => return Explanation::denied(d),
+            },
+        };
+        let Target::Net { host, port } = &meta.target else {
+            // Unix targets were judged above.
+            return Explanation::denied(Decision::deny(Reason::NotAllowed));
+        };
+        let port = *port;
+        let addrs = match host.ip() {
+            Some(ip) => vec![SocketAddr::new(ip, port)],
+            None => {
+                let name = host.as_name().unwrap_or_default();
+                // A `localhost` name connects to loopback without a lookup.
+                let ips = if name == "localhost" || name.ends_with(".localhost") {
+                    vec![
+                        IpAddr::V4(Ipv4Addr::LOCALHOST),
+                        IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    ]
+                } else if lookup == Lookup::Skip {
+                    return Explanation {
+                        pending: check,
+                        intercept,
+                        ..Explanation::denied(decision)
+                    };
+                } else {
+                    match self.lookup(name).await {
+                        Ok(ips) => ips,
+                        Err(e) => {
+                            let failure = Failure::new(UpstreamFailure::DnsFailed, e.to_string());
+                            return Explanation::failed(decision, failure);
+                        }
+                    }
+                };
+                let looked_up = !(name == "localhost" || name.ends_with(".localhost"));
+                let decision = if check {
+                    snap.policy.check_addresses(decision, port, &ips, own)
+                } else {
+                    decision
+                };
+                let resolved = looked_up.then(|| ips.clone());
+                if !decision.is_allowed() {
+                    return Explanation {
+                        resolved,
+                        ..Explanation::denied(decision)
+                    };
+                }
+                let addrs = ips
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect();
+                return Explanation {
+                    resolved,
+                    ..self
+                        .route(meta, host, port, addrs, decision, intercept, snap, lookup)
+                        .await
+                };
+            }
+        };
+        self.route(meta, host, port, addrs, decision, intercept, snap, lookup)
+            .await
+    }
+
+    /// The route to an allowed target's checked addresses: directly, or through the upstream
+    /// proxy that applies to it (with [`Lookup::Skip`], an upstream proxy given by name is
+    /// named but not looked up, and no route is given).
+    #[allow(clippy::too_many_arguments)]
+    async fn route(
+        &self,
+        meta: &RequestMeta,
+        host: &Host,
+        port: u16,
+        addrs: Vec<SocketAddr>,
+        decision: Decision,
+        intercept: bool,
+        snap: &Snapshot,
+        lookup: Lookup,
+    ) -> Explanation {
+        let endpoint = snap
+            .settings
+            .allow_upstream_proxy
+            .then(|| self.upstream.endpoint(meta.protocol, host))
+            .flatten();
+        let Some(endpoint) = endpoint else {
+            return Explanation::allowed(decision, Via::Direct(addrs), intercept);
+        };
+        let upstream = Some(endpoint.to_string());
+        if lookup == Lookup::Skip && endpoint.host.ip().is_none() {
+            return Explanation {
+                intercept,
+                upstream,
+                ..Explanation::denied(decision)
+            };
+        }
+        let via = self
+            .upstream
+            .via(endpoint, meta.protocol, host, port, &addrs, &self.resolver)
+            .await;
+        let seen = match via {
+            Ok(via) => Explanation::allowed(decision, via, intercept),
+            Err(failure) => Explanation::failed(decision, failure),
+        };
+        Explanation { upstream, ..seen }
+    }
+
+    /// Looks a canonical name up once, telling the observer.
+    async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, crate::ResolveError> {
+        let started = Instant::now();
+        let looked_up = self.resolver.lookup(name).await;
+        if let Some(observe) = &self.lookups {
+            observe(started.elapsed(), looked_up.is_ok());
+        }
+        looked_up
+    }
+}
+
+impl Gate for PolicyGate {
+    fn hold(&self, meta: &RequestMeta, route: &Route) -> Lease {
+        let addrs = match &route.via {
+            Via::Direct(addrs) => addrs.iter().map(SocketAddr::ip).collect(),
+            Via::UpstreamProxy { checked, .. } => checked.clone(),
+            // A unix socket's permission is not re-judged here.
+            Via::Unix(..) => return Lease::none(),
+        };
+        let lease = self.leases.hold(meta, addrs, &route.decision);
+        // A policy change between this connection's admission and now re-judged the held
+        // connections without it: judge it against the policy in force now. (A change after
+        // the lease was registered sees it.)
+        let snap = self.state.load();
+        if let Some(d) = self.leases.judge(&lease, &snap.policy, &self.own_addrs()) {
+            self.record_revocation(meta, &d, snap.policy.mode());
+        }
+        lease
+    }
+
+    async fn admit(&self, meta: &RequestMeta) -> Admission {
+        let snap = self.state.load_full();
+        let own = self.own.load_full();
+        let admission = self
+            .judge(meta, &snap, &own, Lookup::Resolve)
+            .await
+            .admission();
+        // The one audit event of this call.
+        self.audit
+            .record(&audit_event(meta, &admission, snap.policy.mode()));
+        admission
+    }
+}
