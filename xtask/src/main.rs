@@ -17,10 +17,16 @@ fn root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// Runs one CI step; on failure, says what to do.
+/// Runs one CI step; on failure, says what to do. `cargo` is the cargo that runs xtask
+/// (`$CARGO`).
 fn step(name: &str, fix: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
     println!("==> {name}: {program} {}", args.join(" "));
-    let status = Command::new(program)
+    let mut command = if program == "cargo" {
+        tidy::cargo()
+    } else {
+        Command::new(program)
+    };
+    let status = command
         .args(args)
         .current_dir(root())
         .status()
@@ -32,7 +38,7 @@ fn step(name: &str, fix: &str, program: &str, args: &[&str]) -> anyhow::Result<(
 }
 
 fn have(cargo_subcommand: &str) -> bool {
-    Command::new("cargo")
+    tidy::cargo()
         .args([cargo_subcommand, "--version"])
         .output()
         .is_ok_and(|o| o.status.success())
@@ -70,7 +76,7 @@ fn ci() -> anyhow::Result<()> {
         &["test", "--workspace", "--locked"],
     )?;
     println!("==> doc: cargo doc --workspace --no-deps (warnings denied)");
-    let status = Command::new("cargo")
+    let status = tidy::cargo()
         .args(["doc", "--workspace", "--no-deps", "--locked"])
         .env("RUSTDOCFLAGS", "-D warnings")
         .current_dir(root())

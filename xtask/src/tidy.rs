@@ -47,33 +47,69 @@ pub(crate) const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("xtask", &[]),
 ];
 
-/// Crates that must never be among proxy-policy's (transitive) normal dependencies: runtimes,
-/// HTTP stacks, serde format crates and I/O crates.
-pub(crate) const POLICY_FORBIDDEN: &[&str] = &[
-    "tokio",
-    "hyper",
-    "hyper-util",
-    "h2",
-    "mio",
-    "socket2",
-    "async-std",
-    "smol",
-    "futures-io",
-    "serde_json",
-    "toml",
-    "serde_yaml",
-    "ron",
-    "bincode",
-    "reqwest",
-    "hickory-resolver",
-    "hickory-proto",
-    "notify",
-    "rustls",
-    "tracing-subscriber",
-    "libc",
-    "nix",
-    "rustix",
+/// The crates proxy-core may depend on, directly or not (normal dependencies): its own
+/// vocabulary needs error derives and IDNA. Anything else (a runtime, an I/O or format crate) is
+/// a review question, answered by adding it here.
+pub(crate) const CORE_ALLOWED: &[&str] = &[
+    // error derives
+    "thiserror",
+    "thiserror-impl",
+    // host names: IDNA (UTS #46) and the ICU4X data it uses
+    "idna",
+    "idna_adapter",
+    "icu_collections",
+    "icu_locale_core",
+    "icu_normalizer",
+    "icu_normalizer_data",
+    "icu_properties",
+    "icu_properties_data",
+    "icu_provider",
+    "displaydoc",
+    "litemap",
+    "potential_utf",
+    "smallvec",
+    "stable_deref_trait",
+    "tinystr",
+    "utf8_iter",
+    "utf_types",
+    "writeable",
+    "yoke",
+    "yoke-derive",
+    "zerofrom",
+    "zerofrom-derive",
+    "zerotrie",
+    "zerovec",
+    "zerovec-derive",
+    // proc-macro support of the derives above
+    "proc-macro2",
+    "quote",
+    "syn",
+    "synstructure",
+    "unicode-ident",
 ];
+
+/// The crates proxy-policy may depend on besides proxy-core and [`CORE_ALLOWED`] (normal
+/// dependencies, transitively): pattern matching and address ranges, nothing that does I/O.
+pub(crate) const POLICY_ALLOWED: &[&str] = &[
+    "proxy-core",
+    "globset",
+    "aho-corasick",
+    "bstr",
+    "memchr",
+    "regex-automata",
+    "regex-syntax",
+    "ipnet",
+    "foldhash",
+    // Only through feature unification: another workspace crate (hickory) turns on ipnet's
+    // `serde` feature. serde is a data model: no format, no I/O.
+    "serde",
+    "serde_core",
+    "serde_derive",
+];
+
+/// Paths proxy-policy's source must not name: sockets, files and processes belong to the
+/// callers (addresses come from `core::net`).
+pub(crate) const POLICY_FORBIDDEN_PATHS: &[&str] = &["std::net", "std::fs", "std::process"];
 
 /// A dependency edge between two packages, with the dependency kinds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,8 +149,111 @@ pub(crate) fn forbidden_edges(edges: &[Edge], workspace: &BTreeSet<String>) -> V
     problems
 }
 
+/// The dependencies of `krate` (its normal ones, transitively) that its allowlist lacks.
+pub(crate) fn unlisted_dependencies(krate: &str, deps: &[String], allowed: &[&str]) -> Vec<String> {
+    deps.iter()
+        .filter(|d| !allowed.contains(&d.as_str()))
+        .map(|d| {
+            format!(
+                "{krate} depends (normally) on {d}, which its allowlist in xtask/src/tidy.rs lacks: \
+                 keep {krate} free of runtimes and I/O, or add {d} there with the reason"
+            )
+        })
+        .collect()
+}
+
+/// Lines of proxy-policy's source (tests included) that name a forbidden path.
+pub(crate) fn policy_source_problems(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for file in rust_files(dir)? {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        problems.extend(forbidden_paths(&file.display().to_string(), &text));
+    }
+    Ok(problems)
+}
+
+/// The lines of `text` that name a path of [`POLICY_FORBIDDEN_PATHS`].
+pub(crate) fn forbidden_paths(name: &str, text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or_default();
+        for path in POLICY_FORBIDDEN_PATHS {
+            if code.contains(path) {
+                problems.push(format!(
+                    "{name}:{}: proxy-policy must not use {path} (no sockets, files or processes; addresses come from core::net)",
+                    n + 1
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&d).with_context(|| format!("cannot read {}", d.display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `anyhow` is for the binary target and xtask only: no other workspace crate may depend on it
+/// (normally), and proxy-bin's library (everything under src/ but src/bin/) must not name it.
+fn anyhow_problems(
+    root: &Path,
+    edges: &[Edge],
+    workspace: &BTreeSet<String>,
+) -> anyhow::Result<Vec<String>> {
+    let mut problems: Vec<String> = edges
+        .iter()
+        .filter(|e| {
+            e.to == "anyhow"
+                && !e.dev_only
+                && workspace.contains(&e.from)
+                && !matches!(e.from.as_str(), "proxy-bin" | "xtask")
+        })
+        .map(|e| format!("{} depends on anyhow: library crates use thiserror", e.from))
+        .collect();
+    let lib = root.join("crates/proxy-bin/src");
+    for file in rust_files(&lib)? {
+        if file.starts_with(lib.join("bin")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let uses = text
+            .lines()
+            .any(|l| !l.trim_start().starts_with("//") && l.contains("anyhow"));
+        if uses {
+            problems.push(format!(
+                "{}: proxy-bin's library must not use anyhow (only its binary target does)",
+                file.display()
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// The cargo that runs xtask (`$CARGO`), or `cargo` from the path.
+pub(crate) fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
 fn metadata(root: &Path) -> anyhow::Result<Value> {
-    let out = Command::new("cargo")
+    let out = cargo()
         .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(root)
         .output()
@@ -185,13 +324,13 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     }
     let mut problems = forbidden_edges(&edges, &workspace);
 
-    // proxy-policy's normal dependencies, transitively.
-    if let Some(policy_id) = members
-        .iter()
-        .find(|id| name_of(&packages, id) == "proxy-policy")
-    {
+    // proxy-core and proxy-policy: their normal dependencies, transitively, from allowlists.
+    let closure = |name: &str| -> Vec<String> {
+        let Some(start) = members.iter().find(|id| name_of(&packages, id) == name) else {
+            return Vec::new();
+        };
         let mut seen = BTreeSet::new();
-        let mut stack = vec![policy_id.clone()];
+        let mut stack = vec![start.clone()];
         while let Some(id) = stack.pop() {
             for dep in normal_graph.get(&id).into_iter().flatten() {
                 if seen.insert(dep.clone()) {
@@ -199,15 +338,23 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
                 }
             }
         }
-        for id in &seen {
-            let name = name_of(&packages, id);
-            if POLICY_FORBIDDEN.contains(&name.as_str()) {
-                problems.push(format!(
-                    "proxy-policy must stay pure, but it depends (normally) on {name}: move that code to proxy-bin or a front-end"
-                ));
-            }
-        }
-    }
+        seen.iter().map(|id| name_of(&packages, id)).collect()
+    };
+    let policy_allowed: Vec<&str> = CORE_ALLOWED.iter().chain(POLICY_ALLOWED).copied().collect();
+    problems.extend(unlisted_dependencies(
+        "proxy-core",
+        &closure("proxy-core"),
+        CORE_ALLOWED,
+    ));
+    problems.extend(unlisted_dependencies(
+        "proxy-policy",
+        &closure("proxy-policy"),
+        &policy_allowed,
+    ));
+    problems.extend(policy_source_problems(
+        &root.join("crates/proxy-policy/src"),
+    )?);
+    problems.extend(anyhow_problems(root, &edges, &workspace)?);
 
     // Crate roots: forbid(unsafe_code) and a crate-level doc comment.
     for id in &members {
@@ -236,7 +383,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
 
     if problems.is_empty() {
         println!(
-            "tidy: {} crates, layer edges, policy purity and crate roots are fine",
+            "tidy: {} crates, layer edges, core and policy purity, anyhow and crate roots are fine",
             workspace.len()
         );
         Ok(())
@@ -301,6 +448,21 @@ mod tests {
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].contains("proxy-http depends on proxy-policy"));
         assert!(p[1].contains("proxy-core depends on proxy-policy"));
+    }
+
+    #[test]
+    fn unlisted_dependencies_and_forbidden_paths_are_reported() {
+        let deps = vec!["globset".to_owned(), "tokio".to_owned()];
+        let p = unlisted_dependencies("proxy-policy", &deps, &["globset"]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("on tokio"));
+        let p = forbidden_paths(
+            "x.rs",
+            "use core::net::IpAddr;\n// std::fs in a comment\nuse std::net::TcpStream;\nlet _ = std::process::id();\n",
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("x.rs:3:"));
+        assert!(p[1].contains("std::process"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Classification of addresses by value: which ones are local, private or special-use, and so
 //! blocked unless explicitly allowed.
 
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Why an address counts as local (not public).
 ///

@@ -2,8 +2,8 @@
 //! map keyed by domain (walked label by label from the host), and globset only for the few
 //! patterns with a `*` inside a label.
 
+use core::net::IpAddr;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};

@@ -3,7 +3,7 @@
 //! [`Policy::check_addresses`](crate::Policy::check_addresses) beside the policy. The policy
 //! never reads it from the system itself: it stays pure.
 
-use std::net::IpAddr;
+use core::net::IpAddr;
 
 use crate::classify::canonical_ip;
 

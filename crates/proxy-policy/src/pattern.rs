@@ -1,8 +1,8 @@
 //! Domain patterns as written in config: parsing, port scopes, and coverage (whether one
 //! pattern admits everything another does, for managed constraints).
 
+use core::net::IpAddr;
 use std::fmt;
-use std::net::IpAddr;
 
 use proxy_core::{Host, HostError};
 

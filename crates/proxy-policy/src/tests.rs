@@ -8,7 +8,7 @@
 //! addresses given), `intercept`, or a reason's wire name, optionally `@pattern` for the rule
 //! that decided.
 
-use std::net::IpAddr;
+use core::net::IpAddr;
 use std::path::PathBuf;
 
 use proptest::prelude::*;
@@ -801,12 +801,12 @@ proptest! {
         others in proptest::collection::vec(any::<[u8; 4]>().prop_map(|o| IpAddr::from([8, o[1], o[2], o[3]])), 0..3),
         local: bool, public: bool,
     ) {
-        let v4 = std::net::Ipv4Addr::from(octets);
+        let v4 = core::net::Ipv4Addr::from(octets);
         let resolved: IpAddr = match style {
             0 => v4.into(),
             1 => v4.to_ipv6_mapped().into(),
             2 => v4.to_ipv6_compatible().into(),
-            _ => std::net::Ipv6Addr::from((0x0064_ff9b_u128 << 96) | u128::from(u32::from(v4))).into(),
+            _ => core::net::Ipv6Addr::from((0x0064_ff9b_u128 << 96) | u128::from(u32::from(v4))).into(),
         };
         prop_assume!(u32::from(v4) > 1 || style != 2);
         let mut b = Policy::builder();
@@ -831,7 +831,7 @@ proptest! {
         style in 0u8..4,
         port in 1u16..,
     ) {
-        let v4 = std::net::Ipv4Addr::from(octets);
+        let v4 = core::net::Ipv4Addr::from(octets);
         prop_assume!(u32::from(v4) > 1);
         let own = OwnAddrs::new([IpAddr::V4(v4)]);
         let spelling = match style {
