@@ -146,7 +146,7 @@ pub struct PolicyGate {
     upstream: Arc<UpstreamProxies>,
     /// netproxy's own listener addresses: an upstream proxy at one of them is a loop.
     listeners: Arc<std::sync::RwLock<Vec<SocketAddr>>>,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<proxy_audit::Metrics>>,
     /// The admitted connections that stay open, re-judged when the policy narrows.
     leases: Arc<Leases>,
     /// The machine's own addresses, judged like loopback while local protection is on.
@@ -223,7 +223,7 @@ impl PolicyGate {
 
     /// Counts DNS lookups and their latency in `metrics`.
     #[must_use]
-    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+    pub fn with_metrics(mut self, metrics: Arc<proxy_audit::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }

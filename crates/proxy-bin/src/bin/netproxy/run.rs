@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use netproxy::child_env::{ProxyEnv, is_managed};
-use netproxy::report::RunRecorder;
 use netproxy::service::{Files, Service};
-use proxy_audit::Audit;
+use proxy_audit::{Audit, RunRecorder};
 use proxy_core::ProxyCredential;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
