@@ -19,7 +19,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod check;
 pub mod child_env;
 pub mod control;

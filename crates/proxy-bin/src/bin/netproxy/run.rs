@@ -143,7 +143,7 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         };
         // A fresh token for the session: never admin_token, NETPROXY_ADMIN_TOKEN or the token
         // file, which the child may be able to read.
-        let token = netproxy::admin::random_token()?;
+        let token = proxy_admin::random_token()?;
         let admin_addr = listener.local_addr()?;
         let given = match token_fd {
             Some(fd) => {

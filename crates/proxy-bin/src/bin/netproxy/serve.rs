@@ -72,7 +72,11 @@ pub(crate) fn spawn_admin(
 ) {
     let stopped = stopped(stop);
     tokio::spawn(async move {
-        if let Err(e) = netproxy::admin::serve(listener, service, &token, stopped).await {
+        let router = proxy_admin::router(
+            Arc::new(netproxy::control::ServiceControl::new(service)),
+            &token,
+        );
+        if let Err(e) = proxy_admin::serve(listener, router, stopped).await {
             tracing::error!(error = %e, "the admin API stopped");
         }
     });
@@ -221,12 +225,12 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 pub(crate) async fn bind_admin(
     service: &Service,
     addr: std::net::SocketAddr,
-) -> anyhow::Result<(TcpListener, String, netproxy::admin::TokenSource)> {
+) -> anyhow::Result<(TcpListener, String, proxy_admin::TokenSource)> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind the admin API listener on {addr}"))?;
     let snap = service.config();
-    let (token, source) = netproxy::admin::token(
+    let (token, source) = proxy_admin::token(
         snap.config.admin_token(),
         std::env::var("NETPROXY_ADMIN_TOKEN").ok(),
         service.sources().home_dir.as_deref(),
