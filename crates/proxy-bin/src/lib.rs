@@ -1,6 +1,7 @@
 //! `netproxy` is the embeddable proxy: the gate ([`gate::PolicyGate`]: policy, decider, one
-//! pinned resolution, audit), the dialer, the assembled [`service::Service`] with reload, and the
-//! `check` and `config show` renderings. The `netproxy` binary is a thin clap CLI over it.
+//! pinned resolution, audit), the dialer, the assembled [`service::Service`] with reload, the one
+//! start path of `serve` and `run` ([`start()`]), and the `check` and `config show` renderings.
+//! The `netproxy` binary is a thin clap CLI over it.
 //!
 //! It is where the pieces are assembled: it reads `proxy-config`, compiles `proxy-policy`, and
 //! speaks `proxy-core`'s vocabulary to the transports. It never panics on user input and uses
@@ -29,4 +30,10 @@ pub mod own_addrs;
 pub mod resolve;
 pub mod service;
 pub mod show;
+mod start;
 pub mod upstream;
+
+pub use start::{
+    AdminOptions, AdminToken, DRAIN, ListenError, Listener, Options, Running, Shutdown,
+    reload_and_log, start,
+};

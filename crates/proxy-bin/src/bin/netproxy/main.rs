@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use netproxy::check::{CheckRequest, explain};
+use netproxy::service::{Service, StartError};
 use proxy_config::{CliOverrides, Sources};
 use proxy_core::{Mode, Protocol};
 
@@ -228,6 +229,54 @@ fn sources(p: &PolicyOptions) -> Sources {
             mitm: p.mitm,
         },
     }
+}
+
+/// The service, or the exit code after printing why it could not start (3 for a config
+/// problem, every diagnostic on its own line; 1 otherwise).
+fn started(result: Result<Service, StartError>) -> Result<Service, ExitCode> {
+    match result {
+        Ok(s) => Ok(s),
+        Err(StartError::Config(e)) => {
+            for d in &e.diagnostics {
+                eprintln!("netproxy: config error: {d}");
+            }
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+        Err(e) => {
+            eprintln!("netproxy: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// A listener address from the command line, clamped to loopback like the config's.
+fn listen_addr(
+    text: &str,
+    default_port: u16,
+    name: &str,
+    config: &proxy_config::Config,
+    admin: bool,
+) -> Result<std::net::SocketAddr, String> {
+    let addr = proxy_config::parse_listen_url(text, default_port)?;
+    let force = config
+        .unix_sockets_enabled()
+        .then_some("unix socket proxying is enabled");
+    let (allowed, flag) = if admin {
+        (
+            config.allow_non_loopback_admin(),
+            "dangerously_allow_non_loopback_admin",
+        )
+    } else {
+        (
+            config.allow_non_loopback_proxy(),
+            "dangerously_allow_non_loopback_proxy",
+        )
+    };
+    let (addr, warning) = proxy_config::clamp_bind(name, addr, allowed, flag, force);
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    Ok(addr)
 }
 
 /// Loads the config, printing every diagnostic; `Err(exit code)` when it is invalid.
