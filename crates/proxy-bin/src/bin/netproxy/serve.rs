@@ -1,4 +1,5 @@
-//! `netproxy serve`: listeners, ready file, signals, reload, drain.
+//! `netproxy serve`: the listeners' addresses from the config and the command line, the ready file,
+//! signals (SIGHUP reloads), then `netproxy::start` and its drain.
 
 use std::process::ExitCode;
 use std::sync::Arc;
