@@ -20,6 +20,9 @@
 //! | `GET /metrics` | Prometheus text |
 //!
 //! The crate reaches the proxy only through `Control`; it never names the policy or the config.
+//!
+//! The bearer token is chosen by [`token`] (the configured one, else the environment's value
+//! the caller passes in, else a generated one in a private file) or drawn by [`random_token`].
 #![forbid(unsafe_code)]
 // Handlers answer with a ready response on their error paths; boxing them buys nothing here.
 #![allow(clippy::result_large_err)]
@@ -36,6 +39,10 @@ use axum::routing::{get, post};
 use proxy_core::{CheckQuery, Control, ControlError, DomainChange, Mode, Protocol};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+mod token;
+
+pub use token::{TokenError, TokenSource, random_token, token};
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;

@@ -3,6 +3,10 @@
 //! `netproxy.policy_decision`, the fields of interface.md §7) and keeps the last 200 refusals in
 //! a [`BlockedBuffer`] for the admin API.
 //!
+//! The other sinks an [`Audit`] can feed live here too: the JSON lines file
+//! ([`JsonLinesFile`]), OTLP export ([`OtlpSink`]), the metrics behind `GET /metrics`
+//! ([`Metrics`]) and `netproxy run`'s session recorder ([`RunRecorder`]).
+//!
 //! It is not a logger setup: the binary installs the subscriber that decides where tracing
 //! events go. Recording never blocks: the buffer is a short critical section, and tracing
 //! subscribers must not block either.
@@ -19,13 +23,17 @@
 #![forbid(unsafe_code)]
 
 mod file;
+mod metrics;
 mod otlp;
 mod pool;
 mod queue;
+mod recorder;
 
 pub use file::JsonLinesFile;
+pub use metrics::{DropSource, FrontEndCounts, Metrics};
 pub use otlp::{OtlpConfig, OtlpError, OtlpProtocol, OtlpSink};
 pub use queue::DropOldest;
+pub use recorder::{REPORT_TARGETS, ReportError, RunRecorder, SUMMARY_TARGETS};
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

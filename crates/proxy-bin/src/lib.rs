@@ -1,12 +1,14 @@
-//! `netproxy` is the embeddable proxy: the assembled [`service::Service`] (config, the gate of
-//! `proxy-gate`, the dialer, audit) with reload, and the `check` and `config show` renderings. The `netproxy` binary is a thin clap CLI over it.
+//! `netproxy` is the embeddable proxy: the assembled [`Service`] (config, the gate of
+//! `proxy-gate`, the dialer, audit) with reload, the one start path of `serve` and `run`
+//! ([`start()`]), and the `check` and `config show` renderings. The `netproxy` binary is a thin
+//! clap CLI over it.
 //!
 //! It is where the pieces are assembled: it reads `proxy-config`, compiles `proxy-policy`, and
 //! speaks `proxy-core`'s vocabulary to the transports. It never panics on user input and uses
 //! `thiserror`, not `anyhow` (only the binary does).
 //!
 //! ```
-//! use netproxy::check::{CheckRequest, explain};
+//! use netproxy::{CheckRequest, explain};
 //! use proxy_gate::{Lookup, PolicyGate, Resolver, Settings, Snapshot};
 //! use std::sync::Arc;
 //! # #[derive(Debug)]
@@ -30,11 +32,17 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod check;
-pub mod child_env;
-pub mod control;
-pub mod metrics;
-pub mod report;
-pub mod service;
-pub mod show;
+mod check;
+mod control;
+mod service;
+mod show;
+mod start;
+
+pub use check::{CheckReport, CheckRequest, TargetError, explain};
+pub use control::ServiceControl;
+pub use service::{Files, ReloadError, Service, StartError};
+pub use show::{config_json, config_text};
+pub use start::{
+    AdminOptions, AdminToken, DRAIN, ListenError, Listener, Options, Running, Shutdown,
+    reload_and_log, start,
+};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use proxy_audit::Audit;
+use proxy_audit::{Audit, DropSource, FrontEndCounts, Metrics};
 use proxy_config::{Config, Sources};
 use proxy_http::Limits;
 use tokio::net::TcpListener;
@@ -14,8 +14,6 @@ use proxy_gate::{
     OwnAddrsWatch, PolicyGate, ResolveError, Resolver, SharedSnapshot, Snapshot, TcpDialer,
     UpstreamProxies,
 };
-
-use crate::metrics::Metrics;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +166,7 @@ impl Service {
                 );
                 audit = audit.with_sink(file.clone());
                 let f = file.clone();
-                metrics.add_drop_source(crate::metrics::DropSource(Box::new(move || f.dropped())));
+                metrics.add_drop_source(DropSource(Box::new(move || f.dropped())));
                 Some(file)
             }
             None => None,
@@ -192,7 +190,7 @@ impl Service {
                 })?);
                 audit = audit.with_sink(sink.clone());
                 let s = sink.clone();
-                metrics.add_drop_source(crate::metrics::DropSource(Box::new(move || s.dropped())));
+                metrics.add_drop_source(DropSource(Box::new(move || s.dropped())));
                 Some(sink)
             }
             None => None,
@@ -229,8 +227,8 @@ impl Service {
             .abort_handle()
         });
         let socks_stats = Arc::new(proxy_io::Stats::default());
-        metrics.add_front_end("http", limits.stats.clone());
-        metrics.add_front_end("socks5", socks_stats.clone());
+        metrics.add_front_end("http", counts_of(limits.stats.clone()));
+        metrics.add_front_end("socks5", counts_of(socks_stats.clone()));
         Ok(Self {
             sources,
             read_once,
@@ -499,6 +497,17 @@ fn network(runtime: &mut toml::Table) -> &mut toml::Table {
     match net {
         toml::Value::Table(t) => t,
         _ => unreachable!("replaced by a table above"),
+    }
+}
+
+/// Reads a front-end's live counts for the metrics.
+fn counts_of(stats: Arc<proxy_io::Stats>) -> impl Fn() -> FrontEndCounts + Send + Sync + 'static {
+    move || FrontEndCounts {
+        connections: stats.connections(),
+        tunnels: stats.tunnels(),
+        bytes_up: stats.bytes_up(),
+        bytes_down: stats.bytes_down(),
+        foreign_datagrams: stats.foreign_datagrams(),
     }
 }
 

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod child_env;
 mod logging;
 mod run;
 mod serve;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
-use netproxy::check::{CheckRequest, explain};
+use netproxy::{CheckRequest, Service, StartError, explain};
 use proxy_config::{CliOverrides, Sources};
 use proxy_core::{Mode, Protocol};
 
@@ -232,6 +233,54 @@ fn sources(p: &PolicyOptions) -> Sources {
     }
 }
 
+/// The service, or the exit code after printing why it could not start (3 for a config
+/// problem, every diagnostic on its own line; 1 otherwise).
+fn started(result: Result<Service, StartError>) -> Result<Service, ExitCode> {
+    match result {
+        Ok(s) => Ok(s),
+        Err(StartError::Config(e)) => {
+            for d in &e.diagnostics {
+                eprintln!("netproxy: config error: {d}");
+            }
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+        Err(e) => {
+            eprintln!("netproxy: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// A listener address from the command line, clamped to loopback like the config's.
+fn listen_addr(
+    text: &str,
+    default_port: u16,
+    name: &str,
+    config: &proxy_config::Config,
+    admin: bool,
+) -> Result<std::net::SocketAddr, String> {
+    let addr = proxy_config::parse_listen_url(text, default_port)?;
+    let force = config
+        .unix_sockets_enabled()
+        .then_some("unix socket proxying is enabled");
+    let (allowed, flag) = if admin {
+        (
+            config.allow_non_loopback_admin(),
+            "dangerously_allow_non_loopback_admin",
+        )
+    } else {
+        (
+            config.allow_non_loopback_proxy(),
+            "dangerously_allow_non_loopback_proxy",
+        )
+    };
+    let (addr, warning) = proxy_config::clamp_bind(name, addr, allowed, flag, force);
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    Ok(addr)
+}
+
 /// Loads the config, printing every diagnostic; `Err(exit code)` when it is invalid.
 fn load(p: &PolicyOptions) -> Result<proxy_config::Config, ExitCode> {
     match proxy_config::load(&sources(p)) {
@@ -364,7 +413,7 @@ fn env_command(args: &EnvArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let env = netproxy::child_env::ProxyEnv {
+    let env = crate::child_env::ProxyEnv {
         http,
         socks,
         allow_local_binding: config.allow_local_binding(),
@@ -378,7 +427,7 @@ fn env_command(args: &EnvArgs) -> anyhow::Result<ExitCode> {
             .collect();
         println!("{}", serde_json::Value::Object(map));
     } else {
-        print!("{}", netproxy::child_env::to_sh(&vars));
+        print!("{}", crate::child_env::to_sh(&vars));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -391,11 +440,11 @@ fn config_command(cmd: &ConfigCommand) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             if *json {
-                let text = serde_json::to_string_pretty(&netproxy::show::config_json(&config))
+                let text = serde_json::to_string_pretty(&netproxy::config_json(&config))
                     .context("rendering JSON")?;
                 println!("{text}");
             } else {
-                print!("{}", netproxy::show::config_text(&config));
+                print!("{}", netproxy::config_text(&config));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -7,17 +7,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use netproxy::child_env::{ProxyEnv, is_managed};
-use netproxy::report::RunRecorder;
-use netproxy::service::{Files, Service};
-use proxy_audit::Audit;
-use proxy_core::ProxyCredential;
-use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use netproxy::{AdminOptions, AdminToken, Files, Options, Service};
 
-use super::serve::{spawn_admin, started, stopped};
-use super::{RunArgs, sources};
+use crate::child_env::{ProxyEnv, is_managed};
+use proxy_audit::{Audit, RunRecorder};
+use proxy_core::ProxyCredential;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{RunArgs, listen_addr, sources, started};
 
 /// Exit code when CMD cannot be started (as a shell does for a missing command).
 const EXIT_CANNOT_START: u8 = 127;
@@ -85,71 +82,51 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
+    let admin = match &args.admin {
+        Some(text) => match listen_addr(text, 8080, "admin API", config, true) {
+            // A fresh token for the session: never admin_token, NETPROXY_ADMIN_TOKEN or the
+            // token file, which the child may be able to read.
+            Ok(addr) => Some((addr, proxy_admin::random_token()?)),
+            Err(e) => {
+                eprintln!("netproxy run: --admin: {e}");
+                return Ok(ExitCode::from(super::EXIT_USAGE));
+            }
+        },
+        None => None,
+    };
     // Ephemeral loopback ports, bound now and served as they are: no port race, and two runs
     // side by side get their own.
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let http = TcpListener::bind(loopback)
-        .await
-        .context("cannot bind the HTTP proxy listener on 127.0.0.1")?;
-    let http_addr = http.local_addr()?;
-    let socks = if config.enable_socks5() {
-        Some(
-            TcpListener::bind(loopback)
-                .await
-                .context("cannot bind the SOCKS5 listener on 127.0.0.1")?,
-        )
-    } else {
-        None
+    let options = Options {
+        http: loopback,
+        socks: config.enable_socks5().then_some(loopback),
+        admin: admin.as_ref().map(|(addr, token)| AdminOptions {
+            addr: *addr,
+            token: AdminToken::Given(token.clone()),
+        }),
+        watch_files: false,
     };
-    let socks_addr = match &socks {
-        Some(l) => Some(l.local_addr()?),
-        None => None,
-    };
-    service.set_listeners(std::iter::once(http_addr).chain(socks_addr).collect());
-    if config.allow_upstream_proxy() {
-        for w in service.upstream_warnings() {
-            tracing::warn!("{w}; connecting directly instead");
+    let running = match netproxy::start(service.clone(), options).await {
+        Ok(r) => r,
+        Err(e) if e.is_admin() => {
+            eprintln!("netproxy run: {:#}", anyhow::Error::new(e));
+            return Ok(ExitCode::from(1));
         }
-    }
+        Err(e) => return Err(e.into()),
+    };
     let env = ProxyEnv {
-        http: http_addr,
-        socks: socks_addr,
+        http: running.http,
+        socks: running.socks,
         allow_local_binding: config.allow_local_binding(),
         credential: credential
             .as_ref()
             .map(|c| format!("{}:{}", c.user(), c.password())),
     };
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (svc, stop) = (service.clone(), stopped(&stop_rx));
-    tokio::spawn(async move { svc.serve_http(http, stop).await });
-    if let Some(l) = socks {
-        let (svc, stop) = (service.clone(), stopped(&stop_rx));
-        tokio::spawn(async move { svc.serve_socks(l, stop).await });
-    }
-    if let Some(text) = &args.admin {
-        let addr = match super::serve::listen_addr(text, 8080, "admin API", config, true) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("netproxy run: --admin: {e}");
-                return Ok(ExitCode::from(super::EXIT_USAGE));
-            }
-        };
-        let listener = match TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("netproxy run: cannot bind the admin API listener on {addr}: {e}");
-                return Ok(ExitCode::from(1));
-            }
-        };
-        // A fresh token for the session: never admin_token, NETPROXY_ADMIN_TOKEN or the token
-        // file, which the child may be able to read.
-        let token = netproxy::admin::random_token()?;
-        let admin_addr = listener.local_addr()?;
+    if let (Some(admin_addr), Some((_, token))) = (running.admin, &admin) {
         let given = match token_fd {
             Some(fd) => {
                 let number = fd.number;
-                if let Err(e) = fd.give(&token) {
+                if let Err(e) = fd.give(token) {
                     eprintln!("netproxy run: {e}");
                     return Ok(ExitCode::from(super::EXIT_USAGE));
                 }
@@ -159,7 +136,6 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
             None => "available only through --admin-token-fd, which was not given".to_owned(),
         };
         eprintln!("netproxy: admin API on http://{admin_addr} (token: {given})");
-        spawn_admin(listener, service.clone(), token, &stop_rx);
     }
 
     let (program, rest) = args.command.split_first().context("no command given")?;
@@ -181,7 +157,7 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         }
     };
     let status = signals.wait(&mut child).await?;
-    let _ = stop_tx.send(true);
+    running.shutdown();
     service.close_audit();
     let code = exit_code(status);
     if !args.quiet

@@ -1,10 +1,8 @@
-//! Starting the admin API: its bearer token and its server.
+//! The admin API's bearer token: where it comes from, and a generated one's file.
+//!
+//! The caller reads the environment and passes the values in; nothing here looks a variable up.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use crate::control::ServiceControl;
-use crate::service::Service;
 
 /// Where the admin token came from (never the token itself: it is not logged).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,9 +25,9 @@ impl std::fmt::Display for TokenSource {
     }
 }
 
-/// Why the admin API could not start.
+/// Why there is no usable admin token (the admin API then does not start).
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub enum TokenError {
     /// No place to write a generated token.
     #[error(
         "no admin token: set admin_token or NETPROXY_ADMIN_TOKEN, or NETPROXY_HOME (or HOME) for the generated one; --no-admin turns the admin API off"
@@ -52,32 +50,33 @@ pub enum AdminError {
     BadToken(TokenSource),
 }
 
-/// The admin API's token: `admin_token`, else `NETPROXY_ADMIN_TOKEN`, else a new random one
-/// written to `home/admin.token` with mode 0600 (replacing an older one).
+/// The admin API's token: `configured` (`admin_token`), else `env` (the value of
+/// `NETPROXY_ADMIN_TOKEN`, ignored when empty), else a new random one written to
+/// `home/admin.token` with mode 0600 (replacing an older one).
 pub fn token(
     configured: Option<&str>,
     env: Option<String>,
     home: Option<&Path>,
-) -> Result<(String, TokenSource), AdminError> {
+) -> Result<(String, TokenSource), TokenError> {
     let usable = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic());
     if let Some(t) = configured {
         return if usable(t) {
             Ok((t.to_owned(), TokenSource::Config))
         } else {
-            Err(AdminError::BadToken(TokenSource::Config))
+            Err(TokenError::BadToken(TokenSource::Config))
         };
     }
     if let Some(t) = env.filter(|t| !t.is_empty()) {
         return if usable(&t) {
             Ok((t, TokenSource::Environment))
         } else {
-            Err(AdminError::BadToken(TokenSource::Environment))
+            Err(TokenError::BadToken(TokenSource::Environment))
         };
     }
-    let home = home.ok_or(AdminError::NoHome)?;
+    let home = home.ok_or(TokenError::NoHome)?;
     let token = random_token()?;
     let path = home.join("admin.token");
-    write_private(home, &path, &token).map_err(|source| AdminError::Write {
+    write_private(home, &path, &token).map_err(|source| TokenError::Write {
         path: path.clone(),
         source,
     })?;
@@ -86,9 +85,9 @@ pub fn token(
 
 /// A new random token: 256 bits, hex. `run --admin` draws one per session and ignores
 /// `admin_token`, `NETPROXY_ADMIN_TOKEN` and the token file.
-pub fn random_token() -> Result<String, AdminError> {
+pub fn random_token() -> Result<String, TokenError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| AdminError::Random(e.to_string()))?;
+    getrandom::fill(&mut bytes).map_err(|e| TokenError::Random(e.to_string()))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -116,17 +115,6 @@ fn write_private(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
     f.write_all(b"\n")?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
-}
-
-/// Serves the admin API for `service` on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    service: Arc<Service>,
-    token: &str,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let router = proxy_admin::router(Arc::new(ServiceControl::new(service)), token);
-    proxy_admin::serve(listener, router, shutdown).await
 }
 
 #[cfg(test)]
@@ -161,8 +149,8 @@ mod tests {
         assert_ne!(t, t2);
         assert!(matches!(
             token(Some("a b"), None, None),
-            Err(AdminError::BadToken(_))
+            Err(TokenError::BadToken(_))
         ));
-        assert!(matches!(token(None, None, None), Err(AdminError::NoHome)));
+        assert!(matches!(token(None, None, None), Err(TokenError::NoHome)));
     }
 }

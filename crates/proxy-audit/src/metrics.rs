@@ -2,9 +2,10 @@
 //! `prometheus-client`.
 //!
 //! Decisions are counted by an audit sink ([`Metrics`] implements `AuditSink`), so every
-//! decision of every front-end is counted once, exactly where it is audited.
+//! decision of every front-end is counted once, exactly where it is audited. The rest is read
+//! or told from outside: DNS lookups ([`Metrics::dns_lookup`]), reloads, the other sinks' drop
+//! counters, and each front-end's live counts ([`FrontEndCounts`], read at scrape time).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -53,7 +54,7 @@ pub struct Metrics {
     tunnels: Family<ProtocolLabel, Gauge>,
     bytes: Family<DirectionLabels, Counter>,
     foreign_datagrams: Family<ProtocolLabel, Counter>,
-    front_ends: std::sync::Mutex<Vec<(&'static str, Arc<proxy_io::Stats>)>>,
+    front_ends: std::sync::Mutex<Vec<(&'static str, CountsSource)>>,
     /// Byte totals already added to `bytes`, per front-end and direction.
     seen_bytes: std::sync::Mutex<Vec<(u64, u64)>>,
     /// Foreign datagram totals already added to `foreign_datagrams`, per front-end.
@@ -64,6 +65,31 @@ pub struct Metrics {
 
 /// Reads an audit sink's count of dropped events.
 pub struct DropSource(pub Box<dyn Fn() -> u64 + Send + Sync>);
+
+/// A front-end's live counts as read at scrape time: connections and tunnels open now, and
+/// running totals of bytes relayed and of foreign UDP datagrams dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrontEndCounts {
+    /// Client connections open now.
+    pub connections: u64,
+    /// Tunnels open now.
+    pub tunnels: u64,
+    /// Bytes relayed from client to upstream so far.
+    pub bytes_up: u64,
+    /// Bytes relayed from upstream to client so far.
+    pub bytes_down: u64,
+    /// Datagrams dropped so far because another sender than the association's client sent them.
+    pub foreign_datagrams: u64,
+}
+
+/// Reads a front-end's [`FrontEndCounts`].
+struct CountsSource(Box<dyn Fn() -> FrontEndCounts + Send + Sync>);
+
+impl std::fmt::Debug for CountsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CountsSource")
+    }
+}
 
 impl std::fmt::Debug for DropSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -185,9 +211,14 @@ impl Metrics {
         lock(&self.drop_sources).push((source, 0));
     }
 
-    /// Registers a front-end's live counts under `protocol` (`http`, `socks5`).
-    pub fn add_front_end(&self, protocol: &'static str, stats: Arc<proxy_io::Stats>) {
-        lock(&self.front_ends).push((protocol, stats));
+    /// Registers a front-end's live counts under `protocol` (`http`, `socks5`); `counts` is
+    /// called at every scrape.
+    pub fn add_front_end(
+        &self,
+        protocol: &'static str,
+        counts: impl Fn() -> FrontEndCounts + Send + Sync + 'static,
+    ) {
+        lock(&self.front_ends).push((protocol, CountsSource(Box::new(counts))));
         lock(&self.seen_bytes).push((0, 0));
         lock(&self.seen_foreign).push(0);
     }
@@ -211,16 +242,17 @@ impl Metrics {
         let fronts = lock(&self.front_ends);
         let mut seen = lock(&self.seen_bytes);
         let mut seen_foreign = lock(&self.seen_foreign);
-        for (i, (protocol, stats)) in fronts.iter().enumerate() {
+        for (i, (protocol, counts)) in fronts.iter().enumerate() {
+            let stats = (counts.0)();
             let label = ProtocolLabel { protocol };
             let gauge = |g: &Family<ProtocolLabel, Gauge>, v: u64| {
                 g.get_or_create(&label)
                     .set(i64::try_from(v).unwrap_or(i64::MAX));
             };
-            gauge(&self.connections, stats.connections());
-            gauge(&self.tunnels, stats.tunnels());
-            let up = stats.bytes_up();
-            let down = stats.bytes_down();
+            gauge(&self.connections, stats.connections);
+            gauge(&self.tunnels, stats.tunnels);
+            let up = stats.bytes_up;
+            let down = stats.bytes_down;
             let (seen_up, seen_down) = seen[i];
             let add = |direction: &'static str, by: u64| {
                 self.bytes
@@ -233,7 +265,7 @@ impl Metrics {
             add("up", up.saturating_sub(seen_up));
             add("down", down.saturating_sub(seen_down));
             seen[i] = (up.max(seen_up), down.max(seen_down));
-            let foreign = stats.foreign_datagrams();
+            let foreign = stats.foreign_datagrams;
             if *protocol == "socks5" || foreign > 0 {
                 self.foreign_datagrams
                     .get_or_create(&label)
@@ -266,9 +298,26 @@ impl AuditSink for Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use proxy_core::{Decision, Mode, Protocol, Reason, RequestMeta, Target};
 
     use super::*;
+
+    /// A front-end's counts, changed by the test as a front-end would change them.
+    #[derive(Default)]
+    struct Stats(Mutex<FrontEndCounts>);
+
+    impl Stats {
+        fn source(self: &Arc<Self>) -> impl Fn() -> FrontEndCounts + Send + Sync + 'static {
+            let stats = self.clone();
+            move || *lock(&stats.0)
+        }
+
+        fn change(&self, f: impl FnOnce(&mut FrontEndCounts)) {
+            f(&mut lock(&self.0));
+        }
+    }
 
     #[test]
     fn decisions_dns_reloads_and_front_ends_show_up() {
@@ -287,10 +336,13 @@ mod tests {
         m.dns_lookup(Duration::from_millis(30), false);
         m.reload(true);
         m.reload(false);
-        let stats = Arc::new(proxy_io::Stats::default());
-        m.add_front_end("http", stats.clone());
-        let (_c1, _c2) = (stats.connection(), stats.connection());
-        stats.tunnel().closed(100, 0);
+        let stats = Arc::new(Stats::default());
+        m.add_front_end("http", stats.source());
+        // Two connections open, a tunnel that carried 100 bytes up closed.
+        stats.change(|c| {
+            c.connections = 2;
+            c.bytes_up += 100;
+        });
         let text = m.render();
         for line in [
             "netproxy_requests_total{protocol=\"https_connect\"} 2",
@@ -307,7 +359,7 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
         // Counters only ever grow: a second scrape adds only what is new.
-        stats.tunnel().closed(50, 0);
+        stats.change(|c| c.bytes_up += 50);
         let text = m.render();
         assert!(
             text.contains("netproxy_bytes_total{protocol=\"http\",direction=\"up\"} 150"),
@@ -319,20 +371,19 @@ mod tests {
     #[test]
     fn foreign_datagrams_are_counted_per_front_end() {
         let m = Metrics::new();
-        let http = Arc::new(proxy_io::Stats::default());
-        let socks = Arc::new(proxy_io::Stats::default());
-        m.add_front_end("http", http);
-        m.add_front_end("socks5", socks.clone());
+        let http = Arc::new(Stats::default());
+        let socks = Arc::new(Stats::default());
+        m.add_front_end("http", http.source());
+        m.add_front_end("socks5", socks.source());
         let line = |text: &str, n: u64| {
             let want = format!("netproxy_udp_foreign_datagrams_total{{protocol=\"socks5\"}} {n}");
             assert!(text.lines().any(|l| l == want), "{want}\n{text}");
             assert!(!text.contains("udp_foreign_datagrams_total{protocol=\"http\"}"));
         };
         line(&m.render(), 0);
-        socks.add_foreign_datagram();
-        socks.add_foreign_datagram();
+        socks.change(|c| c.foreign_datagrams += 2);
         line(&m.render(), 2);
-        socks.add_foreign_datagram();
+        socks.change(|c| c.foreign_datagrams += 1);
         line(&m.render(), 3);
     }
 }

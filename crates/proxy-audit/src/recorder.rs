@@ -11,7 +11,7 @@
 //! requests to targets past that bound. Memory stays bounded whatever the number of targets.
 //!
 //! ```
-//! use netproxy::report::RunRecorder;
+//! use proxy_audit::RunRecorder;
 //! use proxy_core::{AuditEvent, AuditSink, Decision, Mode, Protocol, Reason, RequestMeta, Target};
 //! let rec = RunRecorder::new();
 //! let meta = RequestMeta::new(Protocol::HttpsConnect, Target::parse_authority("evil.example:443", 443).unwrap());
@@ -128,7 +128,7 @@ impl RunRecorder {
         self.lock().blocked_total
     }
 
-    /// The line printed at exit when anything was blocked (interface.md §1): the count, then
+    /// The line printed at exit when anything was blocked (docs/run.md): the count, then
     /// each blocked target once with its reason, the first [`SUMMARY_TARGETS`] by name and the
     /// rest counted (`..., and 9980 more targets`; `and over N more targets` when some were
     /// past [`REPORT_TARGETS`] and not told apart).
@@ -209,7 +209,7 @@ fn target_of(ev: &AuditEvent) -> String {
 
 fn decision_json(ev: &AuditEvent) -> serde_json::Value {
     serde_json::json!({
-        "timestamp": proxy_audit::rfc3339_millis(ev.timestamp),
+        "timestamp": crate::rfc3339_millis(ev.timestamp),
         "decision": ev.decision.as_str(),
         "reason": ev.reason,
         "source": ev.source.as_str(),

@@ -1,27 +1,10 @@
 //! The environment a child process gets so that its traffic goes through netproxy
-//! (interface.md §6; the key list of reference-behavior.md §10.8 with `NETPROXY_*` names).
-//!
-//! ```
-//! use netproxy::child_env::{ProxyEnv, is_managed};
-//! let env = ProxyEnv {
-//!     http: "127.0.0.1:3128".parse().unwrap(),
-//!     socks: Some("127.0.0.1:8081".parse().unwrap()),
-//!     allow_local_binding: false,
-//!     credential: None,
-//! };
-//! let vars = env.vars();
-//! let get = |k: &str| vars.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-//! assert_eq!(get("https_proxy"), Some("http://127.0.0.1:3128"));
-//! // An inherited `Https_Proxy` is removed before these are set.
-//! assert!(is_managed("Https_Proxy") && !is_managed("PATH"));
-//! assert_eq!(get("ALL_PROXY"), Some("socks5h://127.0.0.1:8081"));
-//! assert_eq!(get("NO_PROXY"), Some(""));
-//! ```
+//! (docs/run.md: the proxy variables in every spelling tools read, with `NETPROXY_*` names).
 
 use std::net::SocketAddr;
 
 /// Keys that get the HTTP proxy URL.
-pub const HTTP_KEYS: &[&str] = &[
+pub(crate) const HTTP_KEYS: &[&str] = &[
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "http_proxy",
@@ -46,10 +29,10 @@ pub const HTTP_KEYS: &[&str] = &[
 ];
 
 /// Keys that get the SOCKS5 URL (`socks5h://`), or the HTTP URL when SOCKS is off.
-pub const ALL_KEYS: &[&str] = &["ALL_PROXY", "all_proxy", "FTP_PROXY", "ftp_proxy"];
+pub(crate) const ALL_KEYS: &[&str] = &["ALL_PROXY", "all_proxy", "FTP_PROXY", "ftp_proxy"];
 
 /// Keys that get the no-proxy list.
-pub const NO_PROXY_KEYS: &[&str] = &[
+pub(crate) const NO_PROXY_KEYS: &[&str] = &[
     "NO_PROXY",
     "no_proxy",
     "npm_config_noproxy",
@@ -59,29 +42,29 @@ pub const NO_PROXY_KEYS: &[&str] = &[
 ];
 
 /// The no-proxy list with `allow_local_binding`: local and private targets go direct.
-pub const LOCAL_NO_PROXY: &str = "localhost,127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16";
+pub(crate) const LOCAL_NO_PROXY: &str = "localhost,127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16";
 
 /// What the child's environment points at.
 #[derive(Debug, Clone)]
-pub struct ProxyEnv {
+pub(crate) struct ProxyEnv {
     /// The HTTP proxy listener.
-    pub http: SocketAddr,
+    pub(crate) http: SocketAddr,
     /// The SOCKS5 listener, when there is one.
-    pub socks: Option<SocketAddr>,
+    pub(crate) socks: Option<SocketAddr>,
     /// Whether local targets bypass the proxy (`NO_PROXY` lists them).
-    pub allow_local_binding: bool,
+    pub(crate) allow_local_binding: bool,
     /// `user:password` to put in the proxy URLs (`--proxy-auth`).
-    pub credential: Option<String>,
+    pub(crate) credential: Option<String>,
 }
 
 impl ProxyEnv {
     /// The HTTP proxy URL, with the credential when there is one.
-    pub fn http_url(&self) -> String {
+    pub(crate) fn http_url(&self) -> String {
         url("http", self.http, self.credential.as_deref())
     }
 
     /// The URL for `ALL_PROXY`: SOCKS5 with remote resolution, or the HTTP URL.
-    pub fn all_url(&self) -> String {
+    pub(crate) fn all_url(&self) -> String {
         match self.socks {
             Some(s) => url("socks5h", s, self.credential.as_deref()),
             None => self.http_url(),
@@ -89,7 +72,7 @@ impl ProxyEnv {
     }
 
     /// Every variable netproxy sets, in a stable order.
-    pub fn vars(&self) -> Vec<(String, String)> {
+    pub(crate) fn vars(&self) -> Vec<(String, String)> {
         let http = self.http_url();
         let all = self.all_url();
         let no_proxy = if self.allow_local_binding {
@@ -126,7 +109,7 @@ fn url(scheme: &str, addr: SocketAddr, credential: Option<&str>) -> String {
 /// `NETPROXY_*` variable, which configures netproxy itself (`NETPROXY_ADMIN_TOKEN`,
 /// `NETPROXY_HOME`, ...; interface.md §6). Those netproxy sets (`NETPROXY_ACTIVE`, ...) are set
 /// anew by [`ProxyEnv::vars`].
-pub fn is_managed(key: &str) -> bool {
+pub(crate) fn is_managed(key: &str) -> bool {
     key.get(..NETPROXY_PREFIX.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(NETPROXY_PREFIX))
         || HTTP_KEYS
@@ -146,7 +129,7 @@ pub fn is_managed(key: &str) -> bool {
 const NETPROXY_PREFIX: &str = "NETPROXY_";
 
 /// `KEY='value'` lines a POSIX shell can source (`export` included).
-pub fn to_sh(vars: &[(String, String)]) -> String {
+pub(crate) fn to_sh(vars: &[(String, String)]) -> String {
     let mut s = String::new();
     for (k, v) in vars {
         s.push_str("export ");
@@ -159,13 +142,34 @@ pub fn to_sh(vars: &[(String, String)]) -> String {
 }
 
 /// Single-quotes `v` for a POSIX shell (a `'` becomes `'\''`).
-pub fn sh_quote(v: &str) -> String {
+pub(crate) fn sh_quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_proxy_variables_in_every_spelling() {
+        let env = ProxyEnv {
+            http: "127.0.0.1:3128".parse().unwrap(),
+            socks: Some("127.0.0.1:8081".parse().unwrap()),
+            allow_local_binding: false,
+            credential: None,
+        };
+        let vars = env.vars();
+        let get = |k: &str| {
+            vars.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("https_proxy"), Some("http://127.0.0.1:3128"));
+        // An inherited `Https_Proxy` is removed before these are set.
+        assert!(is_managed("Https_Proxy") && !is_managed("PATH"));
+        assert_eq!(get("ALL_PROXY"), Some("socks5h://127.0.0.1:8081"));
+        assert_eq!(get("NO_PROXY"), Some(""));
+    }
 
     fn env(socks: bool, local: bool) -> ProxyEnv {
         ProxyEnv {
