@@ -27,7 +27,7 @@
 //! };
 //! let config = load(&sources)?;
 //! assert_eq!(config.mode(), proxy_core::Mode::Limited);
-//! assert_eq!(config.layer_of("network.mode").to_string(), dir.path().join("netproxy.toml").display().to_string());
+//! assert_eq!(config.settings().mode.layer.to_string(), dir.path().join("netproxy.toml").display().to_string());
 //! assert_eq!(config.domains().len(), 3);
 //! let policy = config.policy()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -40,6 +40,8 @@ mod layer;
 mod listen;
 mod load;
 mod managed;
+mod runtime;
+mod schema;
 
 pub use config::{Config, DomainEntry, Listeners, ShownValue, SocketEntry};
 pub use error::{Diagnostic, DiagnosticKind, Error};
@@ -50,6 +52,8 @@ pub use load::{
     validate_files,
 };
 pub use managed::Requirements;
+pub use runtime::{DomainEdit, InvalidPattern, RuntimeLayer};
+pub use schema::{CollectorUrl, Exporter, Headers, Secret, Setting, Settings, Written};
 
 #[cfg(test)]
 mod tests;

@@ -87,7 +87,7 @@ fn defaults() {
     assert_eq!(c.max_header_bytes(), 65536);
     assert!(c.dns_nameservers().is_none());
     assert!(c.domains().is_empty());
-    assert_eq!(c.layer_of("network.mode"), Layer::Default);
+    assert_eq!(c.settings().mode.layer, Layer::Default);
 }
 
 #[test]
@@ -100,10 +100,10 @@ fn scalars_from_a_higher_layer_replace_lower_ones() {
         &[],
     );
     assert_eq!(c.mode(), Mode::Full);
-    assert_eq!(c.layer_of("network.mode").to_string(), "/cfg/b.toml");
+    assert_eq!(c.settings().mode.layer.to_string(), "/cfg/b.toml");
     assert!(!c.enable_socks5());
     assert_eq!(
-        c.layer_of("network.enable_socks5").to_string(),
+        c.settings().enable_socks5.layer.to_string(),
         "/cfg/a.toml"
     );
     assert!(c.listeners().socks.is_none());
@@ -450,7 +450,7 @@ fn managed_enabled_false() {
     let c = ok(&[], &["[network]\nenabled = false"]);
     assert!(!c.enabled());
     assert_eq!(
-        c.layer_of("network.enabled").to_string(),
+        c.settings().enabled.layer.to_string(),
         "/managed/r0.toml"
     );
     err(
@@ -781,7 +781,7 @@ fn command_line_layer() {
     };
     let c = crate::load(&sources).unwrap();
     assert_eq!(c.mode(), Mode::Full);
-    assert_eq!(c.layer_of("network.mode").to_string(), "command-line");
+    assert_eq!(c.settings().mode.layer.to_string(), "command-line");
     assert_eq!(c.idle_timeout().as_secs(), 60);
     assert!(c.allow_local_binding());
     let d = domains(&c);
@@ -962,8 +962,8 @@ fn managed_booleans_pin_the_admin_and_plaintext_flags() {
     let key = "network.dangerously_allow_plaintext_credential_injection";
     let mut layer = crate::layer::LayerData::new(Layer::CommandLine);
     layer
-        .scalars
-        .insert(key.to_owned(), toml::Value::Boolean(true));
+        .values
+        .dangerously_allow_plaintext_credential_injection = Some(true);
     let mut diags = Vec::new();
     let r = Requirements::parse(
         &PathBuf::from("/managed/r0.toml"),
@@ -1135,7 +1135,7 @@ fn managed_nameservers_are_pinned() {
         ]
     );
     assert_eq!(
-        c.layer_of("network.dns.nameservers").to_string(),
+        c.settings().dns_nameservers.layer.to_string(),
         "/managed/r0.toml"
     );
     err(
@@ -1151,7 +1151,7 @@ fn managed_nameservers_are_pinned() {
         &[req],
     );
     assert!(matches!(
-        c.layer_of("network.dns.nameservers"),
+        c.settings().dns_nameservers.layer,
         Layer::Managed(_)
     ));
     err(
@@ -1502,7 +1502,7 @@ fn requirements_files_not_owned_by_root_are_warned_about() {
 
 #[test]
 fn label_globs() {
-    use crate::config::label_matches;
+    use crate::managed::label_matches;
     for (g, l, m) in [
         ("region*", "region1", true),
         ("region*", "region", true),
