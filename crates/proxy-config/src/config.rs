@@ -330,30 +330,29 @@ impl Config {
             .then_some("unix socket proxying is enabled");
         let proxy_flag = "dangerously_allow_non_loopback_proxy";
         let s = &self.settings;
-        let mut one =
-            |url: &Setting<String>,
-             name: &str,
-             port: u16,
-             flag: &str,
-             allow: bool,
-             force: Option<&str>| {
-                match parse_listen_url(&url.value, port) {
-                    Ok(addr) => {
-                        let (addr, w) = clamp_bind(name, addr, allow, flag, force);
-                        warnings.extend(w);
-                        Some(addr)
-                    }
-                    Err(e) => {
-                        diags.push(Diagnostic::new(
-                            DiagnosticKind::InvalidValue,
-                            url.layer.to_string(),
-                            url.key,
-                            e,
-                        ));
-                        None
-                    }
+        let mut one = |url: &Setting<String>,
+                       name: &str,
+                       port: u16,
+                       flag: &str,
+                       allow: bool,
+                       force: Option<&str>| {
+            match parse_listen_url(&url.value, port) {
+                Ok(addr) => {
+                    let (addr, w) = clamp_bind(name, addr, allow, flag, force);
+                    warnings.extend(w);
+                    Some(addr)
                 }
-            };
+                Err(e) => {
+                    diags.push(Diagnostic::new(
+                        DiagnosticKind::InvalidValue,
+                        url.layer.to_string(),
+                        url.key,
+                        e,
+                    ));
+                    None
+                }
+            }
+        };
         let allow_proxy = s.dangerously_allow_non_loopback_proxy.value;
         let allow_admin = s.dangerously_allow_non_loopback_admin.value;
         let http = one(

@@ -11,8 +11,7 @@ use toml::{Table, Value};
 
 use crate::error::{Diagnostic, DiagnosticKind};
 use crate::schema::{
-    Kind, LISTS, LayerValues, MAPS, TABLES, TOP, kind_of, known_paths, parse_cidr,
-    parse_nameserver,
+    Kind, LISTS, LayerValues, MAPS, TABLES, TOP, kind_of, known_paths, parse_cidr, parse_nameserver,
 };
 
 /// Where a value came from. Displayed as `default`, the file's path, `command-line` or
@@ -363,7 +362,10 @@ impl Parser<'_> {
             self.diag(
                 DiagnosticKind::InvalidValue,
                 wpath,
-                format!("expected a value of type {kind:?}, found {}", describe(value)),
+                format!(
+                    "expected a value of type {kind:?}, found {}",
+                    describe(value)
+                ),
             );
         }
     }

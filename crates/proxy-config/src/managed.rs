@@ -314,7 +314,12 @@ impl Requirements {
 }
 
 /// A managed violation of `setting`: reported against the layer that set it.
-fn violation<T>(diags: &mut Vec<Diagnostic>, setting: &Setting<T>, r: &Requirements, message: &str) {
+fn violation<T>(
+    diags: &mut Vec<Diagnostic>,
+    setting: &Setting<T>,
+    r: &Requirements,
+    message: &str,
+) {
     diags.push(Diagnostic::new(
         DiagnosticKind::Constraint,
         setting.layer.to_string(),
@@ -353,7 +358,12 @@ impl Requirements {
                 continue;
             }
             if setting.layer.is_user() {
-                violation(diags, setting, self, "true is not allowed: false is required");
+                violation(
+                    diags,
+                    setting,
+                    self,
+                    "true is not allowed: false is required",
+                );
             } else {
                 setting.set(false, managed.clone());
             }
@@ -400,7 +410,8 @@ impl Requirements {
     /// host for a name the managed allowlist covers (it would point an allowed name at any
     /// address).
     fn apply_dns(&self, config: &mut Config, managed: &Layer, diags: &mut Vec<Diagnostic>) {
-        let constrained = |what: String| format!("{what} (constrained by {})", self.origin.display());
+        let constrained =
+            |what: String| format!("{what} (constrained by {})", self.origin.display());
         if let Some(pinned) = &self.dns_nameservers {
             let setting = &mut config.settings.dns_nameservers;
             let layer = setting.layer.clone();
@@ -441,7 +452,8 @@ impl Requirements {
                     ));
                 }
                 _ => {
-                    config.dns_hosts
+                    config
+                        .dns_hosts
                         .insert(name.clone(), (ips.clone(), managed.clone()));
                 }
             }
@@ -465,7 +477,6 @@ impl Requirements {
             }
         }
     }
-
 
     /// `dangerously_allow_all_unix_sockets`'s ceiling: a managed list of sockets forbids
     /// allowing them all unless the flag itself is managed.
@@ -506,7 +517,11 @@ impl Requirements {
                 action: Action::Deny,
                 layer: managed.clone(),
             };
-            match config.domains.iter_mut().find(|e| e.pattern.key() == p.key()) {
+            match config
+                .domains
+                .iter_mut()
+                .find(|e| e.pattern.key() == p.key())
+            {
                 Some(e) => {
                     if e.action == Action::Allow {
                         config.warnings.push(format!(
@@ -577,7 +592,6 @@ impl Requirements {
             });
         }
     }
-
 
     fn apply_treat_as_public(
         &self,
@@ -681,4 +695,3 @@ pub(crate) fn label_matches(glob: &str, label: &str) -> bool {
     }
     g[gi..].iter().all(|&c| c == b'*')
 }
-

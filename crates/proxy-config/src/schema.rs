@@ -78,12 +78,7 @@ impl<T> Written<T> {
 impl<T: fmt::Display> Written<Vec<T>> {
     /// A list written as the display form of its items (a managed merge writes it so).
     pub(crate) fn list(items: Vec<T>) -> Self {
-        let written = Value::Array(
-            items
-                .iter()
-                .map(|i| Value::String(i.to_string()))
-                .collect(),
-        );
+        let written = Value::Array(items.iter().map(|i| Value::String(i.to_string())).collect());
         Self {
             value: items,
             written,
@@ -271,10 +266,7 @@ impl TomlValue for CollectorUrl {
 }
 
 /// A list of strings, each parsed by `parse`, kept with its writing.
-fn parsed_list<T>(
-    v: &Value,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Option<Written<Vec<T>>> {
+fn parsed_list<T>(v: &Value, parse: impl Fn(&str) -> Result<T, String>) -> Option<Written<Vec<T>>> {
     let value = v
         .as_array()?
         .iter()
@@ -523,10 +515,7 @@ pub(crate) const TOP: &[&str] = &["network", "otel", "default_permissions", "per
 
 /// The type of the scalar key at `path`.
 pub(crate) fn kind_of(path: &str) -> Option<Kind> {
-    SCALARS
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map(|(_, k)| *k)
+    SCALARS.iter().find(|(p, _)| *p == path).map(|(_, k)| *k)
 }
 
 /// Every key a user can write, for suggestions.
