@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use proxy_audit::{Audit, DropSource, FrontEndCounts, Metrics};
-use proxy_config::{Config, Sources};
+use proxy_config::{Config, DomainEdit, RuntimeLayer, Sources};
 use proxy_http::Limits;
 use tokio::net::TcpListener;
 
@@ -82,7 +82,7 @@ pub struct Service {
     state: SharedSnapshot,
     /// The admin API's layer (interface.md §5), kept across file reloads. Its lock also
     /// serialises every change of config, so two changes never interleave.
-    runtime: std::sync::Mutex<toml::Table>,
+    runtime: std::sync::Mutex<RuntimeLayer>,
     audit: Arc<Audit>,
     metrics: Arc<Metrics>,
     gate: Arc<PolicyGate>,
@@ -268,8 +268,9 @@ impl Service {
         self.gate.set_listeners(addrs);
     }
 
-    /// The config in force (with the runtime layer).
-    pub fn runtime_layer(&self) -> toml::Table {
+    /// The admin API's runtime layer as it stands: the changes made through `POST /mode` and
+    /// `POST /domains`, which every reload applies over the files.
+    pub fn runtime_layer(&self) -> RuntimeLayer {
         self.runtime
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -315,7 +316,7 @@ impl Service {
     /// path as a reload.
     pub fn set_mode(&self, mode: proxy_core::Mode) -> Result<Vec<String>, ReloadError> {
         self.apply(|runtime| {
-            network(runtime).insert("mode".into(), toml::Value::String(mode.as_str().into()));
+            runtime.set_mode(mode);
             Ok(())
         })
     }
@@ -323,31 +324,9 @@ impl Service {
     /// Adds or replaces domain entries in the runtime layer (`POST /domains`): an entry replaces
     /// an earlier runtime entry with the same canonical pattern.
     pub fn update_domains(&self, change: &DomainChange) -> Result<Vec<String>, ReloadError> {
-        let mut entries = Vec::new();
-        for (list, action) in [(&change.allow, "allow"), (&change.deny, "deny")] {
-            for p in list {
-                let key = proxy_policy::Pattern::parse(p)
-                    .map_err(|e| ReloadError::Invalid(format!("{p:?}: {e}")))?
-                    .key();
-                entries.push((p.clone(), key, action));
-            }
-        }
+        let edit = DomainEdit::parse(change).map_err(|e| ReloadError::Invalid(e.to_string()))?;
         self.apply(|runtime| {
-            let net = network(runtime);
-            let domains = net
-                .entry("domains")
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            let Some(domains) = domains.as_table_mut() else {
-                return Err(ReloadError::Invalid(
-                    "runtime domains are not a table".into(),
-                ));
-            };
-            for (pattern, key, action) in &entries {
-                domains.retain(|existing, _| {
-                    proxy_policy::Pattern::parse(existing).map_or(true, |e| e.key() != *key)
-                });
-                domains.insert(pattern.clone(), toml::Value::String((*action).into()));
-            }
+            runtime.apply(&edit);
             Ok(())
         })
     }
@@ -357,7 +336,7 @@ impl Service {
     /// the runtime layer kept. Counted in the metrics either way.
     fn apply(
         &self,
-        change: impl FnOnce(&mut toml::Table) -> Result<(), ReloadError>,
+        change: impl FnOnce(&mut RuntimeLayer) -> Result<(), ReloadError>,
     ) -> Result<Vec<String>, ReloadError> {
         let mut runtime = self
             .runtime
@@ -365,14 +344,10 @@ impl Service {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut candidate = runtime.clone();
         let result = change(&mut candidate).and_then(|()| {
-            let extra = if candidate.is_empty() {
-                Vec::new()
-            } else {
-                vec![(proxy_config::Layer::Runtime, candidate.clone())]
-            };
+            let extra = candidate.to_layer();
             let config = match &self.read_once {
-                Some(r) => r.load_with(&extra)?,
-                None => proxy_config::load_with(&self.sources, &extra)?,
+                Some(r) => r.load_with(extra.as_slice())?,
+                None => proxy_config::load_with(&self.sources, extra.as_slice())?,
             };
             let policy = config.policy()?;
             let changed = self.config.load().restart_keys_changed(&config);
@@ -483,20 +458,6 @@ impl Service {
             shutdown,
         )
         .await;
-    }
-}
-
-/// The runtime layer's `[network]` table, created when missing.
-fn network(runtime: &mut toml::Table) -> &mut toml::Table {
-    let net = runtime
-        .entry("network")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if !net.is_table() {
-        *net = toml::Value::Table(toml::Table::new());
-    }
-    match net {
-        toml::Value::Table(t) => t,
-        _ => unreachable!("replaced by a table above"),
     }
 }
 

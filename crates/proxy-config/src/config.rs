@@ -6,83 +6,14 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use proxy_core::Mode;
-use proxy_policy::{Pattern, PatternKind, Policy};
+use proxy_policy::{Pattern, Policy};
 use toml::Value;
 
 use crate::error::{Diagnostic, DiagnosticKind, Error};
-use crate::layer::{
-    Action, Layer, LayerData, SCALARS, default_value, parse_cidr, parse_nameserver,
-};
+use crate::layer::{Action, Layer, LayerData};
 use crate::listen::{clamp_bind, parse_listen_url};
 use crate::managed::Requirements;
-
-/// Whether two lists hold the same items, in any order.
-fn same_set<T: Ord + Clone>(a: &[T], b: &[T]) -> bool {
-    let sorted = |x: &[T]| {
-        let mut v = x.to_vec();
-        v.sort();
-        v.dedup();
-        v
-    };
-    sorted(a) == sorted(b)
-}
-
-/// Whether `pattern` matches the host name `name` (canonical) on some port.
-fn covers_name(pattern: &Pattern, name: &str) -> bool {
-    match pattern.kind() {
-        PatternKind::Global => true,
-        PatternKind::Ip { .. } => false,
-        PatternKind::Glob {
-            glob,
-            subdomains,
-            apex,
-        } => {
-            let globs: Vec<&str> = glob.split('.').collect();
-            let labels: Vec<&str> = name.split('.').collect();
-            let fits = |extra: usize| {
-                labels[extra..]
-                    .iter()
-                    .zip(&globs)
-                    .all(|(l, g)| label_matches(g, l))
-            };
-            (*apex && labels.len() == globs.len() && fits(0))
-                || (*subdomains && labels.len() > globs.len() && fits(labels.len() - globs.len()))
-        }
-        PatternKind::Exact(_) | PatternKind::Subdomains(_) | PatternKind::ApexAndSubdomains(_) => {
-            // The name with the pattern's own port scope: coverage then depends on the host
-            // part alone.
-            let scoped = match pattern.ports() {
-                Some(r) => format!("{name}:{r}"),
-                None => name.to_owned(),
-            };
-            Pattern::parse(&scoped).is_ok_and(|n| pattern.covers(&n))
-        }
-    }
-}
-
-/// Whether one label matches a label glob (`*` stands for any run of characters, none
-/// included).
-pub(crate) fn label_matches(glob: &str, label: &str) -> bool {
-    let (g, l) = (glob.as_bytes(), label.as_bytes());
-    let (mut gi, mut li) = (0, 0);
-    let mut back: Option<(usize, usize)> = None;
-    while li < l.len() {
-        if gi < g.len() && g[gi] == b'*' {
-            back = Some((gi, li));
-            gi += 1;
-        } else if gi < g.len() && g[gi] == l[li] {
-            gi += 1;
-            li += 1;
-        } else if let Some((bg, bl)) = back {
-            gi = bg + 1;
-            li = bl + 1;
-            back = Some((bg, bl + 1));
-        } else {
-            return false;
-        }
-    }
-    g[gi..].iter().all(|&c| c == b'*')
-}
+use crate::schema::{Exporter, Setting, Settings};
 
 /// One effective domain entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,12 +62,12 @@ pub struct Listeners {
 /// The effective config, built by [`crate::load`]: layers merged, managed requirements applied.
 #[derive(Debug, Clone)]
 pub struct Config {
-    scalars: BTreeMap<String, (Value, Layer)>,
-    domains: Vec<DomainEntry>,
-    unix_sockets: Vec<SocketEntry>,
-    dns_hosts: BTreeMap<String, (Vec<IpAddr>, Layer)>,
-    ignored_allow: Vec<DomainEntry>,
-    warnings: Vec<String>,
+    pub(crate) settings: Settings,
+    pub(crate) domains: Vec<DomainEntry>,
+    pub(crate) unix_sockets: Vec<SocketEntry>,
+    pub(crate) dns_hosts: BTreeMap<String, (Vec<IpAddr>, Layer)>,
+    pub(crate) ignored_allow: Vec<DomainEntry>,
+    pub(crate) warnings: Vec<String>,
     requirements: Vec<Requirements>,
 }
 
@@ -147,19 +78,12 @@ impl Config {
         layers: Vec<LayerData>,
         requirements: Vec<Requirements>,
     ) -> Result<Self, Error> {
-        let mut scalars = BTreeMap::new();
-        for (path, _, _) in SCALARS {
-            if let Some(v) = default_value(path) {
-                scalars.insert((*path).to_owned(), (v, Layer::Default));
-            }
-        }
+        let mut settings = Settings::defaults();
         let mut domains: Vec<DomainEntry> = Vec::new();
         let mut unix_sockets: Vec<SocketEntry> = Vec::new();
         let mut dns_hosts = BTreeMap::new();
         for l in layers {
-            for (k, v) in l.scalars {
-                scalars.insert(k, (v, l.layer.clone()));
-            }
+            settings.overlay(l.values, &l.layer);
             for (key, pattern, action) in l.domains {
                 let entry = DomainEntry {
                     pattern,
@@ -187,7 +111,7 @@ impl Config {
             }
         }
         let mut config = Config {
-            scalars,
+            settings,
             domains,
             unix_sockets,
             dns_hosts,
@@ -197,7 +121,7 @@ impl Config {
         };
         let mut diags = Vec::new();
         for r in &requirements {
-            config.apply(r, &mut diags);
+            r.apply(&mut config, &mut diags);
         }
         config.requirements = requirements;
         if let Err(e) = config.listeners_checked() {
@@ -210,434 +134,103 @@ impl Config {
         }
     }
 
-    fn violation(&self, diags: &mut Vec<Diagnostic>, key: &str, r: &Requirements, message: &str) {
-        let origin = self
-            .scalars
-            .get(key)
-            .map_or_else(|| "effective config".to_owned(), |(_, l)| l.to_string());
-        diags.push(Diagnostic::new(
-            DiagnosticKind::Constraint,
-            origin,
-            key,
-            format!("{message} (constrained by {})", r.origin.display()),
-        ));
-    }
-
-    /// Applies one requirements file: unset (default) values are pinned to the managed
-    /// ceiling, explicit wider values are violations, managed lists are merged in.
-    fn apply(&mut self, r: &Requirements, diags: &mut Vec<Diagnostic>) {
-        let managed = Layer::Managed(r.origin.clone());
-        let ceilings: [(&str, Option<bool>); 7] = [
-            ("network.enabled", r.enabled),
-            ("network.allow_upstream_proxy", r.allow_upstream_proxy),
-            (
-                "network.dangerously_allow_non_loopback_proxy",
-                r.dangerously_allow_non_loopback_proxy,
-            ),
-            ("network.allow_local_binding", r.allow_local_binding),
-            (
-                "network.dangerously_allow_all_unix_sockets",
-                self.all_sockets_ceiling(r),
-            ),
-            (
-                "network.dangerously_allow_non_loopback_admin",
-                r.dangerously_allow_non_loopback_admin,
-            ),
-            (
-                "network.dangerously_allow_plaintext_credential_injection",
-                r.dangerously_allow_plaintext_credential_injection,
-            ),
-        ];
-        for (key, ceiling) in ceilings {
-            if ceiling != Some(false) || !self.bool(key) {
-                continue;
-            }
-            if self.layer_of(key).is_user() {
-                self.violation(diags, key, r, "true is not allowed: false is required");
-            } else {
-                self.scalars
-                    .insert(key.to_owned(), (Value::Boolean(false), managed.clone()));
-            }
-        }
-        if r.mode == Some(Mode::Limited) && self.mode() == Mode::Full {
-            let key = "network.mode";
-            if self.layer_of(key).is_user() {
-                self.violation(
-                    diags,
-                    key,
-                    r,
-                    "\"full\" is not allowed: \"limited\" or more restrictive is required",
-                );
-            } else {
-                self.scalars.insert(
-                    key.to_owned(),
-                    (Value::String("limited".into()), managed.clone()),
-                );
-            }
-        }
-        self.apply_denylist(r, &managed, diags);
-        self.apply_allowlist(r, &managed, diags);
-        if let Some(allowed) = &r.allow_unix_sockets {
-            for e in self
-                .unix_sockets
-                .iter()
-                .filter(|e| e.action == Action::Allow && e.layer.is_user())
-            {
-                if !allowed.iter().any(|a| a == &e.path) {
-                    diags.push(Diagnostic::new(
-                        DiagnosticKind::Constraint,
-                        e.layer.to_string(),
-                        format!("network.unix_sockets.{:?}", e.path),
-                        format!(
-                            "not in the managed allow_unix_sockets (constrained by {})",
-                            r.origin.display()
-                        ),
-                    ));
-                }
-            }
-        }
-        self.apply_treat_as_public(r, &managed, diags);
-        self.apply_dns(r, &managed, diags);
-    }
-
-    /// Managed `[network.dns]`: pinned nameservers, fixed static hosts, and no user static
-    /// host for a name the managed allowlist covers (it would point an allowed name at any
-    /// address).
-    fn apply_dns(&mut self, r: &Requirements, managed: &Layer, diags: &mut Vec<Diagnostic>) {
-        let constrained = |what: String| format!("{what} (constrained by {})", r.origin.display());
-        if let Some(pinned) = &r.dns_nameservers {
-            let key = "network.dns.nameservers";
-            let layer = self.layer_of(key);
-            let current = self.dns_nameservers();
-            let same = current
-                .as_ref()
-                .is_some_and(|c| same_set(c.as_slice(), pinned.as_slice()));
-            if let (Some(_), false) = (&current, same) {
-                let why = if layer.is_user() {
-                    "the managed nameservers are pinned: a user layer may not change them"
-                        .to_owned()
-                } else {
-                    format!("conflicts with the nameservers pinned by {layer}")
-                };
-                diags.push(Diagnostic::new(
-                    DiagnosticKind::Constraint,
-                    layer.to_string(),
-                    key,
-                    constrained(why),
-                ));
-            } else {
-                let list = pinned
-                    .iter()
-                    .map(|a| Value::String(a.to_string()))
-                    .collect();
-                self.scalars
-                    .insert(key.to_owned(), (Value::Array(list), managed.clone()));
-            }
-        }
-        for (name, ips) in &r.dns_hosts {
-            match self.dns_hosts.get(name) {
-                Some((current, layer)) if !same_set(current, ips) => {
-                    let why = if layer.is_user() {
-                        "the managed static hosts are fixed: a user layer may not give this name other addresses".to_owned()
-                    } else {
-                        format!("conflicts with the static host entry of {layer}")
-                    };
-                    diags.push(Diagnostic::new(
-                        DiagnosticKind::Constraint,
-                        layer.to_string(),
-                        format!("network.dns.hosts.{name:?}"),
-                        constrained(why),
-                    ));
-                }
-                _ => {
-                    self.dns_hosts
-                        .insert(name.clone(), (ips.clone(), managed.clone()));
-                }
-            }
-        }
-        let Some(allowed) = &r.allowed_domains else {
-            return;
-        };
-        for (name, (_, layer)) in &self.dns_hosts {
-            if !layer.is_user() {
-                continue;
-            }
-            if let Some(p) = allowed.iter().find(|p| covers_name(p, name)) {
-                diags.push(Diagnostic::new(
-                    DiagnosticKind::Constraint,
-                    layer.to_string(),
-                    format!("network.dns.hosts.{name:?}"),
-                    constrained(format!(
-                        "a static host entry for a name the managed allowed_domains cover ({p}) would point it at any address; only requirements may set it"
-                    )),
-                ));
-            }
-        }
-    }
-
-    fn all_sockets_ceiling(&self, r: &Requirements) -> Option<bool> {
-        match r.dangerously_allow_all_unix_sockets {
-            Some(v) => Some(v),
-            None if r.allow_unix_sockets.is_some() => Some(false),
-            None => None,
-        }
-    }
-
-    fn apply_denylist(&mut self, r: &Requirements, managed: &Layer, diags: &mut Vec<Diagnostic>) {
-        let Some(denied) = &r.denied_domains else {
-            return;
-        };
-        if r.denylist_expansion_enabled == Some(false) {
-            for e in self
-                .domains
-                .iter()
-                .filter(|e| e.action == Action::Deny && e.layer.is_user())
-            {
-                if !denied.iter().any(|d| d.key() == e.pattern.key()) {
-                    diags.push(Diagnostic::new(
-                        DiagnosticKind::Constraint,
-                        e.layer.to_string(),
-                        format!("network.domains.{:?}", e.pattern.as_str()),
-                        format!(
-                            "the managed denied_domains are fixed: deny entries must match them (constrained by {})",
-                            r.origin.display()
-                        ),
-                    ));
-                }
-            }
-        }
-        for p in denied {
-            let entry = DomainEntry {
-                pattern: p.clone(),
-                action: Action::Deny,
-                layer: managed.clone(),
-            };
-            match self.domains.iter_mut().find(|e| e.pattern.key() == p.key()) {
-                Some(e) => {
-                    if e.action == Action::Allow {
-                        self.warnings.push(format!(
-                            "{}: allow entry {} is overridden by the managed deny entry in {}",
-                            e.layer,
-                            e.pattern,
-                            r.origin.display()
-                        ));
-                    }
-                    *e = entry;
-                }
-                None => self.domains.push(entry),
-            }
-        }
-    }
-
-    fn apply_allowlist(&mut self, r: &Requirements, managed: &Layer, diags: &mut Vec<Diagnostic>) {
-        let Some(allowed) = &r.allowed_domains else {
-            return;
-        };
-        let is_managed = |p: &Pattern| allowed.iter().any(|m| m.key() == p.key());
-        if r.managed_allowed_domains_only {
-            let (keep, ignored): (Vec<_>, Vec<_>) = std::mem::take(&mut self.domains)
-                .into_iter()
-                .partition(|e| {
-                    e.action == Action::Deny || !e.layer.is_user() || is_managed(&e.pattern)
-                });
-            for e in &ignored {
-                self.warnings.push(format!(
-                    "{}: allow entry {} is not in force: managed_allowed_domains_only in {} pins the allowlist to the managed entries",
-                    e.layer, e.pattern, r.origin.display()
-                ));
-            }
-            self.domains = keep;
-            self.ignored_allow.extend(ignored);
-        } else {
-            for e in self
-                .domains
-                .iter()
-                .filter(|e| e.action == Action::Allow && e.layer.is_user())
-            {
-                let why = match r.allowlist_expansion_enabled {
-                    Some(true) => None,
-                    Some(false) => (!is_managed(&e.pattern)).then(|| "the managed allowed_domains are fixed: allow entries must match them".to_owned()),
-                    None => (!allowed.iter().any(|m| m.covers(&e.pattern))).then(|| {
-                        "not covered by the managed allowed_domains (allow entries must be a subset of them)".to_owned()
-                    }),
-                };
-                if let Some(why) = why {
-                    diags.push(Diagnostic::new(
-                        DiagnosticKind::Constraint,
-                        e.layer.to_string(),
-                        format!("network.domains.{:?}", e.pattern.as_str()),
-                        format!("{why} (constrained by {})", r.origin.display()),
-                    ));
-                }
-            }
-        }
-        for p in allowed {
-            if self.domains.iter().any(|e| e.pattern.key() == p.key()) {
-                // Already present: a deny for the same key keeps winning; an allow stays.
-                continue;
-            }
-            self.domains.push(DomainEntry {
-                pattern: p.clone(),
-                action: Action::Allow,
-                layer: managed.clone(),
-            });
-        }
-    }
-
-    fn apply_treat_as_public(
-        &mut self,
-        r: &Requirements,
-        managed: &Layer,
-        diags: &mut Vec<Diagnostic>,
-    ) {
-        let managed_nets = r.treat_as_public.clone().unwrap_or_default();
-        if r.allow_local_binding == Some(false) {
-            for net in self.treat_as_public() {
-                if self.layer_of("network.treat_as_public").is_user()
-                    && !managed_nets.iter().any(|m| m.contains(&net))
-                {
-                    let msg = format!(
-                        "range {net} is not inside a managed treat_as_public range, and managed allow_local_binding is false"
-                    );
-                    self.violation(diags, "network.treat_as_public", r, &msg);
-                }
-            }
-        }
-        if !managed_nets.is_empty() {
-            let mut nets = self.treat_as_public();
-            for n in managed_nets {
-                if !nets.contains(&n) {
-                    nets.push(n);
-                }
-            }
-            let layer = if self.layer_of("network.treat_as_public").is_user() {
-                self.layer_of("network.treat_as_public")
-            } else {
-                managed.clone()
-            };
-            let list = nets.iter().map(|n| Value::String(n.to_string())).collect();
-            self.scalars.insert(
-                "network.treat_as_public".into(),
-                (Value::Array(list), layer),
-            );
-        }
-    }
-
-    /// The layer that set a scalar key.
-    pub fn layer_of(&self, key: &str) -> Layer {
-        self.scalars
-            .get(key)
-            .map_or(Layer::Default, |(_, l)| l.clone())
-    }
-
-    fn value(&self, key: &str) -> Option<&Value> {
-        self.scalars.get(key).map(|(v, _)| v)
-    }
-
-    fn bool(&self, key: &str) -> bool {
-        self.value(key).and_then(Value::as_bool).unwrap_or(false)
-    }
-
-    fn int(&self, key: &str) -> u64 {
-        self.value(key)
-            .and_then(Value::as_integer)
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(0)
-    }
-
-    fn text(&self, key: &str) -> Option<&str> {
-        self.value(key).and_then(Value::as_str)
+    /// The scalar settings, each with the layer that set it.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// `enabled`.
     pub fn enabled(&self) -> bool {
-        self.bool("network.enabled")
+        self.settings.enabled.value
     }
     /// `mode`.
     pub fn mode(&self) -> Mode {
-        self.text("network.mode")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(Mode::Full)
+        self.settings.mode.value
     }
     /// `enable_socks5`.
     pub fn enable_socks5(&self) -> bool {
-        self.bool("network.enable_socks5")
+        self.settings.enable_socks5.value
     }
     /// `enable_socks5_udp`.
     pub fn enable_socks5_udp(&self) -> bool {
-        self.bool("network.enable_socks5_udp")
+        self.settings.enable_socks5_udp.value
     }
     /// `enable_admin`.
     pub fn enable_admin(&self) -> bool {
-        self.bool("network.enable_admin")
+        self.settings.enable_admin.value
     }
     /// `admin_token`, if set.
     pub fn admin_token(&self) -> Option<&str> {
-        self.text("network.admin_token")
+        self.settings
+            .admin_token
+            .value
+            .as_ref()
+            .map(crate::Secret::expose)
     }
     /// `allow_upstream_proxy`.
     pub fn allow_upstream_proxy(&self) -> bool {
-        self.bool("network.allow_upstream_proxy")
+        self.settings.allow_upstream_proxy.value
     }
     /// `[otel] exporter`, unless `none`: `otlp-http` or `otlp-grpc`.
     pub fn otel_exporter(&self) -> Option<&str> {
-        self.text("otel.exporter").filter(|e| *e != "none")
+        match self.settings.otel_exporter.value {
+            Exporter::Off => None,
+            e => Some(e.as_str()),
+        }
     }
     /// `[otel] endpoint`, if set.
     pub fn otel_endpoint(&self) -> Option<&str> {
-        self.text("otel.endpoint")
+        self.settings
+            .otel_endpoint
+            .value
+            .as_ref()
+            .map(crate::CollectorUrl::as_str)
     }
     /// `[otel] headers`.
     pub fn otel_headers(&self) -> Vec<(String, String)> {
-        self.value("otel.headers")
-            .and_then(Value::as_table)
-            .map(|t| {
-                t.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.settings
+            .otel_headers
+            .value
+            .iter()
+            .flat_map(crate::Headers::iter)
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
     }
     /// `audit_log`: the JSON-lines audit file, if set.
     pub fn audit_log(&self) -> Option<&str> {
-        self.text("network.audit_log")
+        self.settings.audit_log.value.as_deref()
     }
     /// `dangerously_allow_non_loopback_admin`.
     pub fn allow_non_loopback_admin(&self) -> bool {
-        self.bool("network.dangerously_allow_non_loopback_admin")
+        self.settings.dangerously_allow_non_loopback_admin.value
     }
     /// `dangerously_allow_non_loopback_proxy`.
     pub fn allow_non_loopback_proxy(&self) -> bool {
-        self.bool("network.dangerously_allow_non_loopback_proxy")
+        self.settings.dangerously_allow_non_loopback_proxy.value
     }
     /// `allow_local_binding`.
     pub fn allow_local_binding(&self) -> bool {
-        self.bool("network.allow_local_binding")
+        self.settings.allow_local_binding.value
     }
     /// `dangerously_allow_all_unix_sockets`.
     pub fn allow_all_unix_sockets(&self) -> bool {
-        self.bool("network.dangerously_allow_all_unix_sockets")
-    }
-    /// The items of a list-valued key, each parsed (the key was validated when loaded).
-    fn list<T>(&self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<Vec<T>> {
-        self.value(key).and_then(Value::as_array).map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().and_then(|s| parse(s).ok()))
-                .collect()
-        })
+        self.settings.dangerously_allow_all_unix_sockets.value
     }
     /// `treat_as_public`.
     pub fn treat_as_public(&self) -> Vec<IpNet> {
-        self.list("network.treat_as_public", parse_cidr)
-            .unwrap_or_default()
+        self.settings.treat_as_public.value.value().clone()
     }
     /// `[network.dns] nameservers` (`None`: the system's).
     pub fn dns_nameservers(&self) -> Option<Vec<SocketAddr>> {
-        self.list("network.dns.nameservers", parse_nameserver)
+        self.settings
+            .dns_nameservers
+            .value
+            .as_ref()
+            .map(|w| w.value().clone())
     }
     /// `[network.dns] timeout_ms`.
     pub fn dns_timeout(&self) -> Duration {
-        Duration::from_millis(self.int("network.dns.timeout_ms"))
+        Duration::from_millis(self.settings.dns_timeout_ms.value.into())
     }
     /// `[network.dns] hosts`: canonical name → addresses.
     pub fn dns_hosts(&self) -> BTreeMap<String, Vec<IpAddr>> {
@@ -648,23 +241,23 @@ impl Config {
     }
     /// `[network.limits] max_connections`.
     pub fn max_connections(&self) -> u64 {
-        self.int("network.limits.max_connections")
+        self.settings.limits_max_connections.value.into()
     }
     /// `[network.limits] connect_timeout_ms`.
     pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.int("network.limits.connect_timeout_ms"))
+        Duration::from_millis(self.settings.limits_connect_timeout_ms.value.into())
     }
     /// `[network.limits] header_timeout_ms`.
     pub fn header_timeout(&self) -> Duration {
-        Duration::from_millis(self.int("network.limits.header_timeout_ms"))
+        Duration::from_millis(self.settings.limits_header_timeout_ms.value.into())
     }
     /// `[network.limits] idle_timeout_s`.
     pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.int("network.limits.idle_timeout_s"))
+        Duration::from_secs(self.settings.limits_idle_timeout_s.value.into())
     }
     /// `[network.limits] max_header_bytes`.
     pub fn max_header_bytes(&self) -> u64 {
-        self.int("network.limits.max_header_bytes")
+        self.settings.limits_max_header_bytes.value.into()
     }
     /// The effective domain entries, in first-seen order.
     pub fn domains(&self) -> &[DomainEntry] {
@@ -700,7 +293,7 @@ impl Config {
             w.push(format!(
                 "`*` is allowed ({}) with allow_local_binding on ({}): it admits every local address, cloud metadata included (169.254.169.254, and fd00:ec2::254 over IPv6 on AWS); add deny entries for them (`--deny 169.254.169.254 --deny fd00:ec2::254`, or `denied_domains`)",
                 e.layer,
-                self.layer_of("network.allow_local_binding")
+                self.settings.allow_local_binding.layer
             ));
         }
         if let Ok((_, clamps)) = self.listeners_and_warnings() {
@@ -736,30 +329,34 @@ impl Config {
             .unix_sockets_enabled()
             .then_some("unix socket proxying is enabled");
         let proxy_flag = "dangerously_allow_non_loopback_proxy";
-        let mut one =
-            |key: &str, name: &str, port: u16, flag: &str, allow: bool, force: Option<&str>| {
-                let url = self.text(key).unwrap_or_default();
-                match parse_listen_url(url, port) {
-                    Ok(addr) => {
-                        let (addr, w) = clamp_bind(name, addr, allow, flag, force);
-                        warnings.extend(w);
-                        Some(addr)
-                    }
-                    Err(e) => {
-                        diags.push(Diagnostic::new(
-                            DiagnosticKind::InvalidValue,
-                            self.layer_of(key).to_string(),
-                            key,
-                            e,
-                        ));
-                        None
-                    }
+        let s = &self.settings;
+        let mut one = |url: &Setting<String>,
+                       name: &str,
+                       port: u16,
+                       flag: &str,
+                       allow: bool,
+                       force: Option<&str>| {
+            match parse_listen_url(&url.value, port) {
+                Ok(addr) => {
+                    let (addr, w) = clamp_bind(name, addr, allow, flag, force);
+                    warnings.extend(w);
+                    Some(addr)
                 }
-            };
-        let allow_proxy = self.bool("network.dangerously_allow_non_loopback_proxy");
-        let allow_admin = self.bool("network.dangerously_allow_non_loopback_admin");
+                Err(e) => {
+                    diags.push(Diagnostic::new(
+                        DiagnosticKind::InvalidValue,
+                        url.layer.to_string(),
+                        url.key,
+                        e,
+                    ));
+                    None
+                }
+            }
+        };
+        let allow_proxy = s.dangerously_allow_non_loopback_proxy.value;
+        let allow_admin = s.dangerously_allow_non_loopback_admin.value;
         let http = one(
-            "network.proxy_url",
+            &s.proxy_url,
             "HTTP proxy",
             3128,
             proxy_flag,
@@ -770,7 +367,7 @@ impl Config {
             .enable_socks5()
             .then(|| {
                 one(
-                    "network.socks_url",
+                    &s.socks_url,
                     "SOCKS5 proxy",
                     8081,
                     proxy_flag,
@@ -783,7 +380,7 @@ impl Config {
             .enable_admin()
             .then(|| {
                 one(
-                    "network.admin_url",
+                    &s.admin_url,
                     "admin API",
                     8080,
                     "dangerously_allow_non_loopback_admin",
@@ -852,35 +449,11 @@ impl Config {
         })
     }
 
-    /// Every value with the layer that set it, for `config show`.
+    /// Every value with the layer that set it, for `config show`: the scalar keys in schema
+    /// order (secrets redacted), then the domain entries, the unix socket entries and the
+    /// static hosts.
     pub fn show(&self) -> Vec<ShownValue> {
-        let mut out = Vec::new();
-        for (path, _, _) in SCALARS {
-            let (value, layer) = match self.scalars.get(*path) {
-                Some((v, l)) => (Some(v.clone()), l.clone()),
-                None => (None, Layer::Default),
-            };
-            // Never show a secret.
-            let value = match (*path, value) {
-                ("network.admin_token", Some(_)) => Some(Value::String("<redacted>".into())),
-                // Collector headers usually carry an API key: names only.
-                ("otel.headers", Some(Value::Table(t))) => Some(Value::Table(
-                    t.keys()
-                        .map(|k| (k.clone(), Value::String("<redacted>".into())))
-                        .collect(),
-                )),
-                // A collector URL may carry a user and password.
-                ("otel.endpoint", Some(Value::String(url))) => {
-                    Some(Value::String(proxy_core::redact_userinfo(&url)))
-                }
-                (_, v) => v,
-            };
-            out.push(ShownValue {
-                key: (*path).to_owned(),
-                value,
-                layer,
-            });
-        }
+        let mut out = self.settings.shown();
         for e in &self.domains {
             out.push(ShownValue {
                 key: format!("network.domains.{:?}", e.pattern.as_str()),
@@ -909,18 +482,12 @@ impl Config {
 
     /// The keys whose change needs a restart and differ between `self` and `next`.
     pub fn restart_keys_changed(&self, next: &Config) -> Vec<String> {
-        let mut changed = Vec::new();
-        for (path, _, _) in SCALARS {
-            let restart = path.starts_with("network.dns.")
-                || path.starts_with("network.limits.")
-                || path.starts_with("otel.")
-                || path.ends_with("_url")
-                || path.starts_with("network.enable_")
-                || *path == "network.audit_log";
-            if restart && self.value(path) != next.value(path) {
-                changed.push((*path).to_owned());
-            }
-        }
+        let mut changed: Vec<String> = self
+            .settings
+            .restart_keys_changed(&next.settings)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         if self.dns_hosts() != next.dns_hosts() {
             changed.push("network.dns.hosts".into());
         }

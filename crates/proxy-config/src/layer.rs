@@ -1,17 +1,18 @@
 //! Config layers: where a value came from, and the parsing of one TOML document into a layer,
 //! with a diagnostic for every problem (file, key path, why, and the nearest known key).
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
-use ipnet::IpNet;
 use proxy_core::{Host, Mode};
 use proxy_policy::{Pattern, PatternKind};
 use toml::{Table, Value};
 
 use crate::error::{Diagnostic, DiagnosticKind};
+use crate::schema::{
+    Kind, LISTS, LayerValues, MAPS, TABLES, TOP, kind_of, known_paths, parse_cidr, parse_nameserver,
+};
 
 /// Where a value came from. Displayed as `default`, the file's path, `command-line` or
 /// `runtime`.
@@ -66,157 +67,6 @@ impl Action {
     }
 }
 
-/// The type of a scalar key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Bool,
-    Mode,
-    ListenUrl,
-    Text,
-    Int { min: i64, max: i64 },
-    Cidrs,
-    Nameservers,
-    Exporter,
-    Headers,
-    Mitm,
-}
-
-/// Every scalar key (full path), its type and its default (`None`: unset).
-pub(crate) const SCALARS: &[(&str, Kind, Option<&str>)] = &[
-    ("network.enabled", Kind::Bool, Some("true")),
-    ("network.mode", Kind::Mode, Some("\"full\"")),
-    (
-        "network.proxy_url",
-        Kind::ListenUrl,
-        Some("\"http://127.0.0.1:3128\""),
-    ),
-    ("network.enable_socks5", Kind::Bool, Some("true")),
-    (
-        "network.socks_url",
-        Kind::ListenUrl,
-        Some("\"http://127.0.0.1:8081\""),
-    ),
-    ("network.enable_socks5_udp", Kind::Bool, Some("true")),
-    (
-        "network.admin_url",
-        Kind::ListenUrl,
-        Some("\"http://127.0.0.1:8080\""),
-    ),
-    ("network.enable_admin", Kind::Bool, Some("true")),
-    ("network.admin_token", Kind::Text, None),
-    ("network.allow_upstream_proxy", Kind::Bool, Some("true")),
-    (
-        "network.dangerously_allow_non_loopback_proxy",
-        Kind::Bool,
-        Some("false"),
-    ),
-    (
-        "network.dangerously_allow_non_loopback_admin",
-        Kind::Bool,
-        Some("false"),
-    ),
-    ("network.allow_local_binding", Kind::Bool, Some("false")),
-    (
-        "network.dangerously_allow_all_unix_sockets",
-        Kind::Bool,
-        Some("false"),
-    ),
-    ("network.treat_as_public", Kind::Cidrs, Some("[]")),
-    ("network.mitm", Kind::Mitm, Some("false")),
-    ("network.credential_broker", Kind::Bool, Some("false")),
-    (
-        "network.dangerously_allow_plaintext_credential_injection",
-        Kind::Bool,
-        Some("false"),
-    ),
-    ("network.verify_sni", Kind::Bool, Some("false")),
-    ("network.audit_log", Kind::Text, None),
-    ("network.dns.nameservers", Kind::Nameservers, None),
-    (
-        "network.dns.timeout_ms",
-        Kind::Int {
-            min: 1,
-            max: 600_000,
-        },
-        Some("2000"),
-    ),
-    (
-        "network.limits.max_connections",
-        Kind::Int {
-            min: 1,
-            max: 1_000_000,
-        },
-        Some("4096"),
-    ),
-    (
-        "network.limits.connect_timeout_ms",
-        Kind::Int {
-            min: 1,
-            max: 3_600_000,
-        },
-        Some("10000"),
-    ),
-    (
-        "network.limits.header_timeout_ms",
-        Kind::Int {
-            min: 1,
-            max: 3_600_000,
-        },
-        Some("10000"),
-    ),
-    (
-        "network.limits.idle_timeout_s",
-        Kind::Int {
-            min: 1,
-            max: 604_800,
-        },
-        Some("300"),
-    ),
-    (
-        "network.limits.max_header_bytes",
-        Kind::Int {
-            min: 1024,
-            max: 16_777_216,
-        },
-        Some("65536"),
-    ),
-    ("otel.exporter", Kind::Exporter, Some("\"none\"")),
-    ("otel.endpoint", Kind::Text, None),
-    ("otel.headers", Kind::Headers, None),
-];
-
-/// Map-valued keys, overlaid entry by entry across layers.
-pub(crate) const MAPS: &[&str] = &[
-    "network.domains",
-    "network.unix_sockets",
-    "network.dns.hosts",
-];
-/// Legacy list shapes, accepted beside or instead of the maps.
-pub(crate) const LISTS: &[&str] = &[
-    "network.allowed_domains",
-    "network.denied_domains",
-    "network.allow_unix_sockets",
-];
-const TABLES: &[&str] = &["network", "network.dns", "network.limits", "otel"];
-const TOP: &[&str] = &["network", "otel", "default_permissions", "permissions"];
-
-pub(crate) fn kind_of(path: &str) -> Option<Kind> {
-    SCALARS
-        .iter()
-        .find(|(p, _, _)| *p == path)
-        .map(|(_, k, _)| *k)
-}
-
-/// Every key a user can write, for suggestions.
-fn known_paths() -> impl Iterator<Item = &'static str> {
-    SCALARS
-        .iter()
-        .map(|(p, _, _)| *p)
-        .chain(MAPS.iter().copied())
-        .chain(LISTS.iter().copied())
-        .chain(TABLES.iter().copied())
-}
-
 /// The nearest known key to an unknown one: the same name in another table, or a close spelling
 /// in the same table.
 pub(crate) fn suggest(table: &str, key: &str) -> Option<String> {
@@ -251,7 +101,8 @@ pub(crate) fn suggest(table: &str, key: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub(crate) struct LayerData {
     pub(crate) layer: Layer,
-    pub(crate) scalars: BTreeMap<String, Value>,
+    /// The scalar keys it sets.
+    pub(crate) values: LayerValues,
     /// Domain entries by pattern key, in the order written; deny beats allow for one key.
     pub(crate) domains: Vec<(String, Pattern, Action)>,
     pub(crate) unix_sockets: Vec<(String, Action)>,
@@ -262,7 +113,7 @@ impl LayerData {
     pub(crate) fn new(layer: Layer) -> Self {
         Self {
             layer,
-            scalars: BTreeMap::new(),
+            values: LayerValues::default(),
             domains: Vec::new(),
             unix_sockets: Vec::new(),
             dns_hosts: Vec::new(),
@@ -506,11 +357,17 @@ impl Parser<'_> {
             return;
         }
         self.check_supported(spath, wpath, value);
-        self.store(spath, value);
-    }
-
-    fn store(&mut self, spath: &str, value: &Value) {
-        self.data.scalars.insert(spath.to_owned(), value.clone());
+        if !self.data.values.store(spath, value) {
+            // The checks above accept only values of the key's type.
+            self.diag(
+                DiagnosticKind::InvalidValue,
+                wpath,
+                format!(
+                    "expected a value of type {kind:?}, found {}",
+                    describe(value)
+                ),
+            );
+        }
     }
 
     fn not_supported(&mut self, wpath: &str, feature: &str) {
@@ -774,38 +631,4 @@ pub(crate) fn describe(v: &Value) -> String {
         Value::Boolean(b) => format!("boolean {b}"),
         other => other.type_str().to_owned(),
     }
-}
-
-/// Parses a CIDR, or a bare address as a single-address range.
-pub(crate) fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    let t = s.trim();
-    if let Ok(n) = t.parse::<IpNet>() {
-        return Ok(n);
-    }
-    t.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("invalid CIDR {s:?} (expected e.g. \"198.18.0.0/15\")"))
-}
-
-/// Parses a nameserver: `IP` or `IP:PORT` (IPv6 with a port in brackets); port 53 by default.
-pub(crate) fn parse_nameserver(s: &str) -> Result<SocketAddr, String> {
-    let t = s.trim();
-    if let Ok(sa) = t.parse::<SocketAddr>() {
-        return Ok(sa);
-    }
-    let bare = t
-        .strip_prefix('[')
-        .and_then(|r| r.strip_suffix(']'))
-        .unwrap_or(t);
-    bare.parse::<IpAddr>()
-        .map(|ip| SocketAddr::new(ip, 53))
-        .map_err(|_| format!("invalid nameserver {s:?} (expected \"IP\" or \"IP:PORT\")"))
-}
-
-/// The default of a scalar key, parsed.
-pub(crate) fn default_value(path: &str) -> Option<Value> {
-    let (_, _, d) = SCALARS.iter().find(|(p, _, _)| *p == path)?;
-    let d = (*d)?;
-    let doc: Table = toml::from_str(&format!("v = {d}")).ok()?;
-    doc.get("v").cloned()
 }

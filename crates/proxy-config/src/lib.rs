@@ -1,9 +1,14 @@
 //! `proxy-config` turns netproxy's config layers into one effective config and a compiled
 //! [`proxy_policy::Policy`]. Layers, lowest first: built-in defaults, the system file, the user
-//! file, each `--config FILE`, the command line (and, at run time, the admin API's `runtime`
-//! layer). Scalars from a higher layer replace lower ones; `domains` and `unix_sockets` overlay
-//! entry by entry. Managed requirements (`requirements.toml`) are then applied: no user layer can
-//! widen them, and managed domain lists are merged into the effective lists.
+//! file, each `--config FILE`, the command line (and, at run time, the admin API's
+//! [`RuntimeLayer`]). Scalars from a higher layer replace lower ones; `domains` and
+//! `unix_sockets` overlay entry by entry. Managed requirements (`requirements.toml`) are then
+//! applied: no user layer can widen them, and managed domain lists are merged into the effective
+//! lists.
+//!
+//! The scalars resolve, once per load, into typed [`Settings`]: one field per key of the schema
+//! (`schema.rs`), each a [`Setting`] with its value and the layer that set it. Every field has a
+//! default, so a key cannot be missing; nothing looks a key up by its name after parsing.
 //!
 //! It is not a watcher or a server: it reads the files it is given and reads no environment
 //! variable; the binary decides where the files are. Every problem becomes a [`Diagnostic`] that
@@ -27,7 +32,7 @@
 //! };
 //! let config = load(&sources)?;
 //! assert_eq!(config.mode(), proxy_core::Mode::Limited);
-//! assert_eq!(config.layer_of("network.mode").to_string(), dir.path().join("netproxy.toml").display().to_string());
+//! assert_eq!(config.settings().mode.layer.to_string(), dir.path().join("netproxy.toml").display().to_string());
 //! assert_eq!(config.domains().len(), 3);
 //! let policy = config.policy()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -40,6 +45,8 @@ mod layer;
 mod listen;
 mod load;
 mod managed;
+mod runtime;
+mod schema;
 
 pub use config::{Config, DomainEntry, Listeners, ShownValue, SocketEntry};
 pub use error::{Diagnostic, DiagnosticKind, Error};
@@ -50,6 +57,8 @@ pub use load::{
     validate_files,
 };
 pub use managed::Requirements;
+pub use runtime::{DomainEdit, InvalidPattern, RuntimeLayer};
+pub use schema::{CollectorUrl, Exporter, Headers, Secret, Setting, Settings, Written};
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! Managed constraints: `requirements.toml` files that no user layer can widen.
+//! Managed constraints: `requirements.toml` files that no user layer can widen, read and
+//! applied to the effective config.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -6,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use proxy_core::Mode;
-use proxy_policy::Pattern;
+use proxy_policy::{Pattern, PatternKind};
 use toml::{Table, Value};
 
+use crate::config::{Config, DomainEntry};
 use crate::error::{Diagnostic, DiagnosticKind};
-use crate::layer::{
-    Layer, LayerData, Parser, describe, ip_glob_message, is_ip_glob, parse_cidr, parse_nameserver,
-};
+use crate::layer::{Action, Layer, LayerData, Parser, describe, ip_glob_message, is_ip_glob};
+use crate::schema::{Setting, Written, parse_cidr};
 
 /// The constraints of one managed requirements file (table `[network]`, or
 /// `[experimental_network]`). Every field is optional; an unset field constrains nothing.
@@ -294,12 +295,8 @@ impl Requirements {
         if diags.len() > before {
             return;
         }
-        if let Some(list) = data
-            .scalars
-            .get("network.dns.nameservers")
-            .and_then(Value::as_array)
-        {
-            if list.is_empty() {
+        if let Some(list) = data.values.dns_nameservers.flatten() {
+            if list.value().is_empty() {
                 diags.push(Diagnostic::new(
                     DiagnosticKind::InvalidValue,
                     file,
@@ -308,14 +305,393 @@ impl Requirements {
                 ));
                 return;
             }
-            self.dns_nameservers = Some(
-                list.iter()
-                    .filter_map(|v| v.as_str().and_then(|s| parse_nameserver(s).ok()))
-                    .collect(),
-            );
+            self.dns_nameservers = Some(list.value().clone());
         }
         for (name, ips) in data.dns_hosts {
             self.dns_hosts.insert(name, ips);
         }
     }
+}
+
+/// A managed violation of `setting`: reported against the layer that set it.
+fn violation<T>(
+    diags: &mut Vec<Diagnostic>,
+    setting: &Setting<T>,
+    r: &Requirements,
+    message: &str,
+) {
+    diags.push(Diagnostic::new(
+        DiagnosticKind::Constraint,
+        setting.layer.to_string(),
+        setting.key,
+        format!("{message} (constrained by {})", r.origin.display()),
+    ));
+}
+
+impl Requirements {
+    /// Applies this requirements file to `config`: unset (default) values are pinned to the
+    /// managed ceiling, explicit wider values are violations, managed lists are merged in.
+    pub(crate) fn apply(&self, config: &mut Config, diags: &mut Vec<Diagnostic>) {
+        let managed = Layer::Managed(self.origin.clone());
+        let all_sockets = self.all_sockets_ceiling();
+        let s = &mut config.settings;
+        let ceilings = [
+            (&mut s.enabled, self.enabled),
+            (&mut s.allow_upstream_proxy, self.allow_upstream_proxy),
+            (
+                &mut s.dangerously_allow_non_loopback_proxy,
+                self.dangerously_allow_non_loopback_proxy,
+            ),
+            (&mut s.allow_local_binding, self.allow_local_binding),
+            (&mut s.dangerously_allow_all_unix_sockets, all_sockets),
+            (
+                &mut s.dangerously_allow_non_loopback_admin,
+                self.dangerously_allow_non_loopback_admin,
+            ),
+            (
+                &mut s.dangerously_allow_plaintext_credential_injection,
+                self.dangerously_allow_plaintext_credential_injection,
+            ),
+        ];
+        for (setting, ceiling) in ceilings {
+            if ceiling != Some(false) || !setting.value {
+                continue;
+            }
+            if setting.layer.is_user() {
+                violation(
+                    diags,
+                    setting,
+                    self,
+                    "true is not allowed: false is required",
+                );
+            } else {
+                setting.set(false, managed.clone());
+            }
+        }
+        let mode = &mut config.settings.mode;
+        if self.mode == Some(Mode::Limited) && mode.value == Mode::Full {
+            if mode.layer.is_user() {
+                violation(
+                    diags,
+                    mode,
+                    self,
+                    "\"full\" is not allowed: \"limited\" or more restrictive is required",
+                );
+            } else {
+                mode.set(Mode::Limited, managed.clone());
+            }
+        }
+        self.apply_denylist(config, &managed, diags);
+        self.apply_allowlist(config, &managed, diags);
+        if let Some(allowed) = &self.allow_unix_sockets {
+            for e in config
+                .unix_sockets
+                .iter()
+                .filter(|e| e.action == Action::Allow && e.layer.is_user())
+            {
+                if !allowed.iter().any(|a| a == &e.path) {
+                    diags.push(Diagnostic::new(
+                        DiagnosticKind::Constraint,
+                        e.layer.to_string(),
+                        format!("network.unix_sockets.{:?}", e.path),
+                        format!(
+                            "not in the managed allow_unix_sockets (constrained by {})",
+                            self.origin.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        self.apply_treat_as_public(config, &managed, diags);
+        self.apply_dns(config, &managed, diags);
+    }
+
+    /// Managed `[network.dns]`: pinned nameservers, fixed static hosts, and no user static
+    /// host for a name the managed allowlist covers (it would point an allowed name at any
+    /// address).
+    fn apply_dns(&self, config: &mut Config, managed: &Layer, diags: &mut Vec<Diagnostic>) {
+        let constrained =
+            |what: String| format!("{what} (constrained by {})", self.origin.display());
+        if let Some(pinned) = &self.dns_nameservers {
+            let setting = &mut config.settings.dns_nameservers;
+            let layer = setting.layer.clone();
+            let same = setting
+                .value
+                .as_ref()
+                .is_some_and(|c| same_set(c.value(), pinned));
+            if let (Some(_), false) = (&setting.value, same) {
+                let why = if layer.is_user() {
+                    "the managed nameservers are pinned: a user layer may not change them"
+                        .to_owned()
+                } else {
+                    format!("conflicts with the nameservers pinned by {layer}")
+                };
+                diags.push(Diagnostic::new(
+                    DiagnosticKind::Constraint,
+                    layer.to_string(),
+                    setting.key,
+                    constrained(why),
+                ));
+            } else {
+                setting.set(Some(Written::list(pinned.clone())), managed.clone());
+            }
+        }
+        for (name, ips) in &self.dns_hosts {
+            match config.dns_hosts.get(name) {
+                Some((current, layer)) if !same_set(current, ips) => {
+                    let why = if layer.is_user() {
+                        "the managed static hosts are fixed: a user layer may not give this name other addresses".to_owned()
+                    } else {
+                        format!("conflicts with the static host entry of {layer}")
+                    };
+                    diags.push(Diagnostic::new(
+                        DiagnosticKind::Constraint,
+                        layer.to_string(),
+                        format!("network.dns.hosts.{name:?}"),
+                        constrained(why),
+                    ));
+                }
+                _ => {
+                    config
+                        .dns_hosts
+                        .insert(name.clone(), (ips.clone(), managed.clone()));
+                }
+            }
+        }
+        let Some(allowed) = &self.allowed_domains else {
+            return;
+        };
+        for (name, (_, layer)) in &config.dns_hosts {
+            if !layer.is_user() {
+                continue;
+            }
+            if let Some(p) = allowed.iter().find(|p| covers_name(p, name)) {
+                diags.push(Diagnostic::new(
+                    DiagnosticKind::Constraint,
+                    layer.to_string(),
+                    format!("network.dns.hosts.{name:?}"),
+                    constrained(format!(
+                        "a static host entry for a name the managed allowed_domains cover ({p}) would point it at any address; only requirements may set it"
+                    )),
+                ));
+            }
+        }
+    }
+
+    /// `dangerously_allow_all_unix_sockets`'s ceiling: a managed list of sockets forbids
+    /// allowing them all unless the flag itself is managed.
+    fn all_sockets_ceiling(&self) -> Option<bool> {
+        match self.dangerously_allow_all_unix_sockets {
+            Some(v) => Some(v),
+            None if self.allow_unix_sockets.is_some() => Some(false),
+            None => None,
+        }
+    }
+
+    fn apply_denylist(&self, config: &mut Config, managed: &Layer, diags: &mut Vec<Diagnostic>) {
+        let Some(denied) = &self.denied_domains else {
+            return;
+        };
+        if self.denylist_expansion_enabled == Some(false) {
+            for e in config
+                .domains
+                .iter()
+                .filter(|e| e.action == Action::Deny && e.layer.is_user())
+            {
+                if !denied.iter().any(|d| d.key() == e.pattern.key()) {
+                    diags.push(Diagnostic::new(
+                        DiagnosticKind::Constraint,
+                        e.layer.to_string(),
+                        format!("network.domains.{:?}", e.pattern.as_str()),
+                        format!(
+                            "the managed denied_domains are fixed: deny entries must match them (constrained by {})",
+                            self.origin.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        for p in denied {
+            let entry = DomainEntry {
+                pattern: p.clone(),
+                action: Action::Deny,
+                layer: managed.clone(),
+            };
+            match config
+                .domains
+                .iter_mut()
+                .find(|e| e.pattern.key() == p.key())
+            {
+                Some(e) => {
+                    if e.action == Action::Allow {
+                        config.warnings.push(format!(
+                            "{}: allow entry {} is overridden by the managed deny entry in {}",
+                            e.layer,
+                            e.pattern,
+                            self.origin.display()
+                        ));
+                    }
+                    *e = entry;
+                }
+                None => config.domains.push(entry),
+            }
+        }
+    }
+
+    fn apply_allowlist(&self, config: &mut Config, managed: &Layer, diags: &mut Vec<Diagnostic>) {
+        let Some(allowed) = &self.allowed_domains else {
+            return;
+        };
+        let is_managed = |p: &Pattern| allowed.iter().any(|m| m.key() == p.key());
+        if self.managed_allowed_domains_only {
+            let (keep, ignored): (Vec<_>, Vec<_>) = std::mem::take(&mut config.domains)
+                .into_iter()
+                .partition(|e| {
+                    e.action == Action::Deny || !e.layer.is_user() || is_managed(&e.pattern)
+                });
+            for e in &ignored {
+                config.warnings.push(format!(
+                    "{}: allow entry {} is not in force: managed_allowed_domains_only in {} pins the allowlist to the managed entries",
+                    e.layer, e.pattern, self.origin.display()
+                ));
+            }
+            config.domains = keep;
+            config.ignored_allow.extend(ignored);
+        } else {
+            for e in config
+                .domains
+                .iter()
+                .filter(|e| e.action == Action::Allow && e.layer.is_user())
+            {
+                let why = match self.allowlist_expansion_enabled {
+                    Some(true) => None,
+                    Some(false) => (!is_managed(&e.pattern)).then(|| "the managed allowed_domains are fixed: allow entries must match them".to_owned()),
+                    None => (!allowed.iter().any(|m| m.covers(&e.pattern))).then(|| {
+                        "not covered by the managed allowed_domains (allow entries must be a subset of them)".to_owned()
+                    }),
+                };
+                if let Some(why) = why {
+                    diags.push(Diagnostic::new(
+                        DiagnosticKind::Constraint,
+                        e.layer.to_string(),
+                        format!("network.domains.{:?}", e.pattern.as_str()),
+                        format!("{why} (constrained by {})", self.origin.display()),
+                    ));
+                }
+            }
+        }
+        for p in allowed {
+            if config.domains.iter().any(|e| e.pattern.key() == p.key()) {
+                // Already present: a deny for the same key keeps winning; an allow stays.
+                continue;
+            }
+            config.domains.push(DomainEntry {
+                pattern: p.clone(),
+                action: Action::Allow,
+                layer: managed.clone(),
+            });
+        }
+    }
+
+    fn apply_treat_as_public(
+        &self,
+        config: &mut Config,
+        managed: &Layer,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        let managed_nets = self.treat_as_public.clone().unwrap_or_default();
+        let setting = &mut config.settings.treat_as_public;
+        if self.allow_local_binding == Some(false) && setting.layer.is_user() {
+            for net in setting.value.value() {
+                if !managed_nets.iter().any(|m| m.contains(net)) {
+                    let msg = format!(
+                        "range {net} is not inside a managed treat_as_public range, and managed allow_local_binding is false"
+                    );
+                    violation(diags, setting, self, &msg);
+                }
+            }
+        }
+        if !managed_nets.is_empty() {
+            let mut nets = setting.value.value().clone();
+            for n in managed_nets {
+                if !nets.contains(&n) {
+                    nets.push(n);
+                }
+            }
+            let layer = if setting.layer.is_user() {
+                setting.layer.clone()
+            } else {
+                managed.clone()
+            };
+            setting.set(Written::list(nets), layer);
+        }
+    }
+}
+
+/// Whether two lists hold the same items, in any order.
+fn same_set<T: Ord + Clone>(a: &[T], b: &[T]) -> bool {
+    let sorted = |x: &[T]| {
+        let mut v = x.to_vec();
+        v.sort();
+        v.dedup();
+        v
+    };
+    sorted(a) == sorted(b)
+}
+
+/// Whether `pattern` matches the host name `name` (canonical) on some port.
+fn covers_name(pattern: &Pattern, name: &str) -> bool {
+    match pattern.kind() {
+        PatternKind::Global => true,
+        PatternKind::Ip { .. } => false,
+        PatternKind::Glob {
+            glob,
+            subdomains,
+            apex,
+        } => {
+            let globs: Vec<&str> = glob.split('.').collect();
+            let labels: Vec<&str> = name.split('.').collect();
+            let fits = |extra: usize| {
+                labels[extra..]
+                    .iter()
+                    .zip(&globs)
+                    .all(|(l, g)| label_matches(g, l))
+            };
+            (*apex && labels.len() == globs.len() && fits(0))
+                || (*subdomains && labels.len() > globs.len() && fits(labels.len() - globs.len()))
+        }
+        PatternKind::Exact(_) | PatternKind::Subdomains(_) | PatternKind::ApexAndSubdomains(_) => {
+            // The name with the pattern's own port scope: coverage then depends on the host
+            // part alone.
+            let scoped = match pattern.ports() {
+                Some(r) => format!("{name}:{r}"),
+                None => name.to_owned(),
+            };
+            Pattern::parse(&scoped).is_ok_and(|n| pattern.covers(&n))
+        }
+    }
+}
+
+/// Whether one label matches a label glob (`*` stands for any run of characters, none
+/// included).
+pub(crate) fn label_matches(glob: &str, label: &str) -> bool {
+    let (g, l) = (glob.as_bytes(), label.as_bytes());
+    let (mut gi, mut li) = (0, 0);
+    let mut back: Option<(usize, usize)> = None;
+    while li < l.len() {
+        if gi < g.len() && g[gi] == b'*' {
+            back = Some((gi, li));
+            gi += 1;
+        } else if gi < g.len() && g[gi] == l[li] {
+            gi += 1;
+            li += 1;
+        } else if let Some((bg, bl)) = back {
+            gi = bg + 1;
+            li = bl + 1;
+            back = Some((bg, bl + 1));
+        } else {
+            return false;
+        }
+    }
+    g[gi..].iter().all(|&c| c == b'*')
 }

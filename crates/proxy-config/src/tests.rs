@@ -87,7 +87,7 @@ fn defaults() {
     assert_eq!(c.max_header_bytes(), 65536);
     assert!(c.dns_nameservers().is_none());
     assert!(c.domains().is_empty());
-    assert_eq!(c.layer_of("network.mode"), Layer::Default);
+    assert_eq!(c.settings().mode.layer, Layer::Default);
 }
 
 #[test]
@@ -100,12 +100,9 @@ fn scalars_from_a_higher_layer_replace_lower_ones() {
         &[],
     );
     assert_eq!(c.mode(), Mode::Full);
-    assert_eq!(c.layer_of("network.mode").to_string(), "/cfg/b.toml");
+    assert_eq!(c.settings().mode.layer.to_string(), "/cfg/b.toml");
     assert!(!c.enable_socks5());
-    assert_eq!(
-        c.layer_of("network.enable_socks5").to_string(),
-        "/cfg/a.toml"
-    );
+    assert_eq!(c.settings().enable_socks5.layer.to_string(), "/cfg/a.toml");
     assert!(c.listeners().socks.is_none());
 }
 
@@ -449,10 +446,7 @@ fn listeners_are_validated_and_clamped() {
 fn managed_enabled_false() {
     let c = ok(&[], &["[network]\nenabled = false"]);
     assert!(!c.enabled());
-    assert_eq!(
-        c.layer_of("network.enabled").to_string(),
-        "/managed/r0.toml"
-    );
+    assert_eq!(c.settings().enabled.layer.to_string(), "/managed/r0.toml");
     err(
         &["[network]\nenabled = true"],
         &["[network]\nenabled = false"],
@@ -781,7 +775,7 @@ fn command_line_layer() {
     };
     let c = crate::load(&sources).unwrap();
     assert_eq!(c.mode(), Mode::Full);
-    assert_eq!(c.layer_of("network.mode").to_string(), "command-line");
+    assert_eq!(c.settings().mode.layer.to_string(), "command-line");
     assert_eq!(c.idle_timeout().as_secs(), 60);
     assert!(c.allow_local_binding());
     let d = domains(&c);
@@ -962,8 +956,8 @@ fn managed_booleans_pin_the_admin_and_plaintext_flags() {
     let key = "network.dangerously_allow_plaintext_credential_injection";
     let mut layer = crate::layer::LayerData::new(Layer::CommandLine);
     layer
-        .scalars
-        .insert(key.to_owned(), toml::Value::Boolean(true));
+        .values
+        .dangerously_allow_plaintext_credential_injection = Some(true);
     let mut diags = Vec::new();
     let r = Requirements::parse(
         &PathBuf::from("/managed/r0.toml"),
@@ -1135,7 +1129,7 @@ fn managed_nameservers_are_pinned() {
         ]
     );
     assert_eq!(
-        c.layer_of("network.dns.nameservers").to_string(),
+        c.settings().dns_nameservers.layer.to_string(),
         "/managed/r0.toml"
     );
     err(
@@ -1151,7 +1145,7 @@ fn managed_nameservers_are_pinned() {
         &[req],
     );
     assert!(matches!(
-        c.layer_of("network.dns.nameservers"),
+        c.settings().dns_nameservers.layer,
         Layer::Managed(_)
     ));
     err(
@@ -1502,7 +1496,7 @@ fn requirements_files_not_owned_by_root_are_warned_about() {
 
 #[test]
 fn label_globs() {
-    use crate::config::label_matches;
+    use crate::managed::label_matches;
     for (g, l, m) in [
         ("region*", "region1", true),
         ("region*", "region", true),
@@ -1515,4 +1509,292 @@ fn label_globs() {
     ] {
         assert_eq!(label_matches(g, l), m, "{g} {l}");
     }
+}
+
+// === typed settings ===
+
+/// A file that sets every scalar key to a value other than its default (the flags whose
+/// feature is not built can only be written off).
+const EVERY_KEY: &str = r#"
+[network]
+enabled = false
+mode = "limited"
+proxy_url = "http://127.0.0.1:3129"
+enable_socks5 = false
+socks_url = "http://127.0.0.1:8082"
+enable_socks5_udp = false
+admin_url = "http://127.0.0.1:8083"
+enable_admin = false
+admin_token = "t0ken"
+allow_upstream_proxy = false
+dangerously_allow_non_loopback_proxy = true
+dangerously_allow_non_loopback_admin = true
+allow_local_binding = true
+dangerously_allow_all_unix_sockets = true
+treat_as_public = ["10.0.0.1"]
+mitm = { enabled = false }
+credential_broker = false
+dangerously_allow_plaintext_credential_injection = false
+verify_sni = false
+audit_log = "/var/log/netproxy.jsonl"
+[network.dns]
+nameservers = ["127.0.0.53"]
+timeout_ms = 1
+[network.limits]
+max_connections = 2
+connect_timeout_ms = 3
+header_timeout_ms = 4
+idle_timeout_s = 5
+max_header_bytes = 2048
+[otel]
+exporter = "otlp-grpc"
+endpoint = "http://u:pa55@127.0.0.1:4317"
+headers = { "x-api-key" = "k3y" }
+"#;
+
+#[test]
+fn every_schema_key_has_a_field_and_a_default() {
+    use crate::schema::{FIELDS, SCALARS, Settings};
+    let paths: Vec<&str> = SCALARS.iter().map(|(p, _)| *p).collect();
+    assert_eq!(paths, FIELDS.iter().map(|(_, p)| *p).collect::<Vec<_>>());
+    for (field, path) in FIELDS {
+        let named = path
+            .strip_prefix("network.")
+            .unwrap_or(path)
+            .replace('.', "_");
+        assert_eq!(*field, named, "the field of {path}");
+    }
+    // The defaults, as `config show` prints them.
+    let defaults: Vec<(String, String, String)> = Settings::defaults()
+        .shown()
+        .into_iter()
+        .map(|s| {
+            let v = s
+                .value
+                .map_or_else(|| "(unset)".to_owned(), |v| v.to_string());
+            (s.key, v, s.layer.to_string())
+        })
+        .collect();
+    let expected = [
+        ("network.enabled", "true"),
+        ("network.mode", "\"full\""),
+        ("network.proxy_url", "\"http://127.0.0.1:3128\""),
+        ("network.enable_socks5", "true"),
+        ("network.socks_url", "\"http://127.0.0.1:8081\""),
+        ("network.enable_socks5_udp", "true"),
+        ("network.admin_url", "\"http://127.0.0.1:8080\""),
+        ("network.enable_admin", "true"),
+        ("network.admin_token", "(unset)"),
+        ("network.allow_upstream_proxy", "true"),
+        ("network.dangerously_allow_non_loopback_proxy", "false"),
+        ("network.dangerously_allow_non_loopback_admin", "false"),
+        ("network.allow_local_binding", "false"),
+        ("network.dangerously_allow_all_unix_sockets", "false"),
+        ("network.treat_as_public", "[]"),
+        ("network.mitm", "false"),
+        ("network.credential_broker", "false"),
+        (
+            "network.dangerously_allow_plaintext_credential_injection",
+            "false",
+        ),
+        ("network.verify_sni", "false"),
+        ("network.audit_log", "(unset)"),
+        ("network.dns.nameservers", "(unset)"),
+        ("network.dns.timeout_ms", "2000"),
+        ("network.limits.max_connections", "4096"),
+        ("network.limits.connect_timeout_ms", "10000"),
+        ("network.limits.header_timeout_ms", "10000"),
+        ("network.limits.idle_timeout_s", "300"),
+        ("network.limits.max_header_bytes", "65536"),
+        ("otel.exporter", "\"none\""),
+        ("otel.endpoint", "(unset)"),
+        ("otel.headers", "(unset)"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned(), "default".to_owned()));
+    assert_eq!(defaults, expected);
+    // Every default is a value the parser accepts.
+    let mut diags = Vec::new();
+    let mut doc = Table::new();
+    for s in Settings::defaults().shown() {
+        let Some(value) = s.value else { continue };
+        let mut path: Vec<&str> = s.key.split('.').collect();
+        let last = path.pop().unwrap();
+        let mut t = &mut doc;
+        for p in path {
+            t = t
+                .entry(p)
+                .or_insert_with(|| toml::Value::Table(Table::new()))
+                .as_table_mut()
+                .unwrap();
+        }
+        t.insert(last.to_owned(), value);
+    }
+    let layer = parse_layer(Layer::CommandLine, "defaults", &doc, &mut diags);
+    assert!(diags.is_empty(), "{diags:?}");
+    let c = Config::from_layers(vec![layer], Vec::new()).unwrap();
+    let values = |s: &Settings| {
+        s.shown()
+            .into_iter()
+            .map(|v| (v.key, v.value))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(values(c.settings()), values(&Settings::defaults()));
+}
+
+#[test]
+fn show_lists_every_key_with_the_layer_that_set_it() {
+    let c = ok(
+        &[EVERY_KEY, "[network.domains]\n\"a.com\" = \"allow\""],
+        &[],
+    );
+    let shown = c.show();
+    let scalars = crate::schema::SCALARS;
+    assert_eq!(shown.len(), scalars.len() + 1);
+    for ((key, _), s) in scalars.iter().zip(&shown) {
+        assert_eq!(s.key, *key);
+        assert_eq!(s.layer.to_string(), "/cfg/a.toml", "{key}");
+    }
+    assert_eq!(shown[scalars.len()].key, "network.domains.\"a.com\"");
+    assert_eq!(shown[scalars.len()].layer.to_string(), "/cfg/b.toml");
+    // The typed values.
+    let s = c.settings();
+    assert!(!s.enabled.value && !c.enabled());
+    assert_eq!(c.admin_token(), Some("t0ken"));
+    assert_eq!(c.otel_exporter(), Some("otlp-grpc"));
+    assert_eq!(c.otel_endpoint(), Some("http://u:pa55@127.0.0.1:4317"));
+    assert_eq!(
+        c.otel_headers(),
+        vec![("x-api-key".to_owned(), "k3y".to_owned())]
+    );
+    assert_eq!(c.audit_log(), Some("/var/log/netproxy.jsonl"));
+    assert_eq!(c.max_header_bytes(), 2048);
+    assert_eq!(c.idle_timeout().as_secs(), 5);
+    // Neither `config show` nor a debug print of the config holds a secret.
+    for text in [format!("{shown:?}"), format!("{c:?}")] {
+        for secret in ["t0ken", "k3y", "pa55"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+}
+
+#[test]
+fn restart_keys_are_the_listeners_dns_limits_otel_and_audit_log() {
+    let a = ok(&[], &[]);
+    let b = ok(&[EVERY_KEY], &[]);
+    let restart = |k: &str| {
+        k.starts_with("network.dns.")
+            || k.starts_with("network.limits.")
+            || k.starts_with("otel.")
+            || k.ends_with("_url")
+            || k.starts_with("network.enable_")
+            || k == "network.audit_log"
+    };
+    let expected: Vec<String> = crate::schema::SCALARS
+        .iter()
+        .map(|(k, _)| (*k).to_owned())
+        .filter(|k| restart(k))
+        .collect();
+    assert_eq!(a.restart_keys_changed(&b), expected);
+    assert_eq!(b.restart_keys_changed(&a), expected);
+    assert!(b.restart_keys_changed(&b).is_empty());
+}
+
+#[test]
+fn values_are_shown_as_written_and_typed_as_parsed() {
+    let c = ok(
+        &[
+            "[network]\ntreat_as_public = [\" 10.0.0.1 \"]\nmitm = { enabled = false, hooks = {} }\n[network.dns]\nnameservers = [\"127.0.0.53\"]",
+        ],
+        &[],
+    );
+    let s = c.settings();
+    assert_eq!(c.treat_as_public(), vec!["10.0.0.1/32".parse().unwrap()]);
+    assert_eq!(
+        s.treat_as_public.value.written().to_string(),
+        "[\" 10.0.0.1 \"]"
+    );
+    assert_eq!(
+        c.dns_nameservers(),
+        Some(vec!["127.0.0.53:53".parse().unwrap()])
+    );
+    assert!(!s.mitm.value.value());
+    let shown = |k: &str| {
+        c.show()
+            .into_iter()
+            .find(|v| v.key == k)
+            .and_then(|v| v.value)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(shown("network.dns.nameservers"), "[\"127.0.0.53\"]");
+    assert_eq!(shown("network.mitm"), "{ enabled = false, hooks = {} }");
+    // A managed merge writes the merged list anew, keeping the user's layer.
+    let c = ok(
+        &["[network]\ntreat_as_public = [\"10.0.0.1\"]"],
+        &["[network]\ntreat_as_public = [\"100.64.0.0/10\"]"],
+    );
+    let tap = &c.settings().treat_as_public;
+    assert_eq!(
+        tap.value.written().to_string(),
+        "[\"10.0.0.1/32\", \"100.64.0.0/10\"]"
+    );
+    assert_eq!(tap.layer.to_string(), "/cfg/a.toml");
+    // The same value written differently is a change (as `config show` shows it).
+    let a = ok(&["[network.dns]\nnameservers = [\"127.0.0.53\"]"], &[]);
+    let b = ok(&["[network.dns]\nnameservers = [\"127.0.0.53:53\"]"], &[]);
+    assert_eq!(
+        a.restart_keys_changed(&b),
+        vec!["network.dns.nameservers".to_owned()]
+    );
+}
+
+#[test]
+fn runtime_layer_edits() {
+    use crate::runtime::{DomainEdit, RuntimeLayer};
+    use proxy_core::DomainChange;
+    let change = |allow: &[&str], deny: &[&str]| DomainChange {
+        allow: allow.iter().map(|s| (*s).to_owned()).collect(),
+        deny: deny.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let mut runtime = RuntimeLayer::default();
+    assert!(runtime.is_empty() && runtime.to_layer().is_none());
+    runtime.set_mode(Mode::Limited);
+    runtime.apply(&DomainEdit::parse(&change(&["b.com", "A.com"], &["c.com"])).unwrap());
+    // The same canonical pattern replaces the earlier entry, whatever its spelling.
+    runtime.apply(&DomainEdit::parse(&change(&["c.com"], &["a.COM."])).unwrap());
+    let entries: Vec<(&str, Action)> = runtime.domains().collect();
+    assert_eq!(
+        entries,
+        vec![
+            ("a.COM.", Action::Deny),
+            ("b.com", Action::Allow),
+            ("c.com", Action::Allow)
+        ]
+    );
+    assert_eq!(runtime.mode(), Some(Mode::Limited));
+    // A bad pattern refuses the whole change.
+    let e = DomainEdit::parse(&change(&["d.com"], &["bad host"])).unwrap_err();
+    assert!(
+        e.to_string().starts_with("\"bad host\": invalid pattern"),
+        "{e}"
+    );
+    // The loader reads it as the runtime layer, above the files.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.toml");
+    std::fs::write(
+        &file,
+        "[network]\nmode = \"full\"\n[network.domains]\n\"a.com\" = \"allow\"",
+    )
+    .unwrap();
+    let sources = crate::Sources {
+        config_files: vec![file],
+        system_requirements: Some(dir.path().join("absent.toml")),
+        ..Default::default()
+    };
+    let c = crate::load_with(&sources, runtime.to_layer().as_slice()).unwrap();
+    assert_eq!(c.mode(), Mode::Limited);
+    assert_eq!(c.settings().mode.layer, Layer::Runtime);
+    let d = domains(&c);
+    assert_eq!(d[0], ("a.COM.".into(), Action::Deny, "runtime".into()));
+    assert!(d.contains(&("b.com".into(), Action::Allow, "runtime".into())));
 }

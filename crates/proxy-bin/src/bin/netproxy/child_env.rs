@@ -42,7 +42,8 @@ pub(crate) const NO_PROXY_KEYS: &[&str] = &[
 ];
 
 /// The no-proxy list with `allow_local_binding`: local and private targets go direct.
-pub(crate) const LOCAL_NO_PROXY: &str = "localhost,127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16";
+pub(crate) const LOCAL_NO_PROXY: &str =
+    "localhost,127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16";
 
 /// What the child's environment points at.
 #[derive(Debug, Clone)]
