@@ -18,7 +18,7 @@ pub(crate) const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("proxy-audit", &["proxy-core"]),
     ("proxy-broker", &["proxy-core"]),
     ("proxy-mitm", &["proxy-core", "proxy-broker"]),
-    ("proxy-io", &[]),
+    ("proxy-io", &["proxy-core"]),
     ("proxy-http", &["proxy-core", "proxy-mitm", "proxy-io"]),
     ("proxy-socks", &["proxy-core", "proxy-mitm", "proxy-io"]),
     ("proxy-admin", &["proxy-core", "proxy-audit", "proxy-io"]),
@@ -37,7 +37,7 @@ pub(crate) const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "proxy-admin",
         ],
     ),
-    ("proxy-test-support", &["proxy-core"]),
+    ("proxy-test-support", &["proxy-core", "proxy-io"]),
     ("proxy-tests", &[]),
     ("xtask", &[]),
 ];

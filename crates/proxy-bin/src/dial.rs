@@ -1,9 +1,11 @@
-//! The dialer: connects only to the addresses the gate checked, in order, within
-//! `connect_timeout_ms` for the whole attempt. It never resolves a name.
+//! The dialer: connects only to the addresses the gate checked, in order, or to the unix socket
+//! the gate opened (through its descriptor), within `connect_timeout_ms` for the whole attempt.
+//! It never resolves a name.
 
 use std::time::Duration;
 
 use proxy_core::{Dialer, Failure, Route, UpstreamFailure, Via};
+use proxy_io::Conn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -13,11 +15,17 @@ const MAX_CONNECT_HEAD: usize = 16 * 1024;
 /// Asks an upstream proxy for a tunnel to `authority`; succeeds on a 2xx answer.
 async fn upstream_connect(stream: &mut TcpStream, authority: &str) -> Result<(), Failure> {
     let fail = |m: String| Failure::new(UpstreamFailure::ConnectFailed, m);
+    let io_fail = |e: std::io::Error| {
+        Failure::new(
+            UpstreamFailure::of_connect_error(&e),
+            format!("upstream proxy: {e}"),
+        )
+    };
     let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|e| fail(format!("upstream proxy: {e}")))?;
+        .map_err(io_fail)?;
     // Read the head byte by byte so no tunnel byte is consumed.
     let mut head = Vec::with_capacity(256);
     while !head.ends_with(b"\r\n\r\n") {
@@ -32,7 +40,7 @@ async fn upstream_connect(stream: &mut TcpStream, authority: &str) -> Result<(),
                     "upstream proxy closed the connection during CONNECT".into(),
                 ));
             }
-            Err(e) => return Err(fail(format!("upstream proxy: {e}"))),
+            Err(e) => return Err(io_fail(e)),
         }
     }
     let line = String::from_utf8_lossy(&head);
@@ -41,11 +49,14 @@ async fn upstream_connect(stream: &mut TcpStream, authority: &str) -> Result<(),
         Ok(())
     } else {
         let first = line.lines().next().unwrap_or_default().to_owned();
-        Err(fail(format!("upstream proxy refused the tunnel: {first}")))
+        Err(Failure::new(
+            UpstreamFailure::ConnectRefused,
+            format!("upstream proxy refused the tunnel: {first}"),
+        ))
     }
 }
 
-/// Dials TCP routes.
+/// Dials routes: TCP (direct, or through an upstream proxy's `CONNECT`) and unix sockets.
 #[derive(Debug, Clone)]
 pub struct TcpDialer {
     connect_timeout: Duration,
@@ -59,9 +70,9 @@ impl TcpDialer {
 }
 
 impl Dialer for TcpDialer {
-    type Conn = TcpStream;
+    type Conn = Conn;
 
-    async fn dial(&self, route: &Route) -> Result<TcpStream, Failure> {
+    async fn dial(&self, route: &Route) -> Result<Conn, Failure> {
         let (addrs, tunnel_to) = match &route.via {
             Via::Direct(addrs) => (addrs, None),
             Via::UpstreamProxy {
@@ -70,18 +81,11 @@ impl Dialer for TcpDialer {
                 connect,
                 ..
             } => (proxy, connect.then_some(authority.as_str())),
-            Via::Unix(socket) => {
-                return Err(Failure::new(
-                    UpstreamFailure::ConnectFailed,
-                    format!(
-                        "unix socket {} cannot be dialled as TCP",
-                        socket.path().display()
-                    ),
-                ));
-            }
+            Via::Unix(socket) => return self.dial_unix(socket).await,
         };
         let attempt = async {
             let mut errors = Vec::new();
+            let mut kind = UpstreamFailure::ConnectFailed;
             for addr in addrs {
                 match TcpStream::connect(addr).await {
                     Ok(mut s) => {
@@ -89,13 +93,20 @@ impl Dialer for TcpDialer {
                         if let Some(authority) = tunnel_to {
                             upstream_connect(&mut s, authority).await?;
                         }
-                        return Ok(s);
+                        return Ok(Conn::Tcp(s));
                     }
-                    Err(e) => errors.push(format!("{addr}: {e}")),
+                    Err(e) => {
+                        // Refused when any address refused.
+                        if UpstreamFailure::of_connect_error(&e) == UpstreamFailure::ConnectRefused
+                        {
+                            kind = UpstreamFailure::ConnectRefused;
+                        }
+                        errors.push(format!("{addr}: {e}"));
+                    }
                 }
             }
             Err(Failure::new(
-                UpstreamFailure::ConnectFailed,
+                kind,
                 if errors.is_empty() {
                     "no address to connect to".to_owned()
                 } else {
@@ -113,5 +124,35 @@ impl Dialer for TcpDialer {
                 ),
             )),
         }
+    }
+}
+
+impl TcpDialer {
+    /// Connects the unix socket the gate checked, through its descriptor.
+    #[cfg(target_os = "linux")]
+    async fn dial_unix(&self, socket: &proxy_core::UnixSocket) -> Result<Conn, Failure> {
+        match tokio::time::timeout(self.connect_timeout, proxy_io::connect_unix(socket)).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::new(
+                UpstreamFailure::ConnectFailed,
+                format!(
+                    "{}: connect timed out after {} ms",
+                    socket.path().display(),
+                    self.connect_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// Unix sockets are reached through `/proc/self/fd`, which only Linux has.
+    #[cfg(not(target_os = "linux"))]
+    async fn dial_unix(&self, socket: &proxy_core::UnixSocket) -> Result<Conn, Failure> {
+        Err(Failure::new(
+            UpstreamFailure::ConnectFailed,
+            format!(
+                "{}: unix socket requests are supported on Linux only",
+                socket.path().display()
+            ),
+        ))
     }
 }

@@ -659,6 +659,15 @@ fn open_checked(_path: &Path, _entries: Option<Vec<(String, PathBuf)>>) -> Check
 }
 
 impl Gate for PolicyGate {
+    async fn admit_inner(
+        &self,
+        tunnel: &RequestMeta,
+        route: &Route,
+        inner: &RequestMeta,
+    ) -> Decision {
+        self.judge_inner(tunnel, route, inner)
+    }
+
     fn hold(&self, meta: &RequestMeta, route: &Route) -> Lease {
         let addrs = match &route.via {
             Via::Direct(addrs) => addrs.iter().map(SocketAddr::ip).collect(),
@@ -752,5 +761,134 @@ impl Gate for PolicyGate {
             }
             Err(Err(failure)) => self.fail(meta, &snap, failure),
         }
+    }
+}
+
+/// Requests inside intercepted tunnels.
+impl PolicyGate {
+    /// [`Gate::admit_inner`]: judges `inner` against its tunnel with
+    /// [`proxy_core::judge_inner`] under the mode in force now (the inner Host must be the
+    /// tunnel's target; limited mode allows GET, HEAD and OPTIONS), resolving nothing, and
+    /// records one audit event about `inner` (protocol `https`).
+    pub fn judge_inner(
+        &self,
+        tunnel: &RequestMeta,
+        route: &Route,
+        inner: &RequestMeta,
+    ) -> Decision {
+        let snap = self.state.load();
+        let decision = proxy_core::judge_inner(tunnel, route, inner, snap.policy.mode());
+        self.record(inner, &decision, &snap);
+        decision
+    }
+}
+
+#[cfg(test)]
+mod inner_tests {
+    use std::sync::{Arc, Mutex};
+
+    use proxy_core::{
+        AuditEvent, AuditSink, Decision, Gate, Mode, Protocol, Reason, RequestMeta, Target,
+    };
+
+    use super::{PolicyGate, SharedSnapshot, Snapshot};
+
+    #[derive(Debug, Default)]
+    struct Events(Mutex<Vec<AuditEvent>>);
+
+    impl AuditSink for Events {
+        fn record(&self, event: &AuditEvent) {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(event.clone());
+        }
+    }
+
+    fn snapshot(mode: Mode) -> Snapshot {
+        let sources = proxy_config::Sources {
+            system_requirements: Some("/nonexistent/requirements.toml".into()),
+            cli: proxy_config::CliOverrides {
+                allow: vec!["api.example.com".to_owned()],
+                mode: Some(mode),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let config = proxy_config::load(&sources).expect("the config loads");
+        let policy = config.policy().expect("the policy compiles");
+        Snapshot::new(config, policy)
+    }
+
+    fn meta(protocol: Protocol, authority: &str, method: &str) -> RequestMeta {
+        RequestMeta::new(
+            protocol,
+            Target::parse_authority(authority, 443).expect("a valid authority"),
+        )
+        .with_method(method)
+        .with_client("127.0.0.1:50000".parse().expect("an address"))
+    }
+
+    /// The Host against the tunnel's target and the method against the mode in force now,
+    /// with one audit event (protocol `https`) per request and no lookup.
+    #[tokio::test]
+    async fn a_request_inside_a_tunnel_is_judged_by_its_host_and_the_mode_in_force() {
+        let state: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot(Mode::Full)));
+        let events = Arc::new(Events::default());
+        // No nameserver answers: a lookup would fail.
+        let resolver = crate::resolve::Resolver::new(
+            Some(&[]),
+            std::collections::BTreeMap::new(),
+            std::time::Duration::from_millis(100),
+        )
+        .expect("a resolver");
+        let gate = PolicyGate::new(state.clone(), resolver, events.clone());
+        let tunnel = meta(Protocol::HttpsConnect, "api.example.com:443", "CONNECT");
+        let route = proxy_core::Route {
+            intercept: true,
+            ..proxy_core::Route::direct(
+                vec!["127.0.0.1:443".parse().expect("an address")],
+                Decision::allow(),
+            )
+        };
+        let judge = |authority: &str, method: &str| {
+            let inner = meta(Protocol::Https, authority, method);
+            let gate = &gate;
+            let (tunnel, route) = (&tunnel, &route);
+            async move { gate.admit_inner(tunnel, route, &inner).await }
+        };
+        assert!(judge("api.example.com", "POST").await.is_allowed());
+        let d = judge("other.example.com", "GET").await;
+        assert_eq!(d.reason, Some(Reason::NotAllowed));
+        let d = judge("api.example.com:8443", "GET").await;
+        assert_eq!(d.reason, Some(Reason::NotAllowed));
+        state.store(Arc::new(snapshot(Mode::Limited)));
+        assert!(judge("api.example.com", "GET").await.is_allowed());
+        let d = judge("api.example.com", "POST").await;
+        assert_eq!(d.reason, Some(Reason::MethodNotAllowed));
+
+        let events = events
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| (e.protocol, e.reason, e.mode, e.method.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Protocol::Https, "allow", Mode::Full, Some("POST")),
+                (Protocol::Https, "not_allowed", Mode::Full, Some("GET")),
+                (Protocol::Https, "not_allowed", Mode::Full, Some("GET")),
+                (Protocol::Https, "allow", Mode::Limited, Some("GET")),
+                (
+                    Protocol::Https,
+                    "method_not_allowed",
+                    Mode::Limited,
+                    Some("POST")
+                ),
+            ]
+        );
     }
 }

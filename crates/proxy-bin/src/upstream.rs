@@ -127,7 +127,8 @@ impl UpstreamProxies {
         let endpoint = match protocol {
             Protocol::Http => self.http.as_ref(),
             Protocol::HttpsConnect => self.https.as_ref(),
-            Protocol::Socks5Tcp | Protocol::Socks5Udp => None,
+            // A request inside an intercepted tunnel goes over its tunnel's connection.
+            Protocol::Socks5Tcp | Protocol::Socks5Udp | Protocol::Https => None,
         }?;
         let bypassed = self.bypass.iter().any(|b| match b {
             Bypass::All => true,

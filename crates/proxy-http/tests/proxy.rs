@@ -2,49 +2,16 @@
 //! loopback origins and real curl.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proxy_core::{Admission, Decision, Failure, Gate, Reason, RequestMeta, Route, UpstreamFailure};
+use proxy_core::{Admission, Decision, Failure, NoInterception, Reason, UpstreamFailure};
 use proxy_http::{Limits, run};
-use proxy_test_support::{EchoServer, HttpOrigin, RecordingDialer};
+use proxy_test_support::{EchoServer, HttpOrigin, RecordingDialer, StubGate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Admits the hosts it knows (routing them to a loopback address), refuses the others.
-#[derive(Debug, Default)]
-struct StubGate {
-    routes: Mutex<HashMap<String, Admission>>,
-    seen: Mutex<Vec<RequestMeta>>,
-}
-
-impl StubGate {
-    fn route(&self, host: &str, to: SocketAddr) {
-        self.routes.lock().unwrap().insert(
-            host.into(),
-            Admission::Allow(Route::direct(vec![to], Decision::allow())),
-        );
-    }
-    fn answer(&self, host: &str, a: Admission) {
-        self.routes.lock().unwrap().insert(host.into(), a);
-    }
-}
-
-impl Gate for StubGate {
-    async fn admit(&self, meta: &RequestMeta) -> Admission {
-        self.seen.lock().unwrap().push(meta.clone());
-        let host = meta.target.server_address();
-        self.routes
-            .lock()
-            .unwrap()
-            .get(&host)
-            .cloned()
-            .unwrap_or_else(|| Admission::Deny(Decision::deny(Reason::NotAllowed)))
-    }
-}
 
 struct Proxy {
     addr: SocketAddr,
@@ -64,6 +31,7 @@ async fn proxy(limits: Limits) -> Proxy {
         listener,
         gate.clone(),
         Arc::new(dialer.clone()),
+        Arc::new(NoInterception),
         limits,
         async {
             let _ = rx.await;
@@ -192,7 +160,7 @@ async fn get_and_post_are_forwarded_with_streamed_bodies() {
     .await;
     assert!(text.contains("code=200 size=5242880"), "{text}");
     // The gate saw http requests with methods and the client address.
-    let seen = p.gate.seen.lock().unwrap().clone();
+    let seen = p.gate.seen();
     assert_eq!(seen[0].method.as_deref(), Some("GET"));
     assert!(seen[0].client.unwrap().ip().is_loopback());
     assert!(p.dialer.dials().iter().all(|a| *a == origin.addr()));
@@ -336,7 +304,7 @@ async fn connect_tunnels_bytes_both_ways() {
         .unwrap();
     assert_eq!(n, 0);
     assert_eq!(echo.connections(), 1);
-    let seen = p.gate.seen.lock().unwrap().clone();
+    let seen = p.gate.seen();
     assert_eq!(seen[0].protocol, proxy_core::Protocol::HttpsConnect);
     assert_eq!(seen[0].target.port(), 7);
 }
@@ -408,7 +376,7 @@ async fn a_slow_client_is_closed_after_the_header_timeout() {
         "the connection is still open after {:?}",
         start.elapsed()
     );
-    assert!(p.gate.seen.lock().unwrap().is_empty());
+    assert!(p.gate.seen().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,7 +417,7 @@ async fn keep_alive_reuses_one_upstream_connection_per_target() {
         assert!(text.contains(&format!("GET /{n} 0")), "{text}");
     }
     // The gate judged every request; the dialer dialled once per change of target.
-    assert_eq!(p.gate.seen.lock().unwrap().len(), 4);
+    assert_eq!(p.gate.seen().len(), 4);
     assert_eq!(p.dialer.dials().len(), 3, "{:?}", p.dialer.dials());
 }
 
@@ -495,7 +463,7 @@ async fn websocket_upgrades_become_tunnels() {
             .unwrap();
         assert_eq!(echo.into_text().unwrap().as_str(), text);
     }
-    let seen = p.gate.seen.lock().unwrap().clone();
+    let seen = p.gate.seen();
     assert!(seen[0].upgrade, "the gate must know it is an upgrade");
     assert_eq!(seen[0].method.as_deref(), Some("GET"));
 }
@@ -703,7 +671,7 @@ async fn a_request_without_a_host_is_400() {
         assert!(!r.contains("invalid_host"), "{shown:?}: {r}");
         assert!(!r.contains("x-proxy-error"), "{shown:?}: {r}");
     }
-    assert!(p.gate.seen.lock().unwrap().is_empty());
+    assert!(p.gate.seen().is_empty());
     // A host that is there but cannot be canonicalised stays a 403 invalid_host.
     let r = raw_exchange(p.addr, b"CONNECT a..b.test:443 HTTP/1.1\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
@@ -770,7 +738,7 @@ async fn a_slow_connect_head_is_closed_after_the_header_timeout() {
     // header_timeout is 500 ms; allow 3x.
     let r = tokio::time::timeout(Duration::from_millis(1500), c.read_to_end(&mut buf)).await;
     assert!(r.is_ok(), "still open");
-    assert!(p.gate.seen.lock().unwrap().is_empty());
+    assert!(p.gate.seen().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
