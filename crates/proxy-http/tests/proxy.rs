@@ -7,9 +7,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proxy_core::{Admission, Decision, Failure, NoInterception, Reason, UpstreamFailure};
-use proxy_http::{Limits, run};
-use proxy_test_support::{EchoServer, HttpOrigin, RecordingDialer, StubGate};
+use proxy_core::{
+    Admission, Decision, Failure, Interceptor, Mode, NoInterception, Protocol, Reason,
+    UpstreamFailure,
+};
+use proxy_http::{Limits, TunnelClient, run};
+use proxy_test_support::{EchoServer, GreetingInterceptor, HttpOrigin, RecordingDialer, StubGate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -22,16 +25,24 @@ struct Proxy {
 }
 
 async fn proxy(limits: Limits) -> Proxy {
+    proxy_with(limits, |_| Arc::new(NoInterception)).await
+}
+
+/// A proxy whose interceptor `interceptor` makes from its gate.
+async fn proxy_with<I>(limits: Limits, interceptor: impl FnOnce(Arc<StubGate>) -> Arc<I>) -> Proxy
+where
+    I: Interceptor<TunnelClient, proxy_io::Conn> + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let gate = Arc::new(StubGate::default());
+    let gate = Arc::new(StubGate::new());
     let dialer = RecordingDialer::new();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run(
         listener,
         gate.clone(),
         Arc::new(dialer.clone()),
-        Arc::new(NoInterception),
+        interceptor(gate.clone()),
         limits,
         async {
             let _ = rx.await;
@@ -791,4 +802,141 @@ async fn connect_after_a_plain_request_on_the_same_connection() {
         .unwrap()
         .unwrap();
     assert_eq!(&buf, b"after upgrade");
+}
+
+/// Reads a response head byte by byte, so that no byte after it is consumed.
+async fn read_head(c: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// Reads until the proxy closes the connection.
+async fn read_rest(c: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// Without an interceptor, a route that needs interception is refused `mitm_required`, for a
+/// `CONNECT` and a plain request alike, and nothing is dialled: it never becomes a plain
+/// tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_to_intercept_is_refused_without_an_interceptor() {
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(limits()).await;
+    p.gate.intercept("echo.test", echo.addr());
+    for head in [
+        &b"CONNECT echo.test:443 HTTP/1.1\r\nHost: echo.test:443\r\n\r\n"[..],
+        b"GET http://echo.test/ HTTP/1.1\r\nHost: echo.test\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = raw_exchange(p.addr, head).await;
+        assert!(
+            r.starts_with("HTTP/1.1 403 Blocked by netproxy (mitm_required)\r\n"),
+            "{r}"
+        );
+        assert!(r.contains("x-proxy-error: blocked-by-mitm-required"), "{r}");
+    }
+    assert_eq!(p.gate.seen().len(), 2);
+    assert!(p.dialer.dials().is_empty());
+}
+
+/// A `CONNECT` the gate routes to intercept is dialled, answered `200`, then handed to the
+/// interceptor with the client's stream (bytes the client sent right behind its head
+/// included) and the upstream connection; the interceptor asks the gate to judge a request
+/// inside the tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_to_intercept_goes_to_the_interceptor_after_the_200() {
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let mut greeter = None;
+    let p = proxy_with(limits(), |gate| {
+        let g = Arc::new(GreetingInterceptor::new(gate, "hello from inside"));
+        greeter = Some(g.clone());
+        g
+    })
+    .await;
+    let greeter = greeter.unwrap();
+    p.gate.intercept("echo.test", echo.addr());
+    let connect = "CONNECT echo.test:443 HTTP/1.1\r\nHost: echo.test:443\r\n\r\n";
+
+    // The client waits for the 200, then speaks inside the tunnel.
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(connect.as_bytes()).await.unwrap();
+    let head = read_head(&mut c).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    c.write_all(b"GET echo.test\n").await.unwrap();
+    assert_eq!(read_rest(&mut c).await, "hello from inside GET echo.test\n");
+
+    // The client does not wait: its first line arrives with the CONNECT head.
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(format!("{connect}GET echo.test:443\n").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut c).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(
+        read_rest(&mut c).await,
+        "hello from inside GET echo.test:443\n"
+    );
+
+    // Requests inside the tunnel are judged by the gate: the tunnel's host only, and in
+    // limited mode only reading methods.
+    p.gate.set_mode(Mode::Limited);
+    for (line, answer) in [
+        ("POST echo.test\n", "refused method_not_allowed\n"),
+        ("GET other.test\n", "refused not_allowed\n"),
+        ("HEAD echo.test\n", "hello from inside HEAD echo.test\n"),
+    ] {
+        let mut c = TcpStream::connect(p.addr).await.unwrap();
+        c.write_all(connect.as_bytes()).await.unwrap();
+        assert!(read_head(&mut c).await.starts_with("HTTP/1.1 200 "));
+        c.write_all(line.as_bytes()).await.unwrap();
+        assert_eq!(read_rest(&mut c).await, answer);
+    }
+
+    let tunnels = greeter.tunnels();
+    assert_eq!(tunnels.len(), 5);
+    for (meta, route) in &tunnels {
+        assert_eq!(meta.protocol, Protocol::HttpsConnect);
+        assert_eq!(meta.target.to_string(), "echo.test:443");
+        assert!(meta.client.unwrap().ip().is_loopback());
+        assert!(route.intercept);
+    }
+    let inner = p.gate.inner_seen();
+    assert_eq!(inner.len(), 5);
+    assert!(inner.iter().all(|(m, _)| m.protocol == Protocol::Https));
+    assert_eq!(inner[2].0.method.as_deref(), Some("POST"));
+    assert_eq!(inner[2].1.reason, Some(Reason::MethodNotAllowed));
+    assert_eq!(p.dialer.dials(), vec![echo.addr(); 5]);
+
+    // An upstream that cannot be reached: 502, and the interceptor gets nothing.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    p.gate.intercept("closed.test", closed);
+    let r = raw_exchange(
+        p.addr,
+        b"CONNECT closed.test:443 HTTP/1.1\r\nHost: closed.test:443\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 502 "), "{r}");
+    assert!(r.contains("\"reason\":\"connect_failed\""), "{r}");
+    assert_eq!(greeter.tunnels().len(), 5);
 }

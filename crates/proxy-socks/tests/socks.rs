@@ -6,9 +6,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proxy_core::{Admission, Decision, Failure, NoInterception, Route, UpstreamFailure};
+use proxy_core::{
+    Admission, Decision, Failure, Interceptor, Mode, NoInterception, Protocol, Reason, Route,
+    UpstreamFailure,
+};
 use proxy_socks::{Limits, run};
-use proxy_test_support::{EchoServer, RecordingDialer, StubGate};
+use proxy_test_support::{EchoServer, GreetingInterceptor, RecordingDialer, StubGate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing_subscriber::layer::SubscriberExt;
@@ -57,6 +60,16 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
 }
 
 async fn proxy() -> (SocketAddr, Arc<StubGate>) {
+    proxy_with(|_| Arc::new(NoInterception)).await
+}
+
+/// A SOCKS front-end (no UDP) whose interceptor `interceptor` makes from its gate.
+async fn proxy_with<I>(
+    interceptor: impl FnOnce(Arc<StubGate>) -> Arc<I>,
+) -> (SocketAddr, Arc<StubGate>)
+where
+    I: Interceptor<TcpStream, proxy_io::Conn> + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let gate = Arc::new(StubGate::new());
@@ -73,7 +86,7 @@ async fn proxy() -> (SocketAddr, Arc<StubGate>) {
         listener,
         gate.clone(),
         Arc::new(RecordingDialer::new()),
-        Arc::new(NoInterception),
+        interceptor(gate.clone()),
         limits,
         std::future::pending(),
     ));
@@ -712,4 +725,67 @@ async fn a_udp_association_keeps_a_bounded_set_of_verdicts_and_judges_again() {
         .filter(|m| m.target.server_address() == "127.0.0.1")
         .count();
     assert_eq!(echo_judged, 1, "the destination in use was judged again");
+}
+
+/// Without an interceptor, a `CONNECT` the gate routes to intercept is refused (0x02): it
+/// never becomes a plain tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_to_intercept_is_refused_without_an_interceptor() {
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let (p, gate) = proxy().await;
+    gate.intercept("echo.test", echo.addr());
+    let (mut c, rep) = request(p, 1, &domain("echo.test", 443)).await;
+    assert_eq!(rep, 0x02);
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(echo.connections(), 0, "nothing was dialled");
+}
+
+/// A `CONNECT` the gate routes to intercept is dialled, answered with the success reply, then
+/// handed to the interceptor with the client's socket and the upstream connection; the
+/// interceptor asks the gate to judge a request inside the tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_to_intercept_goes_to_the_interceptor_after_the_reply() {
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let mut greeter = None;
+    let (p, gate) = proxy_with(|gate| {
+        let g = Arc::new(GreetingInterceptor::new(gate, "hello from inside"));
+        greeter = Some(g.clone());
+        g
+    })
+    .await;
+    let greeter = greeter.unwrap();
+    gate.intercept("echo.test", echo.addr());
+    gate.set_mode(Mode::Limited);
+    for (line, answer) in [
+        ("GET echo.test\n", "hello from inside GET echo.test\n"),
+        ("POST echo.test\n", "refused method_not_allowed\n"),
+        ("GET other.test\n", "refused not_allowed\n"),
+    ] {
+        let (mut c, rep) = request(p, 1, &domain("echo.test", 443)).await;
+        assert_eq!(rep, 0);
+        c.write_all(line.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, answer);
+    }
+    let tunnels = greeter.tunnels();
+    assert_eq!(tunnels.len(), 3);
+    for (meta, route) in &tunnels {
+        assert_eq!(meta.protocol, Protocol::Socks5Tcp);
+        assert_eq!(meta.target.to_string(), "echo.test:443");
+        assert!(route.intercept);
+    }
+    let inner = gate.inner_seen();
+    assert_eq!(inner.len(), 3);
+    assert!(inner.iter().all(|(m, _)| m.protocol == Protocol::Https));
+    assert_eq!(inner[1].1.reason, Some(Reason::MethodNotAllowed));
 }
