@@ -21,7 +21,7 @@ pub(crate) const ALLOWED_EDGES: &[(&str, &[&str])] = &[
         "proxy-mitm",
         &["proxy-core", "proxy-io", "proxy-broker", "proxy-http"],
     ),
-    ("proxy-io", &[]),
+    ("proxy-io", &["proxy-core"]),
     ("proxy-gate", &["proxy-core", "proxy-policy", "proxy-io"]),
     ("proxy-http", &["proxy-core", "proxy-io"]),
     ("proxy-socks", &["proxy-core", "proxy-io"]),
@@ -42,7 +42,7 @@ pub(crate) const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "proxy-admin",
         ],
     ),
-    ("proxy-test-support", &["proxy-core"]),
+    ("proxy-test-support", &["proxy-core", "proxy-io"]),
     ("proxy-tests", &[]),
     ("xtask", &[]),
 ];

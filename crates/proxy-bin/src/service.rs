@@ -5,7 +5,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use proxy_audit::{Audit, DropSource, FrontEndCounts, Metrics};
 use proxy_config::{Config, DomainEdit, RuntimeLayer, Sources};
-use proxy_http::Limits;
+use proxy_io::Limits;
 use tokio::net::TcpListener;
 
 use proxy_core::DomainChange;
@@ -111,6 +111,7 @@ fn limits_of(config: &Config) -> Limits {
         idle_timeout: config.idle_timeout(),
         max_header_bytes: usize::try_from(config.max_header_bytes()).unwrap_or(usize::MAX),
         max_connections: usize::try_from(config.max_connections()).unwrap_or(usize::MAX),
+        udp: config.enable_socks5_udp(),
         proxy_auth: None,
         stats: Arc::default(),
     }
@@ -426,18 +427,15 @@ impl Service {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let limits = proxy_socks::Limits {
-            header_timeout: self.limits.header_timeout,
-            idle_timeout: self.limits.idle_timeout,
-            max_connections: self.limits.max_connections,
-            udp: self.config.load().enable_socks5_udp(),
-            proxy_auth: self.limits.proxy_auth.clone(),
+        let limits = Limits {
             stats: self.socks_stats.clone(),
+            ..self.limits.clone()
         };
         proxy_socks::run(
             listener,
             self.gate.clone(),
             self.dialer.clone(),
+            Arc::new(proxy_core::NoInterception),
             limits,
             shutdown,
         )
@@ -454,6 +452,7 @@ impl Service {
             listener,
             self.gate.clone(),
             self.dialer.clone(),
+            Arc::new(proxy_core::NoInterception),
             self.limits.clone(),
             shutdown,
         )

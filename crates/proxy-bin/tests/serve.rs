@@ -357,25 +357,6 @@ async fn a_changed_config_file_is_reloaded_without_a_signal() {
     }
 }
 
-/// An upstream proxy for the chaining test: proxy-http with a gate that sends every request to
-/// one origin, recording what it was asked.
-#[derive(Debug, Default)]
-struct UpstreamGate {
-    to: std::sync::Mutex<Option<std::net::SocketAddr>>,
-    seen: std::sync::Mutex<Vec<proxy_core::RequestMeta>>,
-}
-
-impl proxy_core::Gate for UpstreamGate {
-    async fn admit(&self, meta: &proxy_core::RequestMeta) -> proxy_core::Admission {
-        self.seen.lock().unwrap().push(meta.clone());
-        let to = self.to.lock().unwrap().unwrap();
-        proxy_core::Admission::Allow(proxy_core::Route::direct(
-            vec![to],
-            proxy_core::Decision::allow(),
-        ))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chains_through_the_upstream_proxy_after_judging_and_refuses_a_loop() {
     let dns = DnsServer::start().await.unwrap();
@@ -387,14 +368,20 @@ async fn chains_through_the_upstream_proxy_after_judging_and_refuses_a_loop() {
         "api.test",
         Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
     );
-    let gate = std::sync::Arc::new(UpstreamGate::default());
-    *gate.to.lock().unwrap() = Some(origin.addr());
+    // An upstream proxy: proxy-http with a gate that sends every request to the origin,
+    // recording what it was asked.
+    let gate = std::sync::Arc::new(proxy_test_support::StubGate::new());
+    gate.answer_others(proxy_core::Admission::Allow(proxy_core::Route::direct(
+        vec![origin.addr()],
+        proxy_core::Decision::allow(),
+    )));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
     tokio::spawn(proxy_http::run(
         listener,
         gate.clone(),
         std::sync::Arc::new(proxy_gate::TcpDialer::new(Duration::from_secs(2))),
+        std::sync::Arc::new(proxy_core::NoInterception),
         proxy_http::Limits::default(),
         std::future::pending(),
     ));
@@ -430,7 +417,7 @@ async fn chains_through_the_upstream_proxy_after_judging_and_refuses_a_loop() {
     assert_eq!(code, "200", "{body}");
     let (code, _) = run(vec![format!("http://evil.test:{port}/")]);
     assert_eq!(code, "403");
-    let seen = gate.seen.lock().unwrap().clone();
+    let seen = gate.seen();
     if seen.len() != 2 {
         let mut s = s;
         let _ = s.child.kill();

@@ -1,6 +1,6 @@
-//! The traits the transports meet through: [`Gate`] admits a request, [`Dialer`] connects an
-//! admitted route. Both are runtime-agnostic; the front-ends add the I/O bounds they need on
-//! [`Dialer::Conn`].
+//! The traits the transports meet through: [`Gate`] admits a request (and a request inside an
+//! intercepted tunnel), [`Dialer`] connects an admitted route. Both are runtime-agnostic; the
+//! front-ends add the I/O bounds they need on [`Dialer::Conn`].
 
 use std::fmt;
 use std::future::Future;
@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 #[cfg(unix)]
 use std::sync::Arc;
 
-use crate::decision::Decision;
-use crate::target::RequestMeta;
+use crate::decision::{Decision, Reason};
+use crate::target::{Mode, RequestMeta};
 
 /// How an admitted request is reached.
 ///
@@ -160,11 +160,14 @@ impl Route {
 }
 
 /// An upstream failure, by its wire reason (interface.md §4): a 502, or a 504 for a timeout.
+/// Its kind also chooses the SOCKS reply (`0x04` unreachable, `0x05` refused).
 ///
 /// ```
 /// use proxy_core::UpstreamFailure;
 /// assert_eq!(UpstreamFailure::UpstreamTimeout.http_status(), 504);
 /// assert_eq!(UpstreamFailure::ConnectFailed.as_str(), "connect_failed");
+/// // A refusal is a connect failure on the wire.
+/// assert_eq!(UpstreamFailure::ConnectRefused.as_str(), "connect_failed");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamFailure {
@@ -172,6 +175,10 @@ pub enum UpstreamFailure {
     DnsFailed,
     /// No checked address accepted a connection.
     ConnectFailed,
+    /// No checked address accepted a connection, and one refused it (`ECONNREFUSED`), or an
+    /// upstream proxy refused the tunnel. Its wire name is `connect_failed`, as interface.md
+    /// §4 names no other; SOCKS answers it `0x05`.
+    ConnectRefused,
     /// The upstream's TLS handshake or certificate failed.
     UpstreamTlsFailed,
     /// No response head arrived in time.
@@ -185,7 +192,7 @@ impl UpstreamFailure {
     pub const fn as_str(self) -> &'static str {
         match self {
             UpstreamFailure::DnsFailed => "dns_failed",
-            UpstreamFailure::ConnectFailed => "connect_failed",
+            UpstreamFailure::ConnectFailed | UpstreamFailure::ConnectRefused => "connect_failed",
             UpstreamFailure::UpstreamTlsFailed => "upstream_tls_failed",
             UpstreamFailure::UpstreamTimeout => "upstream_timeout",
             UpstreamFailure::UpstreamError => "upstream_error",
@@ -197,6 +204,24 @@ impl UpstreamFailure {
         match self {
             UpstreamFailure::UpstreamTimeout => 504,
             _ => 502,
+        }
+    }
+
+    /// The kind of a failed `connect(2)`: [`UpstreamFailure::ConnectRefused`] when the peer
+    /// refused it, [`UpstreamFailure::ConnectFailed`] otherwise.
+    ///
+    /// ```
+    /// use std::io::{Error, ErrorKind};
+    /// use proxy_core::UpstreamFailure;
+    /// let refused = Error::from(ErrorKind::ConnectionRefused);
+    /// assert_eq!(UpstreamFailure::of_connect_error(&refused), UpstreamFailure::ConnectRefused);
+    /// let unreachable = Error::from(ErrorKind::HostUnreachable);
+    /// assert_eq!(UpstreamFailure::of_connect_error(&unreachable), UpstreamFailure::ConnectFailed);
+    /// ```
+    pub fn of_connect_error(error: &std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::ConnectionRefused => UpstreamFailure::ConnectRefused,
+            _ => UpstreamFailure::ConnectFailed,
         }
     }
 }
@@ -255,18 +280,35 @@ pub enum Admission {
 /// once, check every address, and emit exactly one audit event per call.
 ///
 /// ```
-/// use proxy_core::{Admission, Decision, Gate, Reason, RequestMeta};
+/// use proxy_core::{Admission, Decision, Gate, Mode, Reason, RequestMeta, Route, judge_inner};
 /// #[derive(Debug)]
 /// struct DenyAll;
 /// impl Gate for DenyAll {
 ///     async fn admit(&self, _meta: &RequestMeta) -> Admission {
 ///         Admission::Deny(Decision::deny(Reason::NotAllowed))
 ///     }
+///     async fn admit_inner(&self, tunnel: &RequestMeta, route: &Route, inner: &RequestMeta) -> Decision {
+///         judge_inner(tunnel, route, inner, Mode::Full)
+///     }
 /// }
 /// ```
 pub trait Gate: Send + Sync {
     /// Decides one request.
     fn admit(&self, meta: &RequestMeta) -> impl Future<Output = Admission> + Send;
+
+    /// Decides one request inside an intercepted tunnel: `tunnel` and `route` are the tunnel's
+    /// request and the route [`Gate::admit`] gave it, `inner` the request read inside it
+    /// (protocol [`Protocol::Https`](crate::Protocol::Https), its Host as target, its method).
+    /// The inner request must name the tunnel's target and a method the mode in force allows
+    /// ([`judge_inner`]); nothing is resolved again (the tunnel's connection is already open
+    /// to the addresses checked at admission; a narrower policy revokes the tunnel's lease).
+    /// Implementations emit exactly one audit event per call, about `inner`.
+    fn admit_inner(
+        &self,
+        tunnel: &RequestMeta,
+        route: &Route,
+        inner: &RequestMeta,
+    ) -> impl Future<Output = Decision> + Send;
 
     /// A lease for a connection admitted as `meta` along `route` that stays open (a tunnel, a
     /// kept-alive upstream connection, a UDP association's verdict): the gate revokes it when
@@ -275,6 +317,59 @@ pub trait Gate: Send + Sync {
         let _ = (meta, route);
         crate::Lease::none()
     }
+}
+
+/// The judgement of a request inside an intercepted tunnel ([`Gate::admit_inner`]), with `mode`
+/// the mode in force: refused (`not_allowed`) unless `inner` names the tunnel's target (host
+/// and port); in limited mode refused (`method_not_allowed`) unless its method is GET, HEAD or
+/// OPTIONS and it is no upgrade (which would become an opaque tunnel); otherwise the decision
+/// that admitted the tunnel. Pure: it resolves nothing and records nothing.
+///
+/// ```
+/// use proxy_core::{Decision, Mode, Protocol, Reason, RequestMeta, Route, Target, judge_inner};
+/// let target = Target::parse_authority("api.example.com:443", 443).unwrap();
+/// let tunnel = RequestMeta::new(Protocol::HttpsConnect, target.clone()).with_method("CONNECT");
+/// let route = Route::direct(vec!["127.0.0.1:443".parse().unwrap()], Decision::allow());
+/// let inner = |host: &str, method: &str| {
+///     RequestMeta::new(Protocol::Https, Target::parse_authority(host, 443).unwrap()).with_method(method)
+/// };
+/// let d = judge_inner(&tunnel, &route, &inner("API.example.com", "GET"), Mode::Limited);
+/// assert!(d.is_allowed());
+/// let d = judge_inner(&tunnel, &route, &inner("api.example.com", "POST"), Mode::Limited);
+/// assert_eq!(d.reason, Some(Reason::MethodNotAllowed));
+/// assert!(judge_inner(&tunnel, &route, &inner("api.example.com", "POST"), Mode::Full).is_allowed());
+/// let d = judge_inner(&tunnel, &route, &inner("other.example.com", "GET"), Mode::Full);
+/// assert_eq!(d.reason, Some(Reason::NotAllowed));
+/// ```
+pub fn judge_inner(
+    tunnel: &RequestMeta,
+    route: &Route,
+    inner: &RequestMeta,
+    mode: Mode,
+) -> Decision {
+    let with_rule = |d: Decision| match &route.decision.rule {
+        Some(rule) => d.with_rule(rule.clone()),
+        None => d,
+    };
+    if inner.target != tunnel.target {
+        return with_rule(Decision::deny(Reason::NotAllowed).with_detail(format!(
+            "the request names {}, not the target of its tunnel, {}",
+            inner.target, tunnel.target
+        )));
+    }
+    if mode == Mode::Limited
+        && (inner.upgrade
+            || !inner
+                .method
+                .as_deref()
+                .is_some_and(|m| mode.allows_method(m)))
+    {
+        let reason = Reason::MethodNotAllowed;
+        return with_rule(
+            Decision::deny(reason).with_detail(format!("limited mode; {}", reason.message())),
+        );
+    }
+    route.decision.clone()
 }
 
 /// Connects an admitted route. It never resolves a name: it dials only the addresses the gate

@@ -1,7 +1,7 @@
 //! `proxy-core` is the vocabulary every netproxy crate speaks: the canonical [`Host`], the
 //! [`Target`] of a request and the [`RequestMeta`] a front-end parses, the [`Decision`] and the
 //! [`Reason`] that explains it, the [`AuditEvent`] recorded for each decision, and the traits the
-//! transports meet through ([`Gate`], [`Dialer`], [`AuditSink`], [`Control`]).
+//! transports meet through ([`Gate`], [`Dialer`], [`Interceptor`], [`AuditSink`], [`Control`]).
 //!
 //! It is not an implementation: it performs no I/O, spawns nothing and depends on no async
 //! runtime. Its traits use `async fn` with `Send` futures and an associated connection type, so
@@ -26,6 +26,7 @@ mod credential;
 mod decision;
 mod gate;
 pub mod host;
+mod intercept;
 mod lease;
 mod target;
 
@@ -33,8 +34,11 @@ pub use audit::{AUDIT_TARGET, AuditEvent, AuditSink, BlockedRecord, EVENT_NAME, 
 pub use control::{BlockedView, CheckQuery, Control, ControlError, DomainChange, PatternLists};
 pub use credential::{ProxyCredential, constant_time_eq, redact_userinfo};
 pub use decision::{Decision, Reason, Rule, Source, UnknownReason, Verdict};
-pub use gate::{Admission, Dialer, Failure, Gate, Route, UnixSocket, UpstreamFailure, Via};
+pub use gate::{
+    Admission, Dialer, Failure, Gate, Route, UnixSocket, UpstreamFailure, Via, judge_inner,
+};
 pub use host::{Host, HostError};
+pub use intercept::{Intercepted, Interceptor, NoInterception};
 pub use lease::{HeldLease, Lease, LeaseHolder, Revoked, Revoker};
 pub use target::{
     AuthorityError, Mode, Protocol, RequestMeta, Target, UnknownMode, UnknownProtocol,

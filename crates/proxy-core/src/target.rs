@@ -24,24 +24,47 @@ pub enum Protocol {
     Socks5Tcp,
     /// A SOCKS5 `UDP ASSOCIATE` destination.
     Socks5Udp,
+    /// A request inside an intercepted tunnel (judged by
+    /// [`Gate::admit_inner`](crate::Gate::admit_inner) against its tunnel).
+    Https,
 }
 
 impl Protocol {
     /// Every protocol, in a stable order.
-    pub const ALL: [Protocol; 4] = [
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Http,
+        Protocol::HttpsConnect,
+        Protocol::Socks5Tcp,
+        Protocol::Socks5Udp,
+        Protocol::Https,
+    ];
+
+    /// The protocols a request can have on its own, as it arrives at a listener: every one but
+    /// [`Protocol::Https`], which exists only inside a tunnel and is judged against it. These are
+    /// the names [`str::parse`] accepts (`netproxy check --protocol`, the admin API's
+    /// `POST /check`): a request inside a tunnel cannot be checked without its tunnel.
+    ///
+    /// ```
+    /// use proxy_core::Protocol;
+    /// assert!(!Protocol::STANDALONE.contains(&Protocol::Https));
+    /// assert!("https".parse::<Protocol>().is_err());
+    /// assert_eq!(Protocol::Https.as_str(), "https");
+    /// ```
+    pub const STANDALONE: [Protocol; 4] = [
         Protocol::Http,
         Protocol::HttpsConnect,
         Protocol::Socks5Tcp,
         Protocol::Socks5Udp,
     ];
 
-    /// The wire name (`http`, `https_connect`, `socks5_tcp`, `socks5_udp`).
+    /// The wire name (`http`, `https_connect`, `socks5_tcp`, `socks5_udp`, `https`).
     pub const fn as_str(self) -> &'static str {
         match self {
             Protocol::Http => "http",
             Protocol::HttpsConnect => "https_connect",
             Protocol::Socks5Tcp => "socks5_tcp",
             Protocol::Socks5Udp => "socks5_udp",
+            Protocol::Https => "https",
         }
     }
 
@@ -60,7 +83,8 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// An unknown protocol name.
+/// An unknown protocol name (or `https`, which names no request on its own: see
+/// [`Protocol::STANDALONE`]).
 ///
 /// ```
 /// assert!("gopher".parse::<proxy_core::Protocol>().is_err());
@@ -72,7 +96,7 @@ pub struct UnknownProtocol(pub String);
 impl FromStr for Protocol {
     type Err = UnknownProtocol;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Protocol::ALL
+        Protocol::STANDALONE
             .into_iter()
             .find(|p| p.as_str() == s)
             .ok_or_else(|| UnknownProtocol(s.to_owned()))

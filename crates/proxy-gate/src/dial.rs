@@ -1,12 +1,14 @@
-//! The dialer: connects only to the addresses the gate checked, in order, within
-//! `connect_timeout_ms` for the whole attempt. It never resolves a name.
+//! The dialer: connects only to the addresses the gate checked, in order, or to the unix socket
+//! the gate opened (through its descriptor), within `connect_timeout_ms` for the whole attempt.
+//! It never resolves a name.
 
 use std::time::Duration;
 
 use proxy_core::{Dialer, Failure, Route, UpstreamFailure, Via};
+use proxy_io::Conn;
 use tokio::net::TcpStream;
 
-/// Dials TCP routes.
+/// Dials routes: TCP (direct, or through an upstream proxy's `CONNECT`) and unix sockets.
 #[derive(Debug, Clone)]
 pub struct TcpDialer {
     connect_timeout: Duration,
@@ -20,9 +22,9 @@ impl TcpDialer {
 }
 
 impl Dialer for TcpDialer {
-    type Conn = TcpStream;
+    type Conn = Conn;
 
-    async fn dial(&self, route: &Route) -> Result<TcpStream, Failure> {
+    async fn dial(&self, route: &Route) -> Result<Conn, Failure> {
         let (addrs, tunnel_to) = match &route.via {
             Via::Direct(addrs) => (addrs, None),
             Via::UpstreamProxy {
@@ -31,18 +33,11 @@ impl Dialer for TcpDialer {
                 connect,
                 ..
             } => (proxy, connect.then_some(authority.as_str())),
-            Via::Unix(socket) => {
-                return Err(Failure::new(
-                    UpstreamFailure::ConnectFailed,
-                    format!(
-                        "unix socket {} cannot be dialled as TCP",
-                        socket.path().display()
-                    ),
-                ));
-            }
+            Via::Unix(socket) => return self.dial_unix(socket).await,
         };
         let attempt = async {
             let mut errors = Vec::new();
+            let mut kind = UpstreamFailure::ConnectFailed;
             for addr in addrs {
                 match TcpStream::connect(addr).await {
                     Ok(mut s) => {
@@ -50,13 +45,20 @@ impl Dialer for TcpDialer {
                         if let Some(authority) = tunnel_to {
                             crate::upstream::connect_through(&mut s, authority).await?;
                         }
-                        return Ok(s);
+                        return Ok(Conn::Tcp(s));
                     }
-                    Err(e) => errors.push(format!("{addr}: {e}")),
+                    Err(e) => {
+                        // Refused when any address refused.
+                        if UpstreamFailure::of_connect_error(&e) == UpstreamFailure::ConnectRefused
+                        {
+                            kind = UpstreamFailure::ConnectRefused;
+                        }
+                        errors.push(format!("{addr}: {e}"));
+                    }
                 }
             }
             Err(Failure::new(
-                UpstreamFailure::ConnectFailed,
+                kind,
                 if errors.is_empty() {
                     "no address to connect to".to_owned()
                 } else {
@@ -74,5 +76,35 @@ impl Dialer for TcpDialer {
                 ),
             )),
         }
+    }
+}
+
+impl TcpDialer {
+    /// Connects the unix socket the gate checked, through its descriptor.
+    #[cfg(target_os = "linux")]
+    async fn dial_unix(&self, socket: &proxy_core::UnixSocket) -> Result<Conn, Failure> {
+        match tokio::time::timeout(self.connect_timeout, proxy_io::connect_unix(socket)).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::new(
+                UpstreamFailure::ConnectFailed,
+                format!(
+                    "{}: connect timed out after {} ms",
+                    socket.path().display(),
+                    self.connect_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// Unix sockets are reached through `/proc/self/fd`, which only Linux has.
+    #[cfg(not(target_os = "linux"))]
+    async fn dial_unix(&self, socket: &proxy_core::UnixSocket) -> Result<Conn, Failure> {
+        Err(Failure::new(
+            UpstreamFailure::ConnectFailed,
+            format!(
+                "{}: unix socket requests are supported on Linux only",
+                socket.path().display()
+            ),
+        ))
     }
 }

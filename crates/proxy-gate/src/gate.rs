@@ -521,6 +521,15 @@ impl Gate for PolicyGate {
         lease
     }
 
+    async fn admit_inner(
+        &self,
+        tunnel: &RequestMeta,
+        route: &Route,
+        inner: &RequestMeta,
+    ) -> Decision {
+        self.judge_inner(tunnel, route, inner)
+    }
+
     async fn admit(&self, meta: &RequestMeta) -> Admission {
         let snap = self.state.load_full();
         let own = self.own.load_full();
@@ -532,5 +541,138 @@ impl Gate for PolicyGate {
         self.audit
             .record(&audit_event(meta, &admission, snap.policy.mode()));
         admission
+    }
+}
+
+/// Requests inside intercepted tunnels.
+impl PolicyGate {
+    /// [`Gate::admit_inner`]: judges `inner` against its tunnel with
+    /// [`proxy_core::judge_inner`] under the mode in force now (the inner Host must be the
+    /// tunnel's target; limited mode allows GET, HEAD and OPTIONS), resolving nothing, and
+    /// records one audit event about `inner` (protocol `https`).
+    pub fn judge_inner(
+        &self,
+        tunnel: &RequestMeta,
+        route: &Route,
+        inner: &RequestMeta,
+    ) -> Decision {
+        let snap = self.state.load();
+        let decision = proxy_core::judge_inner(tunnel, route, inner, snap.policy.mode());
+        self.audit
+            .record(&AuditEvent::new(inner, &decision, snap.policy.mode()));
+        decision
+    }
+}
+
+#[cfg(test)]
+mod inner_tests {
+    use std::sync::{Arc, Mutex};
+
+    use proxy_core::{
+        AuditEvent, AuditSink, Decision, Gate, Mode, Protocol, Reason, RequestMeta, Target,
+    };
+
+    use super::{PolicyGate, SharedSnapshot, Snapshot};
+
+    #[derive(Debug, Default)]
+    struct Events(Mutex<Vec<AuditEvent>>);
+
+    impl AuditSink for Events {
+        fn record(&self, event: &AuditEvent) {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(event.clone());
+        }
+    }
+
+    fn snapshot(mode: Mode) -> Snapshot {
+        let sources = proxy_config::Sources {
+            system_requirements: Some("/nonexistent/requirements.toml".into()),
+            cli: proxy_config::CliOverrides {
+                allow: vec!["api.example.com".to_owned()],
+                mode: Some(mode),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let config = proxy_config::load(&sources).expect("the config loads");
+        let policy = config.policy().expect("the policy compiles");
+        Snapshot::new(policy, super::Settings::default())
+    }
+
+    fn meta(protocol: Protocol, authority: &str, method: &str) -> RequestMeta {
+        RequestMeta::new(
+            protocol,
+            Target::parse_authority(authority, 443).expect("a valid authority"),
+        )
+        .with_method(method)
+        .with_client("127.0.0.1:50000".parse().expect("an address"))
+    }
+
+    /// The Host against the tunnel's target and the method against the mode in force now,
+    /// with one audit event (protocol `https`) per request and no lookup.
+    #[tokio::test]
+    async fn a_request_inside_a_tunnel_is_judged_by_its_host_and_the_mode_in_force() {
+        let state: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(snapshot(Mode::Full)));
+        let events = Arc::new(Events::default());
+        // No nameserver answers: a lookup would fail.
+        let resolver = crate::Resolver::new(
+            Some(&[]),
+            std::collections::BTreeMap::new(),
+            std::time::Duration::from_millis(100),
+        )
+        .expect("a resolver");
+        let own = Arc::new(arc_swap::ArcSwap::from_pointee(
+            proxy_policy::OwnAddrs::default(),
+        ));
+        let gate = PolicyGate::new(state.clone(), resolver, events.clone(), own);
+        let tunnel = meta(Protocol::HttpsConnect, "api.example.com:443", "CONNECT");
+        let route = proxy_core::Route {
+            intercept: true,
+            ..proxy_core::Route::direct(
+                vec!["127.0.0.1:443".parse().expect("an address")],
+                Decision::allow(),
+            )
+        };
+        let judge = |authority: &str, method: &str| {
+            let inner = meta(Protocol::Https, authority, method);
+            let gate = &gate;
+            let (tunnel, route) = (&tunnel, &route);
+            async move { gate.admit_inner(tunnel, route, &inner).await }
+        };
+        assert!(judge("api.example.com", "POST").await.is_allowed());
+        let d = judge("other.example.com", "GET").await;
+        assert_eq!(d.reason, Some(Reason::NotAllowed));
+        let d = judge("api.example.com:8443", "GET").await;
+        assert_eq!(d.reason, Some(Reason::NotAllowed));
+        state.store(Arc::new(snapshot(Mode::Limited)));
+        assert!(judge("api.example.com", "GET").await.is_allowed());
+        let d = judge("api.example.com", "POST").await;
+        assert_eq!(d.reason, Some(Reason::MethodNotAllowed));
+
+        let events = events
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| (e.protocol, e.reason, e.mode, e.method.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Protocol::Https, "allow", Mode::Full, Some("POST")),
+                (Protocol::Https, "not_allowed", Mode::Full, Some("GET")),
+                (Protocol::Https, "not_allowed", Mode::Full, Some("GET")),
+                (Protocol::Https, "allow", Mode::Limited, Some("GET")),
+                (
+                    Protocol::Https,
+                    "method_not_allowed",
+                    Mode::Limited,
+                    Some("POST")
+                ),
+            ]
+        );
     }
 }

@@ -131,7 +131,8 @@ impl UpstreamProxies {
         let endpoint = match protocol {
             Protocol::Http => self.http.as_ref(),
             Protocol::HttpsConnect => self.https.as_ref(),
-            Protocol::Socks5Tcp | Protocol::Socks5Udp => None,
+            // A request inside an intercepted tunnel goes over its tunnel's connection.
+            Protocol::Socks5Tcp | Protocol::Socks5Udp | Protocol::Https => None,
         }?;
         let bypassed = self.bypass.iter().any(|b| match b {
             Bypass::All => true,
@@ -247,11 +248,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let fail = |m: String| Failure::new(UpstreamFailure::ConnectFailed, m);
+    let io_fail = |e: std::io::Error| {
+        Failure::new(
+            UpstreamFailure::of_connect_error(&e),
+            format!("upstream proxy: {e}"),
+        )
+    };
     let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|e| fail(format!("upstream proxy: {e}")))?;
+        .map_err(io_fail)?;
     let mut head = Vec::with_capacity(256);
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() >= MAX_CONNECT_HEAD {
@@ -265,7 +272,7 @@ where
                     "upstream proxy closed the connection during CONNECT".into(),
                 ));
             }
-            Err(e) => return Err(fail(format!("upstream proxy: {e}"))),
+            Err(e) => return Err(io_fail(e)),
         }
     }
     let line = String::from_utf8_lossy(&head);
@@ -274,7 +281,10 @@ where
         Ok(())
     } else {
         let first = line.lines().next().unwrap_or_default().to_owned();
-        Err(fail(format!("upstream proxy refused the tunnel: {first}")))
+        Err(Failure::new(
+            UpstreamFailure::ConnectRefused,
+            format!("upstream proxy refused the tunnel: {first}"),
+        ))
     }
 }
 

@@ -11,16 +11,15 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use proxy_core::{
-    Admission, Decision, Dialer, Failure, Gate, Host, Protocol, Reason, RequestMeta, Route, Target,
-    UpstreamFailure, Via, split_authority,
+    Admission, Decision, Dialer, Failure, Gate, Host, Intercepted, Interceptor, Protocol, Reason,
+    RequestMeta, Route, Target, UpstreamFailure, Via, split_authority,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
+use proxy_io::{Stream, tunnel_until};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::count::{Counted, Direction};
 use crate::respond::{self, Body};
-use crate::server::Shared;
-use proxy_io::tunnel_until;
+use crate::shared::{Shared, TunnelClient};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own; never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -35,32 +34,43 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Admits `meta`, or answers the refusal or failure.
-pub(crate) async fn admit<G: Gate>(gate: &G, meta: &RequestMeta) -> Result<Route, Response<Body>> {
+/// Admits `meta`, or answers the refusal or failure. A route to intercept is kept only when
+/// `intercept` accepts it; otherwise its refusal is answered: such a route never becomes a plain
+/// tunnel or a plain request.
+pub(crate) async fn admit<G: Gate>(
+    gate: &G,
+    meta: &RequestMeta,
+    intercept: impl FnOnce(&Route) -> Result<(), Decision>,
+) -> Result<Route, Response<Body>> {
     match gate.admit(meta).await {
-        Admission::Allow(route) if route.intercept => {
-            // Interception is not built: a route that needs it must not become a plain tunnel.
-            let d = Decision::deny(Reason::MitmRequired);
-            Err(respond::blocked(&d, meta))
-        }
+        Admission::Allow(route) if route.intercept => match intercept(&route) {
+            Ok(()) => Ok(route),
+            Err(d) => Err(respond::blocked(&d, meta)),
+        },
         Admission::Allow(route) => Ok(route),
         Admission::Deny(d) => Err(respond::blocked(&d, meta)),
         Admission::Fail(f) => Err(respond::failure(&f)),
     }
 }
 
+/// For a request that is not a tunnel: there is nothing to intercept, so a route that needs
+/// interception is refused `mitm_required`.
+pub(crate) fn not_a_tunnel(_route: &Route) -> Result<(), Decision> {
+    Err(Decision::deny(Reason::MitmRequired))
+}
+
 /// `CONNECT host:port`: admit, dial, answer 200 only once the upstream is connected, then
-/// tunnel.
-pub(crate) async fn connect<G, D>(
-    shared: Arc<Shared<G, D>>,
+/// tunnel, or hand the tunnel to the interceptor when the gate's route says so.
+pub(crate) async fn connect<G, D, I>(
+    shared: Arc<Shared<G, D, I>>,
     peer: SocketAddr,
     permit: Arc<OwnedSemaphorePermit>,
     req: Request<Incoming>,
 ) -> Response<Body>
 where
     G: Gate + 'static,
-    D: Dialer + 'static,
-    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Dialer<Conn: Stream> + 'static,
+    I: Interceptor<TunnelClient, D::Conn> + 'static,
 {
     let Some(authority) = req.uri().authority().cloned() else {
         return respond::bad_request("CONNECT needs an authority (host:port)");
@@ -72,7 +82,8 @@ where
         Ok(m) => m,
         Err(r) => return r,
     };
-    let route = match admit(&*shared.gate, &meta).await {
+    let interceptor = &*shared.interceptor;
+    let route = match admit(&*shared.gate, &meta, |r| interceptor.accepts(&meta, r)).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -88,8 +99,31 @@ where
     let lease = shared.gate.hold(&meta, &route);
     // Take the upgrade out of the request now, so the tunnel task does not carry the request.
     let on_upgrade = hyper::upgrade::on(req);
-    let tracker = shared.tracker.clone();
     let open = shared.limits.stats.tunnel();
+    if route.intercept {
+        let interceptor = shared.interceptor.clone();
+        shared.spawn(async move {
+            let _permit = permit;
+            let client = match on_upgrade.await {
+                Ok(u) => TokioIo::new(u),
+                Err(e) => {
+                    tracing::debug!(client = %peer, error = %e, "CONNECT upgrade failed");
+                    return;
+                }
+            };
+            let tunnel = Intercepted {
+                client,
+                upstream,
+                meta,
+                route,
+                lease,
+            };
+            proxy_io::intercept(&*interceptor, tunnel, open).await;
+        });
+        return Response::new(respond::empty());
+    }
+    drop(route);
+    let tracker = shared.tracker.clone();
     shared.spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -185,8 +219,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// An absolute-form request: check it, admit it, forward it with its body streamed.
-pub(crate) async fn absolute<G, D>(
-    shared: Arc<Shared<G, D>>,
+pub(crate) async fn absolute<G, D, I>(
+    shared: Arc<Shared<G, D, I>>,
     peer: SocketAddr,
     permit: Arc<OwnedSemaphorePermit>,
     upstream: UpstreamSlot,
@@ -194,8 +228,8 @@ pub(crate) async fn absolute<G, D>(
 ) -> Response<Body>
 where
     G: Gate + 'static,
-    D: Dialer + 'static,
-    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Dialer<Conn: Stream> + 'static,
+    I: Send + Sync + 'static,
 {
     let uri = req.uri().clone();
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority().cloned()) else {
@@ -233,7 +267,7 @@ where
     if let Err(msg) = check_host_header(req.headers(), &meta, default_port) {
         return respond::bad_request(msg);
     }
-    let route = match admit(&*shared.gate, &meta).await {
+    let route = match admit(&*shared.gate, &meta, not_a_tunnel).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -384,16 +418,15 @@ pub(crate) struct Upstream {
 pub(crate) type UpstreamSlot = Arc<tokio::sync::Mutex<Option<Upstream>>>;
 
 /// Dials the route and starts an HTTP/1.1 client connection on it.
-async fn open_upstream<G, D>(
-    shared: &Shared<G, D>,
+async fn open_upstream<G, D, I>(
+    shared: &Shared<G, D, I>,
     meta: &RequestMeta,
     route: &Route,
     permit: &Arc<OwnedSemaphorePermit>,
 ) -> Result<SendRequest<Counted<Incoming>>, Response<Body>>
 where
     G: Gate + 'static,
-    D: Dialer + 'static,
-    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Dialer<Conn: Stream> + 'static,
 {
     let conn = shared
         .dialer
@@ -440,10 +473,7 @@ enum Ends<U> {
 
 /// Takes hyper's wrapper off an upgraded `CONNECT`, sending the bytes hyper had already read
 /// upstream first.
-async fn ends<U>(upgraded: hyper::upgrade::Upgraded, mut upstream: U) -> Ends<U>
-where
-    U: AsyncRead + AsyncWrite + Unpin + 'static,
-{
+async fn ends<U: Stream>(upgraded: hyper::upgrade::Upgraded, mut upstream: U) -> Ends<U> {
     let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => parts,
         Err(upgraded) => return Ends::Upgraded(upgraded, upstream),

@@ -2,10 +2,13 @@
 //! (bodies streamed both ways, never buffered whole), `CONNECT` tunnels, and websocket upgrades.
 //!
 //! It decides nothing itself and never resolves a name: each request becomes a
-//! [`proxy_core::RequestMeta`] for the [`Gate`](proxy_core::Gate), and an admitted route is connected by the
-//! [`Dialer`](proxy_core::Dialer), which dials only the addresses the gate checked. It never names the policy or the
-//! config crates. Its entry point is [`run`]: the caller binds the listener (tests bind port 0)
-//! and decides what shutdown means.
+//! [`proxy_core::RequestMeta`] for the [`Gate`](proxy_core::Gate), and an admitted route (TCP,
+//! or the unix socket of an `x-unix-socket` request) is connected by the
+//! [`Dialer`](proxy_core::Dialer), which dials only what the gate checked. A `CONNECT` the gate
+//! routes with `intercept` is handed, once dialled and answered `200`, to the
+//! [`Interceptor`](proxy_core::Interceptor) with its client stream ([`TunnelClient`]). It never
+//! names the policy or the config crates. Its entry point is [`run`]: the caller binds the
+//! listener (tests bind port 0) and decides what shutdown means.
 //!
 //! Responses follow interface.md §4: a refusal is a `403` JSON body with `x-proxy-error`
 //! (`503` for a disabled proxy), a malformed request a `400`, an upstream failure a `502` JSON
@@ -19,7 +22,9 @@ mod count;
 mod forward;
 mod respond;
 mod server;
+mod shared;
 mod unix;
 
-pub use proxy_io::{tunnel, tunnel_tcp};
-pub use server::{Limits, run};
+pub use proxy_io::{Limits, tunnel, tunnel_tcp};
+pub use server::run;
+pub use shared::TunnelClient;

@@ -4,67 +4,19 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use proxy_core::{Dialer, Gate, ProxyCredential};
-use tokio::io::{AsyncRead, AsyncWrite};
+use proxy_core::{Dialer, Gate, Interceptor, ProxyCredential};
+use proxy_io::{Limits, Stream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::forward;
 use crate::respond::Body;
-
-/// Limits of `[network.limits]`.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// From accept (or the end of the previous response) until the request head is complete.
-    pub header_timeout: Duration,
-    /// No response head within it → 504; a body or tunnel with no bytes either way for that
-    /// long is closed.
-    pub idle_timeout: Duration,
-    /// The largest request head (hyper's buffer cannot go below 8192 bytes).
-    pub max_header_bytes: usize,
-    /// Connections served at once; further ones wait in the accept backlog.
-    pub max_connections: usize,
-    /// When set, every request must carry this credential (`Proxy-Authorization: Basic`);
-    /// others get `407`.
-    pub proxy_auth: Option<Arc<ProxyCredential>>,
-    /// Live counts (connections, tunnels, bytes) for the metrics.
-    pub stats: Arc<proxy_io::Stats>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-            max_header_bytes: 65536,
-            max_connections: 4096,
-            proxy_auth: None,
-            stats: Arc::default(),
-        }
-    }
-}
-
-/// What every request handler shares.
-pub(crate) struct Shared<G, D> {
-    pub(crate) gate: Arc<G>,
-    pub(crate) dialer: Arc<D>,
-    pub(crate) limits: Limits,
-    /// Counts the connections, tunnels and upstream connections in flight, so shutdown can wait
-    /// for them.
-    pub(crate) tracker: Arc<proxy_io::Tracker>,
-}
-
-impl<G, D> Shared<G, D> {
-    pub(crate) fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
-        self.tracker.spawn(fut);
-    }
-}
+use crate::shared::{Shared, TunnelClient};
 
 /// Serves HTTP proxy connections from `listener` until `shutdown` completes, then stops
 /// accepting, asks open connections to finish their current exchange, and waits for them and
@@ -72,22 +24,28 @@ impl<G, D> Shared<G, D> {
 ///
 /// Past `limits.max_connections`, new connections are not accepted until one closes: they wait
 /// in the kernel's accept backlog (and are refused by the kernel when it is full).
-pub async fn run<G, D, S>(
+///
+/// A `CONNECT` the gate routes with `intercept` goes to `interceptor` once the upstream is
+/// connected and the `200` sent; when the interceptor declines it, the `CONNECT` is refused
+/// (never tunnelled as it is). Other requests with such a route are refused `mitm_required`.
+pub async fn run<G, D, I, S>(
     listener: TcpListener,
     gate: Arc<G>,
     dialer: Arc<D>,
+    interceptor: Arc<I>,
     limits: Limits,
     shutdown: S,
 ) where
     G: Gate + 'static,
-    D: Dialer + 'static,
-    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Dialer<Conn: Stream> + 'static,
+    I: Interceptor<TunnelClient, D::Conn> + 'static,
     S: Future<Output = ()>,
 {
     let max_connections = limits.max_connections;
     let shared = Arc::new(Shared {
         gate,
         dialer,
+        interceptor,
         limits,
         tracker: Arc::default(),
     });
@@ -107,16 +65,16 @@ pub async fn run<G, D, S>(
     shared.tracker.idle().await;
 }
 
-async fn serve_connection<G, D>(
-    shared: Arc<Shared<G, D>>,
+async fn serve_connection<G, D, I>(
+    shared: Arc<Shared<G, D, I>>,
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     mut stop: watch::Receiver<bool>,
 ) where
     G: Gate + 'static,
-    D: Dialer + 'static,
-    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Dialer<Conn: Stream> + 'static,
+    I: Interceptor<TunnelClient, D::Conn> + 'static,
 {
     let _ = stream.set_nodelay(true);
     let _open = shared.limits.stats.connection();
@@ -157,8 +115,8 @@ async fn serve_connection<G, D>(
     }
 }
 
-async fn handle<G, D>(
-    shared: Arc<Shared<G, D>>,
+async fn handle<G, D, I>(
+    shared: Arc<Shared<G, D, I>>,
     peer: SocketAddr,
     permit: Arc<OwnedSemaphorePermit>,
     upstream: forward::UpstreamSlot,
@@ -166,8 +124,8 @@ async fn handle<G, D>(
 ) -> Response<Body>
 where
     G: Gate + 'static,
-    D: Dialer + 'static,
-    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Dialer<Conn: Stream> + 'static,
+    I: Interceptor<TunnelClient, D::Conn> + 'static,
 {
     if let Some(resp) = check_head_size(&req, shared.limits.max_header_bytes) {
         return resp;

@@ -1,6 +1,7 @@
 //! `x-unix-socket: /abs/path` requests (reference-behavior.md §4.7): the gate judges the path
 //! (never the domain policy), and an allowed request is rewritten to origin-form and sent over
-//! the socket the gate opened and checked (its descriptor, never the path again).
+//! the socket the gate opened and checked: its route (`Via::Unix`) carries that descriptor, and
+//! the [`Dialer`] connects through it, never through the path again.
 //!
 //! A web page that an attacker's name rebinds to the proxy's address can send such a request
 //! (the browser sends no preflight for it). So the request is marked as possibly cross-origin
@@ -17,14 +18,14 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use proxy_core::{Dialer, Gate, Host, Protocol, RequestMeta, Target, UnixSocket, Via};
+use proxy_core::{Dialer, Gate, Host, Protocol, RequestMeta, Route, Target, Via};
+use proxy_io::Stream;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::forward::{admit, strip_hop_by_hop};
+use crate::forward::{admit, not_a_tunnel, strip_hop_by_hop};
 use crate::respond::{self, Body};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// The request header naming the socket.
 pub(crate) const HEADER: &str = "x-unix-socket";
@@ -41,16 +42,16 @@ fn failed(message: &str) -> Response<Body> {
 }
 
 /// Serves one request that carries `x-unix-socket`.
-pub(crate) async fn forward<G, D>(
-    shared: Arc<Shared<G, D>>,
+pub(crate) async fn forward<G, D, I>(
+    shared: Arc<Shared<G, D, I>>,
     peer: SocketAddr,
     permit: Arc<OwnedSemaphorePermit>,
     req: Request<Incoming>,
 ) -> Response<Body>
 where
     G: Gate + 'static,
-    D: Dialer + 'static,
-    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Dialer<Conn: Stream> + 'static,
+    I: Send + Sync + 'static,
 {
     let mut values = req.headers().get_all(HEADER).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
@@ -68,14 +69,14 @@ where
     if let Some(why) = cross_origin(&req) {
         meta = meta.with_cross_origin(why);
     }
-    let route = match admit(&*shared.gate, &meta).await {
+    let route = match admit(&*shared.gate, &meta, not_a_tunnel).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let Via::Unix(socket) = route.via else {
+    if !matches!(route.via, Via::Unix(_)) {
         return failed("the gate did not route the request to a unix socket");
-    };
-    connect_and_send(&shared, permit, socket, req).await
+    }
+    connect_and_send(&shared, permit, route, req).await
 }
 
 /// Why a request may come from a web page rather than a local client, or `None`: it carries
@@ -128,13 +129,16 @@ fn is_local_authority(authority: &str) -> bool {
     }
 }
 
-#[cfg(target_os = "linux")]
-async fn connect_and_send<G, D>(
-    shared: &Shared<G, D>,
+/// Sends the request over the socket `route` reaches, dialled through the dialer.
+async fn connect_and_send<G, D, I>(
+    shared: &Shared<G, D, I>,
     permit: Arc<OwnedSemaphorePermit>,
-    socket: UnixSocket,
+    route: Route,
     req: Request<Incoming>,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    D: Dialer<Conn: Stream>,
+{
     let idle = shared.limits.idle_timeout;
     // Origin-form target; the header and hop-by-hop headers removed; a Host kept or set.
     let (mut parts, body) = req.into_parts();
@@ -164,13 +168,18 @@ async fn connect_and_send<G, D>(
     );
 
     // Through the descriptor the gate checked: the socket judged is the socket connected.
-    let connect = tokio::net::UnixStream::connect(socket.connect_path());
-    let stream = match tokio::time::timeout(idle, connect).await {
+    let stream = match tokio::time::timeout(idle, shared.dialer.dial(&route)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return failed(&format!("{}: {e}", socket.path().display())),
-        Err(_) => return failed(&format!("{}: connect timed out", socket.path().display())),
+        Ok(Err(f)) => return failed(&f.message),
+        Err(_) => {
+            let path = match &route.via {
+                Via::Unix(socket) => socket.path().display().to_string(),
+                _ => String::new(),
+            };
+            return failed(&format!("{path}: connect timed out"));
+        }
     };
-    drop(socket);
+    drop(route);
     let (mut sender, connection) =
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(x) => x,
@@ -192,20 +201,6 @@ async fn connect_and_send<G, D>(
     Response::from_parts(
         parts,
         crate::count::Counted::new(body, stats, crate::count::Direction::Down).boxed(),
-    )
-}
-
-#[cfg(not(target_os = "linux"))]
-async fn connect_and_send<G, D>(
-    _shared: &Shared<G, D>,
-    _permit: Arc<OwnedSemaphorePermit>,
-    _socket: UnixSocket,
-    _req: Request<Incoming>,
-) -> Response<Body> {
-    respond::json_response(
-        StatusCode::NOT_IMPLEMENTED,
-        &json!({"status": "error", "reason": "unix_socket_unsupported",
-                "message": "unix socket requests are supported on Linux only"}),
     )
 }
 

@@ -2,49 +2,19 @@
 //! loopback origins and real curl.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proxy_core::{Admission, Decision, Failure, Gate, Reason, RequestMeta, Route, UpstreamFailure};
-use proxy_http::{Limits, run};
-use proxy_test_support::{EchoServer, HttpOrigin, RecordingDialer};
+use proxy_core::{
+    Admission, Decision, Failure, Interceptor, Mode, NoInterception, Protocol, Reason,
+    UpstreamFailure,
+};
+use proxy_http::{Limits, TunnelClient, run};
+use proxy_test_support::{EchoServer, GreetingInterceptor, HttpOrigin, RecordingDialer, StubGate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Admits the hosts it knows (routing them to a loopback address), refuses the others.
-#[derive(Debug, Default)]
-struct StubGate {
-    routes: Mutex<HashMap<String, Admission>>,
-    seen: Mutex<Vec<RequestMeta>>,
-}
-
-impl StubGate {
-    fn route(&self, host: &str, to: SocketAddr) {
-        self.routes.lock().unwrap().insert(
-            host.into(),
-            Admission::Allow(Route::direct(vec![to], Decision::allow())),
-        );
-    }
-    fn answer(&self, host: &str, a: Admission) {
-        self.routes.lock().unwrap().insert(host.into(), a);
-    }
-}
-
-impl Gate for StubGate {
-    async fn admit(&self, meta: &RequestMeta) -> Admission {
-        self.seen.lock().unwrap().push(meta.clone());
-        let host = meta.target.server_address();
-        self.routes
-            .lock()
-            .unwrap()
-            .get(&host)
-            .cloned()
-            .unwrap_or_else(|| Admission::Deny(Decision::deny(Reason::NotAllowed)))
-    }
-}
 
 struct Proxy {
     addr: SocketAddr,
@@ -55,15 +25,24 @@ struct Proxy {
 }
 
 async fn proxy(limits: Limits) -> Proxy {
+    proxy_with(limits, |_| Arc::new(NoInterception)).await
+}
+
+/// A proxy whose interceptor `interceptor` makes from its gate.
+async fn proxy_with<I>(limits: Limits, interceptor: impl FnOnce(Arc<StubGate>) -> Arc<I>) -> Proxy
+where
+    I: Interceptor<TunnelClient, proxy_io::Conn> + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let gate = Arc::new(StubGate::default());
+    let gate = Arc::new(StubGate::new());
     let dialer = RecordingDialer::new();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run(
         listener,
         gate.clone(),
         Arc::new(dialer.clone()),
+        interceptor(gate.clone()),
         limits,
         async {
             let _ = rx.await;
@@ -192,7 +171,7 @@ async fn get_and_post_are_forwarded_with_streamed_bodies() {
     .await;
     assert!(text.contains("code=200 size=5242880"), "{text}");
     // The gate saw http requests with methods and the client address.
-    let seen = p.gate.seen.lock().unwrap().clone();
+    let seen = p.gate.seen();
     assert_eq!(seen[0].method.as_deref(), Some("GET"));
     assert!(seen[0].client.unwrap().ip().is_loopback());
     assert!(p.dialer.dials().iter().all(|a| *a == origin.addr()));
@@ -336,7 +315,7 @@ async fn connect_tunnels_bytes_both_ways() {
         .unwrap();
     assert_eq!(n, 0);
     assert_eq!(echo.connections(), 1);
-    let seen = p.gate.seen.lock().unwrap().clone();
+    let seen = p.gate.seen();
     assert_eq!(seen[0].protocol, proxy_core::Protocol::HttpsConnect);
     assert_eq!(seen[0].target.port(), 7);
 }
@@ -408,7 +387,7 @@ async fn a_slow_client_is_closed_after_the_header_timeout() {
         "the connection is still open after {:?}",
         start.elapsed()
     );
-    assert!(p.gate.seen.lock().unwrap().is_empty());
+    assert!(p.gate.seen().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,7 +428,7 @@ async fn keep_alive_reuses_one_upstream_connection_per_target() {
         assert!(text.contains(&format!("GET /{n} 0")), "{text}");
     }
     // The gate judged every request; the dialer dialled once per change of target.
-    assert_eq!(p.gate.seen.lock().unwrap().len(), 4);
+    assert_eq!(p.gate.seen().len(), 4);
     assert_eq!(p.dialer.dials().len(), 3, "{:?}", p.dialer.dials());
 }
 
@@ -495,7 +474,7 @@ async fn websocket_upgrades_become_tunnels() {
             .unwrap();
         assert_eq!(echo.into_text().unwrap().as_str(), text);
     }
-    let seen = p.gate.seen.lock().unwrap().clone();
+    let seen = p.gate.seen();
     assert!(seen[0].upgrade, "the gate must know it is an upgrade");
     assert_eq!(seen[0].method.as_deref(), Some("GET"));
 }
@@ -703,7 +682,7 @@ async fn a_request_without_a_host_is_400() {
         assert!(!r.contains("invalid_host"), "{shown:?}: {r}");
         assert!(!r.contains("x-proxy-error"), "{shown:?}: {r}");
     }
-    assert!(p.gate.seen.lock().unwrap().is_empty());
+    assert!(p.gate.seen().is_empty());
     // A host that is there but cannot be canonicalised stays a 403 invalid_host.
     let r = raw_exchange(p.addr, b"CONNECT a..b.test:443 HTTP/1.1\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
@@ -770,7 +749,7 @@ async fn a_slow_connect_head_is_closed_after_the_header_timeout() {
     // header_timeout is 500 ms; allow 3x.
     let r = tokio::time::timeout(Duration::from_millis(1500), c.read_to_end(&mut buf)).await;
     assert!(r.is_ok(), "still open");
-    assert!(p.gate.seen.lock().unwrap().is_empty());
+    assert!(p.gate.seen().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -823,4 +802,141 @@ async fn connect_after_a_plain_request_on_the_same_connection() {
         .unwrap()
         .unwrap();
     assert_eq!(&buf, b"after upgrade");
+}
+
+/// Reads a response head byte by byte, so that no byte after it is consumed.
+async fn read_head(c: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// Reads until the proxy closes the connection.
+async fn read_rest(c: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// Without an interceptor, a route that needs interception is refused `mitm_required`, for a
+/// `CONNECT` and a plain request alike, and nothing is dialled: it never becomes a plain
+/// tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_to_intercept_is_refused_without_an_interceptor() {
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let p = proxy(limits()).await;
+    p.gate.intercept("echo.test", echo.addr());
+    for head in [
+        &b"CONNECT echo.test:443 HTTP/1.1\r\nHost: echo.test:443\r\n\r\n"[..],
+        b"GET http://echo.test/ HTTP/1.1\r\nHost: echo.test\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = raw_exchange(p.addr, head).await;
+        assert!(
+            r.starts_with("HTTP/1.1 403 Blocked by netproxy (mitm_required)\r\n"),
+            "{r}"
+        );
+        assert!(r.contains("x-proxy-error: blocked-by-mitm-required"), "{r}");
+    }
+    assert_eq!(p.gate.seen().len(), 2);
+    assert!(p.dialer.dials().is_empty());
+}
+
+/// A `CONNECT` the gate routes to intercept is dialled, answered `200`, then handed to the
+/// interceptor with the client's stream (bytes the client sent right behind its head
+/// included) and the upstream connection; the interceptor asks the gate to judge a request
+/// inside the tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_to_intercept_goes_to_the_interceptor_after_the_200() {
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let mut greeter = None;
+    let p = proxy_with(limits(), |gate| {
+        let g = Arc::new(GreetingInterceptor::new(gate, "hello from inside"));
+        greeter = Some(g.clone());
+        g
+    })
+    .await;
+    let greeter = greeter.unwrap();
+    p.gate.intercept("echo.test", echo.addr());
+    let connect = "CONNECT echo.test:443 HTTP/1.1\r\nHost: echo.test:443\r\n\r\n";
+
+    // The client waits for the 200, then speaks inside the tunnel.
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(connect.as_bytes()).await.unwrap();
+    let head = read_head(&mut c).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    c.write_all(b"GET echo.test\n").await.unwrap();
+    assert_eq!(read_rest(&mut c).await, "hello from inside GET echo.test\n");
+
+    // The client does not wait: its first line arrives with the CONNECT head.
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(format!("{connect}GET echo.test:443\n").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut c).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(
+        read_rest(&mut c).await,
+        "hello from inside GET echo.test:443\n"
+    );
+
+    // Requests inside the tunnel are judged by the gate: the tunnel's host only, and in
+    // limited mode only reading methods.
+    p.gate.set_mode(Mode::Limited);
+    for (line, answer) in [
+        ("POST echo.test\n", "refused method_not_allowed\n"),
+        ("GET other.test\n", "refused not_allowed\n"),
+        ("HEAD echo.test\n", "hello from inside HEAD echo.test\n"),
+    ] {
+        let mut c = TcpStream::connect(p.addr).await.unwrap();
+        c.write_all(connect.as_bytes()).await.unwrap();
+        assert!(read_head(&mut c).await.starts_with("HTTP/1.1 200 "));
+        c.write_all(line.as_bytes()).await.unwrap();
+        assert_eq!(read_rest(&mut c).await, answer);
+    }
+
+    let tunnels = greeter.tunnels();
+    assert_eq!(tunnels.len(), 5);
+    for (meta, route) in &tunnels {
+        assert_eq!(meta.protocol, Protocol::HttpsConnect);
+        assert_eq!(meta.target.to_string(), "echo.test:443");
+        assert!(meta.client.unwrap().ip().is_loopback());
+        assert!(route.intercept);
+    }
+    let inner = p.gate.inner_seen();
+    assert_eq!(inner.len(), 5);
+    assert!(inner.iter().all(|(m, _)| m.protocol == Protocol::Https));
+    assert_eq!(inner[2].0.method.as_deref(), Some("POST"));
+    assert_eq!(inner[2].1.reason, Some(Reason::MethodNotAllowed));
+    assert_eq!(p.dialer.dials(), vec![echo.addr(); 5]);
+
+    // An upstream that cannot be reached: 502, and the interceptor gets nothing.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    p.gate.intercept("closed.test", closed);
+    let r = raw_exchange(
+        p.addr,
+        b"CONNECT closed.test:443 HTTP/1.1\r\nHost: closed.test:443\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 502 "), "{r}");
+    assert!(r.contains("\"reason\":\"connect_failed\""), "{r}");
+    assert_eq!(greeter.tunnels().len(), 5);
 }

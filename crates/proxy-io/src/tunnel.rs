@@ -207,13 +207,21 @@ where
     tokio::join!(up, down)
 }
 
-/// The connection as a `TcpStream`, when that is what it is; `Err(Some(conn))` otherwise.
+/// The connection as a `TcpStream`, when that is what it is (a `TcpStream`, or a
+/// [`Conn::Tcp`](crate::Conn::Tcp)); `Err(Some(conn))` otherwise.
 pub fn into_tcp<U: 'static>(conn: U) -> Result<TcpStream, Option<U>> {
     let mut slot = Some(conn);
-    let tcp = (&mut slot as &mut dyn std::any::Any)
-        .downcast_mut::<Option<TcpStream>>()
-        .and_then(Option::take);
-    tcp.ok_or(slot)
+    let any = &mut slot as &mut dyn std::any::Any;
+    if let Some(tcp) = any.downcast_mut::<Option<TcpStream>>() {
+        return tcp.take().ok_or(None);
+    }
+    if let Some(conn) = any.downcast_mut::<Option<crate::Conn>>() {
+        match conn.take() {
+            Some(crate::Conn::Tcp(tcp)) => return Ok(tcp),
+            other => *conn = other,
+        }
+    }
+    Err(slot)
 }
 
 #[cfg(test)]
@@ -306,7 +314,16 @@ mod tcp_tests {
             .await
             .unwrap();
         assert!(into_tcp(s).is_ok());
+        let s = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert!(into_tcp(crate::Conn::Tcp(s)).is_ok());
         let (d, _) = tokio::io::duplex(16);
         assert!(matches!(into_tcp(d), Err(Some(_))));
+        let (u, _) = tokio::net::UnixStream::pair().unwrap();
+        assert!(matches!(
+            into_tcp(crate::Conn::Unix(u)),
+            Err(Some(crate::Conn::Unix(_)))
+        ));
     }
 }

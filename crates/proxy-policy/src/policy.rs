@@ -398,8 +398,8 @@ impl Policy {
         }
         match req.protocol {
             // An upgrade becomes an opaque tunnel where methods cannot be enforced.
-            Protocol::Http if req.upgrade => Err(Reason::MethodNotAllowed),
-            Protocol::Http => match req.method.as_deref() {
+            Protocol::Http | Protocol::Https if req.upgrade => Err(Reason::MethodNotAllowed),
+            Protocol::Http | Protocol::Https => match req.method.as_deref() {
                 Some(m) if self.mode.allows_method(m) => Ok(false),
                 _ => Err(Reason::MethodNotAllowed),
             },

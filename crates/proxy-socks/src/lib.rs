@@ -1,15 +1,23 @@
-//! `proxy-socks` is netproxy's SOCKS5 front-end: the no-authentication method and `CONNECT`
-//! (IPv4, IPv6 and domain address types), each request judged by the same [`Gate`] as HTTP with
-//! protocol `socks5_tcp`, dialled by the same [`Dialer`], and tunnelled by `proxy-io`.
+//! `proxy-socks` is netproxy's SOCKS5 front-end: `CONNECT` (IPv4, IPv6 and domain address
+//! types) and UDP ASSOCIATE, each request judged by the same [`Gate`] as HTTP with protocol
+//! `socks5_tcp` (`socks5_udp` for each datagram's destination), dialled by the same [`Dialer`],
+//! and tunnelled by `proxy-io`. Clients authenticate with no authentication, or, when the
+//! listener has a credential ([`Limits::proxy_auth`]), with that username and password
+//! (RFC 1929) and nothing else.
 //!
 //! It decides nothing itself and never resolves a name: a domain target goes to the gate as a
 //! name (that is why clients should use `socks5h://`). Protocol framing is fast-socks5's
 //! type-state server; its DNS and proxy helpers are never used, because they resolve with the
 //! system resolver and dial without the policy. Replies follow interface.md §4: `0x02` for a
-//! refusal, `0x04` unreachable (including a name that does not resolve), `0x05` refused,
-//! `0x07` for an unsupported command (BIND, and UDP ASSOCIATE when `enable_socks5_udp` is off),
-//! `0x08` for a bad address type. A greeting or request that is malformed, truncated or slower
-//! than the header timeout gets its reply or a closed connection.
+//! refusal, `0x04` unreachable (including a name that does not resolve), `0x05` refused (the
+//! failure's kind is [`UpstreamFailure::ConnectRefused`]), `0x07` for an unsupported command
+//! (BIND, and UDP ASSOCIATE when [`Limits::udp`] is off), `0x08` for a bad address type. A
+//! greeting or request that is malformed, truncated or slower than the header timeout gets its
+//! reply or a closed connection.
+//!
+//! A `CONNECT` the gate routes with `intercept` (limited mode, port 443) is dialled, answered
+//! with the success reply, and handed to the [`Interceptor`] with the client's socket; when the
+//! interceptor declines it, it is refused `0x02`, never tunnelled as it is.
 //!
 //! The entry point is [`run`]: the caller binds the listener and decides what shutdown means.
 #![forbid(unsafe_code)]
@@ -17,65 +25,37 @@
 mod lru;
 mod udp;
 
+pub use proxy_io::Limits;
 pub use udp::{ASSOCIATION_EVENT, VERDICTS};
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use fast_socks5::server::Socks5ServerProtocol;
 use fast_socks5::util::target_addr::TargetAddr;
 use fast_socks5::{ReplyError, Socks5Command};
 use proxy_core::{
-    Admission, Dialer, Gate, Host, Protocol, ProxyCredential, RequestMeta, Target, UpstreamFailure,
+    Admission, Dialer, Gate, Host, Intercepted, Interceptor, Protocol, RequestMeta, Target,
+    UpstreamFailure,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
+use proxy_io::Stream;
 use tokio::net::{TcpListener, TcpStream};
 
-/// The SOCKS front-end's limits (from `[network.limits]`).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// From accept until the greeting and the request are read.
-    pub header_timeout: Duration,
-    /// A tunnel with no bytes either way for this long is closed.
-    pub idle_timeout: Duration,
-    /// Connections served at once; further ones wait in the accept backlog.
-    pub max_connections: usize,
-    /// Whether UDP ASSOCIATE is served (`enable_socks5_udp`); otherwise it is answered 0x07.
-    pub udp: bool,
-    /// When set, clients must authenticate with this username and password (RFC 1929) and
-    /// no-auth is not offered; otherwise only no-auth is.
-    pub proxy_auth: Option<Arc<ProxyCredential>>,
-    /// Live counts (connections, tunnels, bytes) for the metrics.
-    pub stats: Arc<proxy_io::Stats>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-            max_connections: 4096,
-            udp: true,
-            proxy_auth: None,
-            stats: Arc::default(),
-        }
-    }
-}
-
 /// Serves SOCKS5 from `listener` until `shutdown` completes, then stops accepting and waits for
-/// the open tunnels (the caller bounds that wait).
-pub async fn run<G, D, S>(
+/// the open tunnels (the caller bounds that wait). Tunnels the gate routes with `intercept`
+/// go to `interceptor` (see the crate's documentation).
+pub async fn run<G, D, I, S>(
     listener: TcpListener,
     gate: Arc<G>,
     dialer: Arc<D>,
+    interceptor: Arc<I>,
     limits: Limits,
     shutdown: S,
 ) where
     G: Gate + 'static,
-    D: Dialer + 'static,
-    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Dialer<Conn: Stream> + 'static,
+    I: Interceptor<TcpStream, D::Conn> + 'static,
     S: Future<Output = ()>,
 {
     let tracker = Arc::new(proxy_io::Tracker::default());
@@ -88,9 +68,16 @@ pub async fn run<G, D, S>(
         shutdown,
         |stream, peer, permit| {
             let (gate, dialer, tracker) = (gate.clone(), dialer.clone(), tracker.clone());
-            let limits = limits.clone();
+            let (interceptor, limits) = (interceptor.clone(), limits.clone());
             async move {
-                serve(&*gate, &*dialer, &limits, stream, peer, &tracker, permit).await;
+                let parts = Parts {
+                    gate: &*gate,
+                    dialer: &*dialer,
+                    interceptor: &interceptor,
+                    limits: &limits,
+                    tracker: &tracker,
+                };
+                serve(parts, stream, peer, permit).await;
             }
         },
     )
@@ -98,33 +85,46 @@ pub async fn run<G, D, S>(
     tracker.idle().await;
 }
 
-/// The reply for an admission failure or a dial failure.
-fn failure_reply(kind: UpstreamFailure, message: &str) -> ReplyError {
+/// The reply for an admission failure or a dial failure, by its kind.
+fn failure_reply(kind: UpstreamFailure) -> ReplyError {
     match kind {
         UpstreamFailure::DnsFailed => ReplyError::HostUnreachable,
-        UpstreamFailure::ConnectFailed if message.contains("refused") => {
-            ReplyError::ConnectionRefused
-        }
+        UpstreamFailure::ConnectRefused => ReplyError::ConnectionRefused,
         UpstreamFailure::ConnectFailed | UpstreamFailure::UpstreamTimeout => {
             ReplyError::HostUnreachable
         }
-        _ => ReplyError::GeneralFailure,
+        UpstreamFailure::UpstreamTlsFailed | UpstreamFailure::UpstreamError => {
+            ReplyError::GeneralFailure
+        }
     }
 }
 
-async fn serve<G, D>(
-    gate: &G,
-    dialer: &D,
-    limits: &Limits,
+/// What serving one connection borrows from the listener.
+struct Parts<'a, G, D, I> {
+    gate: &'a G,
+    dialer: &'a D,
+    interceptor: &'a Arc<I>,
+    limits: &'a Limits,
+    tracker: &'a Arc<proxy_io::Tracker>,
+}
+
+async fn serve<G, D, I>(
+    parts: Parts<'_, G, D, I>,
     stream: TcpStream,
     peer: SocketAddr,
-    tracker: &Arc<proxy_io::Tracker>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) where
     G: Gate,
-    D: Dialer,
-    D::Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Dialer<Conn: Stream>,
+    I: Interceptor<TcpStream, D::Conn> + 'static,
 {
+    let Parts {
+        gate,
+        dialer,
+        interceptor,
+        limits,
+        tracker,
+    } = parts;
     let _ = stream.set_nodelay(true);
     let _open = limits.stats.connection();
     let Ok(local) = stream.local_addr() else {
@@ -196,12 +196,19 @@ async fn serve<G, D>(
     let meta = RequestMeta::new(Protocol::Socks5Tcp, target).with_client(peer);
     let route = match Box::pin(gate.admit(&meta)).await {
         Admission::Allow(route) if !route.intercept => route,
-        Admission::Allow(_) | Admission::Deny(_) => {
+        Admission::Allow(route) => match interceptor.accepts(&meta, &route) {
+            Ok(()) => route,
+            Err(_) => {
+                let _ = proto.reply_error(&ReplyError::ConnectionNotAllowed).await;
+                return;
+            }
+        },
+        Admission::Deny(_) => {
             let _ = proto.reply_error(&ReplyError::ConnectionNotAllowed).await;
             return;
         }
         Admission::Fail(f) => {
-            let _ = proto.reply_error(&failure_reply(f.kind, &f.message)).await;
+            let _ = proto.reply_error(&failure_reply(f.kind)).await;
             return;
         }
     };
@@ -209,30 +216,49 @@ async fn serve<G, D>(
         Ok(u) => u,
         Err(f) => {
             tracing::warn!(client = %peer, target = %meta.target, error = %f, "SOCKS upstream failed");
-            let _ = proto.reply_error(&failure_reply(f.kind, &f.message)).await;
+            let _ = proto.reply_error(&failure_reply(f.kind)).await;
             return;
         }
     };
     let bound = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
     // Closed when a narrower policy no longer allows the target.
     let lease = gate.hold(&meta, &route);
-    drop(route);
     let Ok(client) = Box::pin(proto.reply_success(bound)).await else {
         return;
     };
+    let open = limits.stats.tunnel();
+    if route.intercept {
+        let interceptor = interceptor.clone();
+        let tunnel = Intercepted {
+            client,
+            upstream,
+            meta,
+            route,
+            lease,
+        };
+        tracker.spawn(async move {
+            let _permit = permit;
+            proxy_io::intercept(&*interceptor, tunnel, open).await;
+        });
+        return;
+    }
+    drop(route);
     // The tunnel gets a task of its own, whose state is only the tunnel; this one ends.
     let idle = limits.idle_timeout;
-    let open = limits.stats.tunnel();
-    tracker.spawn(async move {
-        let _permit = permit;
-        let (up, down) = match proxy_io::into_tcp(upstream) {
-            Ok(tcp) => proxy_io::tunnel_tcp_until(client, tcp, idle, || lease.revoked()).await,
-            Err(Some(other)) => {
-                proxy_io::tunnel_until(client, other, idle, || lease.revoked()).await
-            }
-            Err(None) => return,
-        };
-        open.closed(up, down);
-        tracing::debug!(client = %peer, up, down, "SOCKS tunnel closed");
-    });
+    match proxy_io::into_tcp(upstream) {
+        Ok(tcp) => tracker.spawn(async move {
+            let _permit = permit;
+            let (up, down) =
+                proxy_io::tunnel_tcp_until(client, tcp, idle, || lease.revoked()).await;
+            open.closed(up, down);
+            tracing::debug!(client = %peer, up, down, "SOCKS tunnel closed");
+        }),
+        Err(Some(other)) => tracker.spawn(async move {
+            let _permit = permit;
+            let (up, down) = proxy_io::tunnel_until(client, other, idle, || lease.revoked()).await;
+            open.closed(up, down);
+            tracing::debug!(client = %peer, up, down, "SOCKS tunnel closed");
+        }),
+        Err(None) => {}
+    }
 }

@@ -6,9 +6,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proxy_core::{Admission, Decision, Failure, Gate, Reason, RequestMeta, Route, UpstreamFailure};
+use proxy_core::{
+    Admission, Decision, Failure, Interceptor, Mode, NoInterception, Protocol, Reason, Route,
+    UpstreamFailure,
+};
 use proxy_socks::{Limits, run};
-use proxy_test_support::{EchoServer, RecordingDialer};
+use proxy_test_support::{EchoServer, GreetingInterceptor, RecordingDialer, StubGate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing_subscriber::layer::SubscriberExt;
@@ -56,28 +59,20 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
     }
 }
 
-#[derive(Debug, Default)]
-struct StubGate {
-    routes: Mutex<HashMap<String, Admission>>,
-    seen: Mutex<Vec<RequestMeta>>,
-}
-
-impl Gate for StubGate {
-    async fn admit(&self, meta: &RequestMeta) -> Admission {
-        self.seen.lock().unwrap().push(meta.clone());
-        self.routes
-            .lock()
-            .unwrap()
-            .get(&meta.target.server_address())
-            .cloned()
-            .unwrap_or_else(|| Admission::Deny(Decision::deny(Reason::NotAllowed)))
-    }
-}
-
 async fn proxy() -> (SocketAddr, Arc<StubGate>) {
+    proxy_with(|_| Arc::new(NoInterception)).await
+}
+
+/// A SOCKS front-end (no UDP) whose interceptor `interceptor` makes from its gate.
+async fn proxy_with<I>(
+    interceptor: impl FnOnce(Arc<StubGate>) -> Arc<I>,
+) -> (SocketAddr, Arc<StubGate>)
+where
+    I: Interceptor<TcpStream, proxy_io::Conn> + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let gate = Arc::new(StubGate::default());
+    let gate = Arc::new(StubGate::new());
     let limits = Limits {
         header_timeout: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(5),
@@ -85,11 +80,13 @@ async fn proxy() -> (SocketAddr, Arc<StubGate>) {
         udp: false,
         proxy_auth: None,
         stats: Arc::default(),
+        ..Limits::default()
     };
     tokio::spawn(run(
         listener,
         gate.clone(),
         Arc::new(RecordingDialer::new()),
+        interceptor(gate.clone()),
         limits,
         std::future::pending(),
     ));
@@ -146,17 +143,11 @@ async fn connect_by_name_ipv4_and_ipv6_and_every_refusal() {
         .unwrap();
     let (p, gate) = proxy().await;
     let route = Admission::Allow(Route::direct(vec![echo.addr()], Decision::allow()));
-    gate.routes
-        .lock()
-        .unwrap()
-        .insert("echo.test".into(), route.clone());
-    gate.routes
-        .lock()
-        .unwrap()
-        .insert("127.0.0.1".into(), route.clone());
-    gate.routes.lock().unwrap().insert("::1".into(), route);
-    gate.routes.lock().unwrap().insert(
-        "gone.test".into(),
+    gate.answer("echo.test", route.clone());
+    gate.answer("127.0.0.1", route.clone());
+    gate.answer("::1", route);
+    gate.answer(
+        "gone.test",
         Admission::Fail(Failure::new(UpstreamFailure::DnsFailed, "NXDOMAIN")),
     );
     let closed = TcpListener::bind("127.0.0.1:0")
@@ -164,8 +155,8 @@ async fn connect_by_name_ipv4_and_ipv6_and_every_refusal() {
         .unwrap()
         .local_addr()
         .unwrap();
-    gate.routes.lock().unwrap().insert(
-        "closed.test".into(),
+    gate.answer(
+        "closed.test",
         Admission::Allow(Route::direct(vec![closed], Decision::allow())),
     );
 
@@ -182,7 +173,7 @@ async fn connect_by_name_ipv4_and_ipv6_and_every_refusal() {
         c.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"through socks");
     }
-    let seen = gate.seen.lock().unwrap().clone();
+    let seen = gate.seen();
     assert_eq!(seen[0].protocol, proxy_core::Protocol::Socks5Tcp);
     assert_eq!(seen[0].target.to_string(), "echo.test:7");
     assert_eq!(seen[2].target.server_address(), "::1");
@@ -246,7 +237,7 @@ async fn malformed_truncated_and_slow_clients() {
         let r = tokio::time::timeout(Duration::from_millis(1500), c.read_to_end(&mut out)).await;
         assert!(r.is_ok(), "open after {:?}", start.elapsed());
     }
-    assert!(gate.seen.lock().unwrap().is_empty());
+    assert!(gate.seen().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,9 +248,9 @@ async fn five_hundred_concurrent_socks_tunnels() {
         .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let p = listener.local_addr().unwrap();
-    let gate = Arc::new(StubGate::default());
-    gate.routes.lock().unwrap().insert(
-        "echo.test".into(),
+    let gate = Arc::new(StubGate::new());
+    gate.answer(
+        "echo.test",
         Admission::Allow(Route::direct(vec![echo.addr()], Decision::allow())),
     );
     let limits = Limits {
@@ -269,11 +260,13 @@ async fn five_hundred_concurrent_socks_tunnels() {
         udp: false,
         proxy_auth: None,
         stats: Arc::default(),
+        ..Limits::default()
     };
     tokio::spawn(run(
         listener,
         gate,
         Arc::new(RecordingDialer::new()),
+        Arc::new(NoInterception),
         limits,
         std::future::pending(),
     ));
@@ -326,13 +319,13 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let p = listener.local_addr().unwrap();
     let events = audit_events();
-    let gate = Arc::new(StubGate::default());
-    gate.routes.lock().unwrap().insert(
-        "127.0.0.1".into(),
+    let gate = Arc::new(StubGate::new());
+    gate.answer(
+        "127.0.0.1",
         Admission::Allow(Route::direct(vec![echo], Decision::allow())),
     );
-    gate.routes.lock().unwrap().insert(
-        "echo.test".into(),
+    gate.answer(
+        "echo.test",
         Admission::Allow(Route::direct(vec![echo], Decision::allow())),
     );
     let limits = Limits {
@@ -342,11 +335,13 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
         udp: true,
         proxy_auth: None,
         stats: Arc::default(),
+        ..Limits::default()
     };
     tokio::spawn(run(
         listener,
         gate.clone(),
         Arc::new(RecordingDialer::new()),
+        Arc::new(NoInterception),
         limits,
         std::future::pending(),
     ));
@@ -415,7 +410,7 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
             .ends_with(b"again")
     );
     // One gate decision per destination, not per datagram.
-    let seen = gate.seen.lock().unwrap().clone();
+    let seen = gate.seen();
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert!(
         seen.iter()
@@ -496,11 +491,13 @@ async fn an_idle_udp_association_ends_and_closes_its_control_connection() {
         udp: true,
         proxy_auth: None,
         stats: Arc::default(),
+        ..Limits::default()
     };
     tokio::spawn(run(
         listener,
-        Arc::new(StubGate::default()),
+        Arc::new(StubGate::new()),
         Arc::new(RecordingDialer::new()),
+        Arc::new(NoInterception),
         limits,
         std::future::pending(),
     ));
@@ -551,11 +548,13 @@ async fn udp_proxy(gate: Arc<StubGate>) -> (SocketAddr, Arc<proxy_io::Stats>) {
         udp: true,
         proxy_auth: None,
         stats: stats.clone(),
+        ..Limits::default()
     };
     tokio::spawn(run(
         listener,
         gate,
         Arc::new(RecordingDialer::new()),
+        Arc::new(NoInterception),
         limits,
         std::future::pending(),
     ));
@@ -600,9 +599,9 @@ async fn exchange(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_udp_association_belongs_to_the_address_its_client_declared() {
     let (echo, echoed) = counting_udp_echo().await;
-    let gate = Arc::new(StubGate::default());
-    gate.routes.lock().unwrap().insert(
-        "127.0.0.1".into(),
+    let gate = Arc::new(StubGate::new());
+    gate.answer(
+        "127.0.0.1",
         Admission::Allow(Route::direct(vec![echo], Decision::allow())),
     );
     let (p, stats) = udp_proxy(gate).await;
@@ -669,9 +668,9 @@ async fn a_udp_association_belongs_to_the_address_its_client_declared() {
 async fn a_udp_association_keeps_a_bounded_set_of_verdicts_and_judges_again() {
     let (echo, _) = counting_udp_echo().await;
     let events = audit_events();
-    let gate = Arc::new(StubGate::default());
-    gate.routes.lock().unwrap().insert(
-        "127.0.0.1".into(),
+    let gate = Arc::new(StubGate::new());
+    gate.answer(
+        "127.0.0.1",
         Admission::Allow(Route::direct(vec![echo], Decision::allow())),
     );
     let (p, _) = udp_proxy(gate.clone()).await;
@@ -702,9 +701,7 @@ async fn a_udp_association_keeps_a_bounded_set_of_verdicts_and_judges_again() {
         sync().await;
     }
     let judged = |port: u16| {
-        gate.seen
-            .lock()
-            .unwrap()
+        gate.seen()
             .iter()
             .filter(|m| m.target.server_address() == "refused.test" && m.target.port() == port)
             .count()
@@ -723,11 +720,72 @@ async fn a_udp_association_keeps_a_bounded_set_of_verdicts_and_judges_again() {
     sync().await;
     assert_eq!(judged(1), 2);
     let echo_judged = gate
-        .seen
-        .lock()
-        .unwrap()
+        .seen()
         .iter()
         .filter(|m| m.target.server_address() == "127.0.0.1")
         .count();
     assert_eq!(echo_judged, 1, "the destination in use was judged again");
+}
+
+/// Without an interceptor, a `CONNECT` the gate routes to intercept is refused (0x02): it
+/// never becomes a plain tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_to_intercept_is_refused_without_an_interceptor() {
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let (p, gate) = proxy().await;
+    gate.intercept("echo.test", echo.addr());
+    let (mut c, rep) = request(p, 1, &domain("echo.test", 443)).await;
+    assert_eq!(rep, 0x02);
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(echo.connections(), 0, "nothing was dialled");
+}
+
+/// A `CONNECT` the gate routes to intercept is dialled, answered with the success reply, then
+/// handed to the interceptor with the client's socket and the upstream connection; the
+/// interceptor asks the gate to judge a request inside the tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_to_intercept_goes_to_the_interceptor_after_the_reply() {
+    let echo = EchoServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let mut greeter = None;
+    let (p, gate) = proxy_with(|gate| {
+        let g = Arc::new(GreetingInterceptor::new(gate, "hello from inside"));
+        greeter = Some(g.clone());
+        g
+    })
+    .await;
+    let greeter = greeter.unwrap();
+    gate.intercept("echo.test", echo.addr());
+    gate.set_mode(Mode::Limited);
+    for (line, answer) in [
+        ("GET echo.test\n", "hello from inside GET echo.test\n"),
+        ("POST echo.test\n", "refused method_not_allowed\n"),
+        ("GET other.test\n", "refused not_allowed\n"),
+    ] {
+        let (mut c, rep) = request(p, 1, &domain("echo.test", 443)).await;
+        assert_eq!(rep, 0);
+        c.write_all(line.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, answer);
+    }
+    let tunnels = greeter.tunnels();
+    assert_eq!(tunnels.len(), 3);
+    for (meta, route) in &tunnels {
+        assert_eq!(meta.protocol, Protocol::Socks5Tcp);
+        assert_eq!(meta.target.to_string(), "echo.test:443");
+        assert!(route.intercept);
+    }
+    let inner = gate.inner_seen();
+    assert_eq!(inner.len(), 3);
+    assert!(inner.iter().all(|(m, _)| m.protocol == Protocol::Https));
+    assert_eq!(inner[1].1.reason, Some(Reason::MethodNotAllowed));
 }

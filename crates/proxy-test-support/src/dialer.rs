@@ -5,9 +5,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use proxy_core::{Dialer, Failure, Route, UpstreamFailure, Via};
+use proxy_io::Conn;
 use tokio::net::TcpStream;
 
 /// Records dials; panics on a non-loopback address (the network-safety guard of DEVELOPERS.md).
+/// A unix socket route is connected through the descriptor the gate checked, like netproxy's
+/// own dialer does.
 #[derive(Debug, Clone, Default)]
 pub struct RecordingDialer {
     dials: Arc<Mutex<Vec<SocketAddr>>>,
@@ -29,16 +32,19 @@ impl RecordingDialer {
 }
 
 impl Dialer for RecordingDialer {
-    type Conn = TcpStream;
+    type Conn = Conn;
 
-    async fn dial(&self, route: &Route) -> Result<TcpStream, Failure> {
+    async fn dial(&self, route: &Route) -> Result<Conn, Failure> {
         let addrs = match &route.via {
             Via::Direct(a) => a.clone(),
             Via::UpstreamProxy { proxy, .. } => proxy.clone(),
+            #[cfg(target_os = "linux")]
+            Via::Unix(socket) => return proxy_io::connect_unix(socket).await,
+            #[cfg(not(target_os = "linux"))]
             Via::Unix(_) => {
                 return Err(Failure::new(
                     UpstreamFailure::ConnectFailed,
-                    "the recording dialer does not dial unix sockets",
+                    "unix sockets are dialled through /proc/self/fd, which only Linux has",
                 ));
             }
         };
@@ -53,13 +59,13 @@ impl Dialer for RecordingDialer {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push(addr);
             match TcpStream::connect(addr).await {
-                Ok(s) => return Ok(s),
+                Ok(s) => return Ok(Conn::Tcp(s)),
                 Err(e) => last = Some(e),
             }
         }
-        Err(Failure::new(
-            UpstreamFailure::ConnectFailed,
-            last.map_or_else(|| "no address to dial".to_owned(), |e| e.to_string()),
-        ))
+        Err(match last {
+            Some(e) => Failure::new(UpstreamFailure::of_connect_error(&e), e.to_string()),
+            None => Failure::new(UpstreamFailure::ConnectFailed, "no address to dial"),
+        })
     }
 }

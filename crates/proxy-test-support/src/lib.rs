@@ -1,15 +1,21 @@
 //! `proxy-test-support` holds netproxy's test doubles, for dev-dependencies only: an in-process
 //! DNS server ([`DnsServer`]) over real UDP and TCP sockets, recording origin servers
-//! ([`HttpOrigin`], [`TlsOrigin`] with a [`TestCa`], [`EchoServer`], [`WsEchoServer`]) and a [`RecordingDialer`] that fails the test on any
-//! non-loopback dial. Everything listens on and dials loopback only.
+//! ([`HttpOrigin`], [`TlsOrigin`] with a [`TestCa`], [`EchoServer`], [`WsEchoServer`]), the
+//! front-ends' doubles of the request path: a [`StubGate`], a [`RecordingDialer`] that fails the
+//! test on any non-loopback dial, and a [`GreetingInterceptor`] that answers inside intercepted
+//! tunnels. Everything listens on and dials loopback only.
 #![forbid(unsafe_code)]
 
 mod dialer;
 mod dns;
+mod gate;
+mod intercept;
 mod origin;
 mod tls;
 
 pub use dialer::RecordingDialer;
 pub use dns::{Answer, DnsServer};
+pub use gate::StubGate;
+pub use intercept::GreetingInterceptor;
 pub use origin::{EchoServer, HttpOrigin, Seen, WsEchoServer};
 pub use tls::{TestCa, TlsOrigin};

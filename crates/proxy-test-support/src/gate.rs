@@ -1,0 +1,113 @@
+//! A [`Gate`] for the front-ends' tests: it admits what it was told to, refuses the rest, and
+//! records every request it was asked about.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use proxy_core::{Admission, Decision, Gate, Mode, Reason, RequestMeta, Route, judge_inner};
+
+/// Answers each request by its host (`server_address`: the canonical host, or `unix-socket`):
+/// the admission it was given for that host, else the one for every other host, else a
+/// refusal (`not_allowed`). Requests inside intercepted tunnels are judged by
+/// [`proxy_core::judge_inner`] under the mode it was given (full by default). It records every
+/// request, and each inner request with its decision.
+///
+/// ```
+/// use proxy_core::{Admission, Gate, Protocol, Reason, RequestMeta, Target};
+/// use proxy_test_support::StubGate;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let gate = StubGate::new();
+/// gate.route("origin.test", "127.0.0.1:8080".parse().unwrap());
+/// let meta = |host| RequestMeta::new(Protocol::Http, Target::parse_authority(host, 80).unwrap());
+/// assert!(matches!(gate.admit(&meta("origin.test")).await, Admission::Allow(_)));
+/// let Admission::Deny(d) = gate.admit(&meta("other.test")).await else { panic!() };
+/// assert_eq!(d.reason, Some(Reason::NotAllowed));
+/// assert_eq!(gate.seen().len(), 2);
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct StubGate {
+    routes: Mutex<HashMap<String, Admission>>,
+    others: Mutex<Option<Admission>>,
+    mode: Mutex<Mode>,
+    seen: Mutex<Vec<RequestMeta>>,
+    inner: Mutex<Vec<(RequestMeta, Decision)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl StubGate {
+    /// A gate that refuses everything until told otherwise.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Admits `host`, routed directly to `to`.
+    pub fn route(&self, host: &str, to: SocketAddr) {
+        self.answer(
+            host,
+            Admission::Allow(Route::direct(vec![to], Decision::allow())),
+        );
+    }
+
+    /// Admits `host` routed directly to `to`, to be intercepted.
+    pub fn intercept(&self, host: &str, to: SocketAddr) {
+        let mut route = Route::direct(vec![to], Decision::allow());
+        route.intercept = true;
+        self.answer(host, Admission::Allow(route));
+    }
+
+    /// Answers `a` for `host`.
+    pub fn answer(&self, host: &str, a: Admission) {
+        lock(&self.routes).insert(host.to_owned(), a);
+    }
+
+    /// Answers `a` for every host it was not told about.
+    pub fn answer_others(&self, a: Admission) {
+        *lock(&self.others) = Some(a);
+    }
+
+    /// Judges requests inside intercepted tunnels in `mode`.
+    pub fn set_mode(&self, mode: Mode) {
+        *lock(&self.mode) = mode;
+    }
+
+    /// Every request [`Gate::admit`] was asked about, in order.
+    pub fn seen(&self) -> Vec<RequestMeta> {
+        lock(&self.seen).clone()
+    }
+
+    /// Every request inside an intercepted tunnel [`Gate::admit_inner`] judged, with its
+    /// decision, in order.
+    pub fn inner_seen(&self) -> Vec<(RequestMeta, Decision)> {
+        lock(&self.inner).clone()
+    }
+}
+
+impl Gate for StubGate {
+    async fn admit(&self, meta: &RequestMeta) -> Admission {
+        lock(&self.seen).push(meta.clone());
+        let host = meta.target.server_address();
+        lock(&self.routes)
+            .get(&host)
+            .cloned()
+            .or_else(|| lock(&self.others).clone())
+            .unwrap_or_else(|| Admission::Deny(Decision::deny(Reason::NotAllowed)))
+    }
+
+    async fn admit_inner(
+        &self,
+        tunnel: &RequestMeta,
+        route: &Route,
+        inner: &RequestMeta,
+    ) -> Decision {
+        let mode = *lock(&self.mode);
+        let decision = judge_inner(tunnel, route, inner, mode);
+        lock(&self.inner).push((inner.clone(), decision.clone()));
+        decision
+    }
+}
