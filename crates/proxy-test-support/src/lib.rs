@@ -4,12 +4,18 @@
 //! non-loopback dial. Everything listens on and dials loopback only.
 #![forbid(unsafe_code)]
 
+mod curl;
 mod dialer;
 mod dns;
 mod origin;
+mod spawn;
 mod tls;
+mod wait;
 
+pub use curl::{Curl, CurlOutput};
 pub use dialer::RecordingDialer;
 pub use dns::{Answer, DnsServer};
 pub use origin::{EchoServer, HttpOrigin, Seen, WsEchoServer};
+pub use spawn::{Process, output_within};
 pub use tls::{TestCa, TlsOrigin};
+pub use wait::{PATIENCE, wait_for};
