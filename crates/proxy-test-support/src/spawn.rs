@@ -173,8 +173,14 @@ impl Process {
     }
 
     /// Sends SIGTERM and waits for the exit: the exit code and the whole stderr.
-    pub fn stop(mut self) -> (Option<i32>, String) {
+    pub fn stop(self) -> (Option<i32>, String) {
         self.signal("TERM");
+        self.finish()
+    }
+
+    /// Waits for the exit (failing the test after [`PATIENCE`]) and for stderr to close: the
+    /// exit code and the whole stderr.
+    pub fn finish(mut self) -> (Option<i32>, String) {
         let code = self.wait_exit();
         self.join_stderr();
         (code, self.stderr())
