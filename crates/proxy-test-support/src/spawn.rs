@@ -112,7 +112,7 @@ impl Process {
             .clone()
     }
 
-    /// Waits until a line of stderr satisfies `pred` and returns the first such line. The test
+    /// Waits until a whole line of stderr satisfies `pred` and returns the first such line. The test
     /// fails, with the stderr so far, when the process closes stderr (it exits) without one, or
     /// after [`PATIENCE`].
     pub fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
@@ -123,7 +123,13 @@ impl Process {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         loop {
-            if let Some(line) = g.0.lines().find(|l| pred(l)) {
+            // Whole lines only: the last may still be coming.
+            let whole = if g.1 {
+                g.0.as_str()
+            } else {
+                g.0.rsplit_once('\n').map_or("", |(w, _)| w)
+            };
+            if let Some(line) = whole.lines().find(|l| pred(l)) {
                 return line.to_owned();
             }
             let left = PATIENCE.saturating_sub(begin.elapsed());

@@ -56,7 +56,7 @@ fn asleep(pid: u32) -> Vec<(String, u64)> {
 }
 
 /// The wake-ups are counted, and no time is asserted: the quiet stretch is the proxy answering
-/// fifty admin API requests, work in which nothing is decided, logged or audited. A thread
+/// a hundred admin API requests, work in which nothing is decided, logged or audited. A thread
 /// that polls wakes in that stretch and fails the test; a thread that sleeps until it has work
 /// wakes zero times. Then one decision wakes each thread, which shows that the counts see them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +97,7 @@ async fn an_idle_proxy_does_not_wake_its_log_and_audit_threads() {
     let before = asleep(pid);
 
     let health = s.api(None);
-    for _ in 0..50 {
+    for _ in 0..100 {
         assert_eq!(health.get("/health").0, 200);
     }
     let after = wakeups(pid);

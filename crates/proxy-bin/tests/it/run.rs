@@ -121,7 +121,7 @@ fn two_runs_side_by_side_get_their_own_ports() {
                 "--",
                 "sh",
                 "-c",
-                "echo $HTTP_PROXY $ALL_PROXY; read line",
+                "echo $HTTP_PROXY $ALL_PROXY; read line; true",
             ],
             &[],
         );
