@@ -8,9 +8,9 @@
 
 use std::process::{Child, Command, Stdio};
 
-use proxy_test_support::{Answer, Curl, DnsServer, HttpOrigin, wait_for};
+use proxy_test_support::{Curl, DnsServer, HttpOrigin, wait_for};
 
-use crate::support::{Home, Ran, json, ran, serve, wait_audit_line, wrapped};
+use crate::support::{Home, Ran, json, ran, resolves, serve, wait_audit_line, wrapped};
 
 #[test]
 fn check_under_local_binding_lets_star_admit_loopback_and_deny_win() {
@@ -63,14 +63,8 @@ async fn serve_under_local_binding_lets_star_reach_loopback_and_deny_wins() {
     let other = HttpOrigin::start("other", "127.0.0.3".parse().unwrap())
         .await
         .unwrap();
-    dns.set(
-        "dev.test",
-        Answer::Addrs(vec!["127.0.0.1".parse().unwrap()]),
-    );
-    dns.set(
-        "other.test",
-        Answer::Addrs(vec!["127.0.0.3".parse().unwrap()]),
-    );
+    resolves(&dns, "dev.test", "127.0.0.1");
+    resolves(&dns, "other.test", "127.0.0.3");
     let (port, other_port) = (ok.addr().port(), other.addr().port());
 
     let s = serve()

@@ -1,23 +1,21 @@
 //! The admin API of the real `netproxy serve` process: token, every route, changes in force
 //! when answered, managed constraints, reload, and no token in any log line.
 
-use crate::support::{json, public_origin, ran, serve};
+use crate::support::{World, json, serve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_change_the_running_proxy_and_never_show_the_token() {
-    let (dns, origin) = public_origin(&["api.test", "new.test", "other.test"]).await;
-    let port = origin.addr().port();
-    let s = serve()
-        .dns(&dns)
-        .public()
+    let w = World::new(&["api.test", "new.test", "other.test"]).await;
+    let port = w.origin.addr().port();
+    let s = w
+        .serve()
         .admin()
         .env("RUST_LOG", "debug")
         .args(&["--allow", "api.test"])
         .start();
     let token = s.token();
     let api = s.api(Some(&token));
-    let url = |host: &str| format!("http://{host}:{port}/x");
-    let status = |args: &[&str], host: &str| s.curl().args(args).get(url(host)).status;
+    let status = |args: &[&str], host: &str| s.curl().args(args).get(w.url(host, "x")).status;
 
     let (c, body) = s.api(None).get("/health");
     assert_eq!((c, json(&body)["status"].as_str()), (200, Some("ok")));
@@ -184,18 +182,11 @@ async fn routes_change_the_running_proxy_and_never_show_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_constraints_answer_409_and_tokens_come_from_config_or_env() {
-    let (dns, _origin) = public_origin(&[]).await;
-    let b = serve().dns(&dns).public().admin();
-    let req = b.path().join("requirements.toml");
-    std::fs::write(
-        &req,
+    let w = World::new(&[]).await;
+    let (b, _) = w.serve().admin().requirements(
         "[network]\nmode = \"limited\"\nallowed_domains = [\"api.test\"]\nmanaged_allowed_domains_only = true\n",
-    )
-    .unwrap();
-    let s = b
-        .args(&["--requirements", req.to_str().unwrap()])
-        .env("NETPROXY_ADMIN_TOKEN", "from-env-123")
-        .start();
+    );
+    let s = b.env("NETPROXY_ADMIN_TOKEN", "from-env-123").start();
     let api = s.api(Some("from-env-123"));
     assert!(!s.path().join("home/admin.token").exists());
     let (c, body) = api.post("/mode", r#"{"mode":"full"}"#);
@@ -205,9 +196,8 @@ async fn managed_constraints_answer_409_and_tokens_come_from_config_or_env() {
     assert_eq!(c, 200);
     drop(s);
 
-    let s = serve()
-        .dns(&dns)
-        .public()
+    let s = w
+        .serve()
         .admin()
         .config("[network]\nadmin_token = \"from-config-456\"\n")
         .env("NETPROXY_ADMIN_TOKEN", "from-env-123")
@@ -222,25 +212,16 @@ async fn managed_constraints_answer_409_and_tokens_come_from_config_or_env() {
 #[test]
 fn a_busy_admin_port_stops_the_start() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = serve().args(&["--admin", &busy.local_addr().unwrap().to_string()]);
-    let r = ran(b.command());
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("cannot bind the admin API listener"),
-        "{}",
-        r.stderr
-    );
-    assert!(!b.path().join("ready.json").exists());
+    serve()
+        .args(&["--admin", &busy.local_addr().unwrap().to_string()])
+        .start_fails()
+        .assert_err(1, &["cannot bind the admin API listener"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_stays_on_loopback_unless_dangerously_allowed() {
-    let (dns, _origin) = public_origin(&[]).await;
-    let s = serve()
-        .dns(&dns)
-        .public()
-        .args(&["--admin", "0.0.0.0:0"])
-        .start();
+    let w = World::new(&[]).await;
+    let s = w.serve().args(&["--admin", "0.0.0.0:0"]).start();
     let admin = s.admin.clone().unwrap();
     let err = s.stop();
     assert!(admin.starts_with("127.0.0.1:"), "{admin}");

@@ -3,31 +3,34 @@
 
 use proxy_test_support::wait_for;
 
-use crate::support::{chmod, mode, public_origin, ran, serve, wait_audit};
+use std::path::Path;
+
+use crate::support::{World, chmod, mode, planted_symlink, serve, wait_audit};
+
+/// `-c audit_log=PATH`.
+fn audit_log(path: &Path) -> [String; 2] {
+    [
+        "-c".into(),
+        format!("audit_log={:?}", path.display().to_string()),
+    ]
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_log_has_one_line_per_decision_and_follows_rotation() {
-    let (dns, origin) = public_origin(&["api.test", "other.test"]).await;
-    let port = origin.addr().port();
+    let w = World::new(&["api.test", "other.test"]).await;
+    let port = w.origin.addr().port();
     let logs = tempfile::tempdir().unwrap();
     let path = logs.path().join("audit.jsonl");
-    let s = serve()
-        .dns(&dns)
-        .public()
+    let s = w
+        .serve()
         .admin()
         .args(&["--allow", "api.test", "--deny", "other.test"])
-        .config(&format!(
-            "[network]\naudit_log = {:?}\n",
-            path.display().to_string()
-        ))
+        .args(&audit_log(&path))
         .start();
     let status = |args: &[&str], url: String| s.curl().args(args).get(url).status;
-    assert_eq!(
-        status(&[], format!("http://api.test:{port}/a?secret=1")),
-        200
-    );
-    assert_eq!(status(&["-p"], format!("http://api.test:{port}/b")), 200);
-    assert_eq!(status(&[], format!("http://other.test:{port}/c")), 403);
+    assert_eq!(status(&[], w.url("api.test", "a?secret=1")), 200);
+    assert_eq!(status(&["-p"], w.url("api.test", "b")), 200);
+    assert_eq!(status(&[], w.url("other.test", "c")), 403);
     assert_eq!(status(&[], format!("http://10.1.2.3:{port}/d")), 403);
     let read = |p: &std::path::Path, n: usize| wait_audit(p, "audit lines", |l| l.len() >= n);
     let lines = read(&path, 4);
@@ -101,7 +104,7 @@ async fn the_audit_log_has_one_line_per_decision_and_follows_rotation() {
         path.exists().then_some(()).ok_or("")
     });
     assert_eq!(mode(&path), 0o600);
-    assert_eq!(status(&[], format!("http://other.test:{port}/e")), 403);
+    assert_eq!(status(&[], w.url("other.test", "e")), 403);
     let fresh = read(&path, 1);
     assert_eq!(fresh.len(), 1);
     assert_eq!(fresh[0]["server.address"], "other.test");
@@ -114,17 +117,15 @@ async fn the_audit_log_has_one_line_per_decision_and_follows_rotation() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_log_on_a_full_disk_counts_its_losses_and_says_so_once() {
-    let (dns, origin) = public_origin(&["api.test"]).await;
-    let port = origin.addr().port();
-    let s = serve()
-        .dns(&dns)
-        .public()
+    let w = World::new(&["api.test"]).await;
+    let s = w
+        .serve()
         .admin()
         .args(&["--allow", "api.test"])
         .config("[network]\naudit_log = \"/dev/full\"\n")
         .start();
     for _ in 0..5 {
-        assert_eq!(s.get(&format!("http://api.test:{port}/")).status, 200);
+        assert_eq!(s.get(&w.url("api.test", "")).status, 200);
     }
     let api = s.api(Some(&s.token()));
     wait_for("five lost events in the metrics", || {
@@ -154,15 +155,10 @@ async fn an_audit_log_on_a_full_disk_counts_its_losses_and_says_so_once() {
 fn an_audit_log_that_cannot_be_opened_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no/such/dir/audit.jsonl");
-    let b = serve().args(&["-c", &format!("audit_log={:?}", path.display().to_string())]);
-    let r = ran(b.command());
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("cannot open the audit log"),
-        "{}",
-        r.stderr
-    );
-    assert!(!b.path().join("ready.json").exists());
+    serve()
+        .args(&audit_log(&path))
+        .start_fails()
+        .assert_err(1, &["cannot open the audit log"]);
 }
 
 /// The audit log: a named pipe (nobody reading it) or a hard link to another file at its path
@@ -171,11 +167,7 @@ fn an_audit_log_that_cannot_be_opened_stops_the_start() {
 fn the_audit_log_refuses_a_named_pipe_and_a_hard_link() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.jsonl");
-    let start = || {
-        ran(serve()
-            .args(&["-c", &format!("audit_log={:?}", log.display().to_string())])
-            .command())
-    };
+    let start = || serve().args(&audit_log(&log)).start_fails();
     let opened = format!("cannot open the audit log {}", log.display());
 
     rustix::fs::mknodat(
@@ -186,26 +178,14 @@ fn the_audit_log_refuses_a_named_pipe_and_a_hard_link() {
         0,
     )
     .unwrap();
-    let r = start();
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(&opened) && r.stderr.contains("named pipe"),
-        "{}",
-        r.stderr
-    );
+    start().assert_err(1, &[&opened, "named pipe"]);
     std::fs::remove_file(&log).unwrap();
 
     let victim = dir.path().join("victim");
     std::fs::write(&victim, "precious\n").unwrap();
     chmod(&victim, 0o644);
     std::fs::hard_link(&victim, &log).unwrap();
-    let r = start();
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(&opened) && r.stderr.contains("hard links"),
-        "{}",
-        r.stderr
-    );
+    start().assert_err(1, &[&opened, "hard links"]);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     assert_eq!(mode(&victim), 0o644);
 }
@@ -215,26 +195,21 @@ fn the_audit_log_refuses_a_named_pipe_and_a_hard_link() {
 #[test]
 fn the_audit_log_refuses_a_symlink_and_narrows_a_wide_file() {
     let dir = tempfile::tempdir().unwrap();
-    let victim = dir.path().join("victim");
-    std::fs::write(&victim, "precious\n").unwrap();
-    let log = dir.path().join("audit.jsonl");
-    std::os::unix::fs::symlink(&victim, &log).unwrap();
-    let audit_log = format!("audit_log={:?}", log.display().to_string());
-    let r = ran(serve().args(&["-c", &audit_log]).command());
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains(&format!("cannot open the audit log {}", log.display()))
-            && r.stderr.contains("symbolic link"),
-        "{}",
-        r.stderr
+    let (victim, log) = planted_symlink(dir.path(), "audit.jsonl");
+    let start = || serve().args(&audit_log(&log));
+    start().start_fails().assert_err(
+        1,
+        &[
+            &format!("cannot open the audit log {}", log.display()),
+            "symbolic link",
+        ],
     );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
 
     std::fs::remove_file(&log).unwrap();
     std::fs::write(&log, "").unwrap();
     chmod(&log, 0o644);
-    let s = serve().args(&["-c", &audit_log]).start();
+    let s = start().start();
     assert_eq!(mode(&log), 0o600);
     let stderr = s.stop();
     assert!(

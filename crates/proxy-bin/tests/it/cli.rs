@@ -1,6 +1,6 @@
 //! The real `netproxy` binary: exit codes, output and diagnostics of `check` and `config`.
 
-use crate::support::{Home, chmod};
+use crate::support::{Home, chmod, resolves};
 
 #[test]
 fn help_lists_every_command_and_no_arguments_is_a_usage_error() {
@@ -15,8 +15,7 @@ fn help_lists_every_command_and_no_arguments_is_a_usage_error() {
         );
     }
     let r = home.run(&[]);
-    assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("Usage: netproxy"), "{}", r.stderr);
+    r.assert_err(2, &["Usage: netproxy"]);
 }
 
 #[test]
@@ -66,30 +65,22 @@ fn check_allowed_denied_and_explained() {
         "evil.example",
         "evil.example:443",
     ]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stdout.contains("reason: denied (source baseline_policy)"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains("rule: evil.example (layer command-line)"),
-        "{}",
-        r.stdout
+    r.assert_out(
+        1,
+        &[
+            "reason: denied (source baseline_policy)",
+            "rule: evil.example (layer command-line)",
+        ],
     );
 
     let r = home.run(&["check", "--allow", "*", "http://0x7f.1:8080/"]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stdout.contains("deny: 127.0.0.1:8080 (http, GET)"),
-        "{}",
-        r.stdout
+    r.assert_out(
+        1,
+        &["deny: 127.0.0.1:8080 (http, GET)", "not_allowed_local"],
     );
-    assert!(r.stdout.contains("not_allowed_local"), "{}", r.stdout);
 
     let r = home.run(&["check", "example.com"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("reason: not_allowed"), "{}", r.stdout);
+    r.assert_out(1, &["reason: not_allowed"]);
 
     let r = home.run(&[
         "check",
@@ -103,12 +94,7 @@ fn check_allowed_denied_and_explained() {
         "POST",
         "x.com",
     ]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stdout.contains("method_not_allowed (source mode_guard)"),
-        "{}",
-        r.stdout
-    );
+    r.assert_out(1, &["method_not_allowed (source mode_guard)"]);
 }
 
 #[test]
@@ -163,23 +149,11 @@ fn check_usage_and_config_errors() {
     let r = home.run(&["check", "--mode", "readonly", "x.com"]);
     assert_eq!(r.code, 2);
     let r = home.run(&["check", "-c", "mdoe=\"full\"", "x.com"]);
-    assert_eq!(r.code, 3);
-    assert!(
-        r.stderr.contains("did you mean `network.mode`"),
-        "{}",
-        r.stderr
-    );
+    r.assert_err(3, &["did you mean `network.mode`"]);
     let r = home.run(&["check", "--mitm", "x.com"]);
-    assert_eq!(r.code, 3);
-    assert!(r.stderr.contains("not supported yet"), "{}", r.stderr);
+    r.assert_err(3, &["not supported yet"]);
     let r = home.run(&["check", "--config", "/nonexistent/netproxy.toml", "x.com"]);
-    assert_eq!(r.code, 3);
-    assert!(
-        r.stderr
-            .contains("/nonexistent/netproxy.toml: cannot read file"),
-        "{}",
-        r.stderr
-    );
+    r.assert_err(3, &["/nonexistent/netproxy.toml: cannot read file"]);
 }
 
 #[test]
@@ -198,14 +172,13 @@ fn layers_from_the_environment_and_managed_requirements() {
     )
     .unwrap();
     let r = home.run(&["check", "api.corp.test"]);
-    assert_eq!(r.code, 3);
-    assert!(
-        r.stderr
-            .contains("network.domains.\"evil.com\": not covered by the managed allowed_domains"),
-        "{}",
-        r.stderr
+    r.assert_err(
+        3,
+        &[
+            "network.domains.\"evil.com\": not covered by the managed allowed_domains",
+            "requirements.toml",
+        ],
     );
-    assert!(r.stderr.contains("requirements.toml"), "{}", r.stderr);
 
     let req = home.path().join("extra.toml");
     std::fs::write(&req, "[network]\nmode = \"limited\"\n").unwrap();
@@ -224,8 +197,7 @@ fn layers_from_the_environment_and_managed_requirements() {
         "POST",
         "api.corp.test",
     ]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stdout.contains("method_not_allowed"), "{}", r.stdout);
+    r.assert_out(1, &["method_not_allowed"]);
 }
 
 #[test]
@@ -245,25 +217,13 @@ fn config_show_names_layers() {
         "--allow",
         "a.com",
     ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(
-        r.stdout.contains(&format!(
-            "network.mode = \"limited\"    # {}",
-            cfg.display()
-        )),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains("network.enabled = true    # default"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout
-            .contains("network.domains.\"a.com\" = \"allow\"    # command-line"),
-        "{}",
-        r.stdout
+    r.assert_out(
+        0,
+        &[
+            &format!("network.mode = \"limited\"    # {}", cfg.display()),
+            "network.enabled = true    # default",
+            "network.domains.\"a.com\" = \"allow\"    # command-line",
+        ],
     );
     assert!(!r.stdout.contains("hunter2"));
 
@@ -343,10 +303,7 @@ fn config_validate_reports_every_diagnostic() {
 async fn check_resolves_an_allowed_name_like_serve() {
     use proxy_test_support::{Answer, DnsServer};
     let dns = DnsServer::start().await.unwrap();
-    dns.set(
-        "pub.test",
-        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
-    );
+    resolves(&dns, "pub.test", "127.0.0.2");
     dns.set(
         "loc.test",
         Answer::Addrs(vec![
@@ -377,29 +334,9 @@ async fn check_resolves_an_allowed_name_like_serve() {
         run("gone.test"),
         run("evil.test"),
     );
-    assert_eq!(r_pub.code, 0, "{}", r_pub.stdout);
-    assert!(
-        r_pub.stdout.contains("resolved: 127.0.0.2"),
-        "{}",
-        r_pub.stdout
-    );
-    assert_eq!(r_loc.code, 1);
-    assert!(
-        r_loc.stdout.contains("not_allowed_local"),
-        "{}",
-        r_loc.stdout
-    );
-    assert!(
-        r_loc.stdout.contains("resolved to 127.0.0.1"),
-        "{}",
-        r_loc.stdout
-    );
-    assert_eq!(r_gone.code, 1);
-    assert!(
-        r_gone.stdout.contains("failure: dns_failed"),
-        "{}",
-        r_gone.stdout
-    );
+    r_pub.assert_out(0, &["resolved: 127.0.0.2"]);
+    r_loc.assert_out(1, &["not_allowed_local", "resolved to 127.0.0.1"]);
+    r_gone.assert_out(1, &["failure: dns_failed"]);
     assert_eq!(r_evil.code, 1);
     // A refused name is never resolved.
     assert_eq!(dns.queries_for("evil.test"), 0);
@@ -423,33 +360,28 @@ fn requirements_files_anyone_can_write_are_refused() {
         "example.com",
     ];
     let r = home.run(&args);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stdout.contains("denied"), "{}", r.stdout);
+    r.assert_out(1, &["denied"]);
 
     chmod(&req, 0o666);
     let r = home.run(&args);
-    assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(&format!(
+    r.assert_err(
+        3,
+        &[&format!(
             "{}: refused: the file is writable by every user (mode 0666)",
             req.display()
-        )),
-        "{}",
-        r.stderr
+        )],
     );
     chmod(&req, 0o644);
 
     // A folder anyone can write without the sticky bit: the file can be replaced.
     chmod(&folder, 0o777);
     let r = home.run(&args);
-    assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(&format!(
+    r.assert_err(
+        3,
+        &[&format!(
             "it lies in {}, a folder writable by every user without the sticky bit",
             folder.display()
-        )),
-        "{}",
-        r.stderr
+        )],
     );
     // With the sticky bit, only the owner of the file can replace it.
     chmod(&folder, 0o1777);
@@ -461,12 +393,7 @@ fn requirements_files_anyone_can_write_are_refused() {
     std::fs::write(&system, "[network]\nmode = \"limited\"\n").unwrap();
     chmod(&system, 0o666);
     let r = home.run(&["config", "show"]);
-    assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(&system.display().to_string()),
-        "{}",
-        r.stderr
-    );
+    r.assert_err(3, &[&system.display().to_string()]);
     chmod(&system, 0o600);
 
     // Not owned by root: in force, with a warning.
@@ -479,15 +406,10 @@ fn requirements_files_anyone_can_write_are_refused() {
     }
     std::os::unix::fs::chown(&req, Some(65534), Some(65534)).unwrap();
     let r = home.run(&args);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(&format!(
+    r.assert_err(1, &[&format!(
             "netproxy: warning: requirements file {} is owned by uid 65534, not root: it does not hold against processes of the same user",
             req.display()
-        )),
-        "{}",
-        r.stderr
-    );
+        )]);
 }
 
 #[test]
@@ -504,14 +426,9 @@ fn a_managed_allowlist_cannot_be_escaped_through_static_hosts() {
         "dns.hosts={\"api.corp.test\"=[\"93.184.216.34\"]}",
         "api.corp.test",
     ]);
-    assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(
-        r.stderr.contains(&format!(
+    r.assert_err(3, &[&format!(
             "command-line: network.dns.hosts.\"api.corp.test\": a static host entry for a name the managed allowed_domains cover (*.corp.test) would point it at any address; only requirements may set it (constrained by {req})"
-        )),
-        "{}",
-        r.stderr
-    );
+        )]);
     // Pinned nameservers cannot be swapped for a resolver of the user's choosing.
     std::fs::write(
         home.path().join("req.toml"),
@@ -526,18 +443,13 @@ fn a_managed_allowlist_cannot_be_escaped_through_static_hosts() {
         "dns.nameservers=[\"127.0.0.1:5353\"]",
         "api.corp.test",
     ]);
-    assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("network.dns.nameservers: the managed nameservers are pinned"),
-        "{}",
-        r.stderr
+    r.assert_err(
+        3,
+        &["network.dns.nameservers: the managed nameservers are pinned"],
     );
     // The managed values are in the effective config, set by the requirements file.
     let r = home.run(&["config", "show", "--json", "--requirements", req]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("127.0.0.53:53"), "{}", r.stdout);
-    assert!(r.stdout.contains("db.corp.test"), "{}", r.stdout);
+    r.assert_out(0, &["127.0.0.53:53", "db.corp.test"]);
     // The managed static host answers without a lookup.
     let r = home.run(&["check", "--requirements", req, "http://db.corp.test/"]);
     assert!(
@@ -568,12 +480,7 @@ fn ip_shaped_globs_are_refused_and_star_with_local_binding_is_warned_about() {
         "--allow-local-binding",
         "example.com",
     ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("netproxy: warning: `*` is allowed (command-line) with allow_local_binding on (command-line): it admits every local address, cloud metadata included (169.254.169.254, and fd00:ec2::254 over IPv6 on AWS); add deny entries for them"),
-        "{}",
-        r.stderr
-    );
+    r.assert_err(0, &["netproxy: warning: `*` is allowed (command-line) with allow_local_binding on (command-line): it admits every local address, cloud metadata included (169.254.169.254, and fd00:ec2::254 over IPv6 on AWS); add deny entries for them"]);
     let r = home.run(&["check", "--no-resolve", "--allow", "*", "example.com"]);
     assert!(!r.stderr.contains("169.254.169.254"), "{}", r.stderr);
 }

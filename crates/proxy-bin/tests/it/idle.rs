@@ -7,7 +7,7 @@ use std::time::Duration;
 use proxy_test_support::wait_for;
 
 use crate::otlp::{collector, otel};
-use crate::support::{public_origin, serve, wait_audit};
+use crate::support::{World, wait_audit};
 
 /// The threads watched; their names as the kernel keeps them (cut to 15 bytes).
 const WATCHED: [&str; 3] = ["netproxy-log", "netproxy-audit-log", "netproxy-otlp"];
@@ -61,8 +61,7 @@ fn asleep(pid: u32) -> Vec<(String, u64)> {
 /// wakes zero times. Then one decision wakes each thread, which shows that the counts see them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_proxy_does_not_wake_its_log_and_audit_threads() {
-    let (dns, origin) = public_origin(&["api.test"]).await;
-    let port = origin.addr().port();
+    let w = World::new(&["api.test"]).await;
     let logs = tempfile::tempdir().unwrap();
     let audit = logs.path().join("audit.jsonl");
     let (endpoint, exported) = collector(false).await;
@@ -71,9 +70,8 @@ async fn an_idle_proxy_does_not_wake_its_log_and_audit_threads() {
         audit.display().to_string(),
         otel(&endpoint)
     );
-    let s = serve()
-        .dns(&dns)
-        .public()
+    let s = w
+        .serve()
         .admin()
         .args(&["--allow", "api.test"])
         .config(&config)
@@ -81,7 +79,7 @@ async fn an_idle_proxy_does_not_wake_its_log_and_audit_threads() {
     let pid = s.process.id();
     // One decision, seen through to its log line, audit line and export.
     let decide = |n: usize| {
-        assert_eq!(s.get(&format!("http://api.test:{port}/")).status, 200);
+        assert_eq!(s.get(&w.url("api.test", "")).status, 200);
         wait_audit(&audit, "the decision's audit line", |l| l.len() >= n);
         wait_for("the decision's export", || {
             let hosts = exported.lock().unwrap().clone();

@@ -3,33 +3,18 @@
 
 use proxy_test_support::wait_for;
 
-use crate::support::{public_origin, serve};
+use crate::support::World;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byte_and_tunnel_metrics_follow_the_traffic() {
-    let (dns, origin) = public_origin(&["api.test"]).await;
-    let port = origin.addr().port();
-    let s = serve()
-        .dns(&dns)
-        .public()
-        .admin()
-        .args(&["--allow", "api.test"])
-        .start();
+    let w = World::new(&["api.test"]).await;
+    let s = w.serve().admin().args(&["--allow", "api.test"]).start();
     let api = s.api(Some(&s.token()));
     let body = "x".repeat(1000);
     let status = |args: &[&str]| s.curl().args(args).run().status;
-    assert_eq!(
-        status(&["-d", &body, &format!("http://api.test:{port}/up")]),
-        200
-    );
-    assert_eq!(
-        status(&[&format!("http://api.test:{port}/bytes/5000")]),
-        200
-    );
-    assert_eq!(
-        status(&["-p", &format!("http://api.test:{port}/bytes/3000")]),
-        200
-    );
+    assert_eq!(status(&["-d", &body, &w.url("api.test", "up")]), 200);
+    assert_eq!(status(&[&w.url("api.test", "bytes/5000")]), 200);
+    assert_eq!(status(&["-p", &w.url("api.test", "bytes/3000")]), 200);
     let value = |text: &str, series: &str| -> u64 {
         text.lines()
             .find(|l| l.starts_with(series))

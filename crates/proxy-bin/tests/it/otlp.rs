@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use proxy_test_support::wait_for;
 
-use crate::support::{public_origin, serve};
+use crate::support::{Serve, World};
 
 /// An OTLP/HTTP collector on loopback that decodes each export and records the server
 /// address of every log record; with `hang`, it accepts and never answers.
@@ -56,22 +56,24 @@ pub(crate) fn otel(endpoint: &str) -> String {
     format!("[otel]\nexporter = \"otlp-http\"\nendpoint = {endpoint:?}\n")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn decisions_are_exported_over_otlp_and_a_hung_collector_delays_nothing() {
-    let (dns, origin) = public_origin(&["api.test", "other.test"]).await;
-    let port = origin.addr().port();
-    let (endpoint, seen) = collector(false).await;
-    let s = serve()
-        .dns(&dns)
-        .public()
+/// `netproxy serve` allowing api.test and exporting to `endpoint`.
+fn start(w: &World, endpoint: &str) -> Serve {
+    w.serve()
         .admin()
         .args(&["--allow", "api.test"])
-        .config(&otel(&endpoint))
-        .start();
+        .config(&otel(endpoint))
+        .start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_exported_over_otlp_and_a_hung_collector_delays_nothing() {
+    let w = World::new(&["api.test", "other.test"]).await;
+    let (endpoint, seen) = collector(false).await;
+    let s = start(&w, &endpoint);
     for _ in 0..5 {
-        assert_eq!(s.get(&format!("http://api.test:{port}/")).status, 200);
+        assert_eq!(s.get(&w.url("api.test", "")).status, 200);
     }
-    assert_eq!(s.get(&format!("http://other.test:{port}/")).status, 403);
+    assert_eq!(s.get(&w.url("other.test", "")).status, 403);
     let hosts = wait_for("six exported decisions", || {
         let hosts = seen.lock().unwrap().clone();
         if hosts.len() >= 6 {
@@ -95,15 +97,9 @@ async fn decisions_are_exported_over_otlp_and_a_hung_collector_delays_nothing() 
     // A collector that never answers: requests go through as usual, and the process still
     // stops (its export is bounded).
     let (endpoint, _) = collector(true).await;
-    let s = serve()
-        .dns(&dns)
-        .public()
-        .admin()
-        .args(&["--allow", "api.test"])
-        .config(&otel(&endpoint))
-        .start();
+    let s = start(&w, &endpoint);
     for _ in 0..50 {
-        assert_eq!(s.get(&format!("http://api.test:{port}/")).status, 200);
+        assert_eq!(s.get(&w.url("api.test", "")).status, 200);
     }
     let (_, metrics) = s.api(Some(&s.token())).get("/metrics");
     assert!(

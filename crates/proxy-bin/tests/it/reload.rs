@@ -4,20 +4,16 @@
 
 use proxy_test_support::wait_for;
 
-use crate::support::{chmod, inotify_watches, json, public_origin, serve};
+use crate::support::{World, chmod, inotify_watches, json, serve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_good_files_and_keeps_the_last_good_policy() {
-    let (dns, origin) = public_origin(&["a.test", "b.test"]).await;
-    let port = origin.addr().port();
-    let b = serve().dns(&dns).public();
-    let req = b.path().join("requirements.toml");
-    std::fs::write(&req, "[network]\nmode = \"limited\"\n").unwrap();
+    let w = World::new(&["a.test", "b.test"]).await;
+    let (b, _) = w.serve().requirements("[network]\nmode = \"limited\"\n");
     let s = b
-        .args(&["--requirements", req.to_str().unwrap()])
         .config("[network.domains]\n\"a.test\" = \"allow\"\n")
         .start();
-    let get = |host: &str| s.get(&format!("http://{host}:{port}/")).status;
+    let get = |host: &str| s.get(&w.url(host, "")).status;
     assert_eq!(get("a.test"), 200);
     assert_eq!(get("b.test"), 403);
 
@@ -59,12 +55,11 @@ async fn sighup_reloads_good_files_and_keeps_the_last_good_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_config_file_is_reloaded_without_a_signal() {
-    let (dns, origin) = public_origin(&["a.test"]).await;
-    let port = origin.addr().port();
-    let s = serve().dns(&dns).public().start();
+    let w = World::new(&["a.test"]).await;
+    let s = w.serve().start();
     // It watches its files (what `netproxy run` must not do).
     assert!(inotify_watches(s.process.id()) > 0);
-    let get = || s.get(&format!("http://a.test:{port}/")).status;
+    let get = || s.get(&w.url("a.test", "")).status;
     assert_eq!(get(), 403);
     // Replace the file the way editors do: write a new file, rename it over the old one.
     let tmp = s.path().join("netproxy.toml.new");
@@ -79,15 +74,13 @@ async fn a_changed_config_file_is_reloaded_without_a_signal() {
 #[test]
 fn a_reload_that_breaks_the_requirements_keeps_the_last_good_policy() {
     let token = "reload-test-token";
-    let b = serve().admin().env("NETPROXY_ADMIN_TOKEN", token);
-    let req = b.path().join("req.toml");
-    std::fs::write(
-        &req,
-        "[network]\nallowed_domains = [\"*.corp.test\"]\nallowlist_expansion_enabled = true\n",
-    )
-    .unwrap();
+    let (b, req) = serve()
+        .admin()
+        .env("NETPROXY_ADMIN_TOKEN", token)
+        .requirements(
+            "[network]\nallowed_domains = [\"*.corp.test\"]\nallowlist_expansion_enabled = true\n",
+        );
     let s = b
-        .args(&["--requirements", req.to_str().unwrap()])
         .config("[network.domains]\n\"one.example\" = \"allow\"\n")
         .start();
     let api = s.api(Some(token));

@@ -42,6 +42,11 @@ fn revocations(s: &Serve, n: usize) -> Vec<serde_json::Value> {
     }))
 }
 
+/// A TCP echo server on `ip`.
+async fn echo_server(ip: Ipv4Addr) -> EchoServer {
+    EchoServer::start(IpAddr::V4(ip)).await.unwrap()
+}
+
 fn config_text(dir: &Path, treat_as_public: bool) -> String {
     let public = if treat_as_public {
         "treat_as_public = [\"127.0.0.2/32\"]\n"
@@ -170,12 +175,8 @@ async fn keepalive_origin() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_narrower_policy_closes_open_connections_and_records_why() {
     let dns = DnsServer::start().await.unwrap();
-    let echo = EchoServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .await
-        .unwrap();
-    let public_echo = EchoServer::start(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
-        .await
-        .unwrap();
+    let echo = echo_server(Ipv4Addr::LOCALHOST).await;
+    let public_echo = echo_server(Ipv4Addr::new(127, 0, 0, 2)).await;
     let ws = WsEchoServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST))
         .await
         .unwrap();
@@ -275,9 +276,7 @@ async fn a_narrower_policy_closes_open_connections_and_records_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limited_mode_closes_open_tunnels() {
     let dns = DnsServer::start().await.unwrap();
-    let echo = EchoServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .await
-        .unwrap();
+    let echo = echo_server(Ipv4Addr::LOCALHOST).await;
     let serve = start(&dns);
     let mut connect = connect_tunnel(&serve.http, &echo.addr().to_string()).await;
     assert!(echoes(&mut connect).await);
@@ -372,9 +371,7 @@ async fn a_narrower_policy_drops_a_udp_associations_verdict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_through_an_upstream_proxy_is_judged_by_the_targets_addresses() {
     let dns = DnsServer::start().await.unwrap();
-    let echo = EchoServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .await
-        .unwrap();
+    let echo = echo_server(Ipv4Addr::LOCALHOST).await;
     dns.set(
         "svc.test",
         Answer::Addrs(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),

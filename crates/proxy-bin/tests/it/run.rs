@@ -6,9 +6,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use proxy_test_support::{Answer, DnsServer, HttpOrigin, Process};
+use proxy_test_support::{DnsServer, HttpOrigin, Process};
 
-use crate::support::{AdminApi, Home, inotify_watches, json, public_origin, ran, wrapped};
+use crate::support::{
+    AdminApi, Home, inotify_watches, json, public_origin, ran, resolves, wrapped,
+};
 
 /// `netproxy ARGS` run from `home`, with `env` added.
 fn netproxy(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -129,7 +131,7 @@ fn two_runs_side_by_side_get_their_own_ports() {
         Process::spawn(cmd)
     };
     let (mut a, mut b) = (spawn(), spawn());
-    let (a_said, b_said) = (first_line(&mut a), first_line(&mut b));
+    let (a_said, b_said) = (stdout_lines(&mut a)(), stdout_lines(&mut b)());
     assert!(
         a_said.contains("127.0.0.1:") && b_said.contains("127.0.0.1:"),
         "{a_said} {b_said}"
@@ -139,15 +141,6 @@ fn two_runs_side_by_side_get_their_own_ports() {
         drop(p.child().stdin.take());
         assert_eq!(p.finish().0, Some(0));
     }
-}
-
-/// The first line the process writes on stdout.
-fn first_line(p: &mut Process) -> String {
-    let mut line = String::new();
-    BufReader::new(p.child().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    line
 }
 
 #[test]
@@ -293,6 +286,11 @@ async fn world() -> World {
 }
 
 impl World {
+    /// The paths the origin was asked for.
+    fn paths(&self) -> Vec<String> {
+        self.origin.seen().into_iter().map(|s| s.target).collect()
+    }
+
     fn run(&self, extra: &[&str], script: &str) -> Command {
         let dns = format!("dns.nameservers=[\"{}\"]", self.dns.addr());
         let mut args = vec![
@@ -329,18 +327,18 @@ async fn curl_in_the_child_goes_through_the_proxy_over_http_connect_and_socks() 
     let stdout = out.stdout;
     let stderr = out.stderr;
     assert_eq!(out.code, 5, "{stdout}{stderr}");
-    for line in [
-        "http 200",
-        "connect 200",
-        "socks 200",
-        "denied 403",
-        "denied-connect 403",
-        "denied-socks 000",
-    ] {
-        assert!(stdout.lines().any(|l| l == line), "{line}: {stdout}");
-    }
-    let paths: Vec<String> = w.origin.seen().iter().map(|s| s.target.clone()).collect();
-    assert_eq!(paths, ["/plain", "/tunnel", "/socks"]);
+    has_lines(
+        &stdout,
+        &[
+            "http 200",
+            "connect 200",
+            "socks 200",
+            "denied 403",
+            "denied-connect 403",
+            "denied-socks 000",
+        ],
+    );
+    assert_eq!(w.paths(), ["/plain", "/tunnel", "/socks"]);
     // The summary: every refusal counted, each target once, with its reason.
     assert!(
         stderr.contains(&format!(
@@ -551,21 +549,21 @@ async fn proxy_auth_admits_the_child_and_refuses_other_clients() {
     let stdout = out.stdout;
     assert_eq!(out.code, 0, "{stdout}{}", out.stderr);
     assert!(!stdout.contains("bad url"), "{stdout}");
-    for line in [
-        "http 200",
-        "connect 200",
-        "socks 200",
-        "urllib 200",
-        "proxy-authenticate: Basic realm=\"netproxy\"",
-        "stranger 407",
-        "stranger-connect 407",
-        "stranger-socks 000",
-        "wrong 407",
-    ] {
-        assert!(stdout.lines().any(|l| l == line), "{line}: {stdout}");
-    }
-    let paths: Vec<String> = w.origin.seen().iter().map(|s| s.target.clone()).collect();
-    assert_eq!(paths, ["/a", "/b", "/c", "/d"]);
+    has_lines(
+        &stdout,
+        &[
+            "http 200",
+            "connect 200",
+            "socks 200",
+            "urllib 200",
+            "proxy-authenticate: Basic realm=\"netproxy\"",
+            "stranger 407",
+            "stranger-connect 407",
+            "stranger-socks 000",
+            "wrong 407",
+        ],
+    );
+    assert_eq!(w.paths(), ["/a", "/b", "/c", "/d"]);
     // The credential never reaches the origin.
     assert!(
         w.origin
@@ -590,10 +588,7 @@ async fn readme_run_example() {
     )
     .await
     .unwrap();
-    w.dns.set(
-        "example.test",
-        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
-    );
+    resolves(&w.dns, "example.test", "127.0.0.2");
     let port = origin.addr().port();
     let ca_file = w.home.path().join("ca.pem");
     std::fs::write(&ca_file, ca.cert_pem()).unwrap();
@@ -632,6 +627,18 @@ async fn readme_run_example() {
              netproxy: blocked 1 request: example.test:{port} (not_allowed)\n"
         )
     );
+}
+
+/// The status of `METHOD PATH` (with `body`) on the admin API at `addr`, called with `token`.
+fn admin_status(addr: &str, token: &str, method: &str, path: &str, body: Option<&str>) -> u16 {
+    AdminApi::new(addr, Some(token)).call(method, path, body).0
+}
+
+/// Asserts that each of `lines` is a line of `stdout`.
+fn has_lines(stdout: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(stdout.lines().any(|l| l == *line), "{line}: {stdout}");
+    }
 }
 
 /// `netproxy ARGS` started through `sh` with descriptor 3 open for appending to `token_file`
@@ -684,6 +691,53 @@ fn admin_addr(line: &str) -> String {
         .to_owned()
 }
 
+/// `netproxy run ARGS --admin 127.0.0.1:0 --admin-token-fd 3 -- sh -c SCRIPT` through
+/// [`with_fd3`], stdin and stdout piped; once its admin API is up: the process, the line that
+/// says so, and the API's address.
+fn run_with_admin(
+    home: &Home,
+    token_file: &Path,
+    wrap: &[&str],
+    args: &[&str],
+    script: &str,
+    env: &[(&str, &str)],
+) -> (Process, String, String) {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
+        "--admin",
+        "127.0.0.1:0",
+        "--admin-token-fd",
+        "3",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let mut cmd = with_fd3(home, token_file, wrap, &all, env);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let p = Process::spawn(cmd);
+    let line = admin_line(&p);
+    let addr = admin_addr(&line);
+    (p, line, addr)
+}
+
+/// Writes `text` to the process's stdin.
+fn say(p: &mut Process, text: &str) {
+    let stdin = p.child().stdin.as_mut().unwrap();
+    stdin.write_all(text.as_bytes()).unwrap();
+}
+
+/// Reads the lines the process writes on stdout, one a call (with its newline).
+fn stdout_lines(p: &mut Process) -> impl FnMut() -> String + use<> {
+    let mut out = BufReader::new(p.child().stdout.take().unwrap());
+    move || {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        line
+    }
+}
+
 #[test]
 fn run_opens_the_admin_api_only_when_asked() {
     let home = Home::new();
@@ -699,78 +753,35 @@ fn run_opens_the_admin_api_only_when_asked() {
     private_file(&token_file);
     let cfg = home.path().join("cfg.toml");
     std::fs::write(&cfg, "[network]\nadmin_token = \"configured\"\n").unwrap();
-    let mut cmd = with_fd3(
+    let (mut child, line, addr) = run_with_admin(
         &home,
         &token_file,
         &[],
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--admin",
-            "127.0.0.1:0",
-            "--admin-token-fd",
-            "3",
-            "--",
-            "sh",
-            "-c",
-            "read line",
-        ],
+        &["--config", cfg.to_str().unwrap()],
+        "read line",
         &[("NETPROXY_ADMIN_TOKEN", "secret")],
     );
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null());
-    let mut child = Process::spawn(cmd);
-    let line = admin_line(&child);
     assert!(
         line.contains("(token: written to --admin-token-fd 3)"),
         "{line}"
     );
-    let addr = admin_addr(&line);
     let token = std::fs::read_to_string(&token_file).unwrap();
     assert_eq!(token.len(), 65, "{token:?}");
     assert!(token.ends_with('\n'));
     let token = token.trim();
     assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
     assert!(!home.user_dir().join("admin.token").exists());
+    assert_eq!(admin_status(&addr, "wrong", "GET", "/patterns", None), 401);
+    assert_eq!(admin_status(&addr, "secret", "GET", "/patterns", None), 401);
     assert_eq!(
-        AdminApi::new(&addr, Some("wrong"))
-            .call("GET", "/patterns", None)
-            .0,
+        admin_status(&addr, "configured", "GET", "/patterns", None),
         401
     );
-    assert_eq!(
-        AdminApi::new(&addr, Some("secret"))
-            .call("GET", "/patterns", None)
-            .0,
-        401
-    );
-    assert_eq!(
-        AdminApi::new(&addr, Some("configured"))
-            .call("GET", "/patterns", None)
-            .0,
-        401
-    );
-    assert_eq!(
-        AdminApi::new(&addr, Some(token))
-            .call("GET", "/patterns", None)
-            .0,
-        200
-    );
+    assert_eq!(admin_status(&addr, token, "GET", "/patterns", None), 200);
     // The child ends; so does the admin API.
-    child
-        .child()
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"\n")
-        .unwrap();
+    say(&mut child, "\n");
     assert_eq!(child.wait_exit(), Some(0));
-    assert_eq!(
-        AdminApi::new(&addr, Some(token))
-            .call("GET", "/patterns", None)
-            .0,
-        0
-    );
+    assert_eq!(admin_status(&addr, token, "GET", "/patterns", None), 0);
 
     // Without --admin-token-fd, and stderr not a terminal, the token is nowhere.
     let out = ran(netproxy(
@@ -909,39 +920,19 @@ echo "runtime $(c)"
         home = user_cfg.parent().unwrap().display(),
         user = user_cfg.display(),
     );
-    let mut cmd = with_fd3(
+    let (mut child, _, addr) = run_with_admin(
         &home,
         &token_file,
         &[],
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--admin",
-            "127.0.0.1:0",
-            "--admin-token-fd",
-            "3",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
+        &["--config", cfg.to_str().unwrap()],
+        &script,
         &[],
     );
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-    let mut child = Process::spawn(cmd);
-    let line = admin_line(&child);
-    let addr = admin_addr(&line);
     let token = std::fs::read_to_string(&token_file)
         .unwrap()
         .trim()
         .to_owned();
-    let mut out = BufReader::new(child.child().stdout.take().unwrap());
-    let mut next = || {
-        let mut l = String::new();
-        out.read_line(&mut l).unwrap();
-        l
-    };
+    let mut next = stdout_lines(&mut child);
     assert_eq!(next(), "before 403\n");
     assert_eq!(next(), "after 403\n");
     assert!(
@@ -967,13 +958,7 @@ echo "runtime $(c)"
         patterns["allowed"],
         serde_json::json!([format!("127.0.0.1:{port}")])
     );
-    child
-        .child()
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"\n")
-        .unwrap();
+    say(&mut child, "\n");
     assert_eq!(next(), "runtime 200\n");
     assert_eq!(child.wait_exit(), Some(0));
 
@@ -1023,7 +1008,7 @@ echo "old token $(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' -X POST -
 echo "token file $(cat /work/does-not-matter 2>/dev/null; if cat "$TOKEN_FILE" 2>/dev/null; then echo readable; else echo refused; fi)"
 read done
 "#;
-    let mut cmd = with_fd3(
+    let (mut child, _, addr) = run_with_admin(
         &home,
         &token_file,
         &[
@@ -1032,33 +1017,15 @@ read done
             "--regid=65534",
             "--clear-groups",
         ],
-        &[
-            "run",
-            "--admin",
-            "127.0.0.1:0",
-            "--admin-token-fd",
-            "3",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ],
+        &[],
+        script,
         &[
             ("NETPROXY_ADMIN_TOKEN", "secret"),
             ("NETPROXY_WORKER_THREADS", "1"),
             ("TOKEN_FILE", token_file.to_str().unwrap()),
         ],
     );
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-    let mut child = Process::spawn(cmd);
-    let line = admin_line(&child);
-    let addr = admin_addr(&line);
-    let mut out = BufReader::new(child.child().stdout.take().unwrap());
-    let mut next = || {
-        let mut l = String::new();
-        out.read_line(&mut l).unwrap();
-        l
-    };
+    let mut next = stdout_lines(&mut child);
     assert_eq!(
         next(),
         "NETPROXY_ACTIVE=1 NETPROXY_ALLOW_LOCAL_BINDING=0 \n"
@@ -1066,8 +1033,7 @@ read done
     assert_eq!(next(), "environ refused\n");
     // The same process's world-readable files stay readable: the refusal is non-dumpability.
     assert_eq!(next(), "cmdline readable\n");
-    let mut stdin = child.child().stdin.take().unwrap();
-    stdin.write_all(format!("{addr}\n").as_bytes()).unwrap();
+    say(&mut child, &format!("{addr}\n"));
     assert_eq!(next(), "old token 401\n");
     assert_eq!(next(), "token file refused\n");
     // While the child runs, the caller's token works.
@@ -1075,18 +1041,11 @@ read done
     assert_eq!(token.len(), 65, "{token:?}");
     let change = r#"{"allow":["good.example"]}"#;
     assert_eq!(
-        AdminApi::new(&addr, Some(token.trim()))
-            .call("POST", "/domains", Some(change))
-            .0,
+        admin_status(&addr, token.trim(), "POST", "/domains", Some(change)),
         200
     );
-    assert_eq!(
-        AdminApi::new(&addr, Some("secret"))
-            .call("GET", "/patterns", None)
-            .0,
-        401
-    );
-    stdin.write_all(b"\n").unwrap();
+    assert_eq!(admin_status(&addr, "secret", "GET", "/patterns", None), 401);
+    say(&mut child, "\n");
     let (code, stderr) = child.finish();
     assert_eq!(code, Some(0));
     assert!(!stderr.contains(token.trim()));

@@ -5,24 +5,19 @@ use std::time::Duration;
 
 use proxy_test_support::{Answer, DnsServer, HttpOrigin};
 
-use crate::support::{json, mode, public_origin, ran, serve};
+use crate::support::{World, json, mode, planted_symlink, resolves, serve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_allowed_names_and_refuses_the_rest() {
-    let (dns, origin) = public_origin(&["api.test"]).await;
-    let port = origin.addr().port();
-    dns.set(
-        "local.test",
-        Answer::Addrs(vec!["127.0.0.1".parse().unwrap()]),
-    );
-    dns.set("gone.test", Answer::NxDomain);
-    dns.set("silent.test", Answer::Drop);
-    let s = serve()
-        .dns(&dns)
-        .public()
+    let w = World::new(&["api.test"]).await;
+    resolves(&w.dns, "local.test", "127.0.0.1");
+    w.dns.set("gone.test", Answer::NxDomain);
+    w.dns.set("silent.test", Answer::Drop);
+    let s = w
+        .serve()
         .args(&["--allow", "*.test", "--deny", "evil.test"])
         .start();
-    let r = s.get(&format!("http://api.test:{port}/hi"));
+    let r = s.get(&w.url("api.test", "hi"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("GET /hi 0"), "{}", r.text());
     for (host, want, reason) in [
@@ -33,7 +28,7 @@ async fn serves_allowed_names_and_refuses_the_rest() {
         // No answer at all: dns.timeout_ms is 500, so 502 well within 3x, not a hang.
         ("silent.test", 502, "dns_failed"),
     ] {
-        let r = s.get(&format!("http://{host}:{port}/"));
+        let r = s.get(&w.url(host, ""));
         assert_eq!(r.status, want, "{host}: {}", r.text());
         assert!(
             r.text().contains(&format!("\"reason\":\"{reason}\"")),
@@ -42,25 +37,23 @@ async fn serves_allowed_names_and_refuses_the_rest() {
         );
     }
     // CONNECT through curl -p to the same origin (plain HTTP inside the tunnel).
-    let r = s
-        .curl()
-        .arg("-p")
-        .get(format!("http://api.test:{port}/tunnelled"));
+    let r = s.curl().arg("-p").get(w.url("api.test", "tunnelled"));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(dns.queries_for("evil.test"), 0);
-    assert_eq!(origin.seen().len(), 2);
+    assert_eq!(w.dns.queries_for("evil.test"), 0);
+    assert_eq!(w.origin.seen().len(), 2);
 }
 
 #[test]
 fn a_bad_config_exits_3_and_a_busy_port_exits_1() {
-    let r = ran(serve().args(&["-c", "mdoe=1"]).command());
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    serve()
+        .args(&["-c", "mdoe=1"])
+        .start_fails()
+        .assert_err(3, &[]);
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let r = ran(serve()
+    serve()
         .args(&["--http", &busy.local_addr().unwrap().to_string()])
-        .command());
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("cannot bind"), "{}", r.stderr);
+        .start_fails()
+        .assert_err(1, &["cannot bind"]);
 }
 
 /// An upstream proxy for the chaining test: proxy-http with a gate that sends every request to
@@ -89,10 +82,7 @@ async fn chains_through_the_upstream_proxy_after_judging_and_refuses_a_loop() {
         .await
         .unwrap();
     let port = origin.addr().port();
-    dns.set(
-        "api.test",
-        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
-    );
+    resolves(&dns, "api.test", "127.0.0.2");
     let gate = std::sync::Arc::new(UpstreamGate::default());
     *gate.to.lock().unwrap() = Some(origin.addr());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -153,18 +143,16 @@ async fn chains_through_the_upstream_proxy_after_judging_and_refuses_a_loop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limited_mode_and_a_disabled_proxy_on_the_wire() {
-    let (dns, origin) = public_origin(&["api.test"]).await;
-    let port = origin.addr().port();
-    let s = serve()
-        .dns(&dns)
-        .public()
+    let w = World::new(&["api.test"]).await;
+    let s = w
+        .serve()
         .args(&["--allow", "*.test", "--mode", "limited"])
         .start();
-    assert_eq!(s.get(&format!("http://api.test:{port}/read")).status, 200);
+    assert_eq!(s.get(&w.url("api.test", "read")).status, 200);
     let r = s
         .curl()
         .args(["-X", "POST", "-d", "x"])
-        .get(format!("http://api.test:{port}/write"));
+        .get(w.url("api.test", "write"));
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(
         r.text().contains("\"reason\":\"method_not_allowed\"")
@@ -172,25 +160,22 @@ async fn limited_mode_and_a_disabled_proxy_on_the_wire() {
         "{}",
         r.text()
     );
-    let r = s
-        .curl()
-        .args(["-p", "-v"])
-        .get(format!("http://api.test:{port}/"));
+    let r = s.curl().args(["-p", "-v"]).get(w.url("api.test", ""));
     assert!(
         r.text().contains("x-proxy-error: blocked-by-mitm-required"),
         "{}",
         r.text()
     );
     // Only the GET reached the origin.
-    assert_eq!(origin.seen().len(), 1);
+    assert_eq!(w.origin.seen().len(), 1);
     drop(s);
-    let before = dns.queries_for("api.test");
+    let before = w.dns.queries_for("api.test");
 
     let s = serve()
-        .dns(&dns)
+        .dns(&w.dns)
         .args(&["-c", "enabled=false", "--allow", "*.test"])
         .start();
-    let r = s.get(&format!("http://api.test:{port}/"));
+    let r = s.get(&w.url("api.test", ""));
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(
         r.text().contains("\"reason\":\"proxy_disabled\""),
@@ -198,7 +183,7 @@ async fn limited_mode_and_a_disabled_proxy_on_the_wire() {
         r.text()
     );
     assert_eq!(
-        dns.queries_for("api.test"),
+        w.dns.queries_for("api.test"),
         before,
         "a disabled proxy resolves nothing"
     );
@@ -217,10 +202,7 @@ async fn https_through_a_connect_tunnel_with_real_tls() {
     .await
     .unwrap();
     let port = origin.addr().port();
-    dns.set(
-        "secure.test",
-        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
-    );
+    resolves(&dns, "secure.test", "127.0.0.2");
     let s = serve()
         .dns(&dns)
         .public()
@@ -247,19 +229,16 @@ async fn https_through_a_connect_tunnel_with_real_tls() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn decisions_reach_the_json_log_at_info_and_not_at_warn() {
-    let (dns, origin) = public_origin(&["api.test"]).await;
-    let port = origin.addr().port();
+    let w = World::new(&["api.test"]).await;
     for (level, logged) in [("info", true), ("warn", false)] {
-        let s = serve()
-            .dns(&dns)
-            .public()
+        let s = w
+            .serve()
             .args(&["--log-format", "json", "--allow", "api.test"])
             .env("RUST_LOG", level)
             .start();
         let codes = [
-            s.get(&format!("http://api.test:{port}/hi?token=secret"))
-                .status,
-            s.get(&format!("http://evil.test:{port}/")).status,
+            s.get(&w.url("api.test", "hi?token=secret")).status,
+            s.get(&w.url("evil.test", "")).status,
         ];
         assert_eq!(codes, [200, 403]);
         let stderr = s.stop();
@@ -292,10 +271,7 @@ async fn decisions_reach_the_json_log_at_info_and_not_at_warn() {
 #[test]
 fn the_ready_file_replaces_a_planted_symlink() {
     let dir = tempfile::tempdir().unwrap();
-    let victim = dir.path().join("victim");
-    std::fs::write(&victim, "precious\n").unwrap();
-    let ready = dir.path().join("ready.json");
-    std::os::unix::fs::symlink(&victim, &ready).unwrap();
+    let (victim, ready) = planted_symlink(dir.path(), "ready.json");
     // Ready once the file there is a regular file (the pid in it is checked too).
     let s = serve().ready_file(&ready).start();
     assert_eq!(

@@ -2,19 +2,16 @@
 //! by name through the real gate, and a UDP association flooded with refused destinations.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use proxy_test_support::{Answer, Curl, DnsServer};
+use proxy_test_support::{Curl, DnsServer};
 
-use crate::support::{datagram, public_origin, serve, udp_associate, udp_echo};
+use crate::support::{World, datagram, reply, resolves, serve, udp_associate, udp_echo};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks5_with_curl_by_name_and_by_address() {
-    let (dns, origin) = public_origin(&["api.test"]).await;
-    let port = origin.addr().port();
-    let s = serve()
-        .dns(&dns)
-        .public()
+    let w = World::new(&["api.test"]).await;
+    let s = w
+        .serve()
         .socks()
         .args(&[
             "--allow",
@@ -28,18 +25,15 @@ async fn socks5_with_curl_by_name_and_by_address() {
     let socks = s.socks.clone().unwrap();
     let get = |flag: &str, url: String| Curl::new().args([flag, &socks]).get(url);
     // socks5h: the name goes to netproxy, which judges and resolves it.
-    let r = get(
-        "--socks5-hostname",
-        format!("http://api.test:{port}/by-name"),
-    );
+    let r = get("--socks5-hostname", w.url("api.test", "by-name"));
     assert_eq!(r.status, 200, "{}", r.text());
     // socks5 with an address: judged as that address.
-    let r = get("--socks5", format!("http://127.0.0.2:{port}/by-address"));
+    let r = get("--socks5", w.url("127.0.0.2", "by-address"));
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = get("--socks5-hostname", format!("http://evil.test:{port}/"));
+    let r = get("--socks5-hostname", w.url("evil.test", ""));
     assert_eq!(r.status, 0);
-    assert_eq!(origin.seen().len(), 2);
-    assert_eq!(dns.queries_for("evil.test"), 0);
+    assert_eq!(w.origin.seen().len(), 2);
+    assert_eq!(w.dns.queries_for("evil.test"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,14 +42,8 @@ async fn socks5_udp_by_name_through_the_real_gate() {
     let (echo, _) = udp_echo("127.0.0.2:0").await;
     // Where a datagram for local.test would go, were it let through: it would come back.
     let (_, local_got) = udp_echo(&format!("127.0.0.1:{}", echo.port())).await;
-    dns.set(
-        "udp.test",
-        Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]),
-    );
-    dns.set(
-        "local.test",
-        Answer::Addrs(vec!["127.0.0.1".parse().unwrap()]),
-    );
+    resolves(&dns, "udp.test", "127.0.0.2");
+    resolves(&dns, "local.test", "127.0.0.1");
     let s = serve()
         .dns(&dns)
         .public()
@@ -72,16 +60,11 @@ async fn socks5_udp_by_name_through_the_real_gate() {
         d.extend_from_slice(payload);
         d
     };
-    let mut buf = vec![0u8; 2048];
     client
         .send_to(&send("udp.test", b"hello udp"), relay)
         .await
         .unwrap();
-    let (n, _) = tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(buf[..n].ends_with(b"hello udp"));
+    assert!(reply(&client).await.ends_with(b"hello udp"));
     // A name that resolves locally is refused and dropped; the association stays up. The
     // relay handles datagrams in order: the next answer is the one to the datagram after.
     client
@@ -92,11 +75,8 @@ async fn socks5_udp_by_name_through_the_real_gate() {
         .send_to(&send("udp.test", b"again"), relay)
         .await
         .unwrap();
-    let (n, _) = tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(buf[..n].ends_with(b"again"), "{:?}", &buf[..n]);
+    let again = reply(&client).await;
+    assert!(again.ends_with(b"again"), "{again:?}");
     assert_eq!(local_got.load(std::sync::atomic::Ordering::SeqCst), 0);
     // Resolved once per association and destination.
     assert!(dns.queries_for("udp.test") <= 2, "{:?}", dns.queries());
@@ -137,18 +117,13 @@ async fn a_udp_association_flooded_with_refused_destinations_stays_small() {
     };
     // Batches small enough for the relay's receive buffer, each followed by an echo round
     // trip: the relay handles datagrams in order, so the batch has been judged by then.
-    let mut buf = vec![0u8; 2048];
-    let mut flood = async |from: u32, to: u32| {
+    let flood = async |from: u32, to: u32| {
         for start in (from..to).step_by(100) {
             for i in start..(start + 100).min(to) {
                 client.send_to(&refused(i), relay).await.unwrap();
             }
             client.send_to(&datagram(echo, b"x"), relay).await.unwrap();
-            let (n, _) = tokio::time::timeout(Duration::from_secs(10), client.recv_from(&mut buf))
-                .await
-                .expect("the relay stopped answering")
-                .unwrap();
-            assert!(buf[..n].ends_with(b"x"));
+            assert!(reply(&client).await.ends_with(b"x"));
         }
     };
     let pid = s.process.id();

@@ -297,97 +297,104 @@ fn assert_not_allowed(s: &Serve, sockets: &[&Path]) {
     }
 }
 
-/// A folder `T/base/d` holding the allowed socket ("A", at `T/base/d/allowed.sock`) and a
-/// socket of the same name the child should never reach ("SECRET", at
-/// `T/secretdir/allowed.sock`). Returns the temporary folder, the allowed path and the servers.
-fn allowed_and_secret() -> (tempfile::TempDir, PathBuf, UnixServer, UnixServer) {
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path();
-    std::fs::create_dir_all(t.join("base").join("d")).unwrap();
-    std::fs::create_dir(t.join("secretdir")).unwrap();
-    let allowed = t.join("base").join("d").join("allowed.sock");
-    let a = UnixServer::start(&allowed, Some("A"));
-    let secret = UnixServer::start(&t.join("secretdir").join("allowed.sock"), Some("SECRET"));
-    (dir, allowed, a, secret)
+/// A folder `T/base/d` holding the allowed socket ("A", at `T/base/d/allowed.sock`), a socket
+/// of the same name the child should never reach ("SECRET", at `T/secretdir/allowed.sock`),
+/// and `netproxy serve` (`args` added) allowing the first, which it reaches.
+struct Swap {
+    _dns: DnsServer,
+    dir: tempfile::TempDir,
+    allowed: PathBuf,
+    a: UnixServer,
+    secret: UnixServer,
+    s: Serve,
 }
 
-/// What a child that can write `T/base` does: `mv base/d base/d.real; ln -s T/secretdir base/d`,
-/// so that the allowed path now leads, through its folder, to SECRET.
-fn swap_folder_for_symlink(t: &Path) {
-    let base = t.join("base");
-    std::fs::rename(base.join("d"), base.join("d.real")).unwrap();
-    std::os::unix::fs::symlink(t.join("secretdir"), base.join("d")).unwrap();
+impl Swap {
+    async fn start(args: &[&str]) -> Self {
+        let dns = DnsServer::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path();
+        std::fs::create_dir_all(t.join("base").join("d")).unwrap();
+        std::fs::create_dir(t.join("secretdir")).unwrap();
+        let allowed = t.join("base").join("d").join("allowed.sock");
+        let a = UnixServer::start(&allowed, Some("A"));
+        let secret = UnixServer::start(&t.join("secretdir").join("allowed.sock"), Some("SECRET"));
+        let s = serve()
+            .dns(&dns)
+            .args(args)
+            .config(&unix_socket_config(&[&allowed]))
+            .start();
+        assert_eq!(ask_unix(&s, &allowed), (200, "A".to_owned()));
+        Self {
+            _dns: dns,
+            dir,
+            allowed,
+            a,
+            secret,
+            s,
+        }
+    }
+
+    /// What a child that can write `T/base` does: `mv base/d base/d.real; ln -s T/secretdir
+    /// base/d`, so that the allowed path now leads, through its folder, to SECRET.
+    fn swap_folder_for_symlink(&self) {
+        let base = self.dir.path().join("base");
+        std::fs::rename(base.join("d"), base.join("d.real")).unwrap();
+        std::os::unix::fs::symlink(self.dir.path().join("secretdir"), base.join("d")).unwrap();
+    }
+
+    /// Requests for the allowed path and for SECRET directly are refused, and none reached
+    /// SECRET.
+    fn assert_secret_unreached(&self) {
+        let direct = self.dir.path().join("secretdir").join("allowed.sock");
+        assert_not_allowed(&self.s, &[&self.allowed, &direct]);
+        assert_eq!(
+            self.secret.requests(),
+            0,
+            "a request reached the socket that is not allowed"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_folder_of_an_allowed_socket_swapped_for_a_symlink_is_refused() {
-    let dns = DnsServer::start().await.unwrap();
-    let (dir, allowed, a, secret) = allowed_and_secret();
-    let t = dir.path();
-    let s = serve()
-        .dns(&dns)
-        .config(&unix_socket_config(&[&allowed]))
-        .start();
-    assert_eq!(ask_unix(&s, &allowed), (200, "A".to_owned()));
-
+    let w = Swap::start(&[]).await;
     // The last component is still a socket, not a symlink; a folder above it now is.
-    swap_folder_for_symlink(t);
-    let direct = t.join("secretdir").join("allowed.sock");
-    assert_not_allowed(&s, &[&allowed, &direct]);
-    assert_eq!(
-        secret.requests(),
-        0,
-        "a request reached the socket that is not allowed"
-    );
+    w.swap_folder_for_symlink();
+    w.assert_secret_unreached();
 
     // The folder put back: the allowed socket is reached again.
-    let base = t.join("base");
+    let base = w.dir.path().join("base");
     std::fs::remove_file(base.join("d")).unwrap();
     std::fs::rename(base.join("d.real"), base.join("d")).unwrap();
-    assert_eq!(ask_unix(&s, &allowed), (200, "A".to_owned()));
-    assert_eq!(a.requests(), 2);
-    assert_eq!(secret.requests(), 0);
+    assert_eq!(ask_unix(&w.s, &w.allowed), (200, "A".to_owned()));
+    assert_eq!(w.a.requests(), 2);
+    assert_eq!(w.secret.requests(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unrelated_admin_change_does_not_re_resolve_an_allowed_socket() {
-    let dns = DnsServer::start().await.unwrap();
-    let (dir, allowed, a, secret) = allowed_and_secret();
-    let t = dir.path();
-    let s = serve()
-        .dns(&dns)
-        .admin()
-        .config(&unix_socket_config(&[&allowed]))
-        .start();
-    assert_eq!(ask_unix(&s, &allowed), (200, "A".to_owned()));
-
-    swap_folder_for_symlink(t);
-    let (code, body) = ask_unix(&s, &allowed);
+    let w = Swap::start(&["--admin", "127.0.0.1:0"]).await;
+    w.swap_folder_for_symlink();
+    let (code, body) = ask_unix(&w.s, &w.allowed);
     assert_eq!(code, 403, "{body}");
 
     // The operator's next change has nothing to do with unix sockets; the files are re-read
     // with it, and the entry now leads to SECRET. It stays resolved where it was.
-    let (code, body) = s
-        .api(Some(&s.token()))
-        .post("/domains", r#"{"allow":["unrelated.test"]}"#);
+    let (code, body) =
+        w.s.api(Some(&w.s.token()))
+            .post("/domains", r#"{"allow":["unrelated.test"]}"#);
     assert_eq!(code, 200, "{body}");
-
-    let direct = t.join("secretdir").join("allowed.sock");
-    assert_not_allowed(&s, &[&allowed, &direct]);
-    assert_eq!(
-        secret.requests(),
-        0,
-        "a request reached the socket that is not allowed"
-    );
-    assert_eq!(a.requests(), 1);
+    w.assert_secret_unreached();
+    assert_eq!(w.a.requests(), 1);
 
     // The operator is told, once the change is made, that the entry would now resolve
     // elsewhere and was kept.
-    let stderr = s.stop();
-    let kept = std::fs::canonicalize(allowed.parent().unwrap().parent().unwrap())
+    let kept = std::fs::canonicalize(w.allowed.parent().unwrap().parent().unwrap())
         .unwrap()
         .join("d")
         .join("allowed.sock");
+    let stderr = w.s.stop();
     let warning = stderr
         .lines()
         .find(|l| l.contains("now resolves to"))

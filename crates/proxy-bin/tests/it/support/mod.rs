@@ -8,7 +8,7 @@ mod socks;
 
 pub(crate) use admin::AdminApi;
 pub(crate) use serve::{Serve, serve};
-pub(crate) use socks::{datagram, udp_associate, udp_echo};
+pub(crate) use socks::{datagram, reply, udp_associate, udp_echo};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +32,25 @@ pub(crate) struct Ran {
     pub(crate) code: i32,
     pub(crate) stdout: String,
     pub(crate) stderr: String,
+}
+
+impl Ran {
+    /// Asserts the exit code, and that stderr holds each of `needles`.
+    pub(crate) fn assert_err(&self, code: i32, needles: &[&str]) {
+        self.assert(code, &self.stderr, needles);
+    }
+
+    /// Asserts the exit code, and that stdout holds each of `needles`.
+    pub(crate) fn assert_out(&self, code: i32, needles: &[&str]) {
+        self.assert(code, &self.stdout, needles);
+    }
+
+    fn assert(&self, code: i32, text: &str, needles: &[&str]) {
+        assert_eq!(self.code, code, "{}{}", self.stdout, self.stderr);
+        for n in needles {
+            assert!(text.contains(n), "no {n:?} in:\n{text}");
+        }
+    }
 }
 
 impl Home {
@@ -110,9 +129,42 @@ pub(crate) async fn public_origin(names: &[&str]) -> (DnsServer, HttpOrigin) {
         .await
         .unwrap();
     for name in names {
-        dns.set(name, Answer::Addrs(vec!["127.0.0.2".parse().unwrap()]));
+        resolves(&dns, name, "127.0.0.2");
     }
     (dns, origin)
+}
+
+/// [`public_origin`], and `netproxy serve` to start in it.
+#[derive(Debug)]
+pub(crate) struct World {
+    pub(crate) dns: DnsServer,
+    pub(crate) origin: HttpOrigin,
+}
+
+impl World {
+    pub(crate) async fn new(names: &[&str]) -> Self {
+        let (dns, origin) = public_origin(names).await;
+        Self { dns, origin }
+    }
+
+    /// `http://HOST:PORT/PATH` on the origin.
+    pub(crate) fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}/{path}", self.origin.addr().port())
+    }
+
+    /// `netproxy serve` resolving through the DNS server, 127.0.0.2 public.
+    pub(crate) fn serve(&self) -> serve::Builder {
+        serve().dns(&self.dns).public()
+    }
+}
+
+/// A file `victim` ("precious") in `dir`, and a symlink to it planted at `dir/name`.
+pub(crate) fn planted_symlink(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = dir.join(name);
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    (victim, link)
 }
 
 /// The audit log's lines (JSON), as far as they are written.
@@ -175,4 +227,9 @@ pub(crate) fn inotify_watches(pid: u32) -> usize {
                 .count()
         })
         .sum()
+}
+
+/// Makes the DNS server answer `name` with `ip`.
+pub(crate) fn resolves(dns: &DnsServer, name: &str, ip: &str) {
+    dns.set(name, Answer::Addrs(vec![ip.parse().unwrap()]));
 }

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use proxy_test_support::{Curl, CurlOutput, DnsServer, Process};
 
-use super::{AdminApi, Home, json, wrapped};
+use super::{AdminApi, Home, Ran, json, ran, wrapped};
 
 /// A `netproxy serve` to start: by default HTTP on an ephemeral loopback port, no SOCKS, no
 /// admin API, `RUST_LOG=info`, an empty config file.
@@ -40,8 +40,8 @@ impl Builder {
     }
 
     /// Adds arguments.
-    pub(crate) fn args(mut self, args: &[&str]) -> Self {
-        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+    pub(crate) fn args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
+        self.args.extend(args.iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
@@ -64,6 +64,14 @@ impl Builder {
     /// The SOCKS5 front-end on an ephemeral loopback port.
     pub(crate) fn socks(self) -> Self {
         self.args(&["--socks", "127.0.0.1:0"])
+    }
+
+    /// A requirements file (`--requirements`) in its folder, with `text`; its path.
+    pub(crate) fn requirements(self, text: &str) -> (Self, PathBuf) {
+        let path = self.path().join("requirements.toml");
+        std::fs::write(&path, text).unwrap();
+        let b = self.args(&["--requirements", &path.display().to_string()]);
+        (b, path)
     }
 
     /// The config file's content (`--config`).
@@ -100,8 +108,7 @@ impl Builder {
             .unwrap_or_else(|| self.path().join("ready.json"))
     }
 
-    /// The command, for a start that is expected to fail.
-    pub(crate) fn command(&self) -> Command {
+    fn command(&self) -> Command {
         let cfg = self.path().join("netproxy.toml");
         std::fs::write(&cfg, &self.config).unwrap();
         let mut args: Vec<String> = vec!["serve".into()];
@@ -130,6 +137,13 @@ impl Builder {
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         cmd
+    }
+
+    /// Runs a start that is expected to fail: how it ended. It wrote no ready file.
+    pub(crate) fn start_fails(self) -> Ran {
+        let r = ran(self.command());
+        assert!(!self.ready_path().exists(), "ready after all: {}", r.stderr);
+        r
     }
 
     /// Starts the process and waits until it is ready.

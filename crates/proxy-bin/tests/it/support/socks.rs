@@ -66,3 +66,14 @@ pub(crate) async fn udp_echo(addr: &str) -> (SocketAddr, Arc<AtomicUsize>) {
     });
     (addr, count)
 }
+
+/// The next datagram `client` receives (failing the test if none comes in time).
+pub(crate) async fn reply(client: &UdpSocket) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(proxy_test_support::PATIENCE, client.recv_from(&mut buf))
+        .await
+        .expect("a reply")
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
