@@ -28,12 +28,17 @@ pub struct CurlOutput {
 }
 
 impl CurlOutput {
-    /// Reads curl's output (run with the flags [`Curl`] sets).
+    /// Reads curl's output (run with the flags [`Curl`] sets). A `-w` of the caller's own
+    /// replaces the status code: then the status is 0 and the body all of stdout.
     pub fn parse(out: &Output) -> Self {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+        let (status, body) = match code.parse() {
+            Ok(status) => (status, body),
+            Err(_) => (0, &*stdout),
+        };
         Self {
-            status: code.trim().parse().unwrap_or(0),
+            status,
             body: body.to_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
