@@ -358,14 +358,7 @@ async fn serves_over_a_real_socket() {
         },
     ));
     let out = tokio::task::spawn_blocking(move || {
-        let run = |args: &[&str]| {
-            let o = std::process::Command::new("curl")
-                .args(["-s", "--noproxy", "*", "-w", "\n%{http_code}"])
-                .args(args)
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&o.stdout).into_owned()
-        };
+        let run = |args: &[&str]| proxy_test_support::Curl::new().args(args).run();
         (
             run(&[&format!("http://{addr}/health")]),
             run(&[&format!("http://{addr}/patterns")]),
@@ -381,12 +374,12 @@ async fn serves_over_a_real_socket() {
     .await
     .unwrap();
     assert!(
-        out.0.ends_with("\n200") && out.0.contains("\"ok\""),
-        "{}",
+        out.0.status == 200 && out.0.body.contains("\"ok\""),
+        "{:?}",
         out.0
     );
-    assert!(out.1.ends_with("\n401"), "{}", out.1);
-    assert!(out.2.ends_with("\n200"), "{}", out.2);
+    assert_eq!(out.1.status, 401, "{:?}", out.1);
+    assert_eq!(out.2.status, 200, "{:?}", out.2);
     assert_eq!(*fake.mode.lock().unwrap(), Some(Mode::Limited));
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();

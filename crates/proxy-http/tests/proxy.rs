@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,9 @@ use proxy_core::{
     UpstreamFailure,
 };
 use proxy_http::{Limits, TunnelClient, run};
-use proxy_test_support::{EchoServer, GreetingInterceptor, HttpOrigin, RecordingDialer, StubGate};
+use proxy_test_support::{
+    Curl, EchoServer, GreetingInterceptor, HttpOrigin, RecordingDialer, StubGate,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -68,26 +69,8 @@ fn limits() -> Limits {
 /// Runs curl in a blocking thread: (status code, headers + body).
 async fn curl(args: Vec<String>) -> (String, String) {
     tokio::task::spawn_blocking(move || {
-        let out = Command::new("curl")
-            .args(["-s", "-S", "-i", "--max-time", "20", "--noproxy", ""])
-            .args(&args)
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("ALL_PROXY")
-            .output()
-            .expect("curl runs");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let status = text
-            .lines()
-            .rfind(|l| l.starts_with("HTTP/"))
-            .unwrap_or_default()
-            .split(' ')
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        (status, text + &String::from_utf8_lossy(&out.stderr))
+        let out = Curl::new().arg("-i").args(args).run();
+        (out.status.to_string(), out.text())
     })
     .await
     .unwrap()

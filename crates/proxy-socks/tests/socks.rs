@@ -433,7 +433,11 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
     // The association ends with its TCP connection.
     let me = c.local_addr().unwrap().to_string();
     drop(c);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ended = |e: &HashMap<String, String>| e.get("client.address") == Some(&me);
+    proxy_test_support::wait_for("the association's end", || {
+        let n = events.lock().unwrap().iter().filter(|e| ended(e)).count();
+        if n >= 3 { Ok(()) } else { Err(n) }
+    });
     assert!(
         roundtrip(udp_datagram(0, &ipv4(echo), b"after close"))
             .await
@@ -445,7 +449,7 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|e| e.get("client.address") == Some(&me))
+        .filter(|e| ended(e))
         .cloned()
         .collect();
     mine.sort_by(|a, b| a["server.address"].cmp(&b["server.address"]));

@@ -6,16 +6,22 @@
 //! tunnels. Everything listens on and dials loopback only.
 #![forbid(unsafe_code)]
 
+mod curl;
 mod dialer;
 mod dns;
 mod gate;
 mod intercept;
 mod origin;
+mod spawn;
 mod tls;
+mod wait;
 
+pub use curl::{Curl, CurlOutput};
 pub use dialer::RecordingDialer;
 pub use dns::{Answer, DnsServer};
 pub use gate::StubGate;
 pub use intercept::GreetingInterceptor;
 pub use origin::{EchoServer, HttpOrigin, Seen, WsEchoServer};
+pub use spawn::{Process, output_within};
 pub use tls::{TestCa, TlsOrigin};
+pub use wait::{PATIENCE, wait_for};

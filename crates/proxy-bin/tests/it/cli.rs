@@ -1,0 +1,486 @@
+//! The real `netproxy` binary: exit codes, output and diagnostics of `check` and `config`.
+
+use crate::support::{Home, chmod, resolves};
+
+#[test]
+fn help_lists_every_command_and_no_arguments_is_a_usage_error() {
+    let home = Home::new();
+    let r = home.run(&["--help"]);
+    assert_eq!(r.code, 0);
+    for cmd in ["serve", "run", "check", "config", "ca", "env"] {
+        assert!(
+            r.stdout.contains(&format!("  {cmd} ")),
+            "{cmd} missing from:\n{}",
+            r.stdout
+        );
+    }
+    let r = home.run(&[]);
+    r.assert_err(2, &["Usage: netproxy"]);
+}
+
+#[test]
+fn commands_not_built_yet_say_so_and_exit_2() {
+    let home = Home::new();
+    for cmd in [&["ca", "init"][..], &["ca", "path"]] {
+        let r = home.run(cmd);
+        assert_eq!(r.code, 2, "{cmd:?}");
+        assert!(r.stderr.contains("not built yet"), "{cmd:?}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn check_allowed_denied_and_explained() {
+    let home = Home::new();
+    let r = home.run(&[
+        "check",
+        "--no-resolve",
+        "--allow",
+        "**.github.com",
+        "https://api.github.com/repos",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .starts_with("allow: api.github.com:443 (https_connect, CONNECT)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("rule: **.github.com (layer command-line)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("addresses are checked when connecting"),
+        "{}",
+        r.stdout
+    );
+
+    let r = home.run(&[
+        "check",
+        "--allow",
+        "*",
+        "--deny",
+        "evil.example",
+        "evil.example:443",
+    ]);
+    r.assert_out(
+        1,
+        &[
+            "reason: denied (source baseline_policy)",
+            "rule: evil.example (layer command-line)",
+        ],
+    );
+
+    let r = home.run(&["check", "--allow", "*", "http://0x7f.1:8080/"]);
+    r.assert_out(
+        1,
+        &["deny: 127.0.0.1:8080 (http, GET)", "not_allowed_local"],
+    );
+
+    let r = home.run(&["check", "example.com"]);
+    r.assert_out(1, &["reason: not_allowed"]);
+
+    let r = home.run(&[
+        "check",
+        "--allow",
+        "x.com",
+        "--mode",
+        "limited",
+        "--protocol",
+        "http",
+        "--method",
+        "POST",
+        "x.com",
+    ]);
+    r.assert_out(1, &["method_not_allowed (source mode_guard)"]);
+}
+
+#[test]
+fn check_json() {
+    let home = Home::new();
+    let cfg = home.path().join("team.toml");
+    std::fs::write(&cfg, "[network.domains]\n\"*.corp.test\" = \"allow\"\n").unwrap();
+    let r = home.run(&[
+        "check",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+        "[::ffff:127.0.0.1]:22",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["reason"], "not_allowed_local");
+    assert_eq!(v["source"], "baseline_policy");
+    assert_eq!(v["host"], "127.0.0.1");
+    assert_eq!(v["port"], 22);
+    assert_eq!(v["x_proxy_error"], "blocked-by-allowlist");
+
+    let r = home.run(&[
+        "check",
+        "--no-resolve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+        "a.corp.test",
+    ]);
+    assert_eq!(r.code, 0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["rule"]["pattern"], "*.corp.test");
+    assert_eq!(v["rule"]["layer"], cfg.to_str().unwrap());
+    assert_eq!(v["addresses_checked_at_connect"], true);
+
+    let r = home.run(&["check", "--json", "--allow", "*", "evil\u{7f}.com"]);
+    assert_eq!(r.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["reason"], "invalid_host");
+}
+
+#[test]
+fn check_usage_and_config_errors() {
+    let home = Home::new();
+    let r = home.run(&["check", "ftp://x.com"]);
+    assert_eq!(r.code, 2);
+    let r = home.run(&["check", "--protocol", "gopher", "x.com"]);
+    assert_eq!(r.code, 2);
+    let r = home.run(&["check", "--mode", "readonly", "x.com"]);
+    assert_eq!(r.code, 2);
+    let r = home.run(&["check", "-c", "mdoe=\"full\"", "x.com"]);
+    r.assert_err(3, &["did you mean `network.mode`"]);
+    let r = home.run(&["check", "--mitm", "x.com"]);
+    r.assert_err(3, &["not supported yet"]);
+    let r = home.run(&["check", "--config", "/nonexistent/netproxy.toml", "x.com"]);
+    r.assert_err(3, &["/nonexistent/netproxy.toml: cannot read file"]);
+}
+
+#[test]
+fn layers_from_the_environment_and_managed_requirements() {
+    let home = Home::new();
+    std::fs::create_dir_all(home.system_dir()).unwrap();
+    std::fs::create_dir_all(home.user_dir()).unwrap();
+    std::fs::write(
+        home.user_dir().join("config.toml"),
+        "[network]\nmode = \"full\"\nallowed_domains = [\"evil.com\", \"api.corp.test\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        home.system_dir().join("requirements.toml"),
+        "[network]\nallowed_domains = [\"*.corp.test\"]\n",
+    )
+    .unwrap();
+    let r = home.run(&["check", "api.corp.test"]);
+    r.assert_err(
+        3,
+        &[
+            "network.domains.\"evil.com\": not covered by the managed allowed_domains",
+            "requirements.toml",
+        ],
+    );
+
+    let req = home.path().join("extra.toml");
+    std::fs::write(&req, "[network]\nmode = \"limited\"\n").unwrap();
+    std::fs::write(
+        home.user_dir().join("config.toml"),
+        "[network]\nallowed_domains = [\"api.corp.test\"]\n",
+    )
+    .unwrap();
+    let r = home.run(&[
+        "check",
+        "--requirements",
+        req.to_str().unwrap(),
+        "--protocol",
+        "http",
+        "--method",
+        "POST",
+        "api.corp.test",
+    ]);
+    r.assert_out(1, &["method_not_allowed"]);
+}
+
+#[test]
+fn config_show_names_layers() {
+    let home = Home::new();
+    let cfg = home.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[network]\nmode = \"limited\"\nadmin_token = \"hunter2\"\n",
+    )
+    .unwrap();
+    let r = home.run(&[
+        "config",
+        "show",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--allow",
+        "a.com",
+    ]);
+    r.assert_out(
+        0,
+        &[
+            &format!("network.mode = \"limited\"    # {}", cfg.display()),
+            "network.enabled = true    # default",
+            "network.domains.\"a.com\" = \"allow\"    # command-line",
+        ],
+    );
+    assert!(!r.stdout.contains("hunter2"));
+
+    let r = home.run(&[
+        "config",
+        "show",
+        "--json",
+        "-c",
+        "proxy_url=\"0.0.0.0:3128\"",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let values = v["values"].as_array().unwrap();
+    let mode = values.iter().find(|x| x["key"] == "network.mode").unwrap();
+    assert_eq!(mode["value"], "full");
+    assert_eq!(mode["layer"], "default");
+    let url = values
+        .iter()
+        .find(|x| x["key"] == "network.proxy_url")
+        .unwrap();
+    assert_eq!(url["layer"], "command-line");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("clamping to 127.0.0.1:3128")
+    );
+    assert!(
+        r.stderr
+            .contains("warning: HTTP proxy requested non-loopback bind"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn config_validate_reports_every_diagnostic() {
+    let home = Home::new();
+    let good = home.path().join("good.toml");
+    let bad = home.path().join("bad.toml");
+    std::fs::write(&good, "[network]\nmode = \"limited\"\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[network]\nmdoe = \"full\"\nenabled = \"yes\"\n[network.domains]\n\"*\" = \"deny\"\n",
+    )
+    .unwrap();
+    let r = home.run(&["config", "validate", good.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = home.run(&[
+        "config",
+        "validate",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 3);
+    let b = bad.display();
+    assert!(
+        r.stderr.contains(&format!(
+            "{b}: network.mdoe: unknown key (did you mean `network.mode`?)"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("{b}: network.enabled: expected true or false")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("global wildcard"), "{}", r.stderr);
+    assert!(r.stderr.contains("3 problem(s) found"), "{}", r.stderr);
+    let r = home.run(&["config", "validate"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_resolves_an_allowed_name_like_serve() {
+    use proxy_test_support::{Answer, DnsServer};
+    let dns = DnsServer::start().await.unwrap();
+    resolves(&dns, "pub.test", "127.0.0.2");
+    dns.set(
+        "loc.test",
+        Answer::Addrs(vec![
+            "127.0.0.2".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+        ]),
+    );
+    dns.set("gone.test", Answer::NxDomain);
+    let ns = format!("dns.nameservers=[\"{}\"]", dns.addr());
+    let home = Home::new();
+    let run = |target: &str| {
+        home.run(&[
+            "check",
+            "-c",
+            &ns,
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "--allow",
+            "*.test",
+            "--deny",
+            "evil.test",
+            target,
+        ])
+    };
+    let (r_pub, r_loc, r_gone, r_evil) = (
+        run("pub.test"),
+        run("loc.test"),
+        run("gone.test"),
+        run("evil.test"),
+    );
+    r_pub.assert_out(0, &["resolved: 127.0.0.2"]);
+    r_loc.assert_out(1, &["not_allowed_local", "resolved to 127.0.0.1"]);
+    r_gone.assert_out(1, &["failure: dns_failed"]);
+    assert_eq!(r_evil.code, 1);
+    // A refused name is never resolved.
+    assert_eq!(dns.queries_for("evil.test"), 0);
+}
+
+#[test]
+fn requirements_files_anyone_can_write_are_refused() {
+    let home = Home::new();
+    let folder = home.path().join("managed");
+    std::fs::create_dir(&folder).unwrap();
+    let req = folder.join("req.toml");
+    std::fs::write(&req, "[network]\ndenied_domains = [\"example.com\"]\n").unwrap();
+    chmod(&req, 0o644);
+    let args = [
+        "check",
+        "--no-resolve",
+        "--requirements",
+        req.to_str().unwrap(),
+        "--allow",
+        "**.example.com",
+        "example.com",
+    ];
+    let r = home.run(&args);
+    r.assert_out(1, &["denied"]);
+
+    chmod(&req, 0o666);
+    let r = home.run(&args);
+    r.assert_err(
+        3,
+        &[&format!(
+            "{}: refused: the file is writable by every user (mode 0666)",
+            req.display()
+        )],
+    );
+    chmod(&req, 0o644);
+
+    // A folder anyone can write without the sticky bit: the file can be replaced.
+    chmod(&folder, 0o777);
+    let r = home.run(&args);
+    r.assert_err(
+        3,
+        &[&format!(
+            "it lies in {}, a folder writable by every user without the sticky bit",
+            folder.display()
+        )],
+    );
+    // With the sticky bit, only the owner of the file can replace it.
+    chmod(&folder, 0o1777);
+    assert_eq!(home.run(&args).code, 1);
+
+    // $NETPROXY_SYSTEM_DIR/requirements.toml is held to the same rule.
+    std::fs::create_dir(home.system_dir()).unwrap();
+    let system = home.system_dir().join("requirements.toml");
+    std::fs::write(&system, "[network]\nmode = \"limited\"\n").unwrap();
+    chmod(&system, 0o666);
+    let r = home.run(&["config", "show"]);
+    r.assert_err(3, &[&system.display().to_string()]);
+    chmod(&system, 0o600);
+
+    // Not owned by root: in force, with a warning.
+    let r = home.run(&args);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(!r.stderr.contains("does not hold"), "{}", r.stderr);
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&req).unwrap()) != 0 {
+        eprintln!("note: not running as root: the ownership warning is not tested");
+        return;
+    }
+    std::os::unix::fs::chown(&req, Some(65534), Some(65534)).unwrap();
+    let r = home.run(&args);
+    r.assert_err(1, &[&format!(
+            "netproxy: warning: requirements file {} is owned by uid 65534, not root: it does not hold against processes of the same user",
+            req.display()
+        )]);
+}
+
+#[test]
+fn a_managed_allowlist_cannot_be_escaped_through_static_hosts() {
+    let home = Home::new();
+    let req = home.path().join("req.toml");
+    std::fs::write(&req, "[network]\nallowed_domains = [\"*.corp.test\"]\n").unwrap();
+    let req = req.to_str().unwrap();
+    let r = home.run(&[
+        "check",
+        "--requirements",
+        req,
+        "-c",
+        "dns.hosts={\"api.corp.test\"=[\"93.184.216.34\"]}",
+        "api.corp.test",
+    ]);
+    r.assert_err(3, &[&format!(
+            "command-line: network.dns.hosts.\"api.corp.test\": a static host entry for a name the managed allowed_domains cover (*.corp.test) would point it at any address; only requirements may set it (constrained by {req})"
+        )]);
+    // Pinned nameservers cannot be swapped for a resolver of the user's choosing.
+    std::fs::write(
+        home.path().join("req.toml"),
+        "[network]\nallowed_domains = [\"*.corp.test\"]\n[network.dns]\nnameservers = [\"127.0.0.53\"]\nhosts = { \"db.corp.test\" = [\"127.0.0.1\"] }\n",
+    )
+    .unwrap();
+    let r = home.run(&[
+        "check",
+        "--requirements",
+        req,
+        "-c",
+        "dns.nameservers=[\"127.0.0.1:5353\"]",
+        "api.corp.test",
+    ]);
+    r.assert_err(
+        3,
+        &["network.dns.nameservers: the managed nameservers are pinned"],
+    );
+    // The managed values are in the effective config, set by the requirements file.
+    let r = home.run(&["config", "show", "--json", "--requirements", req]);
+    r.assert_out(0, &["127.0.0.53:53", "db.corp.test"]);
+    // The managed static host answers without a lookup.
+    let r = home.run(&["check", "--requirements", req, "http://db.corp.test/"]);
+    assert!(
+        r.stdout.contains("resolved: 127.0.0.1"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+}
+
+#[test]
+fn ip_shaped_globs_are_refused_and_star_with_local_binding_is_warned_about() {
+    let home = Home::new();
+    for p in ["10.0.0.*", "*.0.0.1", "10.*.0.1"] {
+        let r = home.run(&["check", "--no-resolve", "--allow", p, "10.0.0.1"]);
+        assert_eq!(r.code, 3, "{p}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("--allow {p}")),
+            "{p}: {}",
+            r.stderr
+        );
+    }
+    let r = home.run(&[
+        "check",
+        "--no-resolve",
+        "--allow",
+        "*",
+        "--allow-local-binding",
+        "example.com",
+    ]);
+    r.assert_err(0, &["netproxy: warning: `*` is allowed (command-line) with allow_local_binding on (command-line): it admits every local address, cloud metadata included (169.254.169.254, and fd00:ec2::254 over IPv6 on AWS); add deny entries for them"]);
+    let r = home.run(&["check", "--no-resolve", "--allow", "*", "example.com"]);
+    assert!(!r.stderr.contains("169.254.169.254"), "{}", r.stderr);
+}

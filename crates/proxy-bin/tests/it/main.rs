@@ -1,0 +1,21 @@
+//! netproxy's own tests of the real binary and the gate: one test target (one binary to link),
+//! one module per subject, the harness they share in `support`.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+// A skipped test says why on stderr.
+#![allow(clippy::print_stderr)]
+
+mod addresses;
+mod admin;
+mod audit;
+mod cli;
+#[cfg(target_os = "linux")]
+mod idle;
+mod metrics;
+mod otlp;
+mod reload;
+mod revoke;
+mod run;
+mod serve;
+mod socks;
+mod support;
+mod unix_sockets;
