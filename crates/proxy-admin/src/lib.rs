@@ -1,4 +1,4 @@
-//! `proxy-admin`: netproxy's admin API (interface.md §5), an axum router over anything that
+//! `proxy-admin`: netproxy's admin API (docs/admin-api.md), an axum router over anything that
 //! implements [`proxy_core::Control`].
 //!
 //! `GET /health` is open; every other route needs `Authorization: Bearer TOKEN`, compared in

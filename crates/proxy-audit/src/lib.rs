@@ -1,6 +1,6 @@
 //! `proxy-audit` records netproxy's decisions: exactly one [`AuditEvent`] per decision goes to
 //! the [`Audit`] sink, which emits it as a tracing event (target `netproxy::audit`, name
-//! `netproxy.policy_decision`, the fields of interface.md §7) and keeps the last 200 refusals in
+//! `netproxy.policy_decision`, the fields of docs/audit.md) and keeps the last 200 refusals in
 //! a [`BlockedBuffer`] for the admin API.
 //!
 //! The other sinks an [`Audit`] can feed live here too: the JSON lines file
@@ -215,7 +215,7 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
 }
 
 /// One decision as the JSON object of an `audit_log` line (and of OTLP log attributes): the
-/// fields of interface.md §7 with `event.name` and `event.timestamp`, plus the rule and layer
+/// fields of docs/audit.md with `event.name` and `event.timestamp`, plus the rule and layer
 /// that decided.
 ///
 /// ```

@@ -80,7 +80,7 @@ pub struct Service {
     /// The effective config in force (the gate's snapshot is compiled from it).
     config: ArcSwap<Config>,
     state: SharedSnapshot,
-    /// The admin API's layer (interface.md §5), kept across file reloads. Its lock also
+    /// The admin API's layer (docs/admin-api.md, "The runtime layer"), kept across file reloads. Its lock also
     /// serialises every change of config, so two changes never interleave.
     runtime: std::sync::Mutex<RuntimeLayer>,
     audit: Arc<Audit>,

@@ -14,7 +14,7 @@ use crate::managed::Requirements;
 /// `$NETPROXY_SYSTEM_DIR` says.
 pub const SYSTEM_REQUIREMENTS: &str = "/etc/netproxy/requirements.toml";
 
-/// The command-line layer: POLICY OPTIONS of interface.md §1.
+/// The command-line layer: the policy options of the command line (docs/config.md, "Layers").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CliOverrides {
     /// `-c key=value` (key is a dotted path under `network`, value is TOML).
@@ -483,7 +483,7 @@ fn assemble(
 }
 
 /// Every file of a [`Sources`] read once, kept in memory: the layers of `netproxy run`, which
-/// never re-reads a file during a session (interface.md §1). Loading from it with a runtime
+/// never re-reads a file during a session (docs/run.md). Loading from it with a runtime
 /// layer on top (the admin API's changes) reads no file.
 ///
 /// ```

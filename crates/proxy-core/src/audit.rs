@@ -1,4 +1,4 @@
-//! Audit events (interface.md §7) and the sink they are written to.
+//! Audit events (docs/audit.md) and the sink they are written to.
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -155,7 +155,7 @@ impl AuditEvent {
         ev
     }
 
-    /// The fields of interface.md §7 with their values, in a stable order (the timestamp is
+    /// The fields of docs/audit.md with their values, in a stable order (the timestamp is
     /// left to the sink, which formats it); `network.policy.revoked` only on a revocation.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let mut fields = vec![

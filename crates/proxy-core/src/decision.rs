@@ -1,4 +1,4 @@
-//! Decisions and the reasons that explain them (interface.md §3).
+//! Decisions and the reasons that explain them (docs/policy.md, "Reasons").
 
 use std::borrow::Cow;
 use std::fmt;
@@ -119,7 +119,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, in the order of interface.md §3.
+    /// Every reason, in the order of docs/policy.md, "Reasons".
     pub const ALL: [Reason; 12] = [
         Reason::Denied,
         Reason::NotAllowed,

@@ -159,7 +159,7 @@ impl Route {
     }
 }
 
-/// An upstream failure, by its wire reason (interface.md §4): a 502, or a 504 for a timeout.
+/// An upstream failure, by its wire reason (docs/responses.md): a 502, or a 504 for a timeout.
 /// Its kind also chooses the SOCKS reply (`0x04` unreachable, `0x05` refused).
 ///
 /// ```
@@ -176,7 +176,7 @@ pub enum UpstreamFailure {
     /// No checked address accepted a connection.
     ConnectFailed,
     /// No checked address accepted a connection, and one refused it (`ECONNREFUSED`), or an
-    /// upstream proxy refused the tunnel. Its wire name is `connect_failed`, as interface.md
+    /// upstream proxy refused the tunnel. Its wire name is `connect_failed`, as docs/responses.md
     /// §4 names no other; SOCKS answers it `0x05`.
     ConnectRefused,
     /// The upstream's TLS handshake or certificate failed.

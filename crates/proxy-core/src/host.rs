@@ -1,6 +1,6 @@
 //! The canonical [`Host`]: one spelling per destination, used for everything downstream.
 //!
-//! Canonicalisation rules (interface.md §2):
+//! Canonicalisation rules (docs/policy.md, "Hosts"):
 //! - names are lowercased, one trailing dot is removed, IDNA names become their ASCII form;
 //! - NUL, CR, LF, whitespace, control characters, `%` escapes, empty labels, labels over 63 bytes
 //!   and names over 253 bytes are rejected;

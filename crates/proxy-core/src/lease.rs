@@ -1,5 +1,5 @@
 //! Leases: what a front-end holds while an admitted connection stays open, so that a narrower
-//! policy can close it (interface.md §3: an audit event with `revoked: true`).
+//! policy can close it (docs/audit.md: an audit event with `revoked: true`).
 //!
 //! The gate hands out a [`Lease`] for a connection that outlives its admission (a tunnel, a
 //! kept-alive upstream connection, a UDP association's cached verdict) and keeps a [`Revoker`]

@@ -10,7 +10,7 @@
 //! names the policy or the config crates. Its entry point is [`run`]: the caller binds the
 //! listener (tests bind port 0) and decides what shutdown means.
 //!
-//! Responses follow interface.md §4: a refusal is a `403` JSON body with `x-proxy-error`
+//! Responses follow docs/responses.md: a refusal is a `403` JSON body with `x-proxy-error`
 //! (`503` for a disabled proxy), a malformed request a `400`, an upstream failure a `502` JSON
 //! body, and an upstream that sends no response head within the idle timeout a `504`.
 #![forbid(unsafe_code)]

@@ -1,4 +1,4 @@
-//! The responses netproxy writes itself (interface.md §4).
+//! The responses netproxy writes itself (docs/responses.md).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -56,7 +56,7 @@ pub(crate) fn blocked(decision: &Decision, meta: &RequestMeta) -> Response<Body>
 }
 
 /// The status line of a refusal names netproxy and the reason (`403 Blocked by netproxy
-/// (not_allowed)`), which clients such as Python and wget print (interface.md §4).
+/// (not_allowed)`), which clients such as Python and wget print (docs/responses.md).
 fn name_the_block(r: &mut Response<Body>, reason: Reason) {
     let phrase = format!("Blocked by netproxy ({})", reason.as_str());
     if let Ok(p) = hyper::ext::ReasonPhrase::try_from(phrase.into_bytes()) {

@@ -1,4 +1,4 @@
-//! `x-unix-socket: /abs/path` requests (reference-behavior.md §4.7): the gate judges the path
+//! `x-unix-socket: /abs/path` requests (docs/run.md, "Unix sockets"): the gate judges the path
 //! (never the domain policy), and an allowed request is rewritten to origin-form and sent over
 //! the socket the gate opened and checked: its route (`Via::Unix`) carries that descriptor, and
 //! the [`Dialer`] connects through it, never through the path again.

@@ -382,7 +382,7 @@ fn local_literals_need_an_explicit_literal() {
             &format!("https_connect CONNECT {host}"),
             "not_allowed_local",
         );
-        // Local binding turns local protection off as a whole (interface.md §2): the
+        // Local binding turns local protection off as a whole (docs/policy.md): the
         // allowlist judges a local literal like any other target, and deny still wins.
         check("allow=* local", &format!("http GET {host}"), "allow@*");
         check(

@@ -8,7 +8,7 @@
 //! It decides nothing itself and never resolves a name: a domain target goes to the gate as a
 //! name (that is why clients should use `socks5h://`). Protocol framing is fast-socks5's
 //! type-state server; its DNS and proxy helpers are never used, because they resolve with the
-//! system resolver and dial without the policy. Replies follow interface.md §4: `0x02` for a
+//! system resolver and dial without the policy. Replies follow docs/responses.md: `0x02` for a
 //! refusal, `0x04` unreachable (including a name that does not resolve), `0x05` refused (the
 //! failure's kind is [`UpstreamFailure::ConnectRefused`]), `0x07` for an unsupported command
 //! (BIND, and UDP ASSOCIATE when [`Limits::udp`] is off), `0x08` for a bad address type. A

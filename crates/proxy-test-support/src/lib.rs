@@ -3,7 +3,10 @@
 //! ([`HttpOrigin`], [`TlsOrigin`] with a [`TestCa`], [`EchoServer`], [`WsEchoServer`]), the
 //! front-ends' doubles of the request path: a [`StubGate`], a [`RecordingDialer`] that fails the
 //! test on any non-loopback dial, and a [`GreetingInterceptor`] that answers inside intercepted
-//! tunnels. Everything listens on and dials loopback only.
+//! tunnels. For tests of a real binary: [`Process`] (spawn it and wait for its ready file, read
+//! its stderr as it comes), [`Curl`] (curl through a proxy with the common flags) and
+//! [`wait_for`] (poll an observable condition, never a fixed sleep). Everything listens on and
+//! dials loopback only.
 #![forbid(unsafe_code)]
 
 mod curl;

@@ -1,6 +1,6 @@
 //! The real `netproxy` binary: exit codes, output and diagnostics of `check` and `config`.
 
-use crate::support::{Home, chmod, resolves};
+use crate::support::{Home, chmod, json, ran, resolves};
 
 #[test]
 fn help_lists_every_command_and_no_arguments_is_a_usage_error() {
@@ -297,6 +297,64 @@ fn config_validate_reports_every_diagnostic() {
     assert!(r.stderr.contains("3 problem(s) found"), "{}", r.stderr);
     let r = home.run(&["config", "validate"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// `check` judges through the gate `serve` builds, the upstream route included: with
+/// `allow_upstream_proxy` and netproxy's own `HTTPS_PROXY`, an allowed target is reported
+/// through the upstream proxy, a `NO_PROXY` host directly, and an upstream proxy whose name
+/// does not resolve as the failure `serve` would answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_takes_the_upstream_route_like_serve() {
+    use proxy_test_support::{Answer, DnsServer};
+    let dns = DnsServer::start().await.unwrap();
+    resolves(&dns, "pub.test", "127.0.0.2");
+    resolves(&dns, "direct.test", "127.0.0.2");
+    dns.set("gone-proxy.test", Answer::NxDomain);
+    let ns = format!("dns.nameservers=[\"{}\"]", dns.addr());
+    let home = Home::new();
+    let run = |proxy: &str, target: &str| {
+        let mut cmd = home.command(&[
+            "check",
+            "--json",
+            "-c",
+            &ns,
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "-c",
+            "allow_upstream_proxy=true",
+            "--allow",
+            "*.test",
+            target,
+        ]);
+        cmd.env("HTTPS_PROXY", proxy).env("NO_PROXY", "direct.test");
+        ran(cmd)
+    };
+    let r = run("http://127.0.0.9:3129", "https://pub.test/");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = json(&r.stdout);
+    assert_eq!(v["upstream_proxy"], "127.0.0.9:3129", "{v}");
+    assert_eq!(v["allowed"], true);
+    let r = run("http://127.0.0.9:3129", "https://direct.test/");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(json(&r.stdout)["upstream_proxy"].is_null());
+    let r = run("http://gone-proxy.test:3129", "https://pub.test/");
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let v = json(&r.stdout);
+    assert_eq!(v["failure"]["reason"], "dns_failed", "{v}");
+    assert_eq!(v["upstream_proxy"], "gone-proxy.test:3129");
+    // The text names the upstream proxy too.
+    let mut cmd = home.command(&[
+        "check",
+        "--no-resolve",
+        "-c",
+        "allow_upstream_proxy=true",
+        "--allow",
+        "127.0.0.2",
+        "https://127.0.0.2/",
+    ]);
+    cmd.env("HTTPS_PROXY", "http://127.0.0.9:3129");
+    let r = ran(cmd);
+    r.assert_out(0, &["upstream proxy: 127.0.0.9:3129"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,7 +108,7 @@ fn url(scheme: &str, addr: SocketAddr, credential: Option<&str>) -> String {
 /// Whether `key` is one netproxy manages, which the child never inherits: every key it sets, in
 /// any letter case (an inherited `Http_Proxy` must not survive beside ours), and every
 /// `NETPROXY_*` variable, which configures netproxy itself (`NETPROXY_ADMIN_TOKEN`,
-/// `NETPROXY_HOME`, ...; interface.md §6). Those netproxy sets (`NETPROXY_ACTIVE`, ...) are set
+/// `NETPROXY_HOME`, ...; docs/run.md). Those netproxy sets (`NETPROXY_ACTIVE`, ...) are set
 /// anew by [`ProxyEnv::vars`].
 pub(crate) fn is_managed(key: &str) -> bool {
     key.get(..NETPROXY_PREFIX.len())

@@ -1,4 +1,4 @@
-//! The `netproxy` command: a thin clap CLI over the `netproxy` library (interface.md §1).
+//! The `netproxy` command: a thin clap CLI over the `netproxy` library (README.md, docs/run.md, docs/config.md).
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -127,7 +127,7 @@ struct NotBuilt {
     args: Vec<String>,
 }
 
-/// POLICY OPTIONS (interface.md §1).
+/// The policy options (docs/config.md, "Layers").
 #[derive(Debug, Args, Default)]
 struct PolicyOptions {
     /// A config file (repeatable; later wins)

@@ -1,5 +1,5 @@
 //! `netproxy run -- CMD`: the proxy on ephemeral loopback ports, bound before CMD starts, and
-//! CMD with its traffic pointed at it (interface.md §1 and §6).
+//! CMD with its traffic pointed at it (docs/run.md).
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -64,7 +64,7 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         None
     };
     // The layers are read once: the child must not widen its own policy by writing a config
-    // file (interface.md §1). The admin API's runtime layer is the way to change it.
+    // file (docs/run.md). The admin API's runtime layer is the way to change it.
     let service = match started(Service::with_audit(
         sources(&args.policy),
         |k| std::env::var(k).ok(),
