@@ -326,7 +326,7 @@ impl PolicyGate {
     /// Chains through these upstream proxies when `allow_upstream_proxy` is on.
     #[must_use]
     pub fn with_upstream(mut self, upstream: UpstreamProxies) -> Self {
-        self.upstream = Arc::new(Upstream::new(upstream));
+        self.upstream = Arc::new(self.upstream.with_proxies(upstream));
         self
     }
 
@@ -349,7 +349,12 @@ impl PolicyGate {
     pub async fn explain(&self, meta: &RequestMeta, lookup: Lookup) -> Explanation {
         let snap = self.state.load_full();
         let own = self.own.load_full();
-        self.judge(meta, &snap, &own, lookup).await
+        // Its lookups are not the proxy's traffic: the lookup observer is not told of them.
+        let quiet = Self {
+            lookups: None,
+            ..self.clone()
+        };
+        quiet.judge(meta, &snap, &own, lookup).await
     }
 
     /// Judges one request: the one code path behind [`Gate::admit`] and

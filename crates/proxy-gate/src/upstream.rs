@@ -161,10 +161,17 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    pub(crate) fn new(proxies: UpstreamProxies) -> Self {
+    /// These proxies, with the listener addresses already recorded here (the loop guard
+    /// survives whichever of `with_upstream` and `set_listeners` comes first).
+    pub(crate) fn with_proxies(&self, proxies: UpstreamProxies) -> Self {
+        let listeners = self
+            .listeners
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         Self {
             proxies,
-            listeners: RwLock::default(),
+            listeners: RwLock::new(listeners),
         }
     }
 

@@ -648,6 +648,31 @@ async fn the_dry_run_and_admission_judge_alike() {
         judged(http("a.up.example", "GET")).await,
         Admission::Fail(f) if f.message.contains("loop refused")
     ));
+    // The dry run's lookups are not the proxy's traffic: the lookup observer hears only
+    // admissions.
+    let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = {
+        let lookups = lookups.clone();
+        f.gate.clone().with_lookup_observer(Arc::new(move |_, _| {
+            lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }))
+    };
+    let seen = counted
+        .explain(&connect("ok.test", 443), proxy_gate::Lookup::Resolve)
+        .await;
+    assert_eq!(seen.resolved, Some(vec![ip("127.0.0.2")]));
+    assert_eq!(lookups.load(std::sync::atomic::Ordering::Relaxed), 0);
+    counted.admit(&connect("ok.test", 443)).await;
+    assert_eq!(lookups.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // The loop guard holds whichever of `set_listeners` and `with_upstream` comes first.
+    let early = f.gate.clone();
+    early.set_listeners(vec!["127.0.0.1:3128".parse().unwrap()]);
+    let (upstream, _) = proxy_gate::UpstreamProxies::from_env(env);
+    let early = early.with_upstream(upstream);
+    assert!(matches!(
+        early.admit(&http("a.up.example", "GET")).await,
+        Admission::Fail(f) if f.message.contains("loop refused")
+    ));
     assert!(matches!(
         judged(connect("miss.example", 443)).await,
         Admission::Allow(r) if r.decision.policy_override

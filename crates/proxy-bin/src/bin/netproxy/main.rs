@@ -362,8 +362,16 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let offline = proxy_gate::Resolver::new(Some(&[]), Default::default(), config.dns_timeout())
         .context("cannot build the DNS resolver")?;
     let mut report = runtime.block_on(explain(&gate(offline), &req, proxy_gate::Lookup::Skip));
+    // A name to look up: the target's, or the upstream proxy's when it is given by name (the
+    // first pass names it without a route).
+    let upstream_by_name = report.upstream.as_deref().is_some_and(|u| {
+        proxy_core::split_authority(u)
+            .ok()
+            .and_then(|(host, _)| proxy_core::Host::parse(host).ok())
+            .is_some_and(|h| h.ip().is_none())
+    });
     let needs_lookup = report.addresses_checked_at_connect
-        || (report.upstream.is_some() && report.failure.is_none() && report.resolved.is_none());
+        || (upstream_by_name && report.failure.is_none() && report.decision.is_allowed());
     if needs_lookup && !args.no_resolve {
         let resolver = match proxy_gate::Resolver::new(
             config.dns_nameservers().as_deref(),
