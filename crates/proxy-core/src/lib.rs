@@ -29,6 +29,7 @@ pub mod host;
 mod intercept;
 mod lease;
 mod target;
+pub mod tls;
 
 pub use audit::{AUDIT_TARGET, AuditEvent, AuditSink, BlockedRecord, EVENT_NAME, Scope};
 pub use control::{BlockedView, CheckQuery, Control, ControlError, DomainChange, PatternLists};

@@ -6,7 +6,8 @@
 //! connections, counted tasks for a draining shutdown), their [`Limits`], the live counts the
 //! metrics read ([`Stats`]), the bound on the streams they serve ([`Stream`]), the one
 //! connection type for TCP and unix sockets ([`Conn`]), and the serving of a tunnel handed to
-//! an [`Interceptor`](proxy_core::Interceptor) ([`intercept`]). It knows nothing of HTTP, SOCKS or
+//! an [`Interceptor`](proxy_core::Interceptor) ([`intercept`]), and the peek at a client's
+//! first bytes for a TLS ClientHello ([`peek_hello`], replayed by [`Replay`]). It knows nothing of HTTP, SOCKS or
 //! policy; of `proxy-core` it uses only types (the credential, the unix socket the gate
 //! checked, failures).
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@ mod accept;
 mod conn;
 mod intercept;
 mod limits;
+mod peek;
 mod stats;
 mod tunnel;
 
@@ -24,5 +26,6 @@ pub use conn::connect_unix;
 pub use conn::{Conn, Stream};
 pub use intercept::intercept;
 pub use limits::Limits;
+pub use peek::{Replay, peek_hello};
 pub use stats::{Open, Stats};
 pub use tunnel::{into_tcp, tunnel, tunnel_tcp, tunnel_tcp_until, tunnel_until};
