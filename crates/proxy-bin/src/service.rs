@@ -102,6 +102,7 @@ pub struct Service {
 fn gate_settings(config: &Config) -> proxy_gate::Settings {
     proxy_gate::Settings {
         allow_upstream_proxy: config.allow_upstream_proxy(),
+        verify_sni: config.verify_sni(),
     }
 }
 

@@ -171,6 +171,10 @@ impl Config {
     pub fn allow_upstream_proxy(&self) -> bool {
         self.settings.allow_upstream_proxy.value
     }
+    /// `verify_sni`.
+    pub fn verify_sni(&self) -> bool {
+        self.settings.verify_sni.value
+    }
     /// `[otel] exporter`, unless `none`: `otlp-http` or `otlp-grpc`.
     pub fn otel_exporter(&self) -> Option<&str> {
         match self.settings.otel_exporter.value {

@@ -387,7 +387,6 @@ impl Parser<'_> {
             "network.dangerously_allow_plaintext_credential_injection" if on => {
                 self.not_supported(wpath, "the credential broker");
             }
-            "network.verify_sni" if on => self.not_supported(wpath, "SNI verification"),
             "otel.endpoint"
                 if value
                     .as_str()

@@ -463,7 +463,7 @@ schema! {
     /// `dangerously_allow_plaintext_credential_injection` (not built yet).
     dangerously_allow_plaintext_credential_injection: bool = false,
         "network.dangerously_allow_plaintext_credential_injection", Kind::Bool, reload;
-    /// `verify_sni` (not built yet: only off is accepted).
+    /// `verify_sni`: refuse an opaque tunnel whose TLS server name is not its `CONNECT` host.
     verify_sni: bool = false, "network.verify_sni", Kind::Bool, reload;
     /// `audit_log`: the JSON-lines audit file.
     audit_log: Option<String> = None, "network.audit_log", Kind::Text, restart;

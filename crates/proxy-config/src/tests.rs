@@ -348,7 +348,6 @@ fn features_not_built_yet_are_refused() {
             "[network]\ncredential_broker = true",
             "network.credential_broker",
         ),
-        ("[network]\nverify_sni = true", "network.verify_sni"),
         (
             "[network]\ndangerously_allow_plaintext_credential_injection = true",
             "network.dangerously_allow_plaintext_credential_injection",

@@ -129,8 +129,8 @@ impl fmt::Debug for UnixSocket {
     }
 }
 
-/// An admitted request's route: how to reach it, whether to intercept it, and the decision
-/// that admitted it.
+/// An admitted request's route: how to reach it, whether to intercept it or check its TLS
+/// server name, and the decision that admitted it.
 ///
 /// ```
 /// use proxy_core::{Decision, Route, Via};
@@ -144,6 +144,9 @@ pub struct Route {
     pub via: Via,
     /// Whether to terminate TLS and inspect the inner requests.
     pub intercept: bool,
+    /// For an opaque tunnel (`verify_sni`): the front-end reads the client's first bytes and
+    /// relays nothing until the gate has judged them ([`Gate::admit_hello`]).
+    pub verify_sni: bool,
     /// The decision that admitted it.
     pub decision: Decision,
 }
@@ -154,6 +157,7 @@ impl Route {
         Self {
             via: Via::Direct(addrs),
             intercept: false,
+            verify_sni: false,
             decision,
         }
     }
@@ -310,6 +314,19 @@ pub trait Gate: Send + Sync {
         inner: &RequestMeta,
     ) -> impl Future<Output = Decision> + Send;
 
+    /// Decides whether an opaque tunnel admitted along `route` (with `verify_sni`) may carry the
+    /// stream whose first bytes are `hello`: a TLS ClientHello for the tunnel's host
+    /// ([`judge_hello`]). By default the pure rule alone; a gate that records decisions records
+    /// a refusal (the tunnel's admission was recorded already).
+    fn admit_hello(
+        &self,
+        tunnel: &RequestMeta,
+        route: &Route,
+        hello: &crate::tls::Hello,
+    ) -> impl Future<Output = Decision> + Send {
+        std::future::ready(judge_hello(tunnel, route, hello))
+    }
+
     /// A lease for a connection admitted as `meta` along `route` that stays open (a tunnel, a
     /// kept-alive upstream connection, a UDP association's verdict): the gate revokes it when
     /// a narrower policy no longer allows the target. By default, a lease nothing revokes.
@@ -370,6 +387,53 @@ pub fn judge_inner(
         );
     }
     route.decision.clone()
+}
+
+/// The rule of `verify_sni` for an opaque tunnel: its first bytes must be a TLS ClientHello
+/// whose server name is the tunnel's host. For a tunnel to a name the ClientHello must name it
+/// (absent is refused); for an IP literal it may name nothing (the usual case) or the same
+/// address. Anything but a ClientHello (another protocol, silence, a malformed or oversized
+/// hello) is refused: under `verify_sni` tunnels carry TLS only. A refusal is `sni_mismatch`;
+/// an allow is the tunnel's own decision.
+///
+/// ```
+/// use proxy_core::tls::Hello;
+/// use proxy_core::{Decision, Protocol, Reason, RequestMeta, Route, Target, judge_hello};
+/// let tunnel = RequestMeta::new(Protocol::HttpsConnect, Target::parse_authority("api.example.com:443", 443).unwrap());
+/// let route = Route::direct(vec!["127.0.0.1:443".parse().unwrap()], Decision::allow());
+/// let named = |sni: &str| Hello::ClientHello { sni: Some(sni.to_owned()) };
+/// assert!(judge_hello(&tunnel, &route, &named("API.example.com")).is_allowed());
+/// let d = judge_hello(&tunnel, &route, &named("other.example.com"));
+/// assert_eq!(d.reason, Some(Reason::SniMismatch));
+/// assert!(!judge_hello(&tunnel, &route, &Hello::ClientHello { sni: None }).is_allowed());
+/// ```
+pub fn judge_hello(tunnel: &RequestMeta, route: &Route, hello: &crate::tls::Hello) -> Decision {
+    use crate::tls::Hello;
+    let refuse = |detail: String| {
+        let d = Decision::deny(Reason::SniMismatch).with_detail(detail);
+        match &route.decision.rule {
+            Some(rule) => d.with_rule(rule.clone()),
+            None => d,
+        }
+    };
+    let Some(host) = tunnel.target.host() else {
+        return refuse("not a network tunnel".to_owned());
+    };
+    match hello {
+        Hello::ClientHello { sni: Some(name) } => match crate::Host::parse(name) {
+            Ok(named) if &named == host => route.decision.clone(),
+            Ok(named) => refuse(format!(
+                "the TLS server name is {named}, the CONNECT host {host}"
+            )),
+            Err(e) => refuse(format!("the TLS server name is not a valid host: {e}")),
+        },
+        Hello::ClientHello { sni: None } if host.ip().is_some() => route.decision.clone(),
+        Hello::ClientHello { sni: None } => refuse(format!(
+            "the TLS ClientHello names no server; the CONNECT host is {host}"
+        )),
+        Hello::NotTls(why) => refuse(format!("not a TLS ClientHello: {why}")),
+        Hello::Incomplete => refuse("no whole TLS ClientHello".to_owned()),
+    }
 }
 
 /// Connects an admitted route. It never resolves a name: it dials only the addresses the gate

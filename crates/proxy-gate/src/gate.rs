@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use proxy_core::tls::Hello;
 use proxy_core::{
-    Admission, AuditEvent, AuditSink, Decision, Failure, Gate, Host, Lease, Mode, Reason,
+    Admission, AuditEvent, AuditSink, Decision, Failure, Gate, Host, Lease, Mode, Protocol, Reason,
     RequestMeta, Route, Source, Target, UpstreamFailure, Verdict, Via,
 };
 use proxy_policy::{Evaluation, OwnAddrs, Policy};
@@ -38,6 +39,9 @@ pub struct Settings {
     /// Chain through the upstream proxies given to [`PolicyGate::with_upstream`]
     /// (`allow_upstream_proxy`).
     pub allow_upstream_proxy: bool,
+    /// Check the TLS server name of every opaque tunnel (`verify_sni`): its routes say so, and
+    /// [`Gate::admit_hello`] judges the ClientHello.
+    pub verify_sni: bool,
 }
 
 /// One consistent view of the compiled policy and the gate's settings. Requests take a snapshot
@@ -154,6 +158,9 @@ pub struct Explanation {
     pub pending: bool,
     /// Whether the tunnel would be intercepted.
     pub intercept: bool,
+    /// Whether the front-end checks the tunnel's TLS server name before relaying
+    /// (`verify_sni`, opaque tunnels only).
+    pub verify_sni: bool,
     /// The addresses the name resolved to, when it was looked up.
     pub resolved: Option<Vec<IpAddr>>,
     /// How an allowed target is reached (`None` when refused, failed or pending).
@@ -171,6 +178,7 @@ impl Explanation {
             decision,
             pending: false,
             intercept: false,
+            verify_sni: false,
             resolved: None,
             via: None,
             failure: None,
@@ -208,6 +216,7 @@ impl Explanation {
             Some(via) => Admission::Allow(Route {
                 via,
                 intercept: self.intercept,
+                verify_sni: self.verify_sni,
                 decision: self.decision,
             }),
             None => Admission::Fail(Failure::new(
@@ -360,6 +369,22 @@ impl PolicyGate {
     /// Judges one request: the one code path behind [`Gate::admit`] and
     /// [`PolicyGate::explain`].
     async fn judge(
+        &self,
+        meta: &RequestMeta,
+        snap: &Snapshot,
+        own: &OwnAddrs,
+        lookup: Lookup,
+    ) -> Explanation {
+        let mut seen = self.judge_target(meta, snap, own, lookup).await;
+        // An opaque tunnel's TLS server name is checked before anything is relayed.
+        seen.verify_sni = snap.settings.verify_sni
+            && !seen.intercept
+            && matches!(meta.protocol, Protocol::HttpsConnect | Protocol::Socks5Tcp);
+        seen
+    }
+
+    /// [`PolicyGate::judge`] up to the route.
+    async fn judge_target(
         &self,
         meta: &RequestMeta,
         snap: &Snapshot,
@@ -533,6 +558,22 @@ impl Gate for PolicyGate {
         inner: &RequestMeta,
     ) -> Decision {
         self.judge_inner(tunnel, route, inner)
+    }
+
+    /// [`proxy_core::judge_hello`]; a refusal is recorded (with the tunnel's request), an allow
+    /// is not (the tunnel's admission was).
+    async fn admit_hello(&self, tunnel: &RequestMeta, route: &Route, hello: &Hello) -> Decision {
+        let decision = proxy_core::judge_hello(tunnel, route, hello);
+        if !decision.is_allowed() {
+            tracing::info!(
+                target = %tunnel.target,
+                detail = decision.detail.as_deref().unwrap_or_default(),
+                "refusing a tunnel whose TLS server name is not its host"
+            );
+            let mode = self.state.load().policy.mode();
+            self.audit.record(&AuditEvent::new(tunnel, &decision, mode));
+        }
+        decision
     }
 
     async fn admit(&self, meta: &RequestMeta) -> Admission {

@@ -26,6 +26,7 @@ impl AuditSink for Events {
 fn settings(config: &proxy_config::Config) -> proxy_gate::Settings {
     proxy_gate::Settings {
         allow_upstream_proxy: config.allow_upstream_proxy(),
+        verify_sni: config.verify_sni(),
     }
 }
 

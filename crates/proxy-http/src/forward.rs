@@ -122,7 +122,8 @@ where
         });
         return Response::new(respond::empty());
     }
-    drop(route);
+    // Kept only to judge the ClientHello (`verify_sni`).
+    let verify = route.verify_sni.then(|| (shared.gate.clone(), meta, route));
     let tracker = shared.tracker.clone();
     shared.spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -134,7 +135,8 @@ where
         };
         // Between two TCP sockets (always, in netproxy) the tunnel gets a task of its own, whose
         // state is only the tunnel: an idle tunnel then keeps nothing of the upgrade.
-        let _permit = match ends(upgraded, upstream).await {
+        let verify = verify.as_ref().map(|(g, m, r)| (&**g, m, r));
+        let _permit = match ends(upgraded, upstream, verify).await {
             Ends::Tcp(client, upstream) => {
                 tracker.spawn(async move {
                     let _permit = permit;
@@ -472,20 +474,52 @@ enum Ends<U> {
 }
 
 /// Takes hyper's wrapper off an upgraded `CONNECT`, sending the bytes hyper had already read
-/// upstream first.
-async fn ends<U: Stream>(upgraded: hyper::upgrade::Upgraded, mut upstream: U) -> Ends<U> {
+/// upstream first; with `verify` (`verify_sni`), only once the gate has judged the client's
+/// ClientHello (a refused tunnel is closed with nothing relayed).
+async fn ends<U: Stream, G: Gate>(
+    upgraded: hyper::upgrade::Upgraded,
+    mut upstream: U,
+    verify: Option<(&G, &RequestMeta, &Route)>,
+) -> Ends<U> {
     let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => parts,
-        Err(upgraded) => return Ends::Upgraded(upgraded, upstream),
+        Err(upgraded) => {
+            let Some((gate, meta, route)) = verify else {
+                return Ends::Upgraded(upgraded, upstream);
+            };
+            let mut client = TokioIo::new(upgraded);
+            return match proxy_io::verify_hello(
+                gate,
+                meta,
+                route,
+                &mut client,
+                Vec::new(),
+                &mut upstream,
+            )
+            .await
+            {
+                Ok(()) => Ends::Upgraded(client.into_inner(), upstream),
+                Err(_) => Ends::Failed,
+            };
+        }
     };
-    if !parts.read_buf.is_empty()
+    let mut client = parts.io.into_inner();
+    if let Some((gate, meta, route)) = verify {
+        // The bytes hyper read past the CONNECT head are the ClientHello's first.
+        let already = parts.read_buf.to_vec();
+        if proxy_io::verify_hello(gate, meta, route, &mut client, already, &mut upstream)
+            .await
+            .is_err()
+        {
+            return Ends::Failed;
+        }
+    } else if !parts.read_buf.is_empty()
         && tokio::io::AsyncWriteExt::write_all(&mut upstream, &parts.read_buf)
             .await
             .is_err()
     {
         return Ends::Failed;
     }
-    let client = parts.io.into_inner();
     match proxy_io::into_tcp(upstream) {
         Ok(tcp) => Ends::Tcp(client, tcp),
         Err(Some(other)) => Ends::Client(client, other),

@@ -26,6 +26,6 @@ pub use conn::connect_unix;
 pub use conn::{Conn, Stream};
 pub use intercept::intercept;
 pub use limits::Limits;
-pub use peek::{Replay, peek_hello};
+pub use peek::{HELLO_WAIT, Replay, peek_hello, verify_hello};
 pub use stats::{Open, Stats};
 pub use tunnel::{into_tcp, tunnel, tunnel_tcp, tunnel_tcp_until, tunnel_until};

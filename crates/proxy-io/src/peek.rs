@@ -9,18 +9,49 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use proxy_core::tls::{Hello, MAX_HELLO, client_hello};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use proxy_core::{Decision, Gate, RequestMeta, Route};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-/// Reads from `stream` until its first bytes are a whole ClientHello or cannot be one, for at
-/// most `within` and [`MAX_HELLO`] bytes. Returns the answer and every byte read (to be
-/// replayed with [`Replay`]). A stream that ends, fails or stays silent first is
+/// How long `verify_sni` waits for a client's ClientHello.
+pub const HELLO_WAIT: Duration = Duration::from_secs(5);
+
+/// `verify_sni` on an opaque tunnel: reads the client's ClientHello (after `already`, bytes the
+/// front-end had read past its request) for at most [`HELLO_WAIT`], asks the gate
+/// ([`Gate::admit_hello`]), and on an allow writes every byte read to `upstream`, so the tunnel
+/// goes on as if nothing had been read. On a refusal (`Err(Some)`) nothing was relayed;
+/// `Err(None)`: the upstream failed while the bytes were relayed.
+pub async fn verify_hello<G, C, U>(
+    gate: &G,
+    meta: &RequestMeta,
+    route: &Route,
+    client: &mut C,
+    already: Vec<u8>,
+    upstream: &mut U,
+) -> Result<(), Option<Decision>>
+where
+    G: Gate,
+    C: AsyncRead + Unpin,
+    U: AsyncWrite + Unpin,
+{
+    let (hello, bytes) = peek_hello(client, already, HELLO_WAIT).await;
+    let decision = gate.admit_hello(meta, route, &hello).await;
+    if !decision.is_allowed() {
+        return Err(Some(decision));
+    }
+    upstream.write_all(&bytes).await.map_err(|_| None)
+}
+
+/// Reads from `stream` until its first bytes (`already`, what the caller had read of it, then
+/// the stream's) are a whole ClientHello or cannot be one, for at most `within` and
+/// [`MAX_HELLO`] bytes. Returns the answer and every byte (to be replayed with [`Replay`]). A stream that ends, fails or stays silent first is
 /// [`Hello::NotTls`] (a server-first protocol, such as SSH, waits for the server and says
 /// nothing).
-pub async fn peek_hello<S>(stream: &mut S, within: Duration) -> (Hello, Vec<u8>)
+pub async fn peek_hello<S>(stream: &mut S, already: Vec<u8>, within: Duration) -> (Hello, Vec<u8>)
 where
     S: AsyncRead + Unpin,
 {
-    let mut buf = Vec::with_capacity(1024);
+    let mut buf = already;
+    buf.reserve(1024);
     let read = async {
         loop {
             match client_hello(&buf) {
@@ -28,7 +59,10 @@ where
                 done => return done,
             }
             let mut chunk = [0u8; 2048];
-            let room = (MAX_HELLO - buf.len()).min(chunk.len());
+            let room = MAX_HELLO.saturating_sub(buf.len()).min(chunk.len());
+            if room == 0 {
+                return Hello::NotTls("a ClientHello larger than netproxy reads");
+            }
             match stream.read(&mut chunk[..room]).await {
                 Ok(0) => return Hello::NotTls("the stream ended before a whole ClientHello"),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),

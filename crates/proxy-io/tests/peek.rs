@@ -47,7 +47,7 @@ async fn round_trip(name: &str) -> Hello {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
-        let (hello, bytes) = peek_hello(&mut stream, Duration::from_secs(10)).await;
+        let (hello, bytes) = peek_hello(&mut stream, Vec::new(), Duration::from_secs(10)).await;
         let mut tls = acceptor.accept(Replay::new(bytes, stream)).await.unwrap();
         let mut buf = [0u8; 5];
         tls.read_exact(&mut buf).await.unwrap();
@@ -90,7 +90,7 @@ async fn silence_a_server_first_protocol_and_plain_http_are_not_tls() {
     // Silence: the client connects and waits for the server (as an SSH client would).
     let _quiet = TcpStream::connect(addr).await.unwrap();
     let (mut s, _) = listener.accept().await.unwrap();
-    let (hello, bytes) = peek_hello(&mut s, Duration::from_millis(200)).await;
+    let (hello, bytes) = peek_hello(&mut s, Vec::new(), Duration::from_millis(200)).await;
     assert!(matches!(hello, Hello::NotTls(_)));
     assert!(bytes.is_empty());
     // Plain HTTP: refused at once, and its bytes are given back whole.
@@ -99,7 +99,7 @@ async fn silence_a_server_first_protocol_and_plain_http_are_not_tls() {
         .await
         .unwrap();
     let (mut s, _) = listener.accept().await.unwrap();
-    let (hello, bytes) = peek_hello(&mut s, Duration::from_secs(10)).await;
+    let (hello, bytes) = peek_hello(&mut s, Vec::new(), Duration::from_secs(10)).await;
     assert!(matches!(hello, Hello::NotTls(_)));
     let mut replay = Replay::new(bytes, s);
     let mut line = [0u8; 14];
@@ -110,7 +110,7 @@ async fn silence_a_server_first_protocol_and_plain_http_are_not_tls() {
     c.write_all(b"\x16\x03\x01\x00\x10\x01").await.unwrap();
     drop(c);
     let (mut s, _) = listener.accept().await.unwrap();
-    let (hello, bytes) = peek_hello(&mut s, Duration::from_secs(10)).await;
+    let (hello, bytes) = peek_hello(&mut s, Vec::new(), Duration::from_secs(10)).await;
     assert!(matches!(hello, Hello::NotTls(_)));
     assert_eq!(bytes.len(), 6);
 }

@@ -223,9 +223,25 @@ async fn serve<G, D, I>(
     let bound = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
     // Closed when a narrower policy no longer allows the target.
     let lease = gate.hold(&meta, &route);
-    let Ok(client) = Box::pin(proto.reply_success(bound)).await else {
+    let Ok(mut client) = Box::pin(proto.reply_success(bound)).await else {
         return;
     };
+    let mut upstream = upstream;
+    if route.verify_sni
+        && Box::pin(proxy_io::verify_hello(
+            gate,
+            &meta,
+            &route,
+            &mut client,
+            Vec::new(),
+            &mut upstream,
+        ))
+        .await
+        .is_err()
+    {
+        // Refused (recorded by the gate) or the upstream failed: nothing was relayed.
+        return;
+    }
     let open = limits.stats.tunnel();
     if route.intercept {
         let interceptor = interceptor.clone();

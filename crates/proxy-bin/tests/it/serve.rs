@@ -214,6 +214,58 @@ async fn https_through_a_connect_tunnel_with_real_tls() {
     assert_ne!(r.status, 200);
 }
 
+/// `verify_sni`: an opaque tunnel whose ClientHello names another host than its `CONNECT` is
+/// closed before a byte reaches the origin, over HTTP `CONNECT` and SOCKS5 alike, and recorded
+/// as `sni_mismatch`; the matching name goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_sni_refuses_a_tunnel_whose_server_name_is_another_host() {
+    let dns = DnsServer::start().await.unwrap();
+    let ca = proxy_test_support::TestCa::new().unwrap();
+    let origin = proxy_test_support::TlsOrigin::start(
+        "tls",
+        "127.0.0.2".parse().unwrap(),
+        &ca,
+        &["secure.test", "other.test"],
+    )
+    .await
+    .unwrap();
+    let port = origin.addr().port();
+    resolves(&dns, "secure.test", "127.0.0.2");
+    resolves(&dns, "other.test", "127.0.0.2");
+    let s = serve()
+        .dns(&dns)
+        .public()
+        .socks()
+        .args(&["--allow", "secure.test", "-c", "verify_sni=true"])
+        .start();
+    let ca_file = s.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let socks = format!("socks5h://{}", s.socks.as_deref().unwrap());
+    for proxy in [format!("http://{}", s.http), socks] {
+        let r = proxy_test_support::Curl::via(proxy.clone())
+            .arg("--cacert")
+            .arg(&ca_file)
+            .get(format!("https://secure.test:{port}/named"));
+        assert_eq!(r.status, 200, "{proxy}: {}", r.text());
+        // The tunnel goes to secure.test (allowed), the ClientHello names other.test.
+        let before = origin.seen().len();
+        let r = proxy_test_support::Curl::via(proxy.clone())
+            .arg("--cacert")
+            .arg(&ca_file)
+            .arg("--connect-to")
+            .arg(format!("other.test:{port}:secure.test:{port}"))
+            .get(format!("https://other.test:{port}/fronted"));
+        assert_eq!(r.status, 0, "{proxy}: {}", r.text());
+        assert_eq!(origin.seen().len(), before, "{proxy}");
+    }
+    let stderr = s.stop();
+    let refusals = stderr
+        .lines()
+        .filter(|l| l.contains("sni_mismatch") && l.contains("secure.test"))
+        .count();
+    assert_eq!(refusals, 2, "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn decisions_reach_the_json_log_at_info_and_not_at_warn() {
     let w = World::new(&["api.test"]).await;

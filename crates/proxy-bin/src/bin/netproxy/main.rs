@@ -343,6 +343,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let settings = proxy_gate::Settings {
         allow_upstream_proxy: config.allow_upstream_proxy(),
+        verify_sni: config.verify_sni(),
     };
     let state = Arc::new(ArcSwap::from_pointee(proxy_gate::Snapshot::new(
         policy, settings,
