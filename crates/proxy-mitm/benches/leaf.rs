@@ -16,10 +16,20 @@ fn bench(c: &mut Criterion) {
     let name = Host::parse("api.example.com").unwrap();
     let ip = Host::parse("192.0.2.7").unwrap();
     c.bench_function("issue_leaf/name", |b| {
-        b.iter(|| black_box(ca.issue_leaf(&name, SystemTime::now(), LEAF_VALIDITY).unwrap()));
+        b.iter(|| {
+            black_box(
+                ca.issue_leaf(&name, SystemTime::now(), LEAF_VALIDITY)
+                    .unwrap(),
+            )
+        });
     });
     c.bench_function("issue_leaf/ip", |b| {
-        b.iter(|| black_box(ca.issue_leaf(&ip, SystemTime::now(), LEAF_VALIDITY).unwrap()));
+        b.iter(|| {
+            black_box(
+                ca.issue_leaf(&ip, SystemTime::now(), LEAF_VALIDITY)
+                    .unwrap(),
+            )
+        });
     });
     let cache = LeafCache::new(ca, 1024);
     cache.get(&name).unwrap();

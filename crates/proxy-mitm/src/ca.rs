@@ -242,7 +242,10 @@ impl Ca {
         if public_key != key.subject_public_key_info() {
             return Err(invalid(
                 key_path,
-                &format!("it is not the key of the certificate {}", cert_path.display()),
+                &format!(
+                    "it is not the key of the certificate {}",
+                    cert_path.display()
+                ),
             ));
         }
         let issuer = Issuer::from_ca_cert_der(&der, key)

@@ -204,7 +204,8 @@ mod tests {
         assert_eq!(mode, 0o644, "{mode:o}");
         let err = write_new(dir.path(), "f", b"two", 0o644).unwrap_err();
         assert!(
-            err.to_string().starts_with("refusing to overwrite existing file"),
+            err.to_string()
+                .starts_with("refusing to overwrite existing file"),
             "{err}"
         );
         assert_eq!(std::fs::read(&path).unwrap(), b"one");

@@ -17,7 +17,8 @@ use time::OffsetDateTime;
 use crate::CaError;
 use crate::ca::{BACKDATE, Ca};
 
-/// How long a new leaf certificate is valid (from [`BACKDATE`] before its issuance).
+/// How long a new leaf certificate is valid after its issuance (it starts an hour before, for
+/// clients whose clock is behind).
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// A cached leaf with less than this left is issued again.
 pub const RENEW_MARGIN: Duration = Duration::from_secs(3600);

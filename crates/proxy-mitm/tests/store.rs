@@ -75,7 +75,12 @@ fn a_symlinked_key_is_refused() {
     let err = store.load_or_create().unwrap_err();
     assert!(matches!(err, CaError::Symlink { .. }), "{err}");
     assert!(err.to_string().contains("refusing to use symlink"), "{err}");
-    assert!(std::fs::symlink_metadata(store.key_path()).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(store.key_path())
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[test]
@@ -93,8 +98,9 @@ fn a_key_its_group_or_others_can_read_is_refused() {
         let err = result.unwrap_err();
         assert!(matches!(err, CaError::Permissive { .. }), "{bad:o}: {err}");
         assert!(
-            err.to_string()
-                .contains(&format!("must not be group/world accessible (mode=0{bad:o}; expected <= 0600)")),
+            err.to_string().contains(&format!(
+                "must not be group/world accessible (mode=0{bad:o}; expected <= 0600)"
+            )),
             "{err}"
         );
     }
@@ -107,7 +113,10 @@ fn a_key_of_another_user_or_not_a_file_is_refused() {
     if rustix::process::geteuid().is_root() {
         std::os::unix::fs::chown(store.key_path(), Some(65534), None).unwrap();
         let err = store.load().unwrap_err();
-        assert!(matches!(err, CaError::WrongOwner { owner: 65534, .. }), "{err}");
+        assert!(
+            matches!(err, CaError::WrongOwner { owner: 65534, .. }),
+            "{err}"
+        );
         std::fs::remove_file(store.key_path()).unwrap();
     } else {
         std::fs::remove_file(store.key_path()).unwrap();
@@ -127,7 +136,11 @@ fn a_key_that_is_not_the_certificates_is_refused() {
     std::fs::copy(b.key_path(), a.key_path()).unwrap();
     std::fs::set_permissions(a.key_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
     let err = a.load().unwrap_err();
-    assert!(err.to_string().contains("is not the key of the certificate"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is not the key of the certificate"),
+        "{err}"
+    );
 
     std::fs::write(a.cert_path(), "not a certificate").unwrap();
     let err = a.load().unwrap_err();

@@ -73,13 +73,19 @@ fn cache() -> LeafCache {
 async fn a_dns_name_is_served_and_its_second_session_signs_nothing() {
     let cache = cache();
     let ca = cache.ca().clone();
-    let text = handshake(&cache, &ca, "Example.TEST.", "example.test").await.unwrap();
+    let text = handshake(&cache, &ca, "Example.TEST.", "example.test")
+        .await
+        .unwrap();
     assert_eq!(text, "hello from the leaf");
     assert_eq!(cache.issued(), 1);
-    handshake(&cache, &ca, "example.test", "example.test").await.unwrap();
+    handshake(&cache, &ca, "example.test", "example.test")
+        .await
+        .unwrap();
     assert_eq!(cache.issued(), 1, "the second session reuses the leaf");
     assert_eq!(cache.len(), 1);
-    handshake(&cache, &ca, "other.test", "other.test").await.unwrap();
+    handshake(&cache, &ca, "other.test", "other.test")
+        .await
+        .unwrap();
     assert_eq!(cache.issued(), 2);
 }
 
@@ -87,10 +93,16 @@ async fn a_dns_name_is_served_and_its_second_session_signs_nothing() {
 async fn ip_literals_get_an_ip_address_name() {
     let cache = cache();
     let ca = cache.ca().clone();
-    handshake(&cache, &ca, "127.0.0.1", "127.0.0.1").await.unwrap();
-    handshake(&cache, &ca, "[2001:db8::1]", "2001:db8::1").await.unwrap();
+    handshake(&cache, &ca, "127.0.0.1", "127.0.0.1")
+        .await
+        .unwrap();
+    handshake(&cache, &ca, "[2001:db8::1]", "2001:db8::1")
+        .await
+        .unwrap();
     // A name is not an address: the leaf for 10.1.2.3 does not cover "10.1.2.4".
-    let err = handshake(&cache, &ca, "10.1.2.3", "10.1.2.4").await.unwrap_err();
+    let err = handshake(&cache, &ca, "10.1.2.3", "10.1.2.4")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("certificate"), "{err}");
     assert_eq!(cache.issued(), 3);
 }
@@ -108,7 +120,10 @@ async fn the_leaf_covers_its_host_only_and_only_for_clients_trusting_the_ca() {
         .await
         .unwrap_err();
     // The stranger has the same subject, so the leaf's signature is what fails.
-    assert!(err.to_string().contains("invalid peer certificate"), "{err}");
+    assert!(
+        err.to_string().contains("invalid peer certificate"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -122,10 +137,7 @@ async fn a_name_longer_than_a_common_name_allows_is_served() {
 #[tokio::test]
 async fn a_leaf_near_its_end_is_issued_again() {
     // Valid 2 h, renewed when less than 2 h - 10 s are left: stale 10 s after its issuance.
-    let cache = cache().with_validity(
-        Duration::from_secs(7200),
-        Duration::from_secs(7200 - 10),
-    );
+    let cache = cache().with_validity(Duration::from_secs(7200), Duration::from_secs(7200 - 10));
     let ca = cache.ca().clone();
     let host = Host::parse("renew.test").unwrap();
     let now = SystemTime::now();
@@ -140,7 +152,9 @@ async fn a_leaf_near_its_end_is_issued_again() {
     // The renewed leaf is what is served now, and a client accepts it.
     let served = cache.get_at(&host, now + Duration::from_secs(12)).unwrap();
     assert!(Arc::ptr_eq(&served, &renewed));
-    handshake(&cache, &ca, "renew.test", "renew.test").await.unwrap();
+    handshake(&cache, &ca, "renew.test", "renew.test")
+        .await
+        .unwrap();
 }
 
 #[test]
@@ -150,9 +164,13 @@ fn the_default_validity_is_renewed_an_hour_before_its_end() {
     let now = SystemTime::now();
     let leaf = cache.get_at(&host, now).unwrap();
     assert_eq!(leaf.not_after(), now + LEAF_VALIDITY);
-    cache.get_at(&host, now + Duration::from_secs(22 * 3600)).unwrap();
+    cache
+        .get_at(&host, now + Duration::from_secs(22 * 3600))
+        .unwrap();
     assert_eq!(cache.issued(), 1);
-    cache.get_at(&host, now + Duration::from_secs(23 * 3600 + 1)).unwrap();
+    cache
+        .get_at(&host, now + Duration::from_secs(23 * 3600 + 1))
+        .unwrap();
     assert_eq!(cache.issued(), 2);
 }
 
@@ -160,7 +178,9 @@ fn the_default_validity_is_renewed_an_hour_before_its_end() {
 fn the_cache_is_bounded() {
     let cache = LeafCache::new(Arc::new(Ca::generate().unwrap()), 8);
     for i in 0..40 {
-        cache.get(&Host::parse(&format!("h{i}.test")).unwrap()).unwrap();
+        cache
+            .get(&Host::parse(&format!("h{i}.test")).unwrap())
+            .unwrap();
     }
     assert_eq!(cache.issued(), 40);
     assert!(cache.len() <= 8, "{}", cache.len());
@@ -173,5 +193,8 @@ fn a_leaf_shows_no_key() {
     assert_eq!(leaf.chain().len(), 2);
     assert_eq!(&leaf.chain()[1], cache.ca().cert_der());
     let text = format!("{leaf:?} {cache:?}");
-    assert!(text.contains("redacted") && !text.contains("PRIVATE"), "{text}");
+    assert!(
+        text.contains("redacted") && !text.contains("PRIVATE"),
+        "{text}"
+    );
 }

@@ -59,7 +59,10 @@ fn ca_init_creates_the_ca_once_and_path_and_show_describe_it() {
     assert_eq!(std::fs::read(&key).unwrap(), key_bytes);
 
     let r = home.run(&["ca", "path"]);
-    assert_eq!((r.code, r.stdout.trim()), (0, cert.display().to_string().as_str()));
+    assert_eq!(
+        (r.code, r.stdout.trim()),
+        (0, cert.display().to_string().as_str())
+    );
 
     // The fingerprint is the SHA-256 of the certificate's DER, as `openssl x509 -fingerprint`
     // prints it.
@@ -85,7 +88,11 @@ fn ca_init_creates_the_ca_once_and_path_and_show_describe_it() {
         let line = r.stdout.lines().find(|l| l.starts_with(label)).unwrap();
         line[label.len()..].trim()[..4].parse().unwrap()
     };
-    assert!(year("not after:") - year("not before:") >= 9, "{}", r.stdout);
+    assert!(
+        year("not after:") - year("not before:") >= 9,
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -109,7 +116,13 @@ fn ca_files_that_break_the_rules_are_refused() {
     let moved = home.path().join("moved.key");
     std::fs::rename(&key, &moved).unwrap();
     std::os::unix::fs::symlink(&moved, &key).unwrap();
-    refused(&home, &["refusing to use symlink for the MITM CA key", &key.display().to_string()]);
+    refused(
+        &home,
+        &[
+            "refusing to use symlink for the MITM CA key",
+            &key.display().to_string(),
+        ],
+    );
 
     // A key its group can read.
     let (home, _, key) = prepare();
@@ -126,7 +139,11 @@ fn ca_files_that_break_the_rules_are_refused() {
     // Only one of the two files.
     for missing in [0, 1] {
         let (home, cert, key) = prepare();
-        let (gone, kept) = if missing == 0 { (&cert, &key) } else { (&key, &cert) };
+        let (gone, kept) = if missing == 0 {
+            (&cert, &key)
+        } else {
+            (&key, &cert)
+        };
         let before = std::fs::read(kept).unwrap();
         std::fs::remove_file(gone).unwrap();
         refused(
