@@ -198,3 +198,84 @@ fn a_leaf_shows_no_key() {
         "{text}"
     );
 }
+
+/// curl (OpenSSL or whichever TLS library it has) accepts the leaf when told to trust the CA's
+/// PEM file, for a name and for an IP literal, and refuses it without.
+#[tokio::test]
+async fn curl_trusts_a_leaf_through_the_ca_pem() {
+    let cache = Arc::new(cache());
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("ca.pem");
+    std::fs::write(&pem, cache.ca().cert_pem()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let c = cache.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let c = c.clone();
+            tokio::spawn(async move {
+                // The leaf is chosen by the SNI (none for an IP literal: the dialled address).
+                let start =
+                    tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+                        .await?;
+                let host: String = start
+                    .client_hello()
+                    .server_name()
+                    .unwrap_or("127.0.0.1")
+                    .to_owned();
+                let leaf = c.get(&Host::parse(&host).unwrap()).unwrap();
+                let config = rustls::ServerConfig::builder_with_provider(provider())
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(leaf.chain().to_vec(), leaf.key())
+                    .unwrap();
+                let mut tls = start.into_stream(Arc::new(config)).await?;
+                let mut head = Vec::new();
+                let mut buf = [0; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = tls.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                tls.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                )
+                .await?;
+                tls.shutdown().await
+            });
+        }
+    });
+    let curl = move |url: String, trust: Option<std::path::PathBuf>| {
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = std::process::Command::new("curl");
+            cmd.args(["-sS", "--max-time", "10", "--noproxy", "*"])
+                .arg("--resolve")
+                .arg(format!("example.test:{port}:127.0.0.1"));
+            match trust {
+                Some(pem) => cmd.arg("--cacert").arg(pem),
+                // A CA file that does not hold netproxy's CA.
+                None => cmd.arg("--cacert").arg("/dev/null"),
+            };
+            cmd.arg(url).output().unwrap()
+        })
+    };
+    for url in [
+        format!("https://example.test:{port}/"),
+        format!("https://127.0.0.1:{port}/"),
+    ] {
+        let out = curl(url.clone(), Some(pem.clone())).await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text == "hello",
+            "{url}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = curl(url.clone(), None).await.unwrap();
+        assert!(!out.status.success(), "{url} without the CA");
+    }
+    assert_eq!(cache.issued(), 2);
+    server.abort();
+}
