@@ -21,10 +21,141 @@ fn help_lists_every_command_and_no_arguments_is_a_usage_error() {
 #[test]
 fn commands_not_built_yet_say_so_and_exit_2() {
     let home = Home::new();
-    for cmd in [&["ca", "init"][..], &["ca", "path"]] {
-        let r = home.run(cmd);
-        assert_eq!(r.code, 2, "{cmd:?}");
-        assert!(r.stderr.contains("not built yet"), "{cmd:?}: {}", r.stderr);
+    // `ca` is built now (see the `ca_*` tests); the credential broker is not.
+    let cmd = ["check", "--credentials", "example.com"];
+    let r = home.run(&cmd);
+    assert_eq!(r.code, 2, "{cmd:?}");
+    assert!(r.stderr.contains("not built yet"), "{cmd:?}: {}", r.stderr);
+}
+
+/// The mode bits of `path`.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn ca_init_creates_the_ca_once_and_path_and_show_describe_it() {
+    let home = Home::new();
+    let dir = home.user_dir().join("ca");
+    let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    for cmd in [&["ca", "path"][..], &["ca", "show"]] {
+        home.run(cmd)
+            .assert_err(1, &["there is no MITM CA in", "netproxy ca init"]);
+    }
+    assert!(!dir.exists(), "path and show create nothing");
+
+    let r = home.run(&["ca", "init"]);
+    r.assert_out(0, &["created the MITM CA", &cert.display().to_string()]);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&cert), 0o644);
+    assert_eq!(mode(&key), 0o600);
+    let (pem, key_bytes) = (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap());
+    assert!(!r.stdout.contains("PRIVATE") && !r.stderr.contains("PRIVATE"));
+
+    let again = home.run(&["ca", "init"]);
+    again.assert_out(0, &["exists already; left as it is"]);
+    assert_eq!(std::fs::read(&cert).unwrap(), pem);
+    assert_eq!(std::fs::read(&key).unwrap(), key_bytes);
+
+    let r = home.run(&["ca", "path"]);
+    assert_eq!(
+        (r.code, r.stdout.trim()),
+        (0, cert.display().to_string().as_str())
+    );
+
+    // The fingerprint is the SHA-256 of the certificate's DER, as `openssl x509 -fingerprint`
+    // prints it.
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+    let expected: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    let expected = expected.join(":");
+    let r = home.run(&["ca", "show"]);
+    r.assert_out(
+        0,
+        &[
+            "subject:     CN=netproxy MITM CA\n",
+            &format!("sha256:      {expected}\n"),
+            "not before:  20",
+            "not after:   20",
+            &format!("certificate: {}\n", cert.display()),
+        ],
+    );
+    assert!(again.stdout.contains(&expected), "{}", again.stdout);
+    // Valid for ten years (RFC 3339 dates: the year comes first).
+    let year = |label: &str| -> i32 {
+        let line = r.stdout.lines().find(|l| l.starts_with(label)).unwrap();
+        line[label.len()..].trim()[..4].parse().unwrap()
+    };
+    assert!(
+        year("not after:") - year("not before:") >= 9,
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn ca_files_that_break_the_rules_are_refused() {
+    let prepare = || {
+        let home = Home::new();
+        home.run(&["ca", "init"]).assert_out(0, &["created"]);
+        let dir = home.user_dir().join("ca");
+        (home, dir.join("ca.pem"), dir.join("ca.key"))
+    };
+    let refused = |home: &Home, needles: &[&str]| {
+        for cmd in [&["ca", "init"][..], &["ca", "show"], &["ca", "path"]] {
+            let r = home.run(cmd);
+            r.assert_err(1, needles);
+            assert!(r.stdout.is_empty(), "{cmd:?}: {}", r.stdout);
+        }
+    };
+
+    // A symlinked key.
+    let (home, _, key) = prepare();
+    let moved = home.path().join("moved.key");
+    std::fs::rename(&key, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &key).unwrap();
+    refused(
+        &home,
+        &[
+            "refusing to use symlink for the MITM CA key",
+            &key.display().to_string(),
+        ],
+    );
+
+    // A key its group can read.
+    let (home, _, key) = prepare();
+    chmod(&key, 0o640);
+    refused(
+        &home,
+        &[
+            &key.display().to_string(),
+            "must not be group/world accessible (mode=0640; expected <= 0600)",
+        ],
+    );
+    assert_eq!(mode(&key), 0o640, "left as it was");
+
+    // Only one of the two files.
+    for missing in [0, 1] {
+        let (home, cert, key) = prepare();
+        let (gone, kept) = if missing == 0 {
+            (&cert, &key)
+        } else {
+            (&key, &cert)
+        };
+        let before = std::fs::read(kept).unwrap();
+        std::fs::remove_file(gone).unwrap();
+        refused(
+            &home,
+            &[
+                "both MITM CA files must exist",
+                &format!("cert={}", cert.display()),
+                &format!("key={}", key.display()),
+            ],
+        );
+        assert!(!gone.exists(), "init does not recreate the missing one");
+        assert_eq!(std::fs::read(kept).unwrap(), before);
     }
 }
 

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod ca;
 mod child_env;
 mod logging;
 mod run;
@@ -46,8 +47,9 @@ enum Command {
     /// The effective config
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// The MITM certificate authority (not built yet)
-    Ca(NotBuilt),
+    /// The MITM certificate authority: init, path, show (interception itself is not built yet)
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
     /// Print the environment a child should get, for a proxy started with `serve`
     Env(EnvArgs),
 }
@@ -119,12 +121,6 @@ struct EnvArgs {
     /// The SOCKS5 proxy's address, if there is one
     #[arg(long, value_name = "ADDR")]
     socks: Option<String>,
-}
-
-#[derive(Debug, Args)]
-struct NotBuilt {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
 }
 
 /// The policy options (docs/config.md, "Layers").
@@ -208,17 +204,21 @@ enum ConfigCommand {
     },
 }
 
+/// netproxy's home: `$NETPROXY_HOME`, else `$HOME/.netproxy`.
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("NETPROXY_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".netproxy")))
+}
+
 fn sources(p: &PolicyOptions) -> Sources {
     let system_dir = std::env::var_os("NETPROXY_SYSTEM_DIR")
         .filter(|v| !v.is_empty())
         .map_or_else(|| PathBuf::from("/etc/netproxy"), PathBuf::from);
-    let home_dir = std::env::var_os("NETPROXY_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".netproxy")));
     Sources {
         system_dir: Some(system_dir),
-        home_dir,
+        home_dir: home_dir(),
         config_files: p.config.clone(),
         requirement_files: p.requirements.clone(),
         system_requirements: None,
@@ -297,13 +297,6 @@ fn load(p: &PolicyOptions) -> Result<proxy_config::Config, ExitCode> {
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }
-}
-
-fn not_built(command: &str, issue: &str) -> ExitCode {
-    eprintln!(
-        "netproxy {command}: not built yet ({issue}); see `netproxy --help` for what works today"
-    );
-    ExitCode::from(EXIT_USAGE)
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
@@ -493,7 +486,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => run::run(args),
-        Command::Ca(_) => Ok(not_built("ca", "the HTTPS interception issue")),
+        Command::Ca(cmd) => Ok(ca::ca(cmd, home_dir())),
         Command::Env(args) => env_command(args),
         Command::Check(args) => check(args),
         Command::Config(cmd) => config_command(cmd),

@@ -1,0 +1,214 @@
+//! The file rules of the CA directory (docs/mitm.md, "Where the CA lives"): the key read only
+//! through a descriptor that was opened without following a symlink and then checked; new files
+//! written whole under a temporary name and hard-linked to their final name, so an existing file
+//! is never replaced.
+
+use std::fmt;
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::CaError;
+
+/// The largest CA file read (a PEM certificate or key is a few hundred bytes).
+const MAX_FILE: u64 = 64 * 1024;
+
+/// PEM text of a private key: never shown by `Debug`, overwritten when dropped.
+pub(crate) struct SecretPem(String);
+
+impl SecretPem {
+    pub(crate) fn new(text: String) -> Self {
+        Self(text)
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretPem([redacted])")
+    }
+}
+
+impl Drop for SecretPem {
+    fn drop(&mut self) {
+        let mut bytes = std::mem::take(&mut self.0).into_bytes();
+        bytes.fill(0);
+        std::hint::black_box(&bytes);
+    }
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CaError + 'a {
+    move |source| CaError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Whether anything (a file, a symlink, ...) is at `path`.
+pub(crate) fn exists(path: &Path) -> Result<bool, CaError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io("inspect", path)(e)),
+    }
+}
+
+/// Creates `dir` (and its missing parents) with mode 0700; an existing directory is kept.
+pub(crate) fn create_dir(dir: &Path) -> Result<(), CaError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("create directory", dir))
+}
+
+fn read_bounded(mut file: File, path: &Path) -> Result<String, CaError> {
+    let mut text = String::new();
+    (&mut file)
+        .take(MAX_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(io("read", path))?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(CaError::Invalid {
+            path: path.to_owned(),
+            why: format!("larger than {MAX_FILE} bytes"),
+        });
+    }
+    Ok(text)
+}
+
+/// The certificate's text (a public file: no rule but its size).
+pub(crate) fn read_cert(path: &Path) -> Result<String, CaError> {
+    let file = File::open(path).map_err(io("read", path))?;
+    read_bounded(file, path)
+}
+
+/// The key's text, read only when the opened file is a regular file (not reached through a
+/// symlink) owned by netproxy's effective user, with no permission for its group or others.
+pub(crate) fn read_key(path: &Path) -> Result<SecretPem, CaError> {
+    // O_NOFOLLOW: a symlink fails with ELOOP; O_NONBLOCK: a FIFO does not block the open.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(CaError::Symlink {
+                path: path.to_owned(),
+            });
+        }
+        Err(e) => return Err(io("open", path)(e.into())),
+    };
+    let file = File::from(fd);
+    // fstat of the opened descriptor: what is checked is what is read.
+    let meta = file.metadata().map_err(io("inspect", path))?;
+    if !meta.file_type().is_file() {
+        return Err(CaError::NotRegular {
+            path: path.to_owned(),
+        });
+    }
+    let expected = rustix::process::geteuid().as_raw();
+    if meta.uid() != expected {
+        return Err(CaError::WrongOwner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            expected,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(CaError::Permissive {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    read_bounded(file, path).map(SecretPem::new)
+}
+
+/// Writes `contents` as the new file `dir/name` with `mode`: a temporary file opened with
+/// that mode, written and fsynced, then hard-linked to its name (which fails, and changes
+/// nothing, when the name is taken); the directory is fsynced after.
+pub(crate) fn write_new(
+    dir: &Path,
+    name: &str,
+    contents: &[u8],
+    mode: u32,
+) -> Result<PathBuf, CaError> {
+    let path = dir.join(name);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(".{name}.tmp.{}.{nanos}", std::process::id()));
+    let written = write_tmp(&tmp, contents, mode);
+    let linked = written.and_then(|()| match std::fs::hard_link(&tmp, &path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(CaError::Overwrite { path: path.clone() })
+        }
+        Err(e) => Err(io("link", &path)(e)),
+    });
+    // The temporary name goes in every case (it may not exist if its creation failed).
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
+    sync_dir(dir)?;
+    Ok(path)
+}
+
+fn write_tmp(tmp: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(OFlags::NOFOLLOW.bits().cast_signed())
+        .open(tmp)
+        .map_err(io("create", tmp))?;
+    // The umask may have narrowed the mode: set it exactly (fchmod).
+    file.set_permissions(Permissions::from_mode(mode))
+        .map_err(io("set the mode of", tmp))?;
+    file.write_all(contents).map_err(io("write", tmp))?;
+    file.sync_all().map_err(io("sync", tmp))
+}
+
+/// Removes a file this process created (a key whose certificate could not be written).
+pub(crate) fn remove(dir: &Path, path: &Path) -> Result<(), CaError> {
+    std::fs::remove_file(path).map_err(io("remove", path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), CaError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_new_file_never_replaces_an_existing_one_and_gets_its_exact_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = rustix::process::umask(Mode::from_raw_mode(0o077));
+        let written = write_new(dir.path(), "f", b"one", 0o644);
+        rustix::process::umask(old);
+        let path = written.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o644, "{mode:o}");
+        let err = write_new(dir.path(), "f", b"two", 0o644).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("refusing to overwrite existing file"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
