@@ -11,6 +11,10 @@
 /// (up to about 2 KiB with post-quantum key shares); more is refused, never buffered.
 pub const MAX_HELLO: usize = 16 * 1024;
 
+/// The most records a ClientHello may be split into (real clients use one to three); more is
+/// refused, which also bounds the work of reading one.
+pub const MAX_RECORDS: usize = 32;
+
 /// What the first bytes of a stream are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hello {
@@ -46,7 +50,7 @@ pub fn client_hello(buf: &[u8]) -> Hello {
     // The handshake message, gathered from the fragments of consecutive handshake records.
     let mut message: Option<Vec<u8>> = None;
     let mut rest = buf;
-    loop {
+    for _ in 0..=MAX_RECORDS {
         let Some(header) = rest.get(..5) else {
             return check_prefix(rest, message.is_some());
         };
@@ -92,6 +96,33 @@ pub fn client_hello(buf: &[u8]) -> Hello {
             return refused;
         }
     }
+    Hello::NotTls("a ClientHello split into too many records")
+}
+
+/// How many bytes `buf` must hold before [`client_hello`] can tell more than it told with `buf`:
+/// the end of the first record not yet whole (or of its header). A reader calls
+/// [`client_hello`] again only once it has that many, so reading a ClientHello costs work in
+/// proportion to its records, not to the reads it arrived in.
+///
+/// ```
+/// use proxy_core::tls::wanted;
+/// assert_eq!(wanted(b""), 5);
+/// assert_eq!(wanted(b"\x16\x03\x01\x00\x10\x01"), 5 + 16);
+/// ```
+pub fn wanted(buf: &[u8]) -> usize {
+    let mut at = 0;
+    for _ in 0..=MAX_RECORDS {
+        let Some(header) = buf.get(at..at + 5) else {
+            return at + 5;
+        };
+        let end = at + 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
+        if buf.len() < end {
+            return end;
+        }
+        at = end;
+    }
+    // Past the record cap: any byte more lets the parser refuse.
+    buf.len() + 1
 }
 
 /// What the start of a handshake message already refuses: another message type, or a declared
@@ -183,6 +214,9 @@ fn server_name(body: &[u8]) -> Result<Option<String>, &'static str> {
         return Ok(None);
     }
     let mut extensions = Reader(r.vector(2).ok_or(MALFORMED)?);
+    if !r.0.is_empty() {
+        return Err("bytes after a ClientHello's extensions");
+    }
     let mut found = None;
     while !extensions.0.is_empty() {
         let kind = extensions.u16().ok_or(MALFORMED)?;
@@ -195,6 +229,9 @@ fn server_name(body: &[u8]) -> Result<Option<String>, &'static str> {
         }
         let mut list = Reader(data);
         let mut names = Reader(list.vector(2).ok_or(MALFORMED)?);
+        if !list.0.is_empty() {
+            return Err("bytes after a server_name list");
+        }
         let mut host = None;
         while !names.0.is_empty() {
             let name_type = names.u8().ok_or(MALFORMED)?;
@@ -289,7 +326,7 @@ mod tests {
     #[test]
     fn every_prefix_is_incomplete_and_the_whole_is_read_across_records() {
         let m = message(&body(&[sni(b"split.example")]));
-        for chunk in [1, 3, 7, 64] {
+        for chunk in [7, 64, 500] {
             let wire = records(&m, chunk);
             for end in 0..wire.len() {
                 assert_eq!(
@@ -353,6 +390,33 @@ mod tests {
         let mut wire = records(&m[..10], 10);
         wire.extend(b"\x17\x03\x03\x00\x01\x00");
         assert!(matches!(client_hello(&wire), Hello::NotTls(_)));
+    }
+
+    #[test]
+    fn too_many_records_trailing_bytes_and_wanted() {
+        let m = message(&body(&[sni(b"split.example")]));
+        // One byte per record: more records than a client uses.
+        assert!(matches!(client_hello(&records(&m, 1)), Hello::NotTls(_)));
+        // Every record but the last whole: `wanted` points past the partial one.
+        let wire = records(&m, 10);
+        for end in 0..wire.len() {
+            let w = wanted(&wire[..end]);
+            assert!(w > end, "{end}");
+            assert!(w <= wire.len(), "{end}");
+        }
+        // Bytes after the extensions, or after the server_name list.
+        let mut extra = body(&[sni(b"x.test")]);
+        extra.push(0);
+        assert!(matches!(
+            client_hello(&records(&message(&extra), 500)),
+            Hello::NotTls(_)
+        ));
+        let (kind, mut data) = sni(b"x.test");
+        data.push(0);
+        assert!(matches!(
+            client_hello(&records(&message(&body(&[(kind, data)])), 500)),
+            Hello::NotTls(_)
+        ));
     }
 
     #[test]

@@ -376,10 +376,30 @@ impl PolicyGate {
         lookup: Lookup,
     ) -> Explanation {
         let mut seen = self.judge_target(meta, snap, own, lookup).await;
+        if !snap.settings.verify_sni {
+            return seen;
+        }
         // An opaque tunnel's TLS server name is checked before anything is relayed.
-        seen.verify_sni = snap.settings.verify_sni
-            && !seen.intercept
+        seen.verify_sni = !seen.intercept
             && matches!(meta.protocol, Protocol::HttpsConnect | Protocol::Socks5Tcp);
+        // QUIC (UDP to port 443) carries its server name where netproxy does not read it: under
+        // `verify_sni` it would be a way around the check.
+        if meta.protocol == Protocol::Socks5Udp
+            && meta.target.port() == 443
+            && seen.decision.is_allowed()
+            && seen.failure.is_none()
+        {
+            let refused = Decision::deny(Reason::SniMismatch).with_detail(
+                "UDP to port 443 (QUIC) is refused under verify_sni: its server name cannot be checked",
+            );
+            return Explanation {
+                resolved: seen.resolved,
+                ..Explanation::denied(match seen.decision.rule {
+                    Some(rule) => refused.with_rule(rule),
+                    None => refused,
+                })
+            };
+        }
         seen
     }
 

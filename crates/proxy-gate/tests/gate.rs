@@ -683,3 +683,37 @@ async fn the_dry_run_and_admission_judge_alike() {
         Admission::Fail(f) if f.kind == UpstreamFailure::DnsFailed
     ));
 }
+
+/// `verify_sni` marks opaque tunnels (HTTP `CONNECT`, SOCKS5 `CONNECT`) for the ClientHello
+/// check, and refuses SOCKS5 UDP to port 443 (QUIC, whose server name netproxy does not read);
+/// other UDP and plain HTTP are untouched.
+#[tokio::test]
+async fn verify_sni_marks_tunnels_and_refuses_quic() {
+    let f = fixture(
+        &["treat_as_public=[\"127.0.0.2/32\"]", "verify_sni=true"],
+        &["*.test"],
+        &[],
+    )
+    .await;
+    f.dns.set("ok.test", Answer::Addrs(vec![ip("127.0.0.2")]));
+    let meta = |protocol: Protocol, port: u16| {
+        RequestMeta::new(
+            protocol,
+            Target::parse_authority(&format!("ok.test:{port}"), port).unwrap(),
+        )
+    };
+    let marked = |a: Admission| match a {
+        Admission::Allow(r) => r.verify_sni,
+        other => panic!("{other:?}"),
+    };
+    assert!(marked(
+        f.gate.admit(&meta(Protocol::HttpsConnect, 443)).await
+    ));
+    assert!(marked(f.gate.admit(&meta(Protocol::Socks5Tcp, 443)).await));
+    assert!(!marked(f.gate.admit(&meta(Protocol::Http, 80)).await));
+    assert!(!marked(f.gate.admit(&meta(Protocol::Socks5Udp, 53)).await));
+    let quic = f.gate.admit(&meta(Protocol::Socks5Udp, 443)).await;
+    assert_eq!(reason(&quic), Some(Reason::SniMismatch));
+    let events = f.events.0.lock().unwrap();
+    assert_eq!(events.last().unwrap().reason, "sni_mismatch");
+}

@@ -11,8 +11,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use proxy_core::{
-    Admission, Decision, Dialer, Failure, Gate, Host, Intercepted, Interceptor, Protocol, Reason,
-    RequestMeta, Route, Target, UpstreamFailure, Via, split_authority,
+    Admission, Decision, Dialer, Failure, Gate, Host, Intercepted, Interceptor, Lease, Protocol,
+    Reason, RequestMeta, Route, Target, UpstreamFailure, Via, split_authority,
 };
 use proxy_io::{Stream, tunnel_until};
 use tokio::sync::OwnedSemaphorePermit;
@@ -135,7 +135,7 @@ where
         };
         // Between two TCP sockets (always, in netproxy) the tunnel gets a task of its own, whose
         // state is only the tunnel: an idle tunnel then keeps nothing of the upgrade.
-        let verify = verify.as_ref().map(|(g, m, r)| (&**g, m, r));
+        let verify = verify.as_ref().map(|(g, m, r)| (&**g, m, r, &lease));
         let _permit = match ends(upgraded, upstream, verify).await {
             Ends::Tcp(client, upstream) => {
                 tracker.spawn(async move {
@@ -479,12 +479,12 @@ enum Ends<U> {
 async fn ends<U: Stream, G: Gate>(
     upgraded: hyper::upgrade::Upgraded,
     mut upstream: U,
-    verify: Option<(&G, &RequestMeta, &Route)>,
+    verify: Option<(&G, &RequestMeta, &Route, &Lease)>,
 ) -> Ends<U> {
     let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
         Ok(parts) => parts,
         Err(upgraded) => {
-            let Some((gate, meta, route)) = verify else {
+            let Some((gate, meta, route, lease)) = verify else {
                 return Ends::Upgraded(upgraded, upstream);
             };
             let mut client = TokioIo::new(upgraded);
@@ -492,6 +492,7 @@ async fn ends<U: Stream, G: Gate>(
                 gate,
                 meta,
                 route,
+                lease,
                 &mut client,
                 Vec::new(),
                 &mut upstream,
@@ -504,12 +505,20 @@ async fn ends<U: Stream, G: Gate>(
         }
     };
     let mut client = parts.io.into_inner();
-    if let Some((gate, meta, route)) = verify {
+    if let Some((gate, meta, route, lease)) = verify {
         // The bytes hyper read past the CONNECT head are the ClientHello's first.
         let already = parts.read_buf.to_vec();
-        if proxy_io::verify_hello(gate, meta, route, &mut client, already, &mut upstream)
-            .await
-            .is_err()
+        if proxy_io::verify_hello(
+            gate,
+            meta,
+            route,
+            lease,
+            &mut client,
+            already,
+            &mut upstream,
+        )
+        .await
+        .is_err()
         {
             return Ends::Failed;
         }

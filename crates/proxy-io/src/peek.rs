@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use proxy_core::tls::{Hello, MAX_HELLO, client_hello};
-use proxy_core::{Decision, Gate, RequestMeta, Route};
+use proxy_core::tls::{Hello, MAX_HELLO, client_hello, wanted};
+use proxy_core::{Decision, Gate, Lease, RequestMeta, Route};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// How long `verify_sni` waits for a client's ClientHello.
@@ -18,12 +18,14 @@ pub const HELLO_WAIT: Duration = Duration::from_secs(5);
 /// `verify_sni` on an opaque tunnel: reads the client's ClientHello (after `already`, bytes the
 /// front-end had read past its request) for at most [`HELLO_WAIT`], asks the gate
 /// ([`Gate::admit_hello`]), and on an allow writes every byte read to `upstream`, so the tunnel
-/// goes on as if nothing had been read. On a refusal (`Err(Some)`) nothing was relayed;
-/// `Err(None)`: the upstream failed while the bytes were relayed.
+/// goes on as if nothing had been read (that write too is bounded by [`HELLO_WAIT`]). On a
+/// refusal (`Err(Some)`) nothing was relayed; `Err(None)`: the tunnel's `lease` was revoked
+/// meanwhile (nothing relayed either), or the upstream failed while the bytes were relayed.
 pub async fn verify_hello<G, C, U>(
     gate: &G,
     meta: &RequestMeta,
     route: &Route,
+    lease: &Lease,
     client: &mut C,
     already: Vec<u8>,
     upstream: &mut U,
@@ -33,12 +35,22 @@ where
     C: AsyncRead + Unpin,
     U: AsyncWrite + Unpin,
 {
-    let (hello, bytes) = peek_hello(client, already, HELLO_WAIT).await;
+    let (hello, bytes) = tokio::select! {
+        biased;
+        () = lease.revoked() => return Err(None),
+        read = peek_hello(client, already, HELLO_WAIT) => read,
+    };
     let decision = gate.admit_hello(meta, route, &hello).await;
     if !decision.is_allowed() {
         return Err(Some(decision));
     }
-    upstream.write_all(&bytes).await.map_err(|_| None)
+    if lease.is_revoked() {
+        return Err(None);
+    }
+    match tokio::time::timeout(HELLO_WAIT, upstream.write_all(&bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(None),
+    }
 }
 
 /// Reads from `stream` until its first bytes (`already`, what the caller had read of it, then
@@ -53,10 +65,15 @@ where
     let mut buf = already;
     buf.reserve(1024);
     let read = async {
+        // Parsed again only once enough bytes arrived to finish a record (`wanted`), so a
+        // ClientHello dribbled in byte by byte costs work in proportion to its records.
+        let mut next = 0;
         loop {
-            match client_hello(&buf) {
-                Hello::Incomplete => {}
-                done => return done,
+            if buf.len() >= next {
+                match client_hello(&buf) {
+                    Hello::Incomplete => next = wanted(&buf),
+                    done => return done,
+                }
             }
             let mut chunk = [0u8; 2048];
             let room = MAX_HELLO.saturating_sub(buf.len()).min(chunk.len());

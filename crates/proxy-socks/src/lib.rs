@@ -232,6 +232,7 @@ async fn serve<G, D, I>(
             gate,
             &meta,
             &route,
+            &lease,
             &mut client,
             Vec::new(),
             &mut upstream,
