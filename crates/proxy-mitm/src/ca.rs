@@ -71,6 +71,7 @@ impl CaStore {
         match (files::exists(&cert)?, files::exists(&key)?) {
             (false, false) => Ok(None),
             (true, true) => {
+                files::check_dir(&self.dir)?;
                 // The key first: its rules are the ones that protect something.
                 let key_pem = files::read_key(&key)?;
                 let cert_pem = files::read_cert(&cert)?;
@@ -84,13 +85,36 @@ impl CaStore {
     /// first and then the certificate, each as a new file that never replaces an existing one;
     /// if the certificate cannot be written, the new key is removed.
     pub fn load_or_create(&self) -> Result<Loaded, CaError> {
+        let now = SystemTime::now();
         if let Some(ca) = self.load()? {
+            if OffsetDateTime::from(now) > ca.info().not_after {
+                return Err(CaError::Invalid {
+                    path: self.cert_path(),
+                    why: format!(
+                        "the CA expired on {}; remove {} and {} to create a new one",
+                        ca.info().not_after,
+                        self.cert_path().display(),
+                        self.key_path().display()
+                    ),
+                });
+            }
             return Ok(Loaded { ca, created: false });
         }
         files::create_dir(&self.dir)?;
-        let (ca, key_pem) = Ca::generate_with_key(SystemTime::now())?;
-        self.save(&ca, &key_pem)?;
-        Ok(Loaded { ca, created: true })
+        files::check_dir(&self.dir)?;
+        let (ca, key_pem) = Ca::generate_with_key(now)?;
+        match self.save(&ca, &key_pem) {
+            Ok(()) => Ok(Loaded { ca, created: true }),
+            // Another process created the CA at the same moment: use it.
+            Err(CaError::Overwrite { .. }) if matches!(self.load(), Ok(Some(_))) => {
+                let ca = self.load()?.ok_or(CaError::Incomplete {
+                    cert: self.cert_path(),
+                    key: self.key_path(),
+                })?;
+                Ok(Loaded { ca, created: false })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes a new CA's files: the key, then the certificate; the key is removed again when

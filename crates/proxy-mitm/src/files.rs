@@ -85,9 +85,76 @@ fn read_bounded(mut file: File, path: &Path) -> Result<String, CaError> {
     Ok(text)
 }
 
-/// The certificate's text (a public file: no rule but its size).
+fn unsafe_path(path: &Path, why: impl Into<String>) -> CaError {
+    CaError::Unsafe {
+        path: path.to_owned(),
+        why: why.into(),
+    }
+}
+
+/// Opens `path` without following a symlink (and without blocking on a FIFO), with `extra`
+/// flags; a symlink is refused.
+fn open_nofollow(path: &Path, extra: OFlags) -> Result<File, CaError> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | extra;
+    match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(rustix::io::Errno::LOOP) => Err(unsafe_path(path, "it is a symbolic link")),
+        // With O_DIRECTORY, a symlink (even to a directory) fails as "not a directory".
+        Err(rustix::io::Errno::NOTDIR) if extra.contains(OFlags::DIRECTORY) => {
+            let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            Err(unsafe_path(
+                path,
+                if link {
+                    "it is a symbolic link"
+                } else {
+                    "it is not a directory"
+                },
+            ))
+        }
+        Err(e) => Err(io("open", path)(e.into())),
+    }
+}
+
+/// Refuses what netproxy's user does not own alone: another owner, or write permission for
+/// the group or others (`meta` is the opened file's own).
+fn owned_and_private_writes(path: &Path, meta: &std::fs::Metadata) -> Result<(), CaError> {
+    let expected = rustix::process::geteuid().as_raw();
+    if meta.uid() != expected {
+        return Err(unsafe_path(
+            path,
+            format!(
+                "it is owned by uid {}, not by netproxy's user (uid {expected})",
+                meta.uid()
+            ),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_path(
+            path,
+            format!("its group or others may write it (mode={mode:04o})"),
+        ));
+    }
+    Ok(())
+}
+
+/// The CA directory must be a real directory (not a symlink), owned by netproxy's user, that
+/// no one else may write: whoever can write it can swap the certificate clients trust.
+pub(crate) fn check_dir(dir: &Path) -> Result<(), CaError> {
+    let file = open_nofollow(dir, OFlags::DIRECTORY)?;
+    let meta = file.metadata().map_err(io("inspect", dir))?;
+    owned_and_private_writes(dir, &meta)
+}
+
+/// The certificate's text: a regular file (not a symlink) owned by netproxy's user that no one
+/// else may write (clients trust it by its path).
 pub(crate) fn read_cert(path: &Path) -> Result<String, CaError> {
-    let file = File::open(path).map_err(io("read", path))?;
+    let file = open_nofollow(path, OFlags::empty())?;
+    let meta = file.metadata().map_err(io("inspect", path))?;
+    if !meta.file_type().is_file() {
+        return Err(unsafe_path(path, "it is not a regular file"));
+    }
+    owned_and_private_writes(path, &meta)?;
     read_bounded(file, path)
 }
 
@@ -127,6 +194,16 @@ pub(crate) fn read_key(path: &Path) -> Result<SecretPem, CaError> {
             path: path.to_owned(),
             mode,
         });
+    }
+    // A second name for the key (a hard link elsewhere) is a copy netproxy cannot see.
+    if meta.nlink() != 1 {
+        return Err(unsafe_path(
+            path,
+            format!(
+                "the key has {} names (hard links); it must have one",
+                meta.nlink()
+            ),
+        ));
     }
     read_bounded(file, path).map(SecretPem::new)
 }

@@ -83,6 +83,15 @@ pub enum CaError {
         /// The existing file.
         path: PathBuf,
     },
+    /// A CA file or its directory is not safe to trust (a symlink, another owner, writable by
+    /// others, more than one name).
+    #[error("refusing the MITM CA path {}: {why}", path.display())]
+    Unsafe {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// A file's content is not what it must be.
     #[error("invalid MITM CA file {}: {why}", path.display())]
     Invalid {

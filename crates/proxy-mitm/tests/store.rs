@@ -158,3 +158,56 @@ fn errors_and_debug_output_never_show_the_key() {
     let err = store.load().unwrap_err();
     assert!(!format!("{err} {err:?}").contains(&body));
 }
+
+/// Whoever can write the CA's directory or certificate can swap the certificate clients trust:
+/// a symlinked or group-writable directory, a symlinked, group-writable or non-regular
+/// certificate, and a key with a second name are refused.
+#[test]
+fn the_directory_the_certificate_and_extra_key_names_are_checked() {
+    let refused = |store: &CaStore, needle: &str| {
+        let err = store.load().unwrap_err();
+        assert!(matches!(err, CaError::Unsafe { .. }), "{err}");
+        assert!(err.to_string().contains(needle), "{err}");
+    };
+    // A group-writable directory.
+    let (_dir, ca) = store();
+    ca.load_or_create().unwrap();
+    std::fs::set_permissions(ca.dir(), std::fs::Permissions::from_mode(0o770)).unwrap();
+    refused(&ca, "may write it");
+    std::fs::set_permissions(ca.dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // A group-writable certificate, then a certificate that is a symlink, then a FIFO.
+    std::fs::set_permissions(ca.cert_path(), std::fs::Permissions::from_mode(0o664)).unwrap();
+    refused(&ca, "may write it");
+    let real = ca.dir().join("real.pem");
+    std::fs::rename(ca.cert_path(), &real).unwrap();
+    std::os::unix::fs::symlink(&real, ca.cert_path()).unwrap();
+    refused(&ca, "symbolic link");
+    std::fs::remove_file(ca.cert_path()).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        ca.cert_path(),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    refused(&ca, "not a regular file");
+    std::fs::remove_file(ca.cert_path()).unwrap();
+    std::fs::rename(&real, ca.cert_path()).unwrap();
+    std::fs::set_permissions(ca.cert_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    ca.load().unwrap().unwrap();
+    // A second name for the key.
+    let copy = ca.dir().join("copy.key");
+    std::fs::hard_link(ca.key_path(), &copy).unwrap();
+    refused(&ca, "2 names");
+    std::fs::remove_file(&copy).unwrap();
+    ca.load().unwrap().unwrap();
+
+    // A symlinked CA directory.
+    let (dir, ca) = store();
+    ca.load_or_create().unwrap();
+    let moved = dir.path().join("elsewhere");
+    std::fs::rename(ca.dir(), &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, ca.dir()).unwrap();
+    refused(&ca, "symbolic link");
+}
