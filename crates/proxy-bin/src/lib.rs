@@ -34,12 +34,14 @@
 
 mod check;
 mod control;
+mod interception;
 mod service;
 mod show;
 mod start;
 
 pub use check::{CheckReport, CheckRequest, TargetError, explain};
 pub use control::ServiceControl;
+pub use interception::{Interception, MitmStartError};
 pub use service::{Files, ReloadError, Service, StartError};
 pub use show::{config_json, config_text};
 pub use start::{

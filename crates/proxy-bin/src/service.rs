@@ -30,6 +30,9 @@ pub enum StartError {
     /// The machine's own addresses could not be listed or watched (rtnetlink).
     #[error("cannot watch the machine's own addresses: {0}")]
     OwnAddrs(#[source] std::io::Error),
+    /// HTTPS interception (`mitm`) could not start: the CA or the TLS configuration.
+    #[error(transparent)]
+    Mitm(#[from] crate::MitmStartError),
     /// The audit file could not be opened.
     #[error("cannot open the audit log {path}: {source}")]
     AuditLog {
@@ -87,6 +90,8 @@ pub struct Service {
     metrics: Arc<Metrics>,
     gate: Arc<PolicyGate>,
     dialer: Arc<TcpDialer>,
+    /// The interceptor both front-ends get (HTTPS interception when `mitm` is on at start).
+    interceptor: Arc<crate::Interception>,
     limits: Limits,
     socks_stats: Arc<proxy_io::Stats>,
     audit_file: Option<Arc<proxy_audit::JsonLinesFile>>,
@@ -198,7 +203,7 @@ impl Service {
             None => None,
         };
         let audit = Arc::new(audit);
-        let (upstream, upstream_warnings) = UpstreamProxies::from_env(env);
+        let (upstream, upstream_warnings) = UpstreamProxies::from_env(&env);
         // The machine's own addresses, kept current from the kernel's address events when a
         // runtime is there to run the watch (serve, run), else as one dump found them.
         let (own_watch, own) = if tokio::runtime::Handle::try_current().is_ok() {
@@ -217,6 +222,16 @@ impl Service {
                     Arc::new(move |took, ok| metrics.dns_lookup(took, ok))
                 }),
         );
+        let interceptor = Arc::new(if config.mitm() {
+            crate::Interception::mitm(
+                gate.clone(),
+                sources.home_dir.as_deref(),
+                limits.idle_timeout,
+                &env,
+            )?
+        } else {
+            crate::Interception::Off
+        });
         // A new own address makes open connections to it local: they are judged again.
         let rejudge = own_watch.as_ref().map(|w| {
             let (changed, gate, state) = (w.changed(), gate.clone(), state.clone());
@@ -241,6 +256,7 @@ impl Service {
             metrics,
             gate,
             dialer,
+            interceptor,
             limits,
             socks_stats,
             audit_file,
@@ -436,7 +452,7 @@ impl Service {
             listener,
             self.gate.clone(),
             self.dialer.clone(),
-            Arc::new(proxy_core::NoInterception),
+            self.interceptor.clone(),
             limits,
             shutdown,
         )
@@ -453,7 +469,7 @@ impl Service {
             listener,
             self.gate.clone(),
             self.dialer.clone(),
-            Arc::new(proxy_core::NoInterception),
+            self.interceptor.clone(),
             self.limits.clone(),
             shutdown,
         )

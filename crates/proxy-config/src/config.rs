@@ -171,6 +171,11 @@ impl Config {
     pub fn allow_upstream_proxy(&self) -> bool {
         self.settings.allow_upstream_proxy.value
     }
+    /// `mitm`: HTTPS interception on (limited mode's `CONNECT`s are intercepted and their
+    /// requests judged inside TLS, docs/mitm.md).
+    pub fn mitm(&self) -> bool {
+        *self.settings.mitm.value.value()
+    }
     /// `verify_sni`.
     pub fn verify_sni(&self) -> bool {
         self.settings.verify_sni.value
@@ -436,7 +441,8 @@ impl Config {
         b.enabled(self.enabled())
             .mode(self.mode())
             .allow_local_binding(self.allow_local_binding())
-            .allow_all_unix_sockets(self.allow_all_unix_sockets());
+            .allow_all_unix_sockets(self.allow_all_unix_sockets())
+            .interception(self.mitm());
         for n in self.treat_as_public() {
             b.treat_as_public(n);
         }

@@ -382,7 +382,6 @@ impl Parser<'_> {
     fn check_supported(&mut self, spath: &str, wpath: &str, value: &Value) {
         let on = value.as_bool() == Some(true);
         match spath {
-            "network.mitm" if on => self.not_supported(wpath, "HTTPS interception (MITM)"),
             "network.credential_broker" if on => self.not_supported(wpath, "the credential broker"),
             "network.dangerously_allow_plaintext_credential_injection" if on => {
                 self.not_supported(wpath, "the credential broker");
@@ -412,8 +411,7 @@ impl Parser<'_> {
             let path = format!("{wpath}.{key}");
             match key.as_str() {
                 "enabled" => match value {
-                    Value::Boolean(true) => self.not_supported(&path, "HTTPS interception (MITM)"),
-                    Value::Boolean(false) => {}
+                    Value::Boolean(_) => {}
                     other => self.diag(
                         DiagnosticKind::InvalidValue,
                         &path,

@@ -338,8 +338,6 @@ fn every_diagnostic_is_reported_at_once() {
 #[test]
 fn features_not_built_yet_are_refused() {
     for (text, key) in [
-        ("[network]\nmitm = true", "network.mitm"),
-        ("[network.mitm]\nenabled = true", "network.mitm.enabled"),
         (
             "[network.mitm.hooks.gh]\nhost = \"api.github.com\"",
             "network.mitm.hooks",
@@ -815,7 +813,17 @@ fn command_line_layer() {
         "{s}"
     );
     assert!(s.contains("--allow bad host"), "{s}");
-    assert!(s.contains("network.mitm: not supported yet"), "{s}");
+    assert!(!s.contains("network.mitm"), "{s}");
+}
+
+#[test]
+fn mitm_is_accepted_and_turns_interception_on() {
+    for text in ["[network]\nmitm = true", "[network.mitm]\nenabled = true"] {
+        let c = ok(&[text], &[]);
+        assert!(c.mitm(), "{text}");
+    }
+    let c = ok(&["[network]\nmode = \"limited\""], &[]);
+    assert!(!c.mitm());
 }
 
 #[test]

@@ -26,5 +26,6 @@ mod shared;
 mod unix;
 
 pub use proxy_io::{Limits, tunnel, tunnel_tcp};
+pub use respond::{Body, blocked, error, failure, full, json_response};
 pub use server::run;
 pub use shared::TunnelClient;

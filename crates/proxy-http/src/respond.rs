@@ -7,9 +7,10 @@ use proxy_core::{Decision, Failure, Reason, RequestMeta};
 use serde_json::json;
 
 /// The body type of every response the proxy sends.
-pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, hyper::Error>;
 
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+/// A body of these bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
@@ -19,7 +20,8 @@ pub(crate) fn empty() -> Body {
     full(Bytes::new())
 }
 
-pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+/// A JSON response: `value` and a newline, `content-type: application/json`.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut text = value.to_string();
     text.push('\n');
     let mut r = Response::new(full(text));
@@ -31,8 +33,10 @@ pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Re
     r
 }
 
-/// A refusal: 403 JSON with `x-proxy-error` (503 without it for a disabled proxy).
-pub(crate) fn blocked(decision: &Decision, meta: &RequestMeta) -> Response<Body> {
+/// A refusal: 403 JSON with `x-proxy-error` (503 without it for a disabled proxy), its status
+/// line naming the reason (docs/responses.md). The interceptor answers refusals inside TLS with
+/// it too, so they read the same as the proxy's own.
+pub fn blocked(decision: &Decision, meta: &RequestMeta) -> Response<Body> {
     let reason = decision.reason.unwrap_or(Reason::PolicyDenied);
     let status = StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::FORBIDDEN);
     let host = meta.target.server_address();
@@ -87,11 +91,20 @@ pub(crate) fn invalid_host(raw: &str, port: u16, protocol: proxy_core::Protocol)
 }
 
 /// An upstream failure: 502 JSON (504 for a timeout).
-pub(crate) fn failure(f: &Failure) -> Response<Body> {
+pub fn failure(f: &Failure) -> Response<Body> {
     let status = StatusCode::from_u16(f.kind.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
     json_response(
         status,
         &json!({"status": "error", "reason": f.kind.as_str(), "message": f.message}),
+    )
+}
+
+/// An error netproxy answers itself: `{"status":"error","reason":REASON,"message":MESSAGE}`
+/// with `status` (docs/responses.md).
+pub fn error(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"status": "error", "reason": reason, "message": message}),
     )
 }
 

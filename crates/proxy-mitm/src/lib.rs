@@ -1,8 +1,8 @@
-//! netproxy's HTTPS interception, first part: the MITM certificate authority that netproxy
-//! keeps on disk ([`CaStore`], [`Ca`]) and the leaf certificates it issues from it for each
-//! intercepted host ([`LeafCache`], [`Leaf`]). The interception itself (a TLS server for the
-//! client, a verified TLS client upstream, the requests judged inside the tunnel) is not built
-//! yet; docs/mitm.md says what exists.
+//! netproxy's HTTPS interception: the MITM certificate authority that netproxy keeps on disk
+//! ([`CaStore`], [`Ca`]), the leaf certificates it issues from it for each intercepted host
+//! ([`LeafCache`], [`Leaf`]), and the interceptor ([`MitmInterceptor`]): a TLS server for the
+//! client, a verified TLS client upstream, and every request inside the tunnel judged by the
+//! gate (limited mode inside TLS). Hooks are not built yet; docs/mitm.md says what exists.
 //!
 //! The CA is made with rcgen on ring (ECDSA P-256), stored as `ca.pem` (0644) and `ca.key`
 //! (0600) under a directory the caller gives, and loaded only when the rules of docs/mitm.md
@@ -12,10 +12,14 @@
 
 mod ca;
 mod files;
+mod intercept;
 mod leaf;
 
 pub use ca::{CA_COMMON_NAME, Ca, CaInfo, CaStore, Loaded};
+pub use intercept::{MitmError, MitmInterceptor};
 pub use leaf::{LEAF_VALIDITY, Leaf, LeafCache, RENEW_MARGIN};
+/// The DER certificates [`MitmInterceptor::new`] takes as upstream roots.
+pub use rustls::pki_types::CertificateDer;
 
 use std::path::PathBuf;
 

@@ -86,7 +86,21 @@ impl TlsOrigin {
         ca: &TestCa,
         names: &[&str],
     ) -> std::io::Result<Self> {
-        assert!(ip.is_loopback(), "test origins listen on loopback only");
+        Self::start_at(name, SocketAddr::new(ip, 0), ca, names).await
+    }
+
+    /// The same on a given loopback address and port (port 443, for what only that port
+    /// gets, such as SOCKS5 interception in limited mode).
+    pub async fn start_at(
+        name: &str,
+        at: SocketAddr,
+        ca: &TestCa,
+        names: &[&str],
+    ) -> std::io::Result<Self> {
+        assert!(
+            at.ip().is_loopback(),
+            "test origins listen on loopback only"
+        );
         let (cert, key) = ca.issue(names).map_err(std::io::Error::other)?;
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -97,7 +111,7 @@ impl TlsOrigin {
         .with_single_cert(vec![cert], key)
         .map_err(std::io::Error::other)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind((ip, 0)).await?;
+        let listener = TcpListener::bind(at).await?;
         let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let name: Arc<str> = name.into();

@@ -281,8 +281,16 @@ fn check_usage_and_config_errors() {
     assert_eq!(r.code, 2);
     let r = home.run(&["check", "-c", "mdoe=\"full\"", "x.com"]);
     r.assert_err(3, &["did you mean `network.mode`"]);
-    let r = home.run(&["check", "--mitm", "x.com"]);
+    // `--mitm` is built now (limited mode intercepts); a feature that is not stays refused.
+    let r = home.run(&["check", "-c", "credential_broker=true", "x.com"]);
     r.assert_err(3, &["not supported yet"]);
+    let r = home.run(&["check", "--mitm", "--mode", "limited", "192.0.2.1:443"]);
+    assert_eq!(
+        r.code, 1,
+        "a policy answer, not a config error: {}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("not_allowed"), "{}", r.stdout);
     let r = home.run(&["check", "--config", "/nonexistent/netproxy.toml", "x.com"]);
     r.assert_err(3, &["/nonexistent/netproxy.toml: cannot read file"]);
 }

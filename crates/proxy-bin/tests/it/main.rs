@@ -11,6 +11,7 @@ mod cli;
 #[cfg(target_os = "linux")]
 mod idle;
 mod metrics;
+mod mitm;
 mod otlp;
 mod reload;
 mod revoke;

@@ -47,7 +47,7 @@ enum Command {
     /// The effective config
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// The MITM certificate authority: init, path, show (interception itself is not built yet)
+    /// The MITM certificate authority: init, path, show
     #[command(subcommand)]
     Ca(ca::CaCommand),
     /// Print the environment a child should get, for a proxy started with `serve`
@@ -147,7 +147,7 @@ struct PolicyOptions {
     /// Let local and private targets through when the allowlist admits them
     #[arg(long)]
     allow_local_binding: bool,
-    /// Intercept HTTPS (not built yet)
+    /// Intercept HTTPS: limited mode is judged inside TLS (docs/mitm.md)
     #[arg(long)]
     mitm: bool,
 }

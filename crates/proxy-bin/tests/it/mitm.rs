@@ -1,0 +1,295 @@
+//! HTTPS interception (`--mitm`) through the real binary: limited mode judged inside TLS,
+//! over HTTP `CONNECT` and SOCKS5, with real curl trusting netproxy's CA and a loopback TLS
+//! origin whose certificate comes from a test CA netproxy trusts (its own `SSL_CERT_FILE`).
+
+use std::path::PathBuf;
+
+use proxy_test_support::{Curl, CurlOutput, DnsServer, TestCa, TlsOrigin};
+
+use crate::support::{Serve, resolves, serve};
+
+/// The origins, their CAs and a limited-mode `serve --mitm` that trusts `good` only.
+struct Setup {
+    _dns: DnsServer,
+    good: TlsOrigin,
+    /// The same origin's answers on port 443 (SOCKS5 is intercepted on that port only).
+    good443: TlsOrigin,
+    bad: TlsOrigin,
+    s: Serve,
+    ca: PathBuf,
+}
+
+async fn setup() -> Setup {
+    let dns = DnsServer::start().await.unwrap();
+    let trusted = TestCa::new().unwrap();
+    let untrusted = TestCa::new().unwrap();
+    let ip = "127.0.0.2".parse().unwrap();
+    let good = TlsOrigin::start("good", ip, &trusted, &["secure.test"])
+        .await
+        .unwrap();
+    let bad = TlsOrigin::start("bad", ip, &untrusted, &["untrusted.test"])
+        .await
+        .unwrap();
+    let good443 = TlsOrigin::start_at(
+        "good443",
+        "127.0.0.44:443".parse().unwrap(),
+        &trusted,
+        &["socks.test"],
+    )
+    .await
+    .unwrap();
+    resolves(&dns, "secure.test", "127.0.0.2");
+    resolves(&dns, "untrusted.test", "127.0.0.2");
+    resolves(&dns, "socks.test", "127.0.0.44");
+    let b = serve()
+        .dns(&dns)
+        .args(&[
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\", \"127.0.0.44/32\"]",
+        ])
+        .socks();
+    let roots = b.path().join("upstream-roots.pem");
+    std::fs::write(&roots, trusted.cert_pem()).unwrap();
+    let s = b
+        .env("SSL_CERT_FILE", &roots.display().to_string())
+        .args(&[
+            "--mode",
+            "limited",
+            "--mitm",
+            "--allow",
+            "secure.test",
+            "--allow",
+            "untrusted.test",
+            "--allow",
+            "socks.test",
+        ])
+        .start();
+    let ca = s.path().join("home").join("ca").join("ca.pem");
+    assert!(ca.exists(), "the CA is created on first use");
+    Setup {
+        _dns: dns,
+        good,
+        good443,
+        bad,
+        s,
+        ca,
+    }
+}
+
+impl Setup {
+    fn http(&self) -> Curl {
+        Curl::via(format!("http://{}", self.s.http))
+            .arg("--cacert")
+            .arg(&self.ca)
+    }
+
+    fn socks(&self) -> Curl {
+        Curl::via(format!("socks5h://{}", self.s.socks.as_deref().unwrap()))
+            .arg("--cacert")
+            .arg(&self.ca)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://secure.test:{}/{path}", self.good.addr().port())
+    }
+}
+
+fn json_of(r: &CurlOutput) -> serde_json::Value {
+    serde_json::from_str(r.body.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_mode_is_judged_inside_tls() {
+    let t = setup().await;
+    // GET goes through, over HTTP/1.1 and HTTP/2 inside the tunnel.
+    let r = t.http().arg("--http1.1").get(t.url("read"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("GET /read 0"), "{}", r.text());
+    let r = t.http().arg("--http2").arg("-v").get(t.url("read2"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.stderr.contains("ALPN: server accepted h2"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.text().contains("GET /read2 0"), "{}", r.text());
+    assert_eq!(t.good.seen().len(), 2);
+
+    // POST is refused inside TLS, with the proxy's JSON; the origin never sees it.
+    let r = t
+        .http()
+        .args(["-X", "POST", "-d", "x=1", "-i"])
+        .get(t.url("write"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.body.contains("Blocked by netproxy (method_not_allowed)")
+            || r.body.contains("HTTP/2 403"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.to_ascii_lowercase().contains("x-proxy-error"),
+        "{}",
+        r.body
+    );
+    let body = r.body.rsplit("\r\n\r\n").next().unwrap();
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(v["status"], "blocked");
+    assert_eq!(v["reason"], "method_not_allowed");
+    assert_eq!(v["protocol"], "https");
+    assert_eq!(v["host"], "secure.test");
+    assert_eq!(t.good.seen().len(), 2, "the origin never saw the POST");
+
+    // A Host that is not the tunnel's target: 400, never forwarded.
+    let r = t
+        .http()
+        .arg("--http1.1")
+        .header("Host: other.test")
+        .get(t.url("fronted"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        json_of(&r)["message"]
+            .as_str()
+            .unwrap()
+            .contains("host mismatch")
+    );
+    assert_eq!(
+        t.good.seen().len(),
+        2,
+        "the origin never saw the fronted request"
+    );
+
+    // An upstream whose certificate netproxy does not trust: 502, never a downgrade.
+    let url = format!("https://untrusted.test:{}/x", t.bad.addr().port());
+    let r = t.http().get(&url);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(json_of(&r)["reason"], "upstream_tls_failed");
+    assert!(t.bad.seen().is_empty());
+
+    // SOCKS5 CONNECT to port 443 in limited mode is intercepted the same way.
+    let r = t.socks().get("https://socks.test/by-socks");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("GET /by-socks 0"), "{}", r.text());
+    let r = t
+        .socks()
+        .args(["-X", "POST", "-d", "x=1"])
+        .get("https://socks.test/w");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(json_of(&r)["reason"], "method_not_allowed");
+    assert_eq!(t.good443.seen().len(), 1);
+    assert_eq!(t.good.seen().len(), 2);
+
+    // A client that speaks something else than TLS on an intercepted tunnel is closed:
+    // nothing is passed through to the origin.
+    let r = t
+        .http()
+        .arg("--proxytunnel")
+        .get(format!("http://secure.test:{}/plain", t.good.addr().port()));
+    assert_ne!(r.status, 200, "{}", r.text());
+    assert_eq!(t.good.seen().len(), 2);
+
+    // Each inner request is recorded with protocol https.
+    let stderr = t.s.stop();
+    let inner = stderr
+        .lines()
+        .filter(|l| {
+            l.contains("network.policy.decision")
+                && l.contains("https")
+                && !l.contains("https_connect")
+        })
+        .count();
+    assert!(inner >= 5, "{stderr}");
+}
+
+/// Without `--mitm`, limited mode still refuses `CONNECT` (`mitm_required`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_mitm_limited_mode_refuses_connect() {
+    let dns = DnsServer::start().await.unwrap();
+    resolves(&dns, "secure.test", "127.0.0.2");
+    let s = serve()
+        .dns(&dns)
+        .public()
+        .args(&["--mode", "limited", "--allow", "secure.test"])
+        .start();
+    let r = Curl::via(format!("http://{}", s.http))
+        .arg("-k")
+        .get("https://secure.test:1/");
+    assert!(r.stderr.contains("403"), "{}", r.text());
+    assert!(
+        !s.path().join("home").join("ca").exists(),
+        "no CA without mitm"
+    );
+}
+
+/// An intercepted session with no byte either way for `idle_timeout_s` is closed, like an
+/// opaque tunnel (asserted within three times the timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_intercepted_session_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dns = DnsServer::start().await.unwrap();
+    let trusted = TestCa::new().unwrap();
+    let origin = TlsOrigin::start(
+        "good",
+        "127.0.0.2".parse().unwrap(),
+        &trusted,
+        &["secure.test"],
+    )
+    .await
+    .unwrap();
+    resolves(&dns, "secure.test", "127.0.0.2");
+    let b = serve().dns(&dns).public();
+    let roots = b.path().join("upstream-roots.pem");
+    std::fs::write(&roots, trusted.cert_pem()).unwrap();
+    let s = b
+        .env("SSL_CERT_FILE", &roots.display().to_string())
+        .args(&[
+            "--mode",
+            "limited",
+            "--mitm",
+            "--allow",
+            "secure.test",
+            "-c",
+            "limits.idle_timeout_s=1",
+        ])
+        .start();
+    let ca_pem = std::fs::read(s.path().join("home/ca/ca.pem")).unwrap();
+    let port = origin.addr().port();
+    let mut tcp = tokio::net::TcpStream::connect(&s.http).await.unwrap();
+    tcp.write_all(
+        format!("CONNECT secure.test:{port} HTTP/1.1\r\nHost: secure.test:{port}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 64];
+    let n = tcp.read(&mut head).await.unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(&ca_pem).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("secure.test").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("the leaf of netproxy's CA is trusted");
+    // Nothing sent: the session must end (EOF or an error), within 3 × 1 s.
+    let mut buf = [0u8; 16];
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(3), tls.read(&mut buf)).await;
+    assert!(
+        matches!(ended, Ok(Ok(0) | Err(_))),
+        "the idle session was not closed: {ended:?}"
+    );
+}

@@ -1,0 +1,552 @@
+//! The interceptor: a TLS server for the client with the cached leaf of the tunnel's host, a
+//! verified TLS client over the tunnel's upstream connection, and every request read inside
+//! judged by the gate before it is forwarded (docs/mitm.md).
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use proxy_core::tls::Hello;
+use proxy_core::{
+    Failure, Gate, Host, Intercepted, Interceptor, Protocol, Reason, RequestMeta, Route, Target,
+    UpstreamFailure,
+};
+use proxy_http::Body;
+use proxy_http::error as error_body;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Mutex;
+
+use crate::{CaError, LeafCache};
+
+/// How long a client has to finish its TLS handshake, and the upstream its own.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
+
+/// Why the interceptor could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MitmError {
+    /// rustls refused the configuration.
+    #[error("cannot configure TLS for interception: {0}")]
+    Tls(#[from] rustls::Error),
+    /// No usable upstream root certificate was given.
+    #[error("no usable root certificate to verify upstream servers")]
+    NoRoots,
+}
+
+/// Intercepts the tunnels the gate routes with `intercept` (limited mode with `mitm` on): the
+/// client's TLS is terminated with a leaf for the tunnel's host signed by netproxy's CA, each
+/// request inside is judged by [`Gate::admit_inner`], and allowed ones are forwarded over one
+/// verified TLS connection on the tunnel's upstream connection (no new lookup, no new dial).
+pub struct MitmInterceptor<G> {
+    gate: Arc<G>,
+    leaves: Arc<LeafCache>,
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+    /// A session with no byte either way for this long is closed (`idle_timeout_s`).
+    idle: Duration,
+}
+
+impl<G> fmt::Debug for MitmInterceptor<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MitmInterceptor")
+            .field("leaves", &self.leaves)
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The leaf of one tunnel, whatever the client's SNI says (the tunnel's host is what the gate
+/// admitted; an IP literal has no SNI at all).
+#[derive(Debug)]
+struct TunnelCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for TunnelCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// No certificate: the template's resolver, replaced for each tunnel.
+#[derive(Debug)]
+struct NoCert;
+
+impl ResolvesServerCert for NoCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        None
+    }
+}
+
+impl<G: Gate + 'static> MitmInterceptor<G> {
+    /// An interceptor judging with `gate`, presenting leaves from `leaves`, and trusting
+    /// `roots` upstream (DER certificates: the platform's and any the caller adds; proxy-bin
+    /// reads them, as only it reads the environment).
+    pub fn new(
+        gate: Arc<G>,
+        leaves: Arc<LeafCache>,
+        roots: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Result<Self, MitmError> {
+        let mut store = rustls::RootCertStore::empty();
+        let (added, _ignored) = store.add_parsable_certificates(roots);
+        if added == 0 {
+            return Err(MitmError::NoRoots);
+        }
+        let mut server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(NoCert));
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            gate,
+            leaves,
+            server: Arc::new(server),
+            client: Arc::new(client),
+            idle: Duration::from_secs(300),
+        })
+    }
+
+    /// Closes a session after `idle` with no byte either way (default 300 s, as
+    /// `idle_timeout_s`): measured on the client's side, checked every `idle`, so a quiet
+    /// session ends between one and two `idle`s after its last byte.
+    #[must_use]
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// The leaf cache (how many leaves were signed, for tests and metrics).
+    pub fn leaves(&self) -> &Arc<LeafCache> {
+        &self.leaves
+    }
+
+    /// The server configuration of one tunnel: the template with the host's leaf.
+    fn server_for(&self, host: &Host) -> Result<Arc<rustls::ServerConfig>, CaError> {
+        let leaf = self.leaves.get(host)?;
+        let key = provider()
+            .key_provider
+            .load_private_key(leaf.key())
+            .map_err(|e| CaError::Invalid {
+                path: self.leaves.ca().info().subject.clone().into(),
+                why: format!("the leaf key cannot sign: {e}"),
+            })?;
+        let certified = CertifiedKey::new(leaf.chain().to_vec(), key);
+        let mut config = (*self.server).clone();
+        config.cert_resolver = Arc::new(TunnelCert(Arc::new(certified)));
+        Ok(Arc::new(config))
+    }
+}
+
+impl<G, C, U> Interceptor<C, U> for MitmInterceptor<G>
+where
+    G: Gate + 'static,
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn accepts(&self, _meta: &RequestMeta, route: &Route) -> Result<(), proxy_core::Decision> {
+        if route.intercept {
+            Ok(())
+        } else {
+            Err(proxy_core::Decision::deny(Reason::MitmRequired))
+        }
+    }
+
+    async fn intercept(&self, tunnel: Intercepted<C, U>) -> (u64, u64) {
+        let Intercepted {
+            mut client,
+            upstream,
+            meta,
+            route,
+            lease: _,
+        } = tunnel;
+        let counts = Arc::new(Counts::default());
+        let Some(host) = meta.target.host().cloned() else {
+            return (0, 0);
+        };
+        let (hello, bytes) = proxy_io::peek_hello(&mut client, Vec::new(), HANDSHAKE_WAIT).await;
+        if !matches!(hello, Hello::ClientHello { .. }) {
+            tracing::debug!(target = %meta.target, "intercepted tunnel closed: not TLS");
+            return (bytes.len() as u64, 0);
+        }
+        let client = Counted {
+            inner: proxy_io::Replay::new(bytes, client),
+            counts: counts.clone(),
+        };
+        let server = match self.server_for(&host) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(target = %meta.target, error = %e, "cannot issue a leaf certificate");
+                return counts.get();
+            }
+        };
+        let accept = tokio_rustls::TlsAcceptor::from(server).accept(client);
+        let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_WAIT, accept).await else {
+            tracing::debug!(target = %meta.target, "intercepted tunnel closed: TLS handshake failed");
+            return counts.get();
+        };
+        let upstream = connect_upstream(&self.client, &host, upstream).await;
+        if let Err(e) = &upstream {
+            tracing::info!(target = %meta.target, error = %e, "intercepted tunnel: upstream TLS failed");
+        }
+        let meta_target = meta.target.clone();
+        let inner = Arc::new(Tunnel {
+            gate: self.gate.clone(),
+            meta,
+            route,
+            upstream: upstream.map(Mutex::new),
+        });
+        let service = hyper::service::service_fn(move |req| {
+            let inner = inner.clone();
+            async move { Ok::<_, std::convert::Infallible>(inner.serve(req).await) }
+        });
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let serve = builder.serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(serve);
+        // Closed when nothing moved either way for a whole `idle` (a request waiting on a
+        // silent upstream included, as an opaque tunnel would be).
+        let mut last = counts.get();
+        loop {
+            tokio::select! {
+                _ = serve.as_mut() => break,
+                () = tokio::time::sleep(self.idle) => {
+                    let now = counts.get();
+                    if now == last {
+                        tracing::debug!(target = %meta_target, "intercepted session closed: idle");
+                        break;
+                    }
+                    last = now;
+                }
+            }
+        }
+        counts.get()
+    }
+}
+
+/// The upstream side of one tunnel: an HTTP/1.1 or HTTP/2 client connection over verified TLS.
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Incoming>),
+    H2(hyper::client::conn::http2::SendRequest<Incoming>),
+}
+
+/// TLS to the tunnel's host over `io` (SNI the host's name, none for an IP literal; the
+/// certificate verified against the roots), then an HTTP client connection by the ALPN the
+/// server chose.
+async fn connect_upstream<U>(
+    config: &Arc<rustls::ClientConfig>,
+    host: &Host,
+    io: U,
+) -> Result<Sender, Failure>
+where
+    U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let tls_failed = |why: String| Failure::new(UpstreamFailure::UpstreamTlsFailed, why);
+    let name = match host.ip() {
+        Some(ip) => ServerName::IpAddress(ip.into()),
+        None => ServerName::try_from(host.to_string())
+            .map_err(|e| tls_failed(format!("invalid server name: {e}")))?,
+    };
+    let connect = tokio_rustls::TlsConnector::from(config.clone()).connect(name, io);
+    let tls = match tokio::time::timeout(HANDSHAKE_WAIT, connect).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return Err(tls_failed(format!("TLS with {host} failed: {e}"))),
+        Err(_) => {
+            return Err(Failure::new(
+                UpstreamFailure::UpstreamTimeout,
+                format!("TLS with {host} timed out"),
+            ));
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(tls);
+    let broken = |e: hyper::Error| {
+        Failure::new(
+            UpstreamFailure::UpstreamError,
+            format!("HTTP with {host}: {e}"),
+        )
+    };
+    if h2 {
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(broken)?;
+        tokio::spawn(conn);
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(broken)?;
+        tokio::spawn(conn);
+        Ok(Sender::H1(sender))
+    }
+}
+
+/// What the requests of one tunnel share.
+struct Tunnel<G> {
+    gate: Arc<G>,
+    meta: RequestMeta,
+    route: Route,
+    upstream: Result<Mutex<Sender>, Failure>,
+}
+
+impl<G: Gate> Tunnel<G> {
+    async fn serve(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.method() == Method::CONNECT {
+            return error_body(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "CONNECT is not supported inside an intercepted tunnel",
+            );
+        }
+        let target = match named_target(&req) {
+            Some(t) if t == self.meta.target => t,
+            _ => {
+                return error_body(
+                    StatusCode::BAD_REQUEST,
+                    "host_mismatch",
+                    "host mismatch: the request's Host must be the tunnel's target",
+                );
+            }
+        };
+        let mut inner =
+            RequestMeta::new(Protocol::Https, target).with_method(req.method().as_str());
+        if let Some(client) = self.meta.client {
+            inner = inner.with_client(client);
+        }
+        if is_upgrade(req.headers()) {
+            inner = inner.with_upgrade();
+        }
+        let decision = self.gate.admit_inner(&self.meta, &self.route, &inner).await;
+        if !decision.is_allowed() {
+            return proxy_http::blocked(&decision, &inner);
+        }
+        let sender = match &self.upstream {
+            Ok(s) => s,
+            Err(f) => return proxy_http::failure(f),
+        };
+        match self.forward(sender, req).await {
+            Ok(resp) => resp,
+            Err(f) => proxy_http::failure(&f),
+        }
+    }
+
+    async fn forward(
+        &self,
+        sender: &Mutex<Sender>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Body>, Failure> {
+        let authority = authority_of(&self.meta.target);
+        strip_hop_by_hop(req.headers_mut());
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str)
+            .to_owned();
+        let broken = |e: hyper::Error| {
+            Failure::new(
+                UpstreamFailure::UpstreamError,
+                format!("HTTP with {authority}: {e}"),
+            )
+        };
+        let mut guard = sender.lock().await;
+        let pending = match &mut *guard {
+            Sender::H1(s) => {
+                *req.version_mut() = http::Version::HTTP_11;
+                *req.uri_mut() = path.parse().map_err(|_| bad_uri())?;
+                let host = http::HeaderValue::from_str(&authority).map_err(|_| bad_uri())?;
+                req.headers_mut().insert(header::HOST, host);
+                s.ready().await.map_err(broken)?;
+                let fut = s.send_request(req);
+                drop(guard);
+                fut.await
+            }
+            Sender::H2(s) => {
+                *req.version_mut() = http::Version::HTTP_2;
+                *req.uri_mut() = format!("https://{authority}{path}")
+                    .parse()
+                    .map_err(|_| bad_uri())?;
+                req.headers_mut().remove(header::HOST);
+                s.ready().await.map_err(broken)?;
+                let fut = s.send_request(req);
+                drop(guard);
+                fut.await
+            }
+        };
+        let mut resp = pending.map_err(broken)?;
+        strip_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(BodyExt::boxed))
+    }
+}
+
+fn bad_uri() -> Failure {
+    Failure::new(
+        UpstreamFailure::UpstreamError,
+        "cannot rebuild the request's URI",
+    )
+}
+
+/// The authority of the upstream request: the host as a URI writes it, the port when not 443.
+fn authority_of(target: &Target) -> String {
+    match target.host() {
+        Some(h) if target.port() == 443 => h.to_uri_host(),
+        _ => target.to_string(),
+    }
+}
+
+/// The target a request names: its Host header and its URI authority (HTTP/2's
+/// `:authority`), which must agree when both are there; `None` when neither is, or they
+/// differ, or one is not a valid authority.
+fn named_target(req: &Request<Incoming>) -> Option<Target> {
+    let parse = |s: &str| Target::parse_authority(s, 443).ok();
+    let from_uri = req.uri().authority().map(|a| parse(a.as_str()));
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let from_host = hosts.next().map(|v| v.to_str().ok().and_then(parse));
+    if hosts.next().is_some() {
+        return None;
+    }
+    match (from_uri, from_host) {
+        (Some(a), Some(b)) if a == b => a,
+        (Some(_), Some(_)) | (None, None) => None,
+        (Some(a), None) | (None, Some(a)) => a,
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1) and those `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(n);
+    }
+}
+
+/// Bytes read from and written to the client.
+#[derive(Debug, Default)]
+struct Counts {
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Counts {
+    fn get(&self) -> (u64, u64) {
+        (
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The client's stream, counting its bytes both ways.
+struct Counted<S> {
+    inner: S,
+    counts: Arc<Counts>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.counts.up.fetch_add(n as u64, Ordering::Relaxed);
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &res {
+            self.counts.down.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use http::{HeaderMap, HeaderValue};
+    use proxy_core::Target;
+
+    use super::{authority_of, strip_hop_by_hop};
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Remove"),
+        );
+        h.insert("x-remove", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn the_upstream_authority_omits_port_443_and_brackets_ipv6() {
+        let a = |s: &str| authority_of(&Target::parse_authority(s, 443).unwrap());
+        assert_eq!(a("Example.COM:443"), "example.com");
+        assert_eq!(a("example.com:8443"), "example.com:8443");
+        assert_eq!(a("[::1]:443"), "[::1]");
+        assert_eq!(a("[::1]:8443"), "[::1]:8443");
+    }
+}
