@@ -40,11 +40,12 @@ impl Interception {
     /// HTTPS interception judging with `gate`: the CA of `HOME/ca/` (`home`: netproxy's home,
     /// `$NETPROXY_HOME` else `$HOME/.netproxy`, as the binary found it, like `netproxy ca`),
     /// created on first use, upstream roots from the platform's store plus `SSL_CERT_FILE`
-    /// (looked up through `env`), and sessions closed after `idle` without a byte either way.
+    /// (looked up through `env`), and the proxy's `limits` inside a session (the idle timeout, the
+    /// header timeout and the largest request head).
     pub fn mitm(
         gate: Arc<PolicyGate>,
         home: Option<&Path>,
-        idle: std::time::Duration,
+        limits: &proxy_io::Limits,
         env: &impl Fn(&str) -> Option<String>,
     ) -> Result<Self, MitmStartError> {
         let home = home.map(Path::to_path_buf).ok_or(MitmStartError::NoHome)?;
@@ -52,10 +53,22 @@ impl Interception {
         if loaded.created {
             tracing::info!(dir = %home.join("ca").display(), "generated the MITM CA");
         }
+        // netproxy's own CA never verifies an upstream (whoever holds its key could then pose
+        // as any origin to netproxy itself), even when a bundle netproxy reads names it.
+        let own = loaded.ca.cert_der().clone();
+        let mut roots = upstream_roots(env);
+        let before = roots.len();
+        roots.retain(|r| *r != own);
+        if roots.len() != before {
+            tracing::warn!(
+                "mitm: netproxy's own CA is among the upstream roots (SSL_CERT_FILE?); it is left out"
+            );
+        }
         let leaves = Arc::new(LeafCache::new(Arc::new(loaded.ca), LEAF_CACHE_HOSTS));
-        let roots = upstream_roots(env);
         Ok(Self::Mitm(
-            MitmInterceptor::new(gate, leaves, roots)?.with_idle_timeout(idle),
+            MitmInterceptor::new(gate, leaves, roots)?
+                .with_idle_timeout(limits.idle_timeout)
+                .with_request_limits(limits.header_timeout, limits.max_header_bytes),
         ))
     }
 }

@@ -223,12 +223,7 @@ impl Service {
                 }),
         );
         let interceptor = Arc::new(if config.mitm() {
-            crate::Interception::mitm(
-                gate.clone(),
-                sources.home_dir.as_deref(),
-                limits.idle_timeout,
-                &env,
-            )?
+            crate::Interception::mitm(gate.clone(), sources.home_dir.as_deref(), &limits, &env)?
         } else {
             crate::Interception::Off
         });

@@ -560,7 +560,9 @@ impl Gate for PolicyGate {
             // A unix socket's permission is not re-judged here.
             Via::Unix(..) => return Lease::none(),
         };
-        let lease = self.leases.hold(meta, addrs, &route.decision);
+        let lease = self
+            .leases
+            .hold(meta, addrs, &route.decision, route.intercept);
         // A policy change between this connection's admission and now re-judged the held
         // connections without it: judge it against the policy in force now. (A change after
         // the lease was registered sees it.)

@@ -26,6 +26,9 @@ struct Held {
     addrs: Vec<IpAddr>,
     /// Admitted by the decider after an allowlist miss: a later allowlist miss keeps it.
     by_decider: bool,
+    /// Intercepted (its requests judged inside TLS). An opaque connection the new policy would
+    /// intercept (limited mode with interception on) is refused: it carries any method.
+    intercepted: bool,
 }
 
 /// The open connections' leases: a revoker each, by lease id (the lease's data lives with the
@@ -49,12 +52,14 @@ impl Leases {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A lease for a connection admitted as `meta` by `decision`, connected to `addrs`.
+    /// A lease for a connection admitted as `meta` by `decision`, connected to `addrs`
+    /// (`intercepted`: its requests are judged inside TLS).
     pub(crate) fn hold(
         self: &Arc<Self>,
         meta: &RequestMeta,
         addrs: Vec<IpAddr>,
         decision: &Decision,
+        intercepted: bool,
     ) -> Lease {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let holder: Arc<dyn LeaseHolder> = self.clone();
@@ -62,6 +67,7 @@ impl Leases {
             meta: meta.clone(),
             addrs,
             by_decider: decision.source == Source::Decider,
+            intercepted,
         };
         let (lease, revoker) = Lease::with_data(id, Arc::downgrade(&holder), held);
         self.lock().insert(id, revoker);
@@ -137,6 +143,23 @@ fn refusal(policy: &Policy, own: &OwnAddrs, h: &Held) -> Option<Decision> {
         &h.meta
     };
     match policy.evaluate_with(meta, own) {
+        // Allowed only if intercepted (limited mode): an opaque tunnel carries any method.
+        Evaluation::Allow {
+            intercept: true,
+            decision,
+        }
+        | Evaluation::AllowIfAddressesPass {
+            intercept: true,
+            decision,
+        } if !h.intercepted => {
+            let d = Decision::deny(Reason::MitmRequired).with_detail(
+                "an opaque tunnel, and the mode in force now judges requests inside TLS",
+            );
+            Some(match decision.rule {
+                Some(rule) => d.with_rule(rule),
+                None => d,
+            })
+        }
         Evaluation::Allow { .. } => None,
         Evaluation::AllowIfAddressesPass { decision, .. } => {
             if h.addrs.is_empty() {
@@ -186,8 +209,8 @@ mod tests {
     fn what_the_decider_allowed_stays_allowed_across_unrelated_changes() {
         let leases = Arc::new(Leases::default());
         let ip = vec!["127.0.0.2".parse().unwrap()];
-        let by_decider = leases.hold(&meta("asked.test:443"), ip.clone(), &decider_allow());
-        let by_list = leases.hold(&meta("listed.test:443"), ip, &Decision::allow());
+        let by_decider = leases.hold(&meta("asked.test:443"), ip.clone(), &decider_allow(), false);
+        let by_list = leases.hold(&meta("listed.test:443"), ip, &Decision::allow(), false);
         assert_eq!(leases.len(), 2);
         // The allowlist no longer names listed.test: that one goes, the decider's stays.
         let revoked = leases.rejudge(&policy(&["other.test"], &[]), OwnAddrs::none());
@@ -211,6 +234,7 @@ mod tests {
             &meta("public.test:443"),
             vec!["127.0.0.2".parse().unwrap()],
             &Decision::allow(),
+            false,
         );
         assert!(
             leases
@@ -226,9 +250,33 @@ mod tests {
         drop(lease);
         assert_eq!(leases.len(), 0);
         // A lease dropped before any change is forgotten at once.
-        let other = leases.hold(&meta("public.test:443"), Vec::new(), &Decision::allow());
+        let other = leases.hold(
+            &meta("public.test:443"),
+            Vec::new(),
+            &Decision::allow(),
+            false,
+        );
         assert_eq!(leases.len(), 1);
         drop(other);
         assert_eq!(leases.len(), 0);
+    }
+
+    /// A tunnel opened in full mode is opaque: when the mode becomes limited with interception
+    /// on, it is closed (`mitm_required`), while an intercepted one stays.
+    #[test]
+    fn an_opaque_tunnel_goes_when_limited_mode_would_intercept_it() {
+        let leases = Arc::new(Leases::default());
+        let ip = vec!["127.0.0.2".parse().unwrap()];
+        let opaque = leases.hold(&meta("api.test:443"), ip.clone(), &Decision::allow(), false);
+        let intercepted = leases.hold(&meta("api.test:443"), ip, &Decision::allow(), true);
+        let mut b = Policy::builder();
+        b.allow("api.test", None).unwrap();
+        b.treat_as_public("127.0.0.2/32".parse().unwrap());
+        b.mode(proxy_core::Mode::Limited);
+        b.interception(true);
+        let revoked = leases.rejudge(&b.build().unwrap(), OwnAddrs::none());
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].1.reason, Some(Reason::MitmRequired));
+        assert!(opaque.is_revoked() && !intercepted.is_revoked());
     }
 }

@@ -55,7 +55,15 @@ pub struct MitmInterceptor<G> {
     client: Arc<rustls::ClientConfig>,
     /// A session with no byte either way for this long is closed (`idle_timeout_s`).
     idle: Duration,
+    /// From the end of one response until the next request head is whole
+    /// (`header_timeout_ms`).
+    header_timeout: Duration,
+    /// The largest request head (`max_header_bytes`).
+    max_header_bytes: usize,
 }
+
+/// HTTP/2 streams a client may have open at once inside one intercepted tunnel.
+const MAX_STREAMS: u32 = 32;
 
 impl<G> fmt::Debug for MitmInterceptor<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -120,7 +128,23 @@ impl<G: Gate + 'static> MitmInterceptor<G> {
             server: Arc::new(server),
             client: Arc::new(client),
             idle: Duration::from_secs(300),
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 65_536,
         })
+    }
+
+    /// Bounds the requests inside a session like the proxy's own (`header_timeout_ms`,
+    /// `max_header_bytes`; defaults 10 s and 64 KiB): a request head not whole in time ends the
+    /// session, a larger one is refused.
+    #[must_use]
+    pub fn with_request_limits(
+        mut self,
+        header_timeout: Duration,
+        max_header_bytes: usize,
+    ) -> Self {
+        self.header_timeout = header_timeout;
+        self.max_header_bytes = max_header_bytes;
+        self
     }
 
     /// Closes a session after `idle` with no byte either way (default 300 s, as
@@ -216,7 +240,17 @@ where
             let inner = inner.clone();
             async move { Ok::<_, std::convert::Infallible>(inner.serve(req).await) }
         });
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.header_timeout)
+            .max_buf_size(self.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(MAX_STREAMS)
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX));
         let serve = builder.serve_connection(TokioIo::new(tls), service);
         tokio::pin!(serve);
         // Closed when nothing moved either way for a whole `idle` (a request waiting on a

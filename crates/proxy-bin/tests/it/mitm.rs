@@ -221,10 +221,16 @@ async fn without_mitm_limited_mode_refuses_connect() {
     );
 }
 
-/// An intercepted session with no byte either way for `idle_timeout_s` is closed, like an
-/// opaque tunnel (asserted within three times the timeout).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_intercepted_session_is_closed() {
+/// A TLS session through `serve --mitm` in limited mode with `limits` (`-c` values), trusting
+/// netproxy's CA: the origin, the running proxy and the client's TLS stream.
+async fn session(
+    limits: &[&str],
+) -> (
+    TlsOrigin,
+    DnsServer,
+    Serve,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dns = DnsServer::start().await.unwrap();
     let trusted = TestCa::new().unwrap();
@@ -240,17 +246,13 @@ async fn an_idle_intercepted_session_is_closed() {
     let b = serve().dns(&dns).public();
     let roots = b.path().join("upstream-roots.pem");
     std::fs::write(&roots, trusted.cert_pem()).unwrap();
+    let mut args = vec!["--mode", "limited", "--mitm", "--allow", "secure.test"];
+    for l in limits {
+        args.extend(["-c", l]);
+    }
     let s = b
         .env("SSL_CERT_FILE", &roots.display().to_string())
-        .args(&[
-            "--mode",
-            "limited",
-            "--mitm",
-            "--allow",
-            "secure.test",
-            "-c",
-            "limits.idle_timeout_s=1",
-        ])
+        .args(&args)
         .start();
     let ca_pem = std::fs::read(s.path().join("home/ca/ca.pem")).unwrap();
     let port = origin.addr().port();
@@ -281,15 +283,48 @@ async fn an_idle_intercepted_session_is_closed() {
     .with_root_certificates(roots)
     .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from("secure.test").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, tcp)
         .await
         .expect("the leaf of netproxy's CA is trusted");
-    // Nothing sent: the session must end (EOF or an error), within 3 × 1 s.
+    (origin, dns, s, tls)
+}
+
+/// Whether the session ends (EOF or an error) within `secs`.
+async fn ends_within(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    secs: u64,
+) -> bool {
+    use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 16];
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(3), tls.read(&mut buf)).await;
+    let ended =
+        tokio::time::timeout(std::time::Duration::from_secs(secs), tls.read(&mut buf)).await;
+    matches!(ended, Ok(Ok(0) | Err(_)))
+}
+
+/// An intercepted session with no byte either way for `idle_timeout_s` is closed, like an
+/// opaque tunnel (asserted within three times the timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_intercepted_session_is_closed() {
+    let (_origin, _dns, _s, mut tls) = session(&["limits.idle_timeout_s=1"]).await;
     assert!(
-        matches!(ended, Ok(Ok(0) | Err(_))),
-        "the idle session was not closed: {ended:?}"
+        ends_within(&mut tls, 3).await,
+        "the idle session was not closed"
+    );
+}
+
+/// Inside an intercepted session a request head must be whole within `header_timeout_ms`, as
+/// on the proxy itself (asserted within three times the timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_head_inside_tls_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let (_origin, _dns, _s, mut tls) = session(&["limits.header_timeout_ms=1000"]).await;
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: secure.test\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    assert!(
+        ends_within(&mut tls, 3).await,
+        "the slow request head was not cut off"
     );
 }
