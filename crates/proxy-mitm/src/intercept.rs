@@ -225,7 +225,10 @@ where
             tracing::debug!(target = %meta.target, "intercepted tunnel closed: TLS handshake failed");
             return counts.get();
         };
-        let upstream = connect_upstream(&self.client, &host, upstream).await;
+        // Told when the origin's connection ends: the session then ends too, so the client's
+        // next request comes through a new tunnel instead of failing on this one.
+        let gone = Arc::new(tokio::sync::Notify::new());
+        let upstream = connect_upstream(&self.client, &host, upstream, gone.clone()).await;
         if let Err(e) = &upstream {
             tracing::info!(target = %meta.target, error = %e, "intercepted tunnel: upstream TLS failed");
         }
@@ -259,6 +262,12 @@ where
         loop {
             tokio::select! {
                 _ = serve.as_mut() => break,
+                () = gone.notified() => {
+                    // The origin closed its side: finish the request in flight, then close.
+                    serve.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(self.idle, serve.as_mut()).await;
+                    break;
+                }
                 () = tokio::time::sleep(self.idle) => {
                     let now = counts.get();
                     if now == last {
@@ -286,6 +295,7 @@ async fn connect_upstream<U>(
     config: &Arc<rustls::ClientConfig>,
     host: &Host,
     io: U,
+    gone: Arc<tokio::sync::Notify>,
 ) -> Result<Sender, Failure>
 where
     U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -319,13 +329,19 @@ where
         let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
             .map_err(broken)?;
-        tokio::spawn(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            gone.notify_one();
+        });
         Ok(Sender::H2(sender))
     } else {
         let (sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(broken)?;
-        tokio::spawn(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            gone.notify_one();
+        });
         Ok(Sender::H1(sender))
     }
 }

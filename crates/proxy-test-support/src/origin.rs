@@ -116,6 +116,13 @@ pub(crate) async fn handle(
     if let Ok(v) = http::HeaderValue::from_str(&name) {
         response.headers_mut().insert("x-origin", v);
     }
+    // `/close...`: the origin closes its connection after this response.
+    if path.starts_with("/close") {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     Ok(response)
 }
 

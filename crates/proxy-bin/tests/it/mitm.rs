@@ -13,13 +13,14 @@ struct Setup {
     _dns: DnsServer,
     good: TlsOrigin,
     /// The same origin's answers on port 443 (SOCKS5 is intercepted on that port only).
-    good443: TlsOrigin,
+    good443: Option<TlsOrigin>,
     bad: TlsOrigin,
     s: Serve,
     ca: PathBuf,
 }
 
-async fn setup() -> Setup {
+/// With `socks443`, also the origin on 127.0.0.44:443 (one test at a time may bind it).
+async fn setup(socks443: bool) -> Setup {
     let dns = DnsServer::start().await.unwrap();
     let trusted = TestCa::new().unwrap();
     let untrusted = TestCa::new().unwrap();
@@ -30,14 +31,20 @@ async fn setup() -> Setup {
     let bad = TlsOrigin::start("bad", ip, &untrusted, &["untrusted.test"])
         .await
         .unwrap();
-    let good443 = TlsOrigin::start_at(
-        "good443",
-        "127.0.0.44:443".parse().unwrap(),
-        &trusted,
-        &["socks.test"],
-    )
-    .await
-    .unwrap();
+    let good443 = if socks443 {
+        Some(
+            TlsOrigin::start_at(
+                "good443",
+                "127.0.0.44:443".parse().unwrap(),
+                &trusted,
+                &["socks.test"],
+            )
+            .await
+            .unwrap(),
+        )
+    } else {
+        None
+    };
     resolves(&dns, "secure.test", "127.0.0.2");
     resolves(&dns, "untrusted.test", "127.0.0.2");
     resolves(&dns, "socks.test", "127.0.0.44");
@@ -100,7 +107,7 @@ fn json_of(r: &CurlOutput) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limited_mode_is_judged_inside_tls() {
-    let t = setup().await;
+    let t = setup(true).await;
     // GET goes through, over HTTP/1.1 and HTTP/2 inside the tunnel.
     let r = t.http().arg("--http1.1").get(t.url("read"));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -176,7 +183,7 @@ async fn limited_mode_is_judged_inside_tls() {
         .get("https://socks.test/w");
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(json_of(&r)["reason"], "method_not_allowed");
-    assert_eq!(t.good443.seen().len(), 1);
+    assert_eq!(t.good443.as_ref().unwrap().seen().len(), 1);
     assert_eq!(t.good.seen().len(), 2);
 
     // A client that speaks something else than TLS on an intercepted tunnel is closed:
@@ -327,4 +334,21 @@ async fn a_slow_request_head_inside_tls_is_closed() {
         ends_within(&mut tls, 3).await,
         "the slow request head was not cut off"
     );
+}
+
+/// When the origin closes its connection (here after each response), the intercepted session
+/// ends with it, so the client's next request opens a new tunnel and succeeds instead of
+/// failing on a dead upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_closes_ends_the_session_and_the_next_request_succeeds() {
+    let t = setup(false).await;
+    let r = t
+        .http()
+        .arg("--http1.1")
+        .arg(t.url("close-1"))
+        .get(t.url("close-2"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("GET /close-1 0"), "{}", r.text());
+    assert!(r.text().contains("GET /close-2 0"), "{}", r.text());
+    assert_eq!(t.good.seen().len(), 2);
 }
