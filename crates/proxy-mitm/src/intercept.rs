@@ -356,16 +356,28 @@ struct Tunnel<G> {
 
 impl<G: Gate> Tunnel<G> {
     async fn serve(&self, req: Request<Incoming>) -> Response<Body> {
+        let named = named_target(&req);
         if req.method() == Method::CONNECT {
+            // Recorded like any refusal inside the tunnel (limited mode refuses the method).
+            let inner =
+                RequestMeta::new(Protocol::Https, self.meta.target.clone()).with_method("CONNECT");
+            self.gate.admit_inner(&self.meta, &self.route, &inner).await;
             return error_body(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "CONNECT is not supported inside an intercepted tunnel",
             );
         }
-        let target = match named_target(&req) {
+        let target = match named {
             Some(t) if t == self.meta.target => t,
-            _ => {
+            other => {
+                // Another host (domain fronting) is recorded: the gate refuses a request that
+                // names another target than its tunnel's.
+                if let Some(t) = other {
+                    let inner =
+                        RequestMeta::new(Protocol::Https, t).with_method(req.method().as_str());
+                    self.gate.admit_inner(&self.meta, &self.route, &inner).await;
+                }
                 return error_body(
                     StatusCode::BAD_REQUEST,
                     "host_mismatch",

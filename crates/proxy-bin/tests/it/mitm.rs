@@ -206,6 +206,13 @@ async fn limited_mode_is_judged_inside_tls() {
         })
         .count();
     assert!(inner >= 5, "{stderr}");
+    // The fronted request is among them, refused as naming another host.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("other.test") && l.contains("not_allowed")),
+        "{stderr}"
+    );
 }
 
 /// Without `--mitm`, limited mode still refuses `CONNECT` (`mitm_required`).
