@@ -7,28 +7,13 @@ use std::time::Duration;
 
 use proxy_core::tls::Hello;
 use proxy_io::{Replay, peek_hello};
-use proxy_test_support::TestCa;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use proxy_test_support::{TestCa, tls_client_pem};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A TLS client that trusts only `ca`.
-fn client(ca: &TestCa) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 /// A client asks for `name` (a DNS name or an IP literal); the server peeks, then completes
@@ -57,7 +42,10 @@ async fn round_trip(name: &str) -> Hello {
     });
     let tcp = TcpStream::connect(addr).await.unwrap();
     let server_name = ServerName::try_from(name.to_owned()).unwrap();
-    let mut tls = client(&ca).connect(server_name, tcp).await.unwrap();
+    let mut tls = tls_client_pem(ca.cert_pem().as_bytes())
+        .connect(server_name, tcp)
+        .await
+        .unwrap();
     tls.write_all(b"hello").await.unwrap();
     let mut buf = [0u8; 5];
     tls.read_exact(&mut buf).await.unwrap();

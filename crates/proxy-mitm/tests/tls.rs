@@ -7,25 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use proxy_core::Host;
 use proxy_mitm::{Ca, LEAF_VALIDITY, LeafCache};
-use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A client that trusts `ca` alone.
-fn client(ca: &Ca) -> tokio_rustls::TlsConnector {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.cert_der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 /// One TLS session on 127.0.0.1: the server presents the cache's leaf for `host`, the client
@@ -55,7 +42,9 @@ async fn handshake(
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from(server_name.to_owned()).unwrap();
     let result = async {
-        let mut tls = client(client_ca).connect(name, tcp).await?;
+        let mut tls = proxy_test_support::tls_client(&[client_ca.cert_der().clone()])
+            .connect(name, tcp)
+            .await?;
         let mut text = String::new();
         tls.read_to_string(&mut text).await?;
         Ok(text)

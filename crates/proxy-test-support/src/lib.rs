@@ -26,5 +26,5 @@ pub use gate::StubGate;
 pub use intercept::GreetingInterceptor;
 pub use origin::{EchoServer, HttpOrigin, Seen, WsEchoServer};
 pub use spawn::{Process, output_within};
-pub use tls::{TestCa, TlsOrigin};
+pub use tls::{TestCa, TlsOrigin, tls_client, tls_client_pem};
 pub use wait::{PATIENCE, wait_for};

@@ -63,6 +63,31 @@ impl TestCa {
     }
 }
 
+/// A TLS client (rustls on ring) that trusts these certificates alone.
+pub fn tls_client(trusted: &[CertificateDer<'static>]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in trusted {
+        roots.add(cert.clone()).expect("a trusted certificate");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring's protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// [`tls_client`] for the certificates of a PEM file's text.
+pub fn tls_client_pem(pem: &[u8]) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .expect("PEM certificates");
+    tls_client(&certs)
+}
+
 /// An HTTPS origin (the same answers as [`crate::HttpOrigin`]) with a certificate from a
 /// [`TestCa`]. Dropping it stops it.
 #[derive(Debug)]

@@ -19,8 +19,9 @@ struct Setup {
     ca: PathBuf,
 }
 
-/// With `socks443`, also the origin on 127.0.0.44:443 (one test at a time may bind it).
-async fn setup(socks443: bool) -> Setup {
+/// With `socks443`, also the origin on 127.0.0.44:443 (one test at a time may bind it);
+/// `extra`: more `serve` arguments.
+async fn setup(socks443: bool, extra: &[&str]) -> Setup {
     let dns = DnsServer::start().await.unwrap();
     let trusted = TestCa::new().unwrap();
     let untrusted = TestCa::new().unwrap();
@@ -70,6 +71,7 @@ async fn setup(socks443: bool) -> Setup {
             "--allow",
             "socks.test",
         ])
+        .args(extra)
         .start();
     let ca = s.path().join("home").join("ca").join("ca.pem");
     assert!(ca.exists(), "the CA is created on first use");
@@ -107,7 +109,7 @@ fn json_of(r: &CurlOutput) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limited_mode_is_judged_inside_tls() {
-    let t = setup(true).await;
+    let t = setup(true, &[]).await;
     // GET goes through, over HTTP/1.1 and HTTP/2 inside the tunnel.
     let r = t.http().arg("--http1.1").get(t.url("read"));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -235,42 +237,19 @@ async fn without_mitm_limited_mode_refuses_connect() {
     );
 }
 
-/// A TLS session through `serve --mitm` in limited mode with `limits` (`-c` values), trusting
-/// netproxy's CA: the origin, the running proxy and the client's TLS stream.
+/// A TLS session through [`setup`]'s `serve --mitm` (with `limits`, `-c` values) to the good
+/// origin, trusting netproxy's CA: the setup (which keeps the proxy running) and the stream.
 async fn session(
     limits: &[&str],
 ) -> (
-    TlsOrigin,
-    DnsServer,
-    Serve,
+    Setup,
     tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dns = DnsServer::start().await.unwrap();
-    let trusted = TestCa::new().unwrap();
-    let origin = TlsOrigin::start(
-        "good",
-        "127.0.0.2".parse().unwrap(),
-        &trusted,
-        &["secure.test"],
-    )
-    .await
-    .unwrap();
-    resolves(&dns, "secure.test", "127.0.0.2");
-    let b = serve().dns(&dns).public();
-    let roots = b.path().join("upstream-roots.pem");
-    std::fs::write(&roots, trusted.cert_pem()).unwrap();
-    let mut args = vec!["--mode", "limited", "--mitm", "--allow", "secure.test"];
-    for l in limits {
-        args.extend(["-c", l]);
-    }
-    let s = b
-        .env("SSL_CERT_FILE", &roots.display().to_string())
-        .args(&args)
-        .start();
-    let ca_pem = std::fs::read(s.path().join("home/ca/ca.pem")).unwrap();
-    let port = origin.addr().port();
-    let mut tcp = tokio::net::TcpStream::connect(&s.http).await.unwrap();
+    let extra: Vec<&str> = limits.iter().flat_map(|l| ["-c", l]).collect();
+    let t = setup(false, &extra).await;
+    let port = t.good.addr().port();
+    let mut tcp = tokio::net::TcpStream::connect(&t.s.http).await.unwrap();
     tcp.write_all(
         format!("CONNECT secure.test:{port} HTTP/1.1\r\nHost: secure.test:{port}\r\n\r\n")
             .as_bytes(),
@@ -284,24 +263,12 @@ async fn session(
         "{:?}",
         String::from_utf8_lossy(&head[..n])
     );
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(&ca_pem).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from("secure.test").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    let tls = proxy_test_support::tls_client_pem(&std::fs::read(&t.ca).unwrap())
         .connect(name, tcp)
         .await
         .expect("the leaf of netproxy's CA is trusted");
-    (origin, dns, s, tls)
+    (t, tls)
 }
 
 /// Whether the session ends (EOF or an error) within `secs`.
@@ -320,7 +287,7 @@ async fn ends_within(
 /// opaque tunnel (asserted within three times the timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_intercepted_session_is_closed() {
-    let (_origin, _dns, _s, mut tls) = session(&["limits.idle_timeout_s=1"]).await;
+    let (_t, mut tls) = session(&["limits.idle_timeout_s=1"]).await;
     assert!(
         ends_within(&mut tls, 3).await,
         "the idle session was not closed"
@@ -332,7 +299,7 @@ async fn an_idle_intercepted_session_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_request_head_inside_tls_is_closed() {
     use tokio::io::AsyncWriteExt;
-    let (_origin, _dns, _s, mut tls) = session(&["limits.header_timeout_ms=1000"]).await;
+    let (_t, mut tls) = session(&["limits.header_timeout_ms=1000"]).await;
     tls.write_all(b"GET / HTTP/1.1\r\nHost: secure.test\r\n")
         .await
         .unwrap();
@@ -348,7 +315,7 @@ async fn a_slow_request_head_inside_tls_is_closed() {
 /// failing on a dead upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_that_closes_ends_the_session_and_the_next_request_succeeds() {
-    let t = setup(false).await;
+    let t = setup(false, &[]).await;
     let r = t
         .http()
         .arg("--http1.1")

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proxy_test_support::{Answer, DnsServer, HttpOrigin};
 
-use crate::support::{World, json, mode, planted_symlink, resolves, serve};
+use crate::support::{World, json, mode, planted_symlink, resolves, serve, tls_origin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_allowed_names_and_refuses_the_rest() {
@@ -179,24 +179,14 @@ async fn limited_mode_and_a_disabled_proxy_on_the_wire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_through_a_connect_tunnel_with_real_tls() {
     let dns = DnsServer::start().await.unwrap();
-    let ca = proxy_test_support::TestCa::new().unwrap();
-    let origin = proxy_test_support::TlsOrigin::start(
-        "tls",
-        "127.0.0.2".parse().unwrap(),
-        &ca,
-        &["secure.test"],
-    )
-    .await
-    .unwrap();
-    let port = origin.addr().port();
-    resolves(&dns, "secure.test", "127.0.0.2");
     let s = serve()
         .dns(&dns)
         .public()
         .args(&["--allow", "secure.test"])
         .start();
     let ca_file = s.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let origin = tls_origin(&dns, &["secure.test"], &ca_file).await;
+    let port = origin.addr().port();
     let r = s
         .curl()
         .arg("--cacert")
@@ -220,18 +210,6 @@ async fn https_through_a_connect_tunnel_with_real_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_sni_refuses_a_tunnel_whose_server_name_is_another_host() {
     let dns = DnsServer::start().await.unwrap();
-    let ca = proxy_test_support::TestCa::new().unwrap();
-    let origin = proxy_test_support::TlsOrigin::start(
-        "tls",
-        "127.0.0.2".parse().unwrap(),
-        &ca,
-        &["secure.test", "other.test"],
-    )
-    .await
-    .unwrap();
-    let port = origin.addr().port();
-    resolves(&dns, "secure.test", "127.0.0.2");
-    resolves(&dns, "other.test", "127.0.0.2");
     let s = serve()
         .dns(&dns)
         .public()
@@ -239,7 +217,8 @@ async fn verify_sni_refuses_a_tunnel_whose_server_name_is_another_host() {
         .args(&["--allow", "secure.test", "-c", "verify_sni=true"])
         .start();
     let ca_file = s.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let origin = tls_origin(&dns, &["secure.test", "other.test"], &ca_file).await;
+    let port = origin.addr().port();
     let socks = format!("socks5h://{}", s.socks.as_deref().unwrap());
     for proxy in [format!("http://{}", s.http), socks] {
         let r = proxy_test_support::Curl::via(proxy.clone())
@@ -258,12 +237,49 @@ async fn verify_sni_refuses_a_tunnel_whose_server_name_is_another_host() {
         assert_eq!(r.status, 0, "{proxy}: {}", r.text());
         assert_eq!(origin.seen().len(), before, "{proxy}");
     }
+    // A ClientHello sent in the same write as the CONNECT head (read by the HTTP parser before
+    // the tunnel starts) is judged too: nothing reaches the origin.
+    let hello = {
+        use tokio::io::AsyncReadExt;
+        let (client, mut wire) = tokio::io::duplex(64 * 1024);
+        let name = rustls::pki_types::ServerName::try_from("other.test").unwrap();
+        let connector = proxy_test_support::tls_client_pem(&std::fs::read(&ca_file).unwrap());
+        let handshake = tokio::spawn(async move { connector.connect(name, client).await });
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = wire.read(&mut buf).await.unwrap();
+        handshake.abort();
+        buf.truncate(n);
+        buf
+    };
+    let before = origin.seen().len();
+    let mut tcp = tokio::net::TcpStream::connect(&s.http).await.unwrap();
+    let mut bytes =
+        format!("CONNECT secure.test:{port} HTTP/1.1\r\nHost: secure.test:{port}\r\n\r\n")
+            .into_bytes();
+    bytes.extend(&hello);
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &bytes)
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the refused tunnel was not closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        !answer.contains("\x16"),
+        "no TLS answer came back: {answer}"
+    );
+    assert_eq!(origin.seen().len(), before);
     let stderr = s.stop();
     let refusals = stderr
         .lines()
         .filter(|l| l.contains("sni_mismatch") && l.contains("secure.test"))
         .count();
-    assert_eq!(refusals, 2, "{stderr}");
+    assert_eq!(refusals, 3, "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

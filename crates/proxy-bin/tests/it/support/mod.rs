@@ -233,3 +233,22 @@ pub(crate) fn inotify_watches(pid: u32) -> usize {
 pub(crate) fn resolves(dns: &DnsServer, name: &str, ip: &str) {
     dns.set(name, Answer::Addrs(vec![ip.parse().unwrap()]));
 }
+
+/// An HTTPS origin on 127.0.0.2 for `names` (each answered by `dns` with that address), certified
+/// by a new test CA, whose certificate is also written to `ca_file` for clients to trust.
+pub(crate) async fn tls_origin(
+    dns: &DnsServer,
+    names: &[&str],
+    ca_file: &Path,
+) -> proxy_test_support::TlsOrigin {
+    let ca = proxy_test_support::TestCa::new().unwrap();
+    let origin =
+        proxy_test_support::TlsOrigin::start("tls", "127.0.0.2".parse().unwrap(), &ca, names)
+            .await
+            .unwrap();
+    for name in names {
+        resolves(dns, name, "127.0.0.2");
+    }
+    std::fs::write(ca_file, ca.cert_pem()).unwrap();
+    origin
+}
