@@ -5,9 +5,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use proxy_broker::{Secret, SecretSource};
+use proxy_config::{Config, Diagnostic, DiagnosticKind, SecretRef};
 use proxy_core::{Decision, Intercepted, Interceptor, NoInterception, RequestMeta, Route};
 use proxy_gate::PolicyGate;
-use proxy_mitm::{CaStore, LeafCache, MitmInterceptor};
+use proxy_mitm::{Action, CaStore, HookActions, LeafCache, MitmInterceptor};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How many hosts' leaf certificates are kept.
@@ -25,6 +28,69 @@ pub enum MitmStartError {
     /// The interceptor could not be configured.
     #[error("mitm: {0}")]
     Tls(#[from] proxy_mitm::MitmError),
+}
+
+/// The actions hooks name in `config`, with their secrets read now: a variable of netproxy's
+/// environment through `env`, or a file. A secret that cannot be read, or that makes an invalid
+/// header, is a config error naming the action (never the value).
+pub(crate) fn hook_actions(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<HookActions, proxy_config::Error> {
+    let mut out = HookActions::new();
+    let mut diags = Vec::new();
+    for a in config.hook_actions() {
+        let key = format!("network.mitm.actions.{}", a.name);
+        let problem = |msg: String| {
+            Diagnostic::new(
+                DiagnosticKind::InvalidValue,
+                a.layer.to_string(),
+                key.clone(),
+                msg,
+            )
+        };
+        let mut action = Action::new();
+        let mut ok = true;
+        for h in &a.strip_request_headers {
+            match action.strip(h) {
+                Ok(next) => action = next,
+                Err(e) => {
+                    diags.push(problem(e.to_string()));
+                    ok = false;
+                    action = Action::new();
+                }
+            }
+        }
+        for i in &a.inject_request_headers {
+            let source = match &i.secret {
+                SecretRef::EnvVar(v) => SecretSource::EnvVar(v.clone()),
+                SecretRef::File(f) => SecretSource::File(f.clone()),
+            };
+            let secret = match Secret::load(&source, |name| env(name).map(Into::into)) {
+                Ok(s) => s,
+                Err(e) => {
+                    diags.push(problem(format!("header {}: {e}", i.name)));
+                    ok = false;
+                    continue;
+                }
+            };
+            match std::mem::take(&mut action).inject(&i.name, &i.prefix, secret) {
+                Ok(next) => action = next,
+                Err(e) => {
+                    diags.push(problem(e.to_string()));
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            out.insert(&a.name, action);
+        }
+    }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(proxy_config::Error { diagnostics: diags })
+    }
 }
 
 /// The front-ends' interceptor.
@@ -46,7 +112,8 @@ impl Interception {
         gate: Arc<PolicyGate>,
         home: Option<&Path>,
         limits: &proxy_io::Limits,
-        env: &impl Fn(&str) -> Option<String>,
+        env: &dyn Fn(&str) -> Option<String>,
+        actions: Arc<ArcSwap<HookActions>>,
     ) -> Result<Self, MitmStartError> {
         let home = home.map(Path::to_path_buf).ok_or(MitmStartError::NoHome)?;
         let loaded = CaStore::new(home.join("ca")).load_or_create()?;
@@ -56,7 +123,7 @@ impl Interception {
         // netproxy's own CA never verifies an upstream (whoever holds its key could then pose
         // as any origin to netproxy itself), even when a bundle netproxy reads names it.
         let own = loaded.ca.cert_der().clone();
-        let mut roots = upstream_roots(env);
+        let mut roots = upstream_roots(&|k: &str| env(k));
         let before = roots.len();
         roots.retain(|r| *r != own);
         if roots.len() != before {
@@ -68,7 +135,8 @@ impl Interception {
         Ok(Self::Mitm(
             MitmInterceptor::new(gate, leaves, roots)?
                 .with_idle_timeout(limits.idle_timeout)
-                .with_request_limits(limits.header_timeout, limits.max_header_bytes),
+                .with_request_limits(limits.header_timeout, limits.max_header_bytes)
+                .with_actions(actions),
         ))
     }
 }

@@ -92,6 +92,10 @@ pub struct Service {
     dialer: Arc<TcpDialer>,
     /// The interceptor both front-ends get (HTTPS interception when `mitm` is on at start).
     interceptor: Arc<crate::Interception>,
+    /// The actions of hooks, with their secrets (read again on every reload).
+    actions: Arc<ArcSwap<proxy_mitm::HookActions>>,
+    /// netproxy's environment, as the caller looks it up (hook secrets named by variable).
+    env: Env,
     limits: Limits,
     socks_stats: Arc<proxy_io::Stats>,
     audit_file: Option<Arc<proxy_audit::JsonLinesFile>>,
@@ -101,6 +105,19 @@ pub struct Service {
     _own_watch: Option<OwnAddrsWatch>,
     /// The task that judges open connections again when the own-address set changes.
     _rejudge_on_own_change: Option<AbortOnDrop>,
+}
+
+/// A lookup of netproxy's own environment.
+#[derive(Clone)]
+struct Env(Arc<Lookup>);
+
+/// A variable's value, `None` when unset.
+type Lookup = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Env")
+    }
 }
 
 /// The gate's settings in `config`.
@@ -127,7 +144,10 @@ impl Service {
     /// Loads the config from `sources` and assembles the proxy. `env` looks up netproxy's own
     /// environment (for the upstream proxy variables); problems with those variables are
     /// returned as warnings by [`Service::upstream_warnings`].
-    pub fn new(sources: Sources, env: impl Fn(&str) -> Option<String>) -> Result<Self, StartError> {
+    pub fn new(
+        sources: Sources,
+        env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Result<Self, StartError> {
         Self::with_audit(sources, env, Audit::default(), Files::Watched)
     }
 
@@ -135,10 +155,11 @@ impl Service {
     /// says whether the config files may be re-read later.
     pub fn with_audit(
         sources: Sources,
-        env: impl Fn(&str) -> Option<String>,
+        env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
         audit: Audit,
         files: Files,
     ) -> Result<Self, StartError> {
+        let env = Env(Arc::new(env));
         let read_once = match files {
             Files::Watched => None,
             Files::ReadOnce => Some(proxy_config::ReadOnce::read(sources.clone())),
@@ -148,6 +169,9 @@ impl Service {
             None => proxy_config::load(&sources)?,
         };
         let policy = config.policy()?;
+        let actions = Arc::new(ArcSwap::from_pointee(crate::interception::hook_actions(
+            &config, &*env.0,
+        )?));
         let resolver = Resolver::new(
             config.dns_nameservers().as_deref(),
             config.dns_hosts(),
@@ -203,7 +227,7 @@ impl Service {
             None => None,
         };
         let audit = Arc::new(audit);
-        let (upstream, upstream_warnings) = UpstreamProxies::from_env(&env);
+        let (upstream, upstream_warnings) = UpstreamProxies::from_env(|k: &str| (env.0)(k));
         // The machine's own addresses, kept current from the kernel's address events when a
         // runtime is there to run the watch (serve, run), else as one dump found them.
         let (own_watch, own) = if tokio::runtime::Handle::try_current().is_ok() {
@@ -223,7 +247,13 @@ impl Service {
                 }),
         );
         let interceptor = Arc::new(if config.mitm() {
-            crate::Interception::mitm(gate.clone(), sources.home_dir.as_deref(), &limits, &env)?
+            crate::Interception::mitm(
+                gate.clone(),
+                sources.home_dir.as_deref(),
+                &limits,
+                &*env.0,
+                actions.clone(),
+            )?
         } else {
             crate::Interception::Off
         });
@@ -252,6 +282,8 @@ impl Service {
             gate,
             dialer,
             interceptor,
+            actions,
+            env,
             limits,
             socks_stats,
             audit_file,
@@ -363,6 +395,7 @@ impl Service {
                 None => proxy_config::load_with(&self.sources, extra.as_slice())?,
             };
             let policy = config.policy()?;
+            let actions = crate::interception::hook_actions(&config, &*self.env.0)?;
             let changed = self.config.load().restart_keys_changed(&config);
             if !changed.is_empty() {
                 return Err(ReloadError::NeedsRestart(changed));
@@ -373,6 +406,8 @@ impl Service {
                 Snapshot::renewed(policy, gate_settings(&config), &self.state.load());
             warnings.extend(moved);
             let snap = Arc::new(snap);
+            // The actions first: a hook of the new policy never finds its action missing.
+            self.actions.store(Arc::new(actions));
             self.config.store(Arc::new(config));
             self.state.store(snap.clone());
             // Open connections the new policy refuses are closed now.

@@ -10,6 +10,7 @@ use proxy_policy::{Pattern, Policy};
 use toml::Value;
 
 use crate::error::{Diagnostic, DiagnosticKind, Error};
+use crate::hooks::{HookAction, HookEntry, SecretRef};
 use crate::layer::{Action, Layer, LayerData};
 use crate::listen::{clamp_bind, parse_listen_url};
 use crate::managed::Requirements;
@@ -68,6 +69,8 @@ pub struct Config {
     pub(crate) dns_hosts: BTreeMap<String, (Vec<IpAddr>, Layer)>,
     pub(crate) ignored_allow: Vec<DomainEntry>,
     pub(crate) warnings: Vec<String>,
+    pub(crate) hooks: Vec<HookEntry>,
+    pub(crate) hook_actions: Vec<HookAction>,
     requirements: Vec<Requirements>,
 }
 
@@ -82,7 +85,18 @@ impl Config {
         let mut domains: Vec<DomainEntry> = Vec::new();
         let mut unix_sockets: Vec<SocketEntry> = Vec::new();
         let mut dns_hosts = BTreeMap::new();
+        let mut hooks = Vec::new();
+        let mut hook_actions: Vec<HookAction> = Vec::new();
         for l in layers {
+            if let Some(h) = l.hooks {
+                hooks = h;
+            }
+            for a in l.actions {
+                match hook_actions.iter_mut().find(|e| e.name == a.name) {
+                    Some(e) => *e = a,
+                    None => hook_actions.push(a),
+                }
+            }
             settings.overlay(l.values, &l.layer);
             for (key, pattern, action) in l.domains {
                 let entry = DomainEntry {
@@ -117,6 +131,8 @@ impl Config {
             dns_hosts,
             ignored_allow: Vec::new(),
             warnings: Vec::new(),
+            hooks,
+            hook_actions,
             requirements: Vec::new(),
         };
         let mut diags = Vec::new();
@@ -127,11 +143,62 @@ impl Config {
         if let Err(e) = config.listeners_checked() {
             diags.extend(e.diagnostics);
         }
+        config.check_hooks(&mut diags);
         if diags.is_empty() {
             Ok(config)
         } else {
             Err(Error { diagnostics: diags })
         }
+    }
+
+    /// Hooks need interception, and every action a hook names must exist.
+    fn check_hooks(&self, diags: &mut Vec<Diagnostic>) {
+        if let Some(first) = self.hooks.first()
+            && !self.mitm()
+        {
+            diags.push(Diagnostic::new(
+                DiagnosticKind::InvalidValue,
+                first.layer.to_string(),
+                "network.mitm.hooks",
+                "hooks need HTTPS interception: set `[network.mitm] enabled = true` (or `--mitm`)",
+            ));
+        }
+        for h in &self.hooks {
+            for a in &h.actions {
+                if !self.hook_actions.iter().any(|e| &e.name == a) {
+                    diags.push(Diagnostic::new(
+                        DiagnosticKind::InvalidValue,
+                        h.layer.to_string(),
+                        format!("network.mitm.hooks.{}.action", h.name),
+                        format!("no action {a:?}: define it as [network.mitm.actions.{a}]"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The hooks, in the order written (the first match wins), from the highest layer that
+    /// has `[network.mitm.hooks]`.
+    pub fn hooks(&self) -> &[HookEntry] {
+        &self.hooks
+    }
+
+    /// The variables of netproxy's environment that hold hook secrets (`secret_env_var`):
+    /// `run` removes them from its child's environment.
+    pub fn secret_env_vars(&self) -> Vec<&str> {
+        self.hook_actions
+            .iter()
+            .flat_map(|a| &a.inject_request_headers)
+            .filter_map(|i| match &i.secret {
+                SecretRef::EnvVar(v) => Some(v.as_str()),
+                SecretRef::File(_) => None,
+            })
+            .collect()
+    }
+
+    /// The actions hooks may name.
+    pub fn hook_actions(&self) -> &[HookAction] {
+        &self.hook_actions
     }
 
     /// The scalar settings, each with the layer that set it.
@@ -446,6 +513,20 @@ impl Config {
         for n in self.treat_as_public() {
             b.treat_as_public(n);
         }
+        for h in &self.hooks {
+            let added = h
+                .compile()
+                .map_err(|e| proxy_policy::Error::Hook(format!("{}: {e}", h.name)))
+                .and_then(|hook| b.hook(hook).map(|_| ()));
+            if let Err(e) = added {
+                diags.push(Diagnostic::new(
+                    DiagnosticKind::InvalidValue,
+                    h.layer.to_string(),
+                    format!("network.mitm.hooks.{}", h.name),
+                    e.to_string(),
+                ));
+            }
+        }
         if !diags.is_empty() {
             return Err(Error { diagnostics: diags });
         }
@@ -476,6 +557,68 @@ impl Config {
                 key: format!("network.unix_sockets.{:?}", e.path),
                 value: Some(Value::String(e.action.as_str().into())),
                 layer: e.layer.clone(),
+            });
+        }
+        for h in &self.hooks {
+            let list =
+                |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+            let map = |m: &[(String, Vec<String>)]| {
+                Value::Table(m.iter().map(|(k, v)| (k.clone(), list(v))).collect())
+            };
+            let mut t = toml::Table::new();
+            t.insert("host".into(), Value::String(h.host.clone()));
+            t.insert("methods".into(), list(&h.methods));
+            t.insert("path_prefixes".into(), list(&h.path_prefixes));
+            if !h.query.is_empty() {
+                t.insert("query".into(), map(&h.query));
+            }
+            if !h.headers.is_empty() {
+                t.insert("headers".into(), map(&h.headers));
+            }
+            t.insert("action".into(), list(&h.actions));
+            out.push(ShownValue {
+                key: format!("network.mitm.hooks.{}", h.name),
+                value: Some(Value::Table(t)),
+                layer: h.layer.clone(),
+            });
+        }
+        for a in &self.hook_actions {
+            let mut t = toml::Table::new();
+            t.insert(
+                "strip_request_headers".into(),
+                Value::Array(
+                    a.strip_request_headers
+                        .iter()
+                        .map(|s| Value::String(s.clone()))
+                        .collect(),
+                ),
+            );
+            let injected = a
+                .inject_request_headers
+                .iter()
+                .map(|i| {
+                    let mut e = toml::Table::new();
+                    e.insert("name".into(), Value::String(i.name.clone()));
+                    // Where the secret is, never its value.
+                    match &i.secret {
+                        SecretRef::EnvVar(v) => {
+                            e.insert("secret_env_var".into(), Value::String(v.clone()))
+                        }
+                        SecretRef::File(f) => {
+                            e.insert("secret_file".into(), Value::String(f.display().to_string()))
+                        }
+                    };
+                    if !i.prefix.is_empty() {
+                        e.insert("prefix".into(), Value::String(i.prefix.clone()));
+                    }
+                    Value::Table(e)
+                })
+                .collect();
+            t.insert("inject_request_headers".into(), Value::Array(injected));
+            out.push(ShownValue {
+                key: format!("network.mitm.actions.{}", a.name),
+                value: Some(Value::Table(t)),
+                layer: a.layer.clone(),
             });
         }
         for (name, (ips, layer)) in &self.dns_hosts {

@@ -10,6 +10,7 @@ use proxy_policy::{Pattern, PatternKind};
 use toml::{Table, Value};
 
 use crate::error::{Diagnostic, DiagnosticKind};
+use crate::hooks::{HookAction, HookEntry, TableReader};
 use crate::schema::{
     Kind, LISTS, LayerValues, MAPS, TABLES, TOP, kind_of, known_paths, parse_cidr, parse_nameserver,
 };
@@ -107,6 +108,10 @@ pub(crate) struct LayerData {
     pub(crate) domains: Vec<(String, Pattern, Action)>,
     pub(crate) unix_sockets: Vec<(String, Action)>,
     pub(crate) dns_hosts: Vec<(String, Vec<IpAddr>)>,
+    /// `[network.mitm.hooks]`, when this layer has the table (it replaces lower layers' hooks).
+    pub(crate) hooks: Option<Vec<HookEntry>>,
+    /// `[network.mitm.actions.NAME]`, overlaying lower layers' actions by name.
+    pub(crate) actions: Vec<HookAction>,
 }
 
 impl LayerData {
@@ -117,6 +122,8 @@ impl LayerData {
             domains: Vec::new(),
             unix_sockets: Vec::new(),
             dns_hosts: Vec::new(),
+            hooks: None,
+            actions: Vec::new(),
         }
     }
 
@@ -418,9 +425,46 @@ impl Parser<'_> {
                         format!("expected true or false, found {}", describe(other)),
                     ),
                 },
-                "hooks" | "actions" => match value.as_table() {
-                    Some(t) if t.is_empty() => {}
-                    Some(_) => self.not_supported(&path, "MITM hooks"),
+                "hooks" => match value.as_table() {
+                    Some(hooks) => {
+                        let mut entries = Vec::new();
+                        for (name, v) in hooks {
+                            let hpath = format!("{path}.{}", quote_key(name));
+                            let Some(t) = v.as_table() else {
+                                self.diag(DiagnosticKind::InvalidValue, &hpath, "expected a table");
+                                continue;
+                            };
+                            let mut reader = TableReader::new(&hpath);
+                            let layer = self.data.layer.clone();
+                            if let Some(h) = reader.hook(name, t, &layer) {
+                                entries.push(h);
+                            }
+                            for (k, m) in reader.problems {
+                                self.diag(DiagnosticKind::InvalidValue, &k, m);
+                            }
+                        }
+                        self.data.hooks = Some(entries);
+                    }
+                    None => self.diag(DiagnosticKind::InvalidValue, &path, "expected a table"),
+                },
+                "actions" => match value.as_table() {
+                    Some(actions) => {
+                        for (name, v) in actions {
+                            let apath = format!("{path}.{}", quote_key(name));
+                            let Some(t) = v.as_table() else {
+                                self.diag(DiagnosticKind::InvalidValue, &apath, "expected a table");
+                                continue;
+                            };
+                            let mut reader = TableReader::new(&apath);
+                            let layer = self.data.layer.clone();
+                            if let Some(a) = reader.action(name, t, &layer) {
+                                self.data.actions.push(a);
+                            }
+                            for (k, m) in reader.problems {
+                                self.diag(DiagnosticKind::InvalidValue, &k, m);
+                            }
+                        }
+                    }
                     None => self.diag(DiagnosticKind::InvalidValue, &path, "expected a table"),
                 },
                 other => {

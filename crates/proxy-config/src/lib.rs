@@ -41,6 +41,7 @@
 
 mod config;
 mod error;
+mod hooks;
 mod layer;
 mod listen;
 mod load;
@@ -50,6 +51,7 @@ mod schema;
 
 pub use config::{Config, DomainEntry, Listeners, ShownValue, SocketEntry};
 pub use error::{Diagnostic, DiagnosticKind, Error};
+pub use hooks::{HookAction, HookEntry, Injection, SecretRef};
 pub use layer::{Action, Layer};
 pub use listen::{clamp_bind, parse_listen_url};
 pub use load::{

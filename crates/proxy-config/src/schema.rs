@@ -309,8 +309,9 @@ impl TomlValue for Written<bool> {
             written: v.clone(),
         })
     }
+    /// Whether it is on: the hooks and actions of the table are shown as their own entries.
     fn shown(&self) -> Option<Value> {
-        Some(self.written.clone())
+        Some(Value::Boolean(self.value))
     }
 }
 

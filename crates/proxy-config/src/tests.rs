@@ -117,9 +117,10 @@ fn domains_overlay_key_by_key() {
     );
     assert_eq!(
         domains(&c),
+        // In the order written: a key a higher layer sets again keeps its place.
         vec![
-            ("blocked".into(), Action::Deny, "/cfg/a.toml".into()),
             ("LOWER.".into(), Action::Deny, "/cfg/b.toml".into()),
+            ("blocked".into(), Action::Deny, "/cfg/a.toml".into()),
             ("shared".into(), Action::Allow, "/cfg/b.toml".into()),
             ("higher".into(), Action::Allow, "/cfg/b.toml".into()),
         ]
@@ -338,10 +339,6 @@ fn every_diagnostic_is_reported_at_once() {
 #[test]
 fn features_not_built_yet_are_refused() {
     for (text, key) in [
-        (
-            "[network.mitm.hooks.gh]\nhost = \"api.github.com\"",
-            "network.mitm.hooks",
-        ),
         (
             "[network]\ncredential_broker = true",
             "network.credential_broker",
@@ -1734,7 +1731,7 @@ fn values_are_shown_as_written_and_typed_as_parsed() {
             .to_string()
     };
     assert_eq!(shown("network.dns.nameservers"), "[\"127.0.0.53\"]");
-    assert_eq!(shown("network.mitm"), "{ enabled = false, hooks = {} }");
+    assert_eq!(shown("network.mitm"), "false");
     // A managed merge writes the merged list anew, keeping the user's layer.
     let c = ok(
         &["[network]\ntreat_as_public = [\"10.0.0.1\"]"],
@@ -1804,4 +1801,138 @@ fn runtime_layer_edits() {
     let d = domains(&c);
     assert_eq!(d[0], ("a.COM.".into(), Action::Deny, "runtime".into()));
     assert!(d.contains(&("b.com".into(), Action::Allow, "runtime".into())));
+}
+
+const HOOKS: &str = r#"
+[network.mitm]
+enabled = true
+
+[network.mitm.hooks.issues]
+host = "API.github.com"
+methods = ["get", "POST"]
+path_prefixes = ["pattern:/repos/*/codex/issues*", "/user"]
+query = { state = ["open", "pattern:tri*"] }
+headers = { "x-github-api-version" = ["2022-11-28"], authorization = [] }
+action = ["auth"]
+
+[network.mitm.hooks.anything]
+host = "api.github.com"
+methods = ["GET"]
+path_prefixes = ["/"]
+
+[network.mitm.actions.auth]
+strip_request_headers = ["authorization", "cookie"]
+inject_request_headers = [{ name = "authorization", secret_env_var = "GH_REAL", prefix = "Bearer " }]
+"#;
+
+#[test]
+fn hooks_and_actions_are_read_in_the_order_written() {
+    let c = ok(&[HOOKS], &[]);
+    let names: Vec<&str> = c.hooks().iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["issues", "anything"]);
+    let h = &c.hooks()[0];
+    assert_eq!(h.host, "API.github.com");
+    assert_eq!(h.methods, ["get", "POST"]);
+    assert_eq!(
+        h.query,
+        [(
+            "state".to_owned(),
+            vec!["open".to_owned(), "pattern:tri*".to_owned()]
+        )]
+    );
+    assert_eq!(h.headers.len(), 2);
+    assert_eq!(h.actions, ["auth"]);
+    assert_eq!(h.layer.to_string(), "/cfg/a.toml");
+    let a = &c.hook_actions()[0];
+    assert_eq!(a.strip_request_headers, ["authorization", "cookie"]);
+    assert_eq!(
+        a.inject_request_headers,
+        [crate::Injection {
+            name: "authorization".into(),
+            secret: crate::SecretRef::EnvVar("GH_REAL".into()),
+            prefix: "Bearer ".into(),
+        }]
+    );
+    // The policy has them: the hooked host is intercepted in full mode.
+    let policy = c.policy().unwrap();
+    assert!(policy.is_hooked(&proxy_core::Host::parse("api.github.com").unwrap()));
+    // `config show` lists each, with where the secret is and never a value.
+    let shown: Vec<String> = c.show().iter().map(|v| v.key.clone()).collect();
+    assert!(
+        shown.contains(&"network.mitm.hooks.issues".to_owned()),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(&"network.mitm.actions.auth".to_owned()),
+        "{shown:?}"
+    );
+}
+
+#[test]
+fn a_higher_layer_replaces_the_hooks_and_overlays_actions_by_name() {
+    let upper = r#"
+[network.mitm]
+enabled = true
+[network.mitm.hooks.only]
+host = "example.com"
+methods = ["GET"]
+path_prefixes = ["/"]
+action = ["auth", "extra"]
+[network.mitm.actions.extra]
+strip_request_headers = ["x-debug"]
+"#;
+    let c = ok(&[HOOKS, upper], &[]);
+    let names: Vec<&str> = c.hooks().iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["only"]);
+    let actions: Vec<&str> = c.hook_actions().iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(actions, ["auth", "extra"]);
+    // A layer without hooks keeps the lower ones.
+    let c = ok(&[HOOKS, "[network]\nmode = \"limited\""], &[]);
+    assert_eq!(c.hooks().len(), 2);
+}
+
+#[test]
+fn bad_hooks_are_refused_with_their_key() {
+    let hook =
+        |body: &str| format!("[network.mitm]\nenabled = true\n[network.mitm.hooks.h]\n{body}");
+    let base = "host = \"api.github.com\"\nmethods = [\"GET\"]\npath_prefixes = [\"/\"]\n";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (hook("host = \"*.github.com\"\nmethods = [\"GET\"]\npath_prefixes = [\"/\"]"), "network.mitm.hooks.h", "exact hosts"),
+        (hook("methods = [\"GET\"]\npath_prefixes = [\"/\"]"), "network.mitm.hooks.h.host", "exact host"),
+        (hook("host = \"a.com\"\npath_prefixes = [\"/\"]"), "network.mitm.hooks.h.methods", "at least one"),
+        (hook("host = \"a.com\"\nmethods = []\npath_prefixes = [\"/\"]"), "network.mitm.hooks.h", "methods must not be empty"),
+        (hook("host = \"a.com\"\nmethods = [\"GET\"]\npath_prefixes = [\"pattern:/repos/[\"]"), "network.mitm.hooks.h", "invalid glob pattern"),
+        (hook(&format!("{base}body = \"x\"")), "network.mitm.hooks.h.body", "reserved"),
+        (hook(&format!("{base}methds = [\"GET\"]")), "network.mitm.hooks.h.methds", "did you mean `methods`"),
+        (hook(&format!("{base}action = [\"nope\"]")), "network.mitm.hooks.h.action", "no action \"nope\""),
+        (hook(&format!("{base}query = {{ \"\" = [\"x\"] }}")), "network.mitm.hooks.h", "empty query key"),
+        (
+            format!("[network.mitm]\nenabled = false\n[network.mitm.hooks.h]\n{base}"),
+            "network.mitm.hooks",
+            "need HTTPS interception",
+        ),
+        (
+            "[network.mitm.actions.a]\ninject_request_headers = [{ name = \"x\", secret_file = \"rel/path\" }]".to_owned(),
+            "network.mitm.actions.a.inject_request_headers[0].secret_file",
+            "absolute path",
+        ),
+        (
+            "[network.mitm.actions.a]\ninject_request_headers = [{ name = \"x\", secret_file = \"/p\", secret_env_var = \"V\" }]".to_owned(),
+            "network.mitm.actions.a.inject_request_headers[0]",
+            "exactly one of secret_env_var or secret_file",
+        ),
+        (
+            "[network.mitm.actions.a]\ninject_request_headers = [{ name = \"bad header\", secret_env_var = \"V\" }]".to_owned(),
+            "network.mitm.actions.a.inject_request_headers[0].name",
+            "invalid header name",
+        ),
+        (
+            "[network.mitm.actions.a]\nstrip_request_headers = [\"a b\"]".to_owned(),
+            "network.mitm.actions.a.strip_request_headers",
+            "invalid header name",
+        ),
+    ];
+    for (text, key, contains) in cases {
+        err(&[&text], &[], DiagnosticKind::InvalidValue, key, contains);
+    }
 }

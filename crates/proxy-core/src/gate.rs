@@ -284,15 +284,15 @@ pub enum Admission {
 /// once, check every address, and emit exactly one audit event per call.
 ///
 /// ```
-/// use proxy_core::{Admission, Decision, Gate, Mode, Reason, RequestMeta, Route, judge_inner};
+/// use proxy_core::{Admission, Decision, Gate, InnerVerdict, Mode, Reason, RequestHead, RequestMeta, Route, judge_inner};
 /// #[derive(Debug)]
 /// struct DenyAll;
 /// impl Gate for DenyAll {
 ///     async fn admit(&self, _meta: &RequestMeta) -> Admission {
 ///         Admission::Deny(Decision::deny(Reason::NotAllowed))
 ///     }
-///     async fn admit_inner(&self, tunnel: &RequestMeta, route: &Route, inner: &RequestMeta) -> Decision {
-///         judge_inner(tunnel, route, inner, Mode::Full)
+///     async fn admit_inner(&self, tunnel: &RequestMeta, route: &Route, inner: &RequestMeta, _head: &RequestHead<'_>) -> InnerVerdict {
+///         InnerVerdict::from(judge_inner(tunnel, route, inner, Mode::Full))
 ///     }
 /// }
 /// ```
@@ -303,8 +303,9 @@ pub trait Gate: Send + Sync {
     /// Decides one request inside an intercepted tunnel: `tunnel` and `route` are the tunnel's
     /// request and the route [`Gate::admit`] gave it, `inner` the request read inside it
     /// (protocol [`Protocol::Https`](crate::Protocol::Https), its Host as target, its method).
-    /// The inner request must name the tunnel's target and a method the mode in force allows
-    /// ([`judge_inner`]); nothing is resolved again (the tunnel's connection is already open
+    /// `head` is its path, query and headers, for the hooks of its host. The inner request must
+    /// name the tunnel's target, match a hook when its host has hooks, and use a method the
+    /// mode in force allows ([`judge_inner`] without hooks); nothing is resolved again (the tunnel's connection is already open
     /// to the addresses checked at admission; a narrower policy revokes the tunnel's lease).
     /// Implementations emit exactly one audit event per call, about `inner`.
     fn admit_inner(
@@ -312,7 +313,8 @@ pub trait Gate: Send + Sync {
         tunnel: &RequestMeta,
         route: &Route,
         inner: &RequestMeta,
-    ) -> impl Future<Output = Decision> + Send;
+        head: &RequestHead<'_>,
+    ) -> impl Future<Output = InnerVerdict> + Send;
 
     /// Decides whether an opaque tunnel admitted along `route` (with `verify_sni`) may carry the
     /// stream whose first bytes are `hello`: a TLS ClientHello for the tunnel's host
@@ -333,6 +335,61 @@ pub trait Gate: Send + Sync {
     fn hold(&self, meta: &RequestMeta, route: &Route) -> crate::Lease {
         let _ = (meta, route);
         crate::Lease::none()
+    }
+}
+
+/// The head of a request inside an intercepted tunnel, as its host's hooks see it: method, path
+/// and query as sent (still percent-encoded), headers (names lower-case; a value that is not
+/// UTF-8 is left out, so a hook that asks for that header does not match).
+///
+/// ```
+/// use proxy_core::RequestHead;
+/// let headers = [("accept", "application/json")];
+/// let head = RequestHead { method: "GET", path: "/repos/a/b", query: Some("state=open"), headers: &headers };
+/// assert_eq!(head.header_values("Accept").collect::<Vec<_>>(), ["application/json"]);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// The method, as sent.
+    pub method: &'a str,
+    /// The path, percent-encoded as sent (`/` when empty, `*` for `OPTIONS *`).
+    pub path: &'a str,
+    /// The query string without its `?`, when there is one.
+    pub query: Option<&'a str>,
+    /// The headers, names lower-case, in order.
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> RequestHead<'a> {
+    /// The values of the header `name` (any case), in order.
+    pub fn header_values(&self, name: &str) -> impl Iterator<Item = &'a str> + use<'a, '_> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(move |(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
+/// The judgement of a request inside an intercepted tunnel: the decision, and when a hook of its
+/// host matched, the hook's name and the actions to apply to the request before it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InnerVerdict {
+    /// Allowed or refused.
+    pub decision: Decision,
+    /// The hook that matched, by name.
+    pub hook: Option<String>,
+    /// The names of the actions to apply, in order (empty when no hook matched).
+    pub actions: Vec<String>,
+}
+
+impl From<Decision> for InnerVerdict {
+    fn from(decision: Decision) -> Self {
+        Self {
+            decision,
+            hook: None,
+            actions: Vec::new(),
+        }
     }
 }
 

@@ -36,8 +36,8 @@ pub use control::{BlockedView, CheckQuery, Control, ControlError, DomainChange, 
 pub use credential::{ProxyCredential, constant_time_eq, redact_userinfo};
 pub use decision::{Decision, Reason, Rule, Source, UnknownReason, Verdict};
 pub use gate::{
-    Admission, Dialer, Failure, Gate, Route, UnixSocket, UpstreamFailure, Via, judge_hello,
-    judge_inner,
+    Admission, Dialer, Failure, Gate, InnerVerdict, RequestHead, Route, UnixSocket,
+    UpstreamFailure, Via, judge_hello, judge_inner,
 };
 pub use host::{Host, HostError};
 pub use intercept::{Intercepted, Interceptor, NoInterception};

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use proxy_core::tls::Hello;
 use proxy_core::{
-    Admission, AuditEvent, AuditSink, Decision, Failure, Gate, Host, Lease, Mode, Protocol, Reason,
-    RequestMeta, Route, Source, Target, UpstreamFailure, Verdict, Via,
+    Admission, AuditEvent, AuditSink, Decision, Failure, Gate, Host, InnerVerdict, Lease, Mode,
+    Protocol, Reason, RequestHead, RequestMeta, Route, Source, Target, UpstreamFailure, Verdict,
+    Via,
 };
 use proxy_policy::{Evaluation, OwnAddrs, Policy};
 
@@ -578,8 +579,9 @@ impl Gate for PolicyGate {
         tunnel: &RequestMeta,
         route: &Route,
         inner: &RequestMeta,
-    ) -> Decision {
-        self.judge_inner(tunnel, route, inner)
+        head: &RequestHead<'_>,
+    ) -> InnerVerdict {
+        self.judge_inner(tunnel, route, inner, head)
     }
 
     /// [`proxy_core::judge_hello`]; a refusal is recorded (with the tunnel's request), an allow
@@ -615,20 +617,25 @@ impl Gate for PolicyGate {
 /// Requests inside intercepted tunnels.
 impl PolicyGate {
     /// [`Gate::admit_inner`]: judges `inner` against its tunnel with
-    /// [`proxy_core::judge_inner`] under the mode in force now (the inner Host must be the
-    /// tunnel's target; limited mode allows GET, HEAD and OPTIONS), resolving nothing, and
-    /// records one audit event about `inner` (protocol `https`).
+    /// [`Policy::judge_inner`](proxy_policy::Policy::judge_inner) under the policy in force
+    /// now (the inner Host must be the tunnel's target; a hooked host's hooks must match;
+    /// limited mode allows GET, HEAD and OPTIONS), resolving nothing, and records one audit
+    /// event about `inner` (protocol `https`).
     pub fn judge_inner(
         &self,
         tunnel: &RequestMeta,
         route: &Route,
         inner: &RequestMeta,
-    ) -> Decision {
+        head: &RequestHead<'_>,
+    ) -> InnerVerdict {
         let snap = self.state.load();
-        let decision = proxy_core::judge_inner(tunnel, route, inner, snap.policy.mode());
-        self.audit
-            .record(&AuditEvent::new(inner, &decision, snap.policy.mode()));
-        decision
+        let verdict = snap.policy.judge_inner(tunnel, route, inner, head);
+        self.audit.record(&AuditEvent::new(
+            inner,
+            &verdict.decision,
+            snap.policy.mode(),
+        ));
+        verdict
     }
 }
 
@@ -707,7 +714,18 @@ mod inner_tests {
             let inner = meta(Protocol::Https, authority, method);
             let gate = &gate;
             let (tunnel, route) = (&tunnel, &route);
-            async move { gate.admit_inner(tunnel, route, &inner).await }
+            let method = method.to_owned();
+            async move {
+                let head = proxy_core::RequestHead {
+                    method: &method,
+                    path: "/",
+                    query: None,
+                    headers: &[],
+                };
+                gate.admit_inner(tunnel, route, &inner, &head)
+                    .await
+                    .decision
+            }
         };
         assert!(judge("api.example.com", "POST").await.is_allowed());
         let d = judge("other.example.com", "GET").await;

@@ -10,14 +10,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy_core::tls::Hello;
 use proxy_core::{
-    Failure, Gate, Host, Intercepted, Interceptor, Protocol, Reason, RequestMeta, Route, Target,
-    UpstreamFailure,
+    Failure, Gate, Host, Intercepted, Interceptor, Protocol, Reason, RequestHead, RequestMeta,
+    Route, Target, UpstreamFailure,
 };
 use proxy_http::Body;
 use proxy_http::error as error_body;
@@ -27,7 +28,7 @@ use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Mutex;
 
-use crate::{CaError, LeafCache};
+use crate::{CaError, HookActions, LeafCache};
 
 /// How long a client has to finish its TLS handshake, and the upstream its own.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
@@ -60,6 +61,8 @@ pub struct MitmInterceptor<G> {
     header_timeout: Duration,
     /// The largest request head (`max_header_bytes`).
     max_header_bytes: usize,
+    /// The actions hooks name, with their secrets; swapped whole on reload.
+    actions: Arc<ArcSwap<HookActions>>,
 }
 
 /// HTTP/2 streams a client may have open at once inside one intercepted tunnel.
@@ -130,7 +133,16 @@ impl<G: Gate + 'static> MitmInterceptor<G> {
             idle: Duration::from_secs(300),
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 65_536,
+            actions: Arc::new(ArcSwap::from_pointee(HookActions::default())),
         })
+    }
+
+    /// Takes the actions that matching hooks apply from `actions` (shared with the caller,
+    /// which swaps in a new set on reload; default none).
+    #[must_use]
+    pub fn with_actions(mut self, actions: Arc<ArcSwap<HookActions>>) -> Self {
+        self.actions = actions;
+        self
     }
 
     /// Bounds the requests inside a session like the proxy's own (`header_timeout_ms`,
@@ -238,6 +250,7 @@ where
             meta,
             route,
             upstream: upstream.map(Mutex::new),
+            actions: self.actions.clone(),
         });
         let service = hyper::service::service_fn(move |req| {
             let inner = inner.clone();
@@ -352,16 +365,30 @@ struct Tunnel<G> {
     meta: RequestMeta,
     route: Route,
     upstream: Result<Mutex<Sender>, Failure>,
+    actions: Arc<ArcSwap<HookActions>>,
 }
 
 impl<G: Gate> Tunnel<G> {
     async fn serve(&self, req: Request<Incoming>) -> Response<Body> {
         let named = named_target(&req);
+        let headers: Vec<(&str, &str)> = req
+            .headers()
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+            .collect();
+        let head = RequestHead {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: &headers,
+        };
         if req.method() == Method::CONNECT {
             // Recorded like any refusal inside the tunnel (limited mode refuses the method).
             let inner =
                 RequestMeta::new(Protocol::Https, self.meta.target.clone()).with_method("CONNECT");
-            self.gate.admit_inner(&self.meta, &self.route, &inner).await;
+            self.gate
+                .admit_inner(&self.meta, &self.route, &inner, &head)
+                .await;
             return error_body(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -376,7 +403,9 @@ impl<G: Gate> Tunnel<G> {
                 if let Some(t) = other {
                     let inner =
                         RequestMeta::new(Protocol::Https, t).with_method(req.method().as_str());
-                    self.gate.admit_inner(&self.meta, &self.route, &inner).await;
+                    self.gate
+                        .admit_inner(&self.meta, &self.route, &inner, &head)
+                        .await;
                 }
                 return error_body(
                     StatusCode::BAD_REQUEST,
@@ -393,9 +422,21 @@ impl<G: Gate> Tunnel<G> {
         if is_upgrade(req.headers()) {
             inner = inner.with_upgrade();
         }
-        let decision = self.gate.admit_inner(&self.meta, &self.route, &inner).await;
-        if !decision.is_allowed() {
-            return proxy_http::blocked(&decision, &inner);
+        let verdict = self
+            .gate
+            .admit_inner(&self.meta, &self.route, &inner, &head)
+            .await;
+        drop(headers);
+        if !verdict.decision.is_allowed() {
+            return proxy_http::blocked(&verdict.decision, &inner);
+        }
+        let mut req = req;
+        if let Err(missing) = self.apply_actions(&verdict.actions, req.headers_mut()) {
+            let refused = proxy_core::Decision::deny(Reason::MitmHookDenied).with_detail(format!(
+                "the action {missing} of hook {} is not loaded",
+                verdict.hook.as_deref().unwrap_or_default()
+            ));
+            return proxy_http::blocked(&refused, &inner);
         }
         let sender = match &self.upstream {
             Ok(s) => s,
@@ -405,6 +446,22 @@ impl<G: Gate> Tunnel<G> {
             Ok(resp) => resp,
             Err(f) => proxy_http::failure(&f),
         }
+    }
+
+    /// Applies the named actions of the matching hook, in order, with the action set in force
+    /// now; `Err(name)` when one of them is not there (a reload removed it), so the request is
+    /// refused rather than sent without it.
+    fn apply_actions(&self, names: &[String], headers: &mut HeaderMap) -> Result<(), String> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let actions = self.actions.load();
+        for name in names {
+            if !actions.apply(name, headers) {
+                return Err(name.clone());
+            }
+        }
+        Ok(())
     }
 
     async fn forward(

@@ -2,7 +2,8 @@
 //! ([`CaStore`], [`Ca`]), the leaf certificates it issues from it for each intercepted host
 //! ([`LeafCache`], [`Leaf`]), and the interceptor ([`MitmInterceptor`]): a TLS server for the
 //! client, a verified TLS client upstream, and every request inside the tunnel judged by the
-//! gate (limited mode inside TLS). Hooks are not built yet; docs/mitm.md says what exists.
+//! gate (limited mode and hooks inside TLS), with the header actions of matching hooks applied
+//! ([`HookActions`]). docs/mitm.md says when interception happens.
 //!
 //! The CA is made with rcgen on ring (ECDSA P-256), stored as `ca.pem` (0644) and `ca.key`
 //! (0600) under a directory the caller gives, and loaded only when the rules of docs/mitm.md
@@ -10,11 +11,13 @@
 //! read). The private key never appears in `Debug` output or in an error.
 #![forbid(unsafe_code)]
 
+mod actions;
 mod ca;
 mod files;
 mod intercept;
 mod leaf;
 
+pub use actions::{Action, ActionError, HookActions};
 pub use ca::{CA_COMMON_NAME, Ca, CaInfo, CaStore, Loaded};
 pub use intercept::{MitmError, MitmInterceptor};
 pub use leaf::{LEAF_VALIDITY, Leaf, LeafCache, RENEW_MARGIN};

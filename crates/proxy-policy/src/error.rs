@@ -56,4 +56,7 @@ pub enum Error {
     /// A unix socket path that is not absolute.
     #[error("unix socket path {0:?} must be absolute and free of NUL")]
     UnixPath(String),
+    /// A hook that cannot be used.
+    #[error("invalid MITM hook: {0}")]
+    Hook(String),
 }

@@ -41,6 +41,7 @@
 
 mod classify;
 mod error;
+mod hooks;
 mod matcher;
 mod own;
 mod pattern;
@@ -48,6 +49,7 @@ mod policy;
 
 pub use classify::{LocalRange, classify};
 pub use error::{Error, PatternError};
+pub use hooks::{Hook, HookError, HookVerdict};
 pub use own::OwnAddrs;
 pub use pattern::{Pattern, PatternKind, PortRange};
 pub use policy::{Evaluation, Policy, PolicyBuilder};

@@ -4,10 +4,14 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use ipnet::IpNet;
-use proxy_core::{Decision, Host, Mode, Protocol, Reason, RequestMeta, Rule, Target};
+use proxy_core::{
+    Decision, Host, InnerVerdict, Mode, Protocol, Reason, RequestHead, RequestMeta, Route, Rule,
+    Target,
+};
 
 use crate::classify::classify;
 use crate::error::Error;
+use crate::hooks::{Hook, HookVerdict, Hooks};
 use crate::matcher::{Entry, Matcher};
 use crate::own::OwnAddrs;
 use crate::pattern::Pattern;
@@ -34,6 +38,7 @@ pub struct PolicyBuilder {
     interception: bool,
     unix_sockets: Vec<(String, Option<String>)>,
     allow_all_unix_sockets: bool,
+    hooks: Hooks,
 }
 
 impl Default for PolicyBuilder {
@@ -48,6 +53,7 @@ impl Default for PolicyBuilder {
             interception: false,
             unix_sockets: Vec::new(),
             allow_all_unix_sockets: false,
+            hooks: Hooks::default(),
         }
     }
 }
@@ -124,6 +130,23 @@ impl PolicyBuilder {
         self
     }
 
+    /// Adds a hook (after the hooks of its host already added: the first match wins). A host
+    /// with hooks must be intercepted, in any mode: its `CONNECT`s and SOCKS5 connections to
+    /// port 443 are routed with `intercept` (or refused `mitm_required` when interception is
+    /// not available), anything else to it is refused `mitm_required` (plain HTTP, SOCKS5 to
+    /// another port, SOCKS5 UDP), and inside the tunnel a request no hook matches is refused
+    /// `mitm_hook_denied`. A hook without methods or path prefixes is refused.
+    pub fn hook(&mut self, hook: Hook) -> Result<&mut Self, Error> {
+        if !hook.is_complete() {
+            return Err(Error::Hook(format!(
+                "hook {} needs methods and path_prefixes",
+                hook.name()
+            )));
+        }
+        self.hooks.add(hook);
+        Ok(self)
+    }
+
     /// Compiles the rules.
     pub fn build(&self) -> Result<Policy, Error> {
         Ok(Policy {
@@ -136,6 +159,7 @@ impl PolicyBuilder {
             interception: self.interception,
             unix_sockets: self.unix_sockets.clone(),
             allow_all_unix_sockets: self.allow_all_unix_sockets,
+            hooks: self.hooks.clone(),
         })
     }
 }
@@ -219,6 +243,7 @@ pub struct Policy {
     interception: bool,
     unix_sockets: Vec<(String, Option<String>)>,
     allow_all_unix_sockets: bool,
+    hooks: Hooks,
 }
 
 fn rule_of(e: &Entry) -> Rule {
@@ -235,6 +260,93 @@ impl Policy {
     /// The mode.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Whether `host` has hooks (so it is reached only through interception).
+    pub fn is_hooked(&self, host: &Host) -> bool {
+        self.hooks.is_hooked(host)
+    }
+
+    /// Whether any host has hooks.
+    pub fn has_hooks(&self) -> bool {
+        !self.hooks.is_empty()
+    }
+
+    /// What the hooks of `host` say of a request with this head.
+    pub fn evaluate_hooks(&self, host: &Host, head: &RequestHead<'_>) -> HookVerdict<'_> {
+        self.hooks.evaluate(host, head)
+    }
+
+    /// Judges a request inside an intercepted tunnel: it must name the tunnel's target (else
+    /// `not_allowed`); when its host has hooks, one must match (else `mitm_hook_denied`, in any
+    /// mode); then the mode's method rule ([`proxy_core::judge_inner`]: a matching hook never
+    /// lifts limited mode). Allowed, it carries the matching hook's name and actions. Pure.
+    ///
+    /// ```
+    /// use proxy_core::{Decision, Protocol, Reason, RequestHead, RequestMeta, Route, Target};
+    /// use proxy_policy::{Hook, Policy};
+    /// let mut b = Policy::builder();
+    /// b.allow("api.github.com", None)?
+    ///     .interception(true)
+    ///     .hook(Hook::new("read", "api.github.com")?.methods(["GET"])?.path_prefixes(["/repos/"])?.actions(["auth"]))?;
+    /// let policy = b.build()?;
+    /// let target = Target::parse_authority("api.github.com:443", 443).unwrap();
+    /// let tunnel = RequestMeta::new(Protocol::HttpsConnect, target.clone()).with_method("CONNECT");
+    /// let route = Route::direct(vec!["127.0.0.1:443".parse().unwrap()], Decision::allow());
+    /// let judge = |method: &str, path: &str| {
+    ///     let inner = RequestMeta::new(Protocol::Https, target.clone()).with_method(method);
+    ///     let head = RequestHead { method, path, query: None, headers: &[] };
+    ///     policy.judge_inner(&tunnel, &route, &inner, &head)
+    /// };
+    /// let v = judge("GET", "/repos/a/b");
+    /// assert!(v.decision.is_allowed());
+    /// assert_eq!(v.actions, ["auth"]);
+    /// assert_eq!(judge("GET", "/user").decision.reason, Some(Reason::MitmHookDenied));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn judge_inner(
+        &self,
+        tunnel: &RequestMeta,
+        route: &Route,
+        inner: &RequestMeta,
+        head: &RequestHead<'_>,
+    ) -> InnerVerdict {
+        let pure = || proxy_core::judge_inner(tunnel, route, inner, self.mode);
+        let Some(host) = inner
+            .target
+            .host()
+            .filter(|_| inner.target == tunnel.target)
+        else {
+            return pure().into();
+        };
+        match self.hooks.evaluate(host, head) {
+            HookVerdict::NoHooks => pure().into(),
+            HookVerdict::NoMatch => {
+                let refused = Decision::deny(Reason::MitmHookDenied)
+                    .with_detail(format!("no hook of {host} matches this request"));
+                match &route.decision.rule {
+                    Some(rule) => refused.with_rule(rule.clone()),
+                    None => refused,
+                }
+                .into()
+            }
+            HookVerdict::Matched(hook) => {
+                let decision = pure();
+                if decision.is_allowed() {
+                    InnerVerdict {
+                        decision,
+                        hook: Some(hook.name().to_owned()),
+                        actions: hook.action_names().to_vec(),
+                    }
+                } else {
+                    InnerVerdict {
+                        decision,
+                        hook: Some(hook.name().to_owned()),
+                        actions: Vec::new(),
+                    }
+                }
+            }
+        }
     }
 
     /// The allowed unix socket paths, as written (the caller compares them after resolving
@@ -365,15 +477,25 @@ impl Policy {
             },
         };
         let decision = Decision::allow().with_rule(rule_of(allowed));
-        let intercept = match self.mode_guard(req, port) {
-            Ok(intercept) => intercept,
-            Err(reason) => {
+        let intercept = match self.hook_guard(req, host, port) {
+            Some(Ok(())) => true,
+            Some(Err(detail)) => {
                 return Evaluation::Deny(
-                    Decision::deny(reason)
+                    Decision::deny(Reason::MitmRequired)
                         .with_rule(rule_of(allowed))
-                        .with_detail(format!("limited mode; {}", reason.message())),
+                        .with_detail(detail),
                 );
             }
+            None => match self.mode_guard(req, port) {
+                Ok(intercept) => intercept,
+                Err(reason) => {
+                    return Evaluation::Deny(
+                        Decision::deny(reason)
+                            .with_rule(rule_of(allowed))
+                            .with_detail(format!("limited mode; {}", reason.message())),
+                    );
+                }
+            },
         };
         // A literal, or a `localhost` name (which connects to loopback without a lookup),
         // needs no address check; any other name does: for local protection, and for IP deny
@@ -389,6 +511,41 @@ impl Policy {
                 intercept,
             }
         }
+    }
+
+    /// The guard of a host with hooks, in any mode, after deny, local and allowlist: `None` when
+    /// `host` has no hooks; `Some(Ok(()))` for a tunnel that will be intercepted (limited mode
+    /// then judges each request inside); `Some(Err(detail))` for what cannot be intercepted.
+    fn hook_guard(&self, req: &RequestMeta, host: &Host, port: u16) -> Option<Result<(), String>> {
+        if !self.hooks.is_hooked(host) {
+            return None;
+        }
+        let unavailable = || "the host has MITM hooks and HTTPS interception is off".to_owned();
+        Some(match req.protocol {
+            Protocol::HttpsConnect => {
+                if self.interception {
+                    Ok(())
+                } else {
+                    Err(unavailable())
+                }
+            }
+            Protocol::Socks5Tcp if port == 443 => {
+                if self.interception {
+                    Ok(())
+                } else {
+                    Err(unavailable())
+                }
+            }
+            Protocol::Socks5Tcp => Err(format!(
+                "the host has MITM hooks; SOCKS5 reaches it on port 443 only (asked for {port}), where its TLS can be intercepted"
+            )),
+            Protocol::Socks5Udp => Err(
+                "the host has MITM hooks; UDP to it (HTTP/3) would bypass them".to_owned(),
+            ),
+            Protocol::Http | Protocol::Https => Err(
+                "the host has MITM hooks, which apply inside intercepted TLS only: use https:// through CONNECT".to_owned(),
+            ),
+        })
     }
 
     /// The limited-mode guard, after deny, local and allowlist: `Ok(intercept)` or the refusal.

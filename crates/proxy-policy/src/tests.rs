@@ -2,7 +2,8 @@
 //!
 //! Rules: space-separated `allow=P,P`, `deny=P,P`, `mode=limited`, `local` (allow_local_binding),
 //! `public=CIDR,CIDR`, `mitm` (interception available), `disabled`, `sock=/path`, `allsocks`,
-//! `own=IP,IP` (the machine's own addresses, passed beside the policy).
+//! `own=IP,IP` (the machine's own addresses, passed beside the policy), `hook=HOST,HOST` (a
+//! hook admitting `GET /` on each host).
 //! Request: `PROTOCOL METHOD AUTHORITY [ADDR,ADDR]` (`-` for no method; the addresses are what
 //! the name resolved to). Expected: `allow`, `resolve` (allowed if its addresses pass, no
 //! addresses given), `intercept`, or a reason's wire name, optionally `@pattern` for the rule
@@ -49,6 +50,15 @@ fn policy(rules: &str) -> Policy {
             "allsocks" => {
                 b.allow_all_unix_sockets(true);
             }
+            "hook" => list().for_each(|h| {
+                let hook = crate::Hook::new("h", h)
+                    .unwrap()
+                    .methods(["GET"])
+                    .unwrap()
+                    .path_prefixes(["/"])
+                    .unwrap();
+                b.hook(hook).unwrap();
+            }),
             "own" => {}
             other => panic!("unknown rule word {other}"),
         }
@@ -602,6 +612,97 @@ fn limited_mode() {
         "not_allowed_local",
     );
     check("mode=full allow=x.com", "http DELETE x.com", "resolve");
+}
+
+#[test]
+fn a_hooked_host_is_reached_only_through_interception_in_any_mode() {
+    // Full mode: tunnels to it are intercepted, at any CONNECT port, and SOCKS to 443.
+    check(
+        "allow=* mitm hook=1.2.3.4",
+        "https_connect CONNECT 1.2.3.4:443",
+        "intercept",
+    );
+    check(
+        "allow=* mitm hook=1.2.3.4",
+        "https_connect CONNECT 1.2.3.4:8443",
+        "intercept",
+    );
+    check(
+        "allow=* mitm hook=1.2.3.4",
+        "socks5_tcp - 1.2.3.4:443",
+        "intercept",
+    );
+    check(
+        "allow=* mitm hook=1.2.3.4",
+        "https_connect CONNECT 1.2.3.5:443",
+        "allow",
+    );
+    // What cannot be intercepted is refused, before any lookup of a name.
+    check(
+        "allow=* mitm hook=1.2.3.4",
+        "socks5_tcp - 1.2.3.4:80",
+        "mitm_required",
+    );
+    check(
+        "allow=* mitm hook=x.com",
+        "socks5_tcp - x.com:22",
+        "mitm_required",
+    );
+    check(
+        "allow=* mitm hook=x.com",
+        "socks5_udp - x.com:443",
+        "mitm_required",
+    );
+    check(
+        "allow=* mitm hook=x.com",
+        "socks5_udp - x.com:8443",
+        "mitm_required",
+    );
+    check("allow=* mitm hook=x.com", "http GET x.com", "mitm_required");
+    check(
+        "allow=* mitm hook=x.com",
+        "http GET x.com:443",
+        "mitm_required",
+    );
+    check(
+        "allow=* mitm hook=x.com",
+        "https_connect CONNECT x.com:443",
+        "resolve",
+    );
+    check("allow=* mitm hook=x.com", "http GET y.com", "resolve");
+    // Without interception a hooked host is never an opaque tunnel.
+    check(
+        "allow=* hook=1.2.3.4",
+        "https_connect CONNECT 1.2.3.4:443",
+        "mitm_required",
+    );
+    check(
+        "allow=* hook=1.2.3.4",
+        "socks5_tcp - 1.2.3.4:443",
+        "mitm_required",
+    );
+    // Deny, local and the allowlist come first.
+    check(
+        "allow=y.com mitm hook=x.com",
+        "https_connect CONNECT x.com:443",
+        "not_allowed",
+    );
+    check(
+        "allow=* deny=x.com mitm hook=x.com",
+        "http GET x.com",
+        "denied",
+    );
+    // Limited mode intercepts it too, and refuses its plain HTTP all the same.
+    check(
+        "mode=limited allow=* mitm hook=1.2.3.4",
+        "socks5_tcp - 1.2.3.4:443",
+        "intercept",
+    );
+    check(
+        "mode=limited allow=* mitm hook=x.com",
+        "http GET x.com",
+        "mitm_required",
+    );
 }
 
 #[test]

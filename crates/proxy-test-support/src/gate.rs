@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use proxy_core::{Admission, Decision, Gate, Mode, Reason, RequestMeta, Route, judge_inner};
+use proxy_core::{
+    Admission, Decision, Gate, InnerVerdict, Mode, Reason, RequestHead, RequestMeta, Route,
+    judge_inner,
+};
 
 /// Answers each request by its host (`server_address`: the canonical host, or `unix-socket`):
 /// the admission it was given for that host, else the one for every other host, else a
@@ -104,10 +107,11 @@ impl Gate for StubGate {
         tunnel: &RequestMeta,
         route: &Route,
         inner: &RequestMeta,
-    ) -> Decision {
+        _head: &RequestHead<'_>,
+    ) -> InnerVerdict {
         let mode = *lock(&self.mode);
         let decision = judge_inner(tunnel, route, inner, mode);
         lock(&self.inner).push((inner.clone(), decision.clone()));
-        decision
+        decision.into()
     }
 }

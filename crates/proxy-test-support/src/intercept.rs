@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use proxy_core::{Decision, Gate, Intercepted, Interceptor, Protocol, RequestMeta, Route, Target};
+use proxy_core::{
+    Decision, Gate, Intercepted, Interceptor, Protocol, RequestHead, RequestMeta, Route, Target,
+};
 use proxy_io::Stream;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -69,7 +71,17 @@ impl<G: Gate, C: Stream, U: Stream> Interceptor<C, U> for GreetingInterceptor<G>
             Ok(target) => {
                 let mut inner = RequestMeta::new(Protocol::Https, target).with_method(method);
                 inner.client = meta.client;
-                let decision = self.gate.admit_inner(&meta, &route, &inner).await;
+                let head = RequestHead {
+                    method,
+                    path: "/",
+                    query: None,
+                    headers: &[],
+                };
+                let decision = self
+                    .gate
+                    .admit_inner(&meta, &route, &inner, &head)
+                    .await
+                    .decision;
                 if decision.is_allowed() {
                     let mut echoed = vec![0u8; line.len()];
                     if upstream.write_all(line.as_bytes()).await.is_err()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use proxy_test_support::{Curl, CurlOutput, DnsServer, TestCa, TlsOrigin};
 
-use crate::support::{Serve, resolves, serve};
+use crate::support::{Serve, reply, resolves, serve, udp_associate, udp_echo};
 
 /// The origins, their CAs and a limited-mode `serve --mitm` that trusts `good` only.
 struct Setup {
@@ -325,4 +325,166 @@ async fn an_origin_that_closes_ends_the_session_and_the_next_request_succeeds() 
     assert!(r.text().contains("GET /close-1 0"), "{}", r.text());
     assert!(r.text().contains("GET /close-2 0"), "{}", r.text());
     assert_eq!(t.good.seen().len(), 2);
+}
+
+/// The hooks of the end-to-end tests: `secure.test` admits GET and POST under `/repos/` and
+/// `pattern:/api/*/items`, with its Authorization replaced from `HOOK_SECRET` and `X-Debug`
+/// stripped.
+const HOOKS: &str = r#"
+[network.mitm]
+enabled = true
+
+[network.mitm.hooks.repos]
+host = "secure.test"
+methods = ["GET", "POST"]
+path_prefixes = ["/repos/", "pattern:/api/*/items"]
+action = ["auth"]
+
+[network.mitm.actions.auth]
+strip_request_headers = ["x-debug"]
+inject_request_headers = [{ name = "authorization", secret_env_var = "HOOK_SECRET", prefix = "Bearer " }]
+"#;
+
+/// In full mode a hooked host is intercepted: a request a hook matches goes through with the
+/// hook's actions applied (even a POST), anything else to that host is refused, inside TLS
+/// (`mitm_hook_denied`) or before any connection (plain HTTP, SOCKS5 UDP: `mitm_required`),
+/// and the secret never shows in a log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_in_full_mode_admit_what_they_match_and_apply_their_actions() {
+    let dns = DnsServer::start().await.unwrap();
+    let trusted = TestCa::new().unwrap();
+    let ip = "127.0.0.2".parse().unwrap();
+    let good = TlsOrigin::start("good", ip, &trusted, &["secure.test"])
+        .await
+        .unwrap();
+    resolves(&dns, "secure.test", "127.0.0.2");
+    resolves(&dns, "udp.test", "127.0.0.2");
+    let b = serve().dns(&dns).public().socks().admin().config(HOOKS);
+    let roots = b.path().join("upstream-roots.pem");
+    std::fs::write(&roots, trusted.cert_pem()).unwrap();
+    let s = b
+        .env("SSL_CERT_FILE", &roots.display().to_string())
+        .env("HOOK_SECRET", "real-hook-secret-value")
+        .args(&["--allow", "secure.test", "--allow", "udp.test"])
+        .start();
+    let ca = s.path().join("home").join("ca").join("ca.pem");
+    let curl = || {
+        Curl::via(format!("http://{}", s.http))
+            .arg("--cacert")
+            .arg(&ca)
+    };
+    let url = |path: &str| format!("https://secure.test:{}{path}", good.addr().port());
+
+    // A matching GET: the client's Authorization is replaced, X-Debug stripped.
+    let r = curl()
+        .header("Authorization: Bearer dummy")
+        .header("X-Debug: 1")
+        .header("X-Keep: 1")
+        .get(url("/repos/a/b"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = good.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some("Bearer real-hook-secret-value")
+    );
+    assert_eq!(seen[0].header("x-debug"), None);
+    assert_eq!(seen[0].header("x-keep"), Some("1"));
+    // A matching POST goes through in full mode, over HTTP/2 too; a glob path matches.
+    let r = curl()
+        .arg("--http2")
+        .args(["-X", "POST", "-d", "x=1"])
+        .get(url("/api/v1/items"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(good.seen().len(), 2);
+    assert_eq!(
+        good.seen()[1].header("authorization"),
+        Some("Bearer real-hook-secret-value")
+    );
+
+    // No hook matches: refused inside TLS, never forwarded; encoded traversal included.
+    for path in [
+        "/user",
+        "/api/v1/x/items",
+        "/repos/%2e%2e/admin",
+        "/repos/a/%2E%2E/%2E%2E/admin",
+    ] {
+        let r = curl().arg("--path-as-is").get(url(path));
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+        assert_eq!(json_of(&r)["reason"], "mitm_hook_denied", "{path}");
+    }
+    let r = curl().args(["-X", "DELETE"]).get(url("/repos/a/b"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(json_of(&r)["reason"], "mitm_hook_denied");
+    assert_eq!(
+        good.seen().len(),
+        2,
+        "no refused request reached the origin"
+    );
+
+    // Plain HTTP to a hooked host is refused before any connection.
+    let r = curl().get(format!("http://secure.test:{}/repos/a", good.addr().port()));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(json_of(&r)["reason"], "mitm_required");
+
+    // SOCKS5 UDP to a hooked host (HTTP/3 would bypass the hooks) is refused; to another
+    // allowed host on the same address it goes through.
+    let (echo, echoed) = udp_echo("127.0.0.2:0").await;
+    let (_control, relay) =
+        udp_associate(s.socks.as_deref().unwrap(), "0.0.0.0:0".parse().unwrap()).await;
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let send = |name: &str, payload: &[u8]| {
+        let mut d = vec![0, 0, 0, 3, u8::try_from(name.len()).unwrap()];
+        d.extend_from_slice(name.as_bytes());
+        d.extend_from_slice(&echo.port().to_be_bytes());
+        d.extend_from_slice(payload);
+        d
+    };
+    client
+        .send_to(&send("secure.test", b"quic"), relay)
+        .await
+        .unwrap();
+    client
+        .send_to(&send("udp.test", b"other"), relay)
+        .await
+        .unwrap();
+    let answer = reply(&client).await;
+    assert!(answer.ends_with(b"other"), "{answer:?}");
+    assert_eq!(echoed.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Limited mode (set at runtime) still refuses a matching POST: hooks never lift it.
+    let api = s.api(Some(&s.token()));
+    let (code, body) = api.post("/mode", r#"{"mode":"limited"}"#);
+    assert_eq!(code, 200, "{body}");
+    let r = curl()
+        .args(["-X", "POST", "-d", "x=1"])
+        .get(url("/repos/a/b"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(json_of(&r)["reason"], "method_not_allowed");
+    let r = curl().get(url("/repos/a/c"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(good.seen().len(), 3);
+
+    let stderr = s.stop();
+    assert!(!stderr.contains("real-hook-secret-value"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("mitm_hook_denied") && l.contains("secure.test")),
+        "{stderr}"
+    );
+}
+
+/// A hook whose secret variable is unset stops the start with a config error naming the
+/// action and the variable (exit 3); `config show` lists hooks and actions without values.
+#[test]
+fn a_hook_secret_that_cannot_be_read_stops_the_start() {
+    let ran = serve().config(HOOKS).start_fails();
+    ran.assert_err(
+        3,
+        &[
+            "network.mitm.actions.auth",
+            "missing required environment variable HOOK_SECRET",
+        ],
+    );
 }

@@ -146,6 +146,10 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
             cmd.env_remove(&key);
         }
     }
+    // The variables holding hook secrets stay with netproxy (docs/mitm.md).
+    for key in config.secret_env_vars() {
+        cmd.env_remove(key);
+    }
     cmd.envs(env.vars());
     // Signal handlers before CMD starts: a signal sent as soon as CMD is up is passed on.
     let signals = Forwarded::install()?;
