@@ -236,8 +236,9 @@ where
             tracing::debug!(target = %meta.target, "intercepted tunnel closed: TLS handshake failed");
             return counts.get();
         };
-        // Told when the origin's connection ends: the session then ends too, so the client's
-        // next request comes through a new tunnel instead of failing on this one.
+        // Told when the origin's connection ends: the session then ends too (unless a websocket
+        // took the connection over), so the client's next request comes through a new tunnel
+        // instead of failing on this one.
         let watch = Arc::new(UpstreamWatch::default());
         // The origin is offered what the client chose: HTTP/2 for an HTTP/2 client, HTTP/1.1
         // only otherwise (a websocket needs an HTTP/1.1 upstream).
@@ -275,8 +276,10 @@ where
             .timer(hyper_util::rt::TokioTimer::new())
             .max_concurrent_streams(MAX_STREAMS)
             .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX));
-        let serve = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-        tokio::pin!(serve);
+        // Boxed so that it can be dropped before a websocket's relay (which then holds the
+        // client's stream alone).
+        let mut serve =
+            Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(tls), service));
         // Closed when nothing moved either way for a whole `idle` (a request waiting on a
         // silent upstream included, as an opaque tunnel would be).
         let mut last = counts.get();
@@ -302,6 +305,7 @@ where
                 }
             }
         };
+        drop(serve);
         // A websocket took the session over: its bytes are relayed until it ends.
         if served && let Some(relay) = session.relay.take() {
             relay.run(self.idle).await;

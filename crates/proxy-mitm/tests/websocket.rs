@@ -48,11 +48,14 @@ fn origin_tls(ca: &TestCa) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
+/// A request's headers, names lowercase, in order.
+type Headers = Vec<(String, String)>;
+
 /// A websocket echo origin over TLS. It records each handshake request's headers and the ALPN
 /// protocol each connection chose.
 struct WsOrigin {
     addr: SocketAddr,
-    handshakes: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    handshakes: Arc<Mutex<Vec<Headers>>>,
     alpn: Arc<Mutex<Vec<Option<Vec<u8>>>>>,
     task: JoinHandle<()>,
 }
@@ -81,6 +84,8 @@ impl WsOrigin {
                     a.lock()
                         .unwrap()
                         .push(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec));
+                    // The error type is tungstenite's callback's.
+                    #[allow(clippy::result_large_err)]
                     let record = |req: &tungstenite::handshake::server::Request,
                                   mut resp: tungstenite::handshake::server::Response| {
                         // A subprotocol asked for is taken.
@@ -120,7 +125,7 @@ impl WsOrigin {
         }
     }
 
-    fn handshakes(&self) -> Vec<Vec<(String, String)>> {
+    fn handshakes(&self) -> Vec<Headers> {
         self.handshakes.lock().unwrap().clone()
     }
 }

@@ -98,8 +98,9 @@ pub(super) struct Relay {
 impl Relay {
     /// Relays bytes both ways until both sides end, or nothing moved either way for `idle`.
     pub(super) async fn run(self, idle: Duration) {
+        // Both are handed over as their connections end (at once, after the `101`).
         let both = async { tokio::join!(self.client, self.upstream) };
-        match tokio::time::timeout(idle, both).await {
+        match tokio::time::timeout(super::HANDSHAKE_WAIT, both).await {
             Ok((Ok(client), Ok(upstream))) => {
                 proxy_io::tunnel(TokioIo::new(client), TokioIo::new(upstream), idle).await;
             }
