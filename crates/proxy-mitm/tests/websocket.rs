@@ -376,6 +376,34 @@ async fn an_origin_answering_200_gives_the_client_that_200_and_the_session_goes_
     assert_eq!(origin.seen().len(), 2);
 }
 
+/// The origin answers the handshake `200` and closes its connection (`/close...`): the
+/// session ends after that answer, as after any request the origin closes on, so the client's
+/// next request comes through a new tunnel.
+#[tokio::test]
+async fn an_origin_that_answers_200_and_closes_ends_the_session() {
+    let upstream_ca = TestCa::new().unwrap();
+    let origin = TlsOrigin::start("plain", "127.0.0.1".parse().unwrap(), &upstream_ca, &[HOST])
+        .await
+        .unwrap();
+    let mitm = Mitm::new(Mode::Full, &upstream_ca, Duration::from_secs(60));
+    let (tls, session) = mitm.tunnel(origin.addr()).await;
+    let (mut sender, _conn) = http1(tls).await;
+    let mut upgrade = get("/close-socket");
+    upgrade
+        .headers_mut()
+        .insert("connection", "upgrade".parse().unwrap());
+    upgrade
+        .headers_mut()
+        .insert("upgrade", "websocket".parse().unwrap());
+    let resp = within("the answer", sender.send_request(upgrade))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "GET /close-socket 0");
+    within("the session's end", session).await.unwrap();
+}
+
 /// An origin that answers every request head `101 Switching Protocols`, asked or not.
 async fn switching_origin(ca: &TestCa) -> (SocketAddr, JoinHandle<()>) {
     let acceptor = origin_tls(ca);
