@@ -30,6 +30,10 @@ use tokio::sync::Mutex;
 
 use crate::{CaError, HookActions, LeafCache};
 
+mod websocket;
+
+use websocket::{RelaySlot, UpstreamWatch};
+
 /// How long a client has to finish its TLS handshake, and the upstream its own.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 
@@ -53,7 +57,11 @@ pub struct MitmInterceptor<G> {
     gate: Arc<G>,
     leaves: Arc<LeafCache>,
     server: Arc<rustls::ServerConfig>,
+    /// Upstream TLS offering `h2` and `http/1.1`, for a client that chose `h2`.
     client: Arc<rustls::ClientConfig>,
+    /// Upstream TLS offering `http/1.1` only, for a client that chose it or no protocol: its
+    /// websockets need an HTTP/1.1 upstream, and it gains nothing from HTTP/2's streams.
+    client_h1: Arc<rustls::ClientConfig>,
     /// A session with no byte either way for this long is closed (`idle_timeout_s`).
     idle: Duration,
     /// From the end of one response until the next request head is whole
@@ -124,12 +132,15 @@ impl<G: Gate + 'static> MitmInterceptor<G> {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(store)
             .with_no_client_auth();
+        let mut client_h1 = client.clone();
         client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        client_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             gate,
             leaves,
             server: Arc::new(server),
             client: Arc::new(client),
+            client_h1: Arc::new(client_h1),
             idle: Duration::from_secs(300),
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 65_536,
@@ -237,10 +248,18 @@ where
             tracing::debug!(target = %meta.target, "intercepted tunnel closed: TLS handshake failed");
             return counts.get();
         };
-        // Told when the origin's connection ends: the session then ends too, so the client's
-        // next request comes through a new tunnel instead of failing on this one.
-        let gone = Arc::new(tokio::sync::Notify::new());
-        let upstream = connect_upstream(&self.client, &host, upstream, gone.clone()).await;
+        // Told when the origin's connection ends: the session then ends too (unless a websocket
+        // took the connection over), so the client's next request comes through a new tunnel
+        // instead of failing on this one.
+        let watch = Arc::new(UpstreamWatch::default());
+        // The origin is offered what the client chose: HTTP/2 for an HTTP/2 client, HTTP/1.1
+        // only otherwise (a websocket needs an HTTP/1.1 upstream).
+        let client_config = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            &self.client
+        } else {
+            &self.client_h1
+        };
+        let upstream = connect_upstream(client_config, &host, upstream, watch.clone()).await;
         if let Err(e) = &upstream {
             tracing::info!(target = %meta.target, error = %e, "intercepted tunnel: upstream TLS failed");
         }
@@ -251,7 +270,10 @@ where
             route,
             upstream: upstream.map(Mutex::new),
             actions: self.actions.clone(),
+            watch: watch.clone(),
+            relay: RelaySlot::default(),
         });
+        let session = inner.clone();
         let service = hyper::service::service_fn(move |req| {
             let inner = inner.clone();
             async move { Ok::<_, std::convert::Infallible>(inner.serve(req).await) }
@@ -267,29 +289,39 @@ where
             .timer(hyper_util::rt::TokioTimer::new())
             .max_concurrent_streams(MAX_STREAMS)
             .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX));
-        let serve = builder.serve_connection(TokioIo::new(tls), service);
-        tokio::pin!(serve);
+        // Boxed so that it can be dropped before a websocket's relay (which then holds the
+        // client's stream alone).
+        let mut serve =
+            Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(tls), service));
         // Closed when nothing moved either way for a whole `idle` (a request waiting on a
         // silent upstream included, as an opaque tunnel would be).
         let mut last = counts.get();
-        loop {
+        let served = loop {
             tokio::select! {
-                _ = serve.as_mut() => break,
-                () = gone.notified() => {
+                _ = serve.as_mut() => break true,
+                () = watch.changed() => {
+                    if !watch.gone() {
+                        continue;
+                    }
                     // The origin closed its side: finish the request in flight, then close.
                     serve.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(self.idle, serve.as_mut()).await;
-                    break;
+                    break false;
                 }
                 () = tokio::time::sleep(self.idle) => {
                     let now = counts.get();
                     if now == last {
                         tracing::debug!(target = %meta_target, "intercepted session closed: idle");
-                        break;
+                        break false;
                     }
                     last = now;
                 }
             }
+        };
+        drop(serve);
+        // A websocket took the session over: its bytes are relayed until it ends.
+        if served && let Some(relay) = session.relay.take() {
+            relay.run(self.idle).await;
         }
         counts.get()
     }
@@ -308,7 +340,7 @@ async fn connect_upstream<U>(
     config: &Arc<rustls::ClientConfig>,
     host: &Host,
     io: U,
-    gone: Arc<tokio::sync::Notify>,
+    watch: Arc<UpstreamWatch>,
 ) -> Result<Sender, Failure>
 where
     U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -344,7 +376,7 @@ where
             .map_err(broken)?;
         tokio::spawn(async move {
             let _ = conn.await;
-            gone.notify_one();
+            watch.end();
         });
         Ok(Sender::H2(sender))
     } else {
@@ -352,8 +384,9 @@ where
             .await
             .map_err(broken)?;
         tokio::spawn(async move {
-            let _ = conn.await;
-            gone.notify_one();
+            // With upgrades: a websocket's `101` hands the connection over to its relay.
+            let _ = conn.with_upgrades().await;
+            watch.end();
         });
         Ok(Sender::H1(sender))
     }
@@ -366,6 +399,10 @@ struct Tunnel<G> {
     route: Route,
     upstream: Result<Mutex<Sender>, Failure>,
     actions: Arc<ArcSwap<HookActions>>,
+    /// The upstream connection's end, and its websocket upgrade.
+    watch: Arc<UpstreamWatch>,
+    /// The relay of a websocket that took the session over.
+    relay: RelaySlot,
 }
 
 impl<G: Gate> Tunnel<G> {
@@ -470,7 +507,12 @@ impl<G: Gate> Tunnel<G> {
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, Failure> {
         let authority = authority_of(&self.meta.target);
+        let upgrade =
+            websocket::is_websocket(&req).then(|| websocket::Upgrade::take(&mut req, &self.watch));
         strip_hop_by_hop(req.headers_mut());
+        if let Some(u) = &upgrade {
+            u.restore(req.headers_mut());
+        }
         let path = req
             .uri()
             .path_and_query()
@@ -494,6 +536,7 @@ impl<G: Gate> Tunnel<G> {
                 drop(guard);
                 fut.await
             }
+            Sender::H2(_) if upgrade.is_some() => return Err(websocket::needs_http1()),
             Sender::H2(s) => {
                 *req.version_mut() = http::Version::HTTP_2;
                 *req.uri_mut() = format!("https://{authority}{path}")
@@ -507,6 +550,12 @@ impl<G: Gate> Tunnel<G> {
             }
         };
         let mut resp = pending.map_err(broken)?;
+        if let Some(u) = upgrade {
+            return u.answer(resp, &self.relay);
+        }
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(websocket::unasked_switch());
+        }
         strip_hop_by_hop(resp.headers_mut());
         Ok(resp.map(BodyExt::boxed))
     }

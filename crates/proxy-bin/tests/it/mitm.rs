@@ -488,3 +488,27 @@ fn a_hook_secret_that_cannot_be_read_stops_the_start() {
         ],
     );
 }
+
+/// A websocket handshake inside TLS is refused in limited mode (any `Upgrade` is), with the
+/// proxy's JSON inside TLS, and the origin never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_mode_refuses_a_websocket_inside_tls() {
+    let t = setup(false, &[]).await;
+    let r = t
+        .http()
+        .arg("--http1.1")
+        .header("Connection: Upgrade")
+        .header("Upgrade: websocket")
+        .header("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Sec-WebSocket-Version: 13")
+        .get(t.url("socket"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    let v = json_of(&r);
+    assert_eq!(v["reason"], "method_not_allowed");
+    assert_eq!(v["protocol"], "https");
+    assert_eq!(v["host"], "secure.test");
+    assert!(
+        t.good.seen().is_empty(),
+        "the origin never saw the handshake"
+    );
+}
