@@ -98,6 +98,8 @@ pub struct CheckReport {
     pub addresses_checked_at_connect: bool,
     /// True when the tunnel would be intercepted.
     pub intercept: bool,
+    /// True when the host has MITM hooks (reached only through interception).
+    pub hooked: bool,
     /// The addresses the name resolved to, when it was resolved.
     pub resolved: Option<Vec<std::net::IpAddr>>,
     /// Why the target could not be checked or routed (the proxy would answer 502).
@@ -118,6 +120,7 @@ pub async fn explain(gate: &PolicyGate, req: &CheckRequest, lookup: Lookup) -> C
                 decision: Decision::deny(Reason::InvalidHost).with_detail(e.to_string()),
                 addresses_checked_at_connect: false,
                 intercept: false,
+                hooked: false,
                 resolved: None,
                 failure: None,
                 upstream: None,
@@ -127,7 +130,9 @@ pub async fn explain(gate: &PolicyGate, req: &CheckRequest, lookup: Lookup) -> C
     let mut meta = RequestMeta::new(req.protocol, Target::net(host, req.port));
     meta.method = req.method.clone();
     let seen = gate.explain(&meta, lookup).await;
+    let hooked = meta.target.host().is_some_and(|h| gate.is_hooked(h));
     CheckReport {
+        hooked,
         request: req.clone(),
         decision: seen.decision,
         addresses_checked_at_connect: seen.pending,
@@ -217,7 +222,12 @@ impl CheckReport {
                 self.host_text()
             ));
         }
-        if self.intercept {
+        if self.hooked {
+            out.push_str(&format!(
+                "note: {} has MITM hooks: it is reached only through interception, and inside TLS only the requests a hook matches pass\n",
+                self.host_text()
+            ));
+        } else if self.intercept {
             out.push_str(
                 "note: the tunnel is intercepted so that limited mode can be enforced inside TLS\n",
             );
@@ -244,6 +254,7 @@ impl CheckReport {
             "x_proxy_error": d.reason.and_then(Reason::x_proxy_error),
             "addresses_checked_at_connect": self.addresses_checked_at_connect,
             "intercept": self.intercept,
+            "hooked": self.hooked,
             "upstream_proxy": self.upstream,
             "allowed": d.verdict == Verdict::Allow && self.failure.is_none(),
         })

@@ -321,6 +321,11 @@ impl PolicyGate {
         self
     }
 
+    /// Whether `host` has MITM hooks under the policy in force (`netproxy check` says so).
+    pub fn is_hooked(&self, host: &Host) -> bool {
+        self.state.load().policy.is_hooked(host)
+    }
+
     /// The machine's own addresses the gate judges with now.
     pub fn own_addrs(&self) -> Arc<OwnAddrs> {
         self.own.load_full()

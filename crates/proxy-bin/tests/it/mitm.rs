@@ -512,3 +512,42 @@ async fn limited_mode_refuses_a_websocket_inside_tls() {
         "the origin never saw the handshake"
     );
 }
+
+/// `netproxy check` says a hooked host is reached only through interception, and refuses its
+/// plain HTTP as `serve` does.
+#[test]
+fn check_explains_a_hooked_host() {
+    let home = crate::support::Home::new();
+    let cfg = home.path().join("hooks.toml");
+    std::fs::write(&cfg, HOOKS).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let r = home.run(&[
+        "check",
+        "--no-resolve",
+        "--config",
+        cfg,
+        "--allow",
+        "secure.test",
+        "https://secure.test/repos/a",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("secure.test has MITM hooks"),
+        "{}",
+        r.stdout
+    );
+    let r = home.run(&[
+        "check",
+        "--no-resolve",
+        "--json",
+        "--config",
+        cfg,
+        "--allow",
+        "secure.test",
+        "http://secure.test/repos/a",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["reason"], "mitm_required");
+    assert_eq!(v["hooked"], true);
+}
