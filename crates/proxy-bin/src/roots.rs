@@ -137,7 +137,7 @@ mod tests {
         // The first platform file that exists is read.
         let missing = tmp.path().join("missing.crt");
         let base = read_platform(&[&missing, &store], &[]);
-        assert_eq!(base.certs, [platform.clone()]);
+        assert_eq!(base.certs, std::slice::from_ref(&platform));
         assert!(base.warnings.is_empty(), "{:?}", base.warnings);
 
         let (file, dirs) = (extra.display().to_string(), dir.display().to_string());
@@ -169,7 +169,11 @@ mod tests {
         });
         assert_eq!(roots.certs, [platform]);
         assert_eq!(roots.warnings.len(), 1, "{:?}", roots.warnings);
-        assert!(roots.warnings[0].starts_with("SSL_CERT_FILE: "), "{:?}", roots.warnings);
+        assert!(
+            roots.warnings[0].starts_with("SSL_CERT_FILE: "),
+            "{:?}",
+            roots.warnings
+        );
     }
 
     #[test]

@@ -162,7 +162,10 @@ mod tests {
         roots.sort_unstable_by(|x, y| x.as_ref().cmp(y.as_ref()));
         roots.push(ca.cert_der().clone());
         assert_eq!(certs, roots);
-        assert_eq!(std::fs::metadata(&bundle.path).unwrap().mode() & 0o7777, 0o644);
+        assert_eq!(
+            std::fs::metadata(&bundle.path).unwrap().mode() & 0o7777,
+            0o644
+        );
 
         // The same roots in another order: the same file, reused as it is.
         let before = std::fs::metadata(&bundle.path).unwrap();
@@ -180,7 +183,10 @@ mod tests {
         assert_eq!(n, 0);
         let body: Vec<&str> = text.lines().filter(|l| !l.starts_with("-----")).collect();
         assert!(body.len() > 1, "{text}");
-        assert!(body[..body.len() - 1].iter().all(|l| l.len() == 64), "{text}");
+        assert!(
+            body[..body.len() - 1].iter().all(|l| l.len() == 64),
+            "{text}"
+        );
         assert!(!body.last().unwrap().is_empty());
     }
 
@@ -193,7 +199,10 @@ mod tests {
         std::fs::write(&path, "other\n").unwrap();
         let err = store.write_bundle(&ca, &[]).unwrap_err();
         assert!(matches!(err, CaError::BundleMismatch { .. }), "{err}");
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "other\n");
         // A longer file that starts with the bundle's content is other content too.
         std::fs::write(&path, format!("{text}x")).unwrap();
@@ -214,11 +223,8 @@ mod tests {
 
         // A file others may write: refused although its content is right.
         std::fs::write(&path, &text).unwrap();
-        std::fs::set_permissions(
-            &path,
-            std::os::unix::fs::PermissionsExt::from_mode(0o666),
-        )
-        .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
         let err = store.write_bundle(&ca, &[]).unwrap_err();
         assert!(err.to_string().contains("may write it"), "{err}");
         std::fs::remove_file(&path).unwrap();

@@ -297,7 +297,12 @@ mod tests {
             assert_eq!(get(&vars, k), Some("/h/ca/ca-bundle-ab.pem"), "{k}");
             assert_eq!(vars.iter().filter(|(key, _)| key == k).count(), 1, "{k}");
         }
-        for k in ["SSL_CERT_FILE", "NPM_CONFIG_CAFILE", "Pip_Cert", "HTTP_PROXY"] {
+        for k in [
+            "SSL_CERT_FILE",
+            "NPM_CONFIG_CAFILE",
+            "Pip_Cert",
+            "HTTP_PROXY",
+        ] {
             assert!(mitm.removes(k), "{k}");
         }
         for k in ["SSL_CERT_DIR", "AWS_CA_BUNDLE", "PATH"] {
