@@ -40,8 +40,9 @@ impl Interception {
     /// HTTPS interception judging with `gate`: the CA of `HOME/ca/` (`home`: netproxy's home,
     /// `$NETPROXY_HOME` else `$HOME/.netproxy`, as the binary found it, like `netproxy ca`),
     /// created on first use, upstream roots from the platform's store plus `SSL_CERT_FILE` and
-    /// `SSL_CERT_DIR` (looked up through `env`; they add to the store, never replace it), and the proxy's `limits` inside a session (the idle timeout, the
-    /// header timeout and the largest request head).
+    /// `SSL_CERT_DIR` (looked up through `env`; they add to the store, never replace it), and
+    /// the proxy's `limits` inside a session (the idle timeout, the header timeout and the
+    /// largest request head).
     pub fn mitm(
         gate: Arc<PolicyGate>,
         home: Option<&Path>,
@@ -104,7 +105,11 @@ pub fn trust_bundle(home: Option<&Path>, ca: &Ca) -> Result<ChildBundle, MitmSta
     let roots = crate::roots::platform_roots();
     let bundle = CaStore::new(home.join("ca")).write_bundle(ca, &roots.certs)?;
     if bundle.created {
-        tracing::info!(path = %bundle.path.display(), roots = bundle.roots, "wrote the trust bundle");
+        tracing::info!(
+            path = %bundle.path.display(),
+            roots = bundle.roots,
+            "wrote the trust bundle"
+        );
     }
     Ok(ChildBundle {
         bundle,
