@@ -10,7 +10,7 @@ use proxy_broker::{Secret, SecretSource};
 use proxy_config::{Config, Diagnostic, DiagnosticKind, SecretRef};
 use proxy_core::{Decision, Intercepted, Interceptor, NoInterception, RequestMeta, Route};
 use proxy_gate::PolicyGate;
-use proxy_mitm::{Action, CaStore, HookActions, LeafCache, MitmInterceptor};
+use proxy_mitm::{Action, Ca, CaStore, HookActions, LeafCache, MitmInterceptor, TrustBundle};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How many hosts' leaf certificates are kept.
@@ -105,9 +105,10 @@ pub enum Interception {
 impl Interception {
     /// HTTPS interception judging with `gate`: the CA of `HOME/ca/` (`home`: netproxy's home,
     /// `$NETPROXY_HOME` else `$HOME/.netproxy`, as the binary found it, like `netproxy ca`),
-    /// created on first use, upstream roots from the platform's store plus `SSL_CERT_FILE`
-    /// (looked up through `env`), and the proxy's `limits` inside a session (the idle timeout, the
-    /// header timeout and the largest request head).
+    /// created on first use, upstream roots from the platform's store plus `SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` (looked up through `env`; they add to the store, never replace it), and
+    /// the proxy's `limits` inside a session (the idle timeout, the header timeout and the
+    /// largest request head).
     pub fn mitm(
         gate: Arc<PolicyGate>,
         home: Option<&Path>,
@@ -123,7 +124,11 @@ impl Interception {
         // netproxy's own CA never verifies an upstream (whoever holds its key could then pose
         // as any origin to netproxy itself), even when a bundle netproxy reads names it.
         let own = loaded.ca.cert_der().clone();
-        let mut roots = upstream_roots(&|k: &str| env(k));
+        let read = crate::roots::upstream_roots(crate::roots::platform_roots(), &|k: &str| env(k));
+        for w in &read.warnings {
+            tracing::warn!("mitm: upstream roots: {w}");
+        }
+        let mut roots = read.certs;
         let before = roots.len();
         roots.retain(|r| *r != own);
         if roots.len() != before {
@@ -139,28 +144,53 @@ impl Interception {
                 .with_actions(actions),
         ))
     }
+
+    /// netproxy's CA, when intercepting.
+    pub fn ca(&self) -> Option<&Arc<Ca>> {
+        match self {
+            Interception::Off => None,
+            Interception::Mitm(m) => Some(m.leaves().ca()),
+        }
+    }
 }
 
-/// The roots that verify upstream servers: the platform's store (rustls-native-certs: the
-/// system bundle, or what netproxy's own `SSL_CERT_FILE` / `SSL_CERT_DIR` name instead, as
-/// OpenSSL reads them), plus the certificates of `SSL_CERT_FILE` as `env` gives it. Unreadable
-/// entries are skipped with a warning.
-fn upstream_roots(
-    env: &impl Fn(&str) -> Option<String>,
-) -> Vec<proxy_mitm::CertificateDer<'static>> {
-    let native = rustls_native_certs::load_native_certs();
-    for e in &native.errors {
-        tracing::warn!(error = %e, "mitm: a platform root certificate could not be read");
+/// A trust bundle written (or reused) for a child, and what reading the platform's roots
+/// could not read.
+#[derive(Debug)]
+pub struct ChildBundle {
+    /// The bundle file.
+    pub bundle: TrustBundle,
+    /// One line per root file or directory that could not be read (the bundle is made of the
+    /// rest).
+    pub warnings: Vec<String>,
+}
+
+/// The trust bundle `netproxy run` gives its child (docs/mitm.md, "The trust bundle"): the
+/// machine's root store (never what netproxy's own `SSL_CERT_FILE` / `SSL_CERT_DIR` name) and
+/// `ca`'s certificate, in `HOME/ca/ca-bundle-<sha256>.pem`, written once and then reused.
+pub fn trust_bundle(home: Option<&Path>, ca: &Ca) -> Result<ChildBundle, MitmStartError> {
+    let home = home.ok_or(MitmStartError::NoHome)?;
+    let roots = crate::roots::platform_roots();
+    let bundle = CaStore::new(home.join("ca")).write_bundle(ca, &roots.certs)?;
+    if bundle.created {
+        tracing::info!(
+            path = %bundle.path.display(),
+            roots = bundle.roots,
+            "wrote the trust bundle"
+        );
     }
-    let mut roots = native.certs;
-    if let Some(file) = env("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
-        let extra = rustls_native_certs::load_certs_from_paths(Some(Path::new(&file)), None);
-        for e in &extra.errors {
-            tracing::warn!(error = %e, "mitm: SSL_CERT_FILE could not be read");
-        }
-        roots.extend(extra.certs);
-    }
-    roots
+    Ok(ChildBundle {
+        bundle,
+        warnings: roots.warnings,
+    })
+}
+
+/// [`trust_bundle`] for the CA of `HOME/ca/`, created first when there is none (`netproxy env`
+/// for a config with `mitm`: what `run` would give its child).
+pub fn load_trust_bundle(home: Option<&Path>) -> Result<ChildBundle, MitmStartError> {
+    let dir = home.ok_or(MitmStartError::NoHome)?;
+    let loaded = CaStore::new(dir.join("ca")).load_or_create()?;
+    trust_bundle(home, &loaded.ca)
 }
 
 impl<C, U> Interceptor<C, U> for Interception

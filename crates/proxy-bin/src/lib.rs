@@ -35,13 +35,16 @@
 mod check;
 mod control;
 mod interception;
+mod roots;
 mod service;
 mod show;
 mod start;
 
 pub use check::{CheckReport, CheckRequest, TargetError, explain};
 pub use control::ServiceControl;
-pub use interception::{Interception, MitmStartError};
+pub use interception::{
+    ChildBundle, Interception, MitmStartError, load_trust_bundle, trust_bundle,
+};
 pub use service::{Files, ReloadError, Service, StartError};
 pub use show::{config_json, config_text};
 pub use start::{

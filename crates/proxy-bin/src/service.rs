@@ -454,6 +454,15 @@ impl Service {
         &self.sources
     }
 
+    /// With HTTPS interception on, the trust bundle of its CA for a child (written now, or
+    /// reused: [`crate::trust_bundle`]); `None` without interception.
+    pub fn trust_bundle(&self) -> Result<Option<crate::ChildBundle>, crate::MitmStartError> {
+        self.interceptor
+            .ca()
+            .map(|ca| crate::trust_bundle(self.sources.home_dir.as_deref(), ca))
+            .transpose()
+    }
+
     /// Every config and requirements file whose change triggers a reload (existing or not);
     /// none under [`Files::ReadOnce`].
     pub fn watched_files(&self) -> Vec<std::path::PathBuf> {

@@ -208,6 +208,29 @@ pub(crate) fn read_key(path: &Path) -> Result<SecretPem, CaError> {
     read_bounded(file, path).map(SecretPem::new)
 }
 
+/// The content of an existing file that netproxy may trust (a regular file, not reached through
+/// a symlink, of netproxy's user, that no one else may write), read up to `limit + 1` bytes
+/// (enough to tell whether it is longer than `limit`); `None` when nothing is at `path`.
+pub(crate) fn read_existing(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, CaError> {
+    let file = match open_nofollow(path, OFlags::empty()) {
+        Ok(f) => f,
+        Err(CaError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata().map_err(io("inspect", path))?;
+    if !meta.file_type().is_file() {
+        return Err(unsafe_path(path, "it is not a regular file"));
+    }
+    owned_and_private_writes(path, &meta)?;
+    let mut held = Vec::new();
+    file.take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut held)
+        .map_err(io("read", path))?;
+    Ok(Some(held))
+}
+
 /// Writes `contents` as the new file `dir/name` with `mode`: a temporary file opened with
 /// that mode, written and fsynced, then hard-linked to its name (which fails, and changes
 /// nothing, when the name is taken); the directory is fsynced after.

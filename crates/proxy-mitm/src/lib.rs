@@ -9,15 +9,21 @@
 //! (0600) under a directory the caller gives, and loaded only when the rules of docs/mitm.md
 //! hold (both files or neither, the key a regular file of netproxy's user that nobody else can
 //! read). The private key never appears in `Debug` output or in an error.
+//!
+//! The trust bundle for `netproxy run`'s child ([`CaStore::write_bundle`], [`TrustBundle`]) is
+//! the root certificates the caller read and the CA's certificate, in a file of the CA
+//! directory named by its content's hash.
 #![forbid(unsafe_code)]
 
 mod actions;
+mod bundle;
 mod ca;
 mod files;
 mod intercept;
 mod leaf;
 
 pub use actions::{Action, ActionError, HookActions};
+pub use bundle::{BUNDLE_PREFIX, TrustBundle, bundle_name, bundle_pem};
 pub use ca::{CA_COMMON_NAME, Ca, CaInfo, CaStore, Loaded};
 pub use intercept::{MitmError, MitmInterceptor};
 pub use leaf::{LEAF_VALIDITY, Leaf, LeafCache, RENEW_MARGIN};
@@ -98,6 +104,15 @@ pub enum CaError {
         path: PathBuf,
         /// Why.
         why: String,
+    },
+    /// A file has the trust bundle's name but not its content.
+    #[error(
+        "refusing to reuse {}: a file of the trust bundle's name holds other content (remove it and netproxy writes the bundle again)",
+        path.display()
+    )]
+    BundleMismatch {
+        /// The file.
+        path: PathBuf,
     },
     /// A file's content is not what it must be.
     #[error("invalid MITM CA file {}: {why}", path.display())]

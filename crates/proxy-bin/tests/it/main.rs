@@ -19,4 +19,5 @@ mod run;
 mod serve;
 mod socks;
 mod support;
+mod trust_bundle;
 mod unix_sockets;

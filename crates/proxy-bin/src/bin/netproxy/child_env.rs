@@ -41,6 +41,20 @@ pub(crate) const NO_PROXY_KEYS: &[&str] = &[
     "BUNDLE_NO_PROXY",
 ];
 
+/// Keys that get the trust bundle's path when netproxy intercepts HTTPS (docs/mitm.md): the
+/// file each tool reads its trusted roots from (OpenSSL and Go, Python requests, curl, Node.js,
+/// git, pip, Bundler, npm).
+pub(crate) const CA_KEYS: &[&str] = &[
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+    "PIP_CERT",
+    "BUNDLE_SSL_CA_CERT",
+    "npm_config_cafile",
+];
+
 /// The no-proxy list with `allow_local_binding`: local and private targets go direct.
 pub(crate) const LOCAL_NO_PROXY: &str =
     "localhost,127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16";
@@ -56,6 +70,8 @@ pub(crate) struct ProxyEnv {
     pub(crate) allow_local_binding: bool,
     /// `user:password` to put in the proxy URLs (`--proxy-auth`).
     pub(crate) credential: Option<String>,
+    /// The trust bundle's path, when netproxy intercepts HTTPS.
+    pub(crate) ca_bundle: Option<String>,
 }
 
 impl ProxyEnv {
@@ -94,8 +110,29 @@ impl ProxyEnv {
         out.push(("NODE_USE_ENV_PROXY".into(), "1".into()));
         out.push(("NETPROXY_ACTIVE".into(), "1".into()));
         out.push(("NETPROXY_ALLOW_LOCAL_BINDING".into(), flag.into()));
+        if let Some(bundle) = &self.ca_bundle {
+            out.extend(CA_KEYS.iter().map(|k| ((*k).to_owned(), bundle.clone())));
+        }
         out
     }
+
+    /// Whether the child must not inherit `key`: a managed key ([`is_managed`]), and with a
+    /// trust bundle each of [`CA_KEYS`] in any letter case (an inherited `NPM_CONFIG_CAFILE`
+    /// must not compete with ours). Without one, the inherited CA keys are left alone.
+    pub(crate) fn removes(&self, key: &str) -> bool {
+        is_managed(key)
+            || (self.ca_bundle.is_some() && CA_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)))
+    }
+}
+
+/// The trust bundle's path as the child's variables hold it: UTF-8, or a clear error.
+pub(crate) fn bundle_path(path: std::path::PathBuf) -> Result<String, String> {
+    path.into_os_string().into_string().map_err(|p| {
+        format!(
+            "the trust bundle's path {} is not UTF-8; give NETPROXY_HOME a UTF-8 path",
+            std::path::Path::new(&p).display()
+        )
+    })
 }
 
 fn url(scheme: &str, addr: SocketAddr, credential: Option<&str>) -> String {
@@ -158,6 +195,7 @@ mod tests {
             socks: Some("127.0.0.1:8081".parse().unwrap()),
             allow_local_binding: false,
             credential: None,
+            ca_bundle: None,
         };
         let vars = env.vars();
         let get = |k: &str| {
@@ -178,6 +216,7 @@ mod tests {
             socks: socks.then(|| "127.0.0.1:8081".parse().unwrap()),
             allow_local_binding: local,
             credential: None,
+            ca_bundle: None,
         }
     }
 
@@ -240,6 +279,34 @@ mod tests {
             "é",
         ] {
             assert!(!is_managed(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn a_trust_bundle_goes_into_every_ca_key_and_only_then_are_they_replaced() {
+        let plain = env(true, false);
+        let vars = plain.vars();
+        for k in CA_KEYS {
+            assert_eq!(get(&vars, k), None, "{k}");
+            assert!(!plain.removes(k), "{k}");
+        }
+        let mut mitm = env(true, false);
+        mitm.ca_bundle = Some("/h/ca/ca-bundle-ab.pem".into());
+        let vars = mitm.vars();
+        for k in CA_KEYS {
+            assert_eq!(get(&vars, k), Some("/h/ca/ca-bundle-ab.pem"), "{k}");
+            assert_eq!(vars.iter().filter(|(key, _)| key == k).count(), 1, "{k}");
+        }
+        for k in [
+            "SSL_CERT_FILE",
+            "NPM_CONFIG_CAFILE",
+            "Pip_Cert",
+            "HTTP_PROXY",
+        ] {
+            assert!(mitm.removes(k), "{k}");
+        }
+        for k in ["SSL_CERT_DIR", "AWS_CA_BUNDLE", "PATH"] {
+            assert!(!mitm.removes(k), "{k}");
         }
     }
 

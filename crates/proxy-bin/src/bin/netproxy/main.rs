@@ -50,7 +50,8 @@ enum Command {
     /// The MITM certificate authority: init, path, show
     #[command(subcommand)]
     Ca(ca::CaCommand),
-    /// Print the environment a child should get, for a proxy started with `serve`
+    /// Print the environment a child should get, for a proxy started with `serve` (with `mitm`,
+    /// the trust bundle too)
     Env(EnvArgs),
 }
 
@@ -415,11 +416,32 @@ fn env_command(args: &EnvArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    // With `mitm`, the trust bundle `run` would give its child (the CA made first if needed).
+    let ca_bundle = if config.mitm() {
+        let made = netproxy::load_trust_bundle(home_dir().as_deref())
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                for w in &b.warnings {
+                    eprintln!("netproxy: warning: trust bundle: {w}");
+                }
+                crate::child_env::bundle_path(b.bundle.path)
+            });
+        match made {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("netproxy env: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    } else {
+        None
+    };
     let env = crate::child_env::ProxyEnv {
         http,
         socks,
         allow_local_binding: config.allow_local_binding(),
         credential: None,
+        ca_bundle,
     };
     let vars = env.vars();
     if args.format == "json" {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use netproxy::{AdminOptions, AdminToken, Files, Options, Service};
 
-use crate::child_env::{ProxyEnv, is_managed};
+use crate::child_env::{ProxyEnv, bundle_path};
 use proxy_audit::{Audit, RunRecorder};
 use proxy_core::ProxyCredential;
 use tokio::signal::unix::{SignalKind, signal};
@@ -82,6 +82,27 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
+    // With HTTPS interception, the child's trust bundle, before anything is served: one that
+    // cannot be written or reused stops the run before CMD starts.
+    let ca_bundle = match service.trust_bundle() {
+        Ok(None) => None,
+        Ok(Some(b)) => {
+            for w in &b.warnings {
+                tracing::warn!("trust bundle: {w}");
+            }
+            match bundle_path(b.bundle.path) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("netproxy run: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("netproxy run: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     let admin = match &args.admin {
         Some(text) => match listen_addr(text, 8080, "admin API", config, true) {
             // A fresh token for the session: never admin_token, NETPROXY_ADMIN_TOKEN or the
@@ -121,6 +142,7 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         credential: credential
             .as_ref()
             .map(|c| format!("{}:{}", c.user(), c.password())),
+        ca_bundle,
     };
     if let (Some(admin_addr), Some((_, token))) = (running.admin, &admin) {
         let given = match token_fd {
@@ -142,7 +164,7 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(rest);
     for (key, _) in std::env::vars_os() {
-        if key.to_str().is_some_and(is_managed) {
+        if key.to_str().is_some_and(|k| env.removes(k)) {
             cmd.env_remove(&key);
         }
     }
