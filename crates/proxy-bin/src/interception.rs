@@ -166,11 +166,21 @@ pub struct ChildBundle {
 }
 
 /// The trust bundle `netproxy run` gives its child (docs/mitm.md, "The trust bundle"): the
-/// machine's root store (never what netproxy's own `SSL_CERT_FILE` / `SSL_CERT_DIR` name) and
-/// `ca`'s certificate, in `HOME/ca/ca-bundle-<sha256>.pem`, written once and then reused.
-pub fn trust_bundle(home: Option<&Path>, ca: &Ca) -> Result<ChildBundle, MitmStartError> {
+/// roots netproxy itself trusts upstream (the machine's store plus what netproxy's own
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR` name, looked up through `env`: a corporate root the child
+/// inherited keeps working for the tunnels netproxy does not intercept) and `ca`'s
+/// certificate, in `HOME/ca/ca-bundle-<sha256>.pem`, written once and then reused.
+pub fn trust_bundle(
+    home: Option<&Path>,
+    ca: &Ca,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ChildBundle, MitmStartError> {
     let home = home.ok_or(MitmStartError::NoHome)?;
-    let roots = crate::roots::platform_roots();
+    let roots = crate::roots::upstream_roots(crate::roots::platform_roots(), &|k: &str| env(k));
+    // netproxy's own CA goes last, once.
+    let own = ca.cert_der().clone();
+    let mut roots = roots;
+    roots.certs.retain(|r| *r != own);
     let bundle = CaStore::new(home.join("ca")).write_bundle(ca, &roots.certs)?;
     if bundle.created {
         tracing::info!(
@@ -187,10 +197,13 @@ pub fn trust_bundle(home: Option<&Path>, ca: &Ca) -> Result<ChildBundle, MitmSta
 
 /// [`trust_bundle`] for the CA of `HOME/ca/`, created first when there is none (`netproxy env`
 /// for a config with `mitm`: what `run` would give its child).
-pub fn load_trust_bundle(home: Option<&Path>) -> Result<ChildBundle, MitmStartError> {
+pub fn load_trust_bundle(
+    home: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ChildBundle, MitmStartError> {
     let dir = home.ok_or(MitmStartError::NoHome)?;
     let loaded = CaStore::new(dir.join("ca")).load_or_create()?;
-    trust_bundle(home, &loaded.ca)
+    trust_bundle(home, &loaded.ca, env)
 }
 
 impl<C, U> Interceptor<C, U> for Interception

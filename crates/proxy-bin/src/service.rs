@@ -459,7 +459,7 @@ impl Service {
     pub fn trust_bundle(&self) -> Result<Option<crate::ChildBundle>, crate::MitmStartError> {
         self.interceptor
             .ca()
-            .map(|ca| crate::trust_bundle(self.sources.home_dir.as_deref(), ca))
+            .map(|ca| crate::trust_bundle(self.sources.home_dir.as_deref(), ca, &*self.env.0))
             .transpose()
     }
 

@@ -136,8 +136,8 @@ fn inode(path: &Path) -> u64 {
 }
 
 /// The child's CA variables all name one bundle in `$NETPROXY_HOME/ca/`, named by its hash, that
-/// holds netproxy's CA (and not the test CA of netproxy's own `SSL_CERT_FILE`: the bundle's
-/// roots are the machine's store); inherited values are replaced, `SSL_CERT_DIR` is kept; a
+/// holds netproxy's CA and the roots netproxy trusts (the machine's store plus the test CA of
+/// netproxy's own `SSL_CERT_FILE`); inherited values are replaced, `SSL_CERT_DIR` is kept; a
 /// second run reuses the same file as it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_child_gets_one_bundle_named_by_its_hash_and_reused() {
@@ -155,10 +155,12 @@ async fn the_child_gets_one_bundle_named_by_its_hash_and_reused() {
     let ca = certs_of(&w.ca_dir().join("ca.pem"));
     assert_eq!(certs.last(), ca.first(), "netproxy's CA comes last");
     assert_eq!(certs.iter().filter(|c| Some(*c) == ca.first()).count(), 1);
+    // netproxy's own SSL_CERT_FILE (a corporate root, say) is kept for the child, once.
     let test_ca = certs_of(&w.test_ca);
-    assert!(
-        !certs.contains(&test_ca[0]),
-        "netproxy's own SSL_CERT_FILE is not part of the bundle"
+    assert_eq!(
+        certs.iter().filter(|c| **c == test_ca[0]).count(),
+        1,
+        "netproxy's own SSL_CERT_FILE is part of the bundle"
     );
     // The inherited values are replaced; SSL_CERT_DIR is left as it was.
     assert!(
@@ -224,9 +226,12 @@ async fn a_symlink_or_other_content_at_the_bundles_name_is_refused_before_the_ch
         let out: Ran = ran(w.run(&[], &script));
         out.assert_err(1, &[&bundle.display().to_string(), needle]);
         assert!(!marker.exists(), "the child ran: {}", out.stderr);
-        let env = ran(w
+        // With the environment `run` had: the same roots, so the same bundle.
+        let mut cmd = w
             .home
-            .command(&["env", "--mitm", "--http", "127.0.0.1:3128"]));
+            .command(&["env", "--mitm", "--http", "127.0.0.1:3128"]);
+        cmd.env("SSL_CERT_FILE", &w.test_ca);
+        let env = ran(cmd);
         env.assert_err(1, &[&bundle.display().to_string(), needle]);
         assert!(env.stdout.is_empty(), "{}", env.stdout);
     };
@@ -512,4 +517,145 @@ async fn pip_downloads_through_the_proxy_under_run_mitm() {
         .collect();
     assert!(inner.len() >= 2, "{v:#}");
     assert!(inner.iter().all(|d| d["decision"] == "allow"), "{v:#}");
+}
+
+/// Under `run --mitm` in full mode with hooks on the repository's host, `git clone https://`
+/// works with no flag of its own: git trusts netproxy's leaves through `GIT_SSL_CAINFO`, and
+/// its requests (dumb HTTP: `info/refs`, `HEAD`, objects) are the GETs the hook admits, judged
+/// inside TLS; a request no hook matches is refused there, and the hook's secret variable never
+/// reaches the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_clones_over_https_through_a_hooked_host_under_run_mitm() {
+    let w = world().await;
+    let www = w.home.path().join("www");
+    let repo = www.join("repo.git");
+    let src = w.home.path().join("src");
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", w.home.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    std::fs::write(src.join("hello.txt"), "hello through the hook\n").unwrap();
+    git(&src, &["add", "hello.txt"]);
+    git(&src, &["commit", "-q", "-m", "one"]);
+    git(&repo, &["init", "-q", "--bare", "-b", "main"]);
+    git(&src, &["push", "-q", repo.to_str().unwrap(), "main"]);
+    git(&repo, &["update-server-info"]);
+
+    // The repository's TLS server, with a certificate of a test CA netproxy trusts.
+    let ca = proxy_test_support::TestCa::new().unwrap();
+    let (cert, key) = ca.issue(&["git.test"]).unwrap();
+    let tls = w.home.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    std::fs::write(tls.join("cert.der"), cert.as_ref()).unwrap();
+    std::fs::write(tls.join("key.der"), key.secret_der()).unwrap();
+    let both = std::fs::read_to_string(&w.test_ca).unwrap() + ca.cert_pem();
+    std::fs::write(&w.test_ca, both).unwrap();
+    crate::support::resolves(&w.dns, "git.test", "127.0.0.2");
+    let mut server = Killed(
+        Command::new("python3")
+            .args(["-u", "-c", SERVE_TLS])
+            .arg(&www)
+            .arg(tls.join("cert.der"))
+            .arg(tls.join("key.der"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("{line:?}"));
+
+    let hooks = w.home.path().join("hooks.toml");
+    std::fs::write(
+        &hooks,
+        r#"
+[network.mitm]
+enabled = true
+[network.mitm.hooks.clone]
+host = "git.test"
+methods = ["GET"]
+path_prefixes = ["/repo.git/"]
+action = ["token"]
+[network.mitm.actions.token]
+inject_request_headers = [{ name = "x-hook-token", secret_env_var = "GIT_HOOK_SECRET" }]
+"#,
+    )
+    .unwrap();
+    let dns = format!("dns.nameservers=[\"{}\"]", w.dns.addr());
+    let into = w.home.path().join("cloned");
+    let report = w.home.path().join("report.json");
+    let script = format!(
+        "GIT_CONFIG_NOSYSTEM=1 HOME={home} git clone -q https://git.test:{port}/repo.git {into} \
+         && echo \"secret=${{GIT_HOOK_SECRET:-unset}}\" \
+         && curl -s -o /dev/null -w '%{{http_code}}\\n' https://git.test:{port}/other",
+        home = w.home.path().display(),
+        into = into.display(),
+    );
+    let mut cmd = w.home.command(&[
+        "run",
+        "-c",
+        &dns,
+        "-c",
+        "treat_as_public=[\"127.0.0.2/32\"]",
+        "--config",
+        hooks.to_str().unwrap(),
+        "--mitm",
+        "--allow",
+        "git.test",
+        "--report",
+        report.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    cmd.current_dir(w.home.path())
+        .env("SSL_CERT_FILE", &w.test_ca)
+        .env("GIT_HOOK_SECRET", "hook-secret-for-git");
+    let out = ran(cmd);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(into.join("hello.txt")).unwrap(),
+        "hello through the hook\n"
+    );
+    assert!(out.stdout.contains("secret=unset"), "{}", out.stdout);
+    assert!(out.stdout.trim_end().ends_with("403"), "{}", out.stdout);
+    let v = json(&std::fs::read_to_string(&report).unwrap());
+    let inner: Vec<&serde_json::Value> = v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["protocol"] == "https" && d["host"] == "git.test")
+        .collect();
+    assert!(
+        inner.iter().filter(|d| d["decision"] == "allow").count() >= 2,
+        "{v:#}"
+    );
+    assert!(
+        inner
+            .iter()
+            .any(|d| d["decision"] == "deny" && d["reason"] == "mitm_hook_denied"),
+        "{v:#}"
+    );
+    assert!(!out.stderr.contains("hook-secret-for-git"), "{}", out.stderr);
 }
