@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -107,7 +108,13 @@ impl Secret {
             path: path.to_owned(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
+        // Non-blocking, so a FIFO (or a device) named as the secret cannot hang a start or a
+        // reload: it is opened at once, then refused as not a regular file.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed())
+            .open(path)
+            .map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if !meta.is_file() || meta.len() > MAX_SECRET_FILE {
             return Err(SecretError::NotASecretFile(path.to_owned()));
@@ -211,6 +218,20 @@ mod tests {
         let e = Secret::from_file(std::path::Path::new("relative/token")).unwrap_err();
         assert!(e.to_string().contains("must be an absolute path"), "{e}");
         let e = Secret::from_file(dir.path()).unwrap_err();
+        assert!(matches!(e, SecretError::NotASecretFile(_)), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let e = Secret::from_file(&path).unwrap_err();
         assert!(matches!(e, SecretError::NotASecretFile(_)), "{e}");
     }
 

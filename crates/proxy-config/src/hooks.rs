@@ -80,6 +80,28 @@ pub struct HookAction {
     pub layer: Layer,
 }
 
+/// Headers an action may neither strip nor inject: those of the connection and of the message's
+/// framing, which netproxy sets itself (injecting one would break the request or be dropped).
+pub(crate) const RESERVED_HEADERS: [&str; 11] = [
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn is_reserved(name: &str) -> bool {
+    RESERVED_HEADERS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+}
+
 /// A header name: an RFC 9110 token.
 pub(crate) fn is_header_name(s: &str) -> bool {
     !s.is_empty()
@@ -215,6 +237,13 @@ impl<'a> TableReader<'a> {
                     for h in action.strip_request_headers.clone() {
                         if !is_header_name(&h) {
                             self.problem(key, format!("invalid header name {h:?}"));
+                        } else if is_reserved(&h) {
+                            self.problem(
+                                key,
+                                format!(
+                                    "{h} is a connection or framing header netproxy manages itself"
+                                ),
+                            );
                         }
                     }
                 }
@@ -258,6 +287,13 @@ impl<'a> TableReader<'a> {
         let before = self.problems.len();
         let text = |k: &str| t.get(k).map(|v| v.as_str().map(str::to_owned));
         let name = match text("name") {
+            Some(Some(n)) if is_header_name(&n) && is_reserved(&n) => {
+                self.problem(
+                    &format!("{key}.name"),
+                    format!("{n} is a connection or framing header netproxy manages itself"),
+                );
+                None
+            }
             Some(Some(n)) if is_header_name(&n) => Some(n),
             Some(Some(n)) => {
                 self.problem(&format!("{key}.name"), format!("invalid header name {n:?}"));

@@ -1927,6 +1927,16 @@ fn bad_hooks_are_refused_with_their_key() {
             "invalid header name",
         ),
         (
+            "[network.mitm.actions.a]\ninject_request_headers = [{ name = \"Proxy-Authorization\", secret_env_var = \"V\" }]".to_owned(),
+            "network.mitm.actions.a.inject_request_headers[0].name",
+            "manages itself",
+        ),
+        (
+            "[network.mitm.actions.a]\nstrip_request_headers = [\"host\"]".to_owned(),
+            "network.mitm.actions.a.strip_request_headers",
+            "manages itself",
+        ),
+        (
             "[network.mitm.actions.a]\nstrip_request_headers = [\"a b\"]".to_owned(),
             "network.mitm.actions.a.strip_request_headers",
             "invalid header name",

@@ -439,9 +439,21 @@ impl PolicyGate {
                         return Explanation::denied(dd);
                     }
                     dd.policy_override = true;
+                    // What follows the allowlist holds for the decider's allows too: a
+                    // hooked host only through interception, limited mode's methods.
+                    let intercept = match snap.policy.guard(meta) {
+                        Ok(intercept) => intercept,
+                        Err(refused) => {
+                            let refused = match dd.rule.clone() {
+                                Some(rule) => refused.with_rule(rule),
+                                None => refused,
+                            };
+                            return Explanation::denied(refused);
+                        }
+                    };
                     // The addresses of a name the decider allowed are checked like any
                     // other: deny entries, and local protection while it is on.
-                    (dd, false, true)
+                    (dd, intercept, true)
                 }
                 _ => return Explanation::denied(d),
             },

@@ -306,6 +306,40 @@ async fn a_decider_sees_misses_only_and_its_allow_is_still_address_checked() {
     assert!(events[0].policy_override);
 }
 
+/// What follows the allowlist holds for a decider's allow too: limited mode still refuses a
+/// write and a `CONNECT` that cannot be intercepted (a hooked host likewise: `Policy::guard`).
+#[tokio::test]
+async fn a_deciders_allow_still_meets_limited_mode() {
+    let f = fixture(
+        &["treat_as_public=[\"127.0.0.2/32\"]", "mode=\"limited\""],
+        &["*.test"],
+        &[],
+    )
+    .await;
+    let gate = f.gate.clone().with_decider(Arc::new(AllowAll));
+    f.dns
+        .set("miss.example", Answer::Addrs(vec![ip("127.0.0.2")]));
+    let post = RequestMeta::new(
+        Protocol::Http,
+        Target::parse_authority("miss.example:80", 80).unwrap(),
+    )
+    .with_method("POST");
+    assert_eq!(
+        reason(&gate.admit(&post).await),
+        Some(Reason::MethodNotAllowed)
+    );
+    assert_eq!(
+        reason(&gate.admit(&connect("miss.example", 443)).await),
+        Some(Reason::MitmRequired)
+    );
+    let get = RequestMeta::new(
+        Protocol::Http,
+        Target::parse_authority("miss.example:80", 80).unwrap(),
+    )
+    .with_method("GET");
+    assert!(matches!(gate.admit(&get).await, Admission::Allow(_)));
+}
+
 /// Local binding turns local protection off as a whole: `*` admits loopback literals and
 /// names resolving to loopback, but an IP deny entry wins over the literal in every spelling,
 /// over `localhost`, and over every address a name resolves to (reason `denied`), also for a

@@ -467,8 +467,10 @@ impl<G: Gate> Tunnel<G> {
         if !verdict.decision.is_allowed() {
             return proxy_http::blocked(&verdict.decision, &inner);
         }
-        let mut req = req;
-        if let Err(missing) = self.apply_actions(&verdict.actions, req.headers_mut()) {
+        // The actions in force now, all of them there (a reload may have removed one: the
+        // request is then refused rather than sent without it).
+        let actions = self.actions.load_full();
+        if let Some(missing) = verdict.actions.iter().find(|a| !actions.contains(a)) {
             let refused = proxy_core::Decision::deny(Reason::MitmHookDenied).with_detail(format!(
                 "the action {missing} of hook {} is not loaded",
                 verdict.hook.as_deref().unwrap_or_default()
@@ -479,32 +481,26 @@ impl<G: Gate> Tunnel<G> {
             Ok(s) => s,
             Err(f) => return proxy_http::failure(f),
         };
-        match self.forward(sender, req).await {
+        let apply = |headers: &mut HeaderMap| {
+            for name in &verdict.actions {
+                // Checked above; the set cannot change under this `Arc`.
+                let _applied = actions.apply(name, headers);
+            }
+        };
+        match self.forward(sender, req, apply).await {
             Ok(resp) => resp,
             Err(f) => proxy_http::failure(&f),
         }
     }
 
-    /// Applies the named actions of the matching hook, in order, with the action set in force
-    /// now; `Err(name)` when one of them is not there (a reload removed it), so the request is
-    /// refused rather than sent without it.
-    fn apply_actions(&self, names: &[String], headers: &mut HeaderMap) -> Result<(), String> {
-        if names.is_empty() {
-            return Ok(());
-        }
-        let actions = self.actions.load();
-        for name in names {
-            if !actions.apply(name, headers) {
-                return Err(name.clone());
-            }
-        }
-        Ok(())
-    }
-
+    /// Sends `req` upstream: hop-by-hop headers removed (a websocket handshake keeps its own),
+    /// then `apply` (the matching hook's actions, after the strip so that a client's
+    /// `Connection` header cannot remove what they inject).
     async fn forward(
         &self,
         sender: &Mutex<Sender>,
         mut req: Request<Incoming>,
+        apply: impl FnOnce(&mut HeaderMap),
     ) -> Result<Response<Body>, Failure> {
         let authority = authority_of(&self.meta.target);
         let upgrade =
@@ -513,6 +509,7 @@ impl<G: Gate> Tunnel<G> {
         if let Some(u) = &upgrade {
             u.restore(req.headers_mut());
         }
+        apply(req.headers_mut());
         let path = req
             .uri()
             .path_and_query()

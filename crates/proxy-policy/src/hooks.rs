@@ -249,22 +249,20 @@ impl Hook {
         if !path_is_plain(head.path) || !self.paths.iter().any(|p| p.matches_path(head.path)) {
             return false;
         }
+        // A constrained key or header must be there, and every occurrence of it must match:
+        // an origin may read the first, the last or all of them.
         let query: Vec<(String, String)> = head.query.map(decode_form).unwrap_or_default();
         let query_ok = self.query.iter().all(|(key, allowed)| {
-            query
-                .iter()
-                .filter(|(k, _)| k == key)
-                .any(|(_, v)| allowed.iter().any(|a| a.matches(v)))
+            let mut values = query.iter().filter(|(k, _)| k == key).peekable();
+            values.peek().is_some() && values.all(|(_, v)| allowed.iter().any(|a| a.matches(v)))
         });
         if !query_ok {
             return false;
         }
         self.headers.iter().all(|(name, allowed)| {
             let mut values = head.header_values(name).peekable();
-            if allowed.is_empty() {
-                return values.peek().is_some();
-            }
-            values.any(|v| allowed.iter().any(|a| a.matches(v)))
+            values.peek().is_some()
+                && (allowed.is_empty() || values.all(|v| allowed.iter().any(|a| a.matches(v))))
         })
     }
 }
@@ -328,6 +326,9 @@ fn percent_decode(s: &str, plus: bool) -> Option<Vec<u8>> {
         match bytes[i] {
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
@@ -346,14 +347,16 @@ fn percent_decode(s: &str, plus: bool) -> Option<Vec<u8>> {
 }
 
 /// A query string decoded as a form (`application/x-www-form-urlencoded`): `+` is a space,
-/// escapes decoded, invalid UTF-8 replaced; a malformed escape is kept as written.
+/// escapes decoded, invalid UTF-8 replaced; a malformed escape is kept as written. Pairs are
+/// split at `&` and at `;` (which some servers also take as a separator), so a pair hidden
+/// behind a `;` still counts.
 fn decode_form(query: &str) -> Vec<(String, String)> {
     let decode = |s: &str| match percent_decode(s, true) {
         Some(b) => String::from_utf8_lossy(&b).into_owned(),
         None => s.to_owned(),
     };
     query
-        .split('&')
+        .split(['&', ';'])
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
@@ -362,7 +365,8 @@ fn decode_form(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Whether a path can be matched as written: no `.` or `..` segment and no backslash, in its
+/// Whether a path can be matched as written: no `.` or `..` segment (its `;parameters` cut)
+/// and no backslash, in its
 /// raw form or once or twice percent-decoded, no encoded `/`, and no malformed escape. A path
 /// that fails matches no hook, so a hooked host refuses it (an origin that normalises
 /// `/a/%2e%2e/b` to `/b` would otherwise see a path no hook admitted).
@@ -376,10 +380,12 @@ fn path_is_plain(path: &str) -> bool {
         if round > 0 && text.contains(&b'/') && !path_has_same_slashes(path, &text) {
             return false;
         }
-        if text
-            .split(|b| *b == b'/')
-            .any(|seg| seg == b"." || seg == b"..")
-        {
+        // A segment's `;parameters` are cut first: servers that drop them (Tomcat, Jetty,
+        // Spring) read `..;x` as `..`.
+        if text.split(|b| *b == b'/').any(|seg| {
+            let seg = seg.split(|b| *b == b';').next().unwrap_or_default();
+            seg == b"." || seg == b".."
+        }) {
             return false;
         }
         if !text.contains(&b'%') {
@@ -493,6 +499,30 @@ mod tests {
             Some("state=open"),
             &[("x-github-api-version", "2023"), auth]
         )));
+        // Every occurrence of a constrained key or header must match, in any order, and a
+        // pair behind a `;` counts.
+        for q in [
+            "state=closed&state=open",
+            "state=open&state=closed",
+            "x=1;state=closed&state=open",
+        ] {
+            assert!(
+                !h.matches(&head("GET", "/repos/a", Some(q), &[version, auth])),
+                "{q}"
+            );
+        }
+        assert!(h.matches(&head(
+            "GET",
+            "/repos/a",
+            Some("state=open&state=triage"),
+            &[version, auth]
+        )));
+        assert!(!h.matches(&head(
+            "GET",
+            "/repos/a",
+            Some("state=open"),
+            &[version, ("x-github-api-version", "2099"), auth]
+        )));
         // Form decoding: `+` and escapes.
         let h = hook("q", &["/"]).query("q", ["a b/c"]).unwrap();
         assert!(h.matches(&head("GET", "/s", Some("q=a+b%2Fc"), &[])));
@@ -556,6 +586,12 @@ mod tests {
             "/openai/openai/x%5c..",
             "/v2/../admin",
             "/v2/%zz",
+            "/v2/%+9",
+            "/openai/openai/..;/codex",
+            "/openai/openai/..;x=1/..;/codex",
+            "/openai/openai/%2e%2e;/codex",
+            "/openai/openai/..%3b/codex",
+            "/openai/openai/.;/x",
         ] {
             assert!(!path_is_plain(bad), "{bad}");
             assert!(!h.matches(&head("GET", bad, None, &[])), "{bad}");

@@ -477,25 +477,9 @@ impl Policy {
             },
         };
         let decision = Decision::allow().with_rule(rule_of(allowed));
-        let intercept = match self.hook_guard(req, host, port) {
-            Some(Ok(())) => true,
-            Some(Err(detail)) => {
-                return Evaluation::Deny(
-                    Decision::deny(Reason::MitmRequired)
-                        .with_rule(rule_of(allowed))
-                        .with_detail(detail),
-                );
-            }
-            None => match self.mode_guard(req, port) {
-                Ok(intercept) => intercept,
-                Err(reason) => {
-                    return Evaluation::Deny(
-                        Decision::deny(reason)
-                            .with_rule(rule_of(allowed))
-                            .with_detail(format!("limited mode; {}", reason.message())),
-                    );
-                }
-            },
+        let intercept = match self.guard(req) {
+            Ok(intercept) => intercept,
+            Err(refused) => return Evaluation::Deny(refused.with_rule(rule_of(allowed))),
         };
         // A literal, or a `localhost` name (which connects to loopback without a lookup),
         // needs no address check; any other name does: for local protection, and for IP deny
@@ -510,6 +494,34 @@ impl Policy {
                 decision,
                 intercept,
             }
+        }
+    }
+
+    /// The guards that follow the allowlist, for a request admitted by it or by a decider
+    /// (which must not skip them): a hooked host only through interception, then limited mode.
+    /// `Ok(intercept)`: whether the tunnel is to be intercepted; `Err` the refusal (no rule:
+    /// the caller adds the one that admitted the request).
+    ///
+    /// ```
+    /// use proxy_core::{Mode, Protocol, Reason, RequestMeta, Target};
+    /// use proxy_policy::Policy;
+    /// let mut b = Policy::builder();
+    /// b.mode(Mode::Limited);
+    /// let policy = b.build()?;
+    /// let post = RequestMeta::new(Protocol::Http, Target::parse_authority("x.test:80", 80).unwrap()).with_method("POST");
+    /// assert_eq!(policy.guard(&post).unwrap_err().reason, Some(Reason::MethodNotAllowed));
+    /// # Ok::<(), proxy_policy::Error>(())
+    /// ```
+    pub fn guard(&self, req: &RequestMeta) -> Result<bool, Decision> {
+        let Target::Net { host, port } = &req.target else {
+            return Ok(false);
+        };
+        match self.hook_guard(req, host, *port) {
+            Some(Ok(())) => Ok(true),
+            Some(Err(detail)) => Err(Decision::deny(Reason::MitmRequired).with_detail(detail)),
+            None => self.mode_guard(req, *port).map_err(|reason| {
+                Decision::deny(reason).with_detail(format!("limited mode; {}", reason.message()))
+            }),
         }
     }
 

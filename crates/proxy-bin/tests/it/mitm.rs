@@ -390,15 +390,25 @@ async fn hooks_in_full_mode_admit_what_they_match_and_apply_their_actions() {
     );
     assert_eq!(seen[0].header("x-debug"), None);
     assert_eq!(seen[0].header("x-keep"), Some("1"));
+    // A client's `Connection` header naming the injected one cannot remove it.
+    let r = curl()
+        .arg("--http1.1")
+        .header("Connection: authorization")
+        .get(url("/repos/c"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        good.seen()[1].header("authorization"),
+        Some("Bearer real-hook-secret-value")
+    );
     // A matching POST goes through in full mode, over HTTP/2 too; a glob path matches.
     let r = curl()
         .arg("--http2")
         .args(["-X", "POST", "-d", "x=1"])
         .get(url("/api/v1/items"));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(good.seen().len(), 2);
+    assert_eq!(good.seen().len(), 3);
     assert_eq!(
-        good.seen()[1].header("authorization"),
+        good.seen()[2].header("authorization"),
         Some("Bearer real-hook-secret-value")
     );
 
@@ -408,6 +418,7 @@ async fn hooks_in_full_mode_admit_what_they_match_and_apply_their_actions() {
         "/api/v1/x/items",
         "/repos/%2e%2e/admin",
         "/repos/a/%2E%2E/%2E%2E/admin",
+        "/repos/a/..;/..;/admin",
     ] {
         let r = curl().arg("--path-as-is").get(url(path));
         assert_eq!(r.status, 403, "{path}: {}", r.text());
@@ -418,7 +429,7 @@ async fn hooks_in_full_mode_admit_what_they_match_and_apply_their_actions() {
     assert_eq!(json_of(&r)["reason"], "mitm_hook_denied");
     assert_eq!(
         good.seen().len(),
-        2,
+        3,
         "no refused request reached the origin"
     );
 
@@ -463,7 +474,7 @@ async fn hooks_in_full_mode_admit_what_they_match_and_apply_their_actions() {
     assert_eq!(json_of(&r)["reason"], "method_not_allowed");
     let r = curl().get(url("/repos/a/c"));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(good.seen().len(), 3);
+    assert_eq!(good.seen().len(), 4);
 
     let stderr = s.stop();
     assert!(!stderr.contains("real-hook-secret-value"), "{stderr}");

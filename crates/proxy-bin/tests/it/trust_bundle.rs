@@ -657,5 +657,9 @@ inject_request_headers = [{ name = "x-hook-token", secret_env_var = "GIT_HOOK_SE
             .any(|d| d["decision"] == "deny" && d["reason"] == "mitm_hook_denied"),
         "{v:#}"
     );
-    assert!(!out.stderr.contains("hook-secret-for-git"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("hook-secret-for-git"),
+        "{}",
+        out.stderr
+    );
 }
