@@ -405,9 +405,74 @@ struct Tunnel<G> {
     relay: RelaySlot,
 }
 
+/// At most this much of a refused request's body is read (and thrown away) before the refusal is
+/// sent, so that a client still sending a small body gets the answer cleanly rather than a
+/// reset stream; a larger or slower body is cut short.
+const REFUSED_BODY_DRAIN: usize = 64 * 1024;
+/// How long a refused request's body is read for, at most.
+const REFUSED_BODY_WAIT: Duration = Duration::from_secs(1);
+
+/// Reads and discards a refused request's body, within [`REFUSED_BODY_DRAIN`] and
+/// [`REFUSED_BODY_WAIT`].
+async fn drain(mut body: Incoming) {
+    use hyper::body::Body as _;
+    let read = async {
+        let mut seen = 0usize;
+        while seen <= REFUSED_BODY_DRAIN && !body.is_end_stream() {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    seen += frame.data_ref().map_or(0, bytes::Bytes::len);
+                }
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSED_BODY_WAIT, read).await;
+}
+
 impl<G: Gate> Tunnel<G> {
     async fn serve(&self, req: Request<Incoming>) -> Response<Body> {
-        let named = named_target(&req);
+        let (inner, verdict) = match self.judge(&req).await {
+            Ok(judged) => judged,
+            Err(refusal) => {
+                drain(req.into_body()).await;
+                return refusal;
+            }
+        };
+        // The actions in force now, all of them there (a reload may have removed one: the
+        // request is then refused rather than sent without it).
+        let actions = self.actions.load_full();
+        if let Some(missing) = verdict.actions.iter().find(|a| !actions.contains(a)) {
+            let refused = proxy_core::Decision::deny(Reason::MitmHookDenied).with_detail(format!(
+                "the action {missing} of hook {} is not loaded",
+                verdict.hook.as_deref().unwrap_or_default()
+            ));
+            drain(req.into_body()).await;
+            return proxy_http::blocked(&refused, &inner);
+        }
+        let sender = match &self.upstream {
+            Ok(s) => s,
+            Err(f) => return proxy_http::failure(f),
+        };
+        let apply = |headers: &mut HeaderMap| {
+            for name in &verdict.actions {
+                // Checked above; the set cannot change under this `Arc`.
+                let _applied = actions.apply(name, headers);
+            }
+        };
+        match self.forward(sender, req, apply).await {
+            Ok(resp) => resp,
+            Err(f) => proxy_http::failure(&f),
+        }
+    }
+
+    /// Judges one request read inside the tunnel: its inner request and verdict, or the
+    /// refusal to send (405 for a nested `CONNECT`, 400 for another host, the gate's 403).
+    async fn judge(
+        &self,
+        req: &Request<Incoming>,
+    ) -> Result<(RequestMeta, proxy_core::InnerVerdict), Response<Body>> {
+        let named = named_target(req);
         let headers: Vec<(&str, &str)> = req
             .headers()
             .iter()
@@ -426,11 +491,11 @@ impl<G: Gate> Tunnel<G> {
             self.gate
                 .admit_inner(&self.meta, &self.route, &inner, &head)
                 .await;
-            return error_body(
+            return Err(error_body(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "CONNECT is not supported inside an intercepted tunnel",
-            );
+            ));
         }
         let target = match named {
             Some(t) if t == self.meta.target => t,
@@ -444,11 +509,11 @@ impl<G: Gate> Tunnel<G> {
                         .admit_inner(&self.meta, &self.route, &inner, &head)
                         .await;
                 }
-                return error_body(
+                return Err(error_body(
                     StatusCode::BAD_REQUEST,
                     "host_mismatch",
                     "host mismatch: the request's Host must be the tunnel's target",
-                );
+                ));
             }
         };
         let mut inner =
@@ -463,34 +528,10 @@ impl<G: Gate> Tunnel<G> {
             .gate
             .admit_inner(&self.meta, &self.route, &inner, &head)
             .await;
-        drop(headers);
         if !verdict.decision.is_allowed() {
-            return proxy_http::blocked(&verdict.decision, &inner);
+            return Err(proxy_http::blocked(&verdict.decision, &inner));
         }
-        // The actions in force now, all of them there (a reload may have removed one: the
-        // request is then refused rather than sent without it).
-        let actions = self.actions.load_full();
-        if let Some(missing) = verdict.actions.iter().find(|a| !actions.contains(a)) {
-            let refused = proxy_core::Decision::deny(Reason::MitmHookDenied).with_detail(format!(
-                "the action {missing} of hook {} is not loaded",
-                verdict.hook.as_deref().unwrap_or_default()
-            ));
-            return proxy_http::blocked(&refused, &inner);
-        }
-        let sender = match &self.upstream {
-            Ok(s) => s,
-            Err(f) => return proxy_http::failure(f),
-        };
-        let apply = |headers: &mut HeaderMap| {
-            for name in &verdict.actions {
-                // Checked above; the set cannot change under this `Arc`.
-                let _applied = actions.apply(name, headers);
-            }
-        };
-        match self.forward(sender, req, apply).await {
-            Ok(resp) => resp,
-            Err(f) => proxy_http::failure(&f),
-        }
+        Ok((inner, verdict))
     }
 
     /// Sends `req` upstream: hop-by-hop headers removed (a websocket handshake keeps its own),

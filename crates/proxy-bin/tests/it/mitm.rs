@@ -340,6 +340,11 @@ methods = ["GET", "POST"]
 path_prefixes = ["/repos/", "pattern:/api/*/items"]
 action = ["auth"]
 
+[network.mitm.hooks.socks-read]
+host = "hooked-socks.test"
+methods = ["GET"]
+path_prefixes = ["/read"]
+
 [network.mitm.actions.auth]
 strip_request_headers = ["x-debug"]
 inject_request_headers = [{ name = "authorization", secret_env_var = "HOOK_SECRET", prefix = "Bearer " }]
@@ -357,15 +362,40 @@ async fn hooks_in_full_mode_admit_what_they_match_and_apply_their_actions() {
     let good = TlsOrigin::start("good", ip, &trusted, &["secure.test"])
         .await
         .unwrap();
+    // SOCKS5 reaches a hooked host on port 443 only (one test at a time may bind this one).
+    let socks443 = TlsOrigin::start_at(
+        "hooked443",
+        "127.0.0.45:443".parse().unwrap(),
+        &trusted,
+        &["hooked-socks.test"],
+    )
+    .await
+    .unwrap();
     resolves(&dns, "secure.test", "127.0.0.2");
     resolves(&dns, "udp.test", "127.0.0.2");
-    let b = serve().dns(&dns).public().socks().admin().config(HOOKS);
+    resolves(&dns, "hooked-socks.test", "127.0.0.45");
+    let b = serve()
+        .dns(&dns)
+        .args(&[
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\", \"127.0.0.45/32\"]",
+        ])
+        .socks()
+        .admin()
+        .config(HOOKS);
     let roots = b.path().join("upstream-roots.pem");
     std::fs::write(&roots, trusted.cert_pem()).unwrap();
     let s = b
         .env("SSL_CERT_FILE", &roots.display().to_string())
         .env("HOOK_SECRET", "real-hook-secret-value")
-        .args(&["--allow", "secure.test", "--allow", "udp.test"])
+        .args(&[
+            "--allow",
+            "secure.test",
+            "--allow",
+            "udp.test",
+            "--allow",
+            "hooked-socks.test",
+        ])
         .start();
     let ca = s.path().join("home").join("ca").join("ca.pem");
     let curl = || {
@@ -432,6 +462,23 @@ async fn hooks_in_full_mode_admit_what_they_match_and_apply_their_actions() {
         3,
         "no refused request reached the origin"
     );
+
+    // SOCKS5 to a hooked host's port 443 is intercepted the same way, in full mode.
+    let socks = || {
+        Curl::via(format!("socks5h://{}", s.socks.as_deref().unwrap()))
+            .arg("--cacert")
+            .arg(&ca)
+    };
+    let r = socks().get("https://hooked-socks.test/read/1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = socks().get("https://hooked-socks.test/write");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(json_of(&r)["reason"], "mitm_hook_denied");
+    assert_eq!(socks443.seen().len(), 1);
+    // Another port of it cannot be intercepted: refused before any connection.
+    let r = socks().get("http://hooked-socks.test:80/read/2");
+    assert_ne!(r.status, 200, "{}", r.text());
+    assert_eq!(socks443.seen().len(), 1);
 
     // Plain HTTP to a hooked host is refused before any connection.
     let r = curl().get(format!("http://secure.test:{}/repos/a", good.addr().port()));
