@@ -431,13 +431,7 @@ pub fn judge_inner(
             inner.target, tunnel.target
         )));
     }
-    if mode == Mode::Limited
-        && (inner.upgrade
-            || !inner
-                .method
-                .as_deref()
-                .is_some_and(|m| mode.allows_method(m)))
-    {
+    if mode == Mode::Limited && (inner.upgrade || !inner.methods_allowed_in(mode)) {
         let reason = Reason::MethodNotAllowed;
         return with_rule(
             Decision::deny(reason).with_detail(format!("limited mode; {}", reason.message())),

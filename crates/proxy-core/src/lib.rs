@@ -43,6 +43,6 @@ pub use host::{Host, HostError};
 pub use intercept::{Intercepted, Interceptor, NoInterception};
 pub use lease::{HeldLease, Lease, LeaseHolder, Revoked, Revoker};
 pub use target::{
-    AuthorityError, Mode, Protocol, RequestMeta, Target, UnknownMode, UnknownProtocol,
-    split_authority,
+    AuthorityError, METHOD_OVERRIDE_HEADERS, Mode, Protocol, RequestMeta, Target, UnknownMode,
+    UnknownProtocol, method_override, split_authority,
 };

@@ -287,6 +287,42 @@ impl fmt::Display for Target {
     }
 }
 
+/// The headers some frameworks read to apply another method than the request's own (a `GET`
+/// that a server treats as `DELETE`).
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The method a request's override headers ask for, given its headers as (lower-case name,
+/// value) pairs: `None` when it has none; the value trimmed when there is one; `"?"` (which no
+/// mode's method list holds) when there are several or one is not text, so limited mode refuses
+/// what it cannot read.
+///
+/// ```
+/// use proxy_core::method_override;
+/// let h = |pairs: &[(&'static str, &'static [u8])]| method_override(pairs.iter().copied());
+/// assert_eq!(h(&[("accept", b"*/*")]), None);
+/// assert_eq!(h(&[("x-http-method-override", b" DELETE ")]).as_deref(), Some("DELETE"));
+/// assert_eq!(h(&[("x-http-method", b"GET"), ("x-method-override", b"PUT")]).as_deref(), Some("?"));
+/// ```
+pub fn method_override<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Option<String> {
+    let mut found = headers.filter(|(n, _)| {
+        METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(n))
+    });
+    let (_, first) = found.next()?;
+    if found.next().is_some() {
+        return Some("?".to_owned());
+    }
+    Some(match std::str::from_utf8(first) {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_owned(),
+        _ => "?".to_owned(),
+    })
+}
+
 /// One request as a front-end parsed it, ready for the [`Gate`](crate::Gate).
 ///
 /// ```
@@ -309,6 +345,10 @@ pub struct RequestMeta {
     /// True for a protocol upgrade (a websocket `GET` with `Upgrade`): after the upgrade the
     /// connection is an opaque tunnel, so limited mode refuses it.
     pub upgrade: bool,
+    /// The method a method-override header asks the origin to apply instead
+    /// (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`; see
+    /// [`method_override`]): limited mode judges it as well as the method.
+    pub method_override: Option<String>,
     /// For an `x-unix-socket` request, why it may come from a web page rather than a local
     /// client (a Host that is not local, an `Origin` or `Sec-Fetch-*` header): the gate refuses
     /// it as `unix_socket_cross_origin`. `None` when nothing points to a browser.
@@ -324,8 +364,27 @@ impl RequestMeta {
             method: None,
             client: None,
             upgrade: false,
+            method_override: None,
             cross_origin: None,
         }
+    }
+
+    /// Whether `mode` allows its method and the method an override header asks for.
+    pub fn methods_allowed_in(&self, mode: Mode) -> bool {
+        self.method
+            .as_deref()
+            .is_some_and(|m| mode.allows_method(m))
+            && self
+                .method_override
+                .as_deref()
+                .is_none_or(|m| mode.allows_method(m))
+    }
+
+    /// Records the method an override header asks for (see [`method_override`]).
+    #[must_use]
+    pub fn with_method_override(mut self, method: impl Into<String>) -> Self {
+        self.method_override = Some(method.into());
+        self
     }
 
     /// Sets the method.

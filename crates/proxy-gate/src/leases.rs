@@ -136,6 +136,7 @@ fn refusal(policy: &Policy, own: &OwnAddrs, h: &Held) -> Option<Decision> {
     let meta = if h.meta.protocol == Protocol::Http && !h.meta.upgrade {
         reusable = RequestMeta {
             method: Some("GET".to_owned()),
+            method_override: None,
             ..h.meta.clone()
         };
         &reusable

@@ -12,7 +12,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use proxy_core::{
     Admission, Decision, Dialer, Failure, Gate, Host, Intercepted, Interceptor, Lease, Protocol,
-    Reason, RequestMeta, Route, Target, UpstreamFailure, Via, split_authority,
+    Reason, RequestMeta, Route, Target, UpstreamFailure, Via, method_override, split_authority,
 };
 use proxy_io::{Stream, tunnel_until};
 use tokio::sync::OwnedSemaphorePermit;
@@ -266,6 +266,11 @@ where
     if websocket {
         meta = meta.with_upgrade();
     }
+    meta.method_override = method_override(
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
     if let Err(msg) = check_host_header(req.headers(), &meta, default_port) {
         return respond::bad_request(msg);
     }

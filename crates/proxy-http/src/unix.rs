@@ -69,6 +69,11 @@ where
     if let Some(why) = cross_origin(&req) {
         meta = meta.with_cross_origin(why);
     }
+    meta.method_override = proxy_core::method_override(
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
     let route = match admit(&*shared.gate, &meta, not_a_tunnel).await {
         Ok(r) => r,
         Err(resp) => return resp,

@@ -524,6 +524,11 @@ impl<G: Gate> Tunnel<G> {
         if is_upgrade(req.headers()) {
             inner = inner.with_upgrade();
         }
+        inner.method_override = proxy_core::method_override(
+            req.headers()
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        );
         let verdict = self
             .gate
             .admit_inner(&self.meta, &self.route, &inner, &head)

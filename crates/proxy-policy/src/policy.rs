@@ -568,10 +568,8 @@ impl Policy {
         match req.protocol {
             // An upgrade becomes an opaque tunnel where methods cannot be enforced.
             Protocol::Http | Protocol::Https if req.upgrade => Err(Reason::MethodNotAllowed),
-            Protocol::Http | Protocol::Https => match req.method.as_deref() {
-                Some(m) if self.mode.allows_method(m) => Ok(false),
-                _ => Err(Reason::MethodNotAllowed),
-            },
+            Protocol::Http | Protocol::Https if req.methods_allowed_in(self.mode) => Ok(false),
+            Protocol::Http | Protocol::Https => Err(Reason::MethodNotAllowed),
             Protocol::HttpsConnect => {
                 if self.interception {
                     Ok(true)
@@ -611,12 +609,7 @@ impl Policy {
                 }
             }
         };
-        if self.mode == Mode::Limited
-            && !req
-                .method
-                .as_deref()
-                .is_some_and(|m| self.mode.allows_method(m))
-        {
+        if self.mode == Mode::Limited && !req.methods_allowed_in(self.mode) {
             return Evaluation::Deny(Decision::deny(Reason::MethodNotAllowed).with_rule(rule));
         }
         Evaluation::Allow {

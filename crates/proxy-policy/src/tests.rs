@@ -614,6 +614,39 @@ fn limited_mode() {
     check("mode=full allow=x.com", "http DELETE x.com", "resolve");
 }
 
+/// A method-override header asks the origin for another method: limited mode judges it too.
+#[test]
+fn limited_mode_judges_a_method_override() {
+    let policy = policy("mode=limited allow=1.2.3.4");
+    let get = |over: Option<&str>| {
+        let mut m = RequestMeta::new(
+            Protocol::Http,
+            Target::parse_authority("1.2.3.4:80", 80).unwrap(),
+        )
+        .with_method("GET");
+        m.method_override = over.map(str::to_owned);
+        policy.evaluate(&m).decision().reason
+    };
+    assert_eq!(get(None), None);
+    assert_eq!(get(Some("HEAD")), None);
+    assert_eq!(get(Some("DELETE")), Some(Reason::MethodNotAllowed));
+    assert_eq!(get(Some("?")), Some(Reason::MethodNotAllowed));
+    // Full mode allows any method, overridden or not.
+    let m = RequestMeta::new(
+        Protocol::Http,
+        Target::parse_authority("1.2.3.4:80", 80).unwrap(),
+    )
+    .with_method("GET")
+    .with_method_override("DELETE");
+    assert_eq!(
+        super::tests::policy("allow=1.2.3.4")
+            .evaluate(&m)
+            .decision()
+            .reason,
+        None
+    );
+}
+
 #[test]
 fn a_hooked_host_is_reached_only_through_interception_in_any_mode() {
     // Full mode: tunnels to it are intercepted, at any CONNECT port, and SOCKS to 443.

@@ -148,6 +148,14 @@ async fn limited_mode_is_judged_inside_tls() {
     assert_eq!(v["protocol"], "https");
     assert_eq!(v["host"], "secure.test");
     assert_eq!(t.good.seen().len(), 2, "the origin never saw the POST");
+    // A GET that asks the origin to apply DELETE instead is refused the same way.
+    let r = t
+        .http()
+        .header("X-HTTP-Method-Override: DELETE")
+        .get(t.url("override"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(json_of(&r)["reason"], "method_not_allowed");
+    assert_eq!(t.good.seen().len(), 2, "the origin never saw it");
 
     // A Host that is not the tunnel's target: 400, never forwarded.
     let r = t
