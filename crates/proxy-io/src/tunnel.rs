@@ -60,8 +60,9 @@ impl Activity {
     }
 }
 
-/// Copies `from` to `to` until EOF, an error, the idle timeout, or `stop` (then without the
-/// half-close: the caller drops both ends).
+/// Copies `from` to `to` until EOF, an error, the idle timeout (no byte either way, or a write
+/// the peer does not take, for `idle`), or `stop` (then without the half-close: the caller
+/// drops both ends).
 async fn pump<R, W, S>(
     mut from: R,
     mut to: W,
@@ -117,7 +118,20 @@ where
                     Some(b) => b,
                     None => &small,
                 };
-                if to.write_all(&buf[..n]).await.is_err() {
+                // A peer that reads nothing must not hold the tunnel (and both its sockets)
+                // forever: a write that cannot finish within `idle` ends it, as does `stop`.
+                let written = tokio::select! {
+                    biased;
+                    r = to.write_all(&buf[..n]) => r.is_ok(),
+                    () = tokio::time::sleep(idle) => false,
+                    () = stop.as_mut() => {
+                        if let Some(b) = large.take() {
+                            give_back(b);
+                        }
+                        return total;
+                    }
+                };
+                if !written {
                     break;
                 }
                 if n == cap && large.is_none() {
@@ -300,6 +314,22 @@ mod tests {
             "the tunnel stayed open for {:?}",
             start.elapsed()
         );
+    }
+
+    /// A client that reads nothing while the other side keeps sending: the write toward it
+    /// stalls, and the tunnel still ends within a few idle periods.
+    #[tokio::test]
+    async fn a_peer_that_reads_nothing_does_not_hold_the_tunnel() {
+        let (_a_client, a_proxy) = tokio::io::duplex(1024);
+        let (b_proxy, mut b_server) = tokio::io::duplex(1024);
+        let writer = tokio::spawn(async move {
+            let chunk = vec![7u8; 16 * 1024];
+            while b_server.write_all(&chunk).await.is_ok() {}
+        });
+        let idle = Duration::from_secs(1);
+        let r = tokio::time::timeout(idle * 3, tunnel(a_proxy, b_proxy, idle)).await;
+        assert!(r.is_ok(), "a stalled write held the tunnel");
+        writer.abort();
     }
 }
 
