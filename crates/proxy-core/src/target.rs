@@ -306,13 +306,19 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 /// assert_eq!(h(&[("accept", b"*/*")]), None);
 /// assert_eq!(h(&[("x-http-method-override", b" DELETE ")]).as_deref(), Some("DELETE"));
 /// assert_eq!(h(&[("x-http-method", b"GET"), ("x-method-override", b"PUT")]).as_deref(), Some("?"));
+/// assert_eq!(h(&[("x_http_method_override", b"DELETE")]).as_deref(), Some("DELETE"));
 /// ```
 pub fn method_override<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Option<String> {
-    let mut found = headers.filter(|(n, _)| {
-        METHOD_OVERRIDE_HEADERS
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(n))
-    });
+    // `_` is read as `-`: stacks that turn headers into CGI-style variables (CGI, WSGI, Rack)
+    // give `X_HTTP_Method_Override` the same name as the dashed header.
+    let same = |o: &str, n: &str| {
+        o.len() == n.len()
+            && o.bytes().zip(n.bytes()).all(|(a, b)| {
+                let b = if b == b'_' { b'-' } else { b };
+                a.eq_ignore_ascii_case(&b)
+            })
+    };
+    let mut found = headers.filter(|(n, _)| METHOD_OVERRIDE_HEADERS.iter().any(|o| same(o, n)));
     let (_, first) = found.next()?;
     if found.next().is_some() {
         return Some("?".to_owned());

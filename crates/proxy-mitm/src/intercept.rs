@@ -119,9 +119,15 @@ impl<G: Gate + 'static> MitmInterceptor<G> {
         roots: impl IntoIterator<Item = CertificateDer<'static>>,
     ) -> Result<Self, MitmError> {
         let mut store = rustls::RootCertStore::empty();
-        let (added, _ignored) = store.add_parsable_certificates(roots);
+        let (added, ignored) = store.add_parsable_certificates(roots);
         if added == 0 {
             return Err(MitmError::NoRoots);
+        }
+        if ignored > 0 {
+            tracing::warn!(
+                ignored,
+                "mitm: upstream root certificates that cannot be parsed are left out"
+            );
         }
         let mut server = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
@@ -413,9 +419,18 @@ const REFUSED_BODY_DRAIN: usize = 64 * 1024;
 const REFUSED_BODY_WAIT: Duration = Duration::from_secs(1);
 
 /// Reads and discards a refused request's body, within [`REFUSED_BODY_DRAIN`] and
-/// [`REFUSED_BODY_WAIT`].
-async fn drain(mut body: Incoming) {
+/// [`REFUSED_BODY_WAIT`]; not when the client waits for `100 Continue` before sending it
+/// (reading would send the `100` and invite the upload).
+async fn drain(req: Request<Incoming>) {
     use hyper::body::Body as _;
+    let waits = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits {
+        return;
+    }
+    let mut body = req.into_body();
     let read = async {
         let mut seen = 0usize;
         while seen <= REFUSED_BODY_DRAIN && !body.is_end_stream() {
@@ -435,7 +450,7 @@ impl<G: Gate> Tunnel<G> {
         let (inner, verdict) = match self.judge(&req).await {
             Ok(judged) => judged,
             Err(refusal) => {
-                drain(req.into_body()).await;
+                drain(req).await;
                 return refusal;
             }
         };
@@ -447,7 +462,7 @@ impl<G: Gate> Tunnel<G> {
                 "the action {missing} of hook {} is not loaded",
                 verdict.hook.as_deref().unwrap_or_default()
             ));
-            drain(req.into_body()).await;
+            drain(req).await;
             return proxy_http::blocked(&refused, &inner);
         }
         let sender = match &self.upstream {
@@ -460,7 +475,14 @@ impl<G: Gate> Tunnel<G> {
                 let _applied = actions.apply(name, headers);
             }
         };
-        match self.forward(sender, req, apply).await {
+        // A websocket is held like a tunnel: a narrower policy (limited mode, the host no
+        // longer allowed) revokes it, and its relay ends.
+        let lease = if inner.upgrade {
+            self.gate.hold(&inner, &self.route)
+        } else {
+            proxy_core::Lease::none()
+        };
+        match self.forward(sender, req, apply, lease).await {
             Ok(resp) => resp,
             Err(f) => proxy_http::failure(&f),
         }
@@ -547,6 +569,7 @@ impl<G: Gate> Tunnel<G> {
         sender: &Mutex<Sender>,
         mut req: Request<Incoming>,
         apply: impl FnOnce(&mut HeaderMap),
+        lease: proxy_core::Lease,
     ) -> Result<Response<Body>, Failure> {
         let authority = authority_of(&self.meta.target);
         let upgrade =
@@ -594,7 +617,7 @@ impl<G: Gate> Tunnel<G> {
         };
         let mut resp = pending.map_err(broken)?;
         if let Some(u) = upgrade {
-            return u.answer(resp, &self.relay);
+            return u.answer(resp, &self.relay, lease);
         }
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Err(websocket::unasked_switch());

@@ -534,3 +534,62 @@ async fn a_websocket_over_an_http2_upstream_is_a_clear_502() {
     assert_eq!(*origin.alpn.lock().unwrap(), [Some(b"h2".to_vec())]);
     assert!(origin.handshakes().is_empty());
 }
+
+/// A websocket is held like a tunnel: when the gate revokes its lease (a narrower policy), the
+/// relay ends and the session with it.
+#[tokio::test]
+async fn a_revoked_websocket_is_closed() {
+    let upstream_ca = TestCa::new().unwrap();
+    let origin = WsOrigin::start(&upstream_ca).await;
+    let mitm = Mitm::new(Mode::Full, &upstream_ca, Duration::from_secs(60));
+    let (tls, session) = mitm.tunnel(origin.addr).await;
+    let (mut ws, _) = within(
+        "handshake",
+        tokio_tungstenite::client_async(format!("wss://{HOST}/chat"), tls),
+    )
+    .await
+    .unwrap();
+    within("text", ws.send(Message::text("before")))
+        .await
+        .unwrap();
+    let echoed = within("echo", ws.next()).await.unwrap().unwrap();
+    assert_eq!(echoed, Message::text("before"));
+    // One lease, for the upgraded inner request.
+    let held = mitm.gate.held();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(held[0].upgrade && held[0].protocol == Protocol::Https);
+    assert_eq!(mitm.gate.revoke(|m| m.upgrade), 1);
+    // The relay ends: the client sees its connection close, the session returns.
+    loop {
+        match within("the close", ws.next()).await {
+            Some(Ok(Message::Text(t))) => panic!("relayed after the revocation: {t}"),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    within("the session's end", session).await.unwrap();
+}
+
+/// A `101` that does not answer the websocket handshake (no accept value of the client's key)
+/// is not relayed: a 502.
+#[tokio::test]
+async fn a_switch_without_the_websockets_accept_value_is_a_502() {
+    let upstream_ca = TestCa::new().unwrap();
+    let (addr, origin) = switching_origin(&upstream_ca).await;
+    let mitm = Mitm::new(Mode::Full, &upstream_ca, Duration::from_secs(60));
+    let (tls, session) = mitm.tunnel(addr).await;
+    let err = within(
+        "handshake",
+        tokio_tungstenite::client_async(format!("wss://{HOST}/chat"), tls),
+    )
+    .await
+    .unwrap_err();
+    let tungstenite::Error::Http(resp) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(resp.status(), 502);
+    let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
+    assert!(body.contains("not a websocket handshake"), "{body}");
+    within("the session's end", session).await.unwrap();
+    origin.abort();
+}

@@ -243,7 +243,13 @@ impl Hook {
     /// Whether `head` matches it: method, then path (never a path with a dot segment or an
     /// encoded separator, in any spelling), then every query and header constraint.
     pub fn matches(&self, head: &RequestHead<'_>) -> bool {
-        if !self.methods.iter().any(|m| m == head.method) {
+        // A method-override header asks the origin for another method: it must be one of the
+        // hook's methods too.
+        let overridden =
+            proxy_core::method_override(head.headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+        if !self.methods.iter().any(|m| m == head.method)
+            || overridden.is_some_and(|o| !self.methods.contains(&o))
+        {
             return false;
         }
         if !path_is_plain(head.path) || !self.paths.iter().any(|p| p.matches_path(head.path)) {
@@ -460,6 +466,30 @@ mod tests {
             HookVerdict::NoHooks
         );
         assert!(hooks.is_hooked(&host) && !hooks.is_hooked(&other));
+    }
+
+    #[test]
+    fn a_method_override_must_be_one_of_the_hooks_methods() {
+        let h = Hook::new("r", "api.github.com")
+            .unwrap()
+            .methods(["GET"])
+            .unwrap()
+            .path_prefixes(["/"])
+            .unwrap();
+        assert!(h.matches(&head("GET", "/x", None, &[])));
+        assert!(h.matches(&head(
+            "GET",
+            "/x",
+            None,
+            &[("x-http-method-override", "GET")]
+        )));
+        assert!(!h.matches(&head(
+            "GET",
+            "/x",
+            None,
+            &[("x-http-method-override", "DELETE")]
+        )));
+        assert!(!h.matches(&head("GET", "/x", None, &[("x_http_method", "PUT")])));
     }
 
     #[test]

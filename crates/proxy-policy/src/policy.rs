@@ -554,9 +554,12 @@ impl Policy {
             Protocol::Socks5Udp => Err(
                 "the host has MITM hooks; UDP to it (HTTP/3) would bypass them".to_owned(),
             ),
-            Protocol::Http | Protocol::Https => Err(
+            Protocol::Http => Err(
                 "the host has MITM hooks, which apply inside intercepted TLS only: use https:// through CONNECT".to_owned(),
             ),
+            // Inside an intercepted tunnel (a held websocket re-judged): its hooks were
+            // matched by `judge_inner`; the mode still applies.
+            Protocol::Https => return None,
         })
     }
 

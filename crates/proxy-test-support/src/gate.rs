@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use proxy_core::{
-    Admission, Decision, Gate, InnerVerdict, Mode, Reason, RequestHead, RequestMeta, Route,
-    judge_inner,
+    Admission, Decision, Gate, InnerVerdict, Lease, LeaseHolder, Mode, Reason, RequestHead,
+    RequestMeta, Revoker, Route, judge_inner,
 };
 
 /// Answers each request by its host (`server_address`: the canonical host, or `unix-socket`):
@@ -37,6 +37,17 @@ pub struct StubGate {
     mode: Mutex<Mode>,
     seen: Mutex<Vec<RequestMeta>>,
     inner: Mutex<Vec<(RequestMeta, Decision)>>,
+    /// The leases [`Gate::hold`] gave, with their revokers, and the holder they refer to.
+    leases: Mutex<Vec<(RequestMeta, Revoker)>>,
+    holder: std::sync::OnceLock<Arc<NoHolder>>,
+}
+
+/// Holds nothing: the stub's leases are only revoked, never released to anyone.
+#[derive(Debug)]
+struct NoHolder;
+
+impl LeaseHolder for NoHolder {
+    fn release(&self, _id: u64) {}
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,6 +85,19 @@ impl StubGate {
         *lock(&self.others) = Some(a);
     }
 
+    /// Revokes every lease [`Gate::hold`] gave for a request `matching`; how many.
+    pub fn revoke(&self, matching: impl Fn(&RequestMeta) -> bool) -> usize {
+        lock(&self.leases)
+            .iter()
+            .filter(|(m, r)| matching(m) && r.revoke())
+            .count()
+    }
+
+    /// The requests [`Gate::hold`] gave a lease, in order.
+    pub fn held(&self) -> Vec<RequestMeta> {
+        lock(&self.leases).iter().map(|(m, _)| m.clone()).collect()
+    }
+
     /// Judges requests inside intercepted tunnels in `mode`.
     pub fn set_mode(&self, mode: Mode) {
         *lock(&self.mode) = mode;
@@ -92,6 +116,16 @@ impl StubGate {
 }
 
 impl Gate for StubGate {
+    /// A lease [`StubGate::revoke`] can revoke.
+    fn hold(&self, meta: &RequestMeta, _route: &Route) -> Lease {
+        let holder: Arc<dyn LeaseHolder> = self.holder.get_or_init(|| Arc::new(NoHolder)).clone();
+        let mut leases = lock(&self.leases);
+        let id = leases.len() as u64;
+        let (lease, revoker) = Lease::new(id, Arc::downgrade(&holder));
+        leases.push((meta.clone(), revoker));
+        lease
+    }
+
     async fn admit(&self, meta: &RequestMeta) -> Admission {
         lock(&self.seen).push(meta.clone());
         let host = meta.target.server_address();

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use proxy_core::{Failure, UpstreamFailure};
+use proxy_core::{Failure, Lease, UpstreamFailure};
 use proxy_http::Body;
 use tokio::sync::Notify;
 
@@ -93,16 +93,27 @@ impl Drop for Attempt {
 pub(super) struct Relay {
     client: OnUpgrade,
     upstream: OnUpgrade,
+    /// The websocket's lease: revoked when a narrower policy no longer allows it.
+    lease: Lease,
 }
 
 impl Relay {
-    /// Relays bytes both ways until both sides end, or nothing moved either way for `idle`.
+    /// Relays bytes both ways until both sides end, nothing moved either way for `idle`, or the
+    /// lease is revoked.
     pub(super) async fn run(self, idle: Duration) {
+        let Self {
+            client,
+            upstream,
+            lease,
+        } = self;
         // Both are handed over as their connections end (at once, after the `101`).
-        let both = async { tokio::join!(self.client, self.upstream) };
+        let both = async { tokio::join!(client, upstream) };
         match tokio::time::timeout(super::HANDSHAKE_WAIT, both).await {
             Ok((Ok(client), Ok(upstream))) => {
-                proxy_io::tunnel(TokioIo::new(client), TokioIo::new(upstream), idle).await;
+                proxy_io::tunnel_until(TokioIo::new(client), TokioIo::new(upstream), idle, || {
+                    lease.revoked()
+                })
+                .await;
             }
             Ok((client, upstream)) => tracing::debug!(
                 client_ok = client.is_ok(),
@@ -134,7 +145,21 @@ impl RelaySlot {
 pub(super) struct Upgrade {
     client: OnUpgrade,
     kept: Vec<(HeaderName, HeaderValue)>,
+    /// The client's `Sec-WebSocket-Key`, when it sent exactly one.
+    key: Option<HeaderValue>,
     attempt: Attempt,
+}
+
+/// The value RFC 6455 §1.3 appends to the key before hashing it.
+const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// `Sec-WebSocket-Accept` for `key`: base64 of the SHA-1 of the key and the GUID.
+fn accept_value(key: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(WEBSOCKET_GUID);
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
 }
 
 impl Upgrade {
@@ -142,17 +167,43 @@ impl Upgrade {
     /// notes the handshake's headers; from now on an end of the upstream connection does not
     /// end the session by itself.
     pub(super) fn take(req: &mut Request<Incoming>, watch: &Arc<UpstreamWatch>) -> Self {
+        let mut keys = req.headers().get_all("sec-websocket-key").iter();
+        let key = match (keys.next(), keys.next()) {
+            (Some(k), None) => Some(k.clone()),
+            _ => None,
+        };
         Self {
             client: hyper::upgrade::on(&mut *req),
             kept: handshake_headers(req.headers()),
+            key,
             attempt: Attempt::new(watch),
         }
+    }
+
+    /// Whether the origin's `101` answers this handshake: `Upgrade: websocket` alone, and the
+    /// accept value of the client's one key.
+    fn accepted(&self, headers: &HeaderMap) -> bool {
+        let mut upgrades = headers.get_all(header::UPGRADE).iter();
+        let upgrade_ok = matches!(
+            (upgrades.next(), upgrades.next()),
+            (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket")
+        );
+        let mut accepts = headers.get_all("sec-websocket-accept").iter();
+        let accept_ok = match (&self.key, accepts.next(), accepts.next()) {
+            (Some(key), Some(v), None) => {
+                v.as_bytes().trim_ascii() == accept_value(key.as_bytes()).as_bytes()
+            }
+            _ => false,
+        };
+        upgrade_ok && accept_ok
     }
 
     /// Puts the handshake's headers back after the hop-by-hop ones were removed: `Connection:
     /// upgrade`, `Upgrade` and every `Sec-WebSocket-*` header, even one `Connection` named.
     pub(super) fn restore(&self, headers: &mut HeaderMap) {
         restore(&self.kept, headers);
+        // Only the websocket is asked for, whatever other protocols the client listed.
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
 
     /// The origin's answer for the client. A `101` hands both upgraded streams to `relay` and
@@ -162,15 +213,25 @@ impl Upgrade {
         self,
         mut resp: Response<Incoming>,
         relay: &RelaySlot,
+        lease: Lease,
     ) -> Result<Response<Body>, Failure> {
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             super::strip_hop_by_hop(resp.headers_mut());
             return Ok(resp.map(BodyExt::boxed));
         }
+        // Only a websocket's answer is relayed (RFC 6455 §4.2.2): `Upgrade: websocket` and the
+        // accept value of the client's key; any other switch ends the tunnel with a 502.
+        if !self.accepted(resp.headers()) {
+            return Err(Failure::new(
+                UpstreamFailure::UpstreamError,
+                "the origin's 101 is not a websocket handshake's answer",
+            ));
+        }
         self.attempt.switched();
         relay.put(Relay {
             client: self.client,
             upstream: hyper::upgrade::on(&mut resp),
+            lease,
         });
         let kept = handshake_headers(resp.headers());
         super::strip_hop_by_hop(resp.headers_mut());
