@@ -21,13 +21,14 @@ use proxy_core::{
 };
 use proxy_http::Body;
 use proxy_http::error as error_body;
+use quick_cache::sync::Cache;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Mutex;
 
-use crate::{CaError, LeafCache};
+use crate::{CaError, Leaf, LeafCache};
 
 /// How long a client has to finish its TLS handshake, and the upstream its own.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
@@ -51,6 +52,9 @@ pub enum MitmError {
 pub struct MitmInterceptor<G> {
     gate: Arc<G>,
     leaves: Arc<LeafCache>,
+    /// Each host's ready server configuration, built from its cached leaf: a second tunnel to
+    /// a host parses no key and copies no configuration.
+    ready: Cache<Host, Ready>,
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
     /// A session with no byte either way for this long is closed (`idle_timeout_s`).
@@ -88,7 +92,15 @@ impl ResolvesServerCert for TunnelCert {
     }
 }
 
-/// No certificate: the template's resolver, replaced for each tunnel.
+/// A host's server configuration and the leaf it presents: used while that leaf is still the
+/// one the leaf cache gives for the host (a renewed leaf gets a new configuration).
+#[derive(Clone)]
+struct Ready {
+    leaf: Arc<Leaf>,
+    config: Arc<rustls::ServerConfig>,
+}
+
+/// No certificate: the template's resolver, replaced for each host.
 #[derive(Debug)]
 struct NoCert;
 
@@ -124,6 +136,7 @@ impl<G: Gate + 'static> MitmInterceptor<G> {
         client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
             gate,
+            ready: Cache::new(leaves.capacity()),
             leaves,
             server: Arc::new(server),
             client: Arc::new(client),
@@ -161,10 +174,18 @@ impl<G: Gate + 'static> MitmInterceptor<G> {
         &self.leaves
     }
 
-    /// The server configuration of one tunnel: the template with the host's leaf.
+    /// The server configuration of one tunnel: the template with the host's leaf, built once
+    /// per leaf and then shared by every tunnel to the host.
     fn server_for(&self, host: &Host) -> Result<Arc<rustls::ServerConfig>, CaError> {
         let leaf = self.leaves.get(host)?;
-        let key = provider()
+        if let Some(ready) = self.ready.get(host)
+            && Arc::ptr_eq(&ready.leaf, &leaf)
+        {
+            return Ok(ready.config);
+        }
+        let key = self
+            .server
+            .crypto_provider()
             .key_provider
             .load_private_key(leaf.key())
             .map_err(|e| CaError::Invalid {
@@ -174,7 +195,16 @@ impl<G: Gate + 'static> MitmInterceptor<G> {
         let certified = CertifiedKey::new(leaf.chain().to_vec(), key);
         let mut config = (*self.server).clone();
         config.cert_resolver = Arc::new(TunnelCert(Arc::new(certified)));
-        Ok(Arc::new(config))
+        let config = Arc::new(config);
+        // Two tunnels building at once both insert; either result is right.
+        self.ready.insert(
+            host.clone(),
+            Ready {
+                leaf,
+                config: config.clone(),
+            },
+        );
+        Ok(config)
     }
 }
 
@@ -581,10 +611,42 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use http::{HeaderMap, HeaderValue};
-    use proxy_core::Target;
+    use std::sync::Arc;
+    use std::time::Duration;
 
-    use super::{authority_of, strip_hop_by_hop};
+    use http::{HeaderMap, HeaderValue};
+    use proxy_core::{Host, Target};
+    use proxy_test_support::StubGate;
+
+    use super::{MitmInterceptor, authority_of, strip_hop_by_hop};
+    use crate::{Ca, LeafCache};
+
+    #[test]
+    fn a_host_s_server_configuration_is_built_once_per_leaf() {
+        let ca = Arc::new(Ca::generate().unwrap());
+        let roots = [ca.cert_der().clone()];
+        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
+        let m = MitmInterceptor::new(Arc::new(StubGate::new()), leaves.clone(), roots.clone())
+            .unwrap();
+        let a = Host::parse("a.example").unwrap();
+        let first = m.server_for(&a).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &m.server_for(&a).unwrap()),
+            "the second tunnel to a host shares the first one's configuration"
+        );
+        let b = m.server_for(&Host::parse("b.example").unwrap()).unwrap();
+        assert!(!Arc::ptr_eq(&first, &b), "another host has its own");
+        assert_eq!(leaves.issued(), 2);
+
+        // A leaf renewed at every use (margin = validity): a new configuration each time.
+        let renewed = Arc::new(
+            LeafCache::new(ca, 16).with_validity(Duration::from_secs(60), Duration::from_secs(60)),
+        );
+        let m = MitmInterceptor::new(Arc::new(StubGate::new()), renewed.clone(), roots).unwrap();
+        let first = m.server_for(&a).unwrap();
+        assert!(!Arc::ptr_eq(&first, &m.server_for(&a).unwrap()));
+        assert_eq!(renewed.issued(), 2);
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_removed() {
