@@ -267,7 +267,9 @@ where
                 return counts.get();
             }
         };
-        let accept = tokio_rustls::TlsAcceptor::from(server).accept(client);
+        // Both handshakes run boxed: their state is freed when they end, instead of sizing
+        // the session's task (held for the whole session) for them.
+        let accept = Box::pin(tokio_rustls::TlsAcceptor::from(server).accept(client));
         let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_WAIT, accept).await else {
             tracing::debug!(target = %meta.target, "intercepted tunnel closed: TLS handshake failed");
             return counts.get();
@@ -275,7 +277,13 @@ where
         // Told when the origin's connection ends: the session then ends too, so the client's
         // next request comes through a new tunnel instead of failing on this one.
         let gone = Arc::new(tokio::sync::Notify::new());
-        let upstream = connect_upstream(&self.client, &host, upstream, gone.clone()).await;
+        let upstream = Box::pin(connect_upstream(
+            &self.client,
+            &host,
+            upstream,
+            gone.clone(),
+        ))
+        .await;
         if let Err(e) = &upstream {
             tracing::info!(target = %meta.target, error = %e, "intercepted tunnel: upstream TLS failed");
         }
@@ -643,8 +651,8 @@ mod tests {
         let ca = Arc::new(Ca::generate().unwrap());
         let roots = [ca.cert_der().clone()];
         let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
-        let m = MitmInterceptor::new(Arc::new(StubGate::new()), leaves.clone(), roots.clone())
-            .unwrap();
+        let m =
+            MitmInterceptor::new(Arc::new(StubGate::new()), leaves.clone(), roots.clone()).unwrap();
         let a = Host::parse("a.example").unwrap();
         let first = m.server_for(&a).unwrap();
         assert!(

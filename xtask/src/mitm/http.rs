@@ -218,8 +218,9 @@ mod tests {
 
     #[test]
     fn heads_are_parsed() {
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: keep-alive, Close")
-            .unwrap();
+        let h =
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: keep-alive, Close")
+                .unwrap();
         assert_eq!(
             h,
             Head {

@@ -39,7 +39,10 @@ impl Client {
     /// sessions are never resumed: every session is a full handshake.
     pub(crate) fn new(via: Option<SocketAddr>, ca_pem: &[u8], body: usize) -> anyhow::Result<Self> {
         if let Some(p) = via {
-            ensure!(p.ip().is_loopback(), "refusing a proxy that is not on loopback: {p}");
+            ensure!(
+                p.ip().is_loopback(),
+                "refusing a proxy that is not on loopback: {p}"
+            );
         }
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
@@ -60,10 +63,15 @@ impl Client {
 
     /// Opens a session to `origin`: TCP, `CONNECT` when through a proxy, TLS.
     pub(crate) async fn open(&self, origin: SocketAddr) -> anyhow::Result<Session> {
-        ensure!(origin.ip().is_loopback(), "refusing an origin that is not on loopback");
+        ensure!(
+            origin.ip().is_loopback(),
+            "refusing an origin that is not on loopback"
+        );
         let tcp = match self.via {
             Some(proxy) => {
-                let mut tcp = TcpStream::connect(proxy).await.context("connect to the proxy")?;
+                let mut tcp = TcpStream::connect(proxy)
+                    .await
+                    .context("connect to the proxy")?;
                 tcp.set_nodelay(true)?;
                 tcp.write_all(
                     format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes(),
@@ -80,7 +88,9 @@ impl Client {
                 r.into_inner()?
             }
             None => {
-                let tcp = TcpStream::connect(origin).await.context("connect to the origin")?;
+                let tcp = TcpStream::connect(origin)
+                    .await
+                    .context("connect to the origin")?;
                 tcp.set_nodelay(true)?;
                 tcp
             }
@@ -185,9 +195,7 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-async fn timed<T>(
-    f: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
+async fn timed<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::time::timeout(OP_TIMEOUT, f)
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {OP_TIMEOUT:?}")))
@@ -195,12 +203,7 @@ async fn timed<T>(
 
 /// `mitm-get`: `conns` workers, each opening a session and sending `GET`s on it back to back
 /// (a new session after a failure). Latency: one request.
-pub(crate) async fn get_loop(
-    client: Client,
-    origin: SocketAddr,
-    conns: usize,
-    w: Window,
-) -> Tally {
+pub(crate) async fn get_loop(client: Client, origin: SocketAddr, conns: usize, w: Window) -> Tally {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..conns {
         let (c, w) = (client.clone(), w.clone());
@@ -333,7 +336,11 @@ pub(crate) async fn open_idle(
 }
 
 /// One more `GET` on each held session: how many are still alive.
-pub(crate) async fn check_idle(client: &Client, origin: SocketAddr, sessions: &mut [Session]) -> usize {
+pub(crate) async fn check_idle(
+    client: &Client,
+    origin: SocketAddr,
+    sessions: &mut [Session],
+) -> usize {
     let mut alive = 0;
     for s in sessions {
         if timed(client.get(s, origin, false)).await.is_ok() {

@@ -154,7 +154,9 @@ impl Opts {
                                 .into_iter()
                                 .find(|k| k.name() == w)
                                 .with_context(|| {
-                                    format!("unknown workload {w:?} (mitm-idle, mitm-get, mitm-connect)")
+                                    format!(
+                                        "unknown workload {w:?} (mitm-idle, mitm-get, mitm-connect)"
+                                    )
                                 })
                         })
                         .collect::<anyhow::Result<_>>()?;
@@ -167,7 +169,10 @@ impl Opts {
             o.secs > 0.0 && o.secs <= 600.0 && o.warmup >= 0.0 && o.warmup <= 60.0,
             "--secs must be in (0, 600] and --warmup in [0, 60]"
         );
-        ensure!(o.hold >= 0.0 && o.hold <= 600.0, "--hold must be in [0, 600]");
+        ensure!(
+            o.hold >= 0.0 && o.hold <= 600.0,
+            "--hold must be in [0, 600]"
+        );
         ensure!(
             (1..=10_000).contains(&o.idle),
             "--idle must be between 1 and 10000"
@@ -402,7 +407,10 @@ impl Bench {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        ensure!(addr.ip().is_loopback(), "netproxy listens on {addr}, not loopback");
+        ensure!(
+            addr.ip().is_loopback(),
+            "netproxy listens on {addr}, not loopback"
+        );
         let ca_pem = fs::read(dir.join("home/ca/ca.pem")).context("netproxy's CA certificate")?;
         Ok(Running {
             peer: Peer::Netproxy,
@@ -427,20 +435,23 @@ impl Bench {
         if !out.status.success() {
             bail!("{} ({}): {said}", script.display(), out.status);
         }
-        let v: Value = serde_json::from_str(&fs::read_to_string(
-            self.out.join("mitmproxy-tls.json"),
-        )?)?;
+        let v: Value =
+            serde_json::from_str(&fs::read_to_string(self.out.join("mitmproxy-tls.json"))?)?;
         let addr: SocketAddr = v["http"]
             .as_str()
             .context("no address in mitmproxy-tls.json")?
             .parse()?;
-        ensure!(addr.ip().is_loopback(), "mitmproxy listens on {addr}, not loopback");
+        ensure!(
+            addr.ip().is_loopback(),
+            "mitmproxy listens on {addr}, not loopback"
+        );
         let pid = v["pid"]
             .as_u64()
             .and_then(|p| u32::try_from(p).ok())
             .context("no pid in mitmproxy-tls.json")?;
         let ca = self.out.join("mitmproxy-tls/conf/mitmproxy-ca-cert.pem");
-        let ca_pem = fs::read(&ca).with_context(|| format!("mitmproxy's CA at {}", ca.display()))?;
+        let ca_pem =
+            fs::read(&ca).with_context(|| format!("mitmproxy's CA at {}", ca.display()))?;
         Ok(Running {
             peer: Peer::Mitmproxy,
             addr,
@@ -583,7 +594,12 @@ impl Bench {
             (sessions.len(), tally, after, alive)
         });
         let after = after?;
-        ensure!(held > 0, "{}: no idle session could be opened: {:?}", r.peer.name(), tally.first_error);
+        ensure!(
+            held > 0,
+            "{}: no idle session could be opened: {:?}",
+            r.peer.name(),
+            tally.first_error
+        );
         let per = |a: u64, b: u64| (b as f64 - a as f64) / held as f64;
         let v = json!({
             "workload": Workload::Idle.name(),
