@@ -214,7 +214,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     if opts.build && opts.netproxy_bin.is_none() {
         crate::build_release()?;
     }
-    Bench::new(root, opts)?.run()
+    let args = args.iter().filter(|a| *a != "--no-build").cloned().collect();
+    Bench::new(root, opts, args)?.run()
 }
 
 /// A running proxy.
@@ -230,6 +231,8 @@ struct Running {
 struct Bench {
     root: PathBuf,
     opts: Opts,
+    /// The command line's options, for the report.
+    args: Vec<String>,
     out: PathBuf,
     origin_ca: PathBuf,
     origin_ca_pem: Vec<u8>,
@@ -237,15 +240,17 @@ struct Bench {
     rt: tokio::runtime::Runtime,
     ticks_per_s: f64,
     kit: PathBuf,
+    started: String,
     runs: Vec<Value>,
     notes: Vec<String>,
 }
 
 impl Bench {
-    fn new(root: &Path, opts: Opts) -> anyhow::Result<Self> {
+    fn new(root: &Path, opts: Opts, args: Vec<String>) -> anyhow::Result<Self> {
+        let started = timestamp();
         let out = match &opts.out {
             Some(o) => o.clone(),
-            None => root.join("target/bench-mitm").join(timestamp()),
+            None => root.join("target/bench-mitm").join(&started),
         };
         fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
         let out = out.canonicalize()?;
@@ -264,6 +269,7 @@ impl Bench {
             .unwrap_or(100.0);
         Ok(Self {
             root: root.to_path_buf(),
+            args,
             out,
             origin_ca,
             origin_ca_pem: certs.ca_pem.into_bytes(),
@@ -271,6 +277,7 @@ impl Bench {
             rt,
             ticks_per_s,
             kit: root.join("../shared/bench"),
+            started,
             runs: Vec::new(),
             notes: Vec::new(),
             opts,
@@ -296,6 +303,9 @@ impl Bench {
         for r in running {
             self.stop(r);
         }
+        // netproxy logs every decision (its default, as in the shared kit): keep the file's
+        // first and last MiB only, or a default run leaves half a gigabyte.
+        shrink_log(&self.out.join("netproxy.log"), 1 << 20)?;
         result?;
         let load_end = loadavg();
         self.report(&load_start, &load_end)
@@ -648,10 +658,11 @@ impl Bench {
         let mut md = String::new();
         let _ = writeln!(
             md,
-            "# TLS interception benchmark ({})\n\n{} repetition(s), medians; {} s windows after {} s warm-up; \
+            "# TLS interception benchmark ({}, `cargo xtask bench mitm {}`)\n\n{} repetition(s), medians; {} s windows after {} s warm-up; \
              mitm-get {} connections, mitm-connect {} workers, {}-byte bodies; {} idle sessions held {} s.\n\
              Load average at start: {load_start}; at end: {load_end}.\n",
-            timestamp(),
+            self.started,
+            self.args.join(" "),
             self.opts.reps,
             self.opts.secs,
             self.opts.warmup,
@@ -747,6 +758,35 @@ fn median(v: &mut [f64]) -> Option<f64> {
     } else {
         f64::midpoint(v[m - 1], v[m])
     })
+}
+
+/// Cuts a file longer than `2 * keep` bytes to its first and last `keep` bytes, with a line
+/// saying how much was left out.
+fn shrink_log(path: &Path, keep: u64) -> anyhow::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let Ok(mut f) = fs::File::open(path) else {
+        return Ok(());
+    };
+    let len = f.metadata()?.len();
+    if len <= 2 * keep {
+        return Ok(());
+    }
+    let mut head = vec![0; usize::try_from(keep)?];
+    f.read_exact(&mut head)?;
+    f.seek(SeekFrom::End(-i64::try_from(keep)?))?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail)?;
+    let tmp = path.with_extension("log.tmp");
+    let mut out = fs::File::create(&tmp)?;
+    out.write_all(&head)?;
+    writeln!(
+        out,
+        "\n[... {} bytes left out by cargo xtask bench mitm ...]",
+        len - 2 * keep
+    )?;
+    out.write_all(&tail)?;
+    fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 fn timestamp() -> String {
