@@ -214,7 +214,11 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     if opts.build && opts.netproxy_bin.is_none() {
         crate::build_release()?;
     }
-    let args = args.iter().filter(|a| *a != "--no-build").cloned().collect();
+    let args = args
+        .iter()
+        .filter(|a| *a != "--no-build")
+        .cloned()
+        .collect();
     Bench::new(root, opts, args)?.run()
 }
 
@@ -496,6 +500,20 @@ impl Bench {
                     .arg("mitmproxy-tls")
                     .stdout(Stdio::null())
                     .status();
+                // stop.sh sends SIGKILL after 5 s without waiting for it (mitmproxy can lose a
+                // SIGTERM under load): wait until the process is gone and its port is free, so
+                // that a restart can bind it.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline
+                    && (alive(r.pid)
+                        || std::net::TcpStream::connect_timeout(
+                            &r.addr,
+                            Duration::from_millis(100),
+                        )
+                        .is_ok())
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         }
     }
@@ -826,6 +844,15 @@ impl Snapshot {
             machine: machine_jiffies().unwrap_or((0, 0)),
         }
     }
+}
+
+/// Whether the process runs (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rfind(')')
+            .and_then(|i| s[i + 1..].trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    })
 }
 
 fn cpu_ticks(path: &str) -> Option<u64> {
