@@ -676,11 +676,11 @@ impl Bench {
         let mut md = String::new();
         let _ = writeln!(
             md,
-            "# TLS interception benchmark ({}, `cargo xtask bench mitm {}`)\n\n{} repetition(s), medians; {} s windows after {} s warm-up; \
+            "# TLS interception benchmark ({}, `cargo xtask bench mitm{}`)\n\n{} repetition(s), medians; {} s windows after {} s warm-up; \
              mitm-get {} connections, mitm-connect {} workers, {}-byte bodies; {} idle sessions held {} s.\n\
              Load average at start: {load_start}; at end: {load_end}.\n",
             self.started,
-            self.args.join(" "),
+            self.args.iter().fold(String::new(), |s, a| s + " " + a),
             self.opts.reps,
             self.opts.secs,
             self.opts.warmup,
