@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Starts mitmproxy for `cargo xtask bench mitm`: the shared kit's mitmproxy peer
-# (peers/start-mitmproxy.sh: the same venv and mitmproxy version, the same options and
-# allowlist addon) except that it intercepts TLS (no `--ignore-hosts '.*'`) and verifies the
-# benchmark origin against the run's test CA.
+# (peers/start-mitmproxy.sh: the same mitmproxy version from the kit's requirements file, the
+# same options and allowlist addon) except that it intercepts TLS (no `--ignore-hosts '.*'`) and
+# verifies the benchmark origin against the run's test CA.
 #
 #   scripts/bench-mitmproxy.sh RUNDIR ORIGIN_CA_PEM
 #
@@ -14,6 +14,9 @@ NAME=mitmproxy-tls
 KIT=${BENCH_KIT:-"$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/shared/bench"}
 [[ -f $KIT/peers/lib.sh ]] || { echo "$NAME: the bench kit is not at $KIT" >&2; exit 3; }
 ORIGIN_CA=${2:?usage: $0 RUNDIR ORIGIN_CA_PEM}
+# The venv goes to a cache folder, never into the kit: the kit's own test (`-w`) is true for
+# root even where shared/ is laid read-only. BENCH_STATE overrides, as for the kit.
+export BENCH_STATE=${BENCH_STATE:-${XDG_CACHE_HOME:-$HOME/.cache}/netproxy-bench}
 # shellcheck source=/dev/null
 source "$KIT/peers/lib.sh"
 [[ -f $ORIGIN_CA ]] || die "no origin CA at $ORIGIN_CA"
