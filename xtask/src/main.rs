@@ -1,9 +1,11 @@
 //! `cargo xtask`: netproxy's single entry point for CI (`ci`), the architecture checks
 //! (`tidy`) and the benchmarks (`bench`: the policy's criterion benches; `bench proxy`: the
-//! side-by-side kit in `../shared/bench` against the release binary).
+//! side-by-side kit in `../shared/bench` against the release binary; `bench mitm`: the
+//! TLS-interception workloads against mitmproxy).
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod mitm;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -186,6 +188,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("proxy") => return bench_proxy(&args[1..]),
         Some("audit") => return bench_audit(&args[1..]),
+        Some("mitm") => return mitm::run(&root(), &args[1..]),
         _ => {}
     }
     let mut cmd = vec!["bench", "-p", "proxy-policy", "--bench", "decide"];
@@ -209,7 +212,7 @@ fn main() -> std::process::ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS] | bench audit [SECS] [REPS]>"
+                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS] | bench audit [SECS] [REPS] | bench mitm [--quick] [OPTIONS]>"
             );
             return std::process::ExitCode::from(2);
         }

@@ -185,6 +185,11 @@ impl LeafCache {
         self.issued.load(Ordering::Relaxed)
     }
 
+    /// How many hosts' leaves it keeps at most.
+    pub fn capacity(&self) -> usize {
+        usize::try_from(self.cache.capacity()).unwrap_or(usize::MAX)
+    }
+
     /// How many hosts' leaves it holds.
     pub fn len(&self) -> usize {
         self.cache.len()
