@@ -628,6 +628,8 @@ impl<G: Gate> Tunnel<G> {
         lease: proxy_core::Lease,
     ) -> Result<Response<Body>, Failure> {
         let authority = authority_of(&self.meta.target);
+        // HTTP/2 has no `Connection` header: only an HTTP/1 client is told to close.
+        let client_h1 = req.version() < http::Version::HTTP_2;
         let upgrade =
             websocket::is_websocket(&req).then(|| websocket::Upgrade::take(&mut req, &self.watch));
         strip_hop_by_hop(req.headers_mut());
@@ -678,9 +680,31 @@ impl<G: Gate> Tunnel<G> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Err(websocket::unasked_switch());
         }
+        // An origin that closes after this response (HTTP/1.0 without keep-alive, or
+        // `Connection: close`) leaves the tunnel without an upstream: the client is told to
+        // close too, so its next request opens a new tunnel instead of meeting a dead one.
+        let last = client_h1 && closes_after(&resp);
         strip_hop_by_hop(resp.headers_mut());
+        if last {
+            resp.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
         Ok(resp.map(BodyExt::boxed))
     }
+}
+
+/// Whether the origin closes its connection after `resp`: `Connection: close`, or HTTP/1.0
+/// without `Connection: keep-alive`.
+fn closes_after<B>(resp: &Response<B>) -> bool {
+    let has = |token: &str| {
+        resp.headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has("close") || (resp.version() == http::Version::HTTP_10 && !has("keep-alive"))
 }
 
 fn bad_uri() -> Failure {
@@ -907,6 +931,29 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn an_origin_closing_after_its_response_is_seen() {
+        let resp = |version, connection: Option<&'static str>| {
+            let mut b = http::Response::builder().version(version);
+            if let Some(c) = connection {
+                b = b.header("connection", c);
+            }
+            b.body(()).unwrap()
+        };
+        use http::Version;
+        assert!(super::closes_after(&resp(Version::HTTP_10, None)));
+        assert!(!super::closes_after(&resp(
+            Version::HTTP_10,
+            Some("Keep-Alive")
+        )));
+        assert!(super::closes_after(&resp(Version::HTTP_11, Some("close"))));
+        assert!(super::closes_after(&resp(
+            Version::HTTP_11,
+            Some("x-a, Close")
+        )));
+        assert!(!super::closes_after(&resp(Version::HTTP_11, None)));
     }
 
     #[test]
