@@ -122,7 +122,17 @@ impl ResolvesServerCert for TunnelCert {
 #[derive(Clone)]
 struct Ready {
     leaf: Arc<Leaf>,
+    /// ALPN `h2` then `http/1.1`: for an origin that took HTTP/2.
     config: Arc<rustls::ServerConfig>,
+    /// ALPN `http/1.1` only: for an origin that speaks HTTP/1.1 (or no ALPN).
+    config_h1: Arc<rustls::ServerConfig>,
+}
+
+/// The two server configurations of a host (see [`Ready`]).
+#[derive(Clone)]
+struct HostConfigs {
+    h2: Arc<rustls::ServerConfig>,
+    h1: Arc<rustls::ServerConfig>,
 }
 
 /// No certificate: the template's resolver, replaced for each host.
@@ -222,12 +232,15 @@ impl<G: Gate + 'static> MitmInterceptor<G> {
 
     /// The server configuration of one tunnel: the template with the host's leaf, built once
     /// per leaf and then shared by every tunnel to the host.
-    fn server_for(&self, host: &Host) -> Result<Arc<rustls::ServerConfig>, CaError> {
+    fn server_for(&self, host: &Host) -> Result<HostConfigs, CaError> {
         let leaf = self.leaves.get(host)?;
         if let Some(ready) = self.ready.get(host)
             && Arc::ptr_eq(&ready.leaf, &leaf)
         {
-            return Ok(ready.config);
+            return Ok(HostConfigs {
+                h2: ready.config,
+                h1: ready.config_h1,
+            });
         }
         let key = self
             .server
@@ -241,16 +254,22 @@ impl<G: Gate + 'static> MitmInterceptor<G> {
         let certified = CertifiedKey::new(leaf.chain().to_vec(), key);
         let mut config = (*self.server).clone();
         config.cert_resolver = Arc::new(TunnelCert(Arc::new(certified)));
-        let config = Arc::new(config);
+        let mut config_h1 = config.clone();
+        config_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let configs = HostConfigs {
+            h2: Arc::new(config),
+            h1: Arc::new(config_h1),
+        };
         // Two tunnels building at once both insert; either result is right.
         self.ready.insert(
             host.clone(),
             Ready {
                 leaf,
-                config: config.clone(),
+                config: configs.h2.clone(),
+                config_h1: configs.h1.clone(),
             },
         );
-        Ok(config)
+        Ok(configs)
     }
 }
 
@@ -296,25 +315,32 @@ where
                 return counts.get();
             }
         };
-        // Both handshakes run boxed: their state is freed when they end, instead of sizing
-        // the session's task (held for the whole session) for them.
-        let accept = Box::pin(tokio_rustls::TlsAcceptor::from(server).accept(client));
-        let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_WAIT, accept).await else {
+        // The client's hello first (the handshake waits for the server's choice), to learn
+        // which HTTP versions it offers.
+        let start = Box::pin(tokio_rustls::LazyConfigAcceptor::new(
+            rustls::server::Acceptor::default(),
+            client,
+        ));
+        let Ok(Ok(start)) = tokio::time::timeout(HANDSHAKE_WAIT, start).await else {
             tracing::debug!(target = %meta.target, "intercepted tunnel closed: TLS handshake failed");
             return counts.get();
         };
+        let offers_h2 = start
+            .client_hello()
+            .alpn()
+            .is_some_and(|mut p| p.any(|p| p == b"h2"));
         // Told when the origin's connection ends: the session then ends too (unless a websocket
         // took the connection over), so the client's next request comes through a new tunnel
         // instead of failing on this one.
         let watch = Arc::new(UpstreamWatch::default());
-        // The origin is offered what the client chose: HTTP/2 for an HTTP/2 client, HTTP/1.1
-        // only otherwise (a websocket needs an HTTP/1.1 upstream).
-        let client_config = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        // The origin is offered what the client offers: HTTP/2 and HTTP/1.1 to a client that
+        // offers HTTP/2, HTTP/1.1 only otherwise (a websocket needs an HTTP/1.1 upstream).
+        // Boxed: the session's task is sized for serving, not for the handshake.
+        let client_config = if offers_h2 {
             &self.client
         } else {
             &self.client_h1
         };
-        // Boxed: the session's task is sized for serving, not for the handshake.
         let upstream = Box::pin(connect_upstream(
             client_config,
             &host,
@@ -322,6 +348,18 @@ where
             watch.clone(),
         ))
         .await;
+        // The client is then offered what the origin took: HTTP/2 only when the origin speaks
+        // it, so that requests the client would multiplex never queue on an HTTP/1.1 origin
+        // that may close after each response.
+        let config = match &upstream {
+            Ok(Sender::H2(_)) | Err(_) => server.h2,
+            Ok(Sender::H1(_)) => server.h1,
+        };
+        let accept = Box::pin(start.into_stream(config));
+        let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_WAIT, accept).await else {
+            tracing::debug!(target = %meta.target, "intercepted tunnel closed: TLS handshake failed");
+            return counts.get();
+        };
         if let Err(e) = &upstream {
             tracing::info!(target = %meta.target, error = %e, "intercepted tunnel: upstream TLS failed");
         }
@@ -852,12 +890,18 @@ mod tests {
             MitmInterceptor::new(Arc::new(StubGate::new()), leaves.clone(), roots.clone()).unwrap();
         let a = Host::parse("a.example").unwrap();
         let first = m.server_for(&a).unwrap();
+        let again = m.server_for(&a).unwrap();
         assert!(
-            Arc::ptr_eq(&first, &m.server_for(&a).unwrap()),
-            "the second tunnel to a host shares the first one's configuration"
+            Arc::ptr_eq(&first.h2, &again.h2) && Arc::ptr_eq(&first.h1, &again.h1),
+            "the second tunnel to a host shares the first one's configurations"
         );
+        assert_eq!(
+            first.h2.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert_eq!(first.h1.alpn_protocols, [b"http/1.1".to_vec()]);
         let b = m.server_for(&Host::parse("b.example").unwrap()).unwrap();
-        assert!(!Arc::ptr_eq(&first, &b), "another host has its own");
+        assert!(!Arc::ptr_eq(&first.h2, &b.h2), "another host has its own");
         assert_eq!(leaves.issued(), 2);
 
         // A leaf renewed at every use (margin = validity): a new configuration each time.
@@ -866,7 +910,7 @@ mod tests {
         );
         let m = MitmInterceptor::new(Arc::new(StubGate::new()), renewed.clone(), roots).unwrap();
         let first = m.server_for(&a).unwrap();
-        assert!(!Arc::ptr_eq(&first, &m.server_for(&a).unwrap()));
+        assert!(!Arc::ptr_eq(&first.h2, &m.server_for(&a).unwrap().h2));
         assert_eq!(renewed.issued(), 2);
     }
 
@@ -895,7 +939,7 @@ mod tests {
             .with_no_client_auth();
         let name = ServerName::try_from("a.example").unwrap();
         let mut c = ClientConnection::new(Arc::new(client), name).unwrap();
-        let mut s = ServerConnection::new(server).unwrap();
+        let mut s = ServerConnection::new(server.h2).unwrap();
         for _ in 0..10 {
             if !c.is_handshaking() && !s.is_handshaking() {
                 break;

@@ -104,7 +104,8 @@ impl Drop for TlsOrigin {
 }
 
 impl TlsOrigin {
-    /// Starts an HTTPS origin on `ip` (loopback) for `names`, certified by `ca`.
+    /// Starts an HTTPS origin on `ip` (loopback) for `names`, certified by `ca`, speaking
+    /// HTTP/2 to a client that offers it (ALPN) and HTTP/1.1 otherwise.
     pub async fn start(
         name: &str,
         ip: std::net::IpAddr,
@@ -135,6 +136,9 @@ impl TlsOrigin {
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .map_err(std::io::Error::other)?;
+        let mut config = config;
+        // HTTP/2 for a client that offers it, as most origins do.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind(at).await?;
         let addr = listener.local_addr()?;
@@ -151,12 +155,21 @@ impl TlsOrigin {
                     let Ok(tls) = acceptor.accept(stream).await else {
                         return;
                     };
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     let svc = hyper::service::service_fn(move |req| {
                         handle(name.clone(), seen.clone(), req)
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
                         .serve_connection(TokioIo::new(tls), svc)
                         .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), svc)
+                            .await;
+                    }
                 });
             }
         });
