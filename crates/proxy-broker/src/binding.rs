@@ -155,6 +155,9 @@ pub enum BindingError {
         "invalid host {0:?}: the only wildcard is a leading `*.` before a name of at least two labels (`*.example.com`)"
     )]
     Wildcard(String),
+    /// A host with a port (`api.example.com:8443`): the port is a binding's own.
+    #[error("invalid host {0:?}: a host takes no port (the port is given on its own)")]
+    HostWithPort(String),
     /// No host at all.
     #[error("a grant needs at least one host")]
     NoHosts,
@@ -208,7 +211,19 @@ impl HostPattern {
                 }
             }
             None if text.contains('*') => Err(BindingError::Wildcard(text.to_owned())),
-            None => Host::parse(text).map(HostPattern::Exact).map_err(host_err),
+            None => Host::parse(text).map(HostPattern::Exact).map_err(|why| {
+                match text.rsplit_once(':') {
+                    Some((name, port))
+                        if !name.contains(':')
+                            && !port.is_empty()
+                            && port.bytes().all(|b| b.is_ascii_digit())
+                            && Host::parse(name).is_ok() =>
+                    {
+                        BindingError::HostWithPort(text.to_owned())
+                    }
+                    _ => host_err(why),
+                }
+            }),
         }
     }
 
@@ -494,7 +509,11 @@ mod tests {
                 "{bad}"
             );
         }
-        for bad in ["", "a..b", "api.x.com:443", "exa mple.com", "*.a..b"] {
+        assert_eq!(
+            HostPattern::parse("api.x.com:443"),
+            Err(BindingError::HostWithPort("api.x.com:443".into()))
+        );
+        for bad in ["", "a..b", "api.x.com:", "exa mple.com", "*.a..b"] {
             assert!(
                 matches!(HostPattern::parse(bad), Err(BindingError::Host { .. })),
                 "{bad}"

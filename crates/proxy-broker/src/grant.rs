@@ -85,6 +85,8 @@ pub struct Grant {
     pub(crate) binding: Binding,
     pub(crate) forms: Vec<Form>,
     pub(crate) builtin: bool,
+    /// The family of the value, which shapes the dummy.
+    pub(crate) shape: crate::Shape,
 }
 
 impl Grant {

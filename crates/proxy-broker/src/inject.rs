@@ -325,3 +325,6 @@ impl<'a> Authorization<'a> {
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+#[cfg(test)]
+mod tests;

@@ -378,7 +378,6 @@ impl Vault {
         specs: &[GrantSpec],
     ) -> Result<Self, VaultError> {
         let mut vault = Vault::default();
-        let mut shapes: Vec<Shape> = Vec::new();
         let mut configured = Vec::with_capacity(specs.len());
         for spec in specs {
             let fail = |why| VaultError::Spec {
@@ -429,8 +428,8 @@ impl Vault {
                         binding,
                         forms: builtin_forms(),
                         builtin: true,
+                        shape: b.shape,
                     });
-                    shapes.push(b.shape);
                     continue;
                 }
             };
@@ -467,8 +466,8 @@ impl Vault {
                 binding,
                 forms,
                 builtin: false,
+                shape: Shape::Generic,
             });
-            shapes.push(Shape::Generic);
         }
         // A configured grant's secret variable is never the child's variable of another grant
         // (the child would get a dummy there and the grant's secret would be ambiguous).
@@ -496,21 +495,20 @@ impl Vault {
                 vault.remove.push(var.clone());
             }
         }
-        vault.draw_dummies(&shapes, getrandom::fill)?;
+        vault.draw_dummies(getrandom::fill)?;
         Ok(vault)
     }
 
     /// Gives every grant a dummy of its shape, unique in the session: no dummy equals, contains
     /// or is contained in another dummy or a real value.
-    fn draw_dummies(
+    pub(crate) fn draw_dummies(
         &mut self,
-        shapes: &[Shape],
         mut random: impl FnMut(&mut [u8]) -> Result<(), getrandom::Error>,
     ) -> Result<(), VaultError> {
         /// Draws per grant before giving up; a clash is a one-in-62^16 event.
         const ATTEMPTS: usize = 8;
         for i in 0..self.grants.len() {
-            let plan = Plan::new(shapes[i], self.grants[i].real());
+            let plan = Plan::new(self.grants[i].shape, self.grants[i].real());
             let mut drawn = None;
             for _ in 0..ATTEMPTS {
                 let d = plan
@@ -881,3 +879,6 @@ impl fmt::Display for Explanation {
         Ok(())
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
