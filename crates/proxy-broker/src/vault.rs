@@ -170,17 +170,6 @@ pub enum SpecError {
         /// The other grant.
         other: String,
     },
-    /// The child's variable of this grant holds another grant's secret in netproxy's
-    /// environment, or the other way round.
-    #[error(
-        "variable {var} is both the child variable of one grant and the secret of grant {other}"
-    )]
-    SecretIsChildVar {
-        /// The variable.
-        var: String,
-        /// The other grant.
-        other: String,
-    },
 }
 
 /// Why a vault could not be built.
@@ -469,27 +458,11 @@ impl Vault {
                 shape: Shape::Generic,
             });
         }
-        // A configured grant's secret variable is never the child's variable of another grant
-        // (the child would get a dummy there and the grant's secret would be ambiguous).
         for g in &vault.grants {
+            // A secret variable that another grant gives a dummy is not removed: the child gets
+            // the dummy there.
             if let SecretSource::EnvVar(var) = g.source()
-                && let Some(other) = vault
-                    .grants
-                    .iter()
-                    .find(|o| o.env == *var && o.name != g.name)
-            {
-                return Err(VaultError::Spec {
-                    grant: other.name.clone(),
-                    why: SpecError::SecretIsChildVar {
-                        var: var.clone(),
-                        other: g.name.clone(),
-                    },
-                });
-            }
-        }
-        for g in &vault.grants {
-            if let SecretSource::EnvVar(var) = g.source()
-                && *var != g.env
+                && !vault.grants.iter().any(|o| o.env == *var)
                 && !vault.remove.contains(var)
             {
                 vault.remove.push(var.clone());
