@@ -142,7 +142,7 @@ pub enum SpecError {
     BasicUserUnused,
     /// A header name that is not valid, or one netproxy manages itself.
     #[error(
-        "header {0:?} cannot carry a credential (not a valid header name, or one of host, content-length, transfer-encoding, connection, keep-alive, te, trailer, upgrade, proxy-authorization, proxy-connection)"
+        "header {0:?} cannot carry a credential (not a valid header name, or one of host, content-length, transfer-encoding, connection, keep-alive, te, trailer, upgrade, proxy-authorization, proxy-authenticate, proxy-connection)"
     )]
     HeaderName(String),
     /// A prefix with characters other than printable ASCII and spaces.
@@ -657,6 +657,7 @@ const RESERVED_HEADERS: &[&str] = &[
     "trailer",
     "upgrade",
     "proxy-authorization",
+    "proxy-authenticate",
     "proxy-connection",
 ];
 
