@@ -119,9 +119,10 @@ impl Vault {
     ///   (host, port, path) and `dest` is HTTPS (or `allow_plaintext`, which is
     ///   `dangerously_allow_plaintext_credential_injection`): each is replaced by its real value,
     ///   the new header values marked sensitive;
-    /// - otherwise (one dummy is unbound here, over plain HTTP, in a form its grant does not
-    ///   take, or mixed with other text in one value): the request is refused, naming the first
-    ///   such grant, and `headers` are left as they were. A request never goes out with some
+    /// - otherwise (one dummy's grant is not bound here, the request is plain HTTP, or the dummy
+    ///   is in a form its grant does not take, or mixed with other text in one value): the
+    ///   request is refused, naming the first such grant and why (the binding's reason before
+    ///   [`Unbound::Form`]), and `headers` are left as they were. A request never goes out with some
     ///   dummies replaced and others refused.
     ///
     /// ```
@@ -167,15 +168,21 @@ impl Vault {
             why,
         };
         let mut replacements: Vec<Replacement<'_>> = Vec::new();
-        for name in self.scanned_headers() {
-            for (index, value) in headers.get_all(&name).iter().enumerate() {
-                let Some(found) = self.find(&name, value) else {
+        for name in &self.scanned {
+            for (index, value) in headers.get_all(name).iter().enumerate() {
+                let Some(found) = self.find(name, value) else {
                     continue;
                 };
-                let (grant, value) = found.map_err(|g| refuse(g, Unbound::Form))?;
+                // Where the grant is bound comes first: a dummy sent to a host its grant is not
+                // bound to is refused for that, whatever its form.
+                let (grant, value) = match found {
+                    Ok((grant, value)) => (grant, Some(value)),
+                    Err(grant) => (grant, None),
+                };
                 grant
                     .check(dest, allow_plaintext)
                     .map_err(|why| refuse(grant, why))?;
+                let value = value.ok_or_else(|| refuse(grant, Unbound::Form))?;
                 replacements.push(Replacement {
                     name: name.clone(),
                     index,
@@ -204,21 +211,6 @@ impl Vault {
             }
         }
         Ok(injected)
-    }
-
-    /// `Authorization`, then each header a grant is sent in, once each.
-    fn scanned_headers(&self) -> Vec<HeaderName> {
-        let mut names = vec![AUTHORIZATION];
-        for g in self.grants() {
-            for f in &g.forms {
-                if let Form::Header { name, .. } = f
-                    && !names.iter().any(|n| n == name)
-                {
-                    names.push(name.clone());
-                }
-            }
-        }
-        names
     }
 
     /// The grant whose dummy `value` (a value of header `name`) carries, and the value with the

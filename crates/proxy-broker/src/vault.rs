@@ -351,6 +351,8 @@ pub struct Vault {
     withheld: Vec<Withheld>,
     /// Variables the child must not get: withheld ones and configured secret variables.
     remove: Vec<String>,
+    /// The headers a dummy is looked for in: `Authorization`, then each grant's named header.
+    pub(crate) scanned: Vec<HeaderName>,
 }
 
 impl Vault {
@@ -466,6 +468,16 @@ impl Vault {
                 && !vault.remove.contains(var)
             {
                 vault.remove.push(var.clone());
+            }
+        }
+        vault.scanned = vec![http::header::AUTHORIZATION];
+        for g in &vault.grants {
+            for f in &g.forms {
+                if let Form::Header { name, .. } = f
+                    && !vault.scanned.contains(name)
+                {
+                    vault.scanned.push(name.clone());
+                }
             }
         }
         vault.draw_dummies(getrandom::fill)?;
@@ -844,7 +856,7 @@ impl fmt::Display for Explanation {
                 }
                 Verdict::Unset => writeln!(
                     f,
-                    "  {}: not injected: {} is not set in netproxy's environment",
+                    "  {}: not injected: {} is unset or empty in netproxy's environment",
                     e.grant, e.env
                 )?,
                 Verdict::Withheld(why) => writeln!(f, "  {}: withheld: {why}", e.grant)?,

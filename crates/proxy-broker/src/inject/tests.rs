@@ -326,20 +326,26 @@ fn named_headers_carry_their_grants_only() {
         assert_eq!(https(&v, "api.example.com", &mut h).unwrap(), ["pfx"]);
         assert_eq!(values(&h, "authorization"), [expected]);
     }
-    // A dummy in a header its grant is not sent in.
-    for (name, value, grant) in [
-        ("authorization", format!("Bearer {k}"), "key"),
-        ("x-api-key", format!("Key {p}"), "pfx"),
-        ("x-api-key", dummy(&v, "OPENAI_API_KEY"), "OPENAI_API_KEY"),
+    // A dummy in a header its grant is not sent in; where it is not bound, that is the reason.
+    for (name, value, grant, why) in [
+        ("authorization", format!("Bearer {k}"), "key", Unbound::Form),
+        ("x-api-key", format!("Key {p}"), "pfx", Unbound::Form),
+        (
+            "x-api-key",
+            dummy(&v, "OPENAI_API_KEY"),
+            "OPENAI_API_KEY",
+            Unbound::Host,
+        ),
     ] {
         let mut h = headers(&[(name, &value)]);
         let refused = https(&v, "api.example.com", &mut h).unwrap_err();
-        assert_eq!(
-            (refused.grant.as_str(), refused.why),
-            (grant, Unbound::Form)
-        );
+        assert_eq!((refused.grant.as_str(), refused.why), (grant, why));
         assert_eq!(values(&h, name), [value]);
     }
+    // The same OpenAI dummy in the wrong header to its own host: its form.
+    let mut h = headers(&[("x-api-key", &dummy(&v, "OPENAI_API_KEY"))]);
+    let refused = https(&v, "api.openai.com", &mut h).unwrap_err();
+    assert_eq!(refused.why, Unbound::Form);
     // Elsewhere a dummy is not looked for: it passes, worthless.
     let mut h = headers(&[("x-other", &k)]);
     assert!(https(&v, "attacker.example", &mut h).unwrap().is_empty());

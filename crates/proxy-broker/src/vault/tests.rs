@@ -547,7 +547,7 @@ fn explain_says_which_grant_is_injected_or_why_none() {
         e.to_string(),
         "credentials for https://api.github.com/user:\n  \
          GITHUB_TOKEN: injected when the request carries the dummy of $GITHUB_TOKEN\n  \
-         GH_TOKEN: not injected: GH_TOKEN is not set in netproxy's environment\n"
+         GH_TOKEN: not injected: GH_TOKEN is unset or empty in netproxy's environment\n"
     );
     // Plaintext, another port: not injected, and the withheld token is mentioned.
     let e = v.explain(&Destination::new(Scheme::Http, &api, 443, "/"), false);
