@@ -10,7 +10,7 @@
 
 /// The family of a credential, which decides its dummy's prefix and minimum length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// GitHub tokens: prefixes `github_pat_`, `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` (an unknown
     /// one becomes `ghp_`), at least 40 characters.
     GitHub,

@@ -86,7 +86,7 @@ pub struct Grant {
     pub(crate) forms: Vec<Form>,
     pub(crate) builtin: bool,
     /// The family of the value, which shapes the dummy.
-    pub(crate) shape: crate::Shape,
+    pub(crate) shape: crate::dummy::Shape,
 }
 
 impl Grant {

@@ -59,7 +59,6 @@ mod inject;
 mod vault;
 
 pub use binding::{Binding, BindingError, DEFAULT_PORT, Destination, HostPattern, Scheme, Unbound};
-pub use dummy::Shape;
 pub use grant::{DEFAULT_BASIC_USER, Form, Grant};
 pub use inject::{CredentialAudit, CredentialNotBound, Injected};
 pub use vault::{
