@@ -257,10 +257,8 @@ impl Vault {
                     if decoded.as_slice() == [user.as_bytes(), b":", dummy].concat().as_slice() =>
                 {
                     let pair = Zeroizing::new(format!("{user}:{real}"));
-                    Some(Zeroizing::new(format!(
-                        "{scheme} {}",
-                        BASIC.encode(pair.as_bytes())
-                    )))
+                    let encoded = Zeroizing::new(BASIC.encode(pair.as_bytes()));
+                    Some(Zeroizing::new(format!("{scheme} {}", encoded.as_str())))
                 }
                 (Form::Header { name: n, prefix }, _) if n == name => raw
                     .get(..prefix.len())
