@@ -1,11 +1,48 @@
-//! netproxy's secrets: the values that hook actions inject into intercepted requests (and, with
-//! the credential broker, the real tokens a child never sees). A [`Secret`] is read once from
-//! netproxy's own environment or from a file, held in a [`secrecy::SecretString`] (zeroed when
-//! dropped), and shown nowhere: its `Debug` output is a placeholder, it has no `Display`, and
-//! the errors about it name where it came from, never its value.
+//! netproxy's secrets and its credential broker.
 //!
-//! This crate reads files but not the environment: the caller (proxy-bin, the only crate that
-//! reads netproxy's environment) looks the variable up and hands its value over.
+//! **Secrets.** A [`Secret`] is a value hook actions inject into intercepted requests, or the real
+//! token of a brokered credential. It is read once from netproxy's own environment or from a file,
+//! held in a [`secrecy::SecretString`] (zeroed when dropped), and shown nowhere: its `Debug`
+//! output is a placeholder, it has no `Display`, and the errors about it name where it came from,
+//! never its value.
+//!
+//! **The credential broker** (docs/credentials.md). A child of `netproxy run` that inherits
+//! `GH_TOKEN` could send it anywhere its policy allows. With the broker, the child gets a *dummy*
+//! instead: a look-alike of the same shape, unique to the session and worth nothing outside
+//! netproxy. The real value stays in a [`Vault`], as one [`Grant`] per credential, bound to the
+//! hosts, port and path prefixes it belongs to ([`Binding`]). In a request netproxy can read
+//! (inside TLS it terminates), [`Vault::inject`] replaces each dummy by its real value when the
+//! grant is bound to the [`Destination`], and refuses the request ([`CredentialNotBound`],
+//! reason `credential_not_bound`) when it is not: the real value never goes where it does not
+//! belong, and a dummy that leaks elsewhere is worthless.
+//!
+//! The key decision: a dummy selects its grant. Nothing is injected into a request that carries
+//! no dummy, so a request with a credential of its own keeps it, and `GH_TOKEN` and
+//! `GITHUB_TOKEN` holding different tokens are told apart by the dummy presented.
+//!
+//! This crate is pure apart from reading secret files: it does not read the environment (the
+//! caller, proxy-bin, looks variables up and hands a lookup over), has no runtime, and logs
+//! nothing.
+//!
+//! ```
+//! use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+//! use proxy_broker::{Destination, Scheme, Vault};
+//! use proxy_core::Host;
+//!
+//! let real = "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+//! let vault = Vault::new(|var| (var == "GH_TOKEN").then(|| real.into()), &[])?;
+//! // The child's environment gets the dummy in GH_TOKEN.
+//! let (var, dummy) = vault.child_env().set.remove(0);
+//! assert_eq!(var, "GH_TOKEN");
+//! // The child sends it; inside intercepted TLS to api.github.com it becomes the real token.
+//! let mut headers = HeaderMap::new();
+//! headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("token {dummy}"))?);
+//! let api = Host::parse("api.github.com")?;
+//! let done = vault.inject(&Destination::new(Scheme::Https, &api, 443, "/user"), &mut headers, false)?;
+//! assert_eq!(done.audit().map(|a| a.grant), Some("GH_TOKEN".to_owned()));
+//! assert_eq!(headers[AUTHORIZATION], format!("token {real}").as_str());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -14,6 +51,20 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
+
+mod binding;
+mod dummy;
+mod grant;
+mod inject;
+mod vault;
+
+pub use binding::{Binding, BindingError, DEFAULT_PORT, Destination, HostPattern, Scheme, Unbound};
+pub use grant::{DEFAULT_BASIC_USER, Form, Grant};
+pub use inject::{CredentialAudit, CredentialNotBound, Injected};
+pub use vault::{
+    ChildEnv, Explained, Explanation, GrantSpec, SendStyle, SpecError, UnknownSendStyle, Vault,
+    VaultError, Verdict, Withheld, WithheldWhy, builtin_vars, dummy_env_keys,
+};
 
 /// The largest secret file read (a token or a key, not a document).
 pub const MAX_SECRET_FILE: u64 = 64 * 1024;
