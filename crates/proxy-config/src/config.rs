@@ -71,6 +71,7 @@ pub struct Config {
     pub(crate) warnings: Vec<String>,
     pub(crate) hooks: Vec<HookEntry>,
     pub(crate) hook_actions: Vec<HookAction>,
+    pub(crate) credentials: Vec<crate::CredentialEntry>,
     requirements: Vec<Requirements>,
 }
 
@@ -87,7 +88,14 @@ impl Config {
         let mut dns_hosts = BTreeMap::new();
         let mut hooks = Vec::new();
         let mut hook_actions: Vec<HookAction> = Vec::new();
+        let mut credentials: Vec<crate::CredentialEntry> = Vec::new();
         for l in layers {
+            for c in l.credentials {
+                match credentials.iter_mut().find(|e| e.name == c.name) {
+                    Some(e) => *e = c,
+                    None => credentials.push(c),
+                }
+            }
             if let Some(h) = l.hooks {
                 hooks = h;
             }
@@ -133,6 +141,7 @@ impl Config {
             warnings: Vec::new(),
             hooks,
             hook_actions,
+            credentials,
             requirements: Vec::new(),
         };
         let mut diags = Vec::new();
@@ -151,8 +160,19 @@ impl Config {
         }
     }
 
-    /// Hooks need interception, and every action a hook names must exist.
+    /// Hooks need interception, and every action a hook names must exist; grants need the
+    /// broker.
     fn check_hooks(&self, diags: &mut Vec<Diagnostic>) {
+        if let Some(first) = self.credentials.first()
+            && !self.settings.credential_broker.value
+        {
+            diags.push(Diagnostic::new(
+                DiagnosticKind::InvalidValue,
+                first.layer.to_string(),
+                "network.credentials",
+                "grants need the credential broker: set `credential_broker = true`",
+            ));
+        }
         if let Some(first) = self.hooks.first()
             && !self.mitm()
         {
@@ -175,6 +195,12 @@ impl Config {
                 }
             }
         }
+    }
+
+    /// The configured grants of the credential broker (`[network.credentials.NAME]`), by name
+    /// across layers (a higher layer's grant replaces a lower one of the same name).
+    pub fn credentials(&self) -> &[crate::CredentialEntry] {
+        &self.credentials
     }
 
     /// The hooks, in the order written (the first match wins), from the highest layer that
@@ -619,6 +645,46 @@ impl Config {
                 key: format!("network.mitm.actions.{}", a.name),
                 value: Some(Value::Table(t)),
                 layer: a.layer.clone(),
+            });
+        }
+        for c in &self.credentials {
+            let list =
+                |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+            let mut t = toml::Table::new();
+            t.insert("env".into(), Value::String(c.env.clone()));
+            // Where the secret is, never its value.
+            match &c.secret {
+                Some(SecretRef::EnvVar(v)) => {
+                    t.insert("secret_env_var".into(), Value::String(v.clone()));
+                }
+                Some(SecretRef::File(f)) => {
+                    t.insert("secret_file".into(), Value::String(f.display().to_string()));
+                }
+                None => {}
+            }
+            t.insert("hosts".into(), list(&c.hosts));
+            if let Some(p) = c.port {
+                t.insert("port".into(), Value::Integer(i64::from(p)));
+            }
+            if !c.path_prefixes.is_empty() {
+                t.insert("path_prefixes".into(), list(&c.path_prefixes));
+            }
+            if !c.send.is_empty() {
+                t.insert("send".into(), list(&c.send));
+            }
+            for (k, v) in [
+                ("basic_user", &c.basic_user),
+                ("header", &c.header),
+                ("prefix", &c.prefix),
+            ] {
+                if let Some(v) = v {
+                    t.insert(k.into(), Value::String(v.clone()));
+                }
+            }
+            out.push(ShownValue {
+                key: format!("network.credentials.{}", c.name),
+                value: Some(Value::Table(t)),
+                layer: c.layer.clone(),
             });
         }
         for (name, (ips, layer)) in &self.dns_hosts {

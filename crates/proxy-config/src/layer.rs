@@ -112,6 +112,8 @@ pub(crate) struct LayerData {
     pub(crate) hooks: Option<Vec<HookEntry>>,
     /// `[network.mitm.actions.NAME]`, overlaying lower layers' actions by name.
     pub(crate) actions: Vec<HookAction>,
+    /// `[network.credentials.NAME]`, overlaying lower layers' grants by name.
+    pub(crate) credentials: Vec<crate::CredentialEntry>,
 }
 
 impl LayerData {
@@ -124,6 +126,7 @@ impl LayerData {
             dns_hosts: Vec::new(),
             hooks: None,
             actions: Vec::new(),
+            credentials: Vec::new(),
         }
     }
 
@@ -510,6 +513,21 @@ impl Parser<'_> {
         for (key, v) in t {
             let path = format!("{wpath}.{}", quote_key(key));
             match spath {
+                "network.credentials" => {
+                    let Some(table) = v.as_table() else {
+                        self.diag(DiagnosticKind::InvalidValue, &path, "expected a table");
+                        continue;
+                    };
+                    let layer = self.data.layer.clone();
+                    match crate::credentials::read(&path, key, table, &layer) {
+                        Ok(entry) => self.data.credentials.push(entry),
+                        Err(problems) => {
+                            for (k, m) in problems {
+                                self.diag(DiagnosticKind::InvalidValue, &k, m);
+                            }
+                        }
+                    }
+                }
                 "network.domains" => {
                     let Some(action) = self.action(&path, v) else {
                         continue;

@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod credentials;
 mod error;
 mod hooks;
 mod layer;
@@ -50,6 +51,7 @@ mod runtime;
 mod schema;
 
 pub use config::{Config, DomainEntry, Listeners, ShownValue, SocketEntry};
+pub use credentials::CredentialEntry;
 pub use error::{Diagnostic, DiagnosticKind, Error};
 pub use hooks::{HookAction, HookEntry, Injection, SecretRef};
 pub use layer::{Action, Layer};

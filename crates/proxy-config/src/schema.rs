@@ -504,6 +504,7 @@ pub(crate) const MAPS: &[&str] = &[
     "network.domains",
     "network.unix_sockets",
     "network.dns.hosts",
+    "network.credentials",
 ];
 /// Legacy list shapes, accepted beside or instead of the maps.
 pub(crate) const LISTS: &[&str] = &[

@@ -1946,3 +1946,62 @@ fn bad_hooks_are_refused_with_their_key() {
         err(&[&text], &[], DiagnosticKind::InvalidValue, key, contains);
     }
 }
+
+#[test]
+fn credential_grants_are_read_and_refused_while_the_broker_is_not_built() {
+    let grant = r#"
+[network]
+credential_broker = true
+[network.credentials.gitlab]
+env = "GITLAB_TOKEN"
+hosts = ["gitlab.example.com"]
+path_prefixes = ["/api/v4"]
+send = ["header", "bearer"]
+header = "PRIVATE-TOKEN"
+"#;
+    let e = build(&[grant], &[]).err().unwrap();
+    // Only the broker itself is refused: the grant reads cleanly.
+    assert!(
+        e.diagnostics
+            .iter()
+            .all(|d| d.key == "network.credential_broker"),
+        "{e}"
+    );
+    let bad = |body: &str, key: &str, contains: &str| {
+        let text = format!("[network.credentials.g]\n{body}");
+        err(&[&text], &[], DiagnosticKind::InvalidValue, key, contains);
+    };
+    bad(
+        "hosts = [\"a.test\"]",
+        "network.credentials.g.env",
+        "needs `env`",
+    );
+    bad(
+        "env = \"T\"",
+        "network.credentials.g.hosts",
+        "at least one host",
+    );
+    bad(
+        "env = \"T\"\nhosts = [\"a.test\"]\nsecret_file = \"rel\"",
+        "network.credentials.g.secret_file",
+        "absolute path",
+    );
+    bad(
+        "env = \"T\"\nhosts = [\"a.test\"]\nport = 0",
+        "network.credentials.g.port",
+        "expected a port",
+    );
+    bad(
+        "env = \"T\"\nhosts = [\"a.test\"]\nhots = 1",
+        "network.credentials.g.hots",
+        "did you mean `hosts`",
+    );
+    // Grants without the broker are refused, not ignored.
+    err(
+        &["[network.credentials.g]\nenv = \"T\"\nhosts = [\"a.test\"]"],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.credentials",
+        "need the credential broker",
+    );
+}
