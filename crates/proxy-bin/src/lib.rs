@@ -32,6 +32,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod broker;
 mod check;
 mod control;
 mod interception;

@@ -101,6 +101,10 @@ pub struct Service {
     audit_file: Option<Arc<proxy_audit::JsonLinesFile>>,
     otlp: Option<Arc<proxy_audit::OtlpSink>>,
     upstream_warnings: Vec<String>,
+    /// The credential broker's vault, when `credential_broker` is on (made at start).
+    vault: Option<Arc<proxy_broker::Vault>>,
+    /// What the broker withheld from the child, said at start.
+    broker_warnings: Vec<String>,
     /// Keeps the gate's own-address set current while the service lives.
     _own_watch: Option<OwnAddrsWatch>,
     /// The task that judges open connections again when the own-address set changes.
@@ -172,6 +176,11 @@ impl Service {
         let actions = Arc::new(ArcSwap::from_pointee(crate::interception::hook_actions(
             &config, &*env.0,
         )?));
+        // The broker's grants and dummies, made once (the child holds the dummies).
+        let (vault, broker_warnings) = match crate::broker::vault(&config, &*env.0)? {
+            Some((vault, warnings)) => (Some(Arc::new(vault)), warnings),
+            None => (None, Vec::new()),
+        };
         let resolver = Resolver::new(
             config.dns_nameservers().as_deref(),
             config.dns_hosts(),
@@ -289,6 +298,8 @@ impl Service {
             audit_file,
             otlp,
             upstream_warnings,
+            vault,
+            broker_warnings,
             _own_watch: own_watch,
             _rejudge_on_own_change: rejudge.map(AbortOnDrop),
         })
@@ -306,6 +317,16 @@ impl Service {
     /// connects directly for that protocol).
     pub fn upstream_warnings(&self) -> &[String] {
         &self.upstream_warnings
+    }
+
+    /// The credential broker's vault, when `credential_broker` is on.
+    pub fn vault(&self) -> Option<&Arc<proxy_broker::Vault>> {
+        self.vault.as_ref()
+    }
+
+    /// The built-in credentials the broker withheld from the child, and why (said at start).
+    pub fn broker_warnings(&self) -> &[String] {
+        &self.broker_warnings
     }
 
     /// Tells the loop guard netproxy's own listener addresses.

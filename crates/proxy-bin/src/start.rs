@@ -206,6 +206,9 @@ pub async fn start(service: Arc<Service>, options: Options) -> Result<Running, L
             tracing::warn!("{w}; connecting directly instead");
         }
     }
+    for w in service.broker_warnings() {
+        tracing::warn!("{w}");
+    }
     service.set_listeners(std::iter::once(http_addr).chain(socks_addr).collect());
     let watcher = if options.watch_files {
         match watch_files(service.clone()) {

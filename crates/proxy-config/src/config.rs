@@ -10,6 +10,7 @@ use proxy_policy::{Pattern, Policy};
 use toml::Value;
 
 use crate::error::{Diagnostic, DiagnosticKind, Error};
+use crate::credentials::CredentialEntry;
 use crate::hooks::{HookAction, HookEntry, SecretRef};
 use crate::layer::{Action, Layer, LayerData};
 use crate::listen::{clamp_bind, parse_listen_url};
@@ -268,6 +269,16 @@ impl Config {
     /// requests judged inside TLS, docs/mitm.md).
     pub fn mitm(&self) -> bool {
         *self.settings.mitm.value.value()
+    }
+    /// `credential_broker`: the credential broker (docs/credentials.md).
+    pub fn credential_broker(&self) -> bool {
+        self.settings.credential_broker.value
+    }
+    /// `dangerously_allow_plaintext_credential_injection`.
+    pub fn plaintext_credential_injection(&self) -> bool {
+        self.settings
+            .dangerously_allow_plaintext_credential_injection
+            .value
     }
     /// `verify_sni`.
     pub fn verify_sni(&self) -> bool {
@@ -709,6 +720,19 @@ impl Config {
             .collect();
         if self.dns_hosts() != next.dns_hosts() {
             changed.push("network.dns.hosts".into());
+        }
+        // Grants and their dummies are made at start (the child holds the dummies).
+        let grants = |c: &Config| {
+            c.credentials
+                .iter()
+                .map(|e| CredentialEntry {
+                    layer: Layer::Default,
+                    ..e.clone()
+                })
+                .collect::<Vec<_>>()
+        };
+        if grants(self) != grants(next) {
+            changed.push("network.credentials".into());
         }
         changed
     }

@@ -461,8 +461,9 @@ schema! {
     /// and the interceptor are made at start: turned on by a reload, limited mode's tunnels
     /// stay refused `mitm_required` until a restart.
     mitm: Written<bool> = Written::flag(false), "network.mitm", Kind::Mitm, reload;
-    /// `credential_broker` (not built yet: only off is accepted).
-    credential_broker: bool = false, "network.credential_broker", Kind::Bool, reload;
+    /// `credential_broker` (not built yet: only off is accepted). Its grants and dummies are
+    /// made at start: a change needs a restart.
+    credential_broker: bool = false, "network.credential_broker", Kind::Bool, restart;
     /// `dangerously_allow_plaintext_credential_injection` (not built yet).
     dangerously_allow_plaintext_credential_injection: bool = false,
         "network.dangerously_allow_plaintext_credential_injection", Kind::Bool, reload;

@@ -416,6 +416,11 @@ fn env_command(args: &EnvArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    if config.credential_broker() {
+        eprintln!(
+            "netproxy env: note: brokered credentials need `netproxy run`: the dummies a child gets are made by the proxy that serves it (docs/credentials.md); these variables carry none"
+        );
+    }
     // With `mitm`, the trust bundle `run` would give its child (the CA made first if needed).
     let ca_bundle = if config.mitm() {
         let made = netproxy::load_trust_bundle(home_dir().as_deref(), &|k| std::env::var(k).ok())

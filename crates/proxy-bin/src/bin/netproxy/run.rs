@@ -173,6 +173,15 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         cmd.env_remove(key);
     }
     cmd.envs(env.vars());
+    // Brokered credentials: the child gets each grant's dummy, never the real value
+    // (docs/credentials.md); withheld variables and configured secret variables go.
+    if let Some(vault) = service.vault() {
+        let child = vault.child_env();
+        for key in &child.remove {
+            cmd.env_remove(key);
+        }
+        cmd.envs(child.set.iter().map(|(k, v)| (k, v)));
+    }
     // Signal handlers before CMD starts: a signal sent as soon as CMD is up is passed on.
     let signals = Forwarded::install()?;
     let mut child = match cmd.spawn() {

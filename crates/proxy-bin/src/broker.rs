@@ -1,0 +1,72 @@
+//! The credential broker's vault for the service (docs/credentials.md): built at start from
+//! netproxy's own environment and the configured grants, when `credential_broker` is on.
+
+use proxy_broker::{GrantSpec, SecretSource, SendStyle, Vault};
+use proxy_config::{Config, Diagnostic, DiagnosticKind, SecretRef};
+
+/// The vault of `config`'s grants and of the built-in providers found by `env`, or `None` when
+/// the broker is off. A wrong grant, or one whose secret cannot be read, is a config error
+/// naming the grant (never the value). The built-ins withheld from the child come back as
+/// warnings.
+pub(crate) fn vault(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(Vault, Vec<String>)>, proxy_config::Error> {
+    if !config.credential_broker() {
+        return Ok(None);
+    }
+    let mut diags = Vec::new();
+    let mut specs = Vec::new();
+    for c in config.credentials() {
+        let mut spec = GrantSpec::new(c.name.clone(), c.env.clone());
+        spec.secret = c.secret.as_ref().map(|s| match s {
+            SecretRef::EnvVar(v) => SecretSource::EnvVar(v.clone()),
+            SecretRef::File(f) => SecretSource::File(f.clone()),
+        });
+        spec.hosts.clone_from(&c.hosts);
+        spec.port = c.port;
+        spec.path_prefixes.clone_from(&c.path_prefixes);
+        for s in &c.send {
+            match s.parse::<SendStyle>() {
+                Ok(style) => spec.send.push(style),
+                Err(e) => diags.push(Diagnostic::new(
+                    DiagnosticKind::InvalidValue,
+                    c.layer.to_string(),
+                    format!("network.credentials.{}.send", c.name),
+                    e.to_string(),
+                )),
+            }
+        }
+        spec.basic_user.clone_from(&c.basic_user);
+        spec.header.clone_from(&c.header);
+        spec.prefix.clone_from(&c.prefix);
+        specs.push(spec);
+    }
+    if !diags.is_empty() {
+        return Err(proxy_config::Error { diagnostics: diags });
+    }
+    match Vault::new(|k| env(k).map(Into::into), &specs) {
+        Ok(vault) => {
+            let warnings = vault.withheld().iter().map(ToString::to_string).collect();
+            Ok(Some((vault, warnings)))
+        }
+        Err(e) => {
+            let origin = match &e {
+                proxy_broker::VaultError::Spec { grant, .. } => config
+                    .credentials()
+                    .iter()
+                    .find(|c| &c.name == grant)
+                    .map_or_else(|| "environment".to_owned(), |c| c.layer.to_string()),
+                _ => "environment".to_owned(),
+            };
+            Err(proxy_config::Error {
+                diagnostics: vec![Diagnostic::new(
+                    DiagnosticKind::InvalidValue,
+                    origin,
+                    "network.credentials",
+                    e.to_string(),
+                )],
+            })
+        }
+    }
+}
