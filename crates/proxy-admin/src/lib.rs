@@ -69,6 +69,7 @@ pub fn router<C: Control + 'static>(control: Arc<C>, token: &str) -> Router {
     };
     let protected = Router::new()
         .route("/config", get(config::<C>))
+        .route("/credentials", get(credentials::<C>))
         .route("/patterns", get(patterns::<C>))
         .route("/blocked", get(blocked::<C>))
         .route("/mode", post(mode::<C>))
@@ -252,6 +253,10 @@ fn json_text(text: String) -> Response {
 
 async fn config<C: Control>(State(s): State<AppState<C>>) -> Response {
     json_text(s.control.config_json())
+}
+
+async fn credentials<C: Control>(State(s): State<AppState<C>>) -> Response {
+    json_text(s.control.credentials_json())
 }
 
 async fn patterns<C: Control>(State(s): State<AppState<C>>) -> Response {

@@ -70,3 +70,28 @@ pub(crate) fn vault(
         }
     }
 }
+
+/// The grants of `vault` by name and binding, never a value: `GET /credentials`.
+pub(crate) fn grants_json(vault: Option<&Vault>) -> serde_json::Value {
+    let Some(vault) = vault else {
+        return serde_json::json!({"broker": false, "grants": []});
+    };
+    let grants: Vec<serde_json::Value> = vault
+        .grants()
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "name": g.name(),
+                "env": g.env(),
+                "builtin": g.is_builtin(),
+                "source": g.source().to_string(),
+                "hosts": g.binding().hosts().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "port": g.binding().port(),
+                "path_prefixes": g.binding().path_prefixes(),
+                "forms": g.forms().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let withheld: Vec<String> = vault.withheld().iter().map(ToString::to_string).collect();
+    serde_json::json!({"broker": true, "grants": grants, "withheld": withheld})
+}

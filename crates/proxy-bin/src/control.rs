@@ -80,6 +80,10 @@ impl Control for ServiceControl {
         crate::show::config_json(&self.service.config()).to_string()
     }
 
+    fn credentials_json(&self) -> String {
+        crate::broker::grants_json(self.service.vault().map(|v| &**v)).to_string()
+    }
+
     fn patterns(&self) -> PatternLists {
         let snap = self.service.snapshot();
         PatternLists {

@@ -141,6 +141,11 @@ pub struct CheckQuery {
 pub trait Control: Send + Sync {
     /// The effective config as a JSON document, each value with its layer.
     fn config_json(&self) -> String;
+    /// The credential broker's grants as a JSON document: by name and binding, never a value
+    /// (`GET /credentials`). By default, a broker that is off.
+    fn credentials_json(&self) -> String {
+        r#"{"broker":false,"grants":[]}"#.to_owned()
+    }
     /// The effective patterns.
     fn patterns(&self) -> PatternLists;
     /// The blocked-request buffer; `drain` empties it.
