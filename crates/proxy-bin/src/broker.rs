@@ -8,7 +8,7 @@ use proxy_config::{Config, Diagnostic, DiagnosticKind, SecretRef};
 /// the broker is off. A wrong grant, or one whose secret cannot be read, is a config error
 /// naming the grant (never the value). The built-ins withheld from the child come back as
 /// warnings.
-pub(crate) fn vault(
+pub fn vault(
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<(Vault, Vec<String>)>, proxy_config::Error> {
@@ -94,4 +94,81 @@ pub(crate) fn grants_json(vault: Option<&Vault>) -> serde_json::Value {
         .collect();
     let withheld: Vec<String> = vault.withheld().iter().map(ToString::to_string).collect();
     serde_json::json!({"broker": true, "grants": grants, "withheld": withheld})
+}
+
+/// `netproxy check --credentials URL`: which grant would be injected at `url`, or why none,
+/// with netproxy's environment as `env` gives it. `Err` for a URL that is not `http(s)://host`.
+pub fn explain_credentials(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    url: &str,
+) -> Result<CredentialsReport, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: not a URL ({e})"))?;
+    let scheme = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => proxy_broker::Scheme::Https,
+        Some(s) if s.eq_ignore_ascii_case("http") => proxy_broker::Scheme::Http,
+        _ => return Err(format!("{url}: give an http:// or https:// URL")),
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("{url}: the URL names no host"))
+        .and_then(|h| {
+            proxy_core::Host::parse(h.trim_start_matches('[').trim_end_matches(']'))
+                .map_err(|e| format!("{url}: {e}"))
+        })?;
+    let port = uri.port_u16().unwrap_or(match scheme {
+        proxy_broker::Scheme::Https => 443,
+        proxy_broker::Scheme::Http => 80,
+    });
+    let path = match uri.path() {
+        "" => "/",
+        p => p,
+    };
+    if !config.credential_broker() {
+        return Ok(CredentialsReport {
+            text: format!(
+                "credentials for {url}:\n  none: the credential broker is off (credential_broker = false)\n"
+            ),
+            json: serde_json::json!({"broker": false, "destination": url, "grants": []}),
+            injected: false,
+        });
+    }
+    let vault = match vault(config, env) {
+        Ok(Some((vault, _))) => vault,
+        Ok(None) => return Err("the credential broker is off".to_owned()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let dest = proxy_broker::Destination::new(scheme, &host, port, path);
+    let ex = vault.explain(&dest, config.plaintext_credential_injection());
+    let grants: Vec<serde_json::Value> = ex
+        .entries
+        .iter()
+        .map(|e| {
+            let (verdict, why) = match &e.verdict {
+                proxy_broker::Verdict::Injected => ("injected", None),
+                proxy_broker::Verdict::NotBound(w) => ("refused", Some(w.to_string())),
+                proxy_broker::Verdict::Unset => ("unset", None),
+                proxy_broker::Verdict::Withheld(w) => ("withheld", Some(w.to_string())),
+                _ => ("other", None),
+            };
+            serde_json::json!({"grant": e.grant, "env": e.env, "verdict": verdict, "why": why})
+        })
+        .collect();
+    let injected = ex.injected().next().is_some();
+    Ok(CredentialsReport {
+        text: ex.to_string(),
+        json: serde_json::json!({"broker": true, "destination": ex.destination, "grants": grants}),
+        injected,
+    })
+}
+
+/// What `check --credentials` prints.
+#[derive(Debug)]
+pub struct CredentialsReport {
+    /// The text, one line per grant.
+    pub text: String,
+    /// The same as JSON.
+    pub json: serde_json::Value,
+    /// Whether some grant would be injected there.
+    pub injected: bool,
 }

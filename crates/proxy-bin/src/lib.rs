@@ -32,7 +32,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod broker;
+pub mod broker;
 mod check;
 mod control;
 mod interception;

@@ -9,8 +9,8 @@ use proxy_core::Mode;
 use proxy_policy::{Pattern, Policy};
 use toml::Value;
 
-use crate::error::{Diagnostic, DiagnosticKind, Error};
 use crate::credentials::CredentialEntry;
+use crate::error::{Diagnostic, DiagnosticKind, Error};
 use crate::hooks::{HookAction, HookEntry, SecretRef};
 use crate::layer::{Action, Layer, LayerData};
 use crate::listen::{clamp_bind, parse_listen_url};

@@ -19,13 +19,21 @@ fn help_lists_every_command_and_no_arguments_is_a_usage_error() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_and_exit_2() {
+fn check_credentials_takes_a_url_and_says_when_the_broker_is_off() {
     let home = Home::new();
-    // `ca` is built now (see the `ca_*` tests); the credential broker is not.
-    let cmd = ["check", "--credentials", "example.com"];
-    let r = home.run(&cmd);
-    assert_eq!(r.code, 2, "{cmd:?}");
-    assert!(r.stderr.contains("not built yet"), "{cmd:?}: {}", r.stderr);
+    let r = home.run(&["check", "--credentials", "example.com"]);
+    r.assert_err(2, &["give an http:// or https:// URL"]);
+    let r = home.run(&["check", "--credentials", "https://api.github.com/user"]);
+    r.assert_out(1, &["the credential broker is off"]);
+    let r = home.run(&[
+        "check",
+        "--credentials",
+        "--json",
+        "https://api.github.com/user",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["broker"], false);
 }
 
 /// The mode bits of `path`.

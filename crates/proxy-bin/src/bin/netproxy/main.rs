@@ -179,7 +179,7 @@ struct CheckArgs {
     /// Do not resolve an allowed name (by default it is resolved and every address checked, as `serve` does)
     #[arg(long)]
     no_resolve: bool,
-    /// Show the brokered credentials that would apply (not built yet)
+    /// Say which brokered credential would be injected at TARGET (a URL), or why none
     #[arg(long)]
     credentials: bool,
     /// A URL, host, host:port or [v6]:port
@@ -302,10 +302,33 @@ fn load(p: &PolicyOptions) -> Result<proxy_config::Config, ExitCode> {
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if args.credentials {
-        eprintln!(
-            "netproxy check: --credentials is not built yet (the credential broker comes with its issue)"
+        let config = match load(&args.policy) {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
+        return Ok(
+            match netproxy::broker::explain_credentials(
+                &config,
+                &|k| std::env::var(k).ok(),
+                &args.target,
+            ) {
+                Ok(r) => {
+                    if args.json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&r.json).context("rendering JSON")?
+                        );
+                    } else {
+                        print!("{}", r.text);
+                    }
+                    ExitCode::from(if r.injected { 0 } else { 1 })
+                }
+                Err(e) => {
+                    eprintln!("netproxy check: {e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            },
         );
-        return Ok(ExitCode::from(EXIT_USAGE));
     }
     let req = match CheckRequest::parse(&args.target, args.protocol, args.method.as_deref()) {
         Ok(r) => r,
