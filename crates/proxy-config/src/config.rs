@@ -511,6 +511,15 @@ impl Config {
 
     /// Compiles the policy: each pattern's origin is the label of its layer.
     pub fn policy(&self) -> Result<Policy, Error> {
+        self.policy_with(|_| Ok(()))
+    }
+
+    /// [`Config::policy`], with `extra` adding what the config does not hold before the build
+    /// (the credential broker's destinations, known once its grants are made).
+    pub fn policy_with(
+        &self,
+        extra: impl FnOnce(&mut proxy_policy::PolicyBuilder) -> Result<(), proxy_policy::Error>,
+    ) -> Result<Policy, Error> {
         let mut b = Policy::builder();
         let mut diags = Vec::new();
         for e in &self.domains {
@@ -546,7 +555,7 @@ impl Config {
             .mode(self.mode())
             .allow_local_binding(self.allow_local_binding())
             .allow_all_unix_sockets(self.allow_all_unix_sockets())
-            .interception(self.mitm());
+            .interception(self.mitm() || self.credential_broker());
         for n in self.treat_as_public() {
             b.treat_as_public(n);
         }
@@ -566,6 +575,14 @@ impl Config {
         }
         if !diags.is_empty() {
             return Err(Error { diagnostics: diags });
+        }
+        if let Err(e) = extra(&mut b) {
+            return Err(Error::one(Diagnostic::new(
+                DiagnosticKind::InvalidValue,
+                "effective config",
+                "network.credentials",
+                e.to_string(),
+            )));
         }
         b.build().map_err(|e| {
             Error::one(Diagnostic::new(
