@@ -679,8 +679,10 @@ mod inner_tests {
     use std::sync::{Arc, Mutex};
 
     use proxy_core::{
-        AuditEvent, AuditSink, Decision, Gate, Mode, Protocol, Reason, RequestMeta, Target,
+        Admission, AuditEvent, AuditSink, Decision, Gate, Mode, Protocol, Reason, RequestMeta,
+        Target,
     };
+    use proxy_policy::{OwnAddrs, Policy};
 
     use super::{PolicyGate, SharedSnapshot, Snapshot};
 
@@ -795,5 +797,52 @@ mod inner_tests {
                 ),
             ]
         );
+    }
+
+    /// A credential destination's tunnel is routed intercept-if-TLS (held as possibly opaque:
+    /// a reload to limited mode closes it), except under `verify_sni`, where tunnels carry TLS
+    /// only and it is intercepted always.
+    #[tokio::test]
+    async fn a_credential_destination_is_routed_intercept_if_tls() {
+        let credential = |mode: Mode, verify_sni: bool| {
+            let mut b = Policy::builder();
+            b.allow("1.2.3.4", None).expect("a pattern");
+            b.credential_destination("1.2.3.4:443")
+                .expect("a destination");
+            b.interception(true).mode(mode);
+            let settings = super::Settings {
+                verify_sni,
+                ..super::Settings::default()
+            };
+            Snapshot::new(b.build().expect("a policy"), settings)
+        };
+        let state: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(credential(
+            Mode::Full,
+            false,
+        )));
+        let resolver = crate::Resolver::new(
+            Some(&[]),
+            std::collections::BTreeMap::new(),
+            std::time::Duration::from_millis(100),
+        )
+        .expect("a resolver");
+        let own = Arc::new(arc_swap::ArcSwap::from_pointee(OwnAddrs::default()));
+        let gate = PolicyGate::new(state.clone(), resolver, Arc::new(Events::default()), own);
+        let tunnel = meta(Protocol::HttpsConnect, "1.2.3.4:443", "CONNECT");
+        let Admission::Allow(route) = gate.admit(&tunnel).await else {
+            panic!("admitted")
+        };
+        assert!(route.intercept && route.opaque_unless_tls && !route.verify_sni);
+        let lease = gate.hold(&tunnel, &route);
+        assert_eq!(gate.revoke_disallowed(&credential(Mode::Full, false)), 0);
+        assert!(!lease.is_revoked());
+        assert_eq!(gate.revoke_disallowed(&credential(Mode::Limited, false)), 1);
+        assert!(lease.is_revoked());
+
+        state.store(Arc::new(credential(Mode::Full, true)));
+        let Admission::Allow(route) = gate.admit(&tunnel).await else {
+            panic!("admitted")
+        };
+        assert!(route.intercept && !route.opaque_unless_tls && !route.verify_sni);
     }
 }

@@ -318,7 +318,11 @@ mod tests {
         let intercepted = leases.hold(&meta("api.test:443"), ip, &Decision::allow(), true);
         let revoked = leases.rejudge(&credential(proxy_core::Mode::Limited), OwnAddrs::none());
         assert_eq!(revoked.len(), 2);
-        assert!(revoked.iter().all(|(_, d)| d.reason == Some(Reason::MitmRequired)));
+        assert!(
+            revoked
+                .iter()
+                .all(|(_, d)| d.reason == Some(Reason::MitmRequired))
+        );
         assert!(opaque.is_revoked() && if_tls.is_revoked() && !intercepted.is_revoked());
     }
 }

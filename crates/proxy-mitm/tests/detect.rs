@@ -10,9 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proxy_core::{
-    Decision, Gate, Intercepted, Interceptor, Protocol, RequestMeta, Route, Target,
-};
+use proxy_core::{Decision, Gate, Intercepted, Interceptor, Protocol, RequestMeta, Route, Target};
 use proxy_mitm::{CLIENT_FIRST_WAIT, Ca, CertificateDer, LeafCache, MitmInterceptor};
 use proxy_test_support::{StubGate, TestCa, TlsOrigin, tls_client};
 use rustls::pki_types::ServerName;
@@ -121,9 +119,14 @@ async fn raw_origin(
 #[tokio::test]
 async fn a_tls_client_is_intercepted_and_its_request_judged() {
     let upstream_ca = TestCa::new().unwrap();
-    let origin = TlsOrigin::start("origin", "127.0.0.1".parse().unwrap(), &upstream_ca, &[HOST])
-        .await
-        .unwrap();
+    let origin = TlsOrigin::start(
+        "origin",
+        "127.0.0.1".parse().unwrap(),
+        &upstream_ca,
+        &[HOST],
+    )
+    .await
+    .unwrap();
     let mitm = Mitm::new(&upstream_ca);
     let (client, session) = mitm.tunnel(origin.addr(), true).await;
     // The client trusts only netproxy's CA: the handshake succeeds only if intercepted.
@@ -182,10 +185,13 @@ async fn a_server_that_speaks_first_gets_an_opaque_tunnel() {
     let (mut client, session) = mitm.tunnel(origin, true).await;
     // The client says nothing until the banner comes, which takes the peek's wait.
     let mut got = vec![0u8; banner.len()];
-    tokio::time::timeout(CLIENT_FIRST_WAIT * 3 + PATIENCE, client.read_exact(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        CLIENT_FIRST_WAIT * 3 + PATIENCE,
+        client.read_exact(&mut got),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(got, banner);
     client.write_all(hello).await.unwrap();
     let mut rest = Vec::new();
@@ -207,7 +213,11 @@ async fn the_opaque_tunnel_ends_when_its_lease_is_revoked() {
     client.write_all(b"not tls at all\n").await.unwrap();
     // Give the peek time to decide, then revoke.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(mitm.gate.revoke(|m| m.target.to_string() == "cred.test:443"), 1);
+    assert_eq!(
+        mitm.gate
+            .revoke(|m| m.target.to_string() == "cred.test:443"),
+        1
+    );
     within("session end", session).await.unwrap();
     let mut rest = Vec::new();
     // The client's end is closed (read ends), and so is the origin's.
