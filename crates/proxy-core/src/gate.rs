@@ -142,8 +142,14 @@ impl fmt::Debug for UnixSocket {
 pub struct Route {
     /// How to reach the target.
     pub via: Via,
-    /// Whether to terminate TLS and inspect the inner requests.
+    /// Whether to terminate TLS and inspect the inner requests: the tunnel is handed to the
+    /// interceptor.
     pub intercept: bool,
+    /// With `intercept`: the tunnel is intercepted only when its first bytes are a TLS
+    /// ClientHello (a credential destination); the interceptor relays any other stream, or a
+    /// client that waits for the server to speak first, as an opaque tunnel. False: a stream
+    /// that is not TLS is closed (limited mode, hooks: fail closed).
+    pub opaque_unless_tls: bool,
     /// For an opaque tunnel (`verify_sni`): the front-end reads the client's first bytes and
     /// relays nothing until the gate has judged them ([`Gate::admit_hello`]).
     pub verify_sni: bool,
@@ -157,6 +163,7 @@ impl Route {
         Self {
             via: Via::Direct(addrs),
             intercept: false,
+            opaque_unless_tls: false,
             verify_sni: false,
             decision,
         }

@@ -25,7 +25,7 @@ use proxy_core::{
     Protocol, Reason, RequestHead, RequestMeta, Route, Source, Target, UpstreamFailure, Verdict,
     Via,
 };
-use proxy_policy::{Evaluation, OwnAddrs, Policy};
+use proxy_policy::{Evaluation, Intercept, OwnAddrs, Policy};
 
 use crate::leases::Leases;
 use crate::own_addrs::SharedOwnAddrs;
@@ -159,6 +159,9 @@ pub struct Explanation {
     pub pending: bool,
     /// Whether the tunnel would be intercepted.
     pub intercept: bool,
+    /// With `intercept`: only if its first bytes are TLS, an opaque tunnel otherwise (a
+    /// credential destination; [`Route::opaque_unless_tls`]).
+    pub opaque_unless_tls: bool,
     /// Whether the front-end checks the tunnel's TLS server name before relaying
     /// (`verify_sni`, opaque tunnels only).
     pub verify_sni: bool,
@@ -179,6 +182,7 @@ impl Explanation {
             decision,
             pending: false,
             intercept: false,
+            opaque_unless_tls: false,
             verify_sni: false,
             resolved: None,
             via: None,
@@ -188,10 +192,18 @@ impl Explanation {
     }
 
     /// An admission along `via`.
-    pub(crate) fn allowed(decision: Decision, via: Via, intercept: bool) -> Self {
+    pub(crate) fn allowed(decision: Decision, via: Via, intercept: Intercept) -> Self {
         Self {
             via: Some(via),
-            intercept,
+            ..Self::pending(decision, intercept)
+        }
+    }
+
+    /// An admitted `decision` not routed yet, to be intercepted as `intercept` says.
+    fn pending(decision: Decision, intercept: Intercept) -> Self {
+        Self {
+            intercept: intercept.is_intercepted(),
+            opaque_unless_tls: intercept == Intercept::IfTls,
             ..Self::denied(decision)
         }
     }
@@ -217,6 +229,7 @@ impl Explanation {
             Some(via) => Admission::Allow(Route {
                 via,
                 intercept: self.intercept,
+                opaque_unless_tls: self.intercept && self.opaque_unless_tls,
                 verify_sni: self.verify_sni,
                 decision: self.decision,
             }),
@@ -388,6 +401,9 @@ impl PolicyGate {
         // An opaque tunnel's TLS server name is checked before anything is relayed.
         seen.verify_sni = !seen.intercept
             && matches!(meta.protocol, Protocol::HttpsConnect | Protocol::Socks5Tcp);
+        // Under `verify_sni` tunnels carry TLS only: a credential destination's tunnel that is
+        // not TLS is closed, not relayed opaque with its server name unchecked.
+        seen.opaque_unless_tls = false;
         // QUIC (UDP to port 443) carries its server name where netproxy does not read it: under
         // `verify_sni` it would be a way around the check.
         if meta.protocol == Protocol::Socks5Udp
@@ -476,8 +492,7 @@ impl PolicyGate {
                 } else if lookup == Lookup::Skip {
                     return Explanation {
                         pending: check,
-                        intercept,
-                        ..Explanation::denied(decision)
+                        ..Explanation::pending(decision, intercept)
                     };
                 } else {
                     match self.lookup(name).await {
@@ -528,7 +543,7 @@ impl PolicyGate {
         port: u16,
         addrs: Vec<SocketAddr>,
         decision: Decision,
-        intercept: bool,
+        intercept: Intercept,
         snap: &Snapshot,
         lookup: Lookup,
     ) -> Explanation {
@@ -543,9 +558,8 @@ impl PolicyGate {
         let upstream = Some(endpoint.to_string());
         if lookup == Lookup::Skip && endpoint.host.ip().is_none() {
             return Explanation {
-                intercept,
                 upstream,
-                ..Explanation::denied(decision)
+                ..Explanation::pending(decision, intercept)
             };
         }
         let via = self
@@ -578,9 +592,13 @@ impl Gate for PolicyGate {
             // A unix socket's permission is not re-judged here.
             Via::Unix(..) => return Lease::none(),
         };
-        let lease = self
-            .leases
-            .hold(meta, addrs, &route.decision, route.intercept);
+        // A tunnel intercepted only if TLS may be relayed opaque: held as not intercepted.
+        let lease = self.leases.hold(
+            meta,
+            addrs,
+            &route.decision,
+            route.intercept && !route.opaque_unless_tls,
+        );
         // A policy change between this connection's admission and now re-judged the held
         // connections without it: judge it against the policy in force now. (A change after
         // the lease was registered sees it.)
@@ -661,8 +679,10 @@ mod inner_tests {
     use std::sync::{Arc, Mutex};
 
     use proxy_core::{
-        AuditEvent, AuditSink, Decision, Gate, Mode, Protocol, Reason, RequestMeta, Target,
+        Admission, AuditEvent, AuditSink, Decision, Gate, Mode, Protocol, Reason, RequestMeta,
+        Target,
     };
+    use proxy_policy::{OwnAddrs, Policy};
 
     use super::{PolicyGate, SharedSnapshot, Snapshot};
 
@@ -777,5 +797,52 @@ mod inner_tests {
                 ),
             ]
         );
+    }
+
+    /// A credential destination's tunnel is routed intercept-if-TLS (held as possibly opaque:
+    /// a reload to limited mode closes it), except under `verify_sni`, where tunnels carry TLS
+    /// only and it is intercepted always.
+    #[tokio::test]
+    async fn a_credential_destination_is_routed_intercept_if_tls() {
+        let credential = |mode: Mode, verify_sni: bool| {
+            let mut b = Policy::builder();
+            b.allow("1.2.3.4", None).expect("a pattern");
+            b.credential_destination("1.2.3.4:443")
+                .expect("a destination");
+            b.interception(true).mode(mode);
+            let settings = super::Settings {
+                verify_sni,
+                ..super::Settings::default()
+            };
+            Snapshot::new(b.build().expect("a policy"), settings)
+        };
+        let state: SharedSnapshot = Arc::new(arc_swap::ArcSwap::from_pointee(credential(
+            Mode::Full,
+            false,
+        )));
+        let resolver = crate::Resolver::new(
+            Some(&[]),
+            std::collections::BTreeMap::new(),
+            std::time::Duration::from_millis(100),
+        )
+        .expect("a resolver");
+        let own = Arc::new(arc_swap::ArcSwap::from_pointee(OwnAddrs::default()));
+        let gate = PolicyGate::new(state.clone(), resolver, Arc::new(Events::default()), own);
+        let tunnel = meta(Protocol::HttpsConnect, "1.2.3.4:443", "CONNECT");
+        let Admission::Allow(route) = gate.admit(&tunnel).await else {
+            panic!("admitted")
+        };
+        assert!(route.intercept && route.opaque_unless_tls && !route.verify_sni);
+        let lease = gate.hold(&tunnel, &route);
+        assert_eq!(gate.revoke_disallowed(&credential(Mode::Full, false)), 0);
+        assert!(!lease.is_revoked());
+        assert_eq!(gate.revoke_disallowed(&credential(Mode::Limited, false)), 1);
+        assert!(lease.is_revoked());
+
+        state.store(Arc::new(credential(Mode::Full, true)));
+        let Admission::Allow(route) = gate.admit(&tunnel).await else {
+            panic!("admitted")
+        };
+        assert!(route.intercept && !route.opaque_unless_tls && !route.verify_sni);
     }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use proxy_core::{Decision, Lease, LeaseHolder, Protocol, Reason, RequestMeta, Revoker, Source};
-use proxy_policy::{Evaluation, OwnAddrs, Policy};
+use proxy_policy::{Evaluation, Intercept, OwnAddrs, Policy};
 
 /// What a lease keeps of its connection (in the lease's own allocation): enough to judge it
 /// again.
@@ -26,8 +26,12 @@ struct Held {
     addrs: Vec<IpAddr>,
     /// Admitted by the decider after an allowlist miss: a later allowlist miss keeps it.
     by_decider: bool,
-    /// Intercepted (its requests judged inside TLS). An opaque connection the new policy would
-    /// intercept (limited mode with interception on) is refused: it carries any method.
+    /// Intercepted whatever its first bytes (its requests judged inside TLS). An opaque
+    /// connection the new policy would always intercept (limited mode with interception on, a
+    /// host given hooks) is refused: it carries any method. A tunnel intercepted only if TLS
+    /// (a credential destination) may have been relayed opaque: it is held as not intercepted.
+    /// A policy that would intercept a tunnel only if TLS keeps an opaque one: it was judged
+    /// already, and nothing but the child's dummy credentials can pass through it.
     intercepted: bool,
 }
 
@@ -53,7 +57,7 @@ impl Leases {
     }
 
     /// A lease for a connection admitted as `meta` by `decision`, connected to `addrs`
-    /// (`intercepted`: its requests are judged inside TLS).
+    /// (`intercepted`: its requests are judged inside TLS, whatever its first bytes).
     pub(crate) fn hold(
         self: &Arc<Self>,
         meta: &RequestMeta,
@@ -144,13 +148,14 @@ fn refusal(policy: &Policy, own: &OwnAddrs, h: &Held) -> Option<Decision> {
         &h.meta
     };
     match policy.evaluate_with(meta, own) {
-        // Allowed only if intercepted (limited mode): an opaque tunnel carries any method.
+        // Allowed only if intercepted (limited mode, hooks): an opaque tunnel carries any
+        // method. (`IfTls` keeps it: see `Held::intercepted`.)
         Evaluation::Allow {
-            intercept: true,
+            intercept: Intercept::Always,
             decision,
         }
         | Evaluation::AllowIfAddressesPass {
-            intercept: true,
+            intercept: Intercept::Always,
             decision,
         } if !h.intercepted => {
             let d = Decision::deny(Reason::MitmRequired).with_detail(
@@ -279,5 +284,45 @@ mod tests {
         assert_eq!(revoked.len(), 1);
         assert_eq!(revoked[0].1.reason, Some(Reason::MitmRequired));
         assert!(opaque.is_revoked() && !intercepted.is_revoked());
+    }
+
+    /// A reload that makes a host a credential destination keeps the opaque tunnels open to
+    /// it (they were judged already); one that makes the mode limited closes the tunnels
+    /// that were to be intercepted only if TLS, which may have been relayed opaque.
+    #[test]
+    fn a_credential_destination_keeps_opaque_tunnels_and_limited_mode_closes_them() {
+        let leases = Arc::new(Leases::default());
+        let ip = vec!["127.0.0.2".parse().unwrap()];
+        let opaque = leases.hold(&meta("api.test:443"), ip.clone(), &Decision::allow(), false);
+        let credential = |mode| {
+            let mut b = Policy::builder();
+            b.allow("api.test", None).unwrap();
+            b.treat_as_public("127.0.0.2/32".parse().unwrap());
+            b.interception(true).mode(mode);
+            b.credential_destination("api.test:443").unwrap();
+            b.build().unwrap()
+        };
+        let full = credential(proxy_core::Mode::Full);
+        assert!(matches!(
+            full.evaluate(&meta("api.test:443")),
+            Evaluation::AllowIfAddressesPass {
+                intercept: Intercept::IfTls,
+                ..
+            }
+        ));
+        assert!(leases.rejudge(&full, OwnAddrs::none()).is_empty());
+        assert!(!opaque.is_revoked());
+        // Taken while the policy says "if TLS": held as not intercepted, kept all the same.
+        let if_tls = leases.hold(&meta("api.test:443"), ip.clone(), &Decision::allow(), false);
+        assert!(!if_tls.is_revoked());
+        let intercepted = leases.hold(&meta("api.test:443"), ip, &Decision::allow(), true);
+        let revoked = leases.rejudge(&credential(proxy_core::Mode::Limited), OwnAddrs::none());
+        assert_eq!(revoked.len(), 2);
+        assert!(
+            revoked
+                .iter()
+                .all(|(_, d)| d.reason == Some(Reason::MitmRequired))
+        );
+        assert!(opaque.is_revoked() && if_tls.is_revoked() && !intercepted.is_revoked());
     }
 }

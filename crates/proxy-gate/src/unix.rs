@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use proxy_core::{Decision, Failure, Reason, RequestMeta, Target, UpstreamFailure, Via};
-use proxy_policy::Evaluation;
+use proxy_policy::{Evaluation, Intercept};
 
 use crate::gate::{Explanation, PolicyGate, Snapshot};
 
@@ -95,7 +95,7 @@ impl PolicyGate {
         let check = check.unwrap_or_else(|e| Checked::Failed(format!("the check failed: {e}")));
         match (decision, check) {
             (Ok(decision), Checked::Socket(socket, _)) => {
-                Explanation::allowed(decision, Via::Unix(socket), false)
+                Explanation::allowed(decision, Via::Unix(socket), Intercept::No)
             }
             // Not allowed as written, but the same socket as an allowed entry: judged as that
             // entry (limited mode still applies).
@@ -105,7 +105,7 @@ impl PolicyGate {
                 match policy.evaluate(&judged) {
                     Evaluation::Allow { decision, .. }
                     | Evaluation::AllowIfAddressesPass { decision, .. } => {
-                        Explanation::allowed(decision, Via::Unix(socket), false)
+                        Explanation::allowed(decision, Via::Unix(socket), Intercept::No)
                     }
                     Evaluation::Deny(d) => Explanation::denied(d),
                 }

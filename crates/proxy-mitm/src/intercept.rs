@@ -38,6 +38,11 @@ use websocket::{RelaySlot, UpstreamWatch};
 /// How long a client has to finish its TLS handshake, and the upstream its own.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a tunnel intercepted only if TLS ([`Route::opaque_unless_tls`]) waits for the
+/// client's first byte: a client still silent then waits for the server to speak first (SSH
+/// sends its banner first), and the tunnel is relayed opaque.
+pub const CLIENT_FIRST_WAIT: Duration = Duration::from_secs(1);
+
 /// Why the interceptor could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -299,8 +304,31 @@ where
         let Some(host) = meta.target.host().cloned() else {
             return (0, 0);
         };
-        let (hello, bytes) = proxy_io::peek_hello(&mut client, Vec::new(), HANDSHAKE_WAIT).await;
+        let (hello, bytes) = if route.opaque_unless_tls {
+            let (hello, bytes) =
+                proxy_io::peek_hello(&mut client, Vec::new(), CLIENT_FIRST_WAIT).await;
+            match hello {
+                // The start of a ClientHello, not whole yet: the handshake's own time.
+                Hello::NotTls(_)
+                    if !bytes.is_empty()
+                        && matches!(proxy_core::tls::client_hello(&bytes), Hello::Incomplete) =>
+                {
+                    proxy_io::peek_hello(&mut client, bytes, HANDSHAKE_WAIT).await
+                }
+                hello => (hello, bytes),
+            }
+        } else {
+            proxy_io::peek_hello(&mut client, Vec::new(), HANDSHAKE_WAIT).await
+        };
         if !matches!(hello, Hello::ClientHello { .. }) {
+            if route.opaque_unless_tls {
+                // A credential destination's tunnel that is not TLS (or whose server speaks
+                // first) is an opaque tunnel: nothing injected, the bytes read given back.
+                // The front-end still drops it when the tunnel's lease is revoked.
+                tracing::debug!(target = %meta.target, "tunnel relayed opaque: not TLS");
+                return proxy_io::tunnel(proxy_io::Replay::new(bytes, client), upstream, self.idle)
+                    .await;
+            }
             tracing::debug!(target = %meta.target, "intercepted tunnel closed: not TLS");
             return (bytes.len() as u64, 0);
         }

@@ -25,7 +25,7 @@ mod leaf;
 pub use actions::{Action, ActionError, HookActions};
 pub use bundle::{BUNDLE_PREFIX, TrustBundle, bundle_name, bundle_pem};
 pub use ca::{CA_COMMON_NAME, Ca, CaInfo, CaStore, Loaded};
-pub use intercept::{MitmError, MitmInterceptor};
+pub use intercept::{CLIENT_FIRST_WAIT, MitmError, MitmInterceptor};
 pub use leaf::{LEAF_VALIDITY, Leaf, LeafCache, RENEW_MARGIN};
 /// The DER certificates [`MitmInterceptor::new`] takes as upstream roots.
 pub use rustls::pki_types::CertificateDer;

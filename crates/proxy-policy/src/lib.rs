@@ -52,7 +52,7 @@ pub use error::{Error, PatternError};
 pub use hooks::{Hook, HookError, HookVerdict};
 pub use own::OwnAddrs;
 pub use pattern::{Pattern, PatternKind, PortRange};
-pub use policy::{Evaluation, Policy, PolicyBuilder};
+pub use policy::{Evaluation, Intercept, Policy, PolicyBuilder};
 pub use proxy_core;
 
 #[cfg(test)]

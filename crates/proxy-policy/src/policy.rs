@@ -10,7 +10,7 @@ use proxy_core::{
 };
 
 use crate::classify::classify;
-use crate::error::Error;
+use crate::error::{Error, PatternError};
 use crate::hooks::{Hook, HookVerdict, Hooks};
 use crate::matcher::{Entry, Matcher};
 use crate::own::OwnAddrs;
@@ -39,6 +39,7 @@ pub struct PolicyBuilder {
     unix_sockets: Vec<(String, Option<String>)>,
     allow_all_unix_sockets: bool,
     hooks: Hooks,
+    credentials: Vec<Entry>,
 }
 
 impl Default for PolicyBuilder {
@@ -54,6 +55,7 @@ impl Default for PolicyBuilder {
             unix_sockets: Vec::new(),
             allow_all_unix_sockets: false,
             hooks: Hooks::default(),
+            credentials: Vec::new(),
         }
     }
 }
@@ -147,6 +149,37 @@ impl PolicyBuilder {
         Ok(self)
     }
 
+    /// Adds a credential destination: a `host:port` pattern in the allowlist's grammar (an
+    /// exact host or IP, `*.x` subdomains, `**.x`; a port scope is required, e.g.
+    /// `api.github.com:443`) where the credential broker injects real credentials. With
+    /// interception available, a `CONNECT` (any mode) or SOCKS5 connection to it that nothing
+    /// else intercepts is routed [`Intercept::IfTls`]: intercepted when its first bytes are a
+    /// TLS ClientHello, an opaque tunnel otherwise (docs/mitm.md). It admits nothing by itself:
+    /// the allowlist still decides.
+    ///
+    /// ```
+    /// use proxy_policy::Policy;
+    /// let mut b = Policy::builder();
+    /// b.credential_destination("*.ghe.com:443")?;
+    /// assert!(b.credential_destination("api.github.com").is_err());
+    /// let p = b.build()?;
+    /// let host = proxy_core::Host::parse("acme.ghe.com").unwrap();
+    /// assert!(p.is_credential_destination(&host, 443));
+    /// assert!(!p.is_credential_destination(&host, 22));
+    /// # Ok::<(), proxy_policy::Error>(())
+    /// ```
+    pub fn credential_destination(&mut self, pattern: &str) -> Result<&mut Self, Error> {
+        let parsed = Pattern::parse(pattern)?;
+        if parsed.ports().is_none() {
+            return Err(Error::Pattern(PatternError::new(
+                pattern.trim(),
+                "a credential destination needs a port, e.g. api.github.com:443",
+            )));
+        }
+        self.credentials.push(Entry::new(parsed, None));
+        Ok(self)
+    }
+
     /// Compiles the rules.
     pub fn build(&self) -> Result<Policy, Error> {
         Ok(Policy {
@@ -160,6 +193,7 @@ impl PolicyBuilder {
             unix_sockets: self.unix_sockets.clone(),
             allow_all_unix_sockets: self.allow_all_unix_sockets,
             hooks: self.hooks.clone(),
+            credentials: Matcher::build(self.credentials.clone())?,
         })
     }
 }
@@ -168,36 +202,57 @@ impl PolicyBuilder {
 ///
 /// ```
 /// use proxy_core::{Protocol, RequestMeta, Target};
-/// use proxy_policy::{Evaluation, Policy};
+/// use proxy_policy::{Evaluation, Intercept, Policy};
 /// let mut b = Policy::builder();
 /// b.allow("1.1.1.1", None)?;
 /// let p = b.build()?;
 /// let meta = RequestMeta::new(Protocol::HttpsConnect, Target::parse_authority("1.1.1.1:443", 443).unwrap());
 /// // A public literal needs no resolution: the answer is final.
-/// assert!(matches!(p.evaluate(&meta), Evaluation::Allow { intercept: false, .. }));
+/// assert!(matches!(p.evaluate(&meta), Evaluation::Allow { intercept: Intercept::No, .. }));
 /// # Ok::<(), proxy_policy::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evaluation {
     /// Final: allowed (an IP literal, an explicitly allowed local name, or a unix socket).
-    /// `intercept` is true when limited mode admits a tunnel only by intercepting it.
+    /// `intercept` says whether the tunnel is to be intercepted ([`Intercept`]).
     Allow {
         /// The decision.
         decision: Decision,
-        /// Whether the tunnel must be intercepted.
-        intercept: bool,
+        /// Whether the tunnel is to be intercepted.
+        intercept: Intercept,
     },
     /// Allowed if the name's addresses pass: resolve it once, then call
     /// [`Policy::check_addresses`].
     AllowIfAddressesPass {
         /// The decision, if the addresses pass.
         decision: Decision,
-        /// Whether the tunnel must be intercepted.
-        intercept: bool,
+        /// Whether the tunnel is to be intercepted.
+        intercept: Intercept,
     },
     /// Final: refused. A `not_allowed` refusal is an allowlist miss, which a caller may put to
     /// its decider.
     Deny(Decision),
+}
+
+/// Whether an admitted tunnel is to be intercepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Intercept {
+    /// Not intercepted: an opaque tunnel (or not a tunnel at all).
+    No,
+    /// Intercepted, whatever its first bytes (limited mode, a host with hooks): a stream that
+    /// is not TLS is closed, never relayed opaque (fail closed).
+    Always,
+    /// A tunnel to a credential destination ([`PolicyBuilder::credential_destination`]):
+    /// intercepted when its first bytes are a TLS ClientHello, an opaque tunnel otherwise
+    /// (another protocol, or a client that waits for the server to speak first).
+    IfTls,
+}
+
+impl Intercept {
+    /// Whether the tunnel is handed to the interceptor (`Always` or `IfTls`).
+    pub fn is_intercepted(self) -> bool {
+        self != Intercept::No
+    }
 }
 
 impl Evaluation {
@@ -244,6 +299,7 @@ pub struct Policy {
     unix_sockets: Vec<(String, Option<String>)>,
     allow_all_unix_sockets: bool,
     hooks: Hooks,
+    credentials: Matcher,
 }
 
 fn rule_of(e: &Entry) -> Rule {
@@ -265,6 +321,12 @@ impl Policy {
     /// Whether `host` has hooks (so it is reached only through interception).
     pub fn is_hooked(&self, host: &Host) -> bool {
         self.hooks.is_hooked(host)
+    }
+
+    /// Whether `host:port` is a credential destination
+    /// ([`PolicyBuilder::credential_destination`]).
+    pub fn is_credential_destination(&self, host: &Host, port: u16) -> bool {
+        self.credentials.find(host, port).is_some()
     }
 
     /// Whether any host has hooks.
@@ -498,9 +560,10 @@ impl Policy {
     }
 
     /// The guards that follow the allowlist, for a request admitted by it or by a decider
-    /// (which must not skip them): a hooked host only through interception, then limited mode.
-    /// `Ok(intercept)`: whether the tunnel is to be intercepted; `Err` the refusal (no rule:
-    /// the caller adds the one that admitted the request).
+    /// (which must not skip them): a hooked host only through interception, then limited mode,
+    /// then credential destinations (intercepted if TLS). `Ok(intercept)`: whether the tunnel
+    /// is to be intercepted; `Err` the refusal (no rule: the caller adds the one that admitted
+    /// the request).
     ///
     /// ```
     /// use proxy_core::{Mode, Protocol, Reason, RequestMeta, Target};
@@ -512,16 +575,32 @@ impl Policy {
     /// assert_eq!(policy.guard(&post).unwrap_err().reason, Some(Reason::MethodNotAllowed));
     /// # Ok::<(), proxy_policy::Error>(())
     /// ```
-    pub fn guard(&self, req: &RequestMeta) -> Result<bool, Decision> {
+    pub fn guard(&self, req: &RequestMeta) -> Result<Intercept, Decision> {
         let Target::Net { host, port } = &req.target else {
-            return Ok(false);
+            return Ok(Intercept::No);
         };
         match self.hook_guard(req, host, *port) {
-            Some(Ok(())) => Ok(true),
+            Some(Ok(())) => Ok(Intercept::Always),
             Some(Err(detail)) => Err(Decision::deny(Reason::MitmRequired).with_detail(detail)),
-            None => self.mode_guard(req, *port).map_err(|reason| {
-                Decision::deny(reason).with_detail(format!("limited mode; {}", reason.message()))
-            }),
+            None => match self.mode_guard(req, *port) {
+                Ok(true) => Ok(Intercept::Always),
+                Ok(false) => Ok(self.credential_guard(req, host, *port)),
+                Err(reason) => Err(Decision::deny(reason)
+                    .with_detail(format!("limited mode; {}", reason.message()))),
+            },
+        }
+    }
+
+    /// A tunnel nothing else intercepts, to a credential destination, with interception
+    /// available: intercepted if its first bytes are TLS. Plain HTTP and UDP are left as they
+    /// are; without interception the tunnel stays opaque (only the child's worthless dummy
+    /// credentials can pass through it).
+    fn credential_guard(&self, req: &RequestMeta, host: &Host, port: u16) -> Intercept {
+        let tunnel = matches!(req.protocol, Protocol::HttpsConnect | Protocol::Socks5Tcp);
+        if tunnel && self.interception && self.is_credential_destination(host, port) {
+            Intercept::IfTls
+        } else {
+            Intercept::No
         }
     }
 
@@ -617,7 +696,7 @@ impl Policy {
         }
         Evaluation::Allow {
             decision: Decision::allow().with_rule(rule),
-            intercept: false,
+            intercept: Intercept::No,
         }
     }
 

@@ -3,10 +3,11 @@
 //! Rules: space-separated `allow=P,P`, `deny=P,P`, `mode=limited`, `local` (allow_local_binding),
 //! `public=CIDR,CIDR`, `mitm` (interception available), `disabled`, `sock=/path`, `allsocks`,
 //! `own=IP,IP` (the machine's own addresses, passed beside the policy), `hook=HOST,HOST` (a
-//! hook admitting `GET /` on each host).
+//! hook admitting `GET /` on each host), `cred=HOST:PORT,HOST:PORT` (credential destinations).
 //! Request: `PROTOCOL METHOD AUTHORITY [ADDR,ADDR]` (`-` for no method; the addresses are what
 //! the name resolved to). Expected: `allow`, `resolve` (allowed if its addresses pass, no
-//! addresses given), `intercept`, or a reason's wire name, optionally `@pattern` for the rule
+//! addresses given; `resolve+intercept-if-tls` for a credential destination's tunnel),
+//! `intercept`, `intercept-if-tls`, or a reason's wire name, optionally `@pattern` for the rule
 //! that decided.
 
 use core::net::IpAddr;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use proxy_core::{Mode, Protocol, Reason, RequestMeta, Target, Verdict};
 
-use crate::{Evaluation, OwnAddrs, Policy};
+use crate::{Evaluation, Intercept, OwnAddrs, Policy};
 
 fn policy(rules: &str) -> Policy {
     let mut b = Policy::builder();
@@ -58,6 +59,9 @@ fn policy(rules: &str) -> Policy {
                     .path_prefixes(["/"])
                     .unwrap();
                 b.hook(hook).unwrap();
+            }),
+            "cred" => list().for_each(|p| {
+                b.credential_destination(p).unwrap();
             }),
             "own" => {}
             other => panic!("unknown rule word {other}"),
@@ -117,9 +121,21 @@ fn check(rules: &str, req: &str, expected: &str) {
             let name = d.reason.map_or("allow", Reason::as_str);
             (name.to_owned(), d)
         }
-        (Evaluation::AllowIfAddressesPass { decision, .. }, None) => {
-            ("resolve".to_owned(), decision.clone())
-        }
+        (
+            Evaluation::AllowIfAddressesPass {
+                decision,
+                intercept,
+            },
+            None,
+        ) => (
+            if *intercept == Intercept::IfTls {
+                "resolve+intercept-if-tls"
+            } else {
+                "resolve"
+            }
+            .to_owned(),
+            decision.clone(),
+        ),
         (
             Evaluation::Allow {
                 decision,
@@ -127,7 +143,12 @@ fn check(rules: &str, req: &str, expected: &str) {
             },
             _,
         ) => (
-            if *intercept { "intercept" } else { "allow" }.to_owned(),
+            match intercept {
+                Intercept::No => "allow",
+                Intercept::Always => "intercept",
+                Intercept::IfTls => "intercept-if-tls",
+            }
+            .to_owned(),
             decision.clone(),
         ),
         (Evaluation::Deny(d), _) => (d.reason.map_or("?", Reason::as_str).to_owned(), d.clone()),
@@ -736,6 +757,79 @@ fn a_hooked_host_is_reached_only_through_interception_in_any_mode() {
         "http GET x.com",
         "mitm_required",
     );
+}
+
+/// A tunnel to a credential destination is intercepted if TLS, in any mode, when nothing
+/// intercepts it always; limited mode and hooks keep `intercept` (fail closed).
+#[test]
+fn a_credential_destination_is_intercepted_if_tls() {
+    let cred = "allow=* mitm cred=1.2.3.4:443,x.com:443,*.ghe.com:443";
+    check(
+        cred,
+        "https_connect CONNECT 1.2.3.4:443",
+        "intercept-if-tls@*",
+    );
+    check(cred, "socks5_tcp - 1.2.3.4:443", "intercept-if-tls");
+    check(
+        cred,
+        "https_connect CONNECT x.com:443",
+        "resolve+intercept-if-tls",
+    );
+    check(
+        cred,
+        "https_connect CONNECT a.ghe.com:443",
+        "resolve+intercept-if-tls",
+    );
+    // The port is part of the destination; the apex is not a subdomain.
+    check(cred, "https_connect CONNECT 1.2.3.4:22", "allow");
+    check(cred, "https_connect CONNECT x.com:22", "resolve");
+    check(cred, "https_connect CONNECT ghe.com:443", "resolve");
+    // Plain HTTP and UDP are left as they are.
+    check(cred, "http GET 1.2.3.4:443", "allow");
+    check(cred, "socks5_udp - 1.2.3.4:443", "allow");
+    // Without interception, an opaque tunnel (only a worthless dummy can pass through it).
+    check(
+        "allow=* cred=1.2.3.4:443",
+        "https_connect CONNECT 1.2.3.4:443",
+        "allow",
+    );
+    // It admits nothing by itself: deny and the allowlist come first.
+    check(
+        "allow=y.com mitm cred=x.com:443",
+        "https_connect CONNECT x.com:443",
+        "not_allowed",
+    );
+    check(
+        "allow=* deny=x.com mitm cred=x.com:443",
+        "https_connect CONNECT x.com:443",
+        "denied",
+    );
+    // Limited mode and hooks intercept it always.
+    check(
+        "mode=limited allow=* mitm cred=1.2.3.4:443",
+        "https_connect CONNECT 1.2.3.4:443",
+        "intercept",
+    );
+    check(
+        "allow=* mitm hook=1.2.3.4 cred=1.2.3.4:443",
+        "socks5_tcp - 1.2.3.4:443",
+        "intercept",
+    );
+    // The decider's path applies the same guard.
+    let p = policy("mitm cred=1.2.3.4:443");
+    let (meta, _) = request("https_connect CONNECT 1.2.3.4:443");
+    assert_eq!(p.guard(&meta), Ok(Intercept::IfTls));
+    let (meta, _) = request("socks5_tcp - 1.2.3.5:443");
+    assert_eq!(p.guard(&meta), Ok(Intercept::No));
+}
+
+#[test]
+fn a_credential_destination_needs_a_port() {
+    let mut b = Policy::builder();
+    let err = b.credential_destination("api.github.com").unwrap_err();
+    assert!(err.to_string().contains("needs a port"), "{err}");
+    assert!(b.credential_destination("*").is_err());
+    assert!(b.credential_destination("*.ghe.com:443").is_ok());
 }
 
 #[test]
