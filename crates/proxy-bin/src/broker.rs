@@ -172,3 +172,27 @@ pub struct CredentialsReport {
     /// Whether some grant would be injected there.
     pub injected: bool,
 }
+
+/// Adds the destinations of `vault`'s grants to a policy being built: a tunnel to one is
+/// intercepted when its first bytes are TLS (docs/credentials.md).
+pub(crate) fn add_destinations(
+    vault: Option<&Vault>,
+    b: &mut proxy_policy::PolicyBuilder,
+) -> Result<(), proxy_policy::Error> {
+    let Some(vault) = vault else {
+        return Ok(());
+    };
+    for g in vault.grants() {
+        let port = g.binding().port();
+        for h in g.binding().hosts() {
+            let host = h.to_string();
+            let pattern = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            b.credential_destination(&pattern)?;
+        }
+    }
+    Ok(())
+}

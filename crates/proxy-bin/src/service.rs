@@ -172,7 +172,6 @@ impl Service {
             Some(r) => r.load_with(&[])?,
             None => proxy_config::load(&sources)?,
         };
-        let policy = config.policy()?;
         let actions = Arc::new(ArcSwap::from_pointee(crate::interception::hook_actions(
             &config, &*env.0,
         )?));
@@ -181,6 +180,8 @@ impl Service {
             Some((vault, warnings)) => (Some(Arc::new(vault)), warnings),
             None => (None, Vec::new()),
         };
+        let policy =
+            config.policy_with(|b| crate::broker::add_destinations(vault.as_deref(), b))?;
         let resolver = Resolver::new(
             config.dns_nameservers().as_deref(),
             config.dns_hosts(),
@@ -255,7 +256,7 @@ impl Service {
                     Arc::new(move |took, ok| metrics.dns_lookup(took, ok))
                 }),
         );
-        let interceptor = Arc::new(if config.mitm() {
+        let interceptor = Arc::new(if config.mitm() || config.credential_broker() {
             crate::Interception::mitm(
                 gate.clone(),
                 sources.home_dir.as_deref(),
@@ -415,7 +416,8 @@ impl Service {
                 Some(r) => r.load_with(extra.as_slice())?,
                 None => proxy_config::load_with(&self.sources, extra.as_slice())?,
             };
-            let policy = config.policy()?;
+            let policy = config
+                .policy_with(|b| crate::broker::add_destinations(self.vault.as_deref(), b))?;
             let actions = crate::interception::hook_actions(&config, &*self.env.0)?;
             let changed = self.config.load().restart_keys_changed(&config);
             if !changed.is_empty() {

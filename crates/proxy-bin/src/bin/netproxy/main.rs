@@ -445,7 +445,7 @@ fn env_command(args: &EnvArgs) -> anyhow::Result<ExitCode> {
         );
     }
     // With `mitm`, the trust bundle `run` would give its child (the CA made first if needed).
-    let ca_bundle = if config.mitm() {
+    let ca_bundle = if config.mitm() || config.credential_broker() {
         let made = netproxy::load_trust_bundle(home_dir().as_deref(), &|k| std::env::var(k).ok())
             .map_err(|e| e.to_string())
             .and_then(|b| {
