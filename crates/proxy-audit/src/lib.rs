@@ -271,7 +271,10 @@ pub(crate) struct Line<'a> {
     revoked: bool,
     #[serde(rename = "credential.grant", skip_serializing_if = "Option::is_none")]
     credential_grant: Option<&'a str>,
-    #[serde(rename = "credential.injected", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "credential.injected",
+        skip_serializing_if = "Option::is_none"
+    )]
     credential_injected: Option<bool>,
 }
 
@@ -610,7 +613,8 @@ mod tests {
                 ev.credential.as_ref().map(|c| c.grant.as_str())
             );
             assert_eq!(
-                v.get("credential.injected").and_then(serde_json::Value::as_bool),
+                v.get("credential.injected")
+                    .and_then(serde_json::Value::as_bool),
                 ev.credential.as_ref().map(|c| c.injected)
             );
         }

@@ -627,10 +627,12 @@ impl Gate for PolicyGate {
         // A brokered dummy sent where its grant is not bound (a plain HTTP request): refused
         // once the policy allows the target, in this call's one event.
         let admission = match (admission, meta.credential_refusal()) {
-            (Admission::Allow(route), Some(refused)) => Admission::Deny(match route.decision.rule {
-                Some(rule) => refused.with_rule(rule),
-                None => refused,
-            }),
+            (Admission::Allow(route), Some(refused)) => {
+                Admission::Deny(match route.decision.rule {
+                    Some(rule) => refused.with_rule(rule),
+                    None => refused,
+                })
+            }
             (admission, _) => admission,
         };
         // The one audit event of this call.

@@ -613,7 +613,12 @@ impl<G: Gate> Tunnel<G> {
     fn credential_of(&self, req: &Request<Incoming>) -> Option<BrokeredCredential> {
         let vault = self.vault.as_ref()?;
         let host = self.meta.target.host()?;
-        let dest = Destination::new(Scheme::Https, host, self.meta.target.port(), req.uri().path());
+        let dest = Destination::new(
+            Scheme::Https,
+            host,
+            self.meta.target.port(),
+            req.uri().path(),
+        );
         match vault.check_request(&dest, req.headers(), false) {
             Ok(done) => done.audit().map(|a| BrokeredCredential::bound(a.grant)),
             Err(refused) => Some(BrokeredCredential::refused(
@@ -629,9 +634,8 @@ impl<G: Gate> Tunnel<G> {
         let Some(vault) = &self.vault else {
             return Ok(());
         };
-        let refuse = |why: String| {
-            proxy_core::Decision::deny(Reason::CredentialNotBound).with_detail(why)
-        };
+        let refuse =
+            |why: String| proxy_core::Decision::deny(Reason::CredentialNotBound).with_detail(why);
         let Some(host) = self.meta.target.host() else {
             return Err(refuse("the tunnel's target is not a host".to_owned()));
         };

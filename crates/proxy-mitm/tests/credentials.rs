@@ -70,7 +70,13 @@ impl Mitm {
 
     /// One HTTP/1.1 request with `headers` to `path` through an intercepted tunnel to
     /// `host:443` routed to `origin`; the raw response.
-    async fn request(&self, host: &str, origin: SocketAddr, path: &str, headers: &[&str]) -> String {
+    async fn request(
+        &self,
+        host: &str,
+        origin: SocketAddr,
+        path: &str,
+        headers: &[&str],
+    ) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -148,7 +154,9 @@ async fn a_bound_host_gets_the_real_token_in_the_client_s_form() {
     for (sent, expected) in cases {
         let o = origin(&upstream, &["api.github.com"]).await;
         let auth = format!("Authorization: {sent}");
-        let resp = mitm.request("api.github.com", o.addr(), "/user", &[&auth]).await;
+        let resp = mitm
+            .request("api.github.com", o.addr(), "/user", &[&auth])
+            .await;
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
         let seen = o.seen();
         assert_eq!(only(&seen).header("authorization"), Some(expected.as_str()));
@@ -157,13 +165,12 @@ async fn a_bound_host_gets_the_real_token_in_the_client_s_form() {
     let custom = vault.grant("custom").unwrap().dummy().to_owned();
     let o = origin(&upstream, &["custom.test"]).await;
     let key = format!("X-Api-Key: Key {custom}");
-    let resp = mitm.request("custom.test", o.addr(), "/v1/items", &[&key]).await;
+    let resp = mitm
+        .request("custom.test", o.addr(), "/v1/items", &[&key])
+        .await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let expected = format!("Key {REAL_CUSTOM}");
-    assert_eq!(
-        only(&o.seen()).header("x-api-key"),
-        Some(expected.as_str())
-    );
+    assert_eq!(only(&o.seen()).header("x-api-key"), Some(expected.as_str()));
     // Each inner request was one decision, allowed, naming the grant.
     let inner = mitm.gate.inner_seen();
     assert_eq!(inner.len(), 4);
@@ -188,15 +195,23 @@ async fn a_dummy_sent_where_its_grant_is_not_bound_is_refused_and_nothing_reache
     let o = origin(&upstream, &["evil.test"]).await;
     let resp = mitm.request("evil.test", o.addr(), "/", &[&auth]).await;
     assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
-    assert!(resp.contains("\"reason\":\"credential_not_bound\""), "{resp}");
+    assert!(
+        resp.contains("\"reason\":\"credential_not_bound\""),
+        "{resp}"
+    );
     assert!(!resp.contains(REAL), "{resp}");
     assert!(o.seen().is_empty(), "{:?}", o.seen());
     // The bound host, outside the grant's path prefix.
     let o = origin(&upstream, &["custom.test"]).await;
     let key = format!("X-Api-Key: Key {custom}");
-    let resp = mitm.request("custom.test", o.addr(), "/v2/items", &[&key]).await;
+    let resp = mitm
+        .request("custom.test", o.addr(), "/v2/items", &[&key])
+        .await;
     assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
-    assert!(resp.contains("\"reason\":\"credential_not_bound\""), "{resp}");
+    assert!(
+        resp.contains("\"reason\":\"credential_not_bound\""),
+        "{resp}"
+    );
     assert!(o.seen().is_empty(), "{:?}", o.seen());
     // Each refusal was the gate's one decision about the request.
     let inner = mitm.gate.inner_seen();
