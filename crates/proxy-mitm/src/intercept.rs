@@ -593,7 +593,7 @@ impl<G: Gate> Tunnel<G> {
             // Last, on the headers as they will be sent: no dummy leaves unreplaced, whatever
             // the strip and the actions did.
             self.inject(&path, headers)
-                .map_err(|refused| proxy_http::blocked(&refused, &inner))
+                .map_err(|refused| Box::new(proxy_http::blocked(&refused, &inner)))
         };
         // A websocket is held like a tunnel: a narrower policy (limited mode, the host no
         // longer allowed) revokes it, and its relay ends.
@@ -742,7 +742,7 @@ impl<G: Gate> Tunnel<G> {
         &self,
         sender: &Mutex<Sender>,
         mut req: Request<Incoming>,
-        apply: impl FnOnce(&mut HeaderMap) -> Result<(), Response<Body>>,
+        apply: impl FnOnce(&mut HeaderMap) -> Result<(), Box<Response<Body>>>,
         lease: proxy_core::Lease,
     ) -> Result<Response<Body>, Failure> {
         let authority = authority_of(&self.meta.target);
@@ -756,7 +756,7 @@ impl<G: Gate> Tunnel<G> {
         }
         if let Err(refused) = apply(req.headers_mut()) {
             // Never sent: the refusal is the answer.
-            return Ok(refused);
+            return Ok(*refused);
         }
         let path = req
             .uri()
