@@ -269,6 +269,13 @@ pub(crate) struct Line<'a> {
         skip_serializing_if = "std::ops::Not::not"
     )]
     revoked: bool,
+    #[serde(rename = "credential.grant", skip_serializing_if = "Option::is_none")]
+    credential_grant: Option<&'a str>,
+    #[serde(
+        rename = "credential.injected",
+        skip_serializing_if = "Option::is_none"
+    )]
+    credential_injected: Option<bool>,
 }
 
 /// A client address serialised straight into the output (`unknown` when not known).
@@ -307,6 +314,8 @@ impl<'a> Line<'a> {
             method: ev.method.as_deref().unwrap_or("none"),
             client: Client(ev.client),
             revoked: ev.revoked,
+            credential_grant: ev.credential.as_ref().map(|c| c.grant.as_str()),
+            credential_injected: ev.credential.as_ref().map(|c| c.injected),
         }
     }
 }
@@ -365,11 +374,19 @@ pub(crate) fn write_line(out: &mut Vec<u8>, ev: &AuditEvent, timestamp: &str) {
     );
     out.extend_from_slice(b",\"client.address\":\"");
     client_address(out, ev.client);
-    out.extend_from_slice(if ev.revoked {
-        b"\",\"network.policy.revoked\":true}\n"
-    } else {
-        b"\"}\n"
-    });
+    out.push(b'"');
+    if ev.revoked {
+        out.extend_from_slice(b",\"network.policy.revoked\":true");
+    }
+    if let Some(c) = &ev.credential {
+        text(out, ",\"credential.grant\":", &c.grant);
+        out.extend_from_slice(if c.injected {
+            b",\"credential.injected\":true"
+        } else {
+            b",\"credential.injected\":false"
+        });
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// Appends the `client.address` text: `ip:port`, or `unknown` (no JSON escaping needed).
@@ -453,6 +470,9 @@ fn log_event(ev: &AuditEvent) {
     let method = ev.method.as_deref().unwrap_or("none");
     let rule = ev.rule.as_ref().map(|r| &*r.pattern).unwrap_or("");
     let timestamp = rfc3339_millis(ev.timestamp);
+    // Only for a request that carried a brokered dummy (`None` records nothing).
+    let grant = ev.credential.as_ref().map(|c| c.grant.as_str());
+    let injected = ev.credential.as_ref().map(|c| c.injected);
     // Every decision at INFO, as the reference does; a refusal is not an error of netproxy's.
     // A revocation carries one more field.
     macro_rules! event {
@@ -471,6 +491,8 @@ fn log_event(ev: &AuditEvent) {
                 server.port = ev.server_port,
                 http.request.method = method,
                 client.address = %client,
+                credential.grant = grant,
+                credential.injected = injected,
                 $($extra)*
                 "event.name" = proxy_core::EVENT_NAME,
                 "event.timestamp" = %timestamp,
@@ -554,6 +576,19 @@ mod tests {
             Mode::Full,
         );
         revoked.client = Some("127.0.0.1:1".parse().unwrap());
+        events.push(revoked.clone());
+        // A request that carried a brokered dummy: its grant and whether it was injected, after
+        // a revocation's key too.
+        events.push(AuditEvent::new(
+            &net("api.github.com:443", Protocol::Https)
+                .with_credential(proxy_core::BrokeredCredential::bound("GH_TOKEN")),
+            &Decision::allow(),
+            Mode::Full,
+        ));
+        revoked.credential = Some(proxy_core::CredentialField {
+            grant: "odd\"grant".into(),
+            injected: false,
+        });
         events.push(revoked);
         for ev in &events {
             let mut written = Vec::new();
@@ -571,6 +606,16 @@ mod tests {
             assert_eq!(
                 v.get("network.policy.revoked").cloned(),
                 ev.revoked.then_some(serde_json::Value::Bool(true))
+            );
+            // Only a request with a dummy carries the credential keys.
+            assert_eq!(
+                v.get("credential.grant").and_then(|g| g.as_str()),
+                ev.credential.as_ref().map(|c| c.grant.as_str())
+            );
+            assert_eq!(
+                v.get("credential.injected")
+                    .and_then(serde_json::Value::as_bool),
+                ev.credential.as_ref().map(|c| c.injected)
             );
         }
     }
@@ -655,6 +700,38 @@ mod tests {
             "\"http.request.method\":\"CONNECT\"",
             "\"client.address\":\"127.0.0.1:40000\"",
             "\"network.policy.override\":false",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        assert!(!text.contains("credential."), "{text}");
+    }
+
+    #[test]
+    fn the_stderr_event_names_a_brokered_credential_s_grant() {
+        let cap = crate::testing::Capture::default();
+        let c2 = cap.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || c2.clone())
+            .finish();
+        let audit = Audit::default();
+        let meta = RequestMeta::new(
+            Protocol::Https,
+            Target::parse_authority("evil.example", 443).unwrap(),
+        )
+        .with_credential(proxy_core::BrokeredCredential::refused(
+            "GH_TOKEN",
+            "not bound",
+        ));
+        let refused = meta.credential_refusal().unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            audit.record(&AuditEvent::new(&meta, &refused, Mode::Full));
+        });
+        let text = cap.text();
+        for needle in [
+            "\"network.policy.reason\":\"credential_not_bound\"",
+            "\"credential.grant\":\"GH_TOKEN\"",
+            "\"credential.injected\":false",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }

@@ -158,8 +158,66 @@ impl Vault {
         headers: &mut HeaderMap,
         allow_plaintext: bool,
     ) -> Result<Injected, CredentialNotBound> {
+        let (replacements, injected) = self.plan(dest, headers, allow_plaintext, true)?;
+        let mut names: Vec<&HeaderName> = replacements.iter().map(|r| &r.name).collect();
+        names.dedup();
+        for name in names {
+            let old: Vec<HeaderValue> = headers.get_all(name).iter().cloned().collect();
+            headers.remove(name);
+            for (i, v) in old.into_iter().enumerate() {
+                let new = replacements
+                    .iter()
+                    .find(|r| r.name == name && r.index == i)
+                    .map(|r| r.value.clone());
+                headers.append(name.clone(), new.unwrap_or(v));
+            }
+        }
+        Ok(injected)
+    }
+
+    /// What [`inject`](Vault::inject) would do to `headers` sent to `dest`, without changing
+    /// them and without putting a real value anywhere: the grants whose dummies it would replace
+    /// (empty when the request carries no dummy), or the refusal. A front-end asks this before
+    /// the gate judges the request, so that the gate's one audit event carries the grant and
+    /// refuses a dummy sent where its grant is not bound (docs/credentials.md, "Injection").
+    ///
+    /// ```
+    /// use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+    /// use proxy_broker::{Destination, Scheme, Vault};
+    /// use proxy_core::Host;
+    /// let vault = Vault::new(|v| (v == "GH_TOKEN").then(|| "ghp_real".into()), &[])?;
+    /// let mut headers = HeaderMap::new();
+    /// let bearer = HeaderValue::from_str(&format!("Bearer {}", vault.grants()[0].dummy()))?;
+    /// headers.insert(AUTHORIZATION, bearer.clone());
+    /// let api = Host::parse("api.github.com")?;
+    /// let https = Destination::new(Scheme::Https, &api, 443, "/user");
+    /// assert_eq!(vault.check_request(&https, &headers, false)?.grants(), ["GH_TOKEN"]);
+    /// let plain = Destination::new(Scheme::Http, &api, 80, "/user");
+    /// assert_eq!(vault.check_request(&plain, &headers, false).unwrap_err().grant, "GH_TOKEN");
+    /// assert_eq!(headers[AUTHORIZATION], bearer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check_request(
+        &self,
+        dest: &Destination<'_>,
+        headers: &HeaderMap,
+        allow_plaintext: bool,
+    ) -> Result<Injected, CredentialNotBound> {
+        self.plan(dest, headers, allow_plaintext, false)
+            .map(|(_, injected)| injected)
+    }
+
+    /// The replacements of [`inject`](Vault::inject) (with the real values when `expose`, with
+    /// empty ones otherwise) and the grants they inject, or the refusal.
+    fn plan(
+        &self,
+        dest: &Destination<'_>,
+        headers: &HeaderMap,
+        allow_plaintext: bool,
+        expose: bool,
+    ) -> Result<(Vec<Replacement<'_>>, Injected), CredentialNotBound> {
         if self.grants().is_empty() {
-            return Ok(Injected::default());
+            return Ok((Vec::new(), Injected::default()));
         }
         let refuse = |grant: &Grant, why| CredentialNotBound {
             grant: grant.name.clone(),
@@ -170,7 +228,7 @@ impl Vault {
         let mut replacements: Vec<Replacement<'_>> = Vec::new();
         for name in &self.scanned {
             for (index, value) in headers.get_all(name).iter().enumerate() {
-                let Some(found) = self.find(name, value) else {
+                let Some(found) = self.find(name, value, expose) else {
                     continue;
                 };
                 // Where the grant is bound comes first: a dummy sent to a host its grant is not
@@ -197,29 +255,18 @@ impl Vault {
                 injected.grants.push(r.grant.name.clone());
             }
         }
-        let mut names: Vec<&HeaderName> = replacements.iter().map(|r| &r.name).collect();
-        names.dedup();
-        for name in names {
-            let old: Vec<HeaderValue> = headers.get_all(name).iter().cloned().collect();
-            headers.remove(name);
-            for (i, v) in old.into_iter().enumerate() {
-                let new = replacements
-                    .iter()
-                    .find(|r| r.name == name && r.index == i)
-                    .map(|r| r.value.clone());
-                headers.append(name.clone(), new.unwrap_or(v));
-            }
-        }
-        Ok(injected)
+        Ok((replacements, injected))
     }
 
     /// The grant whose dummy `value` (a value of header `name`) carries, and the value with the
     /// real one in its place; `Err(grant)` when a dummy is there in no form of its grant (or with
-    /// another dummy); `None` when there is no dummy.
+    /// another dummy); `None` when there is no dummy. Without `expose`, the value is built with
+    /// an empty real value (for [`check_request`](Vault::check_request), which sends nothing).
     fn find<'v>(
         &'v self,
         name: &HeaderName,
         value: &HeaderValue,
+        expose: bool,
     ) -> Option<Result<(&'v Grant, HeaderValue), &'v Grant>> {
         let raw = value.as_bytes();
         let parsed = (name == AUTHORIZATION)
@@ -238,7 +285,7 @@ impl Vault {
             return Some(Err(grant));
         }
         let dummy = grant.dummy().as_bytes();
-        let real = grant.real();
+        let real = if expose { grant.real() } else { "" };
         // The value with the real one in place of the dummy, built in memory that is wiped.
         let mut text: Option<Zeroizing<String>> = None;
         for form in &grant.forms {

@@ -80,6 +80,19 @@ pub struct AuditEvent {
     /// True when a connection admitted earlier was closed because a narrower policy no longer
     /// allows it; the decision is then the new policy's refusal.
     pub revoked: bool,
+    /// The brokered credential the request carried (`credential.grant`), and whether its real
+    /// value was injected (`credential.injected`: the request was allowed and the grant is bound
+    /// to its destination). Never a value.
+    pub credential: Option<CredentialField>,
+}
+
+/// The audit fields of a request that carried a brokered credential's dummy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialField {
+    /// `credential.grant`: the grant's name.
+    pub grant: String,
+    /// `credential.injected`.
+    pub injected: bool,
 }
 
 impl Clone for AuditEvent {
@@ -99,6 +112,7 @@ impl Clone for AuditEvent {
             mode: self.mode,
             rule: self.rule.clone(),
             revoked: self.revoked,
+            credential: self.credential.clone(),
         }
     }
 
@@ -118,6 +132,7 @@ impl Clone for AuditEvent {
         self.mode = source.mode;
         self.rule.clone_from(&source.rule);
         self.revoked = source.revoked;
+        self.credential.clone_from(&source.credential);
     }
 }
 
@@ -144,6 +159,10 @@ impl AuditEvent {
             mode,
             rule: decision.rule.clone(),
             revoked: false,
+            credential: meta.credential.as_ref().map(|c| CredentialField {
+                grant: c.grant.clone(),
+                injected: c.refused.is_none() && decision.is_allowed(),
+            }),
         }
     }
 
@@ -156,7 +175,8 @@ impl AuditEvent {
     }
 
     /// The fields of docs/audit.md with their values, in a stable order (the timestamp is
-    /// left to the sink, which formats it); `network.policy.revoked` only on a revocation.
+    /// left to the sink, which formats it); `network.policy.revoked` only on a revocation;
+    /// `credential.grant` and `credential.injected` only for a request carrying a dummy.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("network.policy.scope", self.scope.as_str().to_owned()),
@@ -182,6 +202,10 @@ impl AuditEvent {
         ];
         if self.revoked {
             fields.push(("network.policy.revoked", "true".to_owned()));
+        }
+        if let Some(c) = &self.credential {
+            fields.push(("credential.grant", c.grant.clone()));
+            fields.push(("credential.injected", c.injected.to_string()));
         }
         fields
     }

@@ -444,6 +444,9 @@ pub fn judge_inner(
             Decision::deny(reason).with_detail(format!("limited mode; {}", reason.message())),
         );
     }
+    if let Some(refused) = inner.credential_refusal() {
+        return with_rule(refused);
+    }
     route.decision.clone()
 }
 

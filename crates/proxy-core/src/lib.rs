@@ -31,7 +31,9 @@ mod lease;
 mod target;
 pub mod tls;
 
-pub use audit::{AUDIT_TARGET, AuditEvent, AuditSink, BlockedRecord, EVENT_NAME, Scope};
+pub use audit::{
+    AUDIT_TARGET, AuditEvent, AuditSink, BlockedRecord, CredentialField, EVENT_NAME, Scope,
+};
 pub use control::{BlockedView, CheckQuery, Control, ControlError, DomainChange, PatternLists};
 pub use credential::{ProxyCredential, constant_time_eq, redact_userinfo};
 pub use decision::{Decision, Reason, Rule, Source, UnknownReason, Verdict};
@@ -43,6 +45,6 @@ pub use host::{Host, HostError};
 pub use intercept::{Intercepted, Interceptor, NoInterception};
 pub use lease::{HeldLease, Lease, LeaseHolder, Revoked, Revoker};
 pub use target::{
-    AuthorityError, METHOD_OVERRIDE_HEADERS, Mode, Protocol, RequestMeta, Target, UnknownMode,
-    UnknownProtocol, method_override, split_authority,
+    AuthorityError, BrokeredCredential, METHOD_OVERRIDE_HEADERS, Mode, Protocol, RequestMeta,
+    Target, UnknownMode, UnknownProtocol, method_override, split_authority,
 };

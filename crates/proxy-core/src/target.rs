@@ -359,6 +359,47 @@ pub struct RequestMeta {
     /// client (a Host that is not local, an `Origin` or `Sec-Fetch-*` header): the gate refuses
     /// it as `unix_socket_cross_origin`. `None` when nothing points to a browser.
     pub cross_origin: Option<String>,
+    /// The brokered credential whose dummy the request carries, as the front-end found it before
+    /// asking the gate (docs/credentials.md, "Injection"): the gate refuses the request
+    /// `credential_not_bound` when its grant is not bound to the destination, and the audit
+    /// event names the grant. `None` when the request carries no dummy.
+    pub credential: Option<BrokeredCredential>,
+}
+
+/// A brokered credential's dummy found in a request (see [`RequestMeta::credential`]). Names the
+/// grant, never a value.
+///
+/// ```
+/// use proxy_core::{BrokeredCredential, Protocol, Reason, RequestMeta, Target};
+/// let meta = RequestMeta::new(Protocol::Http, Target::parse_authority("example.com", 80).unwrap())
+///     .with_credential(BrokeredCredential::refused("GH_TOKEN", "plaintext HTTP"));
+/// assert_eq!(meta.credential_refusal().unwrap().reason, Some(Reason::CredentialNotBound));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokeredCredential {
+    /// The grant's name (several joined by `,`): the audit field `credential.grant`.
+    pub grant: String,
+    /// Why its real value may not be sent to this request's destination; `None` when it is
+    /// injected (if the request is allowed).
+    pub refused: Option<String>,
+}
+
+impl BrokeredCredential {
+    /// A dummy of `grant` whose real value is injected when the request is allowed.
+    pub fn bound(grant: impl Into<String>) -> Self {
+        Self {
+            grant: grant.into(),
+            refused: None,
+        }
+    }
+
+    /// A dummy of `grant` sent where its real value may not go, and why.
+    pub fn refused(grant: impl Into<String>, why: impl Into<String>) -> Self {
+        Self {
+            grant: grant.into(),
+            refused: Some(why.into()),
+        }
+    }
 }
 
 impl RequestMeta {
@@ -372,6 +413,7 @@ impl RequestMeta {
             upgrade: false,
             method_override: None,
             cross_origin: None,
+            credential: None,
         }
     }
 
@@ -413,6 +455,24 @@ impl RequestMeta {
     pub fn with_cross_origin(mut self, why: impl Into<String>) -> Self {
         self.cross_origin = Some(why.into());
         self
+    }
+
+    /// Records the brokered credential the request carries (see [`RequestMeta::credential`]).
+    #[must_use]
+    pub fn with_credential(mut self, credential: BrokeredCredential) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// The refusal a gate answers for a request carrying a dummy whose grant is not bound to its
+    /// destination (`credential_not_bound`, with the reason as detail); `None` otherwise.
+    pub fn credential_refusal(&self) -> Option<crate::Decision> {
+        let c = self.credential.as_ref()?;
+        let why = c.refused.as_ref()?;
+        Some(
+            crate::Decision::deny(crate::Reason::CredentialNotBound)
+                .with_detail(format!("credential grant {}: {why}", c.grant)),
+        )
     }
 
     /// Sets the client address.

@@ -642,6 +642,17 @@ impl Gate for PolicyGate {
             .judge(meta, &snap, &own, Lookup::Resolve)
             .await
             .admission();
+        // A brokered dummy sent where its grant is not bound (a plain HTTP request): refused
+        // once the policy allows the target, in this call's one event.
+        let admission = match (admission, meta.credential_refusal()) {
+            (Admission::Allow(route), Some(refused)) => {
+                Admission::Deny(match route.decision.rule {
+                    Some(rule) => refused.with_rule(rule),
+                    None => refused,
+                })
+            }
+            (admission, _) => admission,
+        };
         // The one audit event of this call.
         self.audit
             .record(&audit_event(meta, &admission, snap.policy.mode()));

@@ -10,6 +10,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use proxy_broker::{Destination, Scheme};
+use proxy_core::BrokeredCredential;
 use proxy_core::{
     Admission, Decision, Dialer, Failure, Gate, Host, Intercepted, Interceptor, Lease, Protocol,
     Reason, RequestMeta, Route, Target, UpstreamFailure, Via, method_override, split_authority,
@@ -274,6 +276,28 @@ where
     if let Err(msg) = check_host_header(req.headers(), &meta, default_port) {
         return respond::bad_request(msg);
     }
+    // A brokered dummy: the gate refuses it (in its one event) unless plaintext injection is
+    // allowed and its grant is bound here.
+    let broker = shared.broker.as_ref().zip(meta.target.host().cloned());
+    if let Some((b, host)) = &broker {
+        let dest = Destination::new(Scheme::Http, host, meta.target.port(), uri.path());
+        match b
+            .vault
+            .check_request(&dest, req.headers(), b.allow_plaintext)
+        {
+            Ok(done) => {
+                if let Some(a) = done.audit() {
+                    meta = meta.with_credential(BrokeredCredential::bound(a.grant));
+                }
+            }
+            Err(refused) => {
+                meta = meta.with_credential(BrokeredCredential::refused(
+                    refused.grant.clone(),
+                    refused.to_string(),
+                ));
+            }
+        }
+    }
     let route = match admit(&*shared.gate, &meta, not_a_tunnel).await {
         Ok(r) => r,
         Err(resp) => return resp,
@@ -287,6 +311,18 @@ where
         .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // A gate that allowed an unbound dummy is not followed.
+    if let Some(refused) = meta.credential_refusal() {
+        return respond::blocked(&refused, &meta);
+    }
+    if let Some((b, host)) = &broker {
+        let dest = Destination::new(Scheme::Http, host, meta.target.port(), uri.path());
+        if let Err(refused) = b.vault.inject(&dest, &mut parts.headers, b.allow_plaintext) {
+            let refused =
+                Decision::deny(Reason::CredentialNotBound).with_detail(refused.to_string());
+            return respond::blocked(&refused, &meta);
+        }
+    }
     if websocket {
         parts
             .headers

@@ -27,5 +27,5 @@ mod unix;
 
 pub use proxy_io::{Limits, tunnel, tunnel_tcp};
 pub use respond::{Body, blocked, error, failure, full, json_response};
-pub use server::run;
-pub use shared::TunnelClient;
+pub use server::{run, run_brokered};
+pub use shared::{Broker, TunnelClient};

@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::forward;
 use crate::respond::Body;
-use crate::shared::{Shared, TunnelClient};
+use crate::shared::{Broker, Shared, TunnelClient};
 
 /// Serves HTTP proxy connections from `listener` until `shutdown` completes, then stops
 /// accepting, asks open connections to finish their current exchange, and waits for them and
@@ -41,12 +41,33 @@ pub async fn run<G, D, I, S>(
     I: Interceptor<TunnelClient, D::Conn> + 'static,
     S: Future<Output = ()>,
 {
+    run_brokered(listener, gate, dialer, interceptor, limits, None, shutdown).await;
+}
+
+/// [`run`] with the credential broker: a plain HTTP request carrying one of the vault's dummies
+/// is refused `credential_not_bound`, or, with `allow_plaintext` and the grant bound to its
+/// destination, forwarded with the real value in the dummy's place (docs/credentials.md).
+pub async fn run_brokered<G, D, I, S>(
+    listener: TcpListener,
+    gate: Arc<G>,
+    dialer: Arc<D>,
+    interceptor: Arc<I>,
+    limits: Limits,
+    broker: Option<Broker>,
+    shutdown: S,
+) where
+    G: Gate + 'static,
+    D: Dialer<Conn: Stream> + 'static,
+    I: Interceptor<TunnelClient, D::Conn> + 'static,
+    S: Future<Output = ()>,
+{
     let max_connections = limits.max_connections;
     let shared = Arc::new(Shared {
         gate,
         dialer,
         interceptor,
         limits,
+        broker,
         tracker: Arc::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);

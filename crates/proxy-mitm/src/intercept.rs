@@ -29,6 +29,9 @@ use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Mutex;
 
+use proxy_broker::{Destination, Scheme, Vault};
+use proxy_core::BrokeredCredential;
+
 use crate::{CaError, HookActions, Leaf, LeafCache};
 
 mod websocket;
@@ -80,6 +83,9 @@ pub struct MitmInterceptor<G> {
     max_header_bytes: usize,
     /// The actions hooks name, with their secrets; swapped whole on reload.
     actions: Arc<ArcSwap<HookActions>>,
+    /// The credential broker's vault: dummies in inner requests are replaced by real values
+    /// where their grants are bound, and refused elsewhere (docs/credentials.md, "Injection").
+    vault: Option<Arc<Vault>>,
 }
 
 /// HTTP/2 streams a client may have open at once inside one intercepted tunnel.
@@ -196,7 +202,20 @@ impl<G: Gate + 'static> MitmInterceptor<G> {
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 65_536,
             actions: Arc::new(ArcSwap::from_pointee(HookActions::default())),
+            vault: None,
         })
+    }
+
+    /// Injects brokered credentials from `vault` (default none): an inner request carrying a
+    /// grant's dummy gets the real value when the grant is bound to the tunnel's host, port and
+    /// the request's path, and is refused `credential_not_bound` otherwise. The vault is the
+    /// session's: its dummies are in the child's environment, so it is not swapped on reload.
+    /// Every inner request is HTTPS, so `dangerously_allow_plaintext_credential_injection` has
+    /// no bearing here.
+    #[must_use]
+    pub fn with_vault(mut self, vault: Arc<Vault>) -> Self {
+        self.vault = Some(vault);
+        self
     }
 
     /// Takes the actions that matching hooks apply from `actions` (shared with the caller,
@@ -398,6 +417,7 @@ where
             route,
             upstream: upstream.map(Mutex::new),
             actions: self.actions.clone(),
+            vault: self.vault.clone(),
             watch: watch.clone(),
             relay: RelaySlot::default(),
         });
@@ -527,6 +547,7 @@ struct Tunnel<G> {
     route: Route,
     upstream: Result<Mutex<Sender>, Failure>,
     actions: Arc<ArcSwap<HookActions>>,
+    vault: Option<Arc<Vault>>,
     /// The upstream connection's end, and its websocket upgrade.
     watch: Arc<UpstreamWatch>,
     /// The relay of a websocket that took the session over.
@@ -591,11 +612,16 @@ impl<G: Gate> Tunnel<G> {
             Ok(s) => s,
             Err(f) => return proxy_http::failure(f),
         };
+        let path = req.uri().path().to_owned();
         let apply = |headers: &mut HeaderMap| {
             for name in &verdict.actions {
                 // Checked above; the set cannot change under this `Arc`.
                 let _applied = actions.apply(name, headers);
             }
+            // Last, on the headers as they will be sent: no dummy leaves unreplaced, whatever
+            // the strip and the actions did.
+            self.inject(&path, headers)
+                .map_err(|refused| Box::new(proxy_http::blocked(&refused, &inner)))
         };
         // A websocket is held like a tunnel: a narrower policy (limited mode, the host no
         // longer allowed) revokes it, and its relay ends.
@@ -607,6 +633,49 @@ impl<G: Gate> Tunnel<G> {
         match self.forward(sender, req, apply, lease).await {
             Ok(resp) => resp,
             Err(f) => proxy_http::failure(&f),
+        }
+    }
+
+    /// The brokered credential whose dummy `req` carries (see [`Vault::check_request`]), as the
+    /// gate is told of it; `None` without a vault or a dummy.
+    fn credential_of(&self, req: &Request<Incoming>) -> Option<BrokeredCredential> {
+        let vault = self.vault.as_ref()?;
+        let host = self.meta.target.host()?;
+        let dest = Destination::new(
+            Scheme::Https,
+            host,
+            self.meta.target.port(),
+            req.uri().path(),
+        );
+        match vault.check_request(&dest, req.headers(), false) {
+            Ok(done) => done.audit().map(|a| BrokeredCredential::bound(a.grant)),
+            Err(refused) => Some(BrokeredCredential::refused(
+                refused.grant.clone(),
+                refused.to_string(),
+            )),
+        }
+    }
+
+    /// Replaces the dummies in `headers` (the request to `path`, as it will be sent) by their
+    /// real values, or says why the request is refused (`credential_not_bound`).
+    fn inject(&self, path: &str, headers: &mut HeaderMap) -> Result<(), proxy_core::Decision> {
+        let Some(vault) = &self.vault else {
+            return Ok(());
+        };
+        let refuse =
+            |why: String| proxy_core::Decision::deny(Reason::CredentialNotBound).with_detail(why);
+        let Some(host) = self.meta.target.host() else {
+            return Err(refuse("the tunnel's target is not a host".to_owned()));
+        };
+        let dest = Destination::new(Scheme::Https, host, self.meta.target.port(), path);
+        match vault.inject(&dest, headers, false) {
+            Ok(_) => Ok(()),
+            Err(refused) => {
+                // The gate judged the original request; only what the hooks' actions added
+                // can differ, and a dummy there is refused all the same.
+                tracing::warn!(target = %self.meta.target, grant = %refused.grant, "intercepted request refused: a dummy credential appeared after the gate's verdict");
+                Err(refuse(refused.to_string()))
+            }
         }
     }
 
@@ -673,6 +742,12 @@ impl<G: Gate> Tunnel<G> {
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_bytes())),
         );
+        // The dummy the original request carries, and whether its grant is bound here: the
+        // gate refuses an unbound one, in its one event, after judging the hooks on the
+        // original request.
+        if let Some(credential) = self.credential_of(req) {
+            inner = inner.with_credential(credential);
+        }
         let verdict = self
             .gate
             .admit_inner(&self.meta, &self.route, &inner, &head)
@@ -680,17 +755,22 @@ impl<G: Gate> Tunnel<G> {
         if !verdict.decision.is_allowed() {
             return Err(proxy_http::blocked(&verdict.decision, &inner));
         }
+        // A gate that allowed it anyway is not followed: the real value never goes there.
+        if let Some(refused) = inner.credential_refusal() {
+            return Err(proxy_http::blocked(&refused, &inner));
+        }
         Ok((inner, verdict))
     }
 
     /// Sends `req` upstream: hop-by-hop headers removed (a websocket handshake keeps its own),
     /// then `apply` (the matching hook's actions, after the strip so that a client's
-    /// `Connection` header cannot remove what they inject).
+    /// `Connection` header cannot remove what they inject, then the broker's injection); a
+    /// refusal from `apply` is answered and nothing is sent.
     async fn forward(
         &self,
         sender: &Mutex<Sender>,
         mut req: Request<Incoming>,
-        apply: impl FnOnce(&mut HeaderMap),
+        apply: impl FnOnce(&mut HeaderMap) -> Result<(), Box<Response<Body>>>,
         lease: proxy_core::Lease,
     ) -> Result<Response<Body>, Failure> {
         let authority = authority_of(&self.meta.target);
@@ -702,7 +782,10 @@ impl<G: Gate> Tunnel<G> {
         if let Some(u) = &upgrade {
             u.restore(req.headers_mut());
         }
-        apply(req.headers_mut());
+        if let Err(refused) = apply(req.headers_mut()) {
+            // Never sent: the refusal is the answer.
+            return Ok(*refused);
+        }
         let path = req
             .uri()
             .path_and_query()

@@ -133,6 +133,11 @@ impl Gate for StubGate {
             .get(&host)
             .cloned()
             .or_else(|| lock(&self.others).clone())
+            .map(|a| match (a, meta.credential_refusal()) {
+                // As the real gate: a dummy sent where its grant is not bound is refused.
+                (Admission::Allow(_), Some(refused)) => Admission::Deny(refused),
+                (a, _) => a,
+            })
             .unwrap_or_else(|| Admission::Deny(Decision::deny(Reason::NotAllowed)))
     }
 

@@ -85,10 +85,11 @@ fn kv_len(key: &str, v: Val<'_>) -> usize {
 }
 
 /// The attributes of an event, in the order they are written: those of every event, then the
-/// rule and the layer when known, and `network.policy.revoked` on a revocation.
-fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<'a>); 14], usize) {
+/// rule and the layer when known, `network.policy.revoked` on a revocation, and
+/// `credential.grant` and `credential.injected` for a request that carried a brokered dummy.
+fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<'a>); 16], usize) {
     let s = |v: &'a str| Val::Str(v.as_bytes());
-    let rule = ev.rule.as_ref();
+    let unused = ("", Val::Bool(false));
     let mut all = [
         ("network.policy.scope", s(ev.scope.as_str())),
         ("network.policy.decision", s(ev.decision.as_str())),
@@ -104,21 +105,29 @@ fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<
             s(ev.method.as_deref().unwrap_or("none")),
         ),
         ("client.address", Val::Str(client)),
-        ("network.policy.rule", s(rule.map_or("", |r| &*r.pattern))),
-        (
-            "network.policy.layer",
-            s(rule.and_then(|r| r.origin.as_deref()).unwrap_or("")),
-        ),
-        ("network.policy.revoked", Val::Bool(true)),
+        unused,
+        unused,
+        unused,
+        unused,
+        unused,
     ];
-    let mut n = match rule {
-        None => 11,
-        Some(r) if r.origin.is_none() => 12,
-        Some(_) => 13,
-    };
-    if ev.revoked {
-        all.swap(n, 13);
+    let mut n = 11;
+    let mut push = |key, v| {
+        all[n] = (key, v);
         n += 1;
+    };
+    if let Some(rule) = &ev.rule {
+        push("network.policy.rule", s(&rule.pattern));
+        if let Some(layer) = &rule.origin {
+            push("network.policy.layer", s(layer));
+        }
+    }
+    if ev.revoked {
+        push("network.policy.revoked", Val::Bool(true));
+    }
+    if let Some(c) = &ev.credential {
+        push("credential.grant", s(&c.grant));
+        push("credential.injected", Val::Bool(c.injected));
     }
     (all, n)
 }
@@ -212,7 +221,7 @@ impl Body {
         crate::client_address(&mut self.client, ev.client);
         let (attrs, n) = attributes(ev, &self.client);
         let attrs = &attrs[..n];
-        let mut lens = [0usize; 14];
+        let mut lens = [0usize; 16];
         let time = nanos(ev.timestamp);
         let mut len = self.prelude.len() + self.epilogue.len();
         if time != 0 {
@@ -318,6 +327,10 @@ mod tests {
                 if ev.revoked {
                     attributes.push(kv("network.policy.revoked", Value::BoolValue(true)));
                 }
+                if let Some(c) = &ev.credential {
+                    attributes.push(text("credential.grant", &c.grant));
+                    attributes.push(kv("credential.injected", Value::BoolValue(c.injected)));
+                }
                 LogRecord {
                     time_unix_nano: nanos(ev.timestamp),
                     observed_time_unix_nano: nanos(observed),
@@ -394,7 +407,26 @@ mod tests {
         revoked.revoked = true;
         let mut revoked_bare = bare.clone();
         revoked_bare.revoked = true;
-        vec![with_rule, bare, rule_only, long, revoked, revoked_bare]
+        let mut injected = with_rule.clone();
+        injected.credential = Some(proxy_core::CredentialField {
+            grant: "GH_TOKEN".into(),
+            injected: true,
+        });
+        let mut refused = revoked_bare.clone();
+        refused.credential = Some(proxy_core::CredentialField {
+            grant: "odd\"grant".into(),
+            injected: false,
+        });
+        vec![
+            with_rule,
+            bare,
+            rule_only,
+            long,
+            revoked,
+            revoked_bare,
+            injected,
+            refused,
+        ]
     }
 
     #[test]
