@@ -23,7 +23,7 @@ pub(crate) const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ),
     ("proxy-io", &["proxy-core"]),
     ("proxy-gate", &["proxy-core", "proxy-policy", "proxy-io"]),
-    ("proxy-http", &["proxy-core", "proxy-io"]),
+    ("proxy-http", &["proxy-core", "proxy-io", "proxy-broker"]),
     ("proxy-socks", &["proxy-core", "proxy-io"]),
     ("proxy-admin", &["proxy-core", "proxy-audit", "proxy-io"]),
     (

@@ -115,6 +115,7 @@ impl Interception {
         limits: &proxy_io::Limits,
         env: &dyn Fn(&str) -> Option<String>,
         actions: Arc<ArcSwap<HookActions>>,
+        vault: Option<Arc<proxy_broker::Vault>>,
     ) -> Result<Self, MitmStartError> {
         let home = home.map(Path::to_path_buf).ok_or(MitmStartError::NoHome)?;
         let loaded = CaStore::new(home.join("ca")).load_or_create()?;
@@ -137,12 +138,15 @@ impl Interception {
             );
         }
         let leaves = Arc::new(LeafCache::new(Arc::new(loaded.ca), LEAF_CACHE_HOSTS));
-        Ok(Self::Mitm(
-            MitmInterceptor::new(gate, leaves, roots)?
-                .with_idle_timeout(limits.idle_timeout)
-                .with_request_limits(limits.header_timeout, limits.max_header_bytes)
-                .with_actions(actions),
-        ))
+        let interceptor = MitmInterceptor::new(gate, leaves, roots)?
+            .with_idle_timeout(limits.idle_timeout)
+            .with_request_limits(limits.header_timeout, limits.max_header_bytes)
+            .with_actions(actions);
+        let interceptor = match vault {
+            Some(v) => interceptor.with_vault(v),
+            None => interceptor,
+        };
+        Ok(Self::Mitm(interceptor))
     }
 
     /// netproxy's CA, when intercepting.

@@ -263,6 +263,7 @@ impl Service {
                 &limits,
                 &*env.0,
                 actions.clone(),
+                vault.clone(),
             )?
         } else {
             crate::Interception::Off
@@ -527,12 +528,19 @@ impl Service {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        proxy_http::run(
+        // With the broker, a dummy in plain HTTP is refused (or injected with the plaintext
+        // opt-in, where its grant is bound).
+        let broker = self.vault.as_ref().map(|vault| proxy_http::Broker {
+            vault: vault.clone(),
+            allow_plaintext: self.config().plaintext_credential_injection(),
+        });
+        proxy_http::run_brokered(
             listener,
             self.gate.clone(),
             self.dialer.clone(),
             self.interceptor.clone(),
             self.limits.clone(),
+            broker,
             shutdown,
         )
         .await;

@@ -380,22 +380,9 @@ impl Parser<'_> {
         }
     }
 
-    fn not_supported(&mut self, wpath: &str, feature: &str) {
-        self.diag(
-            DiagnosticKind::NotSupported,
-            wpath,
-            format!("not supported yet: {feature} has not been built, so this setting would have no effect"),
-        );
-    }
-
-    /// Settings whose feature has not been built yet are refused rather than silently inert.
+    /// Values that parse but cannot be used.
     fn check_supported(&mut self, spath: &str, wpath: &str, value: &Value) {
-        let on = value.as_bool() == Some(true);
         match spath {
-            "network.credential_broker" if on => self.not_supported(wpath, "the credential broker"),
-            "network.dangerously_allow_plaintext_credential_injection" if on => {
-                self.not_supported(wpath, "the credential broker");
-            }
             "otel.endpoint"
                 if value
                     .as_str()

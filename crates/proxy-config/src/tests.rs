@@ -337,29 +337,21 @@ fn every_diagnostic_is_reported_at_once() {
 }
 
 #[test]
-fn features_not_built_yet_are_refused() {
-    for (text, key) in [
-        (
-            "[network]\ncredential_broker = true",
-            "network.credential_broker",
-        ),
-        (
-            "[network]\ndangerously_allow_plaintext_credential_injection = true",
-            "network.dangerously_allow_plaintext_credential_injection",
-        ),
-    ] {
-        err(
-            &[text],
-            &[],
-            DiagnosticKind::NotSupported,
-            key,
-            "not supported yet",
-        );
-    }
-    // Off is fine.
-    ok(
-        &["[network]\nmitm = false\nverify_sni = false\n[otel]\nexporter = \"none\""],
+fn the_broker_keys_are_accepted() {
+    let c = ok(
+        &[
+            "[network]\ncredential_broker = true\ndangerously_allow_plaintext_credential_injection = true\nmitm = false\nverify_sni = false\n[otel]\nexporter = \"none\"",
+        ],
         &[],
+    );
+    assert!(c.credential_broker() && c.plaintext_credential_injection());
+    // Managed requirements can pin the plaintext opt-in to false.
+    err(
+        &["[network]\ndangerously_allow_plaintext_credential_injection = true"],
+        &["[network]\ndangerously_allow_plaintext_credential_injection = false"],
+        DiagnosticKind::Constraint,
+        "network.dangerously_allow_plaintext_credential_injection",
+        "",
     );
 }
 
@@ -955,8 +947,7 @@ fn managed_booleans_pin_the_admin_and_plaintext_flags() {
     );
     let c = ok(&[], &[&format!("[network]\n{key} = false")]);
     assert!(!c.allow_non_loopback_admin());
-    // The broker is not built, so a file cannot set the plaintext flag to true; a layer
-    // holding it anyway (as the broker's issue will allow) is refused by a managed false.
+    // A layer setting the plaintext flag to true is refused by a managed false.
     let key = "network.dangerously_allow_plaintext_credential_injection";
     let mut layer = crate::layer::LayerData::new(Layer::CommandLine);
     layer
@@ -1948,7 +1939,7 @@ fn bad_hooks_are_refused_with_their_key() {
 }
 
 #[test]
-fn credential_grants_are_read_and_refused_while_the_broker_is_not_built() {
+fn credential_grants_are_read_and_need_the_broker() {
     let grant = r#"
 [network]
 credential_broker = true
@@ -1959,13 +1950,16 @@ path_prefixes = ["/api/v4"]
 send = ["header", "bearer"]
 header = "PRIVATE-TOKEN"
 "#;
-    let e = build(&[grant], &[]).err().unwrap();
-    // Only the broker itself is refused: the grant reads cleanly.
+    let c = ok(&[grant], &[]);
+    let g = &c.credentials()[0];
+    assert_eq!(g.name, "gitlab");
+    assert_eq!(g.env, "GITLAB_TOKEN");
+    assert_eq!(g.send, ["header", "bearer"]);
+    assert_eq!(g.header.as_deref(), Some("PRIVATE-TOKEN"));
     assert!(
-        e.diagnostics
+        c.show()
             .iter()
-            .all(|d| d.key == "network.credential_broker"),
-        "{e}"
+            .any(|v| v.key == "network.credentials.gitlab")
     );
     let bad = |body: &str, key: &str, contains: &str| {
         let text = format!("[network.credentials.g]\n{body}");
