@@ -8,6 +8,7 @@ mod addresses;
 mod admin;
 mod audit;
 mod cli;
+mod credentials;
 #[cfg(target_os = "linux")]
 mod idle;
 mod metrics;
