@@ -289,9 +289,16 @@ fn check_usage_and_config_errors() {
     assert_eq!(r.code, 2);
     let r = home.run(&["check", "-c", "mdoe=\"full\"", "x.com"]);
     r.assert_err(3, &["did you mean `network.mode`"]);
-    // `--mitm` is built now (limited mode intercepts); a feature that is not stays refused.
-    let r = home.run(&["check", "-c", "credential_broker=true", "x.com"]);
-    r.assert_err(3, &["not supported yet"]);
+    // A grant without the broker is a config error, not ignored.
+    let r = home.run(&[
+        "check",
+        "-c",
+        "credentials.g.env=\"T\"",
+        "-c",
+        "credentials.g.hosts=[\"a.test\"]",
+        "x.com",
+    ]);
+    r.assert_err(3, &["need the credential broker"]);
     let r = home.run(&["check", "--mitm", "--mode", "limited", "192.0.2.1:443"]);
     assert_eq!(
         r.code, 1,
