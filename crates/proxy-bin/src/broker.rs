@@ -196,3 +196,25 @@ pub(crate) fn add_destinations(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proxy_broker::Vault;
+
+    const REAL: &str = "ghp_RealGitHubToken0123456789abcdefABCDE";
+
+    /// `GET /credentials` names the grants and their bindings, never a real value or a dummy.
+    #[test]
+    fn the_grants_listing_holds_no_value() {
+        let vault = Vault::new(|k| (k == "GH_TOKEN").then(|| REAL.into()), &[]).unwrap();
+        let text = super::grants_json(Some(&vault)).to_string();
+        assert!(text.contains("\"GH_TOKEN\""), "{text}");
+        assert!(text.contains("api.github.com"), "{text}");
+        assert!(!text.contains(REAL), "{text}");
+        let dummy = &vault.child_env().set[0].1;
+        assert!(!text.contains(dummy.as_str()), "{text}");
+        assert_eq!(super::grants_json(None)["broker"], false);
+    }
+}
