@@ -25,6 +25,15 @@ pub(crate) enum Shape {
 /// GitHub's token prefixes, the longest first.
 const GITHUB_PREFIXES: &[&str] = &["github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_"];
 
+/// The prefixes of other vendors' tokens that a configured grant's dummy keeps (so that tools
+/// checking the format accept it): GitLab, Stripe, Slack, npm, PyPI, Hugging Face,
+/// DigitalOcean, Shopify, SendGrid, Google API keys.
+const KNOWN_PREFIXES: &[&str] = &[
+    "glpat-", "gldt-", "glrt-", "glptt-", "glsoat-", "sk_live_", "sk_test_", "rk_live_",
+    "rk_test_", "xoxb-", "xoxp-", "xoxa-", "xoxr-", "xapp-", "npm_", "pypi-", "hf_", "dop_v1_",
+    "shpat_", "SG.", "AIza",
+];
+
 /// The fewest random characters a dummy has.
 pub(crate) const MIN_RANDOM: usize = 16;
 
@@ -54,18 +63,12 @@ impl Shape {
                     (real[..n].to_owned(), n)
                 }
             },
-            Shape::Generic => {
-                let mut n = 0;
-                for _ in 0..2 {
-                    match letter_segment(&real[n..], b'_', 8)
-                        .or_else(|| letter_segment(&real[n..], b'-', 8))
-                    {
-                        Some(len) if real.len() - (n + len) >= MIN_RANDOM => n += len,
-                        _ => break,
-                    }
-                }
-                (real[..n].to_owned(), n)
-            }
+            // Only a vendor's known prefix is kept: a letter segment of a random secret (its
+            // first characters) would otherwise be copied into the dummy.
+            Shape::Generic => KNOWN_PREFIXES
+                .iter()
+                .find(|p| real.starts_with(**p) && real.len() - p.len() >= MIN_RANDOM)
+                .map_or((String::new(), 0), |p| ((*p).to_owned(), p.len())),
         }
     }
 }
@@ -254,17 +257,22 @@ mod tests {
     }
 
     #[test]
-    fn generic_dummies_keep_short_letter_prefixes_only_before_enough_characters() {
+    fn generic_dummies_keep_known_prefixes_only_before_enough_characters() {
         let gl = "glpat-AbCdEfGhIjKlMnOpQrSt";
         assert_shape(gl, &dummy(Shape::Generic, gl), "glpat-");
         let stripe = "sk_live_0123456789abcdefABCDEF";
         assert_shape(stripe, &dummy(Shape::Generic, stripe), "sk_live_");
-        // An unknown letter prefix is kept too, as format.
-        let other = "acme-0123456789abcdef0123";
-        assert_shape(other, &dummy(Shape::Generic, other), "acme-");
-        // Too few characters after it: no prefix kept; at least 16 random characters.
-        let d = dummy(Shape::Generic, "acme-abc");
-        assert!(!d.starts_with("acme"), "{d}");
+        // An unknown letter segment is not kept: it may be the secret's own first characters.
+        for other in [
+            "acme-0123456789abcdef0123",
+            "QxZpRtWm_Kd8s0123456789abcdefgh",
+        ] {
+            let d = dummy(Shape::Generic, other);
+            assert_ne!(d[..4], other[..4], "{d}");
+        }
+        // Too few characters after a known prefix: not kept; at least 16 random characters.
+        let d = dummy(Shape::Generic, "glpat-abc");
+        assert!(!d.starts_with("glpat-"), "{d}");
         assert!(d.len() >= MIN_RANDOM, "{d}");
         // A long first "segment" is not a prefix.
         let d = dummy(Shape::Generic, "averylongword_0123456789abcdef0123");

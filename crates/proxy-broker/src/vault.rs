@@ -563,6 +563,18 @@ impl Vault {
         }
     }
 
+    /// The name of the first grant whose real value `bytes` contain (another process's
+    /// environment, say), without exposing the value.
+    pub fn grant_with_value_in(&self, bytes: &[u8]) -> Option<&str> {
+        self.grants
+            .iter()
+            .find(|g| {
+                let real = g.secret.expose().as_bytes();
+                !real.is_empty() && bytes.windows(real.len()).any(|w| w == real)
+            })
+            .map(|g| g.name.as_str())
+    }
+
     /// The grant whose dummy is `value`.
     pub fn grant_of_dummy(&self, value: &str) -> Option<&Grant> {
         self.grants.iter().find(|g| g.dummy() == value)

@@ -461,12 +461,13 @@ schema! {
     /// and the interceptor are made at start: turned on by a reload, limited mode's tunnels
     /// stay refused `mitm_required` until a restart.
     mitm: Written<bool> = Written::flag(false), "network.mitm", Kind::Mitm, reload;
-    /// `credential_broker` (not built yet: only off is accepted). Its grants and dummies are
-    /// made at start: a change needs a restart.
+    /// `credential_broker`: the credential broker (docs/credentials.md). Its grants and
+    /// dummies are made at start: a change needs a restart.
     credential_broker: bool = false, "network.credential_broker", Kind::Bool, restart;
-    /// `dangerously_allow_plaintext_credential_injection` (not built yet).
+    /// `dangerously_allow_plaintext_credential_injection`: read when the HTTP front-end
+    /// starts, so a change needs a restart.
     dangerously_allow_plaintext_credential_injection: bool = false,
-        "network.dangerously_allow_plaintext_credential_injection", Kind::Bool, reload;
+        "network.dangerously_allow_plaintext_credential_injection", Kind::Bool, restart;
     /// `verify_sni`: refuse an opaque tunnel whose TLS server name is not its `CONNECT` host.
     verify_sni: bool = false, "network.verify_sni", Kind::Bool, reload;
     /// `audit_log`: the JSON-lines audit file.

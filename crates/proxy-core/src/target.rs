@@ -468,7 +468,19 @@ impl RequestMeta {
     /// destination (`credential_not_bound`, with the reason as detail); `None` otherwise.
     pub fn credential_refusal(&self) -> Option<crate::Decision> {
         let c = self.credential.as_ref()?;
-        let why = c.refused.as_ref()?;
+        // TRACE and TRACK echo the request back: the real value would return to the client.
+        let echoes = self
+            .method
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case("TRACE") || m.eq_ignore_ascii_case("TRACK"));
+        let why = match &c.refused {
+            Some(why) => why.clone(),
+            None if echoes => {
+                "a TRACE or TRACK request echoes its headers back, the real value with them"
+                    .to_owned()
+            }
+            None => return None,
+        };
         Some(
             crate::Decision::deny(crate::Reason::CredentialNotBound)
                 .with_detail(format!("credential grant {}: {why}", c.grant)),

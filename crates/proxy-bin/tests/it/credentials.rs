@@ -86,6 +86,7 @@ async fn the_child_holds_dummies_and_only_bound_hosts_get_the_real_token() {
          curl -sS -o /dev/null -w 'token %{{http_code}}\\n' -H \"Authorization: token $GH_TOKEN\" https://api.github.com/repos; \
          curl -sS -o /dev/null -w 'basic %{{http_code}}\\n' -u \"x-access-token:$GH_TOKEN\" https://api.github.com/basic; \
          curl -sS -o /dev/null -w 'own %{{http_code}}\\n' -H 'Authorization: Bearer my-own-token' https://api.github.com/own; \
+         curl -sS -o /dev/null -w 'trace %{{http_code}}\\n' -X TRACE -H \"Authorization: Bearer $GH_TOKEN\" https://api.github.com/trace; \
          curl -sS -o /dev/null -w 'opaque %{{http_code}}\\n' -H \"Authorization: Bearer $GH_TOKEN\" https://other.test:{other}/leak; \
          curl -sS -o plain.json -w 'plain %{{http_code}}\\n' -H \"Authorization: Bearer $GH_TOKEN\" http://plain.test:{plain}/leak",
         other = other.addr().port(),
@@ -232,4 +233,35 @@ fn check_credentials_and_config_show_name_grants_never_values() {
     for text in [&r.stdout, &r.stderr] {
         assert!(!text.contains(GH));
     }
+}
+
+/// A shell that started netproxy without `exec` keeps the real token in its environment, where
+/// the child (same user) could read it: `run` warns, naming the grant, never the value; the
+/// child still gets only the dummy.
+#[test]
+fn a_parent_holding_the_real_value_is_warned_about() {
+    let home = Home::new();
+    let mut inner = home.command(&[
+        "run",
+        "-c",
+        "credential_broker=true",
+        "--",
+        "sh",
+        "-c",
+        "echo \"child=$GH_TOKEN\"",
+    ]);
+    inner.env("GH_TOKEN", GH);
+    // `; :` keeps the shell alive around netproxy (no exec of the last command).
+    let out = ran(crate::support::wrapped(
+        &["sh", "-c", "\"$0\" \"$@\"; :"],
+        &inner,
+    ));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("holds the real value of GH_TOKEN"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(GH) && !out.stdout.contains(GH));
+    assert!(out.stdout.contains("child=ghp_"), "{}", out.stdout);
 }

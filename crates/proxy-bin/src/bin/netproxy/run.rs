@@ -176,9 +176,21 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     // Brokered credentials: the child gets each grant's dummy, never the real value
     // (docs/credentials.md); withheld variables and configured secret variables go.
     if let Some(vault) = service.vault() {
+        for (pid, grant) in ancestors_holding(vault) {
+            eprintln!(
+                "netproxy: warning: process {pid}, which started netproxy, holds the real value of {grant} in its environment, and the child can read it there (/proc/{pid}/environ): start netproxy with `exec`, or give the secret through a file (docs/credentials.md)"
+            );
+        }
         let child = vault.child_env();
         for key in &child.remove {
             cmd.env_remove(key);
+        }
+        // A built-in variable that got no dummy (a value netproxy could not read as text, say)
+        // never reaches the child as it is.
+        for key in proxy_broker::builtin_vars() {
+            if !child.set.iter().any(|(k, _)| k == key) {
+                cmd.env_remove(key);
+            }
         }
         cmd.envs(child.set.iter().map(|(k, v)| (k, v)));
     }
@@ -359,4 +371,33 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
 
 fn shown(program: &OsString) -> String {
     format!("`{}`", program.to_string_lossy())
+}
+
+/// The processes above netproxy (its parent, theirs, ...) of the same user whose environment
+/// holds a grant's real value, which the child (of the same user) could read through `/proc`;
+/// with the grant's name.
+fn ancestors_holding(vault: &proxy_broker::Vault) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    let mut pid = std::process::id();
+    for _ in 0..8 {
+        let Some(parent) = parent_of(pid) else { break };
+        if parent <= 1 {
+            break;
+        }
+        // Another user's process: the child cannot read it either.
+        if let Ok(environ) = std::fs::read(format!("/proc/{parent}/environ"))
+            && let Some(grant) = vault.grant_with_value_in(&environ)
+        {
+            found.push((parent, grant.to_owned()));
+        }
+        pid = parent;
+    }
+    found
+}
+
+/// The parent process id of `pid`, from `/proc/PID/stat` (after the command's closing `)`).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
 }
