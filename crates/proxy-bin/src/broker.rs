@@ -47,7 +47,21 @@ pub fn vault(
     }
     match Vault::new(|k| env(k).map(Into::into), &specs) {
         Ok(vault) => {
-            let warnings = vault.withheld().iter().map(ToString::to_string).collect();
+            let mut warnings: Vec<String> =
+                vault.withheld().iter().map(ToString::to_string).collect();
+            // A config file can re-bind a well-known token to other hosts: said at every
+            // start, so that a file the child once wrote cannot do it unseen.
+            for c in config.credentials() {
+                if proxy_broker::builtin_vars().any(|b| b == c.env) {
+                    warnings.push(format!(
+                        "credential grant {} (from {}) replaces the built-in {}: its real value goes to {}",
+                        c.name,
+                        c.layer,
+                        c.env,
+                        c.hosts.join(", ")
+                    ));
+                }
+            }
             Ok(Some((vault, warnings)))
         }
         Err(e) => {
