@@ -195,12 +195,12 @@ impl Explanation {
     pub(crate) fn allowed(decision: Decision, via: Via, intercept: Intercept) -> Self {
         Self {
             via: Some(via),
-            ..Self::pending(decision, intercept)
+            ..Self::admitted(decision, intercept)
         }
     }
 
     /// An admitted `decision` not routed yet, to be intercepted as `intercept` says.
-    fn pending(decision: Decision, intercept: Intercept) -> Self {
+    fn admitted(decision: Decision, intercept: Intercept) -> Self {
         Self {
             intercept: intercept.is_intercepted(),
             opaque_unless_tls: intercept == Intercept::IfTls,
@@ -492,7 +492,7 @@ impl PolicyGate {
                 } else if lookup == Lookup::Skip {
                     return Explanation {
                         pending: check,
-                        ..Explanation::pending(decision, intercept)
+                        ..Explanation::admitted(decision, intercept)
                     };
                 } else {
                     match self.lookup(name).await {
@@ -559,7 +559,7 @@ impl PolicyGate {
         if lookup == Lookup::Skip && endpoint.host.ip().is_none() {
             return Explanation {
                 upstream,
-                ..Explanation::pending(decision, intercept)
+                ..Explanation::admitted(decision, intercept)
             };
         }
         let via = self
