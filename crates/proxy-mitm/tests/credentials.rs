@@ -4,6 +4,8 @@
 //! loopback TLS origin records what it received.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +15,11 @@ use proxy_broker::{GrantSpec, Vault};
 use proxy_core::{
     Decision, Intercepted, Interceptor, Lease, Protocol, Reason, RequestMeta, Route, Target,
 };
-use proxy_mitm::{Ca, CertificateDer, LeafCache, MitmInterceptor};
+use proxy_mitm::{Ca, MitmInterceptor};
 use proxy_test_support::{Seen, StubGate, TestCa, TlsOrigin, tls_client};
 use rustls::pki_types::ServerName;
-use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Generous bound for what should happen at once (never a performance assertion).
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -51,16 +52,8 @@ struct Mitm {
 
 impl Mitm {
     fn new(upstream: &TestCa, vault: Arc<Vault>) -> Self {
-        let gate = Arc::new(StubGate::new());
-        let ca = Arc::new(Ca::generate().unwrap());
-        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
-        let roots: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(upstream.cert_pem().as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let interceptor = MitmInterceptor::new(gate.clone(), leaves, roots)
-            .unwrap()
-            .with_vault(vault);
+        let (gate, ca, interceptor) = common::interceptor(upstream);
+        let interceptor = interceptor.with_vault(vault);
         Self {
             gate,
             ca,
@@ -77,11 +70,7 @@ impl Mitm {
         path: &str,
         headers: &[&str],
     ) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
+        let (client, accepted) = common::connected().await;
         let upstream = TcpStream::connect(origin).await.unwrap();
         let meta = RequestMeta::new(
             Protocol::HttpsConnect,

@@ -6,15 +6,16 @@
 //! closing what is not TLS.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use proxy_core::{Decision, Gate, Intercepted, Interceptor, Protocol, RequestMeta, Route, Target};
-use proxy_mitm::{CLIENT_FIRST_WAIT, Ca, CertificateDer, LeafCache, MitmInterceptor};
+use proxy_mitm::{CLIENT_FIRST_WAIT, Ca, MitmInterceptor};
 use proxy_test_support::{StubGate, TestCa, TlsOrigin, tls_client};
 use rustls::pki_types::ServerName;
-use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -39,16 +40,8 @@ struct Mitm {
 impl Mitm {
     /// Trusting `upstream` as the origins' CA.
     fn new(upstream: &TestCa) -> Self {
-        let gate = Arc::new(StubGate::new());
-        let ca = Arc::new(Ca::generate().unwrap());
-        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
-        let roots: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(upstream.cert_pem().as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let interceptor = MitmInterceptor::new(gate.clone(), leaves, roots)
-            .unwrap()
-            .with_idle_timeout(Duration::from_secs(60));
+        let (gate, ca, interceptor) = common::interceptor(upstream);
+        let interceptor = interceptor.with_idle_timeout(Duration::from_secs(60));
         Self {
             gate,
             ca,
@@ -60,11 +53,7 @@ impl Mitm {
     /// (through [`proxy_io::intercept`], which ends it when its lease is revoked): the client's
     /// end, and the session's task.
     async fn tunnel(&self, origin: SocketAddr, if_tls: bool) -> (TcpStream, JoinHandle<()>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
+        let (client, accepted) = common::connected().await;
         let upstream = TcpStream::connect(origin).await.unwrap();
         let meta = RequestMeta::new(
             Protocol::HttpsConnect,

@@ -4,6 +4,8 @@
 //! certificate comes from a test CA the interceptor trusts.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,10 +17,9 @@ use hyper_util::rt::TokioIo;
 use proxy_core::{
     Decision, Intercepted, Interceptor, Lease, Mode, Protocol, Reason, RequestMeta, Route, Target,
 };
-use proxy_mitm::{Ca, CertificateDer, LeafCache, MitmInterceptor};
+use proxy_mitm::{Ca, MitmInterceptor};
 use proxy_test_support::{StubGate, TestCa, TlsOrigin, tls_client};
 use rustls::pki_types::ServerName;
-use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -141,17 +142,9 @@ impl Mitm {
     /// Judging inner requests in `mode`, trusting `upstream` as the origins' CA, closing a
     /// session after `idle` with no byte either way.
     fn new(mode: Mode, upstream: &TestCa, idle: Duration) -> Self {
-        let gate = Arc::new(StubGate::new());
+        let (gate, ca, interceptor) = common::interceptor(upstream);
         gate.set_mode(mode);
-        let ca = Arc::new(Ca::generate().unwrap());
-        let leaves = Arc::new(LeafCache::new(ca.clone(), 16));
-        let roots: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(upstream.cert_pem().as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let interceptor = MitmInterceptor::new(gate.clone(), leaves, roots)
-            .unwrap()
-            .with_idle_timeout(idle);
+        let interceptor = interceptor.with_idle_timeout(idle);
         Self {
             gate,
             ca,
@@ -173,11 +166,7 @@ impl Mitm {
         origin: SocketAddr,
         tls: tokio_rustls::TlsConnector,
     ) -> (TlsStream<TcpStream>, JoinHandle<(u64, u64)>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
+        let (client, accepted) = common::connected().await;
         let upstream = TcpStream::connect(origin).await.unwrap();
         let meta = RequestMeta::new(
             Protocol::HttpsConnect,

@@ -265,3 +265,27 @@ fn a_parent_holding_the_real_value_is_warned_about() {
     assert!(!out.stderr.contains(GH) && !out.stdout.contains(GH));
     assert!(out.stdout.contains("child=ghp_"), "{}", out.stdout);
 }
+
+/// `netproxy env` cannot know a running proxy's dummies: with the broker on it says so, and
+/// prints no real value.
+#[test]
+fn env_says_brokered_credentials_need_run() {
+    let home = Home::new();
+    let mut c = home.command(&[
+        "env",
+        "-c",
+        "credential_broker=true",
+        "--http",
+        "127.0.0.1:3128",
+    ]);
+    c.env("GH_TOKEN", GH);
+    let out = ran(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("brokered credentials need `netproxy run`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains(GH) && !out.stderr.contains(GH));
+}

@@ -397,34 +397,7 @@ async fn git_clones_over_http_when_allowed_and_not_otherwise() {
     let w = world().await;
     // A dumb-HTTP repository served by a static file server on 127.0.0.2.
     let repo = w.home.path().join("www/repo.git");
-    let src = w.home.path().join("src");
-    let git = |dir: &Path, args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", w.home.path())
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@t")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@t")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&src, &["init", "-q", "-b", "main"]);
-    std::fs::write(src.join("hello.txt"), "hello through netproxy\n").unwrap();
-    git(&src, &["add", "hello.txt"]);
-    git(&src, &["commit", "-q", "-m", "one"]);
-    git(&repo, &["init", "-q", "--bare", "-b", "main"]);
-    git(&src, &["push", "-q", repo.to_str().unwrap(), "main"]);
-    git(&repo, &["update-server-info"]);
+    crate::support::dumb_http_repo(w.home.path(), &repo, "hello through netproxy\n");
     let mut server = Command::new("python3")
         .args([
             "-u",

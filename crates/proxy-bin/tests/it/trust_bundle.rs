@@ -537,34 +537,7 @@ async fn git_clones_over_https_through_a_hooked_host_under_run_mitm() {
     let w = world().await;
     let www = w.home.path().join("www");
     let repo = www.join("repo.git");
-    let src = w.home.path().join("src");
-    let git = |dir: &Path, args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", w.home.path())
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@t")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@t")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&src, &["init", "-q", "-b", "main"]);
-    std::fs::write(src.join("hello.txt"), "hello through the hook\n").unwrap();
-    git(&src, &["add", "hello.txt"]);
-    git(&src, &["commit", "-q", "-m", "one"]);
-    git(&repo, &["init", "-q", "--bare", "-b", "main"]);
-    git(&src, &["push", "-q", repo.to_str().unwrap(), "main"]);
-    git(&repo, &["update-server-info"]);
+    crate::support::dumb_http_repo(w.home.path(), &repo, "hello through the hook\n");
 
     // The repository's TLS server, with a certificate of a test CA netproxy trusts.
     let ca = proxy_test_support::TestCa::new().unwrap();

@@ -252,3 +252,37 @@ pub(crate) async fn tls_origin(
     std::fs::write(ca_file, ca.cert_pem()).unwrap();
     origin
 }
+
+/// A bare git repository at `repo` served over dumb HTTP (`update-server-info` done), with one
+/// commit holding `hello.txt` = `hello`; built in `scratch` (its `src` folder), git kept off
+/// every system and user config.
+pub(crate) fn dumb_http_repo(scratch: &Path, repo: &Path, hello: &str) {
+    let src = scratch.join("src");
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", scratch)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(repo).unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    std::fs::write(src.join("hello.txt"), hello).unwrap();
+    git(&src, &["add", "hello.txt"]);
+    git(&src, &["commit", "-q", "-m", "one"]);
+    git(repo, &["init", "-q", "--bare", "-b", "main"]);
+    git(&src, &["push", "-q", repo.to_str().unwrap(), "main"]);
+    git(repo, &["update-server-info"]);
+}
