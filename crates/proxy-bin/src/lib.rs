@@ -49,6 +49,6 @@ pub use interception::{
 pub use service::{Files, ReloadError, Service, StartError};
 pub use show::{config_json, config_text};
 pub use start::{
-    AdminOptions, AdminToken, DRAIN, ListenError, Listener, Options, Running, Shutdown,
+    AdminOptions, AdminToken, DRAIN, Listen, ListenError, Listener, Options, Running, Shutdown,
     reload_and_log, start,
 };

@@ -24,13 +24,29 @@ use crate::service::{ReloadError, Service};
 /// ([`Running::drain`]).
 pub const DRAIN: Duration = Duration::from_secs(10);
 
+/// Where a proxy listener listens.
+#[derive(Debug)]
+pub enum Listen {
+    /// Bound by [`start`] on this address (port 0: an ephemeral one).
+    Addr(SocketAddr),
+    /// A listener the caller bound, served as it is (`run --isolate` binds its listeners inside
+    /// the command's network namespace).
+    Bound(std::net::TcpListener),
+}
+
+impl From<SocketAddr> for Listen {
+    fn from(addr: SocketAddr) -> Self {
+        Listen::Addr(addr)
+    }
+}
+
 /// What [`start`] starts.
 #[derive(Debug)]
 pub struct Options {
-    /// The HTTP proxy's address (port 0: an ephemeral one).
-    pub http: SocketAddr,
-    /// The SOCKS5 proxy's address; none: no SOCKS5 listener.
-    pub socks: Option<SocketAddr>,
+    /// The HTTP proxy's listener.
+    pub http: Listen,
+    /// The SOCKS5 proxy's listener; none: no SOCKS5 listener.
+    pub socks: Option<Listen>,
     /// The admin API; none: not started.
     pub admin: Option<AdminOptions>,
     /// Reload when one of the config files changes (`serve`; `run` reads its files once).
@@ -110,6 +126,9 @@ pub enum ListenError {
     /// A bound listener's address could not be read.
     #[error("cannot read the address of the {0} listener")]
     Address(Listener, #[source] std::io::Error),
+    /// A listener the caller bound cannot be served.
+    #[error("cannot serve the {0} listener")]
+    Serve(Listener, #[source] std::io::Error),
     /// The admin API has no usable token.
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -176,9 +195,23 @@ pub async fn start(service: Arc<Service>, options: Options) -> Result<Running, L
             .map_err(|e| ListenError::Address(listener, e))?;
         Ok::<_, ListenError>((l, bound))
     };
-    let (http, http_addr) = bind(Listener::Http, options.http).await?;
+    let listen = |listener: Listener, on: Listen| async move {
+        match on {
+            Listen::Addr(addr) => bind(listener, addr).await,
+            Listen::Bound(l) => {
+                let serve = |e| ListenError::Serve(listener, e);
+                l.set_nonblocking(true).map_err(serve)?;
+                let l = TcpListener::from_std(l).map_err(serve)?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|e| ListenError::Address(listener, e))?;
+                Ok((l, bound))
+            }
+        }
+    };
+    let (http, http_addr) = listen(Listener::Http, options.http).await?;
     let socks = match options.socks {
-        Some(addr) => Some(bind(Listener::Socks, addr).await?),
+        Some(on) => Some(listen(Listener::Socks, on).await?),
         None => None,
     };
     let socks_addr = socks.as_ref().map(|(_, a)| *a);

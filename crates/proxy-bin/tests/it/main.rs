@@ -11,6 +11,8 @@ mod cli;
 mod credentials;
 #[cfg(target_os = "linux")]
 mod idle;
+#[cfg(target_os = "linux")]
+mod isolate;
 mod metrics;
 mod mitm;
 mod otlp;

@@ -68,6 +68,10 @@ pub(crate) struct ProxyEnv {
     pub(crate) socks: Option<SocketAddr>,
     /// Whether local targets bypass the proxy (`NO_PROXY` lists them).
     pub(crate) allow_local_binding: bool,
+    /// Whether the child runs in a network namespace of its own (`run --isolate`): then
+    /// nothing bypasses the proxy (`NO_PROXY` is empty), since nothing outside the namespace
+    /// is reachable directly.
+    pub(crate) isolated: bool,
     /// `user:password` to put in the proxy URLs (`--proxy-auth`).
     pub(crate) credential: Option<String>,
     /// The trust bundle's path, when netproxy intercepts HTTPS.
@@ -92,7 +96,7 @@ impl ProxyEnv {
     pub(crate) fn vars(&self) -> Vec<(String, String)> {
         let http = self.http_url();
         let all = self.all_url();
-        let no_proxy = if self.allow_local_binding {
+        let no_proxy = if self.allow_local_binding && !self.isolated {
             LOCAL_NO_PROXY
         } else {
             ""
@@ -194,6 +198,7 @@ mod tests {
             http: "127.0.0.1:3128".parse().unwrap(),
             socks: Some("127.0.0.1:8081".parse().unwrap()),
             allow_local_binding: false,
+            isolated: false,
             credential: None,
             ca_bundle: None,
         };
@@ -215,6 +220,7 @@ mod tests {
             http: "127.0.0.1:3128".parse().unwrap(),
             socks: socks.then(|| "127.0.0.1:8081".parse().unwrap()),
             allow_local_binding: local,
+            isolated: false,
             credential: None,
             ca_bundle: None,
         }

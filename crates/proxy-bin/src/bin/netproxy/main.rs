@@ -4,6 +4,7 @@
 
 mod ca;
 mod child_env;
+mod isolate;
 mod logging;
 mod run;
 mod serve;
@@ -104,6 +105,10 @@ struct RunArgs {
     /// Write every decision to FILE as JSON
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Run CMD in a network namespace of its own (Linux): it reaches the network only through
+    /// the proxy (docs/isolate.md); exit 126 when the kernel refuses
+    #[arg(long)]
+    isolate: bool,
     /// The command and its arguments
     #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
     command: Vec<std::ffi::OsString>,
@@ -468,6 +473,7 @@ fn env_command(args: &EnvArgs) -> anyhow::Result<ExitCode> {
         http,
         socks,
         allow_local_binding: config.allow_local_binding(),
+        isolated: false,
         credential: None,
         ca_bundle,
     };
@@ -532,6 +538,11 @@ fn not_dumpable() -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // `run --isolate`'s helper processes (this binary, run again): before anything else, and
+    // above all before any thread starts (docs/isolate.md).
+    if let Some(code) = proxy_isolate::dispatch() {
+        return code;
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Serve(args) => serve::serve(args),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use netproxy::{AdminOptions, AdminToken, Files, Options, Service};
+use netproxy::{AdminOptions, AdminToken, Files, Listen, Options, Service};
 
 use crate::child_env::{ProxyEnv, bundle_path};
 use proxy_audit::{Audit, RunRecorder};
@@ -18,6 +18,8 @@ use super::{RunArgs, listen_addr, sources, started};
 
 /// Exit code when CMD cannot be started (as a shell does for a missing command).
 const EXIT_CANNOT_START: u8 = 127;
+/// Exit code when `--isolate` cannot isolate CMD: CMD never starts (interface.md §1).
+const EXIT_ISOLATION_REFUSED: u8 = 126;
 
 pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // First, before netproxy opens any descriptor of its own: the one the caller gave for the
@@ -115,12 +117,42 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         },
         None => None,
     };
+    // Under --isolate, the listeners are bound inside CMD's network namespace, before anything
+    // is served; a refusal stops here, before CMD starts (docs/isolate.md).
+    let isolation = if args.isolate {
+        let socks = config.enable_socks5();
+        match tokio::task::spawn_blocking(move || crate::isolate::set_up(socks)).await {
+            Ok(Ok(i)) => Some(i),
+            Ok(Err(refusal)) => {
+                eprintln!("netproxy run: --isolate: {refusal}");
+                return Ok(ExitCode::from(EXIT_ISOLATION_REFUSED));
+            }
+            Err(e) => return Err(anyhow::anyhow!("cannot set up --isolate: {e}")),
+        }
+    } else {
+        None
+    };
     // Ephemeral loopback ports, bound now and served as they are: no port race, and two runs
     // side by side get their own.
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let (http, socks, holder) = match isolation {
+        Some(i) => {
+            for (ip, e) in &i.unserved {
+                tracing::warn!(
+                    "--isolate: lookups CMD sends to its resolver {ip} fail but are not recorded: {e}"
+                );
+            }
+            (Listen::Bound(i.http), i.socks.map(Listen::Bound), Some(i.holder))
+        }
+        None => (
+            Listen::Addr(loopback),
+            config.enable_socks5().then_some(Listen::Addr(loopback)),
+            None,
+        ),
+    };
     let options = Options {
-        http: loopback,
-        socks: config.enable_socks5().then_some(loopback),
+        http,
+        socks,
         admin: admin.as_ref().map(|(addr, token)| AdminOptions {
             addr: *addr,
             token: AdminToken::Given(token.clone()),
@@ -139,6 +171,7 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         http: running.http,
         socks: running.socks,
         allow_local_binding: config.allow_local_binding(),
+        isolated: holder.is_some(),
         credential: credential
             .as_ref()
             .map(|c| format!("{}:{}", c.user(), c.password())),
@@ -161,8 +194,15 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     }
 
     let (program, rest) = args.command.split_first().context("no command given")?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(rest);
+    let mut cmd = match &holder {
+        // netproxy's binary joins the namespaces and becomes CMD (same process id).
+        Some(h) => tokio::process::Command::from(h.command(program, rest)),
+        None => {
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(rest);
+            cmd
+        }
+    };
     for (key, _) in std::env::vars_os() {
         if key.to_str().is_some_and(|k| env.removes(k)) {
             cmd.env_remove(&key);
@@ -205,6 +245,8 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     };
     let status = signals.wait(&mut child).await?;
     running.shutdown();
+    // The namespace lives on while CMD's own children do; the holder's work is over.
+    drop(holder);
     service.close_audit();
     let code = exit_code(status);
     if !args.quiet

@@ -93,8 +93,8 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let options = Options {
-        http,
-        socks,
+        http: http.into(),
+        socks: socks.map(Into::into),
         admin,
         watch_files: true,
     };

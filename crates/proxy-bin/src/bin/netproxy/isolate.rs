@@ -1,0 +1,81 @@
+//! `run --isolate` (docs/isolate.md): the namespace holder started, the proxy's listeners and
+//! the resolver sockets bound inside the command's network namespace, and the command started
+//! in it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use proxy_isolate::{KernelSettings, Refusal, Step};
+
+/// What isolation gives `run`: the holder (kept until the command is gone), the listeners to
+/// serve, and the sockets the command's resolver sends its lookups to.
+#[derive(Debug)]
+pub(crate) struct Isolation {
+    #[cfg(target_os = "linux")]
+    pub(crate) holder: Arc<proxy_isolate::Holder>,
+    /// The HTTP proxy's listener, on 127.0.0.1 inside the namespace.
+    pub(crate) http: std::net::TcpListener,
+    /// The SOCKS5 listener, when SOCKS5 is on.
+    pub(crate) socks: Option<std::net::TcpListener>,
+    /// For each resolver address of `/etc/resolv.conf`: a UDP socket and a TCP listener on
+    /// port 53 inside the namespace.
+    pub(crate) resolvers: Vec<(std::net::UdpSocket, std::net::TcpListener)>,
+    /// Resolver addresses that could not be bound (the command's lookups to them still fail
+    /// at once, but are not recorded).
+    pub(crate) unserved: Vec<(IpAddr, std::io::Error)>,
+}
+
+/// The step the tests make fail (`NETPROXY_ISOLATE_FAULT`, debug builds only): the refusals a
+/// test machine cannot produce, such as AppArmor's, go through the same path as real ones.
+fn fault() -> Option<Step> {
+    if cfg!(debug_assertions) {
+        std::env::var("NETPROXY_ISOLATE_FAULT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+    } else {
+        None
+    }
+}
+
+/// Starts the holder and binds everything `run` needs inside the namespace; then drops the
+/// holder's capabilities. Blocking (a few milliseconds).
+#[cfg(target_os = "linux")]
+pub(crate) fn set_up(socks: bool) -> Result<Isolation, Refusal> {
+    // This very binary, even if its file was replaced or removed since netproxy started.
+    let holder = proxy_isolate::Holder::start(Path::new("/proc/self/exe"), fault())?;
+    let listen_failed = |e: std::io::Error| {
+        Refusal::diagnose(Step::Listen, e.raw_os_error(), &e, &KernelSettings::read())
+    };
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let http = holder.tcp_listener(loopback).map_err(listen_failed)?;
+    let socks = if socks {
+        Some(holder.tcp_listener(loopback).map_err(listen_failed)?)
+    } else {
+        None
+    };
+    // The addresses the command's resolver uses: /etc/resolv.conf is the same file inside.
+    let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut resolvers = Vec::new();
+    let mut unserved = Vec::new();
+    for ip in proxy_isolate::resolvers(&conf) {
+        match holder.resolver(ip) {
+            Ok(pair) => resolvers.push(pair),
+            Err(e) => unserved.push((ip, e)),
+        }
+    }
+    holder.seal().map_err(listen_failed)?;
+    Ok(Isolation {
+        holder: Arc::new(holder),
+        http,
+        socks,
+        resolvers,
+        unserved,
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn set_up(_socks: bool) -> Result<Isolation, Refusal> {
+    let _ = fault();
+    Err(Refusal::unsupported())
+}

@@ -1,0 +1,468 @@
+//! `netproxy run --isolate` (docs/isolate.md), end to end with netproxy and the command running
+//! as an unprivileged user (uid 65534 through `setpriv`; these tests run as root): the child
+//! reaches the network only through the proxy, its own lookups fail at once and are recorded,
+//! SOCKS5 UDP works from inside, exit codes, signals, a terminal and file ownership are as
+//! without isolation, and a kernel refusal exits 126 without running the command.
+//!
+//! Where user namespaces are not available to an unprivileged user, these tests fail with the
+//! reason: they never skip.
+//!
+//! Network safety: the only non-loopback address dialled is from inside the command's
+//! namespace, and only after the command has checked that `lo` is its only interface and that
+//! it has no IPv4 route: the connection fails at the route lookup, before any packet exists.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use proxy_test_support::{DnsServer, Process};
+
+use crate::support::{Home, json, public_origin, ran, wrapped};
+
+/// The unprivileged user and group the tests run netproxy as.
+const NOBODY: u32 = 65534;
+const AS_NOBODY: [&str; 4] = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+];
+
+/// A home the unprivileged user can use: the temporary folder opened up, netproxy's config
+/// home and a work folder owned by that user.
+struct Unprivileged {
+    home: Home,
+}
+
+impl Unprivileged {
+    fn new() -> Self {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "the isolation tests run netproxy as uid {NOBODY} through setpriv, which needs root"
+        );
+        let home = Home::new();
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for dir in [home.user_dir(), home.path().join("work")] {
+            std::fs::create_dir(&dir).unwrap();
+            std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        Self { home }
+    }
+
+    /// Where the command may write.
+    fn work(&self) -> PathBuf {
+        self.home.path().join("work")
+    }
+
+    /// `netproxy ARGS` as the unprivileged user.
+    fn command(&self, args: &[&str]) -> Command {
+        wrapped(&AS_NOBODY, &self.home.command(args))
+    }
+}
+
+/// Fails the test with the reason when an unprivileged user cannot make a user and network
+/// namespace here (the kernel's setting, or a container's policy).
+fn user_namespaces_available() {
+    let out = Command::new("setpriv")
+        .args(&AS_NOBODY[1..])
+        .args(["unshare", "--user", "--net", "--map-current-user", "true"])
+        .output()
+        .expect("setpriv and unshare (util-linux) are needed");
+    assert!(
+        out.status.success(),
+        "an unprivileged user cannot create user and network namespaces on this machine, so \
+         `run --isolate` cannot be tested: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The script that dials outside the namespace only after checking that it cannot leave it:
+/// `lo` is the only interface and there is no IPv4 route.
+const ISOLATED_OR_SAY: &str = r#"ifaces=$(tail -n +3 /proc/self/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')
+routes=$(tail -n +2 /proc/self/net/route | wc -l)
+echo "interfaces $ifaces"
+echo "routes $routes""#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_isolated_child_reaches_only_the_proxy() {
+    user_namespaces_available();
+    let u = Unprivileged::new();
+    let (dns, origin) = public_origin(&["api.test"]).await;
+    let port = origin.addr().port();
+    // A service on the host's loopback that a child without isolation could reach directly,
+    // and the admin API's port.
+    let host_service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dns_arg = format!("dns.nameservers=[\"{}\"]", dns.addr());
+    let admin_arg = admin.to_string();
+    let script = format!(
+        r#"{ISOLATED_OR_SAY}
+curl -s -o /dev/null -w 'proxied %{{http_code}}\n' http://api.test:{port}/through
+curl -s -o /dev/null -w 'tunnel %{{http_code}}\n' -p http://api.test:{port}/tunnel
+curl -s --noproxy '*' -m 5 -o /dev/null http://127.0.0.2:{port}/direct; echo "direct $?"
+curl -s --noproxy '*' -m 5 -o /dev/null http://127.0.0.1:{host}/; echo "host $?"
+curl -s --noproxy '*' -m 5 -o /dev/null http://{admin}/patterns; echo "admin $?"
+if [ "$ifaces" = "lo " ] && [ "$routes" = 0 ]; then
+  curl -s --noproxy '*' -m 5 -o /dev/null http://192.0.2.1/; echo "outside $?"
+else
+  echo "not isolated: not dialling outside"
+fi
+echo "no_proxy [$NO_PROXY]"
+id -u; id -g
+touch {work}/made-inside
+"#,
+        host = host_service.local_addr().unwrap().port(),
+        work = u.work().display(),
+    );
+    let cmd = u.command(&[
+        "run",
+        "--isolate",
+        "-c",
+        &dns_arg,
+        "-c",
+        "treat_as_public=[\"127.0.0.2/32\"]",
+        "-c",
+        "allow_local_binding=true",
+        "--allow",
+        "api.test",
+        "--admin",
+        &admin_arg,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    host_service.set_nonblocking(true).unwrap();
+    let out = ran(cmd);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "interfaces lo ",
+            "routes 0",
+            "proxied 200",
+            "tunnel 200",
+            // curl's 7: could not connect.
+            "direct 7",
+            "host 7",
+            "admin 7",
+            "outside 7",
+            // Even with allow_local_binding, nothing bypasses the proxy.
+            "no_proxy []",
+            "65534",
+            "65534",
+        ],
+        "{}",
+        out.stderr
+    );
+    // The origin saw only what came through the proxy; the host's service saw nothing.
+    let seen: Vec<String> = origin.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(seen, ["/through", "/tunnel"]);
+    assert!(host_service.accept().is_err(), "the host's service was reached");
+    // Files the child makes belong to the invoking user, as seen from outside.
+    let made = std::fs::metadata(u.work().join("made-inside")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (NOBODY, NOBODY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_clones_through_the_proxy_from_inside() {
+    user_namespaces_available();
+    let u = Unprivileged::new();
+    let (dns, _origin) = public_origin(&["git.test"]).await;
+    let www = u.home.path().join("www");
+    let repo = www.join("repo.git");
+    crate::support::dumb_http_repo(u.home.path(), &repo, "hello from inside\n");
+    let (mut server, port) = file_server(&www);
+    let dns_arg = format!("dns.nameservers=[\"{}\"]", dns.addr());
+    let into = u.work().join("clone");
+    let script = format!(
+        "GIT_CONFIG_NOSYSTEM=1 HOME={work} git clone -q http://git.test:{port}/repo.git {into}",
+        work = u.work().display(),
+        into = into.display()
+    );
+    let out = ran(u.command(&[
+        "run",
+        "--isolate",
+        "-c",
+        &dns_arg,
+        "-c",
+        "treat_as_public=[\"127.0.0.2/32\"]",
+        "--allow",
+        "git.test",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(into.join("hello.txt")).unwrap(),
+        "hello from inside\n"
+    );
+}
+
+/// A static file server on 127.0.0.2 (python's), and its port.
+fn file_server(dir: &Path) -> (std::process::Child, u16) {
+    let mut server = Command::new("python3")
+        .args(["-u", "-m", "http.server", "--bind", "127.0.0.2", "0", "--directory"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "Serving HTTP on 127.0.0.2 port N (http://127.0.0.2:N/) ..."
+    let port = line
+        .split_whitespace()
+        .nth(5)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    (server, port)
+}
+
+#[test]
+fn the_childs_own_lookups_fail_at_once_and_are_recorded() {
+    user_namespaces_available();
+    let u = Unprivileged::new();
+    let report = u.work().join("report.json");
+    // The command's resolver is the machine's (/etc/resolv.conf): netproxy answers there
+    // inside the namespace, and serves no names.
+    let script = r#"start=$(date +%s%N)
+getent hosts lookup-from-inside.example; echo "getent $?"
+end=$(date +%s%N)
+echo "ms $(( (end - start) / 1000000 ))""#;
+    let out = ran(u.command(&[
+        "run",
+        "--isolate",
+        "--report",
+        report.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let mut lines = out.stdout.lines();
+    // 2: not found.
+    assert_eq!(lines.next(), Some("getent 2"), "{}", out.stdout);
+    let ms: u64 = lines
+        .next()
+        .and_then(|l| l.strip_prefix("ms "))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    // The resolver's own timeout is 5 s per try: a lookup that waited for it would take 10 s
+    // or more. Refused at once, it takes milliseconds; 3 s is a generous bound.
+    assert!(ms < 3000, "the lookup took {ms} ms");
+    assert!(
+        out.stderr
+            .contains("lookup-from-inside.example:53 (dns_not_served)"),
+        "{}",
+        out.stderr
+    );
+    let v = json(&std::fs::read_to_string(&report).unwrap());
+    let dns: Vec<&serde_json::Value> = v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["protocol"] == "dns")
+        .collect();
+    assert!(!dns.is_empty(), "{v}");
+    for d in dns {
+        assert_eq!(d["host"], "lookup-from-inside.example");
+        assert_eq!(d["reason"], "dns_not_served");
+        assert_eq!(d["decision"], "deny");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_udp_works_from_inside() {
+    user_namespaces_available();
+    let u = Unprivileged::new();
+    let dns = DnsServer::start().await.unwrap();
+    crate::support::resolves(&dns, "udp.test", "127.0.0.2");
+    let (echo, received) = crate::support::udp_echo("127.0.0.2:0").await;
+    let dns_arg = format!("dns.nameservers=[\"{}\"]", dns.addr());
+    // A SOCKS5 UDP client (RFC 1928) inside the namespace: ASSOCIATE over $ALL_PROXY, one
+    // datagram to udp.test through the relay, and the echo back.
+    let client = format!(
+        r#"
+import os, socket, struct
+host, port = os.environ["ALL_PROXY"].split("//")[1].rsplit(":", 1)
+c = socket.create_connection((host, int(port)), timeout=10)
+c.sendall(b"\x05\x01\x00"); assert c.recv(2) == b"\x05\x00"
+c.sendall(b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00")
+r = c.recv(10); assert r[1] == 0, r
+relay = (socket.inet_ntoa(r[4:8]), struct.unpack(">H", r[8:10])[0])
+print("relay", relay[0])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(10)
+name = b"udp.test"
+u.sendto(b"\x00\x00\x00\x03" + bytes([len(name)]) + name + struct.pack(">H", {port}) + b"ping", relay)
+data, _ = u.recvfrom(65535)
+print("reply", data[10:].decode())
+"#,
+        port = echo.port()
+    );
+    let out = ran(u.command(&[
+        "run",
+        "--isolate",
+        "-c",
+        &dns_arg,
+        "-c",
+        "treat_as_public=[\"127.0.0.2/32\"]",
+        "--allow",
+        "udp.test",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        &client,
+    ]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["relay 127.0.0.1", "reply ping"],
+        "{}",
+        out.stderr
+    );
+    assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn exit_codes_and_signals_pass_through() {
+    user_namespaces_available();
+    let u = Unprivileged::new();
+    let code = |args: &[&str]| {
+        let mut all = vec!["run", "--isolate", "--"];
+        all.extend_from_slice(args);
+        let out = ran(u.command(&all));
+        (out.code, out.stderr)
+    };
+    assert_eq!(code(&["sh", "-c", "exit 7"]).0, 7);
+    assert_eq!(code(&["sh", "-c", "kill -TERM $$"]).0, 128 + 15);
+    let (c, err) = code(&["/nonexistent/command"]);
+    assert_eq!(c, 127, "{err}");
+    assert!(err.contains("cannot start `/nonexistent/command`"), "{err}");
+
+    // A signal sent to netproxy reaches the command inside.
+    let script = "trap 'echo got TERM; exit 12' TERM; echo ready; while :; do sleep 0.05; done";
+    let mut cmd = u.command(&["run", "--isolate", "--", "sh", "-c", script]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut p = Process::spawn(cmd);
+    let mut out = BufReader::new(p.child().stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    p.signal("TERM");
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "got TERM\n");
+    assert_eq!(p.wait_exit(), Some(12));
+}
+
+#[test]
+fn an_interactive_shell_keeps_its_terminal_and_job_control() {
+    user_namespaces_available();
+    let u = Unprivileged::new();
+    // `script` gives netproxy a pseudo-terminal; the shell inside runs a job in the
+    // background, lists it, kills it, and exits with 3.
+    let inner = u.home.command(&[
+        "run",
+        "--isolate",
+        "--",
+        "bash",
+        "--norc",
+        "--noprofile",
+        "-i",
+    ]);
+    let line = std::iter::once(inner.get_program())
+        .chain(inner.get_args())
+        .map(|a| a.to_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = Command::new("setpriv");
+    cmd.args(&AS_NOBODY[1..])
+        .args(["script", "-qec", &line, "/dev/null"])
+        .env_clear()
+        .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut p = Process::spawn(cmd);
+    {
+        use std::io::Write;
+        let mut stdin = p.child().stdin.take().unwrap();
+        stdin
+            .write_all(b"tty\nsleep 30 &\njobs\nkill %1\nwait\necho done-$?\nexit 3\n")
+            .unwrap();
+    }
+    let code = p.wait_exit();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut p.child().stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(code, Some(3), "{stdout}");
+    assert!(stdout.contains("/dev/pts/"), "{stdout}");
+    assert!(stdout.contains("Running"), "{stdout}");
+    assert!(stdout.contains("Terminated"), "{stdout}");
+    assert!(stdout.contains("done-"), "{stdout}");
+    assert!(!stdout.contains("no job control"), "{stdout}");
+    assert!(!stdout.contains("cannot set terminal process group"), "{stdout}");
+}
+
+#[test]
+fn a_refused_namespace_exits_126_and_never_runs_the_command() {
+    user_namespaces_available();
+    let u = Unprivileged::new();
+    let marker = u.work().join("ran");
+    let touch = ["touch", marker.to_str().unwrap()];
+    // Through the seam: a step after unshare fails as under AppArmor's restriction.
+    for step in ["uid_map", "loopback", "network_namespace"] {
+        let mut args = vec!["run", "--isolate", "--"];
+        args.extend_from_slice(&touch);
+        let mut cmd = u.command(&args);
+        cmd.env("NETPROXY_ISOLATE_FAULT", step);
+        let out = ran(cmd);
+        assert_eq!(out.code, 126, "{step}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .starts_with("netproxy run: --isolate: cannot isolate the command: "),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        assert!(!marker.exists(), "{step}: the command ran");
+    }
+    // For real: user namespaces disabled by the sysctl, in a user namespace of the test's own
+    // (the setting is per namespace, so nothing else on the machine sees it).
+    let inner = u.home.command(&["run", "--isolate", "--", "touch", marker.to_str().unwrap()]);
+    let line = std::iter::once(inner.get_program())
+        .chain(inner.get_args())
+        .map(|a| a.to_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--user",
+        "--map-root-user",
+        "sh",
+        "-c",
+        &format!("echo 0 > /proc/sys/user/max_user_namespaces && exec {line}"),
+    ])
+    .env_clear()
+    .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let out = ran(cmd);
+    assert_eq!(out.code, 126, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("user.max_user_namespaces"),
+        "{}",
+        out.stderr
+    );
+    assert!(!marker.exists());
+}
