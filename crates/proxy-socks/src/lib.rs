@@ -11,7 +11,8 @@
 //! system resolver and dial without the policy. Replies follow docs/responses.md: `0x02` for a
 //! refusal, `0x04` unreachable (including a name that does not resolve), `0x05` refused (the
 //! failure's kind is [`UpstreamFailure::ConnectRefused`]), `0x07` for an unsupported command
-//! (BIND, and UDP ASSOCIATE when [`Limits::udp`] is off), `0x08` for a bad address type. A
+//! (BIND, and UDP ASSOCIATE when [`Limits::udp`] is off), `0x08` for a bad address type, `0x01`
+//! for a UDP ASSOCIATE that gets no relay socket from its [`RelaySockets`]. A
 //! greeting or request that is malformed, truncated or slower than the header timeout gets its
 //! reply or a closed connection.
 //!
@@ -54,7 +55,7 @@ pub type RelaySocket<'a> =
 /// Where a UDP association's client-facing relay socket comes from: the socket the client
 /// sends its datagrams to, and that the replies come back from. The relay's own sockets
 /// towards the destinations are always bound by netproxy, in its own namespace.
-pub trait RelaySockets: Send + Sync + 'static {
+pub trait RelaySockets: std::fmt::Debug + Send + Sync + 'static {
     /// A UDP socket bound to `ip` (the address the client reached the SOCKS listener on) and
     /// an ephemeral port, asked once per UDP ASSOCIATE. An error refuses that association
     /// with REP `0x01`; so does a socket not ready within [`Limits::header_timeout`]. The
@@ -92,7 +93,16 @@ pub async fn run<G, D, I, S>(
     S: Future<Output = ()>,
 {
     let relays = Arc::new(LocalRelays);
-    run_with_relays(listener, gate, dialer, interceptor, limits, relays, shutdown).await;
+    run_with_relays(
+        listener,
+        gate,
+        dialer,
+        interceptor,
+        limits,
+        relays,
+        shutdown,
+    )
+    .await;
 }
 
 /// Like [`run`], with each UDP association's client-facing socket from `relays`.
@@ -183,7 +193,14 @@ async fn associate<G: Gate>(
     let Ok(mut control) = proto.reply_success(SocketAddr::new(ip, port)).await else {
         return;
     };
-    let relay = udp::relay(gate, peer, declared, &limits.stats, socket, limits.idle_timeout);
+    let relay = udp::relay(
+        gate,
+        peer,
+        declared,
+        &limits.stats,
+        socket,
+        limits.idle_timeout,
+    );
     let ended = tokio::select! {
         e = relay => e,
         e = fast_socks5::server::wait_on_tcp(&mut control) => e,

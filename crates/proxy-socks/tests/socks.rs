@@ -796,7 +796,7 @@ async fn a_connect_to_intercept_goes_to_the_interceptor_after_the_reply() {
 
 /// A relay source that records the IPs it is asked for and binds there, keeping each socket's
 /// address.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct RecordingRelays {
     asked: Mutex<Vec<std::net::IpAddr>>,
     bound: Mutex<Vec<SocketAddr>>,
@@ -814,6 +814,7 @@ impl RelaySockets for RecordingRelays {
 }
 
 /// A relay source that fails, or never answers.
+#[derive(Debug)]
 struct BrokenRelays {
     hang: bool,
 }
@@ -892,7 +893,11 @@ async fn a_udp_association_relays_on_the_socket_its_relay_source_gives() {
     assert_eq!(from, relay, "the reply comes from the source's socket");
     assert_eq!(&buf[..3], &[0, 0, 0]);
     assert!(buf[..n].ends_with(b"via the seam"));
-    assert_eq!(relays.asked.lock().unwrap().len(), 1, "one socket per association");
+    assert_eq!(
+        relays.asked.lock().unwrap().len(),
+        1,
+        "one socket per association"
+    );
     drop(c);
 }
 
