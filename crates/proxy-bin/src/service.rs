@@ -98,6 +98,8 @@ pub struct Service {
     env: Env,
     limits: Limits,
     socks_stats: Arc<proxy_io::Stats>,
+    /// Where SOCKS5 UDP associations get their client-facing socket.
+    relays: Arc<dyn proxy_socks::RelaySockets>,
     audit_file: Option<Arc<proxy_audit::JsonLinesFile>>,
     otlp: Option<Arc<proxy_audit::OtlpSink>>,
     upstream_warnings: Vec<String>,
@@ -297,6 +299,7 @@ impl Service {
             env,
             limits,
             socks_stats,
+            relays: Arc::new(proxy_socks::LocalRelays),
             audit_file,
             otlp,
             upstream_warnings,
@@ -312,6 +315,15 @@ impl Service {
     #[must_use]
     pub fn with_proxy_auth(mut self, credential: proxy_core::ProxyCredential) -> Self {
         self.limits.proxy_auth = Some(Arc::new(credential));
+        self
+    }
+
+    /// Takes the client-facing socket of each SOCKS5 UDP association served from now on from
+    /// `relays` (by default [`proxy_socks::LocalRelays`], in netproxy's own namespace; under
+    /// `run --isolate`, one made in the child's).
+    #[must_use]
+    pub fn with_relay_sockets(mut self, relays: Arc<dyn proxy_socks::RelaySockets>) -> Self {
+        self.relays = relays;
         self
     }
 
@@ -501,7 +513,8 @@ impl Service {
             .collect()
     }
 
-    /// Serves SOCKS5 on `listener` until `shutdown` completes, then waits for the open tunnels.
+    /// Serves SOCKS5 on `listener` until `shutdown` completes, then waits for the open tunnels;
+    /// UDP relay sockets come from [`Service::with_relay_sockets`].
     pub async fn serve_socks(
         &self,
         listener: TcpListener,
@@ -511,12 +524,13 @@ impl Service {
             stats: self.socks_stats.clone(),
             ..self.limits.clone()
         };
-        proxy_socks::run(
+        proxy_socks::run_with_relays(
             listener,
             self.gate.clone(),
             self.dialer.clone(),
             self.interceptor.clone(),
             limits,
+            self.relays.clone(),
             shutdown,
         )
         .await;

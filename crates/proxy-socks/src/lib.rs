@@ -11,7 +11,8 @@
 //! system resolver and dial without the policy. Replies follow docs/responses.md: `0x02` for a
 //! refusal, `0x04` unreachable (including a name that does not resolve), `0x05` refused (the
 //! failure's kind is [`UpstreamFailure::ConnectRefused`]), `0x07` for an unsupported command
-//! (BIND, and UDP ASSOCIATE when [`Limits::udp`] is off), `0x08` for a bad address type. A
+//! (BIND, and UDP ASSOCIATE when [`Limits::udp`] is off), `0x08` for a bad address type, `0x01`
+//! for a UDP ASSOCIATE that gets no relay socket from its [`RelaySockets`]. A
 //! greeting or request that is malformed, truncated or slower than the header timeout gets its
 //! reply or a closed connection.
 //!
@@ -20,6 +21,10 @@
 //! interceptor declines it, it is refused `0x02`, never tunnelled as it is.
 //!
 //! The entry point is [`run`]: the caller binds the listener and decides what shutdown means.
+//! The client-facing socket of a UDP association comes from the caller too
+//! ([`run_with_relays`] and a [`RelaySockets`]; [`run`] binds it here with [`LocalRelays`]):
+//! under `netproxy run --isolate` it must live in the child's network namespace
+//! (docs/socks.md).
 #![forbid(unsafe_code)]
 
 mod lru;
@@ -29,7 +34,8 @@ pub use proxy_io::Limits;
 pub use udp::{ASSOCIATION_EVENT, VERDICTS};
 
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use fast_socks5::server::Socks5ServerProtocol;
@@ -42,15 +48,71 @@ use proxy_core::{
 use proxy_io::Stream;
 use tokio::net::{TcpListener, TcpStream};
 
+/// What [`RelaySockets::bind`] returns: a UDP socket, or why there is none.
+pub type RelaySocket<'a> =
+    Pin<Box<dyn Future<Output = std::io::Result<std::net::UdpSocket>> + Send + 'a>>;
+
+/// Where a UDP association's client-facing relay socket comes from: the socket the client
+/// sends its datagrams to, and that the replies come back from. The relay's own sockets
+/// towards the destinations are always bound by netproxy, in its own namespace.
+pub trait RelaySockets: std::fmt::Debug + Send + Sync + 'static {
+    /// A UDP socket bound to `ip` (the address the client reached the SOCKS listener on) and
+    /// an ephemeral port, asked once per UDP ASSOCIATE. An error refuses that association
+    /// with REP `0x01`; so does a socket not ready within [`Limits::header_timeout`]. The
+    /// future runs on the runtime's workers: a source that waits on another process should
+    /// wait there only briefly.
+    fn bind(&self, ip: IpAddr) -> RelaySocket<'_>;
+}
+
+/// Binds relay sockets in netproxy's own network namespace (what [`run`] uses).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalRelays;
+
+impl RelaySockets for LocalRelays {
+    fn bind(&self, ip: IpAddr) -> RelaySocket<'_> {
+        let socket = std::net::UdpSocket::bind((ip, 0));
+        Box::pin(std::future::ready(socket))
+    }
+}
+
 /// Serves SOCKS5 from `listener` until `shutdown` completes, then stops accepting and waits for
 /// the open tunnels (the caller bounds that wait). Tunnels the gate routes with `intercept`
-/// go to `interceptor` (see the crate's documentation).
+/// go to `interceptor` (see the crate's documentation). UDP relay sockets are bound by
+/// [`LocalRelays`].
 pub async fn run<G, D, I, S>(
     listener: TcpListener,
     gate: Arc<G>,
     dialer: Arc<D>,
     interceptor: Arc<I>,
     limits: Limits,
+    shutdown: S,
+) where
+    G: Gate + 'static,
+    D: Dialer<Conn: Stream> + 'static,
+    I: Interceptor<TcpStream, D::Conn> + 'static,
+    S: Future<Output = ()>,
+{
+    let relays = Arc::new(LocalRelays);
+    run_with_relays(
+        listener,
+        gate,
+        dialer,
+        interceptor,
+        limits,
+        relays,
+        shutdown,
+    )
+    .await;
+}
+
+/// Like [`run`], with each UDP association's client-facing socket from `relays`.
+pub async fn run_with_relays<G, D, I, S>(
+    listener: TcpListener,
+    gate: Arc<G>,
+    dialer: Arc<D>,
+    interceptor: Arc<I>,
+    limits: Limits,
+    relays: Arc<dyn RelaySockets>,
     shutdown: S,
 ) where
     G: Gate + 'static,
@@ -68,7 +130,8 @@ pub async fn run<G, D, I, S>(
         shutdown,
         |stream, peer, permit| {
             let (gate, dialer, tracker) = (gate.clone(), dialer.clone(), tracker.clone());
-            let (interceptor, limits) = (interceptor.clone(), limits.clone());
+            let (interceptor, limits, relays) =
+                (interceptor.clone(), limits.clone(), relays.clone());
             async move {
                 let parts = Parts {
                     gate: &*gate,
@@ -76,6 +139,7 @@ pub async fn run<G, D, I, S>(
                     interceptor: &interceptor,
                     limits: &limits,
                     tracker: &tracker,
+                    relays: &*relays,
                 };
                 serve(parts, stream, peer, permit).await;
             }
@@ -99,6 +163,56 @@ fn failure_reply(kind: UpstreamFailure) -> ReplyError {
     }
 }
 
+/// One UDP association: its client-facing socket from `relays` (REP `0x01` without one), the
+/// success reply naming it, then the relay until it is idle for the idle timeout or the
+/// control connection ends (EOF, an error, or a byte the client should not send).
+async fn associate<G: Gate>(
+    gate: &G,
+    relays: &dyn RelaySockets,
+    limits: &Limits,
+    proto: Socks5ServerProtocol<TcpStream, fast_socks5::server::states::CommandRead>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    declared: &TargetAddr,
+) {
+    let ip = udp::relay_ip(local);
+    let bound = match tokio::time::timeout(limits.header_timeout, relays.bind(ip)).await {
+        Ok(Ok(socket)) => socket.local_addr().map(|a| (socket, a.port())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    };
+    let (socket, port) = match bound {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(client = %peer, %ip, error = %e,
+                "no UDP relay socket: UDP ASSOCIATE refused");
+            let _ = proto.reply_error(&ReplyError::GeneralFailure).await;
+            return;
+        }
+    };
+    let Ok(mut control) = proto.reply_success(SocketAddr::new(ip, port)).await else {
+        return;
+    };
+    let relay = udp::relay(
+        gate,
+        peer,
+        declared,
+        &limits.stats,
+        socket,
+        limits.idle_timeout,
+    );
+    let ended = tokio::select! {
+        e = relay => e,
+        e = fast_socks5::server::wait_on_tcp(&mut control) => e,
+    };
+    match ended {
+        Ok(()) | Err(fast_socks5::server::SocksServerError::EOF) => {
+            tracing::debug!(client = %peer, "UDP association ended");
+        }
+        Err(e) => tracing::debug!(client = %peer, error = %e, "UDP association failed"),
+    }
+}
+
 /// What serving one connection borrows from the listener.
 struct Parts<'a, G, D, I> {
     gate: &'a G,
@@ -106,6 +220,7 @@ struct Parts<'a, G, D, I> {
     interceptor: &'a Arc<I>,
     limits: &'a Limits,
     tracker: &'a Arc<proxy_io::Tracker>,
+    relays: &'a dyn RelaySockets,
 }
 
 async fn serve<G, D, I>(
@@ -124,6 +239,7 @@ async fn serve<G, D, I>(
         interceptor,
         limits,
         tracker,
+        relays,
     } = parts;
     let _ = stream.set_nodelay(true);
     let _open = limits.stats.connection();
@@ -162,19 +278,7 @@ async fn serve<G, D, I>(
     match command {
         Socks5Command::TCPConnect => {}
         Socks5Command::UDPAssociate if limits.udp => {
-            let ip = udp::relay_ip(local);
-            let idle = limits.idle_timeout;
-            let ended = fast_socks5::server::run_udp_proxy_custom(
-                proto,
-                &target,
-                Some(ip),
-                ip,
-                |inbound| udp::relay(gate, peer, &target, &limits.stats, inbound.into(), idle),
-            )
-            .await;
-            if let Err(e) = ended {
-                tracing::debug!(client = %peer, error = %e, "UDP association failed");
-            }
+            associate(gate, relays, limits, proto, peer, local, &target).await;
             return;
         }
         Socks5Command::UDPAssociate | Socks5Command::TCPBind => {

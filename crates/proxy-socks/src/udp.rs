@@ -224,8 +224,9 @@ impl<G: Gate> Relay<'_, G> {
     }
 }
 
-/// Runs one association on `inbound` (the client-facing socket fast-socks5 bound) until the
-/// relay is idle for `idle`. Returns `EOF` so that fast-socks5 ends the association.
+/// Runs one association on `inbound` (the client-facing socket from the listener's
+/// [`crate::RelaySockets`]) until the relay is idle for `idle`, then returns `EOF`. The caller
+/// ends it earlier, by dropping it, when the control connection ends.
 pub(crate) async fn relay<G: Gate>(
     gate: &G,
     peer: SocketAddr,
@@ -344,8 +345,8 @@ pub(crate) async fn relay<G: Gate>(
     Err(SocksServerError::EOF)
 }
 
-/// The association's end, however it comes (idle timeout, or fast-socks5 dropping the relay
-/// when the TCP control connection closes): one event per remembered destination with its
+/// The association's end, however it comes (idle timeout, or the relay dropped when the TCP
+/// control connection closes): one event per remembered destination with its
 /// counts.
 impl<G> Drop for Relay<'_, G> {
     fn drop(&mut self) {

@@ -10,7 +10,7 @@ use proxy_core::{
     Admission, Decision, Failure, Interceptor, Mode, NoInterception, Protocol, Reason, Route,
     UpstreamFailure,
 };
-use proxy_socks::{Limits, run};
+use proxy_socks::{Limits, RelaySocket, RelaySockets, run, run_with_relays};
 use proxy_test_support::{EchoServer, GreetingInterceptor, RecordingDialer, StubGate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -792,4 +792,140 @@ async fn a_connect_to_intercept_goes_to_the_interceptor_after_the_reply() {
     assert_eq!(inner.len(), 3);
     assert!(inner.iter().all(|(m, _)| m.protocol == Protocol::Https));
     assert_eq!(inner[1].1.reason, Some(Reason::MethodNotAllowed));
+}
+
+/// A relay source that records the IPs it is asked for and binds there, keeping each socket's
+/// address.
+#[derive(Debug, Default)]
+struct RecordingRelays {
+    asked: Mutex<Vec<std::net::IpAddr>>,
+    bound: Mutex<Vec<SocketAddr>>,
+}
+
+impl RelaySockets for RecordingRelays {
+    fn bind(&self, ip: std::net::IpAddr) -> RelaySocket<'_> {
+        self.asked.lock().unwrap().push(ip);
+        Box::pin(async move {
+            let socket = std::net::UdpSocket::bind((ip, 0))?;
+            self.bound.lock().unwrap().push(socket.local_addr()?);
+            Ok(socket)
+        })
+    }
+}
+
+/// A relay source that fails, or never answers.
+#[derive(Debug)]
+struct BrokenRelays {
+    hang: bool,
+}
+
+impl RelaySockets for BrokenRelays {
+    fn bind(&self, _ip: std::net::IpAddr) -> RelaySocket<'_> {
+        if self.hang {
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(std::future::ready(Err(std::io::Error::other(
+                "the namespace holder is gone",
+            ))))
+        }
+    }
+}
+
+/// A SOCKS front-end with UDP on, listening on `at`, whose relay sockets come from `relays`;
+/// returns its address and its task.
+async fn proxy_with_relays(
+    at: &str,
+    gate: Arc<StubGate>,
+    relays: Arc<dyn RelaySockets>,
+    header_timeout: Duration,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind(at).await.unwrap();
+    let p = listener.local_addr().unwrap();
+    let limits = Limits {
+        header_timeout,
+        idle_timeout: Duration::from_secs(30),
+        max_connections: 64,
+        udp: true,
+        proxy_auth: None,
+        stats: Arc::default(),
+        ..Limits::default()
+    };
+    let task = tokio::spawn(run_with_relays(
+        listener,
+        gate,
+        Arc::new(RecordingDialer::new()),
+        Arc::new(NoInterception),
+        limits,
+        relays,
+        std::future::pending(),
+    ));
+    (p, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_association_relays_on_the_socket_its_relay_source_gives() {
+    let (echo, _) = counting_udp_echo().await;
+    let gate = Arc::new(StubGate::new());
+    gate.answer(
+        "127.0.0.1",
+        Admission::Allow(Route::direct(vec![echo], Decision::allow())),
+    );
+    let relays = Arc::new(RecordingRelays::default());
+    // Another loopback address than 127.0.0.1: the source is asked for the listener's.
+    let (p, _task) =
+        proxy_with_relays("127.0.0.2:0", gate, relays.clone(), Duration::from_secs(5)).await;
+    let (c, relay) = associate(p, "0.0.0.0:0".parse().unwrap()).await;
+    assert_eq!(*relays.asked.lock().unwrap(), vec![p.ip()]);
+    assert_eq!(*relays.bound.lock().unwrap(), vec![relay]);
+
+    let client = tokio::net::UdpSocket::bind((c.local_addr().unwrap().ip(), 0))
+        .await
+        .unwrap();
+    client
+        .send_to(&udp_datagram(0, &ipv4(echo), b"via the seam"), relay)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
+        .await
+        .expect("no reply through the relay")
+        .unwrap();
+    assert_eq!(from, relay, "the reply comes from the source's socket");
+    assert_eq!(&buf[..3], &[0, 0, 0]);
+    assert!(buf[..n].ends_with(b"via the seam"));
+    assert_eq!(
+        relays.asked.lock().unwrap().len(),
+        1,
+        "one socket per association"
+    );
+    drop(c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_associate_without_a_relay_socket_is_refused_general_failure() {
+    for hang in [false, true] {
+        // A source that never answers is given up on after the header timeout (300 ms).
+        let (p, task) = proxy_with_relays(
+            "127.0.0.1:0",
+            Arc::new(StubGate::new()),
+            Arc::new(BrokenRelays { hang }),
+            Duration::from_millis(300),
+        )
+        .await;
+        for _ in 0..2 {
+            let (mut c, rep) = tokio::time::timeout(
+                Duration::from_secs(3),
+                request(p, 3, &ipv4("0.0.0.0:0".parse().unwrap())),
+            )
+            .await
+            .expect("no reply to UDP ASSOCIATE");
+            assert_eq!(rep, 0x01, "hang: {hang}");
+            // Then the proxy closes the control connection.
+            let mut rest = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut rest)).await;
+            assert!(matches!(closed, Ok(Ok(0))), "hang: {hang}: {closed:?}");
+        }
+        assert!(!task.is_finished(), "the listener still serves");
+    }
 }

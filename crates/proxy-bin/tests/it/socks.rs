@@ -1,5 +1,6 @@
 //! The SOCKS5 front-end of the real `netproxy serve` process: curl by name and by address, UDP
-//! by name through the real gate, and a UDP association flooded with refused destinations.
+//! by name through the real gate, and a UDP association flooded with refused destinations; and
+//! a service started in this process whose UDP relay sockets come from a source it was given.
 
 use std::net::SocketAddr;
 
@@ -138,4 +139,58 @@ async fn a_udp_association_flooded_with_refused_destinations_stays_small() {
         "300,000 refused destinations grew netproxy by {grown} KiB ({before} -> {after} KiB)"
     );
     drop(c);
+}
+
+/// A relay source that records the IPs it is asked for and binds there.
+#[derive(Debug, Default)]
+struct RecordingRelays(std::sync::Mutex<Vec<std::net::IpAddr>>);
+
+impl proxy_socks::RelaySockets for RecordingRelays {
+    fn bind(&self, ip: std::net::IpAddr) -> proxy_socks::RelaySocket<'_> {
+        self.0.lock().unwrap().push(ip);
+        Box::pin(std::future::ready(std::net::UdpSocket::bind((ip, 0))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_service_takes_its_udp_relay_sockets_from_the_source_it_was_given() {
+    let (echo, _) = udp_echo("127.0.0.1:0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sources = proxy_config::Sources {
+        system_dir: Some(dir.path().into()),
+        home_dir: Some(dir.path().into()),
+        system_requirements: Some(dir.path().join("requirements.toml")),
+        cli: proxy_config::CliOverrides {
+            allow: vec!["127.0.0.1".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let relays = std::sync::Arc::new(RecordingRelays::default());
+    let service = netproxy::Service::new(sources, |_| None)
+        .unwrap()
+        .with_relay_sockets(relays.clone());
+    let running = netproxy::start(
+        std::sync::Arc::new(service),
+        netproxy::Options {
+            http: "127.0.0.1:0".parse().unwrap(),
+            socks: Some("127.0.0.1:0".parse().unwrap()),
+            admin: None,
+            watch_files: false,
+        },
+    )
+    .await
+    .unwrap();
+    let socks = running.socks.unwrap();
+    let (control, relay) = udp_associate(&socks.to_string(), "0.0.0.0:0".parse().unwrap()).await;
+    assert_eq!(*relays.0.lock().unwrap(), vec![socks.ip()]);
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client
+        .send_to(&datagram(echo, b"through the source"), relay)
+        .await
+        .unwrap();
+    assert!(reply(&client).await.ends_with(b"through the source"));
+    drop(control);
+    running.shutdown();
+    running.drain().await;
 }
