@@ -173,8 +173,8 @@ async fn a_started_service_takes_its_udp_relay_sockets_from_the_source_it_was_gi
     let running = netproxy::start(
         std::sync::Arc::new(service),
         netproxy::Options {
-            http: "127.0.0.1:0".parse().unwrap(),
-            socks: Some("127.0.0.1:0".parse().unwrap()),
+            http: netproxy::Listen::Addr("127.0.0.1:0".parse().unwrap()),
+            socks: Some(netproxy::Listen::Addr("127.0.0.1:0".parse().unwrap())),
             admin: None,
             watch_files: false,
         },

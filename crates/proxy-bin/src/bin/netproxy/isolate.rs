@@ -79,3 +79,36 @@ pub(crate) fn set_up(_socks: bool) -> Result<Isolation, Refusal> {
     let _ = fault();
     Err(Refusal::unsupported())
 }
+
+/// Where `run`'s SOCKS5 UDP relay sockets are bound: by the holder inside the command's
+/// namespace once [`Relays::isolate`] has given it one (before anything is served), else in
+/// netproxy's own namespace (a run without isolation).
+#[derive(Debug, Default)]
+pub(crate) struct Relays {
+    #[cfg(target_os = "linux")]
+    holder: std::sync::OnceLock<Arc<proxy_isolate::Holder>>,
+}
+
+impl Relays {
+    /// From now on, relay sockets are made inside `holder`'s namespace.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn isolate(&self, holder: Arc<proxy_isolate::Holder>) {
+        let _ = self.holder.set(holder);
+    }
+}
+
+impl proxy_socks::RelaySockets for Relays {
+    fn bind(&self, ip: IpAddr) -> proxy_socks::RelaySocket<'_> {
+        #[cfg(target_os = "linux")]
+        if let Some(holder) = self.holder.get() {
+            let holder = holder.clone();
+            // A round trip to the holder: well under a millisecond, but blocking.
+            return Box::pin(async move {
+                tokio::task::spawn_blocking(move || holder.udp_socket(SocketAddr::new(ip, 0)))
+                    .await
+                    .map_err(std::io::Error::other)?
+            });
+        }
+        proxy_socks::LocalRelays.bind(ip)
+    }
+}

@@ -65,6 +65,8 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     } else {
         None
     };
+    // SOCKS5 UDP relay sockets: inside CMD's namespace under --isolate.
+    let relays = Arc::new(crate::isolate::Relays::default());
     // The layers are read once: the child must not widen its own policy by writing a config
     // file (docs/run.md). The admin API's runtime layer is the way to change it.
     let service = match started(Service::with_audit(
@@ -73,10 +75,13 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         audit,
         Files::ReadOnce,
     )) {
-        Ok(s) => Arc::new(match &credential {
-            Some(c) => s.with_proxy_auth(c.clone()),
-            None => s,
-        }),
+        Ok(s) => Arc::new(
+            match &credential {
+                Some(c) => s.with_proxy_auth(c.clone()),
+                None => s,
+            }
+            .with_relay_sockets(relays.clone()),
+        ),
         Err(code) => return Ok(code),
     };
     let snap = service.config();
@@ -142,6 +147,7 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
                     "--isolate: lookups CMD sends to its resolver {ip} fail but are not recorded: {e}"
                 );
             }
+            relays.isolate(i.holder.clone());
             (Listen::Bound(i.http), i.socks.map(Listen::Bound), Some(i.holder))
         }
         None => (
