@@ -1,7 +1,8 @@
 //! `cargo xtask`: netproxy's single entry point for CI (`ci`), the architecture checks
 //! (`tidy`) and the benchmarks (`bench`: the policy's criterion benches; `bench proxy`: the
 //! side-by-side kit in `../shared/bench` against the release binary; `bench mitm`: the
-//! TLS-interception workloads against mitmproxy).
+//! TLS-interception workloads against mitmproxy; `bench isolate`: `run --isolate` against
+//! `run`).
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -184,9 +185,27 @@ fn bench_audit(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench isolate [REPS] [SECS] [STARTS]`: builds the release binary, then runs
+/// `scripts/bench-isolate.sh` (`run --isolate` against `run`, with loadgen as the child).
+fn bench_isolate(args: &[String]) -> anyhow::Result<()> {
+    build_release()?;
+    let status = Command::new("bash")
+        .arg(root().join("scripts/bench-isolate.sh"))
+        .arg(root().join("target/release/netproxy"))
+        .args(args)
+        .current_dir(root())
+        .status()
+        .context("cannot run scripts/bench-isolate.sh")?;
+    if !status.success() {
+        bail!("the isolation benchmark failed ({status})");
+    }
+    Ok(())
+}
+
 fn bench(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("proxy") => return bench_proxy(&args[1..]),
+        Some("isolate") => return bench_isolate(&args[1..]),
         Some("audit") => return bench_audit(&args[1..]),
         Some("mitm") => return mitm::run(&root(), &args[1..]),
         _ => {}

@@ -26,6 +26,7 @@ pub(crate) const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("proxy-http", &["proxy-core", "proxy-io", "proxy-broker"]),
     ("proxy-socks", &["proxy-core", "proxy-io"]),
     ("proxy-admin", &["proxy-core", "proxy-audit", "proxy-io"]),
+    ("proxy-isolate", &[]),
     (
         "proxy-bin",
         &[
@@ -40,6 +41,7 @@ pub(crate) const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "proxy-http",
             "proxy-socks",
             "proxy-admin",
+            "proxy-isolate",
         ],
     ),
     ("proxy-test-support", &["proxy-core", "proxy-io"]),
