@@ -336,6 +336,9 @@ async fn check_takes_a_url_or_host_and_port() {
         r#"{}"#,
         r#"{"url":"x","host":"y"}"#,
         r#"{"host":"a","protocol":"gopher"}"#,
+        // Names of no request on its own: inside a tunnel, and refused name lookups.
+        r#"{"host":"a","protocol":"https"}"#,
+        r#"{"host":"a","protocol":"dns"}"#,
         r#"{"host":"a","port":70000}"#,
         r#"{"url":"x","extra":1}"#,
     ] {

@@ -590,6 +590,14 @@ mod tests {
             injected: false,
         });
         events.push(revoked);
+        // A refused name lookup of `run --isolate`, with a label that holds a quote and a
+        // control byte: escaped by the event, so the line stays one plain JSON object.
+        events.push(AuditEvent::dns_not_served(
+            [b"odd\"\n".as_slice(), b"Example".as_slice()],
+            53,
+            "127.0.0.1:5353".parse().unwrap(),
+            Mode::Full,
+        ));
         for ev in &events {
             let mut written = Vec::new();
             write_line(&mut written, ev, "2026-01-01T00:00:00.123Z");
@@ -602,6 +610,7 @@ mod tests {
             );
             let v: serde_json::Value = serde_json::from_slice(&written).unwrap();
             assert_eq!(v["server.port"], ev.server_port);
+            assert_eq!(v["network.transport.protocol"], ev.protocol.as_str());
             // Only a revocation carries the key.
             assert_eq!(
                 v.get("network.policy.revoked").cloned(),
@@ -618,6 +627,34 @@ mod tests {
                 ev.credential.as_ref().map(|c| c.injected)
             );
         }
+    }
+
+    #[test]
+    fn a_dns_event_is_written_with_its_escaped_name() {
+        let ev = AuditEvent::dns_not_served(
+            [b"odd\"\n".as_slice(), b"Example".as_slice()],
+            53,
+            "127.0.0.1:5353".parse().unwrap(),
+            Mode::Full,
+        );
+        let mut written = Vec::new();
+        write_line(&mut written, &ev, "2026-01-01T00:00:00.123Z");
+        let text = String::from_utf8(written).unwrap();
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for (k, want) in [
+            ("network.transport.protocol", "dns"),
+            ("network.policy.decision", "deny"),
+            ("network.policy.reason", "dns_not_served"),
+            ("network.policy.source", "proxy_state"),
+            ("network.policy.scope", "non_domain"),
+            ("server.address", "odd\\034\\010.example"),
+            ("client.address", "127.0.0.1:5353"),
+        ] {
+            assert_eq!(v[k], want, "{k} in {text}");
+        }
+        assert_eq!(v["server.port"], 53);
+        assert_eq!(v["http.request.method"], "none");
     }
 
     #[test]

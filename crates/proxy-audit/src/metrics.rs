@@ -332,6 +332,12 @@ mod tests {
             Mode::Full,
         ));
         m.record(&AuditEvent::new(&meta, &Decision::allow(), Mode::Full));
+        m.record(&AuditEvent::dns_not_served(
+            [b"a".as_slice(), b"test".as_slice()],
+            53,
+            "127.0.0.1:1".parse().unwrap(),
+            Mode::Full,
+        ));
         m.dns_lookup(Duration::from_millis(3), true);
         m.dns_lookup(Duration::from_millis(30), false);
         m.reload(true);
@@ -348,6 +354,8 @@ mod tests {
             "netproxy_requests_total{protocol=\"https_connect\"} 2",
             "netproxy_decisions_total{protocol=\"https_connect\",decision=\"deny\",reason=\"denied\"} 1",
             "netproxy_decisions_total{protocol=\"https_connect\",decision=\"allow\",reason=\"allow\"} 1",
+            "netproxy_requests_total{protocol=\"dns\"} 1",
+            "netproxy_decisions_total{protocol=\"dns\",decision=\"deny\",reason=\"dns_not_served\"} 1",
             "netproxy_dns_lookups_total 2",
             "netproxy_dns_failures_total 1",
             "netproxy_dns_lookup_seconds_count 2",

@@ -326,6 +326,54 @@ mod tests {
     }
 
     #[test]
+    fn refused_name_lookups_are_blocked_targets_in_the_summary_and_the_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        let rec = RunRecorder::with_report(&path).unwrap();
+        let client = "127.0.0.1:40000".parse().unwrap();
+        let lookup = |name: &str| {
+            AuditEvent::dns_not_served(name.split('.').map(str::as_bytes), 53, client, Mode::Full)
+        };
+        rec.record(&lookup("Example.COM"));
+        rec.record(&ev("evil.example:443", &Decision::deny(Reason::Denied)));
+        rec.record(&lookup("example.com"));
+        assert_eq!(
+            rec.summary().unwrap(),
+            "netproxy: blocked 3 requests: example.com:53 (dns_not_served), evil.example:443 (denied)"
+        );
+        rec.finish(0).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let d = &v["decisions"][0];
+        assert_eq!(
+            (
+                &d["protocol"],
+                &d["decision"],
+                &d["reason"],
+                &d["source"],
+                &d["host"],
+                &d["port"],
+                &d["client"],
+                &d["method"]
+            ),
+            (
+                &serde_json::json!("dns"),
+                &serde_json::json!("deny"),
+                &serde_json::json!("dns_not_served"),
+                &serde_json::json!("proxy_state"),
+                &serde_json::json!("example.com"),
+                &serde_json::json!(53),
+                &serde_json::json!("127.0.0.1:40000"),
+                &serde_json::Value::Null
+            )
+        );
+        assert_eq!(
+            v["blocked_targets"][0],
+            serde_json::json!({"target": "example.com:53", "reason": "dns_not_served", "count": 2})
+        );
+    }
+
+    #[test]
     fn past_twenty_targets_the_summary_counts_the_rest() {
         let rec = RunRecorder::new();
         for i in 0..25 {

@@ -35,6 +35,7 @@
 pub mod broker;
 mod check;
 mod control;
+pub mod dns_refuser;
 mod interception;
 mod roots;
 mod service;

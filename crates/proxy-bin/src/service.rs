@@ -559,6 +559,27 @@ impl Service {
         )
         .await;
     }
+
+    /// Serves the DNS refuser of `run --isolate` on `udp` and `tcp` (sockets bound inside the
+    /// child's namespace at its resolver addresses) until `shutdown` completes: every query is
+    /// answered `REFUSED` and recorded in this service's audit as `dns_not_served`, with the
+    /// mode in force ([`crate::dns_refuser::serve`]).
+    pub async fn serve_dns(
+        &self,
+        udp: tokio::net::UdpSocket,
+        tcp: Option<TcpListener>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let state = self.state.clone();
+        crate::dns_refuser::serve(
+            udp,
+            tcp,
+            self.audit.clone(),
+            move || state.load().policy.mode(),
+            shutdown,
+        )
+        .await;
+    }
 }
 
 /// Reads a front-end's live counts for the metrics.

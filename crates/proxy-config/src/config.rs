@@ -284,6 +284,11 @@ impl Config {
     pub fn verify_sni(&self) -> bool {
         self.settings.verify_sni.value
     }
+    /// `isolate`: `run` isolates its child as with `--isolate` (a managed `isolate = true`
+    /// makes it true whatever the user layers say, or refuses a user layer's `false`).
+    pub fn isolate(&self) -> bool {
+        self.settings.isolate.value
+    }
     /// `[otel] exporter`, unless `none`: `otlp-http` or `otlp-grpc`.
     pub fn otel_exporter(&self) -> Option<&str> {
         match self.settings.otel_exporter.value {

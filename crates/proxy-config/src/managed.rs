@@ -52,6 +52,8 @@ pub struct Requirements {
     pub dangerously_allow_non_loopback_admin: Option<bool>,
     /// `false` forbids injecting brokered credentials over plaintext.
     pub dangerously_allow_plaintext_credential_injection: Option<bool>,
+    /// `true` keeps `run`'s child isolated (`isolate`); `false` constrains nothing.
+    pub isolate: Option<bool>,
     /// `[network.dns] nameservers`: pinned; a user layer may not set others.
     pub dns_nameservers: Option<Vec<SocketAddr>>,
     /// `[network.dns] hosts`: fixed entries (canonical name → addresses), merged into the
@@ -75,6 +77,7 @@ const KEYS: &[&str] = &[
     "treat_as_public",
     "dangerously_allow_non_loopback_admin",
     "dangerously_allow_plaintext_credential_injection",
+    "isolate",
     "dns",
 ];
 
@@ -100,6 +103,7 @@ impl Requirements {
             "dangerously_allow_plaintext_credential_injection" => {
                 &mut self.dangerously_allow_plaintext_credential_injection
             }
+            "isolate" => &mut self.isolate,
             _ => {
                 self.managed_allowed_domains_only = value;
                 return;
@@ -165,7 +169,8 @@ impl Requirements {
                     | "dangerously_allow_non_loopback_proxy"
                     | "dangerously_allow_all_unix_sockets"
                     | "dangerously_allow_non_loopback_admin"
-                    | "dangerously_allow_plaintext_credential_injection" => match as_bool(value) {
+                    | "dangerously_allow_plaintext_credential_injection"
+                    | "isolate" => match as_bool(value) {
                         Some(b) => r.set_flag(key, b),
                         None => bad("true or false"),
                     },
@@ -366,6 +371,20 @@ impl Requirements {
                 );
             } else {
                 setting.set(false, managed.clone());
+            }
+        }
+        // A floor: managed `isolate = true` keeps `run`'s child isolated.
+        let isolate = &mut config.settings.isolate;
+        if self.isolate == Some(true) && !isolate.value {
+            if isolate.layer.is_user() {
+                violation(
+                    diags,
+                    isolate,
+                    self,
+                    "false is not allowed: true is required",
+                );
+            } else {
+                isolate.set(true, managed.clone());
             }
         }
         let mode = &mut config.settings.mode;

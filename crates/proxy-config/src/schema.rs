@@ -470,6 +470,10 @@ schema! {
         "network.dangerously_allow_plaintext_credential_injection", Kind::Bool, restart;
     /// `verify_sni`: refuse an opaque tunnel whose TLS server name is not its `CONNECT` host.
     verify_sni: bool = false, "network.verify_sni", Kind::Bool, reload;
+    /// `isolate`: `run` starts its child in a network namespace of its own, as with
+    /// `--isolate` (docs/config.md). Read only by `run`, once at start; `serve` has no child
+    /// and ignores it, so a reload that changes it is accepted and changes nothing.
+    isolate: bool = false, "network.isolate", Kind::Bool, reload;
     /// `audit_log`: the JSON-lines audit file.
     audit_log: Option<String> = None, "network.audit_log", Kind::Text, restart;
     /// `[network.dns] nameservers` (`None`: the system's).

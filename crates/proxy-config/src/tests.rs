@@ -932,6 +932,100 @@ fn restart_keys() {
 }
 
 #[test]
+fn isolate_is_a_flag_that_managed_true_pins_on() {
+    let c = ok(&[], &[]);
+    assert!(!c.isolate());
+    assert!(ok(&["[network]\nisolate = true"], &[]).isolate());
+    // A later layer wins, as for every scalar.
+    let c = ok(
+        &["[network]\nisolate = true", "[network]\nisolate = false"],
+        &[],
+    );
+    assert!(!c.isolate());
+    assert_eq!(c.settings().isolate.layer.to_string(), "/cfg/b.toml");
+    // Managed true: an unset value is pinned on, shown with the requirements file as its layer.
+    let c = ok(&[], &["[network]\nisolate = true"]);
+    assert!(c.isolate());
+    assert_eq!(c.settings().isolate.layer.to_string(), "/managed/r0.toml");
+    let c = ok(
+        &["[network]\nisolate = true"],
+        &["[network]\nisolate = true"],
+    );
+    assert!(c.isolate());
+    assert_eq!(c.settings().isolate.layer.to_string(), "/cfg/a.toml");
+    // Managed true and a user false: an error naming the file, the key and the constraint.
+    let e = build(
+        &["[network]\nisolate = false"],
+        &["[network]\nisolate = true"],
+    )
+    .unwrap_err();
+    assert_eq!(e.diagnostics.len(), 1, "{e}");
+    let d = &e.diagnostics[0];
+    assert_eq!(d.kind, DiagnosticKind::Constraint);
+    assert_eq!(
+        (d.origin.as_str(), d.key.as_str()),
+        ("/cfg/a.toml", "network.isolate")
+    );
+    let text = d.to_string();
+    assert!(
+        text.contains("true is required") && text.contains("/managed/r0.toml"),
+        "{text}"
+    );
+    // The experimental table name is accepted too, and a command-line false is refused alike.
+    let mut layer = crate::layer::LayerData::new(Layer::CommandLine);
+    layer.values.isolate = Some(false);
+    let mut diags = Vec::new();
+    let r = Requirements::parse(
+        &PathBuf::from("/managed/r0.toml"),
+        &doc("[experimental_network]\nisolate = true"),
+        &mut diags,
+    );
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(r.isolate, Some(true));
+    let e = Config::from_layers(vec![layer.clone()], vec![r]).unwrap_err();
+    assert!(
+        e.diagnostics
+            .iter()
+            .any(|d| d.kind == DiagnosticKind::Constraint
+                && d.key == "network.isolate"
+                && d.origin == "command-line"),
+        "{e}"
+    );
+    // Managed false constrains nothing: a user may turn isolation on or leave it off.
+    assert!(
+        ok(
+            &["[network]\nisolate = true"],
+            &["[network]\nisolate = false"]
+        )
+        .isolate()
+    );
+    let c = ok(&[], &["[network]\nisolate = false"]);
+    assert!(!c.isolate());
+    assert_eq!(c.settings().isolate.layer.to_string(), "default");
+    // A value that is not a boolean is refused, in a layer and in a requirements file.
+    err(
+        &["[network]\nisolate = \"yes\""],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.isolate",
+        "",
+    );
+    err(
+        &[],
+        &["[network]\nisolate = 1"],
+        DiagnosticKind::InvalidValue,
+        "network.isolate",
+        "true or false",
+    );
+    // Serve ignores it: a change is not a restart key.
+    assert!(
+        ok(&[], &[])
+            .restart_keys_changed(&ok(&["[network]\nisolate = true"], &[]))
+            .is_empty()
+    );
+}
+
+#[test]
 fn managed_booleans_pin_the_admin_and_plaintext_flags() {
     let key = "dangerously_allow_non_loopback_admin";
     err(
@@ -1531,6 +1625,7 @@ mitm = { enabled = false }
 credential_broker = false
 dangerously_allow_plaintext_credential_injection = false
 verify_sni = false
+isolate = true
 audit_log = "/var/log/netproxy.jsonl"
 [network.dns]
 nameservers = ["127.0.0.53"]
@@ -1593,6 +1688,7 @@ fn every_schema_key_has_a_field_and_a_default() {
             "false",
         ),
         ("network.verify_sni", "false"),
+        ("network.isolate", "false"),
         ("network.audit_log", "(unset)"),
         ("network.dns.nameservers", "(unset)"),
         ("network.dns.timeout_ms", "2000"),

@@ -1,5 +1,6 @@
 //! Audit events (docs/audit.md) and the sink they are written to.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
@@ -166,6 +167,47 @@ impl AuditEvent {
         }
     }
 
+    /// The event for a DNS query the child of `run --isolate` sent to a resolver address
+    /// inside its namespace, which netproxy answers `REFUSED` (docs/audit.md): protocol `dns`,
+    /// decision deny, reason `dns_not_served`, source `proxy_state`, stamped now.
+    /// `server.address` is the queried name in the presentation form of [`dns_name_text`]
+    /// (a DNS name may hold any bytes, so the name is given as its labels, never trusted as
+    /// text); `port` is the port the query arrived on and `client` its sender.
+    ///
+    /// ```
+    /// use proxy_core::{AuditEvent, Mode, Protocol};
+    /// let client = "127.0.0.1:40000".parse().unwrap();
+    /// let labels: [&[u8]; 2] = [b"Example", b"com"];
+    /// let ev = AuditEvent::dns_not_served(labels, 53, client, Mode::Full);
+    /// assert_eq!((ev.protocol, ev.server_address.as_str(), ev.server_port), (Protocol::Dns, "example.com", 53));
+    /// assert_eq!((ev.reason, ev.source.as_str()), ("dns_not_served", "proxy_state"));
+    /// ```
+    pub fn dns_not_served<'a>(
+        labels: impl IntoIterator<Item = &'a [u8]>,
+        port: u16,
+        client: SocketAddr,
+        mode: Mode,
+    ) -> Self {
+        let decision = Decision::deny(crate::Reason::DnsNotServed);
+        Self {
+            timestamp: SystemTime::now(),
+            scope: Scope::NonDomain,
+            decision: decision.verdict,
+            source: decision.source,
+            reason: decision.reason_str(),
+            policy_override: false,
+            protocol: Protocol::Dns,
+            server_address: dns_name_text(labels),
+            server_port: port,
+            method: None,
+            client: Some(client),
+            mode,
+            rule: None,
+            revoked: false,
+            credential: None,
+        }
+    }
+
     /// The event for a connection admitted as `meta` and closed because the new policy's
     /// `decision` refuses it.
     pub fn revocation(meta: &RequestMeta, decision: &Decision, mode: Mode) -> Self {
@@ -243,6 +285,51 @@ pub trait AuditSink: Send + Sync {
     }
 }
 
+/// The most a DNS name holds on the wire (RFC 1035: 255 bytes, length octets included).
+const DNS_NAME_MAX: usize = 255;
+
+/// A DNS name, given as its labels, in a presentation form that is safe in every log, report
+/// and summary: ASCII letters lowercased (DNS names are case-insensitive), digits, `-`, `_`
+/// and `*` as they are, every other byte of a label (a `.` or a space inside a label, a
+/// backslash, a control character, any non-ASCII byte) as `\DDD` (its decimal value, as in
+/// RFC 1035's master files); labels joined by `.`, no trailing dot; the root name is `.`.
+/// Labels past 255 bytes of name (more than the wire allows) are left out and the text ends
+/// with `...`, so the result is at most about 1 KiB.
+///
+/// ```
+/// use proxy_core::dns_name_text;
+/// let labels: [&[u8]; 3] = [b"_DMARC", b"a.b c", b"\x00\xff"];
+/// assert_eq!(dns_name_text(labels), "_dmarc.a\\046b\\032c.\\000\\255");
+/// assert_eq!(dns_name_text(std::iter::empty::<&[u8]>()), ".");
+/// ```
+pub fn dns_name_text<'a>(labels: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut out = String::new();
+    let mut wire = 1; // the root label's length octet
+    for label in labels {
+        wire += 1 + label.len();
+        if wire > DNS_NAME_MAX {
+            out.push_str("...");
+            break;
+        }
+        if !out.is_empty() {
+            out.push('.');
+        }
+        for &b in label {
+            match b {
+                b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*' => out.push(char::from(b)),
+                b'A'..=b'Z' => out.push(char::from(b.to_ascii_lowercase())),
+                _ => {
+                    let _ = write!(out, "\\{b:03}");
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
+}
+
 /// One refused request as kept in the blocked-request buffer and shown by `GET /blocked`.
 ///
 /// ```
@@ -293,6 +380,49 @@ impl BlockedRecord {
                 .timestamp
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dns_name_is_shown_in_safe_ascii_and_bounded() {
+        let labels: [&[u8]; 4] = [b"WWW", b"ex\nample", b"\xe4\xbd\xa0", b"com"];
+        let text = dns_name_text(labels);
+        assert_eq!(text, "www.ex\\010ample.\\228\\189\\160.com");
+        assert!(text.bytes().all(|b| b.is_ascii_graphic()));
+        // A name longer than the wire allows is cut after whole labels and says so.
+        let long = [b"a".repeat(63)];
+        let text = dns_name_text(std::iter::repeat_n(long[0].as_slice(), 10));
+        assert!(text.ends_with("..."), "{text}");
+        assert_eq!(text.len(), 3 * 63 + 2 + 3);
+        // The worst case (every byte escaped) stays about 1 KiB.
+        let evil = [0u8; 63];
+        let text = dns_name_text(std::iter::repeat_n(evil.as_slice(), 10));
+        assert!(text.len() <= 4 * 255 + 3, "{}", text.len());
+        let ev = AuditEvent::dns_not_served(
+            [b"A".as_slice(), b"test".as_slice()],
+            5353,
+            "[::1]:9".parse().unwrap(),
+            Mode::Limited,
+        );
+        assert_eq!(ev.scope, Scope::NonDomain);
+        assert_eq!(ev.decision, Verdict::Deny);
+        let fields = ev.fields();
+        for (k, v) in [
+            ("network.transport.protocol", "dns"),
+            ("network.policy.reason", "dns_not_served"),
+            ("network.policy.source", "proxy_state"),
+            ("network.policy.decision", "deny"),
+            ("server.address", "a.test"),
+            ("server.port", "5353"),
+            ("http.request.method", "none"),
+            ("client.address", "[::1]:9"),
+        ] {
+            assert!(fields.contains(&(k, v.to_owned())), "{k} in {fields:?}");
         }
     }
 }

@@ -52,7 +52,7 @@ pub enum Source {
     BaselinePolicy,
     /// Limited mode.
     ModeGuard,
-    /// The proxy itself (disabled).
+    /// The proxy itself (disabled, or a name lookup inside the isolated namespace).
     ProxyState,
     /// The embedding program's decider hook.
     Decider,
@@ -116,11 +116,15 @@ pub enum Reason {
     /// not `localhost`, `*.localhost` or a loopback literal, or it carries `Origin` or a
     /// `Sec-Fetch-*` header.
     UnixSocketCrossOrigin,
+    /// `run --isolate`: a DNS query the child sent to a resolver of its `/etc/resolv.conf`
+    /// itself (instead of leaving the name to the proxy); netproxy answers no names there.
+    /// Audit only: it is never the answer to a proxied request.
+    DnsNotServed,
 }
 
 impl Reason {
     /// Every reason, in the order of docs/policy.md, "Reasons".
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Denied,
         Reason::NotAllowed,
         Reason::NotAllowedLocal,
@@ -133,6 +137,7 @@ impl Reason {
         Reason::SniMismatch,
         Reason::PolicyDenied,
         Reason::UnixSocketCrossOrigin,
+        Reason::DnsNotServed,
     ];
 
     /// The wire name.
@@ -150,6 +155,7 @@ impl Reason {
             Reason::SniMismatch => "sni_mismatch",
             Reason::PolicyDenied => "policy_denied",
             Reason::UnixSocketCrossOrigin => "unix_socket_cross_origin",
+            Reason::DnsNotServed => "dns_not_served",
         }
     }
 
@@ -157,13 +163,15 @@ impl Reason {
     pub const fn source(self) -> Source {
         match self {
             Reason::MethodNotAllowed | Reason::MitmRequired => Source::ModeGuard,
-            Reason::ProxyDisabled => Source::ProxyState,
+            Reason::ProxyDisabled | Reason::DnsNotServed => Source::ProxyState,
             Reason::PolicyDenied => Source::Decider,
             _ => Source::BaselinePolicy,
         }
     }
 
-    /// The `x-proxy-error` header value; `None` for `proxy_disabled`, which is a 503 without it.
+    /// The `x-proxy-error` header value; `None` for `proxy_disabled`, which is a 503 without it,
+    /// and for `dns_not_served`, which is never sent on the wire (a DNS query is answered
+    /// `REFUSED`, docs/audit.md).
     pub const fn x_proxy_error(self) -> Option<&'static str> {
         Some(match self {
             Reason::Denied => "blocked-by-denylist",
@@ -176,7 +184,7 @@ impl Reason {
             Reason::MitmHookDenied => "blocked-by-mitm-hook",
             Reason::CredentialNotBound => "blocked-by-credential-policy",
             Reason::SniMismatch => "blocked-by-sni-policy",
-            Reason::ProxyDisabled => return None,
+            Reason::ProxyDisabled | Reason::DnsNotServed => return None,
         })
     }
 
@@ -204,6 +212,9 @@ impl Reason {
             Reason::PolicyDenied => "Request blocked by network policy.",
             Reason::UnixSocketCrossOrigin => {
                 "Unix socket requests are served only to local clients (Host localhost, *.localhost or a loopback address; no Origin or Sec-Fetch-* header)."
+            }
+            Reason::DnsNotServed => {
+                "Name lookups are not served inside the isolated namespace; the proxy resolves names."
             }
         }
     }
@@ -406,6 +417,17 @@ mod tests {
         assert_eq!(r.http_status(), 403);
         assert_eq!("unix_socket_cross_origin".parse::<Reason>(), Ok(r));
         assert!(r.message().contains("Origin"));
+    }
+
+    #[test]
+    fn dns_not_served_is_the_proxy_state_and_never_a_header() {
+        let r = Reason::DnsNotServed;
+        assert_eq!(r.as_str(), "dns_not_served");
+        assert_eq!(r.source(), Source::ProxyState);
+        assert_eq!(Decision::deny(r).source, Source::ProxyState);
+        assert_eq!(r.x_proxy_error(), None);
+        assert_eq!("dns_not_served".parse::<Reason>(), Ok(r));
+        assert!(Reason::ALL.contains(&r));
     }
 
     #[test]

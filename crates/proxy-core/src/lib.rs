@@ -33,6 +33,7 @@ pub mod tls;
 
 pub use audit::{
     AUDIT_TARGET, AuditEvent, AuditSink, BlockedRecord, CredentialField, EVENT_NAME, Scope,
+    dns_name_text,
 };
 pub use control::{BlockedView, CheckQuery, Control, ControlError, DomainChange, PatternLists};
 pub use credential::{ProxyCredential, constant_time_eq, redact_userinfo};

@@ -27,21 +27,27 @@ pub enum Protocol {
     /// A request inside an intercepted tunnel (judged by
     /// [`Gate::admit_inner`](crate::Gate::admit_inner) against its tunnel).
     Https,
+    /// A DNS query the child of `run --isolate` sent itself, to a resolver address inside its
+    /// namespace where netproxy answers every query `REFUSED` (audit events only, reason
+    /// [`Reason::DnsNotServed`](crate::Reason::DnsNotServed); never a request to judge).
+    Dns,
 }
 
 impl Protocol {
     /// Every protocol, in a stable order.
-    pub const ALL: [Protocol; 5] = [
+    pub const ALL: [Protocol; 6] = [
         Protocol::Http,
         Protocol::HttpsConnect,
         Protocol::Socks5Tcp,
         Protocol::Socks5Udp,
         Protocol::Https,
+        Protocol::Dns,
     ];
 
     /// The protocols a request can have on its own, as it arrives at a listener: every one but
-    /// [`Protocol::Https`], which exists only inside a tunnel and is judged against it. These are
-    /// the names [`str::parse`] accepts (`netproxy check --protocol`, the admin API's
+    /// [`Protocol::Https`], which exists only inside a tunnel and is judged against it, and
+    /// [`Protocol::Dns`], which names refused lookups in audit events and no request at all.
+    /// These are the names [`str::parse`] accepts (`netproxy check --protocol`, the admin API's
     /// `POST /check`): a request inside a tunnel cannot be checked without its tunnel.
     ///
     /// ```
@@ -49,6 +55,8 @@ impl Protocol {
     /// assert!(!Protocol::STANDALONE.contains(&Protocol::Https));
     /// assert!("https".parse::<Protocol>().is_err());
     /// assert_eq!(Protocol::Https.as_str(), "https");
+    /// assert!("dns".parse::<Protocol>().is_err());
+    /// assert_eq!(Protocol::Dns.as_str(), "dns");
     /// ```
     pub const STANDALONE: [Protocol; 4] = [
         Protocol::Http,
@@ -57,7 +65,7 @@ impl Protocol {
         Protocol::Socks5Udp,
     ];
 
-    /// The wire name (`http`, `https_connect`, `socks5_tcp`, `socks5_udp`, `https`).
+    /// The wire name (`http`, `https_connect`, `socks5_tcp`, `socks5_udp`, `https`, `dns`).
     pub const fn as_str(self) -> &'static str {
         match self {
             Protocol::Http => "http",
@@ -65,6 +73,7 @@ impl Protocol {
             Protocol::Socks5Tcp => "socks5_tcp",
             Protocol::Socks5Udp => "socks5_udp",
             Protocol::Https => "https",
+            Protocol::Dns => "dns",
         }
     }
 
@@ -72,6 +81,7 @@ impl Protocol {
     pub const fn default_port(self) -> u16 {
         match self {
             Protocol::Http => 80,
+            Protocol::Dns => 53,
             _ => 443,
         }
     }
@@ -83,7 +93,7 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// An unknown protocol name (or `https`, which names no request on its own: see
+/// An unknown protocol name (or `https` or `dns`, which name no request on its own: see
 /// [`Protocol::STANDALONE`]).
 ///
 /// ```

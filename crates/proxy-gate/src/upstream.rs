@@ -132,7 +132,8 @@ impl UpstreamProxies {
             Protocol::Http => self.http.as_ref(),
             Protocol::HttpsConnect => self.https.as_ref(),
             // A request inside an intercepted tunnel goes over its tunnel's connection.
-            Protocol::Socks5Tcp | Protocol::Socks5Udp | Protocol::Https => None,
+            // A name lookup is never dialled (`run --isolate` refuses it).
+            Protocol::Socks5Tcp | Protocol::Socks5Udp | Protocol::Https | Protocol::Dns => None,
         }?;
         let bypassed = self.bypass.iter().any(|b| match b {
             Bypass::All => true,

@@ -579,6 +579,12 @@ impl Policy {
         let Target::Net { host, port } = &req.target else {
             return Ok(Intercept::No);
         };
+        if req.protocol == Protocol::Dns {
+            // A name lookup is never a request to admit: netproxy answers no names (`run
+            // --isolate` records them as refused), so none is admitted here whatever the lists
+            // say.
+            return Err(Decision::deny(Reason::DnsNotServed));
+        }
         match self.hook_guard(req, host, *port) {
             Some(Ok(())) => Ok(Intercept::Always),
             Some(Err(detail)) => Err(Decision::deny(Reason::MitmRequired).with_detail(detail)),
@@ -639,6 +645,8 @@ impl Policy {
             // Inside an intercepted tunnel (a held websocket re-judged): its hooks were
             // matched by `judge_inner`; the mode still applies.
             Protocol::Https => return None,
+            // Refused by `guard` before its hooks are looked at.
+            Protocol::Dns => return None,
         })
     }
 
@@ -667,6 +675,7 @@ impl Policy {
                 }
             }
             Protocol::Socks5Tcp | Protocol::Socks5Udp => Err(Reason::MethodNotAllowed),
+            Protocol::Dns => Err(Reason::DnsNotServed),
         }
     }
 

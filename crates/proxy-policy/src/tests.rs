@@ -176,6 +176,35 @@ fn empty_allowlist_denies_everything() {
     check("", "http GET 8.8.8.8", "not_allowed");
 }
 
+/// A name lookup (`run --isolate` records one per query) is never admitted, whatever the lists
+/// and the mode say; deny and local protection keep their order before it.
+#[test]
+fn a_dns_query_is_never_admitted() {
+    for rules in [
+        "allow=*",
+        "allow=*,a.test mode=limited mitm",
+        "allow=a.test local",
+    ] {
+        let p = policy(rules);
+        let meta = RequestMeta::new(
+            Protocol::Dns,
+            Target::parse_authority("a.test:53", 53).unwrap(),
+        );
+        let Evaluation::Deny(d) = p.evaluate(&meta) else {
+            panic!("[{rules}] admitted a dns query");
+        };
+        assert_eq!(d.reason, Some(Reason::DnsNotServed), "[{rules}]");
+        assert_eq!(d.source, Reason::DnsNotServed.source());
+        assert!(p.guard(&meta).is_err());
+    }
+    let p = policy("allow=* deny=a.test");
+    let meta = RequestMeta::new(
+        Protocol::Dns,
+        Target::parse_authority("a.test:53", 53).unwrap(),
+    );
+    assert!(matches!(p.evaluate(&meta), Evaluation::Deny(d) if d.reason == Some(Reason::Denied)));
+}
+
 #[test]
 fn deny_wins() {
     check(

@@ -285,6 +285,9 @@ fn check_usage_and_config_errors() {
     assert_eq!(r.code, 2);
     let r = home.run(&["check", "--protocol", "gopher", "x.com"]);
     assert_eq!(r.code, 2);
+    // `dns` names refused lookups in audit events (`run --isolate`), no request to check.
+    let r = home.run(&["check", "--protocol", "dns", "x.com"]);
+    r.assert_err(2, &["unknown protocol \"dns\""]);
     let r = home.run(&["check", "--mode", "readonly", "x.com"]);
     assert_eq!(r.code, 2);
     let r = home.run(&["check", "-c", "mdoe=\"full\"", "x.com"]);
