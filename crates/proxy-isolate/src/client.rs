@@ -34,9 +34,8 @@ impl Holder {
     /// an empty environment.
     pub fn start(exe: &Path, fault: Option<Step>) -> Result<Self, Refusal> {
         let settings = KernelSettings::read();
-        let start_failed = |e: &dyn std::fmt::Display| {
-            Refusal::diagnose(Step::Start, None, e, &settings)
-        };
+        let start_failed =
+            |e: &dyn std::fmt::Display| Refusal::diagnose(Step::Start, None, e, &settings);
         let (ours, theirs) = wire::pair().map_err(|e| start_failed(&e))?;
         rustix::net::sockopt::set_socket_timeout(
             &ours,
@@ -92,10 +91,7 @@ impl Holder {
 
     /// A UDP socket and a TCP listener on `ip` port 53 inside the namespace, `ip` put on `lo`
     /// first when it is not a loopback address: where the command's resolver sends its lookups.
-    pub fn resolver(
-        &self,
-        ip: IpAddr,
-    ) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    pub fn resolver(&self, ip: IpAddr) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
         let (_, mut fds) = self.ask(&format!("dns {ip}"), 2)?;
         let tcp = fds.pop().map(std::net::TcpListener::from);
         let udp = fds.pop().map(std::net::UdpSocket::from);

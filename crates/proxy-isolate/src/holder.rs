@@ -85,7 +85,6 @@ fn set_up(fault: Option<Step>) -> Result<(), (Step, io::Error)> {
     Ok(())
 }
 
-
 /// Answers netproxy's requests until it closes the channel.
 fn serve(channel: &OwnedFd) {
     loop {

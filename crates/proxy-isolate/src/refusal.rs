@@ -160,7 +160,9 @@ const ENOSYS: i32 = 38;
 const EUSERS: i32 = 87;
 
 fn cause(step: Step, errno: Option<i32>, k: &KernelSettings) -> String {
-    let apparmor = k.apparmor_restrict_unprivileged_userns.is_some_and(|v| v != 0);
+    let apparmor = k
+        .apparmor_restrict_unprivileged_userns
+        .is_some_and(|v| v != 0);
     let refused = matches!(errno, Some(EPERM | EACCES));
     match step {
         Step::Start => "netproxy could not run its own binary again to hold the namespaces; check that /proc/self/exe is readable and executable".to_owned(),
@@ -205,21 +207,31 @@ mod tests {
             unprivileged_userns_clone: Some(0),
             ..KernelSettings::default()
         };
-        assert!(msg(Step::UserNamespace, EPERM, &debian).contains("kernel.unprivileged_userns_clone=1"));
+        assert!(
+            msg(Step::UserNamespace, EPERM, &debian).contains("kernel.unprivileged_userns_clone=1")
+        );
         let none = KernelSettings {
             max_user_namespaces: Some(0),
             ..KernelSettings::default()
         };
         let m = msg(Step::UserNamespace, ENOSPC, &none);
         assert!(m.contains("user.max_user_namespaces = 0"), "{m}");
-        assert!(m.starts_with("cannot isolate the command: creating a user namespace failed"), "{m}");
+        assert!(
+            m.starts_with("cannot isolate the command: creating a user namespace failed"),
+            "{m}"
+        );
         let ubuntu = KernelSettings {
             apparmor_restrict_unprivileged_userns: Some(1),
             max_user_namespaces: Some(100),
             ..KernelSettings::default()
         };
         // Under AppArmor's restriction, unshare succeeds and a later step fails.
-        for step in [Step::UidMap, Step::Setgroups, Step::Loopback, Step::NetworkNamespace] {
+        for step in [
+            Step::UidMap,
+            Step::Setgroups,
+            Step::Loopback,
+            Step::NetworkNamespace,
+        ] {
             let m = msg(step, EPERM, &ubuntu);
             assert!(m.contains("apparmor_restrict_unprivileged_userns"), "{m}");
         }

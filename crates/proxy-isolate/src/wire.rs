@@ -122,10 +122,7 @@ mod tests {
         let (text, fds) = recv(&b).unwrap();
         assert_eq!((text.as_str(), fds.len()), ("seal", 0));
         drop(a);
-        assert_eq!(
-            recv(&b).unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
+        assert_eq!(recv(&b).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

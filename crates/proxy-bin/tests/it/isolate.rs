@@ -163,7 +163,10 @@ touch {work}/made-inside
     // The origin saw only what came through the proxy; the host's service saw nothing.
     let seen: Vec<String> = origin.seen().into_iter().map(|s| s.target).collect();
     assert_eq!(seen, ["/through", "/tunnel"]);
-    assert!(host_service.accept().is_err(), "the host's service was reached");
+    assert!(
+        host_service.accept().is_err(),
+        "the host's service was reached"
+    );
     // Files the child makes belong to the invoking user, as seen from outside.
     let made = std::fs::metadata(u.work().join("made-inside")).unwrap();
     assert_eq!((made.uid(), made.gid()), (NOBODY, NOBODY));
@@ -211,7 +214,15 @@ async fn git_clones_through_the_proxy_from_inside() {
 /// A static file server on 127.0.0.2 (python's), and its port.
 fn file_server(dir: &Path) -> (std::process::Child, u16) {
     let mut server = Command::new("python3")
-        .args(["-u", "-m", "http.server", "--bind", "127.0.0.2", "0", "--directory"])
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.2",
+            "0",
+            "--directory",
+        ])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -413,7 +424,10 @@ fn an_interactive_shell_keeps_its_terminal_and_job_control() {
     assert!(stdout.contains("Terminated"), "{stdout}");
     assert!(stdout.contains("done-"), "{stdout}");
     assert!(!stdout.contains("no job control"), "{stdout}");
-    assert!(!stdout.contains("cannot set terminal process group"), "{stdout}");
+    assert!(
+        !stdout.contains("cannot set terminal process group"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -441,7 +455,9 @@ fn a_refused_namespace_exits_126_and_never_runs_the_command() {
     }
     // For real: user namespaces disabled by the sysctl, in a user namespace of the test's own
     // (the setting is per namespace, so nothing else on the machine sees it).
-    let inner = u.home.command(&["run", "--isolate", "--", "touch", marker.to_str().unwrap()]);
+    let inner = u
+        .home
+        .command(&["run", "--isolate", "--", "touch", marker.to_str().unwrap()]);
     let line = std::iter::once(inner.get_program())
         .chain(inner.get_args())
         .map(|a| a.to_str().unwrap().to_owned())
@@ -465,4 +481,55 @@ fn a_refused_namespace_exits_126_and_never_runs_the_command() {
         out.stderr
     );
     assert!(!marker.exists());
+}
+
+#[test]
+fn isolate_in_the_config_isolates_and_a_requirement_pins_it() {
+    user_namespaces_available();
+    let u = Unprivileged::new();
+    let interfaces = "tail -n +3 /proc/self/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ' '";
+    // Without isolation the child sees the host's interfaces (at least lo and another, or the
+    // test would prove nothing): then `isolate = true` in the user's config leaves only lo.
+    let out = ran(u.command(&["run", "--", "sh", "-c", interfaces]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let host = out.stdout.clone();
+    assert_ne!(
+        host, "lo ",
+        "this machine has no interface but lo: nothing to isolate from"
+    );
+    std::fs::write(
+        u.home.user_dir().join("config.toml"),
+        "[network]\nisolate = true\n",
+    )
+    .unwrap();
+    let out = ran(u.command(&["run", "--", "sh", "-c", interfaces]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "lo ", "without isolation: {host:?}");
+    // A requirement of isolate = true: a user layer's false is refused (exit 3), and the
+    // command never runs.
+    std::fs::create_dir_all(u.home.system_dir()).unwrap();
+    std::fs::write(
+        u.home.system_dir().join("requirements.toml"),
+        "[network]\nisolate = true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        u.home.user_dir().join("config.toml"),
+        "[network]\nisolate = false\n",
+    )
+    .unwrap();
+    let marker = u.work().join("ran");
+    let out = ran(u.command(&["run", "--", "touch", marker.to_str().unwrap()]));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("isolate"), "{}", out.stderr);
+    assert!(!marker.exists());
+    // Without the user's false, the requirement isolates.
+    std::fs::remove_file(u.home.user_dir().join("config.toml")).unwrap();
+    let out = ran(u.command(&["run", "--", "sh", "-c", interfaces]));
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "lo "),
+        "{}",
+        out.stderr
+    );
 }

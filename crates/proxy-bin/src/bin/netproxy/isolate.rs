@@ -104,11 +104,10 @@ impl proxy_socks::RelaySockets for Relays {
             let holder = holder.clone();
             // A round trip to the holder: well under a millisecond, but blocking.
             return Box::pin(async move {
-                let socket = tokio::task::spawn_blocking(move || {
-                    holder.udp_socket(SocketAddr::new(ip, 0))
-                })
-                .await
-                .map_err(std::io::Error::other)??;
+                let socket =
+                    tokio::task::spawn_blocking(move || holder.udp_socket(SocketAddr::new(ip, 0)))
+                        .await
+                        .map_err(std::io::Error::other)??;
                 // The holder is a process of the command's user: take only what was asked for.
                 if socket.local_addr()?.ip() != ip {
                     return Err(std::io::Error::other(

@@ -124,7 +124,7 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     };
     // Under --isolate, the listeners are bound inside CMD's network namespace, before anything
     // is served; a refusal stops here, before CMD starts (docs/isolate.md).
-    let isolation = if args.isolate {
+    let isolation = if args.isolate || config.isolate() {
         let socks = config.enable_socks5();
         match tokio::task::spawn_blocking(move || crate::isolate::set_up(socks)).await {
             Ok(Ok(i)) => Some(i),
@@ -140,7 +140,7 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     // Ephemeral loopback ports, bound now and served as they are: no port race, and two runs
     // side by side get their own.
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let (http, socks, holder) = match isolation {
+    let (http, socks, holder, resolvers) = match isolation {
         Some(i) => {
             for (ip, e) in &i.unserved {
                 tracing::warn!(
@@ -148,12 +148,18 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
                 );
             }
             relays.isolate(i.holder.clone());
-            (Listen::Bound(i.http), i.socks.map(Listen::Bound), Some(i.holder))
+            (
+                Listen::Bound(i.http),
+                i.socks.map(Listen::Bound),
+                Some(i.holder),
+                i.resolvers,
+            )
         }
         None => (
             Listen::Addr(loopback),
             config.enable_socks5().then_some(Listen::Addr(loopback)),
             None,
+            Vec::new(),
         ),
     };
     let options = Options {
@@ -173,6 +179,31 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         }
         Err(e) => return Err(e.into()),
     };
+    // The lookups CMD sends its resolvers inside the namespace: answered REFUSED at once, and
+    // recorded (docs/isolate.md).
+    let mut dns = Vec::new();
+    for (udp, tcp) in resolvers {
+        let served = udp
+            .set_nonblocking(true)
+            .and_then(|()| tcp.set_nonblocking(true))
+            .and_then(|()| {
+                Ok((
+                    tokio::net::UdpSocket::from_std(udp)?,
+                    tokio::net::TcpListener::from_std(tcp)?,
+                ))
+            });
+        match served {
+            Ok((udp, tcp)) => {
+                let service = service.clone();
+                dns.push(tokio::spawn(async move {
+                    service
+                        .serve_dns(udp, Some(tcp), std::future::pending())
+                        .await;
+                }));
+            }
+            Err(e) => tracing::warn!("--isolate: cannot serve a resolver address: {e}"),
+        }
+    }
     let env = ProxyEnv {
         http: running.http,
         socks: running.socks,
@@ -253,6 +284,9 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     running.shutdown();
     // The namespace lives on while CMD's own children do; the holder's work is over.
     drop(holder);
+    for task in dns {
+        task.abort();
+    }
     service.close_audit();
     let code = exit_code(status);
     if !args.quiet
