@@ -48,6 +48,9 @@ impl Holder {
         if let Some(step) = fault {
             cmd.args(["--fault", step.as_str()]);
         }
+        // A process group of its own: a Ctrl-C, Ctrl-Z or Ctrl-\ at the terminal goes to the
+        // command's (netproxy's) group, and must not kill or stop the holder.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let process = cmd
             .env_clear()
             .stdin(Stdio::from(theirs))

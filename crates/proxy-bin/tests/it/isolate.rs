@@ -303,26 +303,7 @@ async fn socks5_udp_works_from_inside() {
     crate::support::resolves(&dns, "udp.test", "127.0.0.2");
     let (echo, received) = crate::support::udp_echo("127.0.0.2:0").await;
     let dns_arg = format!("dns.nameservers=[\"{}\"]", dns.addr());
-    // A SOCKS5 UDP client (RFC 1928) inside the namespace: ASSOCIATE over $ALL_PROXY, one
-    // datagram to udp.test through the relay, and the echo back.
-    let client = format!(
-        r#"
-import os, socket, struct
-host, port = os.environ["ALL_PROXY"].split("//")[1].rsplit(":", 1)
-c = socket.create_connection((host, int(port)), timeout=10)
-c.sendall(b"\x05\x01\x00"); assert c.recv(2) == b"\x05\x00"
-c.sendall(b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00")
-r = c.recv(10); assert r[1] == 0, r
-relay = (socket.inet_ntoa(r[4:8]), struct.unpack(">H", r[8:10])[0])
-print("relay", relay[0])
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(10)
-name = b"udp.test"
-u.sendto(b"\x00\x00\x00\x03" + bytes([len(name)]) + name + struct.pack(">H", {port}) + b"ping", relay)
-data, _ = u.recvfrom(65535)
-print("reply", data[10:].decode())
-"#,
-        port = echo.port()
-    );
+    let client = udp_client(echo.port(), "");
     let out = ran(u.command(&[
         "run",
         "--isolate",
@@ -345,6 +326,82 @@ print("reply", data[10:].decode())
         out.stderr
     );
     assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A SOCKS5 UDP client (RFC 1928) for inside the namespace, in Python: `prelude` first, then
+/// ASSOCIATE over `$ALL_PROXY`, one datagram to `udp.test:PORT` through the relay, and the
+/// echo back.
+fn udp_client(port: u16, prelude: &str) -> String {
+    format!(
+        r#"{prelude}
+import os, socket, struct
+host, port = os.environ["ALL_PROXY"].split("//")[1].rsplit(":", 1)
+c = socket.create_connection((host, int(port)), timeout=10)
+c.sendall(b"\x05\x01\x00"); assert c.recv(2) == b"\x05\x00"
+c.sendall(b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00")
+r = c.recv(10); assert r[1] == 0, r
+relay = (socket.inet_ntoa(r[4:8]), struct.unpack(">H", r[8:10])[0])
+print("relay", relay[0])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(10)
+name = b"udp.test"
+u.sendto(b"\x00\x00\x00\x03" + bytes([len(name)]) + name + struct.pack(">H", {port}) + b"ping", relay)
+data, _ = u.recvfrom(65535)
+print("reply", data[10:].decode())
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ctrl_c_reaches_the_command_and_spares_the_namespace_holder() {
+    user_namespaces_available();
+    let u = Unprivileged::new();
+    let dns = DnsServer::start().await.unwrap();
+    crate::support::resolves(&dns, "udp.test", "127.0.0.2");
+    let (echo, _) = crate::support::udp_echo("127.0.0.2:0").await;
+    let dns_arg = format!("dns.nameservers=[\"{}\"]", dns.addr());
+    // The command waits for SIGINT, then needs the holder (a SOCKS5 UDP association).
+    let prelude = r#"
+import signal, sys, threading
+got = threading.Event()
+signal.signal(signal.SIGINT, lambda *a: got.set())
+print("ready", flush=True)
+got.wait(30)
+print("interrupted", got.is_set(), flush=True)"#;
+    let mut cmd = u.command(&[
+        "run",
+        "--isolate",
+        "-c",
+        &dns_arg,
+        "-c",
+        "treat_as_public=[\"127.0.0.2/32\"]",
+        "--allow",
+        "udp.test",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        &udp_client(echo.port(), prelude),
+    ]);
+    // netproxy leads a process group of its own here, as a shell's foreground job does.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut p = Process::spawn(cmd);
+    let mut out = BufReader::new(p.child().stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // What a Ctrl-C at the terminal does: SIGINT to the whole foreground group.
+    let group = format!("-{}", p.id());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", "--", &group])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(p.wait_exit(), Some(0), "{rest}");
+    assert_eq!(rest, "interrupted True\nrelay 127.0.0.1\nreply ping\n");
 }
 
 #[test]
