@@ -22,9 +22,11 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// namespace lives on while the command (or a socket in it) does.
 #[derive(Debug)]
 pub struct Holder {
-    process: Child,
-    channel: Mutex<OwnedFd>,
+    process: Mutex<Child>,
+    /// The channel, and the number of the last request sent on it.
+    channel: Mutex<(OwnedFd, u64)>,
     exe: PathBuf,
+    pid: u32,
 }
 
 impl Holder {
@@ -58,10 +60,12 @@ impl Holder {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| start_failed(&format_args!("{}: {e}", exe.display())))?;
-        let mut holder = Self {
-            process,
-            channel: Mutex::new(ours),
+        let pid = process.id();
+        let holder = Self {
+            process: Mutex::new(process),
+            channel: Mutex::new((ours, 0)),
             exe: exe.to_owned(),
+            pid,
         };
         match holder.recv().map(|(t, _)| t) {
             Ok(t) if t == "hello" => {}
@@ -77,7 +81,20 @@ impl Holder {
 
     /// The holder's process id.
     pub fn pid(&self) -> u32 {
-        self.process.id()
+        self.pid
+    }
+
+    /// Ends the holder (killed and reaped): no socket can be asked for after this. The
+    /// namespace lives on while the command, or a socket in it, does. Also done on drop.
+    pub fn stop(&self) {
+        let mut process = self
+            .process
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(process.try_wait(), Ok(None)) {
+            let _ = process.kill();
+        }
+        let _ = process.wait();
     }
 
     /// A TCP listener bound to `addr` inside the namespace (e.g. `127.0.0.1:0`).
@@ -127,14 +144,25 @@ impl Holder {
         cmd
     }
 
-    /// Sends `request` and returns the answer's address and exactly `fds` descriptors.
+    /// Sends `request` and returns the answer's address and exactly `fds` descriptors. Each
+    /// request is numbered and its answer carries the number: an answer to an earlier request
+    /// that timed out is dropped, never taken for this one's.
     fn ask(&self, request: &str, fds: usize) -> io::Result<(String, Vec<OwnedFd>)> {
-        let channel = self
+        let mut channel = self
             .channel
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        wire::send(&*channel, request, &[])?;
-        let (text, got) = wire::recv(&*channel)?;
+        channel.1 += 1;
+        let id = channel.1.to_string();
+        wire::send(&channel.0, &format!("{id} {request}"), &[])?;
+        let (text, got) = loop {
+            let (text, got) = wire::recv(&channel.0)?;
+            match text.split_once(' ') {
+                Some((n, rest)) if n == id => break (rest.to_owned(), got),
+                // A late answer to an earlier request: its descriptors are closed.
+                _ => continue,
+            }
+        };
         drop(channel);
         let (verb, rest) = text.split_once(' ').unwrap_or((&text, ""));
         match verb {
@@ -167,12 +195,17 @@ impl Holder {
             .channel
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        wire::recv(&*channel)
+        wire::recv(&channel.0)
     }
 
     /// The refusal for a holder that stopped answering while setting up.
-    fn gone(&mut self, e: io::Error, settings: &KernelSettings) -> Refusal {
-        let status = match self.process.try_wait() {
+    fn gone(&self, e: io::Error, settings: &KernelSettings) -> Refusal {
+        let status = match self
+            .process
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .try_wait()
+        {
             Ok(Some(s)) => format!("; it exited ({s})"),
             _ => String::new(),
         };
@@ -209,8 +242,7 @@ fn refused(text: &str, settings: &KernelSettings) -> Refusal {
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        // Closing the channel ends the holder; it is reaped here so that no zombie is left.
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+        // Reaped here so that no zombie is left.
+        self.stop();
     }
 }

@@ -88,24 +88,32 @@ fn set_up(fault: Option<Step>) -> Result<(), (Step, io::Error)> {
 /// Answers netproxy's requests until it closes the channel.
 fn serve(channel: &OwnedFd) {
     loop {
-        let (request, fds) = match wire::recv(channel) {
+        let (message, fds) = match wire::recv(channel) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let _ = wire::send(channel, "err 22 unreadable request", &[]);
+            // An unreadable message has no number to answer to.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
                 continue;
             }
             // netproxy is gone (or the channel broke): the holder's work is over.
             Err(_) => return,
         };
         drop(fds);
-        let sent = match answer(&request) {
+        // `ID REQUEST`: the answer carries the same number.
+        let (id, request) = message.split_once(' ').unwrap_or(("0", &message));
+        let sent = match answer(request) {
             Ok((addr, sockets)) => {
                 let borrowed: Vec<_> = sockets.iter().map(AsFd::as_fd).collect();
-                wire::send(channel, &format!("ok {addr}"), &borrowed)
+                wire::send(channel, &format!("{id} ok {addr}"), &borrowed)
             }
             Err(e) => wire::send(
                 channel,
-                &truncated(format!("err {} {e}", e.raw_os_error().unwrap_or(0))),
+                &truncated(format!("{id} err {} {e}", e.raw_os_error().unwrap_or(0))),
                 &[],
             ),
         };

@@ -1,11 +1,11 @@
 //! The messages between netproxy and its namespace holder: one short text line per
 //! `SOCK_SEQPACKET` message, with at most [`MAX_FDS`] descriptors attached (`SCM_RIGHTS`).
 //!
-//! Requests (netproxy → holder): `tcp ADDR`, `udp ADDR` (a socket bound to `ADDR` inside the
-//! namespace), `dns IP` (the address put on `lo` when it is not already local, then a UDP socket
-//! and a TCP listener on `IP:53`), `seal` (the holder drops its capabilities). Replies: `ok ADDR`
-//! with the descriptors, or `err ERRNO TEXT`. At start the holder sends `ready` or
-//! `refused STEP ERRNO`.
+//! Requests (netproxy → holder), each behind its number `ID`: `tcp ADDR`, `udp ADDR` (a socket
+//! bound to `ADDR` inside the namespace), `dns IP` (the address put on `lo` when it is not already
+//! local, then a UDP socket and a TCP listener on `IP:53`), `seal` (the holder drops its
+//! capabilities). Replies: `ID ok ADDR` with the descriptors, or `ID err ERRNO TEXT`. At start the
+//! holder sends `hello`, then `ready` or `refused STEP ERRNO TEXT`.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;

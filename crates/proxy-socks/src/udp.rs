@@ -278,6 +278,17 @@ pub(crate) async fn relay<G: Gate>(
                 continue;
             }
         };
+        match &event {
+            // The client's socket failed for good (not a datagram's own error): the
+            // association ends rather than spin on it.
+            Event::Client(Err(e)) if !transient(e) => {
+                tracing::debug!(client = %peer, error = %e, "UDP relay socket failed");
+                break;
+            }
+            // An error is no activity: it does not keep the association alive.
+            Event::Client(Err(_)) | Event::Dest(Err(_), _) => continue,
+            _ => {}
+        }
         last = tokio::time::Instant::now();
         match event {
             Event::Client(Ok((n, src))) => {
@@ -401,6 +412,24 @@ fn write_header(out: &mut Vec<u8>, from: SocketAddr) {
         }
     }
     out.extend_from_slice(&from.port().to_be_bytes());
+}
+
+/// Whether a receive error concerns one datagram or a moment (an ICMP error reported on the
+/// socket, an interrupted call), not the socket itself.
+fn transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{
+        ConnectionRefused, ConnectionReset, HostUnreachable, Interrupted, NetworkUnreachable,
+        WouldBlock,
+    };
+    matches!(
+        e.kind(),
+        WouldBlock
+            | Interrupted
+            | ConnectionRefused
+            | ConnectionReset
+            | HostUnreachable
+            | NetworkUnreachable
+    )
 }
 
 /// An address with its IPv4-mapped form as IPv4, for comparing.

@@ -929,3 +929,37 @@ async fn a_udp_associate_without_a_relay_socket_is_refused_general_failure() {
         assert!(!task.is_finished(), "the listener still serves");
     }
 }
+
+/// A relay source that hands out a socket that cannot receive datagrams (a bound, unconnected
+/// TCP socket, as a broken or hostile source could): every receive on it fails at once.
+#[derive(Debug)]
+struct WrongSocketRelays;
+
+impl RelaySockets for WrongSocketRelays {
+    fn bind(&self, ip: std::net::IpAddr) -> RelaySocket<'_> {
+        Box::pin(async move {
+            use std::os::fd::AsFd;
+            let tcp = tokio::net::TcpSocket::new_v4()?;
+            tcp.bind(SocketAddr::new(ip, 0))?;
+            let fd = tcp.as_fd().try_clone_to_owned()?;
+            Ok(std::net::UdpSocket::from(fd))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_socket_that_fails_for_good_ends_its_association() {
+    let (p, _task) = proxy_with_relays(
+        "127.0.0.1:0",
+        Arc::new(StubGate::new()),
+        Arc::new(WrongSocketRelays),
+        Duration::from_secs(5),
+    )
+    .await;
+    let (mut c, _relay) = associate(p, "0.0.0.0:0".parse().unwrap()).await;
+    // The association ends at once (not after the 30 s idle timeout, spinning on the error
+    // meanwhile): the control connection is closed.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+}

@@ -590,3 +590,85 @@ fn isolate_in_the_config_isolates_and_a_requirement_pins_it() {
         out.stderr
     );
 }
+
+#[test]
+fn nothing_inherited_or_made_inside_reaches_around_the_namespace() {
+    user_namespaces_available();
+    let u = Unprivileged::new();
+    // A service of the host's loopback, to which netproxy's caller passes a connected socket
+    // (descriptor 5) and one end of a Unix socket pair (descriptor 6).
+    let host_service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let launcher = format!(
+        r#"
+import os, socket, sys
+t = socket.create_connection(("127.0.0.1", {port}))
+a, b = socket.socketpair()
+os.dup2(t.fileno(), 5)
+os.dup2(a.fileno(), 6)
+os.execvp(sys.argv[1], sys.argv[1:])
+"#,
+        port = host_service.local_addr().unwrap().port()
+    );
+    let inside = r#"
+import os, socket
+for fd in (5, 6):
+    print(fd, "open" if os.path.exists(f"/proc/self/fd/{fd}") else "closed")
+try:
+    socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    print("vsock made")
+except OSError as e:
+    print("vsock", e.errno)
+# netproxy's own holder: a child of netproxy (the parent of this process) run as the holder.
+holder = []
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    try:
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+    if cmdline[1:2] == [b"__netproxy-isolate-holder"] and ppid == os.getppid():
+        holder.append(pid)
+for pid in holder:
+    try:
+        open(f"/proc/{pid}/environ", "rb").read()
+        print("holder environ readable")
+    except OSError as e:
+        print("holder environ", e.errno)
+print("holders", len(holder))
+"#;
+    let inner = u
+        .home
+        .command(&["run", "--isolate", "--", "/usr/bin/python3", "-c", inside]);
+    let mut cmd = Command::new("setpriv");
+    cmd.args(&AS_NOBODY[1..])
+        .args(["/usr/bin/python3", "-c", &launcher])
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear()
+        .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let out = ran(cmd);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("descriptors 5 (network socket)"),
+        "{}",
+        out.stderr
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "5 closed",
+            "6 open",
+            // EAFNOSUPPORT: the seccomp filter.
+            "vsock 97",
+            // EACCES: a nested user namespace cannot read the holder's /proc files.
+            "holder environ 13",
+            "holders 1",
+        ],
+        "{}",
+        out.stderr
+    );
+}

@@ -108,10 +108,14 @@ impl proxy_socks::RelaySockets for Relays {
                     tokio::task::spawn_blocking(move || holder.udp_socket(SocketAddr::new(ip, 0)))
                         .await
                         .map_err(std::io::Error::other)??;
-                // The holder is a process of the command's user: take only what was asked for.
-                if socket.local_addr()?.ip() != ip {
+                // Take only what was asked for: a UDP socket of that address, on a port.
+                let bound = socket.local_addr()?;
+                if bound.ip() != ip
+                    || bound.port() == 0
+                    || rustix::net::sockopt::socket_type(&socket)? != rustix::net::SocketType::DGRAM
+                {
                     return Err(std::io::Error::other(
-                        "the namespace holder sent a socket bound elsewhere",
+                        "the namespace holder sent another socket than the one asked for",
                     ));
                 }
                 Ok(socket)

@@ -143,9 +143,15 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     let (http, socks, holder, resolvers) = match isolation {
         Some(i) => {
             for (ip, e) in &i.unserved {
-                tracing::warn!(
-                    "--isolate: lookups CMD sends to its resolver {ip} fail but are not recorded: {e}"
-                );
+                // Without IPv6 in the namespace, an IPv6 resolver is as unreachable from
+                // inside as from anywhere: nothing to say at the default level.
+                if ip.is_ipv6() && e.kind() == std::io::ErrorKind::AddrNotAvailable {
+                    tracing::debug!("--isolate: no IPv6 in the namespace for resolver {ip}: {e}");
+                } else {
+                    tracing::warn!(
+                        "--isolate: lookups CMD sends to its resolver {ip} fail but are not recorded: {e}"
+                    );
+                }
             }
             relays.isolate(i.holder.clone());
             (
@@ -282,8 +288,11 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     };
     let status = signals.wait(&mut child).await?;
     running.shutdown();
-    // The namespace lives on while CMD's own children do; the holder's work is over.
-    drop(holder);
+    // The namespace lives on while CMD's own children do; the holder's work is over (the
+    // service's relay source holds it too: stopped here, not on drop).
+    if let Some(h) = holder {
+        h.stop();
+    }
     for task in dns {
         task.abort();
     }
