@@ -37,14 +37,22 @@ policy=(-c allow_local_binding=true --allow 127.0.0.1 --quiet)
 http_1k='exec "$0" http-forward --proxy "${HTTP_PROXY#http://}" --url http://127.0.0.1:18280/1k --secs "$1" --warmup 1'
 connect_rate='exec "$0" connect-rate --proxy "${HTTP_PROXY#http://}" --target 127.0.0.1:18281 --secs "$1" --warmup 1'
 
+# The CPU time of `run` and everything it waited for (netproxy, the holder, loadgen), on stderr:
+# netproxy's own share is that minus loadgen's (`loadgen_cpu_s`), a figure that contention for
+# the two cores moves far less than the rates.
+cpu() { python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[2:], stdout=open(sys.argv[1], "w"), check=True)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(r.ru_utime + r.ru_stime, file=open(sys.argv[1] + ".cpu", "w"))' "$@"; }
+
 for r in $(seq "$reps"); do
   for mode in plain isolate; do
     flag=()
     [[ $mode == isolate ]] && flag=(--isolate)
-    "$bin" run "${flag[@]}" "${policy[@]}" -- sh -c "$http_1k" "$lg" "$secs" \
-      >"$out/http-1k-$mode-$r.json"
-    "$bin" run "${flag[@]}" "${policy[@]}" -- sh -c "$connect_rate" "$lg" "$secs" \
-      >"$out/connect-rate-$mode-$r.json"
+    cpu "$out/http-1k-$mode-$r.json" \
+      "$bin" run "${flag[@]}" "${policy[@]}" -- sh -c "$http_1k" "$lg" "$secs"
+    cpu "$out/connect-rate-$mode-$r.json" \
+      "$bin" run "${flag[@]}" "${policy[@]}" -- sh -c "$connect_rate" "$lg" "$secs"
   done
 done
 
@@ -66,16 +74,25 @@ out, reps = sys.argv[1], int(sys.argv[2])
 def load(name):
     with open(os.path.join(out, name)) as f:
         return json.loads(f.read().strip().splitlines()[-1])
-for w, key in (("http-1k", "rps"), ("connect-rate", "tunnels_per_s")):
+for w, key, count in (("http-1k", "rps", "requests_all"), ("connect-rate", "tunnels_per_s", "tunnels_all")):
     vals = {"plain": [], "isolate": []}
+    cpu = {"plain": [], "isolate": []}
     for r in range(1, reps + 1):
         for mode in vals:
             j = load(f"{w}-{mode}-{r}.json")
             errors = j.get("errors", {}).get("total", 0)
+            with open(os.path.join(out, f"{w}-{mode}-{r}.json.cpu")) as f:
+                total = float(f.read())
+            # netproxy's CPU per operation, warm-up included (the count is of the whole run).
+            ops = j.get(count) or 1
+            us = (total - j["loadgen_cpu_s"]) / ops * 1e6
             vals[mode].append(j[key])
-            print(f"{w} rep {r} {mode}: {j[key]:.0f}/s (errors {errors})")
+            cpu[mode].append(us)
+            print(f"{w} rep {r} {mode}: {j[key]:.0f}/s (errors {errors}), netproxy {us:.1f} us CPU/op")
     p, i = statistics.median(vals["plain"]), statistics.median(vals["isolate"])
-    print(f"{w}: plain {p:.0f}/s, isolated {i:.0f}/s, ratio {i / p:.3f}")
+    cp, ci = statistics.median(cpu["plain"]), statistics.median(cpu["isolate"])
+    print(f"{w}: plain {p:.0f}/s, isolated {i:.0f}/s, ratio {i / p:.3f}; "
+          f"netproxy CPU/op plain {cp:.1f} us, isolated {ci:.1f} us, ratio {ci / cp:.3f}")
 starts = {}
 for mode in ("plain", "isolate"):
     with open(os.path.join(out, f"start-{mode}.us")) as f:
