@@ -6,9 +6,9 @@
 //!    process in a nested user namespace cannot ptrace, read the memory or `/proc` files of, or
 //!    take descriptors from (`pidfd_getfd`) a process of an enclosing one, so the command cannot
 //!    take the holder over, nor any process of its user outside;
-//! 3. drop the sockets its caller let it inherit (a socket keeps the network namespace it was
-//!    made in, so an inherited one would reach outside) and any inherited `io_uring` instance
-//!    (which makes sockets in its creator's namespace);
+//! 3. drop what its caller let it inherit that would reach outside (a socket keeps the network
+//!    namespace it was made in; see `inherited_escapes`): network sockets, Unix sockets that
+//!    can still reach an abstract address, `io_uring` instances, network devices;
 //! 4. install a seccomp filter: `socket(2)` only for Unix, IPv4, IPv6 and netlink sockets
 //!    (`AF_VSOCK`, for one, ignores network namespaces and reaches the hypervisor), and no new
 //!    `io_uring` (it can make sockets without `socket(2)`);
@@ -50,15 +50,25 @@ pub(crate) fn main(args: &[OsString]) -> ExitCode {
     if !inherited.is_empty() {
         let listed: Vec<String> = inherited
             .iter()
-            .map(|(fd, what)| format!("{fd} ({what})"))
+            .map(|e| format!("{} ({})", e.fd, e.what))
             .collect();
-        for (fd, _) in &inherited {
-            let _ = nix::unistd::close(*fd);
-        }
+        // Said first: stderr itself may be one of them.
         eprintln!(
-            "netproxy run: --isolate: descriptors {} that netproxy's caller passed on would reach outside the command's network namespace: closed before the command starts",
+            "netproxy run: --isolate: descriptors {} that netproxy's caller passed on would reach outside the command's network namespace: closed before the command starts (a standard stream gets /dev/null)",
             listed.join(", ")
         );
+        for e in &inherited {
+            if let Err(err) = disarm(e.fd) {
+                let refusal = Refusal::diagnose(
+                    Step::Enter,
+                    err.raw_os_error(),
+                    format_args!("closing descriptor {}: {err}", e.fd),
+                    &KernelSettings::read(),
+                );
+                eprintln!("netproxy run: --isolate: {refusal}");
+                return ExitCode::from(EXIT_REFUSED);
+            }
+        }
     }
     if let Err(e) = confine() {
         let refusal = Refusal::diagnose(
@@ -130,14 +140,40 @@ fn nest() -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The inherited descriptors above 2 that would reach outside the command's network
-/// namespace: sockets other than Unix sockets (those of the caller's namespace, as
-/// `/proc/self/net/unix` lists them, are files in effect and stay), and `io_uring` instances.
-/// Standard input, output and error are the command's whatever they are.
-fn inherited_escapes() -> Vec<(i32, &'static str)> {
+/// An inherited descriptor that would reach outside the command's network namespace, and what
+/// it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Escape {
+    fd: i32,
+    what: &'static str,
+}
+
+/// What a socket inherited from netproxy's caller is, from the caller's namespace's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Socket {
+    /// A Unix stream or seqpacket socket that is connected (its peer is fixed) or listening
+    /// (only others connect to it): it reaches nothing new.
+    UnixSettled,
+    /// Any other Unix socket: datagram, or unconnected (an abstract address is looked up in the
+    /// namespace the socket was made in: the caller's).
+    UnixOpen,
+    /// An established TCP connection: it talks to its peer only.
+    TcpEstablished,
+    /// Anything else: an unconnected or listening IP socket, a UDP socket, another family.
+    Other,
+}
+
+/// The inherited descriptors that would reach outside the command's network namespace (a
+/// socket keeps the namespace it was made in): above 2, every socket but a settled Unix one,
+/// `io_uring` instances (which make sockets in their creator's namespace) and network devices
+/// (`/dev/net/tun`, `/dev/vhost-net`, `/dev/vhost-vsock`); on 0, 1 and 2, the command's own
+/// streams, only sockets that are neither settled Unix sockets nor established TCP
+/// connections. Read while this process still sees its caller's namespace.
+fn inherited_escapes() -> Vec<Escape> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return Vec::new();
     };
+    let mut sockets = Vec::new();
     let mut found = Vec::new();
     for entry in dir.flatten() {
         let Some(fd) = entry
@@ -147,9 +183,6 @@ fn inherited_escapes() -> Vec<(i32, &'static str)> {
         else {
             continue;
         };
-        if fd <= 2 {
-            continue;
-        }
         let Ok(target) = std::fs::read_link(entry.path()) else {
             continue;
         };
@@ -158,32 +191,121 @@ fn inherited_escapes() -> Vec<(i32, &'static str)> {
             .strip_prefix("socket:[")
             .and_then(|t| t.strip_suffix(']'))
         {
-            found.push((fd, inode.to_owned()));
-        } else if target == "anon_inode:[io_uring]" {
-            found.push((fd, String::new()));
+            sockets.push((fd, inode.to_owned()));
+        } else if fd > 2 && target == "anon_inode:[io_uring]" {
+            found.push(Escape {
+                fd,
+                what: "io_uring",
+            });
+        } else if fd > 2
+            && matches!(
+                target.as_str(),
+                "/dev/net/tun" | "/dev/vhost-net" | "/dev/vhost-vsock"
+            )
+        {
+            found.push(Escape {
+                fd,
+                what: "network device",
+            });
         }
     }
-    if found.is_empty() {
-        return Vec::new();
-    }
-    let unix = std::fs::read_to_string("/proc/self/net/unix").unwrap_or_default();
-    let unix_inodes: std::collections::HashSet<&str> = unix
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(6))
-        .collect();
-    found
-        .into_iter()
-        .filter_map(|(fd, inode)| {
-            if inode.is_empty() {
-                Some((fd, "io_uring"))
-            } else if unix_inodes.contains(inode.as_str()) {
-                None
+    if !sockets.is_empty() {
+        let tables = SocketTables::read();
+        for (fd, inode) in sockets {
+            let kind = tables.kind(&inode);
+            let keep = if fd > 2 {
+                kind == Socket::UnixSettled
             } else {
-                Some((fd, "network socket"))
+                matches!(kind, Socket::UnixSettled | Socket::TcpEstablished)
+            };
+            if !keep {
+                let what = match kind {
+                    Socket::UnixOpen => "Unix socket that can reach abstract addresses",
+                    _ => "network socket",
+                };
+                found.push(Escape { fd, what });
             }
-        })
-        .collect()
+        }
+    }
+    found.sort_by_key(|e| e.fd);
+    found
+}
+
+/// The caller's namespace's socket tables, by inode: `/proc/self/net/unix` (type, state,
+/// listening flag) and `/proc/self/net/tcp`, `tcp6` (state).
+struct SocketTables {
+    unix: std::collections::HashMap<String, Socket>,
+    tcp_established: std::collections::HashSet<String>,
+}
+
+impl SocketTables {
+    fn read() -> Self {
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("/proc/self/net/{name}")).unwrap_or_default()
+        };
+        let mut unix = std::collections::HashMap::new();
+        // Num RefCount Protocol Flags Type St Inode [Path]
+        for line in read("unix").lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(flags), Some(kind), Some(state), Some(inode)) =
+                (f.get(3), f.get(4), f.get(5), f.get(6))
+            else {
+                continue;
+            };
+            let listening = u32::from_str_radix(flags, 16).is_ok_and(|x| x & 0x1_0000 != 0);
+            // SOCK_STREAM 1, SOCK_SEQPACKET 5; SS_CONNECTED 3.
+            let settled = matches!(*kind, "0001" | "0005") && (*state == "03" || listening);
+            unix.insert(
+                (*inode).to_owned(),
+                if settled {
+                    Socket::UnixSettled
+                } else {
+                    Socket::UnixOpen
+                },
+            );
+        }
+        let mut tcp_established = std::collections::HashSet::new();
+        // sl local rem st tx_queue:rx_queue tr:when retrnsmt uid timeout inode
+        let (tcp, tcp6) = (read("tcp"), read("tcp6"));
+        for line in tcp.lines().skip(1).chain(tcp6.lines().skip(1)) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let (Some(&"01"), Some(inode)) = (f.get(3), f.get(9)) {
+                tcp_established.insert((*inode).to_owned());
+            }
+        }
+        Self {
+            unix,
+            tcp_established,
+        }
+    }
+
+    fn kind(&self, inode: &str) -> Socket {
+        if let Some(k) = self.unix.get(inode) {
+            return *k;
+        }
+        if self.tcp_established.contains(inode) {
+            return Socket::TcpEstablished;
+        }
+        Socket::Other
+    }
+}
+
+/// Makes `fd` harmless: a descriptor above 2 is closed; a standard stream gets `/dev/null`
+/// instead, so that the command still finds it open.
+fn disarm(fd: i32) -> io::Result<()> {
+    if fd > 2 {
+        return nix::unistd::close(fd).map_err(io::Error::from);
+    }
+    let null = std::fs::OpenOptions::new()
+        .read(fd == 0)
+        .write(fd != 0)
+        .open("/dev/null")?;
+    match fd {
+        0 => rustix::stdio::dup2_stdin(&null)?,
+        1 => rustix::stdio::dup2_stdout(&null)?,
+        _ => rustix::stdio::dup2_stderr(&null)?,
+    }
+    Ok(())
 }
 
 /// The seccomp filters of the command (see the module's documentation). Allowed without
@@ -216,18 +338,30 @@ fn confine() -> io::Result<()> {
             .map_err(err)?,
         );
     }
-    let sockets = SeccompFilter::new(
-        BTreeMap::from([(
-            libc::SYS_socket,
+    let mut socket_rules = BTreeMap::from([(
+        libc::SYS_socket,
+        vec![SeccompRule::new(other_family.clone()).map_err(err)?],
+    )]);
+    let mut uring_rules = BTreeMap::from([(libc::SYS_io_uring_setup, Vec::new())]);
+    // On x86-64, the x32 ABI's numbers carry the same architecture tag (bit 30 set): where a
+    // kernel enables that ABI, its `socket` and `io_uring_setup` are filtered too.
+    if cfg!(target_arch = "x86_64") {
+        const X32: i64 = 0x4000_0000;
+        socket_rules.insert(
+            X32 | libc::SYS_socket,
             vec![SeccompRule::new(other_family).map_err(err)?],
-        )]),
+        );
+        uring_rules.insert(X32 | libc::SYS_io_uring_setup, Vec::new());
+    }
+    let sockets = SeccompFilter::new(
+        socket_rules,
         SeccompAction::Allow,
         SeccompAction::Errno(libc::EAFNOSUPPORT.unsigned_abs()),
         arch,
     )
     .map_err(err)?;
     let uring = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_io_uring_setup, Vec::new())]),
+        uring_rules,
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS.unsigned_abs()),
         arch,

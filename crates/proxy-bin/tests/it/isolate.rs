@@ -596,23 +596,30 @@ fn nothing_inherited_or_made_inside_reaches_around_the_namespace() {
     user_namespaces_available();
     let u = Unprivileged::new();
     // A service of the host's loopback, to which netproxy's caller passes a connected socket
-    // (descriptor 5) and one end of a Unix socket pair (descriptor 6).
+    // (descriptor 50), one end of a Unix socket pair (51), an unconnected Unix datagram socket
+    // (52: it could send to the caller's abstract addresses) and, as standard input, an
+    // unconnected UDP socket.
     let host_service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let launcher = format!(
         r#"
 import os, socket, sys
 t = socket.create_connection(("127.0.0.1", {port}))
 a, b = socket.socketpair()
-os.dup2(t.fileno(), 5)
-os.dup2(a.fileno(), 6)
+d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+os.dup2(t.fileno(), 50)
+os.dup2(a.fileno(), 51)
+os.dup2(d.fileno(), 52)
+os.dup2(u.fileno(), 0)
 os.execvp(sys.argv[1], sys.argv[1:])
 "#,
         port = host_service.local_addr().unwrap().port()
     );
     let inside = r#"
 import os, socket
-for fd in (5, 6):
+for fd in (50, 51, 52):
     print(fd, "open" if os.path.exists(f"/proc/self/fd/{fd}") else "closed")
+print("stdin", os.readlink("/proc/self/fd/0"))
 try:
     socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
     print("vsock made")
@@ -652,7 +659,9 @@ print("holders", len(holder))
     let out = ran(cmd);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(
-        out.stderr.contains("descriptors 5 (network socket)"),
+        out.stderr.contains(
+            "descriptors 0 (network socket), 50 (network socket), 52 (Unix socket that can reach abstract addresses)"
+        ),
         "{}",
         out.stderr
     );
@@ -660,8 +669,10 @@ print("holders", len(holder))
     assert_eq!(
         lines,
         [
-            "5 closed",
-            "6 open",
+            "50 closed",
+            "51 open",
+            "52 closed",
+            "stdin /dev/null",
             // EAFNOSUPPORT: the seccomp filter.
             "vsock 97",
             // EACCES: a nested user namespace cannot read the holder's /proc files.

@@ -87,7 +87,14 @@ pub(crate) fn set_up(_socks: bool) -> Result<Isolation, Refusal> {
 pub(crate) struct Relays {
     #[cfg(target_os = "linux")]
     holder: std::sync::OnceLock<Arc<proxy_isolate::Holder>>,
+    /// Requests to the holder not answered yet: a holder that stops answering (the command can
+    /// stop it: same user) ties up at most [`MAX_WAITING`] blocking threads.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// The most relay-socket requests waiting on the holder at once; more are refused at once
+/// (REP 0x01). Each takes well under a millisecond from a holder that answers.
+const MAX_WAITING: usize = 8;
 
 impl Relays {
     /// From now on, relay sockets are made inside `holder`'s namespace.
@@ -101,13 +108,24 @@ impl proxy_socks::RelaySockets for Relays {
     fn bind(&self, ip: IpAddr) -> proxy_socks::RelaySocket<'_> {
         #[cfg(target_os = "linux")]
         if let Some(holder) = self.holder.get() {
+            use std::sync::atomic::Ordering;
             let holder = holder.clone();
+            let waiting = self.waiting.clone();
+            if waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING {
+                waiting.fetch_sub(1, Ordering::AcqRel);
+                return Box::pin(std::future::ready(Err(std::io::Error::other(
+                    "the namespace holder is not answering",
+                ))));
+            }
             // A round trip to the holder: well under a millisecond, but blocking.
             return Box::pin(async move {
-                let socket =
-                    tokio::task::spawn_blocking(move || holder.udp_socket(SocketAddr::new(ip, 0)))
-                        .await
-                        .map_err(std::io::Error::other)??;
+                let socket = tokio::task::spawn_blocking(move || {
+                    let socket = holder.udp_socket(SocketAddr::new(ip, 0));
+                    waiting.fetch_sub(1, Ordering::AcqRel);
+                    socket
+                })
+                .await
+                .map_err(std::io::Error::other)??;
                 // Take only what was asked for: a UDP socket of that address, on a port.
                 let bound = socket.local_addr()?;
                 if bound.ip() != ip
