@@ -452,18 +452,16 @@ pub fn suggest(usage: &Usage, origin: &str) -> Suggestion {
             continue;
         };
         let scope = (!on_default.contains(host.as_str())).then_some(*port);
-        let entry = items
-            .entry((host.clone(), scope))
-            .or_insert_with(|| Entry {
-                host: host.clone(),
-                port: scope,
-                names: vec![host.clone()],
-                literal: !parsed.is_name(),
-                requests: 0,
-                protocols: BTreeSet::new(),
-                failed: BTreeMap::new(),
-                refused: BTreeMap::new(),
-            });
+        let entry = items.entry((host.clone(), scope)).or_insert_with(|| Entry {
+            host: host.clone(),
+            port: scope,
+            names: vec![host.clone()],
+            literal: !parsed.is_name(),
+            requests: 0,
+            protocols: BTreeSet::new(),
+            failed: BTreeMap::new(),
+            refused: BTreeMap::new(),
+        });
         entry.absorb(u);
     }
     // The names that stayed refused: no wildcard may cover one.
@@ -483,6 +481,7 @@ pub fn suggest(usage: &Usage, origin: &str) -> Suggestion {
 fn fold(items: BTreeMap<(String, Option<u16>), Entry>, blockers: &[(&str, u16)]) -> Vec<Entry> {
     // Per port scope and registrable domain, the names (IP literals and names without a
     // registrable domain stay as they are).
+    // Each group's names in the order of the table: parents before their subdomains.
     let mut groups: BTreeMap<(Option<u16>, String), Vec<String>> = BTreeMap::new();
     for ((host, scope), e) in &items {
         if e.literal {
@@ -494,6 +493,9 @@ fn fold(items: BTreeMap<(String, Option<u16>), Entry>, blockers: &[(&str, u16)])
                 .or_default()
                 .push(host.clone());
         }
+    }
+    for names in groups.values_mut() {
+        names.sort_by_key(|n| labels_from_right(n));
     }
     let mut out: Vec<Entry> = Vec::new();
     let mut folded: BTreeSet<(String, Option<u16>)> = BTreeSet::new();
@@ -579,14 +581,20 @@ fn fold(items: BTreeMap<(String, Option<u16>), Entry>, blockers: &[(&str, u16)])
     // right), then IP literals; then the port.
     kept.sort_by_key(|e| {
         let bare = e.host.trim_start_matches("**.");
-        let labels: Vec<String> = if e.literal {
+        let labels = if e.literal {
             vec![bare.to_owned()]
         } else {
-            bare.rsplit('.').map(str::to_owned).collect()
+            labels_from_right(bare)
         };
         (e.literal, labels, e.port)
     });
     kept
+}
+
+/// A name's labels read from the right: sorted by it, names of one domain come together,
+/// each parent before its subdomains.
+fn labels_from_right(name: &str) -> Vec<String> {
+    name.rsplit('.').map(str::to_owned).collect()
 }
 
 /// Why a refused target stayed refused, in words.
@@ -624,7 +632,9 @@ fn render(usage: &Usage, origin: &str, entries: Vec<Entry>) -> Suggestion {
             "target"
         )
     );
-    t.push_str("# load it with `netproxy run --config FILE -- CMD` (docs/run.md, \"Learn mode\").\n");
+    t.push_str(
+        "# load it with `netproxy run --config FILE -- CMD` (docs/run.md, \"Learn mode\").\n",
+    );
     if usage.folded > 0 {
         let _ = writeln!(
             t,
@@ -717,11 +727,7 @@ fn render(usage: &Usage, origin: &str, entries: Vec<Entry>) -> Suggestion {
         &dns,
     );
     section(&mut t, "Hosts that are not valid hosts:", &invalid);
-    section(
-        &mut t,
-        "Targets that no pattern can write:",
-        &unwritable,
-    );
+    section(&mut t, "Targets that no pattern can write:", &unwritable);
     if unix > 0 {
         let _ = writeln!(
             t,
@@ -771,7 +777,10 @@ impl Learner {
     /// The suggestion for what was recorded so far.
     pub fn suggestion(&self, origin: &str) -> Suggestion {
         suggest(
-            &self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            &self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
             origin,
         )
     }
@@ -846,10 +855,12 @@ impl Usage {
             .ok()
             .is_some_and(|v| v.get("event.name").is_some());
         if is_event {
-            let warnings = usage.read_audit_log(&first, skipped, reader).map_err(|e| match e {
-                LogError::Io(e) => io(e),
-                LogError::Shape(why) => shape(why),
-            })?;
+            let warnings = usage
+                .read_audit_log(&first, skipped, reader)
+                .map_err(|e| match e {
+                    LogError::Io(e) => io(e),
+                    LogError::Shape(why) => shape(why),
+                })?;
             return Ok((usage, warnings));
         }
         // A report: streamed from its start.
@@ -927,7 +938,8 @@ impl Usage {
             .and_then(serde_json::Value::as_u64)
             .and_then(|p| u16::try_from(p).ok())
             .ok_or_else(|| at("no server.port (a number)"))?;
-        let decision = text("network.policy.decision").ok_or_else(|| at("no network.policy.decision"))?;
+        let decision =
+            text("network.policy.decision").ok_or_else(|| at("no network.policy.decision"))?;
         self.add(&Seen {
             host,
             port,

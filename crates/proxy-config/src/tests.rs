@@ -938,7 +938,13 @@ fn learn_and_ask_are_requirement_only_keys() {
     assert_eq!(c.learn_forbidden_by(), None);
     assert_eq!(c.ask_forbidden_by(), None);
     // Managed false names its file; true constrains nothing; `ask` is read and kept.
-    let c = ok(&[], &["[network]\nlearn = true", "[network]\nlearn = false\nask = false"]);
+    let c = ok(
+        &[],
+        &[
+            "[network]\nlearn = true",
+            "[network]\nlearn = false\nask = false",
+        ],
+    );
     assert_eq!(
         c.learn_forbidden_by(),
         Some(std::path::Path::new("/managed/r1.toml"))
@@ -986,21 +992,30 @@ fn managed_requirements_that_fix_the_allowlist_say_so_in_the_policy() {
     assert_eq!(fixed(&[]), None);
     // A managed allowlist: fixed whether user entries are ignored, refused, or must be covered.
     assert_eq!(
-        fixed(&["[network]\nallowed_domains = [\"a.example\"]\nmanaged_allowed_domains_only = true"]),
+        fixed(&[
+            "[network]\nallowed_domains = [\"a.example\"]\nmanaged_allowed_domains_only = true"
+        ]),
         r0
     );
     assert_eq!(
-        fixed(&["[network]\nallowed_domains = [\"a.example\"]\nallowlist_expansion_enabled = false"]),
+        fixed(&[
+            "[network]\nallowed_domains = [\"a.example\"]\nallowlist_expansion_enabled = false"
+        ]),
         r0
     );
     assert_eq!(fixed(&["[network]\nallowed_domains = [\"a.example\"]"]), r0);
     // Expansion allowed: users (and so learn mode) may add entries.
     assert_eq!(
-        fixed(&["[network]\nallowed_domains = [\"a.example\"]\nallowlist_expansion_enabled = true"]),
+        fixed(&[
+            "[network]\nallowed_domains = [\"a.example\"]\nallowlist_expansion_enabled = true"
+        ]),
         None
     );
     // Without a managed allowlist, the flags constrain nothing.
-    assert_eq!(fixed(&["[network]\nmanaged_allowed_domains_only = true"]), None);
+    assert_eq!(
+        fixed(&["[network]\nmanaged_allowed_domains_only = true"]),
+        None
+    );
 }
 
 #[test]

@@ -449,7 +449,9 @@ impl PolicyGate {
             Evaluation::Deny(d) => match (&self.decider, d.reason) {
                 // Managed requirements fix the allowlist: its misses are not the decider's to
                 // allow (what managed constraints refuse stays refused).
-                (Some(_), Some(Reason::NotAllowed)) if snap.policy.allowlist_fixed_by().is_some() => {
+                (Some(_), Some(Reason::NotAllowed))
+                    if snap.policy.allowlist_fixed_by().is_some() =>
+                {
                     let by = snap.policy.allowlist_fixed_by().unwrap_or_default();
                     return Explanation::denied(d.with_detail(format!(
                         "not in the allowlist fixed by the managed requirements {by}"

@@ -343,8 +343,13 @@ async fn a_decider_is_not_asked_about_a_miss_of_a_managed_fixed_allowlist() {
         PolicyGate::new(state, resolver, Arc::new(Events::default()), own_now())
             .with_decider(Arc::new(AllowAll))
     };
-    let fixed = gate_with("[network]\nallowed_domains = [\"api.test\"]\nmanaged_allowed_domains_only = true\n");
-    assert!(matches!(fixed.admit(&connect("api.test", 443)).await, Admission::Allow(_)));
+    let fixed = gate_with(
+        "[network]\nallowed_domains = [\"api.test\"]\nmanaged_allowed_domains_only = true\n",
+    );
+    assert!(matches!(
+        fixed.admit(&connect("api.test", 443)).await,
+        Admission::Allow(_)
+    ));
     match fixed.admit(&connect("miss.test", 443)).await {
         Admission::Deny(d) => {
             assert_eq!(d.reason, Some(Reason::NotAllowed));
@@ -356,7 +361,9 @@ async fn a_decider_is_not_asked_about_a_miss_of_a_managed_fixed_allowlist() {
         other => panic!("{other:?}"),
     }
     // Expansion allowed: the decider decides the miss.
-    let open = gate_with("[network]\nallowed_domains = [\"api.test\"]\nallowlist_expansion_enabled = true\n");
+    let open = gate_with(
+        "[network]\nallowed_domains = [\"api.test\"]\nallowlist_expansion_enabled = true\n",
+    );
     match open.admit(&connect("miss.test", 443)).await {
         Admission::Allow(r) => assert!(r.decision.policy_override),
         other => panic!("{other:?}"),

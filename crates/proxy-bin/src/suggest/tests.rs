@@ -25,7 +25,10 @@ fn usage(allowed: &[&str], refused: &[(&str, &str)]) -> Usage {
 
 fn split(target: &str) -> (&str, u16) {
     let (h, p) = target.rsplit_once(':').unwrap();
-    (h.trim_start_matches('[').trim_end_matches(']'), p.parse().unwrap())
+    (
+        h.trim_start_matches('[').trim_end_matches(']'),
+        p.parse().unwrap(),
+    )
 }
 
 /// The patterns of a suggestion, in order, as its TOML table holds them.
@@ -69,7 +72,11 @@ fn two_subdomains_of_one_registrable_domain_become_one_wildcard() {
     // Names of other registrable domains stay apart.
     assert_eq!(
         suggested(
-            &["a.example.com:443", "b.example.com:443", "api.example.org:443"],
+            &[
+                "a.example.com:443",
+                "b.example.com:443",
+                "api.example.org:443"
+            ],
             &[]
         ),
         ["**.example.com", "api.example.org"]
@@ -124,7 +131,11 @@ fn ports_are_written_where_they_matter() {
     // A port-scoped name that a wildcard for any port covers needs no entry of its own.
     assert_eq!(
         suggested(
-            &["a.example.com:443", "b.example.com:443", "c.example.com:8443"],
+            &[
+                "a.example.com:443",
+                "b.example.com:443",
+                "c.example.com:8443"
+            ],
             &[]
         ),
         ["**.example.com"]
@@ -166,10 +177,7 @@ fn refused_targets_are_comments_with_why_and_block_a_wildcard() {
         "a test",
     );
     // The wildcard would have allowed the denied name: the names stay exact.
-    assert_eq!(
-        patterns(&s),
-        ["a.example.com", "b.example.com", "ok.test"]
-    );
+    assert_eq!(patterns(&s), ["a.example.com", "b.example.com", "ok.test"]);
     let comments = s.toml.split("# Refused").nth(1).unwrap();
     for needle in [
         "gist.example.com:443  1 request, https_connect: 1 denied",
@@ -191,12 +199,18 @@ fn refused_targets_are_comments_with_why_and_block_a_wildcard() {
 #[test]
 fn outside_learn_mode_a_name_refused_not_allowed_is_what_the_command_needed() {
     let mut u = usage(&["api.test:443"], &[]);
-    u.add(&Seen::refused("missing.test", 443, "https_connect", "not_allowed"));
+    u.add(&Seen::refused(
+        "missing.test",
+        443,
+        "https_connect",
+        "not_allowed",
+    ));
     let s = suggest(&u, "a test");
     assert_eq!(patterns(&s), ["api.test", "missing.test"]);
     assert!(
-        s.toml
-            .contains("\"missing.test\" = \"allow\"  # 1 request, https_connect; refused: not_allowed 1"),
+        s.toml.contains(
+            "\"missing.test\" = \"allow\"  # 1 request, https_connect; refused: not_allowed 1"
+        ),
         "{}",
         s.toml
     );
@@ -217,14 +231,15 @@ fn what_managed_requirements_allowed_needs_no_entry_and_failures_are_allowed() {
         ..Seen::allowed("api.test", 443, "http")
     });
     // Allowed, then the name did not resolve: the policy allowed it, so it is suggested.
-    u.add(&Seen::refused("gone.test", 443, "https_connect", "dns_failed"));
+    u.add(&Seen::refused(
+        "gone.test",
+        443,
+        "https_connect",
+        "dns_failed",
+    ));
     let s = suggest(&u, "a test");
     assert_eq!(patterns(&s), ["api.test", "gone.test"]);
-    assert!(
-        s.toml.contains("failed: dns_failed 1"),
-        "{}",
-        s.toml
-    );
+    assert!(s.toml.contains("failed: dns_failed 1"), "{}", s.toml);
     assert!(
         s.toml.contains(
             "#   git.corp.example:443  1 request: **.corp.example (/etc/netproxy/requirements.toml)"
@@ -243,7 +258,11 @@ fn lookups_sockets_and_invalid_hosts_are_comments_only_and_escaped() {
     });
     u.add(&Seen::allowed("unix-socket", 0, "http"));
     // A host no request could have: newlines and quotes stay inside one comment line.
-    u.add(&Seen::allowed("evil\n[network]\nmode = \"full\"", 443, "http"));
+    u.add(&Seen::allowed(
+        "evil\n[network]\nmode = \"full\"",
+        443,
+        "http",
+    ));
     u.add(&Seen::allowed("x", 443, "odd\nprotocol"));
     let s = suggest(&u, "a test");
     assert_eq!(patterns(&s), ["api.test", "x"]);
@@ -274,12 +293,20 @@ fn targets_past_the_bound_are_counted_and_said() {
     let n = u32::try_from(MAX_TARGETS).unwrap() + 5;
     for i in 0..n {
         let [_, b, c, d] = i.to_be_bytes();
-        u.add(&Seen::allowed(&format!("93.{b}.{c}.{d}"), 443, "socks5_tcp"));
+        u.add(&Seen::allowed(
+            &format!("93.{b}.{c}.{d}"),
+            443,
+            "socks5_tcp",
+        ));
     }
     let s = suggest(&u, "a test");
     assert_eq!(s.folded, 5);
     assert_eq!(s.patterns, MAX_TARGETS);
-    assert!(s.toml.contains("# INCOMPLETE: 5 decisions"), "{}", &s.toml[..400]);
+    assert!(
+        s.toml.contains("# INCOMPLETE: 5 decisions"),
+        "{}",
+        &s.toml[..400]
+    );
 }
 
 /// The policy the suggestion is, as `--config` loads it.
@@ -320,7 +347,10 @@ fn the_suggestion_loads_as_a_config_and_allows_what_was_used_and_no_more() {
         "93.184.216.34:443",
         "[2001:db8::1]:8080",
     ];
-    let s = suggest(&usage(&used, &[("gist.github.com:443", "denied")]), "a test");
+    let s = suggest(
+        &usage(&used, &[("gist.github.com:443", "denied")]),
+        "a test",
+    );
     let policy = loaded(&s);
     for t in used {
         assert!(admits(&policy, t), "{t} refused by\n{}", s.toml);
@@ -373,11 +403,19 @@ fn a_report_and_an_audit_log_give_the_same_suggestion() {
     let (from_log, w) = Usage::read(&log, Vec::new()).unwrap();
     // The line cut short is skipped, and said.
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].contains("skipped 1 line that is not JSON") && w[0].contains("line 5"), "{w:?}");
+    assert!(
+        w[0].contains("skipped 1 line that is not JSON") && w[0].contains("line 5"),
+        "{w:?}"
+    );
     let (a, b) = (suggest(&from_report, "x"), suggest(&from_log, "x"));
     assert_eq!(a, b);
     assert_eq!(patterns(&a), ["**.example.com"]);
-    assert!(a.toml.contains("#   10.0.0.5:80  1 request, http: 1 not_allowed_local"), "{}", a.toml);
+    assert!(
+        a.toml
+            .contains("#   10.0.0.5:80  1 request, http: 1 not_allowed_local"),
+        "{}",
+        a.toml
+    );
 
     // A report whose run never finished: the decisions before its end.
     let body = std::fs::read_to_string(&report).unwrap();
@@ -417,5 +455,8 @@ fn a_file_of_another_shape_is_a_clear_error() {
     }
     let missing = dir.path().join("missing");
     let e = Usage::read(&missing, Vec::new()).unwrap_err().to_string();
-    assert!(e.starts_with("cannot read ") && e.contains("No such file"), "{e}");
+    assert!(
+        e.starts_with("cannot read ") && e.contains("No such file"),
+        "{e}"
+    );
 }
