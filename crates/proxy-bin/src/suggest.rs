@@ -338,6 +338,33 @@ struct Entry {
 }
 
 impl Entry {
+    fn new(host: String, port: Option<u16>, literal: bool) -> Self {
+        Self {
+            names: vec![host.clone()],
+            host,
+            port,
+            literal,
+            requests: 0,
+            protocols: BTreeSet::new(),
+            failed: BTreeMap::new(),
+            refused: BTreeMap::new(),
+        }
+    }
+
+    /// Adds the counts of `other`, which it now covers.
+    fn merge(&mut self, other: &Entry) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.protocols.extend(other.protocols.iter().cloned());
+        for (r, n) in &other.failed {
+            let c = self.failed.entry(r.clone()).or_default();
+            *c = c.saturating_add(*n);
+        }
+        for (r, n) in &other.refused {
+            let c = self.refused.entry(r.clone()).or_default();
+            *c = c.saturating_add(*n);
+        }
+    }
+
     fn pattern(&self) -> String {
         match self.port {
             None => self.host.clone(),
@@ -350,10 +377,12 @@ impl Entry {
         self.requests = self.requests.saturating_add(u.requests());
         self.protocols.extend(u.protocols.iter().cloned());
         for (r, n) in &u.failed {
-            *self.failed.entry(r.clone()).or_default() += n;
+            let c = self.failed.entry(r.clone()).or_default();
+            *c = c.saturating_add(*n);
         }
         for (r, refusal) in &u.refused {
-            *self.refused.entry(r.clone()).or_default() += refusal.count;
+            let c = self.refused.entry(r.clone()).or_default();
+            *c = c.saturating_add(refusal.count);
         }
     }
 
@@ -416,6 +445,11 @@ fn under(name: &str, parent: &str) -> bool {
             .is_some_and(|rest| rest.ends_with('.'))
 }
 
+/// `name` and each name above it (`a.b.c`, `b.c`, `c`).
+fn ancestors(name: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(name), |n| n.split_once('.').map(|(_, rest)| rest))
+}
+
 /// The longest common parent of `names` (whole labels), all of which end with `floor`.
 fn common_parent<'a>(names: &[&'a str], floor: &'a str) -> &'a str {
     let Some(first) = names.first() else {
@@ -452,17 +486,10 @@ pub fn suggest(usage: &Usage, origin: &str) -> Suggestion {
             continue;
         };
         let scope = (!on_default.contains(host.as_str())).then_some(*port);
-        let entry = items.entry((host.clone(), scope)).or_insert_with(|| Entry {
-            host: host.clone(),
-            port: scope,
-            names: vec![host.clone()],
-            literal: !parsed.is_name(),
-            requests: 0,
-            protocols: BTreeSet::new(),
-            failed: BTreeMap::new(),
-            refused: BTreeMap::new(),
-        });
-        entry.absorb(u);
+        items
+            .entry((host.clone(), scope))
+            .or_insert_with(|| Entry::new(host.clone(), scope, !parsed.is_name()))
+            .absorb(u);
     }
     // The names that stayed refused: no wildcard may cover one.
     let blockers: Vec<(&str, u16)> = usage
@@ -497,6 +524,13 @@ fn fold(items: BTreeMap<(String, Option<u16>), Entry>, blockers: &[(&str, u16)])
     for names in groups.values_mut() {
         names.sort_by_key(|n| labels_from_right(n));
     }
+    // Each name that stayed refused, under every parent of its own, with its ports.
+    let mut refused_under: BTreeMap<&str, BTreeSet<u16>> = BTreeMap::new();
+    for (name, port) in blockers {
+        for parent in ancestors(name) {
+            refused_under.entry(parent).or_default().insert(*port);
+        }
+    }
     let mut out: Vec<Entry> = Vec::new();
     let mut folded: BTreeSet<(String, Option<u16>)> = BTreeSet::new();
     for ((scope, domain), names) in &groups {
@@ -511,32 +545,18 @@ fn fold(items: BTreeMap<(String, Option<u16>), Entry>, blockers: &[(&str, u16)])
         if psl::suffix_str(parent) == Some(parent) {
             continue;
         }
-        let blocked = blockers
-            .iter()
-            .any(|(b, port)| under(b, parent) && scope.is_none_or(|s| s == *port));
+        // Never over a name that stayed refused (on the scope's port).
+        let blocked = refused_under
+            .get(parent)
+            .is_some_and(|ports| scope.is_none_or(|s| ports.contains(&s)));
         if blocked {
             continue;
         }
-        let mut entry = Entry {
-            host: format!("**.{parent}"),
-            port: *scope,
-            names: names.clone(),
-            literal: false,
-            requests: 0,
-            protocols: BTreeSet::new(),
-            failed: BTreeMap::new(),
-            refused: BTreeMap::new(),
-        };
+        let mut entry = Entry::new(format!("**.{parent}"), *scope, false);
+        entry.names = names.clone();
         for n in names {
             if let Some(e) = items.get(&(n.clone(), *scope)) {
-                entry.requests = entry.requests.saturating_add(e.requests);
-                entry.protocols.extend(e.protocols.iter().cloned());
-                for (r, c) in &e.failed {
-                    *entry.failed.entry(r.clone()).or_default() += c;
-                }
-                for (r, c) in &e.refused {
-                    *entry.refused.entry(r.clone()).or_default() += c;
-                }
+                entry.merge(e);
             }
             folded.insert((n.clone(), *scope));
         }
@@ -547,36 +567,43 @@ fn fold(items: BTreeMap<(String, Option<u16>), Entry>, blockers: &[(&str, u16)])
             out.push(e);
         }
     }
-    // A port-scoped entry covered by an entry for any port is dropped (its counts kept).
-    let any_port: Vec<(String, bool)> = out
-        .iter()
-        .filter(|e| e.port.is_none())
-        .map(|e| match e.host.strip_prefix("**.") {
-            Some(parent) => (parent.to_owned(), true),
-            None => (e.host.clone(), false),
-        })
-        .collect();
-    let covered = |e: &Entry| {
-        e.port.is_some()
-            && e.names.iter().all(|n| {
-                any_port
-                    .iter()
-                    .any(|(h, wild)| if *wild { under(n, h) } else { n == h })
-            })
+    // A port-scoped entry whose names an entry for any port covers is dropped, its counts
+    // given to that entry.
+    let mut exact: BTreeMap<String, usize> = BTreeMap::new();
+    let mut wild: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, e) in out.iter().enumerate().filter(|(_, e)| e.port.is_none()) {
+        match e.host.strip_prefix("**.") {
+            Some(parent) => wild.insert(parent.to_owned(), i),
+            None => exact.insert(e.host.clone(), i),
+        };
+    }
+    let cover = |name: &str| {
+        exact
+            .get(name)
+            .or_else(|| ancestors(name).find_map(|a| wild.get(a)))
+            .copied()
     };
-    let (dropped, mut kept): (Vec<Entry>, Vec<Entry>) = out.into_iter().partition(covered);
-    for d in dropped {
-        if let Some(e) = kept.iter_mut().find(|e| {
-            e.port.is_none()
-                && d.names.iter().all(|n| match e.host.strip_prefix("**.") {
-                    Some(parent) => under(n, parent),
-                    None => *n == e.host,
-                })
-        }) {
-            e.requests = e.requests.saturating_add(d.requests);
-            e.protocols.extend(d.protocols);
+    let mut into: Vec<Option<usize>> = Vec::with_capacity(out.len());
+    for e in &out {
+        let all = e.port.is_some() && !e.literal && e.names.iter().all(|n| cover(n).is_some());
+        into.push(if all {
+            e.names.first().and_then(|n| cover(n))
+        } else {
+            None
+        });
+    }
+    for (i, target) in into.iter().enumerate() {
+        if let Some(t) = *target {
+            let dropped = out[i].clone();
+            out[t].merge(&dropped);
         }
     }
+    let mut kept: Vec<Entry> = out
+        .into_iter()
+        .zip(into)
+        .filter(|(_, target)| target.is_none())
+        .map(|(e, _)| e)
+        .collect();
     // Names together, parents before their subdomains (by the host's labels read from the
     // right), then IP literals; then the port.
     kept.sort_by_key(|e| {

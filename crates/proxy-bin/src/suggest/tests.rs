@@ -128,6 +128,21 @@ fn ports_are_written_where_they_matter() {
         suggested(&["a.example.test:8080", "b.example.test:8080"], &[]),
         ["**.example.test:8080"]
     );
+    // A refusal on another port does not stop a port-scoped wildcard; one on its port does.
+    assert_eq!(
+        suggested(
+            &["a.example.test:8080", "b.example.test:8080"],
+            &[("c.example.test:9090", "denied")]
+        ),
+        ["**.example.test:8080"]
+    );
+    assert_eq!(
+        suggested(
+            &["a.example.test:8080", "b.example.test:8080"],
+            &[("c.example.test:8080", "denied")]
+        ),
+        ["a.example.test:8080", "b.example.test:8080"]
+    );
     // A port-scoped name that a wildcard for any port covers needs no entry of its own.
     assert_eq!(
         suggested(

@@ -11,8 +11,8 @@ use super::{PolicyOptions, sources};
 
 #[derive(Debug, Args)]
 pub(crate) struct SuggestArgs {
-    /// A managed requirements file (repeatable; the system's are always read): a target its
-    /// patterns allowed needs no entry
+    /// A managed requirements file of the run (repeatable; the system's are counted too): a
+    /// target one of its patterns allowed needs no entry
     #[arg(long = "requirements", value_name = "FILE")]
     requirements: Vec<PathBuf>,
     /// A `run --report` file, or an `audit_log` file (JSON lines)
