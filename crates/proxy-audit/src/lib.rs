@@ -276,6 +276,11 @@ pub(crate) struct Line<'a> {
         skip_serializing_if = "Option::is_none"
     )]
     credential_injected: Option<bool>,
+    #[serde(
+        rename = "network.policy.learn",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    learn: bool,
 }
 
 /// A client address serialised straight into the output (`unknown` when not known).
@@ -316,6 +321,7 @@ impl<'a> Line<'a> {
             revoked: ev.revoked,
             credential_grant: ev.credential.as_ref().map(|c| c.grant.as_str()),
             credential_injected: ev.credential.as_ref().map(|c| c.injected),
+            learn: ev.learn,
         }
     }
 }
@@ -386,6 +392,9 @@ pub(crate) fn write_line(out: &mut Vec<u8>, ev: &AuditEvent, timestamp: &str) {
             b",\"credential.injected\":false"
         });
     }
+    if ev.learn {
+        out.extend_from_slice(b",\"network.policy.learn\":true");
+    }
     out.extend_from_slice(b"}\n");
 }
 
@@ -416,6 +425,8 @@ pub(crate) fn client_address(out: &mut Vec<u8>, client: Option<std::net::SocketA
 pub struct Audit {
     blocked: BlockedBuffer,
     extra: Vec<std::sync::Arc<dyn AuditSink>>,
+    /// Learn mode: every event is marked `network.policy.learn` ([`Audit::learning`]).
+    learn: bool,
 }
 
 impl std::fmt::Debug for Audit {
@@ -423,6 +434,7 @@ impl std::fmt::Debug for Audit {
         f.debug_struct("Audit")
             .field("blocked", &self.blocked)
             .field("extra_sinks", &self.extra.len())
+            .field("learn", &self.learn)
             .finish()
     }
 }
@@ -439,10 +451,25 @@ impl Audit {
         self.extra.push(sink);
         self
     }
+
+    /// Learn mode (`netproxy run --learn`, docs/run.md): every event recorded from now on is
+    /// marked `network.policy.learn: true` before it reaches the log and every sink, whoever
+    /// made it (the gate, the DNS refuser of `--isolate`, a revocation).
+    #[must_use]
+    pub fn learning(mut self) -> Self {
+        self.learn = true;
+        self
+    }
 }
 
 impl AuditSink for Audit {
     fn record(&self, ev: &AuditEvent) {
+        if self.learn && !ev.learn {
+            // A copy per event, in learn mode only: the makers of events know nothing of it.
+            let mut marked = ev.clone();
+            marked.learn = true;
+            return self.record(&marked);
+        }
         // The log line's values are formatted only when the line is wanted.
         if tracing::enabled!(target: "netproxy::audit", tracing::Level::INFO) {
             log_event(ev);
@@ -473,6 +500,8 @@ fn log_event(ev: &AuditEvent) {
     // Only for a request that carried a brokered dummy (`None` records nothing).
     let grant = ev.credential.as_ref().map(|c| c.grant.as_str());
     let injected = ev.credential.as_ref().map(|c| c.injected);
+    // Only in learn mode (`None` records nothing).
+    let learn = ev.learn.then_some(true);
     // Every decision at INFO, as the reference does; a refusal is not an error of netproxy's.
     // A revocation carries one more field.
     macro_rules! event {
@@ -493,6 +522,7 @@ fn log_event(ev: &AuditEvent) {
                 client.address = %client,
                 credential.grant = grant,
                 credential.injected = injected,
+                network.policy.learn = learn,
                 $($extra)*
                 "event.name" = proxy_core::EVENT_NAME,
                 "event.timestamp" = %timestamp,
@@ -598,6 +628,10 @@ mod tests {
             "127.0.0.1:5353".parse().unwrap(),
             Mode::Full,
         ));
+        // Learn mode: the last key of all.
+        let mut learned = events[events.len() - 2].clone();
+        learned.learn = true;
+        events.push(learned);
         for ev in &events {
             let mut written = Vec::new();
             write_line(&mut written, ev, "2026-01-01T00:00:00.123Z");
@@ -626,7 +660,55 @@ mod tests {
                     .and_then(serde_json::Value::as_bool),
                 ev.credential.as_ref().map(|c| c.injected)
             );
+            // Only a learn-mode event carries `network.policy.learn`.
+            assert_eq!(
+                v.get("network.policy.learn").cloned(),
+                ev.learn.then_some(serde_json::Value::Bool(true))
+            );
         }
+    }
+
+    /// In learn mode every event is marked, in the stderr log and for every sink, whoever made
+    /// it; otherwise none is.
+    #[test]
+    fn learn_mode_marks_every_event_for_the_log_and_every_sink() {
+        #[derive(Debug, Default)]
+        struct Kept(std::sync::Mutex<Vec<AuditEvent>>);
+        impl AuditSink for Kept {
+            fn record(&self, ev: &AuditEvent) {
+                self.0.lock().unwrap().push(ev.clone());
+            }
+        }
+        let cap = crate::testing::Capture::default();
+        let c2 = cap.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || c2.clone())
+            .finish();
+        let kept = std::sync::Arc::new(Kept::default());
+        let plain = std::sync::Arc::new(Kept::default());
+        let learning = Audit::default().with_sink(kept.clone()).learning();
+        let audit = Audit::default().with_sink(plain.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            learning.record(&event("a.example", &Decision::allow()));
+            learning.record(&AuditEvent::dns_not_served(
+                [b"b".as_slice(), b"example".as_slice()],
+                53,
+                "127.0.0.1:5353".parse().unwrap(),
+                Mode::Full,
+            ));
+            audit.record(&event("c.example", &Decision::allow()));
+        });
+        let kept = kept.0.lock().unwrap();
+        assert_eq!(kept.len(), 2);
+        assert!(kept.iter().all(|e| e.learn), "{kept:?}");
+        assert!(plain.0.lock().unwrap().iter().all(|e| !e.learn));
+        let text = cap.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains("\"network.policy.learn\":true"), "{text}");
+        assert!(lines[1].contains("\"network.policy.learn\":true"), "{text}");
+        assert!(!lines[2].contains("network.policy.learn"), "{text}");
     }
 
     #[test]

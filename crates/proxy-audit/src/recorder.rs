@@ -5,10 +5,11 @@
 //! in memory: `{"decisions":[{...},...],"blocked_total":N,"blocked_targets":[...],
 //! "blocked_targets_folded":N,"exit_code":N}`. Each decision has `timestamp`, `decision`,
 //! `reason`, `source`, `protocol`, `host`, `port`, `method`, `client`, `mode`, `rule` and
-//! `layer` (never a URL path, a query or a credential). `blocked_targets` counts the refused
-//! requests of each target and reason (`{"target","reason","count"}`, in the order first seen)
-//! for the first [`REPORT_TARGETS`] of them; `blocked_targets_folded` counts the refused
-//! requests to targets past that bound. Memory stays bounded whatever the number of targets.
+//! `layer`, and `learn: true` in learn mode (never a URL path, a query or a credential).
+//! `blocked_targets` counts the refused requests of each target and reason
+//! (`{"target","reason","count"}`, in the order first seen) for the first [`REPORT_TARGETS`]
+//! of them; `blocked_targets_folded` counts the refused requests to targets past that bound.
+//! Memory stays bounded whatever the number of targets.
 //!
 //! ```
 //! use proxy_audit::RunRecorder;
@@ -208,7 +209,7 @@ fn target_of(ev: &AuditEvent) -> String {
 }
 
 fn decision_json(ev: &AuditEvent) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "timestamp": crate::rfc3339_millis(ev.timestamp),
         "decision": ev.decision.as_str(),
         "reason": ev.reason,
@@ -221,7 +222,12 @@ fn decision_json(ev: &AuditEvent) -> serde_json::Value {
         "mode": ev.mode.as_str(),
         "rule": ev.rule.as_ref().map(|r| r.pattern.to_string()),
         "layer": ev.rule.as_ref().and_then(|r| r.origin.as_ref().map(ToString::to_string)),
-    })
+    });
+    // Only in learn mode (`netproxy suggest` reads it back).
+    if ev.learn {
+        v["learn"] = serde_json::Value::Bool(true);
+    }
+    v
 }
 
 impl AuditSink for RunRecorder {

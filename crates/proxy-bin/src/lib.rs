@@ -41,6 +41,7 @@ mod roots;
 mod service;
 mod show;
 mod start;
+pub mod suggest;
 
 pub use check::{CheckReport, CheckRequest, TargetError, explain};
 pub use control::ServiceControl;

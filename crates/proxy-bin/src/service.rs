@@ -165,6 +165,19 @@ impl Service {
         audit: Audit,
         files: Files,
     ) -> Result<Self, StartError> {
+        Self::with_decider(sources, env, audit, files, None)
+    }
+
+    /// Like [`Service::with_audit`], with `decider` asked about every allowlist miss that
+    /// the managed requirements leave open (`run --learn`'s
+    /// [`AllowMisses`](crate::suggest::AllowMisses); docs/run.md).
+    pub fn with_decider(
+        sources: Sources,
+        env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+        audit: Audit,
+        files: Files,
+        decider: Option<Arc<dyn proxy_gate::Decider>>,
+    ) -> Result<Self, StartError> {
         let env = Env(Arc::new(env));
         let read_once = match files {
             Files::Watched => None,
@@ -250,14 +263,16 @@ impl Service {
             let own = proxy_gate::dump_own_addrs().map_err(StartError::OwnAddrs)?;
             (None, Arc::new(ArcSwap::from_pointee(own)))
         };
-        let gate = Arc::new(
-            PolicyGate::new(state.clone(), resolver, audit.clone(), own)
-                .with_upstream(upstream)
-                .with_lookup_observer({
-                    let metrics = metrics.clone();
-                    Arc::new(move |took, ok| metrics.dns_lookup(took, ok))
-                }),
-        );
+        let gate = PolicyGate::new(state.clone(), resolver, audit.clone(), own)
+            .with_upstream(upstream)
+            .with_lookup_observer({
+                let metrics = metrics.clone();
+                Arc::new(move |took, ok| metrics.dns_lookup(took, ok))
+            });
+        let gate = Arc::new(match decider {
+            Some(d) => gate.with_decider(d),
+            None => gate,
+        });
         let interceptor = Arc::new(if config.mitm() || config.credential_broker() {
             crate::Interception::mitm(
                 gate.clone(),

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -393,6 +394,39 @@ impl Config {
     pub fn requirements(&self) -> &[Requirements] {
         &self.requirements
     }
+
+    /// The requirements file that forbids `run --learn` (`learn = false`), if any.
+    pub fn learn_forbidden_by(&self) -> Option<&Path> {
+        self.requirements
+            .iter()
+            .find(|r| r.learn == Some(false))
+            .map(|r| r.origin.as_path())
+    }
+
+    /// The requirements file that says `ask = false`, if any (kept for `run --ask`, which is
+    /// not built yet).
+    pub fn ask_forbidden_by(&self) -> Option<&Path> {
+        self.requirements
+            .iter()
+            .find(|r| r.ask == Some(false))
+            .map(|r| r.origin.as_path())
+    }
+
+    /// The requirements file that fixes the allowlist, if any: it manages `allowed_domains`
+    /// and lets no user allow entry outside them be in force (`managed_allowed_domains_only`,
+    /// `allowlist_expansion_enabled = false`, or unset, under which a user entry must be
+    /// covered by a managed one, so that it allows nothing more). No decider (learn mode) may
+    /// then allow a miss ([`proxy_policy::PolicyBuilder::allowlist_fixed_by`]).
+    pub fn allowlist_fixed_by(&self) -> Option<&Path> {
+        self.requirements
+            .iter()
+            .find(|r| {
+                r.allowed_domains.is_some()
+                    && (r.managed_allowed_domains_only
+                        || r.allowlist_expansion_enabled != Some(true))
+            })
+            .map(|r| r.origin.as_path())
+    }
     /// Adds warnings found while reading the files (e.g. a requirements file not owned by root).
     pub(crate) fn add_warnings(&mut self, warnings: impl IntoIterator<Item = String>) {
         self.warnings.extend(warnings);
@@ -560,7 +594,8 @@ impl Config {
             .mode(self.mode())
             .allow_local_binding(self.allow_local_binding())
             .allow_all_unix_sockets(self.allow_all_unix_sockets())
-            .interception(self.mitm() || self.credential_broker());
+            .interception(self.mitm() || self.credential_broker())
+            .allowlist_fixed_by(self.allowlist_fixed_by().map(|p| p.display().to_string()));
         for n in self.treat_as_public() {
             b.treat_as_public(n);
         }

@@ -54,6 +54,12 @@ pub struct Requirements {
     pub dangerously_allow_plaintext_credential_injection: Option<bool>,
     /// `true` keeps `run`'s child isolated (`isolate`); `false` constrains nothing.
     pub isolate: Option<bool>,
+    /// `false` forbids `run --learn` (docs/run.md, "Learn mode"); `true` constrains nothing.
+    /// A requirement only: no config key turns learn mode on.
+    pub learn: Option<bool>,
+    /// `false` will forbid `run --ask`; that option is not built yet, so the value is only
+    /// read and kept. A requirement only, like `learn`.
+    pub ask: Option<bool>,
     /// `[network.dns] nameservers`: pinned; a user layer may not set others.
     pub dns_nameservers: Option<Vec<SocketAddr>>,
     /// `[network.dns] hosts`: fixed entries (canonical name → addresses), merged into the
@@ -78,6 +84,8 @@ const KEYS: &[&str] = &[
     "dangerously_allow_non_loopback_admin",
     "dangerously_allow_plaintext_credential_injection",
     "isolate",
+    "learn",
+    "ask",
     "dns",
 ];
 
@@ -104,6 +112,8 @@ impl Requirements {
                 &mut self.dangerously_allow_plaintext_credential_injection
             }
             "isolate" => &mut self.isolate,
+            "learn" => &mut self.learn,
+            "ask" => &mut self.ask,
             _ => {
                 self.managed_allowed_domains_only = value;
                 return;
@@ -170,7 +180,9 @@ impl Requirements {
                     | "dangerously_allow_all_unix_sockets"
                     | "dangerously_allow_non_loopback_admin"
                     | "dangerously_allow_plaintext_credential_injection"
-                    | "isolate" => match as_bool(value) {
+                    | "isolate"
+                    | "learn"
+                    | "ask" => match as_bool(value) {
                         Some(b) => r.set_flag(key, b),
                         None => bad("true or false"),
                     },

@@ -932,6 +932,93 @@ fn restart_keys() {
 }
 
 #[test]
+fn learn_and_ask_are_requirement_only_keys() {
+    // Unset: nothing forbids learn mode.
+    let c = ok(&[], &[]);
+    assert_eq!(c.learn_forbidden_by(), None);
+    assert_eq!(c.ask_forbidden_by(), None);
+    // Managed false names its file; true constrains nothing; `ask` is read and kept.
+    let c = ok(
+        &[],
+        &[
+            "[network]\nlearn = true",
+            "[network]\nlearn = false\nask = false",
+        ],
+    );
+    assert_eq!(
+        c.learn_forbidden_by(),
+        Some(std::path::Path::new("/managed/r1.toml"))
+    );
+    assert_eq!(
+        c.ask_forbidden_by(),
+        Some(std::path::Path::new("/managed/r1.toml"))
+    );
+    let c = ok(&[], &["[experimental_network]\nlearn = true\nask = true"]);
+    assert_eq!((c.learn_forbidden_by(), c.ask_forbidden_by()), (None, None));
+    // Not a boolean: an error; and neither is a config key.
+    let mut diags = Vec::new();
+    Requirements::parse(
+        &PathBuf::from("/managed/r0.toml"),
+        &doc("[network]\nlearn = \"no\""),
+        &mut diags,
+    );
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.key == "network.learn" && d.to_string().contains("true or false")),
+        "{diags:?}"
+    );
+    err(
+        &["[network]\nlearn = true"],
+        &[],
+        DiagnosticKind::UnknownKey,
+        "network.learn",
+        "unknown key",
+    );
+}
+
+#[test]
+fn managed_requirements_that_fix_the_allowlist_say_so_in_the_policy() {
+    let fixed = |requirements: &[&str]| {
+        let c = ok(&[], requirements);
+        let policy = c.policy().unwrap();
+        assert_eq!(
+            c.allowlist_fixed_by().map(|p| p.display().to_string()),
+            policy.allowlist_fixed_by().map(str::to_owned)
+        );
+        policy.allowlist_fixed_by().map(str::to_owned)
+    };
+    let r0 = Some("/managed/r0.toml".to_owned());
+    assert_eq!(fixed(&[]), None);
+    // A managed allowlist: fixed whether user entries are ignored, refused, or must be covered.
+    assert_eq!(
+        fixed(&[
+            "[network]\nallowed_domains = [\"a.example\"]\nmanaged_allowed_domains_only = true"
+        ]),
+        r0
+    );
+    assert_eq!(
+        fixed(&[
+            "[network]\nallowed_domains = [\"a.example\"]\nallowlist_expansion_enabled = false"
+        ]),
+        r0
+    );
+    assert_eq!(fixed(&["[network]\nallowed_domains = [\"a.example\"]"]), r0);
+    // Expansion allowed: users (and so learn mode) may add entries.
+    assert_eq!(
+        fixed(&[
+            "[network]\nallowed_domains = [\"a.example\"]\nallowlist_expansion_enabled = true"
+        ]),
+        None
+    );
+    // Without a managed allowlist, the flags constrain nothing.
+    assert_eq!(
+        fixed(&["[network]\nmanaged_allowed_domains_only = true"]),
+        None
+    );
+}
+
+#[test]
 fn isolate_is_a_flag_that_managed_true_pins_on() {
     let c = ok(&[], &[]);
     assert!(!c.isolate());

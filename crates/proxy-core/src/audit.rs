@@ -85,6 +85,9 @@ pub struct AuditEvent {
     /// value was injected (`credential.injected`: the request was allowed and the grant is bound
     /// to its destination). Never a value.
     pub credential: Option<CredentialField>,
+    /// True for every event of a `netproxy run --learn` session (`network.policy.learn`):
+    /// names outside the allowlist were allowed there to be recorded (docs/run.md).
+    pub learn: bool,
 }
 
 /// The audit fields of a request that carried a brokered credential's dummy.
@@ -114,6 +117,7 @@ impl Clone for AuditEvent {
             rule: self.rule.clone(),
             revoked: self.revoked,
             credential: self.credential.clone(),
+            learn: self.learn,
         }
     }
 
@@ -134,6 +138,7 @@ impl Clone for AuditEvent {
         self.rule.clone_from(&source.rule);
         self.revoked = source.revoked;
         self.credential.clone_from(&source.credential);
+        self.learn = source.learn;
     }
 }
 
@@ -164,6 +169,7 @@ impl AuditEvent {
                 grant: c.grant.clone(),
                 injected: c.refused.is_none() && decision.is_allowed(),
             }),
+            learn: false,
         }
     }
 
@@ -205,6 +211,7 @@ impl AuditEvent {
             rule: None,
             revoked: false,
             credential: None,
+            learn: false,
         }
     }
 
@@ -218,7 +225,8 @@ impl AuditEvent {
 
     /// The fields of docs/audit.md with their values, in a stable order (the timestamp is
     /// left to the sink, which formats it); `network.policy.revoked` only on a revocation;
-    /// `credential.grant` and `credential.injected` only for a request carrying a dummy.
+    /// `credential.grant` and `credential.injected` only for a request carrying a dummy;
+    /// `network.policy.learn` only in learn mode.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("network.policy.scope", self.scope.as_str().to_owned()),
@@ -248,6 +256,9 @@ impl AuditEvent {
         if let Some(c) = &self.credential {
             fields.push(("credential.grant", c.grant.clone()));
             fields.push(("credential.injected", c.injected.to_string()));
+        }
+        if self.learn {
+            fields.push(("network.policy.learn", "true".to_owned()));
         }
         fields
     }

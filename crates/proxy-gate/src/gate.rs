@@ -127,7 +127,8 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 pub type DeciderFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
 
 /// The embedder's hook for allowlist misses (`not_allowed` only; `denied` and
-/// `not_allowed_local` are final). Whatever it returns is labelled with source `decider`; an
+/// `not_allowed_local` are final, and so is a miss of an allowlist that managed requirements
+/// fix, [`proxy_policy::Policy::allowlist_fixed_by`]). Whatever it returns is labelled with source `decider`; an
 /// allow is a policy override, and an allowed name's addresses are still checked. The dry run
 /// ([`PolicyGate::explain`]) consults it too, like a request would.
 pub trait Decider: Send + Sync + fmt::Debug {
@@ -446,6 +447,16 @@ impl PolicyGate {
                 intercept,
             } => (decision, intercept, true),
             Evaluation::Deny(d) => match (&self.decider, d.reason) {
+                // Managed requirements fix the allowlist: its misses are not the decider's to
+                // allow (what managed constraints refuse stays refused).
+                (Some(_), Some(Reason::NotAllowed))
+                    if snap.policy.allowlist_fixed_by().is_some() =>
+                {
+                    let by = snap.policy.allowlist_fixed_by().unwrap_or_default();
+                    return Explanation::denied(d.with_detail(format!(
+                        "not in the allowlist fixed by the managed requirements {by}"
+                    )));
+                }
                 (Some(decider), Some(Reason::NotAllowed)) => {
                     let mut dd = decider.decide(meta).await.with_source(Source::Decider);
                     if dd.verdict != Verdict::Allow {

@@ -306,6 +306,70 @@ async fn a_decider_sees_misses_only_and_its_allow_is_still_address_checked() {
     assert!(events[0].policy_override);
 }
 
+/// A miss of an allowlist that managed requirements fix is refused without asking the
+/// decider, with the requirements file named; other misses are still the decider's.
+#[tokio::test]
+async fn a_decider_is_not_asked_about_a_miss_of_a_managed_fixed_allowlist() {
+    let dns = DnsServer::start().await.unwrap();
+    dns.set("api.test", Answer::Addrs(vec![ip("127.0.0.2")]));
+    dns.set("miss.test", Answer::Addrs(vec![ip("127.0.0.2")]));
+    let dir = tempfile::tempdir().unwrap();
+    let gate_with = |requirements: &str| {
+        let path = dir.path().join("requirements.toml");
+        std::fs::write(&path, requirements).unwrap();
+        let sources = Sources {
+            system_requirements: Some("/nonexistent/requirements.toml".into()),
+            requirement_files: vec![path],
+            cli: CliOverrides {
+                set: vec![
+                    format!("dns.nameservers=[\"{}\"]", dns.addr()),
+                    "treat_as_public=[\"127.0.0.2/32\"]".into(),
+                ],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let config = proxy_config::load(&sources).unwrap();
+        let resolver = Resolver::new(
+            config.dns_nameservers().as_deref(),
+            config.dns_hosts(),
+            config.dns_timeout(),
+        )
+        .unwrap();
+        let state = Arc::new(ArcSwap::from_pointee(Snapshot::new(
+            config.policy().unwrap(),
+            settings(&config),
+        )));
+        PolicyGate::new(state, resolver, Arc::new(Events::default()), own_now())
+            .with_decider(Arc::new(AllowAll))
+    };
+    let fixed = gate_with(
+        "[network]\nallowed_domains = [\"api.test\"]\nmanaged_allowed_domains_only = true\n",
+    );
+    assert!(matches!(
+        fixed.admit(&connect("api.test", 443)).await,
+        Admission::Allow(_)
+    ));
+    match fixed.admit(&connect("miss.test", 443)).await {
+        Admission::Deny(d) => {
+            assert_eq!(d.reason, Some(Reason::NotAllowed));
+            assert_eq!(d.source, proxy_core::Source::BaselinePolicy);
+            assert!(!d.policy_override);
+            let detail = d.detail.as_deref().unwrap_or_default();
+            assert!(detail.contains("requirements.toml"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Expansion allowed: the decider decides the miss.
+    let open = gate_with(
+        "[network]\nallowed_domains = [\"api.test\"]\nallowlist_expansion_enabled = true\n",
+    );
+    match open.admit(&connect("miss.test", 443)).await {
+        Admission::Allow(r) => assert!(r.decision.policy_override),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// What follows the allowlist holds for a decider's allow too: limited mode still refuses a
 /// write and a `CONNECT` that cannot be intercepted (a hooked host likewise: `Policy::guard`).
 #[tokio::test]

@@ -40,6 +40,7 @@ pub struct PolicyBuilder {
     allow_all_unix_sockets: bool,
     hooks: Hooks,
     credentials: Vec<Entry>,
+    allowlist_fixed_by: Option<String>,
 }
 
 impl Default for PolicyBuilder {
@@ -56,6 +57,7 @@ impl Default for PolicyBuilder {
             allow_all_unix_sockets: false,
             hooks: Hooks::default(),
             credentials: Vec::new(),
+            allowlist_fixed_by: None,
         }
     }
 }
@@ -180,6 +182,23 @@ impl PolicyBuilder {
         Ok(self)
     }
 
+    /// Declares the allowlist fixed by managed requirements (`origin` names them): no decider
+    /// may turn one of its misses into an allow (`run --learn`, and any embedder's decider),
+    /// since what managed constraints refuse stays refused. `None` (the default): a decider
+    /// may.
+    ///
+    /// ```
+    /// use proxy_policy::Policy;
+    /// let mut b = Policy::builder();
+    /// b.allowlist_fixed_by(Some("/etc/netproxy/requirements.toml".into()));
+    /// assert_eq!(b.build()?.allowlist_fixed_by(), Some("/etc/netproxy/requirements.toml"));
+    /// # Ok::<(), proxy_policy::Error>(())
+    /// ```
+    pub fn allowlist_fixed_by(&mut self, origin: Option<String>) -> &mut Self {
+        self.allowlist_fixed_by = origin;
+        self
+    }
+
     /// Compiles the rules.
     pub fn build(&self) -> Result<Policy, Error> {
         Ok(Policy {
@@ -194,6 +213,7 @@ impl PolicyBuilder {
             allow_all_unix_sockets: self.allow_all_unix_sockets,
             hooks: self.hooks.clone(),
             credentials: Matcher::build(self.credentials.clone())?,
+            allowlist_fixed_by: self.allowlist_fixed_by.clone(),
         })
     }
 }
@@ -300,6 +320,7 @@ pub struct Policy {
     allow_all_unix_sockets: bool,
     hooks: Hooks,
     credentials: Matcher,
+    allowlist_fixed_by: Option<String>,
 }
 
 fn rule_of(e: &Entry) -> Rule {
@@ -316,6 +337,12 @@ impl Policy {
     /// The mode.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The managed requirements that fix the allowlist, if any
+    /// ([`PolicyBuilder::allowlist_fixed_by`]): a decider is then never asked about a miss.
+    pub fn allowlist_fixed_by(&self) -> Option<&str> {
+        self.allowlist_fixed_by.as_deref()
     }
 
     /// Whether `host` has hooks (so it is reached only through interception).

@@ -85,9 +85,10 @@ fn kv_len(key: &str, v: Val<'_>) -> usize {
 }
 
 /// The attributes of an event, in the order they are written: those of every event, then the
-/// rule and the layer when known, `network.policy.revoked` on a revocation, and
-/// `credential.grant` and `credential.injected` for a request that carried a brokered dummy.
-fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<'a>); 16], usize) {
+/// rule and the layer when known, `network.policy.revoked` on a revocation,
+/// `credential.grant` and `credential.injected` for a request that carried a brokered dummy,
+/// and `network.policy.learn` in learn mode.
+fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<'a>); 17], usize) {
     let s = |v: &'a str| Val::Str(v.as_bytes());
     let unused = ("", Val::Bool(false));
     let mut all = [
@@ -105,6 +106,7 @@ fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<
             s(ev.method.as_deref().unwrap_or("none")),
         ),
         ("client.address", Val::Str(client)),
+        unused,
         unused,
         unused,
         unused,
@@ -128,6 +130,9 @@ fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<
     if let Some(c) = &ev.credential {
         push("credential.grant", s(&c.grant));
         push("credential.injected", Val::Bool(c.injected));
+    }
+    if ev.learn {
+        push("network.policy.learn", Val::Bool(true));
     }
     (all, n)
 }
@@ -331,6 +336,9 @@ mod tests {
                     attributes.push(text("credential.grant", &c.grant));
                     attributes.push(kv("credential.injected", Value::BoolValue(c.injected)));
                 }
+                if ev.learn {
+                    attributes.push(kv("network.policy.learn", Value::BoolValue(true)));
+                }
                 LogRecord {
                     time_unix_nano: nanos(ev.timestamp),
                     observed_time_unix_nano: nanos(observed),
@@ -417,6 +425,11 @@ mod tests {
             grant: "odd\"grant".into(),
             injected: false,
         });
+        // Every attribute at once: a learn-mode revocation of a request with a dummy.
+        let mut learned = refused.clone();
+        learned.learn = true;
+        let mut learned_bare = bare.clone();
+        learned_bare.learn = true;
         vec![
             with_rule,
             bare,
@@ -426,6 +439,8 @@ mod tests {
             revoked_bare,
             injected,
             refused,
+            learned,
+            learned_bare,
         ]
     }
 

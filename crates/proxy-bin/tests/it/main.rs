@@ -13,6 +13,7 @@ mod credentials;
 mod idle;
 #[cfg(target_os = "linux")]
 mod isolate;
+mod learn;
 mod metrics;
 mod mitm;
 mod otlp;

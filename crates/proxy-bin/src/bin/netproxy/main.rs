@@ -4,10 +4,12 @@
 
 mod ca;
 mod child_env;
+mod files;
 mod isolate;
 mod logging;
 mod run;
 mod serve;
+mod suggest;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +47,9 @@ enum Command {
     Run(RunArgs),
     /// Explain one decision without serving; exit 0 allowed, 1 denied
     Check(CheckArgs),
+    /// Print a policy that covers what a run used, from its --report file or an audit log
+    /// (the suggestion `run --learn` writes)
+    Suggest(suggest::SuggestArgs),
     /// The effective config
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -109,6 +114,11 @@ struct RunArgs {
     /// the proxy (docs/isolate.md); exit 126 when the kernel refuses
     #[arg(long)]
     isolate: bool,
+    /// Learn mode: allow names outside the allowlist and record them (deny entries, local
+    /// protection and managed constraints still refuse); at exit, write to FILE a suggested
+    /// policy that --config loads
+    #[arg(long, value_name = "FILE")]
+    learn: Option<PathBuf>,
     /// The command and its arguments
     #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
     command: Vec<std::ffi::OsString>,
@@ -550,6 +560,7 @@ fn main() -> ExitCode {
         Command::Ca(cmd) => Ok(ca::ca(cmd, home_dir())),
         Command::Env(args) => env_command(args),
         Command::Check(args) => check(args),
+        Command::Suggest(args) => Ok(suggest::suggest(args)),
         Command::Config(cmd) => config_command(cmd),
     };
     match result {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use netproxy::suggest::{AllowMisses, Learner};
 use netproxy::{AdminOptions, AdminToken, Files, Listen, Options, Service};
 
 use crate::child_env::{ProxyEnv, bundle_path};
@@ -59,7 +60,12 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         },
         None => RunRecorder::new(),
     });
-    let audit = Audit::default().with_sink(recorder.clone());
+    let mut audit = Audit::default().with_sink(recorder.clone());
+    // Learn mode: every decision gathered for the suggestion, and marked in the audit.
+    let learner = args.learn.as_ref().map(|_| Arc::new(Learner::default()));
+    if let Some(l) = &learner {
+        audit = audit.with_sink(l.clone()).learning();
+    }
     let credential = if args.proxy_auth {
         Some(ProxyCredential::new("netproxy", session_token()?))
     } else {
@@ -69,11 +75,15 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     let relays = Arc::new(crate::isolate::Relays::default());
     // The layers are read once: the child must not widen its own policy by writing a config
     // file (docs/run.md). The admin API's runtime layer is the way to change it.
-    let service = match started(Service::with_audit(
+    let decider = learner
+        .is_some()
+        .then(|| Arc::new(AllowMisses) as Arc<dyn proxy_gate::Decider>);
+    let service = match started(Service::with_decider(
         sources(&args.policy),
         |k| std::env::var(k).ok(),
         audit,
         Files::ReadOnce,
+        decider,
     )) {
         Ok(s) => Arc::new(
             match &credential {
@@ -88,6 +98,40 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     let config = &*snap;
     for w in config.warnings() {
         tracing::warn!("{w}");
+    }
+    if let (Some(file), Some(learner)) = (&args.learn, &learner) {
+        if let Some(by) = config.learn_forbidden_by() {
+            eprintln!(
+                "netproxy run: --learn is not allowed: the managed requirements {} set learn = false",
+                by.display()
+            );
+            return Ok(ExitCode::from(super::EXIT_CONFIG));
+        }
+        // The suggestion is written at exit: a folder that cannot take it stops the run now.
+        if let Err(e) = crate::files::check_writable(file) {
+            eprintln!(
+                "netproxy run: --learn {}: cannot write the suggestion there: {e}",
+                file.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
+        learner.set_managed(
+            config
+                .requirements()
+                .iter()
+                .map(|r| r.origin.display().to_string())
+                .collect(),
+        );
+        eprintln!(
+            "netproxy: learn mode: names outside the allowlist are allowed and recorded; the suggestion goes to {}",
+            file.display()
+        );
+        if let Some(by) = config.allowlist_fixed_by() {
+            eprintln!(
+                "netproxy: learn mode: the managed requirements {} fix the allowlist: names outside it stay refused",
+                by.display()
+            );
+        }
     }
     // With HTTPS interception, the child's trust bundle, before anything is served: one that
     // cannot be written or reused stops the run before CMD starts.
@@ -306,7 +350,42 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     if let Err(e) = recorder.finish(i32::from(code)) {
         eprintln!("netproxy run: {e}");
     }
+    if let (Some(file), Some(learner)) = (&args.learn, &learner) {
+        write_suggestion(file, learner, program);
+    }
     Ok(ExitCode::from(code))
+}
+
+/// Writes learn mode's suggestion to `file` (atomically, mode 0600, a symlink at its name
+/// replaced, never followed) and says so; a failure is said too, and leaves the exit code
+/// the command's.
+fn write_suggestion(file: &std::path::Path, learner: &Learner, program: &OsString) {
+    let origin = format!("in learn mode, while {} ran", shown(program));
+    let s = learner.suggestion(&origin);
+    match crate::files::write_atomically(file, &s.toml, 0o600) {
+        Ok(()) => {
+            let patterns = if s.patterns == 1 {
+                "1 pattern".to_owned()
+            } else {
+                format!("{} patterns", s.patterns)
+            };
+            eprintln!(
+                "netproxy: learn mode: wrote a suggested policy with {patterns} to {}",
+                file.display()
+            );
+            if s.folded > 0 {
+                eprintln!(
+                    "netproxy: learn mode: the suggestion is incomplete: {} decisions about targets past the first {} are not in it",
+                    s.folded,
+                    netproxy::suggest::MAX_TARGETS
+                );
+            }
+        }
+        Err(e) => eprintln!(
+            "netproxy run: --learn: cannot write the suggestion to {}: {e}",
+            file.display()
+        ),
+    }
 }
 
 /// The descriptor of `--admin-token-fd`: a duplicate netproxy owns (close-on-exec), the

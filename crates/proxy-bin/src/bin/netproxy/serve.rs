@@ -113,7 +113,7 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             "admin": running.admin.map(|a| a.to_string()),
             "pid": std::process::id(),
         });
-        write_atomically(path, &body.to_string())
+        crate::files::write_atomically(path, &body.to_string(), 0o644)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
     match running.socks {
@@ -153,40 +153,4 @@ async fn handle_signals(service: Arc<Service>, stop: Shutdown) {
     }
     tracing::info!("stopping: no new connections; draining the open ones");
     stop.shutdown();
-}
-
-/// Writes `text` to `path` atomically: into a new file of an unpredictable name in the same
-/// folder, created exclusively without following a symlink (mode 0644), then renamed over
-/// `path` (a symlink at `path` is replaced, never followed).
-fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
-    let mut random = [0u8; 16];
-    getrandom::fill(&mut random).map_err(std::io::Error::other)?;
-    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{suffix}.tmp"));
-    let tmp = dir.join(tmp_name);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
-        .open(&tmp)?;
-    let written = file
-        .write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }
