@@ -54,6 +54,9 @@ pub struct Requirements {
     pub dangerously_allow_plaintext_credential_injection: Option<bool>,
     /// `true` keeps `run`'s child isolated (`isolate`); `false` constrains nothing.
     pub isolate: Option<bool>,
+    /// `false` forbids `run --ask` (holding allowlist misses for a person's answer); `true`
+    /// constrains nothing.
+    pub ask: Option<bool>,
     /// `[network.dns] nameservers`: pinned; a user layer may not set others.
     pub dns_nameservers: Option<Vec<SocketAddr>>,
     /// `[network.dns] hosts`: fixed entries (canonical name → addresses), merged into the
@@ -78,6 +81,7 @@ const KEYS: &[&str] = &[
     "dangerously_allow_non_loopback_admin",
     "dangerously_allow_plaintext_credential_injection",
     "isolate",
+    "ask",
     "dns",
 ];
 
@@ -104,6 +108,7 @@ impl Requirements {
                 &mut self.dangerously_allow_plaintext_credential_injection
             }
             "isolate" => &mut self.isolate,
+            "ask" => &mut self.ask,
             _ => {
                 self.managed_allowed_domains_only = value;
                 return;
@@ -170,7 +175,8 @@ impl Requirements {
                     | "dangerously_allow_all_unix_sockets"
                     | "dangerously_allow_non_loopback_admin"
                     | "dangerously_allow_plaintext_credential_injection"
-                    | "isolate" => match as_bool(value) {
+                    | "isolate"
+                    | "ask" => match as_bool(value) {
                         Some(b) => r.set_flag(key, b),
                         None => bad("true or false"),
                     },
