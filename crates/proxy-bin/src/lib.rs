@@ -32,6 +32,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod approvals;
 pub mod broker;
 mod check;
 mod control;
@@ -42,6 +43,7 @@ mod service;
 mod show;
 mod start;
 
+pub use approvals::Approvals;
 pub use check::{CheckReport, CheckRequest, TargetError, explain};
 pub use control::ServiceControl;
 pub use interception::{

@@ -939,7 +939,10 @@ fn ask_is_a_managed_flag() {
     assert_eq!(c.requirements()[0].ask, Some(false));
     let c = ok(&[], &["[experimental_network]\nask = true"]);
     assert_eq!(c.requirements()[0].ask, Some(true));
-    assert_eq!(ok(&[], &["[network]\nmode = \"full\""]).requirements()[0].ask, None);
+    assert_eq!(
+        ok(&[], &["[network]\nmode = \"full\""]).requirements()[0].ask,
+        None
+    );
     let e = build(&[], &["[network]\nask = \"no\""]).unwrap_err();
     assert!(e.to_string().contains("network.ask"), "{e}");
 }

@@ -36,8 +36,8 @@ pub use audit::{
     dns_name_text,
 };
 pub use control::{
-    Answered, Approval, BlockedView, CheckQuery, Control, ControlError, DomainChange,
-    PatternLists, PendingDecision, PendingView, UnknownApproval,
+    Answered, Approval, BlockedView, CheckQuery, Control, ControlError, DomainChange, PatternLists,
+    PendingDecision, PendingView, UnknownApproval,
 };
 pub use credential::{ProxyCredential, constant_time_eq, redact_userinfo};
 pub use decision::{Decision, Reason, Rule, Source, UnknownReason, Verdict};

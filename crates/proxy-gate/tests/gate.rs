@@ -598,8 +598,7 @@ struct Asking {
 }
 impl Decider for Asking {
     fn decide<'a>(&'a self, _meta: &'a RequestMeta) -> DeciderFuture<'a> {
-        self.asked
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async { Decision::allow() })
     }
     fn explain<'a>(&'a self, _meta: &'a RequestMeta) -> DeciderFuture<'a> {
