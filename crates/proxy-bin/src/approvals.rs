@@ -97,6 +97,8 @@ struct SessionEntry {
     /// `None`: every port.
     port: Option<u16>,
     pattern: String,
+    /// Whether a `save` wrote it to a config file.
+    saved: bool,
 }
 
 impl SessionEntry {
@@ -213,6 +215,16 @@ impl Approvals {
         PendingView { pending, session }
     }
 
+    /// The patterns answers allowed for this session only: never saved to a file.
+    pub fn unsaved(&self) -> Vec<String> {
+        lock(&self.inner.state)
+            .session
+            .iter()
+            .filter(|s| !s.saved)
+            .map(|s| s.pattern.clone())
+            .collect()
+    }
+
     /// Whether `id` still waits for an answer.
     pub fn is_pending(&self, id: u64) -> bool {
         lock(&self.inner.state).pending.contains_key(&id)
@@ -263,8 +275,17 @@ impl Approvals {
                     e.waiting
                 }
                 Approval::Session | Approval::Save => {
-                    if !state.session.contains(&allowed) {
-                        state.session.push(allowed.clone());
+                    let saved = choice == Approval::Save;
+                    match state
+                        .session
+                        .iter_mut()
+                        .find(|s| s.pattern == allowed.pattern)
+                    {
+                        Some(s) => s.saved |= saved,
+                        None => state.session.push(SessionEntry {
+                            saved,
+                            ..allowed.clone()
+                        }),
                     }
                     // Every target the pattern covers is answered, this one included.
                     let covered: Vec<u64> = state
@@ -483,12 +504,14 @@ fn session_entry(host: &Host, port: u16) -> SessionEntry {
             host: host.clone(),
             port: None,
             pattern: host.to_string(),
+            saved: false,
         }
     } else {
         SessionEntry {
             host: host.clone(),
             port: Some(port),
             pattern: format!("{}:{port}", host.to_uri_host()),
+            saved: false,
         }
     }
 }

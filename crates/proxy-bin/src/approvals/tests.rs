@@ -168,6 +168,7 @@ async fn session_allows_the_target_for_the_rest_of_the_run() {
     assert_eq!(answered.pattern.as_deref(), Some("alt.test:8080"));
     assert!(decided(elsewhere).await.is_allowed());
     assert_eq!(a.view().session, ["api.test", "alt.test:8080"]);
+    assert_eq!(a.unsaved(), ["api.test", "alt.test:8080"]);
     let h = request(&a, Protocol::Http, "alt.test:8081");
     waiting(&a, 1).await;
     h.abort();
@@ -256,6 +257,8 @@ async fn save_allows_for_the_session_and_writes_the_file() {
         "[network.domains]\n\"api.test\" = \"allow\"\n"
     );
     assert_eq!(mode(&default), 0o600);
+    assert_eq!(a.view().session, ["api.test"]);
+    assert!(a.unsaved().is_empty());
     assert_eq!(mode(default.parent().unwrap()), 0o700);
     // A file the caller names; one that cannot be written leaves the decision pending.
     let named = dir.path().join("agent.toml");

@@ -32,8 +32,7 @@ use netproxy::{Approvals, Service};
 use proxy_core::{Answered, Approval, Host, PendingDecision};
 use rustix::process::{Pid, Signal};
 use rustix::termios::{
-    InputModes, LocalModes, OptionalActions, OutputModes, QueueSelector, SpecialCodeIndex,
-    Termios,
+    InputModes, LocalModes, OptionalActions, OutputModes, QueueSelector, SpecialCodeIndex, Termios,
 };
 
 use super::RunArgs;
@@ -53,7 +52,10 @@ pub(crate) struct Ask {
 /// decider, and the terminal to ask on. `Err` with the exit code after saying why it cannot
 /// run: a managed requirement forbids it (3), or there is neither a terminal nor `--admin` to
 /// answer through (2).
-pub(crate) fn prepare(args: &RunArgs, service: Service) -> Result<(Service, Option<Ask>), ExitCode> {
+pub(crate) fn prepare(
+    args: &RunArgs,
+    service: Service,
+) -> Result<(Service, Option<Ask>), ExitCode> {
     if !args.ask {
         return Ok((service, None));
     }
@@ -82,7 +84,13 @@ pub(crate) fn prepare(args: &RunArgs, service: Service) -> Result<(Service, Opti
     }
     let approvals = Approvals::new(timeout(), super::home_dir().map(|h| h.join("config.toml")));
     let service = service.with_approvals(approvals.clone());
-    Ok((service, Some(Ask { approvals, terminal })))
+    Ok((
+        service,
+        Some(Ask {
+            approvals,
+            terminal,
+        }),
+    ))
 }
 
 /// How long a request waits for an answer: [`DEFAULT_TIMEOUT`]; debug builds take
@@ -180,17 +188,19 @@ pub(crate) struct Asking {
 
 impl Asking {
     /// Once CMD has exited: the terminal back to netproxy's process group (when CMD's had
-    /// it), and, unless `quiet`, what was allowed for the session only.
+    /// it), and, unless `quiet`, what answers allowed for this session only (not saved).
     pub(crate) fn finish(self, quiet: bool) {
         let _ = self.tx.send(Msg::Finish);
         if let Some(t) = self.thread {
             let _ = t.join();
         }
-        let session = self.approvals.view().session;
-        if !quiet && !session.is_empty() {
+        let unsaved = self.approvals.unsaved();
+        if !quiet && !unsaved.is_empty() {
+            let flags: Vec<String> = unsaved.iter().map(|p| format!("--allow {p}")).collect();
             eprintln!(
-                "netproxy: allowed for this session by your answers: {}",
-                session.join(", ")
+                "netproxy: allowed for this session only, not saved: {} ({} allows it next time)",
+                unsaved.join(", "),
+                flags.join(" ")
             );
         }
     }
@@ -553,9 +563,7 @@ impl Prompter {
                 }
             }
         }
-        if !finish
-            && rustix::termios::tcgetpgrp(&self.tty).ok() == Some(self.own)
-        {
+        if !finish && rustix::termios::tcgetpgrp(&self.tty).ok() == Some(self.own) {
             if let Some(t) = &theirs {
                 let _ = rustix::termios::tcsetattr(&self.tty, OptionalActions::Now, t);
             }
@@ -677,6 +685,7 @@ fn stoppable() -> bool {
         return false;
     };
     let own = rustix::process::getpgrp();
-    let same_session = rustix::process::getsid(Some(parent)).ok() == rustix::process::getsid(None).ok();
+    let same_session =
+        rustix::process::getsid(Some(parent)).ok() == rustix::process::getsid(None).ok();
     same_session && rustix::process::getpgid(Some(parent)).is_ok_and(|g| g != own)
 }
