@@ -657,15 +657,13 @@ fn add_allow(doc: &mut toml_edit::DocumentMut, pattern: &str) -> Result<bool, St
         .filter(|(k, _)| same(k))
         .map(|(k, v)| (k.to_owned(), v.as_str().map(str::to_owned)))
         .collect();
-    for (key, action) in existing {
-        match action.as_deref() {
-            Some("allow") => return Ok(false),
-            _ => {
-                return Err(format!(
-                    "it denies {pattern} ({where_}.{key:?}): remove that entry to allow it"
-                ));
-            }
-        }
+    if let Some((key, _)) = existing.iter().find(|(_, a)| a.as_deref() != Some("allow")) {
+        return Err(format!(
+            "it denies {pattern} ({where_}.{key:?}): remove that entry to allow it"
+        ));
+    }
+    if !existing.is_empty() {
+        return Ok(false);
     }
     domains.insert(pattern, toml_edit::value("allow"));
     Ok(true)
