@@ -546,3 +546,62 @@ async fn a_question_nobody_answers_on_the_terminal_times_out() {
     assert!(text.contains("timed out"), "{text}");
     let (_, _) = p.finish();
 }
+
+/// The process ids of `pid`'s descendants whose command is `comm` (from `/proc`).
+fn descendants_named(pid: u32, comm: &str) -> Vec<u32> {
+    let stat = |p: u32| std::fs::read_to_string(format!("/proc/{p}/stat")).ok();
+    let all: Vec<(u32, u32, String)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let s = stat(p)?;
+            let name = s[s.find('(')? + 1..s.rfind(')')?].to_owned();
+            let ppid = s[s.rfind(')')? + 1..]
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((p, ppid, name))
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (p, ppid, name) in &all {
+            if *ppid == parent {
+                frontier.push(*p);
+                if name == comm {
+                    found.push(*p);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Under `--ask` CMD has a process group of its own and the terminal: a Ctrl-C typed there
+/// reaches it, and a SIGTERM sent to netproxy is still passed on to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_reach_the_child_under_ask() {
+    let w = world().await;
+    let script = "trap 'echo got INT' INT; trap 'echo got TERM; exit 12' TERM; echo ready; \
+                  while :; do sleep 0.05; done";
+    let (mut p, screen) = on_a_terminal(&w, &w.args(&[], script), &[]);
+    screen.wait_line("ready");
+    type_in(&mut p, "\x03");
+    // After the terminal's echo of the Ctrl-C (`^C`).
+    screen.wait_count("got INT\n", 1);
+    let netproxy = wait_for("netproxy's process", || {
+        match descendants_named(p.id(), "netproxy").as_slice() {
+            [one] => Ok(*one),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let ok = Command::new("kill")
+        .args(["-TERM", &netproxy.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    screen.wait_line("got TERM");
+    assert_eq!(p.wait_exit(), Some(12), "{}", screen.text());
+}
