@@ -18,6 +18,8 @@
 //! | `POST /reload` | `{"status":"reloaded"}` |
 //! | `POST /check` `{"url":...}` or `{"host","port","method","protocol"}` | the decision |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /pending` | `{"pending":[...],"session":[...]}` (`run --ask`) |
+//! | `POST /pending/ID` `{"choice":"once"\|"session"\|"save"\|"deny"}` | what the answer did |
 //!
 //! The crate reaches the proxy only through `Control`; it never names the policy or the config.
 //!
@@ -31,12 +33,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use proxy_core::{CheckQuery, Control, ControlError, DomainChange, Mode, Protocol};
+use proxy_core::{Approval, CheckQuery, Control, ControlError, DomainChange, Mode, Protocol};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -77,6 +79,8 @@ pub fn router<C: Control + 'static>(control: Arc<C>, token: &str) -> Router {
         .route("/reload", post(reload::<C>))
         .route("/check", post(check::<C>))
         .route("/metrics", get(metrics::<C>))
+        .route("/pending", get(pending::<C>))
+        .route("/pending/{id}", post(answer::<C>))
         // Set before the token check is layered on, so that it runs first: without the
         // token, a wrong method is 401 like everything else.
         .method_not_allowed_fallback(method_not_allowed)
@@ -186,6 +190,9 @@ fn control_error(e: &ControlError) -> Response {
         ControlError::ReadOnce(_) => "read_once",
         ControlError::InvalidConfig(_) => "invalid_config",
         ControlError::Failure(f) => f.kind.as_str(),
+        ControlError::NotFound(_) => "not_found",
+        ControlError::NotAvailable(_) => "not_available",
+        ControlError::SaveFailed(_) => "save_failed",
     };
     error(status, reason, e.to_string())
 }
@@ -469,4 +476,71 @@ async fn metrics<C: Control>(State(s): State<AppState<C>>) -> Response {
         s.control.metrics_text(),
     )
         .into_response()
+}
+
+async fn pending<C: Control>(State(s): State<AppState<C>>) -> Response {
+    let view = match s.control.pending() {
+        Ok(v) => v,
+        Err(e) => return control_error(&e),
+    };
+    let pending: Vec<Value> = view
+        .pending
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id,
+                "host": p.host,
+                "port": p.port,
+                "protocol": p.protocol.as_str(),
+                "method": p.method,
+                "client": p.client.map(|c| c.to_string()),
+                "since": p.since,
+                "expires": p.expires,
+                "waiting": p.waiting,
+            })
+        })
+        .collect();
+    json_value(&json!({"pending": pending, "session": view.session}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerBody {
+    choice: String,
+}
+
+async fn answer<C: Control>(
+    State(s): State<AppState<C>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    // Ids are numbers: anything else names no pending decision.
+    let Ok(id) = id.parse::<u64>() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no pending decision {id:?}"),
+        );
+    };
+    let b: AnswerBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let choice: Approval = match b.choice.parse() {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid", format!("{e}")),
+    };
+    match s.control.answer_pending(id, choice).await {
+        Ok(a) => json_value(&json!({
+            "status": "ok",
+            "id": a.id,
+            "choice": a.choice.as_str(),
+            "host": a.host,
+            "port": a.port,
+            "released": a.released,
+            "pattern": a.pattern,
+            "saved": a.saved,
+        })),
+        Err(e) => control_error(&e),
+    }
 }

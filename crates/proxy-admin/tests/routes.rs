@@ -8,8 +8,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use proxy_core::{
-    BlockedRecord, BlockedView, CheckQuery, Control, ControlError, DomainChange, Mode,
-    PatternLists, Protocol, Source, Verdict,
+    Answered, Approval, BlockedRecord, BlockedView, CheckQuery, Control, ControlError,
+    DomainChange, Mode, PatternLists, PendingDecision, PendingView, Protocol, Source, Verdict,
 };
 use tower::ServiceExt;
 
@@ -22,6 +22,7 @@ struct Fake {
     drained: Mutex<Vec<bool>>,
     reload_fails: Mutex<bool>,
     checks: Mutex<Vec<CheckQuery>>,
+    answers: Mutex<Vec<(u64, Approval)>>,
 }
 
 impl Control for Fake {
@@ -90,6 +91,75 @@ impl Control for Fake {
     fn metrics_text(&self) -> String {
         "# TYPE netproxy_requests counter\nnetproxy_requests_total 3\n".into()
     }
+    fn pending(&self) -> Result<PendingView, ControlError> {
+        Ok(PendingView {
+            pending: vec![PendingDecision {
+                id: 4,
+                host: "api.test".into(),
+                port: 443,
+                protocol: Protocol::HttpsConnect,
+                method: Some("CONNECT".into()),
+                client: Some("127.0.0.1:5000".parse().unwrap()),
+                since: 1_767_225_600,
+                expires: 1_767_225_660,
+                waiting: 2,
+            }],
+            session: vec!["other.test".into()],
+        })
+    }
+    async fn answer_pending(&self, id: u64, choice: Approval) -> Result<Answered, ControlError> {
+        match (id, choice) {
+            (4, _) => {}
+            (5, Approval::Save) => {
+                return Err(ControlError::SaveFailed(
+                    "cannot save to /x/config.toml: it is a symlink".into(),
+                ));
+            }
+            _ => return Err(ControlError::NotFound(format!("no pending decision {id}"))),
+        }
+        self.answers.lock().unwrap().push((id, choice));
+        Ok(Answered {
+            id,
+            choice,
+            host: "api.test".into(),
+            port: 443,
+            released: 2,
+            pattern: matches!(choice, Approval::Session | Approval::Save)
+                .then(|| "api.test".to_owned()),
+            saved: (choice == Approval::Save).then(|| "/x/config.toml".to_owned()),
+        })
+    }
+}
+
+/// A proxy that holds nothing for approval: the trait's defaults.
+#[derive(Debug)]
+struct Plain;
+
+impl Control for Plain {
+    fn config_json(&self) -> String {
+        "{}".into()
+    }
+    fn patterns(&self) -> PatternLists {
+        PatternLists::default()
+    }
+    fn blocked(&self, _drain: bool) -> BlockedView {
+        BlockedView::default()
+    }
+    async fn set_mode(&self, _mode: Mode) -> Result<(), ControlError> {
+        Ok(())
+    }
+    async fn update_domains(&self, _change: DomainChange) -> Result<(), ControlError> {
+        Ok(())
+    }
+    async fn reload(&self) -> Result<(), ControlError> {
+        Ok(())
+    }
+    async fn check(&self, _query: CheckQuery) -> Result<String, ControlError> {
+        Ok("{}".into())
+    }
+    fn metrics_text(&self) -> String {
+        String::new()
+    }
 }
 
 async fn call(
@@ -139,6 +209,8 @@ async fn health_is_open_and_everything_else_needs_the_token() {
         ("POST", "/reload"),
         ("POST", "/check"),
         ("GET", "/metrics"),
+        ("GET", "/pending"),
+        ("POST", "/pending/4"),
     ] {
         for token in [None, Some("wrong"), Some("t0ken-for-test"), Some("")] {
             let (s, body, headers) = call(&fake, method, path, token, "").await;
@@ -150,6 +222,7 @@ async fn health_is_open_and_everything_else_needs_the_token() {
     }
     // Nothing was changed or drained by the refused calls.
     assert!(fake.mode.lock().unwrap().is_none());
+    assert!(fake.answers.lock().unwrap().is_empty());
     assert!(fake.drained.lock().unwrap().is_empty());
     // Other schemes and spellings.
     let app = proxy_admin::router(fake.clone(), TOKEN);
@@ -436,4 +509,149 @@ async fn slow_clients_are_closed_and_connections_are_bounded() {
         "{:?}",
         String::from_utf8_lossy(&got[..n])
     );
+}
+
+/// `GET /pending` lists the held targets; `POST /pending/ID` answers one: 200 with what it
+/// did, 404 for an id that is not pending, 400 for a choice that is not one, 409 when saving
+/// failed (the decision stays pending) or when nothing is held for approval at all.
+#[tokio::test]
+async fn pending_decisions_are_listed_and_answered() {
+    let fake = Arc::new(Fake::default());
+    let t = Some(TOKEN);
+    let (s, body, h) = call(&fake, "GET", "/pending", t, "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(
+        json(&body),
+        serde_json::json!({
+            "pending": [{"id": 4, "host": "api.test", "port": 443, "protocol": "https_connect",
+                "method": "CONNECT", "client": "127.0.0.1:5000", "since": 1_767_225_600u64,
+                "expires": 1_767_225_660u64, "waiting": 2}],
+            "session": ["other.test"]
+        })
+    );
+    for choice in ["once", "session", "save", "deny"] {
+        let (s, body, _) = call(
+            &fake,
+            "POST",
+            "/pending/4",
+            t,
+            &format!(r#"{{"choice":"{choice}"}}"#),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let v = json(&body);
+        assert_eq!(
+            (v["status"].as_str(), v["choice"].as_str()),
+            (Some("ok"), Some(choice))
+        );
+        assert_eq!(
+            (v["id"].as_u64(), v["released"].as_u64()),
+            (Some(4), Some(2))
+        );
+        assert_eq!(v["host"], "api.test");
+        assert_eq!(v["saved"].is_string(), choice == "save", "{v}");
+        assert_eq!(
+            v["pattern"].is_string(),
+            matches!(choice, "session" | "save"),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        *fake.answers.lock().unwrap(),
+        [
+            (4, Approval::Once),
+            (4, Approval::Session),
+            (4, Approval::Save),
+            (4, Approval::Deny)
+        ]
+    );
+    let refused = [
+        (
+            "/pending/9",
+            r#"{"choice":"once"}"#,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/pending/x",
+            r#"{"choice":"once"}"#,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/pending/-1",
+            r#"{"choice":"once"}"#,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/pending/4",
+            r#"{"choice":"always"}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "/pending/4",
+            r#"{"choice":"ONCE"}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        ),
+        (
+            "/pending/4",
+            r#"{"choice":"once","file":"/etc/passwd"}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "/pending/4",
+            r#"{}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        ("/pending/4", "", StatusCode::BAD_REQUEST, "invalid_json"),
+        (
+            "/pending/5",
+            r#"{"choice":"save"}"#,
+            StatusCode::CONFLICT,
+            "save_failed",
+        ),
+    ];
+    for (path, body, status, reason) in refused {
+        let (s, text, _) = call(&fake, "POST", path, t, body).await;
+        assert_eq!(
+            (s, json(&text)["reason"].as_str()),
+            (status, Some(reason)),
+            "{path} {body}: {text}"
+        );
+    }
+    assert_eq!(fake.answers.lock().unwrap().len(), 4);
+    let (s, _, h) = call(&fake, "GET", "/pending/4", t, "").await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(h["allow"].to_str().unwrap().contains("POST"));
+
+    // A proxy that holds nothing: both routes say so.
+    let plain = Arc::new(Plain);
+    for (method, path, body) in [
+        ("GET", "/pending", ""),
+        ("POST", "/pending/1", r#"{"choice":"once"}"#),
+    ] {
+        let app = proxy_admin::router(plain.clone(), TOKEN);
+        let resp = app
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("authorization", format!("Bearer {TOKEN}"))
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CONFLICT);
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = json(&String::from_utf8_lossy(&bytes));
+        assert_eq!(v["reason"], "not_available");
+        assert!(v["message"].as_str().unwrap().contains("--ask"), "{v}");
+    }
 }

@@ -5,8 +5,11 @@
 use std::sync::Arc;
 
 use proxy_core::{
-    BlockedView, CheckQuery, Control, ControlError, DomainChange, Mode, PatternLists,
+    Answered, Approval, BlockedView, CheckQuery, Control, ControlError, DomainChange, Mode,
+    PatternLists, PendingView,
 };
+
+use crate::approvals::AnswerError;
 
 use crate::check::{CheckRequest, explain};
 use crate::service::{ReloadError, Service};
@@ -127,4 +130,44 @@ impl Control for ServiceControl {
     fn metrics_text(&self) -> String {
         self.service.metrics().render()
     }
+
+    fn pending(&self) -> Result<PendingView, ControlError> {
+        match self.service.approvals() {
+            Some(a) => Ok(a.view()),
+            None => Err(not_asking()),
+        }
+    }
+
+    async fn answer_pending(&self, id: u64, choice: Approval) -> Result<Answered, ControlError> {
+        let approvals = self.service.approvals().cloned().ok_or_else(not_asking)?;
+        // A `save` writes a file: off the async workers.
+        let answered = tokio::task::spawn_blocking(move || approvals.answer(id, choice, None))
+            .await
+            .map_err(|e| ControlError::Invalid(format!("the answer did not complete: {e}")))?;
+        match answered {
+            Ok(a) => {
+                tracing::info!(
+                    "admin API: pending decision {id} ({}:{}) answered {choice}",
+                    a.host,
+                    a.port
+                );
+                Ok(a)
+            }
+            Err(e @ AnswerError::NotFound(_)) => Err(ControlError::NotFound(e.to_string())),
+            Err(e) => {
+                tracing::warn!("admin API: pending decision {id}: {e}");
+                Err(ControlError::SaveFailed(format!(
+                    "{e}; the decision is still pending"
+                )))
+            }
+        }
+    }
+}
+
+/// A service whose gate does not hold requests for answers.
+fn not_asking() -> ControlError {
+    ControlError::NotAvailable(
+        "no request is held for approval: pending decisions exist only under `netproxy run --ask`"
+            .to_owned(),
+    )
 }

@@ -32,6 +32,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod approvals;
 pub mod broker;
 mod check;
 mod control;
@@ -43,6 +44,7 @@ mod show;
 mod start;
 pub mod suggest;
 
+pub use approvals::Approvals;
 pub use check::{CheckReport, CheckRequest, TargetError, explain};
 pub use control::ServiceControl;
 pub use interception::{

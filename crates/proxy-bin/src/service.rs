@@ -111,6 +111,8 @@ pub struct Service {
     _own_watch: Option<OwnAddrsWatch>,
     /// The task that judges open connections again when the own-address set changes.
     _rejudge_on_own_change: Option<AbortOnDrop>,
+    /// The requests held for an answer (`run --ask`), when the gate asks.
+    approvals: Option<crate::Approvals>,
 }
 
 /// A lookup of netproxy's own environment.
@@ -322,7 +324,33 @@ impl Service {
             broker_warnings,
             _own_watch: own_watch,
             _rejudge_on_own_change: rejudge.map(AbortOnDrop),
+            approvals: None,
         })
+    }
+
+    /// Asks `decider` about every allowlist miss from now on (before serving): the gate's
+    /// hook (docs/policy.md). Requests inside an intercepted tunnel are judged against their
+    /// tunnel, whose admission asked already.
+    #[must_use]
+    pub fn with_gate_decider(mut self, decider: Arc<dyn proxy_gate::Decider>) -> Self {
+        self.gate = Arc::new(PolicyGate::clone(&self.gate).with_decider(decider));
+        self
+    }
+
+    /// Holds allowlist misses for an answer (`run --ask`, docs/run.md "Approvals"): the gate
+    /// asks `approvals`, and the admin API lists and answers them (`GET /pending`,
+    /// `POST /pending/ID`). The caller checks first that the managed constraints allow it
+    /// ([`crate::approvals::managed_refusal`]).
+    #[must_use]
+    pub fn with_approvals(self, approvals: crate::Approvals) -> Self {
+        let mut s = self.with_gate_decider(Arc::new(approvals.clone()));
+        s.approvals = Some(approvals);
+        s
+    }
+
+    /// The requests held for an answer, under `run --ask`.
+    pub fn approvals(&self) -> Option<&crate::Approvals> {
+        self.approvals.as_ref()
     }
 
     /// Requires `credential` from every client of the listeners served from now on (HTTP

@@ -57,8 +57,8 @@ pub struct Requirements {
     /// `false` forbids `run --learn` (docs/run.md, "Learn mode"); `true` constrains nothing.
     /// A requirement only: no config key turns learn mode on.
     pub learn: Option<bool>,
-    /// `false` will forbid `run --ask`; that option is not built yet, so the value is only
-    /// read and kept. A requirement only, like `learn`.
+    /// `false` forbids `run --ask` (holding allowlist misses for a person's answer); `true`
+    /// constrains nothing.
     pub ask: Option<bool>,
     /// `[network.dns] nameservers`: pinned; a user layer may not set others.
     pub dns_nameservers: Option<Vec<SocketAddr>>,

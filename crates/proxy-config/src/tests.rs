@@ -931,6 +931,22 @@ fn restart_keys() {
     );
 }
 
+/// Managed `ask` is read as a flag (`run --ask` judges it: false forbids the flag), and must
+/// be a boolean.
+#[test]
+fn ask_is_a_managed_flag() {
+    let c = ok(&[], &["[network]\nask = false"]);
+    assert_eq!(c.requirements()[0].ask, Some(false));
+    let c = ok(&[], &["[experimental_network]\nask = true"]);
+    assert_eq!(c.requirements()[0].ask, Some(true));
+    assert_eq!(
+        ok(&[], &["[network]\nmode = \"full\""]).requirements()[0].ask,
+        None
+    );
+    let e = build(&[], &["[network]\nask = \"no\""]).unwrap_err();
+    assert!(e.to_string().contains("network.ask"), "{e}");
+}
+
 #[test]
 fn learn_and_ask_are_requirement_only_keys() {
     // Unset: nothing forbids learn mode.

@@ -1,6 +1,9 @@
 //! [`Control`]: what the admin API may ask of the running proxy.
 
+use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
 
 use crate::audit::BlockedRecord;
 use crate::gate::Failure;
@@ -33,6 +36,16 @@ pub enum ControlError {
     /// The target could not be checked.
     #[error(transparent)]
     Failure(#[from] Failure),
+    /// No such item (a pending decision that is not pending, or never was).
+    #[error("{0}")]
+    NotFound(String),
+    /// The route needs a feature this proxy does not run with (pending decisions without
+    /// `run --ask`).
+    #[error("{0}")]
+    NotAvailable(String),
+    /// An approval could not be saved to its config file; the decision stays pending.
+    #[error("{0}")]
+    SaveFailed(String),
 }
 
 impl ControlError {
@@ -42,8 +55,11 @@ impl ControlError {
             ControlError::Constraint(_)
             | ControlError::NeedsRestart(_)
             | ControlError::ReadOnce(_)
-            | ControlError::InvalidConfig(_) => 409,
+            | ControlError::InvalidConfig(_)
+            | ControlError::NotAvailable(_)
+            | ControlError::SaveFailed(_) => 409,
             ControlError::Invalid(_) => 400,
+            ControlError::NotFound(_) => 404,
             ControlError::Failure(f) => f.kind.http_status(),
         }
     }
@@ -112,6 +128,124 @@ pub struct CheckQuery {
     pub method: Option<String>,
 }
 
+/// A person's answer to a request held for approval (`POST /pending/ID`, `run --ask`).
+///
+/// ```
+/// use proxy_core::Approval;
+/// assert_eq!("save".parse::<Approval>(), Ok(Approval::Save));
+/// assert_eq!(Approval::Session.as_str(), "session");
+/// assert!("always".parse::<Approval>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Approval {
+    /// Allow the requests waiting now, and ask again next time.
+    Once,
+    /// Allow the target for the rest of the session.
+    Session,
+    /// Allow it for the session and add it to a config file.
+    Save,
+    /// Refuse the requests waiting now (`policy_denied`), and ask again next time.
+    Deny,
+}
+
+impl Approval {
+    /// Every answer.
+    pub const ALL: [Approval; 4] = [
+        Approval::Once,
+        Approval::Session,
+        Approval::Save,
+        Approval::Deny,
+    ];
+
+    /// The wire name: `once`, `session`, `save` or `deny`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Approval::Once => "once",
+            Approval::Session => "session",
+            Approval::Save => "save",
+            Approval::Deny => "deny",
+        }
+    }
+
+    /// Whether the requests waiting get through.
+    pub const fn allows(self) -> bool {
+        !matches!(self, Approval::Deny)
+    }
+}
+
+impl fmt::Display for Approval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown answer name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown choice {0:?} (expected once, session, save or deny)")]
+pub struct UnknownApproval(pub String);
+
+impl FromStr for Approval {
+    type Err = UnknownApproval;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Approval::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| UnknownApproval(s.to_owned()))
+    }
+}
+
+/// One target whose requests are held for an answer (`GET /pending`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDecision {
+    /// The number to answer it by (`POST /pending/ID`).
+    pub id: u64,
+    /// The host, as canonicalised.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The protocol of the first request held.
+    pub protocol: Protocol,
+    /// Its method, if it has one.
+    pub method: Option<String>,
+    /// Its client.
+    pub client: Option<SocketAddr>,
+    /// When the first request was held, in seconds since the Unix epoch.
+    pub since: u64,
+    /// When the held requests are refused (`approval_timeout`) unless answered, in seconds
+    /// since the Unix epoch.
+    pub expires: u64,
+    /// How many requests wait for this answer.
+    pub waiting: usize,
+}
+
+/// The pending decisions and what was allowed for the session (`GET /pending`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingView {
+    /// The targets waiting for an answer, oldest first.
+    pub pending: Vec<PendingDecision>,
+    /// The patterns allowed for the rest of the session by an answer (`session` or `save`).
+    pub session: Vec<String>,
+}
+
+/// What an answer did (`POST /pending/ID`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    /// The pending decision answered.
+    pub id: u64,
+    /// The answer.
+    pub choice: Approval,
+    /// Its host.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// How many held requests the answer released (allowed or refused).
+    pub released: usize,
+    /// With `session` or `save`: the pattern allowed for the session.
+    pub pattern: Option<String>,
+    /// With `save`: the config file the pattern was added to.
+    pub saved: Option<String>,
+}
+
 /// What the admin API may ask of the running proxy. Implemented by the proxy's assembly;
 /// the admin API reaches the proxy through nothing else. A change is in force when its future
 /// completes.
@@ -166,4 +300,23 @@ pub trait Control: Send + Sync {
     -> impl Future<Output = Result<String, ControlError>> + Send;
     /// The metrics in Prometheus text format.
     fn metrics_text(&self) -> String;
+    /// The requests held for an answer (`GET /pending`). By default there are none to hold:
+    /// [`ControlError::NotAvailable`].
+    fn pending(&self) -> Result<PendingView, ControlError> {
+        Err(ControlError::NotAvailable(NO_APPROVALS.to_owned()))
+    }
+    /// Answers a pending decision (`POST /pending/ID`): [`ControlError::NotFound`] when `id`
+    /// is not pending. By default there are none: [`ControlError::NotAvailable`].
+    fn answer_pending(
+        &self,
+        id: u64,
+        choice: Approval,
+    ) -> impl Future<Output = Result<Answered, ControlError>> + Send {
+        let _ = (id, choice);
+        std::future::ready(Err(ControlError::NotAvailable(NO_APPROVALS.to_owned())))
+    }
 }
+
+/// Why a proxy without approvals has no pending decisions.
+const NO_APPROVALS: &str =
+    "no request is held for approval: pending decisions exist only under `netproxy run --ask`";

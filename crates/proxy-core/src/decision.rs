@@ -120,11 +120,14 @@ pub enum Reason {
     /// itself (instead of leaving the name to the proxy); netproxy answers no names there.
     /// Audit only: it is never the answer to a proxied request.
     DnsNotServed,
+    /// `run --ask`: an allowlist miss was held for a person's answer, and nobody answered
+    /// within the timeout (docs/run.md, "Approvals").
+    ApprovalTimeout,
 }
 
 impl Reason {
     /// Every reason, in the order of docs/policy.md, "Reasons".
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Denied,
         Reason::NotAllowed,
         Reason::NotAllowedLocal,
@@ -138,6 +141,7 @@ impl Reason {
         Reason::PolicyDenied,
         Reason::UnixSocketCrossOrigin,
         Reason::DnsNotServed,
+        Reason::ApprovalTimeout,
     ];
 
     /// The wire name.
@@ -156,6 +160,7 @@ impl Reason {
             Reason::PolicyDenied => "policy_denied",
             Reason::UnixSocketCrossOrigin => "unix_socket_cross_origin",
             Reason::DnsNotServed => "dns_not_served",
+            Reason::ApprovalTimeout => "approval_timeout",
         }
     }
 
@@ -164,7 +169,7 @@ impl Reason {
         match self {
             Reason::MethodNotAllowed | Reason::MitmRequired => Source::ModeGuard,
             Reason::ProxyDisabled | Reason::DnsNotServed => Source::ProxyState,
-            Reason::PolicyDenied => Source::Decider,
+            Reason::PolicyDenied | Reason::ApprovalTimeout => Source::Decider,
             _ => Source::BaselinePolicy,
         }
     }
@@ -176,9 +181,10 @@ impl Reason {
         Some(match self {
             Reason::Denied => "blocked-by-denylist",
             Reason::NotAllowed | Reason::NotAllowedLocal => "blocked-by-allowlist",
-            Reason::InvalidHost | Reason::PolicyDenied | Reason::UnixSocketCrossOrigin => {
-                "blocked-by-policy"
-            }
+            Reason::InvalidHost
+            | Reason::PolicyDenied
+            | Reason::UnixSocketCrossOrigin
+            | Reason::ApprovalTimeout => "blocked-by-policy",
             Reason::MethodNotAllowed => "blocked-by-method-policy",
             Reason::MitmRequired => "blocked-by-mitm-required",
             Reason::MitmHookDenied => "blocked-by-mitm-hook",
@@ -215,6 +221,9 @@ impl Reason {
             }
             Reason::DnsNotServed => {
                 "Name lookups are not served inside the isolated namespace; the proxy resolves names."
+            }
+            Reason::ApprovalTimeout => {
+                "Not in the allowlist, and nobody answered the approval request in time."
             }
         }
     }
@@ -427,6 +436,18 @@ mod tests {
         assert_eq!(Decision::deny(r).source, Source::ProxyState);
         assert_eq!(r.x_proxy_error(), None);
         assert_eq!("dns_not_served".parse::<Reason>(), Ok(r));
+        assert!(Reason::ALL.contains(&r));
+    }
+
+    #[test]
+    fn approval_timeout_is_the_deciders_and_blocked_by_policy() {
+        let r = Reason::ApprovalTimeout;
+        assert_eq!(r.as_str(), "approval_timeout");
+        assert_eq!(r.source(), Source::Decider);
+        assert_eq!(Decision::deny(r).source, Source::Decider);
+        assert_eq!(r.x_proxy_error(), Some("blocked-by-policy"));
+        assert_eq!(r.http_status(), 403);
+        assert_eq!("approval_timeout".parse::<Reason>(), Ok(r));
         assert!(Reason::ALL.contains(&r));
     }
 

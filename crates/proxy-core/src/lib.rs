@@ -35,7 +35,10 @@ pub use audit::{
     AUDIT_TARGET, AuditEvent, AuditSink, BlockedRecord, CredentialField, EVENT_NAME, Scope,
     dns_name_text,
 };
-pub use control::{BlockedView, CheckQuery, Control, ControlError, DomainChange, PatternLists};
+pub use control::{
+    Answered, Approval, BlockedView, CheckQuery, Control, ControlError, DomainChange, PatternLists,
+    PendingDecision, PendingView, UnknownApproval,
+};
 pub use credential::{ProxyCredential, constant_time_eq, redact_userinfo};
 pub use decision::{Decision, Reason, Rule, Source, UnknownReason, Verdict};
 pub use gate::{

@@ -134,6 +134,14 @@ pub type DeciderFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>
 pub trait Decider: Send + Sync + fmt::Debug {
     /// Decides one allowlist miss.
     fn decide<'a>(&'a self, meta: &'a RequestMeta) -> DeciderFuture<'a>;
+
+    /// Decides one allowlist miss for the dry run ([`PolicyGate::explain`]: `netproxy check`,
+    /// the admin API's `POST /check`), which serves nothing: what [`Decider::decide`] would
+    /// answer, without its side effects. By default, `decide` itself; a decider that holds
+    /// the request to ask a person answers at once instead (an `ask` verdict, say).
+    fn explain<'a>(&'a self, meta: &'a RequestMeta) -> DeciderFuture<'a> {
+        self.decide(meta)
+    }
 }
 
 /// Told of every DNS lookup the gate makes: how long it took and whether it answered.
@@ -268,6 +276,9 @@ pub struct PolicyGate {
     leases: Arc<Leases>,
     /// The machine's own addresses, judged like loopback while local protection is on.
     own: SharedOwnAddrs,
+    /// The dry run's copy ([`PolicyGate::explain`]): the decider is asked through
+    /// [`Decider::explain`].
+    dry_run: bool,
 }
 
 impl fmt::Debug for PolicyGate {
@@ -298,6 +309,7 @@ impl PolicyGate {
             lookups: None,
             leases: Arc::default(),
             own,
+            dry_run: false,
         }
     }
 
@@ -381,6 +393,7 @@ impl PolicyGate {
         // Its lookups are not the proxy's traffic: the lookup observer is not told of them.
         let quiet = Self {
             lookups: None,
+            dry_run: true,
             ..self.clone()
         };
         quiet.judge(meta, &snap, &own, lookup).await
@@ -458,7 +471,12 @@ impl PolicyGate {
                     )));
                 }
                 (Some(decider), Some(Reason::NotAllowed)) => {
-                    let mut dd = decider.decide(meta).await.with_source(Source::Decider);
+                    let answer = if self.dry_run {
+                        decider.explain(meta)
+                    } else {
+                        decider.decide(meta)
+                    };
+                    let mut dd = answer.await.with_source(Source::Decider);
                     if dd.verdict != Verdict::Allow {
                         if dd.reason.is_none() {
                             dd.reason = Some(Reason::PolicyDenied);

@@ -654,6 +654,46 @@ impl Decider for DenyAll {
     }
 }
 
+/// A decider that holds requests to ask a person (`run --ask`): `decide` is its question,
+/// `explain` its answer without asking.
+#[derive(Debug, Default)]
+struct Asking {
+    asked: std::sync::atomic::AtomicUsize,
+}
+impl Decider for Asking {
+    fn decide<'a>(&'a self, _meta: &'a RequestMeta) -> DeciderFuture<'a> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Decision::allow() })
+    }
+    fn explain<'a>(&'a self, _meta: &'a RequestMeta) -> DeciderFuture<'a> {
+        Box::pin(async { Decision::ask(Reason::NotAllowed) })
+    }
+}
+
+/// The dry run asks the decider through `Decider::explain`, never `decide`: `netproxy check`
+/// and `POST /check` under `run --ask` never hold a request or ask anyone, and say `ask`.
+#[tokio::test]
+async fn the_dry_run_asks_the_decider_without_side_effects() {
+    let f = fixture(&["treat_as_public=[\"127.0.0.2/32\"]"], &["*.test"], &[]).await;
+    f.dns
+        .set("miss.example", Answer::Addrs(vec![ip("127.0.0.2")]));
+    let asking = Arc::new(Asking::default());
+    let gate = f.gate.clone().with_decider(asking.clone());
+    for lookup in [proxy_gate::Lookup::Resolve, proxy_gate::Lookup::Skip] {
+        let seen = gate.explain(&connect("miss.example", 443), lookup).await;
+        assert_eq!(seen.decision.verdict, proxy_core::Verdict::Ask);
+        assert_eq!(seen.decision.reason, Some(Reason::NotAllowed));
+        assert_eq!(seen.decision.source, proxy_core::Source::Decider);
+    }
+    assert_eq!(asking.asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // A request asks.
+    assert!(matches!(
+        gate.admit(&connect("miss.example", 443)).await,
+        Admission::Allow(r) if r.decision.policy_override
+    ));
+    assert_eq!(asking.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 /// The dry run (`netproxy check`, `POST /check`) and a request are judged by the same code: for
 /// a table of requests (allowed, denied, local, failing names, the decider's allow and refusal,
 /// routes through an upstream proxy and its loop guard), `explain` gives the admission `admit`

@@ -6,6 +6,7 @@
 
 mod addresses;
 mod admin;
+mod ask;
 mod audit;
 mod cli;
 mod credentials;

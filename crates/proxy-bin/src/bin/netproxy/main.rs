@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod ask;
 mod ca;
 mod child_env;
 mod files;
@@ -119,6 +120,11 @@ struct RunArgs {
     /// policy that --config loads
     #[arg(long, value_name = "FILE")]
     learn: Option<PathBuf>,
+    /// Hold a request outside the allowlist and ask whether to allow it: on the terminal, or
+    /// through the admin API (GET /pending, POST /pending/ID); refused after 60 s without an
+    /// answer (docs/run.md, "Approvals")
+    #[arg(long, conflicts_with = "learn")]
+    ask: bool,
     /// The command and its arguments
     #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
     command: Vec<std::ffi::OsString>,

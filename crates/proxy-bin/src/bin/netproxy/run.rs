@@ -85,15 +85,21 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         Files::ReadOnce,
         decider,
     )) {
-        Ok(s) => Arc::new(
-            match &credential {
-                Some(c) => s.with_proxy_auth(c.clone()),
-                None => s,
-            }
-            .with_relay_sockets(relays.clone()),
-        ),
+        Ok(s) => s,
         Err(code) => return Ok(code),
     };
+    // --ask: misses held for an answer (docs/run.md, "Approvals").
+    let (service, ask) = match crate::ask::prepare(args, service) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let service = Arc::new(
+        match &credential {
+            Some(c) => service.with_proxy_auth(c.clone()),
+            None => service,
+        }
+        .with_relay_sockets(relays.clone()),
+    );
     let snap = service.config();
     let config = &*snap;
     for w in config.warnings() {
@@ -321,6 +327,9 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         }
         cmd.envs(child.set.iter().map(|(k, v)| (k, v)));
     }
+    if let Some(a) = &ask {
+        a.configure(&mut cmd);
+    }
     // Signal handlers before CMD starts: a signal sent as soon as CMD is up is passed on.
     let signals = Forwarded::install()?;
     let mut child = match cmd.spawn() {
@@ -330,7 +339,12 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
             return Ok(ExitCode::from(EXIT_CANNOT_START));
         }
     };
-    let status = signals.wait(&mut child).await?;
+    let asking = ask.map(|a| a.start(&child));
+    let status = signals.wait(&mut child).await;
+    if let Some(a) = asking {
+        a.finish(args.quiet);
+    }
+    let status = status?;
     running.shutdown();
     // The namespace lives on while CMD's own children do; the holder's work is over (the
     // service's relay source holds it too: stopped here, not on drop).
