@@ -106,6 +106,16 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    // The handlers exist before anything says netproxy is ready: a SIGTERM sent as soon as the
+    // ready file appears drains, never kills.
+    let handlers = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(int), Ok(term), Ok(hup)) => Signals { int, term, hup },
+        _ => anyhow::bail!("cannot install the signal handlers"),
+    };
     if let Some(path) = &args.ready_file {
         let body = serde_json::json!({
             "http": running.http.to_string(),
@@ -121,7 +131,11 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         None => tracing::info!(http = %running.http, "netproxy listening"),
     }
 
-    let signals = tokio::spawn(handle_signals(service.clone(), running.shutdown_handle()));
+    let signals = tokio::spawn(handle_signals(
+        service.clone(),
+        running.shutdown_handle(),
+        handlers,
+    ));
     if let (Some(admin), Some(source)) = (running.admin, &running.token_source) {
         tracing::info!(admin = %admin, token = %source, "admin API listening");
     }
@@ -132,15 +146,19 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn handle_signals(service: Arc<Service>, stop: Shutdown) {
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+/// SIGINT, SIGTERM (drain and stop) and SIGHUP (reopen the audit log, reload).
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+async fn handle_signals(service: Arc<Service>, stop: Shutdown, signals: Signals) {
+    let Signals {
+        mut int,
+        mut term,
+        mut hup,
+    } = signals;
     loop {
         tokio::select! {
             _ = int.recv() => break,
