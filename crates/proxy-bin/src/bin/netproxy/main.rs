@@ -115,6 +115,7 @@ struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("proxy").required(true).args(["http", "ready_file"])))]
 struct EnvArgs {
     #[command(flatten)]
     policy: PolicyOptions,
@@ -123,10 +124,13 @@ struct EnvArgs {
     format: String,
     /// The HTTP proxy's address (as `serve` printed it)
     #[arg(long, value_name = "ADDR")]
-    http: String,
+    http: Option<String>,
     /// The SOCKS5 proxy's address, if there is one
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", conflicts_with = "ready_file")]
     socks: Option<String>,
+    /// The addresses from the ready file a running `serve --ready-file FILE` wrote
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
 }
 
 /// The policy options (docs/config.md, "Layers").
@@ -430,15 +434,28 @@ fn env_command(args: &EnvArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(a)
     };
-    let (http, socks) = match (
-        addr("http", &args.http),
-        args.socks.as_deref().map(|s| addr("socks", s)).transpose(),
-    ) {
-        (Ok(h), Ok(s)) => (h, s),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("netproxy env: {e}");
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
+    let (http, socks) = match &args.ready_file {
+        Some(path) => match read_ready_file(path) {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                eprintln!("netproxy env: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => match (
+            args.http.as_deref().map(|h| addr("http", h)).transpose(),
+            args.socks.as_deref().map(|s| addr("socks", s)).transpose(),
+        ) {
+            (Ok(Some(h)), Ok(s)) => (h, s),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("netproxy env: {e}");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+            (Ok(None), _) => {
+                eprintln!("netproxy env: give --http ADDR or --ready-file FILE");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+        },
     };
     let config = match load(&args.policy) {
         Ok(c) => c,
@@ -488,6 +505,66 @@ fn env_command(args: &EnvArgs) -> anyhow::Result<ExitCode> {
         print!("{}", crate::child_env::to_sh(&vars));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The most a ready file may hold: `serve` writes about a hundred bytes.
+const READY_FILE_MAX: u64 = 64 * 1024;
+
+/// The HTTP and SOCKS5 addresses from the ready file a running `serve --ready-file FILE`
+/// wrote (`{"http":ADDR,"socks":ADDR|null,"admin":ADDR|null,"pid":N}`); the error names the
+/// file and says what is wrong with it. A file whose `pid` is no longer running gets a warning
+/// on stderr: its addresses are probably stale.
+fn read_ready_file(
+    path: &std::path::Path,
+) -> Result<(std::net::SocketAddr, Option<std::net::SocketAddr>), String> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(READY_FILE_MAX + 1).read_to_string(&mut text))
+        .map_err(|e| {
+            format!(
+                "cannot read the ready file {shown}: {e} (is `netproxy serve --ready-file {shown}` running, and ready?)"
+            )
+        })?;
+    let malformed = |why: &str| {
+        format!(
+            "{shown} is not a ready file of `netproxy serve` ({why}); expected {{\"http\":\"127.0.0.1:PORT\",\"socks\":\"127.0.0.1:PORT\"|null,\"admin\":...,\"pid\":N}}"
+        )
+    };
+    if text.len() as u64 > READY_FILE_MAX {
+        return Err(malformed("it is larger than 64 KiB"));
+    }
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| malformed(&format!("not JSON: {e}")))?;
+    let Some(doc) = v.as_object() else {
+        return Err(malformed("not a JSON object"));
+    };
+    let address = |key: &str| -> Result<Option<std::net::SocketAddr>, String> {
+        match doc.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => match s.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.port() != 0 => Ok(Some(a)),
+                _ => Err(malformed(&format!("\"{key}\" is {s:?}, not an IP:PORT address"))),
+            },
+            Some(other) => Err(malformed(&format!("\"{key}\" is {other}, not an address"))),
+        }
+    };
+    let http = address("http")?.ok_or_else(|| malformed("it has no \"http\" address"))?;
+    let socks = address("socks")?;
+    if let Some(pid) = doc
+        .get("pid")
+        .and_then(serde_json::Value::as_i64)
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw)
+        && rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+    {
+        eprintln!(
+            "netproxy env: warning: process {} that wrote {shown} is no longer running: these addresses are probably stale",
+            pid.as_raw_nonzero()
+        );
+    }
+    Ok((http, socks))
 }
 
 fn config_command(cmd: &ConfigCommand) -> anyhow::Result<ExitCode> {
