@@ -330,22 +330,17 @@ fn cli_layer(cli: &CliOverrides, diags: &mut Vec<Diagnostic>) -> LayerData {
                 DiagnosticKind::Syntax,
                 origin,
                 kv.trim(),
-                "expected -c key=value (e.g. -c mode='\"limited\"')",
+                "expected -c key=value (e.g. -c mode=limited, -c limits.idle_timeout_s=60)",
             ));
             continue;
         };
-        let key = key.trim();
-        let key = key.strip_prefix("network.").unwrap_or(key);
-        match toml::from_str::<Table>(&format!("[network]\n{key} = {value}")) {
+        match cli_set(key, value) {
             Ok(t) => merge_table(&mut doc, t),
-            Err(e) => diags.push(Diagnostic::new(
+            Err((key, message)) => diags.push(Diagnostic::new(
                 DiagnosticKind::Syntax,
                 origin,
-                format!("network.{key}"),
-                format!(
-                    "the value must be TOML (strings quoted, e.g. -c mode='\"limited\"'): {}",
-                    e.message()
-                ),
+                key,
+                message,
             )),
         }
     }
@@ -371,6 +366,117 @@ fn cli_layer(cli: &CliOverrides, diags: &mut Vec<Diagnostic>) -> LayerData {
         add_cli_domain(&mut data, p, "deny", diags);
     }
     data
+}
+
+/// One `-c KEY=VALUE` as a `[network]` document. VALUE is TOML; for a key that holds a
+/// string (`mode`, `audit_log`, a listener URL, a `domains` or `unix_sockets` entry), a plain
+/// word that is not a TOML string is taken as the string itself (`-c mode=limited`,
+/// `-c audit_log=/tmp/x.jsonl`). Where it cannot tell (a value with spaces or quotes that is
+/// not TOML), the error says how to quote it. `Err((key path, why))`.
+fn cli_set(written_key: &str, value: &str) -> Result<Table, (String, String)> {
+    let key = written_key.trim();
+    let key = key.strip_prefix("network.").unwrap_or(key);
+    let path = format!("network.{key}");
+    // The key alone first: its segments decide whether the value is a string.
+    let segments = match toml::from_str::<Table>(&format!("{key} = 0")) {
+        Ok(t) => key_segments(&t),
+        Err(_) => {
+            return Err((
+                written_key.trim().to_owned(),
+                "invalid key: expected a dotted path under `network` (e.g. -c limits.idle_timeout_s=60, -c 'domains.\"*.example.com\"=allow')".into(),
+            ));
+        }
+    };
+    let string_key = holds_string(&segments);
+    let word = value.trim();
+    let plain_word = !word.is_empty()
+        && !word.starts_with(['[', '{', '#'])
+        && !word.contains(['"', '\''])
+        && !word.chars().any(|c| c.is_whitespace() || c.is_control());
+    let as_string = |w: &str| {
+        toml::from_str::<Table>(&format!(
+            "[network]\n{key} = {}",
+            Value::String(w.to_owned())
+        ))
+        .map_err(|e| (path.clone(), format!("cannot set it: {}", e.message())))
+    };
+    match toml::from_str::<Table>(&format!("[network]\n{key} = {value}")) {
+        Ok(t) => {
+            let is_string = matches!(leaf(&t, &segments), Some(Value::String(_)));
+            if string_key && !is_string && plain_word {
+                // `-c audit_log=2024-01-01`: a date to TOML, a file name to the key.
+                as_string(word)
+            } else {
+                Ok(t)
+            }
+        }
+        Err(_) if string_key && plain_word => as_string(word),
+        Err(_) if string_key => Err((
+            path.clone(),
+            format!(
+                "cannot tell where the string ends; quote it as a TOML string: -c {}",
+                shell_quote(&format!(
+                    "{}={}",
+                    written_key.trim(),
+                    Value::String(word.to_owned())
+                ))
+            ),
+        )),
+        Err(e) => Err((
+            path.clone(),
+            format!(
+                "the value must be TOML (strings quoted, e.g. -c 'mode=\"limited\"'): {}",
+                e.message().trim_end()
+            ),
+        )),
+    }
+}
+
+/// The segments of the one dotted key of a `KEY = 0` document.
+fn key_segments(t: &Table) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut table = t;
+    while let Some((k, v)) = table.iter().next() {
+        out.push(k.clone());
+        match v {
+            Value::Table(inner) => table = inner,
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The value at `segments` under `[network]`.
+fn leaf<'a>(doc: &'a Table, segments: &[String]) -> Option<&'a Value> {
+    let mut v = doc.get("network")?;
+    for s in segments {
+        v = v.as_table()?.get(s)?;
+    }
+    Some(v)
+}
+
+/// Whether the key under `network` at `segments` holds a string.
+fn holds_string(segments: &[String]) -> bool {
+    use crate::schema::{Kind, kind_of};
+    match segments {
+        [map, _] if map == "domains" || map == "unix_sockets" => true,
+        _ => matches!(
+            kind_of(&format!("network.{}", segments.join("."))),
+            Some(Kind::Mode | Kind::ListenUrl | Kind::Text | Kind::Exporter)
+        ),
+    }
+}
+
+/// `text` as one shell word: single-quoted unless it needs no quoting.
+fn shell_quote(text: &str) -> String {
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@,+%".contains(&b))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 fn add_cli_domain(data: &mut LayerData, pattern: &str, action: &str, diags: &mut Vec<Diagnostic>) {

@@ -777,7 +777,7 @@ fn command_line_layer() {
         system_requirements: Some(dir.path().join("absent.toml")),
         cli: CliOverrides {
             set: vec![
-                "mode=limited".into(),
+                "mode=lim ited".into(),
                 "nokey".into(),
                 "mdoe=\"full\"".into(),
             ],
@@ -790,7 +790,7 @@ fn command_line_layer() {
     let e = crate::load(&bad).unwrap_err();
     let s = e.to_string();
     assert!(
-        s.contains("command-line: network.mode: the value must be TOML"),
+        s.contains("command-line: network.mode: cannot tell where the string ends"),
         "{s}"
     );
     assert!(
@@ -803,6 +803,128 @@ fn command_line_layer() {
     );
     assert!(s.contains("--allow bad host"), "{s}");
     assert!(!s.contains("network.mitm"), "{s}");
+}
+
+/// Loads the command-line layer alone with these `-c` settings.
+fn with_set(set: &[&str]) -> Result<Config, Error> {
+    let dir = tempfile::tempdir().unwrap();
+    crate::load(&crate::Sources {
+        system_requirements: Some(dir.path().join("absent.toml")),
+        cli: CliOverrides {
+            set: set.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+#[test]
+fn set_takes_a_plain_word_for_a_string_key_and_says_how_to_quote_otherwise() {
+    let c = with_set(&[
+        "mode=limited",
+        "audit_log=/tmp/netproxy audit/x.jsonl",
+        "proxy_url=http://127.0.0.1:3129",
+        "domains.\"*.example.com\"=allow",
+        "unix_sockets.\"/run/a.sock\" = allow",
+    ]);
+    // A value with a space is not a plain word: refused, with the quoting that works.
+    let e = c.unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "command-line: network.audit_log: cannot tell where the string ends; quote it as a TOML string: -c 'audit_log=\"/tmp/netproxy audit/x.jsonl\"'"
+        ),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+
+    let c = with_set(&[
+        "mode=limited",
+        "network.audit_log=/tmp/x.jsonl",
+        "proxy_url=http://127.0.0.1:3129",
+        "domains.\"*.example.com\"=allow",
+        "unix_sockets.\"/run/a.sock\" = allow",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.mode(), Mode::Limited);
+    assert_eq!(c.audit_log(), Some("/tmp/x.jsonl"));
+    assert_eq!(c.listeners().http.port(), 3129);
+    assert_eq!(
+        c.domains()[0].pattern.as_str(),
+        "*.example.com",
+        "{:?}",
+        c.domains()
+    );
+    assert_eq!(c.unix_sockets()[0].path, "/run/a.sock");
+
+    // TOML still works, and a plain word that TOML reads as another type is the string the
+    // key wants.
+    let c = with_set(&["mode='limited'", "audit_log=2026-01-01"]).unwrap();
+    assert_eq!(c.mode(), Mode::Limited);
+    assert_eq!(c.audit_log(), Some("2026-01-01"));
+
+    // Keys of other types still need TOML; a bare word there is not taken as a string.
+    let e = with_set(&["limits.idle_timeout_s=soon"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("network.limits.idle_timeout_s: the value must be TOML"),
+        "{e}"
+    );
+    let e = with_set(&["enabled=yes"]).unwrap_err().to_string();
+    assert!(e.contains("network.enabled: the value must be TOML"), "{e}");
+    // A plain word of the wrong value still gets the key's own message.
+    let e = with_set(&["mode=open"]).unwrap_err().to_string();
+    assert!(
+        e.contains("expected \"full\" or \"limited\", found string \"open\""),
+        "{e}"
+    );
+    // A quote inside: the hint escapes it for TOML and for the shell.
+    let e = with_set(&["audit_log=it's"]).unwrap_err().to_string();
+    assert!(e.contains("quote it as a TOML string: -c "), "{e}");
+    let hint = e.rsplit("-c ").next().unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("printf %s {hint}")])
+        .output()
+        .unwrap();
+    let word = String::from_utf8(out.stdout).unwrap();
+    let c = with_set(&[&word]).unwrap_or_else(|e| panic!("{word}: {e}"));
+    assert_eq!(c.audit_log(), Some("it's"));
+    // A key that is not a dotted path.
+    let e = with_set(&["a b=1"]).unwrap_err().to_string();
+    assert!(e.contains("command-line: a b: invalid key"), "{e}");
+}
+
+#[test]
+fn a_url_as_a_pattern_names_the_host_it_meant() {
+    err(
+        &["[network]\nallowed_domains = [\"https://github.com/x\"]"],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.allowed_domains[0]",
+        "a pattern is a host: did you mean github.com?",
+    );
+    err(
+        &["[network.domains]\n\"http://example.com:8080/\" = \"deny\""],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.domains.\"http://example.com:8080/\"",
+        "did you mean example.com:8080?",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let e = crate::load(&crate::Sources {
+        system_requirements: Some(dir.path().join("absent.toml")),
+        cli: CliOverrides {
+            allow: vec!["https://github.com/x".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("--allow https://github.com/x: invalid pattern \"https://github.com/x\": a pattern is a host: did you mean github.com?"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -578,7 +578,11 @@ fn env_ready_file_problems_are_clear_errors_naming_the_file() {
     for (name, text, why) in [
         ("garbage.json", "http=127.0.0.1:3128\n", "not JSON"),
         ("list.json", "[\"127.0.0.1:3128\"]", "not a JSON object"),
-        ("nohttp.json", "{\"socks\":\"127.0.0.1:1080\"}", "no \"http\" address"),
+        (
+            "nohttp.json",
+            "{\"socks\":\"127.0.0.1:1080\"}",
+            "no \"http\" address",
+        ),
         (
             "badhttp.json",
             "{\"http\":\"localhost:3128\"}",
@@ -617,10 +621,16 @@ fn env_ready_file_problems_are_clear_errors_naming_the_file() {
     );
     let out = ran(home.command(&["env", "--ready-file", &stale]));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("export HTTP_PROXY='http://127.0.0.1:3128'"), "{}", out.stdout);
     assert!(
-        out.stderr
-            .contains(&format!("process {pid} that wrote {stale} is no longer running")),
+        out.stdout
+            .contains("export HTTP_PROXY='http://127.0.0.1:3128'"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "process {pid} that wrote {stale} is no longer running"
+        )),
         "{}",
         out.stderr
     );

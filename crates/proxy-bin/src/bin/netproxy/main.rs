@@ -142,7 +142,8 @@ struct PolicyOptions {
     /// A managed requirements file (repeatable)
     #[arg(long = "requirements", value_name = "FILE")]
     requirements: Vec<PathBuf>,
-    /// Set a key under `network` to a TOML value, e.g. -c mode='"limited"' (repeatable)
+    /// Set a key under `network` to a TOML value (a plain word for a string key), e.g.
+    /// -c mode=limited, -c limits.idle_timeout_s=60 (repeatable)
     #[arg(short = 'c', value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Allow a domain pattern (repeatable)
@@ -535,8 +536,8 @@ fn read_ready_file(
     if text.len() as u64 > READY_FILE_MAX {
         return Err(malformed("it is larger than 64 KiB"));
     }
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| malformed(&format!("not JSON: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| malformed(&format!("not JSON: {e}")))?;
     let Some(doc) = v.as_object() else {
         return Err(malformed("not a JSON object"));
     };
@@ -545,7 +546,9 @@ fn read_ready_file(
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::String(s)) => match s.parse::<std::net::SocketAddr>() {
                 Ok(a) if a.port() != 0 => Ok(Some(a)),
-                _ => Err(malformed(&format!("\"{key}\" is {s:?}, not an IP:PORT address"))),
+                _ => Err(malformed(&format!(
+                    "\"{key}\" is {s:?}, not an IP:PORT address"
+                ))),
             },
             Some(other) => Err(malformed(&format!("\"{key}\" is {other}, not an address"))),
         }
