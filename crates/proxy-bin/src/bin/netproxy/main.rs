@@ -601,7 +601,9 @@ fn config_command(cmd: &ConfigCommand) -> anyhow::Result<ExitCode> {
                     for d in &e.diagnostics {
                         eprintln!("{d}");
                     }
-                    eprintln!("netproxy: {} problem(s) found", e.diagnostics.len());
+                    let n = e.diagnostics.len();
+                    let s = if n == 1 { "" } else { "s" };
+                    eprintln!("netproxy: {n} problem{s} found");
                     Ok(ExitCode::from(EXIT_CONFIG))
                 }
             }
