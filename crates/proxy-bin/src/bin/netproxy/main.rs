@@ -4,6 +4,7 @@
 
 mod ca;
 mod child_env;
+mod cli_docs;
 mod isolate;
 mod logging;
 mod run;
@@ -15,10 +16,22 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use netproxy::{CheckRequest, Service, StartError, explain};
 use proxy_config::{CliOverrides, Sources};
 use proxy_core::{Mode, Protocol};
+
+/// `netproxy --version`: the version, the commit it was built from and the build profile
+/// (`netproxy 0.1.0 (1a2b3c4, release)`; the commit is `unknown` when built outside a git
+/// checkout; both come from build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("NETPROXY_COMMIT"),
+    ", ",
+    env!("NETPROXY_PROFILE"),
+    ")"
+);
 
 /// Exit code for a usage error.
 const EXIT_USAGE: u8 = 2;
@@ -28,7 +41,10 @@ const EXIT_CONFIG: u8 = 3;
 #[derive(Debug, Parser)]
 #[command(
     name = "netproxy",
-    version,
+    version = VERSION,
+    // Colour in help and usage errors only on a terminal, and never with NO_COLOR set
+    // (clap's `auto`; the log follows the same rule: logging.rs).
+    color = clap::ColorChoice::Auto,
     about = "A local network-policy egress proxy: lets through what the policy allows, refuses the rest with a clear reason, records every decision",
     arg_required_else_help = true
 )]
@@ -54,6 +70,18 @@ enum Command {
     /// Print the environment a child should get, for a proxy started with `serve` (with `mitm`,
     /// the trust bundle too)
     Env(EnvArgs),
+    /// Print shell completions for SHELL (e.g. `netproxy completions bash > /etc/bash_completion.d/netproxy`)
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff: `netproxy man | man -l -`)
+    Man {
+        /// Instead, write one page per command into DIR (netproxy.1, netproxy-serve.1, ...)
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -633,6 +661,8 @@ fn main() -> ExitCode {
         Command::Env(args) => env_command(args),
         Command::Check(args) => check(args),
         Command::Config(cmd) => config_command(cmd),
+        Command::Completions { shell } => cli_docs::completions(*shell, Cli::command()),
+        Command::Man { out_dir } => cli_docs::man(Cli::command(), out_dir.as_deref()),
     };
     match result {
         Ok(code) => code,
