@@ -83,6 +83,16 @@ impl Reader<'_> {
                 .map(str::to_owned)
                 .collect(),
             Some(Value::String(s)) if key == "send" => vec![s.clone()],
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate().filter(|(_, v)| !v.is_str()) {
+                    let found = item.type_str();
+                    self.problem(
+                        &format!("{key}[{i}]"),
+                        format!("expected a string, found {found}"),
+                    );
+                }
+                Vec::new()
+            }
             Some(_) => {
                 self.problem(key, "expected a list of strings");
                 Vec::new()

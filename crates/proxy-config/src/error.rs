@@ -20,12 +20,23 @@ pub enum DiagnosticKind {
     InsecureFile,
 }
 
+/// Where in a file a problem is: 1-based line and column (the column counts characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    /// The line, from 1.
+    pub line: u32,
+    /// The column, from 1, in characters.
+    pub column: u32,
+}
+
 /// One problem in the config.
 ///
 /// ```
-/// use proxy_config::{Diagnostic, DiagnosticKind};
-/// let d = Diagnostic::new(DiagnosticKind::UnknownKey, "/etc/netproxy/config.toml", "network.mdoe", "unknown key (did you mean `network.mode`?)");
+/// use proxy_config::{Diagnostic, DiagnosticKind, Position};
+/// let mut d = Diagnostic::new(DiagnosticKind::UnknownKey, "/etc/netproxy/config.toml", "network.mdoe", "unknown key (did you mean `network.mode`?)");
 /// assert_eq!(d.to_string(), "/etc/netproxy/config.toml: network.mdoe: unknown key (did you mean `network.mode`?)");
+/// d.position = Some(Position { line: 3, column: 1 });
+/// assert_eq!(d.to_string(), "/etc/netproxy/config.toml:3:1: network.mdoe: unknown key (did you mean `network.mode`?)");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -37,6 +48,10 @@ pub struct Diagnostic {
     pub key: String,
     /// What is wrong.
     pub message: String,
+    /// Where in the file: the key (or, for a bad value, the value) the problem is about, or
+    /// where a file stops being TOML. `None` when the origin is no file or the file does not
+    /// write the key (a default that a managed constraint refuses, a file that cannot be read).
+    pub position: Option<Position>,
 }
 
 impl Diagnostic {
@@ -52,16 +67,21 @@ impl Diagnostic {
             origin: origin.into(),
             key: key.into(),
             message: message.into(),
+            position: None,
         }
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin)?;
+        if let Some(p) = self.position {
+            write!(f, ":{}:{}", p.line, p.column)?;
+        }
         if self.key.is_empty() {
-            write!(f, "{}: {}", self.origin, self.message)
+            write!(f, ": {}", self.message)
         } else {
-            write!(f, "{}: {}: {}", self.origin, self.key, self.message)
+            write!(f, ": {}: {}", self.key, self.message)
         }
     }
 }

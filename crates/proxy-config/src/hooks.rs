@@ -128,18 +128,23 @@ impl<'a> TableReader<'a> {
             .push((format!("{}.{key}", self.path), msg.into()));
     }
 
+    /// A list of strings; each entry that is not one is a problem of its own.
     fn strings(&mut self, key: &str, v: &Value) -> Vec<String> {
-        match v.as_array() {
-            Some(items) if items.iter().all(Value::is_str) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-            _ => {
-                self.problem(key, "expected a list of strings");
-                Vec::new()
+        let Some(items) = v.as_array() else {
+            self.problem(key, "expected a list of strings");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str() {
+                Some(s) => out.push(s.to_owned()),
+                None => self.problem(
+                    &format!("{key}[{i}]"),
+                    format!("expected a string, found {}", item.type_str()),
+                ),
             }
         }
+        out
     }
 
     fn string_map(&mut self, key: &str, v: &Value) -> Vec<(String, Vec<String>)> {
@@ -234,12 +239,20 @@ impl<'a> TableReader<'a> {
             match key.as_str() {
                 "strip_request_headers" => {
                     action.strip_request_headers = self.strings(key, v);
-                    for h in action.strip_request_headers.clone() {
+                    let named: Vec<(usize, String)> = v
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                        .filter_map(|(i, h)| Some((i, h.as_str()?.to_owned())))
+                        .collect();
+                    for (i, h) in named {
+                        let at = format!("{key}[{i}]");
                         if !is_header_name(&h) {
-                            self.problem(key, format!("invalid header name {h:?}"));
+                            self.problem(&at, format!("invalid header name {h:?}"));
                         } else if is_reserved(&h) {
                             self.problem(
-                                key,
+                                &at,
                                 format!(
                                     "{h} is a connection or framing header netproxy manages itself"
                                 ),

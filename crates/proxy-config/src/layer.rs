@@ -68,8 +68,37 @@ impl Action {
     }
 }
 
-/// The nearest known key to an unknown one: the same name in another table, or a close spelling
-/// in the same table.
+/// The unit suffixes of key names (`timeout_ms`, `idle_timeout_s`, `max_header_bytes`), and
+/// spellings of them that no key uses.
+const UNITS: &[&str] = &[
+    "_ms",
+    "_millis",
+    "_milliseconds",
+    "_s",
+    "_sec",
+    "_secs",
+    "_seconds",
+    "_bytes",
+    "_b",
+];
+
+/// A key name without its unit suffix.
+fn without_unit(name: &str) -> &str {
+    UNITS
+        .iter()
+        .find_map(|u| name.strip_suffix(u).filter(|rest| !rest.is_empty()))
+        .unwrap_or(name)
+}
+
+/// Whether two key names differ only by a unit suffix (`timeout` and `timeout_ms`,
+/// `idle_timeout_ms` and `idle_timeout_s`).
+fn differ_by_unit(a: &str, b: &str) -> bool {
+    a != b && without_unit(a) == without_unit(b)
+}
+
+/// The nearest known key to an unknown one: the same name with a unit suffix in the same
+/// table (`dns.timeout` → `dns.timeout_ms`), a close spelling in the same table, or the same
+/// name (give or take a unit) in another table.
 pub(crate) fn suggest(table: &str, key: &str) -> Option<String> {
     let prefix = if table.is_empty() {
         String::new()
@@ -84,6 +113,9 @@ pub(crate) fn suggest(table: &str, key: &str) -> Option<String> {
             .filter(|rest| !rest.contains('.'))
             .collect()
     };
+    if let Some(s) = siblings.iter().find(|s| differ_by_unit(key, s)) {
+        return Some(format!("{prefix}{s}"));
+    }
     let best = siblings
         .iter()
         .map(|s| (strsim::damerau_levenshtein(key, s), *s))
@@ -93,8 +125,10 @@ pub(crate) fn suggest(table: &str, key: &str) -> Option<String> {
     {
         return Some(format!("{prefix}{s}"));
     }
+    let last = |p: &str| p.rsplit('.').next().unwrap_or_default().to_owned();
     known_paths()
-        .find(|p| p.rsplit('.').next() == Some(key))
+        .find(|p| last(p) == key)
+        .or_else(|| known_paths().find(|p| differ_by_unit(key, &last(p))))
         .map(str::to_owned)
 }
 
@@ -322,6 +356,32 @@ impl Parser<'_> {
     }
 
     fn scalar(&mut self, spath: &str, wpath: &str, kind: Kind, value: &Value) {
+        // Lists: every bad entry, each at its index.
+        let entry: Option<fn(&Value) -> Option<String>> = match (kind, value) {
+            (Kind::Cidrs, Value::Array(_)) => Some(|i| match i {
+                Value::String(s) => parse_cidr(s).err(),
+                other => Some(format!("expected a CIDR string, found {}", describe(other))),
+            }),
+            (Kind::Nameservers, Value::Array(_)) => Some(|i| match i {
+                Value::String(s) => parse_nameserver(s).err(),
+                other => Some(format!(
+                    "expected an \"IP\" or \"IP:PORT\" string, found {}",
+                    describe(other)
+                )),
+            }),
+            _ => None,
+        };
+        if let (Some(check), Some(items)) = (entry, value.as_array()) {
+            let before = self.diags.len();
+            for (i, item) in items.iter().enumerate() {
+                if let Some(msg) = check(item) {
+                    self.diag(DiagnosticKind::InvalidValue, &format!("{wpath}[{i}]"), msg);
+                }
+            }
+            if self.diags.len() > before {
+                return;
+            }
+        }
         let bad = |expected: &str| format!("expected {expected}, found {}", describe(value));
         let invalid = match (kind, value) {
             (Kind::Bool, Value::Boolean(_)) => None,
@@ -334,18 +394,8 @@ impl Parser<'_> {
             (Kind::Text, _) => Some(bad("a non-empty string")),
             (Kind::Int { min, max }, Value::Integer(n)) if (min..=max).contains(n) => None,
             (Kind::Int { min, max }, _) => Some(bad(&format!("an integer from {min} to {max}"))),
-            (Kind::Cidrs, Value::Array(items)) => items.iter().find_map(|i| match i {
-                Value::String(s) => parse_cidr(s).err(),
-                other => Some(format!("expected CIDR strings, found {}", describe(other))),
-            }),
+            (Kind::Cidrs | Kind::Nameservers, Value::Array(_)) => None,
             (Kind::Cidrs, _) => Some(bad("a list of CIDRs such as [\"198.18.0.0/15\"]")),
-            (Kind::Nameservers, Value::Array(items)) => items.iter().find_map(|i| match i {
-                Value::String(s) => parse_nameserver(s).err(),
-                other => Some(format!(
-                    "expected \"IP\" or \"IP:PORT\" strings, found {}",
-                    describe(other)
-                )),
-            }),
             (Kind::Nameservers, _) => Some(bad("a list such as [\"127.0.0.53\", \"[::1]:5353\"]")),
             (Kind::Exporter, Value::String(s)) if s == "none" => None,
             (Kind::Exporter, Value::String(s)) if s == "otlp-http" || s == "otlp-grpc" => None,
@@ -589,23 +639,23 @@ impl Parser<'_> {
             return;
         };
         let mut ips = Vec::new();
-        for item in items {
+        let before = self.diags.len();
+        for (i, item) in items.iter().enumerate() {
             match item
                 .as_str()
                 .map(|s| Host::parse(s).ok().and_then(|h| h.ip()))
             {
                 Some(Some(ip)) => ips.push(ip),
-                _ => {
-                    self.diag(
-                        DiagnosticKind::InvalidValue,
-                        path,
-                        format!("expected IP address strings, found {}", describe(item)),
-                    );
-                    return;
-                }
+                _ => self.diag(
+                    DiagnosticKind::InvalidValue,
+                    &format!("{path}[{i}]"),
+                    format!("expected an IP address string, found {}", describe(item)),
+                ),
             }
         }
-        self.data.dns_hosts.push((host.to_string(), ips));
+        if self.diags.len() == before {
+            self.data.dns_hosts.push((host.to_string(), ips));
+        }
     }
 
     fn list(&mut self, spath: &str, wpath: &str, value: &Value) {

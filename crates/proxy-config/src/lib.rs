@@ -46,13 +46,14 @@ mod hooks;
 mod layer;
 mod listen;
 mod load;
+mod locate;
 mod managed;
 mod runtime;
 mod schema;
 
 pub use config::{Config, DomainEntry, Listeners, ShownValue, SocketEntry};
 pub use credentials::CredentialEntry;
-pub use error::{Diagnostic, DiagnosticKind, Error};
+pub use error::{Diagnostic, DiagnosticKind, Error, Position};
 pub use hooks::{HookAction, HookEntry, Injection, SecretRef};
 pub use layer::{Action, Layer};
 pub use listen::{clamp_bind, parse_listen_url};

@@ -8,6 +8,7 @@ use toml::{Table, Value};
 use crate::config::Config;
 use crate::error::{Diagnostic, DiagnosticKind, Error};
 use crate::layer::{Layer, LayerData, Parser};
+use crate::locate::{Source, position};
 use crate::managed::Requirements;
 
 /// The requirements file that is always enforced when it exists, whatever
@@ -89,8 +90,35 @@ impl Sources {
     }
 }
 
+/// A file as read: its document, and its text to place its diagnostics.
+#[derive(Debug, Clone)]
+struct ReadDoc {
+    doc: Table,
+    source: Source,
+}
+
+/// `text` as a TOML document; a syntax error names where the file stops being TOML.
+fn parse_toml(origin: String, text: String) -> Result<ReadDoc, Diagnostic> {
+    match toml::from_str::<Table>(&text) {
+        Ok(doc) => Ok(ReadDoc {
+            doc,
+            source: Source { origin, text },
+        }),
+        Err(e) => {
+            let mut d = Diagnostic::new(
+                DiagnosticKind::Syntax,
+                origin,
+                "",
+                format!("invalid TOML: {}", e.message().trim_end()),
+            );
+            d.position = e.span().map(|s| position(&text, s.start));
+            Err(d)
+        }
+    }
+}
+
 /// Reads a TOML file; `Ok(None)` when it is optional and missing.
-fn read_toml(path: &Path, required: bool) -> Result<Option<Table>, Diagnostic> {
+fn read_toml(path: &Path, required: bool) -> Result<Option<ReadDoc>, Diagnostic> {
     let origin = path.display().to_string();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -104,14 +132,7 @@ fn read_toml(path: &Path, required: bool) -> Result<Option<Table>, Diagnostic> {
             ));
         }
     };
-    toml::from_str::<Table>(&text).map(Some).map_err(|e| {
-        Diagnostic::new(
-            DiagnosticKind::Syntax,
-            origin,
-            "",
-            format!("invalid TOML: {}", e.to_string().trim_end()),
-        )
-    })
+    parse_toml(origin, text).map(Some)
 }
 
 /// Reads a managed requirements file after checking that no other user can change it: the
@@ -124,7 +145,7 @@ fn read_toml(path: &Path, required: bool) -> Result<Option<Table>, Diagnostic> {
 fn read_requirements_toml(
     path: &Path,
     required: bool,
-) -> Result<Option<(Table, Vec<String>)>, Diagnostic> {
+) -> Result<Option<(ReadDoc, Vec<String>)>, Diagnostic> {
     use std::io::Read as _;
     use std::os::unix::fs::MetadataExt as _;
 
@@ -231,14 +252,7 @@ fn read_requirements_toml(
     }
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(unreadable)?;
-    toml::from_str::<Table>(&text)
-        .map(|t| Some((t, warnings)))
-        .map_err(|e| {
-            fail(
-                DiagnosticKind::Syntax,
-                format!("invalid TOML: {}", e.to_string().trim_end()),
-            )
-        })
+    parse_toml(origin, text).map(|d| Some((d, warnings)))
 }
 
 /// The extended attribute that holds a file's POSIX access ACL.
@@ -330,22 +344,17 @@ fn cli_layer(cli: &CliOverrides, diags: &mut Vec<Diagnostic>) -> LayerData {
                 DiagnosticKind::Syntax,
                 origin,
                 kv.trim(),
-                "expected -c key=value (e.g. -c mode='\"limited\"')",
+                "expected -c key=value (e.g. -c mode=limited, -c limits.idle_timeout_s=60)",
             ));
             continue;
         };
-        let key = key.trim();
-        let key = key.strip_prefix("network.").unwrap_or(key);
-        match toml::from_str::<Table>(&format!("[network]\n{key} = {value}")) {
+        match cli_set(key, value) {
             Ok(t) => merge_table(&mut doc, t),
-            Err(e) => diags.push(Diagnostic::new(
+            Err((key, message)) => diags.push(Diagnostic::new(
                 DiagnosticKind::Syntax,
                 origin,
-                format!("network.{key}"),
-                format!(
-                    "the value must be TOML (strings quoted, e.g. -c mode='\"limited\"'): {}",
-                    e.message()
-                ),
+                key,
+                message,
             )),
         }
     }
@@ -371,6 +380,117 @@ fn cli_layer(cli: &CliOverrides, diags: &mut Vec<Diagnostic>) -> LayerData {
         add_cli_domain(&mut data, p, "deny", diags);
     }
     data
+}
+
+/// One `-c KEY=VALUE` as a `[network]` document. VALUE is TOML; for a key that holds a
+/// string (`mode`, `audit_log`, a listener URL, a `domains` or `unix_sockets` entry), a plain
+/// word that is not a TOML string is taken as the string itself (`-c mode=limited`,
+/// `-c audit_log=/tmp/x.jsonl`). Where it cannot tell (a value with spaces or quotes that is
+/// not TOML), the error says how to quote it. `Err((key path, why))`.
+fn cli_set(written_key: &str, value: &str) -> Result<Table, (String, String)> {
+    let key = written_key.trim();
+    let key = key.strip_prefix("network.").unwrap_or(key);
+    let path = format!("network.{key}");
+    // The key alone first: its segments decide whether the value is a string.
+    let segments = match toml::from_str::<Table>(&format!("{key} = 0")) {
+        Ok(t) => key_segments(&t),
+        Err(_) => {
+            return Err((
+                written_key.trim().to_owned(),
+                "invalid key: expected a dotted path under `network` (e.g. -c limits.idle_timeout_s=60, -c 'domains.\"*.example.com\"=allow')".into(),
+            ));
+        }
+    };
+    let string_key = holds_string(&segments);
+    let word = value.trim();
+    let plain_word = !word.is_empty()
+        && !word.starts_with(['[', '{', '#'])
+        && !word.contains(['"', '\''])
+        && !word.chars().any(|c| c.is_whitespace() || c.is_control());
+    let as_string = |w: &str| {
+        toml::from_str::<Table>(&format!(
+            "[network]\n{key} = {}",
+            Value::String(w.to_owned())
+        ))
+        .map_err(|e| (path.clone(), format!("cannot set it: {}", e.message())))
+    };
+    match toml::from_str::<Table>(&format!("[network]\n{key} = {value}")) {
+        Ok(t) => {
+            let is_string = matches!(leaf(&t, &segments), Some(Value::String(_)));
+            if string_key && !is_string && plain_word {
+                // `-c audit_log=2024-01-01`: a date to TOML, a file name to the key.
+                as_string(word)
+            } else {
+                Ok(t)
+            }
+        }
+        Err(_) if string_key && plain_word => as_string(word),
+        Err(_) if string_key => Err((
+            path.clone(),
+            format!(
+                "cannot tell where the string ends; quote it as a TOML string: -c {}",
+                shell_quote(&format!(
+                    "{}={}",
+                    written_key.trim(),
+                    Value::String(word.to_owned())
+                ))
+            ),
+        )),
+        Err(e) => Err((
+            path.clone(),
+            format!(
+                "the value must be TOML (strings quoted, e.g. -c 'mode=\"limited\"'): {}",
+                e.message().trim_end()
+            ),
+        )),
+    }
+}
+
+/// The segments of the one dotted key of a `KEY = 0` document.
+fn key_segments(t: &Table) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut table = t;
+    while let Some((k, v)) = table.iter().next() {
+        out.push(k.clone());
+        match v {
+            Value::Table(inner) => table = inner,
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The value at `segments` under `[network]`.
+fn leaf<'a>(doc: &'a Table, segments: &[String]) -> Option<&'a Value> {
+    let mut v = doc.get("network")?;
+    for s in segments {
+        v = v.as_table()?.get(s)?;
+    }
+    Some(v)
+}
+
+/// Whether the key under `network` at `segments` holds a string.
+fn holds_string(segments: &[String]) -> bool {
+    use crate::schema::{Kind, kind_of};
+    match segments {
+        [map, _] if map == "domains" || map == "unix_sockets" => true,
+        _ => matches!(
+            kind_of(&format!("network.{}", segments.join("."))),
+            Some(Kind::Mode | Kind::ListenUrl | Kind::Text | Kind::Exporter)
+        ),
+    }
+}
+
+/// `text` as one shell word: single-quoted unless it needs no quoting.
+fn shell_quote(text: &str) -> String {
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@,+%".contains(&b))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 fn add_cli_domain(data: &mut LayerData, pattern: &str, action: &str, diags: &mut Vec<Diagnostic>) {
@@ -403,11 +523,11 @@ pub fn load_with(sources: &Sources, extra: &[(Layer, Table)]) -> Result<Config, 
 
 /// A file of a layer as read: its document, `None` when optional and missing, or why it could
 /// not be read.
-type ReadFile = (PathBuf, Result<Option<Table>, Diagnostic>);
+type ReadFile = (PathBuf, Result<Option<ReadDoc>, Diagnostic>);
 
 /// A requirements file as read: its document and the warnings about its ownership, `None`
 /// when optional and missing, or why it could not be read or is refused.
-type ReadRequirements = (PathBuf, Result<Option<(Table, Vec<String>)>, Diagnostic>);
+type ReadRequirements = (PathBuf, Result<Option<(ReadDoc, Vec<String>)>, Diagnostic>);
 
 /// Every file a load reads: the config layers' and the requirements'.
 type ReadFiles = (Vec<ReadFile>, Vec<ReadRequirements>);
@@ -433,8 +553,36 @@ fn read_files(sources: &Sources) -> ReadFiles {
     (configs, requirements)
 }
 
-/// The effective config from files already read, the command line and `extra`.
+/// The effective config from files already read, the command line and `extra`; each
+/// diagnostic about a file placed at its line and column.
 fn assemble(
+    files: &ReadFiles,
+    cli: &CliOverrides,
+    extra: &[(Layer, Table)],
+) -> Result<Config, Error> {
+    let (configs, requirements) = files;
+    let sources: Vec<&Source> = configs
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok()?.as_ref().map(|d| &d.source))
+        .chain(
+            requirements
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().ok()?.as_ref().map(|(d, _)| &d.source)),
+        )
+        .collect();
+    assemble_unplaced(files, cli, extra).map_err(|e| placed(e, &sources))
+}
+
+/// `e` with each diagnostic about one of `sources` placed at its line and column.
+fn placed(mut e: Error, sources: &[&Source]) -> Error {
+    for s in sources {
+        s.place(&mut e.diagnostics);
+    }
+    e
+}
+
+/// [`assemble`], before the diagnostics are placed.
+fn assemble_unplaced(
     (configs, requirement_files): &ReadFiles,
     cli: &CliOverrides,
     extra: &[(Layer, Table)],
@@ -443,12 +591,12 @@ fn assemble(
     let mut layers = Vec::new();
     for (path, doc) in configs {
         match doc {
-            Ok(Some(doc)) => {
+            Ok(Some(read)) => {
                 let origin = path.display().to_string();
                 layers.push(parse_layer(
                     Layer::File(path.clone()),
                     &origin,
-                    doc,
+                    &read.doc,
                     &mut diags,
                 ));
             }
@@ -465,8 +613,8 @@ fn assemble(
     let mut warnings = Vec::new();
     for (path, doc) in requirement_files {
         match doc {
-            Ok(Some((doc, w))) => {
-                requirements.push(Requirements::parse(path, doc, &mut diags));
+            Ok(Some((read, w))) => {
+                requirements.push(Requirements::parse(path, &read.doc, &mut diags));
                 warnings.extend(w.iter().cloned());
             }
             Ok(None) => {}
@@ -528,10 +676,10 @@ pub fn validate_files(files: &[PathBuf]) -> Result<(), Error> {
     let mut diags = Vec::new();
     for path in files {
         match read_toml(path, true) {
-            Ok(Some(doc)) => {
+            Ok(Some(read)) => {
                 let origin = path.display().to_string();
                 let before = diags.len();
-                let layer = parse_layer(Layer::File(path.clone()), &origin, &doc, &mut diags);
+                let layer = parse_layer(Layer::File(path.clone()), &origin, &read.doc, &mut diags);
                 if diags.len() == before {
                     match Config::from_layers(vec![layer], Vec::new()) {
                         Ok(c) => {
@@ -542,6 +690,7 @@ pub fn validate_files(files: &[PathBuf]) -> Result<(), Error> {
                         Err(e) => diags.extend(e.diagnostics),
                     }
                 }
+                read.source.place(&mut diags[before..]);
             }
             Ok(None) => {}
             Err(d) => diags.push(d),
@@ -558,13 +707,14 @@ pub fn validate_files(files: &[PathBuf]) -> Result<(), Error> {
 /// write it).
 pub fn read_requirements(path: &Path) -> Result<Requirements, Error> {
     let mut diags = Vec::new();
-    let (doc, _) = read_requirements_toml(path, true)
-        .map_err(Error::one)?
-        .unwrap_or_default();
-    let r = Requirements::parse(path, &doc, &mut diags);
+    let Some((read, _)) = read_requirements_toml(path, true).map_err(Error::one)? else {
+        return Ok(Requirements::parse(path, &Table::new(), &mut diags));
+    };
+    let r = Requirements::parse(path, &read.doc, &mut diags);
     if diags.is_empty() {
         Ok(r)
     } else {
+        read.source.place(&mut diags);
         Err(Error { diagnostics: diags })
     }
 }

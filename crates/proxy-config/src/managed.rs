@@ -221,29 +221,47 @@ impl Requirements {
                         }
                     }
                     "allow_unix_sockets" => {
-                        match value.as_array().and_then(|a| {
-                            a.iter()
-                                .map(|v| v.as_str().map(str::to_owned))
-                                .collect::<Option<Vec<_>>>()
-                        }) {
-                            Some(paths) => r.allow_unix_sockets = Some(paths),
-                            None => bad("a list of absolute paths"),
+                        let Some(items) = value.as_array() else {
+                            bad("a list of absolute paths");
+                            continue;
+                        };
+                        let mut paths = Vec::new();
+                        for (i, item) in items.iter().enumerate() {
+                            match item.as_str() {
+                                Some(p) => paths.push(p.to_owned()),
+                                None => diag(
+                                    DiagnosticKind::InvalidValue,
+                                    &format!("{path}[{i}]"),
+                                    format!("expected an absolute path, found {}", describe(item)),
+                                ),
+                            }
+                        }
+                        if paths.len() == items.len() {
+                            r.allow_unix_sockets = Some(paths);
                         }
                     }
                     "treat_as_public" => {
-                        let parsed = value.as_array().map(|a| {
-                            a.iter()
-                                .map(|v| {
-                                    v.as_str()
-                                        .ok_or_else(|| "expected CIDR strings".to_owned())
-                                        .and_then(parse_cidr)
-                                })
-                                .collect::<Result<Vec<_>, _>>()
-                        });
-                        match parsed {
-                            Some(Ok(nets)) => r.treat_as_public = Some(nets),
-                            Some(Err(e)) => diag(DiagnosticKind::InvalidValue, &path, e),
-                            None => bad("a list of CIDRs"),
+                        let Some(items) = value.as_array() else {
+                            bad("a list of CIDRs");
+                            continue;
+                        };
+                        let mut nets = Vec::new();
+                        for (i, item) in items.iter().enumerate() {
+                            let parsed = match item.as_str() {
+                                Some(s) => parse_cidr(s),
+                                None => {
+                                    Err(format!("expected a CIDR string, found {}", describe(item)))
+                                }
+                            };
+                            match parsed {
+                                Ok(n) => nets.push(n),
+                                Err(e) => {
+                                    diag(DiagnosticKind::InvalidValue, &format!("{path}[{i}]"), e);
+                                }
+                            }
+                        }
+                        if nets.len() == items.len() {
+                            r.treat_as_public = Some(nets);
                         }
                     }
                     "dns" => match value.as_table() {

@@ -273,21 +273,21 @@ fn wrong_types_are_errors() {
         &["[network]\ntreat_as_public = [\"not-a-cidr\"]"],
         &[],
         DiagnosticKind::InvalidValue,
-        "network.treat_as_public",
+        "network.treat_as_public[0]",
         "invalid CIDR",
     );
     err(
         &["[network.dns]\nnameservers = [\"dns.example\"]"],
         &[],
         DiagnosticKind::InvalidValue,
-        "network.dns.nameservers",
+        "network.dns.nameservers[0]",
         "invalid nameserver",
     );
     err(
         &["[network.dns.hosts]\n\"a.test\" = [\"nope\"]"],
         &[],
         DiagnosticKind::InvalidValue,
-        "network.dns.hosts.\"a.test\"",
+        "network.dns.hosts.\"a.test\"[0]",
         "IP address",
     );
     err(
@@ -777,7 +777,7 @@ fn command_line_layer() {
         system_requirements: Some(dir.path().join("absent.toml")),
         cli: CliOverrides {
             set: vec![
-                "mode=limited".into(),
+                "mode=lim ited".into(),
                 "nokey".into(),
                 "mdoe=\"full\"".into(),
             ],
@@ -790,7 +790,7 @@ fn command_line_layer() {
     let e = crate::load(&bad).unwrap_err();
     let s = e.to_string();
     assert!(
-        s.contains("command-line: network.mode: the value must be TOML"),
+        s.contains("command-line: network.mode: cannot tell where the string ends"),
         "{s}"
     );
     assert!(
@@ -803,6 +803,128 @@ fn command_line_layer() {
     );
     assert!(s.contains("--allow bad host"), "{s}");
     assert!(!s.contains("network.mitm"), "{s}");
+}
+
+/// Loads the command-line layer alone with these `-c` settings.
+fn with_set(set: &[&str]) -> Result<Config, Error> {
+    let dir = tempfile::tempdir().unwrap();
+    crate::load(&crate::Sources {
+        system_requirements: Some(dir.path().join("absent.toml")),
+        cli: CliOverrides {
+            set: set.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+#[test]
+fn set_takes_a_plain_word_for_a_string_key_and_says_how_to_quote_otherwise() {
+    let c = with_set(&[
+        "mode=limited",
+        "audit_log=/tmp/netproxy audit/x.jsonl",
+        "proxy_url=http://127.0.0.1:3129",
+        "domains.\"*.example.com\"=allow",
+        "unix_sockets.\"/run/a.sock\" = allow",
+    ]);
+    // A value with a space is not a plain word: refused, with the quoting that works.
+    let e = c.unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "command-line: network.audit_log: cannot tell where the string ends; quote it as a TOML string: -c 'audit_log=\"/tmp/netproxy audit/x.jsonl\"'"
+        ),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+
+    let c = with_set(&[
+        "mode=limited",
+        "network.audit_log=/tmp/x.jsonl",
+        "proxy_url=http://127.0.0.1:3129",
+        "domains.\"*.example.com\"=allow",
+        "unix_sockets.\"/run/a.sock\" = allow",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.mode(), Mode::Limited);
+    assert_eq!(c.audit_log(), Some("/tmp/x.jsonl"));
+    assert_eq!(c.listeners().http.port(), 3129);
+    assert_eq!(
+        c.domains()[0].pattern.as_str(),
+        "*.example.com",
+        "{:?}",
+        c.domains()
+    );
+    assert_eq!(c.unix_sockets()[0].path, "/run/a.sock");
+
+    // TOML still works, and a plain word that TOML reads as another type is the string the
+    // key wants.
+    let c = with_set(&["mode='limited'", "audit_log=2026-01-01"]).unwrap();
+    assert_eq!(c.mode(), Mode::Limited);
+    assert_eq!(c.audit_log(), Some("2026-01-01"));
+
+    // Keys of other types still need TOML; a bare word there is not taken as a string.
+    let e = with_set(&["limits.idle_timeout_s=soon"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("network.limits.idle_timeout_s: the value must be TOML"),
+        "{e}"
+    );
+    let e = with_set(&["enabled=yes"]).unwrap_err().to_string();
+    assert!(e.contains("network.enabled: the value must be TOML"), "{e}");
+    // A plain word of the wrong value still gets the key's own message.
+    let e = with_set(&["mode=open"]).unwrap_err().to_string();
+    assert!(
+        e.contains("expected \"full\" or \"limited\", found string \"open\""),
+        "{e}"
+    );
+    // A quote inside: the hint escapes it for TOML and for the shell.
+    let e = with_set(&["audit_log=it's"]).unwrap_err().to_string();
+    assert!(e.contains("quote it as a TOML string: -c "), "{e}");
+    let hint = e.rsplit("-c ").next().unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("printf %s {hint}")])
+        .output()
+        .unwrap();
+    let word = String::from_utf8(out.stdout).unwrap();
+    let c = with_set(&[&word]).unwrap_or_else(|e| panic!("{word}: {e}"));
+    assert_eq!(c.audit_log(), Some("it's"));
+    // A key that is not a dotted path.
+    let e = with_set(&["a b=1"]).unwrap_err().to_string();
+    assert!(e.contains("command-line: a b: invalid key"), "{e}");
+}
+
+#[test]
+fn a_url_as_a_pattern_names_the_host_it_meant() {
+    err(
+        &["[network]\nallowed_domains = [\"https://github.com/x\"]"],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.allowed_domains[0]",
+        "a pattern is a host: did you mean github.com?",
+    );
+    err(
+        &["[network.domains]\n\"http://example.com:8080/\" = \"deny\""],
+        &[],
+        DiagnosticKind::InvalidValue,
+        "network.domains.\"http://example.com:8080/\"",
+        "did you mean example.com:8080?",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let e = crate::load(&crate::Sources {
+        system_requirements: Some(dir.path().join("absent.toml")),
+        cli: CliOverrides {
+            allow: vec!["https://github.com/x".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("--allow https://github.com/x: invalid pattern \"https://github.com/x\": a pattern is a host: did you mean github.com?"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1366,7 +1488,7 @@ fn requirements_dns_table_diagnostics() {
         "{s}"
     );
     assert!(
-        s.contains("network.dns.hosts.\"a.test\": expected IP address strings"),
+        s.contains("network.dns.hosts.\"a.test\"[0]: expected an IP address string"),
         "{s}"
     );
     err(
@@ -2123,12 +2245,12 @@ fn bad_hooks_are_refused_with_their_key() {
         ),
         (
             "[network.mitm.actions.a]\nstrip_request_headers = [\"host\"]".to_owned(),
-            "network.mitm.actions.a.strip_request_headers",
+            "network.mitm.actions.a.strip_request_headers[0]",
             "manages itself",
         ),
         (
             "[network.mitm.actions.a]\nstrip_request_headers = [\"a b\"]".to_owned(),
-            "network.mitm.actions.a.strip_request_headers",
+            "network.mitm.actions.a.strip_request_headers[0]",
             "invalid header name",
         ),
     ];
@@ -2196,5 +2318,278 @@ header = "PRIVATE-TOKEN"
         DiagnosticKind::InvalidValue,
         "network.credentials",
         "need the credential broker",
+    );
+}
+
+#[test]
+fn near_miss_keys_that_differ_by_a_unit_are_suggested() {
+    for (text, key, want) in [
+        (
+            "[network.dns]\ntimeout = 5",
+            "network.dns.timeout",
+            "network.dns.timeout_ms",
+        ),
+        (
+            "[network.limits]\nidle_timeout_ms = 5",
+            "network.limits.idle_timeout_ms",
+            "network.limits.idle_timeout_s",
+        ),
+        (
+            "[network.limits]\nconnect_timeout = 5",
+            "network.limits.connect_timeout",
+            "network.limits.connect_timeout_ms",
+        ),
+        (
+            "[network.limits]\nheader_timeout_secs = 5",
+            "network.limits.header_timeout_secs",
+            "network.limits.header_timeout_ms",
+        ),
+        (
+            "[network.limits]\nmax_header = 5",
+            "network.limits.max_header",
+            "network.limits.max_header_bytes",
+        ),
+        // In another table, with or without the unit.
+        (
+            "[network]\ntimeout_ms = 5",
+            "network.timeout_ms",
+            "network.dns.timeout_ms",
+        ),
+        (
+            "[network]\ntimeout = 5",
+            "network.timeout",
+            "network.dns.timeout_ms",
+        ),
+        (
+            "[network]\nidle_timeout = 5",
+            "network.idle_timeout",
+            "network.limits.idle_timeout_s",
+        ),
+        // A profile's table is suggested against the schema's.
+        (
+            "default_permissions = \"p\"\n[permissions.p.network.dns]\ntimeout = 5",
+            "permissions.p.network.dns.timeout",
+            "network.dns.timeout_ms",
+        ),
+    ] {
+        err(
+            &[text],
+            &[],
+            DiagnosticKind::UnknownKey,
+            key,
+            &format!("unknown key (did you mean `{want}`?)"),
+        );
+    }
+}
+
+/// The keys of the diagnostics of one config layer.
+fn keys_of(text: &str) -> Vec<String> {
+    build(&[text], &[])
+        .err()
+        .unwrap_or_else(|| panic!("expected errors for {text}"))
+        .diagnostics
+        .into_iter()
+        .map(|d| d.key)
+        .collect()
+}
+
+#[test]
+fn every_bad_entry_of_a_list_is_reported() {
+    assert_eq!(
+        keys_of("[network]\ntreat_as_public = [\"x\", \"10.0.0.0/8\", 5, \"y\"]"),
+        [
+            "network.treat_as_public[0]",
+            "network.treat_as_public[2]",
+            "network.treat_as_public[3]"
+        ]
+    );
+    assert_eq!(
+        keys_of("[network.dns]\nnameservers = [\"127.0.0.53\", \"dns.example\", true]"),
+        ["network.dns.nameservers[1]", "network.dns.nameservers[2]"]
+    );
+    assert_eq!(
+        keys_of("[network.dns.hosts]\n\"a.test\" = [\"1.2.3.4\", \"nope\", \"no\"]"),
+        [
+            "network.dns.hosts.\"a.test\"[1]",
+            "network.dns.hosts.\"a.test\"[2]"
+        ]
+    );
+    assert_eq!(
+        keys_of(
+            "[network]\nallowed_domains = [\"a b\", \"ok.test\", \"https://x.test/\", 7]\ndenied_domains = [\"*\", \"10.*.0.1\"]"
+        ),
+        [
+            "network.allowed_domains[0]",
+            "network.allowed_domains[2]",
+            "network.allowed_domains[3]",
+            "network.denied_domains[0]",
+            "network.denied_domains[1]"
+        ]
+    );
+    assert_eq!(
+        keys_of(
+            "[network.mitm]\nenabled = true\n[network.mitm.actions.a]\nstrip_request_headers = [\"host\", \"x-ok\", 5, \"a b\"]"
+        ),
+        [
+            "network.mitm.actions.a.strip_request_headers[2]",
+            "network.mitm.actions.a.strip_request_headers[0]",
+            "network.mitm.actions.a.strip_request_headers[3]"
+        ]
+    );
+    assert_eq!(
+        keys_of(
+            "[network]\ncredential_broker = true\n[network.credentials.g]\nenv = \"T\"\nhosts = [\"a.test\", 1, false]"
+        ),
+        [
+            "network.credentials.g.hosts[1]",
+            "network.credentials.g.hosts[2]"
+        ]
+    );
+    // Managed lists too.
+    let e = build(
+        &[],
+        &["[network]\ntreat_as_public = [\"x\", \"10.0.0.0/8\", \"y\"]\nallow_unix_sockets = [1, \"/run/a.sock\", []]\nallowed_domains = [\"*\", \"https://a.test\"]"],
+    )
+    .unwrap_err();
+    let keys: Vec<&str> = e.diagnostics.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "network.treat_as_public[0]",
+            "network.treat_as_public[2]",
+            "network.allow_unix_sockets[0]",
+            "network.allow_unix_sockets[2]",
+            "network.allowed_domains[0]",
+            "network.allowed_domains[1]"
+        ],
+        "{e}"
+    );
+}
+
+/// The (line, column) of each diagnostic, by key.
+fn positions(e: &Error) -> Vec<(String, Option<(u32, u32)>)> {
+    e.diagnostics
+        .iter()
+        .map(|d| (d.key.clone(), d.position.map(|p| (p.line, p.column))))
+        .collect()
+}
+
+#[test]
+fn validate_gives_every_problem_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("team.toml");
+    std::fs::write(
+        &file,
+        "# team config\n[network]\nmdoe = \"limited\"\nenabled = \"yes\"\ntreat_as_public = [\"10.0.0.0/8\", \"x\"]\n\n[network.dns]\ntimeout = 5\n\n[network.domains]\n\"https://github.com/x\" = \"allow\"\n",
+    )
+    .unwrap();
+    let e = crate::validate_files(std::slice::from_ref(&file)).unwrap_err();
+    assert_eq!(
+        positions(&e),
+        [
+            ("network.mdoe".to_owned(), Some((3, 1))),
+            ("network.enabled".to_owned(), Some((4, 11))),
+            ("network.treat_as_public[1]".to_owned(), Some((5, 34))),
+            ("network.dns.timeout".to_owned(), Some((8, 1))),
+            (
+                "network.domains.\"https://github.com/x\"".to_owned(),
+                Some((11, 1))
+            ),
+        ],
+        "{e}"
+    );
+    let shown = e.to_string();
+    assert!(
+        shown.contains(&format!(
+            "{}:8:1: network.dns.timeout: unknown key (did you mean `network.dns.timeout_ms`?)",
+            file.display()
+        )),
+        "{shown}"
+    );
+
+    // Problems found once the layer is typed: grants without the broker, at their table.
+    std::fs::write(
+        &file,
+        "[network]\naudit_log = \"/tmp/a.jsonl\"\n\n[network.credentials.gitlab]\nenv = \"GITLAB_TOKEN\"\nhosts = [\"gitlab.example.com\"]\n",
+    )
+    .unwrap();
+    let e = crate::validate_files(std::slice::from_ref(&file)).unwrap_err();
+    assert_eq!(
+        positions(&e),
+        [("network.credentials".to_owned(), Some((4, 10)))],
+        "{e}"
+    );
+
+    // A file that is not TOML: where it stops being TOML.
+    std::fs::write(&file, "[network]\nmode = \"full\"\nenabled = tru\n").unwrap();
+    let e = crate::validate_files(std::slice::from_ref(&file)).unwrap_err();
+    assert_eq!(positions(&e), [(String::new(), Some((3, 11)))], "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}:3:11: invalid TOML: ", file.display())),
+        "{e}"
+    );
+
+    // The profile shape: at the key inside the profile.
+    std::fs::write(
+        &file,
+        "default_permissions = \"ci\"\n\n[permissions.ci.network]\nmode = \"open\"\n",
+    )
+    .unwrap();
+    let e = crate::validate_files(std::slice::from_ref(&file)).unwrap_err();
+    assert_eq!(
+        positions(&e),
+        [("permissions.ci.network.mode".to_owned(), Some((4, 8)))],
+        "{e}"
+    );
+}
+
+#[test]
+fn a_load_places_diagnostics_in_config_and_requirements_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = dir.path().join("user.toml");
+    let req = dir.path().join("req.toml");
+    std::fs::write(&user, "[network]\n\nmode = \"full\"\n").unwrap();
+    std::fs::write(
+        &req,
+        "[network]\nmode = \"limited\"\nallowed_domains = [\"a.test\", \"b c\"]\n",
+    )
+    .unwrap();
+    let sources = crate::Sources {
+        config_files: vec![user.clone()],
+        requirement_files: vec![req.clone()],
+        system_requirements: Some(dir.path().join("absent.toml")),
+        ..Default::default()
+    };
+    let e = crate::load(&sources).unwrap_err();
+    assert_eq!(
+        positions(&e),
+        [("network.allowed_domains[1]".to_owned(), Some((3, 30)))],
+        "{e}"
+    );
+    std::fs::write(&req, "[network]\nmode = \"limited\"\n").unwrap();
+    // A constraint violation: at the value in the user's file that widens it.
+    let e = crate::load(&sources).unwrap_err();
+    assert_eq!(e.diagnostics.len(), 1, "{e}");
+    assert_eq!(e.diagnostics[0].origin, user.display().to_string());
+    assert_eq!(
+        e.diagnostics[0].position.map(|p| (p.line, p.column)),
+        Some((3, 8)),
+        "{e}"
+    );
+    // The command line has no position.
+    let e = crate::load(&crate::Sources {
+        cli: CliOverrides {
+            set: vec!["mdoe=1".into()],
+            ..Default::default()
+        },
+        ..sources
+    })
+    .unwrap_err();
+    assert!(
+        e.diagnostics
+            .iter()
+            .any(|d| d.origin == "command-line" && d.position.is_none()),
+        "{e}"
     );
 }

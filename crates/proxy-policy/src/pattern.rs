@@ -103,6 +103,9 @@ impl Pattern {
         if text.is_empty() {
             return Err(err("empty pattern".into()));
         }
+        if let Some(why) = url_hint(text) {
+            return Err(err(why));
+        }
         let (host_part, ports) = split_port_scope(text).map_err(err)?;
         let kind = parse_kind(host_part).map_err(err)?;
         if kind == PatternKind::Global && ports.is_some() {
@@ -367,6 +370,44 @@ fn parse_glob(rest: &str, subdomains: bool, apex: bool) -> Result<PatternKind, S
         subdomains,
         apex,
     })
+}
+
+/// Why a pattern written as a URL (`https://github.com/x`) or with a path (`github.com/x`) is
+/// refused, with the host part as the pattern meant when it is one (`github.com`; an explicit
+/// port is kept: `https://a.test:8443/` means `a.test:8443`). `None` for anything without a
+/// scheme or a `/`, which no pattern has.
+///
+/// ```
+/// use proxy_policy::Pattern;
+/// let e = Pattern::parse("https://github.com/x").unwrap_err();
+/// assert_eq!(e.why(), "a pattern is a host: did you mean github.com?");
+/// ```
+fn url_hint(text: &str) -> Option<String> {
+    let rest = match text.split_once("://") {
+        Some((scheme, rest))
+            if !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) =>
+        {
+            rest
+        }
+        _ if text.contains('/') => text,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // user:password@host: only the host is a pattern.
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match Pattern::parse(host) {
+        Ok(p) if !host.is_empty() => Some(format!(
+            "a pattern is a host: did you mean {}?",
+            p.as_str()
+        )),
+        _ => Some(
+            "a pattern is a host (such as example.com, *.example.com or example.com:8443), not a URL or a path"
+                .into(),
+        ),
+    }
 }
 
 fn describe_host_error(e: &HostError) -> String {

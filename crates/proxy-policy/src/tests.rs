@@ -928,6 +928,69 @@ fn invalid_patterns_are_errors_that_name_them() {
 }
 
 #[test]
+fn a_url_or_a_path_as_a_pattern_names_the_host_it_meant() {
+    for (pattern, why) in [
+        (
+            "https://github.com/x",
+            "a pattern is a host: did you mean github.com?",
+        ),
+        (
+            "https://github.com",
+            "a pattern is a host: did you mean github.com?",
+        ),
+        (
+            "http://GitHub.com/",
+            "a pattern is a host: did you mean GitHub.com?",
+        ),
+        (
+            "github.com/org/repo",
+            "a pattern is a host: did you mean github.com?",
+        ),
+        (
+            "https://user:secret@api.example.com:8443/v1?q=1#top",
+            "a pattern is a host: did you mean api.example.com:8443?",
+        ),
+        (
+            "wss://[::1]:9000/socket",
+            "a pattern is a host: did you mean [::1]:9000?",
+        ),
+        (
+            "http://*.example.com/",
+            "a pattern is a host: did you mean *.example.com?",
+        ),
+        ("https://", "not a URL or a path"),
+        ("https://exa mple.com/", "not a URL or a path"),
+        ("/var/run/docker.sock", "not a URL or a path"),
+    ] {
+        let err = crate::Pattern::parse(pattern).unwrap_err();
+        assert_eq!(err.pattern(), pattern);
+        assert!(err.why().contains(why), "{pattern:?}: {err}");
+        assert!(
+            !err.why().contains("secret"),
+            "{pattern:?}: a password stays out of the message: {err}"
+        );
+    }
+    // The builder refuses the same, in allow and deny lists.
+    let err = Policy::builder()
+        .allow("https://github.com/x", None)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("did you mean github.com?"),
+        "{err}"
+    );
+    // Ordinary patterns are untouched.
+    for ok in [
+        "github.com",
+        "github.com:443",
+        "*.github.com",
+        "[::1]:80",
+        "fd00::1",
+    ] {
+        assert!(crate::Pattern::parse(ok).is_ok(), "{ok}");
+    }
+}
+
+#[test]
 fn decisions_explain_themselves() {
     let mut b = Policy::builder();
     b.allow("*.example.com", Some("/etc/netproxy/config.toml"))

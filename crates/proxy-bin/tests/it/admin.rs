@@ -95,6 +95,12 @@ async fn routes_change_the_running_proxy_and_never_show_the_token() {
     assert_eq!(api.post("/mode", "{").0, 400);
     assert_eq!(api.post("/mode", r#"{"mode":"open"}"#).0, 400);
     assert_eq!(api.post("/domains", r#"{"allow":["a?.test"]}"#).0, 400);
+    let (c, body) = api.post("/domains", r#"{"allow":["https://github.com/x"]}"#);
+    assert_eq!(c, 400, "{body}");
+    assert!(
+        body.contains("a pattern is a host: did you mean github.com?"),
+        "{body}"
+    );
     let big = format!(r#"{{"allow":["{}"]}}"#, "a".repeat(70_000));
     assert_eq!(api.post("/domains", &big).0, 413);
 

@@ -1,5 +1,7 @@
 //! The real `netproxy` binary: exit codes, output and diagnostics of `check` and `config`.
 
+use std::process::Command;
+
 use crate::support::{Home, chmod, json, ran, resolves};
 
 #[test]
@@ -7,7 +9,16 @@ fn help_lists_every_command_and_no_arguments_is_a_usage_error() {
     let home = Home::new();
     let r = home.run(&["--help"]);
     assert_eq!(r.code, 0);
-    for cmd in ["serve", "run", "check", "config", "ca", "env"] {
+    for cmd in [
+        "serve",
+        "run",
+        "check",
+        "config",
+        "ca",
+        "env",
+        "completions",
+        "man",
+    ] {
         assert!(
             r.stdout.contains(&format!("  {cmd} ")),
             "{cmd} missing from:\n{}",
@@ -437,23 +448,63 @@ fn config_validate_reports_every_diagnostic() {
     ]);
     assert_eq!(r.code, 3);
     let b = bad.display();
+    assert_eq!(
+        r.stderr,
+        format!(
+            "{b}:2:1: network.mdoe: unknown key (did you mean `network.mode`?)\n\
+             {b}:3:11: network.enabled: expected true or false, found string \"yes\"\n\
+             {b}:5:1: network.domains.\"*\": the global wildcard `*` cannot be denied; use exact hosts or scoped wildcards like *.example.com or **.example.com\n\
+             netproxy: 3 problems found\n"
+        )
+    );
+    let r = home.run(&["config", "validate"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // One problem: singular. A near miss by a unit suffix is suggested; every bad entry of a
+    // list is reported.
+    std::fs::write(&bad, "[network.dns]\ntimeout = 500\n").unwrap();
+    let r = home.run(&["config", "validate", bad.to_str().unwrap()]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (
+            3,
+            format!(
+                "{b}:2:1: network.dns.timeout: unknown key (did you mean `network.dns.timeout_ms`?)\n\
+                 netproxy: 1 problem found\n"
+            )
+            .as_str()
+        )
+    );
+    std::fs::write(
+        &bad,
+        "[network]\nallowed_domains = [\"https://github.com/x\", \"ok.test\", \"a b\"]\n",
+    )
+    .unwrap();
+    let r = home.run(&["config", "validate", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    for needle in [
+        format!(
+            "{b}:2:20: network.allowed_domains[0]: invalid pattern \"https://github.com/x\": a pattern is a host: did you mean github.com?"
+        ),
+        format!("{b}:2:55: network.allowed_domains[2]: invalid pattern \"a b\""),
+        "netproxy: 2 problems found".to_owned(),
+    ] {
+        assert!(
+            r.stderr.contains(&needle),
+            "no {needle:?} in:\n{}",
+            r.stderr
+        );
+    }
+    // Starting with a bad file names the same places.
+    let r = home.run(&["check", "--config", bad.to_str().unwrap(), "ok.test"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(
         r.stderr.contains(&format!(
-            "{b}: network.mdoe: unknown key (did you mean `network.mode`?)"
+            "netproxy: config error: {b}:2:20: network.allowed_domains[0]"
         )),
         "{}",
         r.stderr
     );
-    assert!(
-        r.stderr
-            .contains(&format!("{b}: network.enabled: expected true or false")),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("global wildcard"), "{}", r.stderr);
-    assert!(r.stderr.contains("3 problem(s) found"), "{}", r.stderr);
-    let r = home.run(&["config", "validate"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
 /// `check` judges through the gate `serve` builds, the upstream route included: with
@@ -698,4 +749,207 @@ fn ip_shaped_globs_are_refused_and_star_with_local_binding_is_warned_about() {
     r.assert_err(0, &["netproxy: warning: `*` is allowed (command-line) with allow_local_binding on (command-line): it admits every local address, cloud metadata included (169.254.169.254, and fd00:ec2::254 over IPv6 on AWS); add deny entries for them"]);
     let r = home.run(&["check", "--no-resolve", "--allow", "*", "example.com"]);
     assert!(!r.stderr.contains("169.254.169.254"), "{}", r.stderr);
+}
+
+#[test]
+fn completions_for_each_shell_name_the_commands() {
+    let home = Home::new();
+    let r = home.run(&["completions", "bash"]);
+    r.assert_out(
+        0,
+        &[
+            "_netproxy()",
+            "complete -F _netproxy",
+            "serve",
+            "--ready-file",
+        ],
+    );
+    let r = home.run(&["completions", "zsh"]);
+    assert!(r.stdout.starts_with("#compdef netproxy"), "{}", r.stdout);
+    r.assert_out(0, &["'serve:", "config validate", "--allow"]);
+    home.run(&["completions", "fish"]).assert_out(
+        0,
+        &["complete -c netproxy", "-f -a \"serve\"", "-l ready-file"],
+    );
+    home.run(&["completions", "tcsh"])
+        .assert_err(2, &["invalid value 'tcsh'", "bash", "zsh", "fish"]);
+    assert_eq!(home.run(&["completions"]).code, 2);
+
+    // The bash completion loads in bash and completes a subcommand.
+    let script = format!(
+        "source /dev/stdin <<'EOF'\n{}\nEOF\nCOMP_WORDS=(netproxy ser); COMP_CWORD=1; _netproxy netproxy ser netproxy; echo \"${{COMPREPLY[@]}}\"",
+        home.run(&["completions", "bash"]).stdout
+    );
+    match Command::new("bash").args(["-c", &script]).output() {
+        Ok(out) => assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "serve",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("note: no bash ({e}): the completion is not loaded"),
+    }
+}
+
+#[test]
+fn man_prints_the_page_and_writes_one_per_command() {
+    let home = Home::new();
+    let r = home.run(&["man"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with(&format!(
+            ".TH netproxy 1  \"netproxy {}\"",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        r.stdout
+    );
+    for needle in [
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        "netproxy\\-serve(1)",
+        "netproxy\\-completions(1)",
+    ] {
+        assert!(r.stdout.contains(needle), "no {needle:?} in:\n{}", r.stdout);
+    }
+    // Reproducible: neither the commit nor the build profile.
+    assert!(!r.stdout.contains(env!("NETPROXY_COMMIT")), "{}", r.stdout);
+
+    let dir = home.path().join("man1");
+    home.run(&["man", "--out-dir", dir.to_str().unwrap()])
+        .assert_out(0, &[]);
+    for name in [
+        "netproxy.1",
+        "netproxy-serve.1",
+        "netproxy-run.1",
+        "netproxy-env.1",
+        "netproxy-config-validate.1",
+        "netproxy-ca-init.1",
+        "netproxy-completions.1",
+        "netproxy-man.1",
+    ] {
+        let page =
+            std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let title = name.trim_end_matches(".1");
+        assert!(
+            page.starts_with(&format!(".TH {title} 1 ")),
+            "{name}: {page}"
+        );
+    }
+    let env = std::fs::read_to_string(dir.join("netproxy-env.1")).unwrap();
+    assert!(env.contains("\\-\\-ready\\-file"), "{env}");
+}
+
+#[test]
+fn version_names_the_commit_and_the_build_profile() {
+    let r = Home::new().run(&["--version"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line = r.stdout.trim_end();
+    let rest = line
+        .strip_prefix(&format!("netproxy {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not `netproxy X.Y.Z (COMMIT, PROFILE)`: {line:?}"));
+    let (commit, profile) = rest.split_once(", ").unwrap_or_else(|| panic!("{line:?}"));
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{line:?}"
+    );
+    assert!(matches!(profile, "debug" | "release"), "{line:?}");
+    assert_eq!(commit, env!("NETPROXY_COMMIT"), "{line:?}");
+    // The commit the source is at, when git can tell.
+    let git = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    match git {
+        Ok(out) if out.status.success() => {
+            assert_eq!(
+                commit,
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "{line:?}"
+            );
+        }
+        _ => eprintln!("note: git cannot tell the commit here: {line:?} not compared"),
+    }
+}
+
+/// `netproxy ARGS` on a pseudo-terminal (util-linux `script`), with `env` added to the
+/// home's; what the terminal showed (stdout and stderr). `None` without `script`.
+fn on_terminal(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Option<String> {
+    let inner = home.command(args);
+    let quoted: Vec<String> = std::iter::once(inner.get_program())
+        .chain(inner.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))
+        .collect();
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &quoted.join(" "), "/dev/null"])
+        .env_clear()
+        .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .env("TERM", "xterm")
+        .envs(env.iter().copied());
+    match cmd.output() {
+        Ok(out) => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
+        Err(e) => {
+            eprintln!("note: no `script` ({e}): colour on a terminal is not tested");
+            None
+        }
+    }
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let home = Home::new();
+    const ESC: &str = "\u{1b}[";
+    // Help and usage errors (clap).
+    for args in [&["--help"][..], &["completions", "tcsh"][..]] {
+        let Some(shown) = on_terminal(&home, args, &[]) else {
+            return;
+        };
+        assert!(
+            shown.contains(ESC),
+            "{args:?}: no colour on a terminal: {shown:?}"
+        );
+        let shown = on_terminal(&home, args, &[("NO_COLOR", "1")]).unwrap();
+        assert!(
+            shown.contains("Usage:") || shown.contains("error:"),
+            "{shown:?}"
+        );
+        assert!(
+            !shown.contains(ESC),
+            "{args:?}: colour despite NO_COLOR: {shown:?}"
+        );
+        let r = home.run(args);
+        assert!(
+            !r.stdout.contains(ESC) && !r.stderr.contains(ESC),
+            "{args:?}: colour into a pipe"
+        );
+    }
+    // The log: one decision at info level, refused without a lookup.
+    let args = [
+        "run",
+        "--",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "http://127.0.0.1:9/",
+    ];
+    let log = |env: &[(&str, &str)]| {
+        let mut env = env.to_vec();
+        env.push(("RUST_LOG", "info"));
+        let shown = on_terminal(&home, &args, &env).unwrap();
+        assert!(shown.contains("netproxy::audit"), "{shown:?}");
+        shown
+    };
+    assert!(log(&[]).contains(ESC));
+    assert!(
+        log(&[("NO_COLOR", "")]).contains(ESC),
+        "an empty NO_COLOR is unset"
+    );
+    assert!(!log(&[("NO_COLOR", "1")]).contains(ESC));
+    let mut cmd = home.command(&args);
+    cmd.env("RUST_LOG", "info");
+    let r = ran(cmd);
+    assert!(r.stderr.contains("netproxy::audit"), "{}", r.stderr);
+    assert!(!r.stderr.contains(ESC), "colour into a pipe: {}", r.stderr);
 }

@@ -500,6 +500,153 @@ fn env_prints_a_sourceable_environment_and_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_reads_the_addresses_of_a_running_serve_from_its_ready_file() {
+    let w = crate::support::World::new(&["api.test"]).await;
+    let port = w.origin.addr().port();
+    let s = w.serve().socks().args(&["--allow", "api.test"]).start();
+    let ready = s.path().join("ready.json");
+    let ready = ready.to_str().unwrap();
+    let home = Home::new();
+
+    // A shell that sources what `env --ready-file` prints, then reaches the origin through
+    // both proxies it names.
+    let script = format!(
+        "eval \"$(\"$@\")\" && curl -sS -o /dev/null -w 'http %{{http_code}}\\n' http://api.test:{port}/via-http \
+         && curl -sS -o /dev/null -w 'socks %{{http_code}}\\n' -x \"$ALL_PROXY\" http://api.test:{port}/via-socks"
+    );
+    let out = ran(wrapped(
+        &["sh", "-c", &script, "sh"],
+        &home.command(&["env", "--ready-file", ready]),
+    ));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.stdout, "http 200\nsocks 200\n", "{}", out.stderr);
+    let targets: Vec<String> = w.origin.seen().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/via-http", "/via-socks"]);
+
+    let out = ran(home.command(&["env", "--format", "json", "--ready-file", ready]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = json(&out.stdout);
+    assert_eq!(v["HTTPS_PROXY"], format!("http://{}", s.http));
+    assert_eq!(
+        v["ALL_PROXY"],
+        format!("socks5h://{}", s.socks.as_deref().unwrap())
+    );
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+
+    // Without SOCKS (`"socks":null`), ALL_PROXY is the HTTP proxy.
+    let plain = crate::support::serve().start();
+    let plain_ready = plain.path().join("ready.json");
+    let out = ran(home.command(&[
+        "env",
+        "--format",
+        "json",
+        "--ready-file",
+        plain_ready.to_str().unwrap(),
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = json(&out.stdout);
+    assert_eq!(v["ALL_PROXY"], format!("http://{}", plain.http));
+    plain.stop();
+    s.stop();
+}
+
+#[test]
+fn env_ready_file_problems_are_clear_errors_naming_the_file() {
+    let home = Home::new();
+    let dir = home.path();
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let missing = dir.join("missing.json");
+    let missing = missing.to_str().unwrap();
+    let out = ran(home.command(&["env", "--ready-file", missing]));
+    out.assert_err(
+        1,
+        &[
+            &format!("cannot read the ready file {missing}"),
+            "No such file",
+        ],
+    );
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+
+    let unreadable = dir.to_str().unwrap();
+    ran(home.command(&["env", "--ready-file", unreadable]))
+        .assert_err(1, &[&format!("cannot read the ready file {unreadable}")]);
+
+    for (name, text, why) in [
+        ("garbage.json", "http=127.0.0.1:3128\n", "not JSON"),
+        ("list.json", "[\"127.0.0.1:3128\"]", "not a JSON object"),
+        (
+            "nohttp.json",
+            "{\"socks\":\"127.0.0.1:1080\"}",
+            "no \"http\" address",
+        ),
+        (
+            "badhttp.json",
+            "{\"http\":\"localhost:3128\"}",
+            "\"http\" is \"localhost:3128\", not an IP:PORT address",
+        ),
+        (
+            "zero.json",
+            "{\"http\":\"127.0.0.1:0\"}",
+            "not an IP:PORT address",
+        ),
+        (
+            "badsocks.json",
+            "{\"http\":\"127.0.0.1:3128\",\"socks\":1080}",
+            "\"socks\" is 1080, not an address",
+        ),
+    ] {
+        let path = file(name, text);
+        let out = ran(home.command(&["env", "--ready-file", &path]));
+        out.assert_err(
+            1,
+            &[
+                &format!("{path} is not a ready file of `netproxy serve`"),
+                why,
+            ],
+        );
+        assert!(out.stdout.is_empty(), "{name}: {}", out.stdout);
+    }
+
+    // A ready file left behind by a process that has exited: the addresses, with a warning.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let stale = file(
+        "stale.json",
+        &format!("{{\"http\":\"127.0.0.1:3128\",\"socks\":null,\"admin\":null,\"pid\":{pid}}}"),
+    );
+    let out = ran(home.command(&["env", "--ready-file", &stale]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("export HTTP_PROXY='http://127.0.0.1:3128'"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "process {pid} that wrote {stale} is no longer running"
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // Exactly one of --http and --ready-file; --socks goes with --http.
+    let good = file("good.json", "{\"http\":\"127.0.0.1:3128\",\"socks\":null}");
+    for args in [
+        &["env", "--http", "127.0.0.1:3128", "--ready-file", &good][..],
+        &["env", "--socks", "127.0.0.1:1080", "--ready-file", &good][..],
+        &["env", "--format", "json"][..],
+    ] {
+        assert_eq!(ran(home.command(args)).code, 2, "{args:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_auth_admits_the_child_and_refuses_other_clients() {
     let w = world().await;
     let port = w.origin.addr().port();

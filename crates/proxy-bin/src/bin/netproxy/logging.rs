@@ -153,6 +153,15 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedStderr {
     }
 }
 
+/// Whether the log may use colour, by the rule clap follows for help and usage errors: only
+/// when stderr is a terminal that is not `TERM=dumb` (nor has no `TERM` at all), and never
+/// while `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colour_on_stderr() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("TERM").is_some_and(|t| t != "dumb")
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Installs the stderr log: `RUST_LOG` if set, else `default`; text or JSON lines. Returns the
 /// guard that flushes it at exit.
 pub(crate) fn init(default: &str, json: bool) -> FlushGuard {
@@ -166,7 +175,7 @@ pub(crate) fn init(default: &str, json: bool) -> FlushGuard {
     let (writer, guard) = BatchedStderr::start();
     let builder = tracing_subscriber::fmt()
         .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour_on_stderr())
         .with_env_filter(filter);
     let _ = if json {
         builder.json().try_init()

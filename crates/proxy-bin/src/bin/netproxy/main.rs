@@ -5,6 +5,7 @@
 mod ask;
 mod ca;
 mod child_env;
+mod cli_docs;
 mod files;
 mod isolate;
 mod logging;
@@ -18,10 +19,22 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use netproxy::{CheckRequest, Service, StartError, explain};
 use proxy_config::{CliOverrides, Sources};
 use proxy_core::{Mode, Protocol};
+
+/// `netproxy --version`: the version, the commit it was built from and the build profile
+/// (`netproxy 0.1.0 (1a2b3c4, release)`; the commit is `unknown` when built outside a git
+/// checkout; both come from build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("NETPROXY_COMMIT"),
+    ", ",
+    env!("NETPROXY_PROFILE"),
+    ")"
+);
 
 /// Exit code for a usage error.
 const EXIT_USAGE: u8 = 2;
@@ -31,7 +44,10 @@ const EXIT_CONFIG: u8 = 3;
 #[derive(Debug, Parser)]
 #[command(
     name = "netproxy",
-    version,
+    version = VERSION,
+    // Colour in help and usage errors only on a terminal, and never with NO_COLOR set
+    // (clap's `auto`; the log follows the same rule: logging.rs).
+    color = clap::ColorChoice::Auto,
     about = "A local network-policy egress proxy: lets through what the policy allows, refuses the rest with a clear reason, records every decision",
     arg_required_else_help = true
 )]
@@ -60,6 +76,18 @@ enum Command {
     /// Print the environment a child should get, for a proxy started with `serve` (with `mitm`,
     /// the trust bundle too)
     Env(EnvArgs),
+    /// Print shell completions for SHELL (e.g. `netproxy completions bash > /etc/bash_completion.d/netproxy`)
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff: `netproxy man | man -l -`)
+    Man {
+        /// Instead, write one page per command into DIR (netproxy.1, netproxy-serve.1, ...)
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +159,7 @@ struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("proxy").required(true).args(["http", "ready_file"])))]
 struct EnvArgs {
     #[command(flatten)]
     policy: PolicyOptions,
@@ -139,10 +168,13 @@ struct EnvArgs {
     format: String,
     /// The HTTP proxy's address (as `serve` printed it)
     #[arg(long, value_name = "ADDR")]
-    http: String,
+    http: Option<String>,
     /// The SOCKS5 proxy's address, if there is one
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", conflicts_with = "ready_file")]
     socks: Option<String>,
+    /// The addresses from the ready file a running `serve --ready-file FILE` wrote
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
 }
 
 /// The policy options (docs/config.md, "Layers").
@@ -154,7 +186,8 @@ struct PolicyOptions {
     /// A managed requirements file (repeatable)
     #[arg(long = "requirements", value_name = "FILE")]
     requirements: Vec<PathBuf>,
-    /// Set a key under `network` to a TOML value, e.g. -c mode='"limited"' (repeatable)
+    /// Set a key under `network` to a TOML value (a plain word for a string key), e.g.
+    /// -c mode=limited, -c limits.idle_timeout_s=60 (repeatable)
     #[arg(short = 'c', value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Allow a domain pattern (repeatable)
@@ -446,15 +479,28 @@ fn env_command(args: &EnvArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(a)
     };
-    let (http, socks) = match (
-        addr("http", &args.http),
-        args.socks.as_deref().map(|s| addr("socks", s)).transpose(),
-    ) {
-        (Ok(h), Ok(s)) => (h, s),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("netproxy env: {e}");
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
+    let (http, socks) = match &args.ready_file {
+        Some(path) => match read_ready_file(path) {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                eprintln!("netproxy env: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => match (
+            args.http.as_deref().map(|h| addr("http", h)).transpose(),
+            args.socks.as_deref().map(|s| addr("socks", s)).transpose(),
+        ) {
+            (Ok(Some(h)), Ok(s)) => (h, s),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("netproxy env: {e}");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+            (Ok(None), _) => {
+                eprintln!("netproxy env: give --http ADDR or --ready-file FILE");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+        },
     };
     let config = match load(&args.policy) {
         Ok(c) => c,
@@ -506,6 +552,68 @@ fn env_command(args: &EnvArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The most a ready file may hold: `serve` writes about a hundred bytes.
+const READY_FILE_MAX: u64 = 64 * 1024;
+
+/// The HTTP and SOCKS5 addresses from the ready file a running `serve --ready-file FILE`
+/// wrote (`{"http":ADDR,"socks":ADDR|null,"admin":ADDR|null,"pid":N}`); the error names the
+/// file and says what is wrong with it. A file whose `pid` is no longer running gets a warning
+/// on stderr: its addresses are probably stale.
+fn read_ready_file(
+    path: &std::path::Path,
+) -> Result<(std::net::SocketAddr, Option<std::net::SocketAddr>), String> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(READY_FILE_MAX + 1).read_to_string(&mut text))
+        .map_err(|e| {
+            format!(
+                "cannot read the ready file {shown}: {e} (is `netproxy serve --ready-file {shown}` running, and ready?)"
+            )
+        })?;
+    let malformed = |why: &str| {
+        format!(
+            "{shown} is not a ready file of `netproxy serve` ({why}); expected {{\"http\":\"127.0.0.1:PORT\",\"socks\":\"127.0.0.1:PORT\"|null,\"admin\":...,\"pid\":N}}"
+        )
+    };
+    if text.len() as u64 > READY_FILE_MAX {
+        return Err(malformed("it is larger than 64 KiB"));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| malformed(&format!("not JSON: {e}")))?;
+    let Some(doc) = v.as_object() else {
+        return Err(malformed("not a JSON object"));
+    };
+    let address = |key: &str| -> Result<Option<std::net::SocketAddr>, String> {
+        match doc.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => match s.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.port() != 0 => Ok(Some(a)),
+                _ => Err(malformed(&format!(
+                    "\"{key}\" is {s:?}, not an IP:PORT address"
+                ))),
+            },
+            Some(other) => Err(malformed(&format!("\"{key}\" is {other}, not an address"))),
+        }
+    };
+    let http = address("http")?.ok_or_else(|| malformed("it has no \"http\" address"))?;
+    let socks = address("socks")?;
+    if let Some(pid) = doc
+        .get("pid")
+        .and_then(serde_json::Value::as_i64)
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw)
+        && rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+    {
+        eprintln!(
+            "netproxy env: warning: process {} that wrote {shown} is no longer running: these addresses are probably stale",
+            pid.as_raw_nonzero()
+        );
+    }
+    Ok((http, socks))
+}
+
 fn config_command(cmd: &ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Show { policy, json } => {
@@ -537,7 +645,9 @@ fn config_command(cmd: &ConfigCommand) -> anyhow::Result<ExitCode> {
                     for d in &e.diagnostics {
                         eprintln!("{d}");
                     }
-                    eprintln!("netproxy: {} problem(s) found", e.diagnostics.len());
+                    let n = e.diagnostics.len();
+                    let s = if n == 1 { "" } else { "s" };
+                    eprintln!("netproxy: {n} problem{s} found");
                     Ok(ExitCode::from(EXIT_CONFIG))
                 }
             }
@@ -568,6 +678,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Suggest(args) => Ok(suggest::suggest(args)),
         Command::Config(cmd) => config_command(cmd),
+        Command::Completions { shell } => cli_docs::completions(*shell, Cli::command()),
+        Command::Man { out_dir } => cli_docs::man(Cli::command(), out_dir.as_deref()),
     };
     match result {
         Ok(code) => code,
