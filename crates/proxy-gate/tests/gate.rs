@@ -751,3 +751,16 @@ async fn verify_sni_marks_tunnels_and_refuses_quic() {
     let events = f.events.0.lock().unwrap();
     assert_eq!(events.last().unwrap().reason, "sni_mismatch");
 }
+
+#[tokio::test]
+async fn tmp_print_dns_messages() {
+    let f = fixture(&[], &["*.test"], &[]).await;
+    f.dns.set("gone.test", Answer::NxDomain);
+    f.dns.set("broken.test", Answer::ServFail);
+    f.dns.set("silent.test", Answer::Drop);
+    f.dns.set("empty.test", Answer::Addrs(vec![]));
+    for name in ["gone.test", "broken.test", "silent.test", "unknown.test", "empty.test"] {
+        let a = f.gate.admit(&connect(name, 443)).await;
+        eprintln!("MSG {name}: {a:?}");
+    }
+}

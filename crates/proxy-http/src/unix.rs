@@ -14,13 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use proxy_core::{Dialer, Gate, Host, Protocol, RequestMeta, Route, Target, Via};
 use proxy_io::Stream;
-use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::forward::{admit, not_a_tunnel, strip_hop_by_hop};
@@ -31,14 +30,10 @@ use crate::shared::Shared;
 pub(crate) const HEADER: &str = "x-unix-socket";
 
 fn failed(message: &str) -> Response<Body> {
-    respond::json_response(
-        StatusCode::BAD_GATEWAY,
-        &json!({
-            "status": "error",
-            "reason": "connect_failed",
-            "message": format!("unix socket proxy failed: {message}"),
-        }),
-    )
+    respond::failure(&proxy_core::Failure::new(
+        proxy_core::UpstreamFailure::ConnectFailed,
+        format!("unix socket proxy failed: {message}"),
+    ))
 }
 
 /// Serves one request that carries `x-unix-socket`.

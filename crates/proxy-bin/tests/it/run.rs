@@ -1043,3 +1043,68 @@ fn the_summary_names_twenty_targets_and_counts_the_rest() {
         )
     );
 }
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What the child's clients show of a refusal and of a failure: the status line names netproxy
+/// and the reason (curl -v, Python's urllib), and the JSON body names netproxy and ends with a
+/// newline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_failures_name_netproxy_on_the_wire() {
+    let w = world().await;
+    let port = w.origin.addr().port();
+    let closed = closed_port();
+    let dir = w.home.path();
+    let py = dir.join("fetch.py");
+    std::fs::write(
+        &py,
+        format!(
+            "import urllib.request, urllib.error\n\
+             for url in ['http://evil.test:{port}/', 'http://127.0.0.1:{closed}/']:\n\
+             \x20   try:\n\
+             \x20       urllib.request.urlopen(url)\n\
+             \x20   except urllib.error.HTTPError as e:\n\
+             \x20       print('urllib', e.code, e.reason)\n"
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "curl -sv -o {dir}/refused.json http://evil.test:{port}/ 2>&1 | grep '^< HTTP' | tr -d '\\r'; \
+         curl -sv -o {dir}/failed.json http://127.0.0.1:{closed}/ 2>&1 | grep '^< HTTP' | tr -d '\\r'; \
+         python3 {py}",
+        dir = dir.display(),
+        py = py.display(),
+    );
+    let allow = format!("127.0.0.1:{closed}");
+    let out = ran(w.run(&["--allow", &allow], &script));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    has_lines(
+        &out.stdout,
+        &[
+            "< HTTP/1.1 403 Blocked by netproxy (not_allowed)",
+            "< HTTP/1.1 502 Bad Gateway (netproxy: connect_failed)",
+            "urllib 403 Blocked by netproxy (not_allowed)",
+            "urllib 502 Bad Gateway (netproxy: connect_failed)",
+        ],
+    );
+    let refused = std::fs::read_to_string(dir.join("refused.json")).unwrap();
+    assert!(refused.ends_with("}\n"), "{refused:?}");
+    let v = json(&refused);
+    assert_eq!(v["reason"], "not_allowed");
+    assert_eq!(v["message"], "Blocked by netproxy: Domain not in allowlist.");
+    let failed = std::fs::read_to_string(dir.join("failed.json")).unwrap();
+    assert!(failed.ends_with("}\n"), "{failed:?}");
+    let v = json(&failed);
+    assert_eq!(v["reason"], "connect_failed");
+    assert!(
+        v["message"].as_str().unwrap().starts_with("netproxy: "),
+        "{v}"
+    );
+}
