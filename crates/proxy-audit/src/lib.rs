@@ -276,6 +276,8 @@ pub(crate) struct Line<'a> {
         skip_serializing_if = "Option::is_none"
     )]
     credential_injected: Option<bool>,
+    #[serde(rename = "error.type", skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'static str>,
 }
 
 /// A client address serialised straight into the output (`unknown` when not known).
@@ -316,6 +318,7 @@ impl<'a> Line<'a> {
             revoked: ev.revoked,
             credential_grant: ev.credential.as_ref().map(|c| c.grant.as_str()),
             credential_injected: ev.credential.as_ref().map(|c| c.injected),
+            error_type: ev.failure.as_ref().map(|f| f.kind.as_str()),
         }
     }
 }
@@ -385,6 +388,9 @@ pub(crate) fn write_line(out: &mut Vec<u8>, ev: &AuditEvent, timestamp: &str) {
         } else {
             b",\"credential.injected\":false"
         });
+    }
+    if let Some(f) = &ev.failure {
+        known(out, ",\"error.type\":", f.kind.as_str());
     }
     out.extend_from_slice(b"}\n");
 }
@@ -473,6 +479,8 @@ fn log_event(ev: &AuditEvent) {
     // Only for a request that carried a brokered dummy (`None` records nothing).
     let grant = ev.credential.as_ref().map(|c| c.grant.as_str());
     let injected = ev.credential.as_ref().map(|c| c.injected);
+    // Only for a failure.
+    let error_type = ev.failure.as_ref().map(|f| f.kind.as_str());
     // Every decision at INFO, as the reference does; a refusal is not an error of netproxy's.
     // A revocation carries one more field.
     macro_rules! event {
@@ -493,6 +501,7 @@ fn log_event(ev: &AuditEvent) {
                 client.address = %client,
                 credential.grant = grant,
                 credential.injected = injected,
+                error.type = error_type,
                 $($extra)*
                 "event.name" = proxy_core::EVENT_NAME,
                 "event.timestamp" = %timestamp,
@@ -598,6 +607,13 @@ mod tests {
             "127.0.0.1:5353".parse().unwrap(),
             Mode::Full,
         ));
+        // A failure: its wire name as `error.type`.
+        events.push(AuditEvent::failure(
+            &net("gone.example:443", Protocol::HttpsConnect),
+            &Decision::allow(),
+            &proxy_core::Failure::new(proxy_core::UpstreamFailure::DnsFailed, "no such name"),
+            Mode::Full,
+        ));
         for ev in &events {
             let mut written = Vec::new();
             write_line(&mut written, ev, "2026-01-01T00:00:00.123Z");
@@ -625,6 +641,11 @@ mod tests {
                 v.get("credential.injected")
                     .and_then(serde_json::Value::as_bool),
                 ev.credential.as_ref().map(|c| c.injected)
+            );
+            // Only a failure carries `error.type`.
+            assert_eq!(
+                v.get("error.type").and_then(|t| t.as_str()),
+                ev.failure.as_ref().map(|f| f.kind.as_str())
             );
         }
     }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::decision::{Decision, Rule, Source, Verdict};
+use crate::gate::Failure;
 use crate::target::{Mode, Protocol, RequestMeta};
 
 /// The tracing target of audit events.
@@ -85,6 +86,11 @@ pub struct AuditEvent {
     /// value was injected (`credential.injected`: the request was allowed and the grant is bound
     /// to its destination). Never a value.
     pub credential: Option<CredentialField>,
+    /// For a failure ([`AuditEvent::failure`]): the target the policy allowed could not be
+    /// reached (its name did not resolve, the connection or the upstream's TLS failed, no
+    /// answer came in time). A failure is not a refusal: the decision is the policy's
+    /// (`allow`), `reason` and the field `error.type` are the failure's wire name.
+    pub failure: Option<Failure>,
 }
 
 /// The audit fields of a request that carried a brokered credential's dummy.
@@ -114,6 +120,7 @@ impl Clone for AuditEvent {
             rule: self.rule.clone(),
             revoked: self.revoked,
             credential: self.credential.clone(),
+            failure: self.failure.clone(),
         }
     }
 
@@ -134,6 +141,7 @@ impl Clone for AuditEvent {
         self.rule.clone_from(&source.rule);
         self.revoked = source.revoked;
         self.credential.clone_from(&source.credential);
+        self.failure.clone_from(&source.failure);
     }
 }
 
@@ -164,7 +172,28 @@ impl AuditEvent {
                 grant: c.grant.clone(),
                 injected: c.refused.is_none() && decision.is_allowed(),
             }),
+            failure: None,
         }
+    }
+
+    /// The event of a failure: `meta`, which the policy's `decision` allowed, could not be
+    /// reached (docs/audit.md, "Failures"). The decision, its source and rule are the policy's;
+    /// the reason is the failure's wire name (`dns_failed`, `connect_failed`, ...), also given
+    /// as `error.type`. A failure is never counted as a refusal.
+    ///
+    /// ```
+    /// use proxy_core::{AuditEvent, Decision, Failure, Mode, Protocol, RequestMeta, Target, UpstreamFailure, Verdict};
+    /// let meta = RequestMeta::new(Protocol::HttpsConnect, Target::parse_authority("gone.test:443", 443).unwrap());
+    /// let f = Failure::new(UpstreamFailure::DnsFailed, "the name gone.test does not exist (NXDOMAIN)");
+    /// let ev = AuditEvent::failure(&meta, &Decision::allow(), &f, Mode::Full);
+    /// assert_eq!((ev.decision, ev.reason), (Verdict::Allow, "dns_failed"));
+    /// assert!(ev.fields().contains(&("error.type", "dns_failed".to_owned())));
+    /// ```
+    pub fn failure(meta: &RequestMeta, decision: &Decision, failure: &Failure, mode: Mode) -> Self {
+        let mut ev = Self::new(meta, decision, mode);
+        ev.reason = failure.kind.as_str();
+        ev.failure = Some(failure.clone());
+        ev
     }
 
     /// The event for a DNS query the child of `run --isolate` sent to a resolver address
@@ -205,6 +234,7 @@ impl AuditEvent {
             rule: None,
             revoked: false,
             credential: None,
+            failure: None,
         }
     }
 
@@ -218,7 +248,8 @@ impl AuditEvent {
 
     /// The fields of docs/audit.md with their values, in a stable order (the timestamp is
     /// left to the sink, which formats it); `network.policy.revoked` only on a revocation;
-    /// `credential.grant` and `credential.injected` only for a request carrying a dummy.
+    /// `credential.grant` and `credential.injected` only for a request carrying a dummy;
+    /// `error.type` only for a failure.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("network.policy.scope", self.scope.as_str().to_owned()),
@@ -248,6 +279,9 @@ impl AuditEvent {
         if let Some(c) = &self.credential {
             fields.push(("credential.grant", c.grant.clone()));
             fields.push(("credential.injected", c.injected.to_string()));
+        }
+        if let Some(f) = &self.failure {
+            fields.push(("error.type", f.kind.as_str().to_owned()));
         }
         fields
     }

@@ -40,7 +40,7 @@ pub use credential::{ProxyCredential, constant_time_eq, redact_userinfo};
 pub use decision::{Decision, Reason, Rule, Source, UnknownReason, Verdict};
 pub use gate::{
     Admission, Dialer, Failure, Gate, InnerVerdict, RequestHead, Route, UnixSocket,
-    UpstreamFailure, Via, judge_hello, judge_inner,
+    UpstreamFailure, Via, io_error_text, judge_hello, judge_inner,
 };
 pub use host::{Host, HostError};
 pub use intercept::{Intercepted, Interceptor, NoInterception};

@@ -241,16 +241,18 @@ impl Explanation {
     }
 }
 
-/// The audit event of one admission.
-fn audit_event(meta: &RequestMeta, admission: &Admission, mode: Mode) -> AuditEvent {
+/// The audit event of one admission; `policy` is the policy's decision, which a failure's
+/// event carries (the policy allowed the target; reaching it failed).
+fn audit_event(
+    meta: &RequestMeta,
+    admission: &Admission,
+    policy: &Decision,
+    mode: Mode,
+) -> AuditEvent {
     match admission {
         Admission::Allow(route) => AuditEvent::new(meta, &route.decision, mode),
         Admission::Deny(decision) => AuditEvent::new(meta, decision, mode),
-        Admission::Fail(failure) => {
-            let mut ev = AuditEvent::new(meta, &Decision::deny(Reason::NotAllowedLocal), mode);
-            ev.reason = failure.kind.as_str();
-            ev
-        }
+        Admission::Fail(failure) => AuditEvent::failure(meta, policy, failure, mode),
     }
 }
 
@@ -638,10 +640,9 @@ impl Gate for PolicyGate {
     async fn admit(&self, meta: &RequestMeta) -> Admission {
         let snap = self.state.load_full();
         let own = self.own.load_full();
-        let admission = self
-            .judge(meta, &snap, &own, Lookup::Resolve)
-            .await
-            .admission();
+        let seen = self.judge(meta, &snap, &own, Lookup::Resolve).await;
+        let policy = seen.decision.clone();
+        let admission = seen.admission();
         // A brokered dummy sent where its grant is not bound (a plain HTTP request): refused
         // once the policy allows the target, in this call's one event.
         let admission = match (admission, meta.credential_refusal()) {
@@ -655,8 +656,17 @@ impl Gate for PolicyGate {
         };
         // The one audit event of this call.
         self.audit
-            .record(&audit_event(meta, &admission, snap.policy.mode()));
+            .record(&audit_event(meta, &admission, &policy, snap.policy.mode()));
         admission
+    }
+
+    /// Records the failure as an event of its own, apart from refusals (docs/audit.md,
+    /// "Failures").
+    fn failed(&self, meta: &RequestMeta, route: &Route, failure: &Failure) {
+        tracing::debug!(target = %meta.target, error = %failure, "an admitted request failed");
+        let mode = self.state.load().policy.mode();
+        self.audit
+            .record(&AuditEvent::failure(meta, &route.decision, failure, mode));
     }
 }
 

@@ -84,10 +84,17 @@ fn kv_len(key: &str, v: Val<'_>) -> usize {
     delimited_len(tag::FIRST, key.len()) + delimited_len(tag::SECOND, any_len(v))
 }
 
+/// The most attributes an event has (all the optional ones at once).
+const MAX_ATTRIBUTES: usize = 17;
+
 /// The attributes of an event, in the order they are written: those of every event, then the
-/// rule and the layer when known, `network.policy.revoked` on a revocation, and
-/// `credential.grant` and `credential.injected` for a request that carried a brokered dummy.
-fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<'a>); 16], usize) {
+/// rule and the layer when known, `network.policy.revoked` on a revocation,
+/// `credential.grant` and `credential.injected` for a request that carried a brokered dummy,
+/// and `error.type` for a failure.
+fn attributes<'a>(
+    ev: &'a AuditEvent,
+    client: &'a [u8],
+) -> ([(&'static str, Val<'a>); MAX_ATTRIBUTES], usize) {
     let s = |v: &'a str| Val::Str(v.as_bytes());
     let unused = ("", Val::Bool(false));
     let mut all = [
@@ -105,6 +112,7 @@ fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<
             s(ev.method.as_deref().unwrap_or("none")),
         ),
         ("client.address", Val::Str(client)),
+        unused,
         unused,
         unused,
         unused,
@@ -128,6 +136,9 @@ fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<
     if let Some(c) = &ev.credential {
         push("credential.grant", s(&c.grant));
         push("credential.injected", Val::Bool(c.injected));
+    }
+    if let Some(f) = &ev.failure {
+        push("error.type", s(f.kind.as_str()));
     }
     (all, n)
 }
@@ -221,7 +232,7 @@ impl Body {
         crate::client_address(&mut self.client, ev.client);
         let (attrs, n) = attributes(ev, &self.client);
         let attrs = &attrs[..n];
-        let mut lens = [0usize; 16];
+        let mut lens = [0usize; MAX_ATTRIBUTES];
         let time = nanos(ev.timestamp);
         let mut len = self.prelude.len() + self.epilogue.len();
         if time != 0 {
@@ -331,6 +342,9 @@ mod tests {
                     attributes.push(text("credential.grant", &c.grant));
                     attributes.push(kv("credential.injected", Value::BoolValue(c.injected)));
                 }
+                if let Some(f) = &ev.failure {
+                    attributes.push(text("error.type", f.kind.as_str()));
+                }
                 LogRecord {
                     time_unix_nano: nanos(ev.timestamp),
                     observed_time_unix_nano: nanos(observed),
@@ -417,6 +431,17 @@ mod tests {
             grant: "odd\"grant".into(),
             injected: false,
         });
+        // A failure, and one with every optional attribute at once.
+        let mut failed = AuditEvent::failure(
+            &meta(Protocol::HttpsConnect, "gone.example", 443),
+            &Decision::allow().with_rule(proxy_core::Rule::new("*.example", None)),
+            &proxy_core::Failure::new(proxy_core::UpstreamFailure::DnsFailed, "no such name"),
+            Mode::Full,
+        );
+        failed.timestamp = t;
+        let mut everything = injected.clone();
+        everything.revoked = true;
+        everything.failure = failed.failure.clone();
         vec![
             with_rule,
             bare,
@@ -426,6 +451,8 @@ mod tests {
             revoked_bare,
             injected,
             refused,
+            failed,
+            everything,
         ]
     }
 

@@ -1108,3 +1108,135 @@ async fn refusals_and_failures_name_netproxy_on_the_wire() {
         "{v}"
     );
 }
+
+/// Refused is not failed: a name the DNS server does not know (`dns_failed`) and a closed port
+/// the policy allows (`connect_failed`, over HTTP, CONNECT and SOCKS5) are summarised on a line
+/// of their own, apart from the refusal; the report and the audit log tell them apart too; and
+/// nothing else of netproxy's reaches the child's terminal (no log line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_reported_apart_from_refusals() {
+    let w = world().await;
+    let port = w.origin.addr().port();
+    let closed = closed_port();
+    let report = w.home.path().join("report.json");
+    let audit = w.home.path().join("audit.jsonl");
+    let script = format!(
+        "curl -s -o /dev/null -w 'refused %{{http_code}}\\n' http://evil.test:{port}/; \
+         curl -s -o /dev/null -w 'dns %{{http_code}}\\n' http://gone.test/; \
+         curl -s -o /dev/null -w 'connect %{{http_code}}\\n' http://127.0.0.1:{closed}/; \
+         curl -s -o /dev/null -w 'tunnel %{{http_connect}}\\n' -p http://127.0.0.1:{closed}/; \
+         curl -s -o /dev/null -w 'socks %{{http_code}}\\n' -x \"$ALL_PROXY\" http://127.0.0.1:{closed}/; \
+         exit 3"
+    );
+    let allow = format!("127.0.0.1:{closed}");
+    let log = format!("audit_log=\"{}\"", audit.display());
+    let out = ran(w.run(
+        &[
+            "--allow",
+            "gone.test",
+            "--allow",
+            &allow,
+            "-c",
+            &log,
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &script,
+    ));
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    has_lines(
+        &out.stdout,
+        &[
+            "refused 403",
+            "dns 502",
+            "connect 502",
+            "tunnel 502",
+            "socks 000",
+        ],
+    );
+    assert_eq!(
+        out.stderr,
+        format!(
+            "netproxy: blocked 1 request: evil.test:{port} (not_allowed)\n\
+             netproxy: failed 4 requests: gone.test:80 (dns_failed), 127.0.0.1:{closed} (connect_failed)\n"
+        )
+    );
+    let v = json(&std::fs::read_to_string(&report).unwrap());
+    assert_eq!((&v["blocked_total"], &v["failed_total"]), (&1.into(), &4.into()));
+    assert_eq!(
+        v["failed_targets"][0],
+        serde_json::json!({"target": "gone.test:80", "reason": "dns_failed", "count": 1,
+                           "message": "the name gone.test does not exist (NXDOMAIN)"})
+    );
+    let connect = &v["failed_targets"][1];
+    assert_eq!(connect["count"], 3, "{connect}");
+    assert_eq!(
+        connect["message"],
+        format!("could not connect to 127.0.0.1:{closed} (the connection was refused)")
+    );
+    let totals = v["targets"].as_array().unwrap();
+    assert!(
+        totals.contains(&serde_json::json!({"target": format!("127.0.0.1:{closed}"), "allowed": 3, "blocked": 0, "failed": 3})),
+        "{totals:?}"
+    );
+    // The program, and how many arguments (never the arguments: URLs, credentials).
+    assert_eq!((&v["command"], &v["arguments"]), (&"sh".into(), &2.into()));
+    assert!(v["duration_ms"].is_u64(), "{v}");
+    // The audit log: each failure an event of its own, the policy's allow with `error.type`;
+    // the refusal a deny without it.
+    let lines = crate::support::wait_audit(&audit, "the failures", |l| {
+        l.iter().filter(|e| e.get("error.type").is_some()).count() == 4
+    });
+    for e in lines.iter().filter(|e| e.get("error.type").is_some()) {
+        assert_eq!(e["network.policy.decision"], "allow", "{e}");
+        assert_eq!(e["network.policy.reason"], e["error.type"], "{e}");
+    }
+    let refused: Vec<_> = lines
+        .iter()
+        .filter(|e| e["network.policy.decision"] == "deny")
+        .collect();
+    assert_eq!(refused.len(), 1, "{lines:?}");
+    assert!(refused[0].get("error.type").is_none());
+}
+
+/// A report that cannot be written is said so on stderr; the exit code stays the command's.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_report_write_failure_is_said_and_the_exit_code_stays() {
+    let home = Home::new();
+    let out = ran(netproxy(
+        &home,
+        &[
+            "run",
+            "--report",
+            "/dev/full",
+            "--",
+            "sh",
+            "-c",
+            "curl -s -o /dev/null http://127.0.0.1:9/; exit 4",
+        ],
+        &[],
+    ));
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "netproxy: error: the report /dev/full could not be written (no space left on device): it is incomplete\n"
+        ),
+        "{}",
+        out.stderr
+    );
+    // A report that cannot be created stops the run before the command starts.
+    let out = ran(netproxy(
+        &home,
+        &["run", "--report", "/nonexistent/dir/r.json", "--", "sh", "-c", "echo ran"],
+        &[],
+    ));
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr
+            .contains("cannot create the report /nonexistent/dir/r.json (it does not exist)"),
+        "{}",
+        out.stderr
+    );
+}

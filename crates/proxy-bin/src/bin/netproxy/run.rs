@@ -35,8 +35,9 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("netproxy: warning: {w}");
     }
     super::not_dumpable()?;
-    // The terminal is the child's: only netproxy's warnings and errors, unless RUST_LOG asks.
-    let flush = super::logging::init("warn", false);
+    // The terminal is the child's: only netproxy's warnings and errors, as plain lines, unless
+    // RUST_LOG asks for the log.
+    let flush = super::logging::init_run();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,6 +60,9 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
         },
         None => RunRecorder::new(),
     });
+    if let Some((program, rest)) = args.command.split_first() {
+        recorder.set_command(&program.to_string_lossy(), rest.len());
+    }
     let audit = Audit::default().with_sink(recorder.clone());
     let credential = if args.proxy_auth {
         Some(ProxyCredential::new("netproxy", session_token()?))
@@ -303,8 +307,9 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     {
         eprintln!("{summary}");
     }
+    // A report that cannot be written is said so; the exit code stays the command's.
     if let Err(e) = recorder.finish(i32::from(code)) {
-        eprintln!("netproxy run: {e}");
+        eprintln!("netproxy: error: {e}");
     }
     Ok(ExitCode::from(code))
 }
