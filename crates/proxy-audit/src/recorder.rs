@@ -15,7 +15,8 @@
 //! `reason`, `source`, `protocol`, `host`, `port`, `method`, `client`, `mode`, `rule` and
 //! `layer` (never a URL path, a query or a credential), and a failure also `failure`
 //! (`{"reason","message"}`). `blocked_targets` counts the refused requests of each target and
-//! reason (`{"target","reason","count"}`, in the order first seen) for the first
+//! reason (`{"target","reason","count","remedy"}`, in the order first seen; `remedy` the
+//! smallest change that would allow it, on the command line, or null) for the first
 //! [`REPORT_TARGETS`] of them; `failed_targets` the failed ones (with the first failure's
 //! `message`); the `_folded` counts are the requests to targets past that bound. `targets`
 //! counts each target's requests (`{"target","allowed","blocked","failed"}`: `allowed` the
@@ -76,7 +77,7 @@ impl Default for RunRecorder {
 type TargetKey = (String, &'static str);
 
 /// One refused or failed target: how many requests, and the note the summary and the report
-/// give it (a failure's first message).
+/// give it (a refusal's remedy on the command line, a failure's first message).
 #[derive(Debug)]
 struct Seen {
     count: u64,
@@ -287,12 +288,17 @@ impl RunRecorder {
 
     /// What is printed at exit (docs/run.md, "What was blocked or failed"), one line for the
     /// refused requests and one for the failed ones, each only when there were any: the count,
-    /// then each target once with its reason, the first [`SUMMARY_TARGETS`] by name and the
+    /// then each target once with its reason (and for a refusal, the smallest change that
+    /// would allow it, when there is one: `other.test:443 (not_allowed; --allow other.test)`),
+    /// the first [`SUMMARY_TARGETS`] by name and the
     /// rest counted (`..., and 9980 more targets`; `and over N more targets` when some were
     /// past [`REPORT_TARGETS`] and not told apart). `None` when nothing was refused or failed.
     pub fn summary(&self) -> Option<String> {
         let g = self.lock();
-        let blocked = g.blocked.line("blocked", |(t, r), _| format!("{t} ({r})"));
+        let blocked = g.blocked.line("blocked", |(t, r), seen| match &seen.note {
+            Some(remedy) => format!("{t} ({r}; {remedy})"),
+            None => format!("{t} ({r})"),
+        });
         let failed = g.failed.line("failed", |(t, r), _| format!("{t} ({r})"));
         match (blocked, failed) {
             (Some(b), Some(f)) => Some(format!("{b}\n{f}")),
@@ -320,7 +326,7 @@ impl RunRecorder {
         list(
             &mut r,
             &mut g.blocked.targets.iter().map(|((target, reason), seen)| {
-                serde_json::json!({"target": target, "reason": reason, "count": seen.count})
+                serde_json::json!({"target": target, "reason": reason, "count": seen.count, "remedy": seen.note})
             }),
         );
         r.write(
@@ -423,7 +429,9 @@ impl AuditSink for RunRecorder {
                 .add((target, ev.reason), || Some(f.message.clone()));
         } else if ev.decision != Verdict::Allow {
             g.totals.add(&target, Totals::BLOCKED);
-            g.blocked.add((target, ev.reason), || None);
+            g.blocked.add((target, ev.reason), || {
+                ev.remedy.as_ref().map(proxy_core::Remedy::command_line)
+            });
         } else {
             g.totals.add(&target, Totals::ALLOWED);
         }
@@ -501,7 +509,7 @@ mod tests {
         assert_eq!(v["exit_code"], 3);
         assert_eq!(
             v["blocked_targets"],
-            serde_json::json!([{"target": "evil.example:80", "reason": "denied", "count": 1}])
+            serde_json::json!([{"target": "evil.example:80", "reason": "denied", "count": 1, "remedy": null}])
         );
         assert_eq!(v["blocked_targets_folded"], 0);
         #[cfg(unix)]
@@ -556,7 +564,7 @@ mod tests {
         );
         assert_eq!(
             v["blocked_targets"][0],
-            serde_json::json!({"target": "example.com:53", "reason": "dns_not_served", "count": 2})
+            serde_json::json!({"target": "example.com:53", "reason": "dns_not_served", "count": 2, "remedy": null})
         );
     }
 
@@ -645,6 +653,31 @@ mod tests {
         assert!(d[1].get("failure").is_none(), "{}", d[1]);
     }
 
+    /// A refusal's remedy (the first seen for its target) follows its reason in the summary
+    /// and is in the report.
+    #[test]
+    fn refusals_name_their_remedy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        let rec = RunRecorder::with_report(&path).unwrap();
+        let mut refused = ev("other.test:443", &Decision::deny(Reason::NotAllowed));
+        refused.remedy = Some(proxy_core::Remedy::Allow {
+            pattern: "other.test".into(),
+        });
+        rec.record(&refused);
+        rec.record(&refused);
+        rec.record(&ev("10.0.0.5:80", &Decision::deny(Reason::InvalidHost)));
+        assert_eq!(
+            rec.summary().unwrap(),
+            "netproxy: blocked 3 requests: other.test:443 (not_allowed; --allow other.test), 10.0.0.5:80 (invalid_host)"
+        );
+        rec.finish(0).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["blocked_targets"][0]["remedy"], "--allow other.test");
+        assert!(v["blocked_targets"][1]["remedy"].is_null());
+    }
+
     /// A report that cannot be written says so, naming the file and why in plain words.
     #[cfg(target_os = "linux")]
     #[test]
@@ -730,7 +763,7 @@ mod tests {
         assert_eq!(targets.len(), REPORT_TARGETS);
         assert_eq!(
             targets[0],
-            serde_json::json!({"target": "10.0.0.0:9", "reason": "not_allowed_local", "count": 2})
+            serde_json::json!({"target": "10.0.0.0:9", "reason": "not_allowed_local", "count": 2, "remedy": null})
         );
         assert_eq!(targets[REPORT_TARGETS - 1]["count"], 1);
         assert_eq!(

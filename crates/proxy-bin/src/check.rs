@@ -106,6 +106,8 @@ pub struct CheckReport {
     pub failure: Option<proxy_core::Failure>,
     /// The upstream proxy the target would be reached through, if any.
     pub upstream: Option<String>,
+    /// For a refusal: the smallest change that would allow it, if one would.
+    pub remedy: Option<proxy_core::Remedy>,
 }
 
 /// Explains the decision for `req` through `gate`'s dry run ([`PolicyGate::explain`]): the code
@@ -124,6 +126,7 @@ pub async fn explain(gate: &PolicyGate, req: &CheckRequest, lookup: Lookup) -> C
                 resolved: None,
                 failure: None,
                 upstream: None,
+                remedy: None,
             };
         }
     };
@@ -140,6 +143,7 @@ pub async fn explain(gate: &PolicyGate, req: &CheckRequest, lookup: Lookup) -> C
         resolved: seen.resolved,
         failure: seen.failure,
         upstream: seen.upstream,
+        remedy: seen.remedy,
     }
 }
 
@@ -193,11 +197,20 @@ impl CheckReport {
             None => out.push_str(&format!("reason: allow (source {})\n", d.source)),
         }
         match &d.rule {
-            Some(rule) => out.push_str(&format!(
-                "rule: {} (layer {})\n",
-                rule.pattern,
-                rule.origin.as_deref().unwrap_or("unknown")
-            )),
+            Some(rule) => {
+                // A refusal after the rule matched (the name's addresses, the mode): the rule
+                // is said all the same.
+                let after = match d.reason {
+                    Some(Reason::NotAllowedLocal) => "; its addresses were then refused",
+                    Some(Reason::Denied) | None => "",
+                    Some(_) => "; the request was then refused",
+                };
+                out.push_str(&format!(
+                    "rule: {} (layer {}) matched{after}\n",
+                    rule.pattern,
+                    rule.origin.as_deref().unwrap_or("unknown")
+                ));
+            }
             None => out.push_str("rule: none matched\n"),
         }
         if let Some(detail) = &d.detail {
@@ -215,6 +228,12 @@ impl CheckReport {
                 "failure: {f} (the proxy answers {})\n",
                 f.kind.http_status()
             ));
+        }
+        if let Some(remedy) = &self.remedy {
+            out.push_str(&format!("remedy: {remedy}\n"));
+            if let Some((table, line)) = remedy.config_line() {
+                out.push_str(&format!("remedy in a config file, under [{table}]: {line}\n"));
+            }
         }
         if self.addresses_checked_at_connect {
             out.push_str(&format!(
@@ -256,6 +275,12 @@ impl CheckReport {
             "intercept": self.intercept,
             "hooked": self.hooked,
             "upstream_proxy": self.upstream,
+            "remedy": self.remedy.as_ref().map(|r| json!({
+                "text": r.to_string(),
+                "command_line": r.command_line(),
+                "config": r.config_line().map(|(table, line)| json!({"table": table, "line": line})),
+                "managed": !r.is_users(),
+            })),
             "allowed": d.verdict == Verdict::Allow && self.failure.is_none(),
         })
     }

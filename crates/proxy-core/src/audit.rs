@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use crate::decision::{Decision, Rule, Source, Verdict};
 use crate::gate::Failure;
+use crate::remedy::Remedy;
 use crate::target::{Mode, Protocol, RequestMeta};
 
 /// The tracing target of audit events.
@@ -91,6 +92,9 @@ pub struct AuditEvent {
     /// answer came in time). A failure is not a refusal: the decision is the policy's
     /// (`allow`), `reason` and the field `error.type` are the failure's wire name.
     pub failure: Option<Failure>,
+    /// For a refusal: the smallest change that would allow it, when the gate found one (for
+    /// `run`'s notices and summary; the audit sinks do not write it).
+    pub remedy: Option<Remedy>,
 }
 
 /// The audit fields of a request that carried a brokered credential's dummy.
@@ -121,6 +125,7 @@ impl Clone for AuditEvent {
             revoked: self.revoked,
             credential: self.credential.clone(),
             failure: self.failure.clone(),
+            remedy: self.remedy.clone(),
         }
     }
 
@@ -142,6 +147,7 @@ impl Clone for AuditEvent {
         self.revoked = source.revoked;
         self.credential.clone_from(&source.credential);
         self.failure.clone_from(&source.failure);
+        self.remedy.clone_from(&source.remedy);
     }
 }
 
@@ -173,6 +179,7 @@ impl AuditEvent {
                 injected: c.refused.is_none() && decision.is_allowed(),
             }),
             failure: None,
+            remedy: None,
         }
     }
 
@@ -235,6 +242,7 @@ impl AuditEvent {
             revoked: false,
             credential: None,
             failure: None,
+            remedy: None,
         }
     }
 

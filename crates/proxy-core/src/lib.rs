@@ -28,6 +28,7 @@ mod gate;
 pub mod host;
 mod intercept;
 mod lease;
+mod remedy;
 mod target;
 pub mod tls;
 
@@ -45,6 +46,7 @@ pub use gate::{
 pub use host::{Host, HostError};
 pub use intercept::{Intercepted, Interceptor, NoInterception};
 pub use lease::{HeldLease, Lease, LeaseHolder, Revoked, Revoker};
+pub use remedy::Remedy;
 pub use target::{
     AuthorityError, BrokeredCredential, METHOD_OVERRIDE_HEADERS, Mode, Protocol, RequestMeta,
     Target, UnknownMode, UnknownProtocol, method_override, split_authority,

@@ -342,7 +342,7 @@ async fn curl_in_the_child_goes_through_the_proxy_over_http_connect_and_socks() 
     // The summary: every refusal counted, each target once, with its reason.
     assert!(
         stderr.contains(&format!(
-            "netproxy: blocked 3 requests: evil.test:{port} (not_allowed)\n"
+            "netproxy: blocked 3 requests: evil.test:{port} (not_allowed; --allow evil.test)\n"
         )),
         "{stderr}"
     );
@@ -443,7 +443,7 @@ async fn git_clones_over_http_when_allowed_and_not_otherwise() {
     assert_eq!(out.code, 128, "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "netproxy: blocked 1 request: evil.test:{port} (not_allowed)"
+            "netproxy: blocked 1 request: evil.test:{port} (not_allowed; --allow evil.test)"
         )),
         "{stderr}"
     );
@@ -597,7 +597,7 @@ async fn readme_run_example() {
         out.stderr,
         format!(
             "curl: (56) CONNECT tunnel failed, response 403\n\
-             netproxy: blocked 1 request: example.test:{port} (not_allowed)\n"
+             netproxy: blocked 1 request: example.test:{port} (not_allowed; --allow example.test)\n"
         )
     );
 }
@@ -1033,7 +1033,7 @@ fn the_summary_names_twenty_targets_and_counts_the_rest() {
     let out = ran(netproxy(&home, &["run", "--", "sh", "-c", &script], &[]));
     assert_eq!(out.code, 0);
     let named: Vec<String> = (1..=20)
-        .map(|p| format!("127.0.0.1:{p} (not_allowed_local)"))
+        .map(|p| format!("127.0.0.1:{p} (not_allowed_local; --allow 127.0.0.1)"))
         .collect();
     assert_eq!(
         out.stderr,
@@ -1157,7 +1157,7 @@ async fn failures_are_reported_apart_from_refusals() {
     assert_eq!(
         out.stderr,
         format!(
-            "netproxy: blocked 1 request: evil.test:{port} (not_allowed)\n\
+            "netproxy: blocked 1 request: evil.test:{port} (not_allowed; --allow evil.test)\n\
              netproxy: failed 4 requests: gone.test:80 (dns_failed), 127.0.0.1:{closed} (connect_failed)\n"
         )
     );

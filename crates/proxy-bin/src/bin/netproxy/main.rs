@@ -367,9 +367,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         allow_upstream_proxy: config.allow_upstream_proxy(),
         verify_sni: config.verify_sni(),
     };
-    let state = Arc::new(ArcSwap::from_pointee(proxy_gate::Snapshot::new(
-        policy, settings,
-    )));
+    let state = Arc::new(ArcSwap::from_pointee(
+        proxy_gate::Snapshot::new(policy, settings).with_managed(netproxy::managed_of(&config)),
+    ));
     // The gate `serve` would build, judging through the same code; it records nothing here.
     let (upstream, _) = proxy_gate::UpstreamProxies::from_env(|k| std::env::var(k).ok());
     let gate = |resolver| {
