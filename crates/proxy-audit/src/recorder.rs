@@ -57,11 +57,23 @@ pub const SUMMARY_TARGETS: usize = 20;
 /// the per-target totals.
 pub const REPORT_TARGETS: usize = 10_000;
 
+/// Where the live notices go ([`RunRecorder::with_notices`]).
+type NoticeSink = Box<dyn Fn(String) + Send + Sync>;
+
 /// Records a `run` session's decisions.
-#[derive(Debug)]
 pub struct RunRecorder {
     inner: Mutex<Inner>,
     started: (Instant, SystemTime),
+    notices: Option<NoticeSink>,
+}
+
+impl std::fmt::Debug for RunRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunRecorder")
+            .field("inner", &self.inner)
+            .field("notices", &self.notices.is_some())
+            .finish()
+    }
 }
 
 impl Default for RunRecorder {
@@ -69,6 +81,61 @@ impl Default for RunRecorder {
         Self {
             inner: Mutex::default(),
             started: (Instant::now(), SystemTime::now()),
+            notices: None,
+        }
+    }
+}
+
+/// A short phrase for a refusal's reason, as a notice says it (`not in allowlist`).
+fn reason_phrase(reason: &str) -> &str {
+    use proxy_core::Reason as R;
+    match reason.parse::<R>() {
+        Ok(R::Denied) => "denied",
+        Ok(R::NotAllowed) => "not in allowlist",
+        Ok(R::NotAllowedLocal) => "local address",
+        Ok(R::InvalidHost) => "invalid host",
+        Ok(R::MethodNotAllowed) => "method not allowed in limited mode",
+        Ok(R::MitmRequired) => "needs HTTPS interception",
+        Ok(R::MitmHookDenied) => "no MITM hook matched",
+        Ok(R::ProxyDisabled) => "proxy disabled",
+        Ok(R::CredentialNotBound) => "credential not bound here",
+        Ok(R::SniMismatch) => "TLS server name differs",
+        Ok(R::PolicyDenied) => "refused by policy",
+        Ok(R::UnixSocketCrossOrigin) => "not from a local client",
+        Ok(R::DnsNotServed) => "name lookup not served",
+        Err(_) => reason,
+    }
+}
+
+/// A short phrase for a failure, as a notice says it (`name not resolved`).
+fn failure_phrase(kind: proxy_core::UpstreamFailure) -> &'static str {
+    use proxy_core::UpstreamFailure as F;
+    match kind {
+        F::DnsFailed => "name not resolved",
+        F::ConnectFailed | F::ConnectRefused => "connection failed",
+        F::UpstreamTlsFailed => "TLS failed",
+        F::UpstreamTimeout => "no answer in time",
+        F::UpstreamError => "broken answer",
+    }
+}
+
+/// The live notice of a refusal or a failure, the first time its target is seen (docs/run.md,
+/// "Notices"): `netproxy: refused other.test:443 (not in allowlist) — allow with --allow
+/// other.test`, `netproxy: failed gone.test:80 (name not resolved) — the name gone.test does
+/// not exist (NXDOMAIN)`.
+fn notice(ev: &AuditEvent, target: &str) -> String {
+    match &ev.failure {
+        Some(f) => format!(
+            "netproxy: failed {target} ({}) \u{2014} {}",
+            failure_phrase(f.kind),
+            f.message
+        ),
+        None => {
+            let why = reason_phrase(ev.reason);
+            match &ev.remedy {
+                Some(remedy) => format!("netproxy: refused {target} ({why}) \u{2014} {remedy}"),
+                None => format!("netproxy: refused {target} ({why})"),
+            }
         }
     }
 }
@@ -97,11 +164,13 @@ struct Tally {
 }
 
 impl Tally {
-    /// Counts one request to `key`; `note` is kept for a target seen the first time.
-    fn add(&mut self, key: TargetKey, note: impl FnOnce() -> Option<String>) {
+    /// Counts one request to `key`; `note` is kept for a target seen the first time. Returns
+    /// whether the target was new (and counted one by one).
+    fn add(&mut self, key: TargetKey, note: impl FnOnce() -> Option<String>) -> bool {
         self.total = self.total.saturating_add(1);
         if let Some(&i) = self.index.get(&key) {
             self.targets[i].1.count += 1;
+            false
         } else if self.targets.len() < REPORT_TARGETS {
             let i = self.targets.len();
             self.index.insert(key.clone(), i);
@@ -112,8 +181,10 @@ impl Tally {
                     note: note(),
                 },
             ));
+            true
         } else {
             self.folded = self.folded.saturating_add(1);
+            false
         }
     }
 
@@ -261,6 +332,17 @@ impl RunRecorder {
         r.write(b"{\"decisions\":[");
         rec.lock().report = Some(r);
         Ok(rec)
+    }
+
+    /// Also tells `sink` of each refused or failed target the first time it is seen, as the
+    /// one line of its live notice (docs/run.md, "Notices"): at most one a target and reason,
+    /// and none past the [`REPORT_TARGETS`] targets counted one by one. `sink` is called on the
+    /// request path, outside the recorder's lock: it must not block (hand the line to a
+    /// thread).
+    #[must_use]
+    pub fn with_notices(mut self, sink: impl Fn(String) + Send + Sync + 'static) -> Self {
+        self.notices = Some(Box::new(sink));
+        self
     }
 
     /// The command the session runs: the report gives its program (`command`) and the number
@@ -423,18 +505,19 @@ impl AuditSink for RunRecorder {
     fn record(&self, ev: &AuditEvent) {
         let mut g = self.lock();
         let target = target_of(ev);
-        if let Some(f) = &ev.failure {
+        let first = if let Some(f) = &ev.failure {
             g.totals.add(&target, Totals::FAILED);
             g.failed
-                .add((target, ev.reason), || Some(f.message.clone()));
+                .add((target.clone(), ev.reason), || Some(f.message.clone()))
         } else if ev.decision != Verdict::Allow {
             g.totals.add(&target, Totals::BLOCKED);
-            g.blocked.add((target, ev.reason), || {
+            g.blocked.add((target.clone(), ev.reason), || {
                 ev.remedy.as_ref().map(proxy_core::Remedy::command_line)
-            });
+            })
         } else {
             g.totals.add(&target, Totals::ALLOWED);
-        }
+            false
+        };
         if let Some(r) = g.report.as_mut() {
             let line = decision_json(ev).to_string();
             if !r.first {
@@ -443,6 +526,10 @@ impl AuditSink for RunRecorder {
             r.first = false;
             r.write(b"\n");
             r.write(line.as_bytes());
+        }
+        drop(g);
+        if first && let Some(sink) = &self.notices {
+            sink(notice(ev, &target));
         }
     }
 }
@@ -676,6 +763,34 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(v["blocked_targets"][0]["remedy"], "--allow other.test");
         assert!(v["blocked_targets"][1]["remedy"].is_null());
+    }
+
+    /// Each refused or failed target is told once, as it happens, with its remedy or what
+    /// failed.
+    #[test]
+    fn each_refused_or_failed_target_is_noticed_once() {
+        let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        let rec = RunRecorder::new().with_notices(move |line| seen.lock().unwrap().push(line));
+        let mut refused = ev("other.test:443", &Decision::deny(Reason::NotAllowed));
+        refused.remedy = Some(proxy_core::Remedy::Allow {
+            pattern: "other.test".into(),
+        });
+        rec.record(&refused);
+        rec.record(&refused);
+        rec.record(&ev("ok.test:80", &Decision::allow()));
+        rec.record(&ev("[::1]:80", &Decision::deny(Reason::InvalidHost)));
+        let nx = "the name gone.test does not exist (NXDOMAIN)";
+        rec.record(&failed("gone.test:443", UpstreamFailure::DnsFailed, nx));
+        rec.record(&failed("gone.test:443", UpstreamFailure::DnsFailed, nx));
+        assert_eq!(
+            *lines.lock().unwrap(),
+            [
+                "netproxy: refused other.test:443 (not in allowlist) \u{2014} allow with --allow other.test",
+                "netproxy: refused [::1]:80 (invalid host)",
+                "netproxy: failed gone.test:443 (name not resolved) \u{2014} the name gone.test does not exist (NXDOMAIN)",
+            ]
+        );
     }
 
     /// A report that cannot be written says so, naming the file and why in plain words.

@@ -6,6 +6,7 @@ mod ca;
 mod child_env;
 mod isolate;
 mod logging;
+mod notices;
 mod run;
 mod serve;
 
@@ -99,9 +100,14 @@ struct RunArgs {
     /// 3 or more), then close it before CMD starts
     #[arg(long, value_name = "N", requires = "admin")]
     admin_token_fd: Option<i32>,
-    /// Do not print the summary of blocked requests at exit
+    /// Do not print the live notices of refused and failed requests (the summary at exit
+    /// stays)
     #[arg(long)]
     quiet: bool,
+    /// Write the live notices of refused and failed requests to FILE (appended) instead of
+    /// stderr
+    #[arg(long, value_name = "FILE", conflicts_with = "quiet")]
+    notices: Option<PathBuf>,
     /// Write every decision to FILE as JSON
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,

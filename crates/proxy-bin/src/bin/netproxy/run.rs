@@ -10,6 +10,7 @@ use anyhow::Context;
 use netproxy::{AdminOptions, AdminToken, Files, Listen, Options, Service};
 
 use crate::child_env::{ProxyEnv, bundle_path};
+use crate::notices::{Notices, Out, print_lines};
 use proxy_audit::{Audit, RunRecorder};
 use proxy_core::ProxyCredential;
 use tokio::signal::unix::{SignalKind, signal};
@@ -50,7 +51,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<ExitCode> {
-    let recorder = Arc::new(match &args.report {
+    let recorder = match &args.report {
         Some(path) => match RunRecorder::with_report(path) {
             Ok(r) => r,
             Err(e) => {
@@ -59,6 +60,31 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
             }
         },
         None => RunRecorder::new(),
+    };
+    // Each refused or failed target told as it happens (docs/run.md, "Notices"), unless
+    // --quiet.
+    let notices = if args.quiet {
+        None
+    } else {
+        let out = match &args.notices {
+            Some(path) => match open_notices(path) {
+                Ok(f) => Out::File(f),
+                Err(e) => {
+                    eprintln!(
+                        "netproxy run: cannot open --notices {} ({})",
+                        path.display(),
+                        proxy_core::io_error_text(&e)
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            },
+            None => Out::Stderr,
+        };
+        Some(Notices::start(out).context("cannot start the notices' writer")?)
+    };
+    let recorder = Arc::new(match &notices {
+        Some(n) => recorder.with_notices(n.sink()),
+        None => recorder,
     });
     if let Some((program, rest)) = args.command.split_first() {
         recorder.set_command(&program.to_string_lossy(), rest.len());
@@ -302,16 +328,26 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     }
     service.close_audit();
     let code = exit_code(status);
-    if !args.quiet
-        && let Some(summary) = recorder.summary()
-    {
-        eprintln!("{summary}");
+    // The notices that waited for a terminal in raw mode, then the summary (which --quiet
+    // keeps).
+    let mut lines = notices.map(Notices::finish).unwrap_or_default();
+    if let Some(summary) = recorder.summary() {
+        lines.extend(summary.lines().map(str::to_owned));
     }
+    print_lines(&lines);
     // A report that cannot be written is said so; the exit code stays the command's.
     if let Err(e) = recorder.finish(i32::from(code)) {
         eprintln!("netproxy: error: {e}");
     }
     Ok(ExitCode::from(code))
+}
+
+/// The file of `--notices FILE`: appended to, created with mode 0600.
+fn open_notices(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.append(true).create(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)
 }
 
 /// The descriptor of `--admin-token-fd`: a duplicate netproxy owns (close-on-exec), the
