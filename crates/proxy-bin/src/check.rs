@@ -188,13 +188,18 @@ impl CheckReport {
                 .map(|m| format!(", {m}"))
                 .unwrap_or_default()
         );
-        match d.reason {
-            Some(r) => out.push_str(&format!(
+        match (&self.failure, d.reason) {
+            // A failure, not a refusal: the policy allows the target; reaching it failed.
+            (Some(f), _) => out.push_str(&format!(
+                "reason: {} (a failure: the policy allows it, reaching it failed): {}\n",
+                f.kind, f.message
+            )),
+            (None, Some(r)) => out.push_str(&format!(
                 "reason: {r} (source {}): {}\n",
                 d.source,
                 r.message()
             )),
-            None => out.push_str(&format!("reason: allow (source {})\n", d.source)),
+            (None, None) => out.push_str(&format!("reason: allow (source {})\n", d.source)),
         }
         match &d.rule {
             Some(rule) => {
@@ -254,14 +259,20 @@ impl CheckReport {
         out
     }
 
-    /// The JSON explanation (`--json`).
+    /// The JSON explanation (`--json`). For a failure, `decision` is `fail`, and `reason` and
+    /// `message` are the failure's, as in `failure` (the same the proxy's 502 body gives).
     pub fn to_json(&self) -> Value {
         let d = &self.decision;
+        let (reason, message) = match (&self.failure, d.reason) {
+            (Some(f), _) => (f.kind.as_str(), f.message.clone()),
+            (None, Some(r)) => (r.as_str(), r.message().to_owned()),
+            (None, None) => (d.reason_str(), "Allowed by policy.".to_owned()),
+        };
         json!({
             "decision": if self.failure.is_some() { "fail" } else { d.verdict.as_str() },
             "resolved": self.resolved.as_ref().map(|ips| ips.iter().map(ToString::to_string).collect::<Vec<_>>()),
             "failure": self.failure.as_ref().map(|f| json!({"reason": f.kind.as_str(), "message": f.message})),
-            "reason": d.reason_str(),
+            "reason": reason,
             "source": d.source.as_str(),
             "protocol": self.request.protocol.as_str(),
             "host": self.host_text(),
@@ -269,8 +280,8 @@ impl CheckReport {
             "method": self.request.method,
             "rule": d.rule.as_ref().map(|r| json!({"pattern": &*r.pattern, "layer": r.origin.as_deref()})),
             "detail": d.detail.as_deref(),
-            "message": d.reason.map_or("Allowed by policy.", Reason::message),
-            "x_proxy_error": d.reason.and_then(Reason::x_proxy_error),
+            "message": message,
+            "x_proxy_error": if self.failure.is_some() { None } else { d.reason.and_then(Reason::x_proxy_error) },
             "addresses_checked_at_connect": self.addresses_checked_at_connect,
             "intercept": self.intercept,
             "hooked": self.hooked,

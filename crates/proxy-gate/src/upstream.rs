@@ -57,7 +57,7 @@ fn parse_endpoint(var: &str, value: &str) -> Result<Endpoint, String> {
     let authority = rest.split('/').next().unwrap_or(rest);
     if authority.contains('@') {
         return Err(format!(
-            "{var}: credentials in the upstream proxy URL are not supported yet"
+            "{var}: netproxy cannot authenticate to an upstream proxy: remove the credentials from the URL, or use a proxy that needs none"
         ));
     }
     let (host, port) = split_authority(authority).map_err(|e| format!("{var}: {e}"))?;
@@ -373,6 +373,11 @@ mod tests {
         assert!(p.is_empty());
         assert_eq!(problems.len(), 2);
         assert!(problems[0].contains("only http://"), "{problems:?}");
-        assert!(problems[1].contains("credentials"), "{problems:?}");
+        assert_eq!(
+            problems[1],
+            "HTTPS_PROXY: netproxy cannot authenticate to an upstream proxy: remove the credentials from the URL, or use a proxy that needs none"
+        );
+        // Never the credentials themselves.
+        assert!(!problems.iter().any(|p| p.contains("pw")), "{problems:?}");
     }
 }

@@ -551,8 +551,41 @@ async fn check_resolves_an_allowed_name_like_serve() {
     );
     r_pub.assert_out(0, &["resolved: 127.0.0.2"]);
     r_loc.assert_out(1, &["not_allowed_local", "resolved to 127.0.0.1"]);
-    r_gone.assert_out(1, &["failure: dns_failed"]);
+    let nx = "the name gone.test does not exist (NXDOMAIN)";
+    r_gone.assert_out(
+        1,
+        &[
+            "fail: gone.test:443",
+            &format!("reason: dns_failed (a failure: the policy allows it, reaching it failed): {nx}\n"),
+            &format!("failure: dns_failed: {nx} (the proxy answers 502)\n"),
+            "rule: *.test (layer command-line) matched\n",
+        ],
+    );
+    assert!(!r_gone.stdout.contains("reason: allow"), "{}", r_gone.stdout);
     assert_eq!(r_evil.code, 1);
+    // JSON says the failure the same way everywhere: decision, reason, message and failure.
+    let r = home.run(&[
+        "check",
+        "--json",
+        "-c",
+        &ns,
+        "--allow",
+        "*.test",
+        "gone.test",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = json(&r.stdout);
+    assert_eq!(
+        (&v["decision"], &v["reason"], &v["message"], &v["allowed"]),
+        (&"fail".into(), &"dns_failed".into(), &nx.into(), &false.into()),
+        "{v}"
+    );
+    assert_eq!(
+        v["failure"],
+        serde_json::json!({"reason": "dns_failed", "message": nx})
+    );
+    assert!(v["x_proxy_error"].is_null(), "{v}");
+    assert!(v["remedy"].is_null(), "{v}");
     // A refused name is never resolved.
     assert_eq!(dns.queries_for("evil.test"), 0);
 }
