@@ -404,7 +404,13 @@ impl RunRecorder {
                 r.write(entry.to_string().as_bytes());
             }
         };
-        r.write(format!("],\"blocked_total\":{},\"blocked_targets\":[", g.blocked.total).as_bytes());
+        r.write(
+            format!(
+                "],\"blocked_total\":{},\"blocked_targets\":[",
+                g.blocked.total
+            )
+            .as_bytes(),
+        );
         list(
             &mut r,
             &mut g.blocked.targets.iter().map(|((target, reason), seen)| {
@@ -536,7 +542,9 @@ impl AuditSink for RunRecorder {
 
 #[cfg(test)]
 mod tests {
-    use proxy_core::{Decision, Failure, Mode, Protocol, Reason, RequestMeta, Target, UpstreamFailure};
+    use proxy_core::{
+        Decision, Failure, Mode, Protocol, Reason, RequestMeta, Target, UpstreamFailure,
+    };
 
     use super::*;
 
@@ -682,7 +690,11 @@ mod tests {
             UpstreamFailure::ConnectRefused,
             "could not connect to 127.0.0.2:1 (the connection was refused)",
         ));
-        rec.record(&failed("gone.test:443", UpstreamFailure::DnsFailed, "again"));
+        rec.record(&failed(
+            "gone.test:443",
+            UpstreamFailure::DnsFailed,
+            "again",
+        ));
         assert_eq!((rec.blocked_total(), rec.failed_total()), (1, 3));
         assert_eq!(
             rec.summary().unwrap(),
@@ -719,7 +731,10 @@ mod tests {
             ])
         );
         assert_eq!(v["targets_folded"], 0);
-        assert_eq!((&v["command"], &v["arguments"]), (&"curl".into(), &2.into()));
+        assert_eq!(
+            (&v["command"], &v["arguments"]),
+            (&"curl".into(), &2.into())
+        );
         assert!(v["duration_ms"].is_u64(), "{v}");
         assert!(v["started"].as_str().unwrap().ends_with('Z'), "{v}");
         assert_eq!(v["exit_code"], 7);

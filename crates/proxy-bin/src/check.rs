@@ -237,7 +237,9 @@ impl CheckReport {
         if let Some(remedy) = &self.remedy {
             out.push_str(&format!("remedy: {remedy}\n"));
             if let Some((table, line)) = remedy.config_line() {
-                out.push_str(&format!("remedy in a config file, under [{table}]: {line}\n"));
+                out.push_str(&format!(
+                    "remedy in a config file, under [{table}]: {line}\n"
+                ));
             }
         }
         if self.addresses_checked_at_connect {

@@ -136,7 +136,10 @@ pub fn managed_of(config: &Config) -> proxy_gate::Managed {
         if m.allowlist.is_none()
             && let Some(allowed) = &r.allowed_domains
         {
-            m.allowlist = match (r.managed_allowed_domains_only, r.allowlist_expansion_enabled) {
+            m.allowlist = match (
+                r.managed_allowed_domains_only,
+                r.allowlist_expansion_enabled,
+            ) {
                 (true, _) | (false, Some(false)) => Some((file.clone(), None)),
                 (false, None) => Some((file.clone(), Some(allowed.clone()))),
                 (false, Some(true)) => None,

@@ -152,7 +152,10 @@ impl Remedy {
             ),
             Remedy::TreatAsPublic { ranges, .. } => {
                 let list: Vec<String> = ranges.iter().map(|r| toml_string(r)).collect();
-                ("network", format!("treat_as_public = [{}]", list.join(", ")))
+                (
+                    "network",
+                    format!("treat_as_public = [{}]", list.join(", ")),
+                )
             }
             Remedy::LocalBinding { .. } => ("network", "allow_local_binding = true".to_owned()),
             Remedy::FullMode => ("network", "mode = \"full\"".to_owned()),
@@ -194,10 +197,7 @@ impl fmt::Display for Remedy {
                 f,
                 "limited mode allows GET, HEAD and OPTIONS only: allow with {line}"
             ),
-            Remedy::Mitm => write!(
-                f,
-                "it needs HTTPS interception: allow with {line}"
-            ),
+            Remedy::Mitm => write!(f, "it needs HTTPS interception: allow with {line}"),
             Remedy::Enable => write!(f, "the proxy is disabled: enable it with {line}"),
             Remedy::Managed { file } => write!(
                 f,
@@ -237,7 +237,11 @@ mod tests {
                 r#"treat_as_public = ["127.0.0.2/32", "127.0.0.1/32"]"#.to_owned()
             ))
         );
-        assert!(local.to_string().ends_with("or use the address itself (--allow 127.0.0.1)"));
+        assert!(
+            local
+                .to_string()
+                .ends_with("or use the address itself (--allow 127.0.0.1)")
+        );
         let deny = |layer: Option<&str>| Remedy::RemoveDeny {
             pattern: "evil.test".into(),
             layer: layer.map(str::to_owned),

@@ -331,9 +331,15 @@ mod tests {
             Managed::default(),
         );
         let r = |d: Decision| remedy(&meta("api.test"), &d, None, &limited, none);
-        assert_eq!(r(Decision::deny(Reason::MethodNotAllowed)), Some(Remedy::FullMode));
+        assert_eq!(
+            r(Decision::deny(Reason::MethodNotAllowed)),
+            Some(Remedy::FullMode)
+        );
         assert_eq!(r(Decision::deny(Reason::MitmRequired)), Some(Remedy::Mitm));
-        assert_eq!(r(Decision::deny(Reason::ProxyDisabled)), Some(Remedy::Enable));
+        assert_eq!(
+            r(Decision::deny(Reason::ProxyDisabled)),
+            Some(Remedy::Enable)
+        );
     }
 
     #[test]
@@ -361,7 +367,10 @@ mod tests {
         let r = |authority: &str, d: Decision, resolved: Option<&[IpAddr]>| {
             remedy(&meta(authority), &d, resolved, &s, none)
         };
-        assert_eq!(r("other.test", Decision::deny(Reason::NotAllowed), None), theirs);
+        assert_eq!(
+            r("other.test", Decision::deny(Reason::NotAllowed), None),
+            theirs
+        );
         // A pattern the managed list covers is the user's to add.
         assert_eq!(
             r("api.corp.test", Decision::deny(Reason::NotAllowed), None),
@@ -369,11 +378,15 @@ mod tests {
                 pattern: "api.corp.test".into()
             })
         );
-        let denied =
-            Decision::deny(Reason::Denied).with_rule(Rule::new("evil.test", Some(file.as_str().into())));
+        let denied = Decision::deny(Reason::Denied)
+            .with_rule(Rule::new("evil.test", Some(file.as_str().into())));
         assert_eq!(r("evil.test", denied, None), theirs);
         assert_eq!(
-            r("api.corp.test", Decision::deny(Reason::MethodNotAllowed), None),
+            r(
+                "api.corp.test",
+                Decision::deny(Reason::MethodNotAllowed),
+                None
+            ),
             theirs
         );
         assert_eq!(

@@ -217,9 +217,18 @@ async fn dns_failures_say_what_happened_in_plain_words() {
     f.dns.set("empty.test", Answer::Addrs(vec![]));
     for (name, want) in [
         ("gone.test", "the name gone.test does not exist (NXDOMAIN)"),
-        ("broken.test", "the DNS server could not answer for broken.test (SERVFAIL)"),
-        ("silent.test", "no DNS server answered for silent.test within 400 ms"),
-        ("empty.test", "the name empty.test has no address (no A or AAAA record)"),
+        (
+            "broken.test",
+            "the DNS server could not answer for broken.test (SERVFAIL)",
+        ),
+        (
+            "silent.test",
+            "no DNS server answered for silent.test within 400 ms",
+        ),
+        (
+            "empty.test",
+            "the name empty.test has no address (no A or AAAA record)",
+        ),
     ] {
         let Admission::Fail(failure) = f.gate.admit(&connect(name, 443)).await else {
             panic!("{name}: expected a failure");
@@ -782,4 +791,3 @@ async fn verify_sni_marks_tunnels_and_refuses_quic() {
     let events = f.events.0.lock().unwrap();
     assert_eq!(events.last().unwrap().reason, "sni_mismatch");
 }
-

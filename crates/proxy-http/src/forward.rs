@@ -408,7 +408,11 @@ where
         Ok(Err(e)) => {
             return failed(Failure::new(
                 UpstreamFailure::UpstreamError,
-                format!("the exchange with {} broke: {}", meta.target, e.into_error()),
+                format!(
+                    "the exchange with {} broke: {}",
+                    meta.target,
+                    e.into_error()
+                ),
             ));
         }
         Ok(Ok(r)) => r,

@@ -558,7 +558,9 @@ fn tls_error_text(host: &Host, e: &std::io::Error) -> String {
         E::InvalidCertificate(c) => {
             let why = match c {
                 C::UnknownIssuer => "is not signed by an authority netproxy trusts".to_owned(),
-                C::BadSignature => "has a bad signature".to_owned(),
+                C::BadSignature => {
+                    "is not signed by the authority it names (bad signature)".to_owned()
+                }
                 C::Expired | C::ExpiredContext { .. } => "has expired".to_owned(),
                 C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet".to_owned(),
                 C::Revoked => "has been revoked".to_owned(),
@@ -1172,5 +1174,33 @@ mod tests {
         assert_eq!(a("example.com:8443"), "example.com:8443");
         assert_eq!(a("[::1]:443"), "[::1]");
         assert_eq!(a("[::1]:8443"), "[::1]:8443");
+    }
+
+    /// A failed TLS handshake is said in words: never a variant name or an `(os error N)`.
+    #[test]
+    fn tls_failures_in_plain_words() {
+        use rustls::{AlertDescription, CertificateError, Error};
+        let host = Host::parse("origin.test").unwrap();
+        let io = |e: Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        for (e, want) in [
+            (
+                io(Error::InvalidCertificate(CertificateError::UnknownIssuer)),
+                "the certificate of origin.test is not signed by an authority netproxy trusts",
+            ),
+            (
+                io(Error::InvalidCertificate(CertificateError::Expired)),
+                "the certificate of origin.test has expired",
+            ),
+            (
+                io(Error::AlertReceived(AlertDescription::HandshakeFailure)),
+                "origin.test refused the TLS handshake (alert: handshake failure)",
+            ),
+            (
+                std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+                "the TLS handshake with origin.test failed: the connection was reset",
+            ),
+        ] {
+            assert_eq!(super::tls_error_text(&host, &e), want);
+        }
     }
 }

@@ -556,12 +556,18 @@ async fn check_resolves_an_allowed_name_like_serve() {
         1,
         &[
             "fail: gone.test:443",
-            &format!("reason: dns_failed (a failure: the policy allows it, reaching it failed): {nx}\n"),
+            &format!(
+                "reason: dns_failed (a failure: the policy allows it, reaching it failed): {nx}\n"
+            ),
             &format!("failure: dns_failed: {nx} (the proxy answers 502)\n"),
             "rule: *.test (layer command-line) matched\n",
         ],
     );
-    assert!(!r_gone.stdout.contains("reason: allow"), "{}", r_gone.stdout);
+    assert!(
+        !r_gone.stdout.contains("reason: allow"),
+        "{}",
+        r_gone.stdout
+    );
     assert_eq!(r_evil.code, 1);
     // JSON says the failure the same way everywhere: decision, reason, message and failure.
     let r = home.run(&[
@@ -577,7 +583,12 @@ async fn check_resolves_an_allowed_name_like_serve() {
     let v = json(&r.stdout);
     assert_eq!(
         (&v["decision"], &v["reason"], &v["message"], &v["allowed"]),
-        (&"fail".into(), &"dns_failed".into(), &nx.into(), &false.into()),
+        (
+            &"fail".into(),
+            &"dns_failed".into(),
+            &nx.into(),
+            &false.into()
+        ),
         "{v}"
     );
     assert_eq!(
@@ -763,8 +774,10 @@ async fn check_names_the_remedy_of_each_refusal() {
             "\"**.example.test\" = \"allow\"",
         ],
     );
-    check(&[], "http://10.0.0.5/")
-        .assert_out(1, &["not_allowed_local", "remedy: allow with --allow 10.0.0.5\n"]);
+    check(&[], "http://10.0.0.5/").assert_out(
+        1,
+        &["not_allowed_local", "remedy: allow with --allow 10.0.0.5\n"],
+    );
     // A name allowed by its rule, then refused by its address: the rule is said.
     check(&["--allow", "near.test"], "near.test").assert_out(
         1,
@@ -775,8 +788,10 @@ async fn check_names_the_remedy_of_each_refusal() {
             "remedy in a config file, under [network]: treat_as_public = [\"127.0.0.3/32\"]\n",
         ],
     );
-    check(&["--deny", "evil.test"], "evil.test")
-        .assert_out(1, &["remedy: a deny entry refuses it: drop --deny evil.test\n"]);
+    check(&["--deny", "evil.test"], "evil.test").assert_out(
+        1,
+        &["remedy: a deny entry refuses it: drop --deny evil.test\n"],
+    );
     check(
         &["--mode", "limited", "--allow", "x.test", "--method", "POST"],
         "http://x.test/",
@@ -785,8 +800,17 @@ async fn check_names_the_remedy_of_each_refusal() {
         1,
         &["remedy: limited mode allows GET, HEAD and OPTIONS only: allow with --mode full\n"],
     );
-    check(&["--mode", "limited", "--allow", "x.test"], "https://x.test/")
-        .assert_out(1, &["mitm_required", "remedy: it needs HTTPS interception: allow with --mitm\n"]);
+    check(
+        &["--mode", "limited", "--allow", "x.test"],
+        "https://x.test/",
+    )
+    .assert_out(
+        1,
+        &[
+            "mitm_required",
+            "remedy: it needs HTTPS interception: allow with --mitm\n",
+        ],
+    );
     // An allowed target has no remedy.
     let r = check(&["--no-resolve"], "api.example.test");
     r.assert_out(0, &[]);
@@ -816,7 +840,11 @@ async fn check_names_the_remedy_of_each_refusal() {
         r.assert_out(1, &[&managed]);
         assert!(!r.stdout.contains("config file"), "{}", r.stdout);
     }
-    let v = json(&home.run(&["check", "--json", "--requirements", req, "other.test"]).stdout);
+    let v = json(
+        &home
+            .run(&["check", "--json", "--requirements", req, "other.test"])
+            .stdout,
+    );
     assert_eq!(v["remedy"]["managed"], true, "{v}");
     assert!(v["remedy"]["config"].is_null(), "{v}");
 }

@@ -1124,7 +1124,10 @@ async fn refusals_and_failures_name_netproxy_on_the_wire() {
     assert!(refused.ends_with("}\n"), "{refused:?}");
     let v = json(&refused);
     assert_eq!(v["reason"], "not_allowed");
-    assert_eq!(v["message"], "Blocked by netproxy: Domain not in allowlist.");
+    assert_eq!(
+        v["message"],
+        "Blocked by netproxy: Domain not in allowlist."
+    );
     let failed = std::fs::read_to_string(dir.join("failed.json")).unwrap();
     assert!(failed.ends_with("}\n"), "{failed:?}");
     let v = json(&failed);
@@ -1191,7 +1194,10 @@ async fn failures_are_reported_apart_from_refusals() {
         )
     );
     let v = json(&std::fs::read_to_string(&report).unwrap());
-    assert_eq!((&v["blocked_total"], &v["failed_total"]), (&1.into(), &4.into()));
+    assert_eq!(
+        (&v["blocked_total"], &v["failed_total"]),
+        (&1.into(), &4.into())
+    );
     assert_eq!(
         v["failed_targets"][0],
         serde_json::json!({"target": "gone.test:80", "reason": "dns_failed", "count": 1,
@@ -1257,7 +1263,15 @@ fn a_report_write_failure_is_said_and_the_exit_code_stays() {
     // A report that cannot be created stops the run before the command starts.
     let out = ran(netproxy(
         &home,
-        &["run", "--report", "/nonexistent/dir/r.json", "--", "sh", "-c", "echo ran"],
+        &[
+            "run",
+            "--report",
+            "/nonexistent/dir/r.json",
+            "--",
+            "sh",
+            "-c",
+            "echo ran",
+        ],
         &[],
     ));
     assert_eq!(out.code, 1);
@@ -1281,7 +1295,9 @@ async fn each_refusal_is_noticed_once_with_its_remedy() {
     }
     // A name that resolves to a loopback address (not one of this machine's own).
     resolves(&w.dns, "near.test", "127.0.0.3");
-    let get = |name: &str| format!("curl -s -o /dev/null -w '{name} %{{http_code}}\\n' http://{name}:{port}/; ");
+    let get = |name: &str| {
+        format!("curl -s -o /dev/null -w '{name} %{{http_code}}\\n' http://{name}:{port}/; ")
+    };
     let mut script = String::new();
     // Twice each: noticed once.
     for _ in 0..2 {
@@ -1339,10 +1355,22 @@ async fn each_refusal_is_noticed_once_with_its_remedy() {
              near.test:{port} (not_allowed_local; {treat}), example.test:{port} (not_allowed; --allow '**.example.test')"
         ),
     ];
-    assert_eq!(out.stderr.lines().collect::<Vec<_>>(), expected, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.lines().collect::<Vec<_>>(),
+        expected,
+        "{}",
+        out.stderr
+    );
 
     // Each remedy, made, allows its target.
-    let mut remedied = vec!["--mode", "full", "--allow", "other.test", "--allow", "**.example.test"];
+    let mut remedied = vec![
+        "--mode",
+        "full",
+        "--allow",
+        "other.test",
+        "--allow",
+        "**.example.test",
+    ];
     remedied.extend_from_slice(&["-c", r#"treat_as_public=["127.0.0.2/32","127.0.0.3/32"]"#]);
     remedied.extend_from_slice(&["--allow", "near.test", "--allow", "evil.test"]);
     // The origin listens on 127.0.0.2 only: near.test (127.0.0.3) is then allowed, and fails
@@ -1351,7 +1379,13 @@ async fn each_refusal_is_noticed_once_with_its_remedy() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     has_lines(
         &out.stdout,
-        &["post 200", "other.test 200", "evil.test 200", "near.test 502", "example.test 200"],
+        &[
+            "post 200",
+            "other.test 200",
+            "evil.test 200",
+            "near.test 502",
+            "example.test 200",
+        ],
     );
     assert!(!out.stderr.contains("netproxy: refused"), "{}", out.stderr);
     assert!(
@@ -1390,10 +1424,7 @@ async fn notices_go_to_a_file_as_they_happen_or_nowhere_with_quiet() {
         out.stderr,
         format!("netproxy: blocked 1 request: evil.test:{port} (not_allowed; --allow evil.test)\n")
     );
-    let out = ran(w.run(
-        &["--quiet", "--notices", file.to_str().unwrap()],
-        "true",
-    ));
+    let out = ran(w.run(&["--quiet", "--notices", file.to_str().unwrap()], "true"));
     assert_eq!(out.code, 2, "{}", out.stderr);
 }
 
@@ -1408,9 +1439,7 @@ async fn notices_wait_while_the_terminal_is_raw() {
         // The child's script on a pseudo-terminal (`script`), netproxy's stderr on it too.
         let inner = w.run(
             &[],
-            &format!(
-                "{stty} curl -s -o /dev/null http://evil.test:{port}/; sleep 1; echo MARKER"
-            ),
+            &format!("{stty} curl -s -o /dev/null http://evil.test:{port}/; sleep 1; echo MARKER"),
         );
         let line = std::iter::once(inner.get_program())
             .chain(inner.get_args())
@@ -1436,7 +1465,10 @@ async fn notices_wait_while_the_terminal_is_raw() {
     );
     assert!(marker < notice_at && notice_at < summary_at, "{seen:?}");
     // Lines end with CR LF on a raw terminal, whose driver adds no CR.
-    assert!(seen[notice_at..].contains("\r\nnetproxy: blocked"), "{seen:?}");
+    assert!(
+        seen[notice_at..].contains("\r\nnetproxy: blocked"),
+        "{seen:?}"
+    );
     // Canonical: at once, before the child's next line.
     let seen = on_a_terminal("");
     let (marker, notice_at) = (
@@ -1449,4 +1481,25 @@ async fn notices_wait_while_the_terminal_is_raw() {
 /// `text` as one POSIX shell word.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// What netproxy still says under `run` at the default level (a warning at start) is a plain
+/// line of netproxy's, never a log line with a timestamp and a module path; `RUST_LOG` gives
+/// the log.
+#[test]
+fn run_says_its_warnings_as_plain_lines() {
+    let home = Home::new();
+    let args = ["run", "--allow", "*", "--allow-local-binding", "--", "true"];
+    let out = ran(netproxy(&home, &args, &[]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(
+            "netproxy: warning: `*` is allowed (command-line) with allow_local_binding on"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(" WARN "), "{}", out.stderr);
+    let out = ran(netproxy(&home, &args, &[("RUST_LOG", "warn")]));
+    assert!(out.stderr.contains(" WARN "), "{}", out.stderr);
 }

@@ -34,10 +34,8 @@ pub(crate) fn raw_terminal() -> bool {
     if !err.is_terminal() {
         return false;
     }
-    rustix::termios::tcgetattr(&err).is_ok_and(|t| {
-        !t.local_modes
-            .contains(rustix::termios::LocalModes::ICANON)
-    })
+    rustix::termios::tcgetattr(&err)
+        .is_ok_and(|t| !t.local_modes.contains(rustix::termios::LocalModes::ICANON))
 }
 
 /// Writes `lines` to stderr at once, each ended by `\r\n` when the terminal is in raw mode (its
