@@ -281,6 +281,8 @@ pub(crate) struct Line<'a> {
         skip_serializing_if = "std::ops::Not::not"
     )]
     learn: bool,
+    #[serde(rename = "error.type", skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'static str>,
 }
 
 /// A client address serialised straight into the output (`unknown` when not known).
@@ -322,6 +324,7 @@ impl<'a> Line<'a> {
             credential_grant: ev.credential.as_ref().map(|c| c.grant.as_str()),
             credential_injected: ev.credential.as_ref().map(|c| c.injected),
             learn: ev.learn,
+            error_type: ev.failure.as_ref().map(|f| f.kind.as_str()),
         }
     }
 }
@@ -394,6 +397,9 @@ pub(crate) fn write_line(out: &mut Vec<u8>, ev: &AuditEvent, timestamp: &str) {
     }
     if ev.learn {
         out.extend_from_slice(b",\"network.policy.learn\":true");
+    }
+    if let Some(f) = &ev.failure {
+        known(out, ",\"error.type\":", f.kind.as_str());
     }
     out.extend_from_slice(b"}\n");
 }
@@ -502,6 +508,8 @@ fn log_event(ev: &AuditEvent) {
     let injected = ev.credential.as_ref().map(|c| c.injected);
     // Only in learn mode (`None` records nothing).
     let learn = ev.learn.then_some(true);
+    // Only for a failure.
+    let error_type = ev.failure.as_ref().map(|f| f.kind.as_str());
     // Every decision at INFO, as the reference does; a refusal is not an error of netproxy's.
     // A revocation carries one more field.
     macro_rules! event {
@@ -523,6 +531,7 @@ fn log_event(ev: &AuditEvent) {
                 credential.grant = grant,
                 credential.injected = injected,
                 network.policy.learn = learn,
+                error.type = error_type,
                 $($extra)*
                 "event.name" = proxy_core::EVENT_NAME,
                 "event.timestamp" = %timestamp,
@@ -632,6 +641,13 @@ mod tests {
         let mut learned = events[events.len() - 2].clone();
         learned.learn = true;
         events.push(learned);
+        // A failure: its wire name as `error.type`.
+        events.push(AuditEvent::failure(
+            &net("gone.example:443", Protocol::HttpsConnect),
+            &Decision::allow(),
+            &proxy_core::Failure::new(proxy_core::UpstreamFailure::DnsFailed, "no such name"),
+            Mode::Full,
+        ));
         for ev in &events {
             let mut written = Vec::new();
             write_line(&mut written, ev, "2026-01-01T00:00:00.123Z");
@@ -664,6 +680,11 @@ mod tests {
             assert_eq!(
                 v.get("network.policy.learn").cloned(),
                 ev.learn.then_some(serde_json::Value::Bool(true))
+            );
+            // Only a failure carries `error.type`.
+            assert_eq!(
+                v.get("error.type").and_then(|t| t.as_str()),
+                ev.failure.as_ref().map(|f| f.kind.as_str())
             );
         }
     }

@@ -106,6 +106,8 @@ pub struct CheckReport {
     pub failure: Option<proxy_core::Failure>,
     /// The upstream proxy the target would be reached through, if any.
     pub upstream: Option<String>,
+    /// For a refusal: the smallest change that would allow it, if one would.
+    pub remedy: Option<proxy_core::Remedy>,
 }
 
 /// Explains the decision for `req` through `gate`'s dry run ([`PolicyGate::explain`]): the code
@@ -124,6 +126,7 @@ pub async fn explain(gate: &PolicyGate, req: &CheckRequest, lookup: Lookup) -> C
                 resolved: None,
                 failure: None,
                 upstream: None,
+                remedy: None,
             };
         }
     };
@@ -140,6 +143,7 @@ pub async fn explain(gate: &PolicyGate, req: &CheckRequest, lookup: Lookup) -> C
         resolved: seen.resolved,
         failure: seen.failure,
         upstream: seen.upstream,
+        remedy: seen.remedy,
     }
 }
 
@@ -184,20 +188,34 @@ impl CheckReport {
                 .map(|m| format!(", {m}"))
                 .unwrap_or_default()
         );
-        match d.reason {
-            Some(r) => out.push_str(&format!(
+        match (&self.failure, d.reason) {
+            // A failure, not a refusal: the policy allows the target; reaching it failed.
+            (Some(f), _) => out.push_str(&format!(
+                "reason: {} (a failure: the policy allows it, reaching it failed): {}\n",
+                f.kind, f.message
+            )),
+            (None, Some(r)) => out.push_str(&format!(
                 "reason: {r} (source {}): {}\n",
                 d.source,
                 r.message()
             )),
-            None => out.push_str(&format!("reason: allow (source {})\n", d.source)),
+            (None, None) => out.push_str(&format!("reason: allow (source {})\n", d.source)),
         }
         match &d.rule {
-            Some(rule) => out.push_str(&format!(
-                "rule: {} (layer {})\n",
-                rule.pattern,
-                rule.origin.as_deref().unwrap_or("unknown")
-            )),
+            Some(rule) => {
+                // A refusal after the rule matched (the name's addresses, the mode): the rule
+                // is said all the same.
+                let after = match d.reason {
+                    Some(Reason::NotAllowedLocal) => "; its addresses were then refused",
+                    Some(Reason::Denied) | None => "",
+                    Some(_) => "; the request was then refused",
+                };
+                out.push_str(&format!(
+                    "rule: {} (layer {}) matched{after}\n",
+                    rule.pattern,
+                    rule.origin.as_deref().unwrap_or("unknown")
+                ));
+            }
             None => out.push_str("rule: none matched\n"),
         }
         if let Some(detail) = &d.detail {
@@ -215,6 +233,14 @@ impl CheckReport {
                 "failure: {f} (the proxy answers {})\n",
                 f.kind.http_status()
             ));
+        }
+        if let Some(remedy) = &self.remedy {
+            out.push_str(&format!("remedy: {remedy}\n"));
+            if let Some((table, line)) = remedy.config_line() {
+                out.push_str(&format!(
+                    "remedy in a config file, under [{table}]: {line}\n"
+                ));
+            }
         }
         if self.addresses_checked_at_connect {
             out.push_str(&format!(
@@ -235,14 +261,20 @@ impl CheckReport {
         out
     }
 
-    /// The JSON explanation (`--json`).
+    /// The JSON explanation (`--json`). For a failure, `decision` is `fail`, and `reason` and
+    /// `message` are the failure's, as in `failure` (the same the proxy's 502 body gives).
     pub fn to_json(&self) -> Value {
         let d = &self.decision;
+        let (reason, message) = match (&self.failure, d.reason) {
+            (Some(f), _) => (f.kind.as_str(), f.message.clone()),
+            (None, Some(r)) => (r.as_str(), r.message().to_owned()),
+            (None, None) => (d.reason_str(), "Allowed by policy.".to_owned()),
+        };
         json!({
             "decision": if self.failure.is_some() { "fail" } else { d.verdict.as_str() },
             "resolved": self.resolved.as_ref().map(|ips| ips.iter().map(ToString::to_string).collect::<Vec<_>>()),
             "failure": self.failure.as_ref().map(|f| json!({"reason": f.kind.as_str(), "message": f.message})),
-            "reason": d.reason_str(),
+            "reason": reason,
             "source": d.source.as_str(),
             "protocol": self.request.protocol.as_str(),
             "host": self.host_text(),
@@ -250,12 +282,18 @@ impl CheckReport {
             "method": self.request.method,
             "rule": d.rule.as_ref().map(|r| json!({"pattern": &*r.pattern, "layer": r.origin.as_deref()})),
             "detail": d.detail.as_deref(),
-            "message": d.reason.map_or("Allowed by policy.", Reason::message),
-            "x_proxy_error": d.reason.and_then(Reason::x_proxy_error),
+            "message": message,
+            "x_proxy_error": if self.failure.is_some() { None } else { d.reason.and_then(Reason::x_proxy_error) },
             "addresses_checked_at_connect": self.addresses_checked_at_connect,
             "intercept": self.intercept,
             "hooked": self.hooked,
             "upstream_proxy": self.upstream,
+            "remedy": self.remedy.as_ref().map(|r| json!({
+                "text": r.to_string(),
+                "command_line": r.command_line(),
+                "config": r.config_line().map(|(table, line)| json!({"table": table, "line": line})),
+                "managed": !r.is_users(),
+            })),
             "allowed": d.verdict == Verdict::Allow && self.failure.is_none(),
         })
     }

@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(report["blocked_total"], 2);
         assert_eq!(
             report["blocked_targets"][0],
-            serde_json::json!({"target": format!("example.test:{port}"), "reason": "dns_not_served", "count": 1})
+            serde_json::json!({"target": format!("example.test:{port}"), "reason": "dns_not_served", "count": 1, "remedy": null})
         );
     }
 

@@ -50,7 +50,7 @@ pub use control::ServiceControl;
 pub use interception::{
     ChildBundle, Interception, MitmStartError, load_trust_bundle, trust_bundle,
 };
-pub use service::{Files, ReloadError, Service, StartError};
+pub use service::{Files, ReloadError, Service, StartError, managed_of};
 pub use show::{config_json, config_text};
 pub use start::{
     AdminOptions, AdminToken, DRAIN, Listen, ListenError, Listener, Options, Running, Shutdown,

@@ -128,6 +128,39 @@ impl std::fmt::Debug for Env {
     }
 }
 
+/// What the managed requirements of `config` leave to the user, for the remedies of refusals
+/// (docs/run.md, "Remedies"): the first requirements file that limits allow entries, keeps
+/// limited mode, forbids local binding or keeps the proxy disabled decides that.
+pub fn managed_of(config: &Config) -> proxy_gate::Managed {
+    let mut m = proxy_gate::Managed::default();
+    for r in config.requirements() {
+        let file = r.origin.display().to_string();
+        if m.allowlist.is_none()
+            && let Some(allowed) = &r.allowed_domains
+        {
+            m.allowlist = match (
+                r.managed_allowed_domains_only,
+                r.allowlist_expansion_enabled,
+            ) {
+                (true, _) | (false, Some(false)) => Some((file.clone(), None)),
+                (false, None) => Some((file.clone(), Some(allowed.clone()))),
+                (false, Some(true)) => None,
+            };
+        }
+        if r.mode == Some(proxy_core::Mode::Limited) {
+            m.mode.get_or_insert_with(|| file.clone());
+        }
+        if r.allow_local_binding == Some(false) {
+            m.local.get_or_insert_with(|| file.clone());
+        }
+        if r.enabled == Some(false) {
+            m.enabled.get_or_insert_with(|| file.clone());
+        }
+        m.files.push(file);
+    }
+    m
+}
+
 /// The gate's settings in `config`.
 fn gate_settings(config: &Config) -> proxy_gate::Settings {
     proxy_gate::Settings {
@@ -206,10 +239,9 @@ impl Service {
         )?;
         let limits = limits_of(&config);
         let dialer = Arc::new(TcpDialer::new(config.connect_timeout()));
-        let state: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(
-            policy,
-            gate_settings(&config),
-        )));
+        let state: SharedSnapshot = Arc::new(ArcSwap::from_pointee(
+            Snapshot::new(policy, gate_settings(&config)).with_managed(managed_of(&config)),
+        ));
         let metrics = Arc::new(Metrics::new());
         let mut audit = audit.with_sink(metrics.clone());
         let audit_file = match config.audit_log() {
@@ -483,6 +515,7 @@ impl Service {
             // Allowed unix sockets keep the resolution of the previous snapshot.
             let (snap, moved) =
                 Snapshot::renewed(policy, gate_settings(&config), &self.state.load());
+            let snap = snap.with_managed(managed_of(&config));
             warnings.extend(moved);
             let snap = Arc::new(snap);
             // The actions first: a hook of the new policy never finds its action missing.

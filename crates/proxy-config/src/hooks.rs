@@ -186,7 +186,7 @@ impl<'a> TableReader<'a> {
                 "action" => entry.actions = self.strings(key, v),
                 "body" => self.problem(
                     key,
-                    "matching on the body is reserved for a future release and is not supported",
+                    "a hook cannot match on the request body: it matches methods, path_prefixes, query and headers",
                 ),
                 other => {
                     let near = [

@@ -2214,7 +2214,7 @@ fn bad_hooks_are_refused_with_their_key() {
         (hook("host = \"a.com\"\npath_prefixes = [\"/\"]"), "network.mitm.hooks.h.methods", "at least one"),
         (hook("host = \"a.com\"\nmethods = []\npath_prefixes = [\"/\"]"), "network.mitm.hooks.h", "methods must not be empty"),
         (hook("host = \"a.com\"\nmethods = [\"GET\"]\npath_prefixes = [\"pattern:/repos/[\"]"), "network.mitm.hooks.h", "invalid glob pattern"),
-        (hook(&format!("{base}body = \"x\"")), "network.mitm.hooks.h.body", "reserved"),
+        (hook(&format!("{base}body = \"x\"")), "network.mitm.hooks.h.body", "cannot match on the request body"),
         (hook(&format!("{base}methds = [\"GET\"]")), "network.mitm.hooks.h.methds", "did you mean `methods`"),
         (hook(&format!("{base}action = [\"nope\"]")), "network.mitm.hooks.h.action", "no action \"nope\""),
         (hook(&format!("{base}query = {{ \"\" = [\"x\"] }}")), "network.mitm.hooks.h", "empty query key"),

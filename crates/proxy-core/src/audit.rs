@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::decision::{Decision, Rule, Source, Verdict};
+use crate::gate::Failure;
+use crate::remedy::Remedy;
 use crate::target::{Mode, Protocol, RequestMeta};
 
 /// The tracing target of audit events.
@@ -88,6 +90,14 @@ pub struct AuditEvent {
     /// True for every event of a `netproxy run --learn` session (`network.policy.learn`):
     /// names outside the allowlist were allowed there to be recorded (docs/run.md).
     pub learn: bool,
+    /// For a failure ([`AuditEvent::failure`]): the target the policy allowed could not be
+    /// reached (its name did not resolve, the connection or the upstream's TLS failed, no
+    /// answer came in time). A failure is not a refusal: the decision is the policy's
+    /// (`allow`), `reason` and the field `error.type` are the failure's wire name.
+    pub failure: Option<Failure>,
+    /// For a refusal: the smallest change that would allow it, when the gate found one (for
+    /// `run`'s notices and summary; the audit sinks do not write it).
+    pub remedy: Option<Remedy>,
 }
 
 /// The audit fields of a request that carried a brokered credential's dummy.
@@ -118,6 +128,8 @@ impl Clone for AuditEvent {
             revoked: self.revoked,
             credential: self.credential.clone(),
             learn: self.learn,
+            failure: self.failure.clone(),
+            remedy: self.remedy.clone(),
         }
     }
 
@@ -139,6 +151,8 @@ impl Clone for AuditEvent {
         self.revoked = source.revoked;
         self.credential.clone_from(&source.credential);
         self.learn = source.learn;
+        self.failure.clone_from(&source.failure);
+        self.remedy.clone_from(&source.remedy);
     }
 }
 
@@ -170,7 +184,29 @@ impl AuditEvent {
                 injected: c.refused.is_none() && decision.is_allowed(),
             }),
             learn: false,
+            failure: None,
+            remedy: None,
         }
+    }
+
+    /// The event of a failure: `meta`, which the policy's `decision` allowed, could not be
+    /// reached (docs/audit.md, "Failures"). The decision, its source and rule are the policy's;
+    /// the reason is the failure's wire name (`dns_failed`, `connect_failed`, ...), also given
+    /// as `error.type`. A failure is never counted as a refusal.
+    ///
+    /// ```
+    /// use proxy_core::{AuditEvent, Decision, Failure, Mode, Protocol, RequestMeta, Target, UpstreamFailure, Verdict};
+    /// let meta = RequestMeta::new(Protocol::HttpsConnect, Target::parse_authority("gone.test:443", 443).unwrap());
+    /// let f = Failure::new(UpstreamFailure::DnsFailed, "the name gone.test does not exist (NXDOMAIN)");
+    /// let ev = AuditEvent::failure(&meta, &Decision::allow(), &f, Mode::Full);
+    /// assert_eq!((ev.decision, ev.reason), (Verdict::Allow, "dns_failed"));
+    /// assert!(ev.fields().contains(&("error.type", "dns_failed".to_owned())));
+    /// ```
+    pub fn failure(meta: &RequestMeta, decision: &Decision, failure: &Failure, mode: Mode) -> Self {
+        let mut ev = Self::new(meta, decision, mode);
+        ev.reason = failure.kind.as_str();
+        ev.failure = Some(failure.clone());
+        ev
     }
 
     /// The event for a DNS query the child of `run --isolate` sent to a resolver address
@@ -212,6 +248,8 @@ impl AuditEvent {
             revoked: false,
             credential: None,
             learn: false,
+            failure: None,
+            remedy: None,
         }
     }
 
@@ -226,7 +264,7 @@ impl AuditEvent {
     /// The fields of docs/audit.md with their values, in a stable order (the timestamp is
     /// left to the sink, which formats it); `network.policy.revoked` only on a revocation;
     /// `credential.grant` and `credential.injected` only for a request carrying a dummy;
-    /// `network.policy.learn` only in learn mode.
+    /// `network.policy.learn` only in learn mode; `error.type` only for a failure.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("network.policy.scope", self.scope.as_str().to_owned()),
@@ -259,6 +297,9 @@ impl AuditEvent {
         }
         if self.learn {
             fields.push(("network.policy.learn", "true".to_owned()));
+        }
+        if let Some(f) = &self.failure {
+            fields.push(("error.type", f.kind.as_str().to_owned()));
         }
         fields
     }

@@ -243,6 +243,43 @@ impl fmt::Display for UpstreamFailure {
     }
 }
 
+/// An I/O error as a short phrase in plain words, for the one-sentence messages of failures:
+/// the usual network errors by their kind (`the connection was refused`), any other by the
+/// system's text without its `(os error N)` suffix. Never a debug dump.
+///
+/// ```
+/// use std::io::{Error, ErrorKind};
+/// use proxy_core::io_error_text;
+/// assert_eq!(io_error_text(&Error::from(ErrorKind::ConnectionRefused)), "the connection was refused");
+/// assert_eq!(io_error_text(&Error::from_raw_os_error(28)), "no space left on device");
+/// ```
+pub fn io_error_text(error: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let text = match error.kind() {
+        K::ConnectionRefused => "the connection was refused",
+        K::ConnectionReset => "the connection was reset",
+        K::ConnectionAborted => "the connection was aborted",
+        K::HostUnreachable => "the host is unreachable",
+        K::NetworkUnreachable => "the network is unreachable",
+        K::NetworkDown => "the network is down",
+        K::TimedOut => "it timed out",
+        K::AddrNotAvailable => "the address is not available here",
+        K::NotFound => "it does not exist",
+        K::PermissionDenied => "permission was denied",
+        K::UnexpectedEof => "the connection closed early",
+        _ => {
+            let full = error.to_string();
+            let text = full.split(" (os error").next().unwrap_or(&full);
+            let mut chars = text.chars();
+            return match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => "an unknown error".to_owned(),
+            };
+        }
+    };
+    text.to_owned()
+}
+
 /// A failure to admit or reach a target that is not a policy refusal.
 ///
 /// ```
@@ -256,7 +293,8 @@ impl fmt::Display for UpstreamFailure {
 pub struct Failure {
     /// What failed.
     pub kind: UpstreamFailure,
-    /// A human explanation (never a credential).
+    /// One human sentence saying what went wrong, without its final period (never a credential,
+    /// never a debug dump).
     pub message: String,
 }
 
@@ -342,6 +380,15 @@ pub trait Gate: Send + Sync {
     fn hold(&self, meta: &RequestMeta, route: &Route) -> crate::Lease {
         let _ = (meta, route);
         crate::Lease::none()
+    }
+
+    /// Told that a request admitted as `meta` along `route` could not be completed: the dial,
+    /// the upstream's TLS or its answer failed (`failure`, which the front-end answers with a
+    /// 502 or 504, or a SOCKS5 error reply). A gate that records decisions records it as a
+    /// failure, apart from refusals ([`AuditEvent::failure`](crate::AuditEvent::failure)).
+    /// Called at most once per request. By default, nothing.
+    fn failed(&self, meta: &RequestMeta, route: &Route, failure: &Failure) {
+        let _ = (meta, route, failure);
     }
 }
 

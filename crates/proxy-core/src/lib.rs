@@ -28,6 +28,7 @@ mod gate;
 pub mod host;
 mod intercept;
 mod lease;
+mod remedy;
 mod target;
 pub mod tls;
 
@@ -43,11 +44,12 @@ pub use credential::{ProxyCredential, constant_time_eq, redact_userinfo};
 pub use decision::{Decision, Reason, Rule, Source, UnknownReason, Verdict};
 pub use gate::{
     Admission, Dialer, Failure, Gate, InnerVerdict, RequestHead, Route, UnixSocket,
-    UpstreamFailure, Via, judge_hello, judge_inner,
+    UpstreamFailure, Via, io_error_text, judge_hello, judge_inner,
 };
 pub use host::{Host, HostError};
 pub use intercept::{Intercepted, Interceptor, NoInterception};
 pub use lease::{HeldLease, Lease, LeaseHolder, Revoked, Revoker};
+pub use remedy::Remedy;
 pub use target::{
     AuthorityError, BrokeredCredential, METHOD_OVERRIDE_HEADERS, Mode, Protocol, RequestMeta,
     Target, UnknownMode, UnknownProtocol, method_override, split_authority,

@@ -53,16 +53,16 @@ impl Dialer for TcpDialer {
                         {
                             kind = UpstreamFailure::ConnectRefused;
                         }
-                        errors.push(format!("{addr}: {e}"));
+                        errors.push(format!("{addr} ({})", proxy_core::io_error_text(&e)));
                     }
                 }
             }
             Err(Failure::new(
                 kind,
                 if errors.is_empty() {
-                    "no address to connect to".to_owned()
+                    "there was no address to connect to".to_owned()
                 } else {
-                    errors.join("; ")
+                    format!("could not connect to {}", errors.join(" or "))
                 },
             ))
         };
@@ -71,11 +71,22 @@ impl Dialer for TcpDialer {
             Err(_) => Err(Failure::new(
                 UpstreamFailure::ConnectFailed,
                 format!(
-                    "connect timed out after {} ms",
+                    "could not connect to {} within {} ms",
+                    shown(addrs),
                     self.connect_timeout.as_millis()
                 ),
             )),
         }
+    }
+}
+
+/// The addresses tried, for a message: `a`, `a or b`, or `a, b or c`.
+fn shown(addrs: &[std::net::SocketAddr]) -> String {
+    let all: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    match all.split_last() {
+        None => "no address".to_owned(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
     }
 }
 
@@ -88,7 +99,7 @@ impl TcpDialer {
             Err(_) => Err(Failure::new(
                 UpstreamFailure::ConnectFailed,
                 format!(
-                    "{}: connect timed out after {} ms",
+                    "could not connect to {} within {} ms",
                     socket.path().display(),
                     self.connect_timeout.as_millis()
                 ),

@@ -29,6 +29,7 @@ use proxy_policy::{Evaluation, Intercept, OwnAddrs, Policy};
 
 use crate::leases::Leases;
 use crate::own_addrs::SharedOwnAddrs;
+use crate::remedy::{Managed, Remedy};
 use crate::resolve::Resolver;
 use crate::unix::canonical_entry;
 use crate::upstream::{Upstream, UpstreamProxies};
@@ -58,9 +59,19 @@ pub struct Snapshot {
     /// ([`Snapshot::renewed`]). The socket a request may reach through that entry is the one at
     /// the canonical path, which must still resolve with no symlink in any component.
     pub unix_sockets: Vec<(String, PathBuf)>,
+    /// What managed requirements leave to the user, for the remedies of refusals
+    /// ([`crate::remedy`]).
+    pub managed: Managed,
 }
 
 impl Snapshot {
+    /// With what the managed requirements leave to the user ([`Managed`]).
+    #[must_use]
+    pub fn with_managed(mut self, managed: Managed) -> Self {
+        self.managed = managed;
+        self
+    }
+
     /// A snapshot of `policy` and `settings`, resolving each allowed unix socket entry to its
     /// canonical path now (the policy itself never touches the filesystem). An entry that does
     /// not exist yet keeps the canonical path of its nearest existing folder and the rest of
@@ -74,6 +85,7 @@ impl Snapshot {
             policy,
             settings,
             unix_sockets,
+            managed: Managed::default(),
         }
     }
 
@@ -107,6 +119,7 @@ impl Snapshot {
             policy,
             settings,
             unix_sockets,
+            managed: previous.managed.clone(),
         };
         (snap, warnings)
     }
@@ -182,6 +195,8 @@ pub struct Explanation {
     pub failure: Option<Failure>,
     /// The upstream proxy (`host:port`) an allowed target is reached through, if any.
     pub upstream: Option<String>,
+    /// For a refusal: the smallest change that would allow it ([`crate::remedy`]).
+    pub remedy: Option<Remedy>,
 }
 
 impl Explanation {
@@ -197,6 +212,7 @@ impl Explanation {
             via: None,
             failure: None,
             upstream: None,
+            remedy: None,
         }
     }
 
@@ -250,16 +266,18 @@ impl Explanation {
     }
 }
 
-/// The audit event of one admission.
-fn audit_event(meta: &RequestMeta, admission: &Admission, mode: Mode) -> AuditEvent {
+/// The audit event of one admission; `policy` is the policy's decision, which a failure's
+/// event carries (the policy allowed the target; reaching it failed).
+fn audit_event(
+    meta: &RequestMeta,
+    admission: &Admission,
+    policy: &Decision,
+    mode: Mode,
+) -> AuditEvent {
     match admission {
         Admission::Allow(route) => AuditEvent::new(meta, &route.decision, mode),
         Admission::Deny(decision) => AuditEvent::new(meta, decision, mode),
-        Admission::Fail(failure) => {
-            let mut ev = AuditEvent::new(meta, &Decision::deny(Reason::NotAllowedLocal), mode);
-            ev.reason = failure.kind.as_str();
-            ev
-        }
+        Admission::Fail(failure) => AuditEvent::failure(meta, policy, failure, mode),
     }
 }
 
@@ -400,8 +418,24 @@ impl PolicyGate {
     }
 
     /// Judges one request: the one code path behind [`Gate::admit`] and
-    /// [`PolicyGate::explain`].
+    /// [`PolicyGate::explain`]; a refusal gets its remedy.
     async fn judge(
+        &self,
+        meta: &RequestMeta,
+        snap: &Snapshot,
+        own: &OwnAddrs,
+        lookup: Lookup,
+    ) -> Explanation {
+        let mut seen = self.judge_routed(meta, snap, own, lookup).await;
+        if seen.failure.is_none() {
+            seen.remedy =
+                crate::remedy::remedy(meta, &seen.decision, seen.resolved.as_deref(), snap, own);
+        }
+        seen
+    }
+
+    /// [`PolicyGate::judge`] without the remedy.
+    async fn judge_routed(
         &self,
         meta: &RequestMeta,
         snap: &Snapshot,
@@ -667,10 +701,10 @@ impl Gate for PolicyGate {
     async fn admit(&self, meta: &RequestMeta) -> Admission {
         let snap = self.state.load_full();
         let own = self.own.load_full();
-        let admission = self
-            .judge(meta, &snap, &own, Lookup::Resolve)
-            .await
-            .admission();
+        let seen = self.judge(meta, &snap, &own, Lookup::Resolve).await;
+        let policy = seen.decision.clone();
+        let remedy = seen.remedy.clone();
+        let admission = seen.admission();
         // A brokered dummy sent where its grant is not bound (a plain HTTP request): refused
         // once the policy allows the target, in this call's one event.
         let admission = match (admission, meta.credential_refusal()) {
@@ -682,10 +716,22 @@ impl Gate for PolicyGate {
             }
             (admission, _) => admission,
         };
-        // The one audit event of this call.
-        self.audit
-            .record(&audit_event(meta, &admission, snap.policy.mode()));
+        // The one audit event of this call (a refusal with its remedy).
+        let mut event = audit_event(meta, &admission, &policy, snap.policy.mode());
+        if matches!(admission, Admission::Deny(_)) && event.reason == policy.reason_str() {
+            event.remedy = remedy;
+        }
+        self.audit.record(&event);
         admission
+    }
+
+    /// Records the failure as an event of its own, apart from refusals (docs/audit.md,
+    /// "Failures").
+    fn failed(&self, meta: &RequestMeta, route: &Route, failure: &Failure) {
+        tracing::debug!(target = %meta.target, error = %failure, "an admitted request failed");
+        let mode = self.state.load().policy.mode();
+        self.audit
+            .record(&AuditEvent::failure(meta, &route.decision, failure, mode));
     }
 }
 
@@ -705,11 +751,10 @@ impl PolicyGate {
     ) -> InnerVerdict {
         let snap = self.state.load();
         let verdict = snap.policy.judge_inner(tunnel, route, inner, head);
-        self.audit.record(&AuditEvent::new(
-            inner,
-            &verdict.decision,
-            snap.policy.mode(),
-        ));
+        let mut event = AuditEvent::new(inner, &verdict.decision, snap.policy.mode());
+        event.remedy =
+            crate::remedy::remedy(inner, &verdict.decision, None, &snap, &self.own_addrs());
+        self.audit.record(&event);
         verdict
     }
 }

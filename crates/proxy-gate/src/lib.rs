@@ -1,7 +1,7 @@
 //! `proxy-gate` is netproxy's request path: the [`PolicyGate`] (proxy-core's `Gate`: the
 //! compiled policy, the embedder's [`Decider`], one pinned lookup with every address checked,
 //! one audit event per request, leases that a narrower policy revokes), the [`Resolver`], the
-//! [`TcpDialer`] (TCP, and tunnels through an upstream proxy), the choice of an upstream proxy
+//! [`TcpDialer`] (TCP, and tunnels through an upstream proxy), the [`remedy`] of a refusal, the choice of an upstream proxy
 //! ([`UpstreamProxies`]), the machine's own addresses ([`OwnAddrsWatch`]) and the dry run
 //! ([`PolicyGate::explain`]) that `netproxy check` and the admin API's `POST /check` use, so a
 //! check and a request are judged by the same code.
@@ -39,6 +39,7 @@ mod dial;
 mod gate;
 mod leases;
 mod own_addrs;
+mod remedy;
 mod resolve;
 mod unix;
 mod upstream;
@@ -49,5 +50,6 @@ pub use gate::{
     SharedSnapshot, Snapshot,
 };
 pub use own_addrs::{OwnAddrsWatch, SharedOwnAddrs, dump as dump_own_addrs};
+pub use remedy::{Managed, Remedy, remedy};
 pub use resolve::{ResolveError, Resolver};
 pub use upstream::{Endpoint, UpstreamProxies};

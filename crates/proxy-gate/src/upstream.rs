@@ -57,7 +57,7 @@ fn parse_endpoint(var: &str, value: &str) -> Result<Endpoint, String> {
     let authority = rest.split('/').next().unwrap_or(rest);
     if authority.contains('@') {
         return Err(format!(
-            "{var}: credentials in the upstream proxy URL are not supported yet"
+            "{var}: netproxy cannot authenticate to an upstream proxy: remove the credentials from the URL, or use a proxy that needs none"
         ));
     }
     let (host, port) = split_authority(authority).map_err(|e| format!("{var}: {e}"))?;
@@ -223,7 +223,7 @@ impl Upstream {
                 .map_err(|e| {
                     Failure::new(
                         UpstreamFailure::DnsFailed,
-                        format!("upstream proxy {endpoint}: {e}"),
+                        format!("the upstream proxy {endpoint} did not resolve: {e}"),
                     )
                 })?,
         };
@@ -259,7 +259,10 @@ where
     let io_fail = |e: std::io::Error| {
         Failure::new(
             UpstreamFailure::of_connect_error(&e),
-            format!("upstream proxy: {e}"),
+            format!(
+                "the upstream proxy's connection failed: {}",
+                proxy_core::io_error_text(&e)
+            ),
         )
     };
     let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
@@ -270,14 +273,16 @@ where
     let mut head = Vec::with_capacity(256);
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() >= MAX_CONNECT_HEAD {
-            return Err(fail("upstream proxy: response head too long".into()));
+            return Err(fail(
+                "the upstream proxy's answer to CONNECT is too long".into(),
+            ));
         }
         let mut b = [0u8; 1];
         match stream.read(&mut b).await {
             Ok(1) => head.push(b[0]),
             Ok(_) => {
                 return Err(fail(
-                    "upstream proxy closed the connection during CONNECT".into(),
+                    "the upstream proxy closed the connection during CONNECT".into(),
                 ));
             }
             Err(e) => return Err(io_fail(e)),
@@ -291,7 +296,7 @@ where
         let first = line.lines().next().unwrap_or_default().to_owned();
         Err(Failure::new(
             UpstreamFailure::ConnectRefused,
-            format!("upstream proxy refused the tunnel: {first}"),
+            format!("the upstream proxy refused the tunnel ({first})"),
         ))
     }
 }
@@ -368,6 +373,11 @@ mod tests {
         assert!(p.is_empty());
         assert_eq!(problems.len(), 2);
         assert!(problems[0].contains("only http://"), "{problems:?}");
-        assert!(problems[1].contains("credentials"), "{problems:?}");
+        assert_eq!(
+            problems[1],
+            "HTTPS_PROXY: netproxy cannot authenticate to an upstream proxy: remove the credentials from the URL, or use a proxy that needs none"
+        );
+        // Never the credentials themselves.
+        assert!(!problems.iter().any(|p| p.contains("pw")), "{problems:?}");
     }
 }

@@ -198,6 +198,46 @@ async fn dns_failures_fail_closed_within_the_timeout() {
     let events = f.events.0.lock().unwrap();
     assert_eq!(events.len(), 4);
     assert!(events.iter().all(|e| e.reason == "dns_failed"));
+    // A failure is not a refusal: the policy's decision (allow, by its rule), the failure apart.
+    for e in events.iter() {
+        assert_eq!(e.decision, proxy_core::Verdict::Allow, "{e:?}");
+        assert_eq!(e.rule.as_ref().map(|r| &*r.pattern), Some("*.test"));
+        let failure = e.failure.as_ref().unwrap();
+        assert_eq!(failure.kind, UpstreamFailure::DnsFailed);
+    }
+}
+
+/// A failed lookup says what happened in one plain sentence, never a resolver's debug dump.
+#[tokio::test]
+async fn dns_failures_say_what_happened_in_plain_words() {
+    let f = fixture(&[], &["*.test"], &[]).await;
+    f.dns.set("gone.test", Answer::NxDomain);
+    f.dns.set("broken.test", Answer::ServFail);
+    f.dns.set("silent.test", Answer::Drop);
+    f.dns.set("empty.test", Answer::Addrs(vec![]));
+    for (name, want) in [
+        ("gone.test", "the name gone.test does not exist (NXDOMAIN)"),
+        (
+            "broken.test",
+            "the DNS server could not answer for broken.test (SERVFAIL)",
+        ),
+        (
+            "silent.test",
+            "no DNS server answered for silent.test within 400 ms",
+        ),
+        (
+            "empty.test",
+            "the name empty.test has no address (no A or AAAA record)",
+        ),
+    ] {
+        let Admission::Fail(failure) = f.gate.admit(&connect(name, 443)).await else {
+            panic!("{name}: expected a failure");
+        };
+        assert_eq!(failure.message, want, "{name}");
+        for dump in ["Query", "Name(", "{", "os error"] {
+            assert!(!failure.message.contains(dump), "{}", failure.message);
+        }
+    }
 }
 
 #[tokio::test]

@@ -92,7 +92,10 @@ where
     let upstream = match shared.dialer.dial(&route).await {
         Ok(u) => u,
         Err(f) => {
-            tracing::warn!(client = %peer, target = %meta.target, error = %f, "CONNECT upstream failed");
+            // Recorded by the gate as a failure; the log has it at debug only (`run` tells it
+            // in its notices and summary).
+            tracing::debug!(client = %peer, target = %meta.target, error = %f, "CONNECT upstream failed");
+            shared.gate.failed(&meta, &route, &f);
             return respond::failure(&f);
         }
     };
@@ -364,11 +367,16 @@ where
             .filter(|c| c.via == route.via && !c.sender.is_closed())
     };
     let reused = cached.is_some();
+    // A failure is answered 502 (504 for a timeout) and recorded by the gate, once.
+    let failed = |f: Failure| {
+        shared.gate.failed(&meta, &route, &f);
+        respond::failure(&f)
+    };
     let mut sender = match cached {
         Some(c) => c.sender,
         None => match open_upstream(&shared, &meta, &route, &permit).await {
             Ok(s) => s,
-            Err(resp) => return resp,
+            Err(f) => return failed(f),
         },
     };
     let first = tokio::time::timeout(idle, sender.try_send_request(outgoing)).await;
@@ -380,7 +388,7 @@ where
                     sender = s;
                     tokio::time::timeout(idle, sender.try_send_request(req)).await
                 }
-                Err(resp) => return resp,
+                Err(f) => return failed(f),
             },
             None => Ok(Err(e)),
         },
@@ -388,15 +396,23 @@ where
     };
     let mut response = match result {
         Err(_) => {
-            return respond::failure(&Failure::new(
+            return failed(Failure::new(
                 UpstreamFailure::UpstreamTimeout,
-                format!("no response head within {} s", idle.as_secs()),
+                format!(
+                    "{} sent no response head within {} s",
+                    meta.target,
+                    idle.as_secs()
+                ),
             ));
         }
         Ok(Err(e)) => {
-            return respond::failure(&Failure::new(
+            return failed(Failure::new(
                 UpstreamFailure::UpstreamError,
-                e.into_error().to_string(),
+                format!(
+                    "the exchange with {} broke: {}",
+                    meta.target,
+                    e.into_error()
+                ),
             ));
         }
         Ok(Ok(r)) => r,
@@ -410,9 +426,9 @@ where
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
-            return respond::failure(&Failure::new(
+            return failed(Failure::new(
                 UpstreamFailure::UpstreamError,
-                "the upstream switched protocols without being asked",
+                format!("{} switched protocols without being asked", meta.target),
             ));
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -466,21 +482,20 @@ async fn open_upstream<G, D, I>(
     meta: &RequestMeta,
     route: &Route,
     permit: &Arc<OwnedSemaphorePermit>,
-) -> Result<SendRequest<Counted<Incoming>>, Response<Body>>
+) -> Result<SendRequest<Counted<Incoming>>, Failure>
 where
     G: Gate + 'static,
     D: Dialer<Conn: Stream> + 'static,
 {
-    let conn = shared
-        .dialer
-        .dial(route)
-        .await
-        .map_err(|f| respond::failure(&f))?;
+    let conn = shared.dialer.dial(route).await?;
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(conn))
         .await
         .map_err(|e| {
-            respond::failure(&Failure::new(UpstreamFailure::UpstreamError, e.to_string()))
+            Failure::new(
+                UpstreamFailure::UpstreamError,
+                format!("the exchange with {} broke: {e}", meta.target),
+            )
         })?;
     let conn_permit = permit.clone();
     // A kept-alive connection is closed when a narrower policy no longer allows its target.

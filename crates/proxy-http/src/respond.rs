@@ -48,7 +48,7 @@ pub fn blocked(decision: &Decision, meta: &RequestMeta) -> Response<Body> {
         "protocol": meta.protocol.as_str(),
         "host": host,
         "port": meta.target.port(),
-        "message": reason.message(),
+        "message": blocked_message(reason),
     });
     let mut r = json_response(status, &body);
     if let Some(v) = reason.x_proxy_error() {
@@ -62,10 +62,32 @@ pub fn blocked(decision: &Decision, meta: &RequestMeta) -> Response<Body> {
 /// The status line of a refusal names netproxy and the reason (`403 Blocked by netproxy
 /// (not_allowed)`), which clients such as Python and wget print (docs/responses.md).
 fn name_the_block(r: &mut Response<Body>, reason: Reason) {
-    let phrase = format!("Blocked by netproxy ({})", reason.as_str());
+    set_phrase(r, format!("Blocked by netproxy ({})", reason.as_str()));
+}
+
+/// The body's message of a refusal: it names netproxy, then the reason's message.
+fn blocked_message(reason: Reason) -> String {
+    format!("Blocked by netproxy: {}", reason.message())
+}
+
+/// Sets the status line's reason phrase (HTTP/1 only: HTTP/2 has none).
+fn set_phrase(r: &mut Response<Body>, phrase: String) {
     if let Ok(p) = hyper::ext::ReasonPhrase::try_from(phrase.into_bytes()) {
         r.extensions_mut().insert(p);
     }
+}
+
+/// An answer of netproxy's own that is not a refusal (an error or a failure): the status's
+/// usual phrase, then netproxy and the reason (`502 Bad Gateway (netproxy: dns_failed)`), and
+/// a message that names netproxy.
+fn error_response(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    let mut r = json_response(
+        status,
+        &json!({"status": "error", "reason": reason, "message": format!("netproxy: {message}")}),
+    );
+    let canonical = status.canonical_reason().unwrap_or("Error");
+    set_phrase(&mut r, format!("{canonical} (netproxy: {reason})"));
+    r
 }
 
 /// A refusal for a host that cannot be canonicalised: 403 `invalid_host`.
@@ -79,7 +101,7 @@ pub(crate) fn invalid_host(raw: &str, port: u16, protocol: proxy_core::Protocol)
         "protocol": protocol.as_str(),
         "host": raw,
         "port": port,
-        "message": reason.message(),
+        "message": blocked_message(reason),
     });
     let mut r = json_response(StatusCode::FORBIDDEN, &body);
     if let Some(v) = reason.x_proxy_error() {
@@ -90,45 +112,34 @@ pub(crate) fn invalid_host(raw: &str, port: u16, protocol: proxy_core::Protocol)
     r
 }
 
-/// An upstream failure: 502 JSON (504 for a timeout).
+/// An upstream failure: 502 JSON (504 for a timeout), `502 Bad Gateway (netproxy:
+/// dns_failed)` in the status line.
 pub fn failure(f: &Failure) -> Response<Body> {
     let status = StatusCode::from_u16(f.kind.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
-    json_response(
-        status,
-        &json!({"status": "error", "reason": f.kind.as_str(), "message": f.message}),
-    )
+    error_response(status, f.kind.as_str(), &f.message)
 }
 
 /// An error netproxy answers itself: `{"status":"error","reason":REASON,"message":MESSAGE}`
-/// with `status` (docs/responses.md).
+/// with `status` (docs/responses.md); the message and the status line name netproxy.
 pub fn error(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
-    json_response(
-        status,
-        &json!({"status": "error", "reason": reason, "message": message}),
-    )
+    error_response(status, reason, message)
 }
 
-/// A malformed request: 400 JSON.
 /// `407`: the listener needs the session's credential (`netproxy run --proxy-auth`).
 pub(crate) fn proxy_auth_required() -> Response<Body> {
-    let body = "{\"status\":\"error\",\"reason\":\"proxy_auth_required\",\"message\":\"this proxy needs the session's credential (Proxy-Authorization: Basic)\"}";
-    let mut r = Response::new(full(body));
-    *r.status_mut() = hyper::StatusCode::PROXY_AUTHENTICATION_REQUIRED;
-    let h = r.headers_mut();
-    h.insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
+    let mut r = error_response(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "proxy_auth_required",
+        "this proxy needs the session's credential (Proxy-Authorization: Basic)",
     );
-    h.insert(
+    r.headers_mut().insert(
         hyper::header::PROXY_AUTHENTICATE,
         hyper::header::HeaderValue::from_static("Basic realm=\"netproxy\""),
     );
     r
 }
 
+/// A malformed request: 400 JSON.
 pub(crate) fn bad_request(message: &str) -> Response<Body> {
-    json_response(
-        StatusCode::BAD_REQUEST,
-        &json!({"status": "error", "reason": "bad_request", "message": message}),
-    )
+    error_response(StatusCode::BAD_REQUEST, "bad_request", message)
 }

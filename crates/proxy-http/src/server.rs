@@ -215,14 +215,9 @@ fn check_head_size(req: &Request<Incoming>, max: usize) -> Option<Response<Body>
             "header_too_large",
         )
     };
-    let body = format!(
-        "{{\"status\":\"error\",\"reason\":\"{reason}\",\"message\":\"the request head exceeds {max} bytes\"}}"
-    );
-    let mut r = Response::new(crate::respond::full(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    Some(r)
+    Some(crate::respond::error(
+        status,
+        reason,
+        &format!("the request head exceeds {max} bytes"),
+    ))
 }

@@ -14,13 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use proxy_core::{Dialer, Gate, Host, Protocol, RequestMeta, Route, Target, Via};
 use proxy_io::Stream;
-use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::forward::{admit, not_a_tunnel, strip_hop_by_hop};
@@ -31,14 +30,10 @@ use crate::shared::Shared;
 pub(crate) const HEADER: &str = "x-unix-socket";
 
 fn failed(message: &str) -> Response<Body> {
-    respond::json_response(
-        StatusCode::BAD_GATEWAY,
-        &json!({
-            "status": "error",
-            "reason": "connect_failed",
-            "message": format!("unix socket proxy failed: {message}"),
-        }),
-    )
+    respond::failure(&proxy_core::Failure::new(
+        proxy_core::UpstreamFailure::ConnectFailed,
+        format!("unix socket proxy failed: {message}"),
+    ))
 }
 
 /// Serves one request that carries `x-unix-socket`.
@@ -81,7 +76,7 @@ where
     if !matches!(route.via, Via::Unix(_)) {
         return failed("the gate did not route the request to a unix socket");
     }
-    connect_and_send(&shared, permit, route, req).await
+    connect_and_send(&shared, permit, &meta, route, req).await
 }
 
 /// Why a request may come from a web page rather than a local client, or `None`: it carries
@@ -138,10 +133,12 @@ fn is_local_authority(authority: &str) -> bool {
 async fn connect_and_send<G, D, I>(
     shared: &Shared<G, D, I>,
     permit: Arc<OwnedSemaphorePermit>,
+    meta: &RequestMeta,
     route: Route,
     req: Request<Incoming>,
 ) -> Response<Body>
 where
+    G: Gate,
     D: Dialer<Conn: Stream>,
 {
     let idle = shared.limits.idle_timeout;
@@ -172,23 +169,31 @@ where
         crate::count::Counted::new(body, stats.clone(), crate::count::Direction::Up),
     );
 
+    // A failure is answered 502 and recorded by the gate, once.
+    let fail = |message: String| {
+        let f = proxy_core::Failure::new(
+            proxy_core::UpstreamFailure::ConnectFailed,
+            format!("unix socket proxy failed: {message}"),
+        );
+        shared.gate.failed(meta, &route, &f);
+        respond::failure(&f)
+    };
     // Through the descriptor the gate checked: the socket judged is the socket connected.
     let stream = match tokio::time::timeout(idle, shared.dialer.dial(&route)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(f)) => return failed(&f.message),
+        Ok(Err(f)) => return fail(f.message),
         Err(_) => {
             let path = match &route.via {
                 Via::Unix(socket) => socket.path().display().to_string(),
                 _ => String::new(),
             };
-            return failed(&format!("{path}: connect timed out"));
+            return fail(format!("could not connect to {path} in time"));
         }
     };
-    drop(route);
     let (mut sender, connection) =
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(x) => x,
-            Err(e) => return failed(&e.to_string()),
+            Err(e) => return fail(e.to_string()),
         };
     shared.spawn(async move {
         let _permit = permit;
@@ -198,9 +203,10 @@ where
     });
     let response = match tokio::time::timeout(idle, sender.send_request(outgoing)).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return failed(&e.to_string()),
-        Err(_) => return failed(&format!("no response head within {} s", idle.as_secs())),
+        Ok(Err(e)) => return fail(e.to_string()),
+        Err(_) => return fail(format!("no response head within {} s", idle.as_secs())),
     };
+    drop(route);
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(

@@ -245,6 +245,39 @@ async fn refusals_and_failures_on_the_wire() {
         r.starts_with("HTTP/1.1 403 Blocked by netproxy (not_allowed)\r\n"),
         "{r}"
     );
+    assert!(
+        r.contains("\"message\":\"Blocked by netproxy: Domain not in allowlist.\""),
+        "{r}"
+    );
+    // A disabled proxy, a failure and a malformed request name netproxy and their reason too,
+    // in the status line and the message; every body ends with a newline.
+    for (head, line, message) in [
+        (
+            &b"GET http://off.test/ HTTP/1.1\r\nHost: off.test\r\nConnection: close\r\n\r\n"[..],
+            "HTTP/1.1 503 Blocked by netproxy (proxy_disabled)\r\n",
+            "\"message\":\"Blocked by netproxy: ",
+        ),
+        (
+            b"GET http://closed.test/ HTTP/1.1\r\nHost: closed.test\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 502 Bad Gateway (netproxy: connect_failed)\r\n",
+            "\"message\":\"netproxy: ",
+        ),
+        (
+            b"CONNECT nxdomain.test:443 HTTP/1.1\r\nHost: nxdomain.test:443\r\n\r\n",
+            "HTTP/1.1 502 Bad Gateway (netproxy: dns_failed)\r\n",
+            "\"message\":\"netproxy: ",
+        ),
+        (
+            b"GET /relative HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 400 Bad Request (netproxy: bad_request)\r\n",
+            "\"message\":\"netproxy: ",
+        ),
+    ] {
+        let r = raw_exchange(p.addr, head).await;
+        assert!(r.starts_with(line), "{r}");
+        assert!(r.contains(message), "{r}");
+        assert!(r.ends_with("}\n"), "{r:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,6 +296,10 @@ async fn upstream_timeout_is_a_504_not_a_hang() {
     .await;
     assert_eq!(status, "504", "{text}");
     assert!(text.contains("upstream_timeout"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 504 Gateway Timeout (netproxy: upstream_timeout)\r\n"),
+        "{text}"
+    );
     // idle_timeout is 800 ms; allow 3x.
     assert!(
         start.elapsed() < Duration::from_millis(2400),

@@ -62,7 +62,11 @@ pub async fn connect_unix(socket: &proxy_core::UnixSocket) -> Result<Conn, proxy
         Ok(s) => Ok(Conn::Unix(s)),
         Err(e) => Err(proxy_core::Failure::new(
             proxy_core::UpstreamFailure::of_connect_error(&e),
-            format!("{}: {e}", socket.path().display()),
+            format!(
+                "could not connect to {} ({})",
+                socket.path().display(),
+                proxy_core::io_error_text(&e)
+            ),
         )),
     }
 }

@@ -395,6 +395,12 @@ where
             watch.clone(),
         ))
         .await;
+        // Once per tunnel, whatever the client then asks (each request inside is answered
+        // 502 with it).
+        if let Err(e) = &upstream {
+            tracing::debug!(target = %meta.target, error = %e, "intercepted tunnel: upstream TLS failed");
+            self.gate.failed(&meta, &route, e);
+        }
         // The client is then offered what the origin took: HTTP/2 only when the origin speaks
         // it, so that requests the client would multiplex never queue on an HTTP/1.1 origin
         // that may close after each response.
@@ -407,9 +413,7 @@ where
             tracing::debug!(target = %meta.target, "intercepted tunnel closed: TLS handshake failed");
             return counts.get();
         };
-        if let Err(e) = &upstream {
-            tracing::info!(target = %meta.target, error = %e, "intercepted tunnel: upstream TLS failed");
-        }
+
         let meta_target = meta.target.clone();
         let inner = Arc::new(Tunnel {
             gate: self.gate.clone(),
@@ -502,11 +506,11 @@ where
     let connect = tokio_rustls::TlsConnector::from(config.clone()).connect(name, io);
     let tls = match tokio::time::timeout(HANDSHAKE_WAIT, connect).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return Err(tls_failed(format!("TLS with {host} failed: {e}"))),
+        Ok(Err(e)) => return Err(tls_failed(tls_error_text(host, &e))),
         Err(_) => {
             return Err(Failure::new(
                 UpstreamFailure::UpstreamTimeout,
-                format!("TLS with {host} timed out"),
+                format!("{host} did not complete the TLS handshake in time"),
             ));
         }
     };
@@ -515,7 +519,7 @@ where
     let broken = |e: hyper::Error| {
         Failure::new(
             UpstreamFailure::UpstreamError,
-            format!("HTTP with {host}: {e}"),
+            format!("the HTTP exchange with {host} broke: {e}"),
         )
     };
     if h2 {
@@ -538,6 +542,55 @@ where
         });
         Ok(Sender::H1(sender))
     }
+}
+
+/// A failed TLS handshake with the origin `host`, in one plain sentence (rustls names some
+/// causes by their variant, e.g. `UnknownIssuer`: they are put in words here).
+fn tls_error_text(host: &Host, e: &std::io::Error) -> String {
+    use rustls::{CertificateError as C, Error as E};
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<E>()) else {
+        return format!(
+            "the TLS handshake with {host} failed: {}",
+            proxy_core::io_error_text(e)
+        );
+    };
+    match tls {
+        E::InvalidCertificate(c) => {
+            let why = match c {
+                C::UnknownIssuer => "is not signed by an authority netproxy trusts".to_owned(),
+                C::BadSignature => {
+                    "is not signed by the authority it names (bad signature)".to_owned()
+                }
+                C::Expired | C::ExpiredContext { .. } => "has expired".to_owned(),
+                C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet".to_owned(),
+                C::Revoked => "has been revoked".to_owned(),
+                C::NotValidForName => format!("is not valid for the name {host}"),
+                C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                    "is not meant for a server".to_owned()
+                }
+                other => format!("was refused: {other}"),
+            };
+            format!("the certificate of {host} {why}")
+        }
+        E::AlertReceived(alert) => format!(
+            "{host} refused the TLS handshake (alert: {})",
+            words(&format!("{alert:?}"))
+        ),
+        E::NoCertificatesPresented => format!("{host} presented no certificate"),
+        other => format!("the TLS handshake with {host} failed: {other}"),
+    }
+}
+
+/// `HandshakeFailure` as `handshake failure`.
+fn words(camel: &str) -> String {
+    let mut out = String::new();
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() && !out.is_empty() {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 /// What the requests of one tunnel share.
@@ -632,7 +685,10 @@ impl<G: Gate> Tunnel<G> {
         };
         match self.forward(sender, req, apply, lease).await {
             Ok(resp) => resp,
-            Err(f) => proxy_http::failure(&f),
+            Err(f) => {
+                self.gate.failed(&inner, &self.route, &f);
+                proxy_http::failure(&f)
+            }
         }
     }
 
@@ -1118,5 +1174,33 @@ mod tests {
         assert_eq!(a("example.com:8443"), "example.com:8443");
         assert_eq!(a("[::1]:443"), "[::1]");
         assert_eq!(a("[::1]:8443"), "[::1]:8443");
+    }
+
+    /// A failed TLS handshake is said in words: never a variant name or an `(os error N)`.
+    #[test]
+    fn tls_failures_in_plain_words() {
+        use rustls::{AlertDescription, CertificateError, Error};
+        let host = Host::parse("origin.test").unwrap();
+        let io = |e: Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        for (e, want) in [
+            (
+                io(Error::InvalidCertificate(CertificateError::UnknownIssuer)),
+                "the certificate of origin.test is not signed by an authority netproxy trusts",
+            ),
+            (
+                io(Error::InvalidCertificate(CertificateError::Expired)),
+                "the certificate of origin.test has expired",
+            ),
+            (
+                io(Error::AlertReceived(AlertDescription::HandshakeFailure)),
+                "origin.test refused the TLS handshake (alert: handshake failure)",
+            ),
+            (
+                std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+                "the TLS handshake with origin.test failed: the connection was reset",
+            ),
+        ] {
+            assert_eq!(super::tls_error_text(&host, &e), want);
+        }
     }
 }

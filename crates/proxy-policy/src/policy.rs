@@ -14,7 +14,7 @@ use crate::error::{Error, PatternError};
 use crate::hooks::{Hook, HookVerdict, Hooks};
 use crate::matcher::{Entry, Matcher};
 use crate::own::OwnAddrs;
-use crate::pattern::Pattern;
+use crate::pattern::{Pattern, PatternKind};
 
 /// Collects rules; [`PolicyBuilder::build`] compiles them into a [`Policy`].
 ///
@@ -460,6 +460,61 @@ impl Policy {
         self.deny.entries().iter().map(|e| e.pattern.as_str())
     }
 
+    /// The `treat_as_public` ranges in force.
+    pub fn treat_as_public(&self) -> &[IpNet] {
+        &self.treat_as_public
+    }
+
+    /// Whether local protection is on (`allow_local_binding` is off).
+    pub fn protects_local(&self) -> bool {
+        !self.allow_local_binding
+    }
+
+    /// Whether HTTPS interception is available.
+    pub fn interception(&self) -> bool {
+        self.interception
+    }
+
+    /// Why `ip` is refused as a local address while local protection is on (`None` when it is
+    /// public, or inside `treat_as_public`): one of the machine's own addresses (`own`, which
+    /// `treat_as_public` never exempts), or a local range.
+    ///
+    /// ```
+    /// use proxy_policy::{OwnAddrs, Policy};
+    /// let p = Policy::builder().build()?;
+    /// assert!(p.local_reason("10.0.0.5".parse().unwrap(), OwnAddrs::none()).is_some());
+    /// assert!(p.local_reason("93.184.216.34".parse().unwrap(), OwnAddrs::none()).is_none());
+    /// # Ok::<(), proxy_policy::Error>(())
+    /// ```
+    pub fn local_reason(&self, ip: IpAddr, own: &OwnAddrs) -> Option<String> {
+        self.local_address(ip, own)
+    }
+
+    /// The `*.NAME` allow pattern that would admit `host:port` but for the apex: `host` is
+    /// NAME itself, which `*.NAME` leaves out (`**.NAME` admits both). `None` when there is
+    /// none.
+    ///
+    /// ```
+    /// use proxy_core::Host;
+    /// use proxy_policy::Policy;
+    /// let mut b = Policy::builder();
+    /// b.allow("*.example.com", None)?;
+    /// let p = b.build()?;
+    /// assert_eq!(p.apex_missed_by(&Host::parse("example.com").unwrap(), 443), Some("*.example.com"));
+    /// assert_eq!(p.apex_missed_by(&Host::parse("other.com").unwrap(), 443), None);
+    /// # Ok::<(), proxy_policy::Error>(())
+    /// ```
+    pub fn apex_missed_by(&self, host: &Host, port: u16) -> Option<&str> {
+        self.allow
+            .entries()
+            .iter()
+            .find(|e| {
+                matches!(e.pattern.kind(), PatternKind::Subdomains(h) if h == host)
+                    && e.pattern.admits_port(port)
+            })
+            .map(|e| e.pattern.as_str())
+    }
+
     /// Why a literal address is local while local protection is on: one of the machine's own
     /// addresses (whatever `treat_as_public` says), or a local range outside `treat_as_public`.
     fn local_address(&self, ip: IpAddr, own: &OwnAddrs) -> Option<String> {
@@ -782,8 +837,13 @@ impl Policy {
         }
         for &ip in addrs {
             if let Some(why) = self.local_address(ip, own) {
-                return Decision::deny(Reason::NotAllowedLocal)
+                // The rule that allowed the name stays: `check` says which one matched.
+                let refused = Decision::deny(Reason::NotAllowedLocal)
                     .with_detail(format!("resolved to {ip}: {why}"));
+                return match pending.rule {
+                    Some(rule) => refused.with_rule(rule),
+                    None => refused,
+                };
             }
         }
         pending

@@ -319,7 +319,9 @@ async fn serve<G, D, I>(
     let upstream = match Box::pin(dialer.dial(&route)).await {
         Ok(u) => u,
         Err(f) => {
-            tracing::warn!(client = %peer, target = %meta.target, error = %f, "SOCKS upstream failed");
+            // Recorded by the gate as a failure; the log has it at debug only.
+            tracing::debug!(client = %peer, target = %meta.target, error = %f, "SOCKS upstream failed");
+            gate.failed(&meta, &route, &f);
             let _ = proto.reply_error(&failure_reply(f.kind)).await;
             return;
         }

@@ -84,11 +84,17 @@ fn kv_len(key: &str, v: Val<'_>) -> usize {
     delimited_len(tag::FIRST, key.len()) + delimited_len(tag::SECOND, any_len(v))
 }
 
+/// The most attributes an event has (all the optional ones at once).
+const MAX_ATTRIBUTES: usize = 18;
+
 /// The attributes of an event, in the order they are written: those of every event, then the
 /// rule and the layer when known, `network.policy.revoked` on a revocation,
 /// `credential.grant` and `credential.injected` for a request that carried a brokered dummy,
-/// and `network.policy.learn` in learn mode.
-fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<'a>); 17], usize) {
+/// and `network.policy.learn` in learn mode, and `error.type` for a failure.
+fn attributes<'a>(
+    ev: &'a AuditEvent,
+    client: &'a [u8],
+) -> ([(&'static str, Val<'a>); MAX_ATTRIBUTES], usize) {
     let s = |v: &'a str| Val::Str(v.as_bytes());
     let unused = ("", Val::Bool(false));
     let mut all = [
@@ -106,6 +112,7 @@ fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<
             s(ev.method.as_deref().unwrap_or("none")),
         ),
         ("client.address", Val::Str(client)),
+        unused,
         unused,
         unused,
         unused,
@@ -133,6 +140,9 @@ fn attributes<'a>(ev: &'a AuditEvent, client: &'a [u8]) -> ([(&'static str, Val<
     }
     if ev.learn {
         push("network.policy.learn", Val::Bool(true));
+    }
+    if let Some(f) = &ev.failure {
+        push("error.type", s(f.kind.as_str()));
     }
     (all, n)
 }
@@ -226,7 +236,7 @@ impl Body {
         crate::client_address(&mut self.client, ev.client);
         let (attrs, n) = attributes(ev, &self.client);
         let attrs = &attrs[..n];
-        let mut lens = [0usize; 16];
+        let mut lens = [0usize; MAX_ATTRIBUTES];
         let time = nanos(ev.timestamp);
         let mut len = self.prelude.len() + self.epilogue.len();
         if time != 0 {
@@ -339,6 +349,9 @@ mod tests {
                 if ev.learn {
                     attributes.push(kv("network.policy.learn", Value::BoolValue(true)));
                 }
+                if let Some(f) = &ev.failure {
+                    attributes.push(text("error.type", f.kind.as_str()));
+                }
                 LogRecord {
                     time_unix_nano: nanos(ev.timestamp),
                     observed_time_unix_nano: nanos(observed),
@@ -430,6 +443,17 @@ mod tests {
         learned.learn = true;
         let mut learned_bare = bare.clone();
         learned_bare.learn = true;
+        // A failure, and one with every optional attribute at once.
+        let mut failed = AuditEvent::failure(
+            &meta(Protocol::HttpsConnect, "gone.example", 443),
+            &Decision::allow().with_rule(proxy_core::Rule::new("*.example", None)),
+            &proxy_core::Failure::new(proxy_core::UpstreamFailure::DnsFailed, "no such name"),
+            Mode::Full,
+        );
+        failed.timestamp = t;
+        let mut everything = injected.clone();
+        everything.revoked = true;
+        everything.failure = failed.failure.clone();
         vec![
             with_rule,
             bare,
@@ -441,6 +465,8 @@ mod tests {
             refused,
             learned,
             learned_bare,
+            failed,
+            everything,
         ]
     }
 

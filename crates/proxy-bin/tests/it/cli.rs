@@ -602,8 +602,52 @@ async fn check_resolves_an_allowed_name_like_serve() {
     );
     r_pub.assert_out(0, &["resolved: 127.0.0.2"]);
     r_loc.assert_out(1, &["not_allowed_local", "resolved to 127.0.0.1"]);
-    r_gone.assert_out(1, &["failure: dns_failed"]);
+    let nx = "the name gone.test does not exist (NXDOMAIN)";
+    r_gone.assert_out(
+        1,
+        &[
+            "fail: gone.test:443",
+            &format!(
+                "reason: dns_failed (a failure: the policy allows it, reaching it failed): {nx}\n"
+            ),
+            &format!("failure: dns_failed: {nx} (the proxy answers 502)\n"),
+            "rule: *.test (layer command-line) matched\n",
+        ],
+    );
+    assert!(
+        !r_gone.stdout.contains("reason: allow"),
+        "{}",
+        r_gone.stdout
+    );
     assert_eq!(r_evil.code, 1);
+    // JSON says the failure the same way everywhere: decision, reason, message and failure.
+    let r = home.run(&[
+        "check",
+        "--json",
+        "-c",
+        &ns,
+        "--allow",
+        "*.test",
+        "gone.test",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = json(&r.stdout);
+    assert_eq!(
+        (&v["decision"], &v["reason"], &v["message"], &v["allowed"]),
+        (
+            &"fail".into(),
+            &"dns_failed".into(),
+            &nx.into(),
+            &false.into()
+        ),
+        "{v}"
+    );
+    assert_eq!(
+        v["failure"],
+        serde_json::json!({"reason": "dns_failed", "message": nx})
+    );
+    assert!(v["x_proxy_error"].is_null(), "{v}");
+    assert!(v["remedy"].is_null(), "{v}");
     // A refused name is never resolved.
     assert_eq!(dns.queries_for("evil.test"), 0);
 }
@@ -952,4 +996,109 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     let r = ran(cmd);
     assert!(r.stderr.contains("netproxy::audit"), "{}", r.stderr);
     assert!(!r.stderr.contains(ESC), "colour into a pipe: {}", r.stderr);
+}
+
+/// `check` names the smallest change that would allow a refused target, on the command line
+/// and as the line of a config file; which rule matched even when the addresses then failed;
+/// and, under managed requirements, that the change is not the user's to make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_remedy_of_each_refusal() {
+    use proxy_test_support::DnsServer;
+    let dns = DnsServer::start().await.unwrap();
+    resolves(&dns, "near.test", "127.0.0.3");
+    let ns = format!("dns.nameservers=[\"{}\"]", dns.addr());
+    let home = Home::new();
+    let check = |extra: &[&str], target: &str| {
+        let mut args = vec!["check", "-c", &ns, "--allow", "*.example.test"];
+        args.extend_from_slice(extra);
+        args.push(target);
+        home.run(&args)
+    };
+    check(&[], "other.test").assert_out(
+        1,
+        &[
+            "remedy: allow with --allow other.test\n",
+            "remedy in a config file, under [network.domains]: \"other.test\" = \"allow\"\n",
+        ],
+    );
+    check(&[], "example.test").assert_out(
+        1,
+        &[
+            "remedy: *.example.test matches only the subdomains: allow with --allow '**.example.test'\n",
+            "\"**.example.test\" = \"allow\"",
+        ],
+    );
+    check(&[], "http://10.0.0.5/").assert_out(
+        1,
+        &["not_allowed_local", "remedy: allow with --allow 10.0.0.5\n"],
+    );
+    // A name allowed by its rule, then refused by its address: the rule is said.
+    check(&["--allow", "near.test"], "near.test").assert_out(
+        1,
+        &[
+            "rule: near.test (layer command-line) matched; its addresses were then refused\n",
+            "resolved: 127.0.0.3\n",
+            "remedy: it resolved to 127.0.0.3, a local address: treat it as public with -c 'treat_as_public=[\"127.0.0.3/32\"]', or use the address itself (--allow 127.0.0.3)\n",
+            "remedy in a config file, under [network]: treat_as_public = [\"127.0.0.3/32\"]\n",
+        ],
+    );
+    check(&["--deny", "evil.test"], "evil.test").assert_out(
+        1,
+        &["remedy: a deny entry refuses it: drop --deny evil.test\n"],
+    );
+    check(
+        &["--mode", "limited", "--allow", "x.test", "--method", "POST"],
+        "http://x.test/",
+    )
+    .assert_out(
+        1,
+        &["remedy: limited mode allows GET, HEAD and OPTIONS only: allow with --mode full\n"],
+    );
+    check(
+        &["--mode", "limited", "--allow", "x.test"],
+        "https://x.test/",
+    )
+    .assert_out(
+        1,
+        &[
+            "mitm_required",
+            "remedy: it needs HTTPS interception: allow with --mitm\n",
+        ],
+    );
+    // An allowed target has no remedy.
+    let r = check(&["--no-resolve"], "api.example.test");
+    r.assert_out(0, &[]);
+    assert!(!r.stdout.contains("remedy"), "{}", r.stdout);
+    // JSON: the same remedy.
+    let v = json(&check(&["--json"], "other.test").stdout);
+    assert_eq!(
+        v["remedy"],
+        serde_json::json!({
+            "text": "allow with --allow other.test",
+            "command_line": "--allow other.test",
+            "config": {"table": "network.domains", "line": "\"other.test\" = \"allow\""},
+            "managed": false,
+        })
+    );
+    // Under managed requirements: not the user's to change.
+    let req = home.path().join("req.toml");
+    std::fs::write(
+        &req,
+        "[network]\nallowed_domains = [\"**.corp.test\"]\ndenied_domains = [\"bad.corp.test\"]\nmanaged_allowed_domains_only = true\n",
+    )
+    .unwrap();
+    let req = req.to_str().unwrap();
+    let managed = format!("remedy: not yours to change: the requirements file {req} decides\n");
+    for target in ["other.test", "bad.corp.test"] {
+        let r = home.run(&["check", "--requirements", req, target]);
+        r.assert_out(1, &[&managed]);
+        assert!(!r.stdout.contains("config file"), "{}", r.stdout);
+    }
+    let v = json(
+        &home
+            .run(&["check", "--json", "--requirements", req, "other.test"])
+            .stdout,
+    );
+    assert_eq!(v["remedy"]["managed"], true, "{v}");
+    assert!(v["remedy"]["config"].is_null(), "{v}");
 }

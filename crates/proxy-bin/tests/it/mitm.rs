@@ -181,6 +181,12 @@ async fn limited_mode_is_judged_inside_tls() {
     let r = t.http().get(&url);
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(json_of(&r)["reason"], "upstream_tls_failed");
+    // Said in words, not as the TLS library's variant name (the test's untrusted origin names
+    // an issuer it was not signed by).
+    assert_eq!(
+        json_of(&r)["message"],
+        "netproxy: the certificate of untrusted.test is not signed by the authority it names (bad signature)"
+    );
     assert!(t.bad.seen().is_empty());
 
     // SOCKS5 CONNECT to port 443 in limited mode is intercepted the same way.

@@ -342,7 +342,7 @@ async fn curl_in_the_child_goes_through_the_proxy_over_http_connect_and_socks() 
     // The summary: every refusal counted, each target once, with its reason.
     assert!(
         stderr.contains(&format!(
-            "netproxy: blocked 3 requests: evil.test:{port} (not_allowed)\n"
+            "netproxy: blocked 3 requests: evil.test:{port} (not_allowed; --allow evil.test)\n"
         )),
         "{stderr}"
     );
@@ -382,14 +382,17 @@ async fn curl_in_the_child_goes_through_the_proxy_over_http_connect_and_socks() 
     assert_eq!(v["blocked_total"], 3);
     assert_eq!(v["exit_code"], 5);
 
-    // --quiet: no summary.
+    // --quiet: no notice, the summary stays.
     let cmd = w.run(
         &["--quiet"],
         &format!("curl -s -o /dev/null http://evil.test:{port}/"),
     );
     let out = ran(cmd);
     assert_eq!(out.code, 0);
-    assert!(!out.stderr.contains("blocked"), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        format!("netproxy: blocked 1 request: evil.test:{port} (not_allowed; --allow evil.test)\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,7 +446,7 @@ async fn git_clones_over_http_when_allowed_and_not_otherwise() {
     assert_eq!(out.code, 128, "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "netproxy: blocked 1 request: evil.test:{port} (not_allowed)"
+            "netproxy: blocked 1 request: evil.test:{port} (not_allowed; --allow evil.test)"
         )),
         "{stderr}"
     );
@@ -740,12 +743,31 @@ async fn readme_run_example() {
     let out = ran(cmd);
     assert_eq!(out.code, 56);
     assert_eq!(out.stdout, "");
+    // curl's line and netproxy's notice come from two processes at about the same time: in
+    // either order; the summary last.
+    let mut lines: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(
-        out.stderr,
-        format!(
-            "curl: (56) CONNECT tunnel failed, response 403\n\
-             netproxy: blocked 1 request: example.test:{port} (not_allowed)\n"
-        )
+        lines.pop(),
+        Some(
+            format!(
+                "netproxy: blocked 1 request: example.test:{port} (not_allowed; --allow example.test)"
+            )
+            .as_str()
+        ),
+        "{}",
+        out.stderr
+    );
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "curl: (56) CONNECT tunnel failed, response 403".to_owned(),
+            format!(
+                "netproxy: refused example.test:{port} (not in allowlist) \u{2014} allow with --allow example.test"
+            )
+        ],
+        "{}",
+        out.stderr
     );
 }
 
@@ -1177,10 +1199,14 @@ fn the_summary_names_twenty_targets_and_counts_the_rest() {
     let home = Home::new();
     let urls: Vec<String> = (1..=25).map(|p| format!("http://127.0.0.1:{p}/")).collect();
     let script = format!("curl -s -o /dev/null {}; true", urls.join(" "));
-    let out = ran(netproxy(&home, &["run", "--", "sh", "-c", &script], &[]));
+    let out = ran(netproxy(
+        &home,
+        &["run", "--quiet", "--", "sh", "-c", &script],
+        &[],
+    ));
     assert_eq!(out.code, 0);
     let named: Vec<String> = (1..=20)
-        .map(|p| format!("127.0.0.1:{p} (not_allowed_local)"))
+        .map(|p| format!("127.0.0.1:{p} (not_allowed_local; --allow 127.0.0.1)"))
         .collect();
     assert_eq!(
         out.stderr,
@@ -1189,4 +1215,438 @@ fn the_summary_names_twenty_targets_and_counts_the_rest() {
             named.join(", ")
         )
     );
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What the child's clients show of a refusal and of a failure: the status line names netproxy
+/// and the reason (curl -v, Python's urllib), and the JSON body names netproxy and ends with a
+/// newline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_failures_name_netproxy_on_the_wire() {
+    let w = world().await;
+    let port = w.origin.addr().port();
+    let closed = closed_port();
+    let dir = w.home.path();
+    let py = dir.join("fetch.py");
+    std::fs::write(
+        &py,
+        format!(
+            "import urllib.request, urllib.error\n\
+             for url in ['http://evil.test:{port}/', 'http://127.0.0.1:{closed}/']:\n\
+             \x20   try:\n\
+             \x20       urllib.request.urlopen(url)\n\
+             \x20   except urllib.error.HTTPError as e:\n\
+             \x20       print('urllib', e.code, e.reason)\n"
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "curl -sv -o {dir}/refused.json http://evil.test:{port}/ 2>&1 | grep '^< HTTP' | tr -d '\\r'; \
+         curl -sv -o {dir}/failed.json http://127.0.0.1:{closed}/ 2>&1 | grep '^< HTTP' | tr -d '\\r'; \
+         python3 {py}",
+        dir = dir.display(),
+        py = py.display(),
+    );
+    let allow = format!("127.0.0.1:{closed}");
+    let out = ran(w.run(&["--allow", &allow], &script));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    has_lines(
+        &out.stdout,
+        &[
+            "< HTTP/1.1 403 Blocked by netproxy (not_allowed)",
+            "< HTTP/1.1 502 Bad Gateway (netproxy: connect_failed)",
+            "urllib 403 Blocked by netproxy (not_allowed)",
+            "urllib 502 Bad Gateway (netproxy: connect_failed)",
+        ],
+    );
+    let refused = std::fs::read_to_string(dir.join("refused.json")).unwrap();
+    assert!(refused.ends_with("}\n"), "{refused:?}");
+    let v = json(&refused);
+    assert_eq!(v["reason"], "not_allowed");
+    assert_eq!(
+        v["message"],
+        "Blocked by netproxy: Domain not in allowlist."
+    );
+    let failed = std::fs::read_to_string(dir.join("failed.json")).unwrap();
+    assert!(failed.ends_with("}\n"), "{failed:?}");
+    let v = json(&failed);
+    assert_eq!(v["reason"], "connect_failed");
+    assert!(
+        v["message"].as_str().unwrap().starts_with("netproxy: "),
+        "{v}"
+    );
+}
+
+/// Refused is not failed: a name the DNS server does not know (`dns_failed`) and a closed port
+/// the policy allows (`connect_failed`, over HTTP, CONNECT and SOCKS5) are summarised on a line
+/// of their own, apart from the refusal; the report and the audit log tell them apart too; and
+/// nothing else of netproxy's reaches the child's terminal (no log line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_reported_apart_from_refusals() {
+    let w = world().await;
+    let port = w.origin.addr().port();
+    let closed = closed_port();
+    let report = w.home.path().join("report.json");
+    let audit = w.home.path().join("audit.jsonl");
+    let script = format!(
+        "curl -s -o /dev/null -w 'refused %{{http_code}}\\n' http://evil.test:{port}/; \
+         curl -s -o /dev/null -w 'dns %{{http_code}}\\n' http://gone.test/; \
+         curl -s -o /dev/null -w 'connect %{{http_code}}\\n' http://127.0.0.1:{closed}/; \
+         curl -s -o /dev/null -w 'tunnel %{{http_connect}}\\n' -p http://127.0.0.1:{closed}/; \
+         curl -s -o /dev/null -w 'socks %{{http_code}}\\n' -x \"$ALL_PROXY\" http://127.0.0.1:{closed}/; \
+         exit 3"
+    );
+    let allow = format!("127.0.0.1:{closed}");
+    let log = format!("audit_log=\"{}\"", audit.display());
+    let out = ran(w.run(
+        &[
+            "--allow",
+            "gone.test",
+            "--allow",
+            &allow,
+            "-c",
+            &log,
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &script,
+    ));
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    has_lines(
+        &out.stdout,
+        &[
+            "refused 403",
+            "dns 502",
+            "connect 502",
+            "tunnel 502",
+            "socks 000",
+        ],
+    );
+    assert_eq!(
+        out.stderr,
+        format!(
+            "netproxy: refused evil.test:{port} (not in allowlist) \u{2014} allow with --allow evil.test\n\
+             netproxy: failed gone.test:80 (name not resolved) \u{2014} the name gone.test does not exist (NXDOMAIN)\n\
+             netproxy: failed 127.0.0.1:{closed} (connection failed) \u{2014} could not connect to 127.0.0.1:{closed} (the connection was refused)\n\
+             netproxy: blocked 1 request: evil.test:{port} (not_allowed; --allow evil.test)\n\
+             netproxy: failed 4 requests: gone.test:80 (dns_failed), 127.0.0.1:{closed} (connect_failed)\n"
+        )
+    );
+    let v = json(&std::fs::read_to_string(&report).unwrap());
+    assert_eq!(
+        (&v["blocked_total"], &v["failed_total"]),
+        (&1.into(), &4.into())
+    );
+    assert_eq!(
+        v["failed_targets"][0],
+        serde_json::json!({"target": "gone.test:80", "reason": "dns_failed", "count": 1,
+                           "message": "the name gone.test does not exist (NXDOMAIN)"})
+    );
+    let connect = &v["failed_targets"][1];
+    assert_eq!(connect["count"], 3, "{connect}");
+    assert_eq!(
+        connect["message"],
+        format!("could not connect to 127.0.0.1:{closed} (the connection was refused)")
+    );
+    let totals = v["targets"].as_array().unwrap();
+    assert!(
+        totals.contains(&serde_json::json!({"target": format!("127.0.0.1:{closed}"), "allowed": 3, "blocked": 0, "failed": 3})),
+        "{totals:?}"
+    );
+    // The program, and how many arguments (never the arguments: URLs, credentials).
+    assert_eq!((&v["command"], &v["arguments"]), (&"sh".into(), &2.into()));
+    assert!(v["duration_ms"].is_u64(), "{v}");
+    // The audit log: each failure an event of its own, the policy's allow with `error.type`;
+    // the refusal a deny without it.
+    let lines = crate::support::wait_audit(&audit, "the failures", |l| {
+        l.iter().filter(|e| e.get("error.type").is_some()).count() == 4
+    });
+    for e in lines.iter().filter(|e| e.get("error.type").is_some()) {
+        assert_eq!(e["network.policy.decision"], "allow", "{e}");
+        assert_eq!(e["network.policy.reason"], e["error.type"], "{e}");
+    }
+    let refused: Vec<_> = lines
+        .iter()
+        .filter(|e| e["network.policy.decision"] == "deny")
+        .collect();
+    assert_eq!(refused.len(), 1, "{lines:?}");
+    assert!(refused[0].get("error.type").is_none());
+}
+
+/// A report that cannot be written is said so on stderr; the exit code stays the command's.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_report_write_failure_is_said_and_the_exit_code_stays() {
+    let home = Home::new();
+    let out = ran(netproxy(
+        &home,
+        &[
+            "run",
+            "--report",
+            "/dev/full",
+            "--",
+            "sh",
+            "-c",
+            "curl -s -o /dev/null http://127.0.0.1:9/; exit 4",
+        ],
+        &[],
+    ));
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "netproxy: error: the report /dev/full could not be written (no space left on device): it is incomplete\n"
+        ),
+        "{}",
+        out.stderr
+    );
+    // A report that cannot be created stops the run before the command starts.
+    let out = ran(netproxy(
+        &home,
+        &[
+            "run",
+            "--report",
+            "/nonexistent/dir/r.json",
+            "--",
+            "sh",
+            "-c",
+            "echo ran",
+        ],
+        &[],
+    ));
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr
+            .contains("cannot create the report /nonexistent/dir/r.json (it does not exist)"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Each kind of refusal is told once, as it happens, with the smallest change that would allow
+/// it (the same as the summary's); and that change, made, does allow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_refusal_is_noticed_once_with_its_remedy() {
+    let w = world().await;
+    let port = w.origin.addr().port();
+    for name in ["other.test", "example.test", "a.example.test"] {
+        resolves(&w.dns, name, "127.0.0.2");
+    }
+    // A name that resolves to a loopback address (not one of this machine's own).
+    resolves(&w.dns, "near.test", "127.0.0.3");
+    let get = |name: &str| {
+        format!("curl -s -o /dev/null -w '{name} %{{http_code}}\\n' http://{name}:{port}/; ")
+    };
+    let mut script = String::new();
+    // Twice each: noticed once.
+    for _ in 0..2 {
+        script.push_str(&format!(
+            "curl -s -o /dev/null -w 'post %{{http_code}}\\n' -d x=1 http://api.test:{port}/; "
+        ));
+        for name in ["other.test", "evil.test", "near.test", "example.test"] {
+            script.push_str(&get(name));
+        }
+    }
+    script.push_str(&get("a.example.test"));
+    let limited = [
+        "--mode",
+        "limited",
+        "--deny",
+        "evil.test",
+        "--allow",
+        "near.test",
+        "--allow",
+        "*.example.test",
+    ];
+    let out = ran(w.run(&limited, &script));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    has_lines(
+        &out.stdout,
+        &[
+            "post 403",
+            "other.test 403",
+            "evil.test 403",
+            "near.test 403",
+            "example.test 403",
+            "a.example.test 200",
+        ],
+    );
+    let treat = r#"-c 'treat_as_public=["127.0.0.2/32","127.0.0.3/32"]'"#;
+    let expected = [
+        format!(
+            "netproxy: refused api.test:{port} (method not allowed in limited mode) \u{2014} limited mode allows GET, HEAD and OPTIONS only: allow with --mode full"
+        ),
+        format!(
+            "netproxy: refused other.test:{port} (not in allowlist) \u{2014} allow with --allow other.test"
+        ),
+        format!(
+            "netproxy: refused evil.test:{port} (denied) \u{2014} a deny entry refuses it: drop --deny evil.test"
+        ),
+        format!(
+            "netproxy: refused near.test:{port} (local address) \u{2014} it resolved to 127.0.0.3, a local address: treat it as public with {treat}, or use the address itself (--allow 127.0.0.3)"
+        ),
+        format!(
+            "netproxy: refused example.test:{port} (not in allowlist) \u{2014} *.example.test matches only the subdomains: allow with --allow '**.example.test'"
+        ),
+        format!(
+            "netproxy: blocked 10 requests: api.test:{port} (method_not_allowed; --mode full), \
+             other.test:{port} (not_allowed; --allow other.test), evil.test:{port} (denied; drop --deny evil.test), \
+             near.test:{port} (not_allowed_local; {treat}), example.test:{port} (not_allowed; --allow '**.example.test')"
+        ),
+    ];
+    assert_eq!(
+        out.stderr.lines().collect::<Vec<_>>(),
+        expected,
+        "{}",
+        out.stderr
+    );
+
+    // Each remedy, made, allows its target.
+    let mut remedied = vec![
+        "--mode",
+        "full",
+        "--allow",
+        "other.test",
+        "--allow",
+        "**.example.test",
+    ];
+    remedied.extend_from_slice(&["-c", r#"treat_as_public=["127.0.0.2/32","127.0.0.3/32"]"#]);
+    remedied.extend_from_slice(&["--allow", "near.test", "--allow", "evil.test"]);
+    // The origin listens on 127.0.0.2 only: near.test (127.0.0.3) is then allowed, and fails
+    // to connect.
+    let out = ran(w.run(&remedied, &script));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    has_lines(
+        &out.stdout,
+        &[
+            "post 200",
+            "other.test 200",
+            "evil.test 200",
+            "near.test 502",
+            "example.test 200",
+        ],
+    );
+    assert!(!out.stderr.contains("netproxy: refused"), "{}", out.stderr);
+    assert!(
+        out.stderr.ends_with(&format!(
+            "netproxy: failed 2 requests: near.test:{port} (connect_failed)\n"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `--notices FILE` writes the notices there while the child runs (the child reads them), not
+/// on stderr; `--quiet` silences them and keeps the summary; the two together are a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_go_to_a_file_as_they_happen_or_nowhere_with_quiet() {
+    let w = world().await;
+    let port = w.origin.addr().port();
+    let file = w.home.path().join("notices.log");
+    // The child waits (bounded) for its refusal's notice to be in the file before going on.
+    let script = format!(
+        "curl -s -o /dev/null http://evil.test:{port}/; \
+         i=0; while [ $i -lt 100 ] && ! grep -q 'refused evil.test' '{f}' 2>/dev/null; do sleep 0.05; i=$((i+1)); done; \
+         echo \"seen $(grep -c 'refused evil.test' '{f}')\"",
+        f = file.display()
+    );
+    let out = ran(w.run(&["--notices", file.to_str().unwrap()], &script));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "seen 1\n");
+    let line = format!(
+        "netproxy: refused evil.test:{port} (not in allowlist) \u{2014} allow with --allow evil.test\n"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), line);
+    assert_eq!(crate::support::mode(&file), 0o600);
+    // On stderr, only the summary.
+    assert_eq!(
+        out.stderr,
+        format!("netproxy: blocked 1 request: evil.test:{port} (not_allowed; --allow evil.test)\n")
+    );
+    let out = ran(w.run(&["--quiet", "--notices", file.to_str().unwrap()], "true"));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
+/// A child that puts its terminal in raw mode (a full-screen program) never gets a notice in
+/// the middle of its screen: the notice waits, and comes with the summary after it exits. On
+/// the same terminal in canonical mode, the notice comes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_wait_while_the_terminal_is_raw() {
+    let w = world().await;
+    let port = w.origin.addr().port();
+    let on_a_terminal = |stty: &str| {
+        // The child's script on a pseudo-terminal (`script`), netproxy's stderr on it too.
+        let inner = w.run(
+            &[],
+            &format!("{stty} curl -s -o /dev/null http://evil.test:{port}/; sleep 1; echo MARKER"),
+        );
+        let line = std::iter::once(inner.get_program())
+            .chain(inner.get_args())
+            .map(|a| shell_quote(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"])
+            .env_clear()
+            .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+        let out = ran(cmd);
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        out.stdout
+    };
+    let notice = format!("netproxy: refused evil.test:{port} (not in allowlist)");
+    let summary = format!("netproxy: blocked 1 request: evil.test:{port}");
+    // Raw: the notice after the child's last line, with the summary.
+    let seen = on_a_terminal("stty raw -echo;");
+    let (marker, notice_at, summary_at) = (
+        seen.find("MARKER").unwrap_or_else(|| panic!("{seen:?}")),
+        seen.find(&notice).unwrap_or_else(|| panic!("{seen:?}")),
+        seen.find(&summary).unwrap_or_else(|| panic!("{seen:?}")),
+    );
+    assert!(marker < notice_at && notice_at < summary_at, "{seen:?}");
+    // Lines end with CR LF on a raw terminal, whose driver adds no CR.
+    assert!(
+        seen[notice_at..].contains("\r\nnetproxy: blocked"),
+        "{seen:?}"
+    );
+    // Canonical: at once, before the child's next line.
+    let seen = on_a_terminal("");
+    let (marker, notice_at) = (
+        seen.find("MARKER").unwrap_or_else(|| panic!("{seen:?}")),
+        seen.find(&notice).unwrap_or_else(|| panic!("{seen:?}")),
+    );
+    assert!(notice_at < marker, "{seen:?}");
+}
+
+/// `text` as one POSIX shell word.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// What netproxy still says under `run` at the default level (a warning at start) is a plain
+/// line of netproxy's, never a log line with a timestamp and a module path; `RUST_LOG` gives
+/// the log.
+#[test]
+fn run_says_its_warnings_as_plain_lines() {
+    let home = Home::new();
+    let args = ["run", "--allow", "*", "--allow-local-binding", "--", "true"];
+    let out = ran(netproxy(&home, &args, &[]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(
+            "netproxy: warning: `*` is allowed (command-line) with allow_local_binding on"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(" WARN "), "{}", out.stderr);
+    let out = ran(netproxy(&home, &args, &[("RUST_LOG", "warn")]));
+    assert!(out.stderr.contains(" WARN "), "{}", out.stderr);
 }

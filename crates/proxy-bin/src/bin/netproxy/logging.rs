@@ -162,6 +162,50 @@ fn colour_on_stderr() -> bool {
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// `run`'s lines when `RUST_LOG` is not set: `netproxy: warning: MESSAGE key=value`, without
+/// the timestamp, level column and module path of a log line. The terminal is the child's:
+/// what netproxy says there reads as a line of netproxy's (docs/run.md).
+struct Plain;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Plain
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            _ => "note",
+        };
+        write!(writer, "netproxy: {level}: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// Installs `run`'s stderr log: with `RUST_LOG`, the log of [`init`]; without it, warnings
+/// and errors only, as plain lines of netproxy's ([`Plain`]).
+pub(crate) fn init_run() -> FlushGuard {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return init("warn", false);
+    }
+    let (writer, guard) = BatchedStderr::start();
+    let filter = tracing_subscriber::EnvFilter::new("warn");
+    let _ = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .event_format(Plain)
+        .try_init();
+    guard
+}
+
 /// Installs the stderr log: `RUST_LOG` if set, else `default`; text or JSON lines. Returns the
 /// guard that flushes it at exit.
 pub(crate) fn init(default: &str, json: bool) -> FlushGuard {

@@ -9,6 +9,7 @@ mod cli_docs;
 mod files;
 mod isolate;
 mod logging;
+mod notices;
 mod run;
 mod serve;
 mod suggest;
@@ -133,9 +134,14 @@ struct RunArgs {
     /// 3 or more), then close it before CMD starts
     #[arg(long, value_name = "N", requires = "admin")]
     admin_token_fd: Option<i32>,
-    /// Do not print the summary of blocked requests at exit
+    /// Do not print the live notices of refused and failed requests (the summary at exit
+    /// stays)
     #[arg(long)]
     quiet: bool,
+    /// Write the live notices of refused and failed requests to FILE (appended) instead of
+    /// stderr
+    #[arg(long, value_name = "FILE", conflicts_with = "quiet")]
+    notices: Option<PathBuf>,
     /// Write every decision to FILE as JSON
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -416,9 +422,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         allow_upstream_proxy: config.allow_upstream_proxy(),
         verify_sni: config.verify_sni(),
     };
-    let state = Arc::new(ArcSwap::from_pointee(proxy_gate::Snapshot::new(
-        policy, settings,
-    )));
+    let state = Arc::new(ArcSwap::from_pointee(
+        proxy_gate::Snapshot::new(policy, settings).with_managed(netproxy::managed_of(&config)),
+    ));
     // The gate `serve` would build, judging through the same code; it records nothing here.
     let (upstream, _) = proxy_gate::UpstreamProxies::from_env(|k| std::env::var(k).ok());
     let gate = |resolver| {

@@ -11,6 +11,7 @@ use netproxy::suggest::{AllowMisses, Learner};
 use netproxy::{AdminOptions, AdminToken, Files, Listen, Options, Service};
 
 use crate::child_env::{ProxyEnv, bundle_path};
+use crate::notices::{Notices, Out, print_lines};
 use proxy_audit::{Audit, RunRecorder};
 use proxy_core::ProxyCredential;
 use tokio::signal::unix::{SignalKind, signal};
@@ -36,8 +37,9 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("netproxy: warning: {w}");
     }
     super::not_dumpable()?;
-    // The terminal is the child's: only netproxy's warnings and errors, unless RUST_LOG asks.
-    let flush = super::logging::init("warn", false);
+    // The terminal is the child's: only netproxy's warnings and errors, as plain lines, unless
+    // RUST_LOG asks for the log.
+    let flush = super::logging::init_run();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,7 +52,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<ExitCode> {
-    let recorder = Arc::new(match &args.report {
+    let recorder = match &args.report {
         Some(path) => match RunRecorder::with_report(path) {
             Ok(r) => r,
             Err(e) => {
@@ -59,7 +61,35 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
             }
         },
         None => RunRecorder::new(),
+    };
+    // Each refused or failed target told as it happens (docs/run.md, "Notices"), unless
+    // --quiet.
+    let notices = if args.quiet {
+        None
+    } else {
+        let out = match &args.notices {
+            Some(path) => match open_notices(path) {
+                Ok(f) => Out::File(f),
+                Err(e) => {
+                    eprintln!(
+                        "netproxy run: cannot open --notices {} ({})",
+                        path.display(),
+                        proxy_core::io_error_text(&e)
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            },
+            None => Out::Stderr,
+        };
+        Some(Notices::start(out).context("cannot start the notices' writer")?)
+    };
+    let recorder = Arc::new(match &notices {
+        Some(n) => recorder.with_notices(n.sink()),
+        None => recorder,
     });
+    if let Some((program, rest)) = args.command.split_first() {
+        recorder.set_command(&program.to_string_lossy(), rest.len());
+    }
     let mut audit = Audit::default().with_sink(recorder.clone());
     // Learn mode: every decision gathered for the suggestion, and marked in the audit.
     let learner = args.learn.as_ref().map(|_| Arc::new(Learner::default()));
@@ -356,13 +386,16 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     }
     service.close_audit();
     let code = exit_code(status);
-    if !args.quiet
-        && let Some(summary) = recorder.summary()
-    {
-        eprintln!("{summary}");
+    // The notices that waited for a terminal in raw mode, then the summary (which --quiet
+    // keeps).
+    let mut lines = notices.map(Notices::finish).unwrap_or_default();
+    if let Some(summary) = recorder.summary() {
+        lines.extend(summary.lines().map(str::to_owned));
     }
+    print_lines(&lines);
+    // A report that cannot be written is said so; the exit code stays the command's.
     if let Err(e) = recorder.finish(i32::from(code)) {
-        eprintln!("netproxy run: {e}");
+        eprintln!("netproxy: error: {e}");
     }
     if let (Some(file), Some(learner)) = (&args.learn, &learner) {
         write_suggestion(file, learner, program);
@@ -400,6 +433,14 @@ fn write_suggestion(file: &std::path::Path, learner: &Learner, program: &OsStrin
             file.display()
         ),
     }
+}
+
+/// The file of `--notices FILE`: appended to, created with mode 0600.
+fn open_notices(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.append(true).create(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)
 }
 
 /// The descriptor of `--admin-token-fd`: a duplicate netproxy owns (close-on-exec), the
