@@ -403,8 +403,7 @@ impl Config {
             .map(|r| r.origin.as_path())
     }
 
-    /// The requirements file that says `ask = false`, if any (kept for `run --ask`, which is
-    /// not built yet).
+    /// The requirements file that says `ask = false`, if any: it forbids `run --ask`.
     pub fn ask_forbidden_by(&self) -> Option<&Path> {
         self.requirements
             .iter()

@@ -457,7 +457,7 @@ schema! {
     /// `treat_as_public`: ranges exempt from local protection.
     treat_as_public: Written<Vec<IpNet>> = Written::list(Vec::new()),
         "network.treat_as_public", Kind::Cidrs, reload;
-    /// `mitm`: HTTPS interception (limited mode inside TLS; hooks are not built yet). The CA
+    /// `mitm`: HTTPS interception (limited mode, hooks and brokered credentials inside TLS). The CA
     /// and the interceptor are made at start: turned on by a reload, limited mode's tunnels
     /// stay refused `mitm_required` until a restart.
     mitm: Written<bool> = Written::flag(false), "network.mitm", Kind::Mitm, reload;
