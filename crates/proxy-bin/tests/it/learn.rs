@@ -169,7 +169,7 @@ async fn a_learned_policy_lets_the_same_child_through_and_refuses_a_new_host() {
     );
     assert!(
         out.stderr.contains(&format!(
-            "netproxy: blocked 2 requests: evil.test:{port} (denied), local.test:{port} (not_allowed_local)"
+            "netproxy: blocked 2 requests: evil.test:{port} (denied; drop --deny evil.test), local.test:{port} (not_allowed_local; --allow-local-binding)"
         )),
         "{}",
         out.stderr
@@ -263,7 +263,7 @@ async fn a_learned_policy_lets_the_same_child_through_and_refuses_a_new_host() {
     );
     assert!(
         out.stderr
-            .contains(&format!("new.test:{port} (not_allowed)")),
+            .contains(&format!("new.test:{port} (not_allowed; --allow new.test)")),
         "{}",
         out.stderr
     );
