@@ -495,7 +495,7 @@ fn a_refused_namespace_exits_126_and_never_runs_the_command() {
     let touch = ["touch", marker.to_str().unwrap()];
     // Through the seam: a step after unshare fails as under AppArmor's restriction.
     for step in ["uid_map", "loopback", "network_namespace"] {
-        let mut args = vec!["run", "--isolate", "--"];
+        let mut args = vec!["run", "--isolate", "--allow", "a.test", "--"];
         args.extend_from_slice(&touch);
         let mut cmd = u.command(&args);
         cmd.env("NETPROXY_ISOLATE_FAULT", step);

@@ -184,7 +184,7 @@ fn exit_codes_follow_the_child() {
 #[test]
 fn stdin_and_stdout_pass_through() {
     let home = Home::new();
-    let mut child = netproxy(&home, &["run", "--", "cat"], &[])
+    let mut child = netproxy(&home, &["run", "--allow", "a.test", "--", "cat"], &[])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -991,6 +991,8 @@ fn a_token_fd_that_is_a_readable_file_is_warned_about_and_a_pipe_is_not() {
     let home = Home::new();
     let args = [
         "run",
+        "--allow",
+        "a.test",
         "--admin",
         "127.0.0.1:0",
         "--admin-token-fd",
@@ -1201,7 +1203,9 @@ fn the_summary_names_twenty_targets_and_counts_the_rest() {
     let script = format!("curl -s -o /dev/null {}; true", urls.join(" "));
     let out = ran(netproxy(
         &home,
-        &["run", "--quiet", "--", "sh", "-c", &script],
+        &[
+            "run", "--quiet", "--allow", "a.test", "--", "sh", "-c", &script,
+        ],
         &[],
     ));
     assert_eq!(out.code, 0);
@@ -1481,6 +1485,8 @@ async fn each_refusal_is_noticed_once_with_its_remedy() {
     );
     let treat = r#"-c 'treat_as_public=["127.0.0.2/32","127.0.0.3/32"]'"#;
     let expected = [
+        // Limited mode without --mitm: said at start.
+        "netproxy: warning: limited mode without HTTPS interception refuses every HTTPS request (CONNECT, and SOCKS5 to port 443): add --mitm to judge them inside TLS, or use --mode full".to_owned(),
         format!(
             "netproxy: refused api.test:{port} (method not allowed in limited mode) \u{2014} limited mode allows GET, HEAD and OPTIONS only: allow with --mode full"
         ),
@@ -1649,4 +1655,77 @@ fn run_says_its_warnings_as_plain_lines() {
     assert!(!out.stderr.contains(" WARN "), "{}", out.stderr);
     let out = ran(netproxy(&home, &args, &[("RUST_LOG", "warn")]));
     assert!(out.stderr.contains(" WARN "), "{}", out.stderr);
+}
+
+/// At start, `run` says when the session cannot go as expected: an allowlist that allows
+/// nothing, limited mode without interception; never under `--learn`, and nothing when the
+/// allowlist allows something.
+#[test]
+fn run_warns_at_start_about_a_session_that_refuses_everything() {
+    let home = Home::new();
+    let out = ran(netproxy(&home, &["run", "--", "true"], &[]));
+    assert_eq!(out.code, 0);
+    assert_eq!(
+        out.stderr,
+        "netproxy: warning: the allowlist is empty: every request will be refused (allow with --allow HOST, or find out what the command needs with --learn FILE)\n"
+    );
+    let out = ran(netproxy(
+        &home,
+        &[
+            "run", "--allow", "a.test", "--mode", "limited", "--", "true",
+        ],
+        &[],
+    ));
+    assert!(
+        out.stderr.contains(
+            "netproxy: warning: limited mode without HTTPS interception refuses every HTTPS request"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = ran(netproxy(
+        &home,
+        &["run", "--allow", "a.test", "--", "true"],
+        &[],
+    ));
+    assert_eq!(out.stderr, "");
+    let suggestion = home.path().join("s.toml");
+    let out = ran(netproxy(
+        &home,
+        &["run", "--learn", suggestion.to_str().unwrap(), "--", "true"],
+        &[],
+    ));
+    assert!(!out.stderr.contains("allowlist is empty"), "{}", out.stderr);
+}
+
+/// npm reads the proxy keys the child gets (`proxy`, `https-proxy`), and is never handed an
+/// `http-proxy` it warns about on every call, not even an inherited one.
+#[test]
+fn npm_reads_its_proxy_keys_without_a_warning() {
+    if Command::new("npm").arg("--version").output().is_err() {
+        eprintln!("note: no npm here: its keys are not checked");
+        return;
+    }
+    let home = Home::new();
+    let out = ran(netproxy(
+        &home,
+        &[
+            "run",
+            "--allow",
+            "registry.test",
+            "--",
+            "sh",
+            "-c",
+            "npm config get proxy; npm config get https-proxy; echo \"$HTTP_PROXY\"",
+        ],
+        &[("npm_config_http_proxy", "http://corp.invalid:1")],
+    ));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert!(lines[2].starts_with("http://127.0.0.1:"), "{}", out.stdout);
+    assert_eq!(lines[0], lines[2], "{}", out.stdout);
+    assert_eq!(lines[1], lines[2], "{}", out.stdout);
+    assert!(!out.stderr.contains("Unknown env config"), "{}", out.stderr);
+    assert_eq!(out.stderr, "", "{}", out.stderr);
 }

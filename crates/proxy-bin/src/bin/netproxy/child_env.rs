@@ -11,10 +11,8 @@ pub(crate) const HTTP_KEYS: &[&str] = &[
     "https_proxy",
     "YARN_HTTP_PROXY",
     "YARN_HTTPS_PROXY",
-    "npm_config_http_proxy",
     "npm_config_https_proxy",
     "npm_config_proxy",
-    "NPM_CONFIG_HTTP_PROXY",
     "NPM_CONFIG_HTTPS_PROXY",
     "NPM_CONFIG_PROXY",
     "BUNDLE_HTTP_PROXY",
@@ -27,6 +25,10 @@ pub(crate) const HTTP_KEYS: &[&str] = &[
     "ws_proxy",
     "wss_proxy",
 ];
+
+/// Keys the child never gets, neither from netproxy nor inherited: npm reads `proxy` and
+/// `https-proxy` only, and warns on every call about an `http-proxy` it does not know.
+pub(crate) const REMOVED_KEYS: &[&str] = &["npm_config_http_proxy", "NPM_CONFIG_HTTP_PROXY"];
 
 /// Keys that get the SOCKS5 URL (`socks5h://`), or the HTTP URL when SOCKS is off.
 pub(crate) const ALL_KEYS: &[&str] = &["ALL_PROXY", "all_proxy", "FTP_PROXY", "ftp_proxy"];
@@ -158,6 +160,7 @@ pub(crate) fn is_managed(key: &str) -> bool {
             .iter()
             .chain(ALL_KEYS)
             .chain(NO_PROXY_KEYS)
+            .chain(REMOVED_KEYS)
             .chain(&[
                 "ELECTRON_GET_USE_PROXY",
                 "NODE_USE_ENV_PROXY",

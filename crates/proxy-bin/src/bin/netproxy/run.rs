@@ -135,6 +135,10 @@ async fn session(args: &RunArgs, token_fd: Option<TokenFd>) -> anyhow::Result<Ex
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
+    // Said at once, before the command's first line (the log is written in batches).
+    for w in start_warnings(args, config) {
+        eprintln!("netproxy: warning: {w}");
+    }
     if let (Some(file), Some(learner)) = (&args.learn, &learner) {
         if let Some(by) = config.learn_forbidden_by() {
             eprintln!(
@@ -625,4 +629,63 @@ fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// What `run` says at start about a session that cannot go as the user likely expects: an
+/// allowlist that allows nothing (every request refused), limited mode without interception
+/// (every HTTPS request refused), a Node old enough that its built-in `fetch` ignores the proxy
+/// variables. Not said under `--learn` or `--ask`, which exist for an allowlist that misses.
+fn start_warnings(args: &RunArgs, config: &proxy_config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let allows_something = config
+        .domains()
+        .iter()
+        .any(|d| d.action == proxy_config::Action::Allow)
+        || !config.unix_sockets().is_empty()
+        || config.credential_broker();
+    if !allows_something && args.learn.is_none() && !args.ask {
+        out.push(
+            "the allowlist is empty: every request will be refused (allow with --allow HOST, or find out what the command needs with --learn FILE)"
+                .to_owned(),
+        );
+    }
+    if config.mode() == proxy_core::Mode::Limited && !config.mitm() {
+        out.push(
+            "limited mode without HTTPS interception refuses every HTTPS request (CONNECT, and SOCKS5 to port 443): add --mitm to judge them inside TLS, or use --mode full"
+                .to_owned(),
+        );
+    }
+    if let Some(program) = args.command.first()
+        && let Some(major) = old_node(program)
+    {
+        out.push(format!(
+            "Node {major}'s built-in fetch ignores the proxy variables (NODE_USE_ENV_PROXY needs a newer Node): its fetch() calls go direct, past the policy (under --isolate they fail); use a newer Node or an HTTP client that honours HTTP_PROXY"
+        ));
+    }
+    out
+}
+
+/// The major version of the Node that `program` starts, when it is `node` (or `nodejs`) and
+/// 20 or older: its `fetch` does not read the proxy variables.
+fn old_node(program: &OsString) -> Option<u32> {
+    let name = std::path::Path::new(program).file_name()?.to_str()?;
+    if name != "node" && name != "nodejs" {
+        return None;
+    }
+    let out = std::process::Command::new(program)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    // `v20.20.2`
+    let text = String::from_utf8(out.stdout).ok()?;
+    let major: u32 = text
+        .trim()
+        .strip_prefix('v')?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()?;
+    (major <= 20).then_some(major)
 }
