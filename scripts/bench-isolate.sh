@@ -62,7 +62,7 @@ for i in $(seq "$starts"); do
     flag=()
     [[ $mode == isolate ]] && flag=(--isolate)
     t0=$(date +%s%N)
-    "$bin" run "${flag[@]}" --quiet -- true
+    "$bin" run "${flag[@]}" "${policy[@]}" -- true
     t1=$(date +%s%N)
     echo "$(( (t1 - t0) / 1000 ))" >>"$out/start-$mode.us"
   done
