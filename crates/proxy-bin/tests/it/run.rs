@@ -1689,6 +1689,23 @@ fn run_warns_at_start_about_a_session_that_refuses_everything() {
         &[],
     ));
     assert_eq!(out.stderr, "");
+    let out = ran(netproxy(
+        &home,
+        &[
+            "run",
+            "--allow",
+            "a.test",
+            "-c",
+            "enabled=false",
+            "--",
+            "true",
+        ],
+        &[],
+    ));
+    assert_eq!(
+        out.stderr,
+        "netproxy: warning: the proxy is disabled (enabled = false): every request will be refused (503 proxy_disabled)\n"
+    );
     let suggestion = home.path().join("s.toml");
     let out = ran(netproxy(
         &home,
@@ -1728,4 +1745,72 @@ fn npm_reads_its_proxy_keys_without_a_warning() {
     assert_eq!(lines[1], lines[2], "{}", out.stdout);
     assert!(!out.stderr.contains("Unknown env config"), "{}", out.stderr);
     assert_eq!(out.stderr, "", "{}", out.stderr);
+}
+
+/// `node` 20 or older as the command gets a warning (its fetch ignores the proxy variables).
+/// Its version is asked with nothing of netproxy's environment but `PATH`, and not at all
+/// under `--isolate` (it would run outside the namespace).
+#[test]
+fn an_old_node_is_warned_about_and_asked_its_version_without_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    let bin = home.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let seen = home.path().join("probe-env");
+    let node = bin.join("node");
+    std::fs::write(
+        &node,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then env > {}; echo v20.20.2; fi\nexit 0\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [
+        ("PATH", path.as_str()),
+        ("NETPROXY_ADMIN_TOKEN", "admin-secret"),
+        ("GH_TOKEN", "ghp_realrealrealrealrealrealrealrealreal"),
+    ];
+    let out = ran(netproxy(
+        &home,
+        &["run", "--allow", "a.test", "--", "node", "script.js"],
+        &env,
+    ));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("netproxy: warning: Node 20's built-in fetch ignores the proxy variables"),
+        "{}",
+        out.stderr
+    );
+    let probe_env = std::fs::read_to_string(&seen).unwrap();
+    assert!(!probe_env.contains("admin-secret"), "{probe_env}");
+    assert!(!probe_env.contains("ghp_"), "{probe_env}");
+    assert!(!probe_env.contains("HOME="), "{probe_env}");
+    // Under --isolate, no probe at all.
+    std::fs::remove_file(&seen).unwrap();
+    if rustix::process::geteuid().is_root() {
+        let out = ran(netproxy(
+            &home,
+            &[
+                "run",
+                "--isolate",
+                "--allow",
+                "a.test",
+                "--",
+                "node",
+                "script.js",
+            ],
+            &env,
+        ));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(!seen.exists(), "node --version ran under --isolate");
+        assert!(!out.stderr.contains("Node 20"), "{}", out.stderr);
+    }
 }

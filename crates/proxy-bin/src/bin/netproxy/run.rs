@@ -643,7 +643,12 @@ fn start_warnings(args: &RunArgs, config: &proxy_config::Config) -> Vec<String> 
         .any(|d| d.action == proxy_config::Action::Allow)
         || !config.unix_sockets().is_empty()
         || config.credential_broker();
-    if !allows_something && args.learn.is_none() && !args.ask {
+    if !config.enabled() {
+        out.push(
+            "the proxy is disabled (enabled = false): every request will be refused (503 proxy_disabled)"
+                .to_owned(),
+        );
+    } else if !allows_something && args.learn.is_none() && !args.ask {
         out.push(
             "the allowlist is empty: every request will be refused (allow with --allow HOST, or find out what the command needs with --learn FILE)"
                 .to_owned(),
@@ -655,7 +660,10 @@ fn start_warnings(args: &RunArgs, config: &proxy_config::Config) -> Vec<String> 
                 .to_owned(),
         );
     }
-    if let Some(program) = args.command.first()
+    // Under --isolate the check is not made: it would run the command's `node` outside the
+    // namespace, and inside it such fetch calls fail anyway.
+    if !(args.isolate || config.isolate())
+        && let Some(program) = args.command.first()
         && let Some(major) = old_node(program)
     {
         out.push(format!(
@@ -666,20 +674,46 @@ fn start_warnings(args: &RunArgs, config: &proxy_config::Config) -> Vec<String> 
 }
 
 /// The major version of the Node that `program` starts, when it is `node` (or `nodejs`) and
-/// 20 or older: its `fetch` does not read the proxy variables.
+/// 20 or older: its `fetch` does not read the proxy variables. `node --version` runs with
+/// nothing of netproxy's environment but `PATH` (no secret of the broker or of a hook, no
+/// admin token) and is given 2 s; a program that says nothing usable is not warned about.
 fn old_node(program: &OsString) -> Option<u32> {
     let name = std::path::Path::new(program).file_name()?.to_str()?;
     if name != "node" && name != "nodejs" {
         return None;
     }
-    let out = std::process::Command::new(program)
+    let mut probe = std::process::Command::new(program);
+    probe
         .arg("--version")
+        .env_clear()
         .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    if let Some(path) = std::env::var_os("PATH") {
+        probe.env("PATH", path);
+    }
+    let mut child = probe.spawn().ok()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(child.stdout.take()?, 64),
+        &mut text,
+    )
+    .ok()?;
     // `v20.20.2`
-    let text = String::from_utf8(out.stdout).ok()?;
     let major: u32 = text
         .trim()
         .strip_prefix('v')?
