@@ -263,6 +263,84 @@ fn dist_docs(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask dist [DIR]`: the release tarball (docs/deploy.md), in DIR (default
+/// `target/dist`): `netproxy-VERSION-ARCH-linux.tar.gz` holding `bin/netproxy` (the release
+/// build), `share/` with the completions and the man pages (as `dist-docs` writes them),
+/// `etc/netproxy/config.toml` (the example config), `lib/systemd/system/netproxy.service`
+/// (the hardened unit for `serve`), README.md and docs/deploy.md. The unit is checked with
+/// `systemd-analyze verify` when that command is there.
+fn dist(args: &[String]) -> anyhow::Result<()> {
+    let out = match args {
+        [] => root().join("target/dist"),
+        [dir] => std::path::absolute(dir).with_context(|| format!("bad folder {dir:?}"))?,
+        _ => bail!("usage: cargo xtask dist [DIR]"),
+    };
+    build_release()?;
+    let version = env!("CARGO_PKG_VERSION");
+    let name = format!("netproxy-{version}-{}-linux", std::env::consts::ARCH);
+    let stage = out.join(&name);
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage)
+            .with_context(|| format!("cannot clear {}", stage.display()))?;
+    }
+    let copy = |from: PathBuf, to: &str| -> anyhow::Result<()> {
+        let to = stage.join(to);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+        Ok(())
+    };
+    copy(root().join("target/release/netproxy"), "bin/netproxy")?;
+    copy(
+        root().join("packaging/config.toml"),
+        "etc/netproxy/config.toml",
+    )?;
+    copy(
+        root().join("packaging/netproxy.service"),
+        "lib/systemd/system/netproxy.service",
+    )?;
+    copy(root().join("README.md"), "share/doc/netproxy/README.md")?;
+    copy(
+        root().join("docs/deploy.md"),
+        "share/doc/netproxy/deploy.md",
+    )?;
+    let share = stage.join("share/netproxy");
+    let share = share.to_str().context("the folder's path is not UTF-8")?;
+    dist_docs(&[share.to_owned()])?;
+    if let Ok(out) = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(stage.join("lib/systemd/system/netproxy.service"))
+        .output()
+    {
+        let said = String::from_utf8_lossy(&out.stderr);
+        // The unit names /usr/local/bin/netproxy, which need not exist on this machine.
+        let faults: Vec<&str> = said
+            .lines()
+            .filter(|l| !l.contains("/usr/local/bin/netproxy"))
+            .collect();
+        if !faults.is_empty() {
+            bail!("systemd-analyze verify: {}", faults.join("\n"));
+        }
+    }
+    let tarball = out.join(format!("{name}.tar.gz"));
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&out)
+        .arg(&name)
+        .status()
+        .context("cannot run tar")?;
+    if !status.success() {
+        bail!("tar failed ({status})");
+    }
+    println!("{}", tarball.display());
+    Ok(())
+}
+
 fn bench(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("proxy") => return bench_proxy(&args[1..]),
@@ -291,9 +369,10 @@ fn main() -> std::process::ExitCode {
         Some("tidy") => tidy::run(&root()),
         Some("bench") => bench(&args[1..]),
         Some("dist-docs") => dist_docs(&args[1..]),
+        Some("dist") => dist(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS] | bench audit [SECS] [REPS] | bench mitm [--quick] [OPTIONS] | dist-docs DIR>"
+                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS] | bench audit [SECS] [REPS] | bench mitm [--quick] [OPTIONS] | dist-docs DIR | dist [DIR]>"
             );
             return std::process::ExitCode::from(2);
         }

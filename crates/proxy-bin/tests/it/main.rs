@@ -18,6 +18,7 @@ mod learn;
 mod metrics;
 mod mitm;
 mod otlp;
+mod packaging;
 mod reload;
 mod revoke;
 mod run;
