@@ -13,7 +13,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use proxy_test_support::{DnsServer, Process};
@@ -59,6 +59,26 @@ impl Unprivileged {
     fn command(&self, args: &[&str]) -> Command {
         wrapped(&AS_NOBODY, &self.home.command(args))
     }
+
+    /// `netproxy run --isolate` as the unprivileged user, names resolved by `dns` and
+    /// 127.0.0.2 treated as public, `allow` allowed, `extra` options, then `cmd`.
+    fn isolated(&self, dns: &DnsServer, allow: &str, extra: &[&str], cmd: &[&str]) -> Command {
+        let dns_arg = format!("dns.nameservers=[\"{}\"]", dns.addr());
+        let mut args = vec![
+            "run",
+            "--isolate",
+            "-c",
+            &dns_arg,
+            "-c",
+            "treat_as_public=[\"127.0.0.2/32\"]",
+            "--allow",
+            allow,
+        ];
+        args.extend_from_slice(extra);
+        args.push("--");
+        args.extend_from_slice(cmd);
+        self.command(&args)
+    }
 }
 
 /// Fails the test with the reason when an unprivileged user cannot make a user and network
@@ -97,7 +117,6 @@ async fn the_isolated_child_reaches_only_the_proxy() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let dns_arg = format!("dns.nameservers=[\"{}\"]", dns.addr());
     let admin_arg = admin.to_string();
     let script = format!(
         r#"{ISOLATED_OR_SAY}
@@ -118,24 +137,12 @@ touch {work}/made-inside
         host = host_service.local_addr().unwrap().port(),
         work = u.work().display(),
     );
-    let cmd = u.command(&[
-        "run",
-        "--isolate",
-        "-c",
-        &dns_arg,
-        "-c",
-        "treat_as_public=[\"127.0.0.2/32\"]",
-        "-c",
-        "allow_local_binding=true",
-        "--allow",
+    let cmd = u.isolated(
+        &dns,
         "api.test",
-        "--admin",
-        &admin_arg,
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+        &["-c", "allow_local_binding=true", "--admin", &admin_arg],
+        &["sh", "-c", &script],
+    );
     host_service.set_nonblocking(true).unwrap();
     let out = ran(cmd);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
@@ -180,65 +187,21 @@ async fn git_clones_through_the_proxy_from_inside() {
     let www = u.home.path().join("www");
     let repo = www.join("repo.git");
     crate::support::dumb_http_repo(u.home.path(), &repo, "hello from inside\n");
-    let (mut server, port) = file_server(&www);
-    let dns_arg = format!("dns.nameservers=[\"{}\"]", dns.addr());
+    let server = crate::support::FileServer::start(&www);
+    let port = server.port;
     let into = u.work().join("clone");
     let script = format!(
         "GIT_CONFIG_NOSYSTEM=1 HOME={work} git clone -q http://git.test:{port}/repo.git {into}",
         work = u.work().display(),
         into = into.display()
     );
-    let out = ran(u.command(&[
-        "run",
-        "--isolate",
-        "-c",
-        &dns_arg,
-        "-c",
-        "treat_as_public=[\"127.0.0.2/32\"]",
-        "--allow",
-        "git.test",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]));
-    let _ = server.kill();
-    let _ = server.wait();
+    let out = ran(u.isolated(&dns, "git.test", &[], &["sh", "-c", &script]));
+    drop(server);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(
         std::fs::read_to_string(into.join("hello.txt")).unwrap(),
         "hello from inside\n"
     );
-}
-
-/// A static file server on 127.0.0.2 (python's), and its port.
-fn file_server(dir: &Path) -> (std::process::Child, u16) {
-    let mut server = Command::new("python3")
-        .args([
-            "-u",
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.2",
-            "0",
-            "--directory",
-        ])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "Serving HTTP on 127.0.0.2 port N (http://127.0.0.2:N/) ..."
-    let port = line
-        .split_whitespace()
-        .nth(5)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
-    (server, port)
 }
 
 #[test]
@@ -302,22 +265,8 @@ async fn socks5_udp_works_from_inside() {
     let dns = DnsServer::start().await.unwrap();
     crate::support::resolves(&dns, "udp.test", "127.0.0.2");
     let (echo, received) = crate::support::udp_echo("127.0.0.2:0").await;
-    let dns_arg = format!("dns.nameservers=[\"{}\"]", dns.addr());
     let client = udp_client(echo.port(), "");
-    let out = ran(u.command(&[
-        "run",
-        "--isolate",
-        "-c",
-        &dns_arg,
-        "-c",
-        "treat_as_public=[\"127.0.0.2/32\"]",
-        "--allow",
-        "udp.test",
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        &client,
-    ]));
+    let out = ran(u.isolated(&dns, "udp.test", &[], &["/usr/bin/python3", "-c", &client]));
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert_eq!(
         out.stdout.lines().collect::<Vec<_>>(),
@@ -358,7 +307,6 @@ async fn a_ctrl_c_reaches_the_command_and_spares_the_namespace_holder() {
     let dns = DnsServer::start().await.unwrap();
     crate::support::resolves(&dns, "udp.test", "127.0.0.2");
     let (echo, _) = crate::support::udp_echo("127.0.0.2:0").await;
-    let dns_arg = format!("dns.nameservers=[\"{}\"]", dns.addr());
     // The command waits for SIGINT, then needs the holder (a SOCKS5 UDP association).
     let prelude = r#"
 import signal, sys, threading
@@ -367,20 +315,12 @@ signal.signal(signal.SIGINT, lambda *a: got.set())
 print("ready", flush=True)
 got.wait(30)
 print("interrupted", got.is_set(), flush=True)"#;
-    let mut cmd = u.command(&[
-        "run",
-        "--isolate",
-        "-c",
-        &dns_arg,
-        "-c",
-        "treat_as_public=[\"127.0.0.2/32\"]",
-        "--allow",
+    let mut cmd = u.isolated(
+        &dns,
         "udp.test",
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        &udp_client(echo.port(), prelude),
-    ]);
+        &[],
+        &["/usr/bin/python3", "-c", &udp_client(echo.port(), prelude)],
+    );
     // netproxy leads a process group of its own here, as a shell's foreground job does.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped());

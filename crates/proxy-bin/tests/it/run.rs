@@ -401,31 +401,8 @@ async fn git_clones_over_http_when_allowed_and_not_otherwise() {
     // A dumb-HTTP repository served by a static file server on 127.0.0.2.
     let repo = w.home.path().join("www/repo.git");
     crate::support::dumb_http_repo(w.home.path(), &repo, "hello through netproxy\n");
-    let mut server = Command::new("python3")
-        .args([
-            "-u",
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.2",
-            "0",
-            "--directory",
-        ])
-        .arg(w.home.path().join("www"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "Serving HTTP on 127.0.0.2 port N (http://127.0.0.2:N/) ..."
-    let port: u16 = line
-        .split_whitespace()
-        .nth(5)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
+    let server = crate::support::FileServer::start(&w.home.path().join("www"));
+    let port = server.port;
 
     let clone = |name: &str, into: &str| {
         format!(
@@ -451,8 +428,7 @@ async fn git_clones_over_http_when_allowed_and_not_otherwise() {
         "{stderr}"
     );
     assert!(!w.home.path().join("denied/hello.txt").exists());
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 #[test]

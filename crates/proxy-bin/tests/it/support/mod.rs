@@ -286,3 +286,49 @@ pub(crate) fn dumb_http_repo(scratch: &Path, repo: &Path, hello: &str) {
     git(&src, &["push", "-q", repo.to_str().unwrap(), "main"]);
     git(repo, &["update-server-info"]);
 }
+
+/// A static file server on 127.0.0.2 (python's `http.server`) serving `dir`; stopped on drop.
+pub(crate) struct FileServer {
+    child: std::process::Child,
+    /// Its port.
+    pub(crate) port: u16,
+}
+
+impl FileServer {
+    pub(crate) fn start(dir: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.2",
+                "0",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "Serving HTTP on 127.0.0.2 port N (http://127.0.0.2:N/) ..."
+        let port = line
+            .split_whitespace()
+            .nth(5)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        Self { child, port }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
