@@ -10,8 +10,9 @@
 //!    namespace it was made in; see `inherited_escapes`): network sockets, Unix sockets that
 //!    can still reach an abstract address, `io_uring` instances, network devices;
 //! 4. install a seccomp filter: `socket(2)` only for Unix, IPv4, IPv6 and netlink sockets
-//!    (`AF_VSOCK`, for one, ignores network namespaces and reaches the hypervisor), and no new
-//!    `io_uring` (it can make sockets without `socket(2)`);
+//!    (`AF_VSOCK`, for one, ignores network namespaces and reaches the hypervisor), no new
+//!    `io_uring` (it can make sockets without `socket(2)`), and no `TIOCSTI`/`TIOCLINUX`
+//!    (typing into the terminal: answering `run --ask`'s questions itself);
 //! 5. `exec` the command, which keeps this process id and so stays `run`'s direct child.
 
 use std::ffi::OsString;
@@ -367,7 +368,31 @@ fn confine() -> io::Result<()> {
         arch,
     )
     .map_err(err)?;
-    for filter in [sockets, uring] {
+    // TIOCSTI (and TIOCLINUX, whose paste does the same on a console) pushes bytes into the
+    // terminal's input as if typed: the command could answer `run --ask`'s questions itself,
+    // or type into the shell it was started from.
+    let mut typing = Vec::new();
+    for request in [libc::TIOCSTI, libc::TIOCLINUX] {
+        typing.push(
+            SeccompRule::new(vec![
+                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)
+                    .map_err(err)?,
+            ])
+            .map_err(err)?,
+        );
+    }
+    let mut ioctl_rules = BTreeMap::from([(libc::SYS_ioctl, typing.clone())]);
+    if cfg!(target_arch = "x86_64") {
+        ioctl_rules.insert(0x4000_0000 | libc::SYS_ioctl, typing);
+    }
+    let ioctls = SeccompFilter::new(
+        ioctl_rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM.unsigned_abs()),
+        arch,
+    )
+    .map_err(err)?;
+    for filter in [sockets, uring, ioctls] {
         let program: BpfProgram = filter.try_into().map_err(err)?;
         seccompiler::apply_filter(&program).map_err(|e| match e {
             seccompiler::Error::Seccomp(e) => e,

@@ -565,6 +565,12 @@ try:
     print("vsock made")
 except OSError as e:
     print("vsock", e.errno)
+import fcntl, termios
+try:
+    fcntl.ioctl(1, termios.TIOCSTI, b"o")
+    print("tiocsti passed")
+except OSError as e:
+    print("tiocsti", e.errno)
 # netproxy's own holder: a child of netproxy (the parent of this process) run as the holder.
 holder = []
 for pid in os.listdir("/proc"):
@@ -615,6 +621,9 @@ print("holders", len(holder))
             "stdin /dev/null",
             // EAFNOSUPPORT: the seccomp filter.
             "vsock 97",
+            // EPERM from the filter (without it, ENOTTY on this pipe, or typed input on a
+            // terminal).
+            "tiocsti 1",
             // EACCES: a nested user namespace cannot read the holder's /proc files.
             "holder environ 13",
             "holders 1",
