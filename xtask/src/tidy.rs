@@ -46,6 +46,22 @@ pub(crate) const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ),
     ("proxy-test-support", &["proxy-core", "proxy-io"]),
     ("proxy-tests", &[]),
+    // The fuzz targets drive the parsers of every layer: like the end-to-end tests, a crate no
+    // other crate depends on.
+    (
+        "proxy-fuzz",
+        &[
+            "proxy-core",
+            "proxy-policy",
+            "proxy-config",
+            "proxy-audit",
+            "proxy-io",
+            "proxy-http",
+            "proxy-socks",
+            "proxy-broker",
+            "proxy-test-support",
+        ],
+    ),
     ("xtask", &[]),
 ];
 

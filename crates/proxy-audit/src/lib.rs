@@ -31,7 +31,7 @@ mod recorder;
 
 pub use file::JsonLinesFile;
 pub use metrics::{DropSource, FrontEndCounts, Metrics};
-pub use otlp::{OtlpConfig, OtlpError, OtlpProtocol, OtlpSink};
+pub use otlp::{OtlpConfig, OtlpError, OtlpProtocol, OtlpSink, encode_logs, encode_logs_reference};
 pub use queue::DropOldest;
 pub use recorder::{REPORT_TARGETS, ReportError, RunRecorder, SUMMARY_TARGETS};
 

@@ -26,6 +26,29 @@ use proxy_core::{AuditEvent, AuditSink};
 
 use crate::queue::DropOldest;
 
+/// The body of one OTLP logs export (an encoded `ExportLogsServiceRequest`) holding `events`,
+/// byte for byte as [`OtlpSink`] sends it; `observed` is the batch's observation time.
+pub fn encode_logs(service_version: &str, events: &[AuditEvent], observed: SystemTime) -> Bytes {
+    let mut body = wire::Body::new(service_version);
+    body.start(observed);
+    for ev in events {
+        body.push(ev);
+    }
+    body.finish()
+}
+
+/// The same request as [`encode_logs`], built from opentelemetry-proto's generated types and
+/// encoded by prost: the reference the fast writer must equal byte for byte (its unit test and
+/// the `otlp` fuzz target, docs/fuzzing.md). Slow; for tests and tools.
+pub fn encode_logs_reference(
+    service_version: &str,
+    events: &[AuditEvent],
+    observed: SystemTime,
+) -> Vec<u8> {
+    use prost::Message as _;
+    wire::reference(service_version, events, observed).encode_to_vec()
+}
+
 /// Events waiting for export; beyond this the oldest are dropped and counted.
 const QUEUE: usize = 65_536;
 /// Events per export.

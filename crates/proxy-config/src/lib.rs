@@ -58,8 +58,8 @@ pub use hooks::{HookAction, HookEntry, Injection, SecretRef};
 pub use layer::{Action, Layer};
 pub use listen::{clamp_bind, parse_listen_url};
 pub use load::{
-    CliOverrides, ReadOnce, SYSTEM_REQUIREMENTS, Sources, load, load_with, read_requirements,
-    validate_files,
+    CliOverrides, ReadOnce, SYSTEM_REQUIREMENTS, Sources, load, load_texts, load_with,
+    read_requirements, validate_files,
 };
 pub use managed::Requirements;
 pub use runtime::{DomainEdit, InvalidPattern, RuntimeLayer};

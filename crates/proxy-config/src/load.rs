@@ -521,6 +521,42 @@ pub fn load_with(sources: &Sources, extra: &[(Layer, Table)]) -> Result<Config, 
     assemble(&read_files(sources), &sources.cli, extra)
 }
 
+/// Like [`load`], from texts instead of files: `configs` are the config layers as `(origin,
+/// TOML text)`, lowest first, and `requirements` the requirements files likewise (their text
+/// only: the permission checks of a file do not apply). The command line and every check are
+/// [`load`]'s; nothing is read from disk. For tools and the fuzz targets (docs/fuzzing.md).
+///
+/// ```
+/// use proxy_config::{CliOverrides, load_texts};
+/// let user = "[network.domains]\n\"a.example\" = \"allow\"\n";
+/// let managed = "[network]\nallowed_domains = [\"b.example\"]\n";
+/// assert!(load_texts(&[("user.toml", user)], &[], &CliOverrides::default()).is_ok());
+/// let e = load_texts(&[("user.toml", user)], &[("req.toml", managed)], &CliOverrides::default());
+/// assert!(e.is_err());
+/// ```
+pub fn load_texts(
+    configs: &[(&str, &str)],
+    requirements: &[(&str, &str)],
+    cli: &CliOverrides,
+) -> Result<Config, Error> {
+    let configs = configs
+        .iter()
+        .map(|(origin, text)| {
+            let doc = parse_toml((*origin).to_owned(), (*text).to_owned()).map(Some);
+            (PathBuf::from(origin), doc)
+        })
+        .collect();
+    let requirements = requirements
+        .iter()
+        .map(|(origin, text)| {
+            let doc =
+                parse_toml((*origin).to_owned(), (*text).to_owned()).map(|d| Some((d, Vec::new())));
+            (PathBuf::from(origin), doc)
+        })
+        .collect();
+    assemble(&(configs, requirements), cli, &[])
+}
+
 /// A file of a layer as read: its document, `None` when optional and missing, or why it could
 /// not be read.
 type ReadFile = (PathBuf, Result<Option<ReadDoc>, Diagnostic>);

@@ -9,9 +9,10 @@
 //! output is the same bytes prost writes for the equivalent request (a unit test checks it).
 
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, SeverityNumber};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
@@ -283,111 +284,115 @@ impl Body {
     }
 }
 
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
+    }
+}
+
+fn text(key: &str, value: &str) -> KeyValue {
+    kv(key, Value::StringValue(value.to_owned()))
+}
+
+/// The request for `events`, built field by field from opentelemetry-proto's generated types:
+/// the reference [`Body`]'s bytes must equal once prost encodes it (a unit test and the `otlp`
+/// fuzz target check it). Slow (a `String` per key and value); never on the export path.
+pub(crate) fn reference(
+    service_version: &str,
+    events: &[AuditEvent],
+    observed: std::time::SystemTime,
+) -> ExportLogsServiceRequest {
+    let records = events
+        .iter()
+        .map(|ev| {
+            let mut attributes = vec![
+                text("network.policy.scope", ev.scope.as_str()),
+                text("network.policy.decision", ev.decision.as_str()),
+                text("network.policy.source", ev.source.as_str()),
+                text("network.policy.reason", ev.reason),
+                kv(
+                    "network.policy.override",
+                    Value::BoolValue(ev.policy_override),
+                ),
+                text("network.policy.mode", ev.mode.as_str()),
+                text("network.transport.protocol", ev.protocol.as_str()),
+                text("server.address", &ev.server_address),
+                kv("server.port", Value::IntValue(i64::from(ev.server_port))),
+                text(
+                    "http.request.method",
+                    ev.method.as_deref().unwrap_or("none"),
+                ),
+                text(
+                    "client.address",
+                    &ev.client
+                        .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+                ),
+            ];
+            if let Some(rule) = &ev.rule {
+                attributes.push(text("network.policy.rule", &rule.pattern));
+                if let Some(layer) = &rule.origin {
+                    attributes.push(text("network.policy.layer", layer));
+                }
+            }
+            if ev.revoked {
+                attributes.push(kv("network.policy.revoked", Value::BoolValue(true)));
+            }
+            if let Some(c) = &ev.credential {
+                attributes.push(text("credential.grant", &c.grant));
+                attributes.push(kv("credential.injected", Value::BoolValue(c.injected)));
+            }
+            if ev.learn {
+                attributes.push(kv("network.policy.learn", Value::BoolValue(true)));
+            }
+            if let Some(f) = &ev.failure {
+                attributes.push(text("error.type", f.kind.as_str()));
+            }
+            LogRecord {
+                time_unix_nano: nanos(ev.timestamp),
+                observed_time_unix_nano: nanos(observed),
+                severity_number: SeverityNumber::Info as i32,
+                severity_text: "INFO".to_owned(),
+                body: Some(AnyValue {
+                    value: Some(Value::StringValue("policy decision".to_owned())),
+                }),
+                attributes,
+                event_name: proxy_core::EVENT_NAME.to_owned(),
+                ..LogRecord::default()
+            }
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![
+                    text("service.name", "netproxy"),
+                    text("service.version", service_version),
+                ],
+                ..Resource::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: SCOPE.to_owned(),
+                    version: service_version.to_owned(),
+                    ..InstrumentationScope::default()
+                }),
+                log_records: records,
+                ..ScopeLogs::default()
+            }],
+            ..ResourceLogs::default()
+        }],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
     use proxy_core::{Decision, Mode, Protocol, Reason, RequestMeta, Target};
 
     use super::*;
-
-    fn kv(key: &str, value: Value) -> KeyValue {
-        KeyValue {
-            key: key.to_owned(),
-            value: Some(AnyValue { value: Some(value) }),
-            ..KeyValue::default()
-        }
-    }
-
-    fn text(key: &str, value: &str) -> KeyValue {
-        kv(key, Value::StringValue(value.to_owned()))
-    }
-
-    /// The request prost encodes for `events`, built field by field from the generated types.
-    fn expected(events: &[AuditEvent], observed: SystemTime) -> ExportLogsServiceRequest {
-        let records = events
-            .iter()
-            .map(|ev| {
-                let mut attributes = vec![
-                    text("network.policy.scope", ev.scope.as_str()),
-                    text("network.policy.decision", ev.decision.as_str()),
-                    text("network.policy.source", ev.source.as_str()),
-                    text("network.policy.reason", ev.reason),
-                    kv(
-                        "network.policy.override",
-                        Value::BoolValue(ev.policy_override),
-                    ),
-                    text("network.policy.mode", ev.mode.as_str()),
-                    text("network.transport.protocol", ev.protocol.as_str()),
-                    text("server.address", &ev.server_address),
-                    kv("server.port", Value::IntValue(i64::from(ev.server_port))),
-                    text(
-                        "http.request.method",
-                        ev.method.as_deref().unwrap_or("none"),
-                    ),
-                    text(
-                        "client.address",
-                        &ev.client
-                            .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
-                    ),
-                ];
-                if let Some(rule) = &ev.rule {
-                    attributes.push(text("network.policy.rule", &rule.pattern));
-                    if let Some(layer) = &rule.origin {
-                        attributes.push(text("network.policy.layer", layer));
-                    }
-                }
-                if ev.revoked {
-                    attributes.push(kv("network.policy.revoked", Value::BoolValue(true)));
-                }
-                if let Some(c) = &ev.credential {
-                    attributes.push(text("credential.grant", &c.grant));
-                    attributes.push(kv("credential.injected", Value::BoolValue(c.injected)));
-                }
-                if ev.learn {
-                    attributes.push(kv("network.policy.learn", Value::BoolValue(true)));
-                }
-                if let Some(f) = &ev.failure {
-                    attributes.push(text("error.type", f.kind.as_str()));
-                }
-                LogRecord {
-                    time_unix_nano: nanos(ev.timestamp),
-                    observed_time_unix_nano: nanos(observed),
-                    severity_number: SeverityNumber::Info as i32,
-                    severity_text: "INFO".to_owned(),
-                    body: Some(AnyValue {
-                        value: Some(Value::StringValue("policy decision".to_owned())),
-                    }),
-                    attributes,
-                    event_name: proxy_core::EVENT_NAME.to_owned(),
-                    ..LogRecord::default()
-                }
-            })
-            .collect();
-        ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(Resource {
-                    attributes: vec![
-                        text("service.name", "netproxy"),
-                        text("service.version", "1.2.3"),
-                    ],
-                    ..Resource::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(InstrumentationScope {
-                        name: SCOPE.to_owned(),
-                        version: "1.2.3".to_owned(),
-                        ..InstrumentationScope::default()
-                    }),
-                    log_records: records,
-                    ..ScopeLogs::default()
-                }],
-                ..ResourceLogs::default()
-            }],
-        }
-    }
 
     fn events() -> Vec<AuditEvent> {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_123);
@@ -488,7 +493,7 @@ mod tests {
                 body.push(ev);
             }
             let bytes = body.finish();
-            let want = expected(batch, observed);
+            let want = reference("1.2.3", batch, observed);
             assert_eq!(
                 ExportLogsServiceRequest::decode(bytes.clone()).unwrap(),
                 want

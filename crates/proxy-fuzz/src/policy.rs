@@ -1,0 +1,221 @@
+//! `policy`: pattern parsing, policy building, [`Policy::evaluate_with`] and
+//! [`Policy::check_addresses`] on arbitrary rules, requests and resolved addresses.
+//!
+//! The invariants are the policy's promises (docs/policy.md):
+//! - while local protection is on, a local or private target is never allowed: a literal one
+//!   only by an explicit literal allow entry (never a wildcard), a name never when any of its
+//!   addresses is local;
+//! - a name with no address is never allowed;
+//! - deny wins: what the deny list alone refuses (judged by a policy with the same deny list
+//!   that allows everything), the full policy refuses too, for the target and for each of its
+//!   addresses.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use proxy_core::{Mode, Protocol, Reason, RequestMeta, Target, Verdict};
+use proxy_policy::{Evaluation, OwnAddrs, Pattern, Policy};
+
+use crate::input::Input;
+
+/// Address prefixes the addresses are drawn near, so the local ranges are met often.
+const NEAR: &[[u8; 4]] = &[
+    [127, 0, 0, 0],
+    [10, 0, 0, 0],
+    [172, 16, 0, 0],
+    [192, 168, 0, 0],
+    [169, 254, 0, 0],
+    [100, 64, 0, 0],
+    [0, 0, 0, 0],
+    [224, 0, 0, 0],
+    [255, 255, 255, 255],
+    [93, 184, 216, 34],
+];
+
+/// One address: IPv4 near a prefix, any IPv4, any IPv6, or an IPv6 spelling of an IPv4
+/// (mapped, compatible), link-local or unique-local IPv6.
+pub(crate) fn address(input: &mut Input<'_>) -> IpAddr {
+    let v4 = |input: &mut Input<'_>| {
+        let base = input.pick(NEAR);
+        let tail = [input.byte(), input.byte()];
+        Ipv4Addr::new(base[0], base[1], tail[0], tail[1])
+    };
+    match input.below(7) {
+        0 => IpAddr::V4(v4(input)),
+        1 => IpAddr::V4(Ipv4Addr::from(u32::from_be_bytes([
+            input.byte(),
+            input.byte(),
+            input.byte(),
+            input.byte(),
+        ]))),
+        2 => IpAddr::V6(v4(input).to_ipv6_mapped()),
+        3 => IpAddr::V6(v4(input).to_ipv6_compatible()),
+        4 => IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, input.u16())),
+        5 => IpAddr::V6(Ipv6Addr::new(
+            0xfd00,
+            input.u16(),
+            0,
+            0,
+            0,
+            0,
+            0,
+            input.u16(),
+        )),
+        _ => {
+            let mut b = [0u8; 16];
+            for x in &mut b {
+                *x = input.byte();
+            }
+            IpAddr::V6(Ipv6Addr::from(b))
+        }
+    }
+}
+
+/// The pattern texts, each up to 40 bytes of the input.
+fn patterns(input: &mut Input<'_>, max: usize) -> Vec<String> {
+    (0..input.below(max + 1))
+        .map(|_| input.string(40))
+        .collect()
+}
+
+/// Runs the target on one input.
+pub fn run(data: &[u8]) {
+    let mut input = Input::new(data);
+    let allow = patterns(&mut input, 5);
+    let deny = patterns(&mut input, 3);
+    for p in allow.iter().chain(&deny) {
+        if let Ok(pattern) = Pattern::parse(p) {
+            // A pattern's text parses again to the same pattern.
+            let again = Pattern::parse(pattern.as_str()).unwrap_or_else(|e| {
+                panic!("{:?} (from {p:?}) does not parse: {e}", pattern.as_str())
+            });
+            assert_eq!(again, pattern, "{p:?} does not round-trip");
+        }
+    }
+    let local_binding = input.bool();
+    let mode = if input.bool() {
+        Mode::Limited
+    } else {
+        Mode::Full
+    };
+    let public: Vec<IpNet> = (0..input.below(3))
+        .filter_map(|_| {
+            let ip = address(&mut input);
+            let len = input.byte();
+            IpNet::new(ip, len).ok()
+        })
+        .collect();
+    let own = OwnAddrs::new((0..input.below(3)).map(|_| address(&mut input)));
+
+    let mut builder = Policy::builder();
+    builder.allow_local_binding(local_binding).mode(mode);
+    for net in &public {
+        builder.treat_as_public(*net);
+    }
+    for p in &allow {
+        if builder.allow(p, Some("fuzz")).is_err() {
+            return;
+        }
+    }
+    for p in &deny {
+        if builder.deny(p, Some("fuzz")).is_err() {
+            return;
+        }
+    }
+    let Ok(policy) = builder.build() else {
+        return;
+    };
+    // The same deny list in front of an allowlist that admits everything, local protection off.
+    let mut deny_only = Policy::builder();
+    deny_only.allow_local_binding(true);
+    let reference = deny_only
+        .allow("*", None)
+        .and_then(|b| deny.iter().try_fold(b, |b, p| b.deny(p, None)))
+        .and_then(|b| b.build())
+        .unwrap_or_else(|e| panic!("the deny list built once, not twice: {e}"));
+
+    let protocol = input.pick(&[
+        Protocol::Http,
+        Protocol::HttpsConnect,
+        Protocol::Socks5Tcp,
+        Protocol::Socks5Udp,
+    ]);
+    let host_text = input.string(60);
+    let port = input.u16();
+    let method = input.pick(&["GET", "POST", "HEAD", "OPTIONS", "DELETE", "get"]);
+    let addrs: Vec<IpAddr> = (0..input.below(5)).map(|_| address(&mut input)).collect();
+    let Ok(target) = Target::parse_authority(&host_text, port.max(1)) else {
+        return;
+    };
+    let Some(host) = target.host().cloned() else {
+        return;
+    };
+    let port = target.port();
+    let mut meta = RequestMeta::new(protocol, target);
+    if matches!(protocol, Protocol::Http) {
+        meta = meta.with_method(method);
+    }
+
+    let evaluation = policy.evaluate_with(&meta, &own);
+    let denied_alone = reference.evaluate(&meta).decision().reason == Some(Reason::Denied);
+    if denied_alone {
+        assert!(
+            matches!(evaluation, Evaluation::Deny(_)),
+            "{host}:{port} is denied by the deny list, yet {evaluation:?}"
+        );
+    }
+    let local_literal = match host.policy_ip() {
+        Some(ip) => policy.local_reason(ip, &own).is_some(),
+        None => host
+            .as_name()
+            .is_some_and(|n| n == "localhost" || n.ends_with(".localhost")),
+    };
+    match evaluation {
+        Evaluation::Allow { decision, .. } => {
+            assert_eq!(decision.verdict, Verdict::Allow);
+            if policy.protects_local() && local_literal {
+                let rule = decision
+                    .rule
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{host} allowed by no rule"));
+                let pattern = Pattern::parse(&rule.pattern)
+                    .unwrap_or_else(|e| panic!("the rule {:?} does not parse: {e}", rule.pattern));
+                assert!(
+                    !pattern.is_wildcard(),
+                    "local {host} allowed by the wildcard {}",
+                    rule.pattern
+                );
+            }
+        }
+        Evaluation::AllowIfAddressesPass { decision, .. } => {
+            assert!(host.is_name(), "a literal {host} needs no address check");
+            let done = policy.check_addresses(decision, port, &addrs, &own);
+            if done.verdict == Verdict::Allow {
+                assert!(!addrs.is_empty(), "{host} allowed with no address");
+                if policy.protects_local() {
+                    for ip in &addrs {
+                        assert!(
+                            policy.local_reason(*ip, &own).is_none(),
+                            "{host} allowed though it resolved to the local {ip}"
+                        );
+                    }
+                }
+                let alone = reference.check_addresses(
+                    proxy_core::Decision::allow(),
+                    port,
+                    &addrs,
+                    OwnAddrs::none(),
+                );
+                assert_ne!(
+                    alone.reason,
+                    Some(Reason::Denied),
+                    "{host} allowed though an address is denied: {addrs:?}"
+                );
+            }
+        }
+        Evaluation::Deny(decision) => {
+            assert_eq!(decision.verdict, Verdict::Deny);
+            assert!(decision.reason.is_some(), "a refusal without a reason");
+        }
+    }
+}
