@@ -2,10 +2,12 @@
 //! (`tidy`) and the benchmarks (`bench`: the policy's criterion benches; `bench proxy`: the
 //! side-by-side kit in `../shared/bench` against the release binary; `bench mitm`: the
 //! TLS-interception workloads against mitmproxy; `bench isolate`: `run --isolate` against
-//! `run`) and the packagers' files (`dist-docs DIR`: shell completions and man pages).
+//! `run`), the packagers' files (`dist-docs DIR`: shell completions and man pages) and the
+//! fuzzing campaigns (`fuzz`, nightly only: docs/fuzzing.md).
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod fuzz;
 mod mitm;
 mod tidy;
 
@@ -370,9 +372,10 @@ fn main() -> std::process::ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("dist-docs") => dist_docs(&args[1..]),
         Some("dist") => dist(&args[1..]),
+        Some("fuzz") => fuzz::run(&root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS] | bench audit [SECS] [REPS] | bench mitm [--quick] [OPTIONS] | dist-docs DIR | dist [DIR]>"
+                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS] | bench audit [SECS] [REPS] | bench mitm [--quick] [OPTIONS] | dist-docs DIR | dist [DIR] | fuzz [TARGET...] [--secs N] [--no-cmin]>"
             );
             return std::process::ExitCode::from(2);
         }
