@@ -2,7 +2,7 @@
 //! of `fuzz/` (docs/fuzzing.md). Each target runs for N seconds (default 60) under cargo-fuzz on
 //! nightly, starting from and adding to its committed corpus (`fuzz/corpus/TARGET/`); the
 //! corpus is then minimised (`cargo fuzz cmin`), and a line per target gives executions,
-//! coverage and findings. An input that fails is copied to `fuzz/regressions/TARGET/`, which
+//! coverage and findings; `fuzz/dicts/TARGET.dict`, when there is one, is its dictionary. An input that fails is copied to `fuzz/regressions/TARGET/`, which
 //! the stable replay test (crates/proxy-fuzz) then runs until the bug is fixed: every finding
 //! becomes a regression test.
 
@@ -164,9 +164,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         let log = logs.join(format!("{target}.log"));
         println!("==> fuzz {target} for {secs} s (log: {})", log.display());
         let file = std::fs::File::create(&log)?;
-        let status = nightly(root)
-            .args(["fuzz", "run", "-O", target])
-            .arg(&corpus)
+        let mut command = nightly(root);
+        command.args(["fuzz", "run", "-O", target]).arg(&corpus);
+        // A dictionary of the target's tokens (config keys, host spellings), when there is one.
+        let dict = fuzz_dir(root).join("dicts").join(format!("{target}.dict"));
+        let dict = dict.is_file().then(|| format!("-dict={}", dict.display()));
+        let status = command
             .args([
                 "--",
                 &format!("-max_total_time={secs}"),
@@ -174,6 +177,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
                 "-timeout=10",
                 "-rss_limit_mb=2048",
             ])
+            .args(dict)
             .stdout(file.try_clone()?)
             .stderr(file)
             .status()
