@@ -20,6 +20,7 @@
 
 mod count;
 mod forward;
+mod idle;
 mod respond;
 mod server;
 mod shared;

@@ -133,10 +133,8 @@ pub async fn serve_stream<G, D, I, S>(
         broker: None,
         tracker: Arc::default(),
     });
-    let Ok(permit) = Arc::new(tokio::sync::Semaphore::new(1))
-        .acquire_owned()
-        .await
-    else {
+    // The connection's slot (a listener's semaphore has many; this one has one).
+    let Ok(permit) = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned() else {
         return;
     };
     // Never sent: the connection is not asked to finish early (but the sender must live, or
@@ -264,11 +262,11 @@ pub fn proxy_authorized<'a>(
         else {
             return false;
         };
-        let (user, pass) = match decoded.iter().position(|b| *b == b':') {
-            Some(i) => (&decoded[..i], &decoded[i + 1..]),
-            None => (&decoded[..], &[][..]),
+        // `user:password`: without the colon, nothing (not the user with an empty password).
+        let Some(colon) = decoded.iter().position(|b| *b == b':') else {
+            return false;
         };
-        cred.matches(user, pass)
+        cred.matches(&decoded[..colon], &decoded[colon + 1..])
     })
 }
 
@@ -300,4 +298,40 @@ fn check_head_size(req: &Request<Incoming>, max: usize) -> Option<Response<Body>
         reason,
         &format!("the request head exceeds {max} bytes"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_basic_with_exactly_the_credential_passes() {
+        let cred = ProxyCredential::new("netproxy", "s3cret");
+        let check = |values: &[&[u8]]| proxy_authorized(values.iter().copied(), &cred);
+        // base64("netproxy:s3cret")
+        assert!(check(&[b"Basic bmV0cHJveHk6czNjcmV0"]));
+        assert!(check(&[b"basic bmV0cHJveHk6czNjcmV0"]));
+        assert!(check(&[b"BASIC   bmV0cHJveHk6czNjcmV0 "]));
+        // One of several values.
+        assert!(check(&[b"Bearer x", b"Basic bmV0cHJveHk6czNjcmV0"]));
+        for refused in [
+            &b""[..],
+            b"Basic",
+            b"Basic ",
+            b"Bearer bmV0cHJveHk6czNjcmV0",
+            b"BasicbmV0cHJveHk6czNjcmV0",
+            // With stray padding, or a changed byte.
+            b"Basic bmV0cHJveHk6czNjcmV0=",
+            b"Basic bmV0cHJveHk6czNjcmV1",
+            // netproxy:s3creT, netproxy, netproxy:, :s3cret
+            b"Basic bmV0cHJveHk6czNjcmVU",
+            b"Basic bmV0cHJveHk=",
+            b"Basic bmV0cHJveHk6",
+            b"Basic OnMzY3JldA==",
+            b"Basic \xff\xfe",
+        ] {
+            assert!(!check(&[refused]), "{refused:?}");
+        }
+        assert!(!check(&[]));
+    }
 }

@@ -259,6 +259,8 @@ where
             return fail(format!("could not connect to {path} in time"));
         }
     };
+    // Closed when no byte crossed it for the idle timeout (a body that stalls).
+    let (stream, watch) = crate::idle::watch(stream);
     let (mut sender, connection) =
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(x) => x,
@@ -266,8 +268,15 @@ where
         };
     shared.spawn(async move {
         let _permit = permit;
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "unix socket connection ended with an error");
+        tokio::select! {
+            ended = connection => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "unix socket connection ended with an error");
+                }
+            }
+            () = watch.silent(idle) => {
+                tracing::debug!("unix socket connection closed: idle");
+            }
         }
     });
     let response = match tokio::time::timeout(idle, sender.send_request(outgoing)).await {

@@ -222,10 +222,8 @@ pub async fn serve_stream<G, D, I, S>(
     S: Stream,
 {
     let tracker = Arc::new(proxy_io::Tracker::default());
-    let Ok(permit) = Arc::new(tokio::sync::Semaphore::new(1))
-        .acquire_owned()
-        .await
-    else {
+    // The connection's slot (a listener's semaphore has many; this one has one).
+    let Ok(permit) = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned() else {
         return;
     };
     let parts = Parts {
