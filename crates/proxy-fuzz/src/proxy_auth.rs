@@ -127,7 +127,7 @@ fn encode(plain: &[u8]) -> Vec<u8> {
 /// Strict base64: groups of four symbols, `=` only as the padding of the last group, and the
 /// bits the padding leaves over all zero (so each text decodes from exactly one encoding).
 fn decode(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
     let value = |c: u8| ALPHABET.iter().position(|a| *a == c).map(|v| v as u32);

@@ -3,13 +3,13 @@
 //! script of bytes, written in chunks with pauses between them over an in-memory duplex
 //! stream, in a current-thread runtime whose clock is paused (it jumps to the next timer
 //! whenever every task waits, so timeouts cost nothing). The gate is proxy-test-support's
-//! [`StubGate`] with one answer for every target; the dialer ([`Upstreams`]) never touches
+//! [`StubGate`] with one answer for every target; the dialer (`Upstreams`) never touches
 //! the network: it refuses, or hands back one end of another duplex stream whose other end an
-//! origin of a few lines serves; the interceptor ([`Greeter`]) answers one line and closes.
+//! origin of a few lines serves; the interceptor (`Greeter`) answers one line and closes.
 //!
-//! What the harness checks for every input ([`Outcome`] gives the rest to the target):
+//! What the harness checks for every input (`Outcome` gives the rest to the target):
 //! - nothing panics, in the connection's task or in any task it spawned (a panic hook counts
-//!   them, [`panics`]);
+//!   them, `panics`);
 //! - the connection and every task it started end within a bound of virtual time that the
 //!   target derives from the configured timeouts and the client's own pauses.
 
@@ -283,57 +283,45 @@ async fn serve_origin(
     read: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
 ) {
-    let send = async |stream: &mut DuplexStream, bytes: &[u8]| {
-        written.fetch_add(bytes.len() as u64, Ordering::SeqCst);
-        stream.write_all(bytes).await.is_ok()
-    };
-    match origin {
+    let mut out: Vec<u8> = match origin {
         Origin::Refuse(_) | Origin::Close => return,
-        Origin::Banner => {
-            if !send(&mut stream, BANNER).await {
-                return;
-            }
-        }
-        _ => {}
-    }
+        Origin::Banner => BANNER.to_vec(),
+        _ => Vec::new(),
+    };
     let mut buf = vec![0u8; 4096];
-    // The end of the last head seen and the bytes after it, to find heads across reads.
+    // What was read since the last head's end (its last bytes only), to find the next one.
     let mut tail: Vec<u8> = Vec::new();
     let mut partial_sent = false;
     loop {
+        if !out.is_empty() {
+            written.fetch_add(out.len() as u64, Ordering::SeqCst);
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
         let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
         read.fetch_add(n as u64, Ordering::SeqCst);
         match origin {
-            Origin::Echo => {
-                if !send(&mut stream, &buf[..n]).await {
-                    return;
-                }
-            }
-            Origin::Partial => {
-                if !std::mem::replace(&mut partial_sent, true) && !send(&mut stream, PARTIAL).await
-                {
-                    return;
-                }
+            Origin::Echo => out.extend_from_slice(&buf[..n]),
+            Origin::Partial if !partial_sent => {
+                partial_sent = true;
+                out.extend_from_slice(PARTIAL);
             }
             Origin::Respond => {
                 tail.extend_from_slice(&buf[..n]);
                 while let Some(end) = tail.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = &tail[..end];
-                    let upgrade = head
+                    let upgrade = tail[..end]
                         .to_ascii_lowercase()
                         .windows(9)
                         .any(|w| w == b"websocket");
-                    let answer = if upgrade { SWITCH } else { RESPONSE };
+                    out.extend_from_slice(if upgrade { SWITCH } else { RESPONSE });
                     tail.drain(..end + 4);
-                    if !send(&mut stream, answer).await {
-                        return;
-                    }
                 }
-                // Keep only what could start the next head's end.
-                let keep = tail.len().min(3);
+                let keep = tail.len().min(4096);
                 tail.drain(..tail.len() - keep);
             }
             _ => {}
@@ -347,7 +335,7 @@ pub(crate) struct Greeter {
     pub(crate) accepts: bool,
 }
 
-/// What [`Greeter`] answers.
+/// What `Greeter` answers.
 pub(crate) const GREETING: &[u8] = b"intercepted\n";
 
 impl<C: proxy_io::Stream, U: Send + 'static> Interceptor<C, U> for Greeter {
