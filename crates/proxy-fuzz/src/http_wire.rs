@@ -108,7 +108,10 @@ pub fn run(data: &[u8]) {
     };
     let heads = heads(&bytes);
     let per_head = header_timeout + idle_timeout * 2 + HELLO_WAIT;
-    let bound = pacing.time() + per_head * 3 * (heads + 1);
+    let bound = pacing.time()
+        + per_head
+            .saturating_mul(3)
+            .saturating_mul(heads.saturating_add(1));
     let gate = Arc::new(verdict.gate());
     let dialer = Arc::new(Upstreams::new(origin));
     let outcome = wire::drive(&bytes, &pacing, bound, false, |stream| {
@@ -149,10 +152,11 @@ pub fn run(data: &[u8]) {
     }
 }
 
-/// An upper bound of the request heads in `bytes`: each ends with an empty line.
+/// An upper bound of the request heads in `bytes`: each ends with an empty line, its line
+/// ends `\n` or `\r\n`.
 fn heads(bytes: &[u8]) -> u32 {
     let ends = bytes.windows(2).filter(|w| *w == b"\n\n").count()
-        + bytes.windows(4).filter(|w| *w == b"\r\n\r\n").count();
+        + bytes.windows(3).filter(|w| *w == b"\n\r\n").count();
     u32::try_from(ends).unwrap_or(u32::MAX)
 }
 
