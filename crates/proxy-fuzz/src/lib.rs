@@ -6,16 +6,27 @@
 //!   corpora (`fuzz/corpus/TARGET/`) and of the regressions (`fuzz/regressions/TARGET/`, the
 //!   inputs that once failed) run through the same function.
 //!
-//! A target never touches the network or the disk; a violated invariant is a panic.
+//! A target never touches the network or the disk; a violated invariant is a panic. The wire
+//! targets (`http_wire`, `socks_wire`) run a real front-end on an in-memory stream in a
+//! runtime of their own with a paused clock ([`wire`]); `socks_wire` may bind a loopback UDP
+//! socket for a UDP association, to which nothing is sent.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod hello;
 pub mod hooks;
 pub mod host;
+pub mod http_wire;
 pub mod input;
+pub mod mem;
 pub mod otlp;
 pub mod policy;
+pub mod proxy_auth;
+pub mod socks_request;
+pub mod socks_udp;
+pub mod socks_wire;
+pub mod unix_header;
+pub mod wire;
 
 /// A fuzz target: its name (the cargo-fuzz binary and the corpus folder) and its function.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +62,30 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "otlp",
         run: otlp::run,
+    },
+    Target {
+        name: "socks_request",
+        run: socks_request::run,
+    },
+    Target {
+        name: "socks_udp",
+        run: socks_udp::run,
+    },
+    Target {
+        name: "unix_header",
+        run: unix_header::run,
+    },
+    Target {
+        name: "proxy_auth",
+        run: proxy_auth::run,
+    },
+    Target {
+        name: "http_wire",
+        run: http_wire::run,
+    },
+    Target {
+        name: "socks_wire",
+        run: socks_wire::run,
     },
 ];
 

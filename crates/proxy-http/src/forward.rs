@@ -488,6 +488,7 @@ where
     D: Dialer<Conn: Stream> + 'static,
 {
     let conn = shared.dialer.dial(route).await?;
+    let (conn, watch) = crate::idle::watch(conn);
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(conn))
         .await
@@ -498,8 +499,10 @@ where
             )
         })?;
     let conn_permit = permit.clone();
-    // A kept-alive connection is closed when a narrower policy no longer allows its target.
+    // A kept-alive connection is closed when a narrower policy no longer allows its target,
+    // and any connection when no byte crossed it for the idle timeout (a body that stalls).
     let lease = shared.gate.hold(meta, route);
+    let idle = shared.limits.idle_timeout;
     shared.spawn(async move {
         let _permit = conn_permit;
         tokio::select! {
@@ -511,6 +514,9 @@ where
             }
             () = lease.revoked() => {
                 tracing::debug!("upstream connection closed: the policy no longer allows it");
+            }
+            () = watch.silent(idle) => {
+                tracing::debug!("upstream connection closed: idle");
             }
         }
     });

@@ -20,6 +20,7 @@
 
 mod count;
 mod forward;
+mod idle;
 mod respond;
 mod server;
 mod shared;
@@ -27,5 +28,6 @@ mod unix;
 
 pub use proxy_io::{Limits, tunnel, tunnel_tcp};
 pub use respond::{Body, blocked, error, failure, full, json_response};
-pub use server::{run, run_brokered};
+pub use server::{proxy_authorized, run, run_brokered, serve_stream};
 pub use shared::{Broker, TunnelClient};
+pub use unix::{MAX_UNIX_SOCKET_PATH, UNIX_SOCKET_HEADER, UnixHeaderError, unix_socket_path};

@@ -77,7 +77,8 @@ pub async fn run_brokered<G, D, I, S>(
         max_connections,
         &tracker,
         shutdown,
-        |stream, peer, permit| {
+        |stream: TcpStream, peer, permit| {
+            let _ = stream.set_nodelay(true);
             serve_connection(shared.clone(), stream, peer, permit, stop_rx.clone())
         },
     )
@@ -86,9 +87,66 @@ pub async fn run_brokered<G, D, I, S>(
     shared.tracker.idle().await;
 }
 
-async fn serve_connection<G, D, I>(
+/// Serves one client connection that was accepted elsewhere, over any byte stream, exactly as
+/// [`run`] serves each connection it accepts (the header timeout, keep-alive, the gate, the
+/// dialer, tunnels and websocket upgrades), and returns once the connection and every task it
+/// started (tunnels, upstream connections) have ended. The fuzz harness drives it over an
+/// in-memory stream; [`Limits::max_connections`] does not apply to a single connection.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::sync::Arc;
+/// use proxy_core::NoInterception;
+/// use proxy_http::{Limits, serve_stream};
+/// use proxy_test_support::{RecordingDialer, StubGate};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// let (mut client, server) = tokio::io::duplex(4096);
+/// client.write_all(b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").await.unwrap();
+/// let (gate, dialer) = (Arc::new(StubGate::new()), Arc::new(RecordingDialer::new()));
+/// let peer = "127.0.0.1:40000".parse().unwrap();
+/// serve_stream(server, peer, gate, dialer, Arc::new(NoInterception), Limits::default()).await;
+/// let mut back = String::new();
+/// client.read_to_string(&mut back).await.unwrap();
+/// assert!(back.starts_with("HTTP/1.1 403 Blocked by netproxy (not_allowed)"));
+/// # }
+/// ```
+pub async fn serve_stream<G, D, I, S>(
+    stream: S,
+    peer: SocketAddr,
+    gate: Arc<G>,
+    dialer: Arc<D>,
+    interceptor: Arc<I>,
+    limits: Limits,
+) where
+    G: Gate + 'static,
+    D: Dialer<Conn: Stream> + 'static,
+    I: Interceptor<TunnelClient, D::Conn> + 'static,
+    S: Stream,
+{
+    let shared = Arc::new(Shared {
+        gate,
+        dialer,
+        interceptor,
+        limits,
+        broker: None,
+        tracker: Arc::default(),
+    });
+    // The connection's slot (a listener's semaphore has many; this one has one).
+    let Ok(permit) = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned() else {
+        return;
+    };
+    // Never sent: the connection is not asked to finish early (but the sender must live, or
+    // the connection would read its end as a shutdown).
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    serve_connection(shared.clone(), stream, peer, permit, stop_rx).await;
+    shared.tracker.idle().await;
+}
+
+async fn serve_connection<G, D, I, S>(
     shared: Arc<Shared<G, D, I>>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     mut stop: watch::Receiver<bool>,
@@ -96,8 +154,8 @@ async fn serve_connection<G, D, I>(
     G: Gate + 'static,
     D: Dialer<Conn: Stream> + 'static,
     I: Interceptor<TunnelClient, D::Conn> + 'static,
+    S: Stream,
 {
-    let _ = stream.set_nodelay(true);
     let _open = shared.limits.stats.connection();
     let permit = Arc::new(permit);
     let limits = &shared.limits;
@@ -152,7 +210,13 @@ where
         return resp;
     }
     if let Some(cred) = &shared.limits.proxy_auth
-        && !authorized(req.headers(), cred)
+        && !proxy_authorized(
+            req.headers()
+                .get_all(hyper::header::PROXY_AUTHORIZATION)
+                .iter()
+                .map(http::HeaderValue::as_bytes),
+            cred,
+        )
     {
         tracing::debug!(client = %peer, "request without the proxy credential");
         return crate::respond::proxy_auth_required();
@@ -167,29 +231,43 @@ where
     }
 }
 
-/// Whether a `Proxy-Authorization: Basic` header carries `cred`.
-fn authorized(headers: &http::HeaderMap, cred: &ProxyCredential) -> bool {
+/// Whether one of `values` (a request's `Proxy-Authorization` header values, in any number)
+/// carries `cred`: the `Basic` scheme (any case), then the base64 (standard alphabet, with its
+/// padding) of the user, a colon and the password, compared with `cred` in constant time
+/// (RFC 7617). Anything else (another scheme, bad base64, bytes that are not UTF-8) is simply
+/// not the credential; nothing panics. A request without it is answered `407`
+/// (docs/run.md, `--proxy-auth`).
+///
+/// ```
+/// use proxy_core::ProxyCredential;
+/// let cred = ProxyCredential::new("user", "secret");
+/// // base64("user:secret")
+/// assert!(proxy_http::proxy_authorized([&b"Basic dXNlcjpzZWNyZXQ="[..]], &cred));
+/// assert!(!proxy_http::proxy_authorized([&b"Bearer dXNlcjpzZWNyZXQ="[..]], &cred));
+/// assert!(!proxy_http::proxy_authorized([&b"Basic \xff"[..]], &cred));
+/// ```
+pub fn proxy_authorized<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+    cred: &ProxyCredential,
+) -> bool {
     use base64::Engine;
-    headers
-        .get_all(hyper::header::PROXY_AUTHORIZATION)
-        .iter()
-        .any(|v| {
-            let Some((scheme, token)) = v.as_bytes().split_at_checked(6) else {
-                return false;
-            };
-            if !scheme.eq_ignore_ascii_case(b"basic ") {
-                return false;
-            }
-            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(token.trim_ascii())
-            else {
-                return false;
-            };
-            let (user, pass) = match decoded.iter().position(|b| *b == b':') {
-                Some(i) => (&decoded[..i], &decoded[i + 1..]),
-                None => (&decoded[..], &[][..]),
-            };
-            cred.matches(user, pass)
-        })
+    values.into_iter().any(|v| {
+        let Some((scheme, token)) = v.split_at_checked(6) else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case(b"basic ") {
+            return false;
+        }
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(token.trim_ascii())
+        else {
+            return false;
+        };
+        // `user:password`: without the colon, nothing (not the user with an empty password).
+        let Some(colon) = decoded.iter().position(|b| *b == b':') else {
+            return false;
+        };
+        cred.matches(&decoded[..colon], &decoded[colon + 1..])
+    })
 }
 
 /// Refuses a request head larger than `max` bytes (request line included): 414 when the
@@ -220,4 +298,40 @@ fn check_head_size(req: &Request<Incoming>, max: usize) -> Option<Response<Body>
         reason,
         &format!("the request head exceeds {max} bytes"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_basic_with_exactly_the_credential_passes() {
+        let cred = ProxyCredential::new("netproxy", "s3cret");
+        let check = |values: &[&[u8]]| proxy_authorized(values.iter().copied(), &cred);
+        // base64("netproxy:s3cret")
+        assert!(check(&[b"Basic bmV0cHJveHk6czNjcmV0"]));
+        assert!(check(&[b"basic bmV0cHJveHk6czNjcmV0"]));
+        assert!(check(&[b"BASIC   bmV0cHJveHk6czNjcmV0 "]));
+        // One of several values.
+        assert!(check(&[b"Bearer x", b"Basic bmV0cHJveHk6czNjcmV0"]));
+        for refused in [
+            &b""[..],
+            b"Basic",
+            b"Basic ",
+            b"Bearer bmV0cHJveHk6czNjcmV0",
+            b"BasicbmV0cHJveHk6czNjcmV0",
+            // With stray padding, or a changed byte.
+            b"Basic bmV0cHJveHk6czNjcmV0=",
+            b"Basic bmV0cHJveHk6czNjcmV1",
+            // netproxy:s3creT, netproxy, netproxy:, :s3cret
+            b"Basic bmV0cHJveHk6czNjcmVU",
+            b"Basic bmV0cHJveHk=",
+            b"Basic bmV0cHJveHk6",
+            b"Basic OnMzY3JldA==",
+            b"Basic \xff\xfe",
+        ] {
+            assert!(!check(&[refused]), "{refused:?}");
+        }
+        assert!(!check(&[]));
+    }
 }

@@ -27,7 +27,76 @@ use crate::respond::{self, Body};
 use crate::shared::Shared;
 
 /// The request header naming the socket.
-pub(crate) const HEADER: &str = "x-unix-socket";
+pub const UNIX_SOCKET_HEADER: &str = "x-unix-socket";
+pub(crate) const HEADER: &str = UNIX_SOCKET_HEADER;
+
+/// The longest socket path an `x-unix-socket` header may name, in bytes: Linux's `PATH_MAX`
+/// (4096) less the terminating NUL. A longer path could never be opened.
+pub const MAX_UNIX_SOCKET_PATH: usize = 4095;
+
+/// Why an `x-unix-socket` request's header does not name a socket path
+/// ([`unix_socket_path`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnixHeaderError {
+    /// The request has no `x-unix-socket` header.
+    #[error("no x-unix-socket header")]
+    Missing,
+    /// The header is given more than once.
+    #[error("more than one x-unix-socket header")]
+    Repeated,
+    /// The value is not UTF-8.
+    #[error("invalid x-unix-socket header")]
+    NotUtf8,
+    /// The path holds a NUL byte, which no path can.
+    #[error("invalid x-unix-socket header: the path holds a NUL byte")]
+    Nul,
+    /// The path is longer than [`MAX_UNIX_SOCKET_PATH`].
+    #[error("invalid x-unix-socket header: the path is longer than {MAX_UNIX_SOCKET_PATH} bytes")]
+    TooLong,
+    /// The path is not absolute (an empty value is not either). The front-end still asks the
+    /// gate about it, which refuses it `not_allowed` after the proxy-state and mode checks, so
+    /// the refusal is answered in the documented order and audited (docs/run.md).
+    #[error("the x-unix-socket path {0:?} is not absolute")]
+    Relative(PathBuf),
+}
+
+/// The socket path a request's `x-unix-socket` header values name (docs/run.md, "Unix sockets"):
+/// exactly one value, UTF-8, with the HTTP whitespace around it (spaces, tabs) cut. What it
+/// returns is an absolute path without a NUL byte and at most [`MAX_UNIX_SOCKET_PATH`] bytes
+/// long; anything else is an error ([`UnixHeaderError`]), answered `400` except a relative
+/// path, which the gate refuses. Whether the path is allowed is the gate's to judge.
+///
+/// ```
+/// use proxy_http::{UnixHeaderError, unix_socket_path};
+/// let path = unix_socket_path([&b" /run/docker.sock"[..]]).unwrap();
+/// assert_eq!(path, std::path::Path::new("/run/docker.sock"));
+/// assert_eq!(unix_socket_path([&b"/a"[..], b"/b"]), Err(UnixHeaderError::Repeated));
+/// assert_eq!(unix_socket_path([&b"/a\0b"[..]]), Err(UnixHeaderError::Nul));
+/// assert!(matches!(unix_socket_path([&b"docker.sock"[..]]), Err(UnixHeaderError::Relative(_))));
+/// ```
+pub fn unix_socket_path<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<PathBuf, UnixHeaderError> {
+    let mut values = values.into_iter();
+    let value = match (values.next(), values.next()) {
+        (Some(v), None) => v,
+        (None, _) => return Err(UnixHeaderError::Missing),
+        (Some(_), Some(_)) => return Err(UnixHeaderError::Repeated),
+    };
+    let text = std::str::from_utf8(value).map_err(|_| UnixHeaderError::NotUtf8)?;
+    let text = text.trim_matches([' ', '\t']);
+    if text.contains('\0') {
+        return Err(UnixHeaderError::Nul);
+    }
+    if text.len() > MAX_UNIX_SOCKET_PATH {
+        return Err(UnixHeaderError::TooLong);
+    }
+    let path = PathBuf::from(text);
+    if !path.is_absolute() {
+        return Err(UnixHeaderError::Relative(path));
+    }
+    Ok(path)
+}
 
 fn failed(message: &str) -> Response<Body> {
     respond::failure(&proxy_core::Failure::new(
@@ -48,12 +117,12 @@ where
     D: Dialer<Conn: Stream> + 'static,
     I: Send + Sync + 'static,
 {
-    let mut values = req.headers().get_all(HEADER).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return respond::bad_request("more than one x-unix-socket header");
-    };
-    let Ok(path) = value.to_str().map(|s| PathBuf::from(s.trim())) else {
-        return respond::bad_request("invalid x-unix-socket header");
+    let values = req.headers().get_all(HEADER);
+    let path = match unix_socket_path(values.iter().map(HeaderValue::as_bytes)) {
+        Ok(path) => path,
+        // The gate refuses it, after the proxy-state and mode checks, and records it.
+        Err(UnixHeaderError::Relative(path)) => path,
+        Err(e) => return respond::bad_request(&e.to_string()),
     };
     if req.method() == http::Method::CONNECT {
         return respond::bad_request("x-unix-socket is not supported with CONNECT");
@@ -190,6 +259,8 @@ where
             return fail(format!("could not connect to {path} in time"));
         }
     };
+    // Closed when no byte crossed it for the idle timeout (a body that stalls).
+    let (stream, watch) = crate::idle::watch(stream);
     let (mut sender, connection) =
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(x) => x,
@@ -197,8 +268,15 @@ where
         };
     shared.spawn(async move {
         let _permit = permit;
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "unix socket connection ended with an error");
+        tokio::select! {
+            ended = connection => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "unix socket connection ended with an error");
+                }
+            }
+            () = watch.silent(idle) => {
+                tracing::debug!("unix socket connection closed: idle");
+            }
         }
     });
     let response = match tokio::time::timeout(idle, sender.send_request(outgoing)).await {
@@ -225,6 +303,39 @@ mod tests {
             b = b.header(*k, *v);
         }
         b.body(()).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_header_names_one_absolute_bounded_path_or_is_refused() {
+        let one = |v: &[u8]| unix_socket_path([v]);
+        let path = |p: &str| Ok(PathBuf::from(p));
+        assert_eq!(one(b"/run/docker.sock"), path("/run/docker.sock"));
+        assert_eq!(one(b" \t/run/a b.sock\t "), path("/run/a b.sock"));
+        assert_eq!(one("/run/ü/s".as_bytes()), path("/run/ü/s"));
+        assert_eq!(one(b"/a/../b"), path("/a/../b"));
+        assert_eq!(unix_socket_path([]), Err(UnixHeaderError::Missing));
+        assert_eq!(
+            unix_socket_path([&b"/a"[..], b"/a"]),
+            Err(UnixHeaderError::Repeated)
+        );
+        assert_eq!(one(b"/run/\xff.sock"), Err(UnixHeaderError::NotUtf8));
+        assert_eq!(one(b"/run/a\0.sock"), Err(UnixHeaderError::Nul));
+        for relative in ["docker.sock", "", "  ", "./a", "~/a"] {
+            assert_eq!(
+                one(relative.as_bytes()),
+                Err(UnixHeaderError::Relative(PathBuf::from(relative.trim()))),
+                "{relative:?}"
+            );
+        }
+        let longest = format!("/{}", "a".repeat(MAX_UNIX_SOCKET_PATH - 1));
+        assert_eq!(one(longest.as_bytes()), path(&longest));
+        let longer = format!("{longest}a");
+        assert_eq!(one(longer.as_bytes()), Err(UnixHeaderError::TooLong));
+        // The 400's message says what is wrong.
+        assert_eq!(
+            UnixHeaderError::Repeated.to_string(),
+            "more than one x-unix-socket header"
+        );
     }
 
     #[test]

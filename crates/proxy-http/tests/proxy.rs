@@ -967,3 +967,82 @@ async fn a_connect_to_intercept_goes_to_the_interceptor_after_the_200() {
     assert!(r.contains("\"reason\":\"connect_failed\""), "{r}");
     assert_eq!(greeter.tunnels().len(), 5);
 }
+
+/// An origin on loopback that answers the first request head it reads with `answer`, then
+/// reads on and says nothing more, keeping the connection open.
+async fn answering_then_silent(answer: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut answered = false;
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if !answered && seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        answered = true;
+                        let _ = s.write_all(answer).await;
+                    }
+                }
+                // Held open until the peer closes.
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `head` through the proxy, keeps the connection open, and reads until the proxy
+/// closes it: what came back, or `None` when it was still open after `within`.
+async fn held_exchange(proxy: SocketAddr, head: &[u8], within: Duration) -> Option<String> {
+    let mut c = TcpStream::connect(proxy).await.unwrap();
+    c.write_all(head).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(within, c.read_to_end(&mut out)).await;
+    read.ok()
+        .map(|_| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// An upstream that stops in the middle of a response body does not hold the client: the
+/// upstream connection is closed after the idle timeout without a byte, and the response is
+/// cut (the client sees fewer bytes than promised, never a body that looks whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_that_stalls_is_cut_after_the_idle_timeout() {
+    let origin =
+        answering_then_silent(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nhello").await;
+    let p = proxy(limits()).await;
+    p.gate.route("stall.test", origin);
+    let head = format!(
+        "GET http://stall.test:{}/ HTTP/1.1\r\nHost: stall.test:{}\r\n\r\n",
+        origin.port(),
+        origin.port()
+    );
+    // The idle timeout is 800 ms: closed within two periods; allow 3x.
+    let got = held_exchange(p.addr, head.as_bytes(), Duration::from_millis(4800)).await;
+    let got = got.expect("the connection was still open");
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.ends_with("\r\n\r\nhello"), "{got}");
+}
+
+/// A client that stops in the middle of a request body the upstream already answered does
+/// not hold the connection either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_stalls_after_the_answer_is_closed_after_the_idle_timeout() {
+    let origin = answering_then_silent(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let p = proxy(limits()).await;
+    p.gate.route("early.test", origin);
+    let head = format!(
+        "POST http://early.test:{}/ HTTP/1.1\r\nHost: early.test:{}\r\nContent-Length: 1000\r\n\r\nhello",
+        origin.port(),
+        origin.port()
+    );
+    let got = held_exchange(p.addr, head.as_bytes(), Duration::from_millis(4800)).await;
+    let got = got.expect("the connection was still open");
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.ends_with("\r\n\r\nok"), "{got}");
+}

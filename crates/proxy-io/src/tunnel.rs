@@ -11,10 +11,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+// Tokio's clock, as the timers' (the same as std's, unless a test pauses it).
+use tokio::time::Instant;
 
 /// The buffer each direction reads into until bytes flow.
 const SMALL: usize = 128;

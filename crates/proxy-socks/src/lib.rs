@@ -24,14 +24,21 @@
 //! The client-facing socket of a UDP association comes from the caller too
 //! ([`run_with_relays`] and a [`RelaySockets`]; [`run`] binds it here with [`LocalRelays`]):
 //! under `netproxy run --isolate` it must live in the child's network namespace
-//! (docs/socks.md).
+//! (docs/socks.md). [`serve_stream`] serves one connection accepted elsewhere, over any byte
+//! stream (the fuzz harness drives it in memory).
+//!
+//! netproxy's own steps of the protocol are plain functions: [`read_request`] (greeting,
+//! authentication and request, over any stream), [`target`] (a SOCKS5 address to a canonical
+//! [`Target`]), [`read_datagram`] and [`write_datagram_header`] (the UDP header).
 #![forbid(unsafe_code)]
 
 mod lru;
+mod request;
 mod udp;
 
 pub use proxy_io::Limits;
-pub use udp::{ASSOCIATION_EVENT, VERDICTS};
+pub use request::{Request, read_request, target};
+pub use udp::{ASSOCIATION_EVENT, VERDICTS, read_datagram, write_datagram_header};
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -42,7 +49,7 @@ use fast_socks5::server::Socks5ServerProtocol;
 use fast_socks5::util::target_addr::TargetAddr;
 use fast_socks5::{ReplyError, Socks5Command};
 use proxy_core::{
-    Admission, Dialer, Gate, Host, Intercepted, Interceptor, Protocol, RequestMeta, Target,
+    Admission, Dialer, Gate, Intercepted, Interceptor, Protocol, RequestMeta, Target,
     UpstreamFailure,
 };
 use proxy_io::Stream;
@@ -133,6 +140,10 @@ pub async fn run_with_relays<G, D, I, S>(
             let (interceptor, limits, relays) =
                 (interceptor.clone(), limits.clone(), relays.clone());
             async move {
+                let _ = stream.set_nodelay(true);
+                let Ok(local) = stream.local_addr() else {
+                    return;
+                };
                 let parts = Parts {
                     gate: &*gate,
                     dialer: &*dialer,
@@ -141,11 +152,89 @@ pub async fn run_with_relays<G, D, I, S>(
                     tracker: &tracker,
                     relays: &*relays,
                 };
-                serve(parts, stream, peer, permit).await;
+                let client = Accepted {
+                    stream,
+                    peer,
+                    local,
+                };
+                serve(parts, client, permit).await;
             }
         },
     )
     .await;
+    tracker.idle().await;
+}
+
+/// A client connection accepted elsewhere, for [`serve_stream`].
+#[derive(Debug)]
+pub struct Accepted<S> {
+    /// The client's byte stream.
+    pub stream: S,
+    /// The client's address (the audit's `client.address`; a UDP association relays only
+    /// datagrams from its IP).
+    pub peer: SocketAddr,
+    /// The address the client reached: a UDP association's relay socket is bound on its IP.
+    pub local: SocketAddr,
+}
+
+/// Serves one client connection that was accepted elsewhere, over any byte stream, exactly as
+/// [`run_with_relays`] serves each connection it accepts (the header timeout, the gate, the
+/// dialer, tunnels and UDP associations), and returns once it and every task it started (its
+/// tunnel, an intercepted session) have ended. The fuzz harness drives it over an in-memory
+/// stream; [`Limits::max_connections`] does not apply to a single connection.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::sync::Arc;
+/// use proxy_core::NoInterception;
+/// use proxy_socks::{Accepted, LocalRelays, Limits, serve_stream};
+/// use proxy_test_support::{RecordingDialer, StubGate};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// let (mut client, server) = tokio::io::duplex(1024);
+/// // No authentication, then CONNECT 10.0.0.1:80, which the stub gate refuses.
+/// client.write_all(&[5, 1, 0, 5, 1, 0, 1, 10, 0, 0, 1, 0, 80]).await.unwrap();
+/// let accepted = Accepted {
+///     stream: server,
+///     peer: "127.0.0.1:40000".parse().unwrap(),
+///     local: "127.0.0.1:1080".parse().unwrap(),
+/// };
+/// let (gate, dialer) = (Arc::new(StubGate::new()), Arc::new(RecordingDialer::new()));
+/// let relays = Arc::new(LocalRelays);
+/// serve_stream(accepted, gate, dialer, Arc::new(NoInterception), Limits::default(), relays).await;
+/// let mut back = Vec::new();
+/// client.read_to_end(&mut back).await.unwrap();
+/// assert_eq!(back[..4], [5, 0, 5, 2]); // no authentication; refused by policy
+/// # }
+/// ```
+pub async fn serve_stream<G, D, I, S>(
+    client: Accepted<S>,
+    gate: Arc<G>,
+    dialer: Arc<D>,
+    interceptor: Arc<I>,
+    limits: Limits,
+    relays: Arc<dyn RelaySockets>,
+) where
+    G: Gate + 'static,
+    D: Dialer<Conn: Stream> + 'static,
+    I: Interceptor<S, D::Conn> + 'static,
+    S: Stream,
+{
+    let tracker = Arc::new(proxy_io::Tracker::default());
+    // The connection's slot (a listener's semaphore has many; this one has one).
+    let Ok(permit) = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned() else {
+        return;
+    };
+    let parts = Parts {
+        gate: &*gate,
+        dialer: &*dialer,
+        interceptor: &interceptor,
+        limits: &limits,
+        tracker: &tracker,
+        relays: &*relays,
+    };
+    serve(parts, client, permit).await;
     tracker.idle().await;
 }
 
@@ -166,11 +255,11 @@ fn failure_reply(kind: UpstreamFailure) -> ReplyError {
 /// One UDP association: its client-facing socket from `relays` (REP `0x01` without one), the
 /// success reply naming it, then the relay until it is idle for the idle timeout or the
 /// control connection ends (EOF, an error, or a byte the client should not send).
-async fn associate<G: Gate>(
+async fn associate<G: Gate, S: Stream>(
     gate: &G,
     relays: &dyn RelaySockets,
     limits: &Limits,
-    proto: Socks5ServerProtocol<TcpStream, fast_socks5::server::states::CommandRead>,
+    proto: Socks5ServerProtocol<S, fast_socks5::server::states::CommandRead>,
     peer: SocketAddr,
     local: SocketAddr,
     declared: &TargetAddr,
@@ -223,15 +312,15 @@ struct Parts<'a, G, D, I> {
     relays: &'a dyn RelaySockets,
 }
 
-async fn serve<G, D, I>(
+async fn serve<G, D, I, S>(
     parts: Parts<'_, G, D, I>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    client: Accepted<S>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) where
     G: Gate,
     D: Dialer<Conn: Stream>,
-    I: Interceptor<TcpStream, D::Conn> + 'static,
+    I: Interceptor<S, D::Conn> + 'static,
+    S: Stream,
 {
     let Parts {
         gate,
@@ -241,26 +330,18 @@ async fn serve<G, D, I>(
         tracker,
         relays,
     } = parts;
-    let _ = stream.set_nodelay(true);
+    let Accepted {
+        stream,
+        peer,
+        local,
+    } = client;
     let _open = limits.stats.connection();
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
     // The handshake, the gate and the dial are boxed: this task lives on as the tunnel, and
     // its state should not keep room for their (large) futures.
-    let handshake = Box::pin(tokio::time::timeout(limits.header_timeout, async move {
-        let proto = match &limits.proxy_auth {
-            Some(cred) => {
-                Socks5ServerProtocol::accept_password_auth(stream, |user, pass| {
-                    cred.matches(user.as_bytes(), pass.as_bytes())
-                })
-                .await?
-                .0
-            }
-            None => Socks5ServerProtocol::accept_no_auth(stream).await?,
-        };
-        proto.read_command().await
-    }))
+    let handshake = Box::pin(tokio::time::timeout(
+        limits.header_timeout,
+        read_request(stream, limits.proxy_auth.as_deref()),
+    ))
     .await;
     let (proto, command, target) = match handshake {
         Err(_) => {
@@ -286,16 +367,13 @@ async fn serve<G, D, I>(
             return;
         }
     }
-    let target = match target {
-        TargetAddr::Ip(sa) => Target::net(Host::from_ip(sa.ip()), sa.port()),
-        TargetAddr::Domain(name, port) => match Host::parse(&name) {
-            Ok(h) => Target::net(h, port),
-            Err(e) => {
-                tracing::info!(client = %peer, error = %e, "SOCKS target is not a valid host");
-                let _ = proto.reply_error(&ReplyError::ConnectionNotAllowed).await;
-                return;
-            }
-        },
+    let target: Target = match request::target(&target) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::info!(client = %peer, error = %e, "SOCKS target is not a valid host");
+            let _ = proto.reply_error(&ReplyError::ConnectionNotAllowed).await;
+            return;
+        }
     };
     let meta = RequestMeta::new(Protocol::Socks5Tcp, target).with_client(peer);
     let route = match Box::pin(gate.admit(&meta)).await {
@@ -368,20 +446,37 @@ async fn serve<G, D, I>(
     drop(route);
     // The tunnel gets a task of its own, whose state is only the tunnel; this one ends.
     let idle = limits.idle_timeout;
-    match proxy_io::into_tcp(upstream) {
-        Ok(tcp) => tracker.spawn(async move {
-            let _permit = permit;
-            let (up, down) =
-                proxy_io::tunnel_tcp_until(client, tcp, idle, || lease.revoked()).await;
-            open.closed(up, down);
-            tracing::debug!(client = %peer, up, down, "SOCKS tunnel closed");
-        }),
-        Err(Some(other)) => tracker.spawn(async move {
-            let _permit = permit;
-            let (up, down) = proxy_io::tunnel_until(client, other, idle, || lease.revoked()).await;
-            open.closed(up, down);
-            tracing::debug!(client = %peer, up, down, "SOCKS tunnel closed");
+    // Between two TCP sockets (always, in netproxy) the tunnel copies between the sockets.
+    match proxy_io::into_tcp(client) {
+        Ok(client) => match proxy_io::into_tcp(upstream) {
+            Ok(tcp) => spawn_tunnel(tracker, permit, open, peer, async move {
+                proxy_io::tunnel_tcp_until(client, tcp, idle, || lease.revoked()).await
+            }),
+            Err(Some(other)) => spawn_tunnel(tracker, permit, open, peer, async move {
+                proxy_io::tunnel_until(client, other, idle, || lease.revoked()).await
+            }),
+            Err(None) => {}
+        },
+        Err(Some(client)) => spawn_tunnel(tracker, permit, open, peer, async move {
+            proxy_io::tunnel_until(client, upstream, idle, || lease.revoked()).await
         }),
         Err(None) => {}
     }
+}
+
+/// Runs a tunnel (its future gives the bytes copied each way) in a task of its own that holds
+/// the connection's slot, and counts it in the stats when it ends.
+fn spawn_tunnel(
+    tracker: &Arc<proxy_io::Tracker>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    open: proxy_io::Open,
+    peer: SocketAddr,
+    tunnel: impl Future<Output = (u64, u64)> + Send + 'static,
+) {
+    tracker.spawn(async move {
+        let _permit = permit;
+        let (up, down) = tunnel.await;
+        open.closed(up, down);
+        tracing::debug!(client = %peer, up, down, "SOCKS tunnel closed");
+    });
 }

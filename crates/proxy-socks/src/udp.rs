@@ -26,7 +26,7 @@ use crate::lru::Lru;
 
 use fast_socks5::server::SocksServerError;
 use fast_socks5::util::target_addr::TargetAddr;
-use proxy_core::{Admission, Gate, Host, Lease, Protocol, RequestMeta, Target, Via};
+use proxy_core::{Admission, Gate, Host, Lease, Protocol, RequestMeta, Via};
 use tokio::net::UdpSocket;
 
 /// The name of the event that sums up one destination of an association when it ends.
@@ -185,12 +185,8 @@ impl<G: Gate> Relay<'_, G> {
     /// The gate's verdict for a destination: the checked address to send to, and the lease
     /// that a narrower policy revokes.
     async fn judge(&self, target: &TargetAddr) -> (Option<SocketAddr>, Lease) {
-        let target = match target {
-            TargetAddr::Ip(sa) => Target::net(Host::from_ip(sa.ip()), sa.port()),
-            TargetAddr::Domain(name, port) => match Host::parse(name) {
-                Ok(host) => Target::net(host, *port),
-                Err(_) => return (None, Lease::none()),
-            },
+        let Ok(target) = crate::target(target) else {
+            return (None, Lease::none());
         };
         let meta = RequestMeta::new(Protocol::Socks5Udp, target).with_client(self.peer);
         match self.gate.admit(&meta).await {
@@ -299,14 +295,9 @@ pub(crate) async fn relay<G: Gate>(
                         "UDP datagram from another sender than the association's client dropped");
                     continue;
                 }
-                let Ok((frag, target, payload)) =
-                    fast_socks5::parse_udp_request(&from_client[..n]).await
-                else {
+                let Some((target, payload)) = read_datagram(&from_client[..n]).await else {
                     continue;
                 };
-                if frag != 0 {
-                    continue;
-                }
                 let payload = payload.to_vec();
                 match relay.route(&target).await {
                     Some(to) => {
@@ -341,7 +332,7 @@ pub(crate) async fn relay<G: Gate>(
                     continue;
                 }
                 let buf = if v6 { &from_dest6 } else { &from_dest };
-                write_header(&mut reply, src);
+                write_datagram_header(&mut reply, src);
                 reply.extend_from_slice(&buf[..n]);
                 if inbound.send_to(&reply, client).await.is_ok() {
                     let target = target.clone();
@@ -397,8 +388,43 @@ enum Event {
     Dest(std::io::Result<(usize, SocketAddr)>, bool),
 }
 
-/// The SOCKS5 UDP header for a reply from `from` (RSV, FRAG 0, the address), into `out`.
-fn write_header(out: &mut Vec<u8>, from: SocketAddr) {
+/// A client's datagram read (RFC 1928, section 7): its destination as the client named it and
+/// its payload, or `None` when it is dropped: a header that is truncated, has a non-zero RSV or
+/// an unknown address type, a domain that is not UTF-8, or FRAG ≠ 0 (netproxy does not
+/// reassemble fragments). The destination is judged as [`crate::target`] reads it. It is
+/// `async` because fast-socks5's parser is, but it never waits: polled once, it is ready.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use fast_socks5::util::target_addr::TargetAddr;
+/// let mut datagram = vec![0, 0, 0, 3, 6];
+/// datagram.extend_from_slice(b"a.test");
+/// datagram.extend_from_slice(&53u16.to_be_bytes());
+/// datagram.extend_from_slice(b"query");
+/// let (to, payload) = proxy_socks::read_datagram(&datagram).await.unwrap();
+/// assert_eq!((to, payload), (TargetAddr::Domain("a.test".into(), 53), &b"query"[..]));
+/// datagram[2] = 1; // a fragment
+/// assert!(proxy_socks::read_datagram(&datagram).await.is_none());
+/// # }
+/// ```
+pub async fn read_datagram(datagram: &[u8]) -> Option<(TargetAddr, &[u8])> {
+    match fast_socks5::parse_udp_request(datagram).await {
+        Ok((0, target, payload)) => Some((target, payload)),
+        Ok(_) | Err(_) => None,
+    }
+}
+
+/// Writes into `out` (cleared first) the SOCKS5 UDP header of a reply from `from`: RSV, FRAG 0
+/// and the address, IPv4 (ATYP 1) for an IPv4 or IPv4-mapped address, else IPv6 (ATYP 4). The
+/// reply's payload goes after it.
+///
+/// ```
+/// let mut out = Vec::new();
+/// proxy_socks::write_datagram_header(&mut out, "[::ffff:10.0.0.1]:53".parse().unwrap());
+/// assert_eq!(out, [0, 0, 0, 1, 10, 0, 0, 1, 0, 53]);
+/// ```
+pub fn write_datagram_header(out: &mut Vec<u8>, from: SocketAddr) {
     out.clear();
     out.extend_from_slice(&[0, 0, 0]);
     match from.ip().to_canonical() {
@@ -440,4 +466,43 @@ fn canonical(a: SocketAddr) -> SocketAddr {
 /// The IP the client reached us on, for binding the relay and for the reply.
 pub(crate) fn relay_ip(local: SocketAddr) -> IpAddr {
     local.ip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reply_header_reads_back_as_its_address() {
+        for from in [
+            "10.0.0.1:53",
+            "[::ffff:10.0.0.1]:53",
+            "[2001:db8::1]:443",
+            "0.0.0.0:0",
+        ] {
+            let from: SocketAddr = from.parse().unwrap();
+            let mut datagram = Vec::new();
+            write_datagram_header(&mut datagram, from);
+            datagram.extend_from_slice(b"payload");
+            let (to, payload) = read_datagram(&datagram).await.unwrap();
+            assert_eq!(to, TargetAddr::Ip(canonical(from)), "{from}");
+            assert_eq!(payload, b"payload");
+        }
+    }
+
+    #[tokio::test]
+    async fn fragments_and_malformed_headers_are_dropped() {
+        let good = [0, 0, 0, 1, 127, 0, 0, 1, 0, 53, b'x'];
+        assert!(read_datagram(&good).await.is_some());
+        for bad in [
+            &[0, 0, 1, 1, 127, 0, 0, 1, 0, 53, b'x'][..], // FRAG 1
+            &[0, 1, 0, 1, 127, 0, 0, 1, 0, 53, b'x'],     // RSV
+            &[0, 0, 0, 2, 127, 0, 0, 1, 0, 53, b'x'],     // ATYP 2
+            &[0, 0, 0, 1, 127, 0, 0, 1, 0],               // truncated port
+            &[0, 0, 0, 3, 4, b'a', 0xff, b'b', b'c', 0, 53], // domain not UTF-8
+            &[],
+        ] {
+            assert!(read_datagram(bad).await.is_none(), "{bad:?}");
+        }
+    }
 }

@@ -1,0 +1,153 @@
+//! An upstream HTTP connection that no byte crossed, either way, for the idle timeout is closed
+//! ([`proxy_io::Limits::idle_timeout`]: "a body or tunnel with no bytes either way for that
+//! long is closed"). Without it, an upstream that stops in the middle of a response body, or a client
+//! that stops in the middle of a request body the upstream already answered, would hold the
+//! client connection, the upstream connection and a connection slot forever. Closing the
+//! upstream connection ends both: the response body fails (the client connection is aborted,
+//! never a truncated body that looks whole), and the request body is dropped (the client
+//! connection is then closed).
+//!
+//! The cost on the path is one relaxed atomic add per read or write; the watch wakes once per
+//! idle period and closes the connection after one to two periods of silence.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A stream that counts the calls that moved bytes on it.
+#[derive(Debug)]
+pub(crate) struct Watched<S> {
+    inner: S,
+    moved: Arc<AtomicU64>,
+}
+
+/// Completes once nothing moved on its [`Watched`] stream for a whole idle period.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    moved: Arc<AtomicU64>,
+}
+
+/// `stream`, watched.
+pub(crate) fn watch<S>(stream: S) -> (Watched<S>, Watch) {
+    let moved = Arc::new(AtomicU64::new(0));
+    let watch = Watch {
+        moved: moved.clone(),
+    };
+    (
+        Watched {
+            inner: stream,
+            moved,
+        },
+        watch,
+    )
+}
+
+impl Watch {
+    /// Completes after a period of `idle` in which no byte moved either way (between one and
+    /// two periods after the last byte).
+    pub(crate) async fn silent(&self, idle: Duration) {
+        let mut seen = self.moved.load(Ordering::Relaxed);
+        loop {
+            tokio::time::sleep(idle).await;
+            let now = self.moved.load(Ordering::Relaxed);
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.moved.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled
+            && *n > 0
+        {
+            this.moved.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &polled
+            && *n > 0
+        {
+            this.moved.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_completes_the_watch_and_bytes_put_it_off() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let (mut ours, watch) = watch(ours);
+        let idle = Duration::from_millis(100);
+        // Bytes every 30 ms for 300 ms: the watch does not complete meanwhile.
+        let busy = async {
+            for _ in 0..10 {
+                ours.write_all(b"x").await.unwrap();
+                let mut b = [0u8; 1];
+                theirs.read_exact(&mut b).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        };
+        tokio::select! {
+            () = busy => {}
+            () = watch.silent(idle) => panic!("the watch completed while bytes moved"),
+        }
+        // Then silence: it completes within two periods.
+        let quiet = tokio::time::timeout(idle * 3, watch.silent(idle)).await;
+        assert!(quiet.is_ok());
+    }
+}
