@@ -3,7 +3,7 @@
 //! compares the name the peek reads with the `CONNECT` host, and the interceptor then serves
 //! the name rustls reads: the two must never read different names. And the peek is
 //! consistent with itself: a prefix of the bytes is `Incomplete` or the same answer, and
-//! nothing past [`MAX_HELLO`](proxy_core::tls::MAX_HELLO) bytes is ever needed.
+//! nothing past [`MAX_HELLO`] bytes is ever needed.
 
 use proxy_core::tls::{Hello, MAX_HELLO, client_hello};
 use rustls::server::Acceptor;
