@@ -20,6 +20,7 @@ use proxy_io::{Stream, tunnel_until};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::count::{Counted, Direction};
+use crate::cut::{self, CutShort};
 use crate::respond::{self, Body};
 use crate::shared::{Shared, TunnelClient};
 
@@ -464,6 +465,19 @@ where
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // A body the upstream cuts short is a failure of the answer, recorded once; hyper closes
+    // the client's connection before the body's end.
+    let gate = shared.gate.clone();
+    let body = CutShort::new(body, move |e: &hyper::Error| {
+        let why = cut::why(e);
+        tracing::debug!(client = %peer, target = %meta.target, error = %why, "response cut short");
+        let message = format!("the response from {} broke off: {why}", meta.target);
+        gate.failed(
+            &meta,
+            &route,
+            &Failure::new(UpstreamFailure::UpstreamError, message),
+        );
+    });
     Response::from_parts(parts, Counted::new(body, stats, Direction::Down).boxed())
 }
 
