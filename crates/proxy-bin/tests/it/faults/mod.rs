@@ -6,6 +6,7 @@
 //! Each checks the documented answer, the event or log line, that nothing hangs (every wait is
 //! bounded, generously) and that netproxy recovers without a restart.
 
+mod audit;
 mod dns;
 mod upstream;
 
