@@ -7,6 +7,8 @@
 //! bounded, generously) and that netproxy recovers without a restart.
 
 mod audit;
+#[cfg(target_os = "linux")]
+mod descriptors;
 mod dns;
 mod upstream;
 
