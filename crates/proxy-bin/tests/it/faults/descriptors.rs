@@ -46,7 +46,10 @@ async fn at_the_descriptor_limit_open_tunnels_go_on_new_clients_wait_and_are_ser
             "-c",
             "treat_as_public=[\"127.0.0.2/32\"]",
         ])
-        .wrap(vec!["prlimit".into(), format!("--nofile={NOFILE}:{NOFILE}")])
+        .wrap(vec![
+            "prlimit".into(),
+            format!("--nofile={NOFILE}:{NOFILE}"),
+        ])
         .start();
     let pid = s.process.id();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
@@ -112,20 +115,23 @@ async fn at_the_descriptor_limit_open_tunnels_go_on_new_clients_wait_and_are_ser
     let log = s.process.stderr();
     assert_eq!(log.matches(EPISODE).count(), 1, "{log}");
     let line = log.lines().find(|l| l.contains(EPISODE)).unwrap();
-    assert!(line.contains("WARN") && line.contains("Too many open files"), "{line}");
+    assert!(
+        line.contains("WARN") && line.contains("Too many open files"),
+        "{line}"
+    );
 
     // Descriptors free up: the waiting clients are accepted and served, once said.
     drop(refused);
     let freed = tunnels.split_off(tunnels.len() - 6);
     drop(freed);
     for attempt in std::iter::once(waiting).chain(more) {
-        let (mut t, head) = bounded("a waiting client served", attempt)
-            .await
-            .unwrap();
+        let (mut t, head) = bounded("a waiting client served", attempt).await.unwrap();
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(echoes(&mut t).await);
     }
-    let line = s.process.wait_line("the recovery", |l| l.contains(RECOVERED));
+    let line = s
+        .process
+        .wait_line("the recovery", |l| l.contains(RECOVERED));
     let attempts: u64 = line
         .split("failed_attempts=")
         .nth(1)

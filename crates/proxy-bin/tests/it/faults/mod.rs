@@ -7,6 +7,7 @@
 //! bounded, generously) and that netproxy recovers without a restart.
 
 mod audit;
+mod backpressure;
 #[cfg(target_os = "linux")]
 mod descriptors;
 mod dns;
