@@ -8,6 +8,7 @@
 
 mod audit;
 mod backpressure;
+mod crowd;
 #[cfg(target_os = "linux")]
 mod descriptors;
 mod dns;
