@@ -28,6 +28,9 @@ enum Fault {
     Reset,
     /// Sends nothing, and holds the connection until the other side closes it.
     Stall,
+    /// Sends a head promising [`PROMISED`] bytes and [`SENT`] of them, then nothing more,
+    /// holding the connection until the other side closes it.
+    StallMidBody,
     /// Closes the connection (FIN) without a byte.
     Close,
 }
@@ -121,7 +124,12 @@ async fn serve(mut s: TcpStream, fault: Arc<Mutex<Fault>>, cut: Arc<Notify>) {
                 s.set_zero_linger().unwrap();
                 return;
             }
-            Fault::Stall => {
+            Fault::Stall | Fault::StallMidBody => {
+                if now == Fault::StallMidBody {
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {PROMISED}\r\n\r\n");
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&vec![b'x'; SENT]).await;
+                }
                 let mut sink = [0u8; 1024];
                 while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
                 return;
@@ -321,5 +329,53 @@ async fn an_upstream_that_closes_before_the_response_head() {
         l["network.transport.protocol"] == "socks5_tcp" && l["server.address"] == "fault.test"
     });
     assert_eq!(failures_of(&audit, "fault.test").len(), 1);
+    stop_clean(s);
+}
+
+/// An origin that sends its head and part of its body, then nothing: the plain HTTP client's
+/// connection is closed short of the announced length once no byte came for the idle timeout
+/// (within three), and the failure is recorded as `upstream_timeout`; a tunnel is closed when
+/// idle for the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_stalls_mid_body() {
+    let w = World::new(&["api.test", "fault.test"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let s = start(&w, dir.path());
+    let origin = Faulty::start(Fault::StallMidBody).await;
+    let port = origin.port();
+
+    let mut c = TcpStream::connect(&s.http).await.unwrap();
+    let req =
+        format!("GET http://fault.test:{port}/big HTTP/1.1\r\nHost: fault.test:{port}\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut c).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let begin = Instant::now();
+    match read_to_end(&mut c).await {
+        Ended::Eof(n) | Ended::Error(_, n) => assert_eq!(n, SENT),
+    }
+    assert!(begin.elapsed() < thrice(IDLE), "{:?}", begin.elapsed());
+    let event = failure_event(&audit, "http", "fault.test", "upstream_timeout");
+    assert_eq!(event["network.policy.decision"], "allow", "{event}");
+
+    for socks in [false, true] {
+        let (mut t, ok) = if socks {
+            let (t, rep) = socks_connect(s.socks.as_deref().unwrap(), "fault.test", port).await;
+            (t, rep == 0)
+        } else {
+            let (t, head) = connect(&s.http, &format!("fault.test:{port}")).await;
+            (t, head.starts_with("HTTP/1.1 200"))
+        };
+        assert!(ok, "socks {socks}");
+        get_inside(&mut t, port).await;
+        let head = read_head(&mut t).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let begin = Instant::now();
+        assert_eq!(read_to_end(&mut t).await, Ended::Eof(SENT), "socks {socks}");
+        assert!(begin.elapsed() < thrice(IDLE), "{:?}", begin.elapsed());
+    }
+    assert_eq!(failures_of(&audit, "fault.test").len(), 1);
+    recovers(&s, &w, &origin).await;
     stop_clean(s);
 }
