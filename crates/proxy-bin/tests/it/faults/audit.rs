@@ -212,8 +212,7 @@ async fn outage(
         .process
         .stderr()
         .lines()
-        .filter(|l| l.contains(LOSING))
-        .last()
+        .rfind(|l| l.contains(LOSING))
         .unwrap()
         .to_owned();
     assert!(last.contains(why), "{last}");
