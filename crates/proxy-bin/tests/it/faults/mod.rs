@@ -68,12 +68,15 @@ pub(crate) async fn bounded<T>(what: &str, fut: impl std::future::Future<Output 
 pub(crate) async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match bounded("a response head", s.read(&mut b)).await {
-            Ok(1) => head.push(b[0]),
-            _ => break,
+    bounded("a response head", async {
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut b).await {
+                Ok(1) => head.push(b[0]),
+                _ => break,
+            }
         }
-    }
+    })
+    .await;
     String::from_utf8_lossy(&head).into_owned()
 }
 
