@@ -221,8 +221,8 @@ async fn ten_thousand_idle_tunnels_stay_within_the_predicted_memory() {
 }
 
 /// The head timeout of the slowloris run: long enough for all the clients to connect before
-/// the first is cut.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(6);
+/// the first is cut, on a busy machine too.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A slow client: connects to `proxy` and sends `head` one byte every 250 ms but for its last
 /// byte (the head never completes), reading what comes back, until netproxy closes the
@@ -249,7 +249,7 @@ async fn trickle(proxy: String, head: Vec<u8>, connecting: Arc<Semaphore>) -> Du
                     }
                     next += 1;
                 }
-                assert!(begin.elapsed() < 10 * HEAD_TIMEOUT, "never cut");
+                assert!(begin.elapsed() < thrice(HEAD_TIMEOUT), "never cut");
             }
         }
     }
@@ -293,9 +293,15 @@ async fn ten_thousand_slow_clients_are_each_cut_at_the_head_timeout() {
         })
         .collect();
     // Wait until they are all connected and trickling, then serve a new client.
+    let mut most = 0;
     proxy_test_support::wait_for("the slow clients connected", || {
         let n = open_fds(pid);
-        if n >= CLIENTS + 10 { Ok(()) } else { Err(n) }
+        most = most.max(n);
+        if n >= CLIENTS + 10 {
+            Ok(())
+        } else {
+            Err(format!("{n} descriptors now, {most} at most"))
+        }
     });
     eprintln!(
         "slowloris: {CLIENTS} slow clients, netproxy RSS {} KiB",
@@ -303,8 +309,9 @@ async fn ten_thousand_slow_clients_are_each_cut_at_the_head_timeout() {
     );
     new_client_served(&s, &w);
     let mut longest = Duration::ZERO;
+    // Each client bounds its own wait (three head timeouts).
     for c in clients {
-        let took = bounded("a slow client cut", c).await.unwrap();
+        let took = c.await.unwrap();
         assert!(took >= HEAD_TIMEOUT, "cut after {took:?}");
         assert!(took < thrice(HEAD_TIMEOUT), "cut after {took:?}");
         longest = longest.max(took);
