@@ -7,7 +7,9 @@
 //! bounded, generously) and that netproxy recovers without a restart.
 
 mod audit;
+#[cfg(target_os = "linux")]
 mod backpressure;
+#[cfg(target_os = "linux")]
 mod crowd;
 #[cfg(target_os = "linux")]
 mod descriptors;
@@ -164,6 +166,7 @@ pub(crate) async fn read_to_end<S: AsyncRead + Unpin>(s: &mut S) -> Ended {
 }
 
 /// netproxy's resident memory in KiB (`VmRSS` of /proc/PID/status).
+#[cfg(target_os = "linux")]
 pub(crate) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -174,6 +177,7 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
 }
 
 /// How many descriptors process `pid` has open.
+#[cfg(target_os = "linux")]
 pub(crate) fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
