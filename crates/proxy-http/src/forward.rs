@@ -20,6 +20,7 @@ use proxy_io::{Stream, tunnel_until};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::count::{Counted, Direction};
+use crate::cut::{self, Cut, Watched};
 use crate::respond::{self, Body};
 use crate::shared::{Shared, TunnelClient};
 
@@ -226,11 +227,15 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// An absolute-form request: check it, admit it, forward it with its body streamed.
+///
+/// `close` is the client connection's: notified when the upstream stalls mid-body, so that the
+/// connection is closed.
 pub(crate) async fn absolute<G, D, I>(
     shared: Arc<Shared<G, D, I>>,
     peer: SocketAddr,
     permit: Arc<OwnedSemaphorePermit>,
     upstream: UpstreamSlot,
+    close: Arc<tokio::sync::Notify>,
     mut req: Request<Incoming>,
 ) -> Response<Body>
 where
@@ -464,6 +469,24 @@ where
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // A body the upstream cuts short or stalls is a failure of the answer, recorded once; the
+    // client's connection is closed before the body's end.
+    let gate = shared.gate.clone();
+    let body = Watched::new(body, idle, close, move |cut: Cut<'_>| {
+        let (kind, why) = match cut {
+            Cut::Broke(e) => (
+                UpstreamFailure::UpstreamError,
+                format!("broke off: {}", cut::why(e)),
+            ),
+            Cut::Stalled(idle) => (
+                UpstreamFailure::UpstreamTimeout,
+                format!("stalled: no byte for {} s", idle.as_secs()),
+            ),
+        };
+        tracing::debug!(client = %peer, target = %meta.target, error = %why, "response cut short");
+        let message = format!("the response from {} {why}", meta.target);
+        gate.failed(&meta, &route, &Failure::new(kind, message));
+    });
     Response::from_parts(parts, Counted::new(body, stats, Direction::Down).boxed())
 }
 

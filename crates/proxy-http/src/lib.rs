@@ -19,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 
 mod count;
+mod cut;
 mod forward;
 mod idle;
 mod respond;

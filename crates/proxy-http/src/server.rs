@@ -162,12 +162,18 @@ async fn serve_connection<G, D, I, S>(
     let svc_shared = shared.clone();
     // This client connection's upstream connection, reused from one request to the next.
     let upstream: forward::UpstreamSlot = Arc::default();
+    // Notified when a response's upstream stalls mid-body: the connection is then closed.
+    let close = Arc::new(tokio::sync::Notify::new());
+    let svc_close = close.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = svc_shared.clone();
         let permit = permit.clone();
         let upstream = upstream.clone();
+        let close = svc_close.clone();
         async move {
-            Ok::<Response<Body>, Infallible>(handle(shared, peer, permit, upstream, req).await)
+            Ok::<Response<Body>, Infallible>(
+                handle(shared, peer, permit, upstream, close, req).await,
+            )
         }
     });
     let mut builder = http1::Builder::new();
@@ -187,6 +193,9 @@ async fn serve_connection<G, D, I, S>(
                 tracing::debug!(client = %peer, error = %e, "connection ended with an error");
             }
         }
+        () = close.notified() => {
+            tracing::debug!(client = %peer, "connection closed: its response stalled");
+        }
         () = async { let _ = stop.wait_for(|s| *s).await; } => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
@@ -199,6 +208,7 @@ async fn handle<G, D, I>(
     peer: SocketAddr,
     permit: Arc<OwnedSemaphorePermit>,
     upstream: forward::UpstreamSlot,
+    close: Arc<tokio::sync::Notify>,
     req: Request<Incoming>,
 ) -> Response<Body>
 where
@@ -227,7 +237,7 @@ where
     if req.method() == Method::CONNECT {
         forward::connect(shared, peer, permit, req).await
     } else {
-        forward::absolute(shared, peer, permit, upstream, req).await
+        forward::absolute(shared, peer, permit, upstream, close, req).await
     }
 }
 

@@ -55,9 +55,30 @@ impl Tracker {
     }
 }
 
+/// The first pause after a failed `accept`; each failure in a row doubles it, up to
+/// [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+/// The longest pause between two `accept` attempts while they fail: how long a listener may
+/// stay deaf after descriptors free up.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// A run of failed `accept` calls (an episode: the descriptor limit reached, the kernel out of
+/// memory): logged once when it starts and once when accepting works again.
+struct Failing {
+    since: tokio::time::Instant,
+    attempts: u64,
+    pause: Duration,
+}
+
 /// Accepts connections until `shutdown` completes and spawns `serve` for each on `tracker`,
 /// holding one of `max_connections` slots for as long as the connection's task runs. Then it
 /// drops the listener (no new connections) and returns; the caller waits on the tracker.
+///
+/// When `accept` fails (above all at the descriptor limit, `EMFILE`), the connections already
+/// served go on, new ones wait in the kernel's backlog, and the loop tries again after a pause
+/// that doubles from 50 ms to 1 s; it logs one warning when such an episode starts and one line
+/// when accepting works again, never a line per attempt (docs/faults.md). A connection that
+/// was reset before it could be accepted is skipped without a pause.
 pub async fn accept_loop<S, F, Fut>(
     listener: TcpListener,
     max_connections: usize,
@@ -70,6 +91,7 @@ pub async fn accept_loop<S, F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let mut failing: Option<Failing> = None;
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -83,13 +105,59 @@ pub async fn accept_loop<S, F, Fut>(
             () = &mut shutdown => break,
             a = listener.accept() => match a {
                 Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(e) if is_per_connection(&e) => {
+                    tracing::debug!(error = %e, "a connection was gone before it was accepted");
                     continue;
+                }
+                Err(e) => {
+                    let f = failing.get_or_insert_with(|| {
+                        tracing::warn!(
+                            listener = %local(&listener),
+                            error = %e,
+                            "cannot accept connections: new ones wait in the backlog until this \
+                             works again; open connections are served"
+                        );
+                        Failing {
+                            since: tokio::time::Instant::now(),
+                            attempts: 0,
+                            pause: FIRST_PAUSE,
+                        }
+                    });
+                    f.attempts += 1;
+                    let pause = f.pause;
+                    f.pause = (f.pause * 2).min(MAX_PAUSE);
+                    drop(permit);
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(pause) => continue,
+                    }
                 }
             },
         };
+        if let Some(f) = failing.take() {
+            tracing::warn!(
+                listener = %local(&listener),
+                failed_attempts = f.attempts,
+                after_ms = u64::try_from(f.since.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "accepting connections again"
+            );
+        }
         tracker.spawn(serve(stream, peer, permit));
     }
+}
+
+/// Whether a failed `accept` concerns only the connection it would have returned (reset or
+/// aborted while it waited), not the listener.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// The listener's address, for the log.
+fn local(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string())
 }

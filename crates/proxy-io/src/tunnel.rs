@@ -1,5 +1,7 @@
 //! Byte tunnels: copy both ways, honour half-close, and close when no byte moved either way
-//! for the idle timeout.
+//! for the idle timeout. A side whose connection breaks (a read fails: it was reset) ends the
+//! whole tunnel at once; between two TCP sockets the other side is then reset too, so a client
+//! never takes a broken stream for one that ended cleanly (docs/faults.md).
 //!
 //! Memory matters more than anything for idle tunnels, and CPU per byte for busy ones. So each
 //! direction first reads into a small buffer inside its own future; only when a read fills it
@@ -48,6 +50,27 @@ struct Activity {
     last_ms: AtomicU64,
     /// Set by the first direction to end.
     one_ended: std::sync::atomic::AtomicBool,
+    /// The bytes copied each way (a → b, b → a), kept here so that a direction cut short by
+    /// the other's break still counts what it moved.
+    moved: [AtomicU64; 2],
+}
+
+/// How one direction of a tunnel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// EOF (then half-closed), the idle timeout, a write that failed or stalled, or `stop`.
+    Closed,
+    /// Reading failed: the side it reads from broke its connection (a reset).
+    Broken,
+}
+
+/// Which side of a tunnel broke its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broke {
+    /// `a` (the client).
+    A,
+    /// `b` (the upstream).
+    B,
 }
 
 impl Activity {
@@ -64,14 +87,16 @@ impl Activity {
 
 /// Copies `from` to `to` until EOF, an error, the idle timeout (no byte either way, or a write
 /// the peer does not take, for `idle`), or `stop` (then without the half-close: the caller
-/// drops both ends).
+/// drops both ends); counts the bytes in `moved`. A failed read is [`End::Broken`], without the
+/// half-close: the caller ends the tunnel.
 async fn pump<R, W, S>(
     mut from: R,
     mut to: W,
     idle: Duration,
     activity: &Activity,
+    moved: &AtomicU64,
     mut stop: Pin<&mut S>,
-) -> u64
+) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -79,7 +104,7 @@ where
 {
     let mut small = [0u8; SMALL];
     let mut large: Option<Box<[u8]>> = None;
-    let mut total = 0u64;
+    let mut end = End::Closed;
     // One timer per direction, re-armed only when it fires: bytes moving do not touch it.
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
@@ -108,14 +133,18 @@ where
                 if let Some(b) = large.take() {
                     give_back(b);
                 }
-                return total;
+                return End::Closed;
             }
         };
         match read {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(_) => {
+                end = End::Broken;
+                break;
+            }
             Ok(n) => {
                 activity.touch();
-                total += n as u64;
+                moved.fetch_add(n as u64, Ordering::Relaxed);
                 let buf: &[u8] = match large.as_ref() {
                     Some(b) => b,
                     None => &small,
@@ -130,7 +159,7 @@ where
                         if let Some(b) = large.take() {
                             give_back(b);
                         }
-                        return total;
+                        return End::Closed;
                     }
                 };
                 if !written {
@@ -149,13 +178,18 @@ where
     if let Some(b) = large.take() {
         give_back(b);
     }
+    // A broken side ends the tunnel: no half-close, which would tell the peer that the stream
+    // ended well.
+    if end == End::Broken {
+        return end;
+    }
     // Half-close: the peer sees our end of this direction. When the other direction has
     // already ended, the tunnel is over and closing the sockets says the same thing, so the
     // extra system call is skipped.
     if !activity.one_ended.swap(true, Ordering::AcqRel) {
         let _ = to.shutdown().await;
     }
-    total
+    end
 }
 
 fn activity() -> Activity {
@@ -163,7 +197,42 @@ fn activity() -> Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
         one_ended: std::sync::atomic::AtomicBool::new(false),
+        moved: [AtomicU64::new(0), AtomicU64::new(0)],
     }
+}
+
+impl Activity {
+    /// The bytes copied (a → b, b → a).
+    fn moved(&self) -> (u64, u64) {
+        (
+            self.moved[0].load(Ordering::Relaxed),
+            self.moved[1].load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Runs both directions until both have ended, or until one breaks: the other is then dropped
+/// where it is (the caller closes both ends). Returns the side that broke.
+async fn both(up: impl Future<Output = End>, down: impl Future<Output = End>) -> Option<Broke> {
+    tokio::pin!(up, down);
+    let (mut up_over, mut down_over) = (false, false);
+    while !(up_over && down_over) {
+        tokio::select! {
+            end = &mut up, if !up_over => {
+                if end == End::Broken {
+                    return Some(Broke::A);
+                }
+                up_over = true;
+            }
+            end = &mut down, if !down_over => {
+                if end == End::Broken {
+                    return Some(Broke::B);
+                }
+                down_over = true;
+            }
+        }
+    }
+    None
 }
 
 /// Copies bytes both ways between `a` and `b` until both directions end or the tunnel is idle
@@ -178,7 +247,8 @@ where
 
 /// [`tunnel`], cut short when a future made by `stop` completes (the policy revoked the
 /// tunnel): `stop` is called once per direction, and each direction ends when its future does;
-/// both ends are then dropped, which closes them. Returns the bytes copied until then.
+/// both ends are then dropped, which closes them. A side that breaks its connection ends the
+/// tunnel too. Returns the bytes copied until then.
 pub async fn tunnel_until<A, B, F, S>(a: A, b: B, idle: Duration, stop: F) -> (u64, u64)
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -191,9 +261,10 @@ where
     let (br, bw) = tokio::io::split(b);
     let (stop_up, stop_down) = (stop(), stop());
     tokio::pin!(stop_up, stop_down);
-    let up = pump(ar, bw, idle, &activity, stop_up);
-    let down = pump(br, aw, idle, &activity, stop_down);
-    tokio::join!(up, down)
+    let up = pump(ar, bw, idle, &activity, &activity.moved[0], stop_up);
+    let down = pump(br, aw, idle, &activity, &activity.moved[1], stop_down);
+    both(up, down).await;
+    activity.moved()
 }
 
 /// [`tunnel`] between two TCP sockets, whose borrowed halves need neither a lock nor an
@@ -203,6 +274,8 @@ pub async fn tunnel_tcp(a: TcpStream, b: TcpStream, idle: Duration) -> (u64, u64
 }
 
 /// [`tunnel_tcp`], cut short like [`tunnel_until`] when a future made by `stop` completes.
+/// When one side breaks its connection (a reset), the other is reset too (`SO_LINGER` 0 then
+/// close), rather than closed as if the stream had ended.
 pub async fn tunnel_tcp_until<F, S>(
     mut a: TcpStream,
     mut b: TcpStream,
@@ -214,13 +287,25 @@ where
     S: Future<Output = ()>,
 {
     let activity = activity();
-    let (ar, aw) = a.split();
-    let (br, bw) = b.split();
-    let (stop_up, stop_down) = (stop(), stop());
-    tokio::pin!(stop_up, stop_down);
-    let up = pump(ar, bw, idle, &activity, stop_up);
-    let down = pump(br, aw, idle, &activity, stop_down);
-    tokio::join!(up, down)
+    let broke = {
+        let (ar, aw) = a.split();
+        let (br, bw) = b.split();
+        let (stop_up, stop_down) = (stop(), stop());
+        tokio::pin!(stop_up, stop_down);
+        let up = pump(ar, bw, idle, &activity, &activity.moved[0], stop_up);
+        let down = pump(br, aw, idle, &activity, &activity.moved[1], stop_down);
+        both(up, down).await
+    };
+    let other = match broke {
+        Some(Broke::A) => Some(&b),
+        Some(Broke::B) => Some(&a),
+        None => None,
+    };
+    if let Some(other) = other {
+        // Dropped at once below: the close sends the reset.
+        let _ = other.set_zero_linger();
+    }
+    activity.moved()
 }
 
 /// The connection as a `TcpStream`, when that is what it is (a `TcpStream`, or a
@@ -338,6 +423,54 @@ mod tests {
 #[cfg(test)]
 mod tcp_tests {
     use super::*;
+
+    /// Two connected TCP sockets on loopback.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (far, _) = listener.accept().await.unwrap();
+        (near, far)
+    }
+
+    /// The upstream resets its connection after some bytes: the client gets those bytes, then
+    /// a reset (not an EOF, which would pass a cut stream off as a whole one), at once, though
+    /// it sends nothing itself; the bytes are counted.
+    #[tokio::test]
+    async fn a_reset_on_one_side_resets_the_other_and_ends_the_tunnel() {
+        let (mut client, proxy_a) = pair().await;
+        let (proxy_b, upstream) = pair().await;
+        let t = tokio::spawn(tunnel_tcp(proxy_a, proxy_b, Duration::from_secs(60)));
+        let mut upstream = upstream;
+        upstream.write_all(b"partial").await.unwrap();
+        let mut got = [0u8; 7];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"partial");
+        upstream.set_zero_linger().unwrap();
+        drop(upstream);
+        let counted = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("the broken tunnel ended")
+            .unwrap();
+        assert_eq!(counted, (0, 7));
+        let mut rest = [0u8; 16];
+        let err = client.read(&mut rest).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+
+        // The other way round: the client resets, the upstream is reset.
+        let (client, proxy_a) = pair().await;
+        let (proxy_b, mut upstream) = pair().await;
+        let t = tokio::spawn(tunnel_tcp(proxy_a, proxy_b, Duration::from_secs(60)));
+        client.set_zero_linger().unwrap();
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("the broken tunnel ended")
+            .unwrap();
+        let err = upstream.read(&mut rest).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    }
 
     #[tokio::test]
     async fn into_tcp_recognises_tcp_streams_only() {

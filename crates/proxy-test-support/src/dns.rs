@@ -1,6 +1,7 @@
 //! An in-process DNS server over real UDP and TCP sockets on loopback, with programmable
 //! answers: addresses, CNAMEs, answers that change from one query to the next (rebinding),
-//! NXDOMAIN, SERVFAIL and dropped queries. It records every question it is asked.
+//! NXDOMAIN, SERVFAIL, dropped queries and answers truncated over UDP. It records every question
+//! it is asked, and which came over TCP.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -28,6 +29,10 @@ pub enum Answer {
     ServFail,
     /// No response at all (the client times out).
     Drop,
+    /// Over UDP an empty answer with the TC (truncated) bit set, as a server whose answer does
+    /// not fit a datagram sends; over TCP these addresses. A resolver gets them only by asking
+    /// again over TCP.
+    Truncated(Vec<IpAddr>),
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +42,8 @@ struct Zone {
     step: HashMap<String, usize>,
     /// Every question asked, as `name TYPE`.
     log: Vec<String>,
+    /// The questions asked over TCP, the same way.
+    tcp_log: Vec<String>,
 }
 
 /// The server. Dropping it stops it.
@@ -85,7 +92,7 @@ impl DnsServer {
                 let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
                     return;
                 };
-                if let Some(reply) = respond(&z, &buf[..n]) {
+                if let Some(reply) = respond(&z, &buf[..n], Transport::Udp) {
                     let _ = udp.send_to(&reply, peer).await;
                 }
             }
@@ -132,12 +139,34 @@ impl DnsServer {
 
     /// How many questions were asked about `name` (any type).
     pub fn queries_for(&self, name: &str) -> usize {
-        let k = key(name);
-        self.queries()
-            .iter()
-            .filter(|q| q.split(' ').next() == Some(k.as_str()))
-            .count()
+        count_for(&self.queries(), name)
     }
+
+    /// How many questions about `name` (any type) came over TCP.
+    pub fn tcp_queries_for(&self, name: &str) -> usize {
+        let log = self
+            .zone
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .tcp_log
+            .clone();
+        count_for(&log, name)
+    }
+}
+
+/// How many of `log`'s questions (`name TYPE`) are about `name`.
+fn count_for(log: &[String], name: &str) -> usize {
+    let k = key(name);
+    log.iter()
+        .filter(|q| q.split(' ').next() == Some(k.as_str()))
+        .count()
+}
+
+/// How a query arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
 }
 
 async fn serve_tcp(mut stream: TcpStream, zone: Arc<Mutex<Zone>>) {
@@ -149,7 +178,7 @@ async fn serve_tcp(mut stream: TcpStream, zone: Arc<Mutex<Zone>>) {
         if stream.read_exact(&mut buf).await.is_err() {
             return;
         }
-        let Some(reply) = respond(&zone, &buf) else {
+        let Some(reply) = respond(&zone, &buf, Transport::Tcp) else {
             continue;
         };
         let Ok(len) = u16::try_from(reply.len()) else {
@@ -161,8 +190,8 @@ async fn serve_tcp(mut stream: TcpStream, zone: Arc<Mutex<Zone>>) {
     }
 }
 
-/// Builds the reply to one query; `None` drops it.
-fn respond(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
+/// Builds the reply to one query that came over `transport`; `None` drops it.
+fn respond(zone: &Mutex<Zone>, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
     let request = Message::from_vec(query).ok()?;
     let mut reply = Message::new(
         request.metadata.id,
@@ -177,7 +206,11 @@ fn respond(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
     let mut z = zone
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    z.log.push(format!("{} {qtype}", key(&q.name().to_ascii())));
+    let asked = format!("{} {qtype}", key(&q.name().to_ascii()));
+    if transport == Transport::Tcp {
+        z.tcp_log.push(asked.clone());
+    }
+    z.log.push(asked);
     let mut name = q.name().clone();
     // Follow CNAMEs (at most 8) and collect the records.
     for _ in 0..8 {
@@ -203,6 +236,15 @@ fn respond(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
                 name = target;
             }
             Some(Answer::Addrs(addrs)) => {
+                add_addrs(&mut reply, &name, qtype, &addrs);
+                break;
+            }
+            Some(Answer::Truncated(_)) if transport == Transport::Udp => {
+                reply.answers.clear();
+                reply.metadata.truncation = true;
+                break;
+            }
+            Some(Answer::Truncated(addrs)) => {
                 add_addrs(&mut reply, &name, qtype, &addrs);
                 break;
             }

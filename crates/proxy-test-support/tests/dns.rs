@@ -95,3 +95,41 @@ async fn sequences_change_between_queries() {
         vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
     );
 }
+
+/// A truncated answer: over UDP the TC bit and nothing else, so a resolver that asks over UDP
+/// and TCP gets the addresses only by asking again over TCP; one that asks over UDP only gets
+/// none.
+#[tokio::test]
+async fn a_truncated_answer_is_whole_only_over_tcp() {
+    let dns = DnsServer::start().await.unwrap();
+    dns.set(
+        "big.test",
+        Answer::Truncated(vec!["127.0.0.2".parse().unwrap()]),
+    );
+    let r = resolver(&dns, false);
+    assert_eq!(
+        lookup(&r, "big.test").await.unwrap(),
+        vec!["127.0.0.2".parse::<IpAddr>().unwrap()]
+    );
+    assert!(dns.tcp_queries_for("big.test") >= 1, "{:?}", dns.queries());
+    assert!(dns.queries_for("big.test") > dns.tcp_queries_for("big.test"));
+
+    let mut ns = NameServerConfig::udp(dns.addr().ip());
+    for c in &mut ns.connections {
+        c.port = dns.addr().port();
+    }
+    let mut b = Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![ns]),
+        TokioRuntimeProvider::default(),
+    );
+    let o = b.options_mut();
+    o.timeout = Duration::from_millis(300);
+    o.attempts = 1;
+    o.use_hosts_file = ResolveHosts::Never;
+    o.cache_size = 0;
+    let udp_only = b.build().unwrap();
+    let before = dns.tcp_queries_for("big.test");
+    let got = lookup(&udp_only, "big.test").await;
+    assert!(got.as_ref().map_or(true, Vec::is_empty), "{got:?}");
+    assert_eq!(dns.tcp_queries_for("big.test"), before);
+}

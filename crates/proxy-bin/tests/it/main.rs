@@ -10,6 +10,7 @@ mod ask;
 mod audit;
 mod cli;
 mod credentials;
+mod faults;
 #[cfg(target_os = "linux")]
 mod idle;
 #[cfg(target_os = "linux")]
