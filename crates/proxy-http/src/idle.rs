@@ -8,7 +8,7 @@
 //! connection is then closed).
 //!
 //! The cost on the path is one relaxed atomic add per read or write; the watch wakes once per
-//! idle period and closes the connection after one to two periods of silence.
+//! two idle periods and closes the connection after two to four periods of silence.
 
 use std::io;
 use std::pin::Pin;
@@ -48,12 +48,15 @@ pub(crate) fn watch<S>(stream: S) -> (Watched<S>, Watch) {
 }
 
 impl Watch {
-    /// Completes after a period of `idle` in which no byte moved either way (between one and
-    /// two periods after the last byte).
+    /// Completes after twice `idle` in which no byte moved either way (between two and four
+    /// periods after the last byte). Twice, so that the sharper bounds of one period win when
+    /// both apply: the response head's timeout (a 504 `upstream_timeout`) and the watched
+    /// response body's stall (`cut.rs`, recorded as `upstream_timeout`); this is the backstop
+    /// for what they do not watch (a request body that stalls after the answer, unix sockets).
     pub(crate) async fn silent(&self, idle: Duration) {
         let mut seen = self.moved.load(Ordering::Relaxed);
         loop {
-            tokio::time::sleep(idle).await;
+            tokio::time::sleep(idle * 2).await;
             let now = self.moved.load(Ordering::Relaxed);
             if now == seen {
                 return;
@@ -146,8 +149,14 @@ mod tests {
             () = busy => {}
             () = watch.silent(idle) => panic!("the watch completed while bytes moved"),
         }
-        // Then silence: it completes within two periods.
-        let quiet = tokio::time::timeout(idle * 3, watch.silent(idle)).await;
+        // Then silence: it completes within four periods, never within the first two.
+        let early =
+            tokio::time::timeout(idle * 2 - Duration::from_millis(1), watch.silent(idle)).await;
+        assert!(
+            early.is_err(),
+            "the watch completed before two silent periods"
+        );
+        let quiet = tokio::time::timeout(idle * 5, watch.silent(idle)).await;
         assert!(quiet.is_ok());
     }
 }
