@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod mitm;
+mod soak;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -370,9 +371,10 @@ fn main() -> std::process::ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("dist-docs") => dist_docs(&args[1..]),
         Some("dist") => dist(&args[1..]),
+        Some("soak") => soak::run(&root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS] | bench audit [SECS] [REPS] | bench mitm [--quick] [OPTIONS] | dist-docs DIR | dist [DIR]>"
+                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS] | bench audit [SECS] [REPS] | bench mitm [--quick] [OPTIONS] | soak --minutes N [--rate X] [--period SECS] [--keep] | dist-docs DIR | dist [DIR]>"
             );
             return std::process::ExitCode::from(2);
         }
