@@ -2,7 +2,10 @@
 //! (`tidy`) and the benchmarks (`bench`: the policy's criterion benches; `bench proxy`: the
 //! side-by-side kit in `../shared/bench` against the release binary; `bench mitm`: the
 //! TLS-interception workloads against mitmproxy; `bench isolate`: `run --isolate` against
-//! `run`) and the packagers' files (`dist-docs DIR`: shell completions and man pages).
+//! `run`), the soak (`soak --minutes N`: the release binary under a mixed loopback load with
+//! reloads and admin changes for N minutes, failing on memory or descriptor growth, on any
+//! error and on any audit event lost; docs/benchmarks.md, "Soak") and the packagers' files
+//! (`dist-docs DIR`: shell completions and man pages; `dist [DIR]`: the release tarball).
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 

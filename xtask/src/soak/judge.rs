@@ -384,8 +384,9 @@ impl Growth {
     }
 }
 
-/// The fewest samples after the warm-up that the growth is judged on (two per quarter).
-pub(crate) const MIN_JUDGED: usize = 8;
+/// The fewest samples after the warm-up that the growth is judged on (ten per quarter: a
+/// connection in flight at one sample moves a quarter's mean of descriptors by a tenth at most).
+pub(crate) const MIN_JUDGED: usize = 40;
 
 /// The means of the first and the last quarter of `samples[warmup..]`; `None` when fewer than
 /// [`MIN_JUDGED`] samples follow the warm-up.
@@ -642,6 +643,7 @@ netproxy_dns_lookup_seconds_sum 0.5\n\
         // A warm-up climbing from 10 to 100, then flat with noise: no growth.
         let mut s: Vec<f64> = (1..=10).map(|i| f64::from(i) * 10.0).collect();
         s.extend((0..40).map(|i| 100.0 + f64::from(i % 3)));
+        assert_eq!(s.len(), 10 + MIN_JUDGED);
         let g = growth(&s, 10).unwrap();
         assert!(!g.exceeds(0.10), "{g:?}");
         // Judged from the start, the warm-up would look like growth.
@@ -652,11 +654,15 @@ netproxy_dns_lookup_seconds_sum 0.5\n\
         assert!(g.exceeds(0.10), "{g:?}");
         assert!((g.first - 104.5).abs() < 1e-9 && (g.last - 134.5).abs() < 1e-9);
         // Exactly 10% more is not past the limit.
-        let edge = [vec![100.0; 4], vec![105.0; 4], vec![110.0; 4]].concat();
+        let edge = [vec![100.0; 10], vec![105.0; 20], vec![110.0; 10]].concat();
         assert!(!growth(&edge, 0).unwrap().exceeds(0.10));
         // Too few samples after the warm-up: not judged.
-        assert!(growth(&s, 45).is_none());
+        assert!(growth(&s, 11).is_none());
         assert!(growth(&s, 60).is_none());
+        // A burst of descriptors at one sample of ten does not pass for growth.
+        let mut fds = vec![24.0; 40];
+        fds[35] = 32.0;
+        assert!(!growth(&fds, 0).unwrap().exceeds(0.10));
         assert_eq!(
             Growth {
                 first: 0.0,
