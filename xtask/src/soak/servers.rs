@@ -1,7 +1,7 @@
 //! The soak's loopback servers, on a thread of their own: a plain HTTP origin (keep-alive, a
 //! fixed body), a TCP echo, a UDP echo, and the OTLP/HTTP collector that decodes every
-//! exported record and counts it by [`EventKey`]. The HTTPS origin is the TLS benchmark's
-//! (`mitm::origin`).
+//! exported record and counts it by [`EventKey`](super::judge::EventKey). The HTTPS origin
+//! is the TLS benchmark's (`mitm::origin`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
