@@ -2,13 +2,17 @@
 //! (`tidy`) and the benchmarks (`bench`: the policy's criterion benches; `bench proxy`: the
 //! side-by-side kit in `../shared/bench` against the release binary; `bench mitm`: the
 //! TLS-interception workloads against mitmproxy; `bench isolate`: `run --isolate` against
-//! `run`), the packagers' files (`dist-docs DIR`: shell completions and man pages) and the
+//! `run`), the soak (`soak --minutes N`: the release binary under a mixed loopback load with
+//! reloads and admin changes for N minutes, failing on memory or descriptor growth, on any
+//! error and on any audit event lost; docs/benchmarks.md, "Soak"), the packagers' files
+//! (`dist-docs DIR`: shell completions and man pages; `dist [DIR]`: the release tarball) and the
 //! fuzzing campaigns (`fuzz`, nightly only: docs/fuzzing.md).
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod fuzz;
 mod mitm;
+mod soak;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -373,9 +377,10 @@ fn main() -> std::process::ExitCode {
         Some("dist-docs") => dist_docs(&args[1..]),
         Some("dist") => dist(&args[1..]),
         Some("fuzz") => fuzz::run(&root(), &args[1..]),
+        Some("soak") => soak::run(&root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS] | bench audit [SECS] [REPS] | bench mitm [--quick] [OPTIONS] | dist-docs DIR | dist [DIR] | fuzz [TARGET...] [--secs N] [--no-cmin]>"
+                "usage: cargo xtask <ci | tidy | bench [CRITERION ARGS] | bench proxy [--quick] [COMPARE ARGS] | bench audit [SECS] [REPS] | bench mitm [--quick] [OPTIONS] | soak --minutes N [--rate X] [--period SECS] [--keep] | dist-docs DIR | dist [DIR] | fuzz [TARGET...] [--secs N] [--no-cmin]>"
             );
             return std::process::ExitCode::from(2);
         }

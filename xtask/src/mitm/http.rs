@@ -1,4 +1,4 @@
-//! The least HTTP/1.1 the TLS benchmark needs, on both sides: a buffered reader that finds a
+//! The least HTTP/1.1 the TLS benchmark and the soak need, on both sides: a buffered reader that finds a
 //! message head, its `Content-Length` or chunked body and its `Connection: close`, and skips
 //! bodies. Hand-written so the load client and the origin cost little next to the proxy (the
 //! shared kit's loadgen does the same for plain HTTP).
@@ -98,10 +98,13 @@ impl<S: AsyncRead + Unpin> Reader<S> {
         }
     }
 
-    /// Consumes `n` body bytes.
-    pub(crate) async fn skip(&mut self, mut n: usize) -> io::Result<()> {
+    /// Consumes `n` body bytes, appending them to `keep` when given.
+    async fn take(&mut self, mut n: usize, mut keep: Option<&mut Vec<u8>>) -> io::Result<()> {
         loop {
             let have = (self.end - self.start).min(n);
+            if let Some(k) = keep.as_deref_mut() {
+                k.extend_from_slice(&self.buf[self.start..self.start + have]);
+            }
             self.start += have;
             n -= have;
             if n == 0 {
@@ -130,6 +133,23 @@ impl<S: AsyncRead + Unpin> Reader<S> {
 
     /// Consumes the body `head` announces; returns its length.
     pub(crate) async fn body(&mut self, head: &Head) -> io::Result<usize> {
+        self.body_into(head, None).await
+    }
+
+    /// Reads the body `head` announces into a vector (the soak reads refusals' JSON bodies).
+    pub(crate) async fn body_bytes(&mut self, head: &Head) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.body_into(head, Some(&mut out)).await?;
+        Ok(out)
+    }
+
+    /// Consumes the body `head` announces, keeping its bytes in `keep` when given; returns its
+    /// length.
+    async fn body_into(
+        &mut self,
+        head: &Head,
+        mut keep: Option<&mut Vec<u8>>,
+    ) -> io::Result<usize> {
         if head.chunked {
             let mut total = 0;
             loop {
@@ -142,7 +162,7 @@ impl<S: AsyncRead + Unpin> Reader<S> {
                     while !self.line().await?.is_empty() {}
                     return Ok(total);
                 }
-                self.skip(size).await?;
+                self.take(size, keep.as_deref_mut()).await?;
                 if !self.line().await?.is_empty() {
                     return Err(bad("chunk not followed by CRLF"));
                 }
@@ -150,7 +170,7 @@ impl<S: AsyncRead + Unpin> Reader<S> {
             }
         }
         let n = head.length.unwrap_or(0);
-        self.skip(n).await?;
+        self.take(n, keep).await?;
         Ok(n)
     }
 
@@ -245,6 +265,13 @@ HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n3;x=1\r\ncde\r\n
         assert_eq!(r.body(&h).await.unwrap(), 3);
         let h = r.head().await.unwrap().unwrap();
         assert_eq!(r.body(&h).await.unwrap(), 5);
+        assert!(r.head().await.unwrap().is_none(), "clean end");
+        r.until_end().await.unwrap();
+        let mut r = Reader::new(wire);
+        let h = r.head().await.unwrap().unwrap();
+        assert_eq!(r.body_bytes(&h).await.unwrap(), b"abc");
+        let h = r.head().await.unwrap().unwrap();
+        assert_eq!(r.body_bytes(&h).await.unwrap(), b"abcde");
         assert!(r.head().await.unwrap().is_none(), "clean end");
         r.until_end().await.unwrap();
     }

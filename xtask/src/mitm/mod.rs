@@ -14,9 +14,9 @@
 //! The loops run in a release build: from a debug `cargo xtask`, this builds the release
 //! netproxy and xtask and runs the latter.
 
-mod http;
+pub(crate) mod http;
 mod load;
-mod origin;
+pub(crate) mod origin;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -807,7 +807,7 @@ fn shrink_log(path: &Path, keep: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     Command::new("date")
         .arg("+%Y%m%d-%H%M%S")
         .output()
@@ -817,7 +817,7 @@ fn timestamp() -> String {
         .unwrap_or_else(|| "run".to_owned())
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
@@ -855,7 +855,7 @@ fn alive(pid: u32) -> bool {
     })
 }
 
-fn cpu_ticks(path: &str) -> Option<u64> {
+pub(crate) fn cpu_ticks(path: &str) -> Option<u64> {
     let s = fs::read_to_string(path).ok()?;
     // Fields after the command name, which ends at the last ')'; utime is field 14.
     let rest = &s[s.rfind(')')? + 2..];

@@ -30,6 +30,11 @@ pub(crate) struct OriginCerts {
 
 impl OriginCerts {
     pub(crate) fn new() -> anyhow::Result<Self> {
+        Self::for_name("127.0.0.1")
+    }
+
+    /// A test CA and a certificate for `name` (an IP address or a DNS name) signed by it.
+    pub(crate) fn for_name(name: &str) -> anyhow::Result<Self> {
         let ca_key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -44,9 +49,8 @@ impl OriginCerts {
         let ca_cert = params.self_signed(&ca_key)?;
         let issuer = Issuer::new(params, ca_key);
         let key = KeyPair::generate()?;
-        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
-        leaf.distinguished_name
-            .push(DnType::CommonName, "127.0.0.1");
+        let mut leaf = CertificateParams::new(vec![name.to_owned()])?;
+        leaf.distinguished_name.push(DnType::CommonName, name);
         let cert = leaf.signed_by(&key, &issuer)?;
         Ok(Self {
             ca_pem: ca_cert.pem(),
