@@ -1,7 +1,9 @@
 //! `policy`: pattern parsing, policy building, [`Policy::evaluate_with`] and
 //! [`Policy::check_addresses`] on arbitrary rules, requests and resolved addresses.
 //!
-//! The invariants are the policy's promises (docs/policy.md):
+//! The invariants are the policy's promises (docs/policy.md), with "local" judged by this
+//! target's own oracle ([`must_be_local`]: std's address checks and the ranges the policy
+//! documents, through every IPv6 spelling of an IPv4 address), not by the classifier under test:
 //! - while local protection is on, a local or private target is never allowed: a literal one
 //!   only by an explicit literal allow entry (never a wildcard), a name never when any of its
 //!   addresses is local;
@@ -164,8 +166,11 @@ pub fn run(data: &[u8]) {
             "{host}:{port} is denied by the deny list, yet {evaluation:?}"
         );
     }
+    let local = |ip: IpAddr| {
+        !local_binding && (own.contains(ip) || (must_be_local(ip) && !exempt(ip, &public)))
+    };
     let local_literal = match host.policy_ip() {
-        Some(ip) => policy.local_reason(ip, &own).is_some(),
+        Some(ip) => local(ip) || policy.local_reason(ip, &own).is_some(),
         None => host
             .as_name()
             .is_some_and(|n| n == "localhost" || n.ends_with(".localhost")),
@@ -195,7 +200,7 @@ pub fn run(data: &[u8]) {
                 if policy.protects_local() {
                     for ip in &addrs {
                         assert!(
-                            policy.local_reason(*ip, &own).is_none(),
+                            !local(*ip) && policy.local_reason(*ip, &own).is_none(),
                             "{host} allowed though it resolved to the local {ip}"
                         );
                     }
@@ -218,4 +223,62 @@ pub fn run(data: &[u8]) {
             assert!(decision.reason.is_some(), "a refusal without a reason");
         }
     }
+}
+
+/// The IPv4 addresses an address stands for: itself, or the IPv4 address an IPv6 address
+/// carries (mapped, compatible, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`).
+fn as_v4(ip: IpAddr) -> Vec<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(v4) => vec![v4],
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let from = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+            let mut out = Vec::new();
+            if let Some(v4) = v6.to_ipv4() {
+                out.push(v4);
+            }
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                out.push(from(s[6], s[7]));
+            }
+            if s[0] == 0x2002 {
+                out.push(from(s[1], s[2]));
+            }
+            out
+        }
+    }
+}
+
+/// Whether an address must count as local while local protection is on, by an oracle
+/// independent of the classifier: loopback, private, link-local, unspecified, CGNAT
+/// (`100.64.0.0/10`), broadcast, IPv6 unique-local and link-local, in any IPv6 spelling of an
+/// IPv4 address. (The classifier refuses more: documentation, benchmarking, multicast and
+/// reserved ranges; the oracle asks only for the core.)
+pub(crate) fn must_be_local(ip: IpAddr) -> bool {
+    let v6_local = match ip {
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local()
+        }
+        IpAddr::V4(_) => false,
+    };
+    v6_local
+        || as_v4(ip).into_iter().any(|v4| {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        })
+}
+
+/// Whether `treat_as_public` exempts the address (in any of its spellings).
+fn exempt(ip: IpAddr, public: &[IpNet]) -> bool {
+    public
+        .iter()
+        .any(|n| n.contains(&ip) || as_v4(ip).into_iter().any(|v4| n.contains(&IpAddr::V4(v4))))
 }

@@ -25,7 +25,12 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn every_corpus_and_regression_input_passes_its_target() {
+    // `PROXY_FUZZ_TARGET=NAME` replays one target only.
+    let only = std::env::var("PROXY_FUZZ_TARGET").ok();
     for target in proxy_fuzz::TARGETS {
+        if only.as_deref().is_some_and(|o| o != target.name) {
+            continue;
+        }
         let corpus = files(&fuzz_dir().join("corpus").join(target.name));
         assert!(
             !corpus.is_empty(),
@@ -36,7 +41,13 @@ fn every_corpus_and_regression_input_passes_its_target() {
         );
         let regressions = files(&fuzz_dir().join("regressions").join(target.name));
         for file in corpus.iter().chain(&regressions) {
-            let data = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let data = match std::fs::read(file) {
+                Ok(data) => data,
+                // Removed since the listing: a campaign running in this checkout minimises
+                // its corpus as it goes.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => panic!("{}: {e}", file.display()),
+            };
             let outcome = std::panic::catch_unwind(|| (target.run)(&data));
             assert!(
                 outcome.is_ok(),
