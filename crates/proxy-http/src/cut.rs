@@ -1,9 +1,10 @@
 //! A forwarded response body watched for the upstream failing it: a frame that fails (the
 //! connection reset or closed before the body's announced end), or no frame for the idle
 //! timeout while the client waits for one (the upstream stalled mid-body). Either is told once,
-//! so the gate records the failure (docs/faults.md); a stall also closes the client's
-//! connection, which the body alone cannot do. Either way the client sees its body end short of
-//! its length or its chunked framing, never a body that looks whole.
+//! so the gate records the failure (docs/faults.md), and the client's connection is reset
+//! (`reset.rs`), which the body alone cannot do: the client sees its body end short of its
+//! length or its chunked framing with a reset, never a body that looks whole, even when the
+//! body was delimited by the connection's close (an HTTP/1.0 client).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +13,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// How the upstream failed a body.
@@ -23,13 +23,13 @@ pub(crate) enum Cut<'a> {
     Stalled(Duration),
 }
 
-/// `inner`, watched: `on_cut` is called once, at the first failed frame or stall; a stall
-/// also notifies `close` (the client connection's, which its task then drops).
+/// `inner`, watched: `on_cut` is called once, at the first failed frame or stall, and `close`
+/// is notified (the client connection's, which its task then drops with a reset).
 pub(crate) struct Watched<B, F> {
     inner: B,
     on_cut: Option<F>,
     idle: Duration,
-    close: Arc<Notify>,
+    close: Arc<crate::reset::Abort>,
     /// Since when the client has waited for the next frame (`None`: it has not since the last).
     waiting_since: Option<Instant>,
     /// Fires `idle` after `waiting_since`; made at the first wait.
@@ -37,7 +37,12 @@ pub(crate) struct Watched<B, F> {
 }
 
 impl<B, F> Watched<B, F> {
-    pub(crate) fn new(inner: B, idle: Duration, close: Arc<Notify>, on_cut: F) -> Self {
+    pub(crate) fn new(
+        inner: B,
+        idle: Duration,
+        close: Arc<crate::reset::Abort>,
+        on_cut: F,
+    ) -> Self {
         Self {
             inner,
             on_cut: Some(on_cut),
@@ -67,6 +72,7 @@ where
             Poll::Ready(Some(Err(e))) => {
                 if let Some(on_cut) = this.on_cut.take() {
                     on_cut(Cut::Broke(e));
+                    this.close.abort();
                 }
             }
             Poll::Ready(_) => this.waiting_since = None,
@@ -94,7 +100,7 @@ where
                     && let Some(on_cut) = this.on_cut.take()
                 {
                     on_cut(Cut::Stalled(this.idle));
-                    this.close.notify_one();
+                    this.close.abort();
                 }
             }
         }

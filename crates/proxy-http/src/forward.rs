@@ -21,6 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::count::{Counted, Direction};
 use crate::cut::{self, Cut, Watched};
+use crate::reset::Resettable;
 use crate::respond::{self, Body};
 use crate::shared::{Shared, TunnelClient};
 
@@ -235,7 +236,7 @@ pub(crate) async fn absolute<G, D, I>(
     peer: SocketAddr,
     permit: Arc<OwnedSemaphorePermit>,
     upstream: UpstreamSlot,
-    close: Arc<tokio::sync::Notify>,
+    close: Arc<crate::reset::Abort>,
     mut req: Request<Incoming>,
 ) -> Response<Body>
 where
@@ -377,8 +378,8 @@ where
         shared.gate.failed(&meta, &route, &f);
         respond::failure(&f)
     };
-    let mut sender = match cached {
-        Some(c) => c.sender,
+    let (mut sender, mut handle) = match cached {
+        Some(c) => (c.sender, c.handle),
         None => match open_upstream(&shared, &meta, &route, &permit).await {
             Ok(s) => s,
             Err(f) => return failed(f),
@@ -390,7 +391,7 @@ where
         Ok(Err(mut e)) if reused && e.message().is_some() => match e.take_message() {
             Some(req) => match open_upstream(&shared, &meta, &route, &permit).await {
                 Ok(s) => {
-                    sender = s;
+                    (sender, handle) = s;
                     tokio::time::timeout(idle, sender.try_send_request(req)).await
                 }
                 Err(f) => return failed(f),
@@ -426,6 +427,7 @@ where
         *upstream.lock().await = Some(Upstream {
             via: route.via.clone(),
             sender,
+            handle: handle.clone(),
         });
     }
 
@@ -473,6 +475,13 @@ where
     // client's connection is closed before the body's end.
     let gate = shared.gate.clone();
     let body = Watched::new(body, idle, close, move |cut: Cut<'_>| {
+        if handle.closed_by_us() {
+            // netproxy closed the connection (a revocation, which has its own event, or idle:
+            // a client that stopped reading): the client's connection is reset, nothing is
+            // blamed on the upstream.
+            tracing::debug!(client = %peer, target = %meta.target, "response cut by netproxy");
+            return;
+        }
         let (kind, why) = match cut {
             Cut::Broke(e) => (
                 UpstreamFailure::UpstreamError,
@@ -494,6 +503,7 @@ where
 pub(crate) struct Upstream {
     via: Via,
     sender: SendRequest<Counted<Incoming>>,
+    handle: crate::idle::Handle,
 }
 
 /// The upstream connection a client connection may reuse.
@@ -505,13 +515,14 @@ async fn open_upstream<G, D, I>(
     meta: &RequestMeta,
     route: &Route,
     permit: &Arc<OwnedSemaphorePermit>,
-) -> Result<SendRequest<Counted<Incoming>>, Failure>
+) -> Result<(SendRequest<Counted<Incoming>>, crate::idle::Handle), Failure>
 where
     G: Gate + 'static,
     D: Dialer<Conn: Stream> + 'static,
 {
     let conn = shared.dialer.dial(route).await?;
     let (conn, watch) = crate::idle::watch(conn);
+    let handle = watch.handle();
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(conn))
         .await
@@ -535,15 +546,16 @@ where
                     tracing::debug!(error = %e, "upstream connection ended with an error");
                 }
             }
-            () = lease.revoked() => {
+            // Marked before the connection drops: the body it cuts is then no upstream failure.
+            () = async { lease.revoked().await; watch.closed_by_us() } => {
                 tracing::debug!("upstream connection closed: the policy no longer allows it");
             }
-            () = watch.silent(idle) => {
+            () = async { watch.silent(idle).await; watch.closed_by_us() } => {
                 tracing::debug!("upstream connection closed: idle");
             }
         }
     });
-    Ok(sender)
+    Ok((sender, handle))
 }
 
 /// What an upgraded `CONNECT` connects.
@@ -566,7 +578,7 @@ async fn ends<U: Stream, G: Gate>(
     mut upstream: U,
     verify: Option<(&G, &RequestMeta, &Route, &Lease)>,
 ) -> Ends<U> {
-    let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+    let parts = match upgraded.downcast::<TokioIo<Resettable<tokio::net::TcpStream>>>() {
         Ok(parts) => parts,
         Err(upgraded) => {
             let Some((gate, meta, route, lease)) = verify else {
@@ -589,7 +601,9 @@ async fn ends<U: Stream, G: Gate>(
             };
         }
     };
-    let mut client = parts.io.into_inner();
+    let Some(mut client) = parts.io.into_inner().into_inner() else {
+        return Ends::Failed;
+    };
     if let Some((gate, meta, route, lease)) = verify {
         // The bytes hyper read past the CONNECT head are the ClientHello's first.
         let already = parts.read_buf.to_vec();

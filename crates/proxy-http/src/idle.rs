@@ -13,51 +13,89 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// What a watched connection and its users share.
+#[derive(Debug, Default)]
+struct State {
+    /// Calls that moved bytes.
+    moved: AtomicU64,
+    /// netproxy closed the connection (the policy revoked it, or it was idle).
+    closed: AtomicBool,
+}
+
 /// A stream that counts the calls that moved bytes on it.
 #[derive(Debug)]
 pub(crate) struct Watched<S> {
     inner: S,
-    moved: Arc<AtomicU64>,
+    state: Arc<State>,
 }
 
-/// Completes once nothing moved on its [`Watched`] stream for a whole idle period.
+/// Completes once nothing moved on its [`Watched`] stream for two idle periods.
 #[derive(Debug)]
 pub(crate) struct Watch {
-    moved: Arc<AtomicU64>,
+    state: Arc<State>,
+}
+
+/// The connection's state seen from a request on it: whether netproxy closed the connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Handle {
+    state: Arc<State>,
+}
+
+impl Handle {
+    /// Whether netproxy closed the connection ([`Watch::closed_by_us`]: revoked, or idle, as a
+    /// client that stopped reading leaves it): a body it cuts is then no failure of the
+    /// upstream's.
+    pub(crate) fn closed_by_us(&self) -> bool {
+        self.state.closed.load(Ordering::Acquire)
+    }
 }
 
 /// `stream`, watched.
 pub(crate) fn watch<S>(stream: S) -> (Watched<S>, Watch) {
-    let moved = Arc::new(AtomicU64::new(0));
+    let state = Arc::new(State::default());
     let watch = Watch {
-        moved: moved.clone(),
+        state: state.clone(),
     };
     (
         Watched {
             inner: stream,
-            moved,
+            state,
         },
         watch,
     )
 }
 
 impl Watch {
+    /// The handle requests on the connection use.
+    pub(crate) fn handle(&self) -> Handle {
+        Handle {
+            state: self.state.clone(),
+        }
+    }
+
+    /// Records that netproxy is closing the connection; call it before the connection drops.
+    pub(crate) fn closed_by_us(&self) {
+        self.state.closed.store(true, Ordering::Release);
+    }
+
     /// Completes after twice `idle` in which no byte moved either way (between two and four
-    /// periods after the last byte). Twice, so that the sharper bounds of one period win when
-    /// both apply: the response head's timeout (a 504 `upstream_timeout`) and the watched
-    /// response body's stall (`cut.rs`, recorded as `upstream_timeout`); this is the backstop
-    /// for what they do not watch (a request body that stalls after the answer, unix sockets).
+    /// periods after the last byte), as a tunnel does: a client that stops reading a body
+    /// holds the upstream back, and is cut like one. Twice, so that the
+    /// sharper bounds of one period win when both apply: the response head's timeout (a 504
+    /// `upstream_timeout`) and the watched response body's stall (`cut.rs`, recorded as
+    /// `upstream_timeout`); this is the backstop for what they do not watch (a request body
+    /// that stalls after the answer, unix sockets).
     pub(crate) async fn silent(&self, idle: Duration) {
-        let mut seen = self.moved.load(Ordering::Relaxed);
+        let mut seen = self.state.moved.load(Ordering::Relaxed);
         loop {
             tokio::time::sleep(idle * 2).await;
-            let now = self.moved.load(Ordering::Relaxed);
+            let now = self.state.moved.load(Ordering::Relaxed);
             if now == seen {
                 return;
             }
@@ -76,7 +114,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.moved.fetch_add(1, Ordering::Relaxed);
+            this.state.moved.fetch_add(1, Ordering::Relaxed);
         }
         polled
     }
@@ -93,7 +131,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         if let Poll::Ready(Ok(n)) = &polled
             && *n > 0
         {
-            this.moved.fetch_add(1, Ordering::Relaxed);
+            this.state.moved.fetch_add(1, Ordering::Relaxed);
         }
         polled
     }
@@ -108,7 +146,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         if let Poll::Ready(Ok(n)) = &polled
             && *n > 0
         {
-            this.moved.fetch_add(1, Ordering::Relaxed);
+            this.state.moved.fetch_add(1, Ordering::Relaxed);
         }
         polled
     }

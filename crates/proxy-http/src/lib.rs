@@ -22,12 +22,14 @@ mod count;
 mod cut;
 mod forward;
 mod idle;
+mod reset;
 mod respond;
 mod server;
 mod shared;
 mod unix;
 
 pub use proxy_io::{Limits, tunnel, tunnel_tcp};
+pub use reset::ClientStream;
 pub use respond::{Body, blocked, error, failure, full, json_response};
 pub use server::{proxy_authorized, run, run_brokered, serve_stream};
 pub use shared::{Broker, TunnelClient};

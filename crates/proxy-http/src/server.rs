@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::forward;
+use crate::reset::{Abort, ClientStream, Resettable};
 use crate::respond::Body;
 use crate::shared::{Broker, Shared, TunnelClient};
 
@@ -123,7 +124,7 @@ pub async fn serve_stream<G, D, I, S>(
     G: Gate + 'static,
     D: Dialer<Conn: Stream> + 'static,
     I: Interceptor<TunnelClient, D::Conn> + 'static,
-    S: Stream,
+    S: ClientStream,
 {
     let shared = Arc::new(Shared {
         gate,
@@ -154,7 +155,7 @@ async fn serve_connection<G, D, I, S>(
     G: Gate + 'static,
     D: Dialer<Conn: Stream> + 'static,
     I: Interceptor<TunnelClient, D::Conn> + 'static,
-    S: Stream,
+    S: ClientStream,
 {
     let _open = shared.limits.stats.connection();
     let permit = Arc::new(permit);
@@ -162,8 +163,8 @@ async fn serve_connection<G, D, I, S>(
     let svc_shared = shared.clone();
     // This client connection's upstream connection, reused from one request to the next.
     let upstream: forward::UpstreamSlot = Arc::default();
-    // Notified when a response's upstream stalls mid-body: the connection is then closed.
-    let close = Arc::new(tokio::sync::Notify::new());
+    // Notified when a response breaks off after its head: the connection is then reset.
+    let close = Arc::new(Abort::default());
     let svc_close = close.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = svc_shared.clone();
@@ -176,6 +177,7 @@ async fn serve_connection<G, D, I, S>(
             )
         }
     });
+    let stream = Resettable::new(stream, &close);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -193,8 +195,9 @@ async fn serve_connection<G, D, I, S>(
                 tracing::debug!(client = %peer, error = %e, "connection ended with an error");
             }
         }
-        () = close.notified() => {
-            tracing::debug!(client = %peer, "connection closed: its response stalled");
+        () = close.aborted() => {
+            // Dropped below with a reset: the client never reads a clean end as a whole body.
+            tracing::debug!(client = %peer, "connection reset: its response broke off");
         }
         () = async { let _ = stop.wait_for(|s| *s).await; } => {
             conn.as_mut().graceful_shutdown();
@@ -208,7 +211,7 @@ async fn handle<G, D, I>(
     peer: SocketAddr,
     permit: Arc<OwnedSemaphorePermit>,
     upstream: forward::UpstreamSlot,
-    close: Arc<tokio::sync::Notify>,
+    close: Arc<Abort>,
     req: Request<Incoming>,
 ) -> Response<Body>
 where

@@ -1046,3 +1046,180 @@ async fn a_request_body_that_stalls_after_the_answer_is_closed_after_the_idle_ti
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(got.ends_with("\r\n\r\nok"), "{got}");
 }
+
+/// An origin that answers every request with a `content-length` body of `len` bytes, written
+/// as fast as the proxy takes them.
+async fn big_body_origin(len: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if s.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reads a response head and then exactly `len` body bytes, or fails.
+async fn read_body(c: &mut TcpStream, len: usize) -> std::io::Result<usize> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).await?;
+        head.push(byte[0]);
+    }
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < len {
+        let n = c.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got += n;
+    }
+    Ok(got)
+}
+
+/// A client that pauses reading holds the upstream back (back-pressure), which is no stall of
+/// the upstream's: a pause shorter than the idle timeout leaves the download whole. A client
+/// that stops reading for good is cut like an idle tunnel (two to four idle periods without a
+/// byte either way), with a reset, and nothing is blamed on the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pauses_reading_gets_its_body_and_one_that_stops_is_cut() {
+    const LEN: usize = 32 * 1024 * 1024;
+    let origin = big_body_origin(LEN).await;
+    let idle = Duration::from_millis(1000);
+    let p = proxy(Limits {
+        idle_timeout: idle,
+        ..limits()
+    })
+    .await;
+    p.gate.route("big.test", origin);
+    let head = format!(
+        "GET http://big.test:{0}/ HTTP/1.1\r\nHost: big.test:{0}\r\n\r\n",
+        origin.port()
+    );
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(head.as_bytes()).await.unwrap();
+    // One idle period without reading a byte: the buffers fill and the origin waits.
+    tokio::time::sleep(idle).await;
+    let got = tokio::time::timeout(Duration::from_secs(60), read_body(&mut c, LEN))
+        .await
+        .expect("the download did not finish");
+    assert_eq!(got.unwrap(), LEN);
+
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(head.as_bytes()).await.unwrap();
+    // Never reading: cut within four idle periods (allow six).
+    tokio::time::sleep(idle * 6).await;
+    let read = tokio::time::timeout(Duration::from_secs(60), read_body(&mut c, LEN))
+        .await
+        .expect("the stopped client's download did not end");
+    assert!(
+        read.is_err(),
+        "a client that stopped reading for six idle periods got it all"
+    );
+    assert!(p.gate.failures().is_empty(), "{:?}", p.gate.failures());
+}
+
+/// A response whose body breaks off after its head reaches even an HTTP/1.0 client (whose body
+/// ends with the connection) as a reset, never as a clean end that would pass for a whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_breaks_off_resets_an_http_1_0_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Then a reset in the middle of the chunked body.
+        s.set_zero_linger().unwrap();
+        drop(s);
+    });
+    let p = proxy(limits()).await;
+    p.gate.route("cut.test", origin);
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    let head = format!(
+        "GET http://cut.test:{0}/ HTTP/1.0\r\nHost: cut.test:{0}\r\n\r\n",
+        origin.port()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
+        .await
+        .expect("the connection was still open");
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.0 200 OK\r\n") || text.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("hello"), "{text}");
+    assert_eq!(
+        read.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionReset),
+        "the client read a clean end: {text:?}"
+    );
+    let failures = p.gate.failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+}
+
+/// A narrower policy that revokes a download in flight closes it (the client is reset) and
+/// blames nothing on the upstream: the revocation is the gate's own event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_download_is_no_upstream_failure() {
+    const LEN: usize = 64 * 1024 * 1024;
+    let origin = big_body_origin(LEN).await;
+    let p = proxy(limits()).await;
+    p.gate.route("long.test", origin);
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    let head = format!(
+        "GET http://long.test:{0}/ HTTP/1.1\r\nHost: long.test:{0}\r\n\r\n",
+        origin.port()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut first = vec![0u8; 1024];
+    c.read_exact(&mut first).await.unwrap();
+    assert_eq!(
+        p.gate
+            .revoke(|m| m.target.to_string().starts_with("long.test")),
+        1
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest))
+        .await
+        .expect("the revoked download went on");
+    assert!(
+        read.is_err() || rest.len() + 1024 < LEN,
+        "the download finished"
+    );
+    // Give a late failure record the time to show.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(p.gate.failures().is_empty(), "{:?}", p.gate.failures());
+}

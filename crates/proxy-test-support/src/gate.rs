@@ -40,6 +40,8 @@ pub struct StubGate {
     /// The leases [`Gate::hold`] gave, with their revokers, and the holder they refer to.
     leases: Mutex<Vec<(RequestMeta, Revoker)>>,
     holder: std::sync::OnceLock<Arc<NoHolder>>,
+    /// The failures [`Gate::failed`] was told of.
+    failures: Mutex<Vec<(RequestMeta, proxy_core::Failure)>>,
 }
 
 /// Holds nothing: the stub's leases are only revoked, never released to anyone.
@@ -113,9 +115,18 @@ impl StubGate {
     pub fn inner_seen(&self) -> Vec<(RequestMeta, Decision)> {
         lock(&self.inner).clone()
     }
+
+    /// Every failure [`Gate::failed`] recorded, in order.
+    pub fn failures(&self) -> Vec<(RequestMeta, proxy_core::Failure)> {
+        lock(&self.failures).clone()
+    }
 }
 
 impl Gate for StubGate {
+    fn failed(&self, meta: &RequestMeta, _route: &Route, failure: &proxy_core::Failure) {
+        lock(&self.failures).push((meta.clone(), failure.clone()));
+    }
+
     /// A lease [`StubGate::revoke`] can revoke.
     fn hold(&self, meta: &RequestMeta, _route: &Route) -> Lease {
         let holder: Arc<dyn LeaseHolder> = self.holder.get_or_init(|| Arc::new(NoHolder)).clone();
