@@ -282,6 +282,7 @@ async fn ten_thousand_slow_clients_are_each_cut_at_the_head_timeout() {
     let (http, socks) = (s.http.clone(), s.socks.clone().unwrap());
     let connecting = Arc::new(Semaphore::new(PARALLEL));
     // All at once: spawned together, each measuring its own time.
+    let base = rss_kib(pid);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
             let (proxy, head) = if i % 2 == 0 {
@@ -303,9 +304,15 @@ async fn ten_thousand_slow_clients_are_each_cut_at_the_head_timeout() {
             Err(format!("{n} descriptors now, {most} at most"))
         }
     });
-    eprintln!(
-        "slowloris: {CLIENTS} slow clients, netproxy RSS {} KiB",
-        rss_kib(pid)
+    let rss = rss_kib(pid);
+    let per = rss.saturating_sub(base) as f64 / CLIENTS as f64;
+    eprintln!("slowloris: {CLIENTS} slow clients, netproxy RSS {rss} KiB ({per:.1} KiB each)");
+    // A connection waiting for its head holds hyper's (or the SOCKS reader's) buffers: about
+    // 20 KiB in a debug build. The bound: 64 KiB each, plus 16 MiB.
+    assert!(
+        rss.saturating_sub(base) < CLIENTS as u64 * 64 + 16 * 1024,
+        "{CLIENTS} slow clients took {} KiB",
+        rss.saturating_sub(base)
     );
     new_client_served(&s, &w);
     let mut longest = Duration::ZERO;
