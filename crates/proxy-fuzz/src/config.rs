@@ -3,8 +3,8 @@
 //! text): the first part is the user's config file, the second a second config file, the third
 //! a requirements file, the rest `-c` values. Whatever the input: a clear error or a config,
 //! never a panic; an error's positions lie inside the text they point into; and a config that
-//! loads keeps the requirements' pins (`enabled = false`, `mode = "limited"`, the `false`
-//! switches).
+//! loads keeps the requirements' pins (`enabled = false`, `mode = "limited"`, `isolate = true`,
+//! every `false` switch).
 
 use proxy_config::{CliOverrides, load_texts};
 use proxy_core::Mode;
@@ -16,6 +16,9 @@ const PINS: &[(&str, &str)] = &[
     ("allow_local_binding", "false"),
     ("allow_upstream_proxy", "false"),
     ("dangerously_allow_all_unix_sockets", "false"),
+    ("dangerously_allow_non_loopback_proxy", "false"),
+    ("dangerously_allow_non_loopback_admin", "false"),
+    ("dangerously_allow_plaintext_credential_injection", "false"),
     ("isolate", "true"),
 ];
 
@@ -85,6 +88,11 @@ pub fn run(data: &[u8]) {
                     "allow_local_binding" => !config.allow_local_binding(),
                     "allow_upstream_proxy" => !config.allow_upstream_proxy(),
                     "dangerously_allow_all_unix_sockets" => !config.allow_all_unix_sockets(),
+                    "dangerously_allow_non_loopback_proxy" => !config.allow_non_loopback_proxy(),
+                    "dangerously_allow_non_loopback_admin" => !config.allow_non_loopback_admin(),
+                    "dangerously_allow_plaintext_credential_injection" => {
+                        !config.plaintext_credential_injection()
+                    }
                     "isolate" => config.isolate(),
                     _ => true,
                 };

@@ -3,6 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// The longest one input may take here (a debug build; libFuzzer's own bound is 10 s).
+const INPUT_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
 }
@@ -48,13 +51,22 @@ fn every_corpus_and_regression_input_passes_its_target() {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => panic!("{}: {e}", file.display()),
             };
-            let outcome = std::panic::catch_unwind(|| (target.run)(&data));
-            assert!(
-                outcome.is_ok(),
-                "{} fails on {}",
-                target.name,
-                file.display()
-            );
+            // On a thread of its own, bounded: an input that hangs fails the test instead of
+            // holding CI (a panic is the thread's error).
+            let run = target.run;
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let outcome = std::panic::catch_unwind(|| run(&data));
+                let _ = tx.send(outcome.is_ok());
+            });
+            match rx.recv_timeout(INPUT_BOUND) {
+                Ok(passed) => assert!(passed, "{} fails on {}", target.name, file.display()),
+                Err(_) => panic!(
+                    "{} ran longer than {INPUT_BOUND:?} on {}",
+                    target.name,
+                    file.display()
+                ),
+            }
         }
     }
 }
