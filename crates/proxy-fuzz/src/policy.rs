@@ -253,7 +253,7 @@ fn as_v4(ip: IpAddr) -> Vec<Ipv4Addr> {
 /// (`100.64.0.0/10`), broadcast, IPv6 unique-local and link-local, in any IPv6 spelling of an
 /// IPv4 address. (The classifier refuses more: documentation, benchmarking, multicast and
 /// reserved ranges; the oracle asks only for the core.)
-pub(crate) fn must_be_local(ip: IpAddr) -> bool {
+pub fn must_be_local(ip: IpAddr) -> bool {
     let v6_local = match ip {
         IpAddr::V6(v6) => {
             v6.is_loopback()
