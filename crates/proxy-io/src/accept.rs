@@ -1,6 +1,6 @@
 //! The accept loop both front-ends share: at most `max_connections` connections served at once
 //! (the rest wait in the kernel's accept backlog), every task counted so shutdown can wait for
-//! it.
+//! it, and new connections refused (not left waiting) while the process is out of descriptors.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -67,7 +67,70 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 struct Failing {
     since: tokio::time::Instant,
     attempts: u64,
+    /// Connections taken with the reserve descriptor and reset.
+    refused: u64,
     pause: Duration,
+}
+
+/// One descriptor held back (`/dev/null`, opened for reading) so that, at the descriptor
+/// limit, the loop can still take a waiting connection off the backlog and refuse it: closing
+/// the reserve frees a slot for `accept`, the connection is reset, and the reserve is opened
+/// again. Without it a client would wait, unanswered, for as long as the episode lasts.
+struct Reserve(Option<std::fs::File>);
+
+impl Reserve {
+    fn open() -> Self {
+        Self(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Takes the reserve again if it was lost (another task took the freed descriptor first).
+    fn refill(&mut self) {
+        if self.0.is_none() {
+            *self = Self::open();
+        }
+    }
+}
+
+/// Whether a failed `accept` means the process (`EMFILE`) or the system (`ENFILE`) has no
+/// descriptor left: the case the reserve is for.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
+    )
+}
+
+/// What [`refuse_one`] did.
+enum Refusal {
+    /// A waiting connection was taken and reset.
+    Refused,
+    /// None was waiting: the next `accept` waits for one.
+    NoneWaiting,
+    /// No descriptor could be freed (the reserve was lost) or `accept` still failed.
+    Unable,
+}
+
+/// With the reserve closed, takes one connection already waiting in `listener`'s backlog (never
+/// waits for one) and resets it; then opens the reserve again.
+fn refuse_one(listener: &TcpListener, reserve: &mut Reserve) -> Refusal {
+    if reserve.0.take().is_none() {
+        reserve.refill();
+        return Refusal::Unable;
+    }
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let done = match listener.poll_accept(&mut cx) {
+        std::task::Poll::Ready(Ok((stream, peer))) => {
+            // A reset, not a clean close: the client learns at once that it was turned away.
+            let _ = stream.set_zero_linger();
+            drop(stream);
+            tracing::debug!(%peer, "refused a connection: out of descriptors");
+            Refusal::Refused
+        }
+        std::task::Poll::Pending => Refusal::NoneWaiting,
+        std::task::Poll::Ready(Err(_)) => Refusal::Unable,
+    };
+    reserve.refill();
+    done
 }
 
 /// Accepts connections until `shutdown` completes and spawns `serve` for each on `tracker`,
@@ -75,10 +138,12 @@ struct Failing {
 /// drops the listener (no new connections) and returns; the caller waits on the tracker.
 ///
 /// When `accept` fails (above all at the descriptor limit, `EMFILE`), the connections already
-/// served go on, new ones wait in the kernel's backlog, and the loop tries again after a pause
-/// that doubles from 50 ms to 1 s; it logs one warning when such an episode starts and one line
-/// when accepting works again, never a line per attempt (docs/faults.md). A connection that
-/// was reset before it could be accepted is skipped without a pause.
+/// served go on; at the descriptor limit each connection waiting in the backlog is taken with a
+/// reserve descriptor and reset (refused, not left waiting); and the loop tries again after a
+/// pause that doubles from 50 ms to 1 s. It logs one warning when such an episode starts and
+/// one line when accepting works again, with the count refused, never a line per attempt
+/// (docs/faults.md). A connection that was reset before it could be accepted is skipped
+/// without a pause.
 pub async fn accept_loop<S, F, Fut>(
     listener: TcpListener,
     max_connections: usize,
@@ -92,6 +157,7 @@ pub async fn accept_loop<S, F, Fut>(
 {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut failing: Option<Failing> = None;
+    let mut reserve = Reserve::open();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -114,16 +180,29 @@ pub async fn accept_loop<S, F, Fut>(
                         tracing::warn!(
                             listener = %local(&listener),
                             error = %e,
-                            "cannot accept connections: new ones wait in the backlog until this \
-                             works again; open connections are served"
+                            "cannot accept connections: new ones are refused until this works \
+                             again; open connections are served"
                         );
                         Failing {
                             since: tokio::time::Instant::now(),
                             attempts: 0,
+                            refused: 0,
                             pause: FIRST_PAUSE,
                         }
                     });
                     f.attempts += 1;
+                    if out_of_descriptors(&e) {
+                        match refuse_one(&listener, &mut reserve) {
+                            // More may be waiting, or the next `accept` waits for one: no
+                            // pause, a new client is refused as soon as it comes.
+                            Refusal::Refused => {
+                                f.refused += 1;
+                                continue;
+                            }
+                            Refusal::NoneWaiting => continue,
+                            Refusal::Unable => {}
+                        }
+                    }
                     let pause = f.pause;
                     f.pause = (f.pause * 2).min(MAX_PAUSE);
                     drop(permit);
@@ -135,9 +214,11 @@ pub async fn accept_loop<S, F, Fut>(
             },
         };
         if let Some(f) = failing.take() {
+            reserve.refill();
             tracing::warn!(
                 listener = %local(&listener),
                 failed_attempts = f.attempts,
+                refused = f.refused,
                 after_ms = u64::try_from(f.since.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "accepting connections again"
             );

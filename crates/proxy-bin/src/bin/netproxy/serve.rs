@@ -41,6 +41,7 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
+    raise_descriptor_limit(config.max_connections());
     let http = match &args.http {
         Some(text) => match listen_addr(text, 3128, "HTTP proxy", config, false) {
             Ok(a) => a,
@@ -171,4 +172,49 @@ async fn handle_signals(service: Arc<Service>, stop: Shutdown, signals: Signals)
     }
     tracing::info!("stopping: no new connections; draining the open ones");
     stop.shutdown();
+}
+
+/// Descriptors a served connection may hold at once: the client's and the upstream's.
+const DESCRIPTORS_PER_CONNECTION: u64 = 2;
+/// Descriptors netproxy holds besides its connections: listeners, the runtime, the audit file,
+/// the accept loops' reserves, DNS sockets.
+const DESCRIPTORS_AT_REST: u64 = 64;
+
+/// Raises the soft limit on open descriptors to the hard one: a login shell's soft limit
+/// (often 1,024) holds about 500 tunnels, far below the default `max_connections` (4,096); the
+/// hard limit is what the operator allowed. Warns when even that is short of what
+/// `max_connections` needs: past it, new connections are refused (docs/faults.md).
+fn raise_descriptor_limit(max_connections: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(soft), Some(hard)) = (limit.current, limit.maximum)
+        && soft < hard
+    {
+        let raised = rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::debug!(from = soft, to = hard, "raised the open-descriptor limit");
+                limit = raised;
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot raise the open-descriptor limit"),
+        }
+    }
+    let needed = max_connections
+        .saturating_mul(DESCRIPTORS_PER_CONNECTION)
+        .saturating_add(DESCRIPTORS_AT_REST);
+    if let Some(soft) = limit.current
+        && soft < needed
+    {
+        tracing::warn!(
+            limit = soft,
+            max_connections,
+            "the open-descriptor limit holds about {} connections, fewer than max_connections: \
+             past it new connections are refused (raise the limit, e.g. LimitNOFILE= or \
+             `ulimit -n`, or lower network.limits.max_connections)",
+            soft.saturating_sub(DESCRIPTORS_AT_REST) / DESCRIPTORS_PER_CONNECTION
+        );
+    }
 }
