@@ -368,6 +368,13 @@ async fn serve<G, D, I, S>(
         }
     }
     let target: Target = match request::target(&target) {
+        // Port 0 names no service: refused like an invalid host, before the gate (HTTP answers
+        // such an authority 400).
+        Ok(t) if t.port() == 0 => {
+            tracing::info!(client = %peer, target = %t, "SOCKS CONNECT to port 0");
+            let _ = proto.reply_error(&ReplyError::ConnectionNotAllowed).await;
+            return;
+        }
         Ok(t) => t,
         Err(e) => {
             tracing::info!(client = %peer, error = %e, "SOCKS target is not a valid host");

@@ -185,9 +185,13 @@ impl<G: Gate> Relay<'_, G> {
     /// The gate's verdict for a destination: the checked address to send to, and the lease
     /// that a narrower policy revokes.
     async fn judge(&self, target: &TargetAddr) -> (Option<SocketAddr>, Lease) {
+        // A datagram to port 0 (no service) is dropped before the gate.
         let Ok(target) = crate::target(target) else {
             return (None, Lease::none());
         };
+        if target.port() == 0 {
+            return (None, Lease::none());
+        }
         let meta = RequestMeta::new(Protocol::Socks5Udp, target).with_client(self.peer);
         match self.gate.admit(&meta).await {
             Admission::Allow(route) if !route.intercept => match &route.via {

@@ -188,6 +188,20 @@ async fn connect_by_name_ipv4_and_ipv6_and_every_refusal() {
         0x02,
         "invalid host"
     );
+    let judged = gate.seen().len();
+    assert_eq!(
+        request(p, 1, &domain("echo.test", 0)).await.1,
+        0x02,
+        "port 0 by name"
+    );
+    assert_eq!(
+        request(p, 1, &ipv4(SocketAddr::new(echo.addr().ip(), 0)))
+            .await
+            .1,
+        0x02,
+        "port 0 by address"
+    );
+    assert_eq!(gate.seen().len(), judged, "port 0 never reaches the gate");
     assert_eq!(
         request(p, 1, &domain("gone.test", 443)).await.1,
         0x04,
@@ -396,6 +410,12 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
     .await
     .unwrap();
     assert!(got.ends_with(b"by name"));
+    // Port 0 names no service: dropped before the gate.
+    assert!(
+        roundtrip(udp_datagram(0, &domain("echo.test", 0), b"port 0"))
+            .await
+            .is_none()
+    );
     // Fragments are dropped.
     assert!(
         roundtrip(udp_datagram(1, &ipv4(echo), b"fragment"))
@@ -436,7 +456,7 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
     let ended = |e: &HashMap<String, String>| e.get("client.address") == Some(&me);
     proxy_test_support::wait_for("the association's end", || {
         let n = events.lock().unwrap().iter().filter(|e| ended(e)).count();
-        if n >= 3 { Ok(()) } else { Err(n) }
+        if n >= 4 { Ok(()) } else { Err(n) }
     });
     assert!(
         roundtrip(udp_datagram(0, &ipv4(echo), b"after close"))
@@ -452,8 +472,10 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
         .filter(|e| ended(e))
         .cloned()
         .collect();
-    mine.sort_by(|a, b| a["server.address"].cmp(&b["server.address"]));
-    assert_eq!(mine.len(), 3, "{mine:?}");
+    mine.sort_by(|a, b| {
+        (&a["server.address"], &a["server.port"]).cmp(&(&b["server.address"], &b["server.port"]))
+    });
+    assert_eq!(mine.len(), 4, "{mine:?}");
     let summary = |e: &HashMap<String, String>| {
         assert_eq!(e["event.name"], proxy_socks::ASSOCIATION_EVENT);
         assert_eq!(e["network.transport.protocol"], "socks5_udp");
@@ -476,10 +498,14 @@ async fn udp_associate_relays_allowed_destinations_and_drops_the_rest() {
     );
     assert_eq!(
         summary(&mine[1]),
-        row("echo.test", &port, "allow", "1", "0", "1")
+        row("echo.test", "0", "deny", "0", "1", "0")
     );
     assert_eq!(
         summary(&mine[2]),
+        row("echo.test", &port, "allow", "1", "0", "1")
+    );
+    assert_eq!(
+        summary(&mine[3]),
         row("evil.test", "53", "deny", "0", "1", "0")
     );
 }
