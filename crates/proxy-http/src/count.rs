@@ -8,6 +8,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
+use crate::progress::Progress;
+
 /// Which way the bytes go.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Direction {
@@ -23,6 +25,8 @@ pub(crate) struct Counted<B> {
     inner: B,
     stats: Arc<proxy_io::Stats>,
     direction: Direction,
+    /// Told of each frame and of the end (a request body, for the response-head timeout).
+    progress: Option<Arc<Progress>>,
 }
 
 impl<B> Counted<B> {
@@ -31,7 +35,14 @@ impl<B> Counted<B> {
             inner,
             stats,
             direction,
+            progress: None,
         }
+    }
+
+    /// Tells `progress` of each frame and of the end.
+    pub(crate) fn with_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
+        self
     }
 }
 
@@ -47,6 +58,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(_), Some(p)) = (&polled, &self.progress) {
+            p.moved();
+        }
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {

@@ -21,6 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::count::{Counted, Direction};
 use crate::cut::{self, Cut, Watched};
+use crate::progress::{Progress, head_within};
 use crate::reset::Resettable;
 use crate::respond::{self, Body};
 use crate::shared::{Shared, TunnelClient};
@@ -358,7 +359,12 @@ where
     };
     parts.extensions = http::Extensions::new();
     let stats = shared.limits.stats.clone();
-    let outgoing = Request::from_parts(parts, Counted::new(body, stats.clone(), Direction::Up));
+    // The response-head timeout counts from the request's last progress (progress.rs).
+    let progress = Arc::new(Progress::new());
+    let outgoing = Request::from_parts(
+        parts,
+        Counted::new(body, stats.clone(), Direction::Up).with_progress(progress.clone()),
+    );
 
     let idle = shared.limits.idle_timeout;
     // Reuse this client connection's upstream connection when the gate routed this request to
@@ -385,33 +391,33 @@ where
             Err(f) => return failed(f),
         },
     };
-    let first = tokio::time::timeout(idle, sender.try_send_request(outgoing)).await;
+    let first = head_within(idle, &progress, sender.try_send_request(outgoing)).await;
     let result = match first {
         // A reused connection the upstream had closed: the request was not sent; dial anew.
-        Ok(Err(mut e)) if reused && e.message().is_some() => match e.take_message() {
+        Some(Err(mut e)) if reused && e.message().is_some() => match e.take_message() {
             Some(req) => match open_upstream(&shared, &meta, &route, &permit).await {
                 Ok(s) => {
                     (sender, handle) = s;
-                    tokio::time::timeout(idle, sender.try_send_request(req)).await
+                    head_within(idle, &progress, sender.try_send_request(req)).await
                 }
                 Err(f) => return failed(f),
             },
-            None => Ok(Err(e)),
+            None => Some(Err(e)),
         },
         other => other,
     };
     let mut response = match result {
-        Err(_) => {
+        None => {
             return failed(Failure::new(
                 UpstreamFailure::UpstreamTimeout,
                 format!(
-                    "{} sent no response head within {} s",
+                    "{} sent no response head within {} s of the request's last byte",
                     meta.target,
                     idle.as_secs()
                 ),
             ));
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             return failed(Failure::new(
                 UpstreamFailure::UpstreamError,
                 format!(
@@ -421,7 +427,7 @@ where
                 ),
             ));
         }
-        Ok(Ok(r)) => r,
+        Some(Ok(r)) => r,
     };
     if !websocket {
         *upstream.lock().await = Some(Upstream {

@@ -12,7 +12,8 @@
 //!
 //! Responses follow docs/responses.md: a refusal is a `403` JSON body with `x-proxy-error`
 //! (`503` for a disabled proxy), a malformed request a `400`, an upstream failure a `502` JSON
-//! body, and an upstream that sends no response head within the idle timeout a `504`.
+//! body, and an upstream that sends no response head within the idle timeout of the request's
+//! last byte (`progress.rs`: a long upload is no timeout) a `504`.
 #![forbid(unsafe_code)]
 // Handlers return `Err(response)` to answer early; a response is large but built once per
 // request, so boxing it would only add an allocation.
@@ -22,6 +23,7 @@ mod count;
 mod cut;
 mod forward;
 mod idle;
+mod progress;
 mod reset;
 mod respond;
 mod server;

@@ -233,9 +233,12 @@ where
     }
     parts.extensions = http::Extensions::new();
     let stats = shared.limits.stats.clone();
+    // The response-head timeout counts from the request's last progress (progress.rs).
+    let progress = std::sync::Arc::new(crate::progress::Progress::new());
     let outgoing = Request::from_parts(
         parts,
-        crate::count::Counted::new(body, stats.clone(), crate::count::Direction::Up),
+        crate::count::Counted::new(body, stats.clone(), crate::count::Direction::Up)
+            .with_progress(progress.clone()),
     );
 
     // A failure is answered 502 and recorded by the gate, once.
@@ -279,11 +282,17 @@ where
             }
         }
     });
-    let response = match tokio::time::timeout(idle, sender.send_request(outgoing)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return fail(e.to_string()),
-        Err(_) => return fail(format!("no response head within {} s", idle.as_secs())),
-    };
+    let response =
+        match crate::progress::head_within(idle, &progress, sender.send_request(outgoing)).await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => return fail(e.to_string()),
+            None => {
+                return fail(format!(
+                    "no response head within {} s of the request's last byte",
+                    idle.as_secs()
+                ));
+            }
+        };
     drop(route);
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);

@@ -379,3 +379,95 @@ async fn an_upstream_that_stalls_mid_body() {
     recovers(&s, &w, &origin).await;
     stop_clean(s);
 }
+
+/// The status and body of the response on `s`, its body as long as its `content-length`.
+async fn response(s: &mut TcpStream) -> (String, String) {
+    let head = read_head(s).await;
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no content-length: {head:?}"));
+    let mut body = vec![0u8; len];
+    bounded("a response body", s.read_exact(&mut body))
+        .await
+        .unwrap();
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The response-head timeout counts from the request's last byte: a body that takes four idle
+/// timeouts to upload, a chunk every 0.4 of one, is answered by the origin that read it all; a
+/// client that stops in the middle of its body gets `504 upstream_timeout` within three idle
+/// timeouts of its last byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_no_timeout_but_a_stalled_one_is() {
+    const CHUNKS: usize = 10;
+    const CHUNK: usize = 1000;
+    let w = World::new(&["api.test", "fault.test"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let s = start(&w, dir.path());
+    // An origin that reads a request and its whole body, then answers the body's length.
+    let listener = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let origin = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let head = read_head(&mut s).await;
+                let Some(len) = head.lines().find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                }) else {
+                    return;
+                };
+                let mut body = vec![0u8; len];
+                if s.read_exact(&mut body).await.is_ok() {
+                    let n = len.to_string();
+                    let answer =
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{n}", n.len());
+                    let _ = s.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    let post = |len: usize| {
+        format!(
+            "POST http://fault.test:{port}/up HTTP/1.1\r\nHost: fault.test:{port}\r\n\
+             content-length: {len}\r\n\r\n"
+        )
+    };
+
+    let mut c = TcpStream::connect(&s.http).await.unwrap();
+    c.write_all(post(CHUNKS * CHUNK).as_bytes()).await.unwrap();
+    for _ in 0..CHUNKS {
+        tokio::time::sleep(IDLE * 2 / 5).await;
+        c.write_all(&[b'u'; CHUNK]).await.unwrap();
+    }
+    let (head, body) = response(&mut c).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, (CHUNKS * CHUNK).to_string());
+
+    let mut c = TcpStream::connect(&s.http).await.unwrap();
+    c.write_all(post(100).as_bytes()).await.unwrap();
+    c.write_all(&[b'u'; 10]).await.unwrap();
+    let last_byte = Instant::now();
+    let (head, body) = response(&mut c).await;
+    assert!(
+        last_byte.elapsed() < thrice(IDLE),
+        "{:?}",
+        last_byte.elapsed()
+    );
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert!(body.contains("\"reason\":\"upstream_timeout\""), "{body}");
+    assert!(
+        body.contains("no response head within 1 s of the request's last byte"),
+        "{body}"
+    );
+    failure_event(&audit, "http", "fault.test", "upstream_timeout");
+    origin.abort();
+    stop_clean(s);
+}
