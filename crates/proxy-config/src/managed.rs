@@ -153,6 +153,20 @@ impl Requirements {
                 }
             }
         }
+        // Both tables in one file: a key in both would have one value silently replace the
+        // other (a managed deny list, `enabled = false`), so it is an error.
+        if let [(first, a), (second, b)] = tables.as_slice() {
+            for key in b.keys().filter(|k| a.contains_key(k.as_str())) {
+                diag(
+                    DiagnosticKind::InvalidValue,
+                    &format!("{second}.{key}"),
+                    format!(
+                        "also set in [{first}] of this file: set each requirement in one of the \
+                         two tables"
+                    ),
+                );
+            }
+        }
         let mut dns = Vec::new();
         for (table, t) in tables {
             for (key, value) in t {

@@ -2593,3 +2593,44 @@ fn a_load_places_diagnostics_in_config_and_requirements_files() {
         "{e}"
     );
 }
+
+/// A key set in both `[network]` and `[experimental_network]` of one requirements file is an
+/// error: one value would replace the other (a managed deny list, `enabled = false`).
+#[test]
+fn a_requirement_in_both_tables_of_one_file_is_an_error() {
+    let both = "[network]\ndenied_domains = [\"evil.example\"]\nenabled = false\n\
+                [experimental_network]\ndenied_domains = [\"other.example\"]\nenabled = true";
+    for key in ["denied_domains", "enabled"] {
+        err(
+            &[],
+            &[both],
+            DiagnosticKind::InvalidValue,
+            &format!("experimental_network.{key}"),
+            "also set in [network] of this file",
+        );
+    }
+    let dns = "[network.dns]\nnameservers = [\"127.0.0.53\"]\n\
+               [experimental_network.dns]\nnameservers = [\"127.0.0.54\"]";
+    err(
+        &[],
+        &[dns],
+        DiagnosticKind::InvalidValue,
+        "experimental_network.dns",
+        "also set in [network]",
+    );
+    // Different keys in the two tables are one set of requirements.
+    let c = ok(
+        &[],
+        &["[network]\ndenied_domains = [\"evil.example\"]\n\
+           [experimental_network]\nenabled = false"],
+    );
+    assert!(!c.enabled());
+    assert_eq!(
+        domains(&c),
+        vec![(
+            "evil.example".into(),
+            Action::Deny,
+            "/managed/r0.toml".into()
+        )]
+    );
+}

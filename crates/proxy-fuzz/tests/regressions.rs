@@ -73,3 +73,25 @@ fn a_request_body_that_stalls_after_the_answer_is_closed_after_the_idle_timeout(
     replay("http_wire", "request-body-stalls-after-the-answer");
     replay("http_wire", "chunked-request-body-stalls-after-the-answer");
 }
+
+/// A requirements file with a key in both `[network]` and `[experimental_network]` loaded with
+/// one table's value replacing the other's: a managed deny entry was silently dropped (and
+/// `enabled = false` could be undone by `enabled = true`). Such a key is now an error. Found by
+/// `config` against its reading of the managed deny lists.
+#[test]
+fn a_requirement_in_both_tables_is_an_error() {
+    replay("config", "requirement-in-both-tables");
+    let both = "[network]\ndenied_domains = [\"evil.example\"]\n\
+                [experimental_network]\ndenied_domains = [\"other.example\"]\n";
+    let e = proxy_config::load_texts(
+        &[("user.toml", "")],
+        &[("requirements.toml", both)],
+        &proxy_config::CliOverrides::default(),
+    )
+    .expect_err("a key in both tables");
+    assert!(
+        e.to_string()
+            .contains("experimental_network.denied_domains: also set in [network]"),
+        "{e}"
+    );
+}
