@@ -418,14 +418,20 @@ where
             ));
         }
         Some(Err(e)) => {
-            return failed(Failure::new(
+            let f = Failure::new(
                 UpstreamFailure::UpstreamError,
                 format!(
                     "the exchange with {} broke: {}",
                     meta.target,
                     e.into_error()
                 ),
-            ));
+            );
+            if handle.closed_by_us() {
+                // netproxy closed the connection (a revocation, which has its own event, or
+                // idle): answered, but nothing is blamed on the upstream.
+                return respond::failure(&f);
+            }
+            return failed(f);
         }
         Some(Ok(r)) => r,
     };

@@ -61,11 +61,17 @@ const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// The longest pause between two `accept` attempts while they fail: how long a listener may
 /// stay deaf after descriptors free up.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
+/// How long `accept` must go without failing before an episode is over: a client that closes
+/// one connection and opens two, over and over, keeps one episode (one pair of log lines), not
+/// a pair per connection.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// A run of failed `accept` calls (an episode: the descriptor limit reached, the kernel out of
-/// memory): logged once when it starts and once when accepting works again.
+/// memory): logged once when it starts and once when accepting has worked for [`QUIET`].
 struct Failing {
     since: tokio::time::Instant,
+    /// The last failure: the episode ends with the first connection accepted [`QUIET`] after it.
+    last: tokio::time::Instant,
     attempts: u64,
     /// Connections taken with the reserve descriptor and reset.
     refused: u64,
@@ -80,7 +86,14 @@ struct Reserve(Option<std::fs::File>);
 
 impl Reserve {
     fn open() -> Self {
-        Self(std::fs::File::open("/dev/null").ok())
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => Self(Some(f)),
+            Err(e) => {
+                tracing::debug!(error = %e, "no reserve descriptor: at the descriptor limit new \
+                    connections wait in the backlog until one can be had");
+                Self(None)
+            }
+        }
     }
 
     /// Takes the reserve again if it was lost (another task took the freed descriptor first).
@@ -106,15 +119,19 @@ enum Refusal {
     Refused,
     /// None was waiting: the next `accept` waits for one.
     NoneWaiting,
-    /// No descriptor could be freed (the reserve was lost) or `accept` still failed.
+    /// The connection was gone before it could be taken (reset or aborted while it waited).
+    Gone,
+    /// No descriptor could be freed (the reserve was lost and cannot be had again) or
+    /// `accept` still failed.
     Unable,
 }
 
 /// With the reserve closed, takes one connection already waiting in `listener`'s backlog (never
 /// waits for one) and resets it; then opens the reserve again.
 fn refuse_one(listener: &TcpListener, reserve: &mut Reserve) -> Refusal {
+    // A reserve lost to another task is taken again first, when a descriptor has come free.
+    reserve.refill();
     if reserve.0.take().is_none() {
-        reserve.refill();
         return Refusal::Unable;
     }
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -127,6 +144,7 @@ fn refuse_one(listener: &TcpListener, reserve: &mut Reserve) -> Refusal {
             Refusal::Refused
         }
         std::task::Poll::Pending => Refusal::NoneWaiting,
+        std::task::Poll::Ready(Err(e)) if is_per_connection(&e) => Refusal::Gone,
         std::task::Poll::Ready(Err(_)) => Refusal::Unable,
     };
     reserve.refill();
@@ -141,8 +159,8 @@ fn refuse_one(listener: &TcpListener, reserve: &mut Reserve) -> Refusal {
 /// served go on; at the descriptor limit each connection waiting in the backlog is taken with a
 /// reserve descriptor and reset (refused, not left waiting); and the loop tries again after a
 /// pause that doubles from 50 ms to 1 s. It logs one warning when such an episode starts and
-/// one line when accepting works again, with the count refused, never a line per attempt
-/// (docs/faults.md). A connection that was reset before it could be accepted is skipped
+/// one line, with the count refused, at the first connection accepted a second or more after
+/// the last failure, never a line per attempt (docs/faults.md). A connection that was reset before it could be accepted is skipped
 /// without a pause.
 pub async fn accept_loop<S, F, Fut>(
     listener: TcpListener,
@@ -185,12 +203,14 @@ pub async fn accept_loop<S, F, Fut>(
                         );
                         Failing {
                             since: tokio::time::Instant::now(),
+                            last: tokio::time::Instant::now(),
                             attempts: 0,
                             refused: 0,
                             pause: FIRST_PAUSE,
                         }
                     });
                     f.attempts += 1;
+                    f.last = tokio::time::Instant::now();
                     if out_of_descriptors(&e) {
                         match refuse_one(&listener, &mut reserve) {
                             // More may be waiting, or the next `accept` waits for one: no
@@ -199,7 +219,7 @@ pub async fn accept_loop<S, F, Fut>(
                                 f.refused += 1;
                                 continue;
                             }
-                            Refusal::NoneWaiting => continue,
+                            Refusal::NoneWaiting | Refusal::Gone => continue,
                             Refusal::Unable => {}
                         }
                     }
@@ -213,7 +233,7 @@ pub async fn accept_loop<S, F, Fut>(
                 }
             },
         };
-        if let Some(f) = failing.take() {
+        if let Some(f) = failing.take_if(|f| f.last.elapsed() >= QUIET) {
             reserve.refill();
             tracing::warn!(
                 listener = %local(&listener),

@@ -22,9 +22,10 @@ pub struct Limits {
     /// From accept (or, over HTTP, the end of the previous response) until the request head
     /// (SOCKS: the greeting and the request) is read.
     pub header_timeout: Duration,
-    /// HTTP: no response head within it of the request's last byte → 504; a response body that gets no byte for that long
-    /// while the client waits is cut (the client's connection closed). A tunnel with no bytes
-    /// either way for that long, or a write its peer does not take for that long, is closed.
+    /// HTTP: no response head within it of the request's last byte → 504; a response body
+    /// that gets no byte for that long while the client waits is cut (the client's connection
+    /// closed). A tunnel with no bytes either way for that long, or a write its peer does not
+    /// take for that long, is closed.
     pub idle_timeout: Duration,
     /// HTTP: the largest request head (hyper's buffer cannot go below 8192 bytes).
     pub max_header_bytes: usize,

@@ -185,10 +185,10 @@ impl<G: Gate> Relay<'_, G> {
     /// The gate's verdict for a destination: the checked address to send to, and the lease
     /// that a narrower policy revokes.
     async fn judge(&self, target: &TargetAddr) -> (Option<SocketAddr>, Lease) {
-        // A datagram to port 0 (no service) is dropped before the gate.
         let Ok(target) = crate::target(target) else {
             return (None, Lease::none());
         };
+        // A datagram to port 0 (no service) is dropped before the gate.
         if target.port() == 0 {
             return (None, Lease::none());
         }

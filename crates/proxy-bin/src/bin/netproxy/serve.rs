@@ -41,7 +41,6 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
-    raise_descriptor_limit(config.max_connections());
     let http = match &args.http {
         Some(text) => match listen_addr(text, 3128, "HTTP proxy", config, false) {
             Ok(a) => a,
@@ -93,6 +92,12 @@ async fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    raise_descriptor_limit(Needs {
+        max_connections: config.max_connections(),
+        socks: socks.is_some(),
+        udp: config.enable_socks5_udp(),
+        admin: admin.is_some(),
+    });
     let options = Options {
         http: http.into(),
         socks: socks.map(Into::into),
@@ -174,17 +179,46 @@ async fn handle_signals(service: Arc<Service>, stop: Shutdown, signals: Signals)
     stop.shutdown();
 }
 
-/// Descriptors a served connection may hold at once: the client's and the upstream's.
-const DESCRIPTORS_PER_CONNECTION: u64 = 2;
+/// What the listeners may hold at once, for the descriptor limit.
+struct Needs {
+    /// `max_connections`: for the HTTP listener and again for the SOCKS5 one.
+    max_connections: u64,
+    socks: bool,
+    /// SOCKS5 UDP: an association holds four descriptors (its control connection, its relay
+    /// socket, the outbound IPv4 and IPv6 sockets), a tunnel two.
+    udp: bool,
+    admin: bool,
+}
+
 /// Descriptors netproxy holds besides its connections: listeners, the runtime, the audit file,
 /// the accept loops' reserves, DNS sockets.
-const DESCRIPTORS_AT_REST: u64 = 64;
+const DESCRIPTORS_AT_REST: u64 = 32;
+
+impl Needs {
+    /// Descriptors every listener full at once would hold.
+    fn descriptors(&self) -> u64 {
+        let socks_each = match (self.socks, self.udp) {
+            (false, _) => 0,
+            (true, false) => 2,
+            (true, true) => 4,
+        };
+        let admin = if self.admin {
+            proxy_admin::MAX_CONNECTIONS as u64
+        } else {
+            0
+        };
+        self.max_connections
+            .saturating_mul(2 + socks_each)
+            .saturating_add(admin)
+            .saturating_add(DESCRIPTORS_AT_REST)
+    }
+}
 
 /// Raises the soft limit on open descriptors to the hard one: a login shell's soft limit
-/// (often 1,024) holds about 500 tunnels, far below the default `max_connections` (4,096); the
-/// hard limit is what the operator allowed. Warns when even that is short of what
-/// `max_connections` needs: past it, new connections are refused (docs/faults.md).
-fn raise_descriptor_limit(max_connections: u64) {
+/// (often 1,024) holds about 500 tunnels, far below the default `max_connections` (4,096 for
+/// each listener); the hard limit is what the operator allowed. Warns when even that is short
+/// of what full listeners would hold: past it, new connections are refused (docs/faults.md).
+fn raise_descriptor_limit(needs: Needs) {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if let (Some(soft), Some(hard)) = (limit.current, limit.maximum)
@@ -202,19 +236,18 @@ fn raise_descriptor_limit(max_connections: u64) {
             Err(e) => tracing::debug!(error = %e, "cannot raise the open-descriptor limit"),
         }
     }
-    let needed = max_connections
-        .saturating_mul(DESCRIPTORS_PER_CONNECTION)
-        .saturating_add(DESCRIPTORS_AT_REST);
+    let needed = needs.descriptors();
     if let Some(soft) = limit.current
         && soft < needed
     {
         tracing::warn!(
             limit = soft,
-            max_connections,
-            "the open-descriptor limit holds about {} connections, fewer than max_connections: \
-             past it new connections are refused (raise the limit, e.g. LimitNOFILE= or \
-             `ulimit -n`, or lower network.limits.max_connections)",
-            soft.saturating_sub(DESCRIPTORS_AT_REST) / DESCRIPTORS_PER_CONNECTION
+            needed,
+            max_connections = needs.max_connections,
+            "the open-descriptor limit is below what full listeners may hold \
+             (max_connections each for HTTP and SOCKS5): past it new connections are refused \
+             (raise the limit, e.g. LimitNOFILE= or `ulimit -n`, or lower \
+             network.limits.max_connections)"
         );
     }
 }

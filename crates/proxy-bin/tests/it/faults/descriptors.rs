@@ -118,6 +118,23 @@ async fn at_the_descriptor_limit_open_tunnels_go_on_new_clients_are_refused_then
     for _ in 0..3 {
         assert!(try_connect(&s.http, &authority).await.is_none());
     }
+    // A client that closes one tunnel and opens two, again and again: served, refused, and all
+    // within the one episode (no pair of log lines each time).
+    for _ in 0..5 {
+        drop(tunnels.pop());
+        let (t, head) = bounded("a tunnel in the freed descriptors", async {
+            loop {
+                if let Some(served) = try_connect(&s.http, &authority).await {
+                    break served;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        tunnels.push(t);
+        assert!(try_connect(&s.http, &authority).await.is_none());
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     for t in tunnels.iter_mut().take(3) {
         assert!(echoes(t).await);
@@ -147,6 +164,11 @@ async fn at_the_descriptor_limit_open_tunnels_go_on_new_clients_are_refused_then
     let (mut t, head) = served;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(echoes(&mut t).await);
+    // The episode ends with the first connection accepted a second after the last failure.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (mut t2, head) = try_connect(&s.http, &authority).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(echoes(&mut t2).await);
     let line = s
         .process
         .wait_line("the recovery", |l| l.contains(RECOVERED));
@@ -163,7 +185,7 @@ async fn at_the_descriptor_limit_open_tunnels_go_on_new_clients_are_refused_then
         assert!(echoes(t).await);
     }
     drop(tunnels);
-    drop(t);
+    drop((t, t2));
     let log = s.stop();
     assert_eq!(log.matches(EPISODE).count(), 1, "{log}");
     assert_eq!(log.matches(RECOVERED).count(), 1, "{log}");
@@ -182,10 +204,11 @@ fn nofile(pid: u32) -> (String, String) {
 }
 
 /// `serve` raises its soft descriptor limit to the hard one, and warns only when the hard one
-/// is short of what `max_connections` needs (two descriptors a connection).
+/// is short of what full listeners may hold (`max_connections` each for HTTP, two descriptors
+/// a connection, and SOCKS5, four with UDP; the admin API's 64; 32 besides).
 #[test]
 fn serve_raises_its_soft_descriptor_limit_and_warns_when_max_connections_cannot_fit() {
-    const SHORT: &str = "the open-descriptor limit holds about";
+    const SHORT: &str = "the open-descriptor limit is below what full listeners may hold";
 
     let s = serve()
         .args(&["-c", "limits.max_connections=100"])
@@ -195,8 +218,10 @@ fn serve_raises_its_soft_descriptor_limit_and_warns_when_max_connections_cannot_
     let log = s.stop();
     assert!(!log.contains(SHORT), "{log}");
 
-    // The default max_connections (4,096) needs about 8,256.
+    // The default max_connections: 4,096 connections for HTTP, two descriptors each, and as
+    // many again for SOCKS5 with UDP, four each; 32 besides.
     let s = serve()
+        .socks()
         .wrap(vec!["prlimit".into(), "--nofile=256:4096".into()])
         .start();
     assert_eq!(nofile(s.process.id()), ("4096".into(), "4096".into()));
@@ -207,7 +232,8 @@ fn serve_raises_its_soft_descriptor_limit_and_warns_when_max_connections_cannot_
         .unwrap_or_else(|| panic!("{log}"));
     assert!(
         line.contains("WARN")
-            && line.contains("about 2016 connections")
+            && line.contains("limit=4096")
+            && line.contains("needed=24608")
             && line.contains("max_connections=4096"),
         "{line}"
     );
