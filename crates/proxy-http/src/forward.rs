@@ -426,10 +426,22 @@ where
                     e.into_error()
                 ),
             );
-            if handle.closed_by_us() {
-                // netproxy closed the connection (a revocation, which has its own event, or
-                // idle): answered, but nothing is blamed on the upstream.
+            if handle.revoked() {
+                // The policy revoked the connection (its own event says so): answered, but
+                // nothing is blamed on the upstream.
                 return respond::failure(&f);
+            }
+            if handle.closed_by_us() {
+                // Cut idle before its head: the upstream stopped reading the request while
+                // the client kept sending it (hyper buffered the body's frames).
+                return failed(Failure::new(
+                    UpstreamFailure::UpstreamTimeout,
+                    format!(
+                        "{} stopped reading the request: no byte for {} s",
+                        meta.target,
+                        (idle * 2).as_secs()
+                    ),
+                ));
             }
             return failed(f);
         }
@@ -559,7 +571,7 @@ where
                 }
             }
             // Marked before the connection drops: the body it cuts is then no upstream failure.
-            () = async { lease.revoked().await; watch.closed_by_us() } => {
+            () = async { lease.revoked().await; watch.revoked() } => {
                 tracing::debug!("upstream connection closed: the policy no longer allows it");
             }
             () = async { watch.silent(idle).await; watch.closed_by_us() } => {

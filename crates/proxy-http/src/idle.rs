@@ -26,6 +26,8 @@ struct State {
     moved: AtomicU64,
     /// netproxy closed the connection (the policy revoked it, or it was idle).
     closed: AtomicBool,
+    /// It was closed because the policy revoked it.
+    revoked: AtomicBool,
 }
 
 /// A stream that counts the calls that moved bytes on it.
@@ -53,6 +55,13 @@ impl Handle {
     /// upstream's.
     pub(crate) fn closed_by_us(&self) -> bool {
         self.state.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether netproxy closed the connection because the policy revoked it ([`Watch::revoked`]).
+    /// Before a response head, only that is no failure of the upstream's: an idle cut there
+    /// means the upstream stopped reading the request.
+    pub(crate) fn revoked(&self) -> bool {
+        self.state.revoked.load(Ordering::Acquire)
     }
 }
 
@@ -82,6 +91,12 @@ impl Watch {
     /// Records that netproxy is closing the connection; call it before the connection drops.
     pub(crate) fn closed_by_us(&self) {
         self.state.closed.store(true, Ordering::Release);
+    }
+
+    /// Records that netproxy is closing the connection because the policy revoked it.
+    pub(crate) fn revoked(&self) {
+        self.state.revoked.store(true, Ordering::Release);
+        self.closed_by_us();
     }
 
     /// Completes after twice `idle` in which no byte moved either way (between two and four

@@ -265,7 +265,6 @@ where
     // Closed when no byte crossed it for the idle timeout (a body that stalls). A unix socket's
     // permission is not re-judged while its exchange lasts (the gate holds no lease on it).
     let (stream, watch) = crate::idle::watch(stream);
-    let handle = watch.handle();
     let (mut sender, connection) =
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(x) => x,
@@ -288,13 +287,6 @@ where
     let response =
         match crate::progress::head_within(idle, &progress, sender.send_request(outgoing)).await {
             Some(Ok(r)) => r,
-            // netproxy closed it (idle): not the socket's failure.
-            Some(Err(e)) if handle.closed_by_us() => {
-                return respond::failure(&proxy_core::Failure::new(
-                    proxy_core::UpstreamFailure::ConnectFailed,
-                    format!("unix socket proxy failed: closed by netproxy: {e}"),
-                ));
-            }
             Some(Err(e)) => return fail(e.to_string()),
             None => {
                 return fail(format!(

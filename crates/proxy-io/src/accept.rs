@@ -67,11 +67,15 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 const QUIET: Duration = Duration::from_secs(1);
 
 /// A run of failed `accept` calls (an episode: the descriptor limit reached, the kernel out of
-/// memory): logged once when it starts and once when accepting has worked for [`QUIET`].
+/// memory): logged once when it starts, and once when a connection has been accepted and no
+/// `accept` has failed for [`QUIET`].
 struct Failing {
     since: tokio::time::Instant,
-    /// The last failure: the episode ends with the first connection accepted [`QUIET`] after it.
+    /// The last failure (or the end of the last pause).
     last: tokio::time::Instant,
+    /// A connection was accepted since the last failure: the episode ends [`QUIET`] after that
+    /// failure, with or without another connection.
+    accepted: bool,
     attempts: u64,
     /// Connections taken with the reserve descriptor and reset.
     refused: u64,
@@ -159,9 +163,9 @@ fn refuse_one(listener: &TcpListener, reserve: &mut Reserve) -> Refusal {
 /// served go on; at the descriptor limit each connection waiting in the backlog is taken with a
 /// reserve descriptor and reset (refused, not left waiting); and the loop tries again after a
 /// pause that doubles from 50 ms to 1 s. It logs one warning when such an episode starts and
-/// one line, with the count refused, at the first connection accepted a second or more after
-/// the last failure, never a line per attempt (docs/faults.md). A connection that was reset before it could be accepted is skipped
-/// without a pause.
+/// one line, with the count refused, once a connection has been accepted and no `accept` has
+/// failed for a second, never a line per attempt (docs/faults.md). A connection that was reset
+/// before it could be accepted is skipped without a pause.
 pub async fn accept_loop<S, F, Fut>(
     listener: TcpListener,
     max_connections: usize,
@@ -204,6 +208,7 @@ pub async fn accept_loop<S, F, Fut>(
                         Failing {
                             since: tokio::time::Instant::now(),
                             last: tokio::time::Instant::now(),
+                            accepted: false,
                             attempts: 0,
                             refused: 0,
                             pause: FIRST_PAUSE,
@@ -211,6 +216,7 @@ pub async fn accept_loop<S, F, Fut>(
                     });
                     f.attempts += 1;
                     f.last = tokio::time::Instant::now();
+                    f.accepted = false;
                     if out_of_descriptors(&e) {
                         match refuse_one(&listener, &mut reserve) {
                             // More may be waiting, or the next `accept` waits for one: no
@@ -228,23 +234,60 @@ pub async fn accept_loop<S, F, Fut>(
                     drop(permit);
                     tokio::select! {
                         () = &mut shutdown => break,
-                        () = tokio::time::sleep(pause) => continue,
+                        () = tokio::time::sleep(pause) => {
+                            // The quiet second counts from the end of the pause.
+                            f.last = tokio::time::Instant::now();
+                            continue;
+                        }
                     }
                 }
             },
+            // Accepting has worked and nothing failed for a quiet second: the episode is over
+            // even if no other client comes.
+            () = sleep_until(quiet_at(failing.as_ref())) => {
+                end_episode(&listener, &mut failing, &mut reserve);
+                continue;
+            }
         };
-        if let Some(f) = failing.take_if(|f| f.last.elapsed() >= QUIET) {
-            reserve.refill();
-            tracing::warn!(
-                listener = %local(&listener),
-                failed_attempts = f.attempts,
-                refused = f.refused,
-                after_ms = u64::try_from(f.since.elapsed().as_millis()).unwrap_or(u64::MAX),
-                "accepting connections again"
-            );
+        if let Some(f) = failing.as_mut() {
+            f.accepted = true;
+            f.pause = FIRST_PAUSE;
+            if f.last.elapsed() >= QUIET {
+                end_episode(&listener, &mut failing, &mut reserve);
+            }
         }
         tracker.spawn(serve(stream, peer, permit));
     }
+}
+
+/// When an episode ends without another connection: [`QUIET`] after its last failure once a
+/// connection has been accepted since; never while none has been (the limit may still hold:
+/// nothing says it does not) or outside an episode.
+fn quiet_at(failing: Option<&Failing>) -> Option<tokio::time::Instant> {
+    failing.filter(|f| f.accepted).map(|f| f.last + QUIET)
+}
+
+/// Completes at `at`, or never.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends the episode: the reserve taken again, one line with its figures.
+fn end_episode(listener: &TcpListener, failing: &mut Option<Failing>, reserve: &mut Reserve) {
+    let Some(f) = failing.take() else {
+        return;
+    };
+    reserve.refill();
+    tracing::warn!(
+        listener = %local(listener),
+        failed_attempts = f.attempts,
+        refused = f.refused,
+        after_ms = u64::try_from(f.since.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "accepting connections again"
+    );
 }
 
 /// Whether a failed `accept` concerns only the connection it would have returned (reset or

@@ -203,7 +203,7 @@ impl Needs {
             (true, true) => 4,
         };
         let admin = if self.admin {
-            proxy_admin::MAX_CONNECTIONS as u64
+            u64::try_from(proxy_admin::MAX_CONNECTIONS).unwrap_or(u64::MAX)
         } else {
             0
         };
