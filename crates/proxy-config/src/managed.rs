@@ -153,16 +153,20 @@ impl Requirements {
                 }
             }
         }
-        // Both tables in one file: a key in both would have one value silently replace the
-        // other (a managed deny list, `enabled = false`), so it is an error.
+        // Both tables in one file: a key in both with two values would have one silently
+        // replace the other (a managed deny list, `enabled = false`), so it is an error; the
+        // same value twice is one requirement.
         if let [(first, a), (second, b)] = tables.as_slice() {
-            for key in b.keys().filter(|k| a.contains_key(k.as_str())) {
+            for key in b.keys().filter(|k| {
+                a.get(k.as_str())
+                    .is_some_and(|v| Some(v) != b.get(k.as_str()))
+            }) {
                 diag(
                     DiagnosticKind::InvalidValue,
                     &format!("{second}.{key}"),
                     format!(
-                        "also set in [{first}] of this file: set each requirement in one of the \
-                         two tables"
+                        "also set, to another value, in [{first}] of this file: set each \
+                         requirement in one of the two tables"
                     ),
                 );
             }

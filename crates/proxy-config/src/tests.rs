@@ -2606,7 +2606,7 @@ fn a_requirement_in_both_tables_of_one_file_is_an_error() {
             &[both],
             DiagnosticKind::InvalidValue,
             &format!("experimental_network.{key}"),
-            "also set in [network] of this file",
+            "also set, to another value, in [network] of this file",
         );
     }
     let dns = "[network.dns]\nnameservers = [\"127.0.0.53\"]\n\
@@ -2616,8 +2616,17 @@ fn a_requirement_in_both_tables_of_one_file_is_an_error() {
         &[dns],
         DiagnosticKind::InvalidValue,
         "experimental_network.dns",
-        "also set in [network]",
+        "also set, to another value, in [network]",
     );
+    // The same value in both is one requirement.
+    let c = ok(
+        &[],
+        &[
+            "[network]\nenabled = false\ndenied_domains = [\"evil.example\"]\n\
+           [experimental_network]\nenabled = false\ndenied_domains = [\"evil.example\"]",
+        ],
+    );
+    assert!(!c.enabled());
     // Different keys in the two tables are one set of requirements.
     let c = ok(
         &[],

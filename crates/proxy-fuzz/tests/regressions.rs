@@ -90,8 +90,9 @@ fn a_requirement_in_both_tables_is_an_error() {
     )
     .expect_err("a key in both tables");
     assert!(
-        e.to_string()
-            .contains("experimental_network.denied_domains: also set in [network]"),
+        e.to_string().contains(
+            "experimental_network.denied_domains: also set, to another value, in [network]"
+        ),
         "{e}"
     );
 }
