@@ -122,25 +122,33 @@ pub(crate) async fn exchange(s: &mut TcpStream, url: &str) -> (u16, String) {
         .unwrap();
     let req = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
-    let head = read_head(s).await;
+    let (head, body) = read_response(s).await;
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status: {head:?}"));
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    (status, body)
+}
+
+/// The `content-length` of a message head, if it has one.
+pub(crate) fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+/// The head and body of the response on `s`, its body as long as its `content-length`.
+pub(crate) async fn read_response(s: &mut TcpStream) -> (String, String) {
+    let head = read_head(s).await;
+    let len = content_length(&head).unwrap_or_else(|| panic!("no content-length: {head:?}"));
     let mut body = vec![0u8; len];
     bounded("a response body", s.read_exact(&mut body))
         .await
         .unwrap();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    (head, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// How a read from a connection ended once the peer was done with it.

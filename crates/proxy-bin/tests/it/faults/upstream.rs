@@ -13,8 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use super::{
-    Ended, audit_log, bounded, connect, exchange, failure_event, failures_of, read_head,
-    read_to_end, socks_connect, thrice,
+    Ended, audit_log, bounded, connect, content_length, exchange, failure_event, failures_of,
+    read_head, read_response, read_to_end, socks_connect, thrice,
 };
 use crate::support::{Serve, World, wait_audit_line};
 
@@ -380,24 +380,6 @@ async fn an_upstream_that_stalls_mid_body() {
     stop_clean(s);
 }
 
-/// The status and body of the response on `s`, its body as long as its `content-length`.
-async fn response(s: &mut TcpStream) -> (String, String) {
-    let head = read_head(s).await;
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no content-length: {head:?}"));
-    let mut body = vec![0u8; len];
-    bounded("a response body", s.read_exact(&mut body))
-        .await
-        .unwrap();
-    (head, String::from_utf8_lossy(&body).into_owned())
-}
-
 /// The response-head timeout counts from the request's last byte: a body that takes four idle
 /// timeouts to upload, a chunk every 0.4 of one, is answered by the origin that read it all; a
 /// client that stops in the middle of its body gets `504 upstream_timeout` within three idle
@@ -417,11 +399,7 @@ async fn a_slow_upload_is_no_timeout_but_a_stalled_one_is() {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let head = read_head(&mut s).await;
-                let Some(len) = head.lines().find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse::<usize>().ok())?
-                }) else {
+                let Some(len) = content_length(&head) else {
                     return;
                 };
                 let mut body = vec![0u8; len];
@@ -447,7 +425,7 @@ async fn a_slow_upload_is_no_timeout_but_a_stalled_one_is() {
         tokio::time::sleep(IDLE * 2 / 5).await;
         c.write_all(&[b'u'; CHUNK]).await.unwrap();
     }
-    let (head, body) = response(&mut c).await;
+    let (head, body) = read_response(&mut c).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, (CHUNKS * CHUNK).to_string());
 
@@ -455,7 +433,7 @@ async fn a_slow_upload_is_no_timeout_but_a_stalled_one_is() {
     c.write_all(post(100).as_bytes()).await.unwrap();
     c.write_all(&[b'u'; 10]).await.unwrap();
     let last_byte = Instant::now();
-    let (head, body) = response(&mut c).await;
+    let (head, body) = read_response(&mut c).await;
     assert!(
         last_byte.elapsed() < thrice(IDLE),
         "{:?}",
