@@ -213,26 +213,36 @@ impl Activity {
 
 /// Runs both directions until both have ended, or until one breaks: the other is then dropped
 /// where it is (the caller closes both ends). Returns the side that broke.
-async fn both(up: impl Future<Output = End>, down: impl Future<Output = End>) -> Option<Broke> {
-    tokio::pin!(up, down);
+///
+/// The directions are borrowed, pinned where the caller made them: an `async fn` taking them
+/// by value would hold each twice (rustc keeps room for an argument and for the local it is
+/// moved to), and an idle tunnel is mostly these two futures (docs/benchmarks.md).
+async fn both(
+    mut up: Pin<&mut impl Future<Output = End>>,
+    mut down: Pin<&mut impl Future<Output = End>>,
+) -> Option<Broke> {
     let (mut up_over, mut down_over) = (false, false);
-    while !(up_over && down_over) {
-        tokio::select! {
-            end = &mut up, if !up_over => {
-                if end == End::Broken {
-                    return Some(Broke::A);
-                }
-                up_over = true;
+    std::future::poll_fn(|cx| {
+        use std::task::Poll;
+        if !up_over && let Poll::Ready(end) = up.as_mut().poll(cx) {
+            if end == End::Broken {
+                return Poll::Ready(Some(Broke::A));
             }
-            end = &mut down, if !down_over => {
-                if end == End::Broken {
-                    return Some(Broke::B);
-                }
-                down_over = true;
-            }
+            up_over = true;
         }
-    }
-    None
+        if !down_over && let Poll::Ready(end) = down.as_mut().poll(cx) {
+            if end == End::Broken {
+                return Poll::Ready(Some(Broke::B));
+            }
+            down_over = true;
+        }
+        if up_over && down_over {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Copies bytes both ways between `a` and `b` until both directions end or the tunnel is idle
@@ -261,8 +271,8 @@ where
     let (br, bw) = tokio::io::split(b);
     let (stop_up, stop_down) = (stop(), stop());
     tokio::pin!(stop_up, stop_down);
-    let up = pump(ar, bw, idle, &activity, &activity.moved[0], stop_up);
-    let down = pump(br, aw, idle, &activity, &activity.moved[1], stop_down);
+    let up = std::pin::pin!(pump(ar, bw, idle, &activity, &activity.moved[0], stop_up));
+    let down = std::pin::pin!(pump(br, aw, idle, &activity, &activity.moved[1], stop_down));
     both(up, down).await;
     activity.moved()
 }
@@ -292,8 +302,8 @@ where
         let (br, bw) = b.split();
         let (stop_up, stop_down) = (stop(), stop());
         tokio::pin!(stop_up, stop_down);
-        let up = pump(ar, bw, idle, &activity, &activity.moved[0], stop_up);
-        let down = pump(br, aw, idle, &activity, &activity.moved[1], stop_down);
+        let up = std::pin::pin!(pump(ar, bw, idle, &activity, &activity.moved[0], stop_up));
+        let down = std::pin::pin!(pump(br, aw, idle, &activity, &activity.moved[1], stop_down));
         both(up, down).await
     };
     let other = match broke {
@@ -490,5 +500,42 @@ mod tcp_tests {
             into_tcp(crate::Conn::Unix(u)),
             Err(Some(crate::Conn::Unix(_)))
         ));
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    /// An idle tunnel's memory is mostly its future: it must hold each direction once (the
+    /// `join`-like loop borrows them), not a second copy of each (what an `async fn` taking
+    /// them by value costs: docs/benchmarks.md).
+    #[tokio::test]
+    async fn a_tunnel_holds_each_direction_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut a = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut b, _) = listener.accept().await.unwrap();
+        let activity = activity();
+        let stop = std::pin::pin!(std::future::pending::<()>());
+        let (ar, _) = a.split();
+        let (_, bw) = b.split();
+        let one = pump(
+            ar,
+            bw,
+            Duration::from_secs(1),
+            &activity,
+            &activity.moved[0],
+            stop,
+        );
+        let direction = std::mem::size_of_val(&one);
+        drop(one);
+        let tunnel = tunnel_tcp_until(a, b, Duration::from_secs(1), std::future::pending::<()>);
+        let whole = std::mem::size_of_val(&tunnel);
+        assert!(
+            whole <= 2 * direction + 512,
+            "a tunnel's future is {whole} bytes, one direction's {direction}"
+        );
     }
 }

@@ -456,34 +456,78 @@ async fn serve<G, D, I, S>(
     // Between two TCP sockets (always, in netproxy) the tunnel copies between the sockets.
     match proxy_io::into_tcp(client) {
         Ok(client) => match proxy_io::into_tcp(upstream) {
-            Ok(tcp) => spawn_tunnel(tracker, permit, open, peer, async move {
+            Ok(tcp) => spawn_tunnel(tracker, permit, open, peer, move || async move {
                 proxy_io::tunnel_tcp_until(client, tcp, idle, || lease.revoked()).await
             }),
-            Err(Some(other)) => spawn_tunnel(tracker, permit, open, peer, async move {
+            Err(Some(other)) => spawn_tunnel(tracker, permit, open, peer, move || async move {
                 proxy_io::tunnel_until(client, other, idle, || lease.revoked()).await
             }),
             Err(None) => {}
         },
-        Err(Some(client)) => spawn_tunnel(tracker, permit, open, peer, async move {
+        Err(Some(client)) => spawn_tunnel(tracker, permit, open, peer, move || async move {
             proxy_io::tunnel_until(client, upstream, idle, || lease.revoked()).await
         }),
         Err(None) => {}
     }
 }
 
-/// Runs a tunnel (its future gives the bytes copied each way) in a task of its own that holds
-/// the connection's slot, and counts it in the stats when it ends.
-fn spawn_tunnel(
+/// Runs a tunnel (`tunnel` makes the future that gives the bytes copied each way) in a task of
+/// its own that holds the connection's slot, and counts it in the stats when it ends.
+fn spawn_tunnel<T>(
     tracker: &Arc<proxy_io::Tracker>,
     permit: tokio::sync::OwnedSemaphorePermit,
     open: proxy_io::Open,
     peer: SocketAddr,
-    tunnel: impl Future<Output = (u64, u64)> + Send + 'static,
-) {
-    tracker.spawn(async move {
-        let _permit = permit;
-        let (up, down) = tunnel.await;
-        open.closed(up, down);
-        tracing::debug!(client = %peer, up, down, "SOCKS tunnel closed");
-    });
+    tunnel: impl FnOnce() -> T + Send + 'static,
+) where
+    T: Future<Output = (u64, u64)> + Send + 'static,
+{
+    tracker.spawn(tunnel_task(permit, open, peer, tunnel));
+}
+
+/// The tunnel's task. It makes the tunnel's future itself: a task that awaited a future it was
+/// given would hold it twice (rustc keeps room for the argument and for the awaited copy), and
+/// an idle tunnel is mostly that future (docs/benchmarks.md).
+async fn tunnel_task<T>(
+    permit: tokio::sync::OwnedSemaphorePermit,
+    open: proxy_io::Open,
+    peer: SocketAddr,
+    tunnel: impl FnOnce() -> T,
+) where
+    T: Future<Output = (u64, u64)>,
+{
+    let _permit = permit;
+    let (up, down) = tunnel().await;
+    open.closed(up, down);
+    tracing::debug!(client = %peer, up, down, "SOCKS tunnel closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tunnel's task holds the tunnel's future once, plus a little.
+    #[tokio::test]
+    async fn a_tunnel_task_holds_its_tunnel_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connect = || TcpStream::connect(listener.local_addr().unwrap());
+        let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+        let idle = std::time::Duration::from_secs(1);
+        let tunnel = proxy_io::tunnel_tcp_until(a, b, idle, std::future::pending::<()>);
+        let size = std::mem::size_of_val(&tunnel);
+        let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let open = Arc::new(proxy_io::Stats::default()).tunnel();
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+        let task = tunnel_task(permit, open, peer, move || {
+            proxy_io::tunnel_tcp_until(a, b, idle, std::future::pending::<()>)
+        });
+        let whole = std::mem::size_of_val(&task);
+        assert!(
+            whole <= size + 256,
+            "{whole} bytes for a {size}-byte tunnel"
+        );
+    }
 }
