@@ -230,6 +230,13 @@ impl fmt::Display for Host {
             Repr::Name(n) => f.write_str(n),
             Repr::V4(v4) => write!(f, "{v4}"),
             Repr::V6 { addr, zone: None } => write!(f, "{addr}"),
+            // A zone id that starts with "25" (and is longer) would read back without those
+            // two characters (the parser takes a leading "%25" for RFC 6874's separator), so
+            // it is written with that separator: the canonical form reads back as itself.
+            Repr::V6 {
+                addr,
+                zone: Some(z),
+            } if z.len() > 2 && z.starts_with("25") => write!(f, "{addr}%25{z}"),
             Repr::V6 {
                 addr,
                 zone: Some(z),

@@ -96,3 +96,17 @@ fn a_requirement_in_both_tables_is_an_error() {
         "{e}"
     );
 }
+
+/// An IPv6 zone id that starts with "25" (`::14%25255252R`: RFC 6874's `%25` separator, then
+/// the zone `255252r`) was written back bare (`::14%255252r`), which reads as the zone
+/// `5252r`: the canonical host did not read back as itself, so a target sent again (a SOCKS
+/// domain, an audit record read back, a pattern) named another zone. Such a zone is now written
+/// with the `%25` separator. Found by `socks_request` (its round-trip check).
+#[test]
+fn a_zone_starting_with_25_reads_back_as_itself() {
+    replay("socks_request", "zone-starting-with-25");
+    let host = proxy_core::Host::parse("::14%25255252R").unwrap();
+    assert_eq!(host.zone(), Some("255252r"));
+    assert_eq!(host.to_string(), "::14%25255252r");
+    assert_eq!(proxy_core::Host::parse(&host.to_string()), Ok(host));
+}

@@ -126,6 +126,21 @@ fn ipv6_literals_bracketed_or_bare_with_zones() {
     check("[::1]:443", Err(HostError::Brackets));
     check("fe80::1%", Err(HostError::InvalidZone));
     check("fe80::1%25", Ok("fe80::1%25")); // a numeric zone id "25"
+    // A zone id starting with "25" keeps the URI separator, so the canonical form reads back
+    // as itself (written bare it would lose the "25": found by the `socks_request` fuzzer).
+    check("::14%25255252R", Ok("::14%25255252r"));
+    check("fe80::1%2525a", Ok("fe80::1%2525a"));
+    check("fe80::1%250", Ok("fe80::1%0"));
+    check("fe80::1%25250", Ok("fe80::1%25250"));
+    for text in [
+        "fe80::1%2525a",
+        "fe80::1%25250",
+        "fe80::1%25",
+        "fe80::1%eth0",
+    ] {
+        let host = Host::parse(text).unwrap();
+        assert_eq!(Host::parse(&host.to_string()), Ok(host.clone()), "{text}");
+    }
     check("fe80::1%2541%25", Err(HostError::PercentEscape));
     check("example.com:443", Err(HostError::InvalidIpv6));
     check(":::", Err(HostError::InvalidIpv6));
