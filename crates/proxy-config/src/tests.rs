@@ -658,6 +658,21 @@ fn managed_allowed_domains_only() {
     assert!(policy.allowed_patterns().all(|p| p != "github.com"));
 }
 
+/// A managed allow entry for an IPv4-compatible literal on one zone does not make the bare
+/// IPv4 address managed: their keys once agreed (the zone was dropped from the key), and a user
+/// allow of the bare address then counted as a managed entry and stayed in force.
+#[test]
+fn a_zoned_managed_entry_does_not_admit_its_bare_address() {
+    let managed = "[network]\nallowed_domains = [\"[::127.0.0.1%eth0]\"]\nmanaged_allowed_domains_only = true";
+    let c = ok(
+        &["[network.domains]\n\"127.0.0.1\" = \"allow\""],
+        &[managed],
+    );
+    assert_eq!(c.ignored_allow_entries().len(), 1, "{:?}", domains(&c));
+    let policy = c.policy().unwrap();
+    assert!(policy.allowed_patterns().all(|p| p != "127.0.0.1"));
+}
+
 #[test]
 fn managed_lists_refuse_the_global_wildcard() {
     for text in [

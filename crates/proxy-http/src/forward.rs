@@ -1,6 +1,7 @@
 //! The two request paths: `CONNECT` tunnels and absolute-form forwarding.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -391,14 +392,14 @@ where
             Err(f) => return failed(f),
         },
     };
-    let first = head_within(idle, &progress, sender.try_send_request(outgoing)).await;
+    let first = head_within(idle, &progress, pin!(sender.try_send_request(outgoing))).await;
     let result = match first {
         // A reused connection the upstream had closed: the request was not sent; dial anew.
         Some(Err(mut e)) if reused && e.message().is_some() => match e.take_message() {
             Some(req) => match open_upstream(&shared, &meta, &route, &permit).await {
                 Ok(s) => {
                     (sender, handle) = s;
-                    head_within(idle, &progress, sender.try_send_request(req)).await
+                    head_within(idle, &progress, pin!(sender.try_send_request(req))).await
                 }
                 Err(f) => return failed(f),
             },
@@ -561,11 +562,14 @@ where
     // and any connection when no byte crossed it for the idle timeout (a body that stalls).
     let lease = shared.gate.hold(meta, route);
     let idle = shared.limits.idle_timeout;
+    // Polled through a reference: a future the task captured and then moved into the `select!`
+    // would be held twice (docs/benchmarks.md).
+    let mut connection = connection.with_upgrades();
     shared.spawn(async move {
         let _permit = conn_permit;
         tokio::select! {
             biased;
-            ended = connection.with_upgrades() => {
+            ended = &mut connection => {
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, "upstream connection ended with an error");
                 }

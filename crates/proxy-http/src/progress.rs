@@ -8,6 +8,7 @@
 //! The cost: one clock read per request-body frame.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -43,14 +44,14 @@ impl Progress {
 }
 
 /// Sends: waits for `head` (the response head) until `idle` passed with no progress of the
-/// request, counted from now at the earliest; `None` then.
+/// request, counted from now at the earliest; `None` then. `head` is borrowed, pinned where the
+/// caller made it: taken by value, it would be held twice (docs/benchmarks.md).
 pub(crate) async fn head_within<F: Future>(
     idle: Duration,
     progress: &Progress,
-    head: F,
+    mut head: Pin<&mut F>,
 ) -> Option<F::Output> {
     progress.moved();
-    tokio::pin!(head);
     loop {
         let last = progress.last();
         match tokio::time::timeout_at(last + idle, &mut head).await {
@@ -74,7 +75,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(4)).await;
         let start = Instant::now();
         assert!(
-            head_within(IDLE, &p, std::future::pending::<()>())
+            head_within(IDLE, &p, std::pin::pin!(std::future::pending::<()>()))
                 .await
                 .is_none()
         );
@@ -94,7 +95,7 @@ mod tests {
             })
         };
         assert!(
-            head_within(IDLE, &p, std::future::pending::<()>())
+            head_within(IDLE, &p, std::pin::pin!(std::future::pending::<()>()))
                 .await
                 .is_none()
         );
@@ -107,6 +108,6 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(3)).await;
             7
         };
-        assert_eq!(head_within(IDLE, &p, head).await, Some(7));
+        assert_eq!(head_within(IDLE, &p, std::pin::pin!(head)).await, Some(7));
     }
 }

@@ -265,7 +265,7 @@ where
     // Closed when no byte crossed it for the idle timeout (a body that stalls). A unix socket's
     // permission is not re-judged while its exchange lasts (the gate holds no lease on it).
     let (stream, watch) = crate::idle::watch(stream);
-    let (mut sender, connection) =
+    let (mut sender, mut connection) =
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(x) => x,
             Err(e) => return fail(e.to_string()),
@@ -274,7 +274,8 @@ where
         let _permit = permit;
         tokio::select! {
             biased;
-            ended = connection => {
+            // Through a reference: moved into the `select!`, it would be held twice.
+            ended = &mut connection => {
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, "unix socket connection ended with an error");
                 }
@@ -284,17 +285,22 @@ where
             }
         }
     });
-    let response =
-        match crate::progress::head_within(idle, &progress, sender.send_request(outgoing)).await {
-            Some(Ok(r)) => r,
-            Some(Err(e)) => return fail(e.to_string()),
-            None => {
-                return fail(format!(
-                    "no response head within {} s of the request's last byte",
-                    idle.as_secs()
-                ));
-            }
-        };
+    let response = match crate::progress::head_within(
+        idle,
+        &progress,
+        std::pin::pin!(sender.send_request(outgoing)),
+    )
+    .await
+    {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return fail(e.to_string()),
+        None => {
+            return fail(format!(
+                "no response head within {} s of the request's last byte",
+                idle.as_secs()
+            ));
+        }
+    };
     drop(route);
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);

@@ -216,30 +216,51 @@ impl Activity {
 ///
 /// The directions are borrowed, pinned where the caller made them: an `async fn` taking them
 /// by value would hold each twice (rustc keeps room for an argument and for the local it is
-/// moved to), and an idle tunnel is mostly these two futures (docs/benchmarks.md).
+/// moved to), and an idle tunnel is mostly these two futures (docs/benchmarks.md). Which
+/// direction is polled first alternates, so a busy one cannot spend the task's budget before
+/// the other is polled, every time.
 async fn both(
     mut up: Pin<&mut impl Future<Output = End>>,
     mut down: Pin<&mut impl Future<Output = End>>,
 ) -> Option<Broke> {
+    use std::task::{Context, Poll};
+
+    /// Polls one direction unless it is over; `Some` when it broke.
+    fn step(
+        over: &mut bool,
+        fut: Pin<&mut impl Future<Output = End>>,
+        cx: &mut Context<'_>,
+        side: Broke,
+    ) -> Option<Broke> {
+        if *over {
+            return None;
+        }
+        match fut.poll(cx) {
+            Poll::Ready(End::Broken) => Some(side),
+            Poll::Ready(End::Closed) => {
+                *over = true;
+                None
+            }
+            Poll::Pending => None,
+        }
+    }
+
     let (mut up_over, mut down_over) = (false, false);
+    let mut up_first = false;
     std::future::poll_fn(|cx| {
-        use std::task::Poll;
-        if !up_over && let Poll::Ready(end) = up.as_mut().poll(cx) {
-            if end == End::Broken {
-                return Poll::Ready(Some(Broke::A));
-            }
-            up_over = true;
-        }
-        if !down_over && let Poll::Ready(end) = down.as_mut().poll(cx) {
-            if end == End::Broken {
-                return Poll::Ready(Some(Broke::B));
-            }
-            down_over = true;
-        }
-        if up_over && down_over {
-            Poll::Ready(None)
+        up_first = !up_first;
+        let mut poll_up = |cx: &mut Context<'_>| step(&mut up_over, up.as_mut(), cx, Broke::A);
+        let mut poll_down =
+            |cx: &mut Context<'_>| step(&mut down_over, down.as_mut(), cx, Broke::B);
+        let broke = if up_first {
+            poll_up(cx).or_else(|| poll_down(cx))
         } else {
-            Poll::Pending
+            poll_down(cx).or_else(|| poll_up(cx))
+        };
+        match broke {
+            Some(side) => Poll::Ready(Some(side)),
+            None if up_over && down_over => Poll::Ready(None),
+            None => Poll::Pending,
         }
     })
     .await

@@ -163,10 +163,14 @@ impl Pattern {
                 (true, false) => format!("*.{glob}"),
                 _ => glob.clone(),
             },
+            // A zone is written with RFC 6874's `%25` separator, which reads back as the same
+            // zone whatever it starts with; an IPv4-compatible literal with a zone (matched by
+            // its IPv4 address, on that zone only) keeps both.
             PatternKind::Ip { addr, zone } => match (addr, zone) {
-                (IpAddr::V6(a), Some(z)) => format!("[{a}%{z}]"),
+                (IpAddr::V6(a), Some(z)) => format!("[{a}%25{z}]"),
                 (IpAddr::V6(a), None) => format!("[{a}]"),
-                (a, _) => a.to_string(),
+                (IpAddr::V4(a), Some(z)) => format!("[::{a}%25{z}]"),
+                (IpAddr::V4(a), None) => a.to_string(),
             },
         };
         match self.ports {

@@ -1468,3 +1468,32 @@ fn limited_mode_refuses_upgrades() {
     let p = policy("allow=1.1.1.1");
     assert!(matches!(p.evaluate(&meta), Evaluation::Allow { .. }));
 }
+
+/// A pattern's key is a pattern that reads back with the same key, and two patterns share a
+/// key only when they match the same hosts: zones keep their `%25` separator (a zone starting
+/// with "25" would otherwise read back as another zone), and an IPv4-compatible literal with a
+/// zone keeps its zone (it covers only that zone, not the bare IPv4 address).
+#[test]
+fn zoned_pattern_keys_read_back_as_themselves() {
+    use crate::Pattern;
+    for (text, key) in [
+        ("[fe80::1%25eth0]", "[fe80::1%25eth0]"),
+        ("fe80::1%eth0", "[fe80::1%25eth0]"),
+        ("[fe80::1%2525x]", "[fe80::1%2525x]"),
+        ("[::127.0.0.1%eth0]", "[::127.0.0.1%25eth0]"),
+        ("::127.0.0.1", "127.0.0.1"),
+        ("fe80::1", "[fe80::1]"),
+    ] {
+        let p = Pattern::parse(text).unwrap();
+        assert_eq!(p.key(), key, "{text}");
+        assert_eq!(Pattern::parse(&p.key()).unwrap().key(), key, "{text}");
+        let again = Pattern::parse(&p.key()).unwrap();
+        assert!(again.covers(&p) && p.covers(&again), "{text}");
+    }
+    let (zoned, bare) = (
+        Pattern::parse("[::127.0.0.1%eth0]").unwrap(),
+        Pattern::parse("127.0.0.1").unwrap(),
+    );
+    assert!(!zoned.covers(&bare));
+    assert_ne!(zoned.key(), bare.key());
+}

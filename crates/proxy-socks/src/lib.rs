@@ -456,16 +456,16 @@ async fn serve<G, D, I, S>(
     // Between two TCP sockets (always, in netproxy) the tunnel copies between the sockets.
     match proxy_io::into_tcp(client) {
         Ok(client) => match proxy_io::into_tcp(upstream) {
-            Ok(tcp) => spawn_tunnel(tracker, permit, open, peer, move || async move {
-                proxy_io::tunnel_tcp_until(client, tcp, idle, || lease.revoked()).await
+            Ok(tcp) => spawn_tunnel(tracker, permit, open, peer, move || {
+                proxy_io::tunnel_tcp_until(client, tcp, idle, move || lease.revoked())
             }),
-            Err(Some(other)) => spawn_tunnel(tracker, permit, open, peer, move || async move {
-                proxy_io::tunnel_until(client, other, idle, || lease.revoked()).await
+            Err(Some(other)) => spawn_tunnel(tracker, permit, open, peer, move || {
+                proxy_io::tunnel_until(client, other, idle, move || lease.revoked())
             }),
             Err(None) => {}
         },
-        Err(Some(client)) => spawn_tunnel(tracker, permit, open, peer, move || async move {
-            proxy_io::tunnel_until(client, upstream, idle, || lease.revoked()).await
+        Err(Some(client)) => spawn_tunnel(tracker, permit, open, peer, move || {
+            proxy_io::tunnel_until(client, upstream, idle, move || lease.revoked())
         }),
         Err(None) => {}
     }
@@ -506,14 +506,16 @@ async fn tunnel_task<T>(
 mod tests {
     use super::*;
 
-    /// The tunnel's task holds the tunnel's future once, plus a little.
+    /// The tunnel's task, made as `serve` makes it, holds the tunnel's future once, plus a
+    /// little (a task awaiting a future it was given would hold it twice).
     #[tokio::test]
     async fn a_tunnel_task_holds_its_tunnel_once() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let connect = || TcpStream::connect(listener.local_addr().unwrap());
         let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
         let idle = std::time::Duration::from_secs(1);
-        let tunnel = proxy_io::tunnel_tcp_until(a, b, idle, std::future::pending::<()>);
+        let lease = proxy_core::Lease::none();
+        let tunnel = proxy_io::tunnel_tcp_until(a, b, idle, move || lease.revoked());
         let size = std::mem::size_of_val(&tunnel);
         let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
@@ -521,8 +523,9 @@ mod tests {
             .unwrap();
         let open = Arc::new(proxy_io::Stats::default()).tunnel();
         let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+        let lease = proxy_core::Lease::none();
         let task = tunnel_task(permit, open, peer, move || {
-            proxy_io::tunnel_tcp_until(a, b, idle, std::future::pending::<()>)
+            proxy_io::tunnel_tcp_until(a, b, idle, move || lease.revoked())
         });
         let whole = std::mem::size_of_val(&task);
         assert!(
