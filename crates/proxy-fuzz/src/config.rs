@@ -10,6 +10,8 @@
 //! managed entries are read from the requirements text with `toml` (not the loader under test);
 //! whether a pattern matches a target is judged by a policy of that pattern alone.
 
+use std::net::IpAddr;
+
 use proxy_config::{Action, CliOverrides, Config, load_texts};
 use proxy_core::{Host, Mode, Protocol, Reason, RequestMeta, Target};
 use proxy_policy::{Evaluation, Pattern, PatternKind, Policy};
@@ -140,7 +142,15 @@ fn sample(pattern: &Pattern) -> Option<Target> {
             let name = glob.replace('*', "a");
             Host::parse(&if *apex { name } else { format!("x.{name}") }).ok()?
         }
-        PatternKind::Ip { addr, .. } => Host::from_ip(*addr),
+        // With its zone, when it has one (spelled so that it reads back as that zone).
+        PatternKind::Ip { addr, zone } => {
+            let bare = Host::from_ip(*addr);
+            let zoned = zone.as_ref().and_then(|z| match addr {
+                IpAddr::V6(a) => Host::parse(&format!("{a}%25{z}")).ok(),
+                IpAddr::V4(a) => Host::parse(&format!("::{a}%25{z}")).ok(),
+            });
+            zoned.unwrap_or(bare)
+        }
         _ => return None,
     };
     Some(Target::net(host, port))
@@ -187,10 +197,20 @@ fn managed_lists_hold(config: &Config, required: &toml::Table) {
         policy.evaluate(&RequestMeta::new(Protocol::HttpsConnect, target.clone()))
     };
     let (denied, _) = managed_list(required, "denied_domains");
-    for entry in &denied {
-        let Some(target) = Pattern::parse(entry).ok().as_ref().and_then(sample) else {
-            continue;
-        };
+    // A zoned deny entry is probed on its zone and without it (netproxy dials an address
+    // without its zone, so a deny entry's zone must not narrow it).
+    let probes = denied.iter().flat_map(|entry| {
+        let target = Pattern::parse(entry).ok().as_ref().and_then(sample);
+        let bare = target.as_ref().and_then(|t| {
+            let host = t.host()?.without_zone()?;
+            (host != *t.host()?).then(|| Target::net(host, t.port()))
+        });
+        [target, bare]
+            .into_iter()
+            .flatten()
+            .map(move |t| (entry, t))
+    });
+    for (entry, target) in probes {
         if denied_by(entry, &target) {
             // Refused as denied (the deny list comes first), or because the proxy is off.
             let verdict = judged(&target);

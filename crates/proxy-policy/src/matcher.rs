@@ -76,9 +76,14 @@ impl Matcher {
                 PatternKind::ApexAndSubdomains(h) => {
                     m.names.entry(name_key(h)).or_default().with_apex.push(i);
                 }
+                // A deny entry's zone is not kept: netproxy dials the address without its zone,
+                // so `fe80::1%eth0` (deny) must refuse `fe80::1` on every zone and on none.
                 PatternKind::Ip { addr, zone } => m
                     .ips
-                    .entry((m.spelling(*addr), zone.as_deref().map(Into::into)))
+                    .entry((
+                        m.spelling(*addr),
+                        zone.as_deref().filter(|_| !every_spelling).map(Into::into),
+                    ))
                     .or_default()
                     .push(i),
                 PatternKind::Glob {

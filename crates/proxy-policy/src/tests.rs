@@ -495,10 +495,25 @@ fn scoped_ipv6_deny_entries() {
         "http GET [fd00::1%25eth0]",
         "denied",
     );
+    // A deny entry's zone does not narrow it (the reference keeps `%eth1` allowed here): netproxy
+    // dials the address without its zone, so `%eth1`, or no zone, reaches what the entry denies.
+    for host in ["[fd00::1%25eth1]", "[fd00::1]", "fd00::1"] {
+        check(
+            "local allow=fd00::1 deny=fd00::1%eth0",
+            &format!("http GET {host}"),
+            "denied",
+        );
+    }
     check(
-        "local allow=fd00::1 deny=fd00::1%eth0",
+        "local allow=127.0.0.1 deny=[::127.0.0.1%eth0]",
+        "http GET [::127.0.0.1]",
+        "denied",
+    );
+    // Allow entries keep their zone: they only narrow.
+    check(
+        "local allow=fd00::1%eth0",
         "http GET [fd00::1%25eth1]",
-        "allow",
+        "not_allowed",
     );
 }
 
