@@ -528,6 +528,29 @@ mod tcp_tests {
 mod sizes {
     use super::*;
 
+    /// Each poll of a tunnel polls both directions, the one first that went second the time
+    /// before: a busy direction cannot always spend the task's budget before the other runs.
+    #[test]
+    fn the_direction_polled_first_alternates() {
+        use std::cell::RefCell;
+        use std::task::{Context, Poll, Waker};
+        let order = RefCell::new(String::new());
+        let side = |name: char| {
+            let order = &order;
+            std::future::poll_fn(move |_| {
+                order.borrow_mut().push(name);
+                Poll::<End>::Pending
+            })
+        };
+        let (up, down) = (std::pin::pin!(side('u')), std::pin::pin!(side('d')));
+        let mut tunnel = std::pin::pin!(both(up, down));
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..4 {
+            assert!(tunnel.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(*order.borrow(), "uddu".repeat(2));
+    }
+
     /// An idle tunnel's memory is mostly its future: it must hold each direction once (the
     /// `join`-like loop borrows them), not a second copy of each (what an `async fn` taking
     /// them by value costs: docs/benchmarks.md).
