@@ -296,16 +296,26 @@ pub(crate) struct Hooks {
     by_host: Vec<(Host, Vec<Hook>)>,
 }
 
+/// The host hooks are filed and looked up under: an IP literal by the address it reaches
+/// (without its zone, which netproxy does not dial with; an IPv4-compatible literal as its IPv4
+/// address), so `[fd00::1%25eth0]` or `[::10.0.0.5]` cannot slip past a hook on `fd00::1` or
+/// `10.0.0.5` as an opaque tunnel.
+fn hook_host(host: &Host) -> Host {
+    host.policy_ip().map_or_else(|| host.clone(), Host::from_ip)
+}
+
 impl Hooks {
     pub(crate) fn add(&mut self, hook: Hook) {
-        match self.by_host.iter_mut().find(|(h, _)| *h == hook.host) {
+        let key = hook_host(&hook.host);
+        match self.by_host.iter_mut().find(|(h, _)| *h == key) {
             Some((_, hooks)) => hooks.push(hook),
-            None => self.by_host.push((hook.host.clone(), vec![hook])),
+            None => self.by_host.push((key, vec![hook])),
         }
     }
 
     pub(crate) fn is_hooked(&self, host: &Host) -> bool {
-        self.by_host.iter().any(|(h, _)| h == host)
+        let host = hook_host(host);
+        self.by_host.iter().any(|(h, _)| *h == host)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -313,7 +323,8 @@ impl Hooks {
     }
 
     pub(crate) fn evaluate(&self, host: &Host, head: &RequestHead<'_>) -> HookVerdict<'_> {
-        match self.by_host.iter().find(|(h, _)| h == host) {
+        let host = hook_host(host);
+        match self.by_host.iter().find(|(h, _)| *h == host) {
             None => HookVerdict::NoHooks,
             Some((_, hooks)) => hooks
                 .iter()

@@ -712,6 +712,26 @@ fn limited_mode_judges_a_method_override() {
     );
 }
 
+/// A hook on an IP literal covers the address on any zone and in its IPv4-compatible spelling:
+/// netproxy dials neither the zone nor the IPv6 form differently, so neither may skip the hook
+/// as an opaque tunnel.
+#[test]
+fn a_hook_on_an_address_covers_its_other_spellings() {
+    for (hook, target) in [
+        ("fd00::1", "[fd00::1%25eth0]:443"),
+        ("fd00::1%eth0", "[fd00::1]:443"),
+        ("1.2.3.4", "[::1.2.3.4]:443"),
+        ("1.2.3.4", "[::1.2.3.4%25x]:443"),
+        ("1.2.3.4", "[::ffff:1.2.3.4]:443"),
+    ] {
+        check(
+            &format!("local allow=* mitm hook={hook}"),
+            &format!("https_connect CONNECT {target}"),
+            "intercept",
+        );
+    }
+}
+
 #[test]
 fn a_hooked_host_is_reached_only_through_interception_in_any_mode() {
     // Full mode: tunnels to it are intercepted, at any CONNECT port, and SOCKS to 443.
