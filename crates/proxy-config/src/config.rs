@@ -560,7 +560,16 @@ impl Config {
     ) -> Result<Policy, Error> {
         let mut b = Policy::builder();
         let mut diags = Vec::new();
-        for e in &self.domains {
+        // A refusal names the first deny entry that matched: the managed ones go first, so a
+        // request that a managed and a user entry both deny names the entry the user cannot
+        // remove (and the remedy says so) rather than one whose removal changes nothing.
+        let user_deny = |e: &&DomainEntry| e.action == Action::Deny && e.layer.is_user();
+        let managed_first = self
+            .domains
+            .iter()
+            .filter(|e| !user_deny(e))
+            .chain(self.domains.iter().filter(user_deny));
+        for e in managed_first {
             let origin = e.layer.to_string();
             let res = match e.action {
                 Action::Allow => b.allow(e.pattern.as_str(), Some(&origin)).map(|_| ()),

@@ -565,7 +565,7 @@ impl Requirements {
                 .iter()
                 .filter(|e| e.action == Action::Deny && e.layer.is_user())
             {
-                if !denied.iter().any(|d| d.key() == e.pattern.key()) {
+                if !denied.iter().any(|d| d.deny_key() == e.pattern.deny_key()) {
                     diags.push(Diagnostic::new(
                         DiagnosticKind::Constraint,
                         e.layer.to_string(),

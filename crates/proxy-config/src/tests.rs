@@ -633,6 +633,53 @@ fn managed_denylist() {
         "are fixed",
     );
     ok(&["[network.domains]\n\"other.com\" = \"deny\""], &[managed]);
+    // Another zone or spelling of a fixed address denies the same (a deny entry ignores zones
+    // and covers every spelling): the fixed list accepts it, and still refuses another port.
+    let fixed_ip = "[network]\ndenied_domains = [\"fd00::1%eth0\", \"64:ff9b::1.2.3.4\"]\ndenylist_expansion_enabled = false";
+    ok(
+        &["[network.domains]\n\"[fd00::1]\" = \"deny\"\n\"::ffff:1.2.3.4\" = \"deny\""],
+        &[fixed_ip],
+    );
+    err(
+        &["[network.domains]\n\"[fd00::1%eth1]:443\" = \"deny\""],
+        &[fixed_ip],
+        DiagnosticKind::Constraint,
+        "network.domains.\"[fd00::1%eth1]:443\"",
+        "are fixed",
+    );
+}
+
+/// A target that a user deny entry and a managed one both deny is refused in the managed
+/// entry's name, whatever their order: removing the user entry would change nothing.
+#[test]
+fn a_refusal_names_the_managed_deny_entry_first() {
+    use proxy_core::{Protocol, RequestMeta, Target};
+    let c = ok(
+        &[
+            "[network.domains]\n\"**.evil.example\" = \"deny\"\n\"[fd00::1]\" = \"deny\"\n\"*\" = \"allow\"",
+        ],
+        &["[network]\ndenied_domains = [\"a.evil.example\", \"fd00::1%eth0\"]"],
+    );
+    let policy = c.policy().unwrap();
+    for target in ["a.evil.example:443", "[fd00::1]:443"] {
+        let meta = RequestMeta::new(
+            Protocol::HttpsConnect,
+            Target::parse_authority(target, 443).unwrap(),
+        );
+        let eval = policy.evaluate(&meta);
+        let rule = eval.decision().rule.clone().expect("a deny rule");
+        assert_eq!(rule.origin.as_deref(), Some("/managed/r0.toml"), "{target}");
+    }
+    // A target only the user denies is still refused in the user's name.
+    let meta = RequestMeta::new(
+        Protocol::HttpsConnect,
+        Target::parse_authority("b.evil.example:443", 443).unwrap(),
+    );
+    let eval = policy.evaluate(&meta);
+    assert_eq!(
+        eval.decision().rule.clone().unwrap().origin.as_deref(),
+        Some("/cfg/a.toml")
+    );
 }
 
 #[test]

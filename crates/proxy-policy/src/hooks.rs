@@ -4,7 +4,11 @@
 //! grammar.
 
 use globset::{GlobBuilder, GlobMatcher};
+use std::net::IpAddr;
+
 use proxy_core::{Host, RequestHead};
+
+use crate::classify::{canonical_ip, embedded_v4};
 
 /// Why a hook could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -296,12 +300,25 @@ pub(crate) struct Hooks {
     by_host: Vec<(Host, Vec<Hook>)>,
 }
 
-/// The host hooks are filed and looked up under: an IP literal by the address it reaches
-/// (without its zone, which netproxy does not dial with; an IPv4-compatible literal as its IPv4
-/// address), so `[fd00::1%25eth0]` or `[::10.0.0.5]` cannot slip past a hook on `fd00::1` or
-/// `10.0.0.5` as an opaque tunnel.
+/// The host a hook is filed under: an IP literal by the address it reaches, in the one spelling
+/// deny entries are compared in (without its zone, which netproxy does not dial with; an
+/// IPv4-mapped, IPv4-compatible or NAT64 literal as its IPv4 address).
 fn hook_host(host: &Host) -> Host {
-    host.policy_ip().map_or_else(|| host.clone(), Host::from_ip)
+    host.policy_ip()
+        .map_or_else(|| host.clone(), |ip| Host::from_ip(canonical_ip(ip)))
+}
+
+/// The hosts a target is looked up under: its [`hook_host`], then the IPv4 addresses its IPv6
+/// address carries through a relay (6to4, Teredo), as deny entries match them. So
+/// `[fd00::1%25eth0]`, `[::10.0.0.5]`, `[64:ff9b::10.0.0.5]` or `[2002:a00:5::1]` cannot slip
+/// past a hook on `fd00::1` or `10.0.0.5` as an opaque tunnel.
+fn lookup_hosts(host: &Host) -> impl Iterator<Item = Host> {
+    let key = hook_host(host);
+    let carried = match key.policy_ip() {
+        Some(IpAddr::V6(v6)) => embedded_v4(v6),
+        _ => Vec::new(),
+    };
+    std::iter::once(key).chain(carried.into_iter().map(|v4| Host::from_ip(IpAddr::V4(v4))))
 }
 
 impl Hooks {
@@ -313,9 +330,18 @@ impl Hooks {
         }
     }
 
+    /// The hooks of the first of `host`'s lookup hosts that has any.
+    fn of(&self, host: &Host) -> Option<&[Hook]> {
+        lookup_hosts(host).find_map(|key| {
+            self.by_host
+                .iter()
+                .find(|(h, _)| *h == key)
+                .map(|(_, hooks)| hooks.as_slice())
+        })
+    }
+
     pub(crate) fn is_hooked(&self, host: &Host) -> bool {
-        let host = hook_host(host);
-        self.by_host.iter().any(|(h, _)| *h == host)
+        !self.by_host.is_empty() && self.of(host).is_some()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -323,10 +349,12 @@ impl Hooks {
     }
 
     pub(crate) fn evaluate(&self, host: &Host, head: &RequestHead<'_>) -> HookVerdict<'_> {
-        let host = hook_host(host);
-        match self.by_host.iter().find(|(h, _)| *h == host) {
+        if self.by_host.is_empty() {
+            return HookVerdict::NoHooks;
+        }
+        match self.of(host) {
             None => HookVerdict::NoHooks,
-            Some((_, hooks)) => hooks
+            Some(hooks) => hooks
                 .iter()
                 .find(|h| h.matches(head))
                 .map_or(HookVerdict::NoMatch, HookVerdict::Matched),

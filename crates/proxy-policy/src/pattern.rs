@@ -179,6 +179,33 @@ impl Pattern {
         }
     }
 
+    /// What this pattern denies as a deny entry, as a key two deny entries that deny the same
+    /// targets share: [`key`](Self::key), except that an IP literal is written in the one
+    /// spelling deny entries are compared in (an IPv4 address carried IPv4-mapped,
+    /// IPv4-compatible or NAT64 as that address) and without its zone, which a deny entry
+    /// ignores (netproxy dials an address without its zone).
+    ///
+    /// ```
+    /// use proxy_policy::Pattern;
+    /// let key = |p: &str| Pattern::parse(p).unwrap().deny_key();
+    /// assert_eq!(key("fd00::1%eth0"), key("[fd00::1]"));
+    /// assert_eq!(key("64:ff9b::1.2.3.4"), key("1.2.3.4"));
+    /// assert_ne!(key("1.2.3.4:443"), key("1.2.3.4"));
+    /// ```
+    pub fn deny_key(&self) -> String {
+        let PatternKind::Ip { addr, .. } = &self.kind else {
+            return self.key();
+        };
+        let host = match crate::classify::canonical_ip(*addr) {
+            IpAddr::V6(a) => format!("[{a}]"),
+            IpAddr::V4(a) => a.to_string(),
+        };
+        match self.ports {
+            Some(r) => format!("{host}:{r}"),
+            None => host,
+        }
+    }
+
     /// Whether this is the global wildcard `*`.
     pub fn is_global(&self) -> bool {
         self.kind == PatternKind::Global

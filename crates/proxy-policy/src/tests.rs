@@ -712,9 +712,9 @@ fn limited_mode_judges_a_method_override() {
     );
 }
 
-/// A hook on an IP literal covers the address on any zone and in its IPv4-compatible spelling:
-/// netproxy dials neither the zone nor the IPv6 form differently, so neither may skip the hook
-/// as an opaque tunnel.
+/// A hook on an IP literal covers the address on any zone and in every spelling a deny entry
+/// covers (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo): none may skip the hook as an
+/// opaque tunnel.
 #[test]
 fn a_hook_on_an_address_covers_its_other_spellings() {
     for (hook, target) in [
@@ -723,6 +723,10 @@ fn a_hook_on_an_address_covers_its_other_spellings() {
         ("1.2.3.4", "[::1.2.3.4]:443"),
         ("1.2.3.4", "[::1.2.3.4%25x]:443"),
         ("1.2.3.4", "[::ffff:1.2.3.4]:443"),
+        ("1.2.3.4", "[64:ff9b::1.2.3.4]:443"),
+        ("64:ff9b::1.2.3.4", "1.2.3.4:443"),
+        ("1.2.3.4", "[2002:102:304::1]:443"),
+        ("1.2.3.4", "[2001:0:102:304::fefd:fcfb]:443"),
     ] {
         check(
             &format!("local allow=* mitm hook={hook}"),
