@@ -375,7 +375,8 @@ pub trait Gate: Send + Sync {
     }
 
     /// A lease for a connection admitted as `meta` along `route` that stays open (a tunnel, a
-    /// kept-alive upstream connection, a UDP association's verdict): the gate revokes it when
+    /// kept-alive upstream connection, a UDP association's verdict, an `x-unix-socket`
+    /// exchange): the gate revokes it when
     /// a narrower policy no longer allows the target. By default, a lease nothing revokes.
     fn hold(&self, meta: &RequestMeta, route: &Route) -> crate::Lease {
         let _ = (meta, route);

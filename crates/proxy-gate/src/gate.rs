@@ -650,18 +650,21 @@ impl PolicyGate {
 impl Gate for PolicyGate {
     fn hold(&self, meta: &RequestMeta, route: &Route) -> Lease {
         let addrs = match &route.via {
-            Via::Direct(addrs) => addrs.iter().map(SocketAddr::ip).collect(),
-            Via::UpstreamProxy { checked, .. } => checked.clone(),
-            // A unix socket's permission is not re-judged here.
-            Via::Unix(..) => return Lease::none(),
+            Via::Direct(addrs) => Some(addrs.iter().map(SocketAddr::ip).collect()),
+            Via::UpstreamProxy { checked, .. } => Some(checked.clone()),
+            // A unix socket exchange: judged again as the allowed entry that admitted it.
+            Via::Unix(..) => None,
         };
-        // A tunnel intercepted only if TLS may be relayed opaque: held as not intercepted.
-        let lease = self.leases.hold(
-            meta,
-            addrs,
-            &route.decision,
-            route.intercept && !route.opaque_unless_tls,
-        );
+        let lease = match addrs {
+            // A tunnel intercepted only if TLS may be relayed opaque: held as not intercepted.
+            Some(addrs) => self.leases.hold(
+                meta,
+                addrs,
+                &route.decision,
+                route.intercept && !route.opaque_unless_tls,
+            ),
+            None => self.leases.hold_unix(meta, &route.decision),
+        };
         // A policy change between this connection's admission and now re-judged the held
         // connections without it: judge it against the policy in force now. (A change after
         // the lease was registered sees it.)

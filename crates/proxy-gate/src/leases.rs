@@ -10,10 +10,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use proxy_core::{Decision, Lease, LeaseHolder, Protocol, Reason, RequestMeta, Revoker, Source};
+use proxy_core::{
+    Decision, HeldLease, Lease, LeaseHolder, Protocol, Reason, RequestMeta, Revoker, Source, Target,
+};
 use proxy_policy::{Evaluation, Intercept, OwnAddrs, Policy};
 
 /// What a lease keeps of its connection (in the lease's own allocation): enough to judge it
@@ -33,6 +36,15 @@ struct Held {
     /// A policy that would intercept a tunnel only if TLS keeps an opaque one: it was judged
     /// already, and nothing but the child's dummy credentials can pass through it.
     intercepted: bool,
+}
+
+/// What a lease on a unix socket exchange (`x-unix-socket`) keeps: the request (for the audit)
+/// and the request as judged again, its target the allowed entry that admitted the socket. The
+/// socket is connected already; only whether that entry is still allowed is judged.
+#[derive(Debug)]
+struct HeldUnix {
+    meta: RequestMeta,
+    judged: RequestMeta,
 }
 
 /// The open connections' leases: a revoker each, by lease id (the lease's data lives with the
@@ -78,13 +90,40 @@ impl Leases {
         lease
     }
 
+    /// A lease for a unix socket exchange admitted as `meta` by `decision`: judged again as the
+    /// allowed entry the decision names (an entry is an absolute path; with every socket
+    /// allowed, the path as requested, so a change that stops allowing them all keeps the
+    /// exchange only if that path is itself an allowed entry).
+    pub(crate) fn hold_unix(self: &Arc<Self>, meta: &RequestMeta, decision: &Decision) -> Lease {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let holder: Arc<dyn LeaseHolder> = self.clone();
+        let mut judged = RequestMeta {
+            // One exchange whose request was sent: judged as a reused connection is, by its
+            // target (limited mode does not cut a request it already let through).
+            method: Some("GET".to_owned()),
+            method_override: None,
+            ..meta.clone()
+        };
+        if let Some(rule) = &decision.rule
+            && Path::new(&*rule.pattern).is_absolute()
+        {
+            judged.target = Target::Unix(PathBuf::from(&*rule.pattern));
+        }
+        let held = HeldUnix {
+            meta: meta.clone(),
+            judged,
+        };
+        let (lease, revoker) = Lease::with_data(id, Arc::downgrade(&holder), held);
+        self.lock().insert(id, revoker);
+        lease
+    }
+
     /// Judges one lease under `policy` and revokes it when refused (the policy in force when
     /// the lease is taken may be newer than the one that admitted the connection); the refusal
     /// is returned for the audit.
     pub(crate) fn judge(&self, lease: &Lease, policy: &Policy, own: &OwnAddrs) -> Option<Decision> {
         let held = lease.held()?;
-        let h = held.data::<Held>()?;
-        let d = refusal(policy, own, h)?;
+        let (_, d) = judge_held(policy, own, &held)?;
         if !held.revoke() {
             return None;
         }
@@ -111,13 +150,10 @@ impl Leases {
         let mut revoked = Vec::new();
         let mut gone = Vec::new();
         for lease in &live {
-            let Some(h) = lease.data::<Held>() else {
-                continue;
-            };
-            if let Some(d) = refusal(policy, own, h)
+            if let Some((meta, d)) = judge_held(policy, own, lease)
                 && lease.revoke()
             {
-                revoked.push((h.meta.clone(), d));
+                revoked.push((meta.clone(), d));
                 gone.push(lease.id());
             }
         }
@@ -130,6 +166,23 @@ impl Leases {
         }
         drop(live);
         revoked
+    }
+}
+
+/// The new policy's refusal of a held connection with its request, or `None` while it still
+/// allows it (or the lease holds nothing to judge).
+fn judge_held<'a>(
+    policy: &Policy,
+    own: &OwnAddrs,
+    lease: &'a HeldLease,
+) -> Option<(&'a RequestMeta, Decision)> {
+    if let Some(h) = lease.data::<Held>() {
+        return refusal(policy, own, h).map(|d| (&h.meta, d));
+    }
+    let u = lease.data::<HeldUnix>()?;
+    match policy.evaluate_with(&u.judged, own) {
+        Evaluation::Deny(d) => Some((&u.meta, d)),
+        Evaluation::Allow { .. } | Evaluation::AllowIfAddressesPass { .. } => None,
     }
 }
 
@@ -324,5 +377,42 @@ mod tests {
                 .all(|(_, d)| d.reason == Some(Reason::MitmRequired))
         );
         assert!(opaque.is_revoked() && if_tls.is_revoked() && !intercepted.is_revoked());
+    }
+    /// A unix socket exchange is judged again as the entry that admitted it (the path it asked
+    /// for may be another spelling of it), recorded with the path it asked for, and kept when
+    /// the mode becomes limited (its request was let through already).
+    #[test]
+    fn a_unix_socket_exchange_is_judged_as_its_entry() {
+        use proxy_core::Rule;
+        let unix = |entries: &[&str], mode| {
+            let mut b = Policy::builder();
+            for e in entries {
+                b.allow_unix_socket(e, None).unwrap();
+            }
+            b.mode(mode);
+            b.build().unwrap()
+        };
+        let full = proxy_core::Mode::Full;
+        let leases = Arc::new(Leases::default());
+        let asked = RequestMeta::new(Protocol::Http, Target::Unix("/run/x/../docker.sock".into()))
+            .with_method("POST");
+        let by_entry = Decision::allow().with_rule(Rule::new("/run/docker.sock", None));
+        let lease = leases.hold_unix(&asked, &by_entry);
+        let by_all = leases.hold_unix(
+            &asked,
+            &Decision::allow().with_rule(Rule::new("dangerously_allow_all_unix_sockets", None)),
+        );
+        // Allowed through every socket: judged as the path it asked for, which no entry names.
+        let revoked = leases.rejudge(
+            &unix(&["/run/docker.sock"], proxy_core::Mode::Limited),
+            OwnAddrs::none(),
+        );
+        assert_eq!(revoked.len(), 1);
+        assert!(by_all.is_revoked() && !lease.is_revoked());
+        let revoked = leases.rejudge(&unix(&["/run/other.sock"], full), OwnAddrs::none());
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].0.target, asked.target);
+        assert_eq!(revoked[0].1.reason, Some(Reason::NotAllowed));
+        assert!(lease.is_revoked());
     }
 }

@@ -262,9 +262,11 @@ where
             return fail(format!("could not connect to {path} in time"));
         }
     };
-    // Closed when no byte crossed it for the idle timeout (a body that stalls). A unix socket's
-    // permission is not re-judged while its exchange lasts (the gate holds no lease on it).
+    // Closed when no byte crossed it for the idle timeout (a body that stalls), or when a
+    // policy change no longer allows the socket's entry (the gate's lease).
     let (stream, watch) = crate::idle::watch(stream);
+    let handle = watch.handle();
+    let lease = shared.gate.hold(meta, &route);
     let (mut sender, mut connection) =
         match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
             Ok(x) => x,
@@ -280,6 +282,10 @@ where
                     tracing::debug!(error = %e, "unix socket connection ended with an error");
                 }
             }
+            // Marked before the connection drops: the exchange it cuts is then no failure.
+            () = async { lease.revoked().await; watch.revoked() } => {
+                tracing::debug!("unix socket connection closed: the policy no longer allows it");
+            }
             () = async { watch.silent(idle).await; watch.closed_by_us() } => {
                 tracing::debug!("unix socket connection closed: idle");
             }
@@ -293,6 +299,14 @@ where
     .await
     {
         Some(Ok(r)) => r,
+        // The policy revoked it (its own event says so): answered, but not recorded as a
+        // failure of the socket's.
+        Some(Err(e)) if handle.revoked() => {
+            return respond::failure(&proxy_core::Failure::new(
+                proxy_core::UpstreamFailure::ConnectFailed,
+                format!("unix socket proxy failed: the policy no longer allows it: {e}"),
+            ));
+        }
         Some(Err(e)) => return fail(e.to_string()),
         None => {
             return fail(format!(

@@ -129,16 +129,19 @@ async fn echoes(s: &mut TcpStream) -> bool {
     ) && &b == b"ping"
 }
 
-/// True once the peer closed the connection (EOF or reset).
+/// True once the peer closed the connection (EOF or reset) within [`CLOSED_WITHIN`], whatever
+/// it still sends meanwhile.
 async fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 64];
-    loop {
-        match tokio::time::timeout(CLOSED_WITHIN, s.read(&mut b)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
+    let eof = async {
+        loop {
+            match s.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
         }
-    }
+    };
+    tokio::time::timeout(CLOSED_WITHIN, eof).await.is_ok()
 }
 
 /// A plain HTTP origin that answers every request on a connection with `ok`, keeping it alive,
@@ -407,4 +410,123 @@ async fn a_tunnel_through_an_upstream_proxy_is_judged_by_the_targets_addresses()
     assert_eq!(revoked.len(), 1, "{revoked:?}");
     assert_eq!(revoked[0]["network.policy.reason"], "denied");
     assert_eq!(revoked[0]["server.address"], "svc.test");
+}
+
+/// A unix socket server whose every exchange streams: a chunked response head, then a chunk
+/// every 100 ms until the proxy closes the connection, which the channel reports.
+fn streaming_unix_server(path: &Path) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut lines = BufReader::new(r).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    if l.is_empty() {
+                        break;
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                if w.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                while w.write_all(b"5\r\ntick\n\r\n").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let _ = tx.send(());
+            });
+        }
+    });
+    rx
+}
+
+/// An `x-unix-socket` exchange through the proxy, its response head and first chunk read.
+async fn unix_exchange(proxy: &str, socket: &Path) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let req = format!(
+        "GET http://localhost/events HTTP/1.1\r\nHost: localhost\r\nx-unix-socket: {}\r\n\r\n",
+        socket.display()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "{}: {head}",
+        socket.display()
+    );
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(CLOSED_WITHIN, s.read(&mut b))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(n > 0, "no chunk from {}", socket.display());
+    s
+}
+
+/// An `x-unix-socket` exchange is held like a tunnel: a reload that no longer allows its
+/// socket's entry closes it (both ways) with a revocation event; an exchange with a socket
+/// still allowed goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_exchange_is_closed_when_its_socket_is_no_longer_allowed() {
+    let dns = DnsServer::start().await.unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    let dropped = sockets.path().join("dropped.sock");
+    let kept = sockets.path().join("kept.sock");
+    let mut dropped_closed = streaming_unix_server(&dropped);
+    let mut kept_closed = streaming_unix_server(&kept);
+    let config = |dir: &Path, sockets: &[&Path]| {
+        let mut text = config_text(dir, true);
+        text.push_str("[network.unix_sockets]\n");
+        for s in sockets {
+            text.push_str(&format!("{:?} = \"allow\"\n", s.display().to_string()));
+        }
+        text
+    };
+    let serve = start_with(&dns, |dir| config(dir, &[&dropped, &kept]), &[]);
+    let mut to_dropped = unix_exchange(&serve.http, &dropped).await;
+    let mut to_kept = unix_exchange(&serve.http, &kept).await;
+
+    // An unrelated change keeps both.
+    let (status, body) = api(&serve).post("/domains", r#"{"allow":["unrelated.test"]}"#);
+    assert_eq!(status, 200, "{body}");
+    assert!(dropped_closed.try_recv().is_err() && kept_closed.try_recv().is_err());
+
+    serve.write_config(&config(serve.path(), &[&kept]));
+    let (status, body) = api(&serve).call("POST", "/reload", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        closed(&mut to_dropped).await,
+        "the exchange with the socket no longer allowed stayed open"
+    );
+    assert!(
+        tokio::time::timeout(CLOSED_WITHIN, dropped_closed.recv())
+            .await
+            .is_ok(),
+        "the connection to the socket no longer allowed stayed open"
+    );
+    let revoked = revocations(&serve, 1);
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(
+        revoked[0]["network.policy.reason"], "not_allowed",
+        "{}",
+        revoked[0]
+    );
+    assert_eq!(revoked[0]["network.transport.protocol"], "http");
+    assert_eq!(revoked[0]["server.address"], "unix-socket");
+
+    // The other exchange still streams.
+    let mut b = [0u8; 64];
+    for _ in 0..3 {
+        let n = tokio::time::timeout(CLOSED_WITHIN, to_kept.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "the exchange with the socket still allowed was closed"
+        );
+    }
+    assert!(kept_closed.try_recv().is_err());
 }
