@@ -3,9 +3,9 @@
 //! matching); the first match wins and names the actions to apply. docs/mitm.md has the
 //! grammar.
 
-use globset::{GlobBuilder, GlobMatcher};
-use std::net::IpAddr;
+use core::net::IpAddr;
 
+use globset::{GlobBuilder, GlobMatcher};
 use proxy_core::{Host, RequestHead};
 
 use crate::classify::{canonical_ip, embedded_v4};
