@@ -71,13 +71,14 @@ impl fmt::Display for LocalRange {
 
 /// Classifies an address: `Some(range)` when it is local, private or special-use, `None` when
 /// it is public. IPv6 addresses that embed an IPv4 address (IPv4-mapped, IPv4-compatible,
-/// NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32) are judged by the IPv4 address they
-/// carry; the whole local-use NAT64 prefix 64:ff9b:1::/48 is local.
+/// IPv4-translated ::ffff:0:0:0/96, NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32) are
+/// judged by the IPv4 address they carry; the whole local-use NAT64 prefix 64:ff9b:1::/48 is local.
 ///
 /// ```
 /// use proxy_policy::{classify, LocalRange};
 /// assert_eq!(classify("127.0.0.2".parse().unwrap()), Some(LocalRange::Loopback));
 /// assert_eq!(classify("64:ff9b::10.0.0.1".parse().unwrap()), Some(LocalRange::Private));
+/// assert_eq!(classify("::ffff:0:10.0.0.1".parse().unwrap()), Some(LocalRange::Private));
 /// assert_eq!(classify("64:ff9b:1::8.8.8.8".parse().unwrap()), Some(LocalRange::LocalUseNat64));
 /// assert_eq!(classify("93.184.216.34".parse().unwrap()), None);
 /// ```
@@ -135,8 +136,9 @@ pub(crate) fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
     if let Some(v4) = proxy_core::host::ipv4_compatible(ip) {
         out.push(v4);
     }
-    // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052).
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052), and the IPv4-translated ::ffff:0:0:0/96
+    // of stateless translation (RFC 2765): a translator's way to the IPv4 address.
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..6] == IPV4_TRANSLATED {
         out.push(v4_from(s[6], s[7]));
     }
     // 6to4 2002::/16: the IPv4 address follows the prefix.
@@ -151,10 +153,13 @@ pub(crate) fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
     out
 }
 
+/// The first six segments of an IPv4-translated address, `::ffff:0:a.b.c.d` (RFC 2765).
+const IPV4_TRANSLATED: [u16; 6] = [0, 0, 0, 0, 0xffff, 0];
+
 /// The one spelling of an address that IP deny entries and the machine's own addresses are
 /// compared in: an IPv4 address carried IPv4-mapped, IPv4-compatible (`::a.b.c.d`, not `::` or
-/// `::1`) or in the NAT64 well-known prefix 64:ff9b::/96 becomes that IPv4 address; any other
-/// address is itself.
+/// `::1`), IPv4-translated (`::ffff:0:a.b.c.d`) or in the NAT64 well-known prefix
+/// 64:ff9b::/96 becomes that IPv4 address; any other address is itself.
 pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     let IpAddr::V6(v6) = ip else {
         return ip;
@@ -166,7 +171,7 @@ pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
         return IpAddr::V4(v4);
     }
     let s = v6.segments();
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..6] == IPV4_TRANSLATED {
         return IpAddr::V4(v4_from(s[6], s[7]));
     }
     ip
@@ -309,6 +314,9 @@ mod tests {
         check("64:ff9b::127.0.0.1", Some(R::Loopback));
         check("64:ff9b::192.168.1.1", Some(R::Private));
         check("64:ff9b::8.8.8.8", None);
+        check("::ffff:0:127.0.0.1", Some(R::Loopback));
+        check("::ffff:0:169.254.169.254", Some(R::LinkLocal));
+        check("::ffff:0:8.8.8.8", None);
         // The local-use NAT64 prefix is local whatever it embeds and however: /48 layout
         // (8.8.8.8 around the u octet), /96 layout, and anything else inside the /48.
         check("64:ff9b:1:a00:0:100::", Some(R::LocalUseNat64));

@@ -302,7 +302,7 @@ pub(crate) struct Hooks {
 
 /// The host a hook is filed under: an IP literal by the address it reaches, in the one spelling
 /// deny entries are compared in (without its zone, which netproxy does not dial with; an
-/// IPv4-mapped, IPv4-compatible or NAT64 literal as its IPv4 address).
+/// IPv4-mapped, IPv4-compatible, IPv4-translated or NAT64 literal as its IPv4 address).
 fn hook_host(host: &Host) -> Host {
     host.policy_ip()
         .map_or_else(|| host.clone(), |ip| Host::from_ip(canonical_ip(ip)))

@@ -182,8 +182,8 @@ impl Pattern {
     /// What this pattern denies as a deny entry, as a key two deny entries that deny the same
     /// targets share: [`key`](Self::key), except that an IP literal is written in the one
     /// spelling deny entries are compared in (an IPv4 address carried IPv4-mapped,
-    /// IPv4-compatible or NAT64 as that address) and without its zone, which a deny entry
-    /// ignores (netproxy dials an address without its zone).
+    /// IPv4-compatible, IPv4-translated or NAT64 as that address) and without its zone, which
+    /// a deny entry ignores (netproxy dials an address without its zone).
     ///
     /// ```
     /// use proxy_policy::Pattern;
