@@ -35,7 +35,7 @@ const NEAR: &[[u8; 4]] = &[
 ];
 
 /// One address: IPv4 near a prefix, any IPv4, any IPv6, or an IPv6 spelling of an IPv4
-/// (mapped, compatible), link-local or unique-local IPv6.
+/// (mapped, compatible, translated), link-local or unique-local IPv6.
 pub(crate) fn address(input: &mut Input<'_>) -> IpAddr {
     let v4 = |input: &mut Input<'_>| {
         let base = input.pick(NEAR);
@@ -51,7 +51,13 @@ pub(crate) fn address(input: &mut Input<'_>) -> IpAddr {
             input.byte(),
         ]))),
         2 => IpAddr::V6(v4(input).to_ipv6_mapped()),
-        3 => IpAddr::V6(v4(input).to_ipv6_compatible()),
+        3 if input.bool() => IpAddr::V6(v4(input).to_ipv6_compatible()),
+        3 => {
+            let [a, b, c, d] = v4(input).octets();
+            let hi = u16::from_be_bytes([a, b]);
+            let lo = u16::from_be_bytes([c, d]);
+            IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, hi, lo))
+        }
         4 => IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, input.u16())),
         5 => IpAddr::V6(Ipv6Addr::new(
             0xfd00,
@@ -237,7 +243,8 @@ fn as_v4(ip: IpAddr) -> Vec<Ipv4Addr> {
             if let Some(v4) = v6.to_ipv4() {
                 out.push(v4);
             }
-            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+            // NAT64's well-known prefix, and the IPv4-translated ::ffff:0:0:0/96.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..6] == [0, 0, 0, 0, 0xffff, 0] {
                 out.push(from(s[6], s[7]));
             }
             if s[0] == 0x2002 {

@@ -353,7 +353,7 @@ impl PolicyGate {
     }
 
     /// How many admitted connections are open and held (tunnels, kept-alive upstream
-    /// connections, UDP verdicts).
+    /// connections, UDP verdicts, `x-unix-socket` exchanges).
     pub fn held(&self) -> usize {
         self.leases.len()
     }

@@ -2,8 +2,9 @@
 //!
 //! A front-end asks [`Gate::hold`](proxy_core::Gate::hold) for a lease when an admitted
 //! connection outlives its admission (a tunnel, a kept-alive upstream connection, a UDP
-//! association's verdict). [`Leases`] keeps what it needs to judge it again: the request, the
-//! addresses the gate checked, and whether a decider admitted it. After every change of policy
+//! association's verdict, an `x-unix-socket` exchange). [`Leases`] keeps what it needs to judge
+//! it again: the request, the addresses the gate checked, and whether a decider admitted it (for
+//! a unix socket exchange, the allowed entry that admitted it). After every change of policy
 //! the service calls [`Leases::rejudge`]: each connection is judged with the pure policy and the
 //! addresses already connected (no new lookup), and the ones the new policy refuses are revoked
 //! (their front-ends close them) and recorded with `revoked: true`.
@@ -45,6 +46,9 @@ struct Held {
 struct HeldUnix {
     meta: RequestMeta,
     judged: RequestMeta,
+    /// Admitted because every socket was allowed (no entry was checked, symlinks followed):
+    /// closed as soon as they no longer all are, whatever its path names now.
+    by_all: bool,
 }
 
 /// The open connections' leases: a revoker each, by lease id (the lease's data lives with the
@@ -91,9 +95,9 @@ impl Leases {
     }
 
     /// A lease for a unix socket exchange admitted as `meta` by `decision`: judged again as the
-    /// allowed entry the decision names (an entry is an absolute path; with every socket
-    /// allowed, the path as requested, so a change that stops allowing them all keeps the
-    /// exchange only if that path is itself an allowed entry).
+    /// allowed entry the decision names (an entry is an absolute path). One admitted because
+    /// every socket was allowed is closed when they no longer all are: its path was never
+    /// checked against an entry, and may lead elsewhere than the entry it names.
     pub(crate) fn hold_unix(self: &Arc<Self>, meta: &RequestMeta, decision: &Decision) -> Lease {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let holder: Arc<dyn LeaseHolder> = self.clone();
@@ -104,14 +108,18 @@ impl Leases {
             method_override: None,
             ..meta.clone()
         };
-        if let Some(rule) = &decision.rule
-            && Path::new(&*rule.pattern).is_absolute()
-        {
-            judged.target = Target::Unix(PathBuf::from(&*rule.pattern));
+        let entry = decision
+            .rule
+            .as_ref()
+            .map(|rule| Path::new(&*rule.pattern))
+            .filter(|p| p.is_absolute());
+        if let Some(entry) = entry {
+            judged.target = Target::Unix(PathBuf::from(entry));
         }
         let held = HeldUnix {
             meta: meta.clone(),
             judged,
+            by_all: entry.is_none(),
         };
         let (lease, revoker) = Lease::with_data(id, Arc::downgrade(&holder), held);
         self.lock().insert(id, revoker);
@@ -182,6 +190,16 @@ fn judge_held<'a>(
     let u = lease.data::<HeldUnix>()?;
     match policy.evaluate_with(&u.judged, own) {
         Evaluation::Deny(d) => Some((&u.meta, d)),
+        Evaluation::Allow { .. } | Evaluation::AllowIfAddressesPass { .. }
+            if u.by_all && !policy.allows_all_unix_sockets() =>
+        {
+            Some((
+                &u.meta,
+                Decision::deny(Reason::NotAllowed).with_detail(
+                    "admitted while every unix socket was allowed; they no longer are",
+                ),
+            ))
+        }
         Evaluation::Allow { .. } | Evaluation::AllowIfAddressesPass { .. } => None,
     }
 }
@@ -398,16 +416,26 @@ mod tests {
             .with_method("POST");
         let by_entry = Decision::allow().with_rule(Rule::new("/run/docker.sock", None));
         let lease = leases.hold_unix(&asked, &by_entry);
-        let by_all = leases.hold_unix(
-            &asked,
-            &Decision::allow().with_rule(Rule::new("dangerously_allow_all_unix_sockets", None)),
+        // Admitted while every socket was allowed, under a path an entry names as written.
+        let all =
+            Decision::allow().with_rule(Rule::new("dangerously_allow_all_unix_sockets", None));
+        let listed = RequestMeta::new(Protocol::Http, Target::Unix("/run/docker.sock".into()));
+        let by_all = leases.hold_unix(&listed, &all);
+        let mut every = Policy::builder();
+        every.allow_all_unix_sockets(true);
+        assert!(
+            leases
+                .rejudge(&every.build().unwrap(), OwnAddrs::none())
+                .is_empty()
         );
-        // Allowed through every socket: judged as the path it asked for, which no entry names.
+        // Closed once they no longer all are, whatever the entries name: its path was never
+        // checked against one.
         let revoked = leases.rejudge(
             &unix(&["/run/docker.sock"], proxy_core::Mode::Limited),
             OwnAddrs::none(),
         );
         assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].0.target, listed.target);
         assert!(by_all.is_revoked() && !lease.is_revoked());
         let revoked = leases.rejudge(&unix(&["/run/other.sock"], full), OwnAddrs::none());
         assert_eq!(revoked.len(), 1);

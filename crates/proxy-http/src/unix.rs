@@ -301,10 +301,10 @@ where
         Some(Ok(r)) => r,
         // The policy revoked it (its own event says so): answered, but not recorded as a
         // failure of the socket's.
-        Some(Err(e)) if handle.revoked() => {
+        Some(Err(_)) if handle.revoked() => {
             return respond::failure(&proxy_core::Failure::new(
-                proxy_core::UpstreamFailure::ConnectFailed,
-                format!("unix socket proxy failed: the policy no longer allows it: {e}"),
+                proxy_core::UpstreamFailure::UpstreamError,
+                "the exchange with the unix socket was closed: the policy no longer allows it",
             ));
         }
         Some(Err(e)) => return fail(e.to_string()),

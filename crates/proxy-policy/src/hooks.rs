@@ -308,17 +308,17 @@ fn hook_host(host: &Host) -> Host {
         .map_or_else(|| host.clone(), |ip| Host::from_ip(canonical_ip(ip)))
 }
 
-/// The hosts a target is looked up under: its [`hook_host`], then the IPv4 addresses its IPv6
-/// address carries through a relay (6to4, Teredo), as deny entries match them. So
-/// `[fd00::1%25eth0]`, `[::10.0.0.5]`, `[64:ff9b::10.0.0.5]` or `[2002:a00:5::1]` cannot slip
-/// past a hook on `fd00::1` or `10.0.0.5` as an opaque tunnel.
-fn lookup_hosts(host: &Host) -> impl Iterator<Item = Host> {
-    let key = hook_host(host);
-    let carried = match key.policy_ip() {
-        Some(IpAddr::V6(v6)) => embedded_v4(v6),
-        _ => Vec::new(),
-    };
-    std::iter::once(key).chain(carried.into_iter().map(|v4| Host::from_ip(IpAddr::V4(v4))))
+/// The hooks of a host: its own, another address's reached through a relay, or none.
+enum Lookup<'a> {
+    /// The hooks filed under the target's own [`hook_host`].
+    Own(&'a [Hook]),
+    /// None of its own, but the target is an IPv6 address that carries a hooked IPv4 address
+    /// for a relay (6to4, Teredo; as deny entries match them): hooked, and no hook matches. The
+    /// hooked address's hooks (and their actions, a credential among them) are never applied to
+    /// a connection that goes elsewhere: a Teredo address carries two IPv4 addresses, and the
+    /// relay delivers to only one of them.
+    Relayed,
+    None,
 }
 
 impl Hooks {
@@ -330,18 +330,36 @@ impl Hooks {
         }
     }
 
-    /// The hooks of the first of `host`'s lookup hosts that has any.
-    fn of(&self, host: &Host) -> Option<&[Hook]> {
-        lookup_hosts(host).find_map(|key| {
-            self.by_host
-                .iter()
-                .find(|(h, _)| *h == key)
-                .map(|(_, hooks)| hooks.as_slice())
-        })
+    fn filed(&self, key: &Host) -> Option<&[Hook]> {
+        self.by_host
+            .iter()
+            .find(|(h, _)| h == key)
+            .map(|(_, hooks)| hooks.as_slice())
+    }
+
+    /// Looks `host` up: `[fd00::1%25eth0]`, `[::10.0.0.5]` or `[64:ff9b::10.0.0.5]` find the
+    /// hooks of `fd00::1` or `10.0.0.5`; `[2002:a00:5::1]` is [`Lookup::Relayed`] to a hook on
+    /// `10.0.0.5`. None of them slips past a hook as an opaque tunnel.
+    fn lookup(&self, host: &Host) -> Lookup<'_> {
+        if self.by_host.is_empty() {
+            return Lookup::None;
+        }
+        let key = hook_host(host);
+        if let Some(hooks) = self.filed(&key) {
+            return Lookup::Own(hooks);
+        }
+        if let Some(IpAddr::V6(v6)) = key.policy_ip()
+            && embedded_v4(v6)
+                .into_iter()
+                .any(|v4| self.filed(&Host::from_ip(IpAddr::V4(v4))).is_some())
+        {
+            return Lookup::Relayed;
+        }
+        Lookup::None
     }
 
     pub(crate) fn is_hooked(&self, host: &Host) -> bool {
-        !self.by_host.is_empty() && self.of(host).is_some()
+        !matches!(self.lookup(host), Lookup::None)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -349,12 +367,10 @@ impl Hooks {
     }
 
     pub(crate) fn evaluate(&self, host: &Host, head: &RequestHead<'_>) -> HookVerdict<'_> {
-        if self.by_host.is_empty() {
-            return HookVerdict::NoHooks;
-        }
-        match self.of(host) {
-            None => HookVerdict::NoHooks,
-            Some(hooks) => hooks
+        match self.lookup(host) {
+            Lookup::None => HookVerdict::NoHooks,
+            Lookup::Relayed => HookVerdict::NoMatch,
+            Lookup::Own(hooks) => hooks
                 .iter()
                 .find(|h| h.matches(head))
                 .map_or(HookVerdict::NoMatch, HookVerdict::Matched),
@@ -505,6 +521,49 @@ mod tests {
             HookVerdict::NoHooks
         );
         assert!(hooks.is_hooked(&host) && !hooks.is_hooked(&other));
+    }
+
+    /// Another spelling of a hooked address uses its hooks; an address that carries a hooked
+    /// address for a relay (6to4, Teredo) is hooked but never takes its hooks or actions: a
+    /// Teredo address carries a server and a client address, and goes to only one.
+    #[test]
+    fn a_relayed_spelling_is_hooked_but_takes_no_other_hosts_hooks() {
+        let mut hooks = Hooks::default();
+        let any = |name: &str, host: &str| {
+            Hook::new(name, host)
+                .unwrap()
+                .methods(["GET", "POST"])
+                .unwrap()
+                .path_prefixes(["/"])
+                .unwrap()
+        };
+        hooks.add(any("s", "1.2.3.4").actions(["inject-s-token"]));
+        hooks.add(any("own", "2001:0:102:304::1"));
+        let get = head("GET", "/", None, &[]);
+        for same in [
+            "[::ffff:0:1.2.3.4]",
+            "[64:ff9b::1.2.3.4]",
+            "[::1.2.3.4%25x]",
+        ] {
+            let host = Host::parse(same).unwrap();
+            assert!(
+                matches!(hooks.evaluate(&host, &get), HookVerdict::Matched(h) if h.name() == "s"),
+                "{same}"
+            );
+        }
+        // Teredo with 1.2.3.4 as its server (the client field is 9.9.9.9), and 6to4.
+        for relayed in ["[2001:0:102:304::f6f6:f6f6]", "[2002:102:304::1]"] {
+            let host = Host::parse(relayed).unwrap();
+            assert!(hooks.is_hooked(&host), "{relayed}");
+            assert_eq!(
+                hooks.evaluate(&host, &get),
+                HookVerdict::NoMatch,
+                "{relayed}"
+            );
+        }
+        // A hook filed under the relayed address itself is its own.
+        let own = Host::parse("[2001:0:102:304::1]").unwrap();
+        assert!(matches!(hooks.evaluate(&own, &get), HookVerdict::Matched(h) if h.name() == "own"));
     }
 
     #[test]

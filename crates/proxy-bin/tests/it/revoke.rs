@@ -415,6 +415,12 @@ async fn a_tunnel_through_an_upstream_proxy_is_judged_by_the_targets_addresses()
 /// A unix socket server whose every exchange streams: a chunked response head, then a chunk
 /// every 100 ms until the proxy closes the connection, which the channel reports.
 fn streaming_unix_server(path: &Path) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    unix_server(path, true)
+}
+
+/// A unix socket server that streams (`streaming_unix_server`) or, without `answer`, reads the
+/// request and never answers; the channel reports when the proxy closes a connection.
+fn unix_server(path: &Path, answer: bool) -> tokio::sync::mpsc::UnboundedReceiver<()> {
     let listener = tokio::net::UnixListener::bind(path).unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -427,6 +433,12 @@ fn streaming_unix_server(path: &Path) -> tokio::sync::mpsc::UnboundedReceiver<()
                     if l.is_empty() {
                         break;
                     }
+                }
+                if !answer {
+                    // Nothing more comes: the read ends when the proxy closes the connection.
+                    while let Ok(Some(_)) = lines.next_line().await {}
+                    let _ = tx.send(());
+                    return;
                 }
                 let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
                 if w.write_all(head.as_bytes()).await.is_err() {
@@ -529,4 +541,76 @@ async fn a_unix_socket_exchange_is_closed_when_its_socket_is_no_longer_allowed()
         );
     }
     assert!(kept_closed.try_recv().is_err());
+}
+
+/// A unix socket exchange revoked while it waits for its response head is answered 502
+/// `upstream_error` saying why, and recorded as the revocation only: no failure is blamed on the
+/// socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_exchange_revoked_before_its_head_is_answered_and_not_blamed() {
+    let dns = DnsServer::start().await.unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    let silent = sockets.path().join("silent.sock");
+    let mut silent_closed = unix_server(&silent, false);
+    let config = |dir: &Path, allow: bool| {
+        let mut text = config_text(dir, true);
+        if allow {
+            text.push_str(&format!(
+                "[network.unix_sockets]\n{:?} = \"allow\"\n",
+                silent.display().to_string()
+            ));
+        }
+        text
+    };
+    let serve = start_with(&dns, |dir| config(dir, true), &[]);
+    let mut s = TcpStream::connect(&serve.http).await.unwrap();
+    let req = format!(
+        "GET http://localhost/wait HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         x-unix-socket: {}\r\n\r\n",
+        silent.display()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    // The exchange is admitted (its decision recorded) before the policy changes.
+    wait_audit(&audit(&serve), "the exchange's admission", |l| {
+        l.iter().any(|v| {
+            v["server.address"] == "unix-socket" && v["network.policy.decision"] == "allow"
+        })
+    });
+    serve.write_config(&config(serve.path(), false));
+    let (status, body) = api(&serve).call("POST", "/reload", None);
+    assert_eq!(status, 200, "{body}");
+    let head = tokio::time::timeout(CLOSED_WITHIN, read_head(&mut s))
+        .await
+        .expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(head.contains("upstream_error"), "{head}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(CLOSED_WITHIN, s.read_to_end(&mut rest))
+        .await
+        .expect("the answer's end")
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("the policy no longer allows it"), "{rest}");
+    assert!(
+        tokio::time::timeout(CLOSED_WITHIN, silent_closed.recv())
+            .await
+            .is_ok(),
+        "the connection to the socket stayed open"
+    );
+    let revoked = revocations(&serve, 1);
+    assert_eq!(
+        revoked[0]["network.policy.reason"], "not_allowed",
+        "{}",
+        revoked[0]
+    );
+    let lines = wait_audit(&audit(&serve), "the audit", |_| true);
+    let unix: Vec<_> = lines
+        .iter()
+        .filter(|v| v["server.address"] == "unix-socket")
+        .collect();
+    assert_eq!(
+        unix.len(),
+        2,
+        "an admission and a revocation only: {unix:?}"
+    );
 }
