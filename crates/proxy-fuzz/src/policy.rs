@@ -200,7 +200,7 @@ pub fn run(data: &[u8]) {
         }
         Evaluation::AllowIfAddressesPass { decision, .. } => {
             assert!(host.is_name(), "a literal {host} needs no address check");
-            let done = policy.check_addresses(decision, port, &addrs, &own);
+            let done = policy.check_addresses(&host, decision, port, &addrs, &own);
             if done.verdict == Verdict::Allow {
                 assert!(!addrs.is_empty(), "{host} allowed with no address");
                 if policy.protects_local() {
@@ -212,6 +212,7 @@ pub fn run(data: &[u8]) {
                     }
                 }
                 let alone = reference.check_addresses(
+                    &host,
                     proxy_core::Decision::allow(),
                     port,
                     &addrs,

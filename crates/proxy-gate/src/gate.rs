@@ -568,7 +568,7 @@ impl PolicyGate {
                 };
                 let looked_up = !(name == "localhost" || name.ends_with(".localhost"));
                 let decision = if check {
-                    snap.policy.check_addresses(decision, port, &ips, own)
+                    snap.policy.check_addresses(host, decision, port, &ips, own)
                 } else {
                     decision
                 };

@@ -242,7 +242,10 @@ fn refusal(policy: &Policy, own: &OwnAddrs, h: &Held) -> Option<Decision> {
             if h.addrs.is_empty() {
                 return None;
             }
-            let d = policy.check_addresses(decision, meta.target.port(), &h.addrs, own);
+            let Target::Net { host, port } = &meta.target else {
+                return None;
+            };
+            let d = policy.check_addresses(host, decision, *port, &h.addrs, own);
             (!d.is_allowed()).then_some(d)
         }
         Evaluation::Deny(d) if h.by_decider && d.reason == Some(Reason::NotAllowed) => None,

@@ -299,7 +299,8 @@ impl Evaluation {
 /// let req = |host: &str| RequestMeta::new(Protocol::HttpsConnect, Target::parse_authority(host, 443).unwrap());
 /// // A name the policy admits must still have its addresses checked.
 /// let Evaluation::AllowIfAddressesPass { decision, .. } = policy.evaluate(&req("api.example.com")) else { panic!() };
-/// let done = policy.check_addresses(decision, 443, &["127.0.0.1".parse().unwrap()], OwnAddrs::none());
+/// let host = proxy_core::Host::parse("api.example.com").unwrap();
+/// let done = policy.check_addresses(&host, decision, 443, &["127.0.0.1".parse().unwrap()], OwnAddrs::none());
 /// assert_eq!(done.reason, Some(Reason::NotAllowedLocal));
 /// // Deny wins, and a denied name is never resolved.
 /// assert_eq!(policy.evaluate(&req("evil.example.com")).decision().reason, Some(Reason::Denied));
@@ -797,7 +798,10 @@ impl Policy {
     /// address an IP deny entry matches (in any spelling, at that port) refuses the name as
     /// `denied`, whatever else holds. Then, while local protection is on, every address must be
     /// public or inside `treat_as_public`, and none may be one of the machine's own addresses,
-    /// or the name is refused as `not_allowed_local`. An empty list is refused (fail closed).
+    /// or the name is refused as `not_allowed_local`. Last, an address with MITM hooks refuses a
+    /// name `host` that has none (`mitm_hook_denied`): the hooks of an IP literal are not
+    /// skipped by asking for a name that resolves to it (hook the name too). An empty list is
+    /// refused (fail closed).
     ///
     /// ```
     /// use proxy_core::{Protocol, Reason, RequestMeta, Target};
@@ -807,15 +811,17 @@ impl Policy {
     /// let p = b.build()?;
     /// let meta = RequestMeta::new(Protocol::Http, Target::parse_authority("intranet.test", 80).unwrap());
     /// let Evaluation::AllowIfAddressesPass { decision, .. } = p.evaluate(&meta) else { panic!() };
+    /// let host = proxy_core::Host::parse("intranet.test").unwrap();
     /// let ips = ["10.0.0.2".parse().unwrap()];
-    /// assert!(p.check_addresses(decision.clone(), 80, &ips, OwnAddrs::none()).is_allowed());
+    /// assert!(p.check_addresses(&host, decision.clone(), 80, &ips, OwnAddrs::none()).is_allowed());
     /// let ips = ["10.0.0.2".parse().unwrap(), "::ffff:10.0.0.1".parse().unwrap()];
-    /// let d = p.check_addresses(decision, 80, &ips, OwnAddrs::none());
+    /// let d = p.check_addresses(&host, decision, 80, &ips, OwnAddrs::none());
     /// assert_eq!(d.reason, Some(Reason::Denied));
     /// # Ok::<(), proxy_policy::Error>(())
     /// ```
     pub fn check_addresses(
         &self,
+        host: &Host,
         pending: Decision,
         port: u16,
         addrs: &[IpAddr],
@@ -832,19 +838,32 @@ impl Policy {
                     .with_detail(format!("resolved to {ip}"));
             }
         }
-        if self.allow_local_binding {
-            return pending;
-        }
-        for &ip in addrs {
-            if let Some(why) = self.local_address(ip, own) {
-                // The rule that allowed the name stays: `check` says which one matched.
-                let refused = Decision::deny(Reason::NotAllowedLocal)
-                    .with_detail(format!("resolved to {ip}: {why}"));
-                return match pending.rule {
-                    Some(rule) => refused.with_rule(rule),
-                    None => refused,
-                };
+        if !self.allow_local_binding {
+            for &ip in addrs {
+                if let Some(why) = self.local_address(ip, own) {
+                    // The rule that allowed the name stays: `check` says which one matched.
+                    let refused = Decision::deny(Reason::NotAllowedLocal)
+                        .with_detail(format!("resolved to {ip}: {why}"));
+                    return match pending.rule {
+                        Some(rule) => refused.with_rule(rule),
+                        None => refused,
+                    };
+                }
             }
+        }
+        if !self.hooks.is_empty()
+            && !self.hooks.is_hooked(host)
+            && let Some(ip) = addrs
+                .iter()
+                .find(|ip| self.hooks.is_hooked(&Host::from_ip(**ip)))
+        {
+            let refused = Decision::deny(Reason::MitmHookDenied).with_detail(format!(
+                "resolved to {ip}, which has MITM hooks; {host} has none (hook {host} too)"
+            ));
+            return match pending.rule {
+                Some(rule) => refused.with_rule(rule),
+                None => refused,
+            };
         }
         pending
     }

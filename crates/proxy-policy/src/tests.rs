@@ -117,7 +117,10 @@ fn check(rules: &str, req: &str, expected: &str) {
     let eval = policy.evaluate_with(&meta, &own);
     let (got, decision) = match (&eval, addrs) {
         (Evaluation::AllowIfAddressesPass { decision, .. }, Some(addrs)) => {
-            let d = policy.check_addresses(decision.clone(), port_of(&meta), &addrs, &own);
+            let Target::Net { host, .. } = &meta.target else {
+                panic!("a pending allow for a unix socket")
+            };
+            let d = policy.check_addresses(host, decision.clone(), port_of(&meta), &addrs, &own);
             let name = d.reason.map_or("allow", Reason::as_str);
             (name.to_owned(), d)
         }
@@ -601,7 +604,14 @@ fn resolved_addresses_must_all_pass() {
     );
     for rules in ["allow=example.com", "allow=example.com local"] {
         let p = policy(rules);
-        let d = p.check_addresses(proxy_core::Decision::allow(), 80, &[], OwnAddrs::none());
+        let host = proxy_core::Host::parse("example.com").unwrap();
+        let d = p.check_addresses(
+            &host,
+            proxy_core::Decision::allow(),
+            80,
+            &[],
+            OwnAddrs::none(),
+        );
         assert_eq!(d.reason, Some(Reason::NotAllowedLocal), "{rules}");
     }
 }
@@ -737,6 +747,38 @@ fn a_hook_on_an_address_covers_its_other_spellings() {
             "intercept",
         );
     }
+}
+
+/// A name that resolves to a hooked address is refused unless the name has hooks of its own:
+/// it would reach the address as an opaque tunnel (or, intercepted, judged by nobody's hooks).
+#[test]
+fn a_name_resolving_to_a_hooked_address_needs_hooks_of_its_own() {
+    for req in [
+        "https_connect CONNECT alias.test:443 93.184.216.34",
+        "https_connect CONNECT alias.test:443 1.1.1.1,93.184.216.34",
+        "https_connect CONNECT alias.test:443 64:ff9b::93.184.216.34",
+        "socks5_tcp CONNECT alias.test:443 93.184.216.34",
+        "http GET alias.test 93.184.216.34",
+    ] {
+        for mode in ["", "mode=limited"] {
+            check(
+                &format!("allow=* mitm {mode} hook=93.184.216.34"),
+                req,
+                "mitm_hook_denied",
+            );
+        }
+    }
+    check(
+        "allow=* mitm hook=93.184.216.34",
+        "https_connect CONNECT alias.test:443 1.1.1.1",
+        "allow",
+    );
+    // Hooked itself, the name is intercepted and judged by its own hooks.
+    check(
+        "allow=* mitm hook=93.184.216.34,alias.test",
+        "https_connect CONNECT alias.test:443 93.184.216.34",
+        "allow",
+    );
 }
 
 #[test]
@@ -1180,7 +1222,8 @@ proptest! {
         let Evaluation::AllowIfAddressesPass { decision, .. } = p.evaluate(&meta) else { panic!("expected a pending allow") };
         let mut all = others.clone();
         all.push(resolved);
-        let d = p.check_addresses(decision, 443, &all, OwnAddrs::none());
+        let host = proxy_core::Host::parse("example.com").unwrap();
+        let d = p.check_addresses(&host, decision, 443, &all, OwnAddrs::none());
         prop_assert_eq!(d.reason, Some(Reason::Denied), "{}", resolved);
     }
 
@@ -1212,7 +1255,8 @@ proptest! {
         let name = RequestMeta::new(Protocol::Http, Target::parse_authority("a.example.com", port).unwrap());
         let Evaluation::AllowIfAddressesPass { decision, .. } = p.evaluate_with(&name, &own) else { panic!("expected a pending allow") };
         let resolved = proxy_core::Host::parse(&spelling).unwrap().ip().unwrap();
-        let d = p.check_addresses(decision, port, &[resolved], &own);
+        let host = proxy_core::Host::parse("a.example.com").unwrap();
+        let d = p.check_addresses(&host, decision, port, &[resolved], &own);
         prop_assert_eq!(d.reason, Some(Reason::NotAllowedLocal), "{}", spelling);
         if style == 0 {
             let mut b = Policy::builder();
@@ -1238,7 +1282,8 @@ proptest! {
             let host = proxy_core::Host::parse(a).unwrap();
             all.push(host.ip().unwrap());
         }
-        let d = p.check_addresses(decision, 80, &all, OwnAddrs::none());
+        let name = proxy_core::Host::parse("a.example.com").unwrap();
+        let d = p.check_addresses(&name, decision, 80, &all, OwnAddrs::none());
         prop_assert_eq!(d.reason, Some(Reason::NotAllowedLocal));
     }
 }

@@ -623,3 +623,45 @@ fn check_explains_a_hooked_host() {
     assert_eq!(v["reason"], "mitm_required");
     assert_eq!(v["hooked"], true);
 }
+
+/// A hook on an address also holds for the names that resolve to it: a `CONNECT` to such a name
+/// without hooks of its own is refused (`mitm_hook_denied`) before any connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_resolving_to_a_hooked_address_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dns = DnsServer::start().await.unwrap();
+    resolves(&dns, "alias.test", "127.0.0.47");
+    let config = "[network.mitm]\nenabled = true\n\
+                  [network.mitm.hooks.read]\nhost = \"127.0.0.47\"\nmethods = [\"GET\"]\n\
+                  path_prefixes = [\"/read\"]\n";
+    let s = serve()
+        .dns(&dns)
+        .args(&[
+            "-c",
+            "treat_as_public=[\"127.0.0.47/32\"]",
+            "--allow",
+            "alias.test",
+            "--allow",
+            "127.0.0.47",
+        ])
+        .config(config)
+        .start();
+    let mut c = tokio::net::TcpStream::connect(&s.http).await.unwrap();
+    c.write_all(
+        b"CONNECT alias.test:443 HTTP/1.1\r\nHost: alias.test:443\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        c.read_to_end(&mut answer),
+    )
+    .await
+    .expect("an answer")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("mitm_hook_denied"), "{answer}");
+    drop(s);
+}
