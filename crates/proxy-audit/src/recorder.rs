@@ -96,7 +96,7 @@ fn reason_phrase(reason: &str) -> &str {
         Ok(R::InvalidHost) => "invalid host",
         Ok(R::MethodNotAllowed) => "method not allowed in limited mode",
         Ok(R::MitmRequired) => "needs HTTPS interception",
-        Ok(R::MitmHookDenied) => "no MITM hook matched",
+        Ok(R::MitmHookDenied) => "refused by MITM hooks",
         Ok(R::ProxyDisabled) => "proxy disabled",
         Ok(R::CredentialNotBound) => "credential not bound here",
         Ok(R::SniMismatch) => "TLS server name differs",

@@ -218,7 +218,14 @@ fn refusal(policy: &Policy, own: &OwnAddrs, h: &Held) -> Option<Decision> {
     } else {
         &h.meta
     };
-    match policy.evaluate_with(meta, own) {
+    let evaluation = match policy.evaluate_with(meta, own) {
+        // A decider's allow outlives allowlist misses, not what follows the allowlist.
+        Evaluation::Deny(d) if h.by_decider && d.reason == Some(Reason::NotAllowed) => {
+            as_decided(policy, meta)
+        }
+        other => other,
+    };
+    match evaluation {
         // Allowed only if intercepted (limited mode, hooks): an opaque tunnel carries any
         // method. (`IfTls` keeps it: see `Held::intercepted`.)
         Evaluation::Allow {
@@ -248,8 +255,27 @@ fn refusal(policy: &Policy, own: &OwnAddrs, h: &Held) -> Option<Decision> {
             let d = policy.check_addresses(host, decision, *port, &h.addrs, own);
             (!d.is_allowed()).then_some(d)
         }
-        Evaluation::Deny(d) if h.by_decider && d.reason == Some(Reason::NotAllowed) => None,
         Evaluation::Deny(d) => Some(d),
+    }
+}
+
+/// What the gate makes of a decider's allow after an allowlist miss (gate.rs, `judge`): the
+/// guards that follow the allowlist (hooks, limited mode), then, for a name, the check of its
+/// addresses (deny entries, local protection, hooked addresses).
+fn as_decided(policy: &Policy, meta: &RequestMeta) -> Evaluation {
+    let decision = Decision::allow().with_source(Source::Decider);
+    match policy.guard(meta) {
+        Err(refused) => Evaluation::Deny(refused),
+        Ok(intercept) => match &meta.target {
+            Target::Net { host, .. } if host.is_name() => Evaluation::AllowIfAddressesPass {
+                decision,
+                intercept,
+            },
+            _ => Evaluation::Allow {
+                decision,
+                intercept,
+            },
+        },
     }
 }
 
@@ -305,6 +331,50 @@ mod tests {
         assert_eq!(revoked[0].1.reason, Some(Reason::Denied));
         assert_eq!(revoked[0].1.verdict, Verdict::Deny);
         assert!(by_decider.is_revoked());
+    }
+
+    /// A decider's allow outlives allowlist misses only: what follows the allowlist (an IP deny
+    /// entry for its address, limited mode, a hook on its address) closes it as it would refuse
+    /// a new one.
+    #[test]
+    fn what_follows_the_allowlist_holds_for_the_deciders_connections() {
+        let ip: Vec<IpAddr> = vec!["127.0.0.2".parse().unwrap()];
+        let build = |edit: &dyn Fn(&mut proxy_policy::PolicyBuilder)| {
+            let mut b = Policy::builder();
+            b.allow("other.test", None).unwrap();
+            b.treat_as_public("127.0.0.2/32".parse().unwrap());
+            edit(&mut b);
+            b.build().unwrap()
+        };
+        let limited = build(&|b| {
+            b.mode(proxy_core::Mode::Limited).interception(true);
+        });
+        let denied = build(&|b| {
+            b.deny("127.0.0.2", None).unwrap();
+        });
+        let hooked = build(&|b| {
+            b.interception(true);
+            let hook = proxy_policy::Hook::new("h", "127.0.0.2")
+                .unwrap()
+                .methods(["GET"])
+                .unwrap()
+                .path_prefixes(["/"])
+                .unwrap();
+            b.hook(hook).unwrap();
+        });
+        for (policy, reason) in [
+            (&limited, Reason::MitmRequired),
+            (&denied, Reason::Denied),
+            (&hooked, Reason::MitmHookDenied),
+        ] {
+            let leases = Arc::new(Leases::default());
+            let lease = leases.hold(&meta("asked.test:443"), ip.clone(), &decider_allow(), false);
+            assert!(leases.rejudge(&build(&|_| {}), OwnAddrs::none()).is_empty());
+            let revoked = leases.rejudge(policy, OwnAddrs::none());
+            assert_eq!(revoked.len(), 1, "{reason:?}");
+            assert_eq!(revoked[0].1.reason, Some(reason));
+            assert!(lease.is_revoked());
+        }
     }
 
     #[test]

@@ -54,8 +54,10 @@ impl Matcher {
         Self::build_with(entries, false)
     }
 
-    /// A matcher for a deny list: IP patterns also match the NAT64 well-known-prefix spelling
-    /// (64:ff9b::a.b.c.d), whichever spelling the pattern or the host uses.
+    /// A matcher for a deny list: IP patterns also match the IPv4-translated and NAT64
+    /// well-known-prefix spellings (`::ffff:0:a.b.c.d`, `64:ff9b::a.b.c.d`), and the unspecified
+    /// address as the loopback one (`0.0.0.0` as `127.0.0.1`, `::` as `::1`), whichever spelling
+    /// the pattern or the host uses.
     pub(crate) fn build_deny(entries: Vec<Entry>) -> Result<Self, Error> {
         Self::build_with(entries, true)
     }

@@ -11,7 +11,8 @@ use crate::classify::canonical_ip;
 /// is treated like loopback: a wildcard, a name's resolution or `treat_as_public` never admits
 /// it; only an explicit literal allow entry does.
 ///
-/// Every spelling of an address matches (IPv4-mapped, IPv4-compatible, NAT64 64:ff9b::/96).
+/// Every spelling of an address matches (IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64
+/// 64:ff9b::/96), and the unspecified address matches as the loopback one it reaches.
 ///
 /// ```
 /// use proxy_policy::OwnAddrs;

@@ -668,6 +668,9 @@ impl Policy {
             // say.
             return Err(Decision::deny(Reason::DnsNotServed));
         }
+        if let Some(ip) = self.hooked_loopback(host) {
+            return Err(hooked_address(host, ip, "connects to"));
+        }
         match self.hook_guard(req, host, *port) {
             Some(Ok(())) => Ok(Intercept::Always),
             Some(Err(detail)) => Err(Decision::deny(Reason::MitmRequired).with_detail(detail)),
@@ -678,6 +681,23 @@ impl Policy {
                     .with_detail(format!("limited mode; {}", reason.message()))),
             },
         }
+    }
+
+    /// For a `localhost` name without hooks of its own, the loopback address it connects to
+    /// (without a lookup) that has hooks: the name would skip them.
+    fn hooked_loopback(&self, host: &Host) -> Option<IpAddr> {
+        if self.hooks.is_empty() || !host.as_name().is_some_and(is_localhost) {
+            return None;
+        }
+        if self.hooks.is_hooked(host) {
+            return None;
+        }
+        [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ]
+        .into_iter()
+        .find(|ip| self.hooks.is_hooked(&Host::from_ip(*ip)))
     }
 
     /// A tunnel nothing else intercepts, to a credential destination, with interception
@@ -857,9 +877,7 @@ impl Policy {
                 .iter()
                 .find(|ip| self.hooks.is_hooked(&Host::from_ip(**ip)))
         {
-            let refused = Decision::deny(Reason::MitmHookDenied).with_detail(format!(
-                "resolved to {ip}, which has MITM hooks; {host} has none (hook {host} too)"
-            ));
+            let refused = hooked_address(host, *ip, "resolved to");
             return match pending.rule {
                 Some(rule) => refused.with_rule(rule),
                 None => refused,
@@ -867,6 +885,14 @@ impl Policy {
         }
         pending
     }
+}
+
+/// The refusal of a name without hooks that reaches an address with hooks (`how`: "resolved
+/// to", "connects to").
+fn hooked_address(host: &Host, ip: IpAddr, how: &str) -> Decision {
+    Decision::deny(Reason::MitmHookDenied).with_detail(format!(
+        "{host} {how} {ip}, which has MITM hooks; {host} has none (hook {host} too)"
+    ))
 }
 
 fn is_localhost(name: &str) -> bool {

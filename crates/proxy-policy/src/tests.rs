@@ -781,6 +781,70 @@ fn a_name_resolving_to_a_hooked_address_needs_hooks_of_its_own() {
     );
 }
 
+/// `localhost` connects to loopback without a lookup: a hook on 127.0.0.1 or ::1 holds for it
+/// as for a name resolving there.
+#[test]
+fn a_localhost_name_cannot_skip_a_hook_on_loopback() {
+    for host in ["localhost:8443", "x.localhost:8443"] {
+        for rules in [
+            "local allow=* mitm hook=127.0.0.1",
+            "local allow=* mitm hook=::1",
+            "allow=localhost,x.localhost mitm hook=::1",
+        ] {
+            check(
+                rules,
+                &format!("https_connect CONNECT {host}"),
+                "mitm_hook_denied",
+            );
+            check(
+                rules,
+                &format!("socks5_tcp CONNECT {host}"),
+                "mitm_hook_denied",
+            );
+        }
+    }
+    check(
+        "local allow=* mitm hook=127.0.0.1,localhost",
+        "https_connect CONNECT localhost:8443",
+        "intercept",
+    );
+}
+
+/// A connection to the unspecified address reaches loopback (Linux): a deny entry or a hook
+/// for 127.0.0.1 or ::1 holds for 0.0.0.0 and `::`, literal or resolved, with local binding on.
+#[test]
+fn the_unspecified_address_is_judged_as_the_loopback_it_reaches() {
+    for (deny, target) in [
+        ("127.0.0.1", "0.0.0.0"),
+        ("127.0.0.1", "0"),
+        ("127.0.0.1", "[::ffff:0.0.0.0]"),
+        ("::1", "[::]"),
+        ("0.0.0.0", "127.0.0.1"),
+    ] {
+        check(
+            &format!("local allow=* deny={deny}"),
+            &format!("http GET {target}"),
+            "denied",
+        );
+    }
+    check(
+        "local allow=* deny=127.0.0.1",
+        "http GET a.test 0.0.0.0",
+        "denied",
+    );
+    check("local allow=* deny=::1", "http GET a.test ::", "denied");
+    check(
+        "local allow=* mitm hook=127.0.0.1",
+        "https_connect CONNECT 0.0.0.0:8443",
+        "intercept",
+    );
+    check(
+        "local allow=* mitm hook=127.0.0.1",
+        "https_connect CONNECT a.test:8443 0.0.0.0",
+        "mitm_hook_denied",
+    );
+}
+
 #[test]
 fn a_hooked_host_is_reached_only_through_interception_in_any_mode() {
     // Full mode: tunnels to it are intercepted, at any CONNECT port, and SOCKS to 443.
