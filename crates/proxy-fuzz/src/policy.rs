@@ -15,8 +15,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
-use proxy_core::{Mode, Protocol, Reason, RequestMeta, Target, Verdict};
-use proxy_policy::{Evaluation, OwnAddrs, Pattern, Policy};
+use proxy_core::{Host, Mode, Protocol, Reason, RequestMeta, Target, Verdict};
+use proxy_policy::{Evaluation, Hook, Intercept, OwnAddrs, Pattern, Policy};
 
 use crate::input::Input;
 
@@ -114,9 +114,21 @@ pub fn run(data: &[u8]) {
         })
         .collect();
     let own = OwnAddrs::new((0..input.below(3)).map(|_| address(&mut input)));
+    // Sometimes one address has MITM hooks (interception on).
+    let hooked = input.bool().then(|| address(&mut input));
 
     let mut builder = Policy::builder();
     builder.allow_local_binding(local_binding).mode(mode);
+    if let Some(ip) = hooked {
+        let hook = Hook::new("fuzz", &ip.to_string())
+            .and_then(|h| h.methods(["GET"]))
+            .and_then(|h| h.path_prefixes(["/"]))
+            .unwrap_or_else(|e| panic!("a hook on {ip}: {e}"));
+        builder.interception(true);
+        if let Err(e) = builder.hook(hook) {
+            panic!("a hook on {ip} refused: {e}");
+        }
+    }
     for net in &public {
         builder.treat_as_public(*net);
     }
@@ -181,9 +193,33 @@ pub fn run(data: &[u8]) {
             .as_name()
             .is_some_and(|n| n == "localhost" || n.ends_with(".localhost")),
     };
+    // A hooked host is never reached as an opaque tunnel (or by plain HTTP, or UDP).
+    if let Evaluation::Allow { intercept, .. } | Evaluation::AllowIfAddressesPass { intercept, .. } =
+        &evaluation
+        && policy.is_hooked(&host)
+    {
+        assert_eq!(
+            *intercept,
+            Intercept::Always,
+            "hooked {host} allowed without interception"
+        );
+    }
     match evaluation {
         Evaluation::Allow { decision, .. } => {
             assert_eq!(decision.verdict, Verdict::Allow);
+            // A `localhost` name connects to loopback: it skips no hook there.
+            if host
+                .as_name()
+                .is_some_and(|n| n == "localhost" || n.ends_with(".localhost"))
+                && !policy.is_hooked(&host)
+            {
+                for ip in [Ipv4Addr::LOCALHOST.into(), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
+                    assert!(
+                        !policy.is_hooked(&Host::from_ip(ip)),
+                        "{host} allowed though {ip} has hooks"
+                    );
+                }
+            }
             if policy.protects_local() && local_literal {
                 let rule = decision
                     .rule
@@ -203,6 +239,15 @@ pub fn run(data: &[u8]) {
             let done = policy.check_addresses(&host, decision, port, &addrs, &own);
             if done.verdict == Verdict::Allow {
                 assert!(!addrs.is_empty(), "{host} allowed with no address");
+                // A name without hooks never reaches an address with hooks.
+                if !policy.is_hooked(&host) {
+                    for ip in &addrs {
+                        assert!(
+                            !policy.is_hooked(&Host::from_ip(*ip)),
+                            "{host} allowed though it resolved to the hooked {ip}"
+                        );
+                    }
+                }
                 if policy.protects_local() {
                     for ip in &addrs {
                         assert!(
