@@ -263,6 +263,12 @@ fn refusal(policy: &Policy, own: &OwnAddrs, h: &Held) -> Option<Decision> {
 /// guards that follow the allowlist (hooks, limited mode), then, for a name, the check of its
 /// addresses (deny entries, local protection, hooked addresses).
 fn as_decided(policy: &Policy, meta: &RequestMeta) -> Evaluation {
+    // Managed requirements now fix the allowlist: its misses are not the decider's to allow.
+    if let Some(by) = policy.allowlist_fixed_by() {
+        return Evaluation::Deny(Decision::deny(Reason::NotAllowed).with_detail(format!(
+            "not in the allowlist fixed by the managed requirements {by}"
+        )));
+    }
     let decision = Decision::allow().with_source(Source::Decider);
     match policy.guard(meta) {
         Err(refused) => Evaluation::Deny(refused),
@@ -362,10 +368,14 @@ mod tests {
                 .unwrap();
             b.hook(hook).unwrap();
         });
+        let fixed = build(&|b| {
+            b.allowlist_fixed_by(Some("/etc/netproxy/requirements.toml".to_owned()));
+        });
         for (policy, reason) in [
             (&limited, Reason::MitmRequired),
             (&denied, Reason::Denied),
             (&hooked, Reason::MitmHookDenied),
+            (&fixed, Reason::NotAllowed),
         ] {
             let leases = Arc::new(Leases::default());
             let lease = leases.hold(&meta("asked.test:443"), ip.clone(), &decider_allow(), false);
@@ -375,6 +385,22 @@ mod tests {
             assert_eq!(revoked[0].1.reason, Some(reason));
             assert!(lease.is_revoked());
         }
+        // What a new admission would still allow stays: a `localhost` connection under local
+        // binding, an intercepted one under limited mode (where the opaque `localhost` one goes).
+        let leases = Arc::new(Leases::default());
+        let intercepted = leases.hold(&meta("asked.test:443"), ip.clone(), &decider_allow(), true);
+        let loopback = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        let local = leases.hold(&meta("localhost:443"), loopback, &decider_allow(), false);
+        let mut b = Policy::builder();
+        b.allow("other.test", None).unwrap();
+        b.allow_local_binding(true);
+        assert!(
+            leases
+                .rejudge(&b.build().unwrap(), OwnAddrs::none())
+                .is_empty()
+        );
+        assert!(leases.rejudge(&limited, OwnAddrs::none()).len() == 1);
+        assert!(!intercepted.is_revoked() && local.is_revoked());
     }
 
     #[test]

@@ -153,25 +153,30 @@ pub(crate) fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
     out
 }
 
+/// The loopback address a connection to `ip` reaches when `ip` is the unspecified address as a
+/// local `connect` reads it (Linux connects `0.0.0.0`, also IPv4-mapped, to 127.0.0.1 and `::`
+/// to `::1`): a deny entry or a hook for that loopback address holds for it too. One way only:
+/// an entry for `0.0.0.0` does not cover 127.0.0.1. NAT64 and translated spellings of 0.0.0.0
+/// leave through a translator, not to this machine's loopback.
+pub(crate) fn unspecified_reaches(ip: IpAddr) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified()) => {
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        }
+        _ => None,
+    }
+}
+
 /// The first six segments of an IPv4-translated address, `::ffff:0:a.b.c.d` (RFC 2765).
 const IPV4_TRANSLATED: [u16; 6] = [0, 0, 0, 0, 0xffff, 0];
 
 /// The one spelling of an address that IP deny entries and the machine's own addresses are
 /// compared in: an IPv4 address carried IPv4-mapped, IPv4-compatible (`::a.b.c.d`, not `::` or
 /// `::1`), IPv4-translated (`::ffff:0:a.b.c.d`) or in the NAT64 well-known prefix
-/// 64:ff9b::/96 becomes that IPv4 address; any other address is itself. Then the unspecified
-/// address becomes the loopback one a connection to it reaches (Linux connects 0.0.0.0 to
-/// 127.0.0.1 and `::` to `::1`), so a deny entry or a hook for one covers the other.
+/// 64:ff9b::/96 becomes that IPv4 address; any other address is itself.
 pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match carried_ip(ip) {
-        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        other => other,
-    }
-}
-
-/// [`canonical_ip`] before the unspecified address is read as loopback.
-fn carried_ip(ip: IpAddr) -> IpAddr {
     let IpAddr::V6(v6) = ip else {
         return ip;
     };

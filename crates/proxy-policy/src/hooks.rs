@@ -8,7 +8,7 @@ use core::net::IpAddr;
 use globset::{GlobBuilder, GlobMatcher};
 use proxy_core::{Host, RequestHead};
 
-use crate::classify::{canonical_ip, embedded_v4};
+use crate::classify::{canonical_ip, embedded_v4, unspecified_reaches};
 
 /// Why a hook could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -322,11 +322,24 @@ enum Lookup<'a> {
 }
 
 impl Hooks {
+    /// Files `hook` under its host; a hook on `localhost` (or a `*.localhost` name) also under
+    /// 127.0.0.1 and ::1, where that name connects: no other spelling of the loopback service
+    /// skips it.
     pub(crate) fn add(&mut self, hook: Hook) {
-        let key = hook_host(&hook.host);
-        match self.by_host.iter_mut().find(|(h, _)| *h == key) {
-            Some((_, hooks)) => hooks.push(hook),
-            None => self.by_host.push((key, vec![hook])),
+        let mut keys = vec![hook_host(&hook.host)];
+        if hook
+            .host
+            .as_name()
+            .is_some_and(|n| n == "localhost" || n.ends_with(".localhost"))
+        {
+            keys.push(Host::from_ip(IpAddr::V4(core::net::Ipv4Addr::LOCALHOST)));
+            keys.push(Host::from_ip(IpAddr::V6(core::net::Ipv6Addr::LOCALHOST)));
+        }
+        for key in keys {
+            match self.by_host.iter_mut().find(|(h, _)| *h == key) {
+                Some((_, hooks)) => hooks.push(hook.clone()),
+                None => self.by_host.push((key, vec![hook.clone()])),
+            }
         }
     }
 
@@ -346,6 +359,12 @@ impl Hooks {
         }
         let key = hook_host(host);
         if let Some(hooks) = self.filed(&key) {
+            return Lookup::Own(hooks);
+        }
+        // The unspecified address reaches loopback: the same service, its hooks its own.
+        if let Some(lo) = host.policy_ip().and_then(unspecified_reaches)
+            && let Some(hooks) = self.filed(&Host::from_ip(lo))
+        {
             return Lookup::Own(hooks);
         }
         if let Some(IpAddr::V6(v6)) = key.policy_ip()

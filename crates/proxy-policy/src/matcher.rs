@@ -55,9 +55,10 @@ impl Matcher {
     }
 
     /// A matcher for a deny list: IP patterns also match the IPv4-translated and NAT64
-    /// well-known-prefix spellings (`::ffff:0:a.b.c.d`, `64:ff9b::a.b.c.d`), and the unspecified
-    /// address as the loopback one (`0.0.0.0` as `127.0.0.1`, `::` as `::1`), whichever spelling
-    /// the pattern or the host uses.
+    /// well-known-prefix spellings (`::ffff:0:a.b.c.d`, `64:ff9b::a.b.c.d`), whichever spelling
+    /// the pattern or the host uses; a loopback pattern also matches the unspecified address a
+    /// connection reaches it through (`0.0.0.0` for `127.0.0.1`, `::` for `::1`; not the other
+    /// way).
     pub(crate) fn build_deny(entries: Vec<Entry>) -> Result<Self, Error> {
         Self::build_with(entries, true)
     }
@@ -151,8 +152,8 @@ impl Matcher {
         for &i in &self.global {
             consider(i);
         }
-        if let Some(ip) = host.policy_ip() {
-            let ip = self.spelling(ip);
+        if let Some(raw) = host.policy_ip() {
+            let ip = self.spelling(raw);
             let zone = host.zone().map(Into::into);
             let scoped = zone.is_some();
             for &i in self.ips.get(&(ip, zone)).into_iter().flatten() {
@@ -160,6 +161,15 @@ impl Matcher {
             }
             if scoped {
                 for &i in self.ips.get(&(ip, None)).into_iter().flatten() {
+                    consider(i);
+                }
+            }
+            // A deny entry for a loopback address also matches the unspecified address, which
+            // a connection reaches it through.
+            if self.every_spelling
+                && let Some(lo) = crate::classify::unspecified_reaches(raw)
+            {
+                for &i in self.ips.get(&(lo, None)).into_iter().flatten() {
                     consider(i);
                 }
             }

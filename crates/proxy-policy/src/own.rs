@@ -12,7 +12,7 @@ use crate::classify::canonical_ip;
 /// it; only an explicit literal allow entry does.
 ///
 /// Every spelling of an address matches (IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64
-/// 64:ff9b::/96), and the unspecified address matches as the loopback one it reaches.
+/// 64:ff9b::/96).
 ///
 /// ```
 /// use proxy_policy::OwnAddrs;

@@ -819,7 +819,6 @@ fn the_unspecified_address_is_judged_as_the_loopback_it_reaches() {
         ("127.0.0.1", "0"),
         ("127.0.0.1", "[::ffff:0.0.0.0]"),
         ("::1", "[::]"),
-        ("0.0.0.0", "127.0.0.1"),
     ] {
         check(
             &format!("local allow=* deny={deny}"),
@@ -841,6 +840,50 @@ fn the_unspecified_address_is_judged_as_the_loopback_it_reaches() {
     check(
         "local allow=* mitm hook=127.0.0.1",
         "https_connect CONNECT a.test:8443 0.0.0.0",
+        "mitm_hook_denied",
+    );
+    // One way only: an entry for the unspecified address does not cover loopback, and NAT64 or
+    // translated spellings of 0.0.0.0 (which leave through a translator) are not loopback.
+    for target in ["127.0.0.1", "localhost", "[::1]"] {
+        check(
+            "local allow=* deny=0.0.0.0,::",
+            &format!("http GET {target}"),
+            "allow",
+        );
+    }
+    check(
+        "local allow=* mitm hook=0.0.0.0",
+        "https_connect CONNECT localhost:8443",
+        "allow",
+    );
+    for target in ["[64:ff9b::]:443", "[::ffff:0:0:0]:443"] {
+        check(
+            "local allow=* mitm hook=127.0.0.1",
+            &format!("https_connect CONNECT {target}"),
+            "allow",
+        );
+    }
+}
+
+/// A hook on `localhost` holds for every spelling of the loopback service: the other names
+/// are refused, the addresses intercepted.
+#[test]
+fn a_hook_on_localhost_covers_the_loopback_addresses() {
+    for target in [
+        "127.0.0.1:8443",
+        "[::1]:8443",
+        "0.0.0.0:8443",
+        "localhost:8443",
+    ] {
+        check(
+            "local allow=* mitm hook=localhost",
+            &format!("https_connect CONNECT {target}"),
+            "intercept",
+        );
+    }
+    check(
+        "local allow=* mitm hook=localhost",
+        "https_connect CONNECT x.localhost:8443",
         "mitm_hook_denied",
     );
 }
