@@ -391,15 +391,19 @@ mod tests {
         let intercepted = leases.hold(&meta("asked.test:443"), ip.clone(), &decider_allow(), true);
         let loopback = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
         let local = leases.hold(&meta("localhost:443"), loopback, &decider_allow(), false);
-        let mut b = Policy::builder();
-        b.allow("other.test", None).unwrap();
-        b.allow_local_binding(true);
-        assert!(
-            leases
-                .rejudge(&b.build().unwrap(), OwnAddrs::none())
-                .is_empty()
-        );
-        assert!(leases.rejudge(&limited, OwnAddrs::none()).len() == 1);
+        let local_binding = |mode| {
+            let mut b = Policy::builder();
+            b.allow("other.test", None).unwrap();
+            b.treat_as_public("127.0.0.2/32".parse().unwrap());
+            b.allow_local_binding(true).mode(mode).interception(true);
+            b.build().unwrap()
+        };
+        let full = local_binding(proxy_core::Mode::Full);
+        assert!(leases.rejudge(&full, OwnAddrs::none()).is_empty());
+        let revoked = leases.rejudge(&local_binding(proxy_core::Mode::Limited), OwnAddrs::none());
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].0.target.to_string(), "localhost:443");
+        assert_eq!(revoked[0].1.reason, Some(Reason::MitmRequired));
         assert!(!intercepted.is_revoked() && local.is_revoked());
     }
 

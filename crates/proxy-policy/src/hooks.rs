@@ -322,23 +322,30 @@ enum Lookup<'a> {
 }
 
 impl Hooks {
-    /// Files `hook` under its host; a hook on `localhost` (or a `*.localhost` name) also under
-    /// 127.0.0.1 and ::1, where that name connects: no other spelling of the loopback service
-    /// skips it.
+    /// Files `hook` under its host; a hook on `localhost` also under 127.0.0.1 and ::1, where
+    /// that name connects, so no other spelling of the loopback service skips it. An address's
+    /// own hooks stay ahead of those filed from `localhost` (each group in the order written).
+    /// (A `*.localhost` name is hooked alone: several such names may share loopback.)
     pub(crate) fn add(&mut self, hook: Hook) {
-        let mut keys = vec![hook_host(&hook.host)];
-        if hook
-            .host
-            .as_name()
-            .is_some_and(|n| n == "localhost" || n.ends_with(".localhost"))
-        {
+        let own = hook_host(&hook.host);
+        let mut keys = vec![own.clone()];
+        if hook.host.as_name() == Some("localhost") {
             keys.push(Host::from_ip(IpAddr::V4(core::net::Ipv4Addr::LOCALHOST)));
             keys.push(Host::from_ip(IpAddr::V6(core::net::Ipv6Addr::LOCALHOST)));
         }
         for key in keys {
-            match self.by_host.iter_mut().find(|(h, _)| *h == key) {
-                Some((_, hooks)) => hooks.push(hook.clone()),
-                None => self.by_host.push((key, vec![hook.clone()])),
+            let Some((_, hooks)) = self.by_host.iter_mut().find(|(h, _)| *h == key) else {
+                self.by_host.push((key, vec![hook.clone()]));
+                continue;
+            };
+            if key == own {
+                let at = hooks
+                    .iter()
+                    .position(|h| hook_host(&h.host) != key)
+                    .unwrap_or(hooks.len());
+                hooks.insert(at, hook.clone());
+            } else {
+                hooks.push(hook.clone());
             }
         }
     }
@@ -357,14 +364,15 @@ impl Hooks {
         if self.by_host.is_empty() {
             return Lookup::None;
         }
-        let key = hook_host(host);
-        if let Some(hooks) = self.filed(&key) {
-            return Lookup::Own(hooks);
-        }
-        // The unspecified address reaches loopback: the same service, its hooks its own.
+        // The unspecified address reaches loopback: the service there, whose hooks win over
+        // any filed under the unspecified address itself.
         if let Some(lo) = host.policy_ip().and_then(unspecified_reaches)
             && let Some(hooks) = self.filed(&Host::from_ip(lo))
         {
+            return Lookup::Own(hooks);
+        }
+        let key = hook_host(host);
+        if let Some(hooks) = self.filed(&key) {
             return Lookup::Own(hooks);
         }
         if let Some(IpAddr::V6(v6)) = key.policy_ip()
@@ -540,6 +548,36 @@ mod tests {
             HookVerdict::NoHooks
         );
         assert!(hooks.is_hooked(&host) && !hooks.is_hooked(&other));
+    }
+
+    /// Loopback's own hooks come before those filed from `localhost`, whatever the order
+    /// written; the unspecified address is judged by loopback's hooks, not by its own.
+    #[test]
+    fn loopback_is_judged_by_its_own_hooks_first() {
+        let hook = |name: &str, host: &str, path: &str| {
+            Hook::new(name, host)
+                .unwrap()
+                .methods(["GET"])
+                .unwrap()
+                .path_prefixes([path])
+                .unwrap()
+        };
+        let mut hooks = Hooks::default();
+        hooks.add(hook("name", "localhost", "/both"));
+        hooks.add(hook("ip", "127.0.0.1", "/"));
+        hooks.add(hook("any", "0.0.0.0", "/"));
+        let named = |host: &str, path: &str| match hooks
+            .evaluate(&Host::parse(host).unwrap(), &head("GET", path, None, &[]))
+        {
+            HookVerdict::Matched(h) => h.name().to_owned(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(named("127.0.0.1", "/both"), "ip");
+        assert_eq!(named("0.0.0.0", "/both"), "ip");
+        assert_eq!(named("localhost", "/both"), "name");
+        assert_eq!(named("localhost", "/other"), "NoMatch");
+        assert_eq!(named("[::1]", "/both"), "name");
+        assert_eq!(named("[::1]", "/other"), "NoMatch");
     }
 
     /// Another spelling of a hooked address uses its hooks; an address that carries a hooked

@@ -886,6 +886,14 @@ fn a_hook_on_localhost_covers_the_loopback_addresses() {
         "https_connect CONNECT x.localhost:8443",
         "mitm_hook_denied",
     );
+    // A `*.localhost` name is hooked alone.
+    for target in ["127.0.0.1:8443", "localhost:8443", "b.localhost:8443"] {
+        check(
+            "local allow=* mitm hook=a.localhost",
+            &format!("https_connect CONNECT {target}"),
+            "allow",
+        );
+    }
 }
 
 #[test]
